@@ -1,0 +1,1 @@
+"""The HTTP surface: status JSON, Prometheus metrics, dashboard."""

@@ -1,0 +1,1 @@
+"""The command line (typer + rich). Formats output; decides nothing."""

@@ -1,0 +1,1 @@
+"""The only place with loops, threads, clocks and queues: watchers, work queue, reconcile."""

@@ -1,0 +1,1 @@
+"""agentvm's own EAM-equivalent agent lifecycle on plain vim25 (deploy, hooks, issues, remediation)."""

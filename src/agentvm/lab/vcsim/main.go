@@ -1,0 +1,650 @@
+// agentvm-vcsim: VMware's vCenter simulator (govmomi 0.24.2, from Debian) with what agentvm's lab needs
+// and 0.24.2 lacks:
+//
+//   - ExtensionManager: Register/Unregister/Find/UpdateExtension, SetExtensionCertificate, extensionList.
+//   - HostEsxAgentHostManager on every host (configManager.esxAgentHostManager, configInfo,
+//     EsxAgentHostManagerUpdateConfig), mirrored in summary.config.agentVmDatastore/agentVmNetwork.
+//   - LoginExtensionByCertificate checked against the certificate set with SetExtensionCertificate.
+//   - /eam/sdk forwarded to an EAM backend (agentvm's EAM emulator), so vim25 and EAM share one
+//     endpoint and one session cookie, as on a real vCenter. The backend learns who a cookie belongs
+//     to by reading sessionManager.currentSession with that cookie.
+//
+// It listens on loopback only and prints one JSON line when ready:
+//
+//	{"url": "https://127.0.0.1:PORT/sdk", "username": ..., "password": ..., "thumbprint": ..., ...}
+//
+// Built by `agentvm lab build` with GO111MODULE=off GOPATH=/usr/share/gocode.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha1" //nolint:gosec // vSphere thumbprints are SHA-1 by convention
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/signal"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/simulator/esx"
+	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// exit codes, so the Python side can tell the causes apart
+const (
+	exitUsage  = 2
+	exitListen = 3
+	exitModel  = 4
+)
+
+func fail(code int, format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "agentvm-vcsim: "+format+"\n", args...)
+	os.Exit(code)
+}
+
+// thumbprint returns the SHA-1 thumbprint of a DER certificate in vSphere's form (AA:BB:...).
+func thumbprint(der []byte) string {
+	sum := sha1.Sum(der) //nolint:gosec
+	return colonHex(sum[:])
+}
+
+func colonHex(b []byte) string {
+	h := strings.ToUpper(hex.EncodeToString(b))
+	parts := make([]string, 0, len(h)/2)
+	for i := 0; i < len(h); i += 2 {
+		parts = append(parts, h[i:i+2])
+	}
+	return strings.Join(parts, ":")
+}
+
+// selfSigned makes a fresh certificate for 127.0.0.1 and localhost, so every lab has its own thumbprint.
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "127.0.0.1", Organization: []string{"agentvm lab"}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// ---------------------------------------------------------------------------------------------------
+// ExtensionManager
+
+type certStore struct {
+	mu sync.Mutex
+	tp map[string]string // extension key -> SHA-1 thumbprint of its certificate
+}
+
+func (c *certStore) get(key string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.tp[key]
+	return v, ok
+}
+
+func (c *certStore) set(key, tp string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tp[key] = tp
+}
+
+func (c *certStore) del(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.tp, key)
+}
+
+var certs = &certStore{tp: map[string]string{}}
+
+type ExtensionManager struct {
+	mo.ExtensionManager
+}
+
+func (m *ExtensionManager) find(key string) int {
+	for i := range m.ExtensionList {
+		if m.ExtensionList[i].Key == key {
+			return i
+		}
+	}
+	return -1
+}
+
+func (m *ExtensionManager) publish() {
+	list := append([]types.Extension(nil), m.ExtensionList...)
+	simulator.Map.Update(m, []types.PropertyChange{{Name: "extensionList", Val: list}})
+}
+
+func notFound(what string) *soap.Fault {
+	return simulator.Fault(what+" not found", &types.NotFound{})
+}
+
+func (m *ExtensionManager) RegisterExtension(req *types.RegisterExtension) soap.HasFault {
+	body := new(methods.RegisterExtensionBody)
+	ext := req.Extension
+	if ext.Key == "" {
+		body.Fault_ = simulator.Fault("extension.key is required", &types.InvalidArgument{InvalidProperty: "extension.key"})
+		return body
+	}
+	if m.find(ext.Key) >= 0 {
+		body.Fault_ = simulator.Fault(fmt.Sprintf("extension %q is already registered", ext.Key),
+			&types.InvalidArgument{InvalidProperty: "extension.key"})
+		return body
+	}
+	ext.LastHeartbeatTime = time.Now().UTC()
+	m.ExtensionList = append(m.ExtensionList, ext)
+	m.publish()
+	body.Res = new(types.RegisterExtensionResponse)
+	return body
+}
+
+func (m *ExtensionManager) UnregisterExtension(req *types.UnregisterExtension) soap.HasFault {
+	body := new(methods.UnregisterExtensionBody)
+	i := m.find(req.ExtensionKey)
+	if i < 0 {
+		body.Fault_ = notFound(fmt.Sprintf("extension %q", req.ExtensionKey))
+		return body
+	}
+	m.ExtensionList = append(m.ExtensionList[:i:i], m.ExtensionList[i+1:]...)
+	certs.del(req.ExtensionKey)
+	m.publish()
+	body.Res = new(types.UnregisterExtensionResponse)
+	return body
+}
+
+func (m *ExtensionManager) FindExtension(req *types.FindExtension) soap.HasFault {
+	body := &methods.FindExtensionBody{Res: new(types.FindExtensionResponse)}
+	if i := m.find(req.ExtensionKey); i >= 0 {
+		ext := m.ExtensionList[i]
+		body.Res.Returnval = &ext
+	}
+	return body
+}
+
+func (m *ExtensionManager) UpdateExtension(req *types.UpdateExtension) soap.HasFault {
+	body := new(methods.UpdateExtensionBody)
+	i := m.find(req.Extension.Key)
+	if i < 0 {
+		body.Fault_ = notFound(fmt.Sprintf("extension %q", req.Extension.Key))
+		return body
+	}
+	ext := req.Extension
+	ext.LastHeartbeatTime = time.Now().UTC()
+	m.ExtensionList[i] = ext
+	m.publish()
+	body.Res = new(types.UpdateExtensionResponse)
+	return body
+}
+
+func (m *ExtensionManager) SetExtensionCertificate(req *types.SetExtensionCertificate) soap.HasFault {
+	body := new(methods.SetExtensionCertificateBody)
+	if m.find(req.ExtensionKey) < 0 {
+		body.Fault_ = notFound(fmt.Sprintf("extension %q", req.ExtensionKey))
+		return body
+	}
+	// With no certificatePem the API takes the caller's TLS client certificate; the HTTP front
+	// (frontHandler) has put it into the request, so an empty one here means there was none.
+	if req.CertificatePem == "" {
+		body.Fault_ = simulator.Fault("no certificatePem and no TLS client certificate", new(types.NoClientCertificate))
+		return body
+	}
+	block, _ := pem.Decode([]byte(req.CertificatePem))
+	if block == nil {
+		body.Fault_ = simulator.Fault("certificatePem is not a PEM certificate",
+			&types.InvalidArgument{InvalidProperty: "certificatePem"})
+		return body
+	}
+	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		body.Fault_ = simulator.Fault("certificatePem: "+err.Error(), &types.InvalidArgument{InvalidProperty: "certificatePem"})
+		return body
+	}
+	certs.set(req.ExtensionKey, thumbprint(block.Bytes))
+	body.Res = new(types.SetExtensionCertificateResponse)
+	return body
+}
+
+// ---------------------------------------------------------------------------------------------------
+// HostEsxAgentHostManager, one per host
+
+type EsxAgentHostManager struct {
+	mo.HostEsxAgentHostManager
+	host types.ManagedObjectReference
+}
+
+func contains(refs []types.ManagedObjectReference, ref *types.ManagedObjectReference) bool {
+	for _, r := range refs {
+		if r == *ref {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *EsxAgentHostManager) EsxAgentHostManagerUpdateConfig(ctx *simulator.Context,
+	req *types.EsxAgentHostManagerUpdateConfig) soap.HasFault {
+	body := new(methods.EsxAgentHostManagerUpdateConfigBody)
+	host, ok := simulator.Map.Get(m.host).(*simulator.HostSystem)
+	if !ok {
+		body.Fault_ = notFound("host " + m.host.Value)
+		return body
+	}
+	info := req.ConfigInfo
+	var fault *soap.Fault
+	ctx.WithLock(host, func() {
+		if ds := info.AgentVmDatastore; ds != nil && !contains(host.Datastore, ds) {
+			fault = simulator.Fault(fmt.Sprintf("datastore %s is not mounted on host %s", ds.Value, host.Name),
+				&types.InvalidArgument{InvalidProperty: "configInfo.agentVmDatastore"})
+			return
+		}
+		if nw := info.AgentVmNetwork; nw != nil && !contains(host.Network, nw) {
+			fault = simulator.Fault(fmt.Sprintf("network %s is not available on host %s", nw.Value, host.Name),
+				&types.InvalidArgument{InvalidProperty: "configInfo.agentVmNetwork"})
+			return
+		}
+		summary := host.Summary
+		cfg := summary.Config
+		cfg.AgentVmDatastore = info.AgentVmDatastore
+		cfg.AgentVmNetwork = info.AgentVmNetwork
+		summary.Config = cfg
+		simulator.Map.Update(host, []types.PropertyChange{{Name: "summary", Val: summary}})
+	})
+	if fault != nil {
+		body.Fault_ = fault
+		return body
+	}
+	simulator.Map.Update(m, []types.PropertyChange{{Name: "configInfo", Val: info}})
+	body.Res = new(types.EsxAgentHostManagerUpdateConfigResponse)
+	return body
+}
+
+// agentManagers gives every host that lacks one its EsxAgentHostManager. It runs after the model is
+// built and again whenever hosts may have been added (AddHost_Task, AddStandaloneHost_Task).
+type agentManagers struct {
+	mu   sync.Mutex
+	done map[types.ManagedObjectReference]bool
+}
+
+func (a *agentManagers) ensure() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, e := range simulator.Map.All("HostSystem") {
+		host, ok := e.(*simulator.HostSystem)
+		if !ok || a.done[host.Self] {
+			continue
+		}
+		mgr := &EsxAgentHostManager{host: host.Self}
+		mgr.Self = types.ManagedObjectReference{Type: "HostEsxAgentHostManager", Value: "esxAgentHostManager-" + host.Self.Value}
+		simulator.Map.Put(mgr)
+		simulator.Map.WithLock(host, func() {
+			cm := host.ConfigManager
+			ref := mgr.Self
+			cm.EsxAgentHostManager = &ref
+			simulator.Map.Update(host, []types.PropertyChange{{Name: "configManager", Val: cm}})
+		})
+		a.done[host.Self] = true
+	}
+}
+
+// ---------------------------------------------------------------------------------------------------
+// the HTTP front: extension certificate checks, host watch, /eam/sdk
+
+var (
+	reLoginExt  = regexp.MustCompile(`(?s)<LoginExtensionByCertificate\b.*?<extensionKey>([^<]*)</extensionKey>`)
+	reSetCert   = regexp.MustCompile(`(?s)<SetExtensionCertificate\b.*?</SetExtensionCertificate>`)
+	reAddHost   = regexp.MustCompile(`<(AddHost_Task|AddStandaloneHost_Task)\b`)
+	rePemInBody = regexp.MustCompile(`<certificatePem>`)
+)
+
+type front struct {
+	sim      http.Handler
+	eam      http.Handler
+	agentMgr *agentManagers
+	hostWait time.Time
+	mu       sync.Mutex
+}
+
+func peerThumbprint(r *http.Request) (string, []byte) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return "", nil
+	}
+	der := r.TLS.PeerCertificates[0].Raw
+	return thumbprint(der), der
+}
+
+func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/eam/") || r.URL.Path == "/eam" {
+		f.eam.ServeHTTP(w, r)
+		return
+	}
+	if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/sdk") {
+		f.sim.ServeHTTP(w, r)
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	if m := reLoginExt.FindSubmatchIndex(body); m != nil {
+		key := string(body[m[2]:m[3]])
+		tp, _ := peerThumbprint(r)
+		want, ok := certs.get(key)
+		if tp != "" && (!ok || want != tp) {
+			// Not the certificate registered for this extension: blank the key, which the
+			// simulator answers with InvalidLogin, the fault a real vCenter gives.
+			body = append(append(append([]byte{}, body[:m[2]]...), body[m[3]:]...))
+		}
+	}
+	if loc := reSetCert.FindIndex(body); loc != nil && !rePemInBody.Match(body[loc[0]:loc[1]]) {
+		if _, der := peerThumbprint(r); der != nil {
+			p := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+			end := loc[1] - len("</SetExtensionCertificate>")
+			var b bytes.Buffer
+			b.Write(body[:end])
+			b.WriteString("<certificatePem>")
+			b.Write(p)
+			b.WriteString("</certificatePem>")
+			b.Write(body[end:])
+			body = b.Bytes()
+		}
+	}
+	if reAddHost.Match(body) {
+		f.mu.Lock()
+		f.hostWait = time.Now().Add(30 * time.Second)
+		f.mu.Unlock()
+	}
+	f.mu.Lock()
+	scan := time.Now().Before(f.hostWait)
+	f.mu.Unlock()
+	if scan {
+		// a host added by a task is given its agent manager before anyone can read it
+		f.agentMgr.ensure()
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	f.sim.ServeHTTP(w, r)
+}
+
+func eamProxy(backend string) http.Handler {
+	if backend == "" {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "no EAM backend: start the lab's EAM emulator (agentvm lab up)", http.StatusServiceUnavailable)
+		})
+	}
+	u, err := url.Parse(backend)
+	if err != nil || u.Host == "" {
+		fail(exitUsage, "--eam-backend %q is not a URL like http://127.0.0.1:PORT", backend)
+	}
+	if !isLoopback(u.Hostname()) {
+		fail(exitUsage, "--eam-backend must be on loopback (127.0.0.1), got %q", u.Host)
+	}
+	p := httputil.NewSingleHostReverseProxy(u)
+	p.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, err error) {
+		http.Error(w, "EAM backend unreachable: "+err.Error(), http.StatusBadGateway)
+	}
+	return p
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ---------------------------------------------------------------------------------------------------
+// workload VMs: --vms per host
+
+func addVMs(ctx context.Context, c *vim25.Client, perHost int) error {
+	if perHost == 0 {
+		return nil
+	}
+	vmgr := view.NewManager(c)
+	for _, e := range simulator.Map.All("Datacenter") {
+		dc := object.NewDatacenter(c, e.Reference())
+		folders, err := dc.Folders(ctx)
+		if err != nil {
+			return err
+		}
+		v, err := vmgr.CreateContainerView(ctx, dc.Reference(), []string{"HostSystem"}, true)
+		if err != nil {
+			return err
+		}
+		var hosts []mo.HostSystem
+		err = v.Retrieve(ctx, []string{"HostSystem"}, []string{"name", "network", "datastore"}, &hosts)
+		_ = v.Destroy(ctx)
+		if err != nil {
+			return err
+		}
+		for _, h := range hosts {
+			host := object.NewHostSystem(c, h.Self)
+			pool, err := host.ResourcePool(ctx)
+			if err != nil {
+				return err
+			}
+			nic := esx.EthernetCard
+			for _, n := range h.Network {
+				if n.Type == "Network" {
+					nic.Backing = &types.VirtualEthernetCardNetworkBackingInfo{
+						VirtualDeviceDeviceBackingInfo: types.VirtualDeviceDeviceBackingInfo{DeviceName: "VM Network"},
+						Network:                        types.NewReference(n),
+					}
+					break
+				}
+			}
+			ds := simulator.Map.Get(h.Datastore[0]).(*simulator.Datastore)
+			for i := 0; i < perHost; i++ {
+				name := fmt.Sprintf("%s_VM%d", h.Name, i)
+				card := nic
+				spec := types.VirtualMachineConfigSpec{
+					Name:    name,
+					GuestId: string(types.VirtualMachineGuestOsIdentifierOtherGuest),
+					Files:   &types.VirtualMachineFileInfo{VmPathName: "[" + ds.Name + "]"},
+					DeviceChange: []types.BaseVirtualDeviceConfigSpec{
+						&types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: &card},
+					},
+				}
+				task, err := folders.VmFolder.CreateVM(ctx, spec, pool, host)
+				if err != nil {
+					return err
+				}
+				info, err := task.WaitForResult(ctx, nil)
+				if err != nil {
+					return fmt.Errorf("create %s: %w", name, err)
+				}
+				vm := object.NewVirtualMachine(c, info.Result.(types.ManagedObjectReference))
+				if t, err := vm.PowerOn(ctx); err == nil {
+					_ = t.Wait(ctx)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+type readyInfo struct {
+	URL              string  `json:"url"`
+	Username         string  `json:"username"`
+	Password         string  `json:"password"`
+	Thumbprint       string  `json:"thumbprint,omitempty"`
+	ThumbprintSHA256 string  `json:"thumbprint_sha256,omitempty"`
+	CertificatePEM   string  `json:"certificate_pem,omitempty"`
+	EAMURL           string  `json:"eam_url"`
+	PID              int     `json:"pid"`
+	Datacenters      int     `json:"datacenters"`
+	Clusters         int     `json:"clusters"`
+	Hosts            int     `json:"hosts"`
+	Standalone       int     `json:"standalone"`
+	VMs              int     `json:"vms"`
+	DVS              bool    `json:"dvs"`
+	StartSeconds     float64 `json:"start_seconds"`
+}
+
+func main() {
+	start := time.Now()
+	listen := flag.String("listen", "127.0.0.1:0", "address to listen on (loopback only); port 0 = any free port")
+	dcs := flag.Int("datacenters", 1, "datacenters")
+	clusters := flag.Int("clusters", 2, "clusters per datacenter")
+	hosts := flag.Int("hosts", 3, "hosts per cluster")
+	standalone := flag.Int("standalone", 0, "standalone hosts per datacenter")
+	vms := flag.Int("vms", 0, "workload VMs per host")
+	dvs := flag.Bool("dvs", true, "a distributed virtual switch (with one port group) per datacenter")
+	plain := flag.Bool("plain-http", false, "serve plain HTTP instead of HTTPS")
+	user := flag.String("username", "administrator@vsphere.local", "the one user that may log in")
+	eamBackend := flag.String("eam-backend", "", "URL the /eam/sdk route is forwarded to (the EAM emulator)")
+	infoFile := flag.String("info-file", "", "also write the ready JSON to this file")
+	flag.Parse()
+
+	for name, v := range map[string]int{"--datacenters": *dcs, "--clusters": *clusters, "--hosts": *hosts,
+		"--standalone": *standalone, "--vms": *vms} {
+		if v < 0 {
+			fail(exitUsage, "%s must be 0 or more (got %d)", name, v)
+		}
+	}
+	if *dcs < 1 {
+		fail(exitUsage, "--datacenters must be 1 or more (got %d)", *dcs)
+	}
+	password := os.Getenv("AGENTVM_VCSIM_PASSWORD")
+	if password == "" {
+		b := make([]byte, 12)
+		_, _ = rand.Read(b)
+		password = hex.EncodeToString(b)
+	}
+	host, _, err := net.SplitHostPort(*listen)
+	if err != nil || !isLoopback(host) {
+		fail(exitUsage, "--listen must be a loopback address like 127.0.0.1:0 (got %q)", *listen)
+	}
+	// Fail with a clear message if the port is taken (the simulator itself would panic).
+	probe, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fail(exitListen, "cannot listen on %s: %v; choose another port, or 0 for any free one", *listen, err)
+	}
+	_ = probe.Close()
+
+	m := simulator.VPX()
+	m.Datacenter = *dcs
+	m.Cluster = *clusters
+	m.ClusterHost = *hosts
+	m.Host = *standalone
+	m.Machine = 0
+	m.Autostart = false
+	m.Portgroup = 0
+	if *dvs {
+		m.Portgroup = 1
+	}
+	if err := m.Create(); err != nil {
+		fail(exitModel, "building the inventory: %v", err)
+	}
+	defer m.Remove()
+
+	m.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, password)}
+	var cert tls.Certificate
+	if !*plain {
+		cert, err = selfSigned()
+		if err != nil {
+			fail(exitModel, "making a TLS certificate: %v", err)
+		}
+		m.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	// Replace the inert ExtensionManager with ours, under the same reference.
+	em := &ExtensionManager{}
+	em.Self = *m.ServiceContent.ExtensionManager
+	simulator.Map.Put(em)
+	mgrs := &agentManagers{done: map[types.ManagedObjectReference]bool{}}
+	mgrs.ensure()
+
+	ctx := context.Background()
+	c, err := vim25.NewClient(ctx, m.Service)
+	if err != nil {
+		fail(exitModel, "in-process client: %v", err)
+	}
+	if err := addVMs(ctx, c, *vms); err != nil {
+		fail(exitModel, "creating workload VMs: %v", err)
+	}
+
+	srv := m.Service.NewServer()
+	f := &front{sim: srv.Config.Handler, eam: eamProxy(*eamBackend), agentMgr: mgrs}
+	// Nobody knows the port before the ready line below, so no request can race this assignment.
+	srv.Config.Handler = f
+	// Keep a host scan going for hosts added outside SOAP calls we see (defensive; cheap).
+	go func() {
+		for range time.Tick(time.Second) {
+			mgrs.ensure()
+		}
+	}()
+
+	u := *srv.URL
+	u.User = nil
+	info := readyInfo{
+		URL: u.String(), Username: *user, Password: password, PID: os.Getpid(),
+		Datacenters: *dcs, Clusters: *clusters, Hosts: *hosts, Standalone: *standalone, VMs: *vms, DVS: *dvs,
+	}
+	eam := u
+	eam.Path = "/eam/sdk"
+	info.EAMURL = eam.String()
+	if !*plain {
+		der := cert.Certificate[0]
+		info.Thumbprint = thumbprint(der)
+		sum := sha256.Sum256(der)
+		info.ThumbprintSHA256 = colonHex(sum[:])
+		info.CertificatePEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	}
+	info.StartSeconds = time.Since(start).Seconds()
+	line, _ := json.Marshal(info)
+	if *infoFile != "" {
+		tmp := *infoFile + ".tmp"
+		if err := os.WriteFile(tmp, line, 0o600); err == nil {
+			_ = os.Rename(tmp, *infoFile)
+		}
+	}
+	fmt.Println(string(line))
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	srv.Close()
+}
