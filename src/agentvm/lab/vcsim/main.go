@@ -329,10 +329,10 @@ func (a *agentManagers) ensure() {
 // the HTTP front: extension certificate checks, host watch, /eam/sdk
 
 var (
-	reLoginExt  = regexp.MustCompile(`(?s)<LoginExtensionByCertificate\b.*?<extensionKey>([^<]*)</extensionKey>`)
+	reLoginExt  = regexp.MustCompile(`(?s)<LoginExtensionByCertificate\b.*?<extensionKey\b[^>]*>([^<]*)</extensionKey>`)
 	reSetCert   = regexp.MustCompile(`(?s)<SetExtensionCertificate\b.*?</SetExtensionCertificate>`)
 	reAddHost   = regexp.MustCompile(`<(AddHost_Task|AddStandaloneHost_Task)\b`)
-	rePemInBody = regexp.MustCompile(`<certificatePem>`)
+	rePemInBody = regexp.MustCompile(`<certificatePem\b`)
 )
 
 type front struct {
@@ -372,7 +372,7 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if tp != "" && (!ok || want != tp) {
 			// Not the certificate registered for this extension: blank the key, which the
 			// simulator answers with InvalidLogin, the fault a real vCenter gives.
-			body = append(append(append([]byte{}, body[:m[2]]...), body[m[3]:]...))
+			body = append(append([]byte{}, body[:m[2]]...), body[m[3]:]...)
 		}
 	}
 	if loc := reSetCert.FindIndex(body); loc != nil && !rePemInBody.Match(body[loc[0]:loc[1]]) {

@@ -1,0 +1,143 @@
+"""``agentvm lab``: the local simulated vSphere (vcsim + emulators) on loopback."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agentvm.cli.output import console, fail, print_json
+from agentvm.lab import runner, vcsim
+from agentvm.lab.vcsim import LabError, Shape
+
+app = typer.Typer(help="Run the local lab: a simulated vCenter with EAM, on 127.0.0.1.", no_args_is_help=True)
+
+StateDir = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Where the lab keeps its state (default $AGENTVM_LAB_DIR or ./.lab)."),
+]
+
+
+def _dir(state_dir: Path | None) -> Path:
+    return state_dir.resolve() if state_dir else runner.default_state_dir()
+
+
+@app.command()
+def build(force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False) -> None:
+    """Build the vCenter simulator (cached by the hash of its source)."""
+    try:
+        path, seconds = vcsim.build(force=force)
+    except LabError as exc:
+        fail(str(exc), exc.exit_code)
+    if seconds:
+        console.print(f"built {path} in {seconds:.1f} s")
+
+
+@app.command()
+def up(
+    datacenters: Annotated[int, typer.Option(help="Datacenters.")] = 1,
+    clusters: Annotated[int, typer.Option(help="Clusters per datacenter.")] = 2,
+    hosts: Annotated[int, typer.Option(help="Hosts per cluster.")] = 3,
+    standalone: Annotated[int, typer.Option(help="Standalone hosts per datacenter.")] = 0,
+    vms: Annotated[int, typer.Option(help="Workload VMs per host.")] = 0,
+    dvs: Annotated[bool, typer.Option(help="A distributed switch per datacenter.")] = True,
+    port: Annotated[int, typer.Option(help="vCenter port on 127.0.0.1 (0 = any free port).")] = 0,
+    plain_http: Annotated[bool, typer.Option(help="Serve plain HTTP instead of HTTPS.")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Start the lab (building the simulator first if needed); a running lab is reused."""
+    shape = Shape(datacenters, clusters, hosts, standalone, vms, dvs)
+    if not 0 <= port <= 65535:
+        fail(f"--port must be 0-65535 (got {port})", 2)
+    try:
+        state, started = runner.up(_dir(state_dir), shape, port=port, plain_http=plain_http)
+    except LabError as exc:
+        fail(str(exc), exc.exit_code)
+    verb = f"started in {state.start_seconds:.2f} s" if started else "already running"
+    console.print(
+        f"lab {verb}: vCenter {state.vcsim.url} ({shape.host_count} hosts), "
+        f"packages {state.ovf_url}\nrun `eval $(agentvm lab env)` to use it; `agentvm lab down` to stop it",
+        highlight=False,
+    )
+
+
+@app.command()
+def down(state_dir: StateDir = None) -> None:
+    """Stop every process the lab started."""
+    try:
+        state = runner.down(_dir(state_dir))
+    except LabError as exc:
+        fail(str(exc), exc.exit_code)
+    if state is None:
+        console.print("no lab is running; nothing to stop")
+    else:
+        console.print(f"lab stopped (pids {state.supervisor_pid}, {', '.join(map(str, state.pids.values()))})")
+
+
+@app.command()
+def status(
+    json_: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Say what runs where."""
+    try:
+        state, alive = runner.status(_dir(state_dir))
+    except LabError as exc:
+        fail(str(exc), exc.exit_code)
+    if state is None:
+        if json_:
+            print_json({"running": False})
+        else:
+            console.print("no lab is running; start one with `agentvm lab up`")
+        raise typer.Exit(3)
+    running = all(alive.values())
+    if json_:
+        print_json(
+            {
+                "running": running,
+                "processes": {
+                    name: {"pid": pid, "running": alive.get(name, False)}
+                    for name, pid in {"supervisor": state.supervisor_pid, **state.pids}.items()
+                },
+                "vcenter": state.vcsim.url,
+                "eam": state.vcsim.eam_url,
+                "packages": state.ovf_url,
+                "shape": state.info.shape.__dict__,
+            }
+        )
+    else:
+        table = Table("part", "pid", "running", "address")
+        table.add_row("supervisor", str(state.supervisor_pid), _yes(alive["supervisor"]), "")
+        table.add_row("vcsim", str(state.pids.get("vcsim", "")), _yes(alive.get("vcsim", False)), state.vcsim.url)
+        table.add_row("EAM", "", _yes(alive.get("vcsim", False)), state.vcsim.eam_url)
+        table.add_row("packages", str(state.supervisor_pid), _yes(alive["supervisor"]), state.ovf_url)
+        console.print(table)
+    if not running:
+        raise typer.Exit(1)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
+@app.command()
+def env(
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object instead of export lines.")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Print the AGENTVM_* variables that point agentvm (and spec files) at the lab."""
+    try:
+        state = runner.read_state(_dir(state_dir))
+    except LabError as exc:
+        fail(str(exc), exc.exit_code)
+    if state is None or not runner.pid_alive(state.supervisor_pid):
+        fail("no lab is running: start one with `agentvm lab up`", 3)
+    variables = state.info.env()
+    if json_:
+        print_json(variables)
+    else:
+        for key, value in variables.items():
+            typer.echo(f"export {key}={shlex.quote(value)}")

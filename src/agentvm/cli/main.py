@@ -1,0 +1,65 @@
+"""The ``agentvm`` command. Formats output and maps errors to one-line messages and exit codes.
+
+Conventions from govc, Ansible and kubectl: connection from flags or ``AGENTVM_*`` variables, ``--json`` on
+read commands, one line on stderr naming the problem and the fix for every error, non-zero exits.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+import typer
+
+from agentvm.cli import lab as lab_commands
+from agentvm.cli.output import fail
+from agentvm.model.errors import AgentvmError
+
+app = typer.Typer(
+    name="agentvm",
+    help="One agent VM on every ESXi host: a vCenter solution over ESX Agent Manager.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(lab_commands.app, name="lab")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@app.command()
+def version() -> None:
+    """Print agentvm's version."""
+    from agentvm import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console entry point: run the app, turning agentvm's errors into one line and an exit code."""
+    try:
+        app()
+    except AgentvmError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+def guarded(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorator for commands: AgentvmError → one line on stderr and its exit code."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except AgentvmError as exc:
+            fail(str(exc), exc.exit_code)
+
+    return wrapper
+
+
+if __name__ == "__main__":
+    sys.exit(main())

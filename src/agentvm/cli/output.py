@@ -1,0 +1,22 @@
+"""Shared output helpers for the CLI: errors on stderr, JSON on stdout, tables with rich."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import NoReturn
+
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``agentvm: <message>`` on stderr and exit with ``code``."""
+    err_console.print(f"agentvm: {message}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")

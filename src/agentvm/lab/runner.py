@@ -1,0 +1,237 @@
+"""``agentvm lab up | down | status | env``: a lab that outlives the command that started it.
+
+``up`` starts a detached supervisor process (``python -m agentvm.lab.runner``) that runs a ``Lab`` and
+records pids, ports and credentials in ``<state dir>/state.json`` (mode 0600; the state dir is
+``$AGENTVM_LAB_DIR`` or ``./.lab``, git-ignored). ``down`` stops the supervisor and every process it
+started, by pid, and removes the state. Called by the CLI; ``main()`` is the supervisor itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from agentvm.lab.vcsim import LabError, Shape, VcsimInfo, build
+from agentvm.lab.world import Lab, LabInfo
+
+STATE_FILE = "state.json"
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("AGENTVM_LAB_DIR") or ".lab").resolve()
+
+
+@dataclass(frozen=True)
+class LabState:
+    """What ``state.json`` records about a running lab."""
+
+    supervisor_pid: int
+    pids: dict[str, int]
+    vcsim: VcsimInfo
+    ovf_url: str
+    shape: Shape
+    start_seconds: float
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def info(self) -> LabInfo:
+        return LabInfo(vcsim=self.vcsim, ovf_url=self.ovf_url, shape=self.shape)
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, object]) -> LabState:
+        return cls(
+            supervisor_pid=int(raw["supervisor_pid"]),  # type: ignore[call-overload]
+            pids={str(k): int(v) for k, v in dict(raw["pids"]).items()},  # type: ignore[call-overload]
+            vcsim=VcsimInfo(**raw["vcsim"]),  # type: ignore[arg-type]
+            ovf_url=str(raw["ovf_url"]),
+            shape=Shape(**raw["shape"]),  # type: ignore[arg-type]
+            start_seconds=float(raw["start_seconds"]),  # type: ignore[arg-type]
+            started_at=float(raw["started_at"]),  # type: ignore[arg-type]
+        )
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs and is one of ours (guards against a recycled pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    if b"agentvm" not in cmdline:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie is not running
+
+
+def read_state(state_dir: Path) -> LabState | None:
+    path = state_dir / STATE_FILE
+    try:
+        return LabState.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LabError(f"{path} is damaged ({exc}); remove it and run `agentvm lab up` again") from exc
+
+
+def _write_state(state_dir: Path, state: LabState) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / (STATE_FILE + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(state.to_json(), out, indent=2)
+    os.replace(tmp, state_dir / STATE_FILE)
+
+
+def up(
+    state_dir: Path, shape: Shape, *, port: int = 0, plain_http: bool = False, timeout: float = 300.0
+) -> tuple[LabState, bool]:
+    """Start a lab unless one runs; return (state, started_now). Raises LabError with the fix."""
+    shape.validate()
+    existing = read_state(state_dir)
+    if existing is not None:
+        if pid_alive(existing.supervisor_pid):
+            if existing.shape != shape:
+                raise LabError(
+                    f"a lab of another shape is already running ({existing.vcsim.url}): "
+                    "run `agentvm lab down` first",
+                    1,
+                )
+            return existing, False
+        _cleanup_stale(state_dir, existing)
+    build()  # in the foreground, so a missing toolchain is reported here, not in a log
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = state_dir / "runner.log"
+    args = [
+        sys.executable,
+        "-m",
+        "agentvm.lab.runner",
+        f"--state-dir={state_dir}",
+        f"--datacenters={shape.datacenters}",
+        f"--clusters={shape.clusters}",
+        f"--hosts={shape.hosts}",
+        f"--standalone={shape.standalone}",
+        f"--vms={shape.vms}",
+        f"--port={port}",
+    ]
+    if not shape.dvs:
+        args.append("--no-dvs")
+    if plain_http:
+        args.append("--plain-http")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_state(state_dir)
+        if state is not None and state.supervisor_pid == proc.pid:
+            return state, True
+        code = proc.poll()
+        if code is not None:
+            lines = log.read_text(errors="replace").strip().splitlines()
+            raise LabError(lines[-1] if lines else f"the lab runner exited with code {code}", code or 1)
+        time.sleep(0.05)
+    _kill(proc.pid)
+    raise LabError(f"the lab did not come up within {timeout:.0f} s; see {log}")
+
+
+def _kill(pid: int, timeout: float = 15.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _cleanup_stale(state_dir: Path, state: LabState) -> None:
+    for pid in state.pids.values():
+        if pid_alive(pid):
+            _kill(pid)
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / STATE_FILE).unlink()
+
+
+def down(state_dir: Path) -> LabState | None:
+    """Stop the supervisor and everything it started; None when no lab was running."""
+    state = read_state(state_dir)
+    if state is None:
+        return None
+    if pid_alive(state.supervisor_pid):
+        _kill(state.supervisor_pid)
+    _cleanup_stale(state_dir, state)
+    return state
+
+
+def status(state_dir: Path) -> tuple[LabState | None, dict[str, bool]]:
+    """The recorded state and, per process, whether it is running."""
+    state = read_state(state_dir)
+    if state is None:
+        return None, {}
+    alive = {"supervisor": pid_alive(state.supervisor_pid)}
+    alive.update({name: pid_alive(pid) for name, pid in state.pids.items()})
+    return state, alive
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The detached supervisor: run a Lab until SIGTERM/SIGINT, keeping state.json current."""
+    parser = argparse.ArgumentParser(prog="agentvm.lab.runner")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    for name, default in (("datacenters", 1), ("clusters", 2), ("hosts", 3), ("standalone", 0), ("vms", 0)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--no-dvs", action="store_true")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--plain-http", action="store_true")
+    args = parser.parse_args(argv)
+    shape = Shape(args.datacenters, args.clusters, args.hosts, args.standalone, args.vms, not args.no_dvs)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    started = time.monotonic()
+    lab = Lab(shape, port=args.port, plain_http=args.plain_http, log_dir=args.state_dir)
+    try:
+        info = lab.start()
+    except LabError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    try:
+        _write_state(
+            args.state_dir,
+            LabState(
+                supervisor_pid=os.getpid(),
+                pids=lab.pids,
+                vcsim=info.vcsim,
+                ovf_url=info.ovf_url,
+                shape=shape,
+                start_seconds=round(time.monotonic() - started, 3),
+            ),
+        )
+        stop.wait()
+    finally:
+        lab.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (args.state_dir / STATE_FILE).unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

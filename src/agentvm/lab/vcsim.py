@@ -1,0 +1,252 @@
+"""Build and run the lab's vCenter simulator (our Go main over Debian's govmomi 0.24.2 simulator).
+
+Called by ``agentvm lab build|up``, the lab runner and the pytest fixtures. The binary is cached by the
+hash of its Go source, so it is rebuilt only when ``vcsim/main.go`` changes; concurrent builders (pytest
+workers) serialise on a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import urlsplit
+
+GO_SOURCE = Path(__file__).parent / "vcsim" / "main.go"
+GOPATH = Path("/usr/share/gocode")
+GOVMOMI_SIMULATOR = GOPATH / "src/github.com/vmware/govmomi/simulator"
+
+
+class LabError(Exception):
+    """Something the lab needs is missing or failed; ``str()`` says what and how to fix it."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The simulated inventory: per datacenter, clusters × hosts, plus standalone hosts; VMs per host."""
+
+    datacenters: int = 1
+    clusters: int = 2
+    hosts: int = 3
+    standalone: int = 0
+    vms: int = 0
+    dvs: bool = True
+
+    def validate(self) -> None:
+        """Raise LabError (exit 2) naming the first bad count and what is allowed."""
+        if self.datacenters < 1:
+            raise LabError(f"--datacenters must be 1 or more (got {self.datacenters})", 2)
+        for name in ("clusters", "hosts", "standalone", "vms"):
+            value = getattr(self, name)
+            if value < 0:
+                raise LabError(f"--{name} must be 0 or more (got {value})", 2)
+
+    @property
+    def host_count(self) -> int:
+        return self.datacenters * (self.clusters * self.hosts + self.standalone)
+
+
+@dataclass(frozen=True)
+class VcsimInfo:
+    """What a running simulator reports: where it is and how to log in."""
+
+    url: str
+    username: str
+    password: str
+    eam_url: str
+    pid: int
+    thumbprint: str = ""
+    thumbprint_sha256: str = ""
+    certificate_pem: str = ""
+    start_seconds: float = 0.0
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        port = urlsplit(self.url).port
+        assert port is not None
+        return port
+
+    @property
+    def plain_http(self) -> bool:
+        return self.url.startswith("http://")
+
+    def __repr__(self) -> str:  # never show the password
+        return f"VcsimInfo(url={self.url!r}, username={self.username!r}, pid={self.pid})"
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def cache_dir() -> Path:
+    """Where built binaries live: $AGENTVM_CACHE_DIR, else $XDG_CACHE_HOME/agentvm, else ~/.cache/agentvm."""
+    if explicit := os.environ.get("AGENTVM_CACHE_DIR"):
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agentvm"
+
+
+def binary_path() -> Path:
+    digest = hashlib.sha256(GO_SOURCE.read_bytes()).hexdigest()[:16]
+    return cache_dir() / f"agentvm-vcsim-{digest}"
+
+
+def check_toolchain() -> str:
+    """Return the path of ``go``; raise LabError with the fix when Go or govmomi is missing."""
+    # $AGENTVM_GO names a toolchain explicitly; Debian's golang-go also lives in /usr/lib/go/bin.
+    go = os.environ.get("AGENTVM_GO") or shutil.which("go") or "/usr/lib/go/bin/go"
+    if not os.access(go, os.X_OK):
+        raise LabError(
+            "the Go toolchain is missing: run scripts/setup, or `apt-get install golang-go`", 5
+        )
+    if not GOVMOMI_SIMULATOR.is_dir():
+        raise LabError(
+            f"govmomi's simulator sources are missing ({GOVMOMI_SIMULATOR}): run scripts/setup, "
+            "or `apt-get install golang-github-vmware-govmomi-dev`",
+            5,
+        )
+    return go
+
+
+def build(force: bool = False) -> tuple[Path, float]:
+    """Build the simulator if its cached binary is missing; return (path, seconds spent building)."""
+    target = binary_path()
+    if target.exists() and not force:
+        return target, 0.0
+    go = check_toolchain()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists() and not force:
+            return target, 0.0
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="agentvm-vcsim-") as work:
+            shutil.copy(GO_SOURCE, Path(work) / "main.go")
+            out = Path(work) / "vcsim"
+            env = dict(os.environ, GO111MODULE="off", GOPATH=str(GOPATH), CGO_ENABLED="0", GOFLAGS="")
+            env.setdefault("GOCACHE", str(cache_dir() / "go-build"))
+            proc = subprocess.run(
+                [go, "build", "-o", str(out), "."], cwd=work, env=env, capture_output=True, text=True
+            )
+            if proc.returncode != 0:
+                raise LabError(f"building the simulator failed:\n{proc.stderr.strip()}", 5)
+            os.replace(out, target)
+        return target, time.monotonic() - started
+
+
+class Vcsim:
+    """A running simulator process. Use as a context manager, or call ``stop()``.
+
+    ``detach=True`` starts it in its own session with output to ``log_file`` so it outlives the caller
+    (``agentvm lab up``); otherwise it is tied to this process.
+    """
+
+    def __init__(
+        self,
+        shape: Shape = Shape(),
+        *,
+        port: int = 0,
+        plain_http: bool = False,
+        eam_backend: str | None = None,
+        password: str | None = None,
+        log_file: Path | None = None,
+        detach: bool = False,
+        timeout: float = 120.0,
+    ) -> None:
+        shape.validate()
+        binary, _ = build()
+        self._tmp = tempfile.TemporaryDirectory(prefix="agentvm-vcsim-run-")
+        info_file = Path(self._tmp.name) / "ready.json"
+        args = [
+            str(binary),
+            f"--listen=127.0.0.1:{port}",
+            f"--datacenters={shape.datacenters}",
+            f"--clusters={shape.clusters}",
+            f"--hosts={shape.hosts}",
+            f"--standalone={shape.standalone}",
+            f"--vms={shape.vms}",
+            f"--dvs={'true' if shape.dvs else 'false'}",
+            f"--plain-http={'true' if plain_http else 'false'}",
+            f"--info-file={info_file}",
+        ]
+        if eam_backend:
+            args.append(f"--eam-backend={eam_backend}")
+        env = dict(os.environ)
+        if password:
+            env["AGENTVM_VCSIM_PASSWORD"] = password  # by environment, never on the command line
+        log_path = log_file or Path(self._tmp.name) / "vcsim.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                args,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=detach,
+            )
+        self.log_path = log_path
+        self.info = self._wait_ready(info_file, log_path, timeout)
+
+    def _wait_ready(self, info_file: Path, log_path: Path, timeout: float) -> VcsimInfo:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if info_file.exists():
+                raw = json.loads(info_file.read_text())
+                fields = VcsimInfo.__dataclass_fields__
+                return VcsimInfo(**{k: v for k, v in raw.items() if k in fields})
+            code = self.process.poll()
+            if code is not None:
+                message = log_path.read_text(errors="replace").strip().splitlines()
+                last = message[-1] if message else f"exit code {code}"
+                raise LabError(f"the simulator did not start: {last.removeprefix('agentvm-vcsim: ')}", code)
+            time.sleep(0.02)
+        self.stop()
+        raise LabError(f"the simulator did not report ready within {timeout:.0f} s (log: {log_path})")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; idempotent."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        with contextlib.suppress(OSError):
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Vcsim:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running(shape: Shape = Shape(), **kwargs: object) -> Iterator[VcsimInfo]:
+    """``with running(Shape(hosts=4)) as info:`` a simulator for the duration of the block."""
+    sim = Vcsim(shape, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield sim.info
+    finally:
+        sim.stop()

@@ -1,0 +1,53 @@
+"""Shared fixtures: the lab (vcsim + package server) started per test on port 0 and always stopped.
+
+A fresh simulator starts in well under a second, so tests that change the inventory get their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo, build
+from agentvm.lab.world import Lab, LabInfo
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _vcsim_built() -> None:
+    """Build the simulator once, before any test needs it (workers serialise on a lock)."""
+    build()
+
+
+@pytest.fixture
+def vcsim_factory() -> Iterator[Callable[..., VcsimInfo]]:
+    """``vcsim_factory(hosts=4, vms=2, eam_backend="http://127.0.0.1:N")`` → a running simulator."""
+    started: list[Vcsim] = []
+
+    def start(
+        *,
+        plain_http: bool = False,
+        eam_backend: str | None = None,
+        port: int = 0,
+        **shape: int | bool,
+    ) -> VcsimInfo:
+        sim = Vcsim(Shape(**shape), plain_http=plain_http, eam_backend=eam_backend, port=port)  # type: ignore[arg-type]
+        started.append(sim)
+        return sim.info
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def vcsim(vcsim_factory: Callable[..., VcsimInfo]) -> VcsimInfo:
+    """A fresh simulator: 1 datacenter × 2 clusters × 3 hosts, a DVS, HTTPS with its own certificate."""
+    return vcsim_factory()
+
+
+@pytest.fixture
+def lab() -> Iterator[LabInfo]:
+    """The whole lab in-process: vcsim (default shape) and the package server."""
+    with Lab() as info:
+        yield info
