@@ -61,7 +61,7 @@ class CountingStub:
         self._invoke = stub.InvokeMethod
         stub.InvokeMethod = self._count
 
-    def _count(self, mo: Any, info: Any, args: Any, outerStub: Any = None) -> Any:  # noqa: N803
+    def _count(self, mo: Any, info: Any, args: Any, outerStub: Any = None) -> Any:
         self.calls.append(info.wsdlName)
         return self._invoke(mo, info, args, outerStub)
 
@@ -74,8 +74,15 @@ def test_login_over_https_checks_the_thumbprint(vcsim: VcsimInfo) -> None:
     finally:
         Disconnect(conn)
     with pytest.raises(vim.fault.HostConnectFault, match="thumbprint mismatch"):
-        Connect(host=vcsim.host, port=vcsim.port, user=vcsim.username, pwd=vcsim.password,
-                thumbprint="ab" * 20, sslContext=ssl.create_default_context(), version="vim.version.version11")
+        Connect(
+            host=vcsim.host,
+            port=vcsim.port,
+            user=vcsim.username,
+            pwd=vcsim.password,
+            thumbprint="ab" * 20,
+            sslContext=ssl.create_default_context(),
+            version="vim.version.version11",
+        )
 
 
 def test_the_certificate_is_the_one_reported(vcsim: VcsimInfo) -> None:
@@ -93,14 +100,26 @@ def test_inventory_of_two_clusters_by_three_hosts_in_one_round_trip(si: Any) -> 
     view = content.viewManager.CreateContainerView(content.rootFolder, [vim.HostSystem], True)
     counter = CountingStub(si._stub)
     spec = vmodl.query.PropertyCollector.FilterSpec(
-        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(
-            obj=view, skip=True,
-            selectSet=[vmodl.query.PropertyCollector.TraversalSpec(
-                name="view", path="view", skip=False, type=vim.view.ContainerView)])],
-        propSet=[vmodl.query.PropertyCollector.PropertySpec(
-            type=vim.HostSystem, pathSet=["name", "parent", "configManager.esxAgentHostManager"])],
+        objectSet=[
+            vmodl.query.PropertyCollector.ObjectSpec(
+                obj=view,
+                skip=True,
+                selectSet=[
+                    vmodl.query.PropertyCollector.TraversalSpec(
+                        name="view", path="view", skip=False, type=vim.view.ContainerView
+                    )
+                ],
+            )
+        ],
+        propSet=[
+            vmodl.query.PropertyCollector.PropertySpec(
+                type=vim.HostSystem, pathSet=["name", "parent", "configManager.esxAgentHostManager"]
+            )
+        ],
     )
-    result = content.propertyCollector.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
+    result = content.propertyCollector.RetrievePropertiesEx(
+        [spec], vmodl.query.PropertyCollector.RetrieveOptions()
+    )
     assert counter.calls == ["RetrievePropertiesEx"]
     assert result.token is None
     hosts = {o.obj._moId: {p.name: p.val for p in o.propSet} for o in result.objects}
@@ -116,12 +135,14 @@ def test_model_shape_comes_from_flags(vcsim_factory: Callable[..., VcsimInfo]) -
     conn = connect(info)
     try:
         content = conn.content
+
         def count(kind: type) -> int:
             view = content.viewManager.CreateContainerView(content.rootFolder, [kind], True)
             try:
                 return len(view.view)
             finally:
                 view.Destroy()
+
         assert count(vim.Datacenter) == 2
         assert count(vim.ClusterComputeResource) == 2
         assert count(vim.HostSystem) == 2 * (2 + 1)
@@ -177,7 +198,8 @@ def test_host_agent_vm_settings_set_and_read_back(si: Any) -> None:
     assert manager.configInfo.agentVmDatastore is None
     ds, net = host.datastore[0], host.network[0]
     manager.EsxAgentHostManagerUpdateConfig(
-        vim.host.EsxAgentHostManager.ConfigInfo(agentVmDatastore=ds, agentVmNetwork=net))
+        vim.host.EsxAgentHostManager.ConfigInfo(agentVmDatastore=ds, agentVmNetwork=net)
+    )
     assert manager.configInfo.agentVmDatastore == ds
     assert manager.configInfo.agentVmNetwork == net
     assert host.summary.config.agentVmDatastore == ds
@@ -185,7 +207,8 @@ def test_host_agent_vm_settings_set_and_read_back(si: Any) -> None:
 
 
 def test_host_agent_vm_settings_refuse_a_datastore_the_host_cannot_see(
-        vcsim_factory: Callable[..., VcsimInfo]) -> None:
+    vcsim_factory: Callable[..., VcsimInfo],
+) -> None:
     info = vcsim_factory(datacenters=2, clusters=1, hosts=1)
     conn = connect(info)
     try:
@@ -196,14 +219,17 @@ def test_host_agent_vm_settings_refuse_a_datastore_the_host_cannot_see(
         assert foreign, "each datacenter has its own datastore"
         with pytest.raises(vmodl.fault.InvalidArgument):
             a.configManager.esxAgentHostManager.EsxAgentHostManagerUpdateConfig(
-                vim.host.EsxAgentHostManager.ConfigInfo(agentVmDatastore=foreign[0]))
+                vim.host.EsxAgentHostManager.ConfigInfo(agentVmDatastore=foreign[0])
+            )
         assert a.summary.config.agentVmDatastore is None
     finally:
         Disconnect(conn)
 
 
 def test_a_host_added_to_a_cluster_gets_an_agent_host_manager(si: Any) -> None:
-    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.ClusterComputeResource], True)
+    view = si.content.viewManager.CreateContainerView(
+        si.content.rootFolder, [vim.ClusterComputeResource], True
+    )
     cluster = sorted(view.view, key=lambda c: c.name)[0]
     view.Destroy()
     task = cluster.AddHost_Task(vim.host.ConnectSpec(hostName="new-host.lab", force=True), True)
@@ -215,6 +241,7 @@ def test_a_host_added_to_a_cluster_gets_an_agent_host_manager(si: Any) -> None:
 
 def wait(task: Any, timeout: float = 30.0) -> None:
     import time
+
     deadline = time.monotonic() + timeout
     while task.info.state not in ("success", "error"):
         assert time.monotonic() < deadline, "task did not finish"
@@ -226,15 +253,24 @@ def make_certificate(directory: Path, name: str) -> tuple[Path, Path, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     pem = cert.public_bytes(serialization.Encoding.PEM)
     cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
     cert_file.write_bytes(pem)
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return cert_file, key_file, pem.decode()
 
 
@@ -285,7 +321,8 @@ class _Backend(http.server.BaseHTTPRequestHandler):
 
 
 def test_eam_route_forwards_to_the_backend_with_the_session_cookie(
-        vcsim_factory: Callable[..., VcsimInfo]) -> None:
+    vcsim_factory: Callable[..., VcsimInfo],
+) -> None:
     backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
     threading.Thread(target=backend.serve_forever, daemon=True).start()
     try:
@@ -293,11 +330,12 @@ def test_eam_route_forwards_to_the_backend_with_the_session_cookie(
         conn = connect(info)
         cookie = conn._stub.cookie
         import urllib.request
+
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         req = urllib.request.Request(info.eam_url, data=b"<x/>", headers={"Cookie": cookie})
-        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
             assert resp.read() == b"<ok/>"
         assert _Backend.seen[-1][0] == "/eam/sdk"
         assert _Backend.seen[-1][1] == cookie
@@ -309,10 +347,11 @@ def test_eam_route_forwards_to_the_backend_with_the_session_cookie(
 def test_eam_route_without_a_backend_says_so(vcsim: VcsimInfo) -> None:
     import urllib.error
     import urllib.request
+
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(urllib.request.Request(vcsim.eam_url, data=b"<x/>"), context=ctx, timeout=10)  # noqa: S310
+        urllib.request.urlopen(urllib.request.Request(vcsim.eam_url, data=b"<x/>"), context=ctx, timeout=10)
     assert err.value.code == 503
     assert b"EAM" in err.value.read()

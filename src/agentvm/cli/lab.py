@@ -74,7 +74,9 @@ def down(state_dir: StateDir = None) -> None:
     if state is None:
         console.print("no lab is running; nothing to stop")
     else:
-        console.print(f"lab stopped (pids {state.supervisor_pid}, {', '.join(map(str, state.pids.values()))})")
+        console.print(
+            f"lab stopped (pids {state.supervisor_pid}, {', '.join(map(str, state.pids.values()))})"
+        )
 
 
 @app.command()
@@ -111,7 +113,9 @@ def status(
     else:
         table = Table("part", "pid", "running", "address")
         table.add_row("supervisor", str(state.supervisor_pid), _yes(alive["supervisor"]), "")
-        table.add_row("vcsim", str(state.pids.get("vcsim", "")), _yes(alive.get("vcsim", False)), state.vcsim.url)
+        table.add_row(
+            "vcsim", str(state.pids.get("vcsim", "")), _yes(alive.get("vcsim", False)), state.vcsim.url
+        )
         table.add_row("EAM", "", _yes(alive.get("vcsim", False)), state.vcsim.eam_url)
         table.add_row("packages", str(state.supervisor_pid), _yes(alive["supervisor"]), state.ovf_url)
         console.print(table)

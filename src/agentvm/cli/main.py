@@ -6,7 +6,6 @@ read commands, one line on stderr naming the problem and the fix for every error
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
@@ -62,4 +61,4 @@ def guarded(func: Callable[P, R]) -> Callable[P, R]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -113,9 +113,7 @@ def check_toolchain() -> str:
     # $AGENTVM_GO names a toolchain explicitly; Debian's golang-go also lives in /usr/lib/go/bin.
     go = os.environ.get("AGENTVM_GO") or shutil.which("go") or "/usr/lib/go/bin/go"
     if not os.access(go, os.X_OK):
-        raise LabError(
-            "the Go toolchain is missing: run scripts/setup, or `apt-get install golang-go`", 5
-        )
+        raise LabError("the Go toolchain is missing: run scripts/setup, or `apt-get install golang-go`", 5)
     if not GOVMOMI_SIMULATOR.is_dir():
         raise LabError(
             f"govmomi's simulator sources are missing ({GOVMOMI_SIMULATOR}): run scripts/setup, "
