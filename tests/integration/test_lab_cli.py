@@ -126,3 +126,10 @@ def test_a_missing_go_toolchain_says_how_to_install_it(env: dict[str, str], tmp_
     result = agentvm("lab", "up", env=bare)
     assert result.returncode == 5
     assert "golang-go" in result.stderr and "scripts/setup" in result.stderr
+
+
+def test_missing_govmomi_sources_say_which_package_to_install(env: dict[str, str], tmp_path: Path) -> None:
+    bare = dict(env, AGENTVM_CACHE_DIR=str(tmp_path / "cache"), AGENTVM_GOPATH=str(tmp_path / "gocode"))
+    result = agentvm("lab", "up", env=bare)
+    assert result.returncode == 5
+    assert "golang-github-vmware-govmomi-dev" in result.stderr

@@ -24,7 +24,8 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 GO_SOURCE = Path(__file__).parent / "vcsim" / "main.go"
-GOPATH = Path("/usr/share/gocode")
+# Debian's golang-github-vmware-govmomi-dev installs govmomi here; $AGENTVM_GOPATH overrides it.
+GOPATH = Path(os.environ.get("AGENTVM_GOPATH") or "/usr/share/gocode")
 GOVMOMI_SIMULATOR = GOPATH / "src/github.com/vmware/govmomi/simulator"
 
 

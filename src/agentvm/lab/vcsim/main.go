@@ -351,7 +351,27 @@ func peerThumbprint(r *http.Request) (string, []byte) {
 	return thumbprint(der), der
 }
 
+// soapPanic answers a request whose handler panicked inside the 0.24.2 simulator (e.g. a Fetch of an
+// object it cannot find) with a SystemError fault, instead of the dropped connection net/http gives.
+func soapPanic(w http.ResponseWriter, cause interface{}) {
+	msg := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(fmt.Sprint(cause))
+	fmt.Fprintf(os.Stderr, "agentvm-vcsim: recovered from a simulator panic: %s\n", msg)
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusInternalServerError)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" `+
+		`xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">`+
+		`<soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>simulator error: %s</faultstring>`+
+		`<detail><SystemErrorFault xmlns="urn:vim25" xsi:type="SystemError"><reason>%s</reason></SystemErrorFault>`+
+		`</detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>`, msg, msg)
+}
+
 func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if cause := recover(); cause != nil {
+			soapPanic(w, cause)
+		}
+	}()
 	if strings.HasPrefix(r.URL.Path, "/eam/") || r.URL.Path == "/eam" {
 		f.eam.ServeHTTP(w, r)
 		return
