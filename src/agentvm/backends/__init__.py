@@ -1,1 +1,1 @@
-"""What the controller needs from 'something that runs agents': one protocol, two implementations (eam, direct)."""
+"""What the controller needs from something that runs agents: one protocol, two implementations."""

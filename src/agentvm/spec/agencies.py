@@ -1,0 +1,429 @@
+"""The ``agencies`` section: what agent to run where, and each host's own values.
+
+Called by ``agentvm.spec.loader``. Checks everything that can be checked without vCenter: names and their
+lengths (EAM: agentName at most 70 characters, 43 with useUuidVmName), the OVF URL and sha256, the shape of
+scope entries (inventory path or moid), placements, OVF properties, the IP plan and the per-host templates.
+Whether a cluster exists is the engine's question.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from urllib.parse import urlsplit
+
+from agentvm.model.agency import MoRef, OvfProperty
+from agentvm.model.desired import (
+    NEEDS_ADDRESS,
+    NEEDS_CIDR,
+    NEEDS_GATEWAY,
+    TEMPLATE_FIELDS,
+    AgencySpec,
+    IpPlanSpec,
+    OvfSource,
+    Placement,
+    ScopeEntry,
+)
+from agentvm.spec.addresses import read_ip_plan
+from agentvm.spec.reader import Reader, suggest
+from agentvm.spec.yamlnodes import Node
+
+ALLOWED = (
+    "name",
+    "agentName",
+    "useUuidVmName",
+    "ovf",
+    "scope",
+    "datastore",
+    "network",
+    "folder",
+    "resourcePool",
+    "ovfProperties",
+    "hooks",
+    "ipPlan",
+    "perHost",
+)
+MAX_AGENT_NAME = 70  # EAM: VM names "<agentName> (N)"
+MAX_UUID_AGENT_NAME = 43  # EAM: VM names "<agentName>-<uuid>"
+MAX_AGENCY_NAME = 80
+USE_HOST_SETTINGS = "host"
+
+_MOID = re.compile(r"(domain-[cs]\d+|host-\d+)")
+_MOID_TYPES = {"domain-c": "ClusterComputeResource", "domain-s": "ComputeResource", "host-": "HostSystem"}
+_SCOPE_TYPES = ("ClusterComputeResource", "ComputeResource", "HostSystem")
+_INVENTORY_PATH = re.compile(r"/[^/]+(/[^/]+)*/host/[^/].*")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_PROPERTY_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
+
+
+def read_agencies(r: Reader, node: Node) -> tuple[AgencySpec, ...] | None:
+    """Validate the list; two agencies with one name are a problem (on the second, naming the first)."""
+    items = r.sequence(node, "{name: contrail, ...}")
+    if items is None:
+        return None
+    if not items:
+        r.problem(
+            node.line, node.path, "is empty; describe at least one agency (see examples/hello-agent.yaml)"
+        )
+        return None
+    result: list[AgencySpec] = []
+    first_line: dict[str, int] = {}
+    ok = True
+    for item in items:
+        agency = _agency(r, item)
+        if agency is None:
+            ok = False
+            continue
+        if agency.name in first_line:
+            name_node = item.entries["name"]
+            r.problem(
+                name_node.line,
+                name_node.path,
+                f'agency "{agency.name}" is already described on line {first_line[agency.name]}; '
+                "give each agency its own name",
+            )
+            ok = False
+            continue
+        first_line[agency.name] = item.entries["name"].line
+        result.append(agency)
+    return tuple(result) if ok else None
+
+
+def _agency(r: Reader, node: Node) -> AgencySpec | None:
+    fields = r.mapping(
+        node,
+        ALLOWED,
+        required={"name": "contrail", "ovf": "{url: https://.../agent.ovf}", "scope": "[/DC0/host/DC0_C0]"},
+    )
+    if fields is None:
+        return None
+    name = r.text(fields["name"], "contrail") if "name" in fields else None
+    if name is not None and len(name) > MAX_AGENCY_NAME:
+        r.problem(
+            fields["name"].line,
+            fields["name"].path,
+            f"is {len(name)} characters; keep it to {MAX_AGENCY_NAME}",
+        )
+        name = None
+    use_uuid = r.boolean(fields["useUuidVmName"]) if "useUuidVmName" in fields else False
+    agent_name = _agent_name(r, node, fields, name, bool(use_uuid))
+    ovf = _ovf(r, fields["ovf"]) if "ovf" in fields else None
+    scope = _scope(r, fields["scope"]) if "scope" in fields else None
+    placements = {
+        key: _placement(r, fields[key], allow_host=key in ("datastore", "network"))
+        if key in fields
+        else Placement()
+        for key in ("datastore", "network", "folder", "resourcePool")
+    }
+    properties = _ovf_properties(r, fields["ovfProperties"]) if "ovfProperties" in fields else ()
+    hook = _hooks(r, fields["hooks"]) if "hooks" in fields else True
+    ip_plan = read_ip_plan(r, fields["ipPlan"]) if "ipPlan" in fields else None
+    per_host = _per_host(r, fields, ip_plan, properties or (), hook) if "perHost" in fields else ()
+    values = (name, use_uuid, agent_name, ovf, scope, properties, hook, per_host, *placements.values())
+    if any(v is None for v in values) or ("ipPlan" in fields and ip_plan is None):
+        return None
+    assert name is not None and agent_name is not None and ovf is not None and scope is not None
+    assert properties is not None and hook is not None and per_host is not None
+    return AgencySpec(
+        name=name,
+        agent_name=agent_name,
+        ovf=ovf,
+        scope=scope,
+        use_uuid_vm_name=bool(use_uuid),
+        datastore=placements["datastore"] or Placement(),
+        network=placements["network"] or Placement(),
+        folder=placements["folder"] or Placement(),
+        resource_pool=placements["resourcePool"] or Placement(),
+        ovf_properties=properties,
+        provisioned_hook=hook,
+        ip_plan=ip_plan,
+        per_host=per_host,
+    )
+
+
+def _agent_name(
+    r: Reader, node: Node, fields: dict[str, Node], name: str | None, use_uuid: bool
+) -> str | None:
+    limit = MAX_UUID_AGENT_NAME if use_uuid else MAX_AGENT_NAME
+    if "agentName" not in fields:
+        if use_uuid:
+            r.problem(
+                node.line,
+                f"{node.path}.agentName",
+                "is required with useUuidVmName: true; add e.g. agentName: contrail-vm",
+            )
+            return None
+        if name is not None and len(name) > limit:
+            r.problem(
+                fields["name"].line,
+                fields["name"].path,
+                f"is {len(name)} characters, too long to name agent VMs; add an agentName of at most {limit}",
+            )
+            return None
+        return name
+    agent_name = r.text(fields["agentName"], "contrail-vm")
+    if agent_name is not None and len(agent_name) > limit:
+        why = " with useUuidVmName: true" if use_uuid else ""
+        r.problem(
+            fields["agentName"].line,
+            fields["agentName"].path,
+            f"is {len(agent_name)} characters; EAM allows {limit}{why}; shorten it",
+        )
+        return None
+    return agent_name
+
+
+def _ovf(r: Reader, node: Node) -> OvfSource | None:
+    if node.kind == "scalar":  # shorthand: ovf: https://.../agent.ovf
+        url_node, sha_node = node, None
+    else:
+        fields = r.mapping(node, ("url", "sha256"), required={"url": "https://example.com/agent/agent.ovf"})
+        if fields is None or "url" not in fields:
+            return None
+        url_node, sha_node = fields["url"], fields.get("sha256")
+    url = r.text(url_node, "https://example.com/agent/agent.ovf")
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            r.problem(
+                url_node.line,
+                url_node.path,
+                f'"{url}" is not an http(s) URL; EAM downloads the OVF, so '
+                "give it like https://files.example.com/agent/agent.ovf",
+            )
+            url = None
+    sha = None
+    if sha_node is not None:
+        sha = r.text(sha_node, "64 hex digits")
+        if sha is not None and not _SHA256.fullmatch(sha):
+            r.problem(
+                sha_node.line,
+                sha_node.path,
+                f'"{sha}" is not a SHA-256; give the 64 hex digits that sha256sum prints for the OVF',
+            )
+            return None
+    if url is None or (sha_node is not None and sha is None):
+        return None
+    return OvfSource(url=url, sha256=sha.lower() if sha else None)
+
+
+def _scope(r: Reader, node: Node) -> tuple[ScopeEntry, ...] | None:
+    items = r.sequence(node, "/DC0/host/DC0_C0")
+    if items is None:
+        return None
+    if not items:
+        r.problem(
+            node.line, node.path, "is empty; list the clusters (or standalone hosts), e.g. [/DC0/host/DC0_C0]"
+        )
+        return None
+    entries: list[ScopeEntry] = []
+    seen: dict[str, int] = {}
+    ok = True
+    for item in items:
+        entry = _scope_entry(r, item)
+        if entry is None:
+            ok = False
+            continue
+        if entry.text in seen:
+            r.problem(
+                item.line,
+                item.path,
+                f'"{entry.text}" is already listed on line {seen[entry.text]}; list it once',
+            )
+            ok = False
+            continue
+        seen[entry.text] = item.line
+        entries.append(entry)
+    return tuple(entries) if ok else None
+
+
+def _scope_entry(r: Reader, node: Node) -> ScopeEntry | None:
+    text = r.text(node, "/DC0/host/DC0_C0")
+    if text is None:
+        return None
+    if text.startswith("/"):
+        if not _INVENTORY_PATH.fullmatch(text.rstrip("/")):
+            r.problem(
+                node.line,
+                node.path,
+                f'"{text}" is not the inventory path of a cluster or host; write it '
+                "like /DC0/host/DC0_C0 (datacenter, then host, then the cluster)",
+            )
+            return None
+        return ScopeEntry(text=text.rstrip("/"), path=text.rstrip("/"))
+    if ":" in text:
+        kind, _, value = text.partition(":")
+        if kind not in _SCOPE_TYPES or not value:
+            guess = suggest(kind, _SCOPE_TYPES)
+            hint = f"did you mean {guess}:{value}?" if guess else "e.g. ClusterComputeResource:domain-c7"
+            r.problem(node.line, node.path, f'"{text}" is not a cluster or host reference; {hint}')
+            return None
+        return ScopeEntry(text=text, moref=MoRef(kind, value))
+    if _MOID.fullmatch(text):
+        kind = next(t for prefix, t in _MOID_TYPES.items() if text.startswith(prefix))
+        return ScopeEntry(text=text, moref=MoRef(kind, text))
+    r.problem(
+        node.line,
+        node.path,
+        f'"{text}" is neither an inventory path nor a moid; write /DC0/host/DC0_C0 or domain-c7',
+    )
+    return None
+
+
+def _placement(r: Reader, node: Node, *, allow_host: bool) -> Placement | None:
+    """``host`` (datastore/network only), one name/path for all, or a map cluster/host → name ('*' = rest)."""
+    if node.kind == "scalar":
+        text = r.text(node, "datastore1")
+        if text is None:
+            return None
+        if text == USE_HOST_SETTINGS and allow_host:
+            return Placement(use_host_settings=True)
+        return Placement(default=text)
+    if node.kind != "map":
+        r.problem(
+            node.line,
+            node.path,
+            f'must be a name, "host" or a map cluster/host → name, not {node.type_name()}',
+        )
+        return None
+    default = None
+    targets: list[tuple[str, str]] = []
+    ok = True
+    for target, value in node.entries.items():
+        text = r.text(value, "datastore1")
+        if text is None:
+            ok = False
+        elif target == "*":
+            default = text
+        else:
+            targets.append((target, text))
+    if not node.entries:
+        r.problem(node.line, node.path, "is an empty map; name a cluster or host and its value, or remove it")
+        ok = False
+    return Placement(default=default, by_target=tuple(sorted(targets))) if ok else None
+
+
+def _property_value(r: Reader, node: Node) -> str | None:
+    """Scalars as text (booleans as true/false); lists joined by commas (control nodes, DNS servers)."""
+    if node.kind == "seq":
+        parts = [_property_value(r, item) for item in node.items]
+        if any(p is None for p in parts):
+            return None
+        return ",".join(p for p in parts if p is not None)
+    if node.kind == "scalar" and isinstance(node.scalar, bool):
+        return "true" if node.scalar else "false"
+    return r.text(node, '"10.10.0.2"', allow_empty=True)
+
+
+def _ovf_properties(r: Reader, node: Node) -> tuple[OvfProperty, ...] | None:
+    if node.kind != "map":
+        r.problem(
+            node.line, node.path, f"must be a mapping of OVF property key to value, not {node.type_name()}"
+        )
+        return None
+    result: list[OvfProperty] = []
+    ok = True
+    for key, value in node.entries.items():
+        ok = _property_key(r, node, key) and ok
+        text = _property_value(r, value)
+        if text is None:
+            ok = False
+        else:
+            result.append(OvfProperty(key, text))
+    return tuple(result) if ok else None
+
+
+def _property_key(r: Reader, parent: Node, key: str) -> bool:
+    if _PROPERTY_KEY.fullmatch(key):
+        return True
+    r.problem(
+        parent.key_lines[key],
+        parent.entries[key].path,
+        "is not an OVF property key; use letters, digits, '_', '.', ':' or '-', starting with a letter",
+    )
+    return False
+
+
+def _hooks(r: Reader, node: Node) -> bool | None:
+    fields = r.mapping(node, ("provisioned",))
+    if fields is None:
+        return None
+    return r.boolean(fields["provisioned"]) if "provisioned" in fields else True
+
+
+def _per_host(
+    r: Reader,
+    fields: dict[str, Node],
+    ip_plan: IpPlanSpec | None,
+    common: tuple[OvfProperty, ...],
+    hook: bool | None,
+) -> tuple[tuple[str, str], ...] | None:
+    node = fields["perHost"]
+    if node.kind != "map":
+        r.problem(
+            node.line, node.path, 'must be a mapping of OVF property key to template, e.g. fabricIp: "{ip}"'
+        )
+        return None
+    if hook is False:
+        r.problem(
+            node.line,
+            node.path,
+            "per-host values are written when the provisioned hook fires; set "
+            "hooks.provisioned: true or remove perHost",
+        )
+        return None
+    common_keys = {p.key for p in common}
+    result: list[tuple[str, str]] = []
+    ok = True
+    for key, value in node.entries.items():
+        ok = _property_key(r, node, key) and ok
+        if key in common_keys:
+            r.problem(node.key_lines[key], value.path, "is also in ovfProperties; keep it in one place")
+            ok = False
+        template = _property_value(r, value)
+        if template is None or not _template_ok(r, value, template, ip_plan, "ipPlan" in fields):
+            ok = False
+            continue
+        result.append((key, template))
+    return tuple(result) if ok else None
+
+
+def _template_ok(r: Reader, node: Node, template: str, plan: IpPlanSpec | None, has_plan: bool) -> bool:
+    """Only TEMPLATE_FIELDS, without format specs, and only those the IP plan can fill."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        r.problem(
+            node.line,
+            node.path,
+            f'"{template}" is not a template ({exc}); write fields like {{ip}}, '
+            "and {{ or }} for a literal brace",
+        )
+        return False
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS:
+            guess = suggest(name, TEMPLATE_FIELDS)
+            hint = f"did you mean {{{guess}}}?" if guess else "known: " + ", ".join(sorted(TEMPLATE_FIELDS))
+            r.problem(node.line, node.path, f'"{{{name}}}" is not a template field; {hint}')
+            return False
+        if spec or conversion:
+            r.problem(
+                node.line,
+                node.path,
+                f'"{template}": formatting after the field name is not supported; write {{{name}}}',
+            )
+            return False
+        if not has_plan and name in NEEDS_ADDRESS | NEEDS_CIDR | NEEDS_GATEWAY:
+            r.problem(node.line, node.path, f"{{{name}}} comes from the IP plan; add ipPlan to this agency")
+            return False
+        if plan is not None and name in NEEDS_CIDR and plan.network is None:
+            r.problem(
+                node.line, node.path, f"{{{name}}} needs ipPlan.cidr; add the subnet, e.g. cidr: 10.10.0.0/24"
+            )
+            return False
+        if plan is not None and name in NEEDS_GATEWAY and plan.gateway is None:
+            r.problem(node.line, node.path, "{gateway} needs ipPlan.gateway; add it, e.g. gateway: 10.10.0.1")
+            return False
+    return True

@@ -1,0 +1,78 @@
+"""Load a spec file: YAML → validated ``DesiredState``, or one ``SpecError`` listing every problem.
+
+Called by the CLI (``plan``, ``apply``, ``status -f``, ``destroy``) and by the lab's demo. Reads the file,
+the environment (``${VAR}`` references, ``passwordEnv``) and a ``passwordFile`` if one is named; nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from agentvm.model.desired import DesiredState
+from agentvm.spec.agencies import read_agencies
+from agentvm.spec.errors import Problem, SpecError
+from agentvm.spec.reader import Reader
+from agentvm.spec.solution import read_solution
+from agentvm.spec.vcenter import read_vcenter
+from agentvm.spec.yamlnodes import parse_yaml
+
+API_VERSION = "agentvm/v1"
+ALLOWED = ("apiVersion", "vcenter", "solution", "agencies")
+
+
+def load_spec(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> DesiredState:
+    """Read and validate the spec at ``path`` (``env`` defaults to ``os.environ``).
+
+    Raises SpecError (a ConfigurationError) naming file, line, field and fix for every problem found.
+    """
+    name = os.fspath(path)
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(
+            [Problem(name, 0, "", "does not exist; give the path of a spec file with -f")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise SpecError([Problem(name, 0, "", f"cannot be read ({reason}); check the file")]) from None
+    return load_spec_text(text, name, env=env, base_dir=Path(name).resolve().parent)
+
+
+def load_spec_text(
+    text: str,
+    file: str = "<spec>",
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> DesiredState:
+    """Validate spec ``text``; ``file`` names it in messages, ``base_dir`` anchors relative paths."""
+    environment = os.environ if env is None else env
+    root, problems = parse_yaml(text, file, environment)
+    r = Reader(file, base_dir or Path.cwd(), environment)
+    r.problems.extend(problems)
+    if root is None:
+        if not r.problems:
+            r.problem(0, "", "is empty; start from examples/hello-agent.yaml")
+        raise SpecError(r.problems)
+    fields = r.mapping(
+        root,
+        ALLOWED,
+        required={"solution": "{key: org.example.agentvm, ...}", "agencies": "[{name: hello, ...}]"},
+    )
+    if fields is None:
+        raise SpecError(r.problems)
+    if "apiVersion" in fields:
+        version = r.text(fields["apiVersion"], API_VERSION)
+        if version is not None and version != API_VERSION:
+            r.problem(
+                fields["apiVersion"].line, "apiVersion", f'"{version}" is not supported; write {API_VERSION}'
+            )
+    solution = read_solution(r, fields["solution"]) if "solution" in fields else None
+    vcenter = read_vcenter(r, fields["vcenter"], solution) if "vcenter" in fields else None
+    agencies = read_agencies(r, fields["agencies"]) if "agencies" in fields else None
+    if r.problems or solution is None or agencies is None or ("vcenter" in fields and vcenter is None):
+        raise SpecError(r.problems or [Problem(file, 0, "", "is not valid")])
+    return DesiredState(
+        source=file, solution=solution, agencies=agencies, vcenter=vcenter, warnings=tuple(r.warnings)
+    )

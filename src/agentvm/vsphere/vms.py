@@ -1,0 +1,91 @@
+"""VM operations: power on/off, destroy, extraConfig. Each reads first and is a no-op when already done.
+
+Used by the engine (agent VM lifecycle: power, redeploy, per-host ``guestinfo.*`` values) and tests.
+``label`` arguments name the VM in messages (``vm-42 (/DC0/vm/agent (1))``); they default to the moid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pyVmomi import vim
+
+from agentvm.model.agency import MoRef
+from agentvm.model.errors import ConfigurationError, NotFoundError
+from agentvm.model.inventory import VmPowerState
+from agentvm.vsphere.collector import read_one
+from agentvm.vsphere.session import Session
+from agentvm.vsphere.tasks import wait_for_task
+
+
+def _vm(session: Session, vm: MoRef) -> Any:
+    if vm.type != "VirtualMachine":
+        raise ConfigurationError(f"{vm} is not a VM (VirtualMachine)")
+    return session.mo(vm)
+
+
+def power_state(session: Session, vm: MoRef) -> VmPowerState:
+    """The VM's power state (one call). NotFoundError when it no longer exists."""
+    props = read_one(session, _vm(session, vm), ["runtime.powerState"])
+    return VmPowerState(str(props.get("runtime.powerState", VmPowerState.POWERED_OFF.value)))
+
+
+def ensure_powered_on(
+    session: Session, vm: MoRef, *, label: str | None = None, timeout: float = 300.0
+) -> bool:
+    """Power the VM on unless it is on already; True if it was powered on now."""
+    if power_state(session, vm) is VmPowerState.POWERED_ON:
+        return False
+    task = _vm(session, vm).PowerOnVM_Task()
+    wait_for_task(session, task, what=f"power on {label or vm.value}", timeout=timeout)
+    return True
+
+
+def ensure_powered_off(
+    session: Session, vm: MoRef, *, label: str | None = None, timeout: float = 300.0
+) -> bool:
+    """Power the VM off (hard) unless it is off already; True if it was powered off now."""
+    if power_state(session, vm) is VmPowerState.POWERED_OFF:
+        return False
+    task = _vm(session, vm).PowerOffVM_Task()
+    wait_for_task(session, task, what=f"power off {label or vm.value}", timeout=timeout)
+    return True
+
+
+def destroy(session: Session, vm: MoRef, *, label: str | None = None, timeout: float = 300.0) -> bool:
+    """Power off and delete the VM from disk; False if it does not exist (already gone)."""
+    try:
+        ensure_powered_off(session, vm, label=label, timeout=timeout)
+    except NotFoundError:
+        return False
+    task = _vm(session, vm).Destroy_Task()
+    wait_for_task(session, task, what=f"delete {label or vm.value}", timeout=timeout)
+    return True
+
+
+def read_extra_config(session: Session, vm: MoRef, *, prefix: str = "") -> dict[str, str]:
+    """The VM's extraConfig entries whose key starts with ``prefix`` (one call)."""
+    options = read_one(session, _vm(session, vm), ["config.extraConfig"]).get("config.extraConfig") or ()
+    return {
+        str(o.key): "" if o.value is None else str(o.value) for o in options if str(o.key).startswith(prefix)
+    }
+
+
+def ensure_extra_config(
+    session: Session,
+    vm: MoRef,
+    values: Mapping[str, str],
+    *,
+    label: str | None = None,
+    timeout: float = 300.0,
+) -> bool:
+    """Set extraConfig keys to ``values`` (an empty value removes a key); True if a reconfigure was needed."""
+    current = read_extra_config(session, vm)
+    changes = {k: v for k, v in values.items() if current.get(k, "") != v}
+    if not changes:
+        return False
+    spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=k, value=v) for k, v in changes.items()])
+    task = _vm(session, vm).ReconfigVM_Task(spec=spec)
+    wait_for_task(session, task, what=f"reconfigure extraConfig of {label or vm.value}", timeout=timeout)
+    return True

@@ -1,0 +1,178 @@
+"""Watch vCenter objects by push: a dedicated property collector and ``WaitForUpdatesEx``.
+
+Used by the controller's watchers (hosts entering maintenance mode, agent VMs powered off or deleted,
+port groups and NICs changing). A ``Watcher`` owns a property collector of its own, a container view and
+one filter; the first ``poll()`` reports every object as ``enter`` (the initial state), later ones only
+what changed. Each wait is bounded (``max_wait_seconds``) so a ``stop()`` from another thread is noticed
+at once (it also cancels the wait on the server); ``close()`` destroys the collector, view and filter
+whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+from pyVmomi import vmodl
+
+from agentvm.model.agency import MoRef
+from agentvm.model.errors import AgentvmError
+from agentvm.vsphere.collector import property_spec, view_filter_spec
+from agentvm.vsphere.session import Session
+
+log = logging.getLogger(__name__)
+
+PC = vmodl.query.PropertyCollector
+
+
+class ChangeKind(StrEnum):
+    ENTER = "enter"  # the object is new to the watch (or this is the initial state)
+    MODIFY = "modify"
+    LEAVE = "leave"  # deleted, or left the watched container
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object's change: its reference, the kind, and the changed properties' new values.
+
+    Values are converted where it helps: managed objects become ``MoRef`` and arrays of them tuples of
+    ``MoRef``; a removed property has the value None. Data objects are left as pyVmomi values.
+    """
+
+    moref: MoRef
+    kind: ChangeKind
+    properties: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __hash__(self) -> int:
+        return hash((self.moref, self.kind, tuple(self.properties)))
+
+
+@dataclass(frozen=True)
+class WatchSpec:
+    """What to watch for one type: ``WatchSpec(vim.VirtualMachine, ("runtime.powerState",))``."""
+
+    type: type
+    properties: tuple[str, ...]
+
+
+class Watcher:
+    """A push watch of some types/properties under a container (default: the root folder).
+
+    Not thread-safe except for ``stop()``, which any thread may call. Use as a context manager or call
+    ``close()``.
+    """
+
+    def __init__(
+        self, session: Session, specs: Sequence[WatchSpec], *, root: Any = None, max_wait_seconds: int = 5
+    ) -> None:
+        if not specs:
+            raise ValueError("a Watcher needs at least one WatchSpec")
+        self._session = session
+        self._specs = tuple(specs)
+        self._root = root
+        self._max_wait = max(1, int(max_wait_seconds))
+        self._stop = threading.Event()
+        self._pc: Any = None
+        self._view: Any = None
+        self.version = ""
+
+    def __enter__(self) -> Watcher:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def start(self) -> None:
+        """Create the collector, the view and the filter (three calls). Idempotent."""
+        if self._pc is not None:
+            return
+        content = self._session.content
+        self._pc = content.propertyCollector.CreatePropertyCollector()
+        try:
+            types = list(dict.fromkeys(s.type for s in self._specs))
+            self._view = content.viewManager.CreateContainerView(
+                self._root or content.rootFolder, types, True
+            )
+            spec = view_filter_spec(self._view, [property_spec(s.type, s.properties) for s in self._specs])
+            self._pc.CreateFilter(spec, partialUpdates=False)
+        except BaseException:
+            self.close()
+            raise
+
+    def poll(self) -> list[Change]:
+        """One bounded ``WaitForUpdatesEx``: the changes since the last poll (empty if none or stopped)."""
+        self.start()
+        changes: list[Change] = []
+        while not self._stop.is_set():
+            try:
+                update = self._pc.WaitForUpdatesEx(
+                    self.version, PC.WaitOptions(maxWaitSeconds=self._max_wait)
+                )
+            except AgentvmError:
+                if self._stop.is_set():
+                    break  # stop() cancelled the wait: RequestCanceled is expected
+                raise
+            if update is None:
+                break
+            self.version = update.version
+            changes.extend(_changes(update))
+            if not update.truncated:
+                break
+        return changes
+
+    def __iter__(self) -> Iterator[list[Change]]:
+        """Batches of changes until ``stop()``; empty batches let the caller notice time passing."""
+        while not self._stop.is_set():
+            yield self.poll()
+
+    def stop(self) -> None:
+        """Ask the watch to end: the current wait is cancelled on the server; ``poll()`` returns soon."""
+        self._stop.set()
+        pc = self._pc
+        if pc is not None:
+            with contextlib.suppress(AgentvmError):
+                pc.CancelWaitForUpdates()
+
+    def close(self) -> None:
+        """Destroy the view and the collector (and with it the filter). Idempotent; never raises."""
+        self._stop.set()
+        view, pc = self._view, self._pc
+        self._view = self._pc = None
+        if view is not None:
+            with contextlib.suppress(AgentvmError):
+                view.DestroyView()
+        if pc is not None:
+            with contextlib.suppress(AgentvmError):
+                pc.DestroyPropertyCollector()
+
+
+def _changes(update: Any) -> Iterator[Change]:
+    for filter_update in update.filterSet or ():
+        for obj_update in filter_update.objectSet or ():
+            obj = obj_update.obj
+            moref = MoRef(str(obj._wsdlName), str(obj._moId))
+            props = {}
+            for change in obj_update.changeSet or ():
+                props[str(change.name)] = None if str(change.op) == "remove" else _convert(change.val)
+            yield Change(moref, ChangeKind(str(obj_update.kind)), MappingProxyType(props))
+
+
+def _convert(value: Any) -> Any:
+    if hasattr(value, "_moId"):
+        return MoRef(str(value._wsdlName), str(value._moId))
+    if isinstance(value, list) and value and all(hasattr(v, "_moId") for v in value):
+        return tuple(MoRef(str(v._wsdlName), str(v._moId)) for v in value)
+    return value
