@@ -13,6 +13,7 @@ from typing import ParamSpec, TypeVar
 import typer
 
 from agentvm.cli import lab as lab_commands
+from agentvm.cli.inventory import inventory
 from agentvm.cli.output import fail
 from agentvm.model.errors import AgentvmError
 
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(lab_commands.app, name="lab")
+app.command()(inventory)
 
 P = ParamSpec("P")
 R = TypeVar("R")

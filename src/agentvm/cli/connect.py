@@ -1,0 +1,79 @@
+"""Connection flags shared by every command that talks to vCenter, with ``AGENTVM_*`` fallbacks (as govc).
+
+The password never comes from a flag (it would show in ``ps``): from ``$AGENTVM_PASSWORD``, a file, or a
+prompt when a terminal is attached.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.model.errors import ConfigurationError
+
+Url = Annotated[
+    str | None,
+    typer.Option("--url", envvar="AGENTVM_URL", help="vCenter URL, e.g. https://vc.example.com/sdk."),
+]
+Username = Annotated[str | None, typer.Option("--username", envvar="AGENTVM_USERNAME", help="vCenter user.")]
+PasswordFile = Annotated[
+    Path | None,
+    typer.Option("--password-file", envvar="AGENTVM_PASSWORD_FILE", help="Read the password from this file."),
+]
+Thumbprint = Annotated[
+    str | None,
+    typer.Option(
+        "--thumbprint", envvar="AGENTVM_THUMBPRINT", help="Pin the server's TLS certificate (SHA-1/256)."
+    ),
+]
+CaFile = Annotated[
+    Path | None, typer.Option("--ca-file", envvar="AGENTVM_CA_FILE", help="Trust this CA bundle.")
+]
+Insecure = Annotated[
+    bool,
+    typer.Option("--insecure", envvar="AGENTVM_INSECURE", help="Do not verify TLS (explicit choice only)."),
+]
+
+
+def connection(
+    url: str | None,
+    username: str | None,
+    password_file: Path | None,
+    thumbprint: str | None,
+    ca_file: Path | None,
+    insecure: bool,
+) -> VCenterConnection:
+    """Build the connection settings; raises ConfigurationError naming the missing piece and the fix."""
+    if not url:
+        raise ConfigurationError(
+            "no vCenter URL: pass --url or set AGENTVM_URL (for the lab: eval $(agentvm lab env))"
+        )
+    if not username:
+        raise ConfigurationError("no vCenter user: pass --username or set AGENTVM_USERNAME")
+    password = _password(password_file)
+    return VCenterConnection(
+        url=url,
+        username=username,
+        password=password,
+        thumbprint=thumbprint or None,
+        ca_file=str(ca_file) if ca_file else None,
+        insecure=insecure,
+    )
+
+
+def _password(password_file: Path | None) -> Secret:
+    if password_file is not None:
+        try:
+            return Secret(password_file.read_text().rstrip("\n"))
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read --password-file {password_file}: {exc.strerror}") from None
+    if value := os.environ.get("AGENTVM_PASSWORD"):
+        return Secret(value)
+    if sys.stdin.isatty():
+        return Secret(typer.prompt("vCenter password", hide_input=True))
+    raise ConfigurationError("no vCenter password: set AGENTVM_PASSWORD or pass --password-file")

@@ -1,0 +1,240 @@
+"""The agent engine's memory and vocabulary as frozen values: state, observation, actions, outcomes.
+
+``core.agents`` decides with these; ``agentvm.engine`` persists the state, fills the observation from
+vSphere (through its ``Infrastructure``) and carries out the actions. Nothing here does I/O.
+
+The state holds what cannot be read back from vCenter: the agency configs and goal states, which VM is
+which agent's, what the engine *meant* the power state to be (so that a VM powered off by someone else is
+told apart from one the engine powered off for maintenance mode), pending hooks, latched issues and the
+counters that keep issue keys and ids unique across the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Self
+
+from agentvm.model.agency import (
+    AgencyConfig,
+    GoalState,
+    Issue,
+    IssueKind,
+    MoRef,
+    OvfProperty,
+    PowerState,
+    Status,
+    VmHook,
+)
+from agentvm.model.inventory import Host
+
+# --------------------------------------------------------------------------------------------- observation
+
+
+@dataclass(frozen=True)
+class VmMarker:
+    """What the engine writes on every VM it deploys (extraConfig), so that it finds them after a restart.
+
+    ``namespace`` tells engines apart (the owning extension key); ``agency`` and ``agent`` are ids.
+    """
+
+    namespace: str
+    agency: str
+    agent: str
+
+
+@dataclass(frozen=True)
+class AgentVm:
+    """One VM that carries the engine's marker, as observed now."""
+
+    vm: MoRef
+    name: str
+    marker: VmMarker
+    host: MoRef | None
+    power_state: PowerState
+    ovf_url: str | None = None  # the URL it was deployed from (kept in its extraConfig)
+    ip: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the engine needs to know about vSphere for one reconcile.
+
+    ``scope``: each scoped compute resource that exists → its hosts (an unknown one is simply absent).
+    ``hosts``: those hosts. ``default_pools``: compute resource → the pool for agent VMs when the agency
+    maps none. ``default_folders``: datacenter → the folder for agent VMs when the agency maps none.
+    ``names``: display names of datastores and networks (for NoCustom… issue details). ``vms``: every VM
+    that carries this engine's marker.
+    """
+
+    scope: Mapping[MoRef, tuple[MoRef, ...]] = field(default_factory=dict)
+    hosts: Mapping[MoRef, Host] = field(default_factory=dict)
+    default_pools: Mapping[MoRef, MoRef] = field(default_factory=dict)
+    default_folders: Mapping[MoRef, MoRef] = field(default_factory=dict)
+    names: Mapping[MoRef, str] = field(default_factory=dict)
+    vms: tuple[AgentVm, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """One agent: the engine's bookkeeping for one host in scope.
+
+    ``powered``: the engine powered ``vm`` on and has not powered it off since. When it is True and the VM
+    is observed off, someone else powered it off (VmPoweredOff); when it is False the engine powers the VM
+    on as soon as nothing holds it (hook, maintenance mode, goal disabled).
+    ``upgrading``: this agent is the one being upgraded (rolling, one host at a time per agency); it stays
+    True until the replacement VM is running and released.
+    """
+
+    id: str
+    host: MoRef
+    vm: MoRef | None = None
+    vm_name: str | None = None
+    vm_ovf_url: str | None = None
+    powered: bool = False
+    hook: VmHook | None = None
+    upgrade_vm: MoRef | None = None
+    upgrade_vm_name: str | None = None
+    upgrade_ovf_url: str | None = None
+    upgrading: bool = False
+    power_off_requested: bool = False
+    issues: tuple[Issue, ...] = ()
+
+    def with_(self, **changes: object) -> Self:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class AgencyState:
+    """One agency: its config, goal, owner, agents and agency-level issues (from AddIssue)."""
+
+    id: str
+    config: AgencyConfig
+    goal: GoalState
+    solution_id: str
+    destroying: bool = False
+    agents: tuple[AgentState, ...] = ()
+    issues: tuple[Issue, ...] = ()
+    vm_counter: int = 0  # "<agentName> (N)": N grows with every VM deployed, so names never clash
+
+    def with_(self, **changes: object) -> Self:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def effective_goal(self) -> GoalState:
+        """A destroyed agency is uninstalled first, then forgotten."""
+        return GoalState.UNINSTALLED if self.destroying else self.goal
+
+    def agent(self, agent_id: str) -> AgentState | None:
+        return next((a for a in self.agents if a.id == agent_id), None)
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """Everything the engine persists. Issue keys and ids come from counters that never go back."""
+
+    namespace: str
+    agencies: tuple[AgencyState, ...] = ()
+    next_issue_key: int = 1
+    next_id: int = 1
+
+    def with_(self, **changes: object) -> Self:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def agency(self, agency_id: str) -> AgencyState | None:
+        return next((a for a in self.agencies if a.id == agency_id), None)
+
+    def replace_agency(self, agency: AgencyState) -> EngineState:
+        return self.with_(agencies=tuple(agency if a.id == agency.id else a for a in self.agencies))
+
+    def find_agent(self, agent_id: str) -> tuple[AgencyState, AgentState] | None:
+        for agency in self.agencies:
+            agent = agency.agent(agent_id)
+            if agent is not None:
+                return agency, agent
+        return None
+
+
+# --------------------------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class DeployVm:
+    """Deploy the agent's OVF onto ``host`` (pinned, HA top priority); ``upgrade``: beside the old VM."""
+
+    agency: str
+    agent: str
+    host: MoRef
+    ovf_url: str
+    ovf_properties: tuple[OvfProperty, ...]
+    name: str
+    datastore: MoRef
+    network: MoRef
+    folder: MoRef | None
+    pool: MoRef | None
+    marker: VmMarker
+    disk_provisioning: str | None = None
+    upgrade: bool = False
+
+
+@dataclass(frozen=True)
+class PowerOn:
+    agency: str
+    agent: str
+    vm: MoRef
+
+
+@dataclass(frozen=True)
+class PowerOff:
+    agency: str
+    agent: str | None
+    vm: MoRef
+
+
+@dataclass(frozen=True)
+class DestroyVm:
+    """Power off (if needed) and delete ``vm``. ``agent`` is None for a stray VM that carries our marker."""
+
+    agency: str | None
+    agent: str | None
+    vm: MoRef
+
+
+Action = DeployVm | PowerOn | PowerOff | DestroyVm
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """Outcome of DeployVm: the new VM."""
+
+    vm: MoRef
+
+
+@dataclass(frozen=True)
+class DeployFailed:
+    """Outcome of DeployVm that becomes an issue on the agent (CannotAccessAgentOVF, OvfInvalidFormat…)."""
+
+    kind: IssueKind
+    detail: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Done:
+    """Outcome of PowerOn / PowerOff / DestroyVm that succeeded (a VM already gone counts as destroyed)."""
+
+
+Outcome = Deployed | DeployFailed | Done
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one reconcile decided: the new state, the actions to carry out, and every status."""
+
+    state: EngineState
+    actions: tuple[Action, ...]
+    agent_status: Mapping[str, Status]
+    agency_status: Mapping[str, Status]

@@ -1,0 +1,506 @@
+"""The agent engine's brain: agencies + observed vSphere → next actions, issues and statuses (EAM.md 3-7).
+
+Pure: no I/O, no clock (``now`` is an argument), no threads. ``agentvm.engine.manager`` calls
+``reconcile`` on every step, carries out the actions through its Infrastructure and feeds each result back
+with ``core.agent_ops.record``; API calls change the state through ``core.agent_ops`` too.
+
+Rules carried out here (each as EAM behaves, or marked [I] where EAM.md says the behaviour is inferred):
+
+- one agent per host in scope (union of the agency's clusters and standalone compute resources), using
+  the first agent config whose productLineId / hostVersion match; none → IncompatibleHostVersion;
+- deploy → ``provisioned`` hook (if flagged) → power on → ``poweredOn`` hook (if flagged) → green;
+- maintenance mode / standby: the agent VM is powered off, no issue; on exit it is powered on again (and
+  the poweredOn hook comes back);
+- a VM powered off / suspended by someone else → VmPoweredOff / VmSuspended; deleted → VmNotDeployed;
+  powered on in a disabled agency → VmPoweredOn. **Nothing is repaired without Resolve** (EAM does not
+  heal silently; agentvm's controller is the one that resolves);
+- host disconnected → ManagedHostNotReachable, which clears by itself when the host is back;
+- a new OVF URL → rolling upgrade, one host at a time per agency;
+- issues clear by themselves when their condition is gone, and keys come from a counter that never goes
+  back, so a key is never reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from agentvm.core.agent_placement import Detail, Placement, choose_placement, match_agent_config, vm_name
+from agentvm.core.agent_state import (
+    Action,
+    AgencyState,
+    AgentState,
+    AgentVm,
+    DeployVm,
+    DestroyVm,
+    EngineState,
+    Observation,
+    Plan,
+    PowerOff,
+    PowerOn,
+    VmMarker,
+)
+from agentvm.model.agency import (
+    AgentConfig,
+    GoalState,
+    HookState,
+    Issue,
+    IssueKind,
+    MoRef,
+    PowerState,
+    Status,
+)
+from agentvm.model.inventory import ConnectionState, Host
+
+# Issues that stay until Resolve (or until the config they were raised for changes); they hold (re)deploy.
+DEPLOY_FAILURES = frozenset(
+    {
+        IssueKind.CANNOT_ACCESS_AGENT_OVF,
+        IssueKind.OVF_INVALID_FORMAT,
+        IssueKind.OVF_INVALID_PROPERTY,
+        IssueKind.INSUFFICIENT_RESOURCES,
+        IssueKind.INSUFFICIENT_SPACE,
+    }
+)
+LATCHED = DEPLOY_FAILURES | {IssueKind.VM_NOT_DEPLOYED}
+
+OVF_URL = "ovfUrl"  # the issue detail that ties a deploy failure to the URL it was raised for
+
+
+@dataclass
+class _Counters:
+    """The state's counters while one reconcile runs (a local, so the function stays pure)."""
+
+    next_issue_key: int
+    next_id: int
+
+    def issue_key(self) -> int:
+        key = self.next_issue_key
+        self.next_issue_key += 1
+        return key
+
+    def new_id(self, prefix: str) -> str:
+        value = f"{prefix}-{self.next_id}"
+        self.next_id += 1
+        return value
+
+
+@dataclass
+class _AgencyContext:
+    agency: AgencyState
+    obs: Observation
+    vms: Mapping[MoRef, AgentVm]
+    vms_by_agent: Mapping[str, list[AgentVm]]
+    counters: _Counters
+    now: datetime
+    namespace: str
+    upgrade_busy: bool = False
+    vm_counter: int = 0
+    actions: list[Action] = field(default_factory=list)
+
+
+def connected(host: Host) -> bool:
+    return host.connection_state is ConnectionState.CONNECTED
+
+
+def host_down(host: Host) -> bool:
+    """In maintenance mode or standby: agent VMs stay powered off there, and that is not an issue."""
+    return host.in_maintenance_mode or host.standby
+
+
+def reconcile(state: EngineState, obs: Observation, now: datetime) -> Plan:
+    """Decide the next actions for every agency from the state and what is observed now.
+
+    The returned state already absorbs what was observed (new agents, issues raised or cleared, VMs found
+    deleted); it never assumes an action succeeded: ``agent_ops.record`` does that per outcome. So the plan's
+    state is consistent whether or not its actions are carried out, and reconciling the same state against
+    the same observation gives the same plan.
+    """
+    counters = _Counters(state.next_issue_key, state.next_id)
+    vms = {v.vm: v for v in obs.vms if v.marker.namespace == state.namespace}
+    by_agent: dict[str, list[AgentVm]] = {}
+    for v in vms.values():
+        by_agent.setdefault(v.marker.agent, []).append(v)
+
+    agencies: list[AgencyState] = []
+    actions: list[Action] = []
+    agent_status: dict[str, Status] = {}
+    agency_status: dict[str, Status] = {}
+    for agency in state.agencies:
+        ctx = _AgencyContext(agency, obs, vms, by_agent, counters, now, state.namespace)
+        new_agency, statuses = _reconcile_agency(ctx)
+        actions.extend(ctx.actions)
+        agent_status.update(statuses)
+        if new_agency.destroying and not new_agency.agents:
+            continue  # destroyed: every agent is gone, so the agency is forgotten
+        agencies.append(new_agency)
+        agency_status[agency.id] = _agency_status(new_agency, statuses)
+
+    claimed = {v for agency in agencies for a in agency.agents for v in (a.vm, a.upgrade_vm) if v is not None}
+    for v in vms.values():
+        if v.vm in claimed:
+            continue
+        host = obs.hosts.get(v.host) if v.host else None
+        if host is None or connected(host):
+            # ours by its marker, but no agent owns it: its agency was destroyed, or the engine stopped
+            # between deploying it and recording it (never leave a half-deployed VM behind)
+            actions.append(DestroyVm(None, None, v.vm))
+
+    new_state = state.with_(
+        agencies=tuple(agencies),
+        next_issue_key=counters.next_issue_key,
+        next_id=counters.next_id,
+    )
+    return Plan(new_state, tuple(actions), agent_status, agency_status)
+
+
+def _agency_status(agency: AgencyState, statuses: Mapping[str, Status]) -> Status:
+    """Red if any issue (the agency's or an agent's), yellow while any agent is working, else green."""
+    mine = [statuses[a.id] for a in agency.agents]
+    if agency.issues or Status.RED in mine:
+        return Status.RED
+    if Status.YELLOW in mine or agency.destroying:
+        return Status.YELLOW
+    return Status.GREEN
+
+
+def _hosts_in_scope(agency: AgencyState, obs: Observation) -> list[MoRef]:
+    if agency.effective_goal is GoalState.UNINSTALLED:
+        return []
+    hosts: list[MoRef] = []
+    seen: set[MoRef] = set()
+    for compute_resource in agency.config.scope:
+        for host in obs.scope.get(compute_resource, ()):
+            if host not in seen and host in obs.hosts:
+                seen.add(host)
+                hosts.append(host)
+    return hosts
+
+
+def _reconcile_agency(ctx: _AgencyContext) -> tuple[AgencyState, dict[str, Status]]:
+    agency = ctx.agency
+    wanted = _hosts_in_scope(agency, ctx.obs)
+    wanted_set = set(wanted)
+    by_host = {a.host: a for a in agency.agents}
+    ctx.vm_counter = agency.vm_counter
+    upgrading = {a.id for a in agency.agents if a.upgrading and a.host in wanted_set}
+    ctx.upgrade_busy = bool(upgrading)
+    agents: list[AgentState] = []
+    statuses: dict[str, Status] = {}
+    for host_ref in wanted:
+        agent = by_host.get(host_ref) or AgentState(id=ctx.counters.new_id("agent"), host=host_ref)
+        agent_pass = _AgentPass(ctx, agent, ctx.obs.hosts[host_ref])
+        agent, status = agent_pass.run()
+        if agent.upgrading or agent_pass.upgrade_started:
+            upgrading.add(agent.id)
+        else:
+            upgrading.discard(agent.id)  # its upgrade finished in this pass: the next host may start now
+        ctx.upgrade_busy = bool(upgrading)
+        agents.append(agent)
+        statuses[agent.id] = status
+    for agent in agency.agents:
+        if agent.host in wanted_set:
+            continue
+        leaving = _remove_agent(ctx, agent)
+        if leaving is not None:
+            agents.append(leaving[0])
+            statuses[agent.id] = leaving[1]
+    return agency.with_(agents=tuple(agents), vm_counter=ctx.vm_counter), statuses
+
+
+def _new_issue(
+    ctx: _AgencyContext, agent: AgentState, host: Host | None, kind: IssueKind, detail: Detail
+) -> Issue:
+    vm = agent.vm or agent.upgrade_vm
+    return Issue(
+        key=ctx.counters.issue_key(),
+        kind=kind,
+        time=ctx.now,
+        agency=ctx.agency.id,
+        agency_name=ctx.agency.config.agency_name,
+        agent=agent.id,
+        agent_name=agent.vm_name or ctx.agency.config.agent_name or ctx.agency.config.agency_name,
+        host=agent.host,
+        host_name=host.name if host else None,
+        vm=vm,
+        vm_name=agent.vm_name if agent.vm else agent.upgrade_vm_name,
+        detail=dict(detail),
+    )
+
+
+def _merge_issues(
+    ctx: _AgencyContext,
+    agent: AgentState,
+    host: Host | None,
+    kept: list[Issue],
+    conditions: list[tuple[IssueKind, Detail]],
+) -> tuple[Issue, ...]:
+    """Keep an existing issue (same key, same time) while its kind's condition holds; raise new ones."""
+    result = list(kept)
+    for kind, detail in conditions:
+        if any(i.kind == kind for i in result):
+            continue
+        existing = next((i for i in agent.issues if i.kind == kind), None)
+        if existing is not None and dict(existing.detail) == dict(detail):
+            result.append(existing)
+        else:
+            result.append(_new_issue(ctx, agent, host, kind, detail))
+    return tuple(result)
+
+
+def _remove_agent(ctx: _AgencyContext, agent: AgentState) -> tuple[AgentState, Status] | None:
+    """A host left the scope (or the agency is uninstalled): delete its VMs, then forget the agent."""
+    host = ctx.obs.hosts.get(agent.host)
+    existing = [v for v in (agent.upgrade_vm, agent.vm) if v is not None and v in ctx.vms]
+    if host is not None and not connected(host) and existing:
+        # the VMs cannot be deleted until the host is back [I: EAM would raise VmOrphaned once it is]
+        issues = _merge_issues(ctx, agent, host, [], [(IssueKind.MANAGED_HOST_NOT_REACHABLE, {})])
+        return agent.with_(issues=issues, hook=None), Status.RED
+    if not existing:
+        return None
+    for vm in existing:
+        ctx.actions.append(DestroyVm(ctx.agency.id, agent.id, vm))
+    return agent.with_(issues=(), hook=None), Status.YELLOW
+
+
+class _AgentPass:
+    """One agent on one host in scope, for one reconcile. ``run`` returns the new agent and its status."""
+
+    def __init__(self, ctx: _AgencyContext, agent: AgentState, host: Host) -> None:
+        self.ctx = ctx
+        self.agent = agent
+        self.host = host
+        self.conditions: list[tuple[IssueKind, Detail]] = []
+        self.actions: list[Action] = []
+        self.busy = False  # working towards the goal: yellow
+        self.upgrade_started = False  # this pass deployed a replacement VM (upgrading once recorded)
+
+    # ----------------------------------------------------------------------------------------- driver
+    def run(self) -> tuple[AgentState, Status]:
+        ctx = self.ctx
+        if not connected(self.host):
+            # nothing can be observed or done there; keep what we knew, and say why
+            kept = [i for i in self.agent.issues if i.kind is not IssueKind.MANAGED_HOST_NOT_REACHABLE]
+            conditions: list[tuple[IssueKind, Detail]] = [(IssueKind.MANAGED_HOST_NOT_REACHABLE, {})]
+            issues = _merge_issues(ctx, self.agent, self.host, kept, conditions)
+            return self.agent.with_(issues=issues), Status.RED
+
+        self._follow_vms()
+        config = match_agent_config(ctx.agency.config.agent_configs, self.host)
+        if config is None:
+            self.conditions.append((IssueKind.INCOMPATIBLE_HOST_VERSION, {}))
+        desired_url = config.ovf_package_url if config else self.agent.vm_ovf_url
+        kept = [i for i in self.agent.issues if i.kind in LATCHED and self._still_latched(i, desired_url)]
+        held = bool(kept)
+
+        if config is not None and desired_url is None:
+            self._remove_vms()  # an agent config without an OVF: no VM on this host
+        elif self.agent.vm is None:
+            if config is not None and desired_url is not None and not held:
+                self._install(config, desired_url)
+        else:
+            self._manage_power()
+            if config is not None and desired_url is not None:
+                self._upgrade(config, desired_url, held)
+
+        agent = self.agent
+        if (
+            agent.upgrading
+            and agent.upgrade_vm is None
+            and agent.hook is None
+            and not self.actions
+            and not self.busy
+            and agent.vm_ovf_url == desired_url
+        ):
+            agent = agent.with_(upgrading=False)  # this host is done: the next one may start
+        issues = _merge_issues(ctx, agent, self.host, kept, self.conditions)
+        agent = agent.with_(issues=issues)
+        ctx.actions.extend(self.actions)
+        if issues:
+            status = Status.RED
+        elif self.actions or self.busy or agent.hook is not None or agent.upgrading:
+            status = Status.YELLOW
+        else:
+            status = Status.GREEN
+        self.agent = agent
+        return agent, status
+
+    # ----------------------------------------------------------------------------------------- steps
+    def _follow_vms(self) -> None:
+        """Absorb what happened to the agent's VMs since the last reconcile."""
+        a = self.agent
+        vms = self.ctx.vms
+        if a.upgrade_vm is not None and a.upgrade_vm not in vms:
+            # the replacement vanished: forget it; the upgrade starts again in its turn
+            hook = None if a.hook and a.hook.vm == a.upgrade_vm else a.hook
+            a = a.with_(upgrade_vm=None, upgrade_vm_name=None, upgrade_ovf_url=None, hook=hook)
+        if a.vm is not None and a.vm not in vms:
+            if a.upgrade_vm is not None:
+                # the old VM went away mid-upgrade: the replacement simply takes its place
+                a = a.with_(
+                    vm=a.upgrade_vm,
+                    vm_name=a.upgrade_vm_name,
+                    vm_ovf_url=a.upgrade_ovf_url,
+                    powered=False,
+                    upgrade_vm=None,
+                    upgrade_vm_name=None,
+                    upgrade_ovf_url=None,
+                    hook=None,
+                )
+            else:
+                # deleted by someone: VmNotDeployed, and no redeploy until Resolve (EAM.md section 4)
+                self.agent = a.with_(vm=None, vm_name=None, vm_ovf_url=None, powered=False, hook=None)
+                lost = _new_issue(self.ctx, a, self.host, IssueKind.VM_NOT_DEPLOYED, {})
+                a = self.agent.with_(issues=(*self.agent.issues, lost))
+        if a.vm is None:
+            # a VM deployed for this agent that was never recorded (the engine stopped in between): adopt it
+            found = [v for v in self.ctx.vms_by_agent.get(a.id, []) if v.vm != a.upgrade_vm]
+            found = [v for v in found if v.marker.agency == self.ctx.agency.id and v.host == a.host]
+            if found:
+                v = found[0]
+                a = a.with_(
+                    vm=v.vm,
+                    vm_name=v.name,
+                    vm_ovf_url=v.ovf_url,
+                    powered=v.power_state is PowerState.POWERED_ON,
+                    issues=tuple(i for i in a.issues if i.kind is not IssueKind.VM_NOT_DEPLOYED),
+                )
+        self.agent = a
+
+    def _still_latched(self, issue: Issue, desired_url: str | None) -> bool:
+        if issue.kind is IssueKind.VM_NOT_DEPLOYED:
+            return self.agent.vm is None
+        # a deploy failure is about one URL: an Update to another URL removes its condition
+        return issue.detail.get(OVF_URL) == desired_url
+
+    def _placement(self) -> Placement | None:
+        ctx = self.ctx
+        host = self.host
+        result = choose_placement(
+            ctx.agency.config,
+            host,
+            default_pool=ctx.obs.default_pools.get(host.parent) if host.parent else None,
+            default_folder=ctx.obs.default_folders.get(host.datacenter) if host.datacenter else None,
+            names=ctx.obs.names,
+        )
+        if isinstance(result, Placement):
+            return result
+        self.conditions.extend(result)
+        return None
+
+    def _deploy(self, config: AgentConfig, url: str, *, upgrade: bool) -> bool:
+        placement = self._placement()
+        if placement is None:
+            return False
+        ctx = self.ctx
+        ctx.vm_counter += 1
+        self.actions.append(
+            DeployVm(
+                agency=ctx.agency.id,
+                agent=self.agent.id,
+                host=self.agent.host,
+                ovf_url=url,
+                ovf_properties=config.ovf_environment,
+                name=vm_name(ctx.agency.config, ctx.namespace, self.agent.id, ctx.vm_counter),
+                datastore=placement.datastore,
+                network=placement.network,
+                folder=placement.folder,
+                pool=placement.pool,
+                marker=VmMarker(ctx.namespace, ctx.agency.id, self.agent.id),
+                disk_provisioning=config.ovf_disk_provisioning,
+                upgrade=upgrade,
+            )
+        )
+        return True
+
+    def _install(self, config: AgentConfig, url: str) -> None:
+        if self.host.in_maintenance_mode:
+            # never deploy onto a host in MM; EAM (7.2+) says so with this issue [its remedy, taking the
+            # host out of MM, is not done by this engine: Resolve reports the key as not resolvable now]
+            self.conditions.append((IssueKind.VM_REQUIRES_HOST_OUT_OF_MAINTENANCE_MODE, {}))
+        elif self.host.standby:
+            self.busy = True  # DPM wakes the host when it is needed; deploy then [I]
+        else:
+            self._deploy(config, url, upgrade=False)
+
+    def _remove_vms(self) -> None:
+        a = self.agent
+        for vm in (a.upgrade_vm, a.vm):
+            if vm is not None:
+                self.actions.append(DestroyVm(self.ctx.agency.id, a.id, vm))
+
+    def _manage_power(self) -> None:
+        """Power the agent's VM per goal, host state and hooks; raise the power issues. Never heal."""
+        a = self.agent
+        vm = a.vm
+        assert vm is not None
+        observed = self.ctx.vms[vm].power_state
+        hook = a.hook if a.hook is not None and a.hook.vm == vm else None
+        goal = self.ctx.agency.effective_goal
+        if host_down(self.host):
+            if hook is not None and hook.state is HookState.POWERED_ON:
+                a = a.with_(hook=None)  # the VM goes down; the hook comes back with the next power-on [I]
+            if observed is not PowerState.POWERED_OFF:
+                self.actions.append(PowerOff(self.ctx.agency.id, a.id, vm))
+            a = a.with_(powered=False)
+        elif goal is GoalState.ENABLED:
+            if a.powered:
+                if observed is PowerState.POWERED_OFF:
+                    self.conditions.append((IssueKind.VM_POWERED_OFF, {}))
+                elif observed is PowerState.SUSPENDED:
+                    self.conditions.append((IssueKind.VM_SUSPENDED, {}))
+            elif hook is not None and hook.state is HookState.PROVISIONED:
+                self.busy = True  # the provisioned hook holds the power-on until MarkAsAvailable
+            elif observed is PowerState.POWERED_ON:
+                a = a.with_(powered=True)  # already on (adopted after a restart): nothing to do
+            else:
+                self.actions.append(PowerOn(self.ctx.agency.id, a.id, vm))
+        else:  # disabled: deployed but kept powered off
+            if hook is not None and hook.state is HookState.POWERED_ON:
+                a = a.with_(hook=None)
+            if a.powered:
+                if observed is PowerState.POWERED_OFF:
+                    a = a.with_(powered=False)
+                else:
+                    self.actions.append(PowerOff(self.ctx.agency.id, a.id, vm))
+            elif observed is PowerState.POWERED_OFF:
+                a = a.with_(power_off_requested=False)
+            elif a.power_off_requested:
+                self.actions.append(PowerOff(self.ctx.agency.id, a.id, vm))
+            else:
+                self.conditions.append((IssueKind.VM_POWERED_ON, {}))
+        self.agent = a
+
+    def _settled(self) -> bool:
+        """At its goal with nothing pending: the rolling upgrade may take this host now."""
+        a = self.agent
+        running_or_needs_not = a.powered or self.ctx.agency.effective_goal is not GoalState.ENABLED
+        return a.hook is None and not self.actions and not self.conditions and running_or_needs_not
+
+    def _upgrade(self, config: AgentConfig, url: str, held: bool) -> None:
+        """New OVF URL: deploy the replacement beside the old VM, prePowerOn hook, remove the old VM.
+
+        The replacement is powered on only after the old VM is gone [I: EAM.md does not say; two data-plane
+        agents on one host must not run at once]. One host at a time per agency [I: no batch size is
+        documented]; a host whose upgrade fails (red) holds the roll until it is resolved.
+        """
+        a = self.agent
+        if a.upgrade_vm is not None:
+            if a.upgrade_ovf_url != url:
+                self.actions.append(DestroyVm(self.ctx.agency.id, a.id, a.upgrade_vm))  # superseded
+            elif a.hook is not None and a.hook.vm == a.upgrade_vm:
+                self.busy = True  # prePowerOn: the solution prepares the replacement
+            elif not host_down(self.host):
+                assert a.vm is not None
+                self.actions.append(DestroyVm(self.ctx.agency.id, a.id, a.vm))  # then the swap
+            else:
+                self.busy = True
+            return
+        if a.vm_ovf_url == url:
+            return
+        self.busy = True
+        if held or host_down(self.host) or self.ctx.upgrade_busy or not self._settled():
+            return
+        if self._deploy(config, url, upgrade=True):
+            self.upgrade_started = True

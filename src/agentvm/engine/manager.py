@@ -1,0 +1,477 @@
+"""``Engine``: agentvm's own ESX Agent Manager — EAM's API (``engine.api.AgentManager``) over vim25.
+
+Callers: the lab's EAM emulator (a SOAP face on it) and ``backends.direct``. They also own the loop: the
+engine has no thread of its own. Run ``step()`` whenever ``wait_for_work()`` says there is something to do;
+``step`` observes vSphere (through an ``Infrastructure``), reconciles with ``core.agents`` and carries out
+the actions, one by one, recording each outcome. A step with nothing changed (no inventory change, no API
+call, no action left) costs one ``generation()`` call.
+
+API calls and ``step`` may come from different threads: the state is guarded by a lock that is never held
+across a vSphere call. State is saved to a JSON file (``engine.store``) after every change.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from agentvm.core import agent_ops
+from agentvm.core.agent_placement import MAX_AGENT_NAME, MAX_UUID_AGENT_NAME, match_agent_config
+from agentvm.core.agent_state import (
+    Action,
+    AgencyState,
+    AgentState,
+    Deployed,
+    DeployFailed,
+    DeployVm,
+    DestroyVm,
+    Done,
+    EngineState,
+    Observation,
+    Outcome,
+    Plan,
+    PowerOff,
+    PowerOn,
+)
+from agentvm.core.agents import reconcile
+from agentvm.engine.api import (
+    Caller,
+    InvalidAgencyScope,
+    InvalidAgentConfiguration,
+    InvalidArgument,
+    InvalidState,
+    InvalidUrl,
+    ManagedObjectNotFound,
+    NotAuthorized,
+)
+from agentvm.engine.infra import DeployError, InfraError, Infrastructure, OvfInvalid
+from agentvm.engine.store import StateFile
+from agentvm.model.agency import (
+    AgencyConfig,
+    AgencyRuntime,
+    AgentConfig,
+    AgentRuntime,
+    GoalState,
+    Issue,
+    MoRef,
+    PowerState,
+    Remedy,
+    Status,
+)
+
+log = logging.getLogger(__name__)
+
+PRODUCT_LINES = ("esx", "embeddedEsx")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Engine:
+    """Implements ``AgentManager``. ``namespace`` marks the VMs this engine owns (the extension key)."""
+
+    def __init__(
+        self,
+        infra: Infrastructure,
+        state_file: Path | None = None,
+        *,
+        namespace: str = "agentvm",
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        """Load the state file if there is one (ValueError when it is unreadable or of another namespace).
+
+        The VMs are re-read from vSphere at the first ``step``, which reconciles the file with them.
+        """
+        self._infra = infra
+        self._store = StateFile(state_file) if state_file is not None else None
+        loaded = self._store.load() if self._store else None
+        if loaded is not None and loaded.namespace != namespace:
+            raise ValueError(
+                f"{state_file} belongs to the engine of {loaded.namespace!r}, not {namespace!r}: "
+                "give this engine its own state file"
+            )
+        self._state = loaded or EngineState(namespace=namespace)
+        self._saved = loaded
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._step_lock = threading.Lock()
+        self._obs: Observation | None = None
+        self._plan: Plan | None = None
+        self._seen: int | None = None
+        self._dirty = True
+        self._stale: set[str] = set()  # agencies changed by an API call since the last reconcile
+
+    # ============================================================================ the loop's side
+    def step(self) -> bool:
+        """Observe, reconcile, act. Returns True when it acted (so another step should follow soon).
+
+        Raises InfraError when vSphere cannot be observed (the caller backs off and tries again).
+        """
+        with self._step_lock:
+            generation = self._infra.generation()
+            with self._lock:
+                if not self._dirty and generation == self._seen:
+                    return False
+                self._dirty = False
+                scope = tuple(dict.fromkeys(cr for a in self._state.agencies for cr in a.config.scope))
+            try:
+                obs = self._infra.observe(scope)
+                obs = Observation(
+                    scope=obs.scope,
+                    hosts=obs.hosts,
+                    default_pools=obs.default_pools,
+                    default_folders=obs.default_folders,
+                    names=obs.names,
+                    vms=tuple(self._infra.find_owned_vms(self._state.namespace)),
+                )
+            except InfraError:
+                with self._lock:
+                    self._dirty = True
+                raise
+            with self._lock:
+                self._obs = obs
+                self._seen = generation
+                plan = reconcile(self._state, obs, self._clock())
+                settled = plan.state == self._state
+                self._state = plan.state
+                self._plan = plan
+                self._stale.clear()
+            for action in plan.actions:
+                outcome = self._execute(action)
+                if outcome is not None:
+                    with self._lock:
+                        self._state = agent_ops.record(self._state, action, outcome, self._clock())
+            with self._lock:
+                if plan.actions or not settled:
+                    # look again: the world changed under our own hands, or the state moved on (e.g. an
+                    # upgrade finished on one host, so the next host may start); state changes are finite,
+                    # so this ends at a fixpoint
+                    self._dirty = True
+                self._save()
+            return bool(plan.actions) or not settled
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds until a step has something to do; True when it has."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._dirty:
+                    return True
+                seen = self._seen
+            if seen is None or self._infra.generation() != seen:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # short slices, so that an API call (which sets _dirty) is noticed soon too
+            self._infra.wait_for_change(seen, min(remaining, 0.05))
+
+    def _execute(self, action: Action) -> Outcome | None:
+        """Carry out one action; None when it failed for a transient reason (retried next step)."""
+        infra = self._infra
+        try:
+            if isinstance(action, DeployVm):
+                return self._deploy(action)
+            if isinstance(action, PowerOn):
+                infra.power_on(action.vm)
+            elif isinstance(action, PowerOff):
+                infra.power_off(action.vm)
+            elif isinstance(action, DestroyVm):
+                infra.destroy_vm(action.vm)
+            return Done()
+        except InfraError as e:
+            log.warning("%s failed, will retry: %s", type(action).__name__, e)
+            return None
+
+    def _deploy(self, action: DeployVm) -> Outcome:
+        infra = self._infra
+        try:
+            vm = infra.deploy_agent_vm(
+                host=action.host,
+                ovf_url=action.ovf_url,
+                ovf_properties=action.ovf_properties,
+                name=action.name,
+                datastore=action.datastore,
+                network=action.network,
+                folder=action.folder,
+                pool=action.pool,
+                marker=action.marker,
+                disk_provisioning=action.disk_provisioning,
+            )
+        except DeployError as e:
+            log.warning("deploying %s on %s failed: %s", action.name, action.host, e)
+            detail: dict[str, str | tuple[str, ...]] = {"error": str(e)}
+            if isinstance(e, OvfInvalid):
+                detail["error"] = e.errors
+            return DeployFailed(e.issue_kind, detail)
+        try:
+            # agent VMs stay on their host and restart first (EAM.md section 7); the VM works without
+            # these, so a failure here is logged, not fatal
+            infra.pin_to_host(vm, action.host)
+            infra.ha_top_priority(vm)
+        except InfraError as e:
+            log.warning("pinning %s to %s failed: %s", vm, action.host, e)
+        return Deployed(vm)
+
+    def _save(self) -> None:
+        """Write the state file when the state changed (called with the lock held)."""
+        if self._store is not None and self._state != self._saved:
+            self._store.save(self._state)
+            self._saved = self._state
+
+    def _changed(self, agency_id: str | None = None) -> None:
+        """After an API call changed the state (lock held): step again; the agency is yellow till then."""
+        self._dirty = True
+        if agency_id is not None:
+            self._stale.add(agency_id)
+        self._save()
+
+    def _status(self, agency: AgencyState, planned: Status | None, issues: bool) -> Status:
+        if issues:
+            return Status.RED  # an issue raised or kept since the last step
+        if planned is None or agency.id in self._stale:
+            return Status.YELLOW  # changed since the last reconcile: working on it
+        return planned
+
+    # ============================================================================ lookups
+    def _agency(self, agency_id: str) -> AgencyState:
+        agency = self._state.agency(agency_id)
+        if agency is None:
+            raise ManagedObjectNotFound(MoRef("Agency", agency_id))
+        return agency
+
+    def _agent(self, agent_id: str) -> tuple[AgencyState, AgentState]:
+        found = self._state.find_agent(agent_id)
+        if found is None:
+            raise ManagedObjectNotFound(MoRef("Agent", agent_id))
+        return found
+
+    def _writable(self, caller: Caller, agency_id: str) -> AgencyState:
+        agency = self._agency(agency_id)
+        if caller.extension and agency.solution_id != caller.user:
+            # [I] EAM.md section 8: not documented; NotAuthorized is what a solution should expect
+            raise NotAuthorized(f"agency {agency_id} belongs to {agency.solution_id}, not to {caller.user}")
+        if agency.destroying:
+            raise InvalidState(f"agency {agency_id} is being destroyed: its config and goal cannot change")
+        return agency
+
+    # ============================================================================ validation
+    def _validate(self, config: AgencyConfig) -> None:
+        """EAM's synchronous checks (EAM.md section 2); raises the fault of the first problem found."""
+        if not config.agency_name:
+            raise InvalidArgument("agencyName is required: give the agency a name", "agencyName")
+        limit = MAX_UUID_AGENT_NAME if config.use_uuid_vm_name else MAX_AGENT_NAME
+        if config.use_uuid_vm_name and not config.agent_name:
+            raise InvalidArgument("useUuidVmName needs an agentName (at most 43 characters)", "agentName")
+        if config.agent_name and len(config.agent_name) > limit:
+            raise InvalidArgument(f"agentName is longer than {limit} characters: shorten it", "agentName")
+        if not config.agent_configs:
+            raise InvalidAgentConfiguration(
+                "agentConfig is empty: give at least one agent config", "agentConfig"
+            )
+        for index, agent in enumerate(config.agent_configs):
+            self._validate_agent_config(agent, index)
+        if config.scope:
+            obs = self._infra.observe(config.scope)
+            unknown = [cr for cr in config.scope if cr not in obs.scope]
+            if unknown:
+                raise InvalidAgencyScope(unknown)
+        for url in dict.fromkeys(a.ovf_package_url for a in config.agent_configs if a.ovf_package_url):
+            self._infra.check_url(url)
+
+    @staticmethod
+    def _validate_agent_config(agent: AgentConfig, index: int) -> None:
+        if agent.product_line_id is not None and agent.product_line_id not in PRODUCT_LINES:
+            raise InvalidAgentConfiguration(
+                f"agentConfig[{index}].productLineId {agent.product_line_id!r} is not one of "
+                f"{', '.join(PRODUCT_LINES)}",
+                "productLineId",
+                index,
+            )
+        url = agent.ovf_package_url
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise InvalidUrl(
+                    url, "not an http(s) URL: publish the OVF over HTTP or HTTPS", malformed=True
+                )
+
+    # ============================================================================ EsxAgentManager
+    def create_agency(self, caller: Caller, config: AgencyConfig, goal: GoalState) -> str:
+        """Validate (I/O, outside the lock), then record the agency; agents follow over the next steps."""
+        self._validate(config)
+        if goal is GoalState.UNINSTALLED:
+            raise InvalidArgument("initialGoalState must be enabled or disabled", "initialGoalState")
+        with self._lock:
+            self._state, agency_id = agent_ops.add_agency(self._state, config, goal, caller.user)
+            self._changed(agency_id)
+            return agency_id
+
+    def query_agencies(self, caller: Caller) -> list[str]:
+        with self._lock:
+            return [
+                a.id
+                for a in self._state.agencies
+                if not a.destroying and (not caller.extension or a.solution_id == caller.user)
+            ]
+
+    # ============================================================================ Agency
+    def agency_config(self, agency: str) -> AgencyConfig:
+        with self._lock:
+            return self._agency(agency).config
+
+    def agency_runtime(self, agency: str) -> AgencyRuntime:
+        with self._lock:
+            a = self._agency(agency)
+            planned = self._plan.agency_status.get(a.id) if self._plan else None
+            status = self._status(a, planned, bool(a.issues) or any(x.issues for x in a.agents))
+            return AgencyRuntime(
+                agency=a.id,
+                goal_state=a.goal,
+                status=status,
+                issues=tuple(agent_ops.issues_of(self._state, a.id)),
+                solution_id=a.solution_id,
+            )
+
+    def agency_agents(self, agency: str) -> list[str]:
+        with self._lock:
+            return [a.id for a in self._agency(agency).agents]
+
+    def agency_solution_id(self, agency: str) -> str:
+        with self._lock:
+            return self._agency(agency).solution_id
+
+    def update_agency(self, caller: Caller, agency: str, config: AgencyConfig) -> None:
+        with self._lock:
+            self._writable(caller, agency)
+        self._validate(config)
+        with self._lock:
+            self._writable(caller, agency)
+            self._state = agent_ops.update_config(self._state, agency, config)
+            self._changed(agency)
+
+    def set_goal_state(self, caller: Caller, agency: str, goal: GoalState) -> None:
+        with self._lock:
+            current = self._writable(caller, agency)
+            if current.goal is GoalState.UNINSTALLED and goal is not GoalState.UNINSTALLED:
+                raise InvalidState(
+                    f"agency {agency} is uninstalled: create a new agency instead of enabling it"
+                )
+            self._state = agent_ops.set_goal(self._state, agency, goal)
+            self._changed(agency)
+
+    def destroy_agency(self, caller: Caller, agency: str) -> None:
+        with self._lock:
+            a = self._agency(agency)
+            if caller.extension and a.solution_id != caller.user:
+                raise NotAuthorized(f"agency {agency} belongs to {a.solution_id}, not to {caller.user}")
+            self._state = agent_ops.destroy(self._state, agency)
+            self._changed(agency)
+
+    def add_issue(self, agency: str, issue: Issue) -> Issue:
+        with self._lock:
+            self._agency(agency)
+            self._state, stored = agent_ops.add_agency_issue(self._state, agency, issue, self._clock())
+            self._changed()
+            return stored
+
+    # ============================================================================ Agent
+    def agent_config(self, agent: str) -> AgentConfig:
+        with self._lock:
+            agency, a = self._agent(agent)
+            host = self._obs.hosts.get(a.host) if self._obs else None
+            matched = match_agent_config(agency.config.agent_configs, host) if host else None
+            return matched or agency.config.agent_configs[0]
+
+    def agent_runtime(self, agent: str) -> AgentRuntime:
+        with self._lock:
+            agency, a = self._agent(agent)
+            obs = self._obs
+            host = obs.hosts.get(a.host) if obs else None
+            vm = next((v for v in obs.vms if v.vm == a.vm), None) if obs and a.vm else None
+            planned = self._plan.agent_status.get(a.id) if self._plan else None
+            status = self._status(agency, planned, bool(a.issues))
+            goal = (
+                GoalState.UNINSTALLED if agency.effective_goal is GoalState.UNINSTALLED else GoalState.ENABLED
+            )
+            return AgentRuntime(
+                agent=a.id,
+                agency=agency.id,
+                host=a.host,
+                host_name=host.name if host else a.host.value,
+                goal_state=goal,
+                status=status,
+                power_state=vm.power_state if vm else PowerState.POWERED_OFF,
+                vm_name=a.vm_name or agency.config.agent_name or agency.config.agency_name,
+                vm=a.vm,
+                vm_ip=vm.ip if vm else None,
+                hook=a.hook,
+                issues=a.issues,
+            )
+
+    def mark_as_available(self, agent: str) -> None:
+        with self._lock:
+            agency, a = self._agent(agent)
+            if a.hook is None:
+                return  # nothing pending: a no-op
+            self._state = agent_ops.release_hook(self._state, agent)
+            self._changed(agency.id)
+
+    # ============================================================================ EamObject
+    def _check_obj(self, obj: str | None) -> None:
+        if obj is not None and self._state.agency(obj) is None and self._state.find_agent(obj) is None:
+            kind = "Agent" if obj.startswith("agent-") else "Agency"
+            raise ManagedObjectNotFound(MoRef(kind, obj))
+
+    def query_issues(self, obj: str | None, keys: Sequence[int] = ()) -> list[Issue]:
+        with self._lock:
+            self._check_obj(obj)
+            issues = agent_ops.issues_of(self._state, obj)
+            return [i for i in issues if i.key in set(keys)] if keys else issues
+
+    def resolve(self, obj: str | None, keys: Sequence[int]) -> list[int]:
+        """Start the remedies; returns the keys not found, and those this engine cannot act on now.
+
+        [I] Issues whose remedy is "none" (ManagedHostNotReachable, HostInStandbyMode) or taking a host
+        out of maintenance mode (which this engine does not do) are kept and reported as not resolvable now;
+        passive ones are rechecked by the next step, which drops them if their condition is gone.
+        """
+        if not keys:
+            raise InvalidArgument("Resolve needs at least one issue key", "issueKey")
+        with self._lock:
+            self._check_obj(obj)
+            by_key = {i.key: i for i in agent_ops.issues_of(self._state, obj)}
+            self._state, not_found = agent_ops.resolve(self._state, obj, keys)
+            stuck = [
+                k for k in keys if k in by_key and by_key[k].remedy in (Remedy.NONE, Remedy.EXIT_MAINTENANCE)
+            ]
+            found = self._state.find_agent(obj) if obj else None
+            self._changed(found[0].id if found else obj)
+            return [*not_found, *stuck]
+
+    def resolve_all(self, obj: str | None) -> None:
+        with self._lock:
+            self._check_obj(obj)
+            keys = [i.key for i in agent_ops.issues_of(self._state, obj)]
+        if keys:
+            self.resolve(obj, keys)
+
+    # ============================================================================ for tests and tools
+    @property
+    def state(self) -> EngineState:
+        """The current state (a frozen value)."""
+        with self._lock:
+            return self._state
+
+    def run_until_quiet(self, max_steps: int = 1000) -> int:
+        """Step until a step does nothing; returns the steps taken. For tests and the lab's tools."""
+        for n in range(1, max_steps + 1):
+            if not self.step() and not self._dirty:
+                return n
+        raise RuntimeError(f"the engine did not settle within {max_steps} steps")

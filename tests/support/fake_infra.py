@@ -1,0 +1,269 @@
+"""An in-memory ``engine.infra.Infrastructure``: clusters, hosts, agent VMs and power states, no vSphere.
+
+A test double for the engine's unit tests. Tests build a world (``add_cluster``), then act as a user or
+as vCenter would (``user_power_off``, ``delete_vm``, ``enter_maintenance``, ``add_host``,
+``make_unreachable``…) and look at what the engine did (``vms``, ``calls``). Every change bumps the
+generation, as the WaitForUpdatesEx watcher of the real implementation does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+
+from agentvm.core.agent_state import AgentVm, Observation, VmMarker
+from agentvm.engine.api import InvalidUrl
+from agentvm.engine.infra import InfraError, OvfInvalid, OvfUnreachable
+from agentvm.model.agency import MoRef, OvfProperty, PowerState
+from agentvm.model.inventory import ConnectionState, Host, HostPowerState
+
+DATACENTER = MoRef("Datacenter", "datacenter-1")
+VM_FOLDER = MoRef("Folder", "group-v1")
+NETWORK = MoRef("Network", "network-1")
+SHARED_DS = MoRef("Datastore", "datastore-shared")
+
+
+@dataclass
+class FakeVm:
+    vm: MoRef
+    name: str
+    host: MoRef
+    power: PowerState
+    marker: VmMarker
+    ovf_url: str
+    properties: tuple[OvfProperty, ...]
+    datastore: MoRef
+    network: MoRef
+    folder: MoRef | None
+    pool: MoRef | None
+    pinned_to: MoRef | None = None
+    ha_top: bool = False
+
+
+class FakeInfra:
+    """The fake vSphere. Thread-safe enough for an engine stepping in one thread and API calls in another."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._next = 1
+        self.clusters: dict[MoRef, list[MoRef]] = {}
+        self.pools: dict[MoRef, MoRef] = {}
+        self.hosts: dict[MoRef, Host] = {}
+        self.vms: dict[MoRef, FakeVm] = {}
+        self.names: dict[MoRef, str] = {NETWORK: "VM Network", SHARED_DS: "shared"}
+        self.unreachable: set[str] = set()
+        self.malformed: set[str] = set()
+        self.calls: Counter[str] = Counter()
+        self.power_log: list[tuple[str, MoRef]] = []  # ("on"/"off"/"deploy"/"destroy", vm) in order
+
+    # ------------------------------------------------------------------------------- world building
+    def _id(self, prefix: str) -> str:
+        value = f"{prefix}-{self._next}"
+        self._next += 1
+        return value
+
+    def _changed(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def add_cluster(self, hosts: int, *, agent_settings: bool = True, version: str = "8.0.2") -> MoRef:
+        cluster = MoRef("ClusterComputeResource", self._id("domain-c"))
+        self.clusters[cluster] = []
+        self.pools[cluster] = MoRef("ResourcePool", self._id("resgroup"))
+        for _ in range(hosts):
+            self.add_host(cluster, agent_settings=agent_settings, version=version)
+        return cluster
+
+    def add_host(
+        self,
+        cluster: MoRef,
+        *,
+        agent_settings: bool = True,
+        version: str = "8.0.2",
+        maintenance: bool = False,
+    ) -> MoRef:
+        host = MoRef("HostSystem", self._id("host"))
+        local = MoRef("Datastore", f"datastore-{host.value}")
+        self.names[local] = f"local-{host.value}"
+        self.hosts[host] = Host(
+            moref=host,
+            name=f"esx-{host.value}.lab",
+            path=f"/DC0/host/{cluster.value}/{host.value}",
+            datacenter=DATACENTER,
+            parent=cluster,
+            cluster=cluster,
+            in_maintenance_mode=maintenance,
+            datastores=(local, SHARED_DS),
+            networks=(NETWORK,),
+            product_version=version,
+            product_line_id="esx",
+            agent_vm_datastore=local if agent_settings else None,
+            agent_vm_network=NETWORK if agent_settings else None,
+        )
+        self.clusters[cluster].append(host)
+        self._changed()
+        return host
+
+    def _set_host(self, host: MoRef, **changes: object) -> None:
+        self.hosts[host] = replace(self.hosts[host], **changes)  # type: ignore[arg-type]
+        self._changed()
+
+    # ------------------------------------------------------------------------ what users and vCenter do
+    def remove_host(self, host: MoRef) -> None:
+        """The host leaves vCenter, and its VMs with it."""
+        for cluster_hosts in self.clusters.values():
+            if host in cluster_hosts:
+                cluster_hosts.remove(host)
+        del self.hosts[host]
+        for vm in [v.vm for v in self.vms.values() if v.host == host]:
+            del self.vms[vm]
+        self._changed()
+
+    def enter_maintenance(self, host: MoRef, *, power_off_agents: bool = False) -> None:
+        """``power_off_agents``: vCenter powers the agent VMs off itself, as it does on a real MM entry."""
+        if power_off_agents:
+            for v in self.vms.values():
+                if v.host == host:
+                    v.power = PowerState.POWERED_OFF
+        self._set_host(host, in_maintenance_mode=True)
+
+    def exit_maintenance(self, host: MoRef) -> None:
+        self._set_host(host, in_maintenance_mode=False)
+
+    def set_standby(self, host: MoRef, standby: bool) -> None:
+        self._set_host(host, power_state=HostPowerState.STANDBY if standby else HostPowerState.POWERED_ON)
+
+    def disconnect(self, host: MoRef) -> None:
+        self._set_host(host, connection_state=ConnectionState.NOT_RESPONDING)
+
+    def reconnect(self, host: MoRef) -> None:
+        self._set_host(host, connection_state=ConnectionState.CONNECTED)
+
+    def clear_agent_settings(self, host: MoRef) -> None:
+        self._set_host(host, agent_vm_datastore=None, agent_vm_network=None)
+
+    def user_power_off(self, vm: MoRef) -> None:
+        self.vms[vm].power = PowerState.POWERED_OFF
+        self._changed()
+
+    def user_power_on(self, vm: MoRef) -> None:
+        self.vms[vm].power = PowerState.POWERED_ON
+        self._changed()
+
+    def user_suspend(self, vm: MoRef) -> None:
+        self.vms[vm].power = PowerState.SUSPENDED
+        self._changed()
+
+    def delete_vm(self, vm: MoRef) -> None:
+        del self.vms[vm]
+        self._changed()
+
+    def vms_on(self, host: MoRef) -> list[FakeVm]:
+        return [v for v in self.vms.values() if v.host == host]
+
+    # ------------------------------------------------------------------------------- Infrastructure
+    def observe(self, scope: Collection[MoRef]) -> Observation:
+        self.calls["observe"] += 1
+        wanted = {cr: tuple(self.clusters[cr]) for cr in scope if cr in self.clusters}
+        hosts = {h: self.hosts[h] for hs in wanted.values() for h in hs}
+        return Observation(
+            scope=wanted,
+            hosts=hosts,
+            default_pools={cr: self.pools[cr] for cr in wanted},
+            default_folders={DATACENTER: VM_FOLDER},
+            names=dict(self.names),
+        )
+
+    def find_owned_vms(self, namespace: str) -> list[AgentVm]:
+        self.calls["find_owned_vms"] += 1
+        return [
+            AgentVm(v.vm, v.name, v.marker, v.host, v.power, v.ovf_url)
+            for v in self.vms.values()
+            if v.marker.namespace == namespace
+        ]
+
+    def check_url(self, url: str) -> None:
+        self.calls["check_url"] += 1
+        if url in self.unreachable:
+            raise InvalidUrl(url, "connection refused", connection_refused=True)
+
+    def deploy_agent_vm(
+        self,
+        *,
+        host: MoRef,
+        ovf_url: str,
+        ovf_properties: Sequence[OvfProperty],
+        name: str,
+        datastore: MoRef,
+        network: MoRef,
+        folder: MoRef | None,
+        pool: MoRef | None,
+        marker: VmMarker,
+        disk_provisioning: str | None = None,
+    ) -> MoRef:
+        self.calls["deploy_agent_vm"] += 1
+        h = self.hosts.get(host)
+        if h is None or h.connection_state is not ConnectionState.CONNECTED:
+            raise InfraError(f"{host} is not reachable")
+        # the engine must never deploy onto a host in maintenance mode or standby
+        assert not h.in_maintenance_mode and not h.standby, f"deploy onto {host} in MM/standby"
+        assert datastore in h.datastores and network in h.networks, "placement the host cannot see"
+        if ovf_url in self.unreachable:
+            raise OvfUnreachable(ovf_url, "connection refused")
+        if ovf_url in self.malformed:
+            raise OvfInvalid(ovf_url, ["line 1: not an OVF envelope"])
+        vm = MoRef("VirtualMachine", self._id("vm"))
+        self.vms[vm] = FakeVm(
+            vm, name, host, PowerState.POWERED_OFF, marker, ovf_url, tuple(ovf_properties),
+            datastore, network, folder, pool,
+        )  # fmt: skip
+        self.power_log.append(("deploy", vm))
+        self._changed()
+        return vm
+
+    def pin_to_host(self, vm: MoRef, host: MoRef) -> None:
+        self.calls["pin_to_host"] += 1
+        self.vms[vm].pinned_to = host
+
+    def ha_top_priority(self, vm: MoRef) -> None:
+        self.calls["ha_top_priority"] += 1
+        self.vms[vm].ha_top = True
+
+    def power_on(self, vm: MoRef) -> None:
+        self.calls["power_on"] += 1
+        v = self.vms.get(vm)
+        if v is None:
+            raise InfraError(f"{vm} does not exist")
+        h = self.hosts[v.host]
+        assert not h.in_maintenance_mode and not h.standby, f"power-on on {v.host} in MM/standby"
+        v.power = PowerState.POWERED_ON
+        self.power_log.append(("on", vm))
+        self._changed()
+
+    def power_off(self, vm: MoRef) -> None:
+        self.calls["power_off"] += 1
+        v = self.vms.get(vm)
+        if v is None:
+            raise InfraError(f"{vm} does not exist")
+        v.power = PowerState.POWERED_OFF
+        self.power_log.append(("off", vm))
+        self._changed()
+
+    def destroy_vm(self, vm: MoRef) -> None:
+        self.calls["destroy_vm"] += 1
+        if self.vms.pop(vm, None) is not None:
+            self.power_log.append(("destroy", vm))
+            self._changed()
+
+    def generation(self) -> int:
+        with self._cond:
+            return self._generation
+
+    def wait_for_change(self, since: int, timeout: float) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != since, timeout=timeout)
+            return self._generation

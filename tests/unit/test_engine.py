@@ -1,0 +1,621 @@
+"""The engine against an in-memory vSphere: the EAM behaviours of issue 3's "Show" list, at engine level."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from agentvm.engine.api import (
+    Caller,
+    InvalidAgencyScope,
+    InvalidAgentConfiguration,
+    InvalidArgument,
+    InvalidState,
+    InvalidUrl,
+    ManagedObjectNotFound,
+    NotAuthorized,
+)
+from agentvm.engine.manager import Engine
+from agentvm.model.agency import (
+    AgencyConfig,
+    AgentConfig,
+    GoalState,
+    HookState,
+    IssueKind,
+    MoRef,
+    OvfProperty,
+    PowerState,
+    Status,
+)
+from tests.support.fake_infra import NETWORK, SHARED_DS, FakeInfra
+
+OVF = "http://127.0.0.1:8000/hello-agent/hello-agent.ovf"
+OVF2 = "http://127.0.0.1:8000/hello-agent/v2/hello-agent.ovf"
+SOLUTION = Caller("com.example.hello", extension=True)
+
+
+def clock() -> datetime:
+    return datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def config(*scope: MoRef, url: str = OVF, **changes: object) -> AgencyConfig:
+    base = AgencyConfig(
+        agency_name="hello",
+        agent_configs=(AgentConfig(ovf_package_url=url, ovf_environment=(OvfProperty("greeting", "hi"),)),),
+        scope=scope,
+        agent_name="hello-agent",
+    )
+    return base.with_(**changes) if changes else base
+
+
+@pytest.fixture
+def infra() -> FakeInfra:
+    return FakeInfra()
+
+
+def engine_for(infra: FakeInfra, path: Path | None = None) -> Engine:
+    return Engine(infra, path, namespace="com.vmware.vim.eam", clock=clock)
+
+
+def issue_kinds(engine: Engine, obj: str) -> list[IssueKind]:
+    return [i.kind for i in engine.query_issues(obj)]
+
+
+def power_of(infra: FakeInfra, vm: MoRef) -> PowerState:
+    return infra.vms[vm].power
+
+
+def test_two_clusters_of_three_hosts_get_six_green_pinned_agents(infra: FakeInfra) -> None:
+    c1, c2 = infra.add_cluster(3), infra.add_cluster(3)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(c1, c2), GoalState.ENABLED)
+    engine.run_until_quiet()
+
+    agents = engine.agency_agents(agency)
+    assert len(agents) == 6
+    runtimes = [engine.agent_runtime(a) for a in agents]
+    assert {r.host for r in runtimes} == set(infra.hosts)
+    assert all(r.status is Status.GREEN and r.power_state is PowerState.POWERED_ON for r in runtimes)
+    assert engine.agency_runtime(agency).status is Status.GREEN
+    assert len(infra.vms) == 6
+    for vm in infra.vms.values():
+        assert vm.pinned_to == vm.host and vm.ha_top
+        assert vm.properties == (OvfProperty("greeting", "hi"),)
+        assert vm.datastore == MoRef("Datastore", f"datastore-{vm.host.value}")  # the host's setting
+    assert sorted(v.name for v in infra.vms.values()) == sorted(f"hello-agent ({n})" for n in range(1, 7))
+
+
+def test_quiet_step_costs_only_a_generation_read(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(2)
+    engine = engine_for(infra)
+    engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    observed = infra.calls["observe"]
+    assert engine.step() is False
+    assert infra.calls["observe"] == observed
+
+
+def test_provisioned_hook_holds_power_on_until_mark_as_available(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    engine = engine_for(infra)
+    agency = engine.create_agency(
+        SOLUTION, config(cluster, manually_mark_available_after_provisioning=True), GoalState.ENABLED
+    )
+    engine.run_until_quiet()
+    (agent,) = engine.agency_agents(agency)
+    runtime = engine.agent_runtime(agent)
+    assert runtime.hook is not None and runtime.hook.state is HookState.PROVISIONED
+    assert runtime.hook.vm == runtime.vm
+    assert runtime.power_state is PowerState.POWERED_OFF
+    assert runtime.status is Status.YELLOW
+    assert engine.agency_runtime(agency).status is Status.YELLOW
+
+    engine.mark_as_available(agent)
+    engine.run_until_quiet()
+    runtime = engine.agent_runtime(agent)
+    assert runtime.hook is None and runtime.power_state is PowerState.POWERED_ON
+    assert runtime.status is Status.GREEN
+    engine.mark_as_available(agent)  # nothing pending: a no-op
+
+
+def test_added_host_gets_a_seventh_agent(infra: FakeInfra) -> None:
+    c1, c2 = infra.add_cluster(3), infra.add_cluster(3)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(c1, c2), GoalState.ENABLED)
+    engine.run_until_quiet()
+    new_host = infra.add_host(c2)
+    engine.run_until_quiet()
+    assert len(engine.agency_agents(agency)) == 7
+    (vm,) = infra.vms_on(new_host)
+    assert power_of(infra, vm.vm) is PowerState.POWERED_ON
+    assert engine.agency_runtime(agency).status is Status.GREEN
+
+
+def test_removed_host_loses_its_agent(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(2)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    infra.remove_host(infra.clusters[cluster][0])
+    engine.run_until_quiet()
+    assert len(engine.agency_agents(agency)) == 1
+    assert engine.agency_runtime(agency).status is Status.GREEN
+
+
+@pytest.mark.parametrize("vcenter_powers_off", [False, True])
+def test_maintenance_mode_in_and_out_powers_off_then_on_without_issue(
+    infra: FakeInfra, vcenter_powers_off: bool
+) -> None:
+    cluster = infra.add_cluster(2)
+    host = infra.clusters[cluster][0]
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+
+    infra.enter_maintenance(host, power_off_agents=vcenter_powers_off)
+    engine.run_until_quiet()
+    (vm,) = infra.vms_on(host)
+    assert power_of(infra, vm.vm) is PowerState.POWERED_OFF
+    assert engine.query_issues(agency) == []
+    assert engine.agency_runtime(agency).status is Status.GREEN
+
+    infra.exit_maintenance(host)
+    engine.run_until_quiet()
+    assert power_of(infra, vm.vm) is PowerState.POWERED_ON
+    assert engine.query_issues(agency) == []
+    assert engine.agency_runtime(agency).status is Status.GREEN
+
+
+def test_maintenance_exit_brings_the_powered_on_hook_back(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    host = infra.clusters[cluster][0]
+    engine = engine_for(infra)
+    agency = engine.create_agency(
+        SOLUTION, config(cluster, manually_mark_available_after_power_on=True), GoalState.ENABLED
+    )
+    engine.run_until_quiet()
+    (agent,) = engine.agency_agents(agency)
+    hook = engine.agent_runtime(agent).hook
+    assert hook is not None and hook.state is HookState.POWERED_ON
+    engine.mark_as_available(agent)
+    engine.run_until_quiet()
+    assert engine.agent_runtime(agent).status is Status.GREEN
+
+    infra.enter_maintenance(host)
+    engine.run_until_quiet()
+    infra.exit_maintenance(host)
+    engine.run_until_quiet()
+    hook = engine.agent_runtime(agent).hook
+    assert hook is not None and hook.state is HookState.POWERED_ON
+
+
+def test_user_power_off_is_red_until_resolved_then_on_and_green(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(2)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    agent = engine.agency_agents(agency)[0]
+    vm = engine.agent_runtime(agent).vm
+    assert vm is not None
+
+    infra.user_power_off(vm)
+    engine.run_until_quiet()
+    engine.run_until_quiet()
+    (issue,) = engine.query_issues(agency)
+    assert issue.kind is IssueKind.VM_POWERED_OFF and issue.agent == agent and issue.vm == vm
+    assert power_of(infra, vm) is PowerState.POWERED_OFF  # no silent self-healing
+    assert engine.agent_runtime(agent).status is Status.RED
+    assert engine.agency_runtime(agency).status is Status.RED
+
+    assert engine.resolve(agency, [issue.key, 9999]) == [9999]  # through the agency, and an unknown key
+    engine.run_until_quiet()
+    assert power_of(infra, vm) is PowerState.POWERED_ON
+    assert engine.query_issues(agency) == []
+    assert engine.agency_runtime(agency).status is Status.GREEN
+
+
+def test_suspended_vm_is_vm_suspended(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    (vm,) = infra.vms
+    infra.user_suspend(vm)
+    engine.run_until_quiet()
+    assert issue_kinds(engine, agency) == [IssueKind.VM_SUSPENDED]
+    engine.resolve_all(agency)
+    engine.run_until_quiet()
+    assert power_of(infra, vm) is PowerState.POWERED_ON and engine.query_issues(agency) == []
+
+
+def test_power_off_issue_clears_by_itself_when_the_user_powers_back_on(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    (vm,) = infra.vms
+    infra.user_power_off(vm)
+    engine.run_until_quiet()
+    assert issue_kinds(engine, agency) == [IssueKind.VM_POWERED_OFF]
+    infra.user_power_on(vm)
+    engine.run_until_quiet()
+    assert engine.query_issues(agency) == []
+
+
+def test_deleted_vm_is_not_redeployed_until_resolve_all(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(2)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    host = infra.clusters[cluster][0]
+    (vm,) = infra.vms_on(host)
+    infra.delete_vm(vm.vm)
+    engine.run_until_quiet()
+    engine.run_until_quiet()
+    (issue,) = engine.query_issues(agency)
+    assert issue.kind is IssueKind.VM_NOT_DEPLOYED and issue.host == host
+    assert infra.vms_on(host) == []
+    assert engine.agency_runtime(agency).status is Status.RED
+
+    engine.resolve_all(agency)
+    engine.run_until_quiet()
+    (redeployed,) = infra.vms_on(host)
+    assert redeployed.vm != vm.vm and redeployed.power is PowerState.POWERED_ON
+    assert engine.query_issues(agency) == []
+    assert engine.agency_runtime(agency).status is Status.GREEN
+
+
+def test_unreachable_ovf_at_deploy_is_cannot_access_agent_ovf(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(2)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    infra.unreachable.add(OVF)  # reachable when checked, gone when deployed
+    engine.run_until_quiet()
+    issues = engine.query_issues(agency)
+    assert [i.kind for i in issues] == [IssueKind.CANNOT_ACCESS_AGENT_OVF] * 2
+    assert all(i.detail["downloadUrl"] == OVF for i in issues)
+    assert engine.agency_runtime(agency).status is Status.RED
+    deploys = infra.calls["deploy_agent_vm"]
+    engine.run_until_quiet()
+    assert infra.calls["deploy_agent_vm"] == deploys  # not retried without Resolve
+
+    infra.unreachable.clear()
+    engine.resolve_all(agency)
+    engine.run_until_quiet()
+    assert engine.query_issues(agency) == [] and len(infra.vms) == 2
+
+
+def test_malformed_ovf_is_ovf_invalid_format(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    infra.malformed.add(OVF)
+    engine.run_until_quiet()
+    (issue,) = engine.query_issues(agency)
+    assert issue.kind is IssueKind.OVF_INVALID_FORMAT
+    assert issue.detail["error"] == ("line 1: not an OVF envelope",)
+    # an Update to a good URL removes the condition
+    engine.update_agency(SOLUTION, agency, config(cluster, url=OVF2))
+    engine.run_until_quiet()
+    assert engine.query_issues(agency) == [] and len(infra.vms) == 1
+
+
+def test_host_without_agent_settings_and_agency_without_lists(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1, agent_settings=False)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    assert sorted(issue_kinds(engine, agency)) == [
+        IssueKind.NO_AGENT_VM_DATASTORE,
+        IssueKind.NO_AGENT_VM_NETWORK,
+    ]
+    assert infra.vms == {}
+    assert engine.agency_runtime(agency).status is Status.RED
+
+    # passive: once the agency names candidates the host sees, the issues go and the agent is deployed
+    engine.update_agency(
+        SOLUTION, agency, config(cluster, agent_vm_datastores=(SHARED_DS,), agent_vm_networks=(NETWORK,))
+    )
+    engine.run_until_quiet()
+    assert engine.query_issues(agency) == []
+    (vm,) = infra.vms.values()
+    assert vm.datastore == SHARED_DS
+
+
+def test_agency_lists_that_the_host_cannot_see_are_no_custom_issues(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    engine = engine_for(infra)
+    missing = MoRef("Datastore", "datastore-elsewhere")
+    agency = engine.create_agency(
+        SOLUTION, config(cluster, agent_vm_datastores=(missing,)), GoalState.ENABLED
+    )
+    engine.run_until_quiet()
+    (issue,) = engine.query_issues(agency)
+    assert issue.kind is IssueKind.NO_CUSTOM_AGENT_VM_DATASTORE
+    assert issue.detail["customAgentVmDatastore"] == (str(missing),)
+
+
+def test_new_ovf_url_upgrades_every_agent_one_host_at_a_time(infra: FakeInfra) -> None:
+    c1, c2 = infra.add_cluster(2), infra.add_cluster(2)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(c1, c2), GoalState.ENABLED)
+    engine.run_until_quiet()
+    old = set(infra.vms)
+    infra.power_log.clear()
+
+    engine.update_agency(SOLUTION, agency, config(c1, c2, url=OVF2))
+    assert engine.agency_runtime(agency).status is Status.YELLOW  # working on it, before the first step
+    for _ in range(200):
+        acted = engine.step()
+        # at no time are two hosts mid-upgrade: at most one host has two agent VMs
+        assert sum(1 for h in infra.hosts if len(infra.vms_on(h)) > 1) <= 1
+        if not acted and not engine.wait_for_work(0):
+            break
+
+    assert {v.ovf_url for v in infra.vms.values()} == {OVF2}
+    assert not old & set(infra.vms)
+    assert all(v.power is PowerState.POWERED_ON for v in infra.vms.values())
+    assert len(infra.vms) == 4 and engine.agency_runtime(agency).status is Status.GREEN
+    # per host: deploy the replacement, remove the old VM, power the replacement on; hosts in sequence
+    kinds = [k for k, _ in infra.power_log]
+    assert kinds == ["deploy", "destroy", "on"] * 4
+
+
+def test_upgrade_with_pre_power_on_hook(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(2)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    engine.update_agency(
+        SOLUTION, agency, config(cluster, url=OVF2, manually_mark_available_after_provisioning=True)
+    )
+    engine.run_until_quiet()
+    hooked = [engine.agent_runtime(a) for a in engine.agency_agents(agency)]
+    pending = [r for r in hooked if r.hook is not None]
+    assert len(pending) == 1  # one host at a time
+    (runtime,) = pending
+    assert runtime.hook is not None and runtime.hook.state is HookState.PRE_POWER_ON
+    assert runtime.hook.vm != runtime.vm  # the replacement, beside the old VM
+    assert infra.vms[runtime.hook.vm].ovf_url == OVF2 and runtime.vm in infra.vms
+
+    for _ in range(4):
+        for a in engine.agency_agents(agency):
+            engine.mark_as_available(a)
+        engine.run_until_quiet()
+    assert {v.ovf_url for v in infra.vms.values()} == {OVF2} and len(infra.vms) == 2
+    assert engine.agency_runtime(agency).status is Status.GREEN
+
+
+def test_uninstall_removes_every_agent_vm_and_ends_green(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(3)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    engine.set_goal_state(SOLUTION, agency, GoalState.UNINSTALLED)
+    engine.run_until_quiet()
+    assert infra.vms == {}
+    assert engine.agency_runtime(agency).status is Status.GREEN
+    assert engine.agency_runtime(agency).goal_state is GoalState.UNINSTALLED
+    with pytest.raises(InvalidState):
+        engine.set_goal_state(SOLUTION, agency, GoalState.ENABLED)
+
+
+def test_disabled_agency_keeps_vms_off_and_flags_a_user_power_on(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.DISABLED)
+    engine.run_until_quiet()
+    (vm,) = infra.vms.values()
+    assert power_of(infra, vm.vm) is PowerState.POWERED_OFF
+    assert engine.agency_runtime(agency).status is Status.GREEN
+    infra.user_power_on(vm.vm)
+    engine.run_until_quiet()
+    assert issue_kinds(engine, agency) == [IssueKind.VM_POWERED_ON]
+    assert power_of(infra, vm.vm) is PowerState.POWERED_ON
+    engine.resolve_all(agency)
+    engine.run_until_quiet()
+    assert power_of(infra, vm.vm) is PowerState.POWERED_OFF and engine.query_issues(agency) == []
+
+    engine.set_goal_state(SOLUTION, agency, GoalState.ENABLED)
+    engine.run_until_quiet()
+    assert power_of(infra, vm.vm) is PowerState.POWERED_ON
+    engine.set_goal_state(SOLUTION, agency, GoalState.DISABLED)
+    engine.run_until_quiet()
+    assert power_of(infra, vm.vm) is PowerState.POWERED_OFF and engine.query_issues(agency) == []
+
+
+def test_destroy_is_asynchronous_then_managed_object_not_found(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(2)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    engine.destroy_agency(SOLUTION, agency)
+    assert engine.agency_runtime(agency).agency == agency  # still readable until the agents are gone
+    with pytest.raises(InvalidState):
+        engine.update_agency(SOLUTION, agency, config(cluster))
+    assert engine.query_agencies(SOLUTION) == []
+    engine.run_until_quiet()
+    assert infra.vms == {}
+    with pytest.raises(ManagedObjectNotFound):
+        engine.agency_runtime(agency)
+    with pytest.raises(ManagedObjectNotFound):
+        engine.destroy_agency(SOLUTION, agency)
+
+
+def test_disconnected_host_is_not_reachable_until_it_is_back(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(2)
+    host = infra.clusters[cluster][0]
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    infra.disconnect(host)
+    engine.run_until_quiet()
+    (issue,) = engine.query_issues(agency)
+    assert issue.kind is IssueKind.MANAGED_HOST_NOT_REACHABLE
+    assert engine.resolve(agency, [issue.key]) == [issue.key]  # not remediable
+    infra.reconnect(host)
+    engine.run_until_quiet()
+    assert engine.query_issues(agency) == []
+    assert engine.agency_runtime(agency).status is Status.GREEN
+
+
+def test_incompatible_host_version(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1, version="7.0.3")
+    engine = engine_for(infra)
+    cfg = config(cluster).with_(agent_configs=(AgentConfig(ovf_package_url=OVF, host_version="8.*"),))
+    agency = engine.create_agency(SOLUTION, cfg, GoalState.ENABLED)
+    engine.run_until_quiet()
+    assert issue_kinds(engine, agency) == [IssueKind.INCOMPATIBLE_HOST_VERSION]
+    assert infra.vms == {}
+
+
+def test_create_agency_validates_and_creates_nothing_on_failure(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    engine = engine_for(infra)
+    with pytest.raises(InvalidAgentConfiguration):
+        engine.create_agency(SOLUTION, config(cluster).with_(agent_configs=()), GoalState.ENABLED)
+    with pytest.raises(InvalidAgencyScope) as scope_error:
+        engine.create_agency(
+            SOLUTION, config(MoRef("ClusterComputeResource", "domain-c404")), GoalState.ENABLED
+        )
+    assert scope_error.value.unknown == (MoRef("ClusterComputeResource", "domain-c404"),)
+    with pytest.raises(InvalidArgument):
+        engine.create_agency(SOLUTION, config(cluster, agency_name=""), GoalState.ENABLED)
+    with pytest.raises(InvalidUrl) as malformed:
+        engine.create_agency(SOLUTION, config(cluster, url="ftp:/nope"), GoalState.ENABLED)
+    assert malformed.value.malformed
+    infra.unreachable.add(OVF)
+    with pytest.raises(InvalidUrl) as refused:
+        engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    assert refused.value.connection_refused
+    assert engine.query_agencies(SOLUTION) == []
+    engine.run_until_quiet()
+    assert infra.vms == {}
+
+
+def test_another_solution_sees_and_changes_nothing_of_ours(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    other = Caller("com.example.other", extension=True)
+    assert engine.query_agencies(other) == []
+    assert engine.query_agencies(Caller("administrator@vsphere.local")) == [agency]
+    assert engine.agency_solution_id(agency) == SOLUTION.user
+    with pytest.raises(NotAuthorized):
+        engine.update_agency(other, agency, config(cluster))
+    with pytest.raises(NotAuthorized):
+        engine.destroy_agency(other, agency)
+
+
+def test_issue_keys_are_never_reused(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    (vm,) = infra.vms
+    seen: list[int] = []
+    for _ in range(3):
+        infra.user_power_off(vm)
+        engine.run_until_quiet()
+        (issue,) = engine.query_issues(agency)
+        seen.append(issue.key)
+        engine.resolve_all(agency)
+        engine.run_until_quiet()
+    assert len(set(seen)) == 3
+
+
+def test_restart_rebuilds_the_same_agencies_agents_and_issues(infra: FakeInfra, tmp_path: Path) -> None:
+    state = tmp_path / "engine.json"
+    c1, c2 = infra.add_cluster(2), infra.add_cluster(1)
+    engine = engine_for(infra, state)
+    agency = engine.create_agency(
+        SOLUTION, config(c1, c2, manually_mark_available_after_provisioning=True), GoalState.ENABLED
+    )
+    engine.run_until_quiet()
+    agents = engine.agency_agents(agency)
+    for a in agents[:2]:
+        engine.mark_as_available(a)
+    engine.run_until_quiet()
+    powered_off = engine.agent_runtime(agents[0]).vm
+    assert powered_off is not None
+    infra.user_power_off(powered_off)
+    engine.run_until_quiet()
+    before = {a: engine.agent_runtime(a) for a in agents}
+    issues_before = engine.query_issues(agency)
+    assert [i.kind for i in issues_before] == [IssueKind.VM_POWERED_OFF]
+
+    restarted = engine_for(infra, state)
+    restarted.run_until_quiet()
+    assert restarted.query_agencies(SOLUTION) == [agency]
+    assert restarted.agency_agents(agency) == agents
+    assert {a: restarted.agent_runtime(a) for a in agents} == before
+    assert restarted.query_issues(agency) == issues_before
+    # and it carries on where the first one stopped: the third agent's hook is still pending
+    restarted.mark_as_available(agents[2])
+    restarted.resolve_all(agency)
+    restarted.run_until_quiet()
+    assert restarted.agency_runtime(agency).status is Status.GREEN
+    assert all(v.power is PowerState.POWERED_ON for v in infra.vms.values())
+
+
+def test_restart_after_vm_deleted_while_down_reports_vm_not_deployed(
+    infra: FakeInfra, tmp_path: Path
+) -> None:
+    state = tmp_path / "engine.json"
+    cluster = infra.add_cluster(1)
+    engine = engine_for(infra, state)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    (vm,) = infra.vms
+    infra.delete_vm(vm)
+    restarted = engine_for(infra, state)
+    restarted.run_until_quiet()
+    assert issue_kinds(restarted, agency) == [IssueKind.VM_NOT_DEPLOYED]
+    assert infra.vms == {}
+
+
+def test_stray_marked_vm_of_a_forgotten_agency_is_removed(infra: FakeInfra, tmp_path: Path) -> None:
+    state = tmp_path / "engine.json"
+    cluster = infra.add_cluster(1)
+    engine = engine_for(infra, state)
+    engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    state.unlink()
+    fresh = engine_for(infra, state)
+    fresh.run_until_quiet()
+    assert infra.vms == {}
+    # a VM of another engine (another namespace) is never touched
+    other = Engine(infra, None, namespace="com.example.other", clock=clock)
+    other.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    other.run_until_quiet()
+    fresh.run_until_quiet()
+    assert len(infra.vms) == 1
+
+
+def test_state_file_of_another_namespace_is_refused(infra: FakeInfra, tmp_path: Path) -> None:
+    state = tmp_path / "engine.json"
+    engine_for(infra, state).create_agency(SOLUTION, config(), GoalState.ENABLED)
+    with pytest.raises(ValueError, match="its own state file"):
+        Engine(infra, state, namespace="agentvm")
+
+
+def test_add_issue_sets_key_and_time_and_resolve_drops_it(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    template = engine.agency_runtime(agency)
+    from agentvm.model.agency import Issue
+
+    stored = engine.add_issue(
+        agency,
+        Issue(key=0, kind=IssueKind.INVALID_CONFIG, time=datetime(2000, 1, 1), agency="x", agency_name="y"),
+    )
+    assert stored.key > 0 and stored.time == clock() and stored.agency == agency
+    assert engine.agency_runtime(agency).status is Status.RED and template.status is Status.GREEN
+    assert engine.query_issues(agency, [stored.key]) == [stored]
+    assert engine.resolve(agency, [stored.key]) == []
+    assert engine.query_issues(agency) == []
+    assert engine.query_issues(None) == [] and engine.resolve(None, [stored.key]) == [stored.key]
