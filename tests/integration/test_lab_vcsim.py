@@ -355,3 +355,52 @@ def test_eam_route_without_a_backend_says_so(vcsim: VcsimInfo) -> None:
         urllib.request.urlopen(urllib.request.Request(vcsim.eam_url, data=b"<x/>"), context=ctx, timeout=10)
     assert err.value.code == 503
     assert b"EAM" in err.value.read()
+
+
+def _vm_spec(si: Any) -> tuple[Any, Any]:
+    content = si.content
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+    pc = vmodl.query.PropertyCollector
+    spec = pc.FilterSpec(
+        objectSet=[
+            pc.ObjectSpec(
+                obj=view,
+                skip=True,
+                selectSet=[
+                    pc.TraversalSpec(name="view", path="view", skip=False, type=vim.view.ContainerView)
+                ],
+            )
+        ],
+        propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=["name"])],
+    )
+    return view, spec
+
+
+def test_property_collector_pages_by_max_objects(vcsim_factory: Callable[..., VcsimInfo]) -> None:
+    info = vcsim_factory(clusters=1, hosts=2, vms=5)  # 10 VMs
+    conn = connect(info)
+    try:
+        view, spec = _vm_spec(conn)
+        collector = conn.content.propertyCollector
+        first = collector.RetrievePropertiesEx(
+            [spec], vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=4)
+        )
+        names = [o.propSet[0].val for o in first.objects]
+        assert len(names) == 4 and first.token
+        second = collector.ContinueRetrievePropertiesEx(first.token)
+        third = collector.ContinueRetrievePropertiesEx(second.token)
+        names += [o.propSet[0].val for o in second.objects] + [o.propSet[0].val for o in third.objects]
+        assert len(second.objects) == 4 and len(third.objects) == 2 and not third.token
+        assert len(set(names)) == 10
+        with pytest.raises(vmodl.fault.InvalidArgument):  # a finished cursor is gone
+            collector.ContinueRetrievePropertiesEx(second.token)
+        # a cursor cancelled half-way is gone too
+        again = collector.RetrievePropertiesEx(
+            [spec], vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=3)
+        )
+        collector.CancelRetrievePropertiesEx(again.token)
+        with pytest.raises(vmodl.fault.InvalidArgument):
+            collector.ContinueRetrievePropertiesEx(again.token)
+        view.Destroy()
+    finally:
+        Disconnect(conn)

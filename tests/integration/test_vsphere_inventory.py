@@ -91,3 +91,17 @@ def test_lookup_of_a_misspelt_cluster_names_the_close_ones(vcsim: VcsimInfo) -> 
         inventory = read_inventory(session, kinds=())
     with pytest.raises(NotFoundError, match=r"/DC0/host/DC0_C0"):
         inventory.find_cluster("/DC0/host/DC0_CO")
+
+
+def test_paged_reads_follow_tokens_on_the_lab(vcsim_factory: Callable[..., VcsimInfo]) -> None:
+    info = vcsim_factory(clusters=1, hosts=3, vms=4)  # 12 VMs
+    with login(info) as session:
+        whole = read_inventory(session, kinds={"vms"})
+        before = session.stats.snapshot()
+        paged = read_inventory(session, kinds={"vms"}, page_size=5)
+        calls = session.stats.snapshot() - before
+    assert len(whole.vms) == len(paged.vms) == 12
+    assert {v.moref for v in paged.vms} == {v.moref for v in whole.vms}
+    # 12 VMs in pages of 5: the first page, then two ContinueRetrievePropertiesEx (5 + 2)
+    assert calls["ContinueRetrievePropertiesEx"] == 2
+    assert "CancelRetrievePropertiesEx" not in calls  # read to the end: nothing left to cancel
