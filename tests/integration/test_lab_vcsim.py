@@ -7,6 +7,7 @@ import http.server
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -240,7 +241,6 @@ def test_a_host_added_to_a_cluster_gets_an_agent_host_manager(si: Any) -> None:
 
 
 def wait(task: Any, timeout: float = 30.0) -> None:
-    import time
 
     deadline = time.monotonic() + timeout
     while task.info.state not in ("success", "error"):
@@ -404,3 +404,23 @@ def test_property_collector_pages_by_max_objects(vcsim_factory: Callable[..., Vc
         view.Destroy()
     finally:
         Disconnect(conn)
+
+
+def test_a_simulator_whose_parent_dies_stops_too() -> None:
+    import subprocess
+    import sys
+
+    from agentvm.lab.runner import pid_alive
+
+    code = (
+        "import os; from agentvm.lab.vcsim import Vcsim; print(Vcsim().process.pid, flush=True); os._exit(0)"
+    )
+    pid = int(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    )
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(pid)

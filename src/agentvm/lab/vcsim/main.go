@@ -634,6 +634,7 @@ func main() {
 	user := flag.String("username", "administrator@vsphere.local", "the one user that may log in")
 	eamBackend := flag.String("eam-backend", "", "URL the /eam/sdk route is forwarded to (the EAM emulator)")
 	infoFile := flag.String("info-file", "", "also write the ready JSON to this file")
+	exitWithParent := flag.Bool("exit-with-parent", true, "stop when the process that started us is gone")
 	flag.Parse()
 
 	for name, v := range map[string]int{"--datacenters": *dcs, "--clusters": *clusters, "--hosts": *hosts,
@@ -746,6 +747,18 @@ func main() {
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	if *exitWithParent {
+		// A parent killed without stopping us (kill -9 of a test run) must not leave a simulator behind.
+		parent := os.Getppid()
+		go func() {
+			for range time.Tick(500 * time.Millisecond) {
+				if os.Getppid() != parent {
+					sig <- syscall.SIGTERM
+					return
+				}
+			}
+		}()
+	}
 	<-sig
 	srv.Close()
 }
