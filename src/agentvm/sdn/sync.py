@@ -1,0 +1,239 @@
+"""Observe the SDN side and carry out a netsync plan: the I/O half of ``agentvm.core.netsync``.
+
+Called by ``agentvm netsync plan|apply`` and the controller's network sync:
+
+    state = read_controller_state(api)
+    ports, unreachable = read_ports(agents, netsync.port_candidates(inventory, state))
+    result = apply_plan(netsync.plan(inventory, state, ports), api, agents)
+
+Every call is idempotent, so a plan cut short by a restart is finished by the next sync. One failing item
+never stops the others: failures are collected in the ``ApplyResult`` (transient ones to retry with backoff,
+configuration ones to report) and items that depend on a failed one are skipped, not attempted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from agentvm.model.errors import AgentvmError, TransientError
+from agentvm.model.network import (
+    ControllerState,
+    PortAction,
+    PortChange,
+    SdnInstanceIp,
+    SdnObject,
+    SdnVirtualMachine,
+    SdnVirtualNetwork,
+    SdnVmi,
+    SyncPlan,
+    VrouterPort,
+)
+from agentvm.sdn import wire
+from agentvm.sdn.config_api import ConfigApiClient
+from agentvm.sdn.http import ApiConflict
+from agentvm.sdn.vrouter import VrouterAgentClient
+
+A = TypeVar("A")
+MapFn = Callable[[Callable[[Any], Any], Sequence[Any]], Iterable[Any]]
+"""How to run one phase's independent calls: ``map`` (default, in order) or an executor's ``map``."""
+
+
+@dataclass(frozen=True)
+class ApplyFailure:
+    item: str  # "create virtual-network 1b2c... (default-domain:default-project:pg-1)"
+    message: str
+    transient: bool  # retry with backoff; False: fix the input (or the other owner's object) first
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    done: int
+    failures: tuple[ApplyFailure, ...] = ()
+    skipped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.skipped
+
+
+def read_controller_state(api: ConfigApiClient) -> ControllerState:
+    """Everything netsync compares against: the project's uuid and all objects of the four types."""
+    return ControllerState(
+        project_uuid=api.project_uuid(),
+        virtual_networks=api.list(SdnVirtualNetwork),
+        virtual_machines=api.list(SdnVirtualMachine),
+        vmis=api.list(SdnVmi),
+        instance_ips=api.list(SdnInstanceIp),
+    )
+
+
+def read_ports(
+    agents: Mapping[str, VrouterAgentClient], candidates: Mapping[str, Iterable[str]]
+) -> tuple[dict[str, dict[str, VrouterPort]], dict[str, str]]:
+    """The ports each host's agent holds among ``candidates`` (``netsync.port_candidates``).
+
+    Returns (host -> port id -> port, host -> why it could not be read). A host with no agent client or
+    whose agent does not answer is in the second mapping and absent from the first.
+    """
+    ports: dict[str, dict[str, VrouterPort]] = {}
+    unreachable: dict[str, str] = {}
+    for host, ids in sorted(candidates.items()):
+        agent = agents.get(host)
+        if agent is None:
+            unreachable[host] = f"no vRouter agent address known for host {host}"
+            continue
+        found: dict[str, VrouterPort] = {}
+        try:
+            for port_id in sorted(ids):
+                port = agent.get_port(port_id)
+                if port is not None:
+                    found[port_id] = port
+        except AgentvmError as exc:
+            unreachable[host] = str(exc)
+            continue
+        ports[host] = found
+    return ports, unreachable
+
+
+def _describe(obj: SdnObject) -> str:
+    return f"{wire.type_name(obj)} {obj.uuid} ({':'.join(obj.fq_name)})"
+
+
+class _Run:
+    """Bookkeeping of one ``apply_plan`` call."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.skipped = 0
+        self.failures: list[ApplyFailure] = []
+        self.failed: set[str] = set()  # uuids whose create/delete failed: dependents are skipped
+
+    def record(self, item: str, key: str, error: AgentvmError | None) -> None:
+        if error is None:
+            self.done += 1
+            return
+        self.failed.add(key)
+        self.failures.append(ApplyFailure(item, str(error), isinstance(error, TransientError)))
+
+
+def _attempt(call: Callable[[], object]) -> AgentvmError | None:
+    try:
+        call()
+    except AgentvmError as exc:
+        return exc
+    return None
+
+
+def _depends_on(obj: SdnObject) -> tuple[str, ...]:
+    if isinstance(obj, SdnVmi):
+        return tuple(u for u in (obj.vn_uuid, obj.vm_uuid) if u)
+    if isinstance(obj, SdnInstanceIp):
+        return tuple(u for u in (obj.vn_uuid, obj.vmi_uuid) if u)
+    return ()
+
+
+def apply_plan(
+    plan: SyncPlan,
+    api: ConfigApiClient,
+    agents: Mapping[str, VrouterAgentClient],
+    state: ControllerState | None = None,
+    map_fn: MapFn = map,
+) -> ApplyResult:
+    """Carry out ``plan``: old ports off, controller deletes, creates, updates, then ports on.
+
+    Within a phase calls are independent, so ``map_fn`` may run them concurrently (e.g. a thread pool's
+    ``map`` passed by the controller or a benchmark); phases run one after the other. ``state`` (the
+    controller state the plan was made from) fills in the fq names of refs. Never raises for a failed item.
+    """
+    run = _Run()
+    fq_names: dict[str, tuple[str, ...]] = {}
+    if state is not None:
+        fq_names.update((vn.uuid, vn.fq_name) for vn in state.virtual_networks)
+    fq_names.update((o.uuid, o.fq_name) for o in plan.create if isinstance(o, SdnVirtualNetwork))
+
+    def phase(
+        items: Sequence[A], label: Callable[[A], str], key: Callable[[A], str], call: Callable[[A], object]
+    ) -> None:
+        def attempt(item: A) -> AgentvmError | None:
+            return _attempt(lambda: call(item))
+
+        errors: list[AgentvmError | None] = list(map_fn(attempt, items))
+        for item, error in zip(items, errors, strict=True):
+            run.record(label(item), key(item), error)
+
+    def port_label(change: PortChange) -> str:
+        return f"{change.action.value} port {change.port.id} on {change.host}"
+
+    def port_call(change: PortChange) -> None:
+        agent = agents.get(change.host)
+        if agent is None:
+            raise TransientError(f"no vRouter agent address known for host {change.host}")
+        if change.action is PortAction.ADD:
+            agent.add_port(change.port)
+        elif change.action is PortAction.ENABLE:
+            agent.enable_port(change.port.id)
+        elif change.action is PortAction.DISABLE:
+            agent.disable_port(change.port.id)
+        else:
+            agent.delete_port(change.port.id)
+
+    port_deletes = [c for c in plan.ports if c.action is PortAction.DELETE]
+    phase(port_deletes, port_label, lambda c: f"port-delete:{c.port.id}", port_call)
+
+    # Deletes by type, reverse dependency order. An interface whose old port could not be removed stays
+    # (the agent would otherwise keep a port of an interface the controller no longer has).
+    for kind in (SdnInstanceIp, SdnVmi, SdnVirtualMachine, SdnVirtualNetwork):
+        batch = []
+        for obj in plan.delete:
+            if not isinstance(obj, kind):
+                continue
+            if f"port-delete:{obj.uuid}" in run.failed:
+                run.skipped += 1
+                continue
+            batch.append(obj)
+        phase(batch, lambda o: f"delete {_describe(o)}", lambda o: o.uuid, api.delete)
+
+    def create(obj: SdnObject) -> None:
+        try:
+            api.create(obj, fq_names)
+        except ApiConflict:
+            # Already there (an earlier run was cut short after the server committed): make it right.
+            body = api.read_raw(wire.type_name(obj), obj.uuid)
+            if body is None or wire.decode_creator(body) != api.config.creator:
+                raise
+            api.update(obj, fq_names)
+
+    for kind in (SdnVirtualNetwork, SdnVirtualMachine, SdnVmi, SdnInstanceIp):
+        batch = []
+        for obj in plan.create:
+            if not isinstance(obj, kind):
+                continue
+            if any(dep in run.failed for dep in _depends_on(obj)):
+                run.skipped += 1
+                run.failed.add(obj.uuid)
+                continue
+            batch.append(obj)
+        phase(batch, lambda o: f"create {_describe(o)}", lambda o: o.uuid, create)
+
+    phase(
+        list(plan.update),
+        lambda o: f"update {_describe(o)}",
+        lambda o: o.uuid,
+        lambda o: api.update(o, fq_names),
+    )
+
+    for action in (PortAction.ADD, (PortAction.ENABLE, PortAction.DISABLE)):
+        actions = action if isinstance(action, tuple) else (action,)
+        batch_ports = []
+        for change in plan.ports:
+            if change.action not in actions:
+                continue
+            if change.port.id in run.failed or f"port:{change.port.id}" in run.failed:
+                run.skipped += 1  # its interface (or its add) failed: nothing to add / enable
+                continue
+            batch_ports.append(change)
+        phase(batch_ports, port_label, lambda c: f"port:{c.port.id}", port_call)
+
+    return ApplyResult(done=run.done, failures=tuple(run.failures), skipped=run.skipped)
