@@ -424,3 +424,44 @@ def test_a_simulator_whose_parent_dies_stops_too() -> None:
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not pid_alive(pid)
+
+
+def _updates(si: Any, obj: Any, paths: list[str], change: Callable[[], None]) -> set[str]:
+    """The property names WaitForUpdatesEx reports for ``obj`` after ``change()`` (5 s at most)."""
+    pc = si.content.propertyCollector.CreatePropertyCollector()
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj)],
+        propSet=[vmodl.query.PropertyCollector.PropertySpec(type=type(obj), pathSet=paths)],
+    )
+    pc.CreateFilter(spec, True)
+    options = vmodl.query.PropertyCollector.WaitOptions(maxWaitSeconds=5)
+    version = pc.WaitForUpdatesEx("", options).version  # the initial state
+    change()
+    names: set[str] = set()
+    deadline = time.monotonic() + 10
+    while not names and time.monotonic() < deadline:
+        result = pc.WaitForUpdatesEx(version, options)
+        if result is None:
+            continue
+        version = result.version
+        for fs in result.filterSet:
+            for update in fs.objectSet:
+                names |= {c.name for c in update.changeSet}
+    pc.Destroy()
+    return names
+
+
+def test_maintenance_mode_is_pushed_to_watchers(si: Any) -> None:
+    host = first_host(si)
+    names = _updates(si, host, ["runtime.inMaintenanceMode"], lambda: host.EnterMaintenanceMode_Task(0))
+    assert "runtime.inMaintenanceMode" in names
+
+
+def test_agent_vm_settings_are_pushed_to_watchers(si: Any) -> None:
+    host = first_host(si)
+    manager = host.configManager.esxAgentHostManager
+    config = vim.host.EsxAgentHostManager.ConfigInfo(agentVmDatastore=host.datastore[0])
+    names = _updates(
+        si, host, ["summary.config.agentVmDatastore"], lambda: manager.EsxAgentHostManagerUpdateConfig(config)
+    )
+    assert names == {"summary.config.agentVmDatastore"}

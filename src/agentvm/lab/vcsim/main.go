@@ -251,6 +251,14 @@ type EsxAgentHostManager struct {
 	host types.ManagedObjectReference
 }
 
+// refOrNil turns an optional reference into a property-change value (an untyped nil unsets the field).
+func refOrNil(ref *types.ManagedObjectReference) interface{} {
+	if ref == nil {
+		return nil
+	}
+	return *ref
+}
+
 func contains(refs []types.ManagedObjectReference, ref *types.ManagedObjectReference) bool {
 	for _, r := range refs {
 		if r == *ref {
@@ -281,12 +289,13 @@ func (m *EsxAgentHostManager) EsxAgentHostManagerUpdateConfig(ctx *simulator.Con
 				&types.InvalidArgument{InvalidProperty: "configInfo.agentVmNetwork"})
 			return
 		}
-		summary := host.Summary
-		cfg := summary.Config
-		cfg.AgentVmDatastore = info.AgentVmDatastore
-		cfg.AgentVmNetwork = info.AgentVmNetwork
-		summary.Config = cfg
-		simulator.Map.Update(host, []types.PropertyChange{{Name: "summary", Val: summary}})
+		host.Summary.Config.AgentVmDatastore = info.AgentVmDatastore
+		host.Summary.Config.AgentVmNetwork = info.AgentVmNetwork
+		// published under the exact paths, which is what a filter on them is told about
+		simulator.Map.Update(host, []types.PropertyChange{
+			{Name: "summary.config.agentVmDatastore", Val: refOrNil(info.AgentVmDatastore)},
+			{Name: "summary.config.agentVmNetwork", Val: refOrNil(info.AgentVmNetwork)},
+		})
 	})
 	if fault != nil {
 		body.Fault_ = fault
@@ -401,6 +410,73 @@ func (p *pagingCollector) CancelRetrievePropertiesEx(r *types.CancelRetrieveProp
 	}
 	body.Res = new(types.CancelRetrievePropertiesExResponse)
 	return body
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 0.24.2 changes a host's runtime (maintenance mode, connection, power) and a cluster's host list without
+// telling the property collector, so WaitForUpdatesEx never reports them. A real vCenter does; this
+// publishes such changes shortly after they happen.
+
+type hostRuntime struct {
+	maintenance bool
+	connection  types.HostSystemConnectionState
+	power       types.HostSystemPowerState
+}
+
+type runtimePublisher struct {
+	seen         map[types.ManagedObjectReference]hostRuntime
+	clusterHosts map[types.ManagedObjectReference]int
+}
+
+func newRuntimePublisher() *runtimePublisher {
+	p := &runtimePublisher{map[types.ManagedObjectReference]hostRuntime{}, map[types.ManagedObjectReference]int{}}
+	p.check() // the state before anyone can connect is the baseline
+	return p
+}
+
+func (p *runtimePublisher) run(every time.Duration) {
+	for range time.Tick(every) {
+		p.check()
+	}
+}
+
+// check publishes what changed since the last check; an object seen for the first time only sets its
+// baseline (its creation was already announced).
+func (p *runtimePublisher) check() {
+	for _, e := range simulator.Map.All("HostSystem") {
+		host, ok := e.(*simulator.HostSystem)
+		if !ok {
+			continue
+		}
+		simulator.Map.WithLock(host, func() {
+			now := hostRuntime{host.Runtime.InMaintenanceMode, host.Runtime.ConnectionState, host.Runtime.PowerState}
+			before, known := p.seen[host.Self]
+			p.seen[host.Self] = now
+			if !known || before == now {
+				return
+			}
+			simulator.Map.Update(host, []types.PropertyChange{
+				{Name: "runtime.inMaintenanceMode", Val: now.maintenance},
+				{Name: "runtime.connectionState", Val: now.connection},
+				{Name: "runtime.powerState", Val: now.power},
+			})
+		})
+	}
+	for _, e := range simulator.Map.All("ClusterComputeResource") {
+		cluster, ok := e.(*simulator.ClusterComputeResource)
+		if !ok {
+			continue
+		}
+		simulator.Map.WithLock(cluster, func() {
+			n := len(cluster.Host)
+			before, known := p.clusterHosts[cluster.Self]
+			p.clusterHosts[cluster.Self] = n
+			if known && before != n {
+				hosts := append([]types.ManagedObjectReference(nil), cluster.Host...)
+				simulator.Map.Update(cluster, []types.PropertyChange{{Name: "host", Val: hosts}})
+			}
+		})
+	}
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -707,6 +783,9 @@ func main() {
 	if err := addVMs(ctx, c, *vms); err != nil {
 		fail(exitModel, "creating workload VMs: %v", err)
 	}
+
+	publisher := newRuntimePublisher()
+	go publisher.run(200 * time.Millisecond)
 
 	srv := m.Service.NewServer()
 	f := &front{sim: srv.Config.Handler, eam: eamProxy(*eamBackend), agentMgr: mgrs}

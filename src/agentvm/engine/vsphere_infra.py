@@ -1,0 +1,538 @@
+"""``VSphereInfrastructure``: the engine's ``Infrastructure`` on vim25, through ``agentvm.vsphere``.
+
+Built by whoever runs an ``Engine`` against a vCenter (the lab's EAM emulator, ``backends.direct``):
+``VSphereInfrastructure(session)``, then ``start()`` (or ``with``) for the watcher and ``stop()`` at the end.
+
+- Reads are bulk: ``observe`` is one container view and one ``RetrievePropertiesEx`` (folders,
+  datacenters, compute resources, hosts, networks, datastores together), ``find_owned_vms`` one more read
+  of ``config.managedBy`` for every VM and one of ``config.extraConfig`` for the VMs managed by the
+  namespace only. The number of calls does not grow with the inventory.
+- Writes wait for their task (``WaitForUpdatesEx`` on the task), so a read after a write sees it.
+- An agent VM carries ``config.managedBy = (namespace, "agent")`` and ``extraConfig`` keys
+  ``agentvm.owner``/``agentvm.agency``/``agentvm.agent``/``agentvm.ovfUrl``: after a restart the engine
+  finds its VMs again from vCenter alone. The OVF environment goes into vApp properties and, for guests
+  that read it with VMware Tools, ``guestinfo.<property id>``.
+- ``generation()`` grows with every change a background ``Watcher`` (its own property collector) reports
+  on hosts and VMs.
+
+Every method raises only ``engine.infra`` errors: ``InfraError`` for "retry next step", a ``DeployError``
+subclass when a deploy fails in a way that becomes an issue on the agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from agentvm.core.agent_state import AgentVm, Observation, VmMarker
+from agentvm.engine.api import InvalidUrl
+from agentvm.engine.infra import (
+    DeployError,
+    InfraError,
+    InsufficientSpace,
+    OvfInvalid,
+    OvfUnreachable,
+)
+from agentvm.model.agency import MoRef, OvfProperty, PowerState
+from agentvm.model.errors import AgentvmError, ConfigurationError, NotFoundError
+from agentvm.model.inventory import InventorySnapshot, ManagedBy
+from agentvm.vsphere import clusters, ovf, vms
+from agentvm.vsphere.collector import (
+    ObjectProps,
+    container_view,
+    paged,
+    property_spec,
+    read_one,
+    view_filter_spec,
+)
+from agentvm.vsphere.faults import fault_name
+from agentvm.vsphere.inventory import KINDS, build_snapshot
+from agentvm.vsphere.session import Session
+from agentvm.vsphere.watch import Watcher, WatchSpec
+
+log = logging.getLogger(__name__)
+
+PC = vmodl.query.PropertyCollector
+
+OWNER_KEY = "agentvm.owner"
+AGENCY_KEY = "agentvm.agency"
+AGENT_KEY = "agentvm.agent"
+OVF_URL_KEY = "agentvm.ovfUrl"
+GUESTINFO_PREFIX = "guestinfo."
+MANAGED_BY_TYPE = "agent"  # [I] EAM.md section 11: the type EAM itself uses is not documented
+HA_PRIORITY = "highest"  # EAM.md section 7: agent VMs restart first
+
+# EAM's ovfDiskProvisioning → OvfManager's diskProvisioning ("none": leave it to the package)
+_DISK_PROVISIONING = {"none": None, "thin": "thin", "thick": "thick"}
+
+_HOST_PROPERTIES = next(k for k in KINDS if k.name == "hosts").specs[0][1]
+_OBSERVE_SPECS: tuple[tuple[str, type, tuple[str, ...]], ...] = (
+    # (bucket for build_snapshot, type, properties); order matters: the first matching type wins
+    ("hosts", vim.HostSystem, _HOST_PROPERTIES),
+    ("datacenters", vim.Datacenter, ("name", "parent", "vmFolder")),
+    ("folders", vim.Folder, ("name", "parent")),
+    ("compute", vim.ComputeResource, ("name", "parent", "host", "resourcePool")),
+    ("networks", vim.Network, ("name", "parent")),
+    ("datastores", vim.Datastore, ("name", "parent")),
+)
+_VM_PROPERTIES = (
+    "name",
+    "config.managedBy",
+    "config.template",
+    "runtime.host",
+    "runtime.powerState",
+    "guest.ipAddress",
+)
+_WATCH = (
+    WatchSpec(
+        vim.HostSystem,
+        (
+            "parent",
+            "runtime.connectionState",
+            "runtime.inMaintenanceMode",
+            "runtime.powerState",
+            "datastore",
+            "network",
+            "summary.config.agentVmDatastore",
+            "summary.config.agentVmNetwork",
+        ),
+    ),
+    WatchSpec(vim.VirtualMachine, ("runtime.powerState",)),
+)
+
+
+class VSphereInfrastructure:
+    """The engine's view of, and hands on, one vCenter. Thread-safe: the engine steps in one thread while
+    API calls (``observe``/``check_url``) come from another, and the watcher runs in a third.
+
+    ``download_timeout`` bounds each HTTP exchange with the package server, ``task_timeout`` each vCenter
+    task, ``watch_max_wait`` each ``WaitForUpdatesEx`` of the watcher (``stop()`` cancels it at once).
+    ``resync_seconds`` bumps the generation that often even when the watcher reports nothing (checked
+    after each wait, so at ``watch_max_wait`` granularity; None: never): a level-triggered safety net for
+    changes a server does not report. vcsim 0.24.2 is such a server: it publishes no update for maintenance
+    mode, host connection state, hosts added to a cluster, or (as the lab's ``main.go`` writes it) the
+    agent VM settings in ``summary.config``.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        download_timeout: float = 30.0,
+        task_timeout: float = 300.0,
+        watch_max_wait: int = 5,
+        resync_seconds: float | None = 60.0,
+    ) -> None:
+        self._session = session
+        self._download_timeout = download_timeout
+        self._task_timeout = task_timeout
+        self._watch_max_wait = watch_max_wait
+        self._resync = resync_seconds
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._host_parent: dict[MoRef, MoRef] = {}  # from the last observe; saves a read per pin
+        self._vm_cluster: dict[MoRef, MoRef | None] = {}
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watcher: Watcher | None = None
+
+    # ================================================================================ watcher lifecycle
+    def start(self) -> None:
+        """Start the watcher thread (idempotent). ``generation()`` starts it too, on first use."""
+        with self._lock:
+            if self._thread is not None or self._stopping.is_set():
+                return
+            self._thread = threading.Thread(target=self._watch, name="agentvm-infra-watch", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the watcher: its wait is cancelled on the server and the thread joined. Final."""
+        self._stopping.set()
+        with self._lock:
+            watcher, thread = self._watcher, self._thread
+        if watcher is not None:
+            watcher.stop()
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("the inventory watcher did not stop within %g s", timeout)
+
+    def __enter__(self) -> VSphereInfrastructure:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _watch(self) -> None:
+        """The watcher thread: bump the generation on every batch of changes; reconnect after errors."""
+        pause = 0.5
+        while not self._stopping.is_set():
+            try:
+                with Watcher(self._session, _WATCH, max_wait_seconds=self._watch_max_wait) as watcher:
+                    with self._lock:
+                        self._watcher = watcher
+                    if self._stopping.is_set():
+                        watcher.stop()
+                    last = time.monotonic()
+                    for batch in watcher:
+                        now = time.monotonic()
+                        if batch or (self._resync is not None and now - last >= self._resync):
+                            self._bump()
+                            last = now
+                        pause = 0.5
+            except Exception as exc:  # this thread must outlive any failure, or changes go unseen
+                if self._stopping.is_set():
+                    break
+                log.warning("inventory watch failed, restarting in %g s: %s", pause, exc)
+                self._bump()  # something may have changed unseen: let the engine look again
+                self._stopping.wait(pause)
+                pause = min(pause * 2, 30.0)
+            finally:
+                with self._lock:
+                    self._watcher = None
+
+    def _bump(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def generation(self) -> int:
+        self.start()
+        with self._cond:
+            return self._generation
+
+    def wait_for_change(self, since: int, timeout: float) -> int:
+        self.start()
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != since, timeout=max(0.0, timeout))
+            return self._generation
+
+    # ================================================================================ reads
+    def observe(self, scope: Collection[MoRef]) -> Observation:
+        """One view, one paged read of everything the engine needs about the scope's compute resources."""
+        with _infra_errors("reading the inventory"):
+            snapshot, vm_folders = self._read_observation()
+        by_value: dict[str, Any] = {
+            c.moref.value: c for c in (*snapshot.clusters, *snapshot.compute_resources)
+        }
+        wanted: dict[MoRef, tuple[MoRef, ...]] = {}
+        default_pools: dict[MoRef, MoRef] = {}
+        for cr in scope:
+            found = by_value.get(cr.value)
+            if found is None:
+                continue
+            wanted[cr] = tuple(found.hosts)
+            if found.resource_pool is not None:
+                default_pools[found.moref] = default_pools[cr] = found.resource_pool
+        in_scope = {h for hosts in wanted.values() for h in hosts}
+        hosts = {h.moref: h for h in snapshot.hosts if h.moref in in_scope}
+        with self._lock:
+            self._host_parent.update({h.moref: h.parent for h in snapshot.hosts if h.parent is not None})
+        names = {o.moref: o.name for o in (*snapshot.datastores, *snapshot.networks)}
+        return Observation(
+            scope=wanted,
+            hosts=hosts,
+            default_pools=default_pools,
+            default_folders=vm_folders,
+            names=names,
+        )
+
+    def _read_observation(self) -> tuple[InventorySnapshot, dict[MoRef, MoRef]]:
+        session = self._session
+        types = [t for _, t, _ in _OBSERVE_SPECS]
+        raw: dict[str, list[ObjectProps]] = {bucket: [] for bucket, _, _ in _OBSERVE_SPECS}
+        with container_view(session, types) as view:
+            spec = view_filter_spec(view, [property_spec(t, paths) for _, t, paths in _OBSERVE_SPECS])
+            with paged(session, spec) as items:
+                for item in items:
+                    bucket = next(b for b, t, _ in _OBSERVE_SPECS if isinstance(item.obj, t))
+                    raw[bucket].append(item)
+        vm_folders = {
+            _ref(o.obj): _ref(o.get("vmFolder")) for o in raw["datacenters"] if o.get("vmFolder") is not None
+        }
+        root = Session.moref(session.content.rootFolder).value
+        return build_snapshot(raw, root_folder=root), vm_folders
+
+    def find_owned_vms(self, namespace: str) -> list[AgentVm]:
+        """VMs managed by ``namespace`` with its extraConfig marker: two bulk reads (plus the view)."""
+        with _infra_errors(f"reading the VMs of {namespace}"):
+            for attempt in range(3):
+                try:
+                    return self._owned_vms(namespace)
+                except NotFoundError:
+                    # a candidate VM was deleted between the two reads: read again
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+    def _owned_vms(self, namespace: str) -> list[AgentVm]:
+        session = self._session
+        with container_view(session, [vim.VirtualMachine]) as view:
+            spec = view_filter_spec(view, [property_spec(vim.VirtualMachine, _VM_PROPERTIES)])
+            with paged(session, spec) as items:
+                candidates = [
+                    o
+                    for o in items
+                    if getattr(o.get("config.managedBy"), "extensionKey", None) == namespace
+                    and not o.get("config.template", False)
+                ]
+        if not candidates:
+            return []
+        extra = self._extra_config([o.obj for o in candidates])
+        found: list[AgentVm] = []
+        for o in candidates:
+            ref = _ref(o.obj)
+            marks = extra.get(ref, {})
+            if marks.get(OWNER_KEY) != namespace or not marks.get(AGENCY_KEY) or not marks.get(AGENT_KEY):
+                continue  # managed by our key, but not deployed by this engine (e.g. by EAM for us)
+            found.append(
+                AgentVm(
+                    vm=ref,
+                    name=str(o.get("name", "")),
+                    marker=VmMarker(namespace, marks[AGENCY_KEY], marks[AGENT_KEY]),
+                    host=_ref(o.get("runtime.host")) if o.get("runtime.host") is not None else None,
+                    power_state=_power(o.get("runtime.powerState")),
+                    ovf_url=marks.get(OVF_URL_KEY) or None,
+                    ip=str(o.get("guest.ipAddress")) if o.get("guest.ipAddress") else None,
+                )
+            )
+        return found
+
+    def _extra_config(self, objs: Sequence[Any]) -> dict[MoRef, dict[str, str]]:
+        """The ``agentvm.*`` extraConfig keys of some VMs, in one paged read."""
+        spec = PC.FilterSpec(
+            objectSet=[PC.ObjectSpec(obj=obj, skip=False) for obj in objs],
+            propSet=[property_spec(vim.VirtualMachine, ("config.extraConfig",))],
+        )
+        result: dict[MoRef, dict[str, str]] = {}
+        with paged(self._session, spec) as items:
+            for item in items:
+                options = item.get("config.extraConfig") or ()
+                result[_ref(item.obj)] = {
+                    str(o.key): "" if o.value is None else str(o.value)
+                    for o in options
+                    if str(o.key).startswith("agentvm.")
+                }
+        return result
+
+    def check_url(self, url: str) -> None:
+        """Download the OVF descriptor once; raise ``engine.api.InvalidUrl`` (EAM's fault) if it fails."""
+        try:
+            ovf.fetch_descriptor(url, timeout=self._download_timeout)
+        except ovf.OvfDownloadError as exc:
+            raise InvalidUrl(
+                url,
+                exc.reason,
+                connection_refused=exc.connection_refused,
+                unknown_host=exc.unknown_host,
+                response_code=exc.response_code,
+            ) from exc
+        except ovf.OvfDescriptorError:
+            pass  # downloadable: a bad descriptor is OvfInvalidFormat on the agents, not InvalidUrl
+
+    # ================================================================================ deploy
+    def deploy_agent_vm(
+        self,
+        *,
+        host: MoRef,
+        ovf_url: str,
+        ovf_properties: Sequence[OvfProperty],
+        name: str,
+        datastore: MoRef,
+        network: MoRef,
+        folder: MoRef | None,
+        pool: MoRef | None,
+        marker: VmMarker,
+        disk_provisioning: str | None = None,
+    ) -> MoRef:
+        """Import ``ovf_url`` as ``name`` onto ``host``, powered off, with its OVF environment and marker.
+
+        Raises OvfUnreachable, OvfInvalid, InsufficientSpace, DeployError (vCenter refuses the import or
+        the reconfigure) or InfraError (transient; the inventory changed). No VM is left behind on error.
+        """
+        values = {p.key: p.value for p in ovf_properties}
+        try:
+            descriptor = ovf.fetch_descriptor(ovf_url, timeout=self._download_timeout)
+            if pool is None or folder is None:
+                default_pool, default_folder = self._defaults_for(host)
+                pool, folder = pool or default_pool, folder or default_folder
+            placement = ovf.Placement(
+                host=host,
+                pool=pool,
+                folder=folder,
+                datastore=datastore,
+                network=network,
+                disk_provisioning=_DISK_PROVISIONING.get(disk_provisioning or "none", disk_provisioning),
+            )
+            with self._session.operation(f"deploy-{marker.agent}"):
+                result = ovf.import_ovf(
+                    self._session,
+                    descriptor,
+                    name=name,
+                    placement=placement,
+                    properties=values,
+                    timeout=self._task_timeout,
+                )
+                self._configure(result.vm, name, ovf_url, descriptor, values, marker)
+        except AgentvmError as exc:
+            raise _deploy_error(exc, ovf_url, name, host) from exc
+        with self._lock:
+            parent = self._host_parent.get(host)
+            if parent is not None:
+                self._vm_cluster[result.vm] = parent if parent.type == "ClusterComputeResource" else None
+        log.info("deployed %s (%s) on %s from %s", name, result.vm, host, ovf_url)
+        return result.vm
+
+    def _configure(
+        self,
+        vm: MoRef,
+        name: str,
+        ovf_url: str,
+        descriptor: ovf.OvfDescriptor,
+        values: Mapping[str, str],
+        marker: VmMarker,
+    ) -> None:
+        """OVF environment + owner marker on the new VM; on failure the VM is deleted (no half deploy)."""
+        extra = {f"{GUESTINFO_PREFIX}{k}": v for k, v in values.items()}
+        extra.update(
+            {
+                OWNER_KEY: marker.namespace,
+                AGENCY_KEY: marker.agency,
+                AGENT_KEY: marker.agent,
+                OVF_URL_KEY: ovf_url,
+            }
+        )
+        try:
+            ovf.configure_vm(
+                self._session,
+                vm,
+                ovf_properties=descriptor.properties,
+                values=values,
+                extra_config=extra,
+                managed_by=ManagedBy(marker.namespace, MANAGED_BY_TYPE),
+                label=name,
+                timeout=self._task_timeout,
+            )
+        except BaseException:
+            with contextlib.suppress(AgentvmError):
+                vms.destroy(self._session, vm, label=name, timeout=self._task_timeout)
+            raise
+
+    def _defaults_for(self, host: MoRef) -> tuple[MoRef, MoRef]:
+        """The root pool of the host's compute resource and its datacenter's VM folder (a parent walk)."""
+        session = self._session
+        parent = read_one(session, session.mo(host), ["parent"]).get("parent")
+        if parent is None:
+            raise NotFoundError(f"{host} has no parent compute resource: is it still in vCenter?")
+        pool = read_one(session, parent, ["resourcePool"]).get("resourcePool")
+        cursor = parent
+        for _ in range(32):  # inventory trees are a few levels deep; bounded in case of a cycle
+            if isinstance(cursor, vim.Datacenter):
+                folder = read_one(session, cursor, ["vmFolder"]).get("vmFolder")
+                if pool is None or folder is None:
+                    break
+                return _ref(pool), _ref(folder)
+            cursor = read_one(session, cursor, ["parent"]).get("parent")
+            if cursor is None:
+                break
+        raise ConfigurationError(f"cannot find the resource pool and VM folder for {host}: give them")
+
+    # ================================================================================ pin, HA, power
+    def pin_to_host(self, vm: MoRef, host: MoRef) -> None:
+        """A DRS override (disabled, manual) in the host's cluster; no-op for a standalone host."""
+        with _infra_errors(f"pinning {vm} to {host}"):
+            cluster = self._cluster_of_host(host)
+            with self._lock:
+                self._vm_cluster[vm] = cluster
+            if cluster is not None:
+                clusters.ensure_drs_vm_override(
+                    self._session, cluster, vm, enabled=False, behavior="manual", timeout=self._task_timeout
+                )
+
+    def ha_top_priority(self, vm: MoRef) -> None:
+        """An HA override with restart priority "highest" in the VM's cluster; no-op standalone."""
+        with _infra_errors(f"setting the HA restart priority of {vm}"):
+            with self._lock:
+                known = vm in self._vm_cluster
+                cluster = self._vm_cluster.get(vm)
+            if not known:
+                host = read_one(self._session, self._session.mo(vm), ["runtime.host"]).get("runtime.host")
+                cluster = self._cluster_of_host(_ref(host)) if host is not None else None
+            if cluster is not None:
+                clusters.ensure_ha_vm_override(
+                    self._session, cluster, vm, restart_priority=HA_PRIORITY, timeout=self._task_timeout
+                )
+
+    def _cluster_of_host(self, host: MoRef) -> MoRef | None:
+        with self._lock:
+            parent = self._host_parent.get(host)
+        if parent is None:
+            value = read_one(self._session, self._session.mo(host), ["parent"]).get("parent")
+            if value is None:
+                raise NotFoundError(f"{host} has no parent: is it still in vCenter?")
+            parent = _ref(value)
+            with self._lock:
+                self._host_parent[host] = parent
+        return parent if parent.type == "ClusterComputeResource" else None
+
+    def power_on(self, vm: MoRef) -> None:
+        with _infra_errors(f"powering on {vm}"):
+            vms.ensure_powered_on(self._session, vm, timeout=self._task_timeout)
+
+    def power_off(self, vm: MoRef) -> None:
+        with _infra_errors(f"powering off {vm}"):
+            vms.ensure_powered_off(self._session, vm, timeout=self._task_timeout)
+
+    def destroy_vm(self, vm: MoRef) -> None:
+        """Power off and delete; a VM that is already gone is fine."""
+        # NotFoundError: deleted between the power-off and the delete
+        with _infra_errors(f"deleting {vm}"), contextlib.suppress(NotFoundError):
+            vms.destroy(self._session, vm, timeout=self._task_timeout)
+        with self._lock:
+            self._vm_cluster.pop(vm, None)
+
+
+# ==================================================================================== helpers
+
+
+@contextlib.contextmanager
+def _infra_errors(what: str) -> Iterator[None]:
+    """Any agentvm error of the adapter → InfraError (the engine retries at its next step)."""
+    try:
+        yield
+    except AgentvmError as exc:
+        raise InfraError(f"{what}: {exc}") from exc
+
+
+def _deploy_error(exc: AgentvmError, ovf_url: str, name: str, host: MoRef) -> InfraError:
+    """Sort a deploy failure into the issue it becomes on the agent, or a retry (InfraError)."""
+    if isinstance(exc, ovf.OvfDownloadError):
+        reason = exc.reason if exc.url == ovf_url else f"{exc.url}: {exc.reason}"
+        return OvfUnreachable(ovf_url, reason)
+    if isinstance(exc, ovf.OvfDescriptorError):
+        return OvfInvalid(ovf_url, exc.errors)
+    if fault_name(exc) in ("NoDiskSpace", "InsufficientDisks"):
+        return InsufficientSpace(f"deploying {name} on {host}: {exc}")
+    if isinstance(exc, ConfigurationError) and not isinstance(exc, NotFoundError):
+        return DeployError(f"deploying {name} on {host}: {exc}")
+    # transient, re-login, or an object that vanished (the next observe will show it): retry
+    return InfraError(f"deploying {name} on {host}: {exc}")
+
+
+def _ref(obj: Any) -> MoRef:
+    return MoRef(str(obj._wsdlName), str(obj._moId))
+
+
+def _power(value: Any) -> PowerState:
+    try:
+        return PowerState(str(value))
+    except ValueError:
+        return PowerState.POWERED_OFF

@@ -1,0 +1,451 @@
+"""engine.vsphere_infra.VSphereInfrastructure against vcsim: deploy, pin, HA, power, destroy, find after a
+restart, failed deploys leave nothing, observe costs the same for any number of hosts, the watcher, and the
+Engine end to end."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agentvm.core.agent_state import VmMarker
+from agentvm.engine.api import Caller, InvalidUrl
+from agentvm.engine.infra import OvfInvalid, OvfUnreachable
+from agentvm.engine.manager import Engine
+from agentvm.engine.vsphere_infra import VSphereInfrastructure
+from agentvm.lab.packages import PackageServer
+from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo
+from agentvm.model.agency import (
+    AgencyConfig,
+    AgentConfig,
+    GoalState,
+    MoRef,
+    OvfProperty,
+    PowerState,
+    Status,
+)
+from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.model.inventory import InventorySnapshot, VmPowerState
+from agentvm.vsphere import hosts, vms
+from agentvm.vsphere.collector import read_one
+from agentvm.vsphere.inventory import read_inventory
+from agentvm.vsphere.session import Session
+
+pytestmark = pytest.mark.lab
+
+NAMESPACE = "com.example.agentvm"
+MARKER = VmMarker(NAMESPACE, "agency-1", "agent-2")
+HELLO = "hello-agent/hello-agent.ovf"
+
+
+def connect(info: VcsimInfo) -> Session:
+    conn = VCenterConnection(
+        url=info.url, username=info.username, password=Secret(info.password), thumbprint=info.thumbprint
+    )
+    return Session.connect(conn)
+
+
+@dataclass(frozen=True)
+class World:
+    info: VcsimInfo
+    session: Session
+    infra: VSphereInfrastructure
+    packages: str
+    bad_packages: str
+    vcsim_log: Path
+
+
+@pytest.fixture
+def packages(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The examples server, and one serving a malformed OVF (``garbage.ovf``)."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "garbage.ovf").write_text("<Envelope> not closed")
+    good, broken = PackageServer().start(), PackageServer(bad).start()
+    yield good.url, broken.url
+    good.stop()
+    broken.stop()
+
+
+@pytest.fixture
+def world(tmp_path: Path, packages: tuple[str, str]) -> Iterator[World]:
+    """vcsim (1 DC x 2 clusters x 3 hosts) with a readable log, a session and a started infrastructure."""
+    sim = Vcsim(Shape(), log_file=tmp_path / "vcsim.log")
+    try:
+        session = connect(sim.info)
+        infra = VSphereInfrastructure(session, watch_max_wait=2)
+        infra.start()
+        try:
+            yield World(sim.info, session, infra, packages[0], packages[1], sim.log_path)
+        finally:
+            infra.stop()
+            session.logout()
+    finally:
+        sim.stop()
+
+
+@dataclass(frozen=True)
+class Target:
+    host: MoRef
+    cluster: MoRef
+    datastore: MoRef
+    network: MoRef
+    folder: MoRef
+    pool: MoRef
+
+
+def target(inv: InventorySnapshot, cluster_index: int = 0, host_index: int = 0) -> Target:
+    cluster = inv.clusters[cluster_index]
+    host = inv.hosts_of(cluster.moref)[host_index]
+    assert cluster.resource_pool is not None
+    return Target(
+        host=host.moref,
+        cluster=cluster.moref,
+        datastore=host.datastores[0],
+        network=next(n.moref for n in inv.networks if n.name == "VM Network"),
+        folder=next(f.moref for f in inv.folders if f.path == "/DC0/vm"),
+        pool=cluster.resource_pool,
+    )
+
+
+def deploy(world: World, t: Target, *, url: str | None = None, name: str = "hello (1)") -> MoRef:
+    return world.infra.deploy_agent_vm(
+        host=t.host,
+        ovf_url=url or f"{world.packages}/{HELLO}",
+        ovf_properties=(OvfProperty("agent.ip", "10.0.0.7/24"), OvfProperty("agent.message", "hi")),
+        name=name,
+        datastore=t.datastore,
+        network=t.network,
+        folder=t.folder,
+        pool=t.pool,
+        marker=MARKER,
+        disk_provisioning="thin",
+    )
+
+
+def vm_names(session: Session) -> set[str]:
+    return {vm.name for vm in read_inventory(session, kinds={"vms"}).vms}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------------------------------------ deploy
+
+
+def test_deploy_puts_a_powered_off_marked_vm_with_its_ovf_environment_on_the_host(world: World) -> None:
+    session = world.session
+    t = target(read_inventory(session), cluster_index=1, host_index=2)
+
+    vm = deploy(world, t)
+
+    found = read_inventory(session, kinds={"vms"}, extra_config_prefix="").find_vm(vm.value)
+    assert found.name == "hello (1)"
+    assert found.host == t.host
+    assert found.resource_pool == t.pool
+    assert found.path == "/DC0/vm/hello (1)"
+    assert found.power_state is VmPowerState.POWERED_OFF
+    assert found.managed_by is not None
+    assert (found.managed_by.extension_key, found.managed_by.type) == (NAMESPACE, "agent")
+    extra = found.extra_config
+    assert extra["guestinfo.agent.ip"] == "10.0.0.7/24"
+    assert extra["guestinfo.agent.message"] == "hi"
+    assert extra["agentvm.owner"] == NAMESPACE
+    assert (extra["agentvm.agency"], extra["agentvm.agent"]) == ("agency-1", "agent-2")
+    assert extra["agentvm.ovfUrl"] == f"{world.packages}/{HELLO}"
+    assert "hello (1)/disk-0.vmdk: transferred 65536 bytes" in world.vcsim_log.read_text()
+
+
+def test_pin_and_ha_priority_are_cluster_vm_overrides(world: World) -> None:
+    session = world.session
+    t = target(read_inventory(session))
+    vm = deploy(world, t)
+
+    world.infra.pin_to_host(vm, t.host)
+    world.infra.ha_top_priority(vm)
+    world.infra.pin_to_host(vm, t.host)  # idempotent
+
+    config = read_one(session, session.mo(t.cluster), ["configurationEx"]).get("configurationEx")
+    drs = [c for c in config.drsVmConfig if c.key._moId == vm.value]
+    ha = [c for c in config.dasVmConfig if c.key._moId == vm.value]
+    assert [(c.enabled, c.behavior) for c in drs] == [(False, "manual")]
+    assert [c.dasSettings.restartPriority for c in ha] == ["highest"]
+
+
+def test_pin_and_ha_are_no_ops_on_a_standalone_host(
+    vcsim_factory: Callable[..., VcsimInfo], packages: tuple[str, str]
+) -> None:
+    info = vcsim_factory(clusters=1, hosts=1, standalone=1)
+    with connect(info) as session, VSphereInfrastructure(session) as infra:
+        inv = read_inventory(session)
+        standalone = inv.compute_resources[0]
+        obs = infra.observe([standalone.moref])
+        (host,) = obs.scope[standalone.moref]
+        vm = infra.deploy_agent_vm(
+            host=host,
+            ovf_url=f"{packages[0]}/{HELLO}",
+            ovf_properties=(),
+            name="hello (1)",
+            datastore=obs.hosts[host].datastores[0],
+            network=next(n for n in obs.hosts[host].networks if obs.names[n] == "VM Network"),
+            folder=None,  # the defaults: the datacenter's VM folder, the compute resource's root pool
+            pool=None,
+            marker=MARKER,
+        )
+        before = session.stats.snapshot()
+
+        infra.pin_to_host(vm, host)
+        infra.ha_top_priority(vm)
+
+        assert "ReconfigureComputeResource_Task" not in session.stats.snapshot() - before
+        found = read_inventory(session, kinds={"vms"}).find_vm(vm.value)
+        assert found.host == host
+        assert found.resource_pool == standalone.resource_pool
+
+
+def test_power_on_off_and_destroy_twice(world: World) -> None:
+    session = world.session
+    infra = world.infra
+    vm = deploy(world, target(read_inventory(session)))
+
+    infra.power_on(vm)
+    assert vms.power_state(session, vm) is VmPowerState.POWERED_ON
+    infra.power_on(vm)  # already on: nothing to do
+    infra.power_off(vm)
+    assert vms.power_state(session, vm) is VmPowerState.POWERED_OFF
+    infra.power_on(vm)
+    infra.destroy_vm(vm)  # powered on: off first, then deleted
+    assert "hello (1)" not in vm_names(session)
+    infra.destroy_vm(vm)  # already gone: fine
+
+
+def test_find_owned_vms_after_a_restart(world: World) -> None:
+    t = target(read_inventory(world.session))
+    vm = deploy(world, t)
+    world.infra.power_on(vm)
+    other = world.infra.deploy_agent_vm(
+        host=t.host,
+        ovf_url=f"{world.packages}/{HELLO}",
+        ovf_properties=(),
+        name="someone else's",
+        datastore=t.datastore,
+        network=t.network,
+        folder=t.folder,
+        pool=t.pool,
+        marker=VmMarker("com.example.other", "agency-9", "agent-9"),
+    )
+
+    # a new process: new session, new infrastructure, nothing remembered
+    with connect(world.info) as session:
+        infra = VSphereInfrastructure(session)
+        before = session.stats.snapshot()
+        found = infra.find_owned_vms(NAMESPACE)
+        calls = session.stats.snapshot() - before
+
+    assert [(a.vm, a.name, a.marker, a.host, a.power_state) for a in found] == [
+        (vm, "hello (1)", MARKER, t.host, PowerState.POWERED_ON)
+    ]
+    assert found[0].ovf_url == f"{world.packages}/{HELLO}"
+    assert other not in [a.vm for a in found]
+    assert calls["RetrievePropertiesEx"] == 2  # managedBy of all VMs, then extraConfig of ours
+
+
+# ------------------------------------------------------------------------------------------ failures
+
+
+def test_unreachable_ovf_url_is_ovf_unreachable_and_leaves_no_vm(world: World) -> None:
+    before = vm_names(world.session)
+    url = f"http://127.0.0.1:{free_port()}/{HELLO}"
+
+    with pytest.raises(OvfUnreachable) as err:
+        deploy(world, target(read_inventory(world.session)), url=url)
+
+    assert err.value.url == url
+    assert "connection refused" in str(err.value)
+    assert vm_names(world.session) == before
+
+
+def test_malformed_ovf_is_ovf_invalid_and_leaves_no_vm(world: World) -> None:
+    before = vm_names(world.session)
+    url = f"{world.bad_packages}/garbage.ovf"
+
+    with pytest.raises(OvfInvalid) as err:
+        deploy(world, target(read_inventory(world.session)), url=url)
+
+    assert err.value.url == url
+    assert err.value.errors and "line 1" in err.value.errors[0]
+    assert vm_names(world.session) == before
+
+
+def test_check_url_raises_invalid_url_with_the_reason(world: World) -> None:
+    world.infra.check_url(f"{world.packages}/{HELLO}")
+    world.infra.check_url(f"{world.bad_packages}/garbage.ovf")  # downloadable: its agents get the issue
+
+    with pytest.raises(InvalidUrl) as refused:
+        world.infra.check_url(f"http://127.0.0.1:{free_port()}/{HELLO}")
+    assert refused.value.connection_refused is True
+    with pytest.raises(InvalidUrl) as missing:
+        world.infra.check_url(f"{world.packages}/hello-agent/missing.ovf")
+    assert missing.value.response_code == 404
+
+
+# ------------------------------------------------------------------------------------------ observe
+
+
+def test_observe_reports_scope_hosts_defaults_and_names(world: World) -> None:
+    inv = read_inventory(world.session)
+    c0, c1 = inv.clusters
+    unknown = MoRef("ClusterComputeResource", "domain-c999")
+
+    obs = world.infra.observe([c0.moref, c1.moref, unknown])
+
+    assert obs.scope == {c0.moref: c0.hosts, c1.moref: c1.hosts}
+    assert set(obs.hosts) == set(c0.hosts) | set(c1.hosts)
+    host = obs.hosts[c0.hosts[0]]
+    assert host.path == f"{c0.path}/{host.name}"
+    assert host.cluster == c0.moref
+    assert obs.default_pools[c0.moref] == c0.resource_pool
+    (dc,) = inv.datacenters
+    assert obs.default_folders == {dc.moref: next(f.moref for f in inv.folders if f.path == "/DC0/vm")}
+    assert "VM Network" in obs.names.values()
+    assert obs.vms == ()
+
+
+def observe_calls(info: VcsimInfo) -> tuple[int, int]:
+    with connect(info) as session:
+        infra = VSphereInfrastructure(session)
+        scope = [c.moref for c in read_inventory(session, kinds=()).clusters]
+        before = session.stats.snapshot()
+        obs = infra.observe(scope)
+        infra.find_owned_vms(NAMESPACE)
+        return sum((session.stats.snapshot() - before).values()), len(obs.hosts)
+
+
+def test_observe_costs_the_same_calls_for_6_and_24_hosts(vcsim_factory: Callable[..., VcsimInfo]) -> None:
+    small_calls, small_hosts = observe_calls(vcsim_factory(clusters=2, hosts=3, vms=1))
+    big_calls, big_hosts = observe_calls(vcsim_factory(clusters=4, hosts=6, vms=2))
+
+    assert (small_hosts, big_hosts) == (6, 24)
+    assert small_calls == big_calls
+    assert big_calls <= 6  # a view, a read and the view's end; a view and a read for the VMs
+
+
+# ------------------------------------------------------------------------------------------ watcher
+
+
+def quiet_generation(infra: VSphereInfrastructure) -> int:
+    """The generation once the watcher has taken in every earlier change (1 s without a bump)."""
+    seen = infra.generation()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        bumped = infra.wait_for_change(seen, 1.0)
+        if bumped == seen:
+            return seen
+        seen = bumped
+    raise AssertionError("the watcher never went quiet")
+
+
+def test_a_vm_powered_off_by_someone_else_bumps_the_generation(world: World) -> None:
+    vm = deploy(world, target(read_inventory(world.session)))
+    world.infra.power_on(vm)
+    seen = quiet_generation(world.infra)
+
+    with connect(world.info) as someone_else:
+        vms.ensure_powered_off(someone_else, vm)
+    after = world.infra.wait_for_change(seen, 5.0)
+
+    assert after > seen
+
+
+def test_a_vm_deleted_by_someone_else_bumps_the_generation(world: World) -> None:
+    vm = deploy(world, target(read_inventory(world.session)))
+    seen = quiet_generation(world.infra)
+
+    with connect(world.info) as someone_else:
+        vms.destroy(someone_else, vm)
+    after = world.infra.wait_for_change(seen, 5.0)
+
+    assert after > seen
+
+
+def test_resync_bumps_the_generation_when_nothing_is_reported(vcsim: VcsimInfo) -> None:
+    # vcsim 0.24.2 publishes no update for maintenance mode: only the resync makes the engine look again
+    with connect(vcsim) as session:
+        host = read_inventory(session, kinds={"hosts"}).hosts[0]
+        assert host.cluster is not None
+        with VSphereInfrastructure(session, watch_max_wait=1, resync_seconds=1.0) as infra:
+            seen = infra.wait_for_change(infra.generation(), 5.0)  # the watcher's first batch
+            hosts.ensure_maintenance_mode(session, host.moref, True)
+            after = infra.wait_for_change(seen, 5.0)
+            observed = infra.observe([host.cluster]).hosts[host.moref]
+
+    assert after > seen
+    assert observed.in_maintenance_mode is True
+
+
+def test_stop_ends_the_watcher_promptly(world: World) -> None:
+    world.infra.generation()  # started by the fixture; this is a no-op
+    thread = world.infra._thread
+    assert thread is not None and thread.is_alive()
+
+    started = time.monotonic()
+    world.infra.stop()
+
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 2.0  # the wait is cancelled, not waited out
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def test_engine_deploys_one_agent_per_host_over_two_clusters(world: World) -> None:
+    session = world.session
+    inv = read_inventory(session)
+    t = target(inv)
+    config = AgencyConfig(
+        agency_name="hello",
+        agent_configs=(
+            AgentConfig(
+                ovf_package_url=f"{world.packages}/{HELLO}",
+                ovf_environment=(OvfProperty("agent.message", "hi"),),
+            ),
+        ),
+        scope=tuple(c.moref for c in inv.clusters),
+        agent_vm_datastores=(t.datastore,),
+        agent_vm_networks=(t.network,),
+    )
+    engine = Engine(world.infra, namespace=NAMESPACE)
+    agency = engine.create_agency(Caller("administrator@vsphere.local"), config, GoalState.ENABLED)
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        acted = engine.step()
+        if not acted and engine.agency_runtime(agency).status is Status.GREEN:
+            break
+        if not acted:
+            engine.wait_for_work(1.0)
+
+    assert engine.agency_runtime(agency).status is Status.GREEN
+    agents = [engine.agent_runtime(a) for a in engine.agency_agents(agency)]
+    assert sorted(a.host for a in agents) == sorted(h.moref for h in inv.hosts)
+    assert all(a.power_state is PowerState.POWERED_ON and a.vm is not None for a in agents)
+    assert all(a.status is Status.GREEN and not a.issues for a in agents)
+    deployed = {v.moref: v for v in read_inventory(session, kinds={"vms"}).vms}
+    for a in agents:
+        assert a.vm is not None
+        assert deployed[a.vm].host == a.host
+        assert deployed[a.vm].power_state is VmPowerState.POWERED_ON
+    for cluster in inv.clusters:
+        config_ex = read_one(session, session.mo(cluster.moref), ["configurationEx"]).get("configurationEx")
+        ours = {a.vm.value for a in agents if a.vm is not None and a.host in cluster.hosts}
+        assert {c.key._moId for c in config_ex.drsVmConfig if not c.enabled} == ours
+        assert {
+            c.key._moId for c in config_ex.dasVmConfig if c.dasSettings.restartPriority == "highest"
+        } == ours
