@@ -275,7 +275,7 @@ def test_unreachable_ovf_at_deploy_is_cannot_access_agent_ovf(infra: FakeInfra) 
     engine.run_until_quiet()
     issues = engine.query_issues(agency)
     assert [i.kind for i in issues] == [IssueKind.CANNOT_ACCESS_AGENT_OVF] * 2
-    assert all(i.detail["downloadUrl"] == OVF for i in issues)
+    assert all(i.detail["download_url"] == OVF for i in issues)
     assert engine.agency_runtime(agency).status is Status.RED
     deploys = infra.calls["deploy_agent_vm"]
     engine.run_until_quiet()
@@ -334,7 +334,7 @@ def test_agency_lists_that_the_host_cannot_see_are_no_custom_issues(infra: FakeI
     engine.run_until_quiet()
     (issue,) = engine.query_issues(agency)
     assert issue.kind is IssueKind.NO_CUSTOM_AGENT_VM_DATASTORE
-    assert issue.detail["customAgentVmDatastore"] == (str(missing),)
+    assert issue.detail["custom_agent_vm_datastore"] == (str(missing),)
 
 
 def test_new_ovf_url_upgrades_every_agent_one_host_at_a_time(infra: FakeInfra) -> None:

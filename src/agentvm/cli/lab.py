@@ -116,7 +116,12 @@ def status(
         table.add_row(
             "vcsim", str(state.pids.get("vcsim", "")), _yes(alive.get("vcsim", False)), state.vcsim.url
         )
-        table.add_row("EAM", "", _yes(alive.get("vcsim", False)), state.vcsim.eam_url)
+        table.add_row(
+            "EAM",
+            str(state.supervisor_pid),
+            _yes(alive["supervisor"]),
+            f"{state.vcsim.eam_url} -> {state.eam_backend}",
+        )
         table.add_row("packages", str(state.supervisor_pid), _yes(alive["supervisor"]), state.ovf_url)
         console.print(table)
     if not running:

@@ -23,7 +23,15 @@ from agentvm.core.agent_state import (
     PowerOn,
 )
 from agentvm.core.agents import LATCHED, OVF_URL
-from agentvm.model.agency import AgencyConfig, GoalState, HookState, Issue, IssueKind, VmHook
+from agentvm.model.agency import (
+    DETAIL_DOWNLOAD_URL,
+    AgencyConfig,
+    GoalState,
+    HookState,
+    Issue,
+    IssueKind,
+    VmHook,
+)
 
 # ------------------------------------------------------------------------------------------- outcomes
 
@@ -115,7 +123,7 @@ def _add_deploy_issue(
 ) -> EngineState:
     detail = {**outcome.detail, OVF_URL: action.ovf_url}
     if outcome.kind is IssueKind.CANNOT_ACCESS_AGENT_OVF:
-        detail.setdefault("downloadUrl", action.ovf_url)
+        detail.setdefault(DETAIL_DOWNLOAD_URL, action.ovf_url)
     issue = Issue(
         key=state.next_issue_key,
         kind=outcome.kind,

@@ -10,7 +10,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from agentvm.model.agency import AgencyConfig, AgentConfig, IssueKind, MoRef
+from agentvm.model.agency import (
+    DETAIL_CUSTOM_DATASTORE,
+    DETAIL_CUSTOM_NETWORK,
+    AgencyConfig,
+    AgentConfig,
+    IssueKind,
+    MoRef,
+)
 from agentvm.model.inventory import Host
 
 Detail = Mapping[str, str | tuple[str, ...]]
@@ -63,7 +70,7 @@ def _choose(
             return candidate
     detail: Detail = {
         field_name: tuple(str(c) for c in candidates),
-        f"{field_name}Name": tuple(names.get(c, c.value) for c in candidates),
+        f"{field_name}_name": tuple(names.get(c, c.value) for c in candidates),
     }
     return missing_custom, detail
 
@@ -89,7 +96,7 @@ def choose_placement(
         names,
         IssueKind.NO_AGENT_VM_DATASTORE,
         IssueKind.NO_CUSTOM_AGENT_VM_DATASTORE,
-        "customAgentVmDatastore",
+        DETAIL_CUSTOM_DATASTORE,
     )
     network = _choose(
         config.agent_vm_networks,
@@ -99,7 +106,7 @@ def choose_placement(
         names,
         IssueKind.NO_AGENT_VM_NETWORK,
         IssueKind.NO_CUSTOM_AGENT_VM_NETWORK,
-        "customAgentVmNetwork",
+        DETAIL_CUSTOM_NETWORK,
     )
     problems = [r for r in (datastore, network) if isinstance(r, tuple)]
     if problems or not isinstance(datastore, MoRef) or not isinstance(network, MoRef):

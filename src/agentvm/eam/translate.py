@@ -1,6 +1,6 @@
 # mypy: disable-error-code="no-untyped-call"
 # (pyVmomi generates its eam/vim/vmodl types at run time: their constructors are untyped)
-"""pyVmomi ``eam.*`` objects ⇄ agentvm.model values, for the EAM emulator.
+"""pyVmomi ``eam.*`` objects ⇄ agentvm.model values, for the EAM emulator and the EAM client.
 
 Called by ``service.py`` in both directions: requests (Agency.ConfigInfo, Issue for AddIssue) become model
 values for the engine; the engine's answers (configs, runtimes, issues) become ``eam.*`` objects that
@@ -16,12 +16,14 @@ messages; InvalidConfig: one message), ``missing_file`` (VmCorrupted), ``custom_
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from pyVmomi import VmomiSupport, eam, vmodl
 
+from agentvm.model import agency
 from agentvm.model.agency import (
     AgencyConfig,
     AgencyRuntime,
@@ -40,6 +42,8 @@ from agentvm.model.agency import (
     VmHook,
 )
 
+_log = logging.getLogger(__name__)
+
 
 class InvalidArgument(ValueError):
     """A request value EAM would refuse with vmodl.fault.InvalidArgument (the caller maps it)."""
@@ -49,13 +53,13 @@ class InvalidArgument(ValueError):
         self.invalid_property = invalid_property
 
 
-DOWNLOAD_URL = "download_url"
-ERROR = "error"
-MISSING_FILE = "missing_file"
-CUSTOM_DATASTORE = "custom_agent_vm_datastore"
-CUSTOM_DATASTORE_NAME = "custom_agent_vm_datastore_name"
-CUSTOM_NETWORK = "custom_agent_vm_network"
-CUSTOM_NETWORK_NAME = "custom_agent_vm_network_name"
+DOWNLOAD_URL = agency.DETAIL_DOWNLOAD_URL
+ERROR = agency.DETAIL_ERROR
+MISSING_FILE = agency.DETAIL_MISSING_FILE
+CUSTOM_DATASTORE = agency.DETAIL_CUSTOM_DATASTORE
+CUSTOM_DATASTORE_NAME = agency.DETAIL_CUSTOM_DATASTORE_NAME
+CUSTOM_NETWORK = agency.DETAIL_CUSTOM_NETWORK
+CUSTOM_NETWORK_NAME = agency.DETAIL_CUSTOM_NETWORK_NAME
 
 # --- managed-object references
 
@@ -402,4 +406,67 @@ def agency_runtime_from_eam(info: Any) -> AgencyRuntime:
         goal_state=GoalState(info.goalState),
         status=Status(info.status),
         issues=tuple(issue_from_eam(i) for i in info.issue or ()),
+    )
+
+
+# --- the client side (eam.client): lenient readers of what a real EAM answers
+#
+# A real EAM raises issue types agentvm does not model (VIB issues, vLCM hooks, newer kinds) and may leave
+# optional fields out (runtime.agency, issue.agent). A status read must not fail on them: these readers
+# skip unknown issue types (logged) and fill missing ids from the caller's context.
+
+
+def read_issues(values: Iterable[Any]) -> tuple[Issue, ...]:
+    """The issues agentvm models, in order; issues of other types are skipped with a warning."""
+    issues = []
+    for value in values:
+        try:
+            issues.append(issue_from_eam(value))
+        except InvalidArgument:
+            _log.warning(
+                "EAM issue %s of type %s is not one agentvm understands; skipped (see the vSphere client)",
+                getattr(value, "key", "?"),
+                type(value)._wsdlName,
+            )
+    return tuple(issues)
+
+
+def read_agency_runtime(info: Any, agency: str) -> AgencyRuntime:
+    """An agency's ``EamObject.RuntimeInfo`` → AgencyRuntime; ``agency`` is the id the client asked about."""
+    return AgencyRuntime(
+        agency=info.entity._moId if info.entity is not None else agency,
+        goal_state=GoalState(info.goalState),
+        status=Status(info.status),
+        issues=read_issues(info.issue or ()),
+    )
+
+
+def read_agent_runtime(info: Any, agent: str, agency: str | None = None) -> AgentRuntime:
+    """An ``eam.Agent.RuntimeInfo`` → AgentRuntime, for the agent id the client asked about.
+
+    EAM does not send host names: ``host_name`` is the host's moid unless one of the agent's issues names
+    the host. ``agency`` fills ``runtime.agency`` when EAM leaves it out. Raises ValueError when EAM did not
+    say which host the agent is for.
+    """
+    issues = read_issues(info.issue or ())
+    if info.host is None:
+        raise ValueError(f"EAM's runtime of agent {agent} names no host")
+    host = from_mo(info.host)
+    host_name = next((i.host_name for i in issues if i.host == host and i.host_name), None) or host.value
+    hook = info.vmHook
+    return AgentRuntime(
+        agent=info.entity._moId if info.entity is not None else agent,
+        agency=info.agency._moId if info.agency is not None else (agency or ""),
+        host=host,
+        host_name=host_name,
+        goal_state=GoalState(info.goalState),
+        status=Status(info.status),
+        power_state=PowerState(info.vmPowerState),
+        vm_name=info.vmName or "",
+        vm=from_mo(info.vm) if info.vm is not None else None,
+        vm_ip=info.vmIp or None,
+        hook=VmHook(from_mo(hook.vm), HookState(hook.vmState)) if hook is not None else None,
+        issues=issues,
+        resource_pool=from_mo(info.esxAgentResourcePool) if info.esxAgentResourcePool else None,
+        folder=from_mo(info.esxAgentFolder) if info.esxAgentFolder else None,
     )

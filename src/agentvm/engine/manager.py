@@ -52,6 +52,7 @@ from agentvm.engine.api import (
 from agentvm.engine.infra import DeployError, InfraError, Infrastructure, OvfInvalid
 from agentvm.engine.store import StateFile
 from agentvm.model.agency import (
+    DETAIL_ERROR,
     AgencyConfig,
     AgencyRuntime,
     AgentConfig,
@@ -206,9 +207,9 @@ class Engine:
             )
         except DeployError as e:
             log.warning("deploying %s on %s failed: %s", action.name, action.host, e)
-            detail: dict[str, str | tuple[str, ...]] = {"error": str(e)}
+            detail: dict[str, str | tuple[str, ...]] = {DETAIL_ERROR: str(e)}
             if isinstance(e, OvfInvalid):
-                detail["error"] = e.errors
+                detail[DETAIL_ERROR] = e.errors
             return DeployFailed(e.issue_kind, detail)
         try:
             # agent VMs stay on their host and restart first (EAM.md section 7); the VM works without

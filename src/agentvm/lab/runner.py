@@ -41,10 +41,11 @@ class LabState:
     shape: Shape
     start_seconds: float
     started_at: float = field(default_factory=time.time)
+    eam_backend: str = ""
 
     @property
     def info(self) -> LabInfo:
-        return LabInfo(vcsim=self.vcsim, ovf_url=self.ovf_url, shape=self.shape)
+        return LabInfo(vcsim=self.vcsim, ovf_url=self.ovf_url, shape=self.shape, eam_backend=self.eam_backend)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -59,6 +60,7 @@ class LabState:
             shape=Shape(**raw["shape"]),  # type: ignore[arg-type]
             start_seconds=float(raw["start_seconds"]),  # type: ignore[arg-type]
             started_at=float(raw["started_at"]),  # type: ignore[arg-type]
+            eam_backend=str(raw.get("eam_backend", "")),
         )
 
 
@@ -207,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     started = time.monotonic()
-    lab = Lab(shape, port=args.port, plain_http=args.plain_http, log_dir=args.state_dir)
+    lab = Lab(
+        shape, port=args.port, plain_http=args.plain_http, log_dir=args.state_dir, state_dir=args.state_dir
+    )
     try:
         info = lab.start()
     except LabError as exc:
@@ -223,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 ovf_url=info.ovf_url,
                 shape=shape,
                 start_seconds=round(time.monotonic() - started, 3),
+                eam_backend=info.eam_backend,
             ),
         )
         stop.wait()

@@ -1,4 +1,4 @@
-"""The whole lab in one object: vcsim, the package server (and the emulators as they join).
+"""The whole lab in one object: vcsim, the lab's EAM (engine + SOAP emulator), the package server.
 
 Used in-process by the pytest fixtures and by the detached lab runner behind ``agentvm lab up``.
 Everything listens on 127.0.0.1 only.
@@ -7,10 +7,13 @@ Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import contextlib
+import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from agentvm.lab.eam_service import LabEam
 from agentvm.lab.packages import PackageServer
 from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo
 
@@ -22,6 +25,7 @@ class LabInfo:
     vcsim: VcsimInfo
     ovf_url: str  # base URL of the package server: $AGENTVM_LAB_OVF_URL
     shape: Shape
+    eam_backend: str = ""  # where vcsim forwards /eam/sdk (clients use vcsim.eam_url)
 
     def env(self) -> dict[str, str]:
         """The environment a user (or a spec file) needs to reach this lab, as in ``agentvm lab env``."""
@@ -45,6 +49,7 @@ class Lab:
         plain_http: bool = False,
         password: str | None = None,
         log_dir: Path | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         shape.validate()
         self.shape = shape
@@ -52,25 +57,46 @@ class Lab:
         self._plain_http = plain_http
         self._password = password
         self._log_dir = log_dir
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if state_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="agentvm-lab-")
+            state_dir = Path(self._tmp.name)
+        self.state_dir = state_dir
         self._packages: PackageServer | None = None
         self._vcsim: Vcsim | None = None
+        self.eam: LabEam | None = None
         self.info: LabInfo | None = None
 
     def start(self) -> LabInfo:
         try:
             self._packages = PackageServer().start()
+            eam_port = _free_port()  # vcsim must know where EAM is before EAM can log in to vcsim
             self._vcsim = Vcsim(
                 self.shape,
                 port=self._port,
                 plain_http=self._plain_http,
                 password=self._password,
+                eam_backend=f"http://127.0.0.1:{eam_port}",
                 log_file=self._log_dir / "vcsim.log" if self._log_dir else None,
             )
+            self.eam = LabEam(self._vcsim.info, self.state_dir / "eam-state.json", eam_port).start()
         except BaseException:
             self.stop()
             raise
-        self.info = LabInfo(vcsim=self._vcsim.info, ovf_url=self._packages.url, shape=self.shape)
+        self.info = LabInfo(
+            vcsim=self._vcsim.info,
+            ovf_url=self._packages.url,
+            shape=self.shape,
+            eam_backend=self.eam.url,
+        )
         return self.info
+
+    def restart_eam(self) -> None:
+        """Stop the lab's EAM and start it again on the same port from its state file (for tests)."""
+        assert self.eam is not None and self._vcsim is not None, "the lab is not running"
+        port = self.eam.port
+        self.eam.stop()
+        self.eam = LabEam(self._vcsim.info, self.state_dir / "eam-state.json", port).start()
 
     @property
     def pids(self) -> dict[str, int]:
@@ -78,6 +104,9 @@ class Lab:
         return {"vcsim": self._vcsim.process.pid} if self._vcsim else {}
 
     def stop(self) -> None:
+        if self.eam is not None:
+            self.eam.stop()
+            self.eam = None
         if self._vcsim is not None:
             self._vcsim.stop()
             self._vcsim = None
@@ -85,6 +114,10 @@ class Lab:
             with contextlib.suppress(OSError):
                 self._packages.stop()
             self._packages = None
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                self._tmp.cleanup()
+            self._tmp = None
 
     def __enter__(self) -> LabInfo:
         return self.start()
@@ -93,3 +126,10 @@ class Lab:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _free_port() -> int:
+    """A port free on 127.0.0.1 now (the EAM server binds it a moment later, with SO_REUSEADDR)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -125,6 +125,17 @@ REMEDIES: Mapping[IssueKind, Remedy] = {
 }
 
 
+# Keys of Issue.detail: the kind-specific fields of EAM's issue types, one vocabulary for the engine that
+# raises issues and the EAM translation that puts them on the wire. References are written "Datastore:ds-1".
+DETAIL_DOWNLOAD_URL = "download_url"  # CannotAccessAgentOVF.downloadUrl
+DETAIL_ERROR = "error"  # OvfInvalidFormat / OvfInvalidProperty (one or more), InvalidConfig (one)
+DETAIL_MISSING_FILE = "missing_file"  # VmCorrupted.missingFile
+DETAIL_CUSTOM_DATASTORE = "custom_agent_vm_datastore"  # NoCustomAgentVmDatastore candidates
+DETAIL_CUSTOM_DATASTORE_NAME = "custom_agent_vm_datastore_name"
+DETAIL_CUSTOM_NETWORK = "custom_agent_vm_network"  # NoCustomAgentVmNetwork candidates
+DETAIL_CUSTOM_NETWORK_NAME = "custom_agent_vm_network_name"
+
+
 @dataclass(frozen=True)
 class OvfProperty:
     key: str

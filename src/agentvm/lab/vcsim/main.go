@@ -331,7 +331,47 @@ func (a *agentManagers) ensure() {
 			simulator.Map.Update(host, []types.PropertyChange{{Name: "configManager", Val: cm}})
 		})
 		a.done[host.Self] = true
+		shareClusterStorage(host)
 	}
+}
+
+// shareClusterStorage mounts the datastores of a cluster's other hosts on a host that joined it with none,
+// as shared storage would be on a real cluster (0.24.2 gives an added host no datastore at all).
+func shareClusterStorage(host *simulator.HostSystem) {
+	if host.Parent == nil || host.Parent.Type != "ClusterComputeResource" || len(host.Datastore) > 0 {
+		return
+	}
+	cluster, ok := simulator.Map.Get(*host.Parent).(*simulator.ClusterComputeResource)
+	if !ok {
+		return
+	}
+	var shared []types.ManagedObjectReference
+	for _, ref := range cluster.Host {
+		if sibling, ok := simulator.Map.Get(ref).(*simulator.HostSystem); ok && ref != host.Self && len(sibling.Datastore) > 0 {
+			shared = append(shared, sibling.Datastore...)
+			break
+		}
+	}
+	if len(shared) == 0 {
+		return
+	}
+	for _, ref := range shared {
+		ds, ok := simulator.Map.Get(ref).(*simulator.Datastore)
+		if !ok {
+			continue
+		}
+		simulator.Map.WithLock(ds, func() {
+			mounts := append(append([]types.DatastoreHostMount(nil), ds.Host...), types.DatastoreHostMount{
+				Key: host.Self,
+				MountInfo: types.HostMountInfo{AccessMode: string(types.HostMountModeReadWrite),
+					Mounted: types.NewBool(true), Accessible: types.NewBool(true)},
+			})
+			simulator.Map.Update(ds, []types.PropertyChange{{Name: "host", Val: mounts}})
+		})
+	}
+	simulator.Map.WithLock(host, func() {
+		simulator.Map.Update(host, []types.PropertyChange{{Name: "datastore", Val: shared}})
+	})
 }
 
 // ---------------------------------------------------------------------------------------------------

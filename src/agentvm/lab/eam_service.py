@@ -1,0 +1,106 @@
+"""The lab's ESX Agent Manager: agentvm's own engine on vim25, behind the EAM SOAP emulator.
+
+vcsim forwards ``/eam/sdk`` to this service, so a client reaches EAM exactly as on a real vCenter (same
+endpoint, same session cookie). The engine logs in to vcsim with the lab's administrator account (a real
+EAM acts as its own extension, ``com.vmware.vim.eam``), keeps its agencies in a state file so that a
+restart loses nothing, and runs its reconcile loop in one thread. Started by ``agentvm.lab.world.Lab``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from pathlib import Path
+
+from agentvm.engine.infra import InfraError
+from agentvm.engine.manager import Engine
+from agentvm.engine.vsphere_infra import VSphereInfrastructure
+from agentvm.lab.eam_emulator import EmulatorServer, VcenterSessionChecker, start
+from agentvm.lab.vcsim import VcsimInfo
+from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.model.errors import AgentvmError
+from agentvm.vsphere.session import Session
+
+log = logging.getLogger(__name__)
+
+# what a real EAM's agent VMs carry in config.managedBy.extensionKey
+EAM_NAMESPACE = "com.vmware.vim.eam"
+
+
+class LabEam:
+    """``LabEam(vcsim, state_file, port).start()``; ``stop()`` ends the loop and the server."""
+
+    def __init__(self, vcsim: VcsimInfo, state_file: Path, port: int = 0) -> None:
+        self.vcsim = vcsim
+        self.state_file = state_file
+        self.port = port
+        self._stop = threading.Event()
+        self._session: Session | None = None
+        self._infra: VSphereInfrastructure | None = None
+        self.engine: Engine | None = None
+        self._server: EmulatorServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "not started"
+        return self._server.url
+
+    def start(self) -> LabEam:
+        try:
+            conn = VCenterConnection(
+                url=self.vcsim.url,
+                username=self.vcsim.username,
+                password=Secret(self.vcsim.password),
+                thumbprint=self.vcsim.thumbprint or None,
+            )
+            self._session = Session.connect(conn, correlation_prefix="eam")
+            # a periodic full re-check on top of the watcher, as a safety net (cheap at lab sizes)
+            self._infra = VSphereInfrastructure(self._session, resync_seconds=5.0)
+            self._infra.start()
+            self.engine = Engine(self._infra, self.state_file, namespace=EAM_NAMESPACE)
+            checker = VcenterSessionChecker(self.vcsim.url, self.vcsim.thumbprint or None)
+            self._server = start(self.engine, checker, port=self.port)
+            self.port = self._server.port
+            self._thread = threading.Thread(target=self._loop, name="lab-eam-engine", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _loop(self) -> None:
+        """Reconcile until stopped: step while there is work, otherwise sleep until something changes."""
+        engine = self.engine
+        assert engine is not None
+        while not self._stop.is_set():
+            try:
+                busy = engine.step()
+            except (InfraError, AgentvmError) as exc:
+                log.warning("EAM engine step failed, retrying: %s", exc)
+                self._stop.wait(0.5)
+                continue
+            except Exception:  # keep the lab's EAM alive, as a real one would; the log has the cause
+                log.exception("EAM engine step failed unexpectedly")
+                self._stop.wait(1.0)
+                continue
+            if not busy:
+                engine.wait_for_work(0.5)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self._infra is not None:
+            with contextlib.suppress(Exception):
+                self._infra.stop()
+            self._infra = None
+        if self._session is not None:
+            with contextlib.suppress(Exception):
+                self._session.logout()
+            self._session = None

@@ -1,0 +1,374 @@
+"""The lab's EAM as a plain pyVmomi EAM client sees it (no agentvm code on the client side).
+
+Each test gets its own lab: vcsim (1 datacenter x 2 clusters x 3 hosts), the lab's EAM (agentvm's engine on
+vim25 behind the EAM SOAP emulator, reached through vcsim's /eam/sdk with the vCenter session cookie) and
+the package server with examples/hello-agent.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pyVim.connect import Connect, Disconnect
+from pyVmomi import SoapStubAdapter, eam, vim, vmodl
+
+from agentvm.lab.world import Lab, LabInfo
+
+pytestmark = pytest.mark.lab
+
+TIMEOUT = 60.0
+
+
+@dataclass
+class World:
+    lab: Lab
+    info: LabInfo
+    si: Any
+    eam: Any  # eam.EsxAgentManager
+
+    @property
+    def ovf(self) -> str:
+        return f"{self.info.ovf_url}/hello-agent/hello-agent.ovf"
+
+    def names(self, kind: type) -> list[str]:
+        """The names of every object of ``kind``, in one property-collector read (no race with deletes)."""
+        content = self.si.content
+        view = content.viewManager.CreateContainerView(content.rootFolder, [kind], True)
+        pc = vmodl.query.PropertyCollector
+        spec = pc.FilterSpec(
+            objectSet=[
+                pc.ObjectSpec(
+                    obj=view,
+                    skip=True,
+                    selectSet=[
+                        pc.TraversalSpec(name="v", path="view", skip=False, type=vim.view.ContainerView)
+                    ],
+                )
+            ],
+            propSet=[pc.PropertySpec(type=kind, pathSet=["name"])],
+        )
+        try:
+            result = content.propertyCollector.RetrievePropertiesEx([spec], pc.RetrieveOptions())
+            return sorted(o.propSet[0].val for o in (result.objects if result else []) if o.propSet)
+        finally:
+            view.Destroy()
+
+    def agent_vm_names(self) -> list[str]:
+        return [n for n in self.names(vim.VirtualMachine) if n.startswith("hello-agent")]
+
+    def objects(self, kind: type) -> list[Any]:
+        view = self.si.content.viewManager.CreateContainerView(self.si.content.rootFolder, [kind], True)
+        try:
+            return sorted(view.view, key=lambda o: o.name)
+        finally:
+            view.Destroy()
+
+
+def vcenter(info: LabInfo) -> Any:
+    ctx = ssl.create_default_context()
+    return Connect(
+        host=info.vcsim.host,
+        port=info.vcsim.port,
+        user=info.vcsim.username,
+        pwd=info.vcsim.password,
+        thumbprint=info.vcsim.thumbprint.replace(":", "").lower(),
+        sslContext=ctx,
+        version="vim.version.version11",
+    )
+
+
+def eam_manager(info: LabInfo, si: Any) -> Any:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the vCenter connection above pinned this very certificate
+    stub = SoapStubAdapter(
+        host=info.vcsim.host,
+        port=info.vcsim.port,
+        path="/eam/sdk",
+        version="eam.version.version7_5",
+        sslContext=ctx,
+    )
+    stub.cookie = si._stub.cookie
+    return eam.EsxAgentManager("EsxAgentManager", stub)
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    lab = Lab()
+    info = lab.start()
+    si = vcenter(info)
+    try:
+        yield World(lab, info, si, eam_manager(info, si))
+    finally:
+        Disconnect(si)
+        lab.stop()
+
+
+def config(
+    world: World,
+    *,
+    ovf: str | None = None,
+    lists: bool = True,
+    hook: bool = False,
+    clusters: list[Any] | None = None,
+) -> Any:
+    clusters = clusters if clusters is not None else world.objects(vim.ClusterComputeResource)
+    host = world.objects(vim.HostSystem)[0]
+    cfg = eam.Agency.ConfigInfo(
+        agencyName="hello",
+        agentName="hello-agent",
+        scope=eam.Agency.ComputeResourceScope(computeResource=clusters),
+        agentConfig=[
+            eam.Agent.ConfigInfo(
+                ovfPackageUrl=ovf or world.ovf,
+                ovfEnvironment=eam.Agent.OvfEnvironmentInfo(
+                    ovfProperty=[eam.Agent.OvfEnvironmentInfo.OvfProperty(key="agent.message", value="hi")]
+                ),
+            )
+        ],
+        manuallyMarkAgentVmAvailableAfterProvisioning=hook,
+    )
+    if lists:
+        cfg.agentVmDatastore = [host.datastore[0]]
+        cfg.agentVmNetwork = [
+            n
+            for n in host.network
+            if isinstance(n, vim.Network) and not isinstance(n, vim.dvs.DistributedVirtualPortgroup)
+        ][:1]
+    return cfg
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def runtimes(agency: Any) -> list[Any]:
+    return [a.AgentQueryRuntime() for a in agency.QueryAgent()]
+
+
+def on_vcenter(world: World, ref: Any) -> Any:
+    """References EAM returns are bound to the EAM stub: rebind them to vCenter to read them."""
+    return type(ref)(ref._moId, world.si._stub)
+
+
+def green(agency: Any, count: int | None = None) -> bool:
+    rts = runtimes(agency)
+    return (
+        agency.AgencyQueryRuntime().status == "green"
+        and (count is None or len(rts) == count)
+        and all(r.status == "green" and r.vmPowerState == "poweredOn" for r in rts)
+    )
+
+
+def issue_types(obj: Any) -> list[str]:
+    return sorted(type(i).__name__.rsplit(".", 1)[-1] for i in obj.QueryIssue())
+
+
+def test_an_agency_over_two_clusters_gets_one_green_agent_per_host(world: World) -> None:
+    started = time.monotonic()
+    agency = world.eam.CreateAgency(config(world), "enabled")
+    wait_until("6 green agents", lambda: green(agency, 6))
+    print(f"CreateAgency to all green, 2x3 hosts: {time.monotonic() - started:.2f} s")
+    rts = runtimes(agency)
+    assert sorted(r.host._moId for r in rts) == sorted(h._moId for h in world.objects(vim.HostSystem))
+    for r in rts:
+        vm, host = on_vcenter(world, r.vm), on_vcenter(world, r.host)
+        assert vm.runtime.host == host and vm.runtime.powerState == "poweredOn"
+        cluster = host.parent
+        drs = {c.key: c for c in cluster.configurationEx.drsVmConfig}
+        das = {c.key: c for c in cluster.configurationEx.dasVmConfig}
+        assert vm in drs and (drs[vm].enabled is False or drs[vm].behavior == "manual")
+        assert das[vm].dasSettings.restartPriority in ("highest", "high")
+    assert [a.QueryConfig().ovfPackageUrl for a in agency.QueryAgent()] == [world.ovf] * 6
+    assert agency.QueryIssue() == []
+
+
+def test_a_provisioned_hook_holds_power_on_until_marked_available(world: World) -> None:
+    agency = world.eam.CreateAgency(
+        config(world, hook=True, clusters=world.objects(vim.ClusterComputeResource)[:1]), "enabled"
+    )
+    wait_until("3 pending hooks", lambda: len([r for r in runtimes(agency) if r.vmHook]) == 3)
+    time.sleep(1.0)  # EAM waits for as long as it takes: nothing powers on meanwhile
+    rts = runtimes(agency)
+    assert all(r.vmHook.vmState == "provisioned" for r in rts)
+    assert all(r.vmPowerState == "poweredOff" and r.status == "yellow" for r in rts)
+    first = agency.QueryAgent()[0]
+    first.MarkAsAvailable()
+    wait_until("the marked agent on", lambda: first.AgentQueryRuntime().vmPowerState == "poweredOn")
+    others = agency.QueryAgent()[1:]
+    assert all(a.AgentQueryRuntime().vmPowerState == "poweredOff" for a in others)
+    for a in others:
+        a.MarkAsAvailable()
+    wait_until("3 green agents", lambda: green(agency, 3))
+
+
+def test_a_host_added_to_a_cluster_gets_its_agent(world: World) -> None:
+    agency = world.eam.CreateAgency(config(world), "enabled")
+    wait_until("6 green agents", lambda: green(agency, 6))
+    cluster = world.objects(vim.ClusterComputeResource)[0]
+    task = cluster.AddHost_Task(vim.host.ConnectSpec(hostName="added.lab", force=True), True)
+    wait_until("the host added", lambda: task.info.state in ("success", "error"))
+    host = task.info.result
+    wait_until("7 green agents", lambda: green(agency, 7))
+    assert host._moId in [r.host._moId for r in runtimes(agency)]
+
+
+def test_maintenance_mode_powers_the_agent_off_and_on_without_an_issue(world: World) -> None:
+    agency = world.eam.CreateAgency(config(world), "enabled")
+    wait_until("6 green agents", lambda: green(agency, 6))
+    rt = runtimes(agency)[0]
+    host, vm = on_vcenter(world, rt.host), on_vcenter(world, rt.vm)
+    task = host.EnterMaintenanceMode_Task(timeout=0)
+    wait_until("maintenance mode", lambda: host.runtime.inMaintenanceMode)
+    wait_until("agent off", lambda: vm.runtime.powerState == "poweredOff")
+    time.sleep(0.5)
+    assert agency.QueryIssue() == []
+    assert task.info.state in ("success", "running")
+    host.ExitMaintenanceMode_Task(timeout=0)
+    wait_until("agent on again", lambda: vm.runtime.powerState == "poweredOn")
+    wait_until("green", lambda: green(agency, 6))
+    assert agency.QueryIssue() == []
+
+
+def test_powered_off_agent_is_an_issue_until_resolved(world: World) -> None:
+    agency = world.eam.CreateAgency(config(world), "enabled")
+    wait_until("6 green agents", lambda: green(agency, 6))
+    agent = agency.QueryAgent()[0]
+    vm = on_vcenter(world, agent.AgentQueryRuntime().vm)
+    vm.PowerOffVM_Task()
+    wait_until("VmPoweredOff", lambda: issue_types(agency) == ["VmPoweredOff"])
+    assert agency.AgencyQueryRuntime().status == "red"
+    time.sleep(1.0)  # no silent self-healing: the VM stays off until someone resolves
+    assert vm.runtime.powerState == "poweredOff"
+    key = agency.QueryIssue()[0].key
+    assert agency.Resolve([key]) == []
+    wait_until("green again", lambda: green(agency, 6))
+    assert vm.runtime.powerState == "poweredOn" and agency.QueryIssue() == []
+
+
+def test_deleted_agent_is_redeployed_on_resolve_all(world: World) -> None:
+    agency = world.eam.CreateAgency(config(world), "enabled")
+    wait_until("6 green agents", lambda: green(agency, 6))
+    agent = agency.QueryAgent()[0]
+    vm = on_vcenter(world, agent.AgentQueryRuntime().vm)
+    vm.PowerOffVM_Task()
+    wait_until("powered off", lambda: vm.runtime.powerState == "poweredOff")
+    vm.Destroy_Task()
+    wait_until("VmNotDeployed", lambda: "VmNotDeployed" in issue_types(agency))
+    agency.ResolveAll()
+    wait_until("redeployed and green", lambda: green(agency, 6) and not agency.QueryIssue())
+    assert agent.AgentQueryRuntime().vm._moId != vm._moId
+
+
+def test_unreachable_ovf_is_cannot_access_agent_ovf(world: World) -> None:
+    with pytest.raises(eam.fault.InvalidUrl):  # EAM downloads the OVF during CreateAgency
+        world.eam.CreateAgency(config(world, ovf="http://127.0.0.1:9/nothing.ovf"), "enabled")
+    assert world.eam.QueryAgency() == []  # nothing created on a validation fault
+    cluster = world.objects(vim.ClusterComputeResource)[0]
+    agency = world.eam.CreateAgency(config(world, clusters=[cluster]), "enabled")
+    wait_until("3 green agents", lambda: green(agency, 3))
+    world.lab._packages.stop()  # type: ignore[union-attr]  # the OVF server goes away
+    task = cluster.AddHost_Task(vim.host.ConnectSpec(hostName="added.lab", force=True), True)
+    wait_until("the host added", lambda: task.info.state in ("success", "error"))
+    wait_until("CannotAccessAgentOVF", lambda: "CannotAccessAgentOVF" in issue_types(agency))
+    issue = next(i for i in agency.QueryIssue() if isinstance(i, eam.issue.CannotAccessAgentOVF))
+    assert issue.downloadUrl == world.ovf and issue.host._moId == task.info.result._moId
+    assert agency.AgencyQueryRuntime().status == "red"
+
+
+def test_a_host_without_agent_vm_settings_and_no_lists_is_no_agent_vm_datastore(world: World) -> None:
+    cluster = world.objects(vim.ClusterComputeResource)[:1]
+    agency = world.eam.CreateAgency(config(world, lists=False, clusters=cluster), "enabled")
+    wait_until(
+        "NoAgentVmDatastore on each host", lambda: issue_types(agency).count("NoAgentVmDatastore") == 3
+    )
+    assert agency.AgencyQueryRuntime().status == "red"
+
+
+def test_update_with_a_new_ovf_upgrades_one_host_at_a_time(world: World) -> None:
+    agency = world.eam.CreateAgency(config(world), "enabled")
+    wait_until("6 green agents", lambda: green(agency, 6))
+    old_vms = {r.host._moId: r.vm._moId for r in runtimes(agency)}
+    agency.Update(config(world, ovf=world.ovf + "?v=2"))
+    most_at_once = 0
+    deadline = time.monotonic() + TIMEOUT * 2
+    while time.monotonic() < deadline:
+        rts = runtimes(agency)
+        most_at_once = max(most_at_once, len(world.agent_vm_names()) - 6)
+        if all(r.vm is not None and old_vms[r.host._moId] != r.vm._moId for r in rts) and green(agency, 6):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the upgrade did not finish")
+    assert most_at_once <= 1, "more than one host was upgraded at a time"
+    assert [a.QueryConfig().ovfPackageUrl for a in agency.QueryAgent()] == [world.ovf + "?v=2"] * 6
+
+
+def test_uninstall_then_destroy(world: World) -> None:
+    agency = world.eam.CreateAgency(config(world), "enabled")
+    wait_until("6 green agents", lambda: green(agency, 6))
+    agency.Uninstall()
+    wait_until("no agent VMs", lambda: not world.agent_vm_names())
+    wait_until("green, uninstalled", lambda: agency.AgencyQueryRuntime().status == "green")
+    agency.DestroyAgency()  # asynchronous: gone once its agents are
+
+    def gone() -> bool:
+        try:
+            agency.AgencyQueryRuntime()
+        except vmodl.fault.ManagedObjectNotFound:
+            return True
+        return False
+
+    wait_until("the agency gone", gone)
+    assert world.eam.QueryAgency() == []
+    with pytest.raises(vmodl.fault.ManagedObjectNotFound):
+        agency.QueryAgent()
+
+
+def test_no_session_is_eam_invalid_login(world: World) -> None:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    stub = SoapStubAdapter(
+        host=world.info.vcsim.host,
+        port=world.info.vcsim.port,
+        path="/eam/sdk",
+        version="eam.version.version7_5",
+        sslContext=ctx,
+    )
+    with pytest.raises(eam.fault.InvalidLogin):
+        eam.EsxAgentManager("EsxAgentManager", stub).QueryAgency()
+
+
+def test_a_restarted_eam_has_the_same_agencies_agents_and_issues(world: World) -> None:
+    agency = world.eam.CreateAgency(config(world), "enabled")
+    wait_until("6 green agents", lambda: green(agency, 6))
+    vm = on_vcenter(world, runtimes(agency)[0].vm)
+    vm.PowerOffVM_Task()
+    wait_until("VmPoweredOff", lambda: issue_types(agency) == ["VmPoweredOff"])
+    before = (
+        {a._moId for a in world.eam.QueryAgency()},
+        sorted(a._moId for a in agency.QueryAgent()),
+        issue_types(agency),
+    )
+    world.lab.restart_eam()
+    after = (
+        {a._moId for a in world.eam.QueryAgency()},
+        sorted(a._moId for a in agency.QueryAgent()),
+        issue_types(agency),
+    )
+    assert after == before
+    agency.ResolveAll()
+    wait_until("green again", lambda: green(agency, 6))
