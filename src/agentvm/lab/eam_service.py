@@ -43,6 +43,11 @@ class LabEam:
         self._thread: threading.Thread | None = None
 
     @property
+    def vim_calls(self) -> int:
+        """vim25 calls the lab's EAM has made so far (for benchmarks)."""
+        return self._session.stats.total if self._session is not None else 0
+
+    @property
     def url(self) -> str:
         assert self._server is not None, "not started"
         return self._server.url
