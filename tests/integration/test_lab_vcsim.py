@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pyVim.connect import Connect, Disconnect
 from pyVmomi import Security, SoapStubAdapter, vim, vmodl
 
 from agentvm.lab.vcsim import VcsimInfo
+from tests.support.certs import make_certificate
 
 pytestmark = pytest.mark.lab
 
@@ -247,31 +244,6 @@ def wait(task: Any, timeout: float = 30.0) -> None:
         assert time.monotonic() < deadline, "task did not finish"
         time.sleep(0.05)
     assert task.info.state == "success", task.info.error
-
-
-def make_certificate(directory: Path, name: str) -> tuple[Path, Path, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_file.write_bytes(pem)
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_file, key_file, pem.decode()
 
 
 def login_by_certificate(info: VcsimInfo, key: str, cert_file: Path, key_file: Path) -> Any:

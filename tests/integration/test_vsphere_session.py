@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import datetime
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pyVmomi import eam
 
 from agentvm.lab.vcsim import VcsimInfo
@@ -19,6 +14,7 @@ from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.errors import AuthenticationError, ConfigurationError, TransientError
 from agentvm.vsphere.extensions import ExtensionSpec, register_extension, set_extension_certificate
 from agentvm.vsphere.session import Session
+from tests.support.certs import make_certificate
 
 pytestmark = pytest.mark.lab
 
@@ -32,32 +28,6 @@ def connection(info: VcsimInfo, **overrides: object) -> VCenterConnection:
     }
     settings.update(overrides)
     return VCenterConnection(**settings)  # type: ignore[arg-type]
-
-
-def make_cert(directory: Path, name: str) -> tuple[Path, Path, str]:
-    """A throwaway self-signed client certificate: (cert file, key file, PEM)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_file.write_text(pem)
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_file, key_file, pem
 
 
 def test_login_with_pinned_sha1_thumbprint(vcsim: VcsimInfo) -> None:
@@ -169,8 +139,8 @@ def test_sibling_stub_shares_the_session_cookie(vcsim: VcsimInfo) -> None:
 
 def test_login_as_extension_by_certificate(vcsim: VcsimInfo, tmp_path: Path) -> None:
     key = "com.example.agentvm.test"
-    cert_file, key_file, pem = make_cert(tmp_path, "solution")
-    other_cert, other_key, _ = make_cert(tmp_path, "intruder")
+    cert_file, key_file, pem = make_certificate(tmp_path, "solution")
+    other_cert, other_key, _ = make_certificate(tmp_path, "intruder")
     with Session(connection(vcsim)) as admin:
         register_extension(admin, ExtensionSpec(key=key, version="1.0.0", label="agentvm test"))
         set_extension_certificate(admin, key, pem)
