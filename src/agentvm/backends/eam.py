@@ -1,0 +1,44 @@
+"""``EamBackend``: the agents of vCenter's ESX Agent Manager, through ``eam.EamClient``.
+
+Built by the CLI (apply, status, resolve, destroy) and by the controller with ``--backend eam`` (the
+default). EAM drives the agents itself, so ``tick`` and ``wait_for_work`` do nothing: the controller polls
+``observe`` on its own schedule.
+
+Cost of ``observe(name)`` in EAM calls: QueryAgency, AgencyQueryRuntime, QueryAgent and one
+AgentQueryRuntime per agent (3 + agents), plus one QueryConfig per agency the client has not seen before.
+"""
+
+from __future__ import annotations
+
+from agentvm.backends.base import AgencyBackend
+from agentvm.eam.client import EamClient
+from agentvm.vsphere.session import Session
+
+
+class EamBackend(AgencyBackend):
+    """``Backend`` over EAM. ``EamBackend(session)``, or ``EamBackend(client=EamClient(...))``."""
+
+    kind = "eam"
+
+    def __init__(self, session: Session | None = None, *, client: EamClient | None = None) -> None:
+        if client is None:
+            if session is None:
+                raise ValueError("EamBackend needs a logged-in Session or an EamClient")
+            client = EamClient(session)
+        super().__init__(client)
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"EamBackend({self.client.url})"
+
+    @property
+    def self_driving(self) -> bool:
+        return True
+
+    def tick(self) -> bool:
+        """Nothing to do: EAM runs its own agent lifecycle."""
+        return False
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """Returns False at once: there is no local work to wait for (poll ``observe`` instead)."""
+        return False
