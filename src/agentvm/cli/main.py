@@ -13,6 +13,7 @@ from typing import ParamSpec, TypeVar
 import typer
 
 from agentvm.cli import lab as lab_commands
+from agentvm.cli import netsync as netsync_commands
 from agentvm.cli.inventory import inventory
 from agentvm.cli.output import fail
 from agentvm.model.errors import AgentvmError
@@ -25,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(lab_commands.app, name="lab")
+app.add_typer(netsync_commands.app, name="netsync")
 app.command()(inventory)
 
 P = ParamSpec("P")

@@ -42,10 +42,19 @@ class LabState:
     start_seconds: float
     started_at: float = field(default_factory=time.time)
     eam_backend: str = ""
+    sdn_url: str = ""  # netsync (issue 6)
+    vrouter_map: str = ""
 
     @property
     def info(self) -> LabInfo:
-        return LabInfo(vcsim=self.vcsim, ovf_url=self.ovf_url, shape=self.shape, eam_backend=self.eam_backend)
+        return LabInfo(
+            vcsim=self.vcsim,
+            ovf_url=self.ovf_url,
+            shape=self.shape,
+            eam_backend=self.eam_backend,
+            sdn_url=self.sdn_url,
+            vrouter_map=self.vrouter_map,
+        )
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -61,6 +70,8 @@ class LabState:
             start_seconds=float(raw["start_seconds"]),  # type: ignore[arg-type]
             started_at=float(raw["started_at"]),  # type: ignore[arg-type]
             eam_backend=str(raw.get("eam_backend", "")),
+            sdn_url=str(raw.get("sdn_url", "")),
+            vrouter_map=str(raw.get("vrouter_map", "")),
         )
 
 
@@ -228,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                 shape=shape,
                 start_seconds=round(time.monotonic() - started, 3),
                 eam_backend=info.eam_backend,
+                sdn_url=info.sdn_url,
+                vrouter_map=info.vrouter_map,
             ),
         )
         stop.wait()

@@ -7,12 +7,14 @@ Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from agentvm.lab import sdn_emulator, vrouter_emulator
 from agentvm.lab.eam_service import LabEam
 from agentvm.lab.packages import PackageServer
 from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo
@@ -26,6 +28,9 @@ class LabInfo:
     ovf_url: str  # base URL of the package server: $AGENTVM_LAB_OVF_URL
     shape: Shape
     eam_backend: str = ""  # where vcsim forwards /eam/sdk (clients use vcsim.eam_url)
+    # netsync (issue 6): the SDN config-API emulator and the host moid -> vRouter-agent emulator URL file
+    sdn_url: str = ""
+    vrouter_map: str = ""
 
     def env(self) -> dict[str, str]:
         """The environment a user (or a spec file) needs to reach this lab, as in ``agentvm lab env``."""
@@ -35,6 +40,8 @@ class LabInfo:
             "AGENTVM_PASSWORD": self.vcsim.password,
             "AGENTVM_THUMBPRINT": self.vcsim.thumbprint,
             "AGENTVM_LAB_OVF_URL": self.ovf_url,
+            **({"AGENTVM_SDN_URL": self.sdn_url} if self.sdn_url else {}),
+            **({"AGENTVM_VROUTER_MAP": self.vrouter_map} if self.vrouter_map else {}),
         }
 
 
@@ -66,6 +73,8 @@ class Lab:
         self._vcsim: Vcsim | None = None
         self.eam: LabEam | None = None
         self.info: LabInfo | None = None
+        self.sdn: sdn_emulator.RunningConfigApi | None = None  # netsync (issue 6)
+        self.vrouters: dict[str, vrouter_emulator.RunningAgent] = {}
 
     def start(self) -> LabInfo:
         try:
@@ -80,16 +89,40 @@ class Lab:
                 log_file=self._log_dir / "vcsim.log" if self._log_dir else None,
             )
             self.eam = LabEam(self._vcsim.info, self.state_dir / "eam-state.json", eam_port).start()
+            vrouter_map = self._start_sdn()
         except BaseException:
             self.stop()
             raise
+        assert self.sdn is not None
         self.info = LabInfo(
             vcsim=self._vcsim.info,
             ovf_url=self._packages.url,
             shape=self.shape,
             eam_backend=self.eam.url,
+            sdn_url=self.sdn.url,
+            vrouter_map=str(vrouter_map),
         )
         return self.info
+
+    # -- netsync (issue 6): the SDN controller and one vRouter agent per host --------------------------------
+
+    def _start_sdn(self) -> Path:
+        """Start the config-API emulator (objects in the state dir's SQLite) and a vRouter-agent emulator per
+        host of vcsim; write the host moid -> agent URL map that ``agentvm netsync`` reads."""
+        assert self._vcsim is not None
+        self.sdn = sdn_emulator.start(self.state_dir / "sdn-config-api.sqlite")
+        self.vrouters = vrouter_emulator.start_many(_host_moids(self._vcsim.info))
+        path = self.state_dir / "vrouter-map.json"
+        path.write_text(json.dumps({h: a.url for h, a in self.vrouters.items()}, indent=2) + "\n")
+        return path
+
+    def _stop_sdn(self) -> None:
+        for agent in self.vrouters.values():
+            agent.stop()
+        self.vrouters = {}
+        if self.sdn is not None:
+            self.sdn.stop()
+            self.sdn = None
 
     def restart_eam(self) -> None:
         """Stop the lab's EAM and start it again on the same port from its state file (for tests)."""
@@ -104,6 +137,7 @@ class Lab:
         return {"vcsim": self._vcsim.process.pid} if self._vcsim else {}
 
     def stop(self) -> None:
+        self._stop_sdn()
         if self.eam is not None:
             self.eam.stop()
             self.eam = None
@@ -126,6 +160,25 @@ class Lab:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _host_moids(info: VcsimInfo) -> list[str]:
+    """The moids of vcsim's hosts (one bulk read), for one vRouter-agent emulator each."""
+    from pyVmomi import vim
+
+    from agentvm.model.connection import Secret, VCenterConnection
+    from agentvm.vsphere.collector import property_spec, retrieve
+    from agentvm.vsphere.session import Session
+
+    conn = VCenterConnection(
+        url=info.url,
+        username=info.username,
+        password=Secret(info.password),
+        thumbprint=info.thumbprint or None,
+    )
+    with Session(conn) as session:
+        hosts = retrieve(session, [vim.HostSystem], [property_spec(vim.HostSystem, ["name"])])
+    return sorted(str(h.obj._moId) for h in hosts)
 
 
 def _free_port() -> int:

@@ -1,0 +1,220 @@
+"""``agentvm netsync plan | apply``: one-shot sync of vCenter networking into the SDN controller.
+
+The controller from ``--sdn-url`` / ``$AGENTVM_SDN_URL`` (token from ``$AGENTVM_SDN_TOKEN`` only: never a
+flag, it would show in ``ps``). Each host's vRouter agent from ``--vrouter-map`` / ``$AGENTVM_VROUTER_MAP``:
+a JSON file ``{"<host moid or name>": "http://<agent VM fabric IP>:9091", ...}`` (``agentvm lab up`` writes
+one for the lab's emulated agents).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username, connection
+from agentvm.cli.output import console, fail, print_json
+from agentvm.controller.netsync import NetsyncReport, sync_once
+from agentvm.model.connection import Secret
+from agentvm.model.errors import AgentvmError, ConfigurationError
+from agentvm.model.network import NetsyncConfig, SdnObject
+from agentvm.sdn.config_api import ConfigApiClient
+from agentvm.sdn.vrouter import VrouterAgentClient
+from agentvm.vsphere.collector import property_spec, retrieve
+from agentvm.vsphere.session import Session
+
+app = typer.Typer(help="Mirror vCenter port groups, VMs and NICs into the SDN controller (one shot).")
+
+SdnUrl = Annotated[
+    str | None,
+    typer.Option("--sdn-url", envvar="AGENTVM_SDN_URL", help="SDN config API, e.g. http://controller:8082."),
+]
+VrouterMap = Annotated[
+    Path | None,
+    typer.Option(
+        "--vrouter-map",
+        envvar="AGENTVM_VROUTER_MAP",
+        help='JSON file {"<host moid or name>": "http://<agent IP>:9091"}.',
+    ),
+]
+Project = Annotated[str, typer.Option("--project", help="Project of the virtual networks.")]
+Json_ = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def load_vrouter_map(path: Path | None) -> dict[str, str]:
+    """The host -> agent URL map in ``path`` ({} without one). Raises ConfigurationError naming the file."""
+    if path is None:
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read --vrouter-map {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"--vrouter-map {path} is not JSON: {exc}") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise ConfigurationError(f'--vrouter-map {path} must be a JSON object {{"host-21": "http://..."}}')
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def agent_clients(session: Session, urls: Mapping[str, str]) -> dict[str, VrouterAgentClient]:
+    """Host moid -> agent client; map keys may be host moids or host names (one bulk read of names)."""
+    if not urls:
+        return {}
+    import pyVmomi
+
+    hosts = retrieve(session, [pyVmomi.vim.HostSystem], [property_spec(pyVmomi.vim.HostSystem, ["name"])])
+    moid_of = {str(h.get("name")): str(h.obj._moId) for h in hosts}
+    moids = set(moid_of.values())
+    clients: dict[str, VrouterAgentClient] = {}
+    for key, url in urls.items():
+        moid = key if key in moids else moid_of.get(key)
+        if moid is not None:
+            clients[moid] = VrouterAgentClient(url)
+    return clients
+
+
+def _item(obj: SdnObject) -> dict[str, Any]:
+    return {"type": type(obj).__name__, "uuid": obj.uuid, "fq_name": ":".join(obj.fq_name)}
+
+
+def report_json(report: NetsyncReport) -> dict[str, Any]:
+    """The report as ``--json`` prints it (no secrets: the plan has none)."""
+    plan = report.plan
+    out: dict[str, Any] = {
+        "vcenter": report.inventory.vcenter_uuid,
+        "port_groups": len(report.inventory.port_groups),
+        "vms": len(report.inventory.vms),
+        "create": [_item(o) for o in plan.create],
+        "update": [_item(o) for o in plan.update],
+        "delete": [_item(o) for o in plan.delete],
+        "ports": [{"action": c.action.value, "host": c.host, "port": c.port.id} for c in plan.ports],
+        "dv_port_vlans": [
+            {"host": d.host, "port_group": d.port_group_key, "port": d.port_key, "vlan": d.vlan}
+            for d in plan.dv_port_vlans
+        ],
+        "errors": [{"kind": e.kind.value, "item": e.item, "message": e.message} for e in plan.errors],
+        "unreachable_agents": dict(report.unreachable_agents),
+    }
+    if report.applied is not None:
+        out["applied"] = {
+            "done": report.applied.done + report.dv_ports_done,
+            "skipped": report.applied.skipped,
+            "failures": [
+                {"item": f.item, "message": f.message, "transient": f.transient} for f in report.failures
+            ],
+        }
+    return out
+
+
+def _show(report: NetsyncReport) -> None:
+    plan = report.plan
+    table = Table("what", "count", title=f"netsync: {len(report.inventory.vms)} VM(s)")
+    for name, count in (
+        ("create", len(plan.create)),
+        ("update", len(plan.update)),
+        ("delete", len(plan.delete)),
+        ("vRouter port calls", len(plan.ports)),
+        ("DV port VLANs", len(plan.dv_port_vlans)),
+        ("problems in vCenter", len(plan.errors)),
+    ):
+        table.add_row(name, str(count))
+    console.print(table)
+    for error in plan.errors:
+        console.print(f"{error.kind.value}: {error.item}: {error.message}", markup=False)
+    for host, why in sorted(report.unreachable_agents.items()):
+        console.print(f"agent of {host} unreachable: {why}", markup=False)
+    for failure in report.failures:
+        console.print(f"FAILED {failure.item}: {failure.message}", markup=False)
+    if report.applied is not None:
+        console.print(f"done: {report.applied.done + report.dv_ports_done} call(s)", markup=False)
+
+
+def _run(
+    apply: bool,
+    json_: bool,
+    sdn_url: str | None,
+    vrouter_map: Path | None,
+    project: str,
+    conn_args: tuple[str | None, str | None, Path | None, str | None, Path | None, bool],
+) -> None:
+    try:
+        conn = connection(*conn_args)
+        if not sdn_url:
+            raise ConfigurationError(
+                "no SDN controller: pass --sdn-url or set AGENTVM_SDN_URL "
+                "(for the lab: eval $(agentvm lab env))"
+            )
+        token = os.environ.get("AGENTVM_SDN_TOKEN")
+        config = NetsyncConfig(project=project)
+        urls = load_vrouter_map(vrouter_map)
+        with (
+            Session(conn) as session,
+            ConfigApiClient(sdn_url, Secret(token) if token else None, config) as api,
+        ):
+            agents = agent_clients(session, urls)
+            try:
+                report = sync_once(session, api, agents, config=config, apply=apply)
+            finally:
+                for client in agents.values():
+                    client.close()
+    except AgentvmError as exc:
+        fail(str(exc), exc.exit_code)
+    if json_:
+        print_json(report_json(report))
+    else:
+        _show(report)
+    if apply and not report.ok:
+        raise typer.Exit(3)  # transient or per-item failures: run again (they are retried)
+
+
+@app.command("plan")
+def plan_command(
+    json_: Json_ = False,
+    sdn_url: SdnUrl = None,
+    vrouter_map: VrouterMap = None,
+    project: Project = "default-project",
+    url: Url = None,
+    username: Username = None,
+    password_file: PasswordFile = None,
+    thumbprint: Thumbprint = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+) -> None:
+    """Show what a sync would change in the SDN controller, the vRouter agents and the DV ports."""
+    _run(
+        False,
+        json_,
+        sdn_url,
+        vrouter_map,
+        project,
+        (url, username, password_file, thumbprint, ca_file, insecure),
+    )
+
+
+@app.command("apply")
+def apply_command(
+    json_: Json_ = False,
+    sdn_url: SdnUrl = None,
+    vrouter_map: VrouterMap = None,
+    project: Project = "default-project",
+    url: Url = None,
+    username: Username = None,
+    password_file: PasswordFile = None,
+    thumbprint: Thumbprint = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+) -> None:
+    """Sync once: networks, interfaces, addresses, vRouter ports and DV port VLANs. Exit 3 if items failed."""
+    _run(
+        True,
+        json_,
+        sdn_url,
+        vrouter_map,
+        project,
+        (url, username, password_file, thumbprint, ca_file, insecure),
+    )

@@ -1,0 +1,342 @@
+"""The vCenter plugin end to end: vcsim (SOAP) -> netsync -> config-API emulator + vRouter-agent emulators.
+
+vcsim 0.24.2 has no ReconfigureDVPort_Task and a FetchDVPorts that ignores the ports' own settings; the
+lab's Go main adds both (see ``routeDVPortCalls`` in src/agentvm/lab/vcsim/main.go).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pyVmomi import vim
+
+from agentvm.controller.netsync import Backoff, NetsyncReport, NetsyncRunner, sync_once
+from agentvm.lab import sdn_emulator, vrouter_emulator
+from agentvm.lab.vcsim import VcsimInfo
+from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.model.network import SdnInstanceIp, SdnVirtualMachine, SdnVirtualNetwork, SdnVmi
+from agentvm.sdn.config_api import ConfigApiClient
+from agentvm.sdn.vrouter import VrouterAgentClient
+from agentvm.vsphere.collector import property_spec, retrieve
+from agentvm.vsphere.networks import read_dv_port_vlans
+from agentvm.vsphere.session import Session
+from agentvm.vsphere.tasks import wait_for_task
+
+pytestmark = pytest.mark.lab
+
+
+def login(info: VcsimInfo) -> Session:
+    conn = VCenterConnection(
+        url=info.url, username=info.username, password=Secret(info.password), thumbprint=info.thumbprint
+    )
+    return Session.connect(conn)
+
+
+class VCenter:
+    """What a vSphere admin does in these tests, through SOAP (pyVmomi) on vcsim."""
+
+    def __init__(self, info: VcsimInfo) -> None:
+        self.session = login(info)
+        s = self.session
+        (dvs,) = retrieve(
+            s, [vim.DistributedVirtualSwitch], [property_spec(vim.DistributedVirtualSwitch, ["uuid"])]
+        )
+        self.dvs, self.dvs_uuid = dvs.obj, str(dvs.props["uuid"])
+        self.dc = retrieve(s, [vim.Datacenter], [property_spec(vim.Datacenter, ["vmFolder"])])[0]
+        hosts = retrieve(s, [vim.HostSystem], [property_spec(vim.HostSystem, ["name", "parent"])])
+        self.hosts = sorted(hosts, key=lambda h: str(h.props["name"]))
+        self.next_port = 100
+
+    def host_ids(self) -> list[str]:
+        return [str(h.obj._moId) for h in self.hosts]
+
+    def port_group(self, name: str, vlan: int, pool: tuple[str, str, str] | None = None) -> Any:
+        """A DV port group (VLAN override allowed); with ``pool`` (subnet, gateway, range) its IP pool."""
+        v = vim.dvs.VmwareDistributedVirtualSwitch
+        spec = vim.dvs.DistributedVirtualPortgroup.ConfigSpec(
+            name=name,
+            type="earlyBinding",
+            numPorts=16,
+            defaultPortConfig=v.VmwarePortConfigPolicy(vlan=v.VlanIdSpec(vlanId=vlan, inherited=False)),
+            policy=v.VMwarePortgroupPolicy(vlanOverrideAllowed=True),
+        )
+        wait_for_task(self.session, self.dvs.AddDVPortgroup_Task([spec]), what=f"add {name}")
+        pgs = retrieve(
+            self.session,
+            [vim.dvs.DistributedVirtualPortgroup],
+            [property_spec(vim.dvs.DistributedVirtualPortgroup, ["name"])],
+        )
+        pg = next(p.obj for p in pgs if p.props["name"] == name)
+        if pool is not None:
+            subnet, gateway, ranges = pool
+            manager = self.session.content.ipPoolManager
+            # vcsim keeps the pool as sent (a real vCenter sets the id it assigns): send that id
+            next_id = 1 + max((int(p.id) for p in manager.QueryIpPools(self.dc.obj)), default=0)
+            ip_pool = vim.vApp.IpPool(
+                id=next_id,
+                name=f"{name}-pool",
+                ipv4Config=vim.vApp.IpPool.IpPoolConfigInfo(
+                    subnetAddress=subnet,
+                    netmask="255.255.255.0",
+                    gateway=gateway,
+                    range=ranges,
+                    dhcpServerAvailable=True,
+                    ipPoolEnabled=True,
+                ),
+                networkAssociation=[vim.vApp.IpPool.Association(network=pg, networkName=name)],
+            )
+            assert manager.CreateIpPool(self.dc.obj, ip_pool) == next_id
+        return pg
+
+    def vm(self, name: str, pg: Any, host: int, nics: int = 2) -> Any:
+        """A VM with ``nics`` NICs on ``pg``, each on a DV port of its own, on host number ``host``."""
+        changes = []
+        for i in range(nics):
+            port = vim.dvs.PortConnection(
+                switchUuid=self.dvs_uuid, portgroupKey=pg._moId, portKey=str(self.next_port)
+            )
+            self.next_port += 1
+            card = vim.vm.device.VirtualVmxnet3(
+                key=-(i + 1),
+                backing=vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(port=port),
+            )
+            changes.append(vim.vm.device.VirtualDeviceSpec(operation="add", device=card))
+        spec = vim.vm.ConfigSpec(
+            name=name,
+            guestId="otherGuest",
+            files=vim.vm.FileInfo(vmPathName="[LocalDS_0]"),
+            deviceChange=changes,
+        )
+        compute = retrieve(
+            self.session,
+            [vim.ComputeResource],
+            [property_spec(vim.ComputeResource, ["host", "resourcePool"])],
+        )
+        target = self.hosts[host].obj
+        pool = next(c.props["resourcePool"] for c in compute if target in c.props["host"])
+        return wait_for_task(
+            self.session, self.dc.props["vmFolder"].CreateVM_Task(spec, pool, target), what=f"create {name}"
+        )
+
+    def run(self, task: Any, what: str) -> None:
+        wait_for_task(self.session, task, what=what)
+
+
+@dataclass
+class Sdn:
+    config_api: sdn_emulator.RunningConfigApi
+    agents: dict[str, vrouter_emulator.RunningAgent]
+    api: ConfigApiClient
+    db: Path
+
+    def clients(self) -> dict[str, VrouterAgentClient]:
+        return {host: VrouterAgentClient(agent.url) for host, agent in self.agents.items()}
+
+    def restart_config_api(self) -> None:
+        self.api.close()
+        self.config_api.stop()
+        self.config_api = sdn_emulator.start(self.db)
+        self.api = ConfigApiClient(self.config_api.url)
+
+    def ports(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return {host: agent.ports() for host, agent in self.agents.items()}
+
+
+@pytest.fixture
+def world(vcsim: VcsimInfo, tmp_path: Path) -> Iterator[tuple[VCenter, Sdn]]:
+    vc = VCenter(vcsim)
+    db = tmp_path / "config-api.sqlite"
+    api = sdn_emulator.start(db)
+    sdn = Sdn(api, vrouter_emulator.start_many(vc.host_ids()), ConfigApiClient(api.url), db)
+    yield vc, sdn
+    sdn.api.close()
+    sdn.config_api.stop()
+    for agent in sdn.agents.values():
+        agent.stop()
+    vc.session.logout()
+
+
+def sync(vc: VCenter, sdn: Sdn, session: Session | None = None) -> NetsyncReport:
+    report = sync_once(session or vc.session, sdn.api, sdn.clients())
+    assert report.ok, report.failures
+    return report
+
+
+def ours(report: NetsyncReport) -> list[str]:
+    """Plan errors other than vcsim's own uplink port group (a trunk: no single VLAN, rightly reported)."""
+    return [e.item for e in report.plan.errors if "DVUplinks" not in e.item]
+
+
+def test_port_group_with_pool_and_a_vm_with_two_nics(world: tuple[VCenter, Sdn]) -> None:
+    vc, sdn = world
+    pg = vc.port_group("pg-web", 100, ("10.10.0.0", "10.10.0.1", "10.10.0.100#50"))
+    vm = vc.vm("web-1", pg, host=0)
+    vc.run(vm.PowerOnVM_Task(), "power on")
+
+    report = sync(vc, sdn)
+    assert ours(report) == []
+    (vn,) = [v for v in sdn.api.list(SdnVirtualNetwork) if v.fq_name[-1] == "pg-web"]
+    assert vn.subnets[0].cidr == "10.10.0.0/24" and vn.subnets[0].gateway == "10.10.0.1"
+    assert [(p.start, p.end) for p in vn.subnets[0].allocation_pools] == [("10.10.0.100", "10.10.0.149")]
+    vmis = [v for v in sdn.api.list(SdnVmi) if v.vn_uuid == vn.uuid]
+    assert len(vmis) == 2
+    assert sorted(i.address for i in sdn.api.list(SdnInstanceIp)) == ["10.10.0.100", "10.10.0.101"]
+
+    host = vc.host_ids()[0]
+    ports = sdn.ports()[host]
+    assert set(ports) == {v.uuid for v in vmis}
+    assert {p["link-state"] for p in ports.values()} == {1}  # enabled: the VM is on
+    vlans = {p["rx-vlan-id"] for p in ports.values()}
+    assert len(vlans) == 2 and not vlans & {0, 4095}
+    # the VLANs are on the DV ports in vCenter, read back with FetchDVPorts
+    assert set(read_dv_port_vlans(vc.session, vc.session.moref(vc.dvs), ["100", "101"]).values()) == vlans
+    assert all(p == {} for h, p in sdn.ports().items() if h != host)
+    assert sync_once(vc.session, sdn.api, sdn.clients(), apply=False).plan.is_noop  # converged
+
+
+def test_power_off_vmotion_and_delete_follow_the_vm(world: tuple[VCenter, Sdn]) -> None:
+    vc, sdn = world
+    pg = vc.port_group("pg-app", 200, ("10.20.0.0", "10.20.0.1", "10.20.0.10#20"))
+    vm = vc.vm("app-1", pg, host=0)
+    other = vc.vm("app-2", pg, host=0)
+    for v in (vm, other):
+        vc.run(v.PowerOnVM_Task(), "power on")
+    sync(vc, sdn)
+    first, second = vc.host_ids()[:2]
+    mine = set(sdn.ports()[first])
+    assert len(mine) == 4
+
+    vc.run(vm.PowerOffVM_Task(), "power off")
+    sync(vc, sdn)
+    states = {p["display-name"]: p["link-state"] for p in sdn.ports()[first].values()}
+    assert states == {"app-1": 0, "app-2": 1}
+
+    addresses = {i.vmi_uuid: i.address for i in sdn.api.list(SdnInstanceIp)}
+    vc.run(vm.RelocateVM_Task(vim.vm.RelocateSpec(host=vc.hosts[1].obj)), "vMotion")
+    report = sync(vc, sdn)
+    assert not report.plan.create and not report.plan.delete  # the interfaces follow, not re-created
+    moved = sdn.ports()
+    assert {p["display-name"] for p in moved[second].values()} == {"app-1"}
+    assert {p["display-name"] for p in moved[first].values()} == {"app-2"}
+    assert {i.vmi_uuid: i.address for i in sdn.api.list(SdnInstanceIp)} == addresses
+    assert {v.host for v in sdn.api.list(SdnVmi) if v.display_name.startswith("app-1")} == {second}
+
+    vc.run(vm.Destroy_Task(), "delete")
+    sync(vc, sdn)
+    assert [v.display_name for v in sdn.api.list(SdnVirtualMachine)] == ["app-2"]
+    assert len(sdn.api.list(SdnVmi)) == 2 and len(sdn.api.list(SdnInstanceIp)) == 2
+    assert sdn.ports()[second] == {} and len(sdn.ports()[first]) == 2
+
+
+def test_objects_of_others_are_never_touched(world: tuple[VCenter, Sdn]) -> None:
+    vc, sdn = world
+    url = sdn.config_api.url
+    theirs = {
+        "fq_name": ["default-domain", "default-project", "pg-db"],
+        "uuid": "9e9e9e9e-0000-4000-8000-000000000001",
+    }
+    assert httpx.post(f"{url}/virtual-networks", json={"virtual-network": theirs}).status_code == 200
+    foreign_vm = {
+        "fq_name": ["their-vm"],
+        "uuid": "9e9e9e9e-0000-4000-8000-000000000002",
+        "id_perms": {"creator": "admin"},
+    }
+    assert httpx.post(f"{url}/virtual-machines", json={"virtual-machine": foreign_vm}).status_code == 200
+    before = {b["uuid"]: b for t in ("virtual-network", "virtual-machine") for b in sdn.api.list_raw(t)}
+
+    db = vc.port_group("pg-db", 300, ("10.30.0.0", "10.30.0.1", "10.30.0.10#20"))
+    web = vc.port_group("pg-web", 301, ("10.31.0.0", "10.31.0.1", "10.31.0.10#20"))
+    vc.vm("db-1", db, host=0)
+    vc.run(vc.vm("web-1", web, host=1).PowerOnVM_Task(), "power on")
+    report = sync(vc, sdn)
+    assert [e.kind.value for e in report.plan.errors if "pg-db" in e.item] == ["conflict"]
+    after = {b["uuid"]: b for t in ("virtual-network", "virtual-machine") for b in sdn.api.list_raw(t)}
+    for uuid, body in before.items():
+        assert after[uuid] == body
+    assert sorted(i.address for i in sdn.api.list(SdnInstanceIp)) == [
+        "10.31.0.10",
+        "10.31.0.11",
+    ]  # rest went on
+
+
+def test_restarts_of_controller_and_agentvm_mid_sync_converge_without_duplicates(
+    world: tuple[VCenter, Sdn], vcsim: VcsimInfo
+) -> None:
+    vc, sdn = world
+    pg = vc.port_group("pg-many", 400, ("10.40.0.0", "10.40.0.1", "10.40.0.10#100"))
+    for n in range(6):
+        vc.run(vc.vm(f"m-{n}", pg, host=n % 3).PowerOnVM_Task(), "power on")
+    # agentvm "crashes" half-way: only half of the plan's creates were carried out, no ports, no VLANs
+    plan = sync_once(vc.session, sdn.api, sdn.clients(), apply=False).plan
+    half = dataclasses_replace(plan, create=plan.create[: len(plan.create) // 2], ports=(), dv_port_vlans=())
+    from agentvm.sdn.sync import apply_plan
+
+    assert apply_plan(half, sdn.api, sdn.clients()).ok
+    sdn.restart_config_api()
+    fresh = login(vcsim)  # a new agentvm process: new session, no memory
+    sync(vc, sdn, fresh)
+    sdn.restart_config_api()
+    assert sync_once(fresh, sdn.api, sdn.clients(), apply=False).plan.is_noop
+    assert len([v for v in sdn.api.list(SdnVirtualMachine) if v.display_name.startswith("m-")]) == 6
+    addresses = [i.address for i in sdn.api.list(SdnInstanceIp)]
+    assert len(addresses) == 12 and len(set(addresses)) == 12
+    for host, ports in sdn.ports().items():
+        vlans = [p["rx-vlan-id"] for p in ports.values()]
+        assert len(vlans) == len(set(vlans)), host
+    fresh.logout()
+
+
+def test_a_new_vcsim_is_a_new_world_and_the_old_one_is_cleaned_up(
+    world: tuple[VCenter, Sdn], vcsim_factory: Callable[..., VcsimInfo]
+) -> None:
+    vc, sdn = world
+    pg = vc.port_group("pg-old", 500, ("10.50.0.0", "10.50.0.1", "10.50.0.10#20"))
+    vc.run(vc.vm("old-1", pg, host=0).PowerOnVM_Task(), "power on")
+    sync(vc, sdn)
+    # A new simulator has the same instanceUuid (vcsim's is fixed) but none of those VMs/port groups:
+    new = VCenter(vcsim_factory())
+    report = sync(new, sdn)
+    assert not report.plan.create
+    assert not [v for v in sdn.api.list(SdnVirtualMachine) if v.display_name == "old-1"]
+    assert all(p == {} for p in sdn.ports().values())
+    new.session.logout()
+
+
+def test_an_agent_that_is_down_is_retried_with_backoff(world: tuple[VCenter, Sdn]) -> None:
+    vc, sdn = world
+    pg = vc.port_group("pg-r", 600, ("10.60.0.0", "10.60.0.1", "10.60.0.10#20"))
+    vc.run(vc.vm("r-1", pg, host=0).PowerOnVM_Task(), "power on")
+    vc.run(vc.vm("r-2", pg, host=1).PowerOnVM_Task(), "power on")
+    first, second = vc.host_ids()[:2]
+    clients = sdn.clients()
+    sdn.agents[second].stop()
+    now = [1000.0]
+    runner = NetsyncRunner(
+        vc.session, sdn.api, lambda: clients, backoff=Backoff(base=10), clock=lambda: now[0]
+    )
+    report = runner.sync()
+    assert report is not None and report.failures
+    assert {f.item.rsplit(" on ", 1)[-1] for f in report.failures} == {second}
+    assert len(sdn.ports()[first]) == 2  # the rest went on
+    assert runner.seconds_to_next() == 10.0
+
+    sdn.agents[second] = vrouter_emulator.start(second)
+    clients[second] = VrouterAgentClient(sdn.agents[second].url)
+    report = runner.sync()  # still in backoff: held back, not retried
+    assert report is not None and report.deferred and sdn.agents[second].ports() == {}
+    now[0] += 10
+    report = runner.sync()
+    assert report is not None and report.ok
+    assert len(sdn.agents[second].ports()) == 2
+    assert runner.backoff.due == {}
+
+
+def dataclasses_replace(obj: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
