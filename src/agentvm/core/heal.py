@@ -1,0 +1,551 @@
+"""The heal policy: which observed issues the controller resolves now, which it waits out, which it reports.
+
+Called by the controller (``agentvm run``) after every observation of the agencies: it passes the issues it
+sees, the hosts' conditions, the current time and the previous ``HealState``; it gets back a ``HealPlan``
+— the issues to resolve now, one ``HealDecision`` (with a human reason and fix) per issue, the next time
+it should wake up for a retry, and the new state to keep. Pure: no clock (``now`` is an argument, seconds
+on any monotonic scale), no randomness (jitter is derived from ``HealPolicy.seed``, the agent and the
+attempt number), no I/O. The same inputs always give the same plan.
+
+Issue kinds fall in four classes (EAM.md section 4):
+
+- **active** — Resolve makes EAM act (power on, redeploy, remove an orphan): resolved automatically with
+  jittered exponential backoff *per agent and kind* (EAM may raise the same problem again under a new key,
+  so the key of the issue is no identity), capped, giving up after ``max_attempts`` and saying so;
+- **passive** — Resolve only re-checks (bad OVF, no datastore, invalid config): a person must fix the
+  cause; reported with the fix, never resolved in a loop (EAM drops the issue itself once it is fixed);
+- **maintenance** — the host is in maintenance mode or standby: not a failure; resolving would take the
+  host out of maintenance mode behind its administrator's back, so nothing is done;
+- **unreachable** — ``ManagedHostNotReachable``: waited out, it clears when the host is back. Every other
+  issue on a host in maintenance mode, standby or unreachable is held the same way and costs no attempt.
+
+A key absent from an observation is cleared: its backoff state is dropped, and if agentvm had resolved it,
+it is listed in ``HealPlan.healed`` (the controller counts a successful resolve).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, Self
+
+from agentvm.model.agency import (
+    DETAIL_DOWNLOAD_URL,
+    DETAIL_ERROR,
+    DETAIL_MISSING_FILE,
+    AgentRuntime,
+    Issue,
+    IssueKind,
+    MoRef,
+)
+from agentvm.model.inventory import ConnectionState, Host, HostPowerState
+
+# ------------------------------------------------------------------------------------------ kinds
+
+
+class HealClass(StrEnum):
+    """How the controller treats an issue kind."""
+
+    ACTIVE = "active"  # resolve with backoff
+    PASSIVE = "passive"  # report with its fix; a person acts
+    MAINTENANCE = "maintenance"  # host in maintenance mode / standby: not a failure
+    UNREACHABLE = "unreachable"  # host not reachable: wait it out
+
+
+HEAL_CLASSES: Mapping[IssueKind, HealClass] = {
+    IssueKind.CANNOT_ACCESS_AGENT_OVF: HealClass.ACTIVE,
+    IssueKind.OVF_INVALID_FORMAT: HealClass.PASSIVE,
+    IssueKind.OVF_INVALID_PROPERTY: HealClass.PASSIVE,
+    IssueKind.INCOMPATIBLE_HOST_VERSION: HealClass.ACTIVE,
+    IssueKind.INSUFFICIENT_RESOURCES: HealClass.ACTIVE,
+    IssueKind.INSUFFICIENT_SPACE: HealClass.ACTIVE,
+    IssueKind.NO_AGENT_VM_DATASTORE: HealClass.PASSIVE,
+    IssueKind.NO_AGENT_VM_NETWORK: HealClass.PASSIVE,
+    IssueKind.NO_CUSTOM_AGENT_VM_DATASTORE: HealClass.PASSIVE,
+    IssueKind.NO_CUSTOM_AGENT_VM_NETWORK: HealClass.PASSIVE,
+    IssueKind.INVALID_CONFIG: HealClass.PASSIVE,
+    IssueKind.VM_POWERED_OFF: HealClass.ACTIVE,
+    IssueKind.VM_SUSPENDED: HealClass.ACTIVE,
+    IssueKind.VM_POWERED_ON: HealClass.ACTIVE,
+    IssueKind.VM_NOT_DEPLOYED: HealClass.ACTIVE,
+    IssueKind.VM_CORRUPTED: HealClass.ACTIVE,
+    IssueKind.VM_ORPHANED: HealClass.ACTIVE,
+    IssueKind.MANAGED_HOST_NOT_REACHABLE: HealClass.UNREACHABLE,
+    # EAM's remedy for these two is "take the host out of maintenance mode": never ours to decide
+    IssueKind.VM_REQUIRES_HOST_OUT_OF_MAINTENANCE_MODE: HealClass.MAINTENANCE,
+    IssueKind.HOST_IN_MAINTENANCE_MODE: HealClass.MAINTENANCE,
+    IssueKind.HOST_IN_STANDBY_MODE: HealClass.MAINTENANCE,
+}
+
+
+def heal_class(kind: IssueKind) -> HealClass:
+    """The class of an issue kind; kinds agentvm does not know are passive (never resolved in a loop)."""
+    return HEAL_CLASSES.get(kind, HealClass.PASSIVE)
+
+
+_FIXES: Mapping[IssueKind, str] = {
+    IssueKind.CANNOT_ACCESS_AGENT_OVF: "make the agent's OVF URL reachable from vCenter; agentvm redeploys",
+    IssueKind.OVF_INVALID_FORMAT: "fix the agent's OVF package (or its URL in the spec) and apply again",
+    IssueKind.OVF_INVALID_PROPERTY: "fix the OVF properties in the spec and apply again",
+    IssueKind.INCOMPATIBLE_HOST_VERSION: "add an agent config for this host's ESXi version to the spec, "
+    "or upgrade the host",
+    IssueKind.INSUFFICIENT_RESOURCES: "free CPU or memory on the host (or lower the agent VM's "
+    "reservation); agentvm redeploys",
+    IssueKind.INSUFFICIENT_SPACE: "free space on the agent VM datastore; agentvm redeploys",
+    IssueKind.NO_AGENT_VM_DATASTORE: "set the host's agent VM datastore, or list datastores in the spec, "
+    "and apply again",
+    IssueKind.NO_AGENT_VM_NETWORK: "set the host's agent VM network, or list networks in the spec, "
+    "and apply again",
+    IssueKind.NO_CUSTOM_AGENT_VM_DATASTORE: "make one of the spec's agent VM datastores available on this "
+    "host, or change the list and apply again",
+    IssueKind.NO_CUSTOM_AGENT_VM_NETWORK: "make one of the spec's agent VM networks available on this "
+    "host, or change the list and apply again",
+    IssueKind.INVALID_CONFIG: "fix the agent VM's configuration (spec or host settings) and apply again",
+    IssueKind.VM_POWERED_OFF: "agentvm powers the agent VM on",
+    IssueKind.VM_SUSPENDED: "agentvm powers the agent VM on",
+    IssueKind.VM_POWERED_ON: "agentvm powers the agent VM off (the agency is disabled)",
+    IssueKind.VM_NOT_DEPLOYED: "agentvm deploys the agent VM again",
+    IssueKind.VM_CORRUPTED: "agentvm deletes the agent VM and deploys it again",
+    IssueKind.VM_ORPHANED: "agentvm removes the orphaned agent VM",
+    IssueKind.MANAGED_HOST_NOT_REACHABLE: "reconnect or power on the host; the issue clears by itself",
+    IssueKind.VM_REQUIRES_HOST_OUT_OF_MAINTENANCE_MODE: "none needed: the agent is deployed when the host "
+    "leaves maintenance mode",
+    IssueKind.HOST_IN_MAINTENANCE_MODE: "none needed: the agent is handled when the host leaves "
+    "maintenance mode",
+    IssueKind.HOST_IN_STANDBY_MODE: "none needed: the agent is handled when the host leaves standby",
+}
+
+
+def fix_for(issue: Issue) -> str:
+    """What makes ``issue`` go away, in a person's words, with the issue's own details when it has any."""
+    text = _FIXES.get(issue.kind, "see the issue in the vSphere client; EAM clears it once fixed")
+    details = []
+    for name, label in ((DETAIL_DOWNLOAD_URL, "URL"), (DETAIL_ERROR, "error"), (DETAIL_MISSING_FILE, "file")):
+        value = issue.detail.get(name)
+        if value:
+            details.append(f"{label}: {value if isinstance(value, str) else '; '.join(value)}")
+    return f"{text} ({', '.join(details)})" if details else text
+
+
+# ------------------------------------------------------------------------------------------ policy
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry timing for one issue kind: delays ``base * factor**(n-1)``, stretched by up to ``jitter``.
+
+    ``factor >= 1 + jitter`` is required so that jittered delays still never decrease from one attempt to
+    the next (the largest stretch of delay n is at most the smallest delay n+1).
+    """
+
+    base: float = 5.0  # seconds between the first and the second resolve
+    factor: float = 2.0
+    cap: float = 300.0  # no delay is longer
+    jitter: float = 0.25  # each delay is stretched by a fraction in [0, jitter)
+    max_attempts: int = 5  # resolves before giving up
+
+    def __post_init__(self) -> None:
+        if self.base <= 0 or self.cap < self.base:
+            raise ValueError(f"backoff needs 0 < base <= cap, got base={self.base}, cap={self.cap}")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"backoff jitter must be in [0, 1), got {self.jitter}")
+        if self.factor < 1 + self.jitter:
+            raise ValueError(
+                f"backoff factor {self.factor} must be at least 1 + jitter ({1 + self.jitter}) so that "
+                "delays never decrease"
+            )
+        if self.max_attempts < 1:
+            raise ValueError(f"backoff max_attempts must be at least 1, got {self.max_attempts}")
+
+    def delay(self, attempt: int, fraction: float) -> float:
+        """Seconds to wait after resolve number ``attempt`` (1-based); ``fraction`` in [0, 1): jitter."""
+        raw = self.base * self.factor ** (attempt - 1) * (1 + self.jitter * fraction)
+        return min(self.cap, raw)
+
+
+@dataclass(frozen=True)
+class HealPolicy:
+    """Backoff per issue kind (``default`` for the others) and the seed that makes jitter deterministic.
+
+    The controller picks a seed once at start (so that many controllers do not retry in step); tests fix it.
+    """
+
+    default: Backoff = Backoff()
+    per_kind: Mapping[IssueKind, Backoff] = field(
+        default_factory=lambda: {
+            # redeploying cannot fix a host version no agent config matches: try twice, then say so
+            IssueKind.INCOMPATIBLE_HOST_VERSION: Backoff(base=60.0, cap=600.0, max_attempts=2),
+            IssueKind.INSUFFICIENT_RESOURCES: Backoff(base=30.0, cap=900.0, max_attempts=5),
+            IssueKind.INSUFFICIENT_SPACE: Backoff(base=30.0, cap=900.0, max_attempts=5),
+            IssueKind.CANNOT_ACCESS_AGENT_OVF: Backoff(base=15.0, cap=600.0, max_attempts=6),
+        }
+    )
+    seed: int = 0
+
+    def backoff(self, kind: IssueKind) -> Backoff:
+        return self.per_kind.get(kind, self.default)
+
+    def jitter(self, key: HealKey, attempt: int) -> float:
+        """A fraction in [0, 1) fixed by the seed, the key and the attempt: same inputs, same jitter."""
+        text = f"{self.seed}|{key.agency}|{key.agent}|{key.kind.value}|{attempt}"
+        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2.0**64
+
+    def delay(self, key: HealKey, attempt: int) -> float:
+        """Seconds to wait after resolve number ``attempt`` of ``key``."""
+        return self.backoff(key.kind).delay(attempt, self.jitter(key, attempt))
+
+
+# ------------------------------------------------------------------------------------------ state
+
+
+@dataclass(frozen=True)
+class HealKey:
+    """What one backoff is kept for: an agent (or, for agency issues, the agency) and an issue kind."""
+
+    agency: str
+    agent: str | None
+    kind: IssueKind
+
+    @classmethod
+    def of(cls, issue: Issue) -> HealKey:
+        return cls(issue.agency, issue.agent, issue.kind)
+
+    def sort_key(self) -> tuple[str, str, str]:
+        """Agency issues (no agent) first, then by agent and kind: plans list keys in this order."""
+        return (self.agency, self.agent or "", self.kind.value)
+
+    def __str__(self) -> str:
+        holder = f"agent {self.agent}" if self.agent else f"agency {self.agency}"
+        return f"{self.kind.value} on {holder}"
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """Resolves done for one key: how many, when the last one was, when the next is allowed."""
+
+    count: int
+    last: float
+    next_at: float
+    gave_up: bool = False
+
+
+@dataclass(frozen=True)
+class HealState:
+    """What the heal policy remembers between observations. Empty at start (a restart retries afresh)."""
+
+    attempts: Mapping[HealKey, Attempts] = field(default_factory=dict)
+
+    def with_forgotten(self, keys: Iterable[HealKey] | None = None) -> Self:
+        """A copy without ``keys`` (all when None): they start afresh, e.g. after a person's resolve."""
+        if keys is None:
+            return dataclasses.replace(self, attempts={})
+        drop = set(keys)
+        return dataclasses.replace(self, attempts={k: v for k, v in self.attempts.items() if k not in drop})
+
+
+# ------------------------------------------------------------------------------------------ hosts
+
+
+@dataclass(frozen=True)
+class HostConditions:
+    """Hosts on which an agent is expected to be down (maintenance, standby) or cannot be reached."""
+
+    maintenance: frozenset[MoRef] = frozenset()
+    standby: frozenset[MoRef] = frozenset()
+    unreachable: frozenset[MoRef] = frozenset()
+
+    @classmethod
+    def of(cls, hosts: Iterable[Host]) -> HostConditions:
+        """From the observed inventory's hosts."""
+        maintenance, standby, unreachable = set(), set(), set()
+        for host in hosts:
+            if host.in_maintenance_mode:
+                maintenance.add(host.moref)
+            if host.power_state is HostPowerState.STANDBY:
+                standby.add(host.moref)
+            elif (
+                host.connection_state is not ConnectionState.CONNECTED
+                or host.power_state is not HostPowerState.POWERED_ON
+            ):
+                unreachable.add(host.moref)
+        return cls(frozenset(maintenance), frozenset(standby), frozenset(unreachable))
+
+
+# ------------------------------------------------------------------------------------------ decisions
+
+
+class Verdict(StrEnum):
+    RESOLVE = "resolve"  # resolve now
+    BACKOFF = "backoff"  # resolved before and still there: wait until ``next_at``
+    GAVE_UP = "gave-up"  # ``max_attempts`` resolves did not clear it: a person must look
+    REPORT = "report"  # passive: a person must fix the cause
+    WAIT = "wait"  # the host is unreachable: wait until it is back
+    EXPECTED = "expected"  # maintenance mode / standby: not a failure
+
+
+FAILURES = frozenset({Verdict.GAVE_UP, Verdict.REPORT})
+
+
+@dataclass(frozen=True)
+class HealDecision:
+    """What to do about one key now: its issues (usually one), the verdict, why, and the fix."""
+
+    key: HealKey
+    issues: tuple[Issue, ...]
+    verdict: Verdict
+    reason: str
+    fix: str
+    attempt: int = 0  # resolves done so far, counting this one when the verdict is RESOLVE
+    next_at: float | None = None  # RESOLVE, BACKOFF: when the next resolve (or giving up) is due
+    announce: bool = False  # first decision in this verdict for the key: log it (GAVE_UP, REPORT)
+
+    @property
+    def failure(self) -> bool:
+        """True when a person should look (passive issue, or agentvm gave up)."""
+        return self.verdict in FAILURES
+
+
+@dataclass(frozen=True)
+class HealPlan:
+    """The outcome of one ``plan_heal``: what to do now, when to look again, and the state to keep."""
+
+    decisions: tuple[HealDecision, ...]
+    state: HealState
+    wake_at: float | None  # the earliest ``next_at`` (RESOLVE, BACKOFF); None when no retry can follow
+    healed: tuple[HealKey, ...] = ()  # keys agentvm had resolved and that are now gone
+
+    @property
+    def resolves(self) -> tuple[Issue, ...]:
+        """The issues to pass to ``Backend.resolve`` now."""
+        return tuple(i for d in self.decisions if d.verdict is Verdict.RESOLVE for i in d.issues)
+
+    def by_verdict(self, verdict: Verdict) -> tuple[HealDecision, ...]:
+        return tuple(d for d in self.decisions if d.verdict is verdict)
+
+
+class ObservedAgency(Protocol):
+    """What ``plan_heal_agencies`` reads of an observation; ``backends.base.AgencyStatus`` has it."""
+
+    @property
+    def agency(self) -> str: ...
+
+    @property
+    def issues(self) -> tuple[Issue, ...]: ...
+
+    @property
+    def agents(self) -> tuple[AgentRuntime, ...]: ...
+
+
+def observed_issues(observed: Iterable[ObservedAgency]) -> tuple[Issue, ...]:
+    """Every issue of these agencies and their agents, once each (EAM lists agent issues on both)."""
+    seen: dict[tuple[str, int], Issue] = {}
+    for agency in observed:
+        for issue in (*agency.issues, *(i for a in agency.agents for i in a.issues)):
+            seen.setdefault((issue.agency, issue.key), issue)
+    return tuple(seen.values())
+
+
+def plan_heal_agencies(
+    observed: Sequence[ObservedAgency],
+    state: HealState,
+    now: float,
+    policy: HealPolicy,
+    hosts: HostConditions = HostConditions(),
+) -> HealPlan:
+    """``plan_heal`` over one observation of these agencies (keys of other agencies are kept as they are)."""
+    return plan_heal(
+        observed_issues(observed), state, now, policy, hosts, scope=frozenset(a.agency for a in observed)
+    )
+
+
+def plan_heal(
+    issues: Iterable[Issue],
+    state: HealState,
+    now: float,
+    policy: HealPolicy,
+    hosts: HostConditions = HostConditions(),
+    *,
+    scope: Collection[str] | None = None,
+) -> HealPlan:
+    """Decide what to do about ``issues``, every issue observed now in the agencies of ``scope``.
+
+    ``scope`` is the agency ids that were observed (None: all; every key absent from ``issues`` is then
+    cleared). ``now`` is in the same seconds as earlier calls. Raises nothing; never mutates its inputs.
+    """
+    grouped: dict[HealKey, list[Issue]] = {}
+    for issue in issues:
+        grouped.setdefault(HealKey.of(issue), []).append(issue)
+    # a host EAM calls unreachable (or in maintenance) is so, whatever the inventory said a moment ago
+    # a host EAM calls unreachable (or in maintenance) is so, whatever the inventory said a moment ago
+    on_hosts = [(i.host, heal_class(i.kind)) for found in grouped.values() for i in found if i.host]
+    unreachable_hosts = hosts.unreachable | {h for h, c in on_hosts if c is HealClass.UNREACHABLE}
+    quiet_hosts = hosts.maintenance | hosts.standby | {h for h, c in on_hosts if c is HealClass.MAINTENANCE}
+
+    attempts: dict[HealKey, Attempts] = {}
+    healed: list[HealKey] = []
+    for key, previous in state.attempts.items():
+        if key in grouped:
+            continue
+        if scope is not None and key.agency not in scope:
+            attempts[key] = previous  # not observed this time: keep
+        elif previous.count and not previous.gave_up:
+            healed.append(key)
+
+    decisions = []
+    for key in sorted(grouped, key=HealKey.sort_key):
+        found = tuple(sorted(grouped[key], key=lambda i: i.key))
+        decision, kept = _decide(
+            key, found, state.attempts.get(key), now, policy, quiet_hosts, unreachable_hosts
+        )
+        decisions.append(decision)
+        if kept is not None:
+            attempts[key] = kept
+
+    # wake for the next retry of what was resolved now (if it stays) or is backing off
+    waits = [d.next_at for d in decisions if d.next_at is not None]
+    return HealPlan(
+        tuple(decisions),
+        HealState(attempts),
+        min(waits, default=None),
+        tuple(sorted(healed, key=HealKey.sort_key)),
+    )
+
+
+def _decide(
+    key: HealKey,
+    issues: tuple[Issue, ...],
+    previous: Attempts | None,
+    now: float,
+    policy: HealPolicy,
+    quiet: Collection[MoRef],
+    unreachable: Collection[MoRef],
+) -> tuple[HealDecision, Attempts | None]:
+    """One key's decision and the attempts to keep for it (None: nothing to remember)."""
+    kind = key.kind
+    cls = heal_class(kind)
+    fix = fix_for(issues[-1])
+    host = next((i.host for i in issues if i.host is not None), None)
+    named = _host_name(issues)
+    where = f" on {named}" if named else ""
+    the_host = f"host {named}" if named else "the host"
+
+    if cls is HealClass.MAINTENANCE:
+        return HealDecision(
+            key,
+            issues,
+            Verdict.EXPECTED,
+            f"{the_host} is in maintenance mode or standby: not a failure",
+            fix,
+        ), None
+    if cls is HealClass.UNREACHABLE:
+        return HealDecision(
+            key, issues, Verdict.WAIT, f"{the_host} is not reachable: waiting until it is back", fix
+        ), None
+    if cls is HealClass.PASSIVE:
+        # announced once: the first time agentvm sees the key (it keeps no attempts, only the sighting)
+        seen = Attempts(0, now, now) if previous is None else previous
+        return HealDecision(
+            key,
+            issues,
+            Verdict.REPORT,
+            f"{kind.value} needs a person: agentvm does not resolve it in a loop",
+            fix,
+            announce=previous is None,
+        ), seen
+
+    # active kinds: held (and their backoff forgotten) while the host cannot take the action
+    if host is not None and host in quiet:
+        return HealDecision(
+            key,
+            issues,
+            Verdict.EXPECTED,
+            f"{the_host} is in maintenance mode or standby: {kind.value} is expected, not resolved",
+            fix,
+        ), None
+    if host is not None and host in unreachable:
+        return HealDecision(
+            key,
+            issues,
+            Verdict.WAIT,
+            f"{the_host} is not reachable: {kind.value} is resolved once it is back",
+            fix,
+        ), None
+
+    backoff = policy.backoff(kind)
+    if previous is None or (not previous.gave_up and now >= previous.next_at):
+        count = 1 if previous is None else previous.count + 1
+        if previous is not None and count > backoff.max_attempts:
+            gave_up = dataclasses.replace(previous, gave_up=True)
+            return _gave_up(key, issues, previous.count, fix, announce=True), gave_up
+        next_at = now + policy.delay(key, count)
+        reason = f"resolving {kind.value}{where}: attempt {count} of {backoff.max_attempts}"
+        return HealDecision(key, issues, Verdict.RESOLVE, reason, fix, count, next_at), Attempts(
+            count, now, next_at
+        )
+    if previous.gave_up:
+        return _gave_up(key, issues, previous.count, fix, announce=False), previous
+    reason = (
+        f"{kind.value}{where} is still there after {previous.count} resolve(s): next attempt in "
+        f"{previous.next_at - now:.1f} s"
+    )
+    return HealDecision(key, issues, Verdict.BACKOFF, reason, fix, previous.count, previous.next_at), previous
+
+
+def _gave_up(
+    key: HealKey, issues: tuple[Issue, ...], count: int, fix: str, *, announce: bool
+) -> HealDecision:
+    reason = (
+        f"gave up on {key.kind.value} on {_host_name(issues) or key.agent or key.agency} after {count} "
+        "resolve(s) did not clear it: a person must look (agentvm tries again once it clears or is resolved "
+        "by hand)"
+    )
+    return HealDecision(key, issues, Verdict.GAVE_UP, reason, fix, count, announce=announce)
+
+
+def _host_name(issues: Sequence[Issue]) -> str:
+    for issue in issues:
+        if issue.host is not None:
+            return f"{issue.host.value} ({issue.host_name})" if issue.host_name else issue.host.value
+    return ""
+
+
+# ------------------------------------------------------------------------------------------ summaries
+
+
+class AgentState(StrEnum):
+    """How the dashboard and ``agentvm_agents{state}`` show an agent: EAM's status, or maintenance."""
+
+    GREEN = "green"
+    YELLOW = "yellow"
+    RED = "red"
+    MAINTENANCE = "maintenance"
+
+
+def agent_state(agent: AgentRuntime, hosts: HostConditions = HostConditions()) -> AgentState:
+    """``maintenance`` when the agent's host is in maintenance mode or standby (or an issue says so) —
+    not a failure, whatever EAM's status — else the agent's own status (green / yellow / red)."""
+    if agent.host in hosts.maintenance or agent.host in hosts.standby:
+        return AgentState.MAINTENANCE
+    if any(heal_class(i.kind) is HealClass.MAINTENANCE for i in agent.issues):
+        return AgentState.MAINTENANCE
+    return AgentState(agent.status.value)
+
+
+def count_states(agents: Iterable[AgentRuntime], hosts: HostConditions = HostConditions()) -> dict[str, int]:
+    """Agents per ``AgentState`` value, every state present (0 when none): ``agentvm_agents``' input."""
+    counts = {state.value: 0 for state in AgentState}
+    for agent in agents:
+        counts[agent_state(agent, hosts).value] += 1
+    return counts
+
+
+def count_kinds(issues: Iterable[Issue]) -> dict[str, int]:
+    """Issues per kind (``IssueKind`` value), only the kinds present: ``agentvm_issues``' input."""
+    counts: dict[str, int] = {}
+    for issue in issues:
+        counts[issue.kind.value] = counts.get(issue.kind.value, 0) + 1
+    return counts

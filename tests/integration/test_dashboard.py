@@ -1,0 +1,274 @@
+"""The dashboard in headless Chromium (Debian's ``chromium``), against the API server fed by a fake status.
+
+A host turns red and then green again while the page stays open: the change arrives through the event
+stream (EventSource) and the page re-fetches the status. Screenshots and the DOM of each step are kept
+under ``artifacts/dashboard/`` (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentvm.api.server import Api, ApiServer
+from agentvm.controller.events import EventLog
+from agentvm.model.errors import TransientError
+from tests.support.cdp import Browser, Page
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "dashboard"
+
+
+def _host(n: int, state: str, issues: list[dict[str, object]] | None = None) -> dict[str, object]:
+    power = "poweredOn" if state == "green" else "poweredOff"
+    return {
+        "name": f"/DC0/host/C0/H{n}",
+        "moid": f"host-{21 + n}",
+        "state": state,
+        "vm": {"name": f"contrail-vrouter ({n + 1})", "moid": f"vm-{40 + n}", "powerState": power},
+        "address": f"10.10.0.{10 + n}",
+        "hookPending": False,
+        "issues": issues or [],
+    }
+
+
+def _status(h1_state: str) -> dict[str, object]:
+    issues = (
+        [
+            {
+                "key": 17,
+                "kind": "VmPoweredOff",
+                "message": "agent VM contrail-vrouter (2) is powered off",
+                "fix": "agentvm powers the agent VM on",
+            }
+        ]
+        if h1_state == "red"
+        else []
+    )
+    hosts_c0 = [_host(0, "green"), _host(1, h1_state, issues), _host(2, "maintenance"), _host(3, "green")]
+    hosts_c1 = [
+        {**_host(n, "green"), "name": f"/DC0/host/C1/H{n}", "moid": f"host-{31 + n}"} for n in range(3)
+    ]
+    return {
+        "apiVersion": "agentvm/v1",
+        "kind": "Status",
+        "agencies": [
+            {
+                "name": "contrail-vrouter",
+                "status": "red" if h1_state == "red" else "green",
+                "clusters": [
+                    {"name": "C0", "path": "/DC0/host/C0", "hosts": hosts_c0},
+                    {"name": "C1", "path": "/DC0/host/C1", "hosts": hosts_c1},
+                ],
+            }
+        ],
+    }
+
+
+class World:
+    """The fake controller behind the server: a status to change and an event log to publish to."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.status: dict[str, Any] = _status("green")
+        self.events = EventLog()
+        self.error: Exception | None = None
+
+    def get_status(self) -> dict[str, Any]:
+        with self.lock:
+            if self.error is not None:
+                raise self.error
+            return copy.deepcopy(self.status)
+
+    def set_status(self, status: dict[str, Any]) -> None:
+        with self.lock:
+            self.status = status
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+def server(world: World) -> Iterator[ApiServer]:
+    api = Api(status=world.get_status, ready=lambda: True, metrics=lambda: "", events=world.events)
+    with ApiServer(api, port=0, keepalive=1.0) as running:
+        yield running
+
+
+@pytest.fixture
+def page(server: ApiServer) -> Iterator[Page]:
+    with Browser() as browser:
+        tab = browser.page()
+        try:
+            tab.call("Runtime.enable")
+            tab.call("Page.enable")
+            yield tab
+        finally:
+            tab.close()
+
+
+def _navigate(page: Page, url: str) -> None:
+    """Load ``url`` and wait until the dashboard's document is complete (navigate returns before)."""
+    page.call("Page.navigate", url=url)
+    page.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete'")
+
+
+def _open(page: Page, url: str) -> None:
+    _navigate(page, url)
+    page.wait_for("!!document.querySelector('.host')")
+    page.wait_for("document.getElementById('live').classList.contains('on')")
+
+
+def _class_of(page: Page, moid: str) -> str:
+    value = page.evaluate(f"document.querySelector('[data-moid=\"{moid}\"]').className")
+    assert isinstance(value, str)
+    return value
+
+
+def _keep(page: Page, name: str) -> str:
+    """Save a screenshot and the DOM as artefacts; returns the DOM."""
+    page.screenshot(ARTIFACTS / f"{name}.png")
+    dom = page.evaluate("document.documentElement.outerHTML")
+    assert isinstance(dom, str)
+    (ARTIFACTS / f"{name}.html").write_text(dom)
+    return dom
+
+
+def test_a_host_turns_red_then_green_live(world: World, server: ApiServer, page: Page) -> None:
+    _open(page, f"{server.url}/")
+    assert page.evaluate("document.querySelectorAll('.cluster').length") == 2
+    assert page.evaluate("document.querySelectorAll('.host').length") == 7
+    assert "state-green" in _class_of(page, "host-22")
+    assert "state-maintenance" in _class_of(page, "host-23")
+    _keep(page, "1-all-green")
+
+    # the agent VM on H1 is powered off: the controller's status turns red and it publishes the issue
+    world.set_status(_status("red"))
+    world.events.publish(
+        "issue",
+        "VmPoweredOff on host-22 (/DC0/host/C0/H1): agent VM contrail-vrouter (2) is powered off",
+        level="warning",
+        host="host-22",
+        host_name="/DC0/host/C0/H1",
+    )
+    # well before the page's 10 s fallback poll: the stream brought it
+    page.wait_for("document.querySelector('[data-moid=\"host-22\"]').classList.contains('state-red')", 8)
+    assert "VmPoweredOff on host-22" in page.evaluate("document.getElementById('events').textContent")
+
+    page.evaluate("document.querySelector('[data-moid=\"host-22\"]').click()")
+    detail = page.wait_for(
+        "!document.getElementById('detail').hidden && document.getElementById('detail').textContent"
+    )
+    for expected in ("contrail-vrouter (2)", "vm-41", "10.10.0.11", "poweredOff", "VmPoweredOff", "powers"):
+        assert expected in detail
+    assert "is powered off" in page.evaluate("document.getElementById('detail-events').textContent")
+    dom = _keep(page, "2-host-red")
+    assert 'data-moid="host-22"' in dom and "state-red" in dom
+
+    # the controller powers it on again
+    world.set_status(_status("green"))
+    world.events.publish(
+        "action", "powered on agent VM contrail-vrouter (2) on host-22 (/DC0/host/C0/H1)", host="host-22"
+    )
+    page.wait_for("document.querySelector('[data-moid=\"host-22\"]').classList.contains('state-green')", 8)
+    detail = page.wait_for("document.getElementById('detail').textContent.includes('poweredOn')")
+    assert "VmPoweredOff" not in page.evaluate("document.getElementById('detail-issues').textContent")
+    _keep(page, "3-host-green-again")
+    assert page.exceptions() == []
+
+
+def test_the_page_tolerates_a_sparse_status(world: World, server: ApiServer, page: Page) -> None:
+    world.set_status(
+        {
+            "agencies": [
+                {
+                    "name": "a",
+                    "clusters": [{"name": "C0", "hosts": [{"name": "H0"}, {"moid": "host-9"}, None]}],
+                },
+                {"name": "b"},
+                {"clusters": [{"hosts": [{"name": "H5", "state": "purple", "vm": None, "issues": [{}]}]}]},
+            ]
+        }
+    )
+    _navigate(page, f"{server.url}/")
+    page.wait_for("document.querySelectorAll('.host').length === 3")
+    assert "state-unknown" in _class_of(page, "host-9")
+    page.evaluate("document.querySelector('[data-moid=\"host-9\"]').click()")
+    assert "none" in page.wait_for("document.getElementById('detail-facts').textContent")
+    assert page.evaluate("document.querySelector('.error').hidden") is True
+    assert page.exceptions() == []
+
+
+def test_an_unavailable_status_is_shown_not_hidden(world: World, server: ApiServer, page: Page) -> None:
+    world.error = TransientError("vCenter 127.0.0.1:8989 is not answering: retrying")
+    _navigate(page, f"{server.url}/")
+    message = page.wait_for(
+        "!document.getElementById('error').hidden && document.getElementById('error').textContent"
+    )
+    assert "not answering" in message
+    assert json.dumps(page.exceptions()) == "[]"
+
+
+def test_the_page_reads_the_status_v1_schema_shape(world: World, server: ApiServer, page: Page) -> None:
+    """status-v1.json: ``status`` (color or null), ``powerState`` and ``hookPending`` on the host."""
+
+    def host(n: int, status: str | None, issues: list[dict[str, object]]) -> dict[str, object]:
+        return {
+            "name": f"DC0_C0_H{n}",
+            "moid": f"host-{n}",
+            "path": f"/DC0/host/DC0_C0/DC0_C0_H{n}",
+            "phase": "ready" if status == "green" else "issue",
+            "status": status,
+            "vm": {"moid": f"vm-{n}", "name": f"hello ({n})"} if status else None,
+            "powerState": "poweredOn" if status == "green" else None,
+            "hookPending": "provisioned" if n == 3 else None,
+            "address": f"10.0.0.{n}",
+            "issues": issues,
+        }
+
+    in_mm = {"key": 5, "kind": "HostInMaintenanceMode", "message": "host in MM", "remedy": "exit-maintenance"}
+    world.set_status(
+        {
+            "apiVersion": "agentvm/v1",
+            "kind": "Status",
+            "agencies": [
+                {
+                    "name": "hello",
+                    "id": "agency-1",
+                    "status": "yellow",
+                    "clusters": [
+                        {
+                            "name": "DC0_C0",
+                            "path": "/DC0/host/DC0_C0",
+                            "standalone": False,
+                            "hosts": [
+                                host(1, "green", []),
+                                host(2, "red", [in_mm]),
+                                host(3, "yellow", []),
+                                host(4, None, []),
+                            ],
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    _navigate(page, f"{server.url}/")
+    page.wait_for("document.querySelectorAll('.host').length === 4")
+    states = page.evaluate("[...document.querySelectorAll('.host')].map(h => h.dataset.state)")
+    assert states == ["green", "maintenance", "yellow", "unknown"]
+    page.evaluate("document.querySelector('[data-moid=\"host-3\"]').click()")
+    facts = page.wait_for(
+        "!document.getElementById('detail').hidden && document.getElementById('detail').textContent"
+    )
+    assert "pending (provisioned)" in facts and "/DC0/host/DC0_C0/DC0_C0_H3" in facts
+    page.evaluate("document.querySelector('[data-moid=\"host-2\"]').click()")
+    assert "remedy: exit-maintenance" in page.wait_for("document.getElementById('detail-issues').textContent")
+    assert page.exceptions() == []
