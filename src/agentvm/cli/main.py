@@ -14,8 +14,11 @@ import typer
 
 from agentvm.cli import lab as lab_commands
 from agentvm.cli import netsync as netsync_commands
+from agentvm.cli.destroy import destroy
 from agentvm.cli.inventory import inventory
 from agentvm.cli.output import fail
+from agentvm.cli.plan import apply, plan
+from agentvm.cli.status import resolve, status
 from agentvm.model.errors import AgentvmError
 
 app = typer.Typer(
@@ -28,6 +31,11 @@ app = typer.Typer(
 app.add_typer(lab_commands.app, name="lab")
 app.add_typer(netsync_commands.app, name="netsync")
 app.command()(inventory)
+app.command()(plan)
+app.command()(apply)
+app.command()(status)
+app.command()(resolve)
+app.command()(destroy)
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -1,0 +1,145 @@
+"""``agentvm plan -f SPEC`` and ``agentvm apply -f SPEC``: what would change, then change it.
+
+Both validate first (``controller.solution.Solution.plan``): an unknown cluster, a wrong password or
+thumbprint, an unreachable EAM or OVF, a wrong sha256, a too small IP plan, two agencies with one name or a
+malformed spec end here with one line on stderr and a non-zero exit, and nothing is changed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
+from agentvm.cli.output import console, err_console, fail, print_json
+from agentvm.cli.solution import (
+    ConnectionFlags,
+    Json,
+    ProgressView,
+    SpecFile,
+    Timeout,
+    guard,
+    hosts_table,
+    issue_lines,
+    load,
+    session_for,
+)
+from agentvm.controller.solution import DEFAULT_TIMEOUT, ApplyReport, Solution, SolutionPlan
+
+MARKS = {
+    "register-extension": "+",
+    "create-agency": "+",
+    "assign-address": "+",
+    "update-extension": "~",
+    "update-agency": "~",
+    "upgrade-agency": "~",
+    "set-host-settings": "~",
+    "set-certificate": "~",
+    "answer-hook": "~",
+}
+
+
+def _warn(plan: SolutionPlan) -> None:
+    for warning in plan.warnings:
+        err_console.print(f"agentvm: warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_plan(plan: SolutionPlan) -> None:
+    if plan.empty:
+        console.print("no changes", highlight=False)
+        return
+    for line in plan.lines:
+        mark = MARKS.get(line.kind, "~")
+        console.print(f"{mark} {line.description}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{len(plan.lines)} change(s)", style="bold", highlight=False)
+
+
+@guard
+def plan(
+    file: SpecFile,
+    json_: Json = False,
+    url: Url = None,
+    username: Username = None,
+    password_file: PasswordFile = None,
+    thumbprint: Thumbprint = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+) -> None:
+    """Show what apply would change (extension, host settings, agencies, addresses); change nothing."""
+    desired = load(file)
+    flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
+    with session_for(desired, flags) as session, Solution(desired, session) as solution:
+        result = solution.plan()
+    _warn(result)
+    if json_:
+        print_json(result.to_json())
+    else:
+        _print_plan(result)
+
+
+def _summary(report: ApplyReport) -> None:
+    if report.hosts:
+        title = "agents" if report.green else "agents (not all green)"
+        console.print(hosts_table(report.hosts, title))
+        for line in issue_lines(report.hosts):
+            console.print(line, soft_wrap=True)
+    table = Table.grid(padding=(0, 2))
+    table.add_row("wall time", f"{report.seconds:.2f} s")
+    table.add_row("vCenter calls", f"{report.vim_calls} vim25, {report.eam_calls} EAM")
+    console.print(table)
+
+
+@guard
+def apply(
+    file: SpecFile,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Accepted for scripts; apply never asks."),
+    json_: Json = False,
+    url: Url = None,
+    username: Username = None,
+    password_file: PasswordFile = None,
+    thumbprint: Thumbprint = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+) -> None:
+    """Register the solution, prepare the hosts, create/update the agencies, configure each agent; wait."""
+    _ = yes  # apply is declarative and idempotent: nothing to confirm
+    desired = load(file)
+    flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
+    with (
+        session_for(desired, flags) as session,
+        Solution(desired, session) as solution,
+        ProgressView(live=False if json_ else None) as view,
+    ):
+        report = solution.apply(timeout=timeout, on_progress=None if json_ else view)
+    _warn(report.plan)
+    if json_:
+        print_json(
+            {
+                **report.plan.to_json(),
+                "actions": list(report.actions),
+                "green": report.green,
+                "seconds": round(report.seconds, 3),
+                "calls": {"vim25": report.vim_calls, "eam": report.eam_calls},
+            }
+        )
+    elif not report.changed:
+        console.print("no changes", highlight=False)
+        if not report.green:
+            console.print("(some agents are not green: see agentvm status)", highlight=False)
+    else:
+        for action in report.actions:
+            console.print(f"✓ {action}", markup=False, highlight=False, soft_wrap=True)
+        _summary(report)
+    if not report.green:
+        yellow = sum(1 for h in report.hosts if h.phase.value != "ready")
+        fail(
+            f"{yellow} host(s) not ready after {timeout:.0f} s; see `agentvm status` for their issues, "
+            "`agentvm resolve --all` to retry, or apply again with a longer --timeout",
+            1,
+        )
+
+
+_ = Path

@@ -1,0 +1,148 @@
+"""``agentvm status`` and ``agentvm resolve``: see the agents and their issues, and ask EAM to fix them.
+
+``status`` shows, per agency, one row per host (cluster, agent VM, power, pending hook, address, issues as
+sentences with their fix); ``--json`` prints the documented ``agentvm/v1`` Status document
+(``agentvm/api/schema/status-v1.json``); ``--watch`` redraws until interrupted (or ``--count`` times).
+``resolve KEY...`` resolves issues by key, ``resolve --all`` every issue of the agencies.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.text import Text
+
+from agentvm.backends.eam import EamBackend
+from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
+from agentvm.cli.output import console, fail, print_json
+from agentvm.cli.solution import (
+    ConnectionFlags,
+    Json,
+    OptionalSpecFile,
+    guard,
+    hosts_table,
+    issue_lines,
+    load,
+    session_for,
+)
+from agentvm.controller.progress import issue_sentence
+from agentvm.controller.status import StatusReport, collect_status, status_document
+from agentvm.model.agency import Issue
+from agentvm.model.errors import ConfigurationError
+
+
+def _render(report: StatusReport) -> Group:
+    parts: list[RenderableType] = []
+    for agency in report.agencies:
+        s = agency.status
+        ready = sum(1 for h in agency.hosts if h.phase.value == "ready")
+        title = (
+            f"agency {s.name} ({s.agency}): {s.status.value}, goal {s.goal_state.value}, "
+            f"{ready}/{len(agency.hosts)} hosts ready"
+        )
+        parts.append(hosts_table(agency.hosts, title))
+        parts += issue_lines(agency.hosts)
+        for issue in s.issues:
+            if issue.agent is None:
+                parts.append(Text(f"issue #{issue.key} of agency {s.name}: {issue_sentence(issue)}"))
+    for name in report.missing:
+        parts.append(f"agency {name}: not created yet (run agentvm apply)")
+    if not report.agencies and not report.missing:
+        parts.append("no agencies")
+    return Group(*parts)
+
+
+@guard
+def status(
+    file: OptionalSpecFile = None,
+    json_: Json = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw until interrupted.")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between redraws.")] = 2.0,
+    count: Annotated[int, typer.Option("--count", min=0, help="With --watch: stop after N draws.")] = 0,
+    url: Url = None,
+    username: Username = None,
+    password_file: PasswordFile = None,
+    thumbprint: Thumbprint = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+) -> None:
+    """Per cluster and host: agent VM, power state, pending hook, address, issues (with their fix)."""
+    desired = load(file) if file is not None else None
+    flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
+    with session_for(desired, flags) as session:
+        backend = EamBackend(session)
+        if not watch:
+            report = collect_status(session, backend, desired)
+            if json_:
+                print_json(status_document(report, datetime.now(UTC)))
+            else:
+                console.print(_render(report))
+            return
+        drawn = 0
+        live = Live(console=console, auto_refresh=False) if console.is_terminal and not json_ else None
+        try:
+            if live is not None:
+                live.__enter__()
+            while count == 0 or drawn < count:
+                report = collect_status(session, backend, desired)
+                if json_:
+                    print_json(status_document(report, datetime.now(UTC)))
+                elif live is not None:
+                    live.update(_render(report), refresh=True)
+                else:
+                    console.print(_render(report))
+                drawn += 1
+                if count == 0 or drawn < count:
+                    time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if live is not None:
+                live.__exit__(None, None, None)
+
+
+@guard
+def resolve(
+    keys: Annotated[list[int] | None, typer.Argument(help="Issue keys (see agentvm status).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Resolve every issue of the agencies.")] = False,
+    file: OptionalSpecFile = None,
+    url: Url = None,
+    username: Username = None,
+    password_file: PasswordFile = None,
+    thumbprint: Thumbprint = None,
+    ca_file: CaFile = None,
+    insecure: Insecure = False,
+) -> None:
+    """Ask EAM to fix issues: power agent VMs on again, redeploy deleted ones, re-check the rest."""
+    if all_ == bool(keys):
+        fail("give issue keys (from agentvm status) or --all, not both and not neither", 2)
+    desired = load(file) if file is not None else None
+    flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
+    with session_for(desired, flags) as session:
+        backend = EamBackend(session)
+        report = collect_status(session, backend, desired)
+        if all_:
+            for agency in report.agencies:
+                backend.resolve_all(agency.name)
+                console.print(
+                    f"resolving all {len(agency.status.issues)} issue(s) of agency {agency.name}",
+                    highlight=False,
+                )
+            return
+        known: dict[int, Issue] = {i.key: i for a in report.agencies for i in a.status.issues}
+        unknown = [k for k in keys or () if k not in known]
+        if unknown:
+            listed = ", ".join(str(k) for k in sorted(known)) or "none"
+            raise ConfigurationError(
+                f"no issue with key {', '.join(map(str, unknown))} (current keys: {listed}); "
+                "run agentvm status to see them"
+            )
+        left = set(backend.resolve([known[k] for k in keys or ()]))
+        for key in keys or ():
+            verdict = "cannot be resolved now" if key in left else "resolving"
+            console.print(f"issue {key}: {verdict}: {issue_sentence(known[key])}", highlight=False)

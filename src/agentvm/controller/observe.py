@@ -1,0 +1,151 @@
+"""Observe what a spec is about: the extension, the hosts' AgentVM settings, each agency and its agents.
+
+Called by ``controller.solution`` (plan, apply, destroy) and the CLI's ``status``. One observation costs a
+constant number of vim25 calls whatever the inventory size (one bulk inventory read including the agent VMs'
+``guestinfo.agentvm.*`` extraConfig, one FindExtension) plus, per agency, the backend's observe
+(EAM: 3 + agents calls) and one QueryConfig.
+
+Each host's address is read back from its agent VM (``guestinfo.agentvm.address``, written by whoever
+answered the VM's ``provisioned`` hook), so the IP plan stays stable across restarts, redeploys and
+upgrades without any state of agentvm's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from agentvm.backends.base import AgencyStatus, Backend
+from agentvm.controller.targets import ResolvedAgency, observed_agency, resolve_agency
+from agentvm.model.agency import AgencyConfig
+from agentvm.model.desired import (
+    DesiredState,
+    ExtensionState,
+    HostAgentSettings,
+    ObservedState,
+    SolutionSpec,
+)
+from agentvm.model.inventory import InventorySnapshot
+from agentvm.vsphere.extensions import RegisteredExtension, find_extension
+from agentvm.vsphere.inventory import read_inventory
+from agentvm.vsphere.session import Session
+
+# extraConfig keys agentvm writes into each agent VM besides the guestinfo.<property> copies
+AGENTVM_GUESTINFO = "guestinfo.agentvm."
+ADDRESS_KEY = "guestinfo.agentvm.address"  # the host's address from the IP plan
+AGENCY_KEY = "guestinfo.agentvm.agency"  # the agency whose plan gave it
+
+
+@dataclass(frozen=True)
+class AgencyObservation:
+    """One agency of the spec: resolved against the inventory, and what EAM holds for it (None: nothing)."""
+
+    resolved: ResolvedAgency
+    status: AgencyStatus | None = None
+    config: AgencyConfig | None = None
+    addresses: Mapping[str, IPv4Address] = field(default_factory=dict)  # host moid -> address its VM carries
+
+    @property
+    def name(self) -> str:
+        return self.resolved.spec.name
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything plan/apply decide from, read in one pass."""
+
+    snapshot: InventorySnapshot
+    extension: RegisteredExtension | None
+    agencies: tuple[AgencyObservation, ...]
+    certificate_accepted: bool | None = None  # None: the spec has no certificate, or it was not checked
+
+    def agency(self, name: str) -> AgencyObservation | None:
+        return next((a for a in self.agencies if a.name == name), None)
+
+    def observed_state(self, solution: SolutionSpec) -> ObservedState:
+        """The summary ``core.plan.make_plan`` compares the spec with."""
+        settings = {}
+        for host in self.snapshot.hosts:
+            ds = self.snapshot.get(host.agent_vm_datastore) if host.agent_vm_datastore else None
+            nw = self.snapshot.get(host.agent_vm_network) if host.agent_vm_network else None
+            settings[host.moref.value] = HostAgentSettings(
+                datastore=ds.name if ds else None, network=nw.name if nw else None
+            )
+        agencies = {
+            a.name: observed_agency(a.config, a.resolved, self.snapshot)
+            for a in self.agencies
+            if a.config is not None
+        }
+        return ObservedState(
+            extension=extension_state(self.extension, solution),
+            host_settings=settings,
+            agencies=agencies,
+            hosts={a.name: a.resolved.hosts for a in self.agencies},
+            addresses={a.name: a.addresses for a in self.agencies},
+        )
+
+
+def extension_state(found: RegisteredExtension | None, solution: SolutionSpec) -> ExtensionState | None:
+    """The registered extension as the planner sees it.
+
+    agentvm registers ``summary or label`` as the description's summary (vCenter wants one), so that value
+    reads back as the spec's (possibly empty) summary: otherwise every plan would show a change.
+    """
+    if found is None:
+        return None
+    summary = solution.summary if found.summary == (solution.summary or solution.label) else found.summary
+    return ExtensionState(version=found.version, label=found.label, summary=summary, company=found.company)
+
+
+def read_addresses(snapshot: InventorySnapshot, status: AgencyStatus | None) -> dict[str, IPv4Address]:
+    """Host moid -> the address the agency's agent VM on that host carries (hook VM first: an upgrade)."""
+    if status is None:
+        return {}
+    found: dict[str, IPv4Address] = {}
+    for agent in status.agents:
+        for vm_ref in (agent.vm, agent.hook.vm if agent.hook else None):
+            vm = snapshot.get(vm_ref) if vm_ref is not None else None
+            text = getattr(vm, "extra_config", {}).get(ADDRESS_KEY) if vm is not None else None
+            if not text:
+                continue
+            try:
+                found[agent.host.value] = IPv4Address(text)
+            except ValueError:
+                continue  # not ours to interpret; the plan hands out an address again
+            break
+    return found
+
+
+def read_snapshot(session: Session) -> InventorySnapshot:
+    """The inventory with each VM's ``guestinfo.agentvm.*`` keys (one bulk read per object type)."""
+    return read_inventory(session, extra_config_prefix=AGENTVM_GUESTINFO)
+
+
+def observe(
+    session: Session,
+    backend: Backend,
+    desired: DesiredState,
+    *,
+    snapshot: InventorySnapshot | None = None,
+    config_of: Callable[[str], AgencyConfig] | None = None,
+    certificate_accepted: bool | None = None,
+) -> Observation:
+    """Read the inventory, the extension and each agency of ``desired``.
+
+    ``config_of`` reads an agency's config by id (``EamClient.agency_config``); without it the agencies'
+    configs are not read (enough for status and destroy).
+
+    Raises NotFoundError / ConfigurationError for a spec that does not fit the inventory (unknown cluster,
+    datastore a host cannot see, two agencies with one name) and the adapters' errors (TransientError when
+    EAM is unreachable, AuthenticationError). Changes nothing.
+    """
+    snapshot = snapshot if snapshot is not None else read_snapshot(session)
+    extension = find_extension(session, desired.solution.key)
+    resolved = [resolve_agency(a, snapshot) for a in desired.agencies]
+    agencies = []
+    for agency in resolved:
+        status = backend.observe(agency.spec.name)
+        config = config_of(status.agency) if status is not None and config_of is not None else None
+        agencies.append(AgencyObservation(agency, status, config, read_addresses(snapshot, status)))
+    return Observation(snapshot, extension, tuple(agencies), certificate_accepted)

@@ -1,0 +1,212 @@
+"""Per-host progress of an agency while ``apply`` / ``destroy`` wait, and the issue sentences people read.
+
+Called by ``controller.solution`` (which reports a ``Progress`` after every poll), ``controller.status``
+(the same per-host rows, and the same sentences) and the CLI (which draws them). Pure: values in, values out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from ipaddress import IPv4Address
+
+from agentvm.backends.base import AgencyStatus
+from agentvm.model.agency import (
+    DETAIL_DOWNLOAD_URL,
+    DETAIL_ERROR,
+    AgentRuntime,
+    GoalState,
+    HookState,
+    Issue,
+    IssueKind,
+    PowerState,
+    Status,
+)
+from agentvm.model.desired import ScopeHost
+from agentvm.model.inventory import InventorySnapshot
+
+
+class Phase(StrEnum):
+    """Where one host's agent is, in words for the progress display."""
+
+    WAITING = "waiting"  # no agent yet (EAM has not seen the host, or the agency is being created)
+    DEPLOYING = "deploying"
+    CONFIGURING = "configuring"  # a VM hook is pending: agentvm writes the host's values
+    POWERING_ON = "powering on"
+    READY = "ready"
+    ISSUE = "issue"
+    REMOVING = "removing"
+    REMOVED = "removed"
+
+
+# One sentence per issue kind: what happened and what fixes it ({host} and {vm} are filled in).
+ISSUE_SENTENCES: Mapping[IssueKind, str] = {
+    IssueKind.CANNOT_ACCESS_AGENT_OVF: (
+        "EAM cannot download the agent OVF {url} for {host}; start the package server or fix ovf.url, "
+        "then run agentvm resolve"
+    ),
+    IssueKind.OVF_INVALID_FORMAT: "the agent OVF is not valid ({error}); fix the package and apply again",
+    IssueKind.OVF_INVALID_PROPERTY: (
+        "an OVF property of the agent is not valid ({error}); fix ovfProperties/perHost and apply again"
+    ),
+    IssueKind.INCOMPATIBLE_HOST_VERSION: (
+        "{host} runs an ESXi version no agent config of the agency fits; upgrade the host or the package"
+    ),
+    IssueKind.INSUFFICIENT_RESOURCES: (
+        "{host} has too little CPU or memory for the agent VM; free resources, then run agentvm resolve"
+    ),
+    IssueKind.INSUFFICIENT_SPACE: (
+        "the agent VM's datastore on {host} is full; free space, then run agentvm resolve"
+    ),
+    IssueKind.NO_AGENT_VM_DATASTORE: (
+        "{host} has no agent VM datastore; name a datastore in the spec (or set the host's AgentVM "
+        "settings) and apply again"
+    ),
+    IssueKind.NO_AGENT_VM_NETWORK: (
+        "{host} has no agent VM network; name a network in the spec (or set the host's AgentVM settings) "
+        "and apply again"
+    ),
+    IssueKind.NO_CUSTOM_AGENT_VM_DATASTORE: (
+        "{host} sees none of the agency's datastores; mount one on the host or name another in the spec"
+    ),
+    IssueKind.NO_CUSTOM_AGENT_VM_NETWORK: (
+        "{host} sees none of the agency's networks; connect the host or name another network in the spec"
+    ),
+    IssueKind.INVALID_CONFIG: "the agent VM {vm} cannot be configured ({error}); fix the package or spec",
+    IssueKind.VM_POWERED_OFF: (
+        "the agent VM {vm} on {host} was powered off; run agentvm resolve to power it on"
+    ),
+    IssueKind.VM_SUSPENDED: "the agent VM {vm} on {host} is suspended; run agentvm resolve to power it on",
+    IssueKind.VM_POWERED_ON: (
+        "the agent VM {vm} on {host} is on although the agency is disabled; run agentvm resolve"
+    ),
+    IssueKind.VM_NOT_DEPLOYED: ("the agent VM on {host} was deleted; run agentvm resolve to deploy it again"),
+    IssueKind.VM_CORRUPTED: "the agent VM {vm} on {host} lost files; run agentvm resolve to redeploy it",
+    IssueKind.VM_ORPHANED: (
+        "the agent VM {vm} is left on {host}, which is no longer in scope; run agentvm resolve to delete it"
+    ),
+    IssueKind.MANAGED_HOST_NOT_REACHABLE: (
+        "{host} is disconnected or powered off; reconnect it (the issue clears by itself)"
+    ),
+    IssueKind.VM_REQUIRES_HOST_OUT_OF_MAINTENANCE_MODE: (
+        "{host} is in maintenance mode, so its agent VM cannot be deployed; take it out of maintenance "
+        "mode or run agentvm resolve"
+    ),
+    IssueKind.HOST_IN_MAINTENANCE_MODE: (
+        "{host} is in maintenance mode and blocks the agent VM; take it out, or run agentvm resolve"
+    ),
+    IssueKind.HOST_IN_STANDBY_MODE: "{host} is in standby; wake it up (the issue clears by itself)",
+}
+
+
+def issue_sentence(issue: Issue) -> str:
+    """The issue as one sentence with its fix, e.g. "the agent VM contrail-vm (1) on DC0_C0_H0 was ..."."""
+    host = issue.host_name or (issue.host.value if issue.host else "the host")
+    vm = issue.vm_name or (issue.vm.value if issue.vm else "")
+    error = issue.detail.get(DETAIL_ERROR, "")
+    url = issue.detail.get(DETAIL_DOWNLOAD_URL, "")
+    template = ISSUE_SENTENCES.get(issue.kind, "{kind} on {host}; run agentvm resolve")
+    return template.format(
+        host=host,
+        vm=vm or "of the agent",
+        error="; ".join(error) if isinstance(error, tuple) else error or "no detail",
+        url=url if isinstance(url, str) else ", ".join(url),
+        kind=issue.kind.value,
+    )
+
+
+@dataclass(frozen=True)
+class HostProgress:
+    """One host of an agency while apply/destroy wait (and one row of ``status``)."""
+
+    agency: str
+    host: str  # moid
+    label: str  # inventory path, or name
+    cluster: str  # cluster name, "" for a standalone host
+    phase: Phase
+    status: Status | None = None
+    vm: str | None = None  # moid
+    vm_name: str | None = None
+    power: PowerState | None = None
+    hook: HookState | None = None
+    address: str | None = None
+    issues: tuple[Issue, ...] = ()
+
+    @property
+    def detail(self) -> str:
+        if self.issues:
+            return "; ".join(issue_sentence(i) for i in self.issues)
+        if self.hook is not None:
+            return f"{self.hook.value} hook pending"
+        return ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One poll of the agencies apply/destroy wait on."""
+
+    hosts: tuple[HostProgress, ...]
+    elapsed: float
+    done: bool = False
+
+    def count(self, phase: Phase) -> int:
+        return sum(1 for h in self.hosts if h.phase is phase)
+
+
+def phase_of(agent: AgentRuntime | None, goal: GoalState | None) -> Phase:
+    """The phase a host's agent is in, from its runtime (None: no agent yet)."""
+    if agent is None:
+        return Phase.REMOVED if goal is GoalState.UNINSTALLED else Phase.WAITING
+    if goal is GoalState.UNINSTALLED or agent.goal_state is GoalState.UNINSTALLED:
+        return Phase.REMOVED if agent.status is Status.GREEN and agent.vm is None else Phase.REMOVING
+    if agent.status is Status.RED or agent.issues:
+        return Phase.ISSUE
+    if agent.hook is not None:
+        return Phase.CONFIGURING
+    if agent.status is Status.GREEN:
+        return Phase.READY
+    if agent.vm is None:
+        return Phase.DEPLOYING
+    return Phase.POWERING_ON if agent.power_state is not PowerState.POWERED_ON else Phase.DEPLOYING
+
+
+def host_rows(
+    agency: str,
+    status: AgencyStatus | None,
+    hosts: Iterable[ScopeHost],
+    addresses: Mapping[str, IPv4Address],
+    snapshot: InventorySnapshot | None,
+    *,
+    uninstall: bool = False,
+) -> tuple[HostProgress, ...]:
+    """One row per host of the scope and per agent (a host may have left the scope), by inventory path."""
+    goal = GoalState.UNINSTALLED if uninstall else (status.goal_state if status else None)
+    agents: dict[str, AgentRuntime] = {a.host.value: a for a in status.agents} if status else {}
+    by_moid = {h.moid: h for h in hosts}
+    rows = []
+    for moid in sorted(set(by_moid) | set(agents), key=lambda m: by_moid[m].path if m in by_moid else m):
+        agent = agents.get(moid)
+        host = by_moid.get(moid)
+        address = addresses.get(moid)
+        vm_name = None
+        if agent is not None and agent.vm is not None and snapshot is not None:
+            vm = snapshot.get(agent.vm)
+            vm_name = vm.name if vm is not None else None
+        rows.append(
+            HostProgress(
+                agency=agency,
+                host=moid,
+                label=(host.path or host.name) if host else (agent.host_name if agent else moid),
+                cluster=(host.cluster_name or "") if host else "",
+                phase=phase_of(agent, goal),
+                status=agent.status if agent else None,
+                vm=agent.vm.value if agent and agent.vm else None,
+                vm_name=vm_name or (agent.vm_name if agent and agent.vm else None),
+                power=agent.power_state if agent else None,
+                hook=agent.hook.state if agent and agent.hook else None,
+                address=str(address) if address is not None and not uninstall else None,
+                issues=agent.issues if agent else (),
+            )
+        )
+    return tuple(rows)

@@ -1,0 +1,679 @@
+"""agentvm as a vCenter solution: plan, apply and destroy one spec over EAM.
+
+Called by the CLI (``agentvm plan | apply | destroy``) and usable by the controller and the HTTP API.
+``Solution(desired, session)`` holds one logged-in vim25 ``Session`` and an ``EamBackend`` on it (or on
+the solution's own session once it can log in with its certificate, so that the agencies belong to the
+extension). Data flows one way: ``observe`` → ``core.plan.make_plan`` → act.
+
+- ``plan()`` validates everything (inventory names, OVF URL and sha256, IP plan size, per-host templates,
+  duplicate agencies, EAM reachable) and changes nothing.
+- ``apply()`` plans first — every validation error is raised before the first change — then registers or
+  updates the extension (and sets its certificate), fills in missing AgentVM settings of the hosts in scope,
+  creates / updates the agencies, answers each pending ``provisioned`` hook by writing that host's values
+  into the hook's VM (vApp properties and ``guestinfo.*``) and calling MarkAsAvailable, and waits until
+  every agency is green or the timeout passes, reporting a ``Progress`` after each poll.
+- ``destroy()``: Uninstall → wait until green → DestroyAgency → unregister the extension.
+
+EAM has no push notifications for hooks (EAM.md section 5), so the wait polls: every 0.25 s while something
+changes, backing off to 2 s while nothing does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from types import TracebackType
+
+from agentvm.backends.base import AgencyStatus, ApplyResult
+from agentvm.backends.eam import EamBackend
+from agentvm.controller.observe import (
+    ADDRESS_KEY,
+    AGENCY_KEY,
+    AgencyObservation,
+    Observation,
+    observe,
+    read_addresses,
+    read_snapshot,
+)
+from agentvm.controller.ovfcheck import check_ovf
+from agentvm.controller.progress import HostProgress, Progress, host_rows
+from agentvm.controller.targets import ResolvedAgency, config_differences, resolve_agency
+from agentvm.core.ipplan import assign_addresses, render_per_host
+from agentvm.core.plan import Change, ChangeKind, Plan, make_plan
+from agentvm.model.agency import AgencyConfig, HookState, MoRef, Status
+from agentvm.model.connection import VCenterConnection
+from agentvm.model.desired import DesiredState, ScopeHost, SolutionSpec
+from agentvm.model.errors import AuthenticationError, ConfigurationError, NotFoundError, TransientError
+from agentvm.model.inventory import InventorySnapshot
+from agentvm.vsphere.extensions import (
+    ExtensionSpec,
+    ManagedEntityType,
+    register_extension,
+    set_extension_certificate,
+    unregister_extension,
+    update_extension,
+)
+from agentvm.vsphere.hosts import AgentVmSettings, ensure_agent_vm_settings
+from agentvm.vsphere.ovf import configure_vm
+from agentvm.vsphere.session import Session
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 600.0
+POLL_FIRST = 0.25
+POLL_MAX = 2.0
+REANSWER_AFTER = 10.0  # a hook still pending this long after MarkAsAvailable is answered again
+MANAGED_ENTITY_TYPE = "agent"  # config.managedBy.type of agent VMs (EAM.md section 8)
+
+EAM_METHODS = frozenset(
+    {
+        "CreateAgency",
+        "QueryAgency",
+        "QueryConfig",
+        "AgencyQueryRuntime",
+        "QueryAgent",
+        "QuerySolutionId",
+        "Update",
+        "Agency_Enable",
+        "Agency_Disable",
+        "Uninstall",
+        "DestroyAgency",
+        "AgentQueryConfig",
+        "AgentQueryRuntime",
+        "MarkAsAvailable",
+        "QueryIssue",
+        "Resolve",
+        "ResolveAll",
+    }
+)
+
+ProgressCallback = Callable[[Progress], None]
+
+
+# ------------------------------------------------------------------------------------------------ plan
+
+
+@dataclass(frozen=True)
+class PlanLine:
+    """One line of ``agentvm plan``: a ``core.plan`` change, or one the solution adds (certificate, hooks)."""
+
+    kind: str
+    target: str
+    description: str
+    agency: str | None = None
+    host: str | None = None
+
+    @classmethod
+    def of(cls, change: Change) -> PlanLine:
+        return cls(change.kind.value, change.target, change.description, change.agency, change.host)
+
+
+@dataclass(frozen=True)
+class SolutionPlan:
+    """What apply would do, and what it was decided from."""
+
+    observation: Observation
+    plan: Plan
+    lines: tuple[PlanLine, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.lines
+
+    def describe(self) -> list[str]:
+        return [line.description for line in self.lines] or ["no changes"]
+
+    def kinds(self, agency: str | None = None) -> set[str]:
+        return {line.kind for line in self.lines if agency is None or line.agency == agency}
+
+    def to_json(self) -> dict[str, object]:
+        """The plan as ``plan --json`` prints it."""
+        return {
+            "apiVersion": "agentvm/v1",
+            "kind": "Plan",
+            "changes": [
+                {
+                    "kind": line.kind,
+                    "target": line.target,
+                    "description": line.description,
+                    "agency": line.agency,
+                    "host": line.host,
+                }
+                for line in self.lines
+            ],
+            "addresses": {
+                agency: {
+                    held.host.moid: {
+                        "host": held.host.path or held.host.name,
+                        "address": str(held.address),
+                        "source": held.source.value,
+                    }
+                    for held in assignment.addresses
+                }
+                for agency, assignment in self.plan.addresses.items()
+            },
+            "warnings": list(self.warnings),
+            "noChanges": self.empty,
+        }
+
+
+# ----------------------------------------------------------------------------------------------- apply
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    """What apply did, each host's final state, and what it cost."""
+
+    plan: SolutionPlan
+    actions: tuple[str, ...]
+    hosts: tuple[HostProgress, ...]
+    green: bool
+    seconds: float
+    vim_calls: int
+    eam_calls: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+
+@dataclass
+class _Wait:
+    """One agency apply/destroy waits on (mutable bookkeeping of the wait loop only)."""
+
+    resolved: ResolvedAgency
+    uninstall: bool = False
+    replaced_vms: set[str] = field(default_factory=set)  # VMs an upgrade must replace
+    addresses: dict[str, IPv4Address] = field(default_factory=dict)  # host moid -> planned address
+    answered: dict[tuple[str, str], float] = field(default_factory=dict)  # (agent, vm) -> when
+    status: AgencyStatus | None = None
+    snapshot: InventorySnapshot | None = None
+
+    @property
+    def name(self) -> str:
+        return self.resolved.spec.name
+
+    def done(self) -> bool:
+        status = self.status
+        if self.uninstall:
+            return status is None or (
+                status.runtime.status is Status.GREEN and all(a.vm is None for a in status.agents)
+            )
+        if status is None or not status.green or status.pending_hooks:
+            return False
+        hosts = {a.host.value for a in status.agents}
+        if not {h.moid for h in self.resolved.hosts} <= hosts:
+            return False
+        return not any(a.vm is not None and a.vm.value in self.replaced_vms for a in status.agents)
+
+
+class Solution:
+    """One spec's solution on one vCenter. ``with Solution(desired, session) as s: s.apply()``.
+
+    ``session`` is logged in (user, or the extension by certificate). Closing the Solution logs out the
+    sessions it opened itself (the extension's), never ``session``.
+    """
+
+    def __init__(
+        self,
+        desired: DesiredState,
+        session: Session,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.desired = desired
+        self.session = session
+        self._clock = clock
+        self._sleep = sleep
+        self._eam_session = session
+        self.backend = EamBackend(session)
+        self._own: list[Session] = []
+        self._certificate_accepted: bool | None = True if session.conn.by_certificate else None
+
+    def __enter__(self) -> Solution:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for session in self._own:
+            session.logout()
+        self._own.clear()
+
+    @property
+    def solution(self) -> SolutionSpec:
+        return self.desired.solution
+
+    def call_counts(self) -> tuple[int, int]:
+        """(vim25 calls, EAM calls) made so far by every session of this Solution."""
+        counts: Counter[str] = Counter()
+        for session in {id(s): s for s in (self.session, self._eam_session, *self._own)}.values():
+            counts.update(session.stats.snapshot())
+        eam = sum(n for method, n in counts.items() if method in EAM_METHODS)
+        return sum(counts.values()) - eam, eam
+
+    # -- the extension's own session ---------------------------------------------------------------
+
+    def _wants_certificate(self) -> bool:
+        return bool(self.solution.cert_file and self.solution.key_file)
+
+    def _extension_connection(self) -> VCenterConnection:
+        conn = self.session.conn
+        return VCenterConnection(
+            url=conn.url,
+            thumbprint=conn.thumbprint,
+            ca_file=conn.ca_file,
+            insecure=conn.insecure,
+            extension_key=self.solution.key,
+            cert_file=self.solution.cert_file,
+            key_file=self.solution.key_file,
+        )
+
+    def _try_extension_login(self) -> bool:
+        """Log in as the extension with the spec's certificate and use it for EAM; False when refused."""
+        if self._eam_session is not self.session:
+            return True
+        try:
+            ext = Session.connect(self._extension_connection(), correlation_prefix="agentvm-solution")
+        except AuthenticationError as exc:
+            log.info("extension login of %s refused: %s", self.solution.key, exc)
+            return False
+        self._own.append(ext)
+        self._eam_session = ext
+        self.backend = EamBackend(ext)
+        return True
+
+    # -- observe and plan ---------------------------------------------------------------------------
+
+    def observe(self, snapshot: InventorySnapshot | None = None) -> Observation:
+        """Read everything the plan needs (see ``controller.observe``). Changes nothing."""
+        if self._wants_certificate() and not self.session.conn.by_certificate:
+            self._certificate_accepted = self._try_extension_login()
+        return observe(
+            self.session,
+            self.backend,
+            self.desired,
+            snapshot=snapshot,
+            config_of=self.backend.client.agency_config,
+            certificate_accepted=self._certificate_accepted if self._wants_certificate() else None,
+        )
+
+    def plan(self, *, check_packages: bool = True) -> SolutionPlan:
+        """Observe and compare; validate what apply needs. Raises the validation errors; changes nothing.
+
+        ``check_packages``: download each OVF that an agency change would hand to EAM (and check its sha256).
+        """
+        observation = self.observe()
+        core = make_plan(self.desired, observation.observed_state(self.solution))
+        warnings = [*self.desired.warnings, *core.warnings]
+        lines = [PlanLine.of(c) for c in core.changes if c.agency is None and c.host is None]
+        if self._wants_certificate() and observation.certificate_accepted is False:
+            lines.append(
+                PlanLine(
+                    "set-certificate",
+                    self.solution.key,
+                    f"set the login certificate of extension {self.solution.key} "
+                    f"to {self.solution.cert_file}",
+                )
+            )
+        lines += [PlanLine.of(c) for c in core.changes if c.kind is ChangeKind.SET_HOST_SETTINGS]
+        for agency in observation.agencies:
+            lines += self._agency_lines(agency, core, warnings, check_packages)
+        return SolutionPlan(observation, core, tuple(lines), tuple(dict.fromkeys(warnings)))
+
+    def _agency_lines(
+        self, agency: AgencyObservation, core: Plan, warnings: list[str], check_packages: bool
+    ) -> list[PlanLine]:
+        name = agency.name
+        mine = [c for c in core.changes if c.agency == name and c.kind is not ChangeKind.SET_HOST_SETTINGS]
+        lines = [PlanLine.of(c) for c in mine if c.kind is not ChangeKind.ASSIGN_ADDRESS]
+        if not lines and agency.config is not None:
+            # fields core.plan does not compare (e.g. preferHostConfiguration) still need an Update
+            differs = config_differences(agency.config, agency.resolved.config)
+            if differs:
+                text = f"update agency {name}: {', '.join(differs)} changed"
+                lines.append(PlanLine(ChangeKind.UPDATE_AGENCY.value, name, text, name))
+        if lines and check_packages:
+            _descriptor, found = check_ovf(agency.resolved.spec)
+            warnings += found
+        # render every host's values now: a template that cannot be filled is an error before any change
+        assignment = core.addresses.get(name)
+        for host in agency.resolved.hosts:
+            held = assignment.get(host.moid) if assignment else None
+            render_per_host(agency.resolved.spec, host, held.address if held else None)
+        lines += [PlanLine.of(c) for c in mine if c.kind is ChangeKind.ASSIGN_ADDRESS]
+        if agency.status is not None and agency.resolved.spec.provisioned_hook:
+            pending = [
+                a for a in agency.status.pending_hooks if not any(line.host == a.host.value for line in lines)
+            ]
+            for agent in pending:
+                label = self._host_label(agency.resolved, agent.host.value)
+                lines.append(
+                    PlanLine(
+                        "answer-hook",
+                        agent.agent,
+                        f"{name}: answer the pending {agent.hook.state.value if agent.hook else ''} hook of "
+                        f"{label}",
+                        name,
+                        agent.host.value,
+                    )
+                )
+        return lines
+
+    @staticmethod
+    def _host_label(resolved: ResolvedAgency, moid: str) -> str:
+        host = resolved.host(moid)
+        return f"{moid} ({host.path or host.name})" if host else moid
+
+    # -- apply --------------------------------------------------------------------------------------
+
+    def apply(
+        self, *, timeout: float = DEFAULT_TIMEOUT, on_progress: ProgressCallback | None = None
+    ) -> ApplyReport:
+        """Carry out the plan and wait until green (see the module docstring).
+
+        Raises the plan's validation errors before changing anything; afterwards the adapters' errors.
+        The report's ``green`` is False when the timeout passed first.
+        """
+        started = self._clock()
+        plan = self.plan()
+        actions: list[str] = []
+        if plan.empty:
+            hosts = self._final_hosts(plan.observation)
+            vim, eam = self.call_counts()
+            green = all(a.status is None or a.status.green for a in plan.observation.agencies)
+            return ApplyReport(plan, (), hosts, green, self._clock() - started, vim, eam)
+        kinds = plan.kinds()
+        if kinds & {ChangeKind.REGISTER_EXTENSION.value, ChangeKind.UPDATE_EXTENSION.value}:
+            actions.append(self._ensure_extension(plan))
+        if "set-certificate" in kinds:
+            actions.append(self._set_certificate())
+        for line in plan.lines:
+            if line.kind == ChangeKind.SET_HOST_SETTINGS.value and line.host and line.agency:
+                actions.append(self._set_host_settings(plan, line.agency, line.host, line.description))
+        waits: list[_Wait] = []
+        for agency in plan.observation.agencies:
+            wait = self._apply_agency(plan, agency, actions)
+            if wait is not None:
+                waits.append(wait)
+        green = self._wait(waits, timeout=timeout, started=started, on_progress=on_progress)
+        hosts = tuple(h for w in waits for h in self._progress_rows(w))
+        vim, eam = self.call_counts()
+        return ApplyReport(plan, tuple(actions), hosts, green, self._clock() - started, vim, eam)
+
+    def _ensure_extension(self, plan: SolutionPlan) -> str:
+        spec = extension_spec(self.solution)
+        if plan.observation.extension is None:
+            register_extension(self.session, spec)
+            return f"registered extension {spec.key} version {spec.version}"
+        update_extension(self.session, spec)
+        return f"updated extension {spec.key} to version {spec.version}"
+
+    def _set_certificate(self) -> str:
+        cert_file = self.solution.cert_file
+        assert cert_file is not None  # "set-certificate" is planned only with a certificate
+        try:
+            pem = Path(cert_file).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(
+                f"cannot read solution.certFile {cert_file} ({exc}); fix the path or the file"
+            ) from None
+        set_extension_certificate(self.session, self.solution.key, pem)
+        if not self._try_extension_login():
+            raise AuthenticationError(
+                f"vCenter refused the login of extension {self.solution.key} with {cert_file} right after "
+                "its certificate was set; check that solution.keyFile belongs to solution.certFile"
+            )
+        return f"set the login certificate of extension {self.solution.key}; agencies are now the solution's"
+
+    def _set_host_settings(self, plan: SolutionPlan, agency: str, moid: str, description: str) -> str:
+        observation = plan.observation
+        found = observation.agency(agency)
+        assert found is not None
+        host = observation.snapshot.find_host(moid)
+        scope = found.resolved.host(moid)
+        assert scope is not None
+        spec = found.resolved.spec
+
+        def pick(current: MoRef | None, word: str | None, attached: Iterable[MoRef]) -> MoRef | None:
+            if current is not None or word is None:
+                return current  # never overwrite what an admin set
+            for ref in attached:
+                obj = observation.snapshot.get(ref)
+                if obj is not None and word in (obj.name, obj.path, obj.moref.value):
+                    return obj.moref
+            return None
+
+        settings = AgentVmSettings(
+            datastore=pick(host.agent_vm_datastore, spec.datastore.for_host(scope), host.datastores),
+            network=pick(host.agent_vm_network, spec.network.for_host(scope), host.networks),
+        )
+        ensure_agent_vm_settings(self.session, host.moref, settings, label=host.describe())
+        return description.replace("set AgentVM settings", "set the AgentVM settings", 1)
+
+    def _apply_agency(
+        self, plan: SolutionPlan, agency: AgencyObservation, actions: list[str]
+    ) -> _Wait | None:
+        name = agency.name
+        kinds = plan.kinds(name)
+        assignment = plan.plan.addresses.get(name)
+        wait = _Wait(
+            agency.resolved,
+            addresses={h.host.moid: h.address for h in assignment.addresses} if assignment else {},
+            snapshot=plan.observation.snapshot,
+        )
+        agency_kinds = {c.value for c in (ChangeKind.CREATE_AGENCY, ChangeKind.UPDATE_AGENCY)}
+        upgrade = ChangeKind.UPGRADE_AGENCY.value in kinds
+        if kinds & agency_kinds or upgrade:
+            result: ApplyResult = self.backend.apply(agency.resolved.config)
+            actions.append(result.describe())
+            if upgrade and agency.status is not None:
+                wait.replaced_vms = {a.vm.value for a in agency.status.agents if a.vm is not None}
+        elif not kinds:
+            return None
+        # a host whose running VM carries another address than planned (a static entry changed, a range
+        # shrank): write the new values into that VM now; the guest reads them at its next boot
+        if agency.status is not None and not (kinds & agency_kinds or upgrade):
+            for agent in agency.status.agents:
+                planned = wait.addresses.get(agent.host.value)
+                carried = agency.addresses.get(agent.host.value)
+                if agent.vm is not None and agent.hook is None and carried and planned and carried != planned:
+                    self._write_values(wait, agent.vm, agent.host.value)
+                    actions.append(f"{name}: wrote {planned} into {agent.vm_name} ({agent.vm.value})")
+        return wait
+
+    # -- hooks --------------------------------------------------------------------------------------
+
+    def _host_for(self, wait: _Wait, moid: str) -> tuple[ScopeHost, IPv4Address | None]:
+        """The host and its planned address; a host that joined the scope meanwhile gets the next one."""
+        host = wait.resolved.host(moid)
+        spec = wait.resolved.spec
+        if host is None or (spec.ip_plan is not None and moid not in wait.addresses):
+            snapshot = read_snapshot(self.session)
+            wait.resolved = resolve_agency(spec, snapshot)
+            wait.snapshot = snapshot
+            host = wait.resolved.host(moid)
+            if host is None:
+                raise NotFoundError(f'agency "{spec.name}": host {moid} is not in its scope any more')
+            if spec.ip_plan is not None:
+                assignment = assign_addresses(
+                    spec.ip_plan, wait.resolved.hosts, wait.addresses, agency=spec.name
+                )
+                wait.addresses = {h.host.moid: h.address for h in assignment.addresses}
+        return host, wait.addresses.get(moid)
+
+    def _write_values(self, wait: _Wait, vm: MoRef, moid: str) -> None:
+        """Write one host's per-host values into ``vm``: vApp properties and guestinfo.* extraConfig."""
+        host, address = self._host_for(wait, moid)
+        spec = wait.resolved.spec
+        values = {p.key: p.value for p in render_per_host(spec, host, address)}
+        extra = {f"guestinfo.{k}": v for k, v in values.items()}
+        if address is not None:
+            extra[ADDRESS_KEY] = str(address)
+            extra[AGENCY_KEY] = spec.name
+        if not values and not extra:
+            return
+        configure_vm(self.session, vm, values=values, extra_config=extra, label=f"{vm.value} on {host.path}")
+
+    def _answer_hooks(self, wait: _Wait) -> bool:
+        """Answer the agency's pending hooks; True when any was answered."""
+        if wait.status is None or wait.uninstall:
+            return False
+        acted = False
+        now = self._clock()
+        for agent in wait.status.pending_hooks:
+            hook = agent.hook
+            assert hook is not None
+            key = (agent.agent, hook.vm.value)
+            if now - wait.answered.get(key, -REANSWER_AFTER) < REANSWER_AFTER:
+                continue
+            if hook.state is not HookState.POWERED_ON:
+                self._write_values(wait, hook.vm, agent.host.value)
+            try:
+                self.backend.mark_available(agent.agent)
+            except NotFoundError:
+                continue  # the agent went away (host left the scope)
+            wait.answered[key] = now
+            acted = True
+            log.info("%s: answered the %s hook of %s", wait.name, hook.state.value, agent.host.value)
+        return acted
+
+    # -- waiting ------------------------------------------------------------------------------------
+
+    def _wait(
+        self,
+        waits: list[_Wait],
+        *,
+        timeout: float,
+        started: float,
+        on_progress: ProgressCallback | None,
+    ) -> bool:
+        """Poll until every wait is done or ``timeout`` (from now) passes; True when all are done."""
+        deadline = self._clock() + timeout
+        interval = POLL_FIRST
+        previous: object = None
+        while True:
+            acted = False
+            for wait in waits:
+                wait.status = self.backend.observe(wait.name)
+                if self._answer_hooks(wait):
+                    acted = True
+            done = all(w.done() for w in waits)
+            rows = tuple(h for w in waits for h in self._progress_rows(w))
+            if on_progress is not None:
+                on_progress(Progress(rows, self._clock() - started, done))
+            if done:
+                return True
+            if self._clock() >= deadline:
+                return False
+            state = tuple((r.host, r.phase, r.vm) for r in rows)
+            interval = POLL_FIRST if acted or state != previous else min(POLL_MAX, interval * 1.5)
+            previous = state
+            self._sleep(min(interval, max(0.0, deadline - self._clock())))
+
+    def _progress_rows(self, wait: _Wait) -> tuple[HostProgress, ...]:
+        return host_rows(
+            wait.name,
+            wait.status,
+            wait.resolved.hosts,
+            wait.addresses,
+            wait.snapshot,
+            uninstall=wait.uninstall,
+        )
+
+    def _final_hosts(self, observation: Observation) -> tuple[HostProgress, ...]:
+        rows: list[HostProgress] = []
+        for agency in observation.agencies:
+            wait = _Wait(
+                agency.resolved,
+                addresses=dict(read_addresses(observation.snapshot, agency.status)),
+                status=agency.status,
+                snapshot=observation.snapshot,
+            )
+            rows += self._progress_rows(wait)
+        return tuple(rows)
+
+    # -- destroy ------------------------------------------------------------------------------------
+
+    def destroy(
+        self, *, timeout: float = DEFAULT_TIMEOUT, on_progress: ProgressCallback | None = None
+    ) -> DestroyReport:
+        """Uninstall every agency of the spec, wait until green, destroy them, unregister the extension.
+
+        Agencies that do not exist are skipped, so a second destroy does nothing. Raises TransientError when
+        the agents are not gone within ``timeout`` (the agencies and the extension are then left in place).
+        """
+        started = self._clock()
+        if self._wants_certificate() and not self.session.conn.by_certificate:
+            self._try_extension_login()
+        snapshot = read_snapshot(self.session)
+        actions: list[str] = []
+        waits = []
+        for spec in self.desired.agencies:
+            if self.backend.find(spec.name) is None:
+                continue
+            try:
+                resolved = resolve_agency(spec, snapshot)
+            except NotFoundError:  # the scope is gone from the inventory: nothing to show per host
+                resolved = ResolvedAgency(spec, _empty_config(spec.name), (), ())
+            self.backend.uninstall(spec.name)
+            actions.append(f"uninstalled agency {spec.name}")
+            waits.append(_Wait(resolved, uninstall=True, snapshot=snapshot))
+        if not self._wait(waits, timeout=timeout, started=started, on_progress=on_progress):
+            left = sum(1 for w in waits for a in (w.status.agents if w.status else ()) if a.vm is not None)
+            raise TransientError(
+                f"{left} agent VM(s) still there after {timeout:.0f} s; see agentvm status, resolve the "
+                "issues and run destroy again"
+            )
+        for wait in waits:
+            if self.backend.destroy(wait.name):
+                actions.append(f"destroyed agency {wait.name}")
+        deadline = self._clock() + timeout
+        for wait in waits:  # DestroyAgency is asynchronous: wait until EAM forgets the agency
+            while self.backend.find(wait.name) is not None and self._clock() < deadline:
+                self._sleep(POLL_FIRST)
+        if unregister_extension(self.session, self.solution.key, missing_ok=True):
+            actions.append(f"unregistered extension {self.solution.key}")
+        vim, eam = self.call_counts()
+        return DestroyReport(tuple(actions), self._clock() - started, vim, eam)
+
+
+@dataclass(frozen=True)
+class DestroyReport:
+    actions: tuple[str, ...]
+    seconds: float
+    vim_calls: int
+    eam_calls: int
+
+
+def _empty_config(name: str) -> AgencyConfig:
+    return AgencyConfig(agency_name=name, agent_configs=())
+
+
+def extension_spec(solution: SolutionSpec) -> ExtensionSpec:
+    """The extension agentvm registers for ``solution``: shown in the solution manager, owning agent VMs."""
+    return ExtensionSpec(
+        key=solution.key,
+        version=solution.version,
+        label=solution.label,
+        summary=solution.summary or solution.label,
+        company=solution.company,
+        managed_entity_types=(ManagedEntityType(MANAGED_ENTITY_TYPE, f"{solution.label} agent VM"),),
+        shown_in_solution_manager=True,
+    )
+
+
+def counts_by_kind(counts: Mapping[str, int]) -> tuple[int, int]:
+    """(vim25, EAM) call totals of a ``CallStats`` snapshot."""
+    eam = sum(n for m, n in counts.items() if m in EAM_METHODS)
+    return sum(counts.values()) - eam, eam

@@ -1,0 +1,172 @@
+"""``agentvm status``: per agency, per cluster, per host — agent VM, power, hook, address, issues — as data.
+
+Called by the CLI (``status`` table and ``status --json``) and meant for the HTTP API of issue 5, which
+serves the same document: ``status_document`` follows the versioned schema in
+``agentvm/api/schema/status-v1.json`` (``"apiVersion": "agentvm/v1", "kind": "Status"``), loaded with
+``status_schema()``. Every issue carries the sentence a person reads (``progress.issue_sentence``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from ipaddress import IPv4Address
+from typing import Any
+
+from agentvm.backends.base import AgencyStatus, Backend
+from agentvm.controller.observe import read_addresses, read_snapshot
+from agentvm.controller.progress import HostProgress, Phase, host_rows, issue_sentence
+from agentvm.controller.targets import resolve_agency, scope_host
+from agentvm.model.agency import Issue
+from agentvm.model.desired import DesiredState, ScopeHost
+from agentvm.model.errors import NotFoundError
+from agentvm.model.inventory import InventorySnapshot
+from agentvm.vsphere.session import Session
+
+API_VERSION = "agentvm/v1"
+KIND = "Status"
+SCHEMA_RESOURCE = "schema/status-v1.json"
+
+
+@dataclass(frozen=True)
+class AgencyReport:
+    """One agency and one row per host."""
+
+    status: AgencyStatus
+    hosts: tuple[HostProgress, ...]
+
+    @property
+    def name(self) -> str:
+        return self.status.name
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """What ``status`` shows; ``missing`` names spec agencies that do not exist (yet)."""
+
+    vcenter: str
+    agencies: tuple[AgencyReport, ...]
+    missing: tuple[str, ...] = ()
+
+
+def collect_status(session: Session, backend: Backend, desired: DesiredState | None = None) -> StatusReport:
+    """Observe the spec's agencies (or every visible agency without a spec) with their hosts and addresses.
+
+    Costs one bulk inventory read plus the backend's observe per agency. Raises the adapters' errors.
+    """
+    snapshot = read_snapshot(session)
+    found: list[AgencyStatus] = []
+    missing: list[str] = []
+    scopes: dict[str, tuple[ScopeHost, ...]] = {}
+    if desired is None:
+        found = backend.observe_all()
+    else:
+        for spec in desired.agencies:
+            status = backend.observe(spec.name)
+            if status is None:
+                missing.append(spec.name)
+                continue
+            found.append(status)
+            try:
+                scopes[spec.name] = resolve_agency(spec, snapshot).hosts
+            except NotFoundError:
+                continue  # the scope changed under the spec: show the agents EAM has
+    reports = []
+    for status in found:
+        hosts = scopes.get(status.name) or _agent_hosts(snapshot, status)
+        addresses = read_addresses(snapshot, status)
+        reports.append(AgencyReport(status, host_rows(status.name, status, hosts, addresses, snapshot)))
+    return StatusReport(session.url, tuple(reports), tuple(missing))
+
+
+def _agent_hosts(snapshot: InventorySnapshot, status: AgencyStatus) -> tuple[ScopeHost, ...]:
+    hosts = []
+    for agent in status.agents:
+        host = snapshot.get(agent.host)
+        if host is not None:
+            hosts.append(scope_host(snapshot, snapshot.find_host(host.moref.value)))
+    return tuple(hosts)
+
+
+# ------------------------------------------------------------------------------------------- document
+
+
+def issue_json(issue: Issue) -> dict[str, Any]:
+    return {
+        "key": issue.key,
+        "kind": issue.kind.value,
+        "message": issue_sentence(issue),
+        "remedy": issue.remedy.value,
+        "host": issue.host.value if issue.host else None,
+        "vm": issue.vm.value if issue.vm else None,
+    }
+
+
+def host_json(row: HostProgress) -> dict[str, Any]:
+    return {
+        "name": row.label.rsplit("/", 1)[-1],
+        "moid": row.host,
+        "path": row.label,
+        "phase": row.phase.value,
+        "status": row.status.value if row.status else None,
+        "vm": {"moid": row.vm, "name": row.vm_name} if row.vm else None,
+        "powerState": row.power.value if row.power else None,
+        "hookPending": row.hook.value if row.hook else None,
+        "address": row.address,
+        "issues": [issue_json(i) for i in row.issues],
+    }
+
+
+def agency_json(report: AgencyReport) -> dict[str, Any]:
+    status = report.status
+    clusters: dict[str, dict[str, Any]] = {}
+    for row in report.hosts:
+        path = row.label.rsplit("/", 1)[0] if "/" in row.label else ""
+        entry = clusters.setdefault(
+            path,
+            {"name": row.cluster or None, "path": path or None, "standalone": not row.cluster, "hosts": []},
+        )
+        entry["hosts"].append(host_json(row))
+    count = len(report.hosts)
+    return {
+        "name": status.name,
+        "id": status.agency,
+        "status": status.status.value,
+        "goalState": status.goal_state.value,
+        "issues": [issue_json(i) for i in status.issues if i.agent is None],
+        "summary": {
+            "hosts": count,
+            "ready": sum(1 for r in report.hosts if r.phase is Phase.READY),
+            "issues": sum(1 for r in report.hosts if r.phase is Phase.ISSUE),
+            "hooksPending": sum(1 for r in report.hosts if r.hook is not None),
+            "addresses": sum(1 for r in report.hosts if r.address),
+        },
+        "clusters": list(clusters.values()),
+    }
+
+
+def status_document(report: StatusReport, now: datetime) -> dict[str, Any]:
+    """The ``status --json`` document (schema: ``status_schema()``)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "vcenter": report.vcenter,
+        "generatedAt": now.isoformat(),
+        "agencies": [agency_json(a) for a in report.agencies],
+        "missing": list(report.missing),
+    }
+
+
+def status_schema() -> dict[str, Any]:
+    """The JSON schema of ``status_document`` (draft 2020-12), shipped in the package."""
+    text = resources.files("agentvm.api").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def address_map(rows: Sequence[HostProgress]) -> dict[str, IPv4Address]:
+    """Host moid -> address of the rows that have one (for tests and the API)."""
+    return {r.host: IPv4Address(r.address) for r in rows if r.address}

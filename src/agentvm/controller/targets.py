@@ -1,0 +1,355 @@
+"""A spec's agency resolved against the inventory: scope → compute resources and hosts, names → MoRefs.
+
+Called by ``controller.solution`` (plan, apply, destroy) and ``controller.status``. Pure over an
+``InventorySnapshot`` (no I/O here), so every naming mistake — an unknown cluster path, a datastore a host
+cannot see, an ambiguous network name — is found before anything changes, as a NotFoundError /
+ConfigurationError that names the object and the fix.
+
+The EAM agency config built here is what ``apply`` hands to the backend; ``observed_agency`` turns the config
+EAM holds back into the planner's summary (``model.desired.ObservedAgency``), in the spec's own words where
+the two agree, so that ``core.plan`` compares like with like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from agentvm.core.plan import agency_view
+from agentvm.model.agency import (
+    AgencyConfig,
+    AgentConfig,
+    FolderMapping,
+    MoRef,
+    ResourcePoolMapping,
+)
+from agentvm.model.desired import AgencySpec, ObservedAgency, Placement, ScopeEntry, ScopeHost
+from agentvm.model.errors import ConfigurationError, NotFoundError
+from agentvm.model.inventory import (
+    Cluster,
+    ComputeResource,
+    Host,
+    InventoryObject,
+    InventorySnapshot,
+)
+
+
+@dataclass(frozen=True)
+class ResolvedAgency:
+    """One agency of the spec, resolved: its EAM config, its compute resources and its hosts."""
+
+    spec: AgencySpec
+    config: AgencyConfig
+    compute_resources: tuple[Cluster | ComputeResource, ...]
+    hosts: tuple[ScopeHost, ...]
+    # moid -> the spec's word for it (scope entries, datastore/network/folder/pool names), for messages
+    words: Mapping[str, str] = field(default_factory=dict)
+
+    def host(self, moid: str) -> ScopeHost | None:
+        return next((h for h in self.hosts if h.moid == moid), None)
+
+
+def scope_host(snapshot: InventorySnapshot, host: Host) -> ScopeHost:
+    """The planner's view of an inventory host (path, cluster path and name)."""
+    cluster = snapshot.get(host.cluster) if host.cluster is not None else None
+    return ScopeHost(
+        moid=host.moref.value,
+        name=host.name,
+        path=host.path,
+        cluster_moid=cluster.moref.value if cluster else None,
+        cluster_path=cluster.path if cluster else None,
+        cluster_name=cluster.name if cluster else None,
+    )
+
+
+def resolve_scope(
+    snapshot: InventorySnapshot, entries: Iterable[ScopeEntry], agency: str
+) -> tuple[Cluster | ComputeResource, ...]:
+    """The clusters / standalone compute resources an agency's scope names, in spec order, no duplicates.
+
+    A host entry stands for its standalone compute resource. Raises NotFoundError naming the entry, the
+    agency, the closest names and the fix.
+    """
+    found: dict[str, Cluster | ComputeResource] = {}
+    for entry in entries:
+        ref = entry.path or (entry.moref.value if entry.moref else entry.text)
+        try:
+            if entry.moref is not None and entry.moref.type == "HostSystem":
+                host = snapshot.find_host(ref)
+                parent = snapshot.get(host.parent) if host.parent else None
+                if not isinstance(parent, ComputeResource | Cluster):
+                    raise NotFoundError(f"host {host.describe()} has no compute resource")
+                if isinstance(parent, Cluster):
+                    raise ConfigurationError(
+                        f'agency "{agency}": scope entry {entry.text} is host {host.describe()} of cluster '
+                        f"{parent.path}; EAM scopes whole clusters: name the cluster {parent.path} instead"
+                    )
+                resource: Cluster | ComputeResource = parent
+            else:
+                resource = snapshot.find_compute_resource(ref)
+        except NotFoundError as exc:
+            raise NotFoundError(f'agency "{agency}": scope entry {entry.text}: {exc}') from None
+        found.setdefault(resource.moref.value, resource)
+    return tuple(found.values())
+
+
+def resolve_agency(spec: AgencySpec, snapshot: InventorySnapshot) -> ResolvedAgency:
+    """Resolve ``spec`` against ``snapshot`` and build its EAM config.
+
+    Raises NotFoundError / ConfigurationError for an unknown or ambiguous cluster, datastore, network,
+    folder or resource pool, or a datastore / network some host in scope cannot see.
+    """
+    resources = resolve_scope(snapshot, spec.scope, spec.name)
+    hosts: list[Host] = []
+    for resource in resources:
+        hosts.extend(snapshot.hosts_of(resource.moref))
+    scope_hosts = tuple(scope_host(snapshot, h) for h in hosts)
+    datacenters = {r.datacenter.value for r in resources if r.datacenter is not None}
+    words: dict[str, str] = {}
+    for entry, resource in zip(spec.scope, resources, strict=False):
+        words[resource.moref.value] = entry.text
+
+    datastores = _candidates(snapshot, snapshot.datastores, spec.datastore, datacenters, "datastore", spec)
+    networks = _candidates(snapshot, snapshot.networks, spec.network, datacenters, "network", spec)
+    for ref, word in (*datastores, *networks):
+        words[ref.value] = word
+    for host, sh in zip(hosts, scope_hosts, strict=True):
+        _check_visible(host, sh, spec.datastore, host.datastores, snapshot, "datastore", spec.name)
+        _check_visible(host, sh, spec.network, host.networks, snapshot, "network", spec.name)
+
+    folders = _folders(snapshot, resources, spec, words)
+    pools = _resource_pools(snapshot, resources, spec, words)
+    agent_config = AgentConfig(ovf_package_url=spec.ovf.url, ovf_environment=tuple(spec.ovf_properties))
+    config = AgencyConfig(
+        agency_name=spec.name,
+        agent_configs=(agent_config,),
+        scope=tuple(r.moref for r in resources),
+        agent_name=spec.agent_name,
+        use_uuid_vm_name=spec.use_uuid_vm_name,
+        agent_vm_datastores=tuple(ref for ref, _ in datastores),
+        agent_vm_networks=tuple(ref for ref, _ in networks),
+        prefer_host_configuration=spec.datastore.use_host_settings or spec.network.use_host_settings,
+        folders=folders,
+        resource_pools=pools,
+        manually_mark_available_after_provisioning=spec.provisioned_hook,
+    )
+    return ResolvedAgency(spec, config, resources, scope_hosts, words)
+
+
+def _datacenter(obj: InventoryObject) -> str | None:
+    ref = getattr(obj, "datacenter", None)
+    return ref.value if isinstance(ref, MoRef) else None
+
+
+def _matches(obj: InventoryObject, word: str) -> bool:
+    return word in (obj.path, obj.name, obj.moref.value, str(obj.moref))
+
+
+def _candidates(
+    snapshot: InventorySnapshot,
+    objects: Iterable[InventoryObject],
+    placement: Placement,
+    datacenters: set[str],
+    what: str,
+    spec: AgencySpec,
+) -> list[tuple[MoRef, str]]:
+    """Every object a placement names (in the scope's datacenters), sorted by the spec's word then moid."""
+    if placement.use_host_settings:
+        return []
+    words = sorted(
+        {v for _, v in placement.by_target} | ({placement.default} if placement.default else set())
+    )
+    pool = [o for o in objects if _datacenter(o) is None or _datacenter(o) in datacenters]
+    result: list[tuple[MoRef, str]] = []
+    for word in words:
+        hits = [o for o in pool if _matches(o, word)]
+        if not hits:
+            known = sorted({o.name for o in pool})
+            raise NotFoundError(
+                f'agency "{spec.name}": no {what} {word!r} in the datacenters of its scope '
+                f"(known: {', '.join(known[:8]) or 'none'}); fix {what} in the spec"
+            )
+        result += [(o.moref, word) for o in sorted(hits, key=lambda o: o.moref.value)]
+    return result
+
+
+def _check_visible(
+    host: Host,
+    sh: ScopeHost,
+    placement: Placement,
+    attached: tuple[MoRef, ...],
+    snapshot: InventorySnapshot,
+    what: str,
+    agency: str,
+) -> None:
+    """The value a host gets (host entry, cluster entry, default) must be attached to that host."""
+    word = placement.for_host(sh)
+    if word is None:
+        return
+    for ref in attached:
+        obj = snapshot.get(ref)
+        if obj is not None and _matches(obj, word):
+            return
+    raise ConfigurationError(
+        f'agency "{agency}": host {host.describe()} cannot see {what} {word!r}; choose a {what} '
+        f"mounted on every host of the scope, or give this host its own {what} in the spec"
+    )
+
+
+def _for_resource(placement: Placement, resource: Cluster | ComputeResource) -> str | None:
+    table = dict(placement.by_target)
+    for key in (resource.moref.value, resource.path, resource.name):
+        if key in table:
+            return table[key]
+    return placement.default
+
+
+def _folders(
+    snapshot: InventorySnapshot,
+    resources: tuple[Cluster | ComputeResource, ...],
+    spec: AgencySpec,
+    words: dict[str, str],
+) -> tuple[FolderMapping, ...]:
+    """One VM folder per datacenter of the scope (the first scope entry of a datacenter decides)."""
+    if not spec.folder.given:
+        return ()
+    mappings: dict[str, FolderMapping] = {}
+    for resource in resources:
+        word = _for_resource(spec.folder, resource)
+        dc = resource.datacenter
+        if word is None or dc is None or dc.value in mappings:
+            continue
+        dc_obj = snapshot.get(dc)
+        prefix = f"{dc_obj.path}/" if dc_obj else "/"
+        hits = [f for f in snapshot.folders if f.path.startswith(prefix) and _matches(f, word)]
+        if len(hits) != 1:
+            problem = "no" if not hits else "more than one"
+            raise NotFoundError(
+                f'agency "{spec.name}": {problem} folder {word!r} in datacenter {prefix.rstrip("/")}; '
+                "give the folder's inventory path, e.g. /DC0/vm/agents"
+            )
+        words[hits[0].moref.value] = word
+        mappings[dc.value] = FolderMapping(hits[0].moref, dc)
+    return tuple(mappings.values())
+
+
+def _resource_pools(
+    snapshot: InventorySnapshot,
+    resources: tuple[Cluster | ComputeResource, ...],
+    spec: AgencySpec,
+    words: dict[str, str],
+) -> tuple[ResourcePoolMapping, ...]:
+    """One resource pool per compute resource of the scope, when the spec names one."""
+    if not spec.resource_pool.given:
+        return ()
+    mappings = []
+    for resource in resources:
+        word = _for_resource(spec.resource_pool, resource)
+        if word is None:
+            continue
+        hits = [
+            p
+            for p in snapshot.resource_pools
+            if p.owner is not None and p.owner.value == resource.moref.value and _matches(p, word)
+        ]
+        if len(hits) != 1:
+            problem = "no" if not hits else "more than one"
+            raise NotFoundError(
+                f'agency "{spec.name}": {problem} resource pool {word!r} in {resource.describe()}; '
+                f"give the pool's inventory path, e.g. {resource.path}/Resources/agents"
+            )
+        words[hits[0].moref.value] = word
+        mappings.append(ResourcePoolMapping(hits[0].moref, resource.moref))
+    return tuple(mappings)
+
+
+# ------------------------------------------------------------------------------------------ comparison
+
+
+def config_differences(current: AgencyConfig, desired: AgencyConfig) -> tuple[str, ...]:
+    """The AgencyConfig fields that differ, ignoring the order of lists (EAM gives no meaning to it)."""
+
+    def norm(value: object) -> object:
+        if isinstance(value, tuple):
+            return sorted(repr(v) for v in value)
+        return value
+
+    names = (
+        "agent_name",
+        "scope",
+        "use_uuid_vm_name",
+        "agent_vm_datastores",
+        "agent_vm_networks",
+        "prefer_host_configuration",
+        "folders",
+        "resource_pools",
+        "manually_mark_available_after_provisioning",
+        "manually_mark_available_after_power_on",
+    )
+    changed = [n for n in names if norm(getattr(current, n)) != norm(getattr(desired, n))]
+    if _agent_configs(current) != _agent_configs(desired):
+        changed.append("agent_configs")
+    return tuple(changed)
+
+
+def _agent_configs(config: AgencyConfig) -> list[tuple[str, list[tuple[str, str]]]]:
+    return sorted(
+        (a.ovf_package_url or "", sorted((p.key, p.value) for p in a.ovf_environment))
+        for a in config.agent_configs
+    )
+
+
+def observed_agency(
+    current: AgencyConfig, resolved: ResolvedAgency, snapshot: InventorySnapshot
+) -> ObservedAgency:
+    """The agency EAM holds, summarised like ``core.plan.agency_view`` summarises the spec.
+
+    Where a part of the config equals what the spec asks for, the spec's words are used; where it differs,
+    the inventory path of what EAM holds (so the plan line shows both sides in a person's words).
+    """
+    want = agency_view(resolved.spec)
+    desired = resolved.config
+
+    def same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+        return sorted(map(repr, a)) == sorted(map(repr, b))
+
+    def paths(refs: Iterable[MoRef]) -> tuple[str, ...]:
+        return tuple(sorted(_path(snapshot, r) for r in refs))
+
+    first = current.agent_configs[0] if current.agent_configs else AgentConfig()
+    folders = [f.folder for f in current.folders]
+    pools = [p.resource_pool for p in current.resource_pools]
+    return ObservedAgency(
+        name=current.agency_name,
+        ovf_url=first.ovf_package_url or "",
+        agent_name=current.agent_name or current.agency_name,
+        scope=want.scope if same(current.scope, desired.scope) else paths(current.scope),
+        ovf_properties=tuple(first.ovf_environment),
+        datastores=(
+            want.datastores
+            if same(current.agent_vm_datastores, desired.agent_vm_datastores)
+            else paths(current.agent_vm_datastores)
+        ),
+        networks=(
+            want.networks
+            if same(current.agent_vm_networks, desired.agent_vm_networks)
+            else paths(current.agent_vm_networks)
+        ),
+        folder=want.folder if same(current.folders, desired.folders) else _first_path(snapshot, folders),
+        resource_pool=(
+            want.resource_pool
+            if same(current.resource_pools, desired.resource_pools)
+            else _first_path(snapshot, pools)
+        ),
+        provisioned_hook=current.manually_mark_available_after_provisioning,
+        use_uuid_vm_name=current.use_uuid_vm_name,
+    )
+
+
+def _path(snapshot: InventorySnapshot, ref: MoRef) -> str:
+    obj = snapshot.get(ref)
+    return obj.path if obj is not None else ref.value
+
+
+def _first_path(snapshot: InventorySnapshot, refs: list[MoRef]) -> str | None:
+    return _path(snapshot, refs[0]) if refs else None

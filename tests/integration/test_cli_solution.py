@@ -1,0 +1,431 @@
+"""``agentvm plan | apply | status | resolve | destroy`` on the lab, as a user runs them.
+
+The CLI runs in-process through typer's CliRunner with the lab's environment (``lab.env()``: AGENTVM_URL,
+AGENTVM_USERNAME, AGENTVM_PASSWORD, AGENTVM_THUMBPRINT, AGENTVM_LAB_OVF_URL); stdin is not a terminal, so
+progress comes as plain lines. What the commands did is checked independently, by reading vCenter (the
+extension, each host's AgentVM settings, the agent VMs and their guestinfo) and EAM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import jsonschema
+import pytest
+from typer.testing import CliRunner, Result
+
+from agentvm.cli.main import app
+from agentvm.controller.status import status_schema
+from agentvm.eam.client import EamClient
+from agentvm.lab.world import Lab, LabInfo
+from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.model.inventory import InventorySnapshot, VirtualMachine
+from agentvm.vsphere.extensions import find_extension
+from agentvm.vsphere.hosts import add_host
+from agentvm.vsphere.inventory import read_inventory
+from agentvm.vsphere.session import Session
+from agentvm.vsphere.vms import ensure_powered_off
+from tests.support.certs import make_certificate
+
+pytestmark = pytest.mark.lab
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+KEY = "org.tungsten.agentvm"
+TIMEOUT = "120"
+T = TypeVar("T")
+
+
+@dataclass
+class World:
+    """A running lab, a vCenter session to check it with, and a folder for spec files."""
+
+    lab: Lab
+    info: LabInfo
+    session: Session
+    tmp: Path
+
+    def run(self, *args: str, **env: str) -> Result:
+        result = CliRunner().invoke(app, list(args), env={**self.info.env(), "COLUMNS": "250", **env})
+        return result
+
+    def spec(self, name: str = "contrail.yaml", text: str | None = None) -> Path:
+        path = self.tmp / name
+        path.write_text(text if text is not None else contrail_text())
+        return path
+
+    def snapshot(self) -> InventorySnapshot:
+        return read_inventory(self.session, extra_config_prefix="guestinfo.")
+
+    def agent_vms(self) -> list[VirtualMachine]:
+        return sorted(
+            (vm for vm in self.snapshot().vms if vm.name.startswith("contrail-vm")), key=lambda v: v.name
+        )
+
+    def fabric_ips(self) -> dict[str, str]:
+        """Host moid -> the fabric IP its agent VM carries in guestinfo."""
+        return {
+            vm.host.value: vm.extra_config["guestinfo.fabricIp"]
+            for vm in self.agent_vms()
+            if vm.host is not None and "guestinfo.fabricIp" in vm.extra_config
+        }
+
+    def agencies(self) -> list[str]:
+        return EamClient(self.session).query_agencies()
+
+    def nothing_changed(self) -> None:
+        """No extension, no AgentVM settings on any host, no agency, no agent VM."""
+        assert find_extension(self.session, KEY) is None
+        snapshot = self.snapshot()
+        assert [h.agent_vm_datastore for h in snapshot.hosts] == [None] * len(snapshot.hosts)
+        assert [h.agent_vm_network for h in snapshot.hosts] == [None] * len(snapshot.hosts)
+        assert self.agencies() == []
+        assert self.agent_vms() == []
+
+
+def contrail_text(**replace: str) -> str:
+    text = (EXAMPLES / "contrail.yaml").read_text()
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def connect(info: LabInfo) -> Session:
+    return Session.connect(
+        VCenterConnection(
+            url=info.vcsim.url,
+            username=info.vcsim.username,
+            password=Secret(info.vcsim.password),
+            thumbprint=info.vcsim.thumbprint,
+        )
+    )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    lab = Lab()
+    info = lab.start()
+    session = connect(info)
+    try:
+        yield World(lab, info, session, tmp_path)
+    finally:
+        session.logout()
+        lab.stop()
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+# ------------------------------------------------------------------------------------------ the journey
+
+
+def test_contrail_on_two_clusters_from_plan_to_destroy(world: World) -> None:
+    spec = world.spec(
+        text=contrail_text(
+            **{
+                "url: ${AGENTVM_LAB_OVF_URL}/contrail-vm/contrail-vm.ovf": (
+                    "url: ${AGENTVM_LAB_OVF_URL}/contrail-vm/contrail-vm.ovf${OVF_QUERY:-}"
+                )
+            }
+        )
+    )
+
+    # plan: everything to do, nothing done
+    out = ok(world.run("plan", "-f", str(spec)))
+    assert "register extension org.tungsten.agentvm version 1.0.0" in out
+    assert out.count("set AgentVM settings on") == 6
+    assert "create agency contrail: contrail-vm on 6 hosts" in out
+    assert out.count("gets address 10.10.0.") == 6
+    world.nothing_changed()
+    planned = json.loads(ok(world.run("plan", "-f", str(spec), "--json")))
+    assert planned["kind"] == "Plan" and not planned["noChanges"]
+    assert sorted(a["address"] for a in planned["addresses"]["contrail"].values()) == [
+        f"10.10.0.{i}" for i in range(10, 16)
+    ]
+
+    # apply: 6 agents green, each VM with its own fabric IP from the plan, hooks answered
+    out = ok(world.run("apply", "-f", str(spec), "--timeout", TIMEOUT))
+    assert "registered extension org.tungsten.agentvm" in out
+    assert "agency 'contrail'" in out and "created" in out
+    hosts = {h.moref.value: h for h in world.snapshot().hosts}
+    ips = world.fabric_ips()
+    assert sorted(ips.values()) == [f"10.10.0.{i}" for i in range(10, 16)]
+    assert len(world.agent_vms()) == 6
+    for vm in world.agent_vms():
+        assert vm.power_state.value == "poweredOn"
+        assert vm.extra_config["guestinfo.gateway"] == "10.10.0.1"
+        assert vm.extra_config["guestinfo.prefixLen"] == "24"
+        assert vm.host is not None
+        assert vm.extra_config["guestinfo.hostname"] == f"contrail-{hosts[vm.host.value].name}"
+        assert vm.extra_config["guestinfo.agentvm.address"] == ips[vm.host.value]
+    # the host order is the canonical one: H0 of C0 gets the first address
+    first = next(h for h in hosts.values() if h.path == "/DC0/host/DC0_C0/DC0_C0_H0")
+    assert ips[first.moref.value] == "10.10.0.10"
+    for host in hosts.values():
+        assert host.agent_vm_datastore is not None and host.agent_vm_network is not None
+    extension = find_extension(world.session, KEY)
+    assert extension is not None and extension.version == "1.0.0"
+    assert extension.label == "Tungsten Fabric vRouter"
+
+    # a second apply does nothing
+    out = ok(world.run("apply", "-f", str(spec)))
+    assert out.strip().startswith("no changes")
+    assert "no changes" in ok(world.run("plan", "-f", str(spec)))
+
+    # a host joins cluster C0: the plan gives it the next address; apply deploys the 7th agent with it
+    cluster = world.snapshot().find_cluster("/DC0/host/DC0_C0")
+    new_host = add_host(world.session, cluster.moref, "esx-new.lab", username="root", password="x")
+    out = ok(world.run("plan", "-f", str(spec)))
+    assert f"{new_host.value} (/DC0/host/DC0_C0/esx-new.lab) gets address 10.10.0.16" in out
+    ok(world.run("apply", "-f", str(spec), "--timeout", TIMEOUT))
+    ips_after = world.fabric_ips()
+    assert len(world.agent_vms()) == 7
+    assert ips_after[new_host.value] == "10.10.0.16"
+    assert {k: v for k, v in ips_after.items() if k != new_host.value} == ips
+
+    # a new OVF URL: the plan shows an upgrade, apply replaces every agent VM and keeps every address
+    before = {vm.moref.value for vm in world.agent_vms()}
+    out = ok(world.run("plan", "-f", str(spec), OVF_QUERY="?v=2"))
+    assert re.search(r"upgrade agency contrail: \S+contrail-vm\.ovf → \S+contrail-vm\.ovf\?v=2", out)
+    out = ok(world.run("apply", "-f", str(spec), "--timeout", TIMEOUT, OVF_QUERY="?v=2"))
+    assert "upgrade" in out
+    after = world.agent_vms()
+    assert len(after) == 7 and not before & {vm.moref.value for vm in after}
+    assert world.fabric_ips() == ips_after
+    assert "no changes" in ok(world.run("plan", "-f", str(spec), OVF_QUERY="?v=2"))
+
+    # status: a table, and JSON that follows the published schema
+    out = ok(world.run("status", "-f", str(spec)))
+    assert "7/7 hosts ready" in out and "10.10.0.16" in out
+    document = json.loads(ok(world.run("status", "--json")))
+    jsonschema.validate(document, status_schema())
+    (agency,) = document["agencies"]
+    assert agency["status"] == "green" and agency["summary"]["ready"] == 7
+    assert sorted(h["address"] for c in agency["clusters"] for h in c["hosts"]) == [
+        f"10.10.0.{i}" for i in range(10, 17)
+    ]
+
+    # destroy --yes: no agent VM, no agency, no extension; a second destroy has nothing to do
+    out = ok(world.run("destroy", "-f", str(spec), "--yes", "--timeout", TIMEOUT))
+    assert "destroyed agency contrail" in out and "unregistered extension org.tungsten.agentvm" in out
+    assert world.agent_vms() == []
+    assert world.agencies() == []
+    assert find_extension(world.session, KEY) is None
+    assert "nothing to destroy" in ok(world.run("destroy", "-f", str(spec), "--yes"))
+
+
+def test_status_shows_an_issue_as_a_sentence_and_resolve_fixes_it(world: World) -> None:
+    spec = world.spec(text=contrail_text(**{"      - /DC0/host/DC0_C1\n": ""}))
+    ok(world.run("apply", "-f", str(spec), "--timeout", TIMEOUT))
+    vm = world.agent_vms()[0]
+    ensure_powered_off(world.session, vm.moref)
+
+    def issue_keys() -> list[int]:
+        document = json.loads(ok(world.run("status", "-f", str(spec), "--json")))
+        jsonschema.validate(document, status_schema())
+        return [
+            i["key"]
+            for c in document["agencies"][0]["clusters"]
+            for h in c["hosts"]
+            for i in h["issues"]
+            if i["kind"] == "VmPoweredOff"
+        ]
+
+    keys = wait_for(issue_keys)
+    out = ok(world.run("status", "-f", str(spec)))
+    assert "was powered off; run agentvm resolve to power it on" in " ".join(out.split())
+    out = ok(world.run("resolve", str(keys[0])))
+    assert f"issue {keys[0]}: resolving" in out
+    wait_for(lambda: world.snapshot().find_vm(vm.moref.value).power_state.value == "poweredOn")
+    assert "no changes" in ok(world.run("apply", "-f", str(spec), "--timeout", TIMEOUT))
+
+    watched = ok(world.run("status", "--watch", "--count", "2", "--interval", "0.2", "--json"))
+    assert watched.count('"kind": "Status"') == 2
+
+    bad = world.run("resolve", "999999")
+    assert bad.exit_code == 2 and "no issue with key 999999" in bad.stderr
+    assert world.run("resolve").exit_code == 2
+
+
+def wait_for(check: Callable[[], T], timeout: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s")
+
+
+# ------------------------------------------------------------------------------- the solution's certificate
+
+
+def test_the_solution_logs_in_with_its_certificate_after_the_first_apply(world: World) -> None:
+    cert, key, _pem = make_certificate(world.tmp, "agentvm")
+    scope = {"      - /DC0/host/DC0_C1\n": ""}
+    by_password = world.spec(
+        "by-password.yaml",
+        contrail_text(
+            **scope,
+            **{
+                "  # certFile: certs/agentvm.crt ": f"  certFile: {cert}\n  #",
+                "  # keyFile: certs/agentvm.key ": f"  keyFile: {key}\n  #",
+            },
+        ),
+    )
+    by_certificate = world.spec(
+        "by-certificate.yaml",
+        by_password.read_text()
+        .replace("  username: ${AGENTVM_USERNAME}\n", "  login: certificate\n")
+        .replace(
+            "  passwordEnv: AGENTVM_PASSWORD        # the password itself never goes in this file\n", ""
+        ),
+    )
+    # before the first apply the extension has no certificate: a clear refusal, nothing changed
+    refused = world.run("plan", "-f", str(by_certificate))
+    assert refused.exit_code == 4 and "The first apply must log in as a user" in refused.stderr
+    world.nothing_changed()
+
+    out = ok(world.run("plan", "-f", str(by_password)))
+    assert f"set the login certificate of extension {KEY}" in out
+    out = ok(world.run("apply", "-f", str(by_password), "--timeout", TIMEOUT))
+    assert "set the login certificate" in out
+    assert len(world.fabric_ips()) == 3
+    (agency,) = world.agencies()
+    assert EamClient(world.session).agency_solution_id(agency) == KEY  # the solution owns the agency
+
+    # later runs log in as the extension and see the same state
+    assert "no changes" in ok(world.run("plan", "-f", str(by_certificate)))
+    assert "no changes" in ok(world.run("apply", "-f", str(by_certificate)))
+    document = json.loads(ok(world.run("status", "-f", str(by_certificate), "--json")))
+    jsonschema.validate(document, status_schema())
+    assert document["agencies"][0]["summary"]["ready"] == 3
+    out = ok(world.run("destroy", "-f", str(by_certificate), "--yes", "--timeout", TIMEOUT))
+    assert "unregistered extension" in out
+    assert find_extension(world.session, KEY) is None
+    assert world.agencies() == [] and world.agent_vms() == []
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+def test_destroy_asks_and_refuses_without_a_terminal(world: World) -> None:
+    result = world.run("destroy", "-f", str(world.spec()))
+    assert result.exit_code == 2
+    assert "pass --yes to confirm" in result.stderr
+
+
+@pytest.fixture
+def lab_for_bad_input(tmp_path: Path) -> Iterator[World]:
+    yield from _world(tmp_path)
+
+
+def _world(tmp_path: Path) -> Iterator[World]:
+    lab = Lab()
+    info = lab.start()
+    session = connect(info)
+    try:
+        yield World(lab, info, session, tmp_path)
+    finally:
+        session.logout()
+        lab.stop()
+
+
+def test_every_bad_input_is_one_line_a_non_zero_exit_and_nothing_changed(lab_for_bad_input: World) -> None:
+    world = lab_for_bad_input
+    good_sha = hashlib.sha256((EXAMPLES / "contrail-vm/contrail-vm.ovf").read_bytes()).hexdigest()
+    cases: list[tuple[str, dict[str, str], dict[str, str], int, str]] = [
+        (
+            "unknown cluster",
+            {"- /DC0/host/DC0_C1": "- /DC0/host/DC0_C9"},
+            {},
+            2,
+            "scope entry /DC0/host/DC0_C9: no cluster or compute resource '/DC0/host/DC0_C9'",
+        ),
+        ("wrong password", {}, {"AGENTVM_PASSWORD": "wrong"}, 4, "wrong user name or password"),
+        ("thumbprint mismatch", {}, {"AGENTVM_THUMBPRINT": "AB:" * 19 + "AB"}, 4, "thumbprint"),
+        (
+            "OVF unreachable",
+            {"url: ${AGENTVM_LAB_OVF_URL}/contrail-vm/contrail-vm.ovf": "url: http://127.0.0.1:1/x.ovf"},
+            {},
+            2,
+            "the OVF http://127.0.0.1:1/x.ovf cannot be downloaded (connection refused)",
+        ),
+        (
+            "wrong sha256",
+            {
+                "url: ${AGENTVM_LAB_OVF_URL}/contrail-vm/contrail-vm.ovf": (
+                    "url: ${AGENTVM_LAB_OVF_URL}/contrail-vm/contrail-vm.ovf\n      sha256: " + "0" * 64
+                ),
+            },
+            {},
+            2,
+            f"has sha256 {good_sha}, but ovf.sha256 in the spec is {'0' * 64}",
+        ),
+        (
+            "IP plan too small",
+            {"range: 10.10.0.10-10.10.0.200": "range: 10.10.0.10-10.10.0.13"},
+            {},
+            2,
+            "the IP plan is too small: 6 hosts need a new address but only 4",
+        ),
+        (
+            "two agencies with one name",
+            {
+                "agencies:\n": (
+                    "agencies:\n  - {name: contrail, ovf: http://x/y.ovf, scope: [/DC0/host/DC0_C0]}\n"
+                )
+            },
+            {},
+            2,
+            "contrail",
+        ),
+        (
+            "malformed YAML",
+            {"apiVersion: agentvm/v1\n": "apiVersion: [agentvm/v1\n"},
+            {},
+            2,
+            "contrail.yaml:",
+        ),
+    ]
+    for name, replace, env, code, message in cases:
+        spec = world.spec("contrail.yaml", contrail_text(**replace))
+        for command in ("plan", "apply"):
+            result = world.run(command, "-f", str(spec), **env)
+            assert result.exit_code == code, (name, command, result.exit_code, result.stdout, result.stderr)
+            lines = result.stderr.strip().splitlines()
+            assert lines and lines[-1].startswith("agentvm: "), (name, result.stderr)
+            assert message in " ".join(result.stderr.split()), (name, result.stderr)
+            assert result.stdout == "", (name, result.stdout)
+            world.nothing_changed()
+
+    # EAM unreachable: the lab's EAM stops; vCenter itself still answers
+    assert world.lab.eam is not None
+    world.lab.eam.stop()
+    result = world.run("apply", "-f", str(world.spec()))
+    assert result.exit_code == 3, (result.stdout, result.stderr)
+    assert "EAM" in result.stderr or "eam" in result.stderr
+    assert find_extension(world.session, KEY) is None
+    assert [h.agent_vm_datastore for h in world.snapshot().hosts] == [None] * 6
+
+
+def test_an_agency_name_taken_twice_in_eam_stops_apply_before_any_change(world: World) -> None:
+    spec = world.spec()
+    ok(world.run("apply", "-f", str(spec), "--timeout", TIMEOUT))
+    client = EamClient(world.session)
+    (agency,) = client.query_agencies()
+    config = client.agency_config(agency)
+    client.create_agency(config)  # e.g. another tool created one with the same name
+    result = world.run("apply", "-f", str(spec))
+    assert result.exit_code == 2
+    assert "2 agencies are named 'contrail'" in result.stderr
+    assert "destroy the extra ones" in result.stderr
