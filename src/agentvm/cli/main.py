@@ -6,10 +6,6 @@ read commands, one line on stderr naming the problem and the fix for every error
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
-from typing import ParamSpec, TypeVar
-
 import typer
 
 from agentvm.cli import lab as lab_commands
@@ -37,9 +33,6 @@ app.command()(status)
 app.command()(resolve)
 app.command()(destroy)
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 
 @app.command()
 def version() -> None:
@@ -57,19 +50,6 @@ def main() -> None:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
-
-
-def guarded(func: Callable[P, R]) -> Callable[P, R]:
-    """Decorator for commands: AgentvmError → one line on stderr and its exit code."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except AgentvmError as exc:
-            fail(str(exc), exc.exit_code)
-
-    return wrapper
 
 
 if __name__ == "__main__":
