@@ -35,38 +35,38 @@ def run(info: VcsimInfo, *args: str, **overrides: str) -> subprocess.CompletedPr
     )
 
 
-def test_inventory_json_lists_clusters_and_hosts(vcsim: VcsimInfo) -> None:
-    result = run(vcsim, "--json")
+def test_inventory_json_lists_clusters_and_hosts(shared_vcsim: VcsimInfo) -> None:
+    result = run(shared_vcsim, "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["clusters"] == ["/DC0/host/DC0_C0", "/DC0/host/DC0_C1"]
     assert len(data["hosts"]) == 6
     assert data["hosts"][0]["path"] == "/DC0/host/DC0_C0/DC0_C0_H0"
-    assert vcsim.password not in result.stdout + result.stderr
+    assert shared_vcsim.password not in result.stdout + result.stderr
 
 
-def test_inventory_table(vcsim: VcsimInfo) -> None:
-    result = run(vcsim)
+def test_inventory_table(shared_vcsim: VcsimInfo) -> None:
+    result = run(shared_vcsim)
     assert result.returncode == 0, result.stderr
     assert "DC0_C1_H2" in result.stdout and "6 host(s)" in result.stdout
 
 
-def test_wrong_password_is_one_line_and_non_zero(vcsim: VcsimInfo) -> None:
-    result = run(vcsim, AGENTVM_PASSWORD="Xq9-not-it")
+def test_wrong_password_is_one_line_and_non_zero(shared_vcsim: VcsimInfo) -> None:
+    result = run(shared_vcsim, AGENTVM_PASSWORD="Xq9-not-it")
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("agentvm: ")
     assert "Xq9-not-it" not in result.stderr
 
 
-def test_wrong_thumbprint_is_refused(vcsim: VcsimInfo) -> None:
-    result = run(vcsim, AGENTVM_THUMBPRINT="AB:" * 19 + "AB")
+def test_wrong_thumbprint_is_refused(shared_vcsim: VcsimInfo) -> None:
+    result = run(shared_vcsim, AGENTVM_THUMBPRINT="AB:" * 19 + "AB")
     assert result.returncode != 0
     assert "thumbprint" in result.stderr.lower()
-    assert vcsim.password not in result.stderr
+    assert shared_vcsim.password not in result.stderr
 
 
-def test_missing_password_without_a_terminal_names_the_fix(vcsim: VcsimInfo) -> None:
-    result = run(vcsim, AGENTVM_PASSWORD="")
+def test_missing_password_without_a_terminal_names_the_fix(shared_vcsim: VcsimInfo) -> None:
+    result = run(shared_vcsim, AGENTVM_PASSWORD="")
     assert result.returncode == 2
     assert "AGENTVM_PASSWORD" in result.stderr
