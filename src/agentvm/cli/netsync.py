@@ -3,7 +3,9 @@
 The controller from ``--sdn-url`` / ``$AGENTVM_SDN_URL`` (token from ``$AGENTVM_SDN_TOKEN`` only: never a
 flag, it would show in ``ps``). Each host's vRouter agent from ``--vrouter-map`` / ``$AGENTVM_VROUTER_MAP``:
 a JSON file ``{"<host moid or name>": "http://<agent VM fabric IP>:9091", ...}`` (``agentvm lab up`` writes
-one for the lab's emulated agents).
+one for the lab's emulated agents). Without a map, each host's agent is its agent VM's fabric IP
+(``guestinfo.fabricIp``, else ``guestinfo.agentvm.address``) on ``--vrouter-port``.
+``--reserve-vlans 1-100,4000-4094`` keeps VLANs away from the per-port allocation.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from rich.table import Table
 
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username, connection
 from agentvm.cli.output import console, fail, print_json
-from agentvm.controller.netsync import NetsyncReport, sync_once
+from agentvm.controller.netsync import AGENT_PORT, NetsyncReport, agent_urls_from_agent_vms, sync_once
 from agentvm.model.connection import Secret
 from agentvm.model.errors import AgentvmError, ConfigurationError
 from agentvm.model.network import NetsyncConfig, SdnObject
@@ -43,6 +45,42 @@ VrouterMap = Annotated[
     ),
 ]
 Project = Annotated[str, typer.Option("--project", help="Project of the virtual networks.")]
+ReserveVlans = Annotated[
+    str,
+    typer.Option(
+        "--reserve-vlans",
+        envvar="AGENTVM_RESERVE_VLANS",
+        help="VLANs never handed out to ports, e.g. 1-100,4000-4094.",
+    ),
+]
+VrouterPort = Annotated[
+    int,
+    typer.Option("--vrouter-port", help="Port of the vRouter agents found from their agent VMs (no map)."),
+]
+
+
+def parse_vlan_ranges(text: str) -> tuple[tuple[int, int], ...]:
+    """``"1-100,4000-4094,7"`` -> ((1, 100), (4000, 4094), (7, 7)). Raises ConfigurationError naming the
+    bad part."""
+    ranges: list[tuple[int, int]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        try:
+            start, end = int(first), int(last or first)
+        except ValueError:
+            raise ConfigurationError(
+                f"--reserve-vlans: {part!r} is not a VLAN or a range like 1-100"
+            ) from None
+        if not 1 <= start <= end <= 4094:
+            raise ConfigurationError(
+                f"--reserve-vlans: {part!r} must be within 1-4094 and start at or before its end"
+            )
+        ranges.append((start, end))
+    return tuple(ranges)
+
+
 Json_ = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
@@ -141,6 +179,8 @@ def _run(
     vrouter_map: Path | None,
     project: str,
     conn_args: tuple[str | None, str | None, Path | None, str | None, Path | None, bool],
+    reserve_vlans: str = "",
+    vrouter_port: int = AGENT_PORT,
 ) -> None:
     try:
         conn = connection(*conn_args)
@@ -150,12 +190,14 @@ def _run(
                 "(for the lab: eval $(agentvm lab env))"
             )
         token = os.environ.get("AGENTVM_SDN_TOKEN")
-        config = NetsyncConfig(project=project)
+        config = NetsyncConfig(project=project, reserved_vlans=parse_vlan_ranges(reserve_vlans))
         urls = load_vrouter_map(vrouter_map)
         with (
             Session(conn) as session,
             ConfigApiClient(sdn_url, Secret(token) if token else None, config) as api,
         ):
+            if vrouter_map is None:  # each host's agent VM says where its agent is
+                urls = agent_urls_from_agent_vms(session, port=vrouter_port)
             agents = agent_clients(session, urls)
             try:
                 report = sync_once(session, api, agents, config=config, apply=apply)
@@ -178,6 +220,8 @@ def plan_command(
     sdn_url: SdnUrl = None,
     vrouter_map: VrouterMap = None,
     project: Project = "default-project",
+    reserve_vlans: ReserveVlans = "",
+    vrouter_port: VrouterPort = AGENT_PORT,
     url: Url = None,
     username: Username = None,
     password_file: PasswordFile = None,
@@ -193,6 +237,8 @@ def plan_command(
         vrouter_map,
         project,
         (url, username, password_file, thumbprint, ca_file, insecure),
+        reserve_vlans,
+        vrouter_port,
     )
 
 
@@ -202,6 +248,8 @@ def apply_command(
     sdn_url: SdnUrl = None,
     vrouter_map: VrouterMap = None,
     project: Project = "default-project",
+    reserve_vlans: ReserveVlans = "",
+    vrouter_port: VrouterPort = AGENT_PORT,
     url: Url = None,
     username: Username = None,
     password_file: PasswordFile = None,
@@ -217,4 +265,6 @@ def apply_command(
         vrouter_map,
         project,
         (url, username, password_file, thumbprint, ca_file, insecure),
+        reserve_vlans,
+        vrouter_port,
     )

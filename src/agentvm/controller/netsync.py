@@ -18,6 +18,7 @@ the SDN controller costs one resync and loses nothing.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import threading
@@ -25,24 +26,45 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from agentvm.core import netsync
+from pyVmomi import vim
+
+from agentvm.controller.observe import ADDRESS_KEY
+from agentvm.core import netsync, netsync_incremental
+from agentvm.core.netsync_incremental import NetsyncIndex, NetworksChange
 from agentvm.model.errors import AgentvmError, AuthenticationError, TransientError
 from agentvm.model.network import (
+    ControllerState,
     DvPortVlan,
     NetsyncConfig,
     NetworkInventory,
     PortChange,
     SdnInstanceIp,
     SdnObject,
+    SdnVirtualNetwork,
     SdnVmi,
     SyncPlan,
+    Vm,
 )
 from agentvm.sdn.config_api import ConfigApiClient
 from agentvm.sdn.sync import ApplyFailure, ApplyResult, MapFn, apply_plan, read_controller_state, read_ports
 from agentvm.sdn.vrouter import VrouterAgentClient
-from agentvm.vsphere.networks import NetworkSnapshot, read_network_snapshot, set_dv_port_vlans
+from agentvm.vsphere.networks import (
+    PORTGROUP_PROPS,
+    VM_WATCH,
+    NetworkSnapshot,
+    NetworksRead,
+    fetch_port_vlans,
+    network_vm,
+    read_agent_vm_addresses,
+    read_network_snapshot,
+    read_networks,
+    set_dv_port_vlans,
+    vm_port_keys,
+)
 from agentvm.vsphere.session import Session
+from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchSpec
 
 log = logging.getLogger(__name__)
 
@@ -354,3 +376,368 @@ class NetsyncRunner:
                 self.sync()
                 continue
             self._wake.wait(min(self.seconds_to_next(), 1.0))  # bounded: ``stop`` is noticed within 1 s
+
+
+# -- the vRouter agents' addresses --------------------------------------------------------------------------
+
+FABRIC_IP_KEY = "guestinfo.fabricIp"
+"""Where the ContrailVM carries its fabric IP (examples/contrail.yaml ``perHost.fabricIp``)."""
+AGENT_PORT = 9091  # the vRouter agent's port API
+
+
+def agent_urls_from_agent_vms(
+    session: Session,
+    port: int = AGENT_PORT,
+    keys: tuple[str, ...] = (FABRIC_IP_KEY, ADDRESS_KEY),
+) -> dict[str, str]:
+    """Host moid -> ``http://<fabric IP>:<port>``: each host's vRouter agent is its agent VM's fabric IP,
+    read back from the agent VM's extraConfig (``keys`` in order of preference; agentvm writes both when it
+    answers the VM's hook). One bulk read. Where a host has several such VMs (an upgrade in progress) the
+    powered-on one wins, then the preferred key, then the lowest moid. Values that are not IP addresses are
+    skipped with a warning. Called by ``agentvm netsync`` without ``--vrouter-map`` and by ``agentvm run``.
+    """
+    best: dict[str, tuple[tuple[bool, int, str], str]] = {}
+    for found in read_agent_vm_addresses(session, keys):
+        try:
+            ip = ipaddress.ip_address(found.address)
+        except ValueError:
+            log.warning(
+                "netsync: VM %s on host %s carries %s=%r, which is not an IP address; its agent is skipped",
+                found.vm, found.host, found.key, found.address,
+            )  # fmt: skip
+            continue
+        host_part = f"[{ip}]" if ip.version == 6 else str(ip)
+        rank = (not found.powered_on, keys.index(found.key), found.vm)
+        if found.host not in best or rank < best[found.host][0]:
+            best[found.host] = (rank, f"http://{host_part}:{port}")
+    return {host: url for host, (_, url) in sorted(best.items())}
+
+
+# -- the watch-driven sync ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """One incremental sync of the watch, for metrics and the latency benchmark (``clock`` seconds).
+
+    ``received``: the watch's poll returned the updates; ``planned``: the plan is made (vCenter reads for
+    new DV ports included, ``vcenter_seconds`` of it); ``applied``: every call of the plan returned."""
+
+    received: float
+    planned: float
+    applied: float
+    vcenter_seconds: float
+    vms: int
+    plan: SyncPlan
+
+
+class NetsyncWatch:
+    """Watch-driven, de-duplicated network sync: the controller's ``netsync`` thread.
+
+    ``start()`` runs a thread that watches VMs (NIC backings and MACs, power, host, guest addresses), DV
+    port groups and switches with a ``vsphere.watch.Watcher``; on every (re)connect it makes a full sync
+    (``core.netsync_incremental.build``) and then turns each batch of updates into one incremental plan for
+    the VMs it touched (many updates of one VM: one plan), carried out with ``sdn.sync.apply_plan`` and the
+    DV port VLANs. Port groups and IP pools are re-read when a port group or switch changes and every
+    ``networks_interval`` seconds (IP pools are not managed objects: nothing can watch them). An item that
+    fails is held back with per-item exponential backoff (``Backoff``), and a full resync follows once its
+    backoff is over. ``stop()`` ends the thread; ``wait_idle()`` is for tests.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        api: ConfigApiClient,
+        agents: Callable[[], Mapping[str, VrouterAgentClient]],
+        *,
+        config: NetsyncConfig | None = None,
+        backoff: Backoff | None = None,
+        networks_interval: float = 30.0,
+        resync_interval: float = 3600.0,
+        max_wait_seconds: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        map_fn: MapFn = map,
+        on_batch: Callable[[BatchTiming], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.api = api
+        self.agents = agents
+        self.config = config or api.config
+        self.backoff = backoff or Backoff()
+        self.networks_interval = networks_interval
+        self.resync_interval = resync_interval
+        self.max_wait_seconds = max_wait_seconds
+        self.clock = clock
+        self.map_fn = map_fn
+        self.on_batch = on_batch
+        self.index: NetsyncIndex | None = None
+        self.last_error: str | None = None
+        self.last_report: NetsyncReport | None = None
+        self.full_syncs = 0
+        self.incremental_syncs = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watcher: Watcher | None = None
+        self._cond = threading.Condition()
+        self._poll_seq = 0  # polls started
+        self._idle_seq = -1  # the last poll that found nothing to do
+        self._props: dict[str, dict[str, Any]] = {}  # VM moid -> its VM_WATCH properties so far
+        self._networks: NetworksRead | None = None
+        self._networks_at = 0.0
+        self._full_at = 0.0
+        self._needs_full = True
+        self._vns: ControllerState | None = None
+
+    # -- the controller's handle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the watch thread (a full sync first). Idempotent while running."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="netsync-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread: the current wait on vCenter is cancelled; returns when it has ended."""
+        self._stop.set()
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        with self._cond:
+            self._cond.notify_all()
+
+    def resync(self) -> None:
+        """Ask for a full sync at the next turn (also forgets the items' backoff)."""
+        self.backoff.attempts.clear()
+        self.backoff.due.clear()
+        self._needs_full = True
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until a poll that started after this call found nothing to do, everything before it being
+        carried out; False on timeout. For tests: a change made before the call has then been synced."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._poll_seq + 1
+            while self._idle_seq < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return False
+                self._cond.wait(min(left, 0.5))
+        return True
+
+    # -- the thread -----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._watch()
+            except Exception as exc:  # the thread must live on: log it, reconnect after a backoff
+                if not isinstance(exc, AgentvmError):
+                    log.exception("netsync watch: unexpected error")
+                self.last_error = str(exc)
+                delay = self.backoff.failed("watch", self.clock())
+                log.warning("netsync watch: %s; reconnecting in %.0f s", exc, delay)
+                self._needs_full = True  # every (re)connect is a full resync
+                self._stop.wait(delay)
+
+    def _watch(self) -> None:
+        specs = [
+            WatchSpec(vim.VirtualMachine, VM_WATCH),
+            WatchSpec(vim.dvs.DistributedVirtualPortgroup, PORTGROUP_PROPS),
+            WatchSpec(vim.DistributedVirtualSwitch, ("name", "uuid")),
+        ]
+        with Watcher(self.session, specs, max_wait_seconds=self.max_wait_seconds) as watcher:
+            self._watcher = watcher
+            if self._stop.is_set():
+                return
+            self._props = {}
+            self._take(watcher.poll())  # the initial state of everything
+            self._needs_full = True
+            while not self._stop.is_set():
+                now = self.clock()
+                if self._needs_full and (self.backoff.next_due() or 0.0) <= now:
+                    self._full_sync()
+                with self._cond:
+                    self._poll_seq += 1
+                    seq = self._poll_seq
+                changes = watcher.poll()
+                received = self.clock()
+                dirty, networks_changed = self._take(changes)
+                now = self.clock()
+                refresh = networks_changed or now - self._networks_at >= self.networks_interval
+                if now - self._full_at >= self.resync_interval:
+                    self._needs_full = True
+                if self._needs_full and (self.backoff.next_due() or 0.0) <= now:
+                    self._full_sync()
+                elif dirty or refresh:
+                    self._incremental(dirty, refresh, received)
+                if not dirty and not networks_changed and not self._busy(now):
+                    with self._cond:
+                        self._idle_seq = seq
+                        self._cond.notify_all()
+        self._watcher = None
+
+    def _busy(self, now: float) -> bool:
+        return self._needs_full and (self.backoff.next_due() or 0.0) <= now
+
+    def _take(self, changes: list[Change]) -> tuple[set[str], bool]:
+        """Merge updates into the per-VM properties; the VMs touched, and whether networking changed."""
+        dirty: set[str] = set()
+        networks_changed = False
+        for change in changes:
+            if change.moref.type != "VirtualMachine":
+                networks_changed = True
+                continue
+            moid = change.moref.value
+            dirty.add(moid)
+            if change.kind is ChangeKind.LEAVE:
+                self._props.pop(moid, None)
+            else:
+                self._props.setdefault(moid, {}).update(change.properties)
+        return dirty, networks_changed
+
+    def _full_sync(self) -> None:
+        """Read everything, plan everything, carry it out; the index starts again from what was read."""
+        now = self.clock()
+        waiting = self.backoff.waiting(now)
+        self.full_syncs += 1
+        self._full_at = now
+        snapshot = read_network_snapshot(self.session)
+        self._networks = read_networks(self.session)
+        self._networks_at = now
+        state = read_controller_state(self.api)
+        agents = self.agents()
+        ports, unreachable = read_ports(
+            agents, netsync.port_candidates(snapshot.inventory, state, self.config)
+        )
+        for host, why in sorted(unreachable.items()):
+            log.warning("netsync: vRouter agent of host %s not readable: %s", host, why)
+        plan, index = netsync_incremental.build(snapshot.inventory, state, ports, self.config)
+        self._vns = ControllerState(state.project_uuid, virtual_networks=state.virtual_networks)
+        report = self._apply(plan, index, waiting, snapshot.inventory, now)
+        self.last_report = replace(report, unreachable_agents=unreachable)
+        self.backoff.succeeded("watch")
+        self.last_error = None
+        if unreachable:
+            self.backoff.failed("agents", now)
+            self._needs_full = True
+
+    def _incremental(self, dirty: set[str], refresh: bool, received: float) -> None:
+        index = self.index
+        if index is None:
+            self._needs_full = True
+            return
+        vcenter = 0.0
+        networks_change = None
+        if refresh:
+            start = self.clock()
+            self._networks = read_networks(self.session)
+            vcenter += self.clock() - start
+            self._networks_at = self.clock()
+            read = self._networks
+            if (read.port_groups, read.ip_pools, read.dvses) != (
+                index.base.port_groups,
+                index.base.ip_pools,
+                index.base.dvses,
+            ):
+                networks_change = NetworksChange(read.port_groups, read.ip_pools, read.dvses)
+        assert self._networks is not None
+        vms, seconds = self._vms(index, dirty)
+        vcenter += seconds
+        if not vms and networks_change is None:
+            return
+        plan, after = netsync_incremental.plan_change(index, vms, networks_change)
+        planned = self.clock()
+        self.incremental_syncs += 1
+        report = self._apply(plan, after, self.backoff.waiting(planned), index.base, planned)
+        self.last_report = report
+        if self.on_batch is not None:
+            self.on_batch(BatchTiming(received, planned, self.clock(), vcenter, len(vms), report.plan))
+
+    def _vms(self, index: NetsyncIndex, dirty: set[str]) -> tuple[dict[str, Vm | None], float]:
+        """The new value of each dirty VM (None: gone or a template). DV ports new to a VM are read from
+        vCenter (one FetchDVPorts per switch); the VLAN of ports it had already is taken from the index.
+        Returns the VMs and the seconds spent waiting for vCenter."""
+        assert self._networks is not None
+        by_uuid = self._networks.dvs_moid_by_uuid
+        known: dict[tuple[str, str], int | None] = {}
+        fetch: set[tuple[str, str]] = set()
+        for moid in dirty:
+            props = self._props.get(moid)
+            if props is None:
+                continue
+            before = index.vms.get(moid)
+            had = {(n.port_group_key, n.port_key): n.port_vlan_id for n in before.nics} if before else {}
+            pg_of_port = _port_groups_of(props)
+            for dvs, key in vm_port_keys(props, by_uuid):
+                pg = pg_of_port.get(key, "")
+                if (pg, key) in had:
+                    known[(dvs, key)] = had[(pg, key)]
+                else:
+                    fetch.add((dvs, key))
+        seconds = 0.0
+        if fetch:
+            start = self.clock()
+            known.update(fetch_port_vlans(self.session, self._networks.dvs_refs, fetch))
+            seconds = self.clock() - start
+        out: dict[str, Vm | None] = {}
+        for moid in sorted(dirty):
+            props = self._props.get(moid)
+            if props is None or bool(props.get("config.template", False)):
+                out[moid] = None
+            else:
+                out[moid] = network_vm(moid, props, by_uuid, known)
+        return out, seconds
+
+    def _apply(
+        self,
+        plan: SyncPlan,
+        after: NetsyncIndex,
+        waiting: set[str],
+        networking: NetworkInventory,
+        now: float,
+    ) -> NetsyncReport:
+        """Carry out ``plan`` (items in backoff held back); keep ``after`` as the index when everything was
+        done, else keep it but ask for a full resync once the failed items' backoff is over."""
+        for error in plan.errors:
+            log.debug("netsync: %s: %s: %s", error.kind.value, error.item, error.message)
+        trimmed, deferred = hold_back(plan, waiting)
+        if any(isinstance(o, SdnVirtualNetwork) for o in (*plan.create, *plan.delete, *plan.update)):
+            vns = tuple(o for o in after.existing.values() if isinstance(o, SdnVirtualNetwork))
+            self._vns = ControllerState(after.project_uuid, virtual_networks=vns)
+        state = self._vns
+        # fq names of refs: networks now in the controller plus those this plan creates
+        result = apply_plan(trimmed, self.api, self.agents(), state, self.map_fn)
+        assert self._networks is not None
+        snapshot = NetworkSnapshot(after.base, self._networks.dvs_refs)
+        done, vlan_failures = set_vlans(self.session, snapshot, trimmed.dv_port_vlans)
+        report = NetsyncReport(networking, plan, result, done, tuple(vlan_failures), {}, deferred)
+        failed = {failure_key(f) for f in report.failures}
+        for key in sorted(failed):
+            self.backoff.failed(key, now)
+            log.warning("netsync: %s failed", key)
+        for key in list(self.backoff.due):
+            if key not in failed and key not in waiting and key not in ("watch", "agents"):
+                self.backoff.succeeded(key)
+        self.index = after
+        if failed or deferred or result.skipped:
+            self._needs_full = True  # the index assumed success: read the truth once the backoff is over
+        else:
+            self._needs_full = False
+            self.backoff.succeeded("agents")
+        return report
+
+
+def _port_groups_of(props: Mapping[str, Any]) -> dict[str, str]:
+    """DV port key -> its port group key, from a VM's NIC backings."""
+    out: dict[str, str] = {}
+    for device in props.get("config.hardware.device") or ():
+        backing = getattr(device, "backing", None)
+        port = getattr(backing, "port", None)
+        if port is not None and getattr(port, "portKey", None):
+            out[str(port.portKey)] = str(port.portgroupKey or "")
+    return out

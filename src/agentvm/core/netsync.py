@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from agentvm.core.ipalloc import PoolError, SubnetAddresses, pool_subnet
@@ -120,20 +120,23 @@ class _Planner:
     """The state of one ``plan`` call. Not shared, not reused: ``plan()`` makes one and drops it."""
 
     def __init__(
-        self, inventory: NetworkInventory, controller: ControllerState, config: NetsyncConfig
+        self,
+        inventory: NetworkInventory,
+        controller: ControllerState,
+        config: NetsyncConfig,
+        existing: Mapping[str, SdnObject] | None = None,
     ) -> None:
+        """``existing`` (uuid -> object of ``controller``) may be passed in when the caller already has
+        it indexed (``core.netsync_incremental`` plans parts of the inventory against a large state)."""
         self.inv = inventory
         self.ctl = controller
         self.cfg = config
         self.ids = Ids.for_vcenter(inventory.vcenter_uuid)
         self.errors: list[SyncError] = []
         self.protected: set[str] = set()  # uuids whose objects and ports must be left as they are
-        self.existing: dict[str, SdnObject] = {}
-        for group in (controller.virtual_networks, controller.virtual_machines, controller.vmis):
-            for obj in group:
-                self.existing[obj.uuid] = obj
-        for iip in controller.instance_ips:
-            self.existing[iip.uuid] = iip
+        self.existing: Mapping[str, SdnObject] = (
+            existing if existing is not None else existing_objects(controller)
+        )
         self.vn_by_fq = {vn.fq_name: vn for vn in controller.virtual_networks}
         self.pg_by_key = {pg.key: pg for pg in inventory.port_groups}
         self.pool_by_id = {pool.id: pool for pool in inventory.ip_pools}
@@ -223,22 +226,38 @@ class _Planner:
         interfaces: list[_Interface] = []
         macs: dict[str, str] = {}
         for vm in sorted(self.inv.vms, key=lambda v: v.moid):
-            vm_uuid = self.ids.virtual_machine(vm.moid)
-            mirrored = [nic for nic in vm.nics if nic.port_group_key in known_pgs]
-            if not mirrored:
-                continue  # a VM on no DV port group of ours is not mirrored
-            conflict = self.conflict_with(vm_uuid, None, "virtual machine")
-            if conflict is not None:
-                self.error(SyncErrorKind.CONFLICT, vm.label(), conflict)
-                self.protected.add(vm_uuid)
-                self._protect_nics(mirrored)
-                continue
-            machines[vm.moid] = SdnVirtualMachine(vm_uuid, (vm_uuid,), vm.name, self.cfg.creator)
-            for nic in sorted(mirrored, key=lambda n: n.device_key):
-                item = self._interface(vm, nic, vns, macs)
-                if item is not None:
-                    interfaces.append(item)
+            machine, items = self.vm_interfaces(vm, vns, known_pgs, macs)
+            if machine is not None:
+                machines[vm.moid] = machine
+            interfaces.extend(items)
         return machines, interfaces
+
+    def vm_interfaces(
+        self,
+        vm: Vm,
+        vns: Mapping[str, SdnVirtualNetwork],
+        known_pgs: Collection[str],
+        macs: dict[str, str],
+    ) -> tuple[SdnVirtualMachine | None, list[_Interface]]:
+        """One VM's machine (None: not mirrored) and interfaces. ``macs`` (MAC -> NIC label) carries the
+        MACs claimed by the VMs before this one in moid order: a MAC seen twice is an error for the later."""
+        vm_uuid = self.ids.virtual_machine(vm.moid)
+        mirrored = [nic for nic in vm.nics if nic.port_group_key in known_pgs]
+        if not mirrored:
+            return None, []  # a VM on no DV port group of ours is not mirrored
+        conflict = self.conflict_with(vm_uuid, None, "virtual machine")
+        if conflict is not None:
+            self.error(SyncErrorKind.CONFLICT, vm.label(), conflict)
+            self.protected.add(vm_uuid)
+            self._protect_nics(mirrored)
+            return None, []
+        machine = SdnVirtualMachine(vm_uuid, (vm_uuid,), vm.name, self.cfg.creator)
+        interfaces: list[_Interface] = []
+        for nic in sorted(mirrored, key=lambda n: n.device_key):
+            item = self._interface(vm, nic, vns, macs)
+            if item is not None:
+                interfaces.append(item)
+        return machine, interfaces
 
     def _protect_nics(self, nics: Iterable[Nic]) -> None:
         for nic in nics:
@@ -410,6 +429,76 @@ def _needs_replace(old: SdnObject, new: SdnObject) -> bool:
     return False
 
 
+def existing_objects(controller: ControllerState) -> dict[str, SdnObject]:
+    """uuid -> object, for every object of the four types in ``controller``."""
+    existing: dict[str, SdnObject] = {}
+    for group in (controller.virtual_networks, controller.virtual_machines, controller.vmis):
+        for obj in group:
+            existing[obj.uuid] = obj
+    for iip in controller.instance_ips:
+        existing[iip.uuid] = iip
+    return existing
+
+
+@dataclass(frozen=True)
+class _InterfaceObjects:
+    """What one mirrored NIC becomes: its interface, address, vRouter port and DV port VLAN to set."""
+
+    vmi: SdnVmi
+    iip: SdnInstanceIp | None
+    port: PortChange | None  # action unused: where (host) and what the port should be
+    dv_port_vlan: DvPortVlan | None
+
+
+def _interface_objects(
+    item: _Interface,
+    vm_uuid: str,
+    address: str | None,
+    vlan: int | None,
+    project_uuid: str,
+    cfg: NetsyncConfig,
+) -> _InterfaceObjects:
+    """The desired objects of one interface given its address and VLAN (shared by ``plan`` and the
+    incremental planner, so both build them the same way)."""
+    host = item.vm.host if vlan is not None else None
+    vmi = SdnVmi(
+        uuid=item.vmi_uuid,
+        fq_name=(cfg.domain, cfg.project, item.vmi_uuid),
+        mac=item.mac,
+        vn_uuid=item.vn.uuid,
+        vm_uuid=vm_uuid,
+        display_name=f"{item.vm.name} NIC {item.nic.device_key}",
+        host=host,
+        vlan=vlan,
+        creator=cfg.creator,
+    )
+    iip = None
+    if address is not None:
+        iip = SdnInstanceIp(
+            item.iip_uuid, (item.iip_uuid,), address, item.vn.uuid, item.vmi_uuid, cfg.creator
+        )
+    if host is None or vlan is None:
+        return _InterfaceObjects(vmi, iip, None, None)
+    port = VrouterPort(
+        id=item.vmi_uuid,
+        instance_id=vm_uuid,
+        vn_id=item.vn.uuid,
+        vm_project_id=project_uuid,
+        display_name=item.vm.name,
+        ip_address=address or NO_ADDRESS,
+        ip6_address=NO_ADDRESS6,
+        mac_address=item.mac,
+        system_name=item.vmi_uuid,
+        rx_vlan_id=vlan,
+        tx_vlan_id=vlan,
+        enabled=item.vm.power_state == PowerState.POWERED_ON,
+    )
+    dv = None
+    if item.nic.port_key is not None and item.nic.port_vlan_id != vlan:
+        dv = DvPortVlan(host, item.nic.port_group_key, item.nic.port_key, vlan, item.vmi_uuid)
+    return _InterfaceObjects(vmi, iip, PortChange(PortAction.ADD, host, port), dv)
+
+
 def plan(
     inventory: NetworkInventory,
     controller: ControllerState,
@@ -435,48 +524,21 @@ def plan(
     desired_ports: dict[str, tuple[str, VrouterPort]] = {}
     dv_port_vlans: list[DvPortVlan] = []
     for item in interfaces:
-        vlan = vlans.get(item.vmi_uuid)
-        host = item.vm.host if vlan is not None else None
-        vm_uuid = vm_uuid_by_moid[item.vm.moid]
-        desired[item.vmi_uuid] = SdnVmi(
-            uuid=item.vmi_uuid,
-            fq_name=(cfg.domain, cfg.project, item.vmi_uuid),
-            mac=item.mac,
-            vn_uuid=item.vn.uuid,
-            vm_uuid=vm_uuid,
-            display_name=f"{item.vm.name} NIC {item.nic.device_key}",
-            host=host,
-            vlan=vlan,
-            creator=cfg.creator,
+        objs = _interface_objects(
+            item,
+            vm_uuid_by_moid[item.vm.moid],
+            addresses.get(item.vmi_uuid),
+            vlans.get(item.vmi_uuid),
+            controller.project_uuid,
+            cfg,
         )
-        address = addresses.get(item.vmi_uuid)
-        if address is not None:
-            desired[item.iip_uuid] = SdnInstanceIp(
-                item.iip_uuid, (item.iip_uuid,), address, item.vn.uuid, item.vmi_uuid, cfg.creator
-            )
-        if host is None or vlan is None:
-            continue
-        desired_ports[item.vmi_uuid] = (
-            host,
-            VrouterPort(
-                id=item.vmi_uuid,
-                instance_id=vm_uuid,
-                vn_id=item.vn.uuid,
-                vm_project_id=controller.project_uuid,
-                display_name=item.vm.name,
-                ip_address=address or NO_ADDRESS,
-                ip6_address=NO_ADDRESS6,
-                mac_address=item.mac,
-                system_name=item.vmi_uuid,
-                rx_vlan_id=vlan,
-                tx_vlan_id=vlan,
-                enabled=item.vm.power_state == PowerState.POWERED_ON,
-            ),
-        )
-        if item.nic.port_key is not None and item.nic.port_vlan_id != vlan:
-            dv_port_vlans.append(
-                DvPortVlan(host, item.nic.port_group_key, item.nic.port_key, vlan, item.vmi_uuid)
-            )
+        desired[item.vmi_uuid] = objs.vmi
+        if objs.iip is not None:
+            desired[item.iip_uuid] = objs.iip
+        if objs.port is not None:
+            desired_ports[item.vmi_uuid] = (objs.port.host, objs.port.port)
+        if objs.dv_port_vlan is not None:
+            dv_port_vlans.append(objs.dv_port_vlan)
 
     create, update, delete = _diff_objects(planner, desired)
     port_changes = _diff_ports(planner, desired_ports, ports)
@@ -530,13 +592,24 @@ def _diff_ports(
     planner: _Planner, desired: Mapping[str, tuple[str, VrouterPort]], observed: HostPorts
 ) -> list[PortChange]:
     ours = {o.uuid for o in planner.existing.values() if isinstance(o, SdnVmi) and planner.ours(o)}
+    return _port_changes(ours, planner.protected, desired, observed)
+
+
+def _port_changes(
+    ours_vmis: Collection[str],
+    protected: Collection[str],
+    desired: Mapping[str, tuple[str, VrouterPort]],
+    observed: HostPorts,
+) -> list[PortChange]:
+    """The port calls from ``observed`` to ``desired``; ``ours_vmis``: the interfaces agentvm created."""
+    ours = set(ours_vmis)
     ours.update(desired)
     deletes: list[PortChange] = []
     adds: list[PortChange] = []
     toggles: list[PortChange] = []
     for host in sorted(observed):
         for port_id, port in sorted(observed[host].items()):
-            if port_id not in ours or port_id in planner.protected:
+            if port_id not in ours or port_id in protected:
                 continue  # not an interface of ours: another tool's port
             wanted = desired.get(port_id)
             if wanted is None or wanted[0] != host:

@@ -313,16 +313,33 @@ def _dv_connection(device: Any) -> Any:
 def _vm(
     o: ObjectProps, dvs_moid_by_uuid: Mapping[str, str], port_vlans: Mapping[tuple[str, str], int | None]
 ) -> Vm:
+    return network_vm(str(o.obj._moId), o.props, dvs_moid_by_uuid, port_vlans)
+
+
+def _moid(ref: Any) -> str:
+    """A managed object's moid, from a pyVmomi object (``_moId``) or a watch's ``MoRef`` (``value``)."""
+    return str(getattr(ref, "_moId", None) or ref.value)
+
+
+def network_vm(
+    moid: str,
+    props: Mapping[str, Any],
+    dvs_moid_by_uuid: Mapping[str, str],
+    port_vlans: Mapping[tuple[str, str], int | None],
+) -> Vm:
+    """A VM from its ``VM_PROPS`` (a bulk read's, or a watch's merged updates). Pure.
+
+    ``port_vlans``: (DVS moid, port key) -> the VLAN that DV port carries (absent: unknown, None)."""
     guest_ips: dict[int, tuple[str, ...]] = {}
     guest_by_mac: dict[str, tuple[str, ...]] = {}
-    for net in o.get("guest.net") or ():
+    for net in props.get("guest.net") or ():
         ips = tuple(str(ip) for ip in net.ipAddress or ())
         if net.deviceConfigId is not None and int(net.deviceConfigId) > 0:
             guest_ips[int(net.deviceConfigId)] = ips
         if net.macAddress:
             guest_by_mac[str(net.macAddress).lower()] = ips
     nics = []
-    for device in o.get("config.hardware.device") or ():
+    for device in props.get("config.hardware.device") or ():
         connection = _dv_connection(device)
         if connection is None:
             continue
@@ -341,12 +358,12 @@ def _vm(
                 guest_ips=guest_ips.get(key) or guest_by_mac.get((mac or "").lower(), ()),
             )
         )
-    host = o.get("runtime.host")
+    host = props.get("runtime.host")
     return Vm(
-        moid=str(o.obj._moId),
-        name=str(o.get("name", "")),
-        host=str(host._moId) if host is not None else None,
-        power_state=_POWER.get(str(o.get("runtime.powerState", "")), PowerState.POWERED_OFF),
+        moid=moid,
+        name=str(props.get("name") or ""),
+        host=_moid(host) if host is not None else None,
+        power_state=_POWER.get(str(props.get("runtime.powerState", "")), PowerState.POWERED_OFF),
         nics=tuple(sorted(nics, key=lambda n: n.device_key)),
     )
 
@@ -394,3 +411,135 @@ def read_dv_port_vlans(session: Session, dvs: MoRef | str, port_keys: Iterable[s
     ports = session.mo(ref).FetchDVPorts(vim.dvs.PortCriteria(portKey=keys)) or ()
     wanted = set(keys)
     return {str(p.key): _port_vlan(p) for p in ports if str(p.key) in wanted}
+
+
+# -- what the netsync watch needs (controller.netsync.NetsyncWatch) ------------------------------------------
+
+VM_WATCH = VM_PROPS
+"""The VM properties the netsync watch follows (NIC backings and MACs, power, host, guest addresses)."""
+
+
+@dataclass(frozen=True)
+class NetworksRead:
+    """The networking side without the VMs: port groups (with their pools), pools, switches."""
+
+    port_groups: tuple[PortGroup, ...]
+    ip_pools: tuple[IpPool, ...]
+    dvses: tuple[Dvs, ...]
+    dvs_refs: Mapping[str, MoRef]  # DVS moid -> MoRef, for ``set_dv_port_vlans`` / ``fetch_port_vlans``
+    dvs_moid_by_uuid: Mapping[str, str]  # DVS uuid (what a NIC backing names) -> moid
+
+
+def read_networks(session: Session, *, page_size: int = DEFAULT_PAGE_SIZE) -> NetworksRead:
+    """Port groups, IP pools and switches: one ``RetrievePropertiesEx`` per type plus one ``QueryIpPools``
+    per datacenter. The netsync watch calls it when a port group or switch changes and on a timer (IP pools
+    are not managed objects, so no watch sees them change). Raises the session's agentvm errors."""
+    content = session.content
+    types = [vim.Datacenter, vim.DistributedVirtualSwitch, vim.dvs.DistributedVirtualPortgroup]
+    read: dict[type, list[ObjectProps]] = {}
+    with session.operation("netsync-read-networks"), container_view(session, types) as view:
+        for kind, paths in (
+            (vim.Datacenter, ("name",)),
+            (vim.DistributedVirtualSwitch, DVS_PROPS),
+            (vim.dvs.DistributedVirtualPortgroup, PORTGROUP_PROPS),
+        ):
+            spec = view_filter_spec(view, [property_spec(kind, paths)])
+            with paged(session, spec, page_size=page_size) as items:
+                read[kind] = list(items)
+        pools: list[tuple[str, Any]] = []
+        for dc in read[vim.Datacenter]:
+            dc_moid = str(dc.obj._moId)
+            pools.extend((dc_moid, pool) for pool in content.ipPoolManager.QueryIpPools(dc.obj) or ())
+    dvses = read[vim.DistributedVirtualSwitch]
+    raw = RawNetworkRead(
+        vcenter_uuid=str(content.about.instanceUuid or ""),
+        dvses=dvses,
+        port_groups=read[vim.dvs.DistributedVirtualPortgroup],
+        vms=(),
+        ip_pools=pools,
+        dv_ports={},
+    )
+    inv = build_network_inventory(raw)
+    return NetworksRead(
+        port_groups=inv.port_groups,
+        ip_pools=inv.ip_pools,
+        dvses=inv.dvses,
+        dvs_refs={str(o.obj._moId): Session.moref(o.obj) for o in dvses},
+        dvs_moid_by_uuid={str(o.get("uuid", "")): str(o.obj._moId) for o in dvses},
+    )
+
+
+def vm_port_keys(props: Mapping[str, Any], dvs_moid_by_uuid: Mapping[str, str]) -> set[tuple[str, str]]:
+    """(DVS moid, port key) of each NIC of a VM's ``VM_PROPS`` that is connected to a DV port. Pure."""
+    keys: set[tuple[str, str]] = set()
+    for device in props.get("config.hardware.device") or ():
+        connection = _dv_connection(device)
+        if connection is None or not connection.portKey:
+            continue
+        dvs = dvs_moid_by_uuid.get(str(connection.switchUuid or ""))
+        if dvs is not None:
+            keys.add((dvs, str(connection.portKey)))
+    return keys
+
+
+def fetch_port_vlans(
+    session: Session, dvs_refs: Mapping[str, MoRef], keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], int | None]:
+    """The VLAN each (DVS moid, port key) carries now: one ``FetchDVPorts`` per switch, not per port."""
+    by_dvs: dict[str, set[str]] = {}
+    for dvs, key in keys:
+        by_dvs.setdefault(dvs, set()).add(key)
+    out: dict[tuple[str, str], int | None] = {}
+    for dvs, wanted in sorted(by_dvs.items()):
+        ref = dvs_refs.get(dvs)
+        if ref is None:
+            continue
+        for key, vlan in read_dv_port_vlans(session, ref, wanted).items():
+            out[(dvs, key)] = vlan
+    return out
+
+
+@dataclass(frozen=True)
+class AgentVmAddress:
+    """An agent VM's address as it carries it in its extraConfig (``key`` = which entry it came from)."""
+
+    host: str  # host moid
+    vm: str  # VM moid
+    address: str
+    key: str
+    powered_on: bool
+
+
+def read_agent_vm_addresses(
+    session: Session, keys: Sequence[str], *, page_size: int = DEFAULT_PAGE_SIZE
+) -> list[AgentVmAddress]:
+    """Every VM carrying one of ``keys`` in its extraConfig (the first present, in ``keys`` order), with its
+    host: one bulk read of ``config.extraConfig`` (heavy, so only the CLI and the controller's start call
+    it). VMs with no host or an empty value are left out. Raises the session's agentvm errors."""
+    paths = ("runtime.host", "runtime.powerState", "config.extraConfig")
+    spec_paths = property_spec(vim.VirtualMachine, paths)
+    found: list[AgentVmAddress] = []
+    with (
+        session.operation("netsync-agent-addresses"),
+        container_view(session, [vim.VirtualMachine]) as view,
+        paged(session, view_filter_spec(view, [spec_paths]), page_size=page_size) as items,
+    ):
+        for o in items:
+            host = o.get("runtime.host")
+            if host is None:
+                continue
+            extra = {str(opt.key): opt.value for opt in o.get("config.extraConfig") or ()}
+            for key in keys:
+                value = extra.get(key)
+                if value is not None and str(value).strip():
+                    found.append(
+                        AgentVmAddress(
+                            host=_moid(host),
+                            vm=str(o.obj._moId),
+                            address=str(value).strip(),
+                            key=key,
+                            powered_on=str(o.get("runtime.powerState", "")) == "poweredOn",
+                        )
+                    )
+                    break
+    return sorted(found, key=lambda a: (a.host, a.vm))
