@@ -14,6 +14,7 @@ from agentvm.cli.destroy import destroy
 from agentvm.cli.inventory import inventory
 from agentvm.cli.output import fail
 from agentvm.cli.plan import apply, plan
+from agentvm.cli.run import run
 from agentvm.cli.status import resolve, status
 from agentvm.model.errors import AgentvmError
 
@@ -32,6 +33,7 @@ app.command()(apply)
 app.command()(status)
 app.command()(resolve)
 app.command()(destroy)
+app.command()(run)
 
 
 @app.command()

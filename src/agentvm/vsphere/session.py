@@ -25,9 +25,10 @@ import logging
 import secrets
 import ssl
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -113,6 +114,9 @@ class Session:
         self._siblings: list[Any] = []
         self._content: Any = None
         self.api_version = ""
+        # called after every SOAP exchange with (method, seconds, fault name or None); the controller
+        # feeds its call-latency metrics from here. Listeners must be quick and must not raise.
+        self.call_listeners: list[Callable[[str, float, str | None], None]] = []
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -322,20 +326,32 @@ class Session:
         context[_OPID_HEADER] = opid
         self.stats.record(method)
         log.debug("%s %s on %s (opId %s)", self.url, method, getattr(mo, "_moId", "?"), opid)
+        started = time.perf_counter()
         try:
             status, result = outer.soap.InvokeMethod(mo, info, args, outer)
         except Exception as exc:
-            raise to_agentvm_error(exc, url=self.url, what=_what(method, mo)) from exc
+            error = to_agentvm_error(exc, url=self.url, what=_what(method, mo))
+            self._notify(method, started, fault_name(error) or type(exc).__name__)
+            raise error from exc
         finally:
             if previous is None:
                 context.pop(_OPID_HEADER, None)
             else:
                 context[_OPID_HEADER] = previous
         if status == 200:
+            self._notify(method, started, None)
             return result
         if isinstance(result, BaseException):
-            raise to_agentvm_error(result, url=self.url, what=_what(method, mo)) from result
+            error = to_agentvm_error(result, url=self.url, what=_what(method, mo))
+            self._notify(method, started, fault_name(error) or type(result).__name__)
+            raise error from result
+        self._notify(method, started, f"HTTP {status}")
         raise to_agentvm_error(http.client.HTTPException(f"HTTP {status}"), url=self.url, what=method)
+
+    def _notify(self, method: str, started: float, fault: str | None) -> None:
+        seconds = time.perf_counter() - started
+        for listener in self.call_listeners:
+            listener(method, seconds, fault)
 
     def _service_instance(self) -> Any:
         return vim.ServiceInstance("ServiceInstance", self._stub)

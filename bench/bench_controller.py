@@ -1,0 +1,155 @@
+"""The controller's reaction time, memory and calls per change at several lab sizes (issue 5's measurement).
+
+For each inventory size, a lab starts (vcsim + the lab's EAM, in this process), the controller runs
+in-process with ``--backend eam``, deploys an agency scoped to one 64-host cluster (the same 64 agents at
+every size, so that the inventory size is what varies; deploying 2,500 agents through the lab's EAM would
+take ~4 min per run) and turns green. Then N times: an agent VM is powered off through another session,
+and the controller's first Resolve of that change is timed.
+
+Columns: end-to-end = power-off task done → Resolve sent (includes the lab EAM noticing the power-off and
+raising VmPoweredOff, and the controller's poll); own = agentvm's own time in the pass that resolved,
+SOAP calls excluded (from the pass start to the Resolve); calls/change = vCenter + EAM calls the controller
+made between the power-off and the VM being on again, per change; RSS = this process's VmRSS after the
+run and its growth since before the controller started (the lab's EAM shares the process: an upper bound).
+
+Run: .venv/bin/python bench/bench_controller.py [HOSTS ...]   (default: 64 512 2500; N=20 each)
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from agentvm.controller.run import Controller, Settings
+from agentvm.lab.vcsim import Shape
+from agentvm.lab.world import Lab
+from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.model.inventory import VmPowerState
+from agentvm.spec import load_spec
+from agentvm.vsphere.inventory import read_inventory
+from agentvm.vsphere.session import Session
+from agentvm.vsphere.vms import ensure_powered_off, power_state
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CHANGES = 20
+AGENTS = 64
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def shape_for(hosts: int) -> Shape:
+    clusters, standalone = divmod(hosts, AGENTS)
+    return Shape(clusters=clusters, hosts=AGENTS, standalone=standalone)
+
+
+def wait(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def measure(hosts: int) -> dict[str, float]:
+    lab = Lab(shape_for(hosts))
+    info = lab.start()
+    conn = VCenterConnection(
+        url=info.vcsim.url,
+        username=info.vcsim.username,
+        password=Secret(info.vcsim.password),
+        thumbprint=info.vcsim.thumbprint,
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="bench-controller-"))
+    spec = tmp / "contrail.yaml"
+    text = (EXAMPLES / "contrail.yaml").read_text().replace("      - /DC0/host/DC0_C1\n", "")
+    spec.write_text(text)
+    desired = load_spec(spec, env=info.env())
+    tester = Session.connect(conn)
+    own_session = Session.connect(conn, correlation_prefix="agentvm-run")
+    before = rss_mb()
+    settings = Settings(fast_poll=0.5, slow_poll=5.0, full_resync=3600.0)
+    controller = Controller(desired, own_session, settings=settings).start()
+    try:
+        started = time.monotonic()
+        wait(
+            lambda: (
+                controller.ready()
+                and controller.reconciler.report.agencies
+                and controller.reconciler.report.agencies[0].status.green
+                and len(controller.reconciler.report.agencies[0].status.agents) == AGENTS
+            ),
+            900,
+            "green",
+        )
+        deploy = time.monotonic() - started
+        vms = [
+            v.moref
+            for v in read_inventory(tester).vms
+            if v.name.startswith("contrail-vm") and v.power_state is VmPowerState.POWERED_ON
+        ]
+        e2e: list[float] = []
+        own: list[float] = []
+        calls: list[int] = []
+        for i in range(CHANGES):
+            vm = vms[i % len(vms)]
+            seen = len(controller.samples)
+            calls_before = own_session.stats.total
+            ensure_powered_off(tester, vm)
+            t0 = time.perf_counter()
+            wait(lambda s=seen: len(controller.samples) > s, 60, "a resolve")
+            sample = controller.samples[seen]
+            wait(lambda v=vm: power_state(tester, v) is VmPowerState.POWERED_ON, 60, "power on")
+            e2e.append(sample.resolve_sent - t0)
+            own.append(sample.own)
+            calls.append(own_session.stats.total - calls_before)
+            time.sleep(0.6)  # let the next poll see green before the next change
+        return {
+            "hosts": hosts,
+            "deploy": deploy,
+            "e2e_p50": statistics.median(e2e),
+            "e2e_p99": pct(e2e, 99),
+            "own_p50": statistics.median(own),
+            "own_p99": pct(own, 99),
+            "calls": statistics.mean(calls),
+            "rss": rss_mb(),
+            "rss_growth": rss_mb() - before,
+        }
+    finally:
+        controller.stop()
+        tester.logout()
+        own_session.logout()
+        lab.stop()
+
+
+def main(argv: list[str]) -> None:
+    sizes = [int(a) for a in argv] or [64, 512, 2500]
+    rows = [measure(n) for n in sizes]
+    print(f"\ncontroller, {AGENTS} agents, {CHANGES} power-offs per size (times in ms)")
+    header = (
+        f"{'hosts':>6} {'deploy s':>9} {'e2e p50':>8} {'e2e p99':>8} {'own p50':>8} {'own p99':>8} "
+        f"{'calls/chg':>9} {'RSS MB':>7} {'+RSS MB':>8}"
+    )
+    print(header)
+    for r in rows:
+        print(
+            f"{r['hosts']:>6.0f} {r['deploy']:>9.1f} {r['e2e_p50'] * 1e3:>8.0f} {r['e2e_p99'] * 1e3:>8.0f} "
+            f"{r['own_p50'] * 1e3:>8.1f} {r['own_p99'] * 1e3:>8.1f} {r['calls']:>9.1f} {r['rss']:>7.0f} "
+            f"{r['rss_growth']:>8.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

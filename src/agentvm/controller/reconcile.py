@@ -1,0 +1,530 @@
+"""One level-triggered pass of ``agentvm run``: observe, decide, act — nothing kept but what is read back.
+
+Called by ``controller.run.Controller`` on its loop thread only (not thread-safe; the API reads the
+published ``StatusReport`` and metrics, which are immutable / locked). ``Reconciler`` is a ``Solution``
+(``controller.solution``), so it plans and acts with exactly the code of ``agentvm apply``:
+
+- ``full_pass()``: ``Solution.plan`` (one bulk inventory read, the extension, every agency and its config),
+  then the plan's actions — register/update the extension, set the AgentVM settings of hosts that joined
+  the scope (before EAM needs them), create/update/enable the agencies — then ``poll``.
+- ``poll()``: observe every agency through the backend, answer each pending hook (write the host's values
+  into ``vmHook.vm``, then MarkAsAvailable: ``Solution._write_values``), and heal with ``core.heal``
+  (resolve active issues with backoff, give up after N and say so, report passive ones with their fix,
+  leave hosts in maintenance mode alone). Before resolving, the hosts concerned are read again (one call
+  each) so a host that just entered maintenance mode is never taken for a failure.
+
+Every action is one structured log line and one event with a correlation id: the vCenter/EAM calls of the
+action carry it as their SOAP ``operationID`` prefix. Duplicates never cause a second action: a hook is
+answered once per (agent, VM) until it stays pending ``REANSWER_AFTER`` seconds; an issue is resolved
+under the heal policy's backoff per agent and kind; every other action is an idempotent ``ensure_*``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from ipaddress import IPv4Address
+
+from agentvm.backends.base import AgencyStatus, Backend
+from agentvm.backends.direct import DirectBackend
+from agentvm.controller.events import EventLog
+from agentvm.controller.logs import action_log
+from agentvm.controller.metrics import ControllerMetrics
+from agentvm.controller.observe import Observation, read_addresses
+from agentvm.controller.progress import host_rows
+from agentvm.controller.solution import REANSWER_AFTER, Solution, SolutionPlan, _Wait
+from agentvm.controller.status import AgencyReport, StatusReport
+from agentvm.core.heal import (
+    HealClass,
+    HealDecision,
+    HealPolicy,
+    HealState,
+    HostConditions,
+    Verdict,
+    count_kinds,
+    count_states,
+    heal_class,
+    observed_issues,
+    plan_heal_agencies,
+)
+from agentvm.core.plan import ChangeKind
+from agentvm.model.agency import AgencyConfig, HookState, Issue, MoRef
+from agentvm.model.desired import DesiredState
+from agentvm.model.errors import ConfigurationError, NotFoundError
+from agentvm.model.inventory import InventorySnapshot
+from agentvm.vsphere.collector import read_one
+from agentvm.vsphere.session import Session
+
+log = logging.getLogger(__name__)
+
+HOST_RUNTIME = ("runtime.inMaintenanceMode", "runtime.connectionState", "runtime.powerState")
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """What one pass saw and did."""
+
+    full: bool
+    actions: int  # actions taken (extension, host settings, agency, hooks, resolves)
+    busy: bool  # something is yellow or a hook is pending: poll fast
+    wake_at: float | None  # when the heal policy wants to look again (a retry is due)
+    seconds: float
+    calls: int  # vCenter + EAM calls the pass made
+    resolve_started: float | None = None  # perf_counter() when the first Resolve of the pass was sent
+
+
+@dataclass
+class _Tracked:
+    """Per-process bookkeeping that only de-duplicates; a restart rebuilds it from what it reads."""
+
+    hook_seen: dict[tuple[str, str], float] = field(default_factory=dict)  # (agent, vm) -> first seen
+    issues: dict[tuple[str, int], Issue] = field(default_factory=dict)  # (agency, key) -> issue
+
+
+class Reconciler(Solution):
+    """``Reconciler(desired, session, events=..., metrics=...)``: ``full_pass()`` / ``poll()``.
+
+    ``backend``: None for EAM on ``session`` (``Solution``'s own), or a ``DirectBackend``. ``conditions``
+    gives the host conditions the watch saw last (maintenance, standby, unreachable); ``clock`` is
+    monotonic seconds (faked in tests).
+    """
+
+    def __init__(
+        self,
+        desired: DesiredState,
+        session: Session,
+        *,
+        events: EventLog,
+        metrics: ControllerMetrics,
+        backend: Backend | None = None,
+        policy: HealPolicy | None = None,
+        conditions: Callable[[], HostConditions] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        check_packages: bool = True,
+    ) -> None:
+        super().__init__(desired, session, clock=clock)
+        self._direct = backend is not None and backend.kind == "direct"
+        if backend is not None:
+            self.backend = backend  # type: ignore[assignment]
+        self.events = events
+        self.metrics = metrics
+        self.policy = policy if policy is not None else HealPolicy(seed=secrets.randbits(32))
+        self._conditions = conditions or HostConditions
+        self._check_packages = check_packages
+        self._waits: dict[str, _Wait] = {}
+        self._heal = HealState()
+        self._tracked = _Tracked()
+        self._cid = f"agentvm-run-{secrets.token_hex(3)}"
+        self._seq = itertools.count(1)
+        self.snapshot: InventorySnapshot | None = None
+        self.report: StatusReport = StatusReport(session.url, ())
+        self._resolve_started: float | None = None
+
+    # -- Solution hooks for the direct backend ---------------------------------------------------------
+
+    def _wants_certificate(self) -> bool:
+        # the engine has no vCenter login of its own to hand over: agencies belong to the solution key
+        return False if self._direct else super()._wants_certificate()
+
+    def observe(self, snapshot: InventorySnapshot | None = None) -> Observation:
+        if not self._direct:
+            return super().observe(snapshot)
+        from agentvm.controller.observe import observe
+
+        backend = self.backend
+        assert isinstance(backend, DirectBackend)
+        return observe(self.session, backend, self.desired, snapshot=snapshot, config_of=_config_of(backend))
+
+    # -- passes ---------------------------------------------------------------------------------------
+
+    def full_pass(self) -> PassReport:
+        """Plan against everything observed now, act on the plan, then ``poll``. Raises adapters' errors."""
+        started, calls = self._clock(), self._calls()
+        plan = self.plan(check_packages=self._check_packages)
+        actions = self._act_on_plan(plan)
+        self.snapshot = plan.observation.snapshot
+        waits: dict[str, _Wait] = {}
+        for agency in plan.observation.agencies:
+            assignment = plan.plan.addresses.get(agency.name)
+            addresses = {h.host.moid: h.address for h in assignment.addresses} if assignment else {}
+            old = self._waits.get(agency.name)
+            waits[agency.name] = _Wait(
+                agency.resolved,
+                addresses=addresses,
+                snapshot=self.snapshot,
+                answered=dict(old.answered) if old else {},
+            )
+        self._waits = waits
+        polled = self.poll()
+        return PassReport(
+            True,
+            actions + polled.actions,
+            polled.busy,
+            polled.wake_at,
+            self._clock() - started,
+            self._calls() - calls,
+            polled.resolve_started,
+        )
+
+    def poll(self) -> PassReport:
+        """Observe the agencies, answer hooks, heal, publish status and metrics. Raises adapters' errors."""
+        started, calls = self._clock(), self._calls()
+        self._resolve_started = None
+        statuses: list[AgencyStatus] = []
+        actions = 0
+        for wait in self._waits.values():
+            wait.status = self.backend.observe(wait.name)
+            if wait.status is not None:
+                statuses.append(wait.status)
+                actions += self._answer(wait)
+        conditions = self._host_conditions()
+        self._track_issues(statuses, conditions)
+        actions += self._heal_now(statuses, conditions)
+        self._publish(statuses, conditions)
+        busy = any(not s.green or s.pending_hooks for s in statuses) or any(
+            w.status is None for w in self._waits.values()
+        )
+        return PassReport(
+            False,
+            actions,
+            busy,
+            self._heal_wake,
+            self._clock() - started,
+            self._calls() - calls,
+            self._resolve_started,
+        )
+
+    # -- acting on the plan ---------------------------------------------------------------------------
+
+    def _act_on_plan(self, plan: SolutionPlan) -> int:
+        kinds = plan.kinds()
+        done = 0
+        if kinds & {ChangeKind.REGISTER_EXTENSION.value, ChangeKind.UPDATE_EXTENSION.value}:
+            self._act("extension", lambda: self._ensure_extension(plan))
+            done += 1
+        if "set-certificate" in kinds:
+            self._act("certificate", self._set_certificate)
+            done += 1
+        for line in plan.lines:
+            if line.kind == ChangeKind.SET_HOST_SETTINGS.value and line.host and line.agency:
+                name, moid, text = line.agency, line.host, line.description
+                self._act(
+                    "host-settings",
+                    functools.partial(self._set_host_settings, plan, name, moid, text),
+                    agency=name,
+                    host=self._host_path(plan.observation.snapshot, moid),
+                    host_moid=moid,
+                )
+                done += 1
+        agency_kinds = {
+            ChangeKind.CREATE_AGENCY.value,
+            ChangeKind.UPDATE_AGENCY.value,
+            ChangeKind.UPGRADE_AGENCY.value,
+        }
+        for agency in plan.observation.agencies:
+            if plan.kinds(agency.name) & agency_kinds or (
+                agency.status is not None and agency.status.goal_state.value == "disabled"
+            ):
+                self._act(
+                    "agency",
+                    functools.partial(self._apply_config, agency.resolved.config),
+                    agency=agency.name,
+                )
+                done += 1
+        return done
+
+    def _apply_config(self, config: AgencyConfig) -> str:
+        return self.backend.apply(config).describe()
+
+    def _act(
+        self,
+        action: str,
+        do: Callable[[], str],
+        *,
+        agency: str | None = None,
+        host: str | None = None,
+        host_moid: str | None = None,
+    ) -> str:
+        """Run one action under a fresh correlation id; log it and publish it as an event."""
+        cid = f"{self._cid}-{next(self._seq)}"
+        with self.session.operation(cid):
+            text = do()
+        action_log(text, action=action, correlation_id=cid, agency=agency, host=host, host_moid=host_moid)
+        self.events.publish(
+            "action",
+            text,
+            agency=agency,
+            host=host_moid,
+            host_name=host,
+            correlation_id=cid,
+            data={"action": action},
+        )
+        return cid
+
+    # -- hooks ----------------------------------------------------------------------------------------
+
+    def _answer(self, wait: _Wait) -> int:
+        """Answer the agency's pending hooks once each (again only after ``REANSWER_AFTER`` s)."""
+        status = wait.status
+        if status is None:
+            return 0
+        now = self._clock()
+        pending = {(a.agent, a.hook.vm.value) for a in status.pending_hooks if a.hook is not None}
+        for key in [k for k in self._tracked.hook_seen if k not in pending]:
+            del self._tracked.hook_seen[key]
+        done = 0
+        for agent in status.pending_hooks:
+            hook = agent.hook
+            assert hook is not None
+            key = (agent.agent, hook.vm.value)
+            seen = self._tracked.hook_seen.setdefault(key, now)
+            if now - wait.answered.get(key, -REANSWER_AFTER) < REANSWER_AFTER:
+                continue  # answered already: EAM has not caught up yet (a duplicate, not a new hook)
+            moid = agent.host.value
+            path = self._host_path(wait.snapshot, moid) or agent.host_name
+
+            def answer(
+                agent_id: str = agent.agent,
+                vm: MoRef = hook.vm,
+                host: str = moid,
+                state: HookState = hook.state,
+                path: str = path,
+            ) -> str:
+                if state is not HookState.POWERED_ON:
+                    self._write_values(wait, vm, host)
+                self.backend.mark_available(agent_id)
+                planned = wait.addresses.get(host)
+                address = f" with address {planned}" if planned else ""
+                return f"{wait.name}: answered the {state.value} hook of {vm.value} on {path}{address}"
+
+            try:
+                self._act("answer-hook", answer, agency=wait.name, host=path, host_moid=moid)
+            except NotFoundError:
+                continue  # the agent went away (its host left the scope)
+            wait.answered[key] = now
+            self.metrics.hook_latency.observe(max(0.0, self._clock() - seen))
+            done += 1
+        return done
+
+    # -- healing --------------------------------------------------------------------------------------
+
+    _heal_wake: float | None = None
+
+    def _host_conditions(self) -> HostConditions:
+        watched = self._conditions()
+        if self.snapshot is None:
+            return watched
+        read = HostConditions.of(self.snapshot.hosts)
+        return HostConditions(
+            watched.maintenance | read.maintenance,
+            watched.standby | read.standby,
+            watched.unreachable | read.unreachable,
+        )
+
+    def _fresh_conditions(self, hosts: Sequence[MoRef], conditions: HostConditions) -> HostConditions:
+        """``conditions`` with ``hosts`` read again now (one call each): vcsim reports no update for
+        maintenance mode, and a host may have entered it since the last full pass."""
+        maintenance, standby, unreachable = (
+            set(conditions.maintenance),
+            set(conditions.standby),
+            set(conditions.unreachable),
+        )
+        for host in hosts:
+            try:
+                props = read_one(self.session, self.session.mo(host), HOST_RUNTIME)
+            except NotFoundError:
+                unreachable.add(host)
+                continue
+            for group in (maintenance, standby, unreachable):
+                group.discard(host)
+            if props.get("runtime.inMaintenanceMode"):
+                maintenance.add(host)
+            power = str(props.get("runtime.powerState", "poweredOn"))
+            if power == "standBy":
+                standby.add(host)
+            elif (
+                power != "poweredOn" or str(props.get("runtime.connectionState", "connected")) != "connected"
+            ):
+                unreachable.add(host)
+        return HostConditions(frozenset(maintenance), frozenset(standby), frozenset(unreachable))
+
+    def _heal_now(self, statuses: Sequence[AgencyStatus], conditions: HostConditions) -> int:
+        now = self._clock()
+        plan = plan_heal_agencies(statuses, self._heal, now, self.policy, conditions)
+        if plan.resolves:
+            hosts = sorted({i.host for i in plan.resolves if i.host is not None}, key=lambda m: m.value)
+            fresh = self._fresh_conditions(hosts, conditions)
+            if fresh != conditions:
+                plan = plan_heal_agencies(statuses, self._heal, now, self.policy, fresh)
+        self._heal = plan.state
+        self._heal_wake = plan.wake_at
+        for key in plan.healed:
+            self.metrics.resolves_succeeded.inc(kind=key.kind.value)
+            self.events.publish("heal", f"{key} is gone after agentvm resolved it", agency=key.agency)
+        for decision in plan.decisions:
+            if decision.announce:
+                self._announce(decision)
+        resolving = plan.by_verdict(Verdict.RESOLVE)
+        if not resolving:
+            return 0
+        issues = plan.resolves
+
+        def resolve() -> str:
+            self._resolve_started = self._resolve_started or time.perf_counter()
+            left = self.backend.resolve(issues)
+            for issue in issues:
+                self.metrics.resolves_attempted.inc(kind=issue.kind.value)
+            reasons = "; ".join(d.reason for d in resolving)
+            kept = f" ({len(left)} could not be resolved now)" if left else ""
+            return f"resolved {len(issues)} issue(s): {reasons}{kept}"
+
+        first = resolving[0].issues[0]
+        self._act(
+            "resolve",
+            resolve,
+            agency=first.agency_name,
+            host=self._issue_host(first),
+            host_moid=first.host.value if first.host else None,
+        )
+        return 1
+
+    def _announce(self, decision: HealDecision) -> None:
+        issue = decision.issues[-1]
+        level = "error" if decision.verdict is Verdict.GAVE_UP else "warning"
+        text = f"{decision.reason}; fix: {decision.fix}"
+        action_log(
+            text,
+            action=decision.verdict.value,
+            agency=issue.agency_name,
+            host=self._issue_host(issue),
+            host_moid=issue.host.value if issue.host else None,
+            level=logging.ERROR if level == "error" else logging.WARNING,
+        )
+        self.events.publish(
+            "heal",
+            text,
+            level=level,
+            agency=issue.agency_name,
+            host=issue.host.value if issue.host else None,
+            host_name=self._issue_host(issue),
+            data={"verdict": decision.verdict.value, "kind": issue.kind.value, "key": issue.key},
+        )
+
+    def _track_issues(self, statuses: Sequence[AgencyStatus], conditions: HostConditions) -> None:
+        """One event when an issue appears and one when it clears (level info: the heal events judge)."""
+        now = {(i.agency, i.key): i for i in observed_issues(statuses)}
+        for ref, issue in now.items():
+            if ref not in self._tracked.issues:
+                quiet = heal_class(issue.kind) is HealClass.MAINTENANCE or (
+                    issue.host is not None and issue.host in conditions.maintenance
+                )
+                note = " (host in maintenance mode: expected)" if quiet else ""
+                self.events.publish(
+                    "issue",
+                    f"issue {issue.key} {issue.kind.value} on {self._issue_host(issue) or issue.agency_name}"
+                    f"{note}",
+                    agency=issue.agency_name,
+                    host=issue.host.value if issue.host else None,
+                    host_name=self._issue_host(issue),
+                    data={"key": issue.key, "kind": issue.kind.value, "state": "raised"},
+                )
+        for ref, issue in self._tracked.issues.items():
+            if ref not in now:
+                self.events.publish(
+                    "issue",
+                    f"issue {issue.key} {issue.kind.value} cleared",
+                    agency=issue.agency_name,
+                    host=issue.host.value if issue.host else None,
+                    host_name=self._issue_host(issue),
+                    data={"key": issue.key, "kind": issue.kind.value, "state": "cleared"},
+                )
+        self._tracked.issues = now
+
+    # -- publishing -----------------------------------------------------------------------------------
+
+    def _publish(self, statuses: Sequence[AgencyStatus], conditions: HostConditions) -> None:
+        agents = [a for s in statuses for a in s.agents]
+        self.metrics.set_agents_by_state(count_states(agents, conditions))
+        self.metrics.set_issues_by_kind(count_kinds(observed_issues(statuses)))
+        reports = []
+        missing = []
+        for wait in self._waits.values():
+            if wait.status is None:
+                missing.append(wait.name)
+                continue
+            # what the VMs carry as last read; a VM configured since then carries its planned address
+            addresses: dict[str, IPv4Address] = (
+                read_addresses(self.snapshot, wait.status) if self.snapshot is not None else {}
+            )
+            for agent in wait.status.agents:
+                planned = wait.addresses.get(agent.host.value)
+                if planned is not None and agent.vm is not None and agent.hook is None:
+                    addresses.setdefault(agent.host.value, planned)
+            rows = host_rows(wait.name, wait.status, wait.resolved.hosts, addresses, self.snapshot)
+            reports.append(AgencyReport(wait.status, rows))
+        self.report = StatusReport(self.session.url, tuple(reports), tuple(missing))
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def resolve_keys(self, keys: Sequence[int] | None) -> dict[str, object]:
+        """Resolve the observed issues with these keys (all when None), on the loop thread. For the API.
+
+        Raises NotFoundError naming unknown keys. The heal backoff of the resolved issues starts afresh.
+        """
+        known = {i.key: i for i in self._tracked.issues.values()}
+        if keys is None:
+            chosen = list(known.values())
+        else:
+            unknown = [k for k in keys if k not in known]
+            if unknown:
+                listed = ", ".join(str(k) for k in sorted(known)) or "none"
+                raise NotFoundError(
+                    f"no issue with key {', '.join(map(str, unknown))} (current keys: {listed})"
+                )
+            chosen = [known[k] for k in keys]
+        if not chosen:
+            return {"resolved": [], "left": []}
+        left: tuple[int, ...] = ()
+
+        def resolve() -> str:
+            nonlocal left
+            left = self.backend.resolve(chosen)
+            return f"resolved {len(chosen)} issue(s) on request: {', '.join(str(i.key) for i in chosen)}"
+
+        self._act("resolve", resolve)
+        from agentvm.core.heal import HealKey
+
+        self._heal = self._heal.with_forgotten(HealKey.of(i) for i in chosen)
+        return {"resolved": [i.key for i in chosen if i.key not in left], "left": list(left)}
+
+    def _calls(self) -> int:
+        sessions = {id(s): s for s in (self.session, self._eam_session, *self._own)}
+        return sum(s.stats.total for s in sessions.values())
+
+    @staticmethod
+    def _host_path(snapshot: InventorySnapshot | None, moid: str) -> str | None:
+        if snapshot is None:
+            return None
+        try:
+            return snapshot.find_host(moid).path or None
+        except (NotFoundError, ConfigurationError):
+            return None
+
+    def _issue_host(self, issue: Issue) -> str | None:
+        if issue.host is None:
+            return None
+        return self._host_path(self.snapshot, issue.host.value) or issue.host_name
+
+
+def _config_of(backend: DirectBackend) -> Callable[[str], AgencyConfig]:
+    return backend.port.agency_config
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,362 @@
+"""``agentvm run``: the controller loop — watch vCenter, poll the agents, heal, answer hooks, publish.
+
+Built by ``cli.run`` (which also starts the HTTP server on ``Controller``'s callables) and by tests, which
+run it in a thread with short intervals. The only place with loops, threads and clocks:
+
+- the loop thread runs ``Reconciler.full_pass`` at start, after every failure (reconnect = one full
+  resync), when the watch reports a topology change, on ``POST /api/v1/resync`` and every
+  ``full_resync`` seconds (vcsim publishes no update for maintenance mode or added hosts, so the period is
+  the safety net of a level-triggered controller); in between ``Reconciler.poll`` at an adaptive interval:
+  ``fast_poll`` while anything is yellow, a hook is pending or a retry is due, ``slow_poll`` when all is
+  green. A vCenter change (``controller.watch``) wakes it at once.
+- the watch thread (``InventoryWatch``) pushes vCenter changes;
+- with ``--backend direct`` an engine thread drives ``backend.tick()`` / ``wait_for_work()``.
+
+Failures (vCenter or EAM unreachable, a session that cannot log in again) are logged, published as one
+``connection`` error event per outage, make ``/readyz`` false, and are retried with capped backoff; the
+controller never exits for them. ``stop()`` (SIGTERM/SIGINT in the CLI) ends every thread within a few
+seconds. Nothing is kept across restarts: every pass recomputes from what it reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agentvm.backends.base import Backend
+from agentvm.controller.events import EventLog
+from agentvm.controller.logs import action_log
+from agentvm.controller.metrics import ControllerMetrics
+from agentvm.controller.reconcile import PassReport, Reconciler
+from agentvm.controller.status import status_document
+from agentvm.controller.watch import Batch, InventoryWatch
+from agentvm.core.heal import HealPolicy
+from agentvm.model.desired import DesiredState
+from agentvm.model.errors import AgentvmError, TransientError
+from agentvm.vsphere.session import Session
+
+log = logging.getLogger(__name__)
+
+JsonObject = Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The controller's timing, in seconds."""
+
+    fast_poll: float = 0.5  # while anything is yellow, a hook is pending or a retry is due
+    slow_poll: float = 5.0  # when everything is green
+    full_resync: float = 60.0  # a full pass at least this often
+    retry_max: float = 10.0  # longest wait between attempts while vCenter or EAM is unreachable
+    watch_max_wait: int = 1  # WaitForUpdatesEx bound: how soon the watch notices a stop
+    check_packages: bool = True  # download and check the OVF before an agency change
+    fast_after_change: float = 10.0  # poll fast this long after a vCenter change (EAM reacts to it later)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The timing of one change handled (for the benchmark): vCenter update → the first Resolve sent."""
+
+    update_received: float  # perf_counter() when the watch got the update (0: no update preceded)
+    pass_started: float
+    resolve_sent: float
+    own: float  # seconds of agentvm's own work in the pass before the Resolve (calls excluded)
+    calls: int  # calls the pass made
+
+
+class Controller:
+    """``Controller(desired, session).run()`` blocks until ``stop()``; ``start()`` runs it on a thread."""
+
+    def __init__(
+        self,
+        desired: DesiredState,
+        session: Session,
+        *,
+        backend: Backend | None = None,
+        settings: Settings = Settings(),
+        events: EventLog | None = None,
+        metrics: ControllerMetrics | None = None,
+        policy: HealPolicy | None = None,
+    ) -> None:
+        self.desired = desired
+        self.session = session
+        self.settings = settings
+        self.events = events if events is not None else EventLog()
+        self.metrics = metrics if metrics is not None else ControllerMetrics()
+        self.watch = InventoryWatch(
+            session,
+            self._on_batch,
+            self._on_watch_error,
+            max_wait_seconds=settings.watch_max_wait,
+            clock=time.perf_counter,
+        )
+        self.reconciler = Reconciler(
+            desired,
+            session,
+            events=self.events,
+            metrics=self.metrics,
+            backend=backend,
+            policy=policy,
+            conditions=self.watch.conditions,
+            check_packages=settings.check_packages,
+        )
+        self.backend = self.reconciler.backend
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._want_full = True
+        self._ready = False
+        self._healthy = False
+        self._outage: str | None = None
+        self._requests: deque[tuple[Callable[[], JsonObject], Future[JsonObject]]] = deque()
+        self._last_update = 0.0
+        self._loop_thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self.samples: deque[Sample] = deque(maxlen=10_000)
+        self.passes = 0
+        self._loop_ident: int | None = None
+        self._pass_call_seconds = 0.0
+        self._first_resolve: tuple[float, float] | None = None
+        for s in {id(s): s for s in (session, self.reconciler._eam_session)}.values():
+            s.call_listeners.append(self._on_call)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self) -> Controller:
+        """Run the controller on a thread of its own; returns at once."""
+        self._loop_thread = threading.Thread(target=self.run, name="agentvm-controller", daemon=True)
+        self._loop_thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask every thread to end; with ``start()``, wait up to ``timeout`` s for the loop to finish.
+
+        Safe from a signal handler (it only sets events) when the caller is not the loop thread.
+        """
+        self._stop.set()
+        self._wake.set()
+        thread = self._loop_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the loop started by ``start()`` to end; True while it still runs."""
+        thread = self._loop_thread
+        if thread is None:
+            return False
+        thread.join(timeout)
+        return thread.is_alive()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        """The loop (see the module docstring). Returns after ``stop()``, having stopped its threads."""
+        self._loop_ident = threading.get_ident()
+        self.watch.start()
+        if not self.backend.self_driving:
+            engine = threading.Thread(target=self._drive_engine, name="agentvm-engine", daemon=True)
+            engine.start()
+            self._threads.append(engine)
+        action_log(
+            f"controller started for {len(self.desired.agencies)} agency(ies), backend {self.backend.kind}",
+            action="start",
+        )
+        failures = 0
+        next_full = 0.0
+        try:
+            while not self._stop.is_set():
+                self._serve_requests()
+                now = time.monotonic()
+                with self._lock:
+                    full = self._want_full or now >= next_full
+                    self._want_full = False
+                    self._wake.clear()
+                    update = self._last_update
+                try:
+                    report = self._pass(full, update)
+                except Exception as exc:  # the controller outlives every failure
+                    failures += 1
+                    self._failed(exc, failures)
+                    with self._lock:
+                        self._want_full = True  # after a reconnect: one full resync
+                    interval = min(self.settings.retry_max, 0.5 * 2 ** min(failures, 10))
+                else:
+                    if failures or self._outage:
+                        self._recovered()
+                    failures = 0
+                    if full:
+                        next_full = time.monotonic() + self.settings.full_resync
+                    interval = self._interval(report)
+                self._wake.wait(interval)
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        self.watch.stop()
+        for thread in self._threads:
+            thread.join(5.0)
+        for _, future in list(self._requests):
+            future.set_exception(TransientError("the controller is stopping; try again after it restarts"))
+        self._requests.clear()
+        self.reconciler.close()
+        action_log("controller stopped", action="stop")
+
+    # -- one pass -------------------------------------------------------------------------------------
+
+    def _pass(self, full: bool, update: float) -> PassReport:
+        self._pass_call_seconds = 0.0
+        self._first_resolve = None
+        started = time.perf_counter()
+        report = self.reconciler.full_pass() if full else self.reconciler.poll()
+        self.passes += 1
+        if full:
+            self._ready = True
+            self.metrics.last_full_resync.set(time.time())
+        self._healthy = True
+        if self._first_resolve is not None:
+            sent, calls_before = self._first_resolve
+            own = max(0.0, sent - started - calls_before)
+            self.samples.append(Sample(update, started, sent, own, report.calls))
+        return report
+
+    def _interval(self, report: PassReport) -> float:
+        s = self.settings
+        recent = time.perf_counter() - self._last_update < s.fast_after_change if self._last_update else False
+        interval = s.fast_poll if report.busy or report.actions or recent else s.slow_poll
+        if report.wake_at is not None:
+            interval = min(interval, max(0.05, report.wake_at - time.monotonic()))
+        return interval
+
+    def _failed(self, exc: Exception, failures: int) -> None:
+        self._healthy = False
+        known = isinstance(exc, AgentvmError)
+        text = str(exc) if known else f"unexpected {type(exc).__name__}: {exc}"
+        if not known:
+            log.error("controller pass failed unexpectedly", exc_info=exc)
+        if self._outage is None:
+            self._outage = text
+            action_log(f"pass failed, retrying: {text}", action="error", level=logging.ERROR)
+            self.events.publish("connection", f"cannot reconcile: {text}; retrying", level="error")
+        elif failures % 10 == 0:
+            log.warning("still failing after %d attempts: %s", failures, text)
+
+    def _recovered(self) -> None:
+        text = "reconnected; full resync done" if self._outage else "recovered"
+        self._outage = None
+        action_log(text, action="recovered")
+        self.events.publish("connection", text)
+
+    # -- the watch and the engine ---------------------------------------------------------------------
+
+    def _on_batch(self, batch: Batch) -> None:
+        with self._lock:
+            if batch.topology:
+                self._want_full = True
+            if batch.vms or batch.hosts or batch.topology:
+                self._last_update = batch.received
+        self._wake.set()
+
+    def _on_watch_error(self, exc: Exception) -> None:
+        with self._lock:
+            self._want_full = True  # changes may have gone unseen while the watch was down
+        self._wake.set()
+
+    def _drive_engine(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.backend.tick()
+            except Exception as exc:  # keep driving; the passes report vCenter failures
+                log.warning("agent engine step failed, retrying: %s", exc)
+                self._stop.wait(1.0)
+                continue
+            if busy:
+                self._wake.set()  # the agents changed: look at them now
+            else:
+                self.backend.wait_for_work(0.5)
+
+    def _on_call(self, method: str, seconds: float, fault: str | None) -> None:
+        self.metrics.vcenter_call_duration.observe(seconds, method=method)
+        if fault is not None:
+            self.metrics.vcenter_errors.inc(fault=fault)
+        if threading.get_ident() != self._loop_ident:
+            return
+        if method == "Resolve" and self._first_resolve is None:
+            self._first_resolve = (time.perf_counter() - seconds, self._pass_call_seconds)
+        self._pass_call_seconds += seconds
+
+    # -- the API's callables (any thread) -------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """True after the first full pass, while passes succeed."""
+        return self._ready and self._healthy
+
+    def status(self) -> JsonObject:
+        """The status document of the last pass (schema ``status-v1.json``)."""
+        if not self._ready:
+            raise TransientError("the controller has not finished its first full pass yet; retry shortly")
+        return status_document(self.reconciler.report, datetime.now(UTC))
+
+    def metrics_text(self) -> str:
+        return self.metrics.render()
+
+    def resync(self, body: JsonObject) -> JsonObject | None:
+        """Ask for a full pass now (``POST /api/v1/resync``); returns at once (202)."""
+        _ = body
+        with self._lock:
+            self._want_full = True
+        self._wake.set()
+        self.events.publish("resync", "full resync requested through the API")
+        return None
+
+    def resolve(self, body: JsonObject, timeout: float = 30.0) -> JsonObject:
+        """Resolve ``{"keys": [..]}`` or everything (``{}`` / ``{"all": true}``) on the loop thread.
+
+        ValueError for a malformed body; NotFoundError for unknown keys; TransientError when the loop
+        does not get to it within ``timeout`` s.
+        """
+        keys = body.get("keys")
+        if keys is not None and (
+            not isinstance(keys, list)
+            or not all(isinstance(k, int) and not isinstance(k, bool) for k in keys)
+        ):
+            raise ValueError('"keys" must be a list of issue keys (integers); leave it out to resolve all')
+        chosen = None if keys is None or body.get("all") else [int(k) for k in keys]
+        future: Future[JsonObject] = Future()
+        self._requests.append((lambda: self.reconciler.resolve_keys(chosen), future))
+        self._wake.set()
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            raise TransientError(
+                f"the controller did not get to the resolve within {timeout:.0f} s"
+            ) from None
+
+    def _serve_requests(self) -> None:
+        while self._requests:
+            func, future = self._requests.popleft()
+            try:
+                future.set_result(func())
+            except Exception as exc:  # handed to the requesting thread
+                future.set_exception(exc)
+
+
+def api_callables(controller: Controller) -> dict[str, Any]:
+    """The keyword arguments of ``agentvm.api.server.Api`` (everything but ``token``) for ``controller``."""
+    return {
+        "status": controller.status,
+        "ready": controller.ready,
+        "metrics": controller.metrics_text,
+        "events": controller.events,
+        "resync": controller.resync,
+        "resolve": controller.resolve,
+    }

@@ -1,0 +1,174 @@
+"""The controller's push watch on vCenter: hosts, clusters' host lists and VMs' power states.
+
+Started by ``controller.run.Controller`` on a thread of its own. A ``vsphere.watch.Watcher`` (a dedicated
+property collector, ``WaitForUpdatesEx`` with the version tracked and a bounded wait) reports:
+
+- hosts: ``runtime.inMaintenanceMode``, ``runtime.connectionState``, ``runtime.powerState``, ``parent``;
+- clusters: ``host`` (a host added or removed);
+- VMs: ``runtime.powerState`` (an agent VM powered off, deleted or added).
+
+Each batch is classified and handed to ``on_batch``: ``topology`` (a host or cluster entered, left or moved:
+the controller runs a full pass), ``hosts`` (a host's condition changed) or ``vms`` (a VM's power changed or
+it appeared/disappeared: the controller polls the agents now). The first batch is the initial state and
+is not reported as a change. The host conditions seen last are kept (``conditions()``) so the heal policy
+can tell maintenance mode from a failure between full passes.
+
+After any error (vCenter unreachable, session terminated: the collector died with it) the watch closes its
+collector, reports the error through ``on_error``, waits with a capped backoff and starts a new one; the
+batch of a new watch is reported as ``topology`` because changes may have been missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyVmomi import vim
+
+from agentvm.core.heal import HostConditions
+from agentvm.model.agency import MoRef
+from agentvm.vsphere.session import Session
+from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchSpec
+
+log = logging.getLogger(__name__)
+
+HOST_PROPERTIES = ("runtime.inMaintenanceMode", "runtime.connectionState", "runtime.powerState", "parent")
+SPECS = (
+    WatchSpec(vim.HostSystem, HOST_PROPERTIES),
+    WatchSpec(vim.ClusterComputeResource, ("host",)),
+    WatchSpec(vim.VirtualMachine, ("runtime.powerState",)),
+)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One classified batch of changes, with the monotonic time it was received."""
+
+    received: float
+    topology: bool  # hosts or clusters entered/left/moved, or the first batch of a new watch
+    hosts: bool  # a host's maintenance / connection / power state changed
+    vms: tuple[MoRef, ...]  # VMs whose power changed, or that appeared or disappeared
+    changes: int
+
+
+@dataclass
+class _HostState:
+    maintenance: bool = False
+    connection: str = "connected"
+    power: str = "poweredOn"
+
+
+class InventoryWatch:
+    """``InventoryWatch(session, on_batch, on_error).start()``; ``stop()`` ends it within ``max_wait`` s."""
+
+    def __init__(
+        self,
+        session: Session,
+        on_batch: Callable[[Batch], None],
+        on_error: Callable[[Exception], None],
+        *,
+        max_wait_seconds: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._session = session
+        self._on_batch = on_batch
+        self._on_error = on_error
+        self._max_wait = max_wait_seconds
+        self._clock = clock
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._hosts: dict[MoRef, _HostState] = {}
+        self._watcher: Watcher | None = None
+        self._thread: threading.Thread | None = None
+        self.connected = False
+
+    def start(self) -> InventoryWatch:
+        self._thread = threading.Thread(target=self._run, name="agentvm-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel the current wait on the server and join the thread."""
+        self._stopping.set()
+        with self._lock:
+            watcher = self._watcher
+        if watcher is not None:
+            watcher.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def conditions(self) -> HostConditions:
+        """The hosts in maintenance mode, standby or unreachable, as last reported."""
+        with self._lock:
+            hosts = dict(self._hosts)
+        return HostConditions(
+            maintenance=frozenset(h for h, s in hosts.items() if s.maintenance),
+            standby=frozenset(h for h, s in hosts.items() if s.power == "standBy"),
+            unreachable=frozenset(
+                h
+                for h, s in hosts.items()
+                if s.power != "standBy" and (s.connection != "connected" or s.power != "poweredOn")
+            ),
+        )
+
+    def _run(self) -> None:
+        pause = 0.5
+        while not self._stopping.is_set():
+            try:
+                with Watcher(self._session, SPECS, max_wait_seconds=self._max_wait) as watcher:
+                    with self._lock:
+                        self._watcher = watcher
+                    if self._stopping.is_set():
+                        break
+                    first = True
+                    for changes in watcher:
+                        received = self._clock()
+                        self.connected = True
+                        pause = 0.5
+                        if changes or first:
+                            self._on_batch(self._classify(changes, received, first))
+                        first = False
+            except Exception as exc:  # the watch must outlive every failure, or changes go unseen
+                self.connected = False
+                if self._stopping.is_set():
+                    break
+                log.warning("vCenter watch failed, starting a new one in %.1f s: %s", pause, exc)
+                self._on_error(exc)
+                self._stopping.wait(pause)
+                pause = min(pause * 2, 10.0)
+            finally:
+                with self._lock:
+                    self._watcher = None
+
+    def _classify(self, changes: list[Change], received: float, first: bool) -> Batch:
+        topology = first
+        hosts_changed = False
+        vms: list[MoRef] = []
+        with self._lock:
+            for change in changes:
+                ref, props = change.moref, change.properties
+                if ref.type == "HostSystem":
+                    if change.kind is ChangeKind.LEAVE:
+                        self._hosts.pop(ref, None)
+                        topology = True
+                        continue
+                    state = self._hosts.setdefault(ref, _HostState())
+                    if change.kind is ChangeKind.ENTER or "parent" in props:
+                        topology = True
+                    if "runtime.inMaintenanceMode" in props:
+                        state.maintenance = bool(props["runtime.inMaintenanceMode"])
+                        hosts_changed = True
+                    if "runtime.connectionState" in props:
+                        state.connection = str(props["runtime.connectionState"])
+                        hosts_changed = True
+                    if "runtime.powerState" in props:
+                        state.power = str(props["runtime.powerState"])
+                        hosts_changed = True
+                elif ref.type == "ClusterComputeResource":
+                    topology = True
+                elif ref.type == "VirtualMachine":
+                    vms.append(ref)
+        return Batch(received, topology, hosts_changed, tuple(vms), len(changes))

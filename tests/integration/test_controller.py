@@ -1,0 +1,295 @@
+"""``agentvm run``'s controller on the lab: it heals, answers hooks, prepares new hosts, and survives.
+
+The controller runs in-process on a thread (``Controller.start()``) with short intervals, against a fresh
+lab per test (vcsim + the lab's EAM + the package server). What it did is checked independently, through a
+separate vCenter session: agent VMs, power states, guestinfo, EAM's agencies. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import jsonschema
+import pytest
+
+from agentvm.controller.run import Controller, Settings
+from agentvm.controller.status import status_schema
+from agentvm.lab.world import Lab, LabInfo
+from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.model.inventory import InventorySnapshot, VirtualMachine, VmPowerState
+from agentvm.spec import load_spec
+from agentvm.vsphere.hosts import add_host, ensure_maintenance_mode
+from agentvm.vsphere.inventory import read_inventory
+from agentvm.vsphere.session import Session
+from agentvm.vsphere.vms import destroy, ensure_powered_off
+
+pytestmark = pytest.mark.lab
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+FAST = Settings(fast_poll=0.2, slow_poll=0.5, full_resync=2.0, retry_max=1.0)
+T = TypeVar("T")
+
+
+def connect(info: LabInfo, timeout: float = 30.0) -> Session:
+    conn = VCenterConnection(
+        url=info.vcsim.url,
+        username=info.vcsim.username,
+        password=Secret(info.vcsim.password),
+        thumbprint=info.vcsim.thumbprint,
+    )
+    return Session.connect(conn, timeout=timeout)
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 90.0) -> T:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+@dataclass
+class World:
+    lab: Lab
+    info: LabInfo
+    session: Session  # the test's own session, to look and to break things
+    spec: Path
+    controller: Controller | None = None
+    controller_session: Session | None = None
+
+    def snapshot(self) -> InventorySnapshot:
+        return read_inventory(self.session, extra_config_prefix="guestinfo.")
+
+    def agent_vms(self) -> list[VirtualMachine]:
+        return sorted(
+            (v for v in self.snapshot().vms if v.name.startswith("contrail-vm")), key=lambda v: v.name
+        )
+
+    def start(self, settings: Settings = FAST, timeout: float = 30.0) -> Controller:
+        desired = load_spec(self.spec, env=self.info.env())
+        self.controller_session = connect(self.info, timeout=timeout)
+        self.controller = Controller(desired, self.controller_session, settings=settings).start()
+        return self.controller
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            assert not self.controller.join(0), "the controller did not stop"
+            self.controller = None
+
+    def all_green(self) -> bool:
+        c = self.controller
+        if c is None or not c.ready():
+            return False
+        report = c.reconciler.report
+        return (
+            bool(report.agencies)
+            and all(a.status.green for a in report.agencies)
+            and all(v.power_state is VmPowerState.POWERED_ON for v in self.agent_vms())
+        )
+
+    def one_agent_per_host(self, hosts: int) -> list[VirtualMachine]:
+        vms = self.agent_vms()
+        on = [v for v in vms if v.host is not None]
+        assert len({v.host for v in on}) == len(on), f"two agents on one host: {[v.name for v in vms]}"
+        return vms if len(vms) == hosts else []
+
+    def events(self, **match: object) -> list[dict[str, object]]:
+        assert self.controller is not None
+        out = []
+        for event in self.controller.events.recent():
+            data = event.as_json()
+            if all(data.get(k) == v or (data.get("data") or {}).get(k) == v for k, v in match.items()):  # type: ignore[union-attr]
+                out.append(data)
+        return out
+
+
+def spec_text(**replace: str) -> str:
+    text = (EXAMPLES / "contrail.yaml").read_text()
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+ONE_CLUSTER = {"      - /DC0/host/DC0_C1\n": ""}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    lab = Lab()
+    info = lab.start()
+    session = connect(info)
+    spec = tmp_path / "contrail.yaml"
+    spec.write_text(spec_text(**ONE_CLUSTER))
+    w = World(lab, info, session, spec)
+    try:
+        yield w
+    finally:
+        try:
+            w.stop()
+        finally:
+            session.logout()
+            lab.stop()
+
+
+def deployed(world: World, hosts: int = 3) -> list[VirtualMachine]:
+    """Start the controller on an empty lab: it registers, creates the agency and answers every hook."""
+    world.start()
+    wait_for(world.all_green, "the controller to deploy every agent and turn green", 120)
+    return wait_for(lambda: world.one_agent_per_host(hosts), f"{hosts} agent VMs")
+
+
+# ------------------------------------------------------------------------------------------------ healing
+
+
+def test_controller_deploys_and_powers_a_powered_off_agent_on_again(world: World) -> None:
+    vms = deployed(world)
+    controller = world.controller
+    assert controller is not None
+    # every hook was answered with the host's planned address
+    assert sorted(v.extra_config["guestinfo.fabricIp"] for v in vms) == [
+        "10.10.0.10",
+        "10.10.0.11",
+        "10.10.0.12",
+    ]
+    assert world.events(action="answer-hook")
+
+    victim = vms[0]
+    ensure_powered_off(world.session, victim.moref)
+    wait_for(
+        lambda: (
+            next(v for v in world.agent_vms() if v.moref == victim.moref).power_state
+            is VmPowerState.POWERED_ON
+        ),
+        "the controller to power the agent VM on again",
+    )
+    assert world.events(action="resolve"), "the power-on went through a Resolve"
+    assert controller.metrics.resolves_attempted.value(kind="VmPoweredOff") >= 1
+    wait_for(lambda: controller.metrics.resolves_succeeded.value(kind="VmPoweredOff") >= 1, "a healed count")
+    assert not world.events(level="error")
+    # the action lines carry a correlation id, and the status document follows the schema
+    (resolve,) = world.events(action="resolve")[:1]
+    assert str(resolve["correlation_id"]).startswith("agentvm-run-")
+    jsonschema.validate(controller.status(), status_schema())
+
+
+def test_a_deleted_agent_vm_is_redeployed_with_its_address(world: World) -> None:
+    vms = deployed(world)
+    victim = vms[1]
+    assert victim.host is not None
+    address = victim.extra_config["guestinfo.fabricIp"]
+    destroy(world.session, victim.moref)
+
+    def redeployed() -> VirtualMachine | None:
+        for vm in world.agent_vms():
+            if (
+                vm.host == victim.host
+                and vm.moref != victim.moref
+                and vm.power_state is VmPowerState.POWERED_ON
+                and vm.extra_config.get("guestinfo.fabricIp") == address
+            ):
+                return vm
+        return None
+
+    wait_for(redeployed, "a new agent VM on the host, on, with the same address", 120)
+    wait_for(lambda: world.one_agent_per_host(3), "exactly one agent per host")
+    assert not world.events(level="error")
+
+
+def test_a_host_added_to_the_cluster_gets_its_agent_with_its_planned_address(world: World) -> None:
+    deployed(world)
+    cluster = world.snapshot().find_cluster("/DC0/host/DC0_C0")
+    new_host = add_host(world.session, cluster.moref, "esx-new.lab", username="root", password="x")
+
+    def agent_on_new_host() -> VirtualMachine | None:
+        for vm in world.agent_vms():
+            if vm.host == new_host and vm.power_state is VmPowerState.POWERED_ON:
+                return vm
+        return None
+
+    vm = wait_for(agent_on_new_host, "an agent VM on the new host", 120)
+    assert vm.extra_config["guestinfo.fabricIp"] == "10.10.0.13"
+    assert vm.extra_config["guestinfo.agentvm.address"] == "10.10.0.13"
+    host = world.snapshot().find_host(new_host.value)
+    assert host.agent_vm_datastore is not None and host.agent_vm_network is not None, "AgentVM settings set"
+    assert world.events(action="host-settings", host=new_host.value)
+    wait_for(lambda: world.one_agent_per_host(4), "exactly one agent per host")
+
+
+def test_maintenance_mode_in_and_out_raises_no_alert(world: World) -> None:
+    vms = deployed(world)
+    controller = world.controller
+    assert controller is not None
+    victim = vms[2]
+    assert victim.host is not None
+    first_event = controller.events.last_id
+    ensure_maintenance_mode(world.session, victim.host, True)
+    wait_for(
+        lambda: (
+            next(v for v in world.agent_vms() if v.host == victim.host).power_state
+            is VmPowerState.POWERED_OFF
+        ),
+        "EAM to power the agent off for maintenance mode",
+    )
+    time.sleep(3 * FAST.full_resync)  # several full passes and polls while the host is in maintenance mode
+    assert controller.metrics.resolves_attempted.value(kind="VmPoweredOff") == 0
+    ensure_maintenance_mode(world.session, victim.host, False)
+    wait_for(world.all_green, "the agent back on after maintenance mode", 90)
+    new = controller.events.recent(after=first_event)
+    assert not [e for e in new if e.level == "error"], [e.message for e in new]
+    assert not [e for e in new if e.data.get("action") == "resolve"], [e.message for e in new]
+
+
+# --------------------------------------------------------------------------------------------- recovery
+
+
+def test_the_controller_recovers_after_an_eam_restart(world: World) -> None:
+    vms = deployed(world)
+    controller = world.controller
+    assert controller is not None
+    world.lab.restart_eam()
+    ensure_powered_off(world.session, vms[0].moref)
+    wait_for(world.all_green, "the agent powered on again after EAM's restart", 90)
+    assert controller.ready()
+
+
+def test_an_expired_session_logs_in_again_and_surfaces_no_error(world: World) -> None:
+    vms = deployed(world)
+    controller = world.controller
+    assert controller is not None and world.controller_session is not None
+    key = world.controller_session.content.sessionManager.currentSession.key
+    world.session.content.sessionManager.TerminateSession([key])
+    ensure_powered_off(world.session, vms[0].moref)
+    wait_for(world.all_green, "the agent powered on again with a new session", 90)
+    assert world.controller_session.content.sessionManager.currentSession.key != key
+    assert not world.events(level="error"), world.events(level="error")
+
+
+def test_vcenter_unreachable_for_a_while_is_reported_and_survived(world: World) -> None:
+    """vcsim keeps no state, so a vcsim *restart* is a brand-new inventory; vCenter loss is tested as vcsim
+    unreachable (stopped with SIGSTOP, then continued)."""
+    world.start(settings=FAST, timeout=2.0)
+    wait_for(world.all_green, "green", 120)
+    controller = world.controller
+    assert controller is not None
+    pid = world.lab.pids["vcsim"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: not controller.ready(), "readyz to turn false while vCenter is unreachable", 30)
+        wait_for(lambda: world.events(type="connection", level="error"), "an error event", 30)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(controller.ready, "the controller ready again after vCenter came back", 60)
+    assert world.events(type="connection", message="reconnected; full resync done")
+    assert controller.join(0), "the controller thread is still running"
