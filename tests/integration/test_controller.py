@@ -7,6 +7,7 @@ separate vCenter session: agent VMs, power states, guestinfo, EAM's agencies. No
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -20,6 +21,7 @@ import pytest
 
 from agentvm.controller.run import Controller, Settings
 from agentvm.controller.status import status_schema
+from agentvm.core.heal import HealPolicy
 from agentvm.lab.world import Lab, LabInfo
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.inventory import InventorySnapshot, VirtualMachine, VmPowerState
@@ -75,10 +77,14 @@ class World:
             (v for v in self.snapshot().vms if v.name.startswith("contrail-vm")), key=lambda v: v.name
         )
 
-    def start(self, settings: Settings = FAST, timeout: float = 30.0) -> Controller:
+    def start(
+        self, settings: Settings = FAST, timeout: float = 30.0, policy: HealPolicy | None = None
+    ) -> Controller:
         desired = load_spec(self.spec, env=self.info.env())
         self.controller_session = connect(self.info, timeout=timeout)
-        self.controller = Controller(desired, self.controller_session, settings=settings).start()
+        self.controller = Controller(
+            desired, self.controller_session, settings=settings, policy=policy
+        ).start()
         return self.controller
 
     def stop(self) -> None:
@@ -143,9 +149,9 @@ def world(tmp_path: Path) -> Iterator[World]:
             lab.stop()
 
 
-def deployed(world: World, hosts: int = 3) -> list[VirtualMachine]:
+def deployed(world: World, hosts: int = 3, policy: HealPolicy | None = None) -> list[VirtualMachine]:
     """Start the controller on an empty lab: it registers, creates the agency and answers every hook."""
-    world.start()
+    world.start(policy=policy)
     wait_for(world.all_green, "the controller to deploy every agent and turn green", 120)
     return wait_for(lambda: world.one_agent_per_host(hosts), f"{hosts} agent VMs")
 
@@ -293,3 +299,57 @@ def test_vcenter_unreachable_for_a_while_is_reported_and_survived(world: World) 
     wait_for(controller.ready, "the controller ready again after vCenter came back", 60)
     assert world.events(type="connection", message="reconnected; full resync done")
     assert controller.join(0), "the controller thread is still running"
+
+
+# ------------------------------------------------------------------------------------------ host state
+
+
+def _host_states(document: dict[str, object]) -> dict[str, object]:
+    """Host moid -> its ``state`` (None when absent) in a status document."""
+    return {
+        h["moid"]: h.get("state")
+        for a in document["agencies"]  # type: ignore[attr-defined]
+        for c in a["clusters"]
+        for h in c["hosts"]
+    }
+
+
+def test_a_host_in_maintenance_mode_has_state_maintenance_in_the_api_and_status_json(world: World) -> None:
+    import httpx
+    from typer.testing import CliRunner
+
+    from agentvm.api.server import Api, ApiServer
+    from agentvm.cli.main import app
+    from agentvm.controller.run import api_callables
+
+    vms = deployed(world)
+    controller = world.controller
+    assert controller is not None
+    victim = vms[0].host
+    assert victim is not None
+    states = _host_states(dict(controller.status()))
+    assert set(states.values()) == {"green"}, states
+    ensure_maintenance_mode(world.session, victim, True)
+    with ApiServer(Api(**api_callables(controller)), port=0) as server:
+
+        def in_maintenance() -> dict[str, object] | None:
+            document: dict[str, object] = httpx.get(f"{server.url}/api/v1/status").json()
+            return document if _host_states(document)[victim.value] == "maintenance" else None
+
+        document = wait_for(in_maintenance, "the API to show the host in maintenance mode", 60)
+        jsonschema.validate(document, status_schema())
+        others = {m: s for m, s in _host_states(document).items() if m != victim.value}
+        assert set(others.values()) == {"green"}, others
+
+    result = CliRunner().invoke(app, ["status", "-f", str(world.spec), "--json"], env=world.info.env())
+    assert result.exit_code == 0, result.output
+    cli_document = json.loads(result.stdout)
+    jsonschema.validate(cli_document, status_schema())
+    assert _host_states(cli_document)[victim.value] == "maintenance"
+
+    ensure_maintenance_mode(world.session, victim, False)
+    wait_for(
+        lambda: _host_states(dict(controller.status()))[victim.value] == "green",
+        "the host green again after maintenance mode",
+        90,
+    )

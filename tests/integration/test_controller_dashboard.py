@@ -16,6 +16,7 @@ import pytest
 
 from agentvm.api.server import Api, ApiServer
 from agentvm.controller.run import api_callables
+from agentvm.core.heal import Backoff, HealPolicy
 from agentvm.model.inventory import VmPowerState
 from agentvm.vsphere.vms import ensure_powered_off
 from tests.integration.test_controller import World, deployed, wait_for
@@ -39,9 +40,14 @@ true
 """
 
 
+# The heal waits 3 s before its first resolve, so that the page sees the host red however fast the lab heals
+# and however slow the machine renders (without it the red phase can fall between two status fetches).
+VISIBLE_RED = HealPolicy(default=Backoff(base=1.0, cap=10.0, grace=3.0))
+
+
 @pytest.fixture
 def server(world: World) -> Iterator[ApiServer]:
-    deployed(world)
+    deployed(world, policy=VISIBLE_RED)
     assert world.controller is not None
     with ApiServer(Api(**api_callables(world.controller)), port=0, keepalive=1.0) as running:
         yield running

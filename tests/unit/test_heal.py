@@ -408,3 +408,34 @@ def test_a_maintenance_issue_holds_the_other_issues_of_its_host() -> None:
         "agent-1": Verdict.EXPECTED,
         "agent-2": Verdict.RESOLVE,
     }
+
+
+def test_grace_delays_the_first_resolve_and_then_counts_from_one() -> None:
+    policy = HealPolicy(default=Backoff(base=10.0, cap=60.0, jitter=0.0, max_attempts=3, grace=5.0))
+    state = HealState()
+    first = plan_heal([_issue()], state, 0.0, policy)
+    assert first.resolves == () and first.decisions[0].verdict is Verdict.BACKOFF
+    assert first.wake_at == 5.0
+    early = plan_heal([_issue(key=2)], first.state, 4.9, policy)
+    assert early.resolves == ()
+    due = plan_heal([_issue(key=3)], early.state, 5.0, policy)
+    assert [i.key for i in due.resolves] == [3] and due.decisions[0].attempt == 1
+    assert _run([0.0, 5.0, 15.0, 35.0, 75.0], policy) == [
+        (0.0, Verdict.BACKOFF),
+        (5.0, Verdict.RESOLVE),
+        (15.0, Verdict.RESOLVE),
+        (35.0, Verdict.RESOLVE),
+        (75.0, Verdict.GAVE_UP),
+    ]
+
+
+def test_an_issue_that_clears_within_its_grace_is_never_resolved() -> None:
+    policy = HealPolicy(default=Backoff(grace=5.0))
+    seen = plan_heal([_issue()], HealState(), 0.0, policy)
+    cleared = plan_heal([], seen.state, 3.0, policy)
+    assert cleared.resolves == () and cleared.healed == ()
+
+
+def test_a_negative_grace_is_refused() -> None:
+    with pytest.raises(ValueError, match="grace"):
+        Backoff(grace=-1.0)

@@ -3,17 +3,25 @@
 Wires ``controller.run.Controller`` to ``api.server.ApiServer`` and the process: logs (``--log-format``),
 the listen address (loopback unless ``--allow-remote``), the API token (``$AGENTVM_API_TOKEN`` or
 ``--token-file``, never a flag value: it would show in ``ps``), the backend (``eam``, or ``direct`` for
-agentvm's own engine), and SIGTERM/SIGINT, which stop everything and exit 0.
+agentvm's own engine, whose state file lives in ``--state-dir``), ``--netsync`` (issue 6's watch-driven
+network sync alongside, configured as ``agentvm netsync``: ``--sdn-url``/``$AGENTVM_SDN_URL``,
+``$AGENTVM_SDN_TOKEN``, ``--vrouter-map``/``$AGENTVM_VROUTER_MAP`` or the agent VMs' fabric IPs,
+``--reserve-vlans``), and SIGTERM/SIGINT, which stop everything and exit 0.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import logging
 import os
+import re
 import signal
-import tempfile
 import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -26,17 +34,35 @@ from agentvm.api.server import Api, ApiServer
 from agentvm.backends.base import Backend
 from agentvm.backends.direct import DirectBackend
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
+from agentvm.cli.netsync import (
+    Project,
+    ReserveVlans,
+    SdnUrl,
+    VrouterMap,
+    VrouterPort,
+    agent_clients,
+    load_vrouter_map,
+    parse_vlan_ranges,
+)
 from agentvm.cli.solution import ConnectionFlags, SpecFile, guard, load, login, spec_connection
 from agentvm.controller.logs import action_log, configure
+from agentvm.controller.netsync import AGENT_PORT, NetsyncWatch, agent_urls_from_agent_vms
 from agentvm.controller.run import Controller, Settings, api_callables
 from agentvm.engine.manager import Engine
 from agentvm.engine.vsphere_infra import VSphereInfrastructure
+from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError
+from agentvm.model.network import NetsyncConfig
+from agentvm.sdn.config_api import ConfigApiClient
+from agentvm.sdn.vrouter import VrouterAgentClient
 from agentvm.vsphere.session import Session
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "AGENTVM_API_TOKEN"  # noqa: S105 (the variable's name, not a token)
+STATE_DIR_ENV = "AGENTVM_STATE_DIR"
+SDN_TOKEN_ENV = "AGENTVM_SDN_TOKEN"  # noqa: S105 (the variable's name, not a token)
 
 
 class BackendKind(StrEnum):
@@ -89,6 +115,199 @@ def read_token(token_file: Path | None) -> BearerToken | None:
         raise ConfigurationError(f"{source}: {exc}") from None
 
 
+def default_state_dir() -> Path:
+    """``$AGENTVM_STATE_DIR``, else ``~/.local/state/agentvm`` (XDG's state home for this user)."""
+    env = os.environ.get(STATE_DIR_ENV, "").strip()
+    return Path(env) if env else Path.home() / ".local" / "state" / "agentvm"
+
+
+def engine_state_file(state_dir: Path, solution_key: str, vcenter_url: str) -> Path:
+    """Where the direct backend's engine keeps its state: one file per solution and vCenter, so that one
+    state dir serves several vCenters without mixing their agencies. Pure (no I/O)."""
+    where = re.sub(r"^[a-z]+://", "", vcenter_url.strip().lower()).split("/", 1)[0]
+    safe = re.sub(r"[^a-zA-Z0-9._-]+", "_", f"{solution_key}@{where}")
+    return state_dir / f"engine-{safe}.json"
+
+
+@dataclass
+class DirectEngine:
+    """The direct backend of one ``agentvm run`` with what it holds: its own vCenter session, the engine's
+    inventory watcher, and an exclusive lock on its state file. ``close()`` releases them all (the state
+    file stays: the next run starts from it)."""
+
+    backend: DirectBackend
+    infra: VSphereInfrastructure
+    session: Session
+    state_file: Path
+    lock_fd: int
+
+    def close(self) -> None:
+        try:
+            self.infra.stop()
+            self.session.logout()
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+                os.close(self.lock_fd)
+
+
+def open_direct_engine(
+    conn: VCenterConnection, desired: DesiredState, state_dir: Path, *, timeout: float = 30.0
+) -> DirectEngine:
+    """Log in, lock ``state_dir``'s state file for this solution and vCenter, and build the engine on it.
+
+    Called by ``run --backend direct`` and by tests (a restart: ``close()``, then open again on the same
+    dir). The engine reloads its agencies, agents and issue keys from the file and checks them against the
+    VMs it owns in vCenter, so a restart neither redeploys nor orphans agents. Raises ConfigurationError
+    when the dir cannot be created, another controller holds the file, or the file is unreadable.
+    """
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create --state-dir {state_dir}: {exc.strerror}; choose a writable directory "
+            f"(--state-dir or ${STATE_DIR_ENV})"
+        ) from None
+    state_file = engine_state_file(state_dir, desired.solution.key, conn.url)
+    lock_path = state_file.with_name(state_file.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot open {lock_path}: {exc.strerror}; check --state-dir") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigurationError(
+            f"another agentvm run --backend direct is using {state_file}; stop it first "
+            "(two engines on one vCenter would fight over the agent VMs)"
+        ) from None
+    session: Session | None = None
+    infra: VSphereInfrastructure | None = None
+    try:
+        session = Session.connect(conn, timeout=timeout, correlation_prefix="agentvm-engine")
+        infra = VSphereInfrastructure(session)
+        try:
+            engine = Engine(infra, state_file, namespace=desired.solution.key)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"{exc} (state file of --state-dir {state_dir}; move it away to start afresh)"
+            ) from None
+        backend = DirectBackend(engine, solution_id=desired.solution.key)
+        return DirectEngine(backend, infra, session, state_file, fd)
+    except BaseException:
+        if infra is not None:
+            infra.stop()
+        if session is not None:
+            session.logout()
+        os.close(fd)  # closing the descriptor releases the lock
+        raise
+
+
+# -- --netsync -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetsyncOptions:
+    """``--netsync``'s settings, checked before anything connects. ``agent_urls`` None: each host's agent
+    is found from its agent VM's fabric IP on ``vrouter_port``. The token is a ``Secret`` (no repr)."""
+
+    sdn_url: str
+    token: Secret | None
+    config: NetsyncConfig
+    agent_urls: Mapping[str, str] | None
+    vrouter_port: int = AGENT_PORT
+
+
+def netsync_options(
+    sdn_url: str | None,
+    vrouter_map: Path | None,
+    project: str,
+    reserve_vlans: str,
+    vrouter_port: int = AGENT_PORT,
+) -> NetsyncOptions:
+    """Validate ``--netsync``'s flags (ConfigurationError naming the flag and the fix)."""
+    if not sdn_url:
+        raise ConfigurationError(
+            "--netsync needs the SDN controller: pass --sdn-url or set AGENTVM_SDN_URL "
+            "(for the lab: eval $(agentvm lab env))"
+        )
+    token = os.environ.get(SDN_TOKEN_ENV, "").strip()
+    config = NetsyncConfig(project=project, reserved_vlans=parse_vlan_ranges(reserve_vlans))
+    urls = load_vrouter_map(vrouter_map) if vrouter_map is not None else None
+    return NetsyncOptions(sdn_url, Secret(token) if token else None, config, urls, vrouter_port)
+
+
+class VrouterAgents:
+    """``NetsyncWatch``'s ``agents``: host moid -> client of that host's vRouter agent, looked up again every
+    ``refresh`` seconds (hosts join, agent VMs are deployed and get their fabric IP after the controller
+    starts). From ``urls`` (``--vrouter-map``: keys are host moids or names) or, without one, from the agent
+    VMs (one bulk read). A client is kept while its URL stays the same. Called on the netsync thread only.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        urls: Mapping[str, str] | None,
+        *,
+        port: int = AGENT_PORT,
+        refresh: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._session = session
+        self._urls = urls
+        self._port = port
+        self._refresh = refresh
+        self._clock = clock
+        self._clients: dict[str, VrouterAgentClient] = {}
+        self._at: float | None = None
+
+    def __call__(self) -> Mapping[str, VrouterAgentClient]:
+        now = self._clock()
+        if self._at is None or now - self._at >= self._refresh:
+            self._at = now
+            self._update(self._lookup())
+        return dict(self._clients)
+
+    def _lookup(self) -> dict[str, str]:
+        if self._urls is None:
+            return agent_urls_from_agent_vms(self._session, port=self._port)
+        found = agent_clients(self._session, self._urls)  # resolves host names to moids
+        urls = {moid: client.base_url for moid, client in found.items()}
+        for client in found.values():
+            client.close()
+        return urls
+
+    def _update(self, urls: Mapping[str, str]) -> None:
+        for moid, client in list(self._clients.items()):
+            if urls.get(moid) != client.base_url:
+                client.close()
+                del self._clients[moid]
+        for moid, url in urls.items():
+            if moid not in self._clients:
+                self._clients[moid] = VrouterAgentClient(url)
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients = {}
+
+
+def open_netsync(
+    conn: VCenterConnection, options: NetsyncOptions, stack: contextlib.ExitStack, *, timeout: float = 30.0
+) -> NetsyncWatch:
+    """The network sync of ``agentvm run --netsync`` on a vCenter session of its own (its watch has its own
+    property collector); everything it holds is closed by ``stack``. Not started: the controller starts it.
+    """
+    session = Session.connect(conn, timeout=timeout, correlation_prefix="agentvm-netsync")
+    stack.callback(session.logout)
+    api = ConfigApiClient(options.sdn_url, options.token, options.config)
+    stack.callback(api.close)
+    agents = VrouterAgents(session, options.agent_urls, port=options.vrouter_port)
+    stack.callback(agents.close)
+    return NetsyncWatch(session, api, agents, config=options.config)
+
+
 @guard
 def run(
     file: SpecFile,
@@ -120,6 +339,23 @@ def run(
     call_timeout: Annotated[
         float, typer.Option("--call-timeout", min=1.0, help="Seconds before a vCenter call is given up.")
     ] = 30.0,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            envvar=STATE_DIR_ENV,
+            help="Where --backend direct keeps its engine's state (default ~/.local/state/agentvm).",
+        ),
+    ] = None,
+    netsync: Annotated[
+        bool,
+        typer.Option("--netsync", help="Also mirror vCenter networks into the SDN (as agentvm netsync)."),
+    ] = False,
+    sdn_url: SdnUrl = None,
+    vrouter_map: VrouterMap = None,
+    project: Project = "default-project",
+    reserve_vlans: ReserveVlans = "",
+    vrouter_port: VrouterPort = AGENT_PORT,
     url: Url = None,
     username: Username = None,
     password_file: PasswordFile = None,
@@ -127,7 +363,9 @@ def run(
     ca_file: CaFile = None,
     insecure: Insecure = False,
 ) -> None:
-    """Keep every agent healthy: watch, heal, answer hooks; serve status, events, metrics and a dashboard."""
+    """Keep every agent healthy: watch, heal, answer hooks; serve status, events, metrics and a dashboard.
+
+    With --netsync, also keep the SDN controller and the vRouter agents in step with vCenter's networks."""
     configure(log_format.value)
     host, port = parse_listen(listen, allow_remote=allow_remote)
     token = read_token(token_file)
@@ -135,23 +373,28 @@ def run(
     conn = spec_connection(
         desired, ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     )
+    options = netsync_options(sdn_url, vrouter_map, project, reserve_vlans, vrouter_port) if netsync else None
     login(conn).logout()  # a wrong password or certificate ends here, with its message, before any thread
-    session = Session.connect(conn, timeout=call_timeout, correlation_prefix="agentvm-run")
-    engine_session: Session | None = None
-    infra: VSphereInfrastructure | None = None
-    chosen: Backend | None = None
-    if backend is BackendKind.DIRECT:
-        engine_session = Session.connect(conn, timeout=call_timeout, correlation_prefix="agentvm-engine")
-        infra = VSphereInfrastructure(engine_session)
-        state = Path(tempfile.gettempdir()) / f"agentvm-engine-{os.getpid()}.json"
-        # the engine's state is rebuilt from vSphere (its VMs carry the solution key) and the spec; the
-        # file only lives as long as this process
-        chosen = DirectBackend(
-            Engine(infra, state, namespace=desired.solution.key), solution_id=desired.solution.key
-        )
-    settings = Settings(fast_poll=poll, slow_poll=idle_poll, full_resync=resync)
-    controller = Controller(desired, session, backend=chosen, settings=settings)
-    server = ApiServer(Api(**api_callables(controller), token=token), host=host, port=port)
+    with contextlib.ExitStack() as stack:  # closed in reverse: server, events, netsync, engine, session
+        session = Session.connect(conn, timeout=call_timeout, correlation_prefix="agentvm-run")
+        stack.callback(session.logout)
+        chosen: Backend | None = None
+        if backend is BackendKind.DIRECT:
+            direct = open_direct_engine(conn, desired, state_dir or default_state_dir(), timeout=call_timeout)
+            stack.callback(direct.close)
+            action_log(f"engine state in {direct.state_file}", action="state")
+            chosen = direct.backend
+        watch = open_netsync(conn, options, stack, timeout=call_timeout) if options else None
+        settings = Settings(fast_poll=poll, slow_poll=idle_poll, full_resync=resync)
+        controller = Controller(desired, session, backend=chosen, settings=settings, netsync=watch)
+        stack.callback(controller.events.close)
+        server = ApiServer(Api(**api_callables(controller), token=token), host=host, port=port)
+        _serve(controller, server)
+    action_log("agentvm run stopped", action="exit")
+
+
+def _serve(controller: Controller, server: ApiServer) -> None:
+    """Run the server and the controller until SIGTERM/SIGINT (or the controller ends); stop both."""
     stop_requested = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -172,12 +415,3 @@ def run(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         server.stop(timeout=2.0)
-        controller.events.close()
-        if infra is not None:
-            infra.stop()
-        for s in (session, engine_session):
-            if s is not None:
-                s.logout()
-        if backend is BackendKind.DIRECT:
-            (Path(tempfile.gettempdir()) / f"agentvm-engine-{os.getpid()}.json").unlink(missing_ok=True)
-    action_log("agentvm run stopped", action="exit")

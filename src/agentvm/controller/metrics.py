@@ -272,7 +272,11 @@ class ControllerMetrics:
     - ``agentvm_resolves_attempted_total{kind}`` / ``agentvm_resolves_succeeded_total{kind}``;
     - ``agentvm_hook_latency_seconds``: from a hook seen pending to its ``MarkAsAvailable``;
     - ``agentvm_vcenter_call_duration_seconds{method}`` and ``agentvm_vcenter_errors_total{fault}``;
-    - ``agentvm_last_full_resync_timestamp_seconds``: unix time of the last full resync (0: none yet).
+    - ``agentvm_last_full_resync_timestamp_seconds``: unix time of the last full resync (0: none yet);
+    - with ``--netsync`` (registered by ``netsync()``, so they only show when the sync runs):
+      ``agentvm_netsync_syncs_total{kind}`` (full / incremental syncs made), ``agentvm_netsync_batch_seconds``
+      (a watch batch: updates received → every call of its plan returned), ``agentvm_netsync_failures_total``
+      (items whose sync failed, each attempt).
     """
 
     def __init__(self, registry: Registry | None = None) -> None:
@@ -301,6 +305,7 @@ class ControllerMetrics:
         self.last_full_resync = r.gauge(
             "agentvm_last_full_resync_timestamp_seconds", "Unix time of the last full resync (0: none yet)."
         )
+        self._netsync: NetsyncMetrics | None = None
         self.set_agents_by_state({})
         self.set_issues_by_kind({})
 
@@ -316,5 +321,27 @@ class ControllerMetrics:
         kinds = [k.value for k in IssueKind] + sorted(set(counts) - {k.value for k in IssueKind})
         self.issues.replace(({"kind": k}, counts.get(k, 0)) for k in kinds)
 
+    def netsync(self) -> NetsyncMetrics:
+        """The network sync's metrics, registered on first use (the controller calls it with --netsync)."""
+        if self._netsync is None:
+            self._netsync = NetsyncMetrics(self.registry)
+        return self._netsync
+
     def render(self) -> str:
         return self.registry.render()
+
+
+class NetsyncMetrics:
+    """The metrics of ``agentvm run --netsync`` (see ``ControllerMetrics``), on the controller's registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.syncs = registry.counter(
+            "agentvm_netsync_syncs_total", "Network syncs made, by kind (full or incremental).", ("kind",)
+        )
+        self.batch_seconds = registry.histogram(
+            "agentvm_netsync_batch_seconds",
+            "Network sync of one watch batch: from the vCenter updates received to the plan carried out.",
+        )
+        self.failures = registry.counter(
+            "agentvm_netsync_failures_total", "Network sync items that failed (each failed attempt)."
+        )

@@ -468,7 +468,7 @@ class Reconciler(Solution):
                     addresses.setdefault(agent.host.value, planned)
             rows = host_rows(wait.name, wait.status, wait.resolved.hosts, addresses, self.snapshot)
             reports.append(AgencyReport(wait.status, rows))
-        self.report = StatusReport(self.session.url, tuple(reports), tuple(missing))
+        self.report = StatusReport(self.session.url, tuple(reports), tuple(missing), conditions)
 
     # -- helpers --------------------------------------------------------------------------------------
 

@@ -10,7 +10,12 @@ run it in a thread with short intervals. The only place with loops, threads and 
   ``fast_poll`` while anything is yellow, a hook is pending or a retry is due, ``slow_poll`` when all is
   green. A vCenter change (``controller.watch``) wakes it at once.
 - the watch thread (``InventoryWatch``) pushes vCenter changes;
-- with ``--backend direct`` an engine thread drives ``backend.tick()`` / ``wait_for_work()``.
+- with ``--backend direct`` an engine thread drives ``backend.tick()`` / ``wait_for_work()``;
+- with ``--netsync`` the ``NetsyncWatch`` thread (``controller.netsync``) mirrors vCenter networking into
+  the SDN controller and the vRouter agents: started and stopped with the controller, asked for a full
+  resync whenever the controller does one after a reconnect (or on ``POST /api/v1/resync``). The loop
+  publishes what it reports after each turn: failed items and lost connections as ``netsync`` events,
+  plan errors (bad input in vCenter) once each, and the sync counts and batch latency as metrics.
 
 Failures (vCenter or EAM unreachable, a session that cannot log in again) are logged, published as one
 ``connection`` error event per outage, make ``/readyz`` false, and are retried with capped backoff; the
@@ -24,7 +29,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,12 +39,15 @@ from agentvm.backends.base import Backend
 from agentvm.controller.events import EventLog
 from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
+from agentvm.controller.netsync import BatchTiming, NetsyncWatch, failure_key
 from agentvm.controller.reconcile import PassReport, Reconciler
 from agentvm.controller.status import status_document
 from agentvm.controller.watch import Batch, InventoryWatch
 from agentvm.core.heal import HealPolicy
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import AgentvmError, TransientError
+from agentvm.model.network import SyncError, SyncErrorKind
+from agentvm.sdn.sync import ApplyFailure
 from agentvm.vsphere.session import Session
 
 log = logging.getLogger(__name__)
@@ -84,7 +92,10 @@ class Controller:
         events: EventLog | None = None,
         metrics: ControllerMetrics | None = None,
         policy: HealPolicy | None = None,
+        netsync: NetsyncWatch | None = None,
     ) -> None:
+        """``netsync``: the network sync to run alongside (not started yet; the controller starts it in
+        ``run`` and stops it on the way out). Its ``on_batch`` is wrapped to feed the metrics."""
         self.desired = desired
         self.session = session
         self.settings = settings
@@ -126,6 +137,18 @@ class Controller:
         self._first_resolve: tuple[float, float] | None = None
         for s in {id(s): s for s in (session, self.reconciler._eam_session)}.values():
             s.call_listeners.append(self._on_call)
+        self.netsync = netsync
+        self._netsync_seen = _NetsyncSeen()
+        if netsync is not None:
+            previous = netsync.on_batch
+            batch_seconds = self.metrics.netsync().batch_seconds
+
+            def on_batch(timing: BatchTiming) -> None:  # on the netsync thread; metrics lock themselves
+                batch_seconds.observe(max(0.0, timing.applied - timing.received))
+                if previous is not None:
+                    previous(timing)
+
+            netsync.on_batch = on_batch
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -162,6 +185,8 @@ class Controller:
         """The loop (see the module docstring). Returns after ``stop()``, having stopped its threads."""
         self._loop_ident = threading.get_ident()
         self.watch.start()
+        if self.netsync is not None:
+            self.netsync.start()
         if not self.backend.self_driving:
             engine = threading.Thread(target=self._drive_engine, name="agentvm-engine", daemon=True)
             engine.start()
@@ -196,12 +221,15 @@ class Controller:
                     if full:
                         next_full = time.monotonic() + self.settings.full_resync
                     interval = self._interval(report)
+                self._publish_netsync()
                 self._wake.wait(interval)
         finally:
             self._shutdown()
 
     def _shutdown(self) -> None:
         self._stop.set()
+        if self.netsync is not None:
+            self.netsync.stop()
         self.watch.stop()
         for thread in self._threads:
             thread.join(5.0)
@@ -253,6 +281,8 @@ class Controller:
     def _recovered(self) -> None:
         text = "reconnected; full resync done" if self._outage else "recovered"
         self._outage = None
+        if self.netsync is not None:
+            self.netsync.resync()  # the networks may have changed unseen too
         action_log(text, action="recovered")
         self.events.publish("connection", text)
 
@@ -294,6 +324,20 @@ class Controller:
             self._first_resolve = (time.perf_counter() - seconds, self._pass_call_seconds)
         self._pass_call_seconds += seconds
 
+    # -- the network sync ------------------------------------------------------------------------------
+
+    def _publish_netsync(self) -> None:
+        """Turn what the netsync thread reported since the last turn into events and metrics (loop thread).
+
+        Never raises: a fault here must not stop the agents' loop."""
+        netsync = self.netsync
+        if netsync is None:
+            return
+        try:
+            self._netsync_seen.publish(netsync, self.events, self.metrics)
+        except Exception:  # logged; the next turn tries again
+            log.exception("publishing the network sync's state failed")
+
     # -- the API's callables (any thread) -------------------------------------------------------------
 
     def ready(self) -> bool:
@@ -314,6 +358,8 @@ class Controller:
         _ = body
         with self._lock:
             self._want_full = True
+        if self.netsync is not None:
+            self.netsync.resync()
         self._wake.set()
         self.events.publish("resync", "full resync requested through the API")
         return None
@@ -348,6 +394,101 @@ class Controller:
                 future.set_result(func())
             except Exception as exc:  # handed to the requesting thread
                 future.set_exception(exc)
+
+
+class _NetsyncSeen:
+    """What of the netsync's reports the loop has published already, so each thing is said once.
+
+    Reads the watch's attributes from the loop thread: ``last_report`` / ``last_error`` are replaced whole
+    (atomic reads), and ``dict(backoff.attempts)`` copies in one step under the GIL.
+    """
+
+    MAX_REMEMBERED = 10_000  # plan errors said once each; forgotten wholesale past this many
+
+    def __init__(self) -> None:
+        self.report: object | None = None
+        self.error: str | None = None
+        self.failing: dict[str, str] = {}  # backoff key -> the failure's message
+        self.plan_errors: set[tuple[str, str, str]] = set()
+        self.syncs = {"full": 0, "incremental": 0}
+
+    def publish(self, netsync: NetsyncWatch, events: EventLog, metrics: ControllerMetrics) -> None:
+        for kind, count in (("full", netsync.full_syncs), ("incremental", netsync.incremental_syncs)):
+            if count > self.syncs[kind]:
+                metrics.netsync().syncs.inc(count - self.syncs[kind], kind=kind)
+                self.syncs[kind] = count
+        error = netsync.last_error
+        if error != self.error:
+            if error is not None:
+                action_log(f"network sync: {error}; reconnecting", action="netsync", level=logging.ERROR)
+                events.publish(
+                    "netsync", f"network sync cannot reach vCenter or the SDN: {error}", level="error"
+                )
+            elif self.error is not None:
+                events.publish("netsync", "network sync reconnected; full resync done")
+            self.error = error
+        report = netsync.last_report
+        if report is not None and report is not self.report:
+            self.report = report
+            self._report(report.failures, report.plan.errors, events, metrics)
+            for host, why in sorted(report.unreachable_agents.items()):
+                if ("unreachable", host, why) not in self.plan_errors:
+                    self.plan_errors.add(("unreachable", host, why))
+                    events.publish(
+                        "netsync",
+                        f"the vRouter agent of host {host} cannot be read: {why}; its ports wait for it",
+                        level="warning",
+                        host=host,
+                    )
+        attempts = dict(netsync.backoff.attempts)
+        for key in [k for k in self.failing if k not in attempts]:
+            events.publish("netsync", f"network sync of {key} succeeded after failing")
+            del self.failing[key]
+
+    def _report(
+        self,
+        failures: Sequence[ApplyFailure],
+        errors: Sequence[SyncError],
+        events: EventLog,
+        metrics: ControllerMetrics,
+    ) -> None:
+        if failures:
+            metrics.netsync().failures.inc(len(failures))
+        for failure in failures:
+            key = failure_key(failure)
+            if self.failing.get(key) == failure.message:
+                continue  # the same failure again, on retry: said already
+            self.failing[key] = failure.message
+            if "retry" in failure.message:
+                retry = ""  # the message says so already
+            elif failure.transient:
+                retry = "; retried with backoff"
+            else:
+                retry = "; retried once its cause is fixed"
+            action_log(
+                f"network sync of {failure.item} failed: {failure.message}",
+                action="netsync",
+                level=logging.WARNING,
+            )
+            events.publish(
+                "netsync",
+                f"network sync of {failure.item} failed: {failure.message}{retry}",
+                level="warning" if failure.transient else "error",
+                data={"item": failure.item, "key": key, "transient": failure.transient},
+            )
+        if len(self.plan_errors) > self.MAX_REMEMBERED:
+            self.plan_errors.clear()
+        for error in errors:
+            ident = (error.kind.value, error.item, error.message)
+            if error.kind is SyncErrorKind.WAITING or ident in self.plan_errors:
+                continue
+            self.plan_errors.add(ident)
+            events.publish(
+                "netsync",
+                f"network sync skips {error.item}: {error.message}",
+                level="warning",
+                data={"item": error.item, "kind": error.kind.value},
+            )
 
 
 def api_callables(controller: Controller) -> dict[str, Any]:

@@ -4,13 +4,18 @@ Called by the CLI (``status`` table and ``status --json``) and meant for the HTT
 serves the same document: ``status_document`` follows the versioned schema in
 ``agentvm/api/schema/status-v1.json`` (``"apiVersion": "agentvm/v1", "kind": "Status"``), loaded with
 ``status_schema()``. Every issue carries the sentence a person reads (``progress.issue_sentence``).
+
+Each host also carries ``state`` (green / yellow / red / maintenance), the dashboard's colour: ``maintenance``
+when the host is in maintenance mode or standby (``StatusReport.conditions``, from the inventory read or the
+controller's watch) or an agent issue says so, else the agent's EAM status; left out while a host has no
+agent and is not in maintenance mode.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from ipaddress import IPv4Address
@@ -20,6 +25,7 @@ from agentvm.backends.base import AgencyStatus, Backend
 from agentvm.controller.observe import read_addresses, read_snapshot
 from agentvm.controller.progress import HostProgress, Phase, host_rows, issue_sentence
 from agentvm.controller.targets import resolve_agency, scope_host
+from agentvm.core.heal import AgentState, HealClass, HostConditions, heal_class
 from agentvm.model.agency import Issue
 from agentvm.model.desired import DesiredState, ScopeHost
 from agentvm.model.errors import NotFoundError
@@ -45,11 +51,13 @@ class AgencyReport:
 
 @dataclass(frozen=True)
 class StatusReport:
-    """What ``status`` shows; ``missing`` names spec agencies that do not exist (yet)."""
+    """What ``status`` shows; ``missing`` names spec agencies that do not exist (yet); ``conditions`` are
+    the hosts in maintenance mode / standby / unreachable as last observed (for each host's ``state``)."""
 
     vcenter: str
     agencies: tuple[AgencyReport, ...]
     missing: tuple[str, ...] = ()
+    conditions: HostConditions = field(default_factory=HostConditions)
 
 
 def collect_status(session: Session, backend: Backend, desired: DesiredState | None = None) -> StatusReport:
@@ -79,7 +87,7 @@ def collect_status(session: Session, backend: Backend, desired: DesiredState | N
         hosts = scopes.get(status.name) or _agent_hosts(snapshot, status)
         addresses = read_addresses(snapshot, status)
         reports.append(AgencyReport(status, host_rows(status.name, status, hosts, addresses, snapshot)))
-    return StatusReport(session.url, tuple(reports), tuple(missing))
+    return StatusReport(session.url, tuple(reports), tuple(missing), HostConditions.of(snapshot.hosts))
 
 
 def _agent_hosts(snapshot: InventorySnapshot, status: AgencyStatus) -> tuple[ScopeHost, ...]:
@@ -105,8 +113,20 @@ def issue_json(issue: Issue) -> dict[str, Any]:
     }
 
 
-def host_json(row: HostProgress) -> dict[str, Any]:
-    return {
+def host_state(row: HostProgress, conditions: HostConditions) -> AgentState | None:
+    """The dashboard colour of one host row (as ``core.heal.agent_state``): ``maintenance`` when the host is
+    in maintenance mode or standby or an issue of its agent says so, else the agent's status; None when the
+    host has no agent (yet) and is not in maintenance mode."""
+    if any(m.value == row.host for m in (*conditions.maintenance, *conditions.standby)):
+        return AgentState.MAINTENANCE
+    if any(heal_class(i.kind) is HealClass.MAINTENANCE for i in row.issues):
+        return AgentState.MAINTENANCE
+    return AgentState(row.status.value) if row.status is not None else None
+
+
+def host_json(row: HostProgress, conditions: HostConditions | None = None) -> dict[str, Any]:
+    """One host of the document; ``state`` only when ``host_state`` has one."""
+    out: dict[str, Any] = {
         "name": row.label.rsplit("/", 1)[-1],
         "moid": row.host,
         "path": row.label,
@@ -118,9 +138,13 @@ def host_json(row: HostProgress) -> dict[str, Any]:
         "address": row.address,
         "issues": [issue_json(i) for i in row.issues],
     }
+    state = host_state(row, conditions if conditions is not None else HostConditions())
+    if state is not None:
+        out["state"] = state.value
+    return out
 
 
-def agency_json(report: AgencyReport) -> dict[str, Any]:
+def agency_json(report: AgencyReport, conditions: HostConditions | None = None) -> dict[str, Any]:
     status = report.status
     clusters: dict[str, dict[str, Any]] = {}
     for row in report.hosts:
@@ -129,7 +153,7 @@ def agency_json(report: AgencyReport) -> dict[str, Any]:
             path,
             {"name": row.cluster or None, "path": path or None, "standalone": not row.cluster, "hosts": []},
         )
-        entry["hosts"].append(host_json(row))
+        entry["hosts"].append(host_json(row, conditions))
     count = len(report.hosts)
     return {
         "name": status.name,
@@ -155,7 +179,7 @@ def status_document(report: StatusReport, now: datetime) -> dict[str, Any]:
         "kind": KIND,
         "vcenter": report.vcenter,
         "generatedAt": now.isoformat(),
-        "agencies": [agency_json(a) for a in report.agencies],
+        "agencies": [agency_json(a, report.conditions) for a in report.agencies],
         "missing": list(report.missing),
     }
 

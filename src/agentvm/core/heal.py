@@ -146,6 +146,7 @@ class Backoff:
     cap: float = 300.0  # no delay is longer
     jitter: float = 0.25  # each delay is stretched by a fraction in [0, jitter)
     max_attempts: int = 5  # resolves before giving up
+    grace: float = 0.0  # seconds an issue must stay before its first resolve (0: at once)
 
     def __post_init__(self) -> None:
         if self.base <= 0 or self.cap < self.base:
@@ -159,6 +160,8 @@ class Backoff:
             )
         if self.max_attempts < 1:
             raise ValueError(f"backoff max_attempts must be at least 1, got {self.max_attempts}")
+        if self.grace < 0:
+            raise ValueError(f"backoff grace must be 0 or more, got {self.grace}")
 
     def delay(self, attempt: int, fraction: float) -> float:
         """Seconds to wait after resolve number ``attempt`` (1-based); ``fraction`` in [0, 1): jitter."""
@@ -476,6 +479,11 @@ def _decide(
         ), None
 
     backoff = policy.backoff(kind)
+    if previous is None and backoff.grace > 0:
+        # first sighting: give the issue its grace (an operator may be mid-change) before resolving
+        next_at = now + backoff.grace
+        reason = f"{kind.value}{where}: first resolve in {backoff.grace:.1f} s unless it clears"
+        return HealDecision(key, issues, Verdict.BACKOFF, reason, fix, 0, next_at), Attempts(0, now, next_at)
     if previous is None or (not previous.gave_up and now >= previous.next_at):
         count = 1 if previous is None else previous.count + 1
         if previous is not None and count > backoff.max_attempts:

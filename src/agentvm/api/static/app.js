@@ -3,7 +3,9 @@
 // Reads GET /api/v1/status (agencies -> clusters -> hosts) and GET /api/v1/events, then listens to the
 // server-sent events stream; every event re-fetches the status (debounced). Tolerant of missing fields and
 // of both host shapes: {state, vm: {powerState}, hookPending: bool} and status-v1.json's {status, phase,
-// powerState, hookPending: "provisioned"|null, path}. Builds the DOM with textContent only (names come
+// powerState, hookPending: "provisioned"|null, path, state?}. A host's colour is its `state` when the server
+// sends one (status-v1's green/yellow/red/maintenance: the controller knows maintenance mode and standby
+// from vCenter), else derived from its issues and status. Builds the DOM with textContent only (names come
 // from vCenter: no HTML).
 "use strict";
 
@@ -47,7 +49,7 @@
   const text = (value, fallback = "") => (value === undefined || value === null || value === "" ? fallback : String(value));
   function stateOf(host) {
     if (!host) return "unknown";
-    if (STATES.includes(host.state)) return host.state;
+    if (STATES.includes(host.state)) return host.state; // the server's word wins (status-v1 `state`)
     if (list(host.issues).some((i) => i && MAINTENANCE_KINDS.includes(i.kind))) return "maintenance";
     if (STATES.includes(host.status)) return host.status;
     return "unknown"; // no agent on this host yet, or a state this page does not know

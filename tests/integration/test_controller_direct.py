@@ -1,0 +1,216 @@
+"""``agentvm run --backend direct`` on a vCenter without EAM: agentvm's own engine runs the agents.
+
+A fresh vcsim (nothing behind ``/eam/sdk``: nothing here can reach the lab's EAM) and the lab's package
+server for the ContrailVM OVF. The controller runs in-process with the direct backend built exactly as the
+CLI builds it (``cli.run.open_direct_engine`` on a ``--state-dir``); what it did is checked through a
+separate vCenter session. Restarting it on the same state dir must neither redeploy nor orphan agents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+
+from agentvm.cli.run import DirectEngine, engine_state_file, open_direct_engine
+from agentvm.controller.run import Controller
+from agentvm.controller.status import status_schema
+from agentvm.lab.packages import PackageServer
+from agentvm.lab.vcsim import VcsimInfo
+from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.model.errors import ConfigurationError
+from agentvm.model.inventory import VirtualMachine, VmPowerState
+from agentvm.spec import load_spec
+from agentvm.vsphere.inventory import read_inventory
+from agentvm.vsphere.session import Session
+from agentvm.vsphere.vms import ensure_powered_off
+from tests.integration.test_controller import EXAMPLES, FAST, wait_for
+
+pytestmark = pytest.mark.lab
+
+PLANNED = [f"10.10.0.{n}" for n in range(10, 16)]  # examples/contrail.yaml's IP plan, six hosts
+
+
+def connection(info: VcsimInfo) -> VCenterConnection:
+    return VCenterConnection(
+        url=info.url, username=info.username, password=Secret(info.password), thumbprint=info.thumbprint
+    )
+
+
+@dataclass
+class Direct:
+    vcsim: VcsimInfo
+    env: dict[str, str]
+    session: Session  # the test's own: to look and to break things
+    state_dir: Path
+    running: list[tuple[Controller, DirectEngine, Session]] = field(default_factory=list)
+
+    def start(self) -> Controller:
+        """A controller with the direct backend on ``state_dir``, as ``agentvm run --backend direct``."""
+        desired = load_spec(EXAMPLES / "contrail.yaml", env=self.env)
+        conn = connection(self.vcsim)
+        engine = open_direct_engine(conn, desired, self.state_dir, timeout=30.0)
+        session = Session.connect(conn, timeout=30.0)
+        controller = Controller(desired, session, backend=engine.backend, settings=FAST).start()
+        self.running.append((controller, engine, session))
+        return controller
+
+    def stop(self) -> None:
+        while self.running:
+            controller, engine, session = self.running.pop()
+            try:
+                controller.stop()
+                assert not controller.join(0), "the controller did not stop"
+            finally:
+                engine.close()
+                session.logout()
+
+    def agent_vms(self) -> list[VirtualMachine]:
+        vms = read_inventory(self.session, extra_config_prefix="guestinfo.").vms
+        return sorted((v for v in vms if v.name.startswith("contrail-vm")), key=lambda v: v.name)
+
+
+def status_addresses(controller: Controller) -> dict[str, str]:
+    """Host moid -> address, from the controller's status document (validated against its schema)."""
+    document = dict(controller.status())
+    jsonschema.validate(document, status_schema())
+    return {
+        h["moid"]: h["address"]
+        for a in document["agencies"]
+        for c in a["clusters"]
+        for h in c["hosts"]
+        if h["vm"] is not None and h["address"]
+    }
+
+
+def green(direct: Direct, controller: Controller) -> list[VirtualMachine] | None:
+    """The six agent VMs when the controller reports every agent green and each VM is on, else None."""
+    if not controller.ready():
+        return None
+    report = controller.reconciler.report
+    if not report.agencies or not all(a.status.green for a in report.agencies):
+        return None
+    vms = direct.agent_vms()
+    if len(vms) != 6 or any(v.power_state is not VmPowerState.POWERED_ON for v in vms):
+        return None
+    return vms
+
+
+@pytest.fixture
+def direct(vcsim: VcsimInfo, tmp_path: Path) -> Iterator[Direct]:
+    packages = PackageServer().start()
+    env = {
+        "AGENTVM_URL": vcsim.url,
+        "AGENTVM_USERNAME": vcsim.username,
+        "AGENTVM_PASSWORD": vcsim.password,
+        "AGENTVM_THUMBPRINT": vcsim.thumbprint,
+        "AGENTVM_LAB_OVF_URL": packages.url,
+    }
+    session = Session.connect(connection(vcsim))
+    world = Direct(vcsim, env, session, tmp_path / "state")
+    try:
+        yield world
+    finally:
+        try:
+            world.stop()
+        finally:
+            session.logout()
+            packages.stop()
+
+
+def test_the_direct_backend_deploys_heals_and_survives_a_restart_on_its_state_dir(direct: Direct) -> None:
+    # no EAM anywhere: vcsim has nothing behind /eam/sdk (503: no EAM backend configured)
+    # (only the status code matters: vcsim's self-signed certificate is pinned elsewhere by thumbprint)
+    eam = httpx.get(direct.vcsim.url.replace("/sdk", "/eam/sdk"), verify=False)  # noqa: S501
+    assert eam.status_code in (404, 503), eam.status_code
+
+    controller = direct.start()
+    vms = wait_for(lambda: green(direct, controller), "six agents green through the engine", 180)
+    assert sorted(v.extra_config["guestinfo.fabricIp"] for v in vms) == PLANNED
+    by_host = {v.host.value: v.extra_config["guestinfo.fabricIp"] for v in vms if v.host is not None}
+    assert len(by_host) == 6, "one agent per host"
+    assert status_addresses(controller) == by_host, "each host's agent carries its planned address"
+
+    # powered off behind the controller's back: the engine raises VmPoweredOff, the controller resolves it
+    victim = vms[0]
+    ensure_powered_off(direct.session, victim.moref)
+    wait_for(
+        lambda: (
+            next(v for v in direct.agent_vms() if v.moref == victim.moref).power_state
+            is VmPowerState.POWERED_ON
+        ),
+        "the controller to power the agent VM on again",
+    )
+    assert controller.metrics.resolves_attempted.value(kind="VmPoweredOff") >= 1
+    before = {v.moref for v in direct.agent_vms()}
+
+    # a restart: the engine's state survives in --state-dir
+    state_file = engine_state_file(direct.state_dir, "org.tungsten.agentvm", direct.vcsim.url)
+    direct.stop()
+    assert state_file.is_file()
+    controller = direct.start()
+    vms = wait_for(lambda: green(direct, controller), "green again after the restart", 120)
+    assert {v.moref for v in vms} == before, "the same agent VMs: nothing redeployed"
+    hosts = [v.host for v in vms]
+    assert len(set(hosts)) == len(hosts) == 6, "exactly one agent per host"
+    assert status_addresses(controller) == by_host
+    # no orphans: every contrail VM in vCenter is one of the engine's agents
+    agents = {
+        a.vm.value for s in controller.reconciler.report.agencies for a in s.status.agents if a.vm is not None
+    }
+    assert {v.moref.value for v in direct.agent_vms()} == agents
+
+
+def test_a_second_controller_on_the_same_state_dir_is_refused(direct: Direct) -> None:
+    desired = load_spec(EXAMPLES / "contrail.yaml", env=direct.env)
+    first = open_direct_engine(connection(direct.vcsim), desired, direct.state_dir)
+    try:
+        with pytest.raises(ConfigurationError, match="another agentvm run --backend direct"):
+            open_direct_engine(connection(direct.vcsim), desired, direct.state_dir)
+    finally:
+        first.close()
+    open_direct_engine(connection(direct.vcsim), desired, direct.state_dir).close()  # free again
+
+
+def test_agentvm_run_backend_direct_keeps_its_state_in_state_dir_across_processes(
+    direct: Direct, tmp_path: Path
+) -> None:
+    import signal
+    from types import SimpleNamespace
+
+    from tests.integration.test_controller_process import Process
+
+    spec = tmp_path / "contrail.yaml"
+    spec.write_text((EXAMPLES / "contrail.yaml").read_text())
+    env = {**direct.env, "AGENTVM_STATE_DIR": str(direct.state_dir)}  # as the environment variable
+    world = SimpleNamespace(info=SimpleNamespace(env=lambda: env), spec=spec)
+    state_file = engine_state_file(direct.state_dir, "org.tungsten.agentvm", direct.vcsim.url)
+    seen: list[set[str]] = []
+    for _ in range(2):  # the second process starts from the first one's state file
+        process = Process(world, "--backend", "direct")  # type: ignore[arg-type]
+        try:
+
+            def all_green(process: Process = process) -> bool:
+                response = httpx.get(f"{process.url}/api/v1/status")
+                agencies = response.json()["agencies"] if response.status_code == 200 else []
+                return bool(agencies) and all(a["status"] == "green" for a in agencies)
+
+            wait_for(all_green, "green through the direct backend", 180)
+
+            def six_on() -> list[VirtualMachine] | None:
+                vms = direct.agent_vms()
+                on = all(v.power_state is VmPowerState.POWERED_ON for v in vms)
+                return vms if len(vms) == 6 and on else None
+
+            vms = wait_for(six_on, "six agent VMs, on", 60)
+            seen.append({v.moref.value for v in vms})
+            assert state_file.is_file()
+            process.proc.send_signal(signal.SIGTERM)
+            assert process.proc.wait(15) == 0
+        finally:
+            process.kill()
+    assert seen[0] == seen[1], "the second process adopted the first one's agents: none redeployed"
