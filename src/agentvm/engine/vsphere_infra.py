@@ -4,9 +4,11 @@ Built by whoever runs an ``Engine`` against a vCenter (the lab's EAM emulator, `
 ``VSphereInfrastructure(session)``, then ``start()`` (or ``with``) for the watcher and ``stop()`` at the end.
 
 - Reads are bulk: ``observe`` is one container view and one ``RetrievePropertiesEx`` (folders,
-  datacenters, compute resources, hosts, networks, datastores together), ``find_owned_vms`` one more read
-  of ``config.managedBy`` for every VM and one of ``config.extraConfig`` for the VMs managed by the
-  namespace only. The number of calls does not grow with the inventory.
+  datacenters, compute resources, networks, datastores together, and the hosts of the scope's compute
+  resources only: on a 2,500-host inventory, reading every host made each step take ~1.5 s for a 64-host
+  scope), ``find_owned_vms`` one more read of ``config.managedBy`` for every VM
+  and one of ``config.extraConfig`` for the VMs managed by the namespace only. The number of calls does
+  not grow with the inventory.
 - Writes wait for their task (``WaitForUpdatesEx`` on the task), so a read after a write sees it.
 - An agent VM carries ``config.managedBy = (namespace, "agent")`` and ``extraConfig`` keys
   ``agentvm.owner``/``agentvm.agency``/``agentvm.agent``/``agentvm.ovfUrl``: after a restart the engine
@@ -217,9 +219,9 @@ class VSphereInfrastructure:
 
     # ================================================================================ reads
     def observe(self, scope: Collection[MoRef]) -> Observation:
-        """One view, one paged read of everything the engine needs about the scope's compute resources."""
+        """One view and one paged read: everything the engine needs about the scope's compute resources."""
         with _infra_errors("reading the inventory"):
-            snapshot, vm_folders = self._read_observation()
+            snapshot, vm_folders = self._read_observation(scope)
         by_value: dict[str, Any] = {
             c.moref.value: c for c in (*snapshot.clusters, *snapshot.compute_resources)
         }
@@ -245,12 +247,20 @@ class VSphereInfrastructure:
             names=names,
         )
 
-    def _read_observation(self) -> tuple[InventorySnapshot, dict[MoRef, MoRef]]:
+    def _read_observation(self, scope: Collection[MoRef]) -> tuple[InventorySnapshot, dict[MoRef, MoRef]]:
+        """One read: everything but hosts through a view, and the hosts of the compute resources in
+        ``scope`` by traversal from them (a compute resource removed meanwhile is reported missing, not a
+        fault)."""
         session = self._session
-        types = [t for _, t, _ in _OBSERVE_SPECS]
+        others = tuple(s for s in _OBSERVE_SPECS if s[0] != "hosts")
         raw: dict[str, list[ObjectProps]] = {bucket: [] for bucket, _, _ in _OBSERVE_SPECS}
-        with container_view(session, types) as view:
+        with container_view(session, [t for _, t, _ in others]) as view:
             spec = view_filter_spec(view, [property_spec(t, paths) for _, t, paths in _OBSERVE_SPECS])
+            to_hosts = PC.TraversalSpec(name="hosts", type=vim.ComputeResource, path="host", skip=False)
+            spec.objectSet.extend(
+                PC.ObjectSpec(obj=session.mo(cr), skip=True, selectSet=[to_hosts]) for cr in scope
+            )
+            spec.reportMissingObjectsInResults = True
             with paged(session, spec) as items:
                 for item in items:
                     bucket = next(b for b, t, _ in _OBSERVE_SPECS if isinstance(item.obj, t))

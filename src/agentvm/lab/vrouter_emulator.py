@@ -18,6 +18,7 @@ import re
 import socket
 import threading
 import uuid as uuidlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -199,3 +200,13 @@ def start(host: str = "host", bind: str = "127.0.0.1", port: int = 0) -> Running
 def start_many(hosts: list[str]) -> dict[str, RunningAgent]:
     """One emulated agent per host moid."""
     return {host: start(host) for host in hosts}
+
+
+def stop_many(agents: list[RunningAgent]) -> None:
+    """Stop many agents at once (``Lab.stop``): each ``stop()`` waits up to the server's 0.5 s poll
+    interval, so one after the other 2,500 hosts took ~20 minutes; in parallel it takes seconds."""
+    if not agents:
+        return
+    with ThreadPoolExecutor(max_workers=min(256, len(agents)), thread_name_prefix="vrouter-stop") as pool:
+        for future in [pool.submit(agent.stop) for agent in agents]:
+            future.result()

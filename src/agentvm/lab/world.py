@@ -57,6 +57,7 @@ class Lab:
         password: str | None = None,
         log_dir: Path | None = None,
         state_dir: Path | None = None,
+        netsync: bool = True,
     ) -> None:
         shape.validate()
         self.shape = shape
@@ -64,6 +65,9 @@ class Lab:
         self._plain_http = plain_http
         self._password = password
         self._log_dir = log_dir
+        # False: no SDN emulator and no vRouter-agent emulators (benchmarks of the controller alone: one
+        # emulator per host is one more thread per host in this process, polling twice a second)
+        self._netsync = netsync
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="agentvm-lab-")
@@ -89,18 +93,17 @@ class Lab:
                 log_file=self._log_dir / "vcsim.log" if self._log_dir else None,
             )
             self.eam = LabEam(self._vcsim.info, self.state_dir / "eam-state.json", eam_port).start()
-            vrouter_map = self._start_sdn()
+            vrouter_map = self._start_sdn() if self._netsync else None
         except BaseException:
             self.stop()
             raise
-        assert self.sdn is not None
         self.info = LabInfo(
             vcsim=self._vcsim.info,
             ovf_url=self._packages.url,
             shape=self.shape,
             eam_backend=self.eam.url,
-            sdn_url=self.sdn.url,
-            vrouter_map=str(vrouter_map),
+            sdn_url=self.sdn.url if self.sdn is not None else "",
+            vrouter_map=str(vrouter_map) if vrouter_map is not None else "",
         )
         return self.info
 
@@ -117,8 +120,7 @@ class Lab:
         return path
 
     def _stop_sdn(self) -> None:
-        for agent in self.vrouters.values():
-            agent.stop()
+        vrouter_emulator.stop_many(list(self.vrouters.values()))
         self.vrouters = {}
         if self.sdn is not None:
             self.sdn.stop()
