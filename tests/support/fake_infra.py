@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from agentvm.core.agent_state import AgentVm, Observation, VmMarker
 from agentvm.engine.api import InvalidUrl
-from agentvm.engine.infra import InfraError, OvfInvalid, OvfUnreachable
+from agentvm.engine.infra import DeployError, InfraError, OvfInvalid, OvfUnreachable
 from agentvm.model.agency import MoRef, OvfProperty, PowerState
 from agentvm.model.inventory import ConnectionState, Host, HostPowerState
 
@@ -56,6 +56,7 @@ class FakeInfra:
         self.names: dict[MoRef, str] = {NETWORK: "VM Network", SHARED_DS: "shared"}
         self.unreachable: set[str] = set()
         self.malformed: set[str] = set()
+        self.refused: set[str] = set()  # OVF URLs whose import vCenter refuses (a plain DeployError)
         self.calls: Counter[str] = Counter()
         self.power_log: list[tuple[str, MoRef]] = []  # ("on"/"off"/"deploy"/"destroy", vm) in order
 
@@ -216,6 +217,8 @@ class FakeInfra:
             raise OvfUnreachable(ovf_url, "connection refused")
         if ovf_url in self.malformed:
             raise OvfInvalid(ovf_url, ["line 1: not an OVF envelope"])
+        if ovf_url in self.refused:
+            raise DeployError(f"deploying {name} on {host}: vCenter refused the import")
         vm = MoRef("VirtualMachine", self._id("vm"))
         self.vms[vm] = FakeVm(
             vm, name, host, PowerState.POWERED_OFF, marker, ovf_url, tuple(ovf_properties),

@@ -302,6 +302,23 @@ def test_malformed_ovf_is_ovf_invalid_format(infra: FakeInfra) -> None:
     assert engine.query_issues(agency) == [] and len(infra.vms) == 1
 
 
+def test_an_import_vcenter_refuses_is_a_latched_agent_issue_eam_can_report(infra: FakeInfra) -> None:
+    from agentvm.eam.translate import issue_to_eam
+
+    cluster = infra.add_cluster(1)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    infra.refused.add(OVF)
+    engine.run_until_quiet()
+    (issue,) = engine.query_issues(agency)
+    assert issue.kind is IssueKind.OVF_INVALID_FORMAT and issue.vm is None
+    assert "refused" in str(issue.detail["error"])
+    deploys = infra.calls["deploy_agent_vm"]
+    engine.run_until_quiet()  # latched: no redeploy loop until Resolve or a new OVF URL
+    assert infra.calls["deploy_agent_vm"] == deploys
+    assert type(issue_to_eam(issue, "s")).__name__.endswith("OvfInvalidFormat")  # no VM needed on the wire
+
+
 def test_host_without_agent_settings_and_agency_without_lists(infra: FakeInfra) -> None:
     cluster = infra.add_cluster(1, agent_settings=False)
     engine = engine_for(infra)

@@ -23,7 +23,10 @@ class InfraError(Exception):
 class DeployError(InfraError):
     """Deploying an agent VM failed in a way that becomes an issue on the agent (``issue_kind``)."""
 
-    issue_kind = IssueKind.INVALID_CONFIG
+    # [I] vCenter refused the import itself (CreateImportSpec/ImportVApp answered with a configuration
+    # fault): EAM reports a package it cannot deploy as OvfInvalidFormat(error[]). Not InvalidConfig: that is
+    # a VM issue, and there is no VM; OvfInvalidFormat also holds redeploys until Resolve or a new OVF URL.
+    issue_kind = IssueKind.OVF_INVALID_FORMAT
 
 
 class InsufficientSpace(DeployError):
