@@ -236,3 +236,39 @@ def test_tick_is_transient_when_vsphere_cannot_be_observed(
 
 def test_direct_backend_is_driven_by_its_caller(backend: DirectBackend) -> None:
     assert backend.kind == "direct" and not backend.self_driving
+
+
+def test_agents_are_reused_while_the_agency_is_green_and_read_again_when_it_is_not(
+    infra: FakeInfra,
+) -> None:
+    now = [0.0]
+    backend = DirectBackend(Engine(infra, namespace=SOLUTION), solution_id=SOLUTION)
+    backend._clock = lambda: now[0]
+    cluster = infra.add_cluster(3)
+    backend.apply(config(cluster))
+    settle(backend)
+    reads: list[str] = []
+    real = backend.port.agent_runtime
+
+    def counting(agent: str, agency: str | None = None) -> object:
+        reads.append(agent)
+        return real(agent, agency)
+
+    backend.port.agent_runtime = counting  # type: ignore[method-assign]
+    first = observed(backend)
+    assert first.green and len(reads) == 3
+    again = observed(backend)
+    assert again.agents == first.agents and len(reads) == 3  # all green: nothing new to read
+    now[0] += 6.0  # older than green_max_age: read again
+    observed(backend)
+    assert len(reads) == 6
+    vm = first.agents[0].vm
+    assert vm is not None
+    infra.user_power_off(vm)
+    settle(backend)
+    red = observed(backend)  # the agency has an issue: every agent is read, not reused
+    assert len(reads) == 9 and not red.green
+    assert next(a for a in red.agents if a.vm == vm).power_state is PowerState.POWERED_OFF
+    observed(backend)
+    assert len(reads) == 12  # not green: never reused
+    backend.forget()

@@ -146,6 +146,7 @@ class Reconciler(Solution):
     def full_pass(self) -> PassReport:
         """Plan against everything observed now, act on the plan, then ``poll``. Raises adapters' errors."""
         started, calls = self._clock(), self._calls()
+        self.backend.forget()  # a full pass reads every agent, whatever was reused between polls
         plan = self.plan(check_packages=self._check_packages)
         actions = self._act_on_plan(plan)
         self.snapshot = plan.observation.snapshot
