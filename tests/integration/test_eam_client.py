@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from agentvm.controller.solution import EAM_METHODS as SOLUTION_EAM_METHODS
 from agentvm.eam.client import EamClient, agency_ref, agent_ref
 from agentvm.engine.api import Caller
 from agentvm.lab.eam_emulator import EmulatorServer, VcenterSessionChecker, start
@@ -45,28 +46,7 @@ HOSTS = {
 OVF = "http://127.0.0.1:9/hello-agent/hello-agent.ovf"
 OVF2 = "http://127.0.0.1:9/hello-agent/v2/hello-agent.ovf"
 # the EAM methods a session counts on its sibling stubs (everything else is vim25)
-EAM_METHODS = frozenset(
-    {
-        "CreateAgency",
-        "QueryAgency",
-        "QueryConfig",
-        "AgencyQueryRuntime",
-        "QueryAgent",
-        "QuerySolutionId",
-        "Update",
-        "Agency_Enable",
-        "Agency_Disable",
-        "Uninstall",
-        "DestroyAgency",
-        "AgentQueryConfig",
-        "AgentQueryRuntime",
-        "MarkAsAvailable",
-        "QueryIssue",
-        "Resolve",
-        "ResolveAll",
-        "Fetch",
-    }
-)
+EAM_METHODS = SOLUTION_EAM_METHODS | {"Fetch"}  # a Fetch would be an EAM call too (it must never happen)
 
 
 def config(name: str = "hello", *scope: MoRef, url: str = OVF, **changes: object) -> AgencyConfig:

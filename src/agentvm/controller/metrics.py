@@ -92,24 +92,14 @@ class Metric:
         return "\n".join(self.header() + self.samples()) + "\n"
 
 
-class Counter(Metric):
-    """A value that only goes up (restarts at 0 with the process). Name it ``..._total``."""
-
-    kind = "counter"
+class _ValueMetric(Metric):
+    """A metric with one number per label set (counters and gauges): reading and rendering them."""
 
     def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name, help_text, labelnames)
         self._values: dict[LabelValues, float] = {}
         if not labelnames:
-            self._values[()] = 0.0
-
-    def inc(self, amount: float = 1.0, /, **labels: str) -> None:
-        """Add ``amount`` (>= 0; ValueError otherwise) to the series named by ``labels``."""
-        if amount < 0 or math.isnan(amount):
-            raise ValueError(f"counter {self.name!r} cannot go down (inc by {amount})")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+            self._values[()] = 0.0  # an unlabelled metric shows 0 from the start
 
     def value(self, **labels: str) -> float:
         key = self._key(labels)
@@ -122,16 +112,24 @@ class Counter(Metric):
         return [f"{self.name}{_labels_text(self.labelnames, k)} {format_value(v)}" for k, v in items]
 
 
-class Gauge(Metric):
+class Counter(_ValueMetric):
+    """A value that only goes up (restarts at 0 with the process). Name it ``..._total``."""
+
+    kind = "counter"
+
+    def inc(self, amount: float = 1.0, /, **labels: str) -> None:
+        """Add ``amount`` (>= 0; ValueError otherwise) to the series named by ``labels``."""
+        if amount < 0 or math.isnan(amount):
+            raise ValueError(f"counter {self.name!r} cannot go down (inc by {amount})")
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+
+class Gauge(_ValueMetric):
     """A value that goes up and down; ``replace`` swaps every series at once (e.g. agents by state)."""
 
     kind = "gauge"
-
-    def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, labelnames)
-        self._values: dict[LabelValues, float] = {}
-        if not labelnames:
-            self._values[()] = 0.0
 
     def set(self, value: float, /, **labels: str) -> None:
         key = self._key(labels)
@@ -148,16 +146,6 @@ class Gauge(Metric):
         values = {self._key(labels): float(value) for labels, value in series}
         with self._lock:
             self._values = values
-
-    def value(self, **labels: str) -> float:
-        key = self._key(labels)
-        with self._lock:
-            return self._values.get(key, 0.0)
-
-    def samples(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [f"{self.name}{_labels_text(self.labelnames, k)} {format_value(v)}" for k, v in items]
 
 
 class Histogram(Metric):
