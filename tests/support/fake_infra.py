@@ -40,6 +40,7 @@ class FakeVm:
     pool: MoRef | None
     pinned_to: MoRef | None = None
     ha_top: bool = False
+    complete: bool = True  # False: an import that never finished (what a crash mid-import leaves)
 
 
 class FakeInfra:
@@ -57,6 +58,8 @@ class FakeInfra:
         self.unreachable: set[str] = set()
         self.malformed: set[str] = set()
         self.refused: set[str] = set()  # OVF URLs whose import vCenter refuses (a plain DeployError)
+        self.flaky: set[str] = set()  # OVF URLs whose import fails for a transient reason (InfraError)
+        self.power_fails: set[MoRef] = set()  # VMs whose power-on/off fails for a transient reason
         self.calls: Counter[str] = Counter()
         self.power_log: list[tuple[str, MoRef]] = []  # ("on"/"off"/"deploy"/"destroy", vm) in order
 
@@ -182,7 +185,7 @@ class FakeInfra:
     def find_owned_vms(self, namespace: str) -> list[AgentVm]:
         self.calls["find_owned_vms"] += 1
         return [
-            AgentVm(v.vm, v.name, v.marker, v.host, v.power, v.ovf_url)
+            AgentVm(v.vm, v.name, v.marker, v.host, v.power, v.ovf_url, complete=v.complete)
             for v in self.vms.values()
             if v.marker.namespace == namespace
         ]
@@ -219,6 +222,8 @@ class FakeInfra:
             raise OvfInvalid(ovf_url, ["line 1: not an OVF envelope"])
         if ovf_url in self.refused:
             raise DeployError(f"deploying {name} on {host}: vCenter refused the import")
+        if ovf_url in self.flaky:
+            raise InfraError(f"deploying {name} on {host}: the upload was cut off; retry")
         vm = MoRef("VirtualMachine", self._id("vm"))
         self.vms[vm] = FakeVm(
             vm, name, host, PowerState.POWERED_OFF, marker, ovf_url, tuple(ovf_properties),
@@ -239,8 +244,8 @@ class FakeInfra:
     def power_on(self, vm: MoRef) -> None:
         self.calls["power_on"] += 1
         v = self.vms.get(vm)
-        if v is None:
-            raise InfraError(f"{vm} does not exist")
+        if v is None or vm in self.power_fails:
+            raise InfraError(f"{vm} does not exist or cannot be powered on now")
         h = self.hosts[v.host]
         assert not h.in_maintenance_mode and not h.standby, f"power-on on {v.host} in MM/standby"
         v.power = PowerState.POWERED_ON
@@ -250,8 +255,8 @@ class FakeInfra:
     def power_off(self, vm: MoRef) -> None:
         self.calls["power_off"] += 1
         v = self.vms.get(vm)
-        if v is None:
-            raise InfraError(f"{vm} does not exist")
+        if v is None or vm in self.power_fails:
+            raise InfraError(f"{vm} does not exist or cannot be powered off now")
         v.power = PowerState.POWERED_OFF
         self.power_log.append(("off", vm))
         self._changed()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from agentvm.core.agent_state import VmMarker
+from agentvm.core.heal import Backoff
 from agentvm.engine.api import (
     Caller,
     InvalidAgencyScope,
@@ -29,7 +31,7 @@ from agentvm.model.agency import (
     PowerState,
     Status,
 )
-from tests.support.fake_infra import NETWORK, SHARED_DS, FakeInfra
+from tests.support.fake_infra import NETWORK, SHARED_DS, FakeInfra, FakeVm
 
 OVF = "http://127.0.0.1:8000/hello-agent/hello-agent.ovf"
 OVF2 = "http://127.0.0.1:8000/hello-agent/v2/hello-agent.ovf"
@@ -593,22 +595,193 @@ def test_restart_after_vm_deleted_while_down_reports_vm_not_deployed(
     assert infra.vms == {}
 
 
-def test_stray_marked_vm_of_a_forgotten_agency_is_removed(infra: FakeInfra, tmp_path: Path) -> None:
+def test_a_lost_state_adopts_the_marked_vms_by_agency_name_and_host_and_redeploys_none(
+    infra: FakeInfra, tmp_path: Path
+) -> None:
+    state = tmp_path / "engine.json"
+    cluster = infra.add_cluster(3)
+    engine = engine_for(infra, state)
+    engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    before = {vm: v.host for vm, v in infra.vms.items()}
+    deploys = infra.calls["deploy_agent_vm"]
+    assert len(before) == 3
+
+    state.unlink()
+    fresh = engine_for(infra, state)
+    fresh.run_until_quiet()
+    assert {vm: v.host for vm, v in infra.vms.items()} == before, "VMs of an unknown agency are kept"
+    agency = fresh.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    fresh.run_until_quiet()
+
+    agents = [fresh.agent_runtime(a) for a in fresh.agency_agents(agency)]
+    assert {a.vm: a.host for a in agents} == before, "each host's own VM, adopted"
+    assert infra.calls["deploy_agent_vm"] == deploys, "nothing redeployed"
+    assert fresh.agency_runtime(agency).status is Status.GREEN
+    assert all(v.power is PowerState.POWERED_ON for v in infra.vms.values())
+
+
+def test_a_lost_state_never_adopts_another_agencys_vms(infra: FakeInfra, tmp_path: Path) -> None:
     state = tmp_path / "engine.json"
     cluster = infra.add_cluster(1)
     engine = engine_for(infra, state)
     engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
     engine.run_until_quiet()
+    (old,) = infra.vms
     state.unlink()
     fresh = engine_for(infra, state)
+    # same ids as before (the counters start over), another name: not the same agency
+    agency = fresh.create_agency(SOLUTION, config(cluster, agency_name="other"), GoalState.ENABLED)
     fresh.run_until_quiet()
-    assert infra.vms == {}
-    # a VM of another engine (another namespace) is never touched
+    (agent,) = [fresh.agent_runtime(a) for a in fresh.agency_agents(agency)]
+    assert agent.vm is not None and agent.vm != old
+    assert old in infra.vms, "the other agency's VM is left alone"
+    # a VM of another engine (another namespace) is never touched either
     other = Engine(infra, None, namespace="com.example.other", clock=clock)
     other.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
     other.run_until_quiet()
     fresh.run_until_quiet()
-    assert len(infra.vms) == 1
+    assert len(infra.vms) == 3
+
+
+def test_purge_deletes_the_vms_of_an_agency_a_lost_state_knew(infra: FakeInfra, tmp_path: Path) -> None:
+    state = tmp_path / "engine.json"
+    cluster = infra.add_cluster(2)
+    engine = engine_for(infra, state)
+    engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.create_agency(SOLUTION, config(cluster, agency_name="kept"), GoalState.ENABLED)
+    engine.run_until_quiet()
+    assert len(infra.vms) == 4
+    state.unlink()
+    fresh = engine_for(infra, state)
+
+    fresh.purge_unclaimed(SOLUTION, "hello")
+    fresh.run_until_quiet()
+
+    assert [v.marker.agency_name for v in infra.vms.values()] == ["kept", "kept"]
+    assert fresh.state.purge == ()
+
+
+def test_a_half_deployed_vm_is_deleted_not_adopted(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    (host,) = infra.clusters[cluster]
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    # what an engine stopped in the middle of an import leaves: the VM carries the marker of the agent
+    # the first reconcile creates (agent-2), and the import token (complete=False)
+    half = MoRef("VirtualMachine", "vm-half")
+    marker = VmMarker("com.vmware.vim.eam", agency, "agent-2", "hello")
+    infra.vms[half] = FakeVm(
+        half, "hello-agent (1)", host, PowerState.POWERED_OFF, marker, OVF, (), SHARED_DS, NETWORK, None,
+        None, complete=False,
+    )  # fmt: skip
+
+    engine.run_until_quiet()
+
+    assert half not in infra.vms
+    (agent,) = [engine.agent_runtime(a) for a in engine.agency_agents(agency)]
+    assert agent.agent == "agent-2" and agent.vm is not None and agent.vm != half
+    assert agent.status is Status.GREEN
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+RETRY = Backoff(base=10.0, factor=2.0, cap=40.0, jitter=0.25, max_attempts=4)
+
+
+def test_a_transient_deploy_failure_backs_off_then_gives_up_and_resolve_arms_it_again(
+    infra: FakeInfra,
+) -> None:
+    cluster = infra.add_cluster(1)
+    infra.flaky.add(OVF)
+    now = Clock()
+    engine = Engine(infra, None, namespace="com.vmware.vim.eam", clock=now, retry=RETRY, retry_seed=7)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+
+    engine.run_until_quiet()
+    assert infra.calls["deploy_agent_vm"] == 1
+    assert engine.agency_runtime(agency).status is Status.YELLOW  # working on it: no issue yet
+    engine.run_until_quiet()  # any number of steps before the delay: no new attempt
+    assert infra.calls["deploy_agent_vm"] == 1
+    assert engine.wait_for_work(0) is False
+    now.advance(9.9)
+    engine.run_until_quiet()
+    assert infra.calls["deploy_agent_vm"] == 1, "not before base (10 s)"
+    delays, last = [], now.now - timedelta(seconds=9.9)
+    for attempt in range(2, 5):
+        while infra.calls["deploy_agent_vm"] < attempt:
+            now.advance(0.1)
+            if engine.wait_for_work(0):  # the retry fell due: the wait says so
+                engine.run_until_quiet()
+        delays.append((now.now - last).total_seconds())
+        last = now.now
+    # exponential with jitter in [0, 25 %), capped at 40 s; never shorter than the previous one
+    assert 10.0 <= delays[0] <= 12.6 and 20.0 <= delays[1] <= 25.1 and 40.0 <= delays[2] <= 40.1
+    assert delays == sorted(delays)
+    issues = engine.query_issues(agency)
+    assert [i.kind for i in issues] == [IssueKind.OVF_INVALID_FORMAT]
+    assert "gave up after 4 failed attempts" in issues[0].detail["error"][0]
+    now.advance(3600)
+    engine.run_until_quiet()
+    assert infra.calls["deploy_agent_vm"] == 4, "given up: no more attempts"
+    assert infra.vms == {}
+
+    infra.flaky.clear()
+    engine.resolve(agency, [issues[0].key])
+    engine.run_until_quiet()
+    assert infra.calls["deploy_agent_vm"] == 5, "Resolve arms it again, at once"
+    assert engine.agency_runtime(agency).status is Status.GREEN
+
+
+def test_a_power_on_that_keeps_failing_gives_up_with_invalid_config(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    now = Clock()
+    engine = Engine(infra, None, namespace="com.vmware.vim.eam", clock=now, retry=RETRY, retry_seed=7)
+    agency = engine.create_agency(
+        SOLUTION, config(cluster, manually_mark_available_after_provisioning=True), GoalState.ENABLED
+    )
+    engine.run_until_quiet()
+    ((vm, _),) = infra.vms.items()
+    infra.power_fails.add(vm)
+    (agent,) = engine.agency_agents(agency)
+    engine.mark_as_available(agent)
+    for _ in range(20):
+        engine.run_until_quiet()
+        now.advance(15)
+    assert infra.calls["power_on"] == RETRY.max_attempts
+    (issue,) = engine.query_issues(agency)
+    assert issue.kind is IssueKind.INVALID_CONFIG and "gave up after 4" in str(issue.detail["error"])
+
+    infra.power_fails.clear()
+    engine.resolve(agency, [issue.key])
+    engine.run_until_quiet()
+    assert power_of(infra, vm) is PowerState.POWERED_ON
+    assert engine.query_issues(agency) == []
+
+
+def test_retries_survive_a_restart(infra: FakeInfra, tmp_path: Path) -> None:
+    state = tmp_path / "engine.json"
+    cluster = infra.add_cluster(1)
+    infra.flaky.add(OVF)
+    now = Clock()
+    engine = Engine(infra, state, namespace="com.vmware.vim.eam", clock=now, retry=RETRY, retry_seed=7)
+    engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    restarted = Engine(infra, state, namespace="com.vmware.vim.eam", clock=now, retry=RETRY, retry_seed=7)
+    restarted.run_until_quiet()
+    assert infra.calls["deploy_agent_vm"] == 1, "the restarted engine waits out the same delay"
+    assert restarted.state.retries == engine.state.retries
 
 
 def test_state_file_of_another_namespace_is_refused(infra: FakeInfra, tmp_path: Path) -> None:

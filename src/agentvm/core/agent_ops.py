@@ -6,10 +6,12 @@ Called by ``agentvm.engine.manager``: ``record`` after each action it carried ou
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from agentvm.core.agent_state import (
+    DESTROY,
     Action,
     AgencyState,
     AgentState,
@@ -18,13 +20,19 @@ from agentvm.core.agent_state import (
     DeployVm,
     DestroyVm,
     EngineState,
+    Failed,
     Outcome,
     PowerOff,
     PowerOn,
+    Retry,
+    retry_for,
+    retry_key,
 )
 from agentvm.core.agents import LATCHED, OVF_URL
+from agentvm.core.heal import Backoff
 from agentvm.model.agency import (
     DETAIL_DOWNLOAD_URL,
+    DETAIL_ERROR,
     AgencyConfig,
     GoalState,
     HookState,
@@ -36,9 +44,40 @@ from agentvm.model.agency import (
 # ------------------------------------------------------------------------------------------- outcomes
 
 
-def record(state: EngineState, action: Action, outcome: Outcome, now: datetime) -> EngineState:
+# Transient failures of the engine's own actions (ImportVApp refused with a SystemError, an upload cut
+# off, a power-on that times out): retried after 2, 4, 8, 16, 32 s (each stretched by up to 25 %), then the
+# engine gives up with an issue on the agent. Destroys never give up (a VM left behind is worse than a
+# retry every ``cap`` seconds).
+ENGINE_RETRY = Backoff(base=2.0, factor=2.0, cap=300.0, jitter=0.25, max_attempts=6)
+
+
+def jitter_fraction(seed: int, kind: str, target: str, attempt: int) -> float:
+    """A fraction in [0, 1) fixed by its inputs: agents retry out of step, and the same inputs agree."""
+    digest = hashlib.blake2b(f"{seed}|{kind}|{target}|{attempt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def record(
+    state: EngineState,
+    action: Action,
+    outcome: Outcome,
+    now: datetime,
+    *,
+    retry: Backoff = ENGINE_RETRY,
+    seed: int = 0,
+) -> EngineState:
     """The state after ``action`` had ``outcome``. An agent that vanished meanwhile is left alone (a VM
-    deployed for it is then a stray, which the next reconcile deletes)."""
+    deployed for it is then a stray, which the next reconcile deletes).
+
+    ``Failed``: the action is held back for ``retry.delay`` (jittered by ``seed``); after
+    ``retry.max_attempts`` failures a deploy raises OvfInvalidFormat (latched, like any deploy failure) and
+    a power operation InvalidConfig; Resolve arms them again. Any other outcome ends the action's retry.
+    """
+    previous = retry_for(state.retries, action)
+    kind, target = retry_key(action)
+    state = state.with_(retries=tuple(r for r in state.retries if (r.kind, r.target) != (kind, target)))
+    if isinstance(outcome, Failed):
+        return _record_failure(state, action, outcome, previous, now, retry, seed)
     if action.agency is None or action.agent is None:
         return state
     agency = state.agency(action.agency)
@@ -88,6 +127,43 @@ def record(state: EngineState, action: Action, outcome: Outcome, now: datetime) 
     elif isinstance(action, DestroyVm):
         agent = _after_destroy(agent, action)
     return state.replace_agency(_replace_agent(agency, agent))
+
+
+def _record_failure(
+    state: EngineState,
+    action: Action,
+    outcome: Failed,
+    previous: Retry | None,
+    now: datetime,
+    retry: Backoff,
+    seed: int,
+) -> EngineState:
+    """Hold ``action`` back after its failure number ``attempts`` (its old retry already gone from
+    ``state``); give up with an issue on the agent once ``retry.max_attempts`` failed."""
+    kind, target = retry_key(action)
+    attempts = (previous.attempts if previous is not None else 0) + 1
+    delay = retry.delay(attempts, jitter_fraction(seed, kind, target, attempts))
+    entry = Retry(
+        kind=kind,
+        target=target,
+        attempts=attempts,
+        not_before=now + timedelta(seconds=delay),
+        error=outcome.error,
+        agency=action.agency,
+        agent=action.agent,
+        detail=action.ovf_url if isinstance(action, DeployVm) else "",
+    )
+    found = state.find_agent(action.agent) if action.agent is not None else None
+    if kind == DESTROY or found is None or attempts < retry.max_attempts:
+        return state.with_(retries=(*state.retries, entry))
+    error = f"gave up after {attempts} failed attempts; the last: {outcome.error}"
+    entry = entry.with_(gave_up=True, error=error)
+    state = state.with_(retries=(*state.retries, entry))
+    if isinstance(action, DeployVm):
+        agency, agent = found
+        failure = DeployFailed(IssueKind.OVF_INVALID_FORMAT, {DETAIL_ERROR: (error,)})
+        return _add_deploy_issue(state, agency, agent, action, failure, now)
+    return state  # a power operation: reconcile raises InvalidConfig while the retry has given up
 
 
 def _after_destroy(agent: AgentState, action: DestroyVm) -> AgentState:
@@ -156,7 +232,9 @@ def add_agency(
     """A new agency (already validated by the caller); its agents appear at the next reconcile."""
     agency_id = f"agency-{state.next_id}"
     agency = AgencyState(id=agency_id, config=config, goal=goal, solution_id=solution_id)
-    return state.with_(agencies=(*state.agencies, agency), next_id=state.next_id + 1), agency_id
+    purge = tuple(n for n in state.purge if n != config.agency_name)  # its VMs are adopted instead
+    state = state.with_(agencies=(*state.agencies, agency), next_id=state.next_id + 1, purge=purge)
+    return state, agency_id
 
 
 def update_config(state: EngineState, agency_id: str, config: AgencyConfig) -> EngineState:
@@ -172,6 +250,15 @@ def set_goal(state: EngineState, agency_id: str, goal: GoalState) -> EngineState
 def destroy(state: EngineState, agency_id: str) -> EngineState:
     """Mark for destruction: agents are removed over the next reconciles, then the agency is forgotten."""
     return state.replace_agency(_agency(state, agency_id).with_(destroying=True))
+
+
+def purge(state: EngineState, agency_name: str) -> EngineState:
+    """Delete the VMs of agency ``agency_name`` that no agent of this engine claims (their agency was
+    created by an engine whose state is lost). Reconcile carries it out and drops the name once none is
+    left. Called by ``destroy`` with the direct backend, for a spec agency the engine does not know."""
+    if agency_name in state.purge:
+        return state
+    return state.with_(purge=(*state.purge, agency_name))
 
 
 def release_hook(state: EngineState, agent_id: str) -> EngineState:
@@ -234,11 +321,15 @@ def resolve(state: EngineState, obj: str | None, keys: Sequence[int]) -> tuple[E
     if not hits:
         return state, not_found
     agencies: list[AgencyState] = []
+    rearmed: set[str] = set()
     for agency in state.agencies:
         agency = agency.with_(issues=tuple(i for i in agency.issues if i.key not in hits))
+        rearmed.update(a.id for a in agency.agents if any(i.key in hits for i in a.issues))
         agents = tuple(_resolve_agent(agent, hits) for agent in agency.agents)
         agencies.append(agency.with_(agents=agents))
-    return state.with_(agencies=tuple(agencies)), not_found
+    # a resolved agent starts its retries afresh (this is how a give-up is armed again)
+    retries = tuple(r for r in state.retries if r.agent not in rearmed)
+    return state.with_(agencies=tuple(agencies), retries=retries), not_found
 
 
 def _resolve_agent(agent: AgentState, hits: Iterable[int]) -> AgentState:

@@ -5,6 +5,7 @@ Called by ``core.agents`` whenever an agent VM must be deployed (install, redepl
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -126,9 +127,22 @@ def vm_name(config: AgencyConfig, namespace: str, agent_id: str, number: int) ->
     """``<agentName> (N)``, or ``<agentName>-<uuid>`` with useUuidVmName (EAM.md section 2).
 
     The uuid is derived from the agent and N, so the same VM always gets the same name (no randomness in
-    the core).
+    the core). The name is escaped as vCenter stores it (``escape_entity_name``).
     """
-    base = config.agent_name or config.agency_name
+    base = escape_entity_name(config.agent_name or config.agency_name)
     if config.use_uuid_vm_name:
         return f"{base}-{uuid.uuid5(uuid.NAMESPACE_URL, f'{namespace}/{agent_id}/{number}')}"
     return f"{base} ({number})"
+
+
+_ESCAPE = re.compile(r"%(?![0-9a-fA-F]{2})|/|\\")
+
+
+def escape_entity_name(name: str) -> str:
+    """``name`` as vCenter stores an entity name: ``/`` → ``%2f``, ``\\`` → ``%5c``, and a ``%`` that starts
+    no escape sequence → ``%25`` (the vSphere API's ManagedEntity.name). A real vCenter escapes a name it
+    is given in the same way; giving it the escaped name keeps the engine's name for a VM the name vCenter
+    shows, and spares vcsim 0.24.2, which instead creates a VM it can neither finish nor delete (its VM
+    directory cannot be made), a VM with no name, config or host that every later call on it panics on.
+    """
+    return _ESCAPE.sub(lambda m: {"%": "%25", "/": "%2f", "\\": "%5c"}[m.group(0)], name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Self
 
 from agentvm.model.agency import (
@@ -42,6 +43,9 @@ class VmMarker:
     namespace: str
     agency: str
     agent: str
+    # the agency's name: an engine that lost its state finds its VMs again by (name, host), since ids are
+    # counters that start over ("" on VMs deployed before this was written)
+    agency_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class AgentVm:
     power_state: PowerState
     ovf_url: str | None = None  # the URL it was deployed from (kept in its extraConfig)
     ip: str | None = None
+    complete: bool = True  # False: an import that never finished (a half-deployed VM, never an agent)
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,30 @@ class AgencyState:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """An action that failed for a transient reason, held back until ``not_before``.
+
+    ``kind`` and ``target`` name the action (``retry_key``): ("deploy", agent id),
+    ("power-on", agent id), ("power-off", agent id or VM moid), ("destroy", VM moid). ``attempts`` failed so
+    far; ``gave_up``: the engine stopped retrying and raised an issue (only Resolve arms it again).
+    ``detail`` ties a deploy retry to its OVF URL (another URL starts afresh).
+    """
+
+    kind: str
+    target: str
+    attempts: int
+    not_before: datetime
+    error: str
+    agency: str | None = None
+    agent: str | None = None
+    gave_up: bool = False
+    detail: str = ""
+
+    def with_(self, **changes: object) -> Self:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class EngineState:
     """Everything the engine persists. Issue keys and ids come from counters that never go back."""
 
@@ -141,6 +170,9 @@ class EngineState:
     agencies: tuple[AgencyState, ...] = ()
     next_issue_key: int = 1
     next_id: int = 1
+    retries: tuple[Retry, ...] = ()  # actions held back after a transient failure
+    # agency names whose unclaimed VMs are to be deleted (destroy with a lost state: ``agent_ops.purge``)
+    purge: tuple[str, ...] = ()
 
     def with_(self, **changes: object) -> Self:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -207,6 +239,31 @@ class DestroyVm:
 Action = DeployVm | PowerOn | PowerOff | DestroyVm
 
 
+# what a retry is kept under (``Retry.kind``)
+DEPLOY, POWER_ON, POWER_OFF, DESTROY = "deploy", "power-on", "power-off", "destroy"
+POWER_KINDS = frozenset({POWER_ON, POWER_OFF})
+
+
+def retry_key(action: Action) -> tuple[str, str]:
+    """What a retry of ``action`` is kept under: (kind, agent id or VM moid)."""
+    if isinstance(action, DeployVm):
+        return DEPLOY, action.agent
+    if isinstance(action, PowerOn):
+        return POWER_ON, action.agent
+    if isinstance(action, PowerOff):
+        return POWER_OFF, action.agent or action.vm.value
+    return DESTROY, action.vm.value
+
+
+def retry_for(retries: tuple[Retry, ...], action: Action) -> Retry | None:
+    """The retry held for ``action``, if any (a deploy retry of another OVF URL does not count)."""
+    key = retry_key(action)
+    found = next((r for r in retries if (r.kind, r.target) == key), None)
+    if found is not None and isinstance(action, DeployVm) and found.detail != action.ovf_url:
+        return None
+    return found
+
+
 @dataclass(frozen=True)
 class Deployed:
     """Outcome of DeployVm: the new VM."""
@@ -227,7 +284,14 @@ class Done:
     """Outcome of PowerOn / PowerOff / DestroyVm that succeeded (a VM already gone counts as destroyed)."""
 
 
-Outcome = Deployed | DeployFailed | Done
+@dataclass(frozen=True)
+class Failed:
+    """Outcome of any action that failed for a transient reason: retried later, with backoff."""
+
+    error: str
+
+
+Outcome = Deployed | DeployFailed | Done | Failed
 
 
 @dataclass(frozen=True)
@@ -238,3 +302,4 @@ class Plan:
     actions: tuple[Action, ...]
     agent_status: Mapping[str, Status]
     agency_status: Mapping[str, Status]
+    wake_at: datetime | None = None  # the earliest retry held back (reconcile again then)

@@ -28,6 +28,7 @@ from datetime import datetime
 
 from agentvm.core.agent_placement import Detail, Placement, choose_placement, match_agent_config, vm_name
 from agentvm.core.agent_state import (
+    POWER_KINDS,
     Action,
     AgencyState,
     AgentState,
@@ -39,9 +40,12 @@ from agentvm.core.agent_state import (
     Plan,
     PowerOff,
     PowerOn,
+    Retry,
     VmMarker,
+    retry_for,
 )
 from agentvm.model.agency import (
+    DETAIL_ERROR,
     AgentConfig,
     GoalState,
     HookState,
@@ -95,8 +99,11 @@ class _AgencyContext:
     counters: _Counters
     now: datetime
     namespace: str
+    retries: tuple[Retry, ...] = ()
+    claimed: set[MoRef] = field(default_factory=set)  # VMs some agent holds (adoption takes none of them)
     upgrade_busy: bool = False
     vm_counter: int = 0
+    wake_at: datetime | None = None  # the earliest retry this agency holds back
     actions: list[Action] = field(default_factory=list)
 
 
@@ -118,19 +125,24 @@ def reconcile(state: EngineState, obs: Observation, now: datetime) -> Plan:
     the same observation gives the same plan.
     """
     counters = _Counters(state.next_issue_key, state.next_id)
-    vms = {v.vm: v for v in obs.vms if v.marker.namespace == state.namespace}
+    ours = [v for v in obs.vms if v.marker.namespace == state.namespace]
+    vms = {v.vm: v for v in ours if v.complete}
     by_agent: dict[str, list[AgentVm]] = {}
     for v in vms.values():
         by_agent.setdefault(v.marker.agent, []).append(v)
+    held = {v for agency in state.agencies for a in agency.agents for v in (a.vm, a.upgrade_vm) if v}
 
     agencies: list[AgencyState] = []
     actions: list[Action] = []
     agent_status: dict[str, Status] = {}
     agency_status: dict[str, Status] = {}
+    wakes: list[datetime] = []
     for agency in state.agencies:
-        ctx = _AgencyContext(agency, obs, vms, by_agent, counters, now, state.namespace)
+        ctx = _AgencyContext(agency, obs, vms, by_agent, counters, now, state.namespace, state.retries, held)
         new_agency, statuses = _reconcile_agency(ctx)
         actions.extend(ctx.actions)
+        if ctx.wake_at is not None:
+            wakes.append(ctx.wake_at)
         agent_status.update(statuses)
         if new_agency.destroying and not new_agency.agents:
             continue  # destroyed: every agent is gone, so the agency is forgotten
@@ -138,21 +150,64 @@ def reconcile(state: EngineState, obs: Observation, now: datetime) -> Plan:
         agency_status[agency.id] = _agency_status(new_agency, statuses)
 
     claimed = {v for agency in agencies for a in agency.agents for v in (a.vm, a.upgrade_vm) if v is not None}
-    for v in vms.values():
+    purging: set[str] = set()
+    for v in ours:
         if v.vm in claimed:
             continue
         host = obs.hosts.get(v.host) if v.host else None
-        if host is None or connected(host):
-            # ours by its marker, but no agent owns it: its agency was destroyed, or the engine stopped
-            # between deploying it and recording it (never leave a half-deployed VM behind)
+        if host is not None and not connected(host):
+            continue  # cannot be deleted now; looked at again once the host is back
+        if not v.complete:
+            # a half-deployed VM: an import that failed, or the engine stopped in the middle of one
             actions.append(DestroyVm(None, None, v.vm))
+        elif any(_belongs(v.marker, a) for a in agencies):
+            # one of our agencies', but no agent owns it: the engine stopped between deploying it and
+            # recording it, or it is a second VM for one host (never leave a half-deployed VM behind)
+            actions.append(DestroyVm(None, None, v.vm))
+        elif v.marker.agency_name and v.marker.agency_name in state.purge:
+            purging.add(v.marker.agency_name)
+            actions.append(DestroyVm(None, None, v.vm))
+        # otherwise: an agency this engine does not know (its state was lost): kept, to be adopted when
+        # an agency of that name is created again (see _AgentPass._adopt), or deleted by a purge
 
+    live_agents = {a.id for agency in agencies for a in agency.agents}
+    seen_vms = {v.vm.value for v in ours}
+    retries = tuple(
+        r for r in state.retries if (r.agent in live_agents if r.agent is not None else r.target in seen_vms)
+    )
+    actions, wake_at = _hold(actions, retries, now)
+    wake_at = min([*wakes, wake_at] if wake_at is not None else wakes, default=None)
     new_state = state.with_(
         agencies=tuple(agencies),
         next_issue_key=counters.next_issue_key,
         next_id=counters.next_id,
+        retries=retries,
+        purge=tuple(n for n in state.purge if n in purging),
     )
-    return Plan(new_state, tuple(actions), agent_status, agency_status)
+    return Plan(new_state, tuple(actions), agent_status, agency_status, wake_at)
+
+
+def _belongs(marker: VmMarker, agency: AgencyState) -> bool:
+    """Whether a VM with ``marker`` is ``agency``'s: by name (ids start over when a state is lost), or by
+    id for VMs that carry no name."""
+    if marker.agency_name:
+        return marker.agency_name == agency.config.agency_name
+    return marker.agency == agency.id
+
+
+def _hold(
+    actions: list[Action], retries: tuple[Retry, ...], now: datetime
+) -> tuple[list[Action], datetime | None]:
+    """Drop the actions whose retry is not due yet (or gave up); returns the rest and the next due time."""
+    kept: list[Action] = []
+    wake_at: datetime | None = None
+    for action in actions:
+        retry = retry_for(retries, action)
+        if retry is None or (not retry.gave_up and retry.not_before <= now):
+            kept.append(action)
+        elif not retry.gave_up:
+            wake_at = retry.not_before if wake_at is None else min(wake_at, retry.not_before)
+    return kept, wake_at
 
 
 def _agency_status(agency: AgencyState, statuses: Mapping[str, Status]) -> Status:
@@ -304,6 +359,10 @@ class _AgentPass:
             if config is not None and desired_url is not None:
                 self._upgrade(config, desired_url, held)
 
+        for retry in ctx.retries:
+            if retry.agent == self.agent.id and retry.gave_up and retry.kind in POWER_KINDS:
+                # the engine gave up powering the VM on/off: a person must look (Resolve arms it again)
+                self.conditions.append((IssueKind.INVALID_CONFIG, {DETAIL_ERROR: retry.error}))
         agent = self.agent
         if (
             agent.upgrading
@@ -354,11 +413,29 @@ class _AgentPass:
                 lost = _new_issue(self.ctx, a, self.host, IssueKind.VM_NOT_DEPLOYED, {})
                 a = self.agent.with_(issues=(*self.agent.issues, lost))
         if a.vm is None:
-            # a VM deployed for this agent that was never recorded (the engine stopped in between): adopt it
+            # a VM deployed for this agent that was never recorded (the engine stopped in between), or one
+            # of this agency on this host deployed by an engine whose state is lost: adopt it
             found = [v for v in self.ctx.vms_by_agent.get(a.id, []) if v.vm != a.upgrade_vm]
-            found = [v for v in found if v.marker.agency == self.ctx.agency.id and v.host == a.host]
+            found = [
+                v
+                for v in found
+                if v.marker.agency == self.ctx.agency.id
+                and v.marker.agency_name in ("", self.ctx.agency.config.agency_name)
+                and v.host == a.host
+            ]
+            if not found:
+                name = self.ctx.agency.config.agency_name
+                found = sorted(
+                    (
+                        v
+                        for v in self.ctx.vms.values()
+                        if v.marker.agency_name == name and v.host == a.host and v.vm not in self.ctx.claimed
+                    ),
+                    key=lambda v: v.vm.value,
+                )
             if found:
                 v = found[0]
+                self.ctx.claimed.add(v.vm)
                 a = a.with_(
                     vm=v.vm,
                     vm_name=v.name,
@@ -394,24 +471,30 @@ class _AgentPass:
         if placement is None:
             return False
         ctx = self.ctx
-        ctx.vm_counter += 1
-        self.actions.append(
-            DeployVm(
-                agency=ctx.agency.id,
-                agent=self.agent.id,
-                host=self.agent.host,
-                ovf_url=url,
-                ovf_properties=config.ovf_environment,
-                name=vm_name(ctx.agency.config, ctx.namespace, self.agent.id, ctx.vm_counter),
-                datastore=placement.datastore,
-                network=placement.network,
-                folder=placement.folder,
-                pool=placement.pool,
-                marker=VmMarker(ctx.namespace, ctx.agency.id, self.agent.id),
-                disk_provisioning=config.ovf_disk_provisioning,
-                upgrade=upgrade,
-            )
+        action = DeployVm(
+            agency=ctx.agency.id,
+            agent=self.agent.id,
+            host=self.agent.host,
+            ovf_url=url,
+            ovf_properties=config.ovf_environment,
+            name=vm_name(ctx.agency.config, ctx.namespace, self.agent.id, ctx.vm_counter + 1),
+            datastore=placement.datastore,
+            network=placement.network,
+            folder=placement.folder,
+            pool=placement.pool,
+            marker=VmMarker(ctx.namespace, ctx.agency.id, self.agent.id, ctx.agency.config.agency_name),
+            disk_provisioning=config.ovf_disk_provisioning,
+            upgrade=upgrade,
         )
+        retry = retry_for(ctx.retries, action)
+        if retry is not None and (retry.gave_up or retry.not_before > ctx.now):
+            # held back after a failure (no VM number used up: names stay "(1)", "(2)", …)
+            self.busy = True
+            if not retry.gave_up:
+                ctx.wake_at = retry.not_before if ctx.wake_at is None else min(ctx.wake_at, retry.not_before)
+            return False
+        ctx.vm_counter += 1
+        self.actions.append(action)
         return True
 
     def _install(self, config: AgentConfig, url: str) -> None:

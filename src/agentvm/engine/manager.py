@@ -13,6 +13,7 @@ across a vSphere call. State is saved to a JSON file (``engine.store``) after ev
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from agentvm.core.agent_state import (
     DestroyVm,
     Done,
     EngineState,
+    Failed,
     Observation,
     Outcome,
     Plan,
@@ -39,6 +41,7 @@ from agentvm.core.agent_state import (
     PowerOn,
 )
 from agentvm.core.agents import reconcile
+from agentvm.core.heal import Backoff
 from agentvm.engine.api import (
     Caller,
     InvalidAgencyScope,
@@ -84,10 +87,15 @@ class Engine:
         *,
         namespace: str = "agentvm",
         clock: Callable[[], datetime] = _utcnow,
+        retry: Backoff = agent_ops.ENGINE_RETRY,
+        retry_seed: int | None = None,
     ) -> None:
         """Load the state file if there is one (ValueError when it is unreadable or of another namespace).
 
         The VMs are re-read from vSphere at the first ``step``, which reconciles the file with them.
+        ``retry``: how an action that failed for a transient reason is retried, and when the engine gives
+        up with an issue (tests shorten it); ``retry_seed`` fixes its jitter (default: random per engine,
+        so that engines do not retry in step).
         """
         self._infra = infra
         self._store = StateFile(state_file) if state_file is not None else None
@@ -107,6 +115,9 @@ class Engine:
         self._seen: int | None = None
         self._dirty = True
         self._stale: set[str] = set()  # agencies changed by an API call since the last reconcile
+        self.retry = retry
+        self._seed = retry_seed if retry_seed is not None else secrets.randbits(32)
+        self._wake_at: datetime | None = None  # a held retry falls due then: step again
 
     # ============================================================================ the loop's side
     def step(self) -> bool:
@@ -117,7 +128,7 @@ class Engine:
         with self._step_lock:
             generation = self._infra.generation()
             with self._lock:
-                if not self._dirty and generation == self._seen:
+                if not self._dirty and generation == self._seen and not self._due():
                     return False
                 self._dirty = False
                 scope = tuple(dict.fromkeys(cr for a in self._state.agencies for cr in a.config.scope))
@@ -142,12 +153,14 @@ class Engine:
                 settled = plan.state == self._state
                 self._state = plan.state
                 self._plan = plan
+                self._wake_at = plan.wake_at
                 self._stale.clear()
             for action in plan.actions:
                 outcome = self._execute(action)
-                if outcome is not None:
-                    with self._lock:
-                        self._state = agent_ops.record(self._state, action, outcome, self._clock())
+                with self._lock:
+                    self._state = agent_ops.record(
+                        self._state, action, outcome, self._clock(), retry=self.retry, seed=self._seed
+                    )
             with self._lock:
                 if plan.actions or not settled:
                     # look again: the world changed under our own hands, or the state moved on (e.g. an
@@ -157,12 +170,17 @@ class Engine:
                 self._save()
             return bool(plan.actions) or not settled
 
+    def _due(self) -> bool:
+        """A held retry has fallen due (lock held)."""
+        return self._wake_at is not None and self._clock() >= self._wake_at
+
     def wait_for_work(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds until a step has something to do; True when it has."""
+        """Block up to ``timeout`` seconds until a step has something to do; True when it has (an API
+        call, a change in vSphere, or a retry that falls due)."""
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
-                if self._dirty:
+                if self._dirty or self._due():
                     return True
                 seen = self._seen
             if seen is None or self._infra.generation() != seen:
@@ -173,8 +191,9 @@ class Engine:
             # short slices, so that an API call (which sets _dirty) is noticed soon too
             self._infra.wait_for_change(seen, min(remaining, 0.05))
 
-    def _execute(self, action: Action) -> Outcome | None:
-        """Carry out one action; None when it failed for a transient reason (retried next step)."""
+    def _execute(self, action: Action) -> Outcome:
+        """Carry out one action; ``Failed`` when it failed for a transient reason (``agent_ops.record``
+        holds it back, with backoff, and gives up with an issue after ``retry.max_attempts``)."""
         infra = self._infra
         try:
             if isinstance(action, DeployVm):
@@ -187,8 +206,8 @@ class Engine:
                 infra.destroy_vm(action.vm)
             return Done()
         except InfraError as e:
-            log.warning("%s failed, will retry: %s", type(action).__name__, e)
-            return None
+            log.warning("%s failed, will retry with backoff: %s", type(action).__name__, e)
+            return Failed(str(e))
 
     def _deploy(self, action: DeployVm) -> Outcome:
         infra = self._infra
@@ -374,6 +393,15 @@ class Engine:
                 raise NotAuthorized(f"agency {agency} belongs to {a.solution_id}, not to {caller.user}")
             self._state = agent_ops.destroy(self._state, agency)
             self._changed(agency)
+
+    def purge_unclaimed(self, caller: Caller, agency_name: str) -> None:
+        """Delete the VMs of agency ``agency_name`` that this engine does not know (deployed by an engine
+        whose state is lost): for ``destroy`` with the direct backend. Not part of EAM's API. An agency of
+        that name created afterwards adopts them instead."""
+        del caller  # the namespace is the owner: every VM it marks is this engine's
+        with self._lock:
+            self._state = agent_ops.purge(self._state, agency_name)
+            self._changed()
 
     def add_issue(self, agency: str, issue: Issue) -> Issue:
         with self._lock:

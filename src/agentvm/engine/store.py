@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agentvm.core.agent_state import AgencyState, AgentState, EngineState
+from agentvm.core.agent_state import AgencyState, AgentState, EngineState, Retry
 from agentvm.model.agency import (
     AgencyConfig,
     AgentConfig,
@@ -200,6 +200,21 @@ def to_json(state: EngineState) -> dict[str, Any]:
             }
             for a in state.agencies
         ],
+        "retries": [
+            {
+                "kind": r.kind,
+                "target": r.target,
+                "attempts": r.attempts,
+                "notBefore": r.not_before.isoformat(),
+                "error": r.error,
+                "agency": r.agency,
+                "agent": r.agent,
+                "gaveUp": r.gave_up,
+                "detail": r.detail,
+            }
+            for r in state.retries
+        ],
+        "purge": list(state.purge),
     }
 
 
@@ -224,6 +239,22 @@ def from_json(d: dict[str, Any]) -> EngineState:
             )
             for a in d["agencies"]
         ),
+        # absent from files written before retries were kept: none held back
+        retries=tuple(
+            Retry(
+                kind=r["kind"],
+                target=r["target"],
+                attempts=r["attempts"],
+                not_before=datetime.fromisoformat(r["notBefore"]),
+                error=r["error"],
+                agency=r["agency"],
+                agent=r["agent"],
+                gave_up=r["gaveUp"],
+                detail=r["detail"],
+            )
+            for r in d.get("retries", ())
+        ),
+        purge=tuple(d.get("purge", ())),
     )
 
 

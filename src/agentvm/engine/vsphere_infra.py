@@ -11,9 +11,13 @@ Built by whoever runs an ``Engine`` against a vCenter (the lab's EAM emulator, `
   not grow with the inventory.
 - Writes wait for their task (``WaitForUpdatesEx`` on the task), so a read after a write sees it.
 - An agent VM carries ``config.managedBy = (namespace, "agent")`` and ``extraConfig`` keys
-  ``agentvm.owner``/``agentvm.agency``/``agentvm.agent``/``agentvm.ovfUrl``: after a restart the engine
-  finds its VMs again from vCenter alone. The OVF environment goes into vApp properties and, for guests
-  that read it with VMware Tools, ``guestinfo.<property id>``.
+  ``agentvm.owner``/``agentvm.agency``/``agentvm.agent``/``agentvm.agencyName``/``agentvm.ovfUrl``: after
+  a restart, even one that lost the state file, the engine finds its VMs again from vCenter alone. They are
+  written into the import spec, so the VM carries them from the moment ImportVApp creates it, together
+  with ``agentvm.importing`` (a token unique to the import, cleared by the final reconfigure): a failed
+  import that named no VM is found by it and deleted, and a VM that still carries it is half-deployed.
+  The OVF environment goes into vApp properties and, for guests that read it with VMware Tools,
+  ``guestinfo.<property id>``.
 - ``generation()`` grows with every change a background ``Watcher`` (its own property collector) reports
   on hosts and VMs.
 
@@ -27,6 +31,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -65,7 +70,11 @@ PC = vmodl.query.PropertyCollector
 OWNER_KEY = "agentvm.owner"
 AGENCY_KEY = "agentvm.agency"
 AGENT_KEY = "agentvm.agent"
+AGENCY_NAME_KEY = "agentvm.agencyName"  # an engine that lost its state adopts its VMs by it (and host)
 OVF_URL_KEY = "agentvm.ovfUrl"
+# set (to a token unique to one import) from the moment ImportVApp creates the VM until its configure
+# finishes: a VM that still carries it is a half-deployed one, never an agent
+IMPORT_KEY = "agentvm.importing"
 GUESTINFO_PREFIX = "guestinfo."
 MANAGED_BY_TYPE = "agent"  # [I] EAM.md section 11: the type EAM itself uses is not documented
 HA_PRIORITY = "highest"  # EAM.md section 7: agent VMs restart first
@@ -307,11 +316,14 @@ class VSphereInfrastructure:
                 AgentVm(
                     vm=ref,
                     name=str(o.get("name", "")),
-                    marker=VmMarker(namespace, marks[AGENCY_KEY], marks[AGENT_KEY]),
+                    marker=VmMarker(
+                        namespace, marks[AGENCY_KEY], marks[AGENT_KEY], marks.get(AGENCY_NAME_KEY, "")
+                    ),
                     host=_ref(o.get("runtime.host")) if o.get("runtime.host") is not None else None,
                     power_state=_power(o.get("runtime.powerState")),
                     ovf_url=marks.get(OVF_URL_KEY) or None,
                     ip=str(o.get("guest.ipAddress")) if o.get("guest.ipAddress") else None,
+                    complete=not marks.get(IMPORT_KEY),
                 )
             )
         return found
@@ -390,6 +402,14 @@ class VSphereInfrastructure:
                     placement=placement,
                     properties=values,
                     timeout=self._task_timeout,
+                    managed_by=ManagedBy(marker.namespace, MANAGED_BY_TYPE),
+                    marks={
+                        OWNER_KEY: marker.namespace,
+                        AGENCY_KEY: marker.agency,
+                        AGENT_KEY: marker.agent,
+                        AGENCY_NAME_KEY: marker.agency_name,
+                        IMPORT_KEY: uuid.uuid4().hex,
+                    },
                 )
                 self._configure(result.vm, name, ovf_url, descriptor, values, marker)
         except AgentvmError as exc:
@@ -417,7 +437,9 @@ class VSphereInfrastructure:
                 OWNER_KEY: marker.namespace,
                 AGENCY_KEY: marker.agency,
                 AGENT_KEY: marker.agent,
+                AGENCY_NAME_KEY: marker.agency_name,
                 OVF_URL_KEY: ovf_url,
+                IMPORT_KEY: "",  # configured: a whole agent VM from now on (an empty value removes the key)
             }
         )
         try:

@@ -36,7 +36,7 @@ from agentvm.vsphere.collector import read_one
 from agentvm.vsphere.faults import fault_name
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.tasks import wait_for_task
-from agentvm.vsphere.vms import destroy
+from agentvm.vsphere.vms import destroy, find_marked
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,8 @@ def import_ovf(
     placement: Placement,
     properties: Mapping[str, str],
     timeout: float = 300.0,
+    managed_by: ManagedBy | None = None,
+    marks: Mapping[str, str] | None = None,
 ) -> ImportResult:
     """Import the package as VM ``name`` on ``placement.host``; the VM is left powered off.
 
@@ -228,11 +230,29 @@ def import_ovf(
     HttpNfcLeaseComplete. Raises OvfDescriptorError (vCenter rejects the descriptor), OvfDownloadError (a
     file of the package cannot be downloaded) or the session's agentvm errors; in every failure case the
     lease is aborted and any VM it created is deleted first.
+
+    ``managed_by`` and ``marks`` (extraConfig) go into the import spec itself, so the VM carries them from
+    the moment ImportVApp creates it. ImportVApp creates the VM before it hands out the lease, and can fail
+    after that (vcsim 0.24.2 does, for a name with a ``/``): with no lease there is no entity to delete,
+    so the VM is then found by ``marks`` (give them a value unique to this import) and deleted. Without
+    ``managed_by`` and ``marks`` such a VM cannot be found, and is left behind.
     """
     spec = _import_spec(session, descriptor, name, placement, properties)
+    config = spec.importSpec.configSpec
+    if marks:
+        config.extraConfig = [
+            *(config.extraConfig or ()),
+            *(vim.option.OptionValue(key=k, value=v) for k, v in marks.items()),
+        ]
+    if managed_by is not None:
+        config.managedBy = vim.ext.ManagedByInfo(extensionKey=managed_by.extension_key, type=managed_by.type)
     pool = session.mo(placement.pool)
-    lease = pool.ImportVApp(spec.importSpec, session.mo(placement.folder), session.mo(placement.host))
     what = f"import of {name} from {descriptor.url}"
+    try:
+        lease = pool.ImportVApp(spec.importSpec, session.mo(placement.folder), session.mo(placement.host))
+    except BaseException:
+        _remove_marked(session, managed_by, marks, name)
+        raise
     entity: MoRef | None = None
     try:
         info = nfc.wait_until_ready(session, lease, what=what, timeout=timeout)
@@ -245,6 +265,8 @@ def import_ovf(
         nfc.abort(lease)
         if entity is not None:
             _remove_half_deployed(session, entity, name)
+        else:
+            _remove_marked(session, managed_by, marks, name)
         raise
     return ImportResult(entity, MappingProxyType(uploaded))
 
@@ -315,6 +337,22 @@ def _upload_files(
         done += sent
         nfc.progress(lease, int(100 * done / total))
     return uploaded
+
+
+def _remove_marked(
+    session: Session, managed_by: ManagedBy | None, marks: Mapping[str, str] | None, name: str
+) -> None:
+    """Delete the VMs a failed import created but did not name (found by their marks). Never raises."""
+    if managed_by is None or not marks:
+        return
+    try:
+        found = find_marked(session, managed_by.extension_key, marks)
+    except AgentvmError as exc:
+        log.error("could not look for the VM of a failed import of %s: %s; look for it by hand", name, exc)
+        return
+    for vm in found:
+        log.info("deleting %s, created by a failed import of %s", vm, name)
+        _remove_half_deployed(session, vm, name)
 
 
 def _remove_half_deployed(session: Session, vm: MoRef, name: str) -> None:

@@ -14,7 +14,7 @@ from pyVmomi import vim
 from agentvm.model.agency import MoRef
 from agentvm.model.errors import ConfigurationError, NotFoundError
 from agentvm.model.inventory import VmPowerState
-from agentvm.vsphere.collector import read_one
+from agentvm.vsphere.collector import PC, container_view, paged, property_spec, read_one, view_filter_spec
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.tasks import wait_for_task
 
@@ -89,3 +89,37 @@ def ensure_extra_config(
     task = _vm(session, vm).ReconfigVM_Task(spec=spec)
     wait_for_task(session, task, what=f"reconfigure extraConfig of {label or vm.value}", timeout=timeout)
     return True
+
+
+def find_marked(session: Session, extension_key: str, marks: Mapping[str, str]) -> list[MoRef]:
+    """Every VM managed by ``extension_key`` whose extraConfig holds all of ``marks`` (key = value).
+
+    Two bulk reads whatever the inventory size: ``config.managedBy`` of every VM, then ``config.extraConfig``
+    of those managed by the key. Used after a failed import that named no VM (``ovf.import_ovf``) to find
+    what vCenter created anyway. A key set twice (vcsim appends instead of replacing) counts as its last
+    value, as vCenter would have replaced it.
+    """
+    with container_view(session, [vim.VirtualMachine]) as view:
+        spec = view_filter_spec(view, [property_spec(vim.VirtualMachine, ["config.managedBy"])])
+        with paged(session, spec) as items:
+            candidates = [
+                o.obj
+                for o in items
+                if getattr(o.get("config.managedBy"), "extensionKey", None) == extension_key
+            ]
+    if not candidates:
+        return []
+    spec = PC.FilterSpec(
+        objectSet=[PC.ObjectSpec(obj=obj, skip=False) for obj in candidates],
+        propSet=[property_spec(vim.VirtualMachine, ["config.extraConfig"])],
+    )
+    found: list[MoRef] = []
+    with paged(session, spec) as items:
+        for item in items:
+            values = {
+                str(o.key): "" if o.value is None else str(o.value)
+                for o in item.get("config.extraConfig") or ()
+            }
+            if all(values.get(k) == v for k, v in marks.items()):
+                found.append(MoRef(str(item.obj._wsdlName), str(item.obj._moId)))
+    return found
