@@ -4,25 +4,32 @@ Engine end to end."""
 
 from __future__ import annotations
 
+import functools
+import shutil
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agentvm.core.agent_state import VmMarker
+from agentvm.core.heal import Backoff
 from agentvm.engine.api import Caller, InvalidUrl
 from agentvm.engine.infra import OvfInvalid, OvfUnreachable
 from agentvm.engine.manager import Engine
 from agentvm.engine.vsphere_infra import VSphereInfrastructure
-from agentvm.lab.packages import PackageServer
+from agentvm.lab.packages import PackageServer, examples_dir
 from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo
 from agentvm.model.agency import (
     AgencyConfig,
     AgentConfig,
     GoalState,
+    IssueKind,
     MoRef,
     OvfProperty,
     PowerState,
@@ -449,3 +456,167 @@ def test_engine_deploys_one_agent_per_host_over_two_clusters(world: World) -> No
         assert {
             c.key._moId for c in config_ex.dasVmConfig if c.dasSettings.restartPriority == "highest"
         } == ours
+
+
+# ------------------------------------------------------------------------------------------ failed deploys
+
+
+class _CutOffHandler(SimpleHTTPRequestHandler):
+    """Serves the examples, but every disk (``.vmdk``) stops after half its announced bytes."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if not self.path.endswith(".vmdk"):
+            super().do_GET()
+            return
+        data = (examples_dir() / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+@pytest.fixture
+def cut_off_packages() -> Iterator[str]:
+    """A package server that drops every disk download half-way (the import fails after ImportVApp)."""
+    handler = functools.partial(_CutOffHandler, directory=str(examples_dir()))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+FAST_RETRY = Backoff(base=0.05, factor=2.0, cap=0.2, jitter=0.25, max_attempts=3)
+
+
+def agency_for(inv: InventorySnapshot, url: str, **changes: object) -> AgencyConfig:
+    t = target(inv)
+    return AgencyConfig(
+        agency_name="hello",
+        agent_configs=(AgentConfig(ovf_package_url=url),),
+        scope=(inv.clusters[0].moref,),
+        agent_vm_datastores=(t.datastore,),
+        agent_vm_networks=(t.network,),
+    ).with_(**changes)
+
+
+def step_until(engine: Engine, done: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Drive the engine as its callers do (step, else wait for work) until ``done()``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if not engine.step():
+            engine.wait_for_work(0.2)
+
+
+def all_vms(session: Session) -> list[tuple[str, MoRef]]:
+    return sorted((vm.name, vm.moref) for vm in read_inventory(session, kinds={"vms"}).vms)
+
+
+def test_an_agent_name_with_a_slash_gives_one_escaped_vm_per_host_and_nothing_else(
+    vcsim_factory: Callable[..., VcsimInfo], packages: tuple[str, str]
+) -> None:
+    # vcsim 0.24.2 cannot make the VM directory of "bad/name" and leaves a VM with no name, config or host
+    # that no call can delete: the engine must give vCenter the name it would store ("bad%2fname")
+    info = vcsim_factory(clusters=1, hosts=2)
+    with connect(info) as session, VSphereInfrastructure(session, watch_max_wait=1) as infra:
+        inv = read_inventory(session)
+        before = all_vms(session)
+        engine = Engine(infra, namespace=NAMESPACE, retry=FAST_RETRY)
+        agency = engine.create_agency(
+            Caller("administrator@vsphere.local"),
+            agency_for(inv, f"{packages[0]}/{HELLO}", agent_name="bad/name"),
+            GoalState.ENABLED,
+        )
+        start = session.stats.snapshot()
+
+        step_until(engine, lambda: engine.agency_runtime(agency).status is Status.GREEN, "green")
+
+        imports = (session.stats.snapshot() - start)["ImportVApp"]
+        after = all_vms(session)
+    assert imports == 2, "one import per host, none retried"
+    new = [name for name, _ in after if (name, _) not in before]
+    assert sorted(new) == ["bad%2fname (1)", "bad%2fname (2)"]
+    assert len(after) == len(before) + 2, "nothing else left in vCenter"
+
+
+def test_an_import_cut_off_half_way_backs_off_gives_up_and_leaves_no_vm(
+    vcsim_factory: Callable[..., VcsimInfo], cut_off_packages: str
+) -> None:
+    info = vcsim_factory(clusters=1, hosts=1)
+    with connect(info) as session, VSphereInfrastructure(session, watch_max_wait=1) as infra:
+        inv = read_inventory(session)
+        before = all_vms(session)
+        engine = Engine(infra, namespace=NAMESPACE, retry=FAST_RETRY)
+        agency = engine.create_agency(
+            Caller("administrator@vsphere.local"),
+            agency_for(inv, f"{cut_off_packages}/{HELLO}"),
+            GoalState.ENABLED,
+        )
+        start = session.stats.snapshot()
+
+        def gave_up() -> bool:
+            return any(i.kind is IssueKind.OVF_INVALID_FORMAT for i in engine.query_issues(agency))
+
+        step_until(engine, gave_up, "the engine to give up with OvfInvalidFormat")
+        calls = session.stats.snapshot() - start
+        assert calls["ImportVApp"] == FAST_RETRY.max_attempts, "retried with backoff, then given up"
+        assert calls["HttpNfcLeaseAbort"] == FAST_RETRY.max_attempts, "every lease aborted"
+        (issue,) = engine.query_issues(agency)
+        assert f"gave up after {FAST_RETRY.max_attempts} failed attempts" in issue.detail["error"][0]
+        assert all_vms(session) == before, "every half-imported VM deleted"
+        # given up: no more attempts, however long it is left (a step with nothing to do costs nothing)
+        for _ in range(20):
+            engine.step()
+        assert (session.stats.snapshot() - start)["ImportVApp"] == FAST_RETRY.max_attempts
+
+        # Resolve arms it again: the same number of attempts, the issue again, still no VM
+        engine.resolve(agency, [issue.key])
+        step_until(
+            engine,
+            lambda: (
+                gave_up() and (session.stats.snapshot() - start)["ImportVApp"] >= 2 * FAST_RETRY.max_attempts
+            ),
+            "a second round after Resolve",
+        )
+        assert (session.stats.snapshot() - start)["ImportVApp"] == 2 * FAST_RETRY.max_attempts
+        assert all_vms(session) == before
+
+
+def test_a_disk_that_404s_is_cannot_access_agent_ovf_and_leaves_no_vm(
+    vcsim_factory: Callable[..., VcsimInfo], tmp_path: Path
+) -> None:
+    (tmp_path / "hello-agent").mkdir()
+    shutil.copy(examples_dir() / HELLO, tmp_path / HELLO)  # the descriptor, not its disk
+    server = PackageServer(tmp_path).start()
+    info = vcsim_factory(clusters=1, hosts=1)
+    try:
+        with connect(info) as session, VSphereInfrastructure(session, watch_max_wait=1) as infra:
+            inv = read_inventory(session)
+            before = all_vms(session)
+            engine = Engine(infra, namespace=NAMESPACE, retry=FAST_RETRY)
+            agency = engine.create_agency(
+                Caller("administrator@vsphere.local"),
+                agency_for(inv, f"{server.url}/{HELLO}"),
+                GoalState.ENABLED,
+            )
+            start = session.stats.snapshot()
+            step_until(engine, lambda: bool(engine.query_issues(agency)), "an issue")
+            for _ in range(20):
+                engine.step()
+            (issue,) = engine.query_issues(agency)
+            assert issue.kind is IssueKind.CANNOT_ACCESS_AGENT_OVF
+            assert "HTTP 404" in str(issue.detail["error"])
+            assert (session.stats.snapshot() - start)["ImportVApp"] == 1, "latched until Resolve"
+            assert all_vms(session) == before
+    finally:
+        server.stop()

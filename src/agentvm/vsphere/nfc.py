@@ -144,18 +144,26 @@ def upload(
                 break
             conn.send(chunk)
             sent += len(chunk)
+        if sent != size:
+            # vCenter still waits for the rest of the announced body: do not wait for its answer (that
+            # would sit out ``timeout``), end the upload now (the connection is closed below)
+            raise TransientError(
+                f"upload to {parts.path}: the source ended after {sent} of {size} bytes; retry"
+            )
         response = conn.getresponse()
         body = response.read(2048)
     except AgentvmError:
         raise
+    except http.client.IncompleteRead as exc:
+        raise TransientError(
+            f"upload to {parts.path}: the source ended after {sent + len(exc.partial)} of {size} bytes; retry"
+        ) from exc
     except (OSError, http.client.HTTPException) as exc:
         raise to_agentvm_error(
             exc, url=session.url, what=f"upload to the import lease ({parts.path})"
         ) from exc
     finally:
         conn.close()
-    if sent != size:
-        raise TransientError(f"upload to {parts.path}: the source ended after {sent} of {size} bytes; retry")
     if response.status >= 300:
         detail = body.decode("utf-8", "replace").strip()[:200]
         raise TransientError(
