@@ -4,16 +4,12 @@ Engine end to end."""
 
 from __future__ import annotations
 
-import functools
 import shutil
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -41,6 +37,7 @@ from agentvm.vsphere import hosts, vms
 from agentvm.vsphere.collector import read_one
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
+from tests.support.packages import cut_off_server
 
 pytestmark = pytest.mark.lab
 
@@ -461,38 +458,11 @@ def test_engine_deploys_one_agent_per_host_over_two_clusters(world: World) -> No
 # ------------------------------------------------------------------------------------------ failed deploys
 
 
-class _CutOffHandler(SimpleHTTPRequestHandler):
-    """Serves the examples, but every disk (``.vmdk``) stops after half its announced bytes."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        if not self.path.endswith(".vmdk"):
-            super().do_GET()
-            return
-        data = (examples_dir() / self.path.lstrip("/")).read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data[: len(data) // 2])
-        self.wfile.flush()
-        self.close_connection = True
-
-
 @pytest.fixture
 def cut_off_packages() -> Iterator[str]:
     """A package server that drops every disk download half-way (the import fails after ImportVApp)."""
-    handler = functools.partial(_CutOffHandler, directory=str(examples_dir()))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with cut_off_server() as url:
+        yield url
 
 
 FAST_RETRY = Backoff(base=0.05, factor=2.0, cap=0.2, jitter=0.25, max_attempts=3)

@@ -17,7 +17,9 @@ import pytest
 from pyVim.connect import Connect, Disconnect
 from pyVmomi import SoapStubAdapter, eam, vim, vmodl
 
+from agentvm.core.heal import Backoff
 from agentvm.lab.world import Lab, LabInfo
+from tests.support.packages import cut_off_server
 
 pytestmark = pytest.mark.lab
 
@@ -372,3 +374,59 @@ def test_a_restarted_eam_has_the_same_agencies_agents_and_issues(world: World) -
     assert after == before
     agency.ResolveAll()
     wait_until("green again", lambda: green(agency, 6))
+
+
+# ------------------------------------------------------------------------------------------ failed deploys
+# Through EAM SOAP only (the spec, which may refuse such input first, is not involved): what the lab's EAM
+# leaves in vCenter when a deploy fails.
+
+FAST_RETRY = Backoff(base=0.05, factor=2.0, cap=0.2, jitter=0.25, max_attempts=3)
+
+
+def test_an_agent_name_with_a_slash_gets_one_vm_per_host_and_leaves_nothing_else(world: World) -> None:
+    before = world.names(vim.VirtualMachine)
+    cfg = config(world, clusters=world.objects(vim.ClusterComputeResource)[:1])
+    cfg.agentName = "bad/name"
+
+    agency = world.eam.CreateAgency(cfg, "enabled")
+    wait_until("3 green agents", lambda: green(agency, 3))
+
+    after = world.names(vim.VirtualMachine)
+    assert len(after) == len(before) + 3, after
+    assert sorted(set(after) - set(before)) == ["bad%2fname (1)", "bad%2fname (2)", "bad%2fname (3)"]
+    assert agency.QueryIssue() == []
+
+
+def test_an_import_cut_off_half_way_gives_up_with_ovf_invalid_format_and_leaves_no_vm(world: World) -> None:
+    assert world.lab.eam is not None and world.lab.eam.engine is not None
+    world.lab.eam.engine.retry = FAST_RETRY  # the default waits minutes before it gives up
+    before = world.names(vim.VirtualMachine)
+    with cut_off_server() as packages:
+        cfg = config(
+            world,
+            ovf=f"{packages}/hello-agent/hello-agent.ovf",
+            clusters=world.objects(vim.ClusterComputeResource)[:1],
+        )
+        agency = world.eam.CreateAgency(cfg, "enabled")
+
+        def given_up() -> list[Any]:
+            issues = [i for i in agency.QueryIssue() if isinstance(i, eam.issue.OvfInvalidFormat)]
+            return issues if len(issues) == 3 else []
+
+        first = wait_until("OvfInvalidFormat on the 3 agents", given_up)
+        for issue in first:
+            assert f"gave up after {FAST_RETRY.max_attempts} failed attempts" in issue.error[0].msg
+        assert world.names(vim.VirtualMachine) == before, "every half-imported VM deleted"
+        assert agency.AgencyQueryRuntime().status == "red"
+
+        # Resolve arms the engine again: another round of attempts, the issue again, still no VM
+        agency.Resolve([i.key for i in first])
+        old = {i.key for i in first}
+
+        def raised_again() -> list[Any]:
+            issues = given_up()
+            return issues if old.isdisjoint(i.key for i in issues) else []
+
+        again = wait_until("OvfInvalidFormat again after Resolve", raised_again)
+        assert len(again) == 3
+        assert world.names(vim.VirtualMachine) == before
