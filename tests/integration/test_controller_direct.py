@@ -8,6 +8,7 @@ separate vCenter session. Restarting it on the same state dir must neither redep
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,9 @@ from pathlib import Path
 import httpx
 import jsonschema
 import pytest
+from typer.testing import CliRunner, Result
 
+from agentvm.cli.main import app
 from agentvm.cli.run import DirectEngine, engine_state_file, open_direct_engine
 from agentvm.controller.run import Controller
 from agentvm.controller.status import status_schema
@@ -25,6 +28,7 @@ from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.errors import ConfigurationError
 from agentvm.model.inventory import VirtualMachine, VmPowerState
 from agentvm.spec import load_spec
+from agentvm.vsphere.extensions import find_extension
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.vms import ensure_powered_off
@@ -214,3 +218,52 @@ def test_agentvm_run_backend_direct_keeps_its_state_in_state_dir_across_processe
         finally:
             process.kill()
     assert seen[0] == seen[1], "the second process adopted the first one's agents: none redeployed"
+
+
+def destroy_cli(direct: Direct, *args: str) -> Result:
+    """``agentvm destroy --backend direct`` in-process, with the test's vCenter and package server."""
+    env = {**direct.env, "AGENTVM_STATE_DIR": str(direct.state_dir), "COLUMNS": "250"}
+    spec = str(EXAMPLES / "contrail.yaml")
+    return CliRunner().invoke(app, ["destroy", "-f", spec, "--yes", "--backend", "direct", *args], env=env)
+
+
+def test_a_lost_state_dir_adopts_every_agent_redeploys_none_and_destroy_removes_them(direct: Direct) -> None:
+    controller = direct.start()
+    vms = wait_for(lambda: green(direct, controller), "six agents green through the engine", 180)
+    before = {v.moref: v.host for v in vms}
+    addresses = status_addresses(controller)
+    assert len(addresses) == 6
+    direct.stop()
+
+    shutil.rmtree(direct.state_dir)  # the engine's memory is gone; vCenter still has the agent VMs
+    controller = direct.start()
+    engine = direct.running[-1][1]
+    vms = wait_for(lambda: green(direct, controller), "green again with a fresh state dir", 120)
+
+    assert {v.moref: v.host for v in vms} == before, "the same VM on each host: adopted"
+    assert engine.session.stats.snapshot()["ImportVApp"] == 0, "nothing redeployed"
+    assert engine.session.stats.snapshot()["Destroy_Task"] == 0, "nothing deleted"
+    assert status_addresses(controller) == addresses, "each host keeps its address"
+    assert len(direct.agent_vms()) == 6
+    direct.stop()
+
+    result = destroy_cli(direct)
+    assert result.exit_code == 0, result.output
+    assert "uninstalled agency contrail" in result.output
+    assert direct.agent_vms() == [], "destroy --backend direct removes every agent VM"
+    assert find_extension(direct.session, "org.tungsten.agentvm") is None
+
+
+def test_destroy_with_the_direct_backend_and_a_lost_state_dir_removes_every_agent_vm(direct: Direct) -> None:
+    controller = direct.start()
+    wait_for(lambda: green(direct, controller), "six agents green through the engine", 180)
+    direct.stop()
+    shutil.rmtree(direct.state_dir)
+
+    result = destroy_cli(direct)
+
+    assert result.exit_code == 0, result.output
+    assert "removing the agent VMs of agency contrail" in result.output
+    assert direct.agent_vms() == [], "found by their owner marker and deleted"
+    again = destroy_cli(direct)
+    assert again.exit_code == 0, again.output

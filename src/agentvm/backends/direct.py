@@ -164,3 +164,32 @@ class DirectBackend(AgencyBackend):
     def wait_for_work(self, timeout: float) -> bool:
         """Block up to ``timeout`` s until the engine has work (an API call or a vSphere change)."""
         return self.engine.wait_for_work(timeout)
+
+    # -- destroy (``agentvm destroy --backend direct``): the caller ticks until ``removed`` -----------------
+
+    def remove(self, name: str) -> str:
+        """Start removing agency ``name`` and every agent VM of it; returns what was started.
+
+        An agency the engine knows is uninstalled (then destroyed by ``finish_removal``); one it does not
+        know (its state was lost) has its VMs, found by their owner marker, deleted by a purge.
+        """
+        if self.find(name) is not None:
+            self.uninstall(name)
+            return f"uninstalled agency {name}"
+        self.engine.purge_unclaimed(self.caller, name)
+        return f"removing the agent VMs of agency {name}"
+
+    def finish_removal(self, name: str) -> bool:
+        """Destroy agency ``name`` once its agents are gone; True when nothing of it is left.
+
+        Nothing left: the engine forgot the agency, no purge of its name is pending, and no VM the engine
+        owns carries its name.
+        """
+        status = self.observe(name)
+        if status is not None:
+            gone = all(a.vm is None for a in status.agents)
+            if status.goal_state is GoalState.UNINSTALLED and status.green and gone:
+                self.destroy(name)
+            return False
+        state = self.engine.state
+        return name not in state.purge and self.engine.owned_vms(name) == 0

@@ -2,16 +2,24 @@
 
 EAM's order (EAM.md section 2): Uninstall → wait until green → DestroyAgency; then the extension goes.
 It asks first, unless ``--yes``; without a terminal to ask on and without ``--yes`` it refuses.
+
+``--backend direct`` does the same through agentvm's own engine on its ``--state-dir`` (as ``run --backend
+direct``), driving it until every agent VM is gone; an agency whose engine state was lost is removed by the
+owner marker its VMs carry.
 """
 
 from __future__ import annotations
 
 import sys
+import time
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
 from agentvm.cli.output import console, fail
+from agentvm.cli.run import STATE_DIR_ENV, BackendKind, default_state_dir, open_direct_engine
 from agentvm.cli.solution import (
     ConnectionFlags,
     ProgressView,
@@ -22,7 +30,11 @@ from agentvm.cli.solution import (
     load,
     session_for,
 )
-from agentvm.controller.solution import DEFAULT_TIMEOUT, Solution
+from agentvm.controller.solution import DEFAULT_TIMEOUT, DestroyReport, Solution
+from agentvm.model.desired import DesiredState
+from agentvm.model.errors import TransientError
+from agentvm.vsphere.extensions import unregister_extension
+from agentvm.vsphere.session import Session
 
 
 @guard
@@ -30,6 +42,18 @@ def destroy(
     file: SpecFile,
     yes: Yes = False,
     timeout: Timeout = DEFAULT_TIMEOUT,
+    backend: Annotated[
+        BackendKind,
+        typer.Option("--backend", help="eam: vCenter's EAM; direct: agentvm's own engine (as run used)."),
+    ] = BackendKind.EAM,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            envvar=STATE_DIR_ENV,
+            help="Where --backend direct keeps its engine's state (default ~/.local/state/agentvm).",
+        ),
+    ] = None,
     url: Url = None,
     username: Username = None,
     password_file: PasswordFile = None,
@@ -47,12 +71,16 @@ def destroy(
         if not typer.confirm(f"Remove {what}?", default=False):
             fail("nothing destroyed", 1)
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
-    with (
-        session_for(desired, flags) as session,
-        Solution(desired, session) as solution,
-        ProgressView() as view,
-    ):
-        report = solution.destroy(timeout=timeout, on_progress=view)
+    if backend is BackendKind.DIRECT:
+        with session_for(desired, flags) as session:
+            report = destroy_direct(desired, session, state_dir or default_state_dir(), timeout=timeout)
+    else:
+        with (
+            session_for(desired, flags) as session,
+            Solution(desired, session) as solution,
+            ProgressView() as view,
+        ):
+            report = solution.destroy(timeout=timeout, on_progress=view)
     if not report.actions:
         console.print("nothing to destroy", highlight=False)
     for action in report.actions:
@@ -60,3 +88,36 @@ def destroy(
     console.print(
         f"{report.seconds:.2f} s, {report.vim_calls} vim25 + {report.eam_calls} EAM calls", style="dim"
     )
+
+
+def destroy_direct(
+    desired: DesiredState, session: Session, state_dir: Path, *, timeout: float = DEFAULT_TIMEOUT
+) -> DestroyReport:
+    """Remove the spec's agencies and their agent VMs through the direct backend's engine, then unregister
+    the extension. Called by ``destroy --backend direct`` (and tests). Takes the engine's state-dir lock,
+    so it refuses while an ``agentvm run --backend direct`` holds it. Raises TransientError when agent VMs
+    are still there after ``timeout`` seconds (the extension is then left in place)."""
+    started = time.monotonic()
+    direct = open_direct_engine(session.conn, desired, state_dir, timeout=min(timeout, 30.0))
+    try:
+        backend = direct.backend
+        backend.tick()  # observe first: which agencies and VMs exist
+        actions = [backend.remove(spec.name) for spec in desired.agencies]
+        pending = [spec.name for spec in desired.agencies]
+        deadline = started + timeout
+        while pending:
+            if not backend.tick():
+                backend.wait_for_work(0.5)
+            pending = [name for name in pending if not backend.finish_removal(name)]
+            if pending and time.monotonic() > deadline:
+                left = sum(direct.backend.engine.owned_vms(name) for name in pending)
+                raise TransientError(
+                    f"{left} agent VM(s) of {', '.join(pending)} still there after {timeout:.0f} s; see "
+                    "agentvm status and run destroy again"
+                )
+        vim_calls = direct.session.stats.total
+    finally:
+        direct.close()
+    if unregister_extension(session, desired.solution.key, missing_ok=True):
+        actions.append(f"unregistered extension {desired.solution.key}")
+    return DestroyReport(tuple(actions), time.monotonic() - started, vim_calls + session.stats.total, 0)

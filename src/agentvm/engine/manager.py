@@ -403,6 +403,12 @@ class Engine:
             self._state = agent_ops.purge(self._state, agency_name)
             self._changed()
 
+    def owned_vms(self, agency_name: str) -> int:
+        """How many VMs carrying this engine's marker for agency ``agency_name`` the last step saw."""
+        with self._lock:
+            vms = self._obs.vms if self._obs is not None else ()
+            return sum(1 for v in vms if v.marker.agency_name == agency_name)
+
     def add_issue(self, agency: str, issue: Issue) -> Issue:
         with self._lock:
             self._agency(agency)
