@@ -6,8 +6,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agentvm.core.agent_state import VmMarker
+from agentvm.core import agent_ops
+from agentvm.core.agent_state import DeployVm, EngineState, Failed, VmMarker, retry_for
+from agentvm.core.agents import reconcile
 from agentvm.core.heal import Backoff
 from agentvm.engine.api import (
     Caller,
@@ -619,6 +623,13 @@ def test_a_lost_state_adopts_the_marked_vms_by_agency_name_and_host_and_redeploy
     assert infra.calls["deploy_agent_vm"] == deploys, "nothing redeployed"
     assert fresh.agency_runtime(agency).status is Status.GREEN
     assert all(v.power is PowerState.POWERED_ON for v in infra.vms.values())
+    # a VM deployed later gets a number none of the adopted ones has (vCenter refuses duplicate names)
+    assert agents[0].vm is not None
+    infra.delete_vm(agents[0].vm)
+    fresh.run_until_quiet()
+    fresh.resolve_all(agency)
+    fresh.run_until_quiet()
+    assert sorted(v.name for v in infra.vms.values()) == [f"hello-agent ({n})" for n in (2, 3, 4)]
 
 
 def test_a_lost_state_never_adopts_another_agencys_vms(infra: FakeInfra, tmp_path: Path) -> None:
@@ -809,3 +820,46 @@ def test_add_issue_sets_key_and_time_and_resolve_drops_it(infra: FakeInfra) -> N
     assert engine.resolve(agency, [stored.key]) == []
     assert engine.query_issues(agency) == []
     assert engine.query_issues(None) == [] and engine.resolve(None, [stored.key]) == [stored.key]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    base=st.floats(0.01, 10.0),
+    factor=st.floats(1.3, 4.0),
+    cap_ratio=st.floats(1.0, 100.0),
+    jitter=st.floats(0.0, 0.29),
+    max_attempts=st.integers(1, 8),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_retries_are_jittered_exponential_capped_never_shorter_and_end_in_one_issue(
+    base: float, factor: float, cap_ratio: float, jitter: float, max_attempts: int, seed: int
+) -> None:
+    retry = Backoff(base=base, factor=factor, cap=base * cap_ratio, jitter=jitter, max_attempts=max_attempts)
+    infra = FakeInfra()
+    cluster = infra.add_cluster(1)
+    state, _ = agent_ops.add_agency(
+        EngineState(namespace="ns"), config(cluster), GoalState.ENABLED, SOLUTION.user
+    )
+    now = clock()
+    plan = reconcile(state, infra.observe([cluster]), now)
+    (action,) = plan.actions
+    assert isinstance(action, DeployVm)
+    state, previous = plan.state, 0.0
+    for attempt in range(1, max_attempts + 1):
+        state = agent_ops.record(state, action, Failed("cut off"), now, retry=retry, seed=seed)
+        held = retry_for(state.retries, action)
+        assert held is not None and held.attempts == attempt
+        delay = (held.not_before - now).total_seconds()
+        raw = base * factor ** (attempt - 1)
+        assert min(retry.cap, raw) - 1e-6 <= delay <= min(retry.cap, raw * (1 + jitter)) + 1e-6
+        assert delay >= previous - 1e-6, "never shorter than the one before"
+        previous = delay
+        assert held.gave_up is (attempt == max_attempts)
+        later = reconcile(state, infra.observe([cluster]), held.not_before)
+        early = reconcile(state, infra.observe([cluster]), held.not_before - timedelta(microseconds=1))
+        assert not any(isinstance(a, DeployVm) for a in early.actions), "held until due"
+        due = [a for a in later.actions if isinstance(a, DeployVm)]
+        assert len(due) == (0 if held.gave_up else 1), "due: tried again, unless given up"
+        assert early.wake_at == (None if held.gave_up else held.not_before)
+    issues = agent_ops.issues_of(state, action.agency)
+    assert [i.kind for i in issues] == [IssueKind.OVF_INVALID_FORMAT]

@@ -187,6 +187,12 @@ def reconcile(state: EngineState, obs: Observation, now: datetime) -> Plan:
     return Plan(new_state, tuple(actions), agent_status, agency_status, wake_at)
 
 
+def _vm_number(name: str) -> int:
+    """N of a VM named ``<agentName> (N)``; 0 for any other name."""
+    head, _, tail = name.rpartition(" (")
+    return int(tail[:-1]) if head and tail.endswith(")") and tail[:-1].isdigit() else 0
+
+
 def _belongs(marker: VmMarker, agency: AgencyState) -> bool:
     """Whether a VM with ``marker`` is ``agency``'s: by name (ids start over when a state is lost), or by
     id for VMs that carry no name."""
@@ -436,6 +442,8 @@ class _AgentPass:
             if found:
                 v = found[0]
                 self.ctx.claimed.add(v.vm)
+                # later VMs of the agency must not reuse its number: vCenter refuses a duplicate name
+                self.ctx.vm_counter = max(self.ctx.vm_counter, _vm_number(v.name))
                 a = a.with_(
                     vm=v.vm,
                     vm_name=v.name,
