@@ -156,7 +156,7 @@ def _record_failure(
     found = state.find_agent(action.agent) if action.agent is not None else None
     if kind == DESTROY or found is None or attempts < retry.max_attempts:
         return state.with_(retries=(*state.retries, entry))
-    error = f"gave up after {attempts} failed attempts; the last: {outcome.error}"
+    error = f"gave up after {attempts} failed attempts (Resolve tries again); the last: {outcome.error}"
     entry = entry.with_(gave_up=True, error=error)
     state = state.with_(retries=(*state.retries, entry))
     if isinstance(action, DeployVm):

@@ -17,7 +17,12 @@ Rules carried out here (each as EAM behaves, or marked [I] where EAM.md says the
 - host disconnected → ManagedHostNotReachable, which clears by itself when the host is back;
 - a new OVF URL → rolling upgrade, one host at a time per agency;
 - issues clear by themselves when their condition is gone, and keys come from a counter that never goes
-  back, so a key is never reused.
+  back, so a key is never reused;
+- an action that failed for a transient reason is held back until its retry is due (``Plan.wake_at``), and
+  an agent whose power operation the engine gave up on has InvalidConfig until Resolve;
+- VMs with this engine's marker: a half-deployed one is deleted; one of a known agency that no agent holds
+  is adopted by the agent of its host (by agency name: ids start over when the state is lost) or deleted;
+  one of an agency this engine does not know is kept, unless its name is being purged.
 """
 
 from __future__ import annotations

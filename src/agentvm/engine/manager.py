@@ -8,6 +8,13 @@ call, no action left) costs one ``generation()`` call.
 
 API calls and ``step`` may come from different threads: the state is guarded by a lock that is never held
 across a vSphere call. State is saved to a JSON file (``engine.store``) after every change.
+
+An action that fails for a transient reason (``InfraError``) is held back with jittered, capped exponential
+backoff (``retry``, a ``core.heal.Backoff``; the decision is ``core.agent_ops.record``'s, the clock is
+this engine's): ``wait_for_work`` wakes when the retry falls due. After ``retry.max_attempts`` failures
+the engine gives up with an issue on the agent — OvfInvalidFormat for a deploy, InvalidConfig for a power
+operation — and Resolve arms it again. Deleting a VM is retried every ``retry.cap`` seconds at most, never
+given up.
 """
 
 from __future__ import annotations

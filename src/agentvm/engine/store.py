@@ -8,7 +8,10 @@ job), pending hooks, latched issues and the issue-key counter. That is what EAM 
 vCenter remains the source of truth for what exists: on start the engine re-reads its marked VMs
 (``Infrastructure.find_owned_vms``) and every reconcile checks the file's memory against them — a VM
 deleted while the engine was down becomes VmNotDeployed, a VM deployed but not yet recorded is adopted, a
-VM of a forgotten agency is deleted.
+half-deployed VM (its import never finished) is deleted. Losing the file loses no VM: a VM of an agency
+the file does not know is kept, and adopted (same host, same VM, same address) when an agency of its name
+is created again; ``destroy --backend direct`` deletes such VMs by their marker. The file also keeps the
+retries held back after transient failures, so a restart does not retry at once.
 
 Written with write-to-temp + fsync + rename, so a crash leaves the old file or the new one, never half.
 """
