@@ -60,6 +60,7 @@ class FakeInfra:
         self.refused: set[str] = set()  # OVF URLs whose import vCenter refuses (a plain DeployError)
         self.flaky: set[str] = set()  # OVF URLs whose import fails for a transient reason (InfraError)
         self.power_fails: set[MoRef] = set()  # VMs whose power-on/off fails for a transient reason
+        self.down = False  # vCenter unreachable: observe fails
         self.calls: Counter[str] = Counter()
         self.power_log: list[tuple[str, MoRef]] = []  # ("on"/"off"/"deploy"/"destroy", vm) in order
 
@@ -172,6 +173,8 @@ class FakeInfra:
     # ------------------------------------------------------------------------------- Infrastructure
     def observe(self, scope: Collection[MoRef]) -> Observation:
         self.calls["observe"] += 1
+        if self.down:
+            raise InfraError("vCenter does not answer")
         wanted = {cr: tuple(self.clusters[cr]) for cr in scope if cr in self.clusters}
         hosts = {h: self.hosts[h] for hs in wanted.values() for h in hs}
         return Observation(

@@ -13,6 +13,7 @@ import pytest
 from agentvm.backends.base import AgencyStatus, ApplyAction
 from agentvm.backends.direct import DirectBackend
 from agentvm.core.agent_state import Observation
+from agentvm.core.heal import Backoff
 from agentvm.engine.api import Caller
 from agentvm.engine.infra import InfraError
 from agentvm.engine.manager import Engine
@@ -226,10 +227,12 @@ def test_tick_is_transient_when_vsphere_cannot_be_observed(
 ) -> None:
     cluster = infra.add_cluster(1)
     backend.apply(config(cluster))
+    backend.engine.retry = Backoff(base=0.01, cap=0.05, max_attempts=3)
     infra.broken = True
     with pytest.raises(TransientError, match="vCenter does not answer"):
         backend.tick()
     infra.broken = False
+    assert backend.wait_for_work(5.0), "woken when the backoff is over"
     settle(backend)  # the next tick retries what failed
     assert observed(backend).green
 

@@ -23,6 +23,7 @@ from agentvm.engine.api import (
     ManagedObjectNotFound,
     NotAuthorized,
 )
+from agentvm.engine.infra import InfraError
 from agentvm.engine.manager import Engine
 from agentvm.model.agency import (
     AgencyConfig,
@@ -779,6 +780,28 @@ def test_a_power_on_that_keeps_failing_gives_up_with_invalid_config(infra: FakeI
     engine.run_until_quiet()
     assert power_of(infra, vm) is PowerState.POWERED_ON
     assert engine.query_issues(agency) == []
+
+
+def test_an_unreachable_vcenter_is_observed_again_with_backoff(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(1)
+    now = Clock()
+    engine = Engine(infra, None, namespace="com.vmware.vim.eam", clock=now, retry=RETRY, retry_seed=7)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    infra.down = True
+    observed = infra.calls["observe"]
+    for expected in range(1, 6):
+        with pytest.raises(InfraError):
+            engine.step()
+        assert infra.calls["observe"] == observed + expected
+        for _ in range(50):  # the callers' loops: any number of steps before the backoff is over
+            assert engine.step() is False
+        assert engine.wait_for_work(0) is False
+        now.advance(RETRY.cap * (1 + RETRY.jitter))
+        assert engine.wait_for_work(0) is True
+    assert infra.calls["observe"] == observed + 5
+    infra.down = False
+    engine.run_until_quiet()
+    assert engine.agency_runtime(agency).status is Status.GREEN
 
 
 def test_retries_survive_a_restart(infra: FakeInfra, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -125,16 +125,21 @@ class Engine:
         self.retry = retry
         self._seed = retry_seed if retry_seed is not None else secrets.randbits(32)
         self._wake_at: datetime | None = None  # a held retry falls due then: step again
+        self._observe_failures = 0  # observations in a row that failed (vSphere unreachable)
+        self._observe_at: datetime | None = None  # after a failed one, no observation before then
 
     # ============================================================================ the loop's side
     def step(self) -> bool:
         """Observe, reconcile, act. Returns True when it acted (so another step should follow soon).
 
-        Raises InfraError when vSphere cannot be observed (the caller backs off and tries again).
+        Raises InfraError when vSphere cannot be observed; the next observation then waits with the same
+        backoff as a failed action (``retry``; never given up): a step before then does nothing.
         """
         with self._step_lock:
             generation = self._infra.generation()
             with self._lock:
+                if self._backing_off():
+                    return False
                 if not self._dirty and generation == self._seen and not self._due():
                     return False
                 self._dirty = False
@@ -152,8 +157,13 @@ class Engine:
             except InfraError:
                 with self._lock:
                     self._dirty = True
+                    self._observe_failures += 1
+                    n = self._observe_failures
+                    delay = self.retry.delay(n, agent_ops.jitter_fraction(self._seed, "observe", "", n))
+                    self._observe_at = self._clock() + timedelta(seconds=delay)
                 raise
             with self._lock:
+                self._observe_failures, self._observe_at = 0, None
                 self._obs = obs
                 self._seen = generation
                 plan = reconcile(self._state, obs, self._clock())
@@ -181,20 +191,28 @@ class Engine:
         """A held retry has fallen due (lock held)."""
         return self._wake_at is not None and self._clock() >= self._wake_at
 
+    def _backing_off(self) -> bool:
+        """The last observation failed and the next one is not due yet (lock held)."""
+        return self._observe_at is not None and self._clock() < self._observe_at
+
     def wait_for_work(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds until a step has something to do; True when it has (an API
         call, a change in vSphere, or a retry that falls due)."""
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
-                if self._dirty or self._due():
+                held = self._backing_off()
+                if not held and (self._dirty or self._due()):
                     return True
                 seen = self._seen
-            if seen is None or self._infra.generation() != seen:
+            if not held and (seen is None or self._infra.generation() != seen):
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
+            if held or seen is None:
+                time.sleep(min(remaining, 0.05))  # vSphere cannot be observed: wait out the backoff
+                continue
             # short slices, so that an API call (which sets _dirty) is noticed soon too
             self._infra.wait_for_change(seen, min(remaining, 0.05))
 
