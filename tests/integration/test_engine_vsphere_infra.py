@@ -167,6 +167,17 @@ def test_deploy_puts_a_powered_off_marked_vm_with_its_ovf_environment_on_the_hos
     assert "hello (1)/disk-0.vmdk: transferred 65536 bytes" in world.vcsim_log.read_text()
 
 
+def test_a_deployed_vm_carries_its_marks_from_the_import_on_and_is_complete(world: World) -> None:
+    vm = deploy(world, target(read_inventory(world.session)))
+
+    # what a failed import that named no VM is found by (the same marks went into the import spec)
+    assert vms.find_marked(world.session, NAMESPACE, {"agentvm.agency": "agency-1"}) == [vm]
+    assert vms.find_marked(world.session, NAMESPACE, {"agentvm.agency": "agency-9"}) == []
+    assert vms.find_marked(world.session, "com.example.other", {"agentvm.agency": "agency-1"}) == []
+    (found,) = world.infra.find_owned_vms(NAMESPACE)
+    assert found.vm == vm and found.complete, "the import token is cleared once configured"
+
+
 def test_pin_and_ha_priority_are_cluster_vm_overrides(world: World) -> None:
     session = world.session
     t = target(read_inventory(session))
