@@ -47,7 +47,7 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def lab_up(env: dict[str, str]) -> tuple[LabState, dict[str, str]]:
-    """``agentvm lab up`` then ``eval "$(agentvm lab env)"``: the recorded state and the user's environment."""
+    """``agentvm lab up``, then ``eval "$(agentvm lab env)"``: the recorded state and the environment."""
     up = agentvm("lab", "up", env=env)
     assert up.returncode == 0, up.stderr
     variables = json.loads(agentvm("lab", "env", "--json", env=env).stdout)
@@ -96,6 +96,14 @@ def apply(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return agentvm("apply", "-f", SPEC, "--timeout", "30", env=env)
 
 
+def agency_summary(env: dict[str, str]) -> tuple[str, dict[str, int]]:
+    """``agentvm status --json``: the colour and the summary of the spec's one agency."""
+    done = agentvm("status", "-f", SPEC, "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (agency,) = json.loads(done.stdout)["agencies"]
+    return agency["status"], agency["summary"]
+
+
 def netsync(env: dict[str, str], command: str) -> dict[str, Any]:
     done = agentvm("netsync", command, "--json", env=env)
     assert done.stdout, done.stderr
@@ -113,6 +121,8 @@ def test_apply_on_a_second_day_reaches_all_green_and_netsync_sees_only_the_new_w
     vc.session.logout()
     first = apply(day1)
     assert first.returncode == 0, first.stdout + first.stderr
+    colour, summary = agency_summary(day1)
+    assert colour == "green" and (summary["hosts"], summary["ready"], summary["issues"]) == (6, 6, 0)
     assert netsync(day1, "apply")["applied"]["failures"] == []
     before = sdn_objects(state.sdn_url)
     assert "day1-vm" in {o.get("display_name") for o in before.values()}
@@ -123,7 +133,8 @@ def test_apply_on_a_second_day_reaches_all_green_and_netsync_sees_only_the_new_w
     assert sdn_objects(state.sdn_url) == {}  # the SDN controller starts with the world it runs with
     second = apply(day2)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert second.stdout.count("ready") == 6, second.stdout
+    colour, summary = agency_summary(day2)
+    assert colour == "green" and (summary["hosts"], summary["ready"], summary["issues"]) == (6, 6, 0)
 
     planned = netsync(day2, "plan")
     assert planned["delete"] == [], planned["delete"]  # nothing of day 1 to clean up

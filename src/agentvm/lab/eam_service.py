@@ -4,6 +4,8 @@ vcsim forwards ``/eam/sdk`` to this service, so a client reaches EAM exactly as 
 endpoint, same session cookie). The engine logs in to vcsim with the lab's administrator account (a real
 EAM acts as its own extension, ``com.vmware.vim.eam``), keeps its agencies in a state file so that a
 restart loses nothing, and runs its reconcile loop in one thread. Started by ``agentvm.lab.world.Lab``.
+The state file lives in a world directory (``agentvm.lab.world_state``): it is loaded only if that
+directory records the very vCenter world this EAM's session is connected to.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from agentvm.engine.infra import InfraError
 from agentvm.engine.manager import Engine
 from agentvm.engine.vsphere_infra import VSphereInfrastructure
+from agentvm.lab import world_state
 from agentvm.lab.eam_emulator import EmulatorServer, VcenterSessionChecker, start
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.model.connection import Secret, VCenterConnection
@@ -29,7 +32,10 @@ EAM_NAMESPACE = "com.vmware.vim.eam"
 
 
 class LabEam:
-    """``LabEam(vcsim, state_file, port).start()``; ``stop()`` ends the loop and the server."""
+    """``LabEam(vcsim, state_file, port).start()``; ``stop()`` ends the loop and the server.
+
+    ``start`` raises LabError when the state file's directory records another vCenter world.
+    """
 
     def __init__(self, vcsim: VcsimInfo, state_file: Path, port: int = 0) -> None:
         self.vcsim = vcsim
@@ -61,6 +67,8 @@ class LabEam:
                 thumbprint=self.vcsim.thumbprint or None,
             )
             self._session = Session.connect(conn, correlation_prefix="eam")
+            # the world this session is in, as vCenter says (no round trip: read at login)
+            world_state.require(self.state_file.parent, str(self._session.content.about.instanceUuid))
             # a periodic full re-check on top of the watcher, as a safety net (cheap at lab sizes)
             self._infra = VSphereInfrastructure(self._session, resync_seconds=5.0)
             self._infra.start()

@@ -11,7 +11,8 @@
 //
 // It listens on loopback only and prints one JSON line when ready:
 //
-//	{"url": "https://127.0.0.1:PORT/sdk", "username": ..., "password": ..., "thumbprint": ..., ...}
+//	{"url": "https://127.0.0.1:PORT/sdk", "username": ..., "password": ..., "thumbprint": ...,
+//	 "instance_uuid": ..., ...}
 //
 // Built by `agentvm lab build` with GO111MODULE=off GOPATH=/usr/share/gocode.
 package main
@@ -1092,6 +1093,8 @@ func addVMs(ctx context.Context, c *vim25.Client, perHost int) error {
 
 // ---------------------------------------------------------------------------------------------------
 
+var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
 type readyInfo struct {
 	URL              string  `json:"url"`
 	Username         string  `json:"username"`
@@ -1100,6 +1103,7 @@ type readyInfo struct {
 	ThumbprintSHA256 string  `json:"thumbprint_sha256,omitempty"`
 	CertificatePEM   string  `json:"certificate_pem,omitempty"`
 	EAMURL           string  `json:"eam_url"`
+	InstanceUUID     string  `json:"instance_uuid"`
 	PID              int     `json:"pid"`
 	Datacenters      int     `json:"datacenters"`
 	Clusters         int     `json:"clusters"`
@@ -1123,6 +1127,8 @@ func main() {
 	user := flag.String("username", "administrator@vsphere.local", "the one user that may log in")
 	eamBackend := flag.String("eam-backend", "", "URL the /eam/sdk route is forwarded to (the EAM emulator)")
 	infoFile := flag.String("info-file", "", "also write the ready JSON to this file")
+	instanceUUID := flag.String("instance-uuid", "",
+		"about.instanceUuid of this world (default: vcsim's own, the same in every simulator)")
 	exitWithParent := flag.Bool("exit-with-parent", true, "stop when the process that started us is gone")
 	flag.Parse()
 
@@ -1134,6 +1140,10 @@ func main() {
 	}
 	if *dcs < 1 {
 		fail(exitUsage, "--datacenters must be 1 or more (got %d)", *dcs)
+	}
+	if *instanceUUID != "" && !uuidPattern.MatchString(*instanceUUID) {
+		fail(exitUsage, "--instance-uuid must be a UUID like 8d8f5c1e-0b7a-4d2e-9c3f-1a2b3c4d5e6f (got %q)",
+			*instanceUUID)
 	}
 	password := os.Getenv("AGENTVM_VCSIM_PASSWORD")
 	if password == "" {
@@ -1167,6 +1177,13 @@ func main() {
 		fail(exitModel, "building the inventory: %v", err)
 	}
 	defer m.Remove()
+	// A vCenter's about.instanceUuid names its installation (agentvm derives SDN ids from it); 0.24.2
+	// assigns a random one to a copy of the content and serves a fixed one, so every simulator looks like
+	// the same vCenter. The lab gives each world its own.
+	si := simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance)
+	if *instanceUUID != "" {
+		si.Content.About.InstanceUuid = strings.ToLower(*instanceUUID)
+	}
 
 	m.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, password)}
 	var cert tls.Certificate
@@ -1216,6 +1233,7 @@ func main() {
 	info := readyInfo{
 		URL: u.String(), Username: *user, Password: password, PID: os.Getpid(),
 		Datacenters: *dcs, Clusters: *clusters, Hosts: *hosts, Standalone: *standalone, VMs: *vms, DVS: *dvs,
+		InstanceUUID: si.Content.About.InstanceUuid,
 	}
 	eam := u
 	eam.Path = "/eam/sdk"
