@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,8 @@ def lab_up(env: dict[str, str]) -> tuple[LabState, dict[str, str]]:
     variables = json.loads(agentvm("lab", "env", "--json", env=env).stdout)
     state = read_state(Path(env["AGENTVM_LAB_DIR"]))
     assert state is not None
+    status = json.loads(agentvm("lab", "status", "--json", env=env).stdout)
+    assert status["world"] == state.vcsim.instance_uuid and uuid.UUID(status["world"])
     return state, {**env, **variables}
 
 
@@ -129,7 +134,9 @@ def test_apply_on_a_second_day_reaches_all_green_and_netsync_sees_only_the_new_w
     lab_down_leaves_nothing(env, state)
 
     # day 2: a new vcsim world in the same lab directory
+    world1 = state.vcsim.instance_uuid
     state, day2 = lab_up(env)
+    assert state.vcsim.instance_uuid != world1
     assert sdn_objects(state.sdn_url) == {}  # the SDN controller starts with the world it runs with
     second = apply(day2)
     assert second.returncode == 0, second.stdout + second.stderr
@@ -143,3 +150,26 @@ def test_apply_on_a_second_day_reaches_all_green_and_netsync_sees_only_the_new_w
     assert after and not set(after) & set(before)
     assert "day1-vm" not in {o.get("display_name") for o in after.values()}
     lab_down_leaves_nothing(env, state)
+
+
+def test_a_world_left_behind_by_a_killed_lab_is_discarded_by_the_next_lab_up(env: dict[str, str]) -> None:
+    state, day1 = lab_up(env)
+    first = apply(day1)
+    assert first.returncode == 0, first.stdout + first.stderr
+    os.kill(state.supervisor_pid, signal.SIGKILL)  # no clean stop: the world's state stays on disk
+    deadline = time.monotonic() + 30
+    while pid_alive(state.supervisor_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(state.supervisor_pid)
+
+    again, day2 = lab_up(env)
+    log = (Path(env["AGENTVM_LAB_DIR"]) / "runner.log").read_text()
+    (line,) = [line for line in log.splitlines() if "discarding the lab state" in line]
+    assert state.vcsim.instance_uuid in line and again.vcsim.instance_uuid in line
+    assert "eam-state.json" in line and "sdn-config-api.sqlite" in line
+    second = apply(day2)
+    assert second.returncode == 0, second.stdout + second.stderr
+    colour, summary = agency_summary(day2)
+    assert colour == "green" and (summary["hosts"], summary["ready"], summary["issues"]) == (6, 6, 0)
+    lab_down_leaves_nothing(env, again)
+    assert [p for p in state.pids.values() if pid_alive(p)] == []  # day 1's vcsim too
