@@ -115,7 +115,7 @@ class Lab:
     # -- netsync (issue 6): the SDN controller and one vRouter agent per host --------------------------------
 
     def _start_sdn(self) -> Path:
-        """Start the config-API emulator (objects in the state dir's SQLite) and a vRouter-agent emulator per
+        """Start the config-API emulator (objects in the world dir's SQLite) and a vRouter-agent emulator per
         host of vcsim; write the host moid -> agent URL map that ``agentvm netsync`` reads."""
         assert self._vcsim is not None and self.world_dir is not None
         self.sdn = sdn_emulator.start(self.world_dir / world_state.SDN_DATABASE)
