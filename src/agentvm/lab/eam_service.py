@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 from pathlib import Path
 
@@ -37,10 +38,13 @@ class LabEam:
     ``start`` raises LabError when the state file's directory records another vCenter world.
     """
 
-    def __init__(self, vcsim: VcsimInfo, state_file: Path, port: int = 0) -> None:
+    def __init__(
+        self, vcsim: VcsimInfo, state_file: Path, port: int = 0, sock: socket.socket | None = None
+    ) -> None:
         self.vcsim = vcsim
         self.state_file = state_file
         self.port = port
+        self._sock = sock  # bound before vcsim started (see Lab.start); used by the first start only
         self._stop = threading.Event()
         self._session: Session | None = None
         self._infra: VSphereInfrastructure | None = None
@@ -74,7 +78,8 @@ class LabEam:
             self._infra.start()
             self.engine = Engine(self._infra, self.state_file, namespace=EAM_NAMESPACE)
             checker = VcenterSessionChecker(self.vcsim.url, self.vcsim.thumbprint or None)
-            self._server = start(self.engine, checker, port=self.port)
+            sock, self._sock = self._sock, None
+            self._server = start(self.engine, checker, port=self.port, sock=sock)
             self.port = self._server.port
             self._thread = threading.Thread(target=self._loop, name="lab-eam-engine", daemon=True)
             self._thread.start()

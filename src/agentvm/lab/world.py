@@ -86,7 +86,10 @@ class Lab:
     def start(self) -> LabInfo:
         try:
             self._packages = PackageServer().start()
-            eam_port = _free_port()  # vcsim must know where EAM is before EAM can log in to vcsim
+            # vcsim must know where EAM is before EAM can log in to vcsim: bind EAM's socket first, so that
+            # no other process (a parallel test's client, say) can take the port in between
+            eam_socket = socket.create_server(("127.0.0.1", 0))
+            eam_port = int(eam_socket.getsockname()[1])
             self._vcsim = Vcsim(
                 self.shape,
                 port=self._port,
@@ -97,7 +100,7 @@ class Lab:
                 instance_uuid=str(uuid.uuid4()),
             )
             self.world_dir = world_state.claim(self.state_dir, self._vcsim.info.instance_uuid)
-            self.eam = LabEam(self._vcsim.info, self._eam_state_file, eam_port).start()
+            self.eam = LabEam(self._vcsim.info, self._eam_state_file, eam_port, eam_socket).start()
             vrouter_map = self._start_sdn() if self._netsync else None
         except BaseException:
             self.stop()
@@ -195,10 +198,3 @@ def _host_moids(info: VcsimInfo) -> list[str]:
     with Session(conn) as session:
         hosts = retrieve(session, [vim.HostSystem], [property_spec(vim.HostSystem, ["name"])])
     return sorted(str(h.obj._moId) for h in hosts)
-
-
-def _free_port() -> int:
-    """A port free on 127.0.0.1 now (the EAM server binds it a moment later, with SO_REUSEADDR)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
