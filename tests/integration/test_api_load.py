@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
+import httpx
 import pytest
 
-from agentvm.api.server import Api, ApiServer
+from agentvm.api.server import Api, ApiServer, Limits
 from agentvm.controller.events import EventLog
 from tests.support.http_load import Clients, request_bytes
 
 STREAM = request_bytes("/api/v1/events?stream=1")
+STATUS = request_bytes("/api/v1/status")
 
 
 def _api(events: EventLog, status: Callable[[], dict[str, object]] | None = None) -> Api:
@@ -44,11 +47,98 @@ def test_stream_threads_end_when_their_clients_leave() -> None:
     events = EventLog()
     with ApiServer(_api(events), port=0) as server:  # the default keepalive: 15 s between comments
         baseline = threading.active_count()
-        with Clients(server.port, 50) as clients:
-            clients.send(STREAM)
+        with Clients(server.port, 50, STREAM) as clients:
             accepted = sum(reply.status == 200 for reply in clients.replies())
             assert accepted > 0
             _wait_for(lambda: server.streams == accepted, 10, f"{accepted} open streams")
         # the clients are gone: their writers must notice long before the next keepalive comment
         _wait_for(_threads_back_to(baseline), 10, f"the server's threads to fall back to {baseline}")
         assert server.streams == 0 and events.subscribers == 0
+
+
+def test_a_thousand_stream_clients_get_the_limit_and_the_rest_503() -> None:
+    events = EventLog()
+    with ApiServer(_api(events), port=0, limits=Limits(max_streams=20, retry_after=7)) as server:
+        baseline = threading.active_count()
+        with Clients(server.port, 1000, STREAM) as clients:
+            replies = clients.replies()
+            assert Counter(reply.status for reply in replies) == {200: 20, 503: 980}
+            assert {reply.headers.get("retry-after") for reply in replies if reply.status == 503} == {"7"}
+            _wait_for(lambda: server.streams == 20, 10, "20 open streams")
+            assert threading.active_count() <= baseline + 20  # one thread per stream, none per refusal
+            # health is answered while every stream is taken; one more stream is refused, saying why
+            for _ in range(20):
+                assert httpx.get(f"{server.url}/healthz", timeout=10).text == "ok\n"
+            refused = httpx.get(f"{server.url}/api/v1/events?stream=1", timeout=10)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "7"
+            assert "--max-streams" in refused.json()["error"]
+            # the streams taken still stream
+            events.publish("action", "powered on agent VM contrail-vm-1")
+            streaming = [index for index, reply in enumerate(replies) if reply.status == 200]
+            assert clients.read_until(b"contrail-vm-1", streaming, timeout=10) == 20
+        _wait_for(_threads_back_to(baseline), 10, f"the server's threads to fall back to {baseline}")
+        assert server.streams == 0 and events.subscribers == 0
+        # and their slots are free again
+        with Clients(server.port, 1, STREAM) as again:
+            assert [reply.status for reply in again.replies()] == [200]
+
+
+def test_requests_are_bounded_and_health_and_streams_do_not_wait_behind_them() -> None:
+    events = EventLog()
+    gate = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def slow_status() -> dict[str, object]:
+        entered.release()
+        gate.wait(30)
+        return {"kind": "Status"}
+
+    limits = Limits(max_requests=4)
+    with ApiServer(_api(events, slow_status), port=0, limits=limits) as server:
+        baseline = threading.active_count()
+        with Clients(server.port, 4, STATUS) as busy:
+            for _ in range(4):
+                assert entered.acquire(timeout=10), "the first 4 requests did not reach the controller"
+            with Clients(server.port, 996, STATUS) as more:
+                replies = more.replies()
+            assert Counter(reply.status for reply in replies) == {503: 996}
+            assert all(reply.headers.get("retry-after") == "5" for reply in replies)
+            assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+            with Clients(server.port, 1, STREAM) as stream:
+                assert [reply.status for reply in stream.replies()] == [200]
+            gate.set()
+            assert [reply.status for reply in busy.replies()] == [200] * 4
+        _wait_for(_threads_back_to(baseline), 10, f"the server's threads to fall back to {baseline}")
+        assert server.requests == 0
+
+
+def test_idle_connections_hold_no_thread_and_are_closed_after_the_header_timeout() -> None:
+    limits = Limits(header_timeout=1.0, max_waiting=2000)
+    with ApiServer(_api(EventLog()), port=0, limits=limits) as server:
+        baseline = threading.active_count()
+        partial = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # a head that never ends
+        with Clients(server.port, 1000) as idle, Clients(server.port, 3, partial) as slow:
+            _wait_for(lambda: server.waiting == 1003, 10, "the server to hold 1,003 connections")
+            assert threading.active_count() == baseline
+            assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+            assert idle.closed_by_server(timeout=10) == 1000
+            assert [reply.status for reply in slow.replies(timeout=10)] == [408] * 3
+
+
+def test_more_idle_connections_than_it_holds_close_the_oldest_and_health_still_answers() -> None:
+    limits = Limits(header_timeout=60.0, max_waiting=100)  # none of them times out in this test
+    with ApiServer(_api(EventLog()), port=0, limits=limits) as server:
+        baseline = threading.active_count()
+        with Clients(server.port, 1000) as idle:
+            assert idle.closed_by_server(timeout=10, until=900) == 900
+            assert server.waiting <= 100 and threading.active_count() == baseline
+            assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+            with Clients(server.port, 1, STATUS) as late:  # a real request still gets through
+                assert [reply.status for reply in late.replies()] == [200]
+
+
+def test_limits_below_one_are_refused_naming_the_limit() -> None:
+    with pytest.raises(ValueError, match="max_streams"):
+        Limits(max_streams=0)
+    with pytest.raises(ValueError, match="header_timeout"):
+        Limits(header_timeout=0)

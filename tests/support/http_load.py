@@ -32,9 +32,10 @@ def request_bytes(path: str, headers: dict[str, str] | None = None, method: str 
 
 
 class Clients:
-    """``n`` connections to 127.0.0.1:``port``; ``send`` a request on each, ``replies`` reads their heads."""
+    """``n`` connections to 127.0.0.1:``port``, each sending ``request`` as soon as it is connected (as a
+    real client does) unless it is None; ``send`` sends on each, ``replies`` reads their heads."""
 
-    def __init__(self, port: int, n: int, *, timeout: float = 30.0) -> None:
+    def __init__(self, port: int, n: int, request: bytes | None = None, *, timeout: float = 30.0) -> None:
         self.socks: list[socket.socket] = []
         deadline = time.monotonic() + timeout
         try:
@@ -43,6 +44,8 @@ class Clients:
                 if remaining <= 0:
                     raise TimeoutError(f"connected {len(self.socks)} of {n} clients in {timeout} s")
                 self.socks.append(socket.create_connection(("127.0.0.1", port), timeout=remaining))
+                if request is not None:
+                    self.socks[-1].sendall(request)
         except BaseException:
             self.close()
             raise
@@ -84,15 +87,17 @@ class Clients:
             sock.setblocking(True)
         return replies
 
-    def closed_by_server(self, *, timeout: float) -> int:
-        """How many connections the server closed (EOF or reset) within ``timeout`` s, reading any data."""
+    def closed_by_server(self, *, timeout: float, until: int | None = None) -> int:
+        """How many connections the server closed (EOF or reset), reading any data: waits until all of
+        them (or ``until``) are closed, at most ``timeout`` s."""
         closed = 0
+        wanted = len(self.socks) if until is None else until
         with selectors.DefaultSelector() as selector:
             for sock in self.socks:
                 sock.setblocking(False)
                 selector.register(sock, selectors.EVENT_READ)
             deadline = time.monotonic() + timeout
-            while selector.get_map() and (remaining := deadline - time.monotonic()) > 0:
+            while closed < wanted and (remaining := deadline - time.monotonic()) > 0:
                 for key, _ in selector.select(remaining):
                     try:
                         chunk = key.fileobj.recv(65536)  # type: ignore[union-attr]
@@ -104,6 +109,31 @@ class Clients:
                         closed += 1
                         selector.unregister(key.fileobj)
         return closed
+
+    def read_until(self, marker: bytes, which: list[int], *, timeout: float) -> int:
+        """Read the connections numbered ``which`` until each has sent ``marker``, at most ``timeout`` s;
+        how many did."""
+        seen = {index: bytearray() for index in which}
+        done = 0
+        with selectors.DefaultSelector() as selector:
+            for index in which:
+                self.socks[index].setblocking(False)
+                selector.register(self.socks[index], selectors.EVENT_READ, index)
+            deadline = time.monotonic() + timeout
+            while selector.get_map() and (remaining := deadline - time.monotonic()) > 0:
+                for key, _ in selector.select(remaining):
+                    try:
+                        chunk = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        chunk = b""
+                    seen[key.data] += chunk
+                    if marker in seen[key.data]:
+                        done += 1
+                    if not chunk or marker in seen[key.data]:
+                        selector.unregister(key.fileobj)
+        return done
 
     def close(self) -> None:
         for sock in self.socks:
