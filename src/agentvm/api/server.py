@@ -368,7 +368,12 @@ class _Acceptor:
                         with contextlib.suppress(OSError):
                             self._wake_read.recv(64)
                     elif isinstance(key.fileobj, socket.socket):
-                        self._readable(key.fileobj)
+                        try:
+                            self._readable(key.fileobj)
+                        except Exception:  # one connection's trouble must not stop the others
+                            log.exception("API: a connection from %s failed", key.fileobj)
+                            self._waiting.pop(key.fileobj, None)
+                            self._drop(key.fileobj)
         except Exception:
             log.exception("the API's acceptor failed: the API no longer answers")
         finally:
@@ -462,13 +467,15 @@ class _Acceptor:
         return False
 
     def _readable(self, conn: socket.socket) -> None:
+        waiting = self._waiting.get(conn)
+        if waiting is None and conn not in self._lingering:
+            return  # handed off or dropped earlier in this turn (by _evict): no longer the acceptor's
         try:
             chunk = conn.recv(65536)
         except BlockingIOError:
             return
         except OSError:
             chunk = b""
-        waiting = self._waiting.get(conn)
         if waiting is None:  # lingering: discard what it sends until it closes
             if not chunk:
                 self._drop(conn)
@@ -487,7 +494,11 @@ class _Acceptor:
             return
         del self._waiting[conn]
         self._selector.unregister(conn)  # from here a worker may own it
-        handler = _Handler(self._owner, conn, waiting.address, bytes(waiting.head), admitted=False)
+        try:
+            handler = _Handler(self._owner, conn, waiting.address, bytes(waiting.head), admitted=False)
+        except Exception:  # http.server's own parsing failed: nothing was handed off
+            conn.close()
+            raise
         if not handler.handed_off:
             self._selector.register(conn, selectors.EVENT_READ)
             self._answer(conn, handler.output)
