@@ -6,16 +6,27 @@ Clients are raw sockets driven by one selector (tests.support.http_load), so tha
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import queue
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from agentvm.api.server import Api, ApiServer, Limits
+from agentvm.cli.main import app
 from agentvm.controller.events import EventLog
+from agentvm.lab.world import Lab
+from tests.integration.test_controller import ONE_CLUSTER, World, connect, spec_text
 from tests.support.http_load import Clients, request_bytes
 
 STREAM = request_bytes("/api/v1/events?stream=1")
@@ -142,3 +153,83 @@ def test_limits_below_one_are_refused_naming_the_limit() -> None:
         Limits(max_streams=0)
     with pytest.raises(ValueError, match="header_timeout"):
         Limits(header_timeout=0)
+
+
+# ------------------------------------------------------------------------------------- agentvm run
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "named"),
+    [
+        ({"AGENTVM_MAX_STREAMS": "0"}, [], "--max-streams"),
+        ({"AGENTVM_MAX_REQUESTS": "many"}, [], "--max-requests"),
+        ({}, ["--max-requests", "0"], "--max-requests"),
+    ],
+)
+def test_run_refuses_a_limit_below_one_naming_its_flag(
+    tmp_path: Path, env: dict[str, str], args: list[str], named: str
+) -> None:
+    spec = tmp_path / "contrail.yaml"
+    spec.write_text("apiVersion: agentvm/v1\n")
+    result = CliRunner().invoke(app, ["run", "-f", str(spec), *args], env=env)
+    assert result.exit_code == 2 and named in result.output
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    lab = Lab()
+    info = lab.start()
+    session = connect(info)
+    spec = tmp_path / "contrail.yaml"
+    spec.write_text(spec_text(**ONE_CLUSTER))
+    try:
+        yield World(lab, info, session, spec)
+    finally:
+        session.logout()
+        lab.stop()
+
+
+@pytest.mark.lab
+def test_run_serves_at_most_agentvm_max_streams(world: World) -> None:
+    env = {**world.info.env(), "AGENTVM_MAX_STREAMS": "2", "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:  # a worktree sharing another checkout's venv
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    args = ["run", "-f", str(world.spec), "--listen", "127.0.0.1:0", "--log-format", "json"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentvm.cli.main", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = _listen_url(proc, timeout=60)
+        with Clients(int(url.rsplit(":", 1)[1]), 3, STREAM) as clients:
+            assert sorted(reply.status or 0 for reply in clients.replies()) == [200, 200, 503]
+            assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def _listen_url(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The API's URL from ``agentvm run``'s ``listen`` log line (read on a thread: every wait bounded)."""
+    found: queue.Queue[str] = queue.Queue()
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            with contextlib.suppress(json.JSONDecodeError):
+                record = json.loads(line)
+                if record.get("action") == "listen":
+                    found.put(str(record["message"]).rsplit(" ", 1)[-1])
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        return found.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(
+            f"agentvm run did not listen within {timeout} s:\n{''.join(lines[-20:])}"
+        ) from None
