@@ -94,6 +94,21 @@ def test_a_thousand_stream_clients_get_the_limit_and_the_rest_503() -> None:
             assert [reply.status for reply in again.replies()] == [200]
 
 
+def test_a_stream_client_that_stops_reading_is_dropped() -> None:
+    events = EventLog()
+    with ApiServer(_api(events), port=0, limits=Limits(io_timeout=0.5)) as server:
+        baseline = threading.active_count()
+        with Clients(server.port, 1, STREAM) as clients:
+            assert [reply.status for reply in clients.replies()] == [200]
+            _wait_for(lambda: server.streams == 1, 10, "the stream to open")
+            # far more than the socket buffers hold; the client reads none of it
+            for n in range(3000):
+                events.publish("action", f"event {n}", data={"blob": "x" * 8000})
+            _wait_for(lambda: server.streams == 0, 10, "the server to drop the stream")
+            _wait_for(_threads_back_to(baseline), 10, f"the server's threads to fall back to {baseline}")
+            assert events.subscribers == 0
+
+
 def test_requests_are_bounded_and_health_and_streams_do_not_wait_behind_them() -> None:
     events = EventLog()
     gate = threading.Event()
