@@ -145,7 +145,7 @@ def test_idle_connections_hold_no_thread_and_are_closed_after_the_header_timeout
         partial = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # a head that never ends
         with Clients(server.port, 1000) as idle, Clients(server.port, 3, partial) as slow:
             _wait_for(lambda: server.waiting == 1003, 10, "the server to hold 1,003 connections")
-            assert threading.active_count() == baseline
+            assert threading.active_count() <= baseline
             assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
             assert idle.closed_by_server(timeout=10) == 1000
             assert [reply.status for reply in slow.replies(timeout=10)] == [408] * 3
@@ -157,7 +157,7 @@ def test_more_idle_connections_than_it_holds_close_the_oldest_and_health_still_a
         baseline = threading.active_count()
         with Clients(server.port, 1000) as idle:
             assert idle.closed_by_server(timeout=10, until=900) == 900
-            assert server.waiting <= 100 and threading.active_count() == baseline
+            assert server.waiting <= 100 and threading.active_count() <= baseline
             assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
             with Clients(server.port, 1, STATUS) as late:  # a real request still gets through
                 assert [reply.status for reply in late.replies()] == [200]
