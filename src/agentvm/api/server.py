@@ -6,7 +6,7 @@ Started by ``agentvm run``, which supplies everything the server serves as calla
 Routes (``ApiServer`` binds 127.0.0.1 by default):
 
 =======  =====================  ============================================================================
-GET      ``/healthz``           200 while the process serves requests
+GET      ``/healthz``           200 while the process serves requests (never refused, never queued)
 GET      ``/readyz``            200 once ``Api.ready()`` says so (a first full sync happened), else 503
 GET      ``/api/v1/status``     ``Api.status()`` as JSON
 GET      ``/api/v1/events``     recent events as JSON (``?limit=``, ``?after=``); as server-sent events with
