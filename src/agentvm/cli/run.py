@@ -6,7 +6,9 @@ the listen address (loopback unless ``--allow-remote``), the API token (``$AGENT
 agentvm's own engine, whose state file lives in ``--state-dir``), ``--netsync`` (issue 6's watch-driven
 network sync alongside, configured as ``agentvm netsync``: ``--sdn-url``/``$AGENTVM_SDN_URL``,
 ``$AGENTVM_SDN_TOKEN``, ``--vrouter-map``/``$AGENTVM_VROUTER_MAP`` or the agent VMs' fabric IPs,
-``--reserve-vlans``), and SIGTERM/SIGINT, which stop everything and exit 0.
+``--reserve-vlans``), the API's limits (``--max-streams``/``$AGENTVM_MAX_STREAMS`` event streams and
+``--max-requests``/``$AGENTVM_MAX_REQUESTS`` other requests at once, more are answered 503), and
+SIGTERM/SIGINT, which stop everything and exit 0.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Annotated
 import typer
 
 from agentvm.api.auth import BearerToken
-from agentvm.api.server import Api, ApiServer
+from agentvm.api.server import Api, ApiServer, Limits
 from agentvm.backends.base import Backend
 from agentvm.backends.direct import DirectBackend
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
@@ -62,6 +64,8 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "AGENTVM_API_TOKEN"  # noqa: S105 (the variable's name, not a token)
 STATE_DIR_ENV = "AGENTVM_STATE_DIR"
+MAX_STREAMS_ENV = "AGENTVM_MAX_STREAMS"
+MAX_REQUESTS_ENV = "AGENTVM_MAX_REQUESTS"
 SDN_TOKEN_ENV = "AGENTVM_SDN_TOKEN"  # noqa: S105 (the variable's name, not a token)
 
 
@@ -339,6 +343,24 @@ def run(
     call_timeout: Annotated[
         float, typer.Option("--call-timeout", min=1.0, help="Seconds before a vCenter call is given up.")
     ] = 30.0,
+    max_streams: Annotated[
+        int,
+        typer.Option(
+            "--max-streams",
+            min=1,
+            envvar=MAX_STREAMS_ENV,
+            help="Event streams (dashboards) the API serves at once; more are answered 503.",
+        ),
+    ] = Limits.max_streams,
+    max_requests: Annotated[
+        int,
+        typer.Option(
+            "--max-requests",
+            min=1,
+            envvar=MAX_REQUESTS_ENV,
+            help="Other API requests answered at once (/healthz is not counted); more are answered 503.",
+        ),
+    ] = Limits.max_requests,
     state_dir: Annotated[
         Path | None,
         typer.Option(
@@ -388,7 +410,8 @@ def run(
         settings = Settings(fast_poll=poll, slow_poll=idle_poll, full_resync=resync)
         controller = Controller(desired, session, backend=chosen, settings=settings, netsync=watch)
         stack.callback(controller.events.close)
-        server = ApiServer(Api(**api_callables(controller), token=token), host=host, port=port)
+        limits = Limits(max_streams=max_streams, max_requests=max_requests)
+        server = ApiServer(Api(**api_callables(controller), token=token), host=host, port=port, limits=limits)
         _serve(controller, server)
     action_log("agentvm run stopped", action="exit")
 
