@@ -48,6 +48,8 @@ def read_ip_plan(r: Reader, node: Node) -> IpPlanSpec | None:
             bounds = _range(r, fields["range"], network)
             ok = ok and bounds is not None
             first, last = bounds or (None, None)
+        elif network.prefixlen >= 31:  # point-to-point (RFC 3021) and single-host subnets: every address
+            first, last = network.network_address, network.broadcast_address
         else:  # the whole subnet but its network and broadcast addresses
             first, last = network.network_address + 1, network.broadcast_address - 1
         if first is not None and last is not None and first > last:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import string
-from urllib.parse import urlsplit
 
 from agentvm.model.agency import MoRef, OvfProperty
 from agentvm.model.desired import (
@@ -26,7 +25,8 @@ from agentvm.model.desired import (
 )
 from agentvm.spec.addresses import read_ip_plan
 from agentvm.spec.reader import Reader, suggest
-from agentvm.spec.yamlnodes import Node
+from agentvm.spec.urls import url_problem
+from agentvm.spec.yamlnodes import Node, xml_invalid
 
 ALLOWED = (
     "name",
@@ -47,11 +47,13 @@ MAX_AGENT_NAME = 70  # EAM: VM names "<agentName> (N)"
 MAX_UUID_AGENT_NAME = 43  # EAM: VM names "<agentName>-<uuid>"
 MAX_AGENCY_NAME = 80
 USE_HOST_SETTINGS = "host"
+OVF_EXAMPLE = "https://files.example.com/agent/agent.ovf"
 
 _MOID = re.compile(r"(domain-[cs]\d+|host-\d+)")
 _MOID_TYPES = {"domain-c": "ClusterComputeResource", "domain-s": "ComputeResource", "host-": "HostSystem"}
 _SCOPE_TYPES = ("ClusterComputeResource", "ComputeResource", "HostSystem")
 _INVENTORY_PATH = re.compile(r"/[^/]+(/[^/]+)*/host/[^/].*")
+_HTTP = re.compile(r"https?://", re.IGNORECASE)
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _PROPERTY_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
 
@@ -183,14 +185,16 @@ def _ovf(r: Reader, node: Node) -> OvfSource | None:
         url_node, sha_node = fields["url"], fields.get("sha256")
     url = r.text(url_node, "https://example.com/agent/agent.ovf")
     if url is not None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            r.problem(
-                url_node.line,
-                url_node.path,
-                f'"{url}" is not an http(s) URL; EAM downloads the OVF, so '
-                "give it like https://files.example.com/agent/agent.ovf",
-            )
+        problem = url_problem(
+            url,
+            OVF_EXAMPLE,
+            credentials="serve the OVF where EAM can download it without them",
+            default_scheme=None,
+        )
+        if problem is not None and not _HTTP.match(url) and xml_invalid(url) is None and "@" not in url:
+            problem = f'"{url}" is not an http(s) URL; EAM downloads the OVF, so give it like {OVF_EXAMPLE}'
+        if problem is not None:
+            r.problem(url_node.line, url_node.path, problem)
             url = None
     sha = None
     if sha_node is not None:
