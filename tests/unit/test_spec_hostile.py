@@ -72,8 +72,9 @@ def test_invalid_date_is_text_not_a_crash() -> None:
 
 def test_integer_over_4300_digits_is_text_not_a_crash() -> None:
     digits = "9" * 5000
-    state = load_spec_text(GOOD.replace('version: "1.0"', f"version: {digits}"), "c.yaml", env=ENV)
-    assert state.solution.version == digits
+    text = GOOD.replace("    perHost:", f"    ovfProperties:\n      big: {digits}\n    perHost:")
+    state = load_spec_text(text, "c.yaml", env=ENV)
+    assert [(p.key, p.value) for p in state.agencies[0].ovf_properties] == [("big", digits)]
 
 
 def test_explicit_float_tag_on_text_names_the_field() -> None:
