@@ -31,14 +31,14 @@ from agentvm.spec.errors import Problem
 MAX_BYTES = 1_048_576  # a spec for 2,500 hosts with an address each is ~150 kB
 MAX_DEPTH = 64  # the schema nests 6 levels; aliases can make a graph arbitrarily deep (or recursive)
 MAX_ALIASES = 1_000
-MAX_VALUES = 100_000  # values after expanding aliases: every mapping, list and scalar counts one
+MAX_VALUES = 50_000  # after expanding aliases; each mapping, list, scalar is one (2,500 hosts: ~3,000)
 _MAX_NUMBER = 100  # characters: longer "numbers" stay text (int() of 5,000 digits raises; base 60 is slow)
 
 Kind = Literal["map", "seq", "scalar"]
 Scalar = str | int | float | bool | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """One value of the file. ``raw`` is the scalar's text as written (after substitution)."""
 
