@@ -338,3 +338,12 @@ def test_password_from_the_environment_with_a_control_character_never_shows_it()
         "c.yaml:4: vcenter.passwordEnv: the password in PW has a control character (U+0000), which "
         "cannot be sent to vCenter; set PW to the right password"
     )
+
+
+def test_password_file_name_too_long_for_the_file_system() -> None:
+    name = "x" * 300
+    message = one_problem(GOOD.replace("passwordEnv: PW", f"passwordFile: {name}"))
+    assert message.startswith("c.yaml:4: vcenter.passwordFile: ")
+    assert message.endswith(
+        "cannot be used as a file name (File name too long); give the path of the password file"
+    )

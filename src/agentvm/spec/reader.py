@@ -171,7 +171,16 @@ class Reader:
         path = Path(os.path.expanduser(text))
         if not path.is_absolute():
             path = self.base_dir / path
-        if must_exist and not path.is_file():
+        try:
+            is_file = path.is_file()
+        except OSError as exc:  # is_file() lets ENAMETOOLONG, EACCES and the like through
+            self.problem(
+                node.line,
+                node.path,
+                f'"{text}" cannot be used as a file name ({exc.strerror}); give the path of the {what}',
+            )
+            return None
+        if must_exist and not is_file:
             self.problem(
                 node.line,
                 node.path,
