@@ -225,6 +225,26 @@ SCALARS = [
     "`backtick",
 ]
 
+# values for the IP plan's fields: arithmetic at the edges of the address space
+NETWORK_SCALARS = [
+    "255.255.255.255/32",
+    "255.255.255.254/31",
+    "255.255.255.248/29",
+    "0.0.0.0/32",
+    "0.0.0.0/0",
+    "10.10.0.0/31",
+    "10.10.0.1/32",
+    "255.255.255.255",
+    "0.0.0.0",  # noqa: S104 -- a value for a spec, not an address to bind
+    "10.10.0.255",
+    "1-2",
+    "255.255.255.250-255.255.255.255",
+    "0.0.0.0-0.0.0.1",
+    "10.10.0.10-10.10.0.10",
+    "10.10.0.0/24",
+]
+NETWORK_KEYS = ("cidr", "gateway", "range", "host-21", "host-22", "/DC0/host/DC0_C0/H1")
+
 LINES = [
     "<<: 5",
     "<<: [5]",
@@ -317,11 +337,18 @@ def mutate(text: str, rng: random.Random) -> str:
         lines = text.split("\n")
         choice = rng.random()
         at = rng.randrange(len(lines))
-        if choice < 0.35:  # replace a value
+        if choice < 0.1:  # an IP plan field
+            plan = [i for i, line in enumerate(lines) if line.strip().split(":")[0] in NETWORK_KEYS]
+            if plan:
+                i = rng.choice(plan)
+                head = lines[i][: lines[i].index(":") + 1]
+                lines[i] = f"{head} {rng.choice(NETWORK_SCALARS)}"
+        elif choice < 0.35:  # replace a value
             line = lines[at]
             if ":" in line:
                 head = line[: line.index(":") + 1]
-                lines[at] = f"{head} {rng.choice(SCALARS)}"
+                network = head.strip(" -:") in NETWORK_KEYS and rng.random() < 0.7
+                lines[at] = f"{head} {rng.choice(NETWORK_SCALARS if network else SCALARS)}"
             elif line.lstrip().startswith("- "):
                 lines[at] = line[: line.index("- ") + 2] + rng.choice(SCALARS)
         elif choice < 0.5:  # insert a hostile line at some indentation

@@ -347,3 +347,23 @@ def test_password_file_name_too_long_for_the_file_system() -> None:
     assert message.endswith(
         "cannot be used as a file name (File name too long); give the path of the password file"
     )
+
+
+@pytest.mark.parametrize(
+    ("cidr", "gateway", "range_"),
+    [
+        ("255.255.255.255/32", "10.10.0.1", None),
+        ("255.255.255.248/29", None, "1-2"),
+        ("0.0.0.0/32", "x", None),
+    ],
+)
+def test_examples_in_messages_stay_inside_tiny_cidrs(
+    cidr: str, gateway: str | None, range_: str | None
+) -> None:
+    # the "write it like ..." example was cidr + 1 (+ 200 for a range): past 255.255.255.255 it crashed
+    text = GOOD.replace("10.10.0.0/24", cidr)
+    text = text.replace("gateway: 10.10.0.1", f"gateway: {gateway}" if gateway else "gateway: 10.10.0.1")
+    if range_:
+        text = text.replace("range: 10.10.0.10-10.10.0.200", f"range: {range_}")
+    found = problems(text)
+    assert found and all(p.startswith("c.yaml:1") for p in found), found
