@@ -11,6 +11,8 @@ import dataclasses
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentvm.core.ipplan import UnknownIpPlanHost, check_static_hosts
 from agentvm.core.plan import make_plan
@@ -109,3 +111,23 @@ def test_the_check_runs_before_any_change_is_planned() -> None:
     assert make_plan(good, ObservedState(hosts={"contrail": hosts()})).changes
     with pytest.raises(UnknownIpPlanHost):
         make_plan(desired, ObservedState(hosts={"contrail": hosts()}))
+
+
+names = st.text(alphabet="abcDC0_-/H123", min_size=1, max_size=12)
+
+
+@settings(max_examples=100)
+@given(st.lists(names, min_size=1, max_size=8, unique=True), st.data())
+def test_a_key_is_accepted_exactly_when_it_names_a_host(host_names: list[str], data: st.DataObject) -> None:
+    scope = [ScopeHost(moid=f"host-{i}", name=n, path=f"/DC0/host/C0/{n}") for i, n in enumerate(host_names)]
+    identifiers = {x for h in scope for x in (h.moid, h.name, h.path)}
+    key = data.draw(st.one_of(st.sampled_from(sorted(identifiers)), names))
+    plan = IpPlanSpec(static=((key, A("10.0.0.1")),))
+    if key in identifiers:
+        check_static_hosts(plan, scope)
+    else:
+        with pytest.raises(UnknownIpPlanHost) as caught:
+            check_static_hosts(plan, scope)
+        guess = str(caught.value).split("did you mean ")[1].split("?")[0].strip('"')
+        assert f'"{key}" is not a host in the scope' in str(caught.value)
+        assert guess in identifiers  # the suggestion is always a real host
