@@ -64,7 +64,7 @@ from agentvm.vsphere.networks import (
     vm_port_keys,
 )
 from agentvm.vsphere.session import Session
-from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchSpec
+from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchLost, WatchSpec
 
 log = logging.getLogger(__name__)
 
@@ -487,6 +487,7 @@ class NetsyncWatch:
         self._full_at = 0.0
         self._needs_full = True
         self._vns: ControllerState | None = None
+        self._lost = 0  # watches lost to an ended session since the last full sync
 
     # -- the controller's handle ----------------------------------------------------------------------
 
@@ -535,14 +536,24 @@ class NetsyncWatch:
         while not self._stop.is_set():
             try:
                 self._watch()
-            except Exception as exc:  # the thread must live on: log it, reconnect after a backoff
-                if not isinstance(exc, AgentvmError):
-                    log.exception("netsync watch: unexpected error")
-                self.last_error = str(exc)
-                delay = self.backoff.failed("watch", self.clock())
-                log.warning("netsync watch: %s; reconnecting in %.0f s", exc, delay)
+            except WatchLost as exc:
+                self._lost += 1
                 self._needs_full = True  # every (re)connect is a full resync
-                self._stop.wait(delay)
+                if self._lost == 1:  # a session expiry: routine, the session has logged in again
+                    log.info("netsync watch: %s", exc)
+                    continue
+                self._failed(exc)  # lost again before a full sync went through: back off
+            except Exception as exc:  # the thread must live on: log it, reconnect after a backoff
+                self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        if not isinstance(exc, AgentvmError):
+            log.exception("netsync watch: unexpected error")
+        self.last_error = str(exc)
+        delay = self.backoff.failed("watch", self.clock())
+        log.warning("netsync watch: %s; reconnecting in %.0f s", exc, delay)
+        self._needs_full = True  # every (re)connect is a full resync
+        self._stop.wait(delay)
 
     def _watch(self) -> None:
         specs = [
@@ -622,6 +633,7 @@ class NetsyncWatch:
         self.last_report = replace(report, unreachable_agents=unreachable)
         self.backoff.succeeded("watch")
         self.last_error = None
+        self._lost = 0
         if unreachable:
             self.backoff.failed("agents", now)
             self._needs_full = True

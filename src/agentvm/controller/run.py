@@ -100,6 +100,8 @@ class Controller:
         self.session = session
         self.settings = settings
         self.events = events if events is not None else EventLog()
+        if session.conn.password is not None:  # /api/v1/events is unauthenticated: never show it there
+            self.events.add_secret(session.conn.password.reveal())
         self.metrics = metrics if metrics is not None else ControllerMetrics()
         self.watch = InventoryWatch(
             session,
