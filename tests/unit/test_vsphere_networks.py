@@ -8,7 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyVmomi import vim
 
-from agentvm.controller.netsync import Backoff, failure_key, hold_back
+from agentvm.controller.netsync import failure_key, hold_back
+from agentvm.core.heal import Backoff
+from agentvm.core.retry import Retries
 from agentvm.core.ipalloc import PoolError, pool_subnet
 from agentvm.model.network import DvPortVlan, IpRange, SdnVirtualNetwork, SdnVmi, SyncPlan
 from agentvm.sdn.sync import ApplyFailure
@@ -105,7 +107,7 @@ def test_holding_back_a_network_holds_back_its_interfaces_and_their_ports() -> N
 
 
 def test_backoff_doubles_up_to_its_cap_and_forgets_on_success() -> None:
-    b = Backoff(base=1, cap=5)
+    b = Retries(Backoff(base=1, cap=5, jitter=0))
     assert [b.failed("k", 0) for _ in range(5)] == [1, 2, 4, 5, 5]
     assert b.waiting(4.9) == {"k"} and b.waiting(5) == set()
     b.succeeded("k")
