@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+
 import pytest
 
 from agentvm.controller.netsync import NetsyncWatch, sync_once

@@ -10,8 +10,8 @@ from pyVmomi import vim
 
 from agentvm.controller.netsync import failure_key, hold_back
 from agentvm.core.heal import Backoff
-from agentvm.core.retry import Retries
 from agentvm.core.ipalloc import PoolError, pool_subnet
+from agentvm.core.retry import Retries
 from agentvm.model.network import DvPortVlan, IpRange, SdnVirtualNetwork, SdnVmi, SyncPlan
 from agentvm.sdn.sync import ApplyFailure
 from agentvm.vsphere.networks import ip_pool, parse_ranges, vlan_of

@@ -39,9 +39,9 @@ from pyVmomi import vim
 
 from agentvm.controller.observe import ADDRESS_KEY
 from agentvm.core import netsync, netsync_incremental
+from agentvm.core.netsync_incremental import NetsyncIndex, NetworksChange
 from agentvm.core.retry import Retries
 from agentvm.model.agency import MoRef
-from agentvm.core.netsync_incremental import NetsyncIndex, NetworksChange
 from agentvm.model.errors import AgentvmError, AuthenticationError, TransientError
 from agentvm.model.network import (
     ControllerState,
@@ -471,7 +471,8 @@ class NetsyncWatch:
     DV port VLANs. Port groups and IP pools are re-read when a port group or switch changes and every
     ``networks_interval`` seconds (IP pools are not managed objects: nothing can watch them). An item that
     fails is held back with jittered, capped exponential backoff (``core.retry.Retries``), and a full
-    resync follows once its delay is over (seconds, not the next ``resync_interval``). ``stop()`` ends the thread; ``wait_idle()`` is for tests.
+    resync follows once its delay is over (seconds, not the next ``resync_interval``). ``stop()`` ends the
+    thread; ``wait_idle()`` is for tests.
     """
 
     def __init__(
