@@ -189,8 +189,8 @@ def sync(vc: VCenter, sdn: Sdn, session: Session | None = None) -> NetsyncReport
 
 
 def ours(report: NetsyncReport) -> list[str]:
-    """Plan errors other than vcsim's own uplink port group (a trunk: no single VLAN, rightly reported)."""
-    return [e.item for e in report.plan.errors if "DVUplinks" not in e.item]
+    """The items the plan could not map."""
+    return [e.item for e in report.plan.errors]
 
 
 def test_port_group_with_pool_and_a_vm_with_two_nics(world: tuple[VCenter, Sdn]) -> None:
@@ -365,3 +365,29 @@ def dataclasses_replace(obj: Any, **changes: Any) -> Any:
     import dataclasses
 
     return dataclasses.replace(obj, **changes)
+
+
+def test_the_switch_uplink_port_group_is_neither_a_network_nor_a_problem(world: tuple[VCenter, Sdn]) -> None:
+    vc, sdn = world
+    report = sync(vc, sdn)
+    assert ours(report) == []
+    assert [pg.name for pg in report.inventory.port_groups] == ["DC0_DVPG0"]  # not DVS0-DVUplinks-9
+    assert not [vn for vn in sdn.api.list(SdnVirtualNetwork) if "DVUplinks" in vn.fq_name[-1]]
+
+
+def test_the_pool_dns_servers_are_the_subnet_dns_servers(world: tuple[VCenter, Sdn]) -> None:
+    vc, sdn = world
+    dns = ("10.14.0.2", "192.0.2.53")
+    vc.port_group("pg-dns", 140, ("10.14.0.0", "10.14.0.1", "10.14.0.10#20"), dns=dns)
+    sync(vc, sdn)
+    (raw,) = [b for b in sdn.api.list_raw("virtual-network") if b["fq_name"][-1] == "pg-dns"]
+    (subnet,) = raw["network_ipam_refs"][0]["attr"]["ipam_subnets"]
+    # as Tungsten Fabric's own Neutron plugin maps a subnet's DNS servers: DHCP option 6, space-separated,
+    # which the vRouter's DHCP server hands to the VMs
+    assert subnet["dhcp_option_list"] == {
+        "dhcp_option": [{"dhcp_option_name": "6", "dhcp_option_value": "10.14.0.2 192.0.2.53"}]
+    }
+    assert subnet["dns_nameservers"] == list(dns)
+    (vn,) = [v for v in sdn.api.list(SdnVirtualNetwork) if v.fq_name[-1] == "pg-dns"]
+    assert vn.subnets[0].dns_servers == dns
+    assert sync_once(vc.session, sdn.api, sdn.clients(), apply=False).plan.is_noop  # read back equal
