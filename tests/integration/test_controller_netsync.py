@@ -221,3 +221,34 @@ def test_a_session_expiry_shows_no_session_key_password_or_token_and_the_sync_go
     assert recorded and {e["id"] for e in recorded} <= streamed_ids  # both scans saw every event
     # an expiry is a routine re-login, not an error naming an internal fault
     assert not [e for e in recorded if e["level"] == "error" or "Found" in e["message"]], recorded
+
+
+def full_syncs(process: Process) -> int:
+    """``agentvm_netsync_syncs_total{kind="full"}`` as the controller's metrics say now (0: none yet)."""
+    for line in httpx.get(f"{process.url}/metrics").text.splitlines():
+        if line.startswith('agentvm_netsync_syncs_total{kind="full"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+def test_post_resync_makes_the_network_sync_resync_too(world: World) -> None:
+    process = Process(world, "--netsync")  # the network resync an hour away, as by default
+    try:
+        wait_for(lambda: agents_green(process) and full_syncs(process) == 1, "the first network sync", 120)
+        headers = {"Authorization": "Bearer test-token-123"}
+        assert httpx.post(f"{process.url}/api/v1/resync", headers=headers).status_code == 202
+        wait_for(lambda: full_syncs(process) == 2, "a second full network sync after POST /resync", 30)
+        events = httpx.get(f"{process.url}/api/v1/events").json()["events"]
+        assert [e["message"] for e in events if e["type"] == "resync"] == [
+            "full resync requested through the API (agents and network sync)"
+        ]
+    finally:
+        process.kill()
+
+
+def test_the_full_network_resync_interval_is_configurable(world: World) -> None:
+    process = Process(world, "--netsync", "--netsync-resync", "1")
+    try:
+        wait_for(lambda: full_syncs(process) >= 3, "a full network sync every second", 60)
+    finally:
+        process.kill()

@@ -78,6 +78,10 @@ from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchLost, WatchS
 
 log = logging.getLogger(__name__)
 
+FULL_RESYNC_SECONDS = 3600.0
+"""How often the netsync watch reads everything again by default (``agentvm run --netsync-resync``): the
+safety net of a level-triggered sync; failed items do not wait for it (their retries are seconds apart)."""
+
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -484,7 +488,7 @@ class NetsyncWatch:
         config: NetsyncConfig | None = None,
         backoff: Retries | None = None,
         networks_interval: float = 30.0,
-        resync_interval: float = 3600.0,
+        resync_interval: float = FULL_RESYNC_SECONDS,
         max_wait_seconds: int = 1,
         clock: Callable[[], float] = time.monotonic,
         map_fn: MapFn = map,
@@ -519,6 +523,7 @@ class NetsyncWatch:
         self._needs_full = True
         self._vns: ControllerState | None = None
         self._lost = 0  # watches lost to an ended session since the last full sync
+        self._resync_requested = threading.Event()
 
     # -- the controller's handle ----------------------------------------------------------------------
 
@@ -543,9 +548,10 @@ class NetsyncWatch:
             self._cond.notify_all()
 
     def resync(self) -> None:
-        """Ask for a full sync at the next turn (also forgets the items' backoff)."""
-        self.backoff.clear()
-        self._needs_full = True
+        """Ask for a full sync at the next turn, whatever is in backoff (``POST /api/v1/resync``, a
+        reconnect of the controller). Any thread; the watch thread takes the request within a poll (about
+        ``max_wait_seconds``) and forgets the items' backoff itself: whatever failed may work now."""
+        self._resync_requested.set()
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until a poll that started after this call found nothing to do, everything before it being
@@ -599,6 +605,7 @@ class NetsyncWatch:
             self._take(watcher.poll())  # the initial state of everything
             self._needs_full = True
             while not self._stop.is_set():
+                self._take_resync_request()
                 now = self.clock()
                 if self._needs_full and (self.backoff.next_due() or 0.0) <= now:
                     self._full_sync()
@@ -608,6 +615,7 @@ class NetsyncWatch:
                 changes = watcher.poll()
                 received = self.clock()
                 dirty, networks_changed = self._take(changes)
+                self._take_resync_request()
                 now = self.clock()
                 refresh = networks_changed or now - self._networks_at >= self.networks_interval
                 if now - self._full_at >= self.resync_interval:
@@ -622,8 +630,15 @@ class NetsyncWatch:
                         self._cond.notify_all()
         self._watcher = None
 
+    def _take_resync_request(self) -> None:
+        if self._resync_requested.is_set():
+            self._resync_requested.clear()
+            self.backoff.clear()
+            self._needs_full = True
+
     def _busy(self, now: float) -> bool:
-        return self._needs_full and (self.backoff.next_due() or 0.0) <= now
+        due = self._needs_full and (self.backoff.next_due() or 0.0) <= now
+        return due or self._resync_requested.is_set()
 
     def _take(self, changes: list[Change]) -> tuple[set[str], bool]:
         """Merge updates into the per-VM properties; the VMs touched, and whether networking changed."""
