@@ -48,6 +48,7 @@ from agentvm.model.network import (
     DvPortVlan,
     NetsyncConfig,
     NetworkInventory,
+    PortAction,
     PortChange,
     SdnInstanceIp,
     SdnObject,
@@ -263,7 +264,8 @@ def failure_key(failure: ApplyFailure) -> str:
 
 def hold_back(plan: SyncPlan, keys: set[str]) -> tuple[SyncPlan, tuple[str, ...]]:
     """``plan`` without the items whose backoff key is in ``keys`` (and the creates and ports that need
-    them); returns the trimmed plan and the keys actually held back."""
+    them: an interface whose DV port change is held is not added to or enabled on its agent either);
+    returns the trimmed plan and the keys actually held back."""
     if not keys:
         return plan, ()
     held: set[str] = set()
@@ -285,26 +287,30 @@ def hold_back(plan: SyncPlan, keys: set[str]) -> tuple[SyncPlan, tuple[str, ...]
     update = tuple(o for o in plan.update if keep_obj(o))
     delete = tuple(o for o in plan.delete if keep_obj(o))
 
+    waiting_vlan: set[str] = set()  # interfaces whose DV port change is held: their agent is not told
+
+    def keep_vlan(change: DvPortVlan) -> bool:
+        if dv_port_key(change) in keys:
+            held.add(dv_port_key(change))
+            waiting_vlan.add(change.vmi_uuid)
+            return False
+        return True
+
     def keep_port(change: PortChange) -> bool:
         key = f"port:{change.port.id}"
         if key in keys or change.port.id in blocked:
             held.add(key)
             return False
-        return True
+        return change.port.id not in waiting_vlan or change.action is PortAction.DELETE
 
-    def keep_vlan(change: DvPortVlan) -> bool:
-        if dv_port_key(change) in keys:
-            held.add(dv_port_key(change))
-            return False
-        return True
-
+    dv_port_vlans = tuple(c for c in plan.dv_port_vlans if keep_vlan(c))
     trimmed = replace(
         plan,
         create=create,
         update=update,
         delete=delete,
         ports=tuple(c for c in plan.ports if keep_port(c)),
-        dv_port_vlans=tuple(c for c in plan.dv_port_vlans if keep_vlan(c)),
+        dv_port_vlans=dv_port_vlans,
     )
     return trimmed, tuple(sorted(held & keys))
 
