@@ -5,7 +5,6 @@ Two entry points:
 * ``sync_once(...)`` — one full sync, used by ``agentvm netsync plan|apply``: read vCenter
   (``vsphere.networks``), the controller and the agents' ports (``sdn.sync``), compute the plan
   (``core.netsync.plan``) and carry it out (``sdn.sync.apply_plan``). Never raises for one failed item.
-
 * ``NetsyncRunner`` — the same sync driven by events (``notify()`` from the controller's watch, de-duplicated:
   many notifications while a sync runs give one more sync), a full resync on every (re)connect
   (``resync()``), and a retry with jittered, capped exponential backoff (``core.retry.Retries``, on the
