@@ -37,6 +37,7 @@ from agentvm.backends.base import Backend
 from agentvm.backends.direct import DirectBackend
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
 from agentvm.cli.netsync import (
+    NetsyncResync,
     Project,
     ReserveVlans,
     SdnUrl,
@@ -48,7 +49,12 @@ from agentvm.cli.netsync import (
 )
 from agentvm.cli.solution import ConnectionFlags, SpecFile, guard, load, login, spec_connection
 from agentvm.controller.logs import action_log, configure
-from agentvm.controller.netsync import AGENT_PORT, NetsyncWatch, agent_urls_from_agent_vms
+from agentvm.controller.netsync import (
+    AGENT_PORT,
+    FULL_RESYNC_SECONDS,
+    NetsyncWatch,
+    agent_urls_from_agent_vms,
+)
 from agentvm.controller.run import Controller, Settings, api_callables
 from agentvm.engine.manager import Engine
 from agentvm.engine.vsphere_infra import VSphereInfrastructure
@@ -221,6 +227,7 @@ class NetsyncOptions:
     config: NetsyncConfig
     agent_urls: Mapping[str, str] | None
     vrouter_port: int = AGENT_PORT
+    resync_interval: float = FULL_RESYNC_SECONDS
 
 
 def netsync_options(
@@ -229,6 +236,7 @@ def netsync_options(
     project: str,
     reserve_vlans: str,
     vrouter_port: int = AGENT_PORT,
+    resync_interval: float = FULL_RESYNC_SECONDS,
 ) -> NetsyncOptions:
     """Validate ``--netsync``'s flags (ConfigurationError naming the flag and the fix)."""
     if not sdn_url:
@@ -239,7 +247,8 @@ def netsync_options(
     token = os.environ.get(SDN_TOKEN_ENV, "").strip()
     config = NetsyncConfig(project=project, reserved_vlans=parse_vlan_ranges(reserve_vlans))
     urls = load_vrouter_map(vrouter_map) if vrouter_map is not None else None
-    return NetsyncOptions(sdn_url, Secret(token) if token else None, config, urls, vrouter_port)
+    secret = Secret(token) if token else None
+    return NetsyncOptions(sdn_url, secret, config, urls, vrouter_port, resync_interval)
 
 
 class VrouterAgents:
@@ -309,7 +318,7 @@ def open_netsync(
     stack.callback(api.close)
     agents = VrouterAgents(session, options.agent_urls, port=options.vrouter_port)
     stack.callback(agents.close)
-    return NetsyncWatch(session, api, agents, config=options.config)
+    return NetsyncWatch(session, api, agents, config=options.config, resync_interval=options.resync_interval)
 
 
 @guard
@@ -378,6 +387,7 @@ def run(
     project: Project = "default-project",
     reserve_vlans: ReserveVlans = "",
     vrouter_port: VrouterPort = AGENT_PORT,
+    netsync_resync: NetsyncResync = FULL_RESYNC_SECONDS,
     url: Url = None,
     username: Username = None,
     password_file: PasswordFile = None,
@@ -395,7 +405,11 @@ def run(
     conn = spec_connection(
         desired, ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     )
-    options = netsync_options(sdn_url, vrouter_map, project, reserve_vlans, vrouter_port) if netsync else None
+    options = (
+        netsync_options(sdn_url, vrouter_map, project, reserve_vlans, vrouter_port, netsync_resync)
+        if netsync
+        else None
+    )
     login(conn).logout()  # a wrong password or certificate ends here, with its message, before any thread
     with contextlib.ExitStack() as stack:  # closed in reverse: server, events, netsync, engine, session
         session = Session.connect(conn, timeout=call_timeout, correlation_prefix="agentvm-run")

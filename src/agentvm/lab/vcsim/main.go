@@ -754,16 +754,17 @@ func (p *dvPorts) Reference() types.ManagedObjectReference { return p.self }
 
 var dvPortsMu sync.Mutex
 
-// routeDVPortCalls rewrites the _this of ReconfigureDVPort_Task / FetchDVPorts to the switch's dvPorts.
-func routeDVPortCalls(body []byte) []byte {
+// routeDVPortCalls rewrites the _this of ReconfigureDVPort_Task / FetchDVPorts to the switch's dvPorts;
+// it returns the body and the switch's own type ("" when nothing was routed).
+func routeDVPortCalls(body []byte) ([]byte, string) {
 	m := reDVPortCall.FindSubmatchIndex(body)
 	if m == nil {
-		return body
+		return body, ""
 	}
 	kind, moid := string(body[m[4]:m[5]]), string(body[m[8]:m[9]])
 	dvs := types.ManagedObjectReference{Type: kind, Value: moid}
 	if _, ok := simulator.Map.Get(dvs).(*simulator.DistributedVirtualSwitch); !ok {
-		return body // not a switch: let the simulator answer ManagedObjectNotFound
+		return body, "" // not a switch: let the simulator answer ManagedObjectNotFound
 	}
 	self := types.ManagedObjectReference{Type: dvPortsType, Value: moid}
 	dvPortsMu.Lock()
@@ -776,7 +777,7 @@ func routeDVPortCalls(body []byte) []byte {
 	b.Write(body[:m[4]])
 	b.WriteString(dvPortsType)
 	b.Write(body[m[5]:])
-	return b.Bytes()
+	return b.Bytes(), kind
 }
 
 type dvPortInfo struct {
@@ -892,6 +893,48 @@ func (p *dvPorts) FetchDVPorts(req *types.FetchDVPorts) soap.HasFault {
 	return &methods.FetchDVPortsBody{Res: &types.FetchDVPortsResponse{Returnval: res}}
 }
 
+// markUplinks says which port group of each switch is its uplink port group, as vCenter does
+// (DVPortgroupConfigInfo.uplink, VMwareDVSConfigInfo.uplinkPortgroup): 0.24.2 creates "<dvs>-DVUplinks<n>"
+// with neither set, so a client cannot tell it from a trunk port group of the user's.
+func markUplinks() {
+	for _, e := range simulator.Map.All("DistributedVirtualSwitch") {
+		sw, ok := e.(*simulator.DistributedVirtualSwitch)
+		if !ok {
+			continue
+		}
+		suffix := "-DVUplinks" + strings.TrimPrefix(sw.Self.Value, "dvs")
+		for _, ref := range sw.Portgroup {
+			pg, ok := simulator.Map.Get(ref).(*simulator.DistributedVirtualPortgroup)
+			if !ok || pg.Name != sw.Name+suffix {
+				continue
+			}
+			pg.Config.Uplink = types.NewBool(true)
+			if sw.Config != nil {
+				config := sw.Config.GetDVSConfigInfo()
+				config.UplinkPortgroup = append(config.UplinkPortgroup, ref)
+			}
+		}
+	}
+}
+
+// routedWriter gives the switch its own type back in answers to routed DV port calls: a fault (e.g.
+// NotAuthenticated after a session expired) names the object called, which the client must be able to
+// parse — pyVmomi knows no "AgentvmDVPorts".
+type routedWriter struct {
+	http.ResponseWriter
+	kind string
+	buf  bytes.Buffer
+}
+
+func (w *routedWriter) Write(b []byte) (int, error) { return w.buf.Write(b) }
+
+func (w *routedWriter) flush() {
+	body := bytes.ReplaceAll(w.buf.Bytes(), []byte(`type="`+dvPortsType+`"`), []byte(`type="`+w.kind+`"`))
+	body = bytes.ReplaceAll(body, []byte(dvPortsType+":"), []byte(w.kind+":"))
+	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+	_, _ = w.ResponseWriter.Write(body)
+}
+
 // ---------------------------------------------------------------------------------------------------
 // the HTTP front: extension certificate checks, host watch, /eam/sdk
 
@@ -987,10 +1030,16 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// a host added by a task is given its agent manager before anyone can read it
 		f.agentMgr.ensure()
 	}
-	body = routeDVPortCalls(body)
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	f.sim.ServeHTTP(w, r)
+	routed, kind := routeDVPortCalls(body)
+	r.Body = io.NopCloser(bytes.NewReader(routed))
+	r.ContentLength = int64(len(routed))
+	if kind == "" {
+		f.sim.ServeHTTP(w, r)
+		return
+	}
+	rw := &routedWriter{ResponseWriter: w, kind: kind}
+	f.sim.ServeHTTP(rw, r)
+	rw.flush()
 }
 
 func eamProxy(backend string) http.Handler {
@@ -1184,6 +1233,7 @@ func main() {
 	if *instanceUUID != "" {
 		si.Content.About.InstanceUuid = strings.ToLower(*instanceUUID)
 	}
+	markUplinks()
 
 	m.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, password)}
 	var cert tls.Certificate
