@@ -492,7 +492,9 @@ def test_a_flapping_agent_is_powered_on_a_bounded_number_of_times_then_flagged(w
 
     def flapping_events() -> list[dict[str, object]]:
         found = [e.as_json() for e in controller.events.recent(after=first)]
-        return [e for e in found if e["type"] == "heal" and (e.get("data") or {}).get("verdict") == "flapping"]  # type: ignore[union-attr]
+        return [
+            e for e in found if e["type"] == "heal" and (e.get("data") or {}).get("verdict") == "flapping"
+        ]  # type: ignore[union-attr]
 
     with _Adversary(world.info, victim.moref) as adversary:
         wait_for(

@@ -605,13 +605,19 @@ class Reconciler(Solution):
     # -- helpers --------------------------------------------------------------------------------------
 
     def resolve_keys(self, keys: Sequence[int] | None) -> dict[str, object]:
-        """Resolve the observed issues with these keys (all when None), on the loop thread. For the API.
+        """Resolve the observed issues with these keys (all when None, which also moves every misplaced agent
+        VM back: ``"moved"`` lists them), on the loop thread. For the API.
 
-        Raises NotFoundError naming unknown keys. The heal backoff of the resolved issues starts afresh.
+        Raises NotFoundError naming unknown keys. The heal backoff of what was resolved starts afresh.
         """
         known = {i.key: i for i in self._tracked.issues.values()}
+        moved: list[str] = []
         if keys is None:
             chosen = list(known.values())
+            for found in list(self._tracked.misplaced.values()):
+                if self._move_back(found, "on request"):
+                    moved.append(found.vm.value)
+                self._heal = self._heal.with_forgotten([HealKey.misplaced(found)])
         else:
             unknown = [k for k in keys if k not in known]
             if unknown:
@@ -621,7 +627,7 @@ class Reconciler(Solution):
                 )
             chosen = [known[k] for k in keys]
         if not chosen:
-            return {"resolved": [], "left": []}
+            return {"resolved": [], "left": [], **({"moved": moved} if keys is None else {})}
         left: tuple[int, ...] = ()
 
         def resolve() -> str:
@@ -630,10 +636,14 @@ class Reconciler(Solution):
             return f"resolved {len(chosen)} issue(s) on request: {', '.join(str(i.key) for i in chosen)}"
 
         self._act("resolve", resolve)
-        from agentvm.core.heal import HealKey
-
         self._heal = self._heal.with_forgotten(HealKey.of(i) for i in chosen)
-        return {"resolved": [i.key for i in chosen if i.key not in left], "left": list(left)}
+        result: dict[str, object] = {
+            "resolved": [i.key for i in chosen if i.key not in left],
+            "left": list(left),
+        }
+        if keys is None:
+            result["moved"] = moved
+        return result
 
     def _calls(self) -> int:
         sessions = {id(s): s for s in (self.session, self._eam_session, *self._own)}
