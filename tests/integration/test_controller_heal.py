@@ -11,16 +11,18 @@ import time
 
 import jsonschema
 import pytest
+from pyVmomi import vim
 
 from agentvm.controller.status import status_schema
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.model.inventory import VirtualMachine
-from tests.integration.test_controller import _host_doc, _relocate, wait_for
+from agentvm.vsphere.tasks import wait_for_task
+from tests.integration.test_controller import World, _host_doc, _relocate, deployed, wait_for, world
 from tests.integration.test_controller_direct import Direct, direct, green
 
 pytestmark = pytest.mark.lab
 
-__all__ = ["direct"]  # the fixture, used by name
+__all__ = ["direct", "world"]  # the fixtures, used by name
 
 
 def test_the_direct_backend_moves_a_relocated_agent_vm_back(direct: Direct, vcsim: VcsimInfo) -> None:
@@ -47,3 +49,31 @@ def test_the_direct_backend_moves_a_relocated_agent_vm_back(direct: Direct, vcsi
         "the host green again",
         30,
     )
+
+
+def test_an_agent_vm_moved_out_of_its_cluster_is_moved_back_into_its_clusters_pool(world: World) -> None:
+    vms = deployed(world)
+    controller = world.controller
+    assert controller is not None
+    victim = vms[0]
+    assert victim.host is not None and victim.resource_pool is not None
+    snapshot = world.snapshot()
+    away = snapshot.find_host("/DC0/host/DC0_C1/DC0_C1_H0").moref  # out of the agency's scope
+    away_pool = snapshot.find_cluster("/DC0/host/DC0_C1").resource_pool
+    assert away_pool is not None
+    spec = vim.vm.RelocateSpec(host=world.session.mo(away), pool=world.session.mo(away_pool))
+    task = world.session.mo(victim.moref).RelocateVM_Task(spec=spec)
+    wait_for_task(world.session, task, what="move the agent VM to another cluster")
+
+    def back() -> VirtualMachine | None:
+        vm = world.snapshot().get(victim.moref)
+        if (
+            isinstance(vm, VirtualMachine)
+            and vm.host == victim.host
+            and vm.resource_pool == victim.resource_pool
+        ):
+            return vm
+        return None
+
+    wait_for(back, "the agent VM back on its host, in its own cluster's pool", 60)
+    wait_for(lambda: world.one_agent_per_host(3), "one agent per host, none redeployed")
