@@ -626,3 +626,12 @@ def test_an_agent_vm_on_another_host_is_found_and_moved_back_with_backoff() -> N
     # on a host in maintenance mode it is left where it is
     quiet = HostConditions(maintenance=frozenset({found.host}))
     assert plan_heal([], HealState(), 0.0, POLICY, quiet, misplaced=[found]).migrations == ()
+
+
+def test_an_issue_that_never_goes_away_is_given_up_on_not_called_flapping() -> None:
+    policy = HealPolicy(default=Backoff(base=1.0, cap=1.0, jitter=0.0, max_attempts=5), flap_limit=3)
+    plans = _flap(policy, [(1.0, True)] * 20)
+    assert sum(len(p.resolves) for _, _, p in plans) == 3  # the window bound holds for it too
+    verdicts = {d.verdict for _, _, p in plans for d in p.decisions}
+    assert Verdict.GAVE_UP in verdicts and Verdict.FLAPPING not in verdicts
+    assert plans[-1][2].state.flapping == frozenset()

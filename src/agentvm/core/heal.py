@@ -695,9 +695,10 @@ def _decide(
         return decision(Verdict.BACKOFF, reason, current.count, current.next_at), current
     count = current.count + 1
     if count > backoff.max_attempts or len(current.resolved) >= policy.flap_limit:
-        gave_up = dataclasses.replace(
-            current, gave_up=True, flapping=current.recurred > 0 or count <= backoff.max_attempts
-        )
+        # flapping: it came back after a resolve, in this episode or (resolves of earlier ones still in
+        # the window) across settle periods; else it simply never went away
+        flapping = current.recurred > 0 or len(current.resolved) > current.count
+        gave_up = dataclasses.replace(current, gave_up=True, flapping=flapping)
         return _gave_up(key, issues, misplaced, gave_up, fix, policy, announce=True), gave_up
     next_at = now + policy.delay(key, count)
     action = "moving the agent VM back" if misplaced is not None else "resolving"
@@ -723,11 +724,7 @@ def _gave_up(
     announce: bool,
 ) -> HealDecision:
     where = (misplaced.host_name if misplaced else _host_name(issues)) or key.agent or key.agency
-    retry = (
-        f"agentvm tries again once it has stayed away {policy.settle:.0f} s or is resolved by hand"
-        if attempts.flapping
-        else "agentvm tries again once it clears or is resolved by hand"
-    )
+    retry = f"agentvm tries again once it has stayed away {policy.settle:.0f} s or is resolved by hand"
     if attempts.flapping:
         reason = (
             f"gave up on {key.kind.value} on {where}: it came back {attempts.recurred} time(s) after agentvm "
