@@ -497,7 +497,7 @@ def _flap(policy: HealPolicy, steps: list[tuple[float, bool]]) -> list[tuple[flo
     return out
 
 
-@settings(max_examples=80)
+@settings(max_examples=80, deadline=None)
 @given(policies, observations)
 def test_resolves_within_any_flap_window_are_bounded(
     policy: HealPolicy, steps: list[tuple[float, bool]]
@@ -508,7 +508,7 @@ def test_resolves_within_any_flap_window_are_bounded(
         assert len(inside) <= policy.flap_limit, (start, resolved_at)
 
 
-@settings(max_examples=80)
+@settings(max_examples=80, deadline=None)
 @given(policies, observations)
 def test_the_attempt_count_starts_again_only_after_staying_healthy_for_the_settle_period(
     policy: HealPolicy, steps: list[tuple[float, bool]]
@@ -531,7 +531,7 @@ def test_the_attempt_count_starts_again_only_after_staying_healthy_for_the_settl
             longest_rest = 0.0
 
 
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 @given(policies, observations)
 def test_giving_up_is_announced_once_while_the_agent_never_settles(
     policy: HealPolicy, steps: list[tuple[float, bool]]
