@@ -31,7 +31,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
@@ -44,7 +44,7 @@ from agentvm.controller.metrics import ControllerMetrics
 from agentvm.controller.observe import Observation, read_addresses
 from agentvm.controller.progress import host_rows
 from agentvm.controller.solution import REANSWER_AFTER, Solution, SolutionPlan, _Wait
-from agentvm.controller.status import AgencyReport, StatusReport, host_names, vm_hosts
+from agentvm.controller.status import AgencyReport, StatusReport
 from agentvm.core.heal import (
     Finding,
     HealClass,
@@ -66,7 +66,7 @@ from agentvm.core.plan import ChangeKind
 from agentvm.model.agency import AgencyConfig, HookState, Issue, MoRef
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError, NotFoundError
-from agentvm.model.inventory import InventorySnapshot
+from agentvm.model.inventory import InventorySnapshot, VirtualMachine
 from agentvm.vsphere.collector import read_one
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.vms import ensure_on_host
@@ -102,9 +102,9 @@ class Reconciler(Solution):
     """``Reconciler(desired, session, events=..., metrics=...)``: ``full_pass()`` / ``poll()``.
 
     ``backend``: None for EAM on ``session`` (``Solution``'s own), or a ``DirectBackend``. ``conditions``
-    gives the host conditions the watch saw last (maintenance, standby, unreachable); ``placements`` every
-    VM's host as the watch saw it last (without it, the last full pass's inventory); ``clock`` is
-    monotonic seconds (faked in tests).
+    gives the host conditions the watch saw last (maintenance, standby, unreachable); ``placements`` the
+    hosts of the given VMs as the watch saw them last (without it, the last full pass's inventory);
+    ``clock`` is monotonic seconds (faked in tests).
     """
 
     def __init__(
@@ -117,7 +117,7 @@ class Reconciler(Solution):
         backend: Backend | None = None,
         policy: HealPolicy | None = None,
         conditions: Callable[[], HostConditions] | None = None,
-        placements: Callable[[], Mapping[MoRef, MoRef]] | None = None,
+        placements: Callable[[Collection[MoRef]], Mapping[MoRef, MoRef]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         check_packages: bool = True,
     ) -> None:
@@ -372,11 +372,18 @@ class Reconciler(Solution):
         return HostConditions(frozenset(maintenance), frozenset(standby), frozenset(unreachable))
 
     def _misplaced(self, statuses: Sequence[AgencyStatus]) -> tuple[Misplaced, ...]:
-        """The agents whose VM runs on another host: the watch's ``runtime.host``, else the full pass's."""
-        placed: dict[MoRef, MoRef] = vm_hosts(self.snapshot) if self.snapshot is not None else {}
+        """The agents whose VM runs on another host: the watch's ``runtime.host``, else the full pass's.
+        Looks up the agent VMs only (a dict lookup each), whatever the number of VMs in vCenter."""
+        agent_vms = {a.vm for s in statuses for a in s.agents if a.vm is not None}
+        placed: dict[MoRef, MoRef] = {}
+        if self.snapshot is not None:
+            for vm in agent_vms:
+                found = self.snapshot.get(vm)
+                if isinstance(found, VirtualMachine) and found.host is not None:
+                    placed[vm] = found.host
         if self._placements is not None:
-            placed.update(self._placements())
-        names = host_names(self.snapshot) if self.snapshot is not None else {}
+            placed.update(self._placements(agent_vms))
+        names = {h.moref: h.name for h in self.snapshot.hosts} if self.snapshot is not None else {}
         return find_misplaced(statuses, placed, names)
 
     def _heal_now(

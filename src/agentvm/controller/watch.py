@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pyVmomi import vim
@@ -116,10 +116,13 @@ class InventoryWatch:
             ),
         )
 
-    def vm_hosts(self) -> dict[MoRef, MoRef]:
-        """Every VM's ``runtime.host`` as last reported (a VM without a host is absent)."""
+    def vm_hosts(self, vms: Iterable[MoRef] | None = None) -> dict[MoRef, MoRef]:
+        """The ``runtime.host`` of ``vms`` (every VM when None) as last reported; a VM the watch has not
+        seen (or without a host) is absent."""
         with self._lock:
-            return dict(self._vm_hosts)
+            if vms is None:
+                return dict(self._vm_hosts)
+            return {vm: host for vm in vms if (host := self._vm_hosts.get(vm)) is not None}
 
     def _run(self) -> None:
         pause = 0.5
