@@ -65,7 +65,7 @@ from agentvm.core.heal import (
 from agentvm.core.plan import ChangeKind
 from agentvm.model.agency import AgencyConfig, HookState, Issue, MoRef
 from agentvm.model.desired import DesiredState
-from agentvm.model.errors import ConfigurationError, NotFoundError
+from agentvm.model.errors import ConfigurationError, NotFoundError, TransientError
 from agentvm.model.inventory import InventorySnapshot, VirtualMachine
 from agentvm.vsphere.collector import read_one
 from agentvm.vsphere.session import Session
@@ -456,6 +456,26 @@ class Reconciler(Solution):
             self._act("migrate", move, agency=found.agency_name, host=host_path, host_moid=found.host.value)
         except NotFoundError:
             return 0  # the VM or the host went away meanwhile: the next observation says what is left
+        except (ConfigurationError, TransientError) as exc:
+            # vCenter refused the move (InvalidState, no shared storage, ...): said once per attempt, and the
+            # heal backoff retries and gives up as for any other heal; a lost vCenter fails the next observe
+            text = (
+                f"could not move the agent VM {found.vm_name} back to {host_path}: {exc}; "
+                "retrying with backoff"
+            )
+            action_log(
+                text, action="migrate", agency=found.agency_name, host=host_path, level=logging.WARNING
+            )
+            self.events.publish(
+                "heal",
+                text,
+                level="warning",
+                agency=found.agency_name,
+                host=found.host.value,
+                host_name=host_path,
+                data={"action": "migrate", "kind": Finding.VM_ON_WRONG_HOST.value, "failed": True},
+            )
+            return 0
         return 1
 
     def _announce(self, decision: HealDecision) -> None:
