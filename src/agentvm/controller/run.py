@@ -118,6 +118,7 @@ class Controller:
             backend=backend,
             policy=policy,
             conditions=self.watch.conditions,
+            placements=self.watch.vm_hosts,
             check_packages=settings.check_packages,
         )
         self.backend = self.reconciler.backend
