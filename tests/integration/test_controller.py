@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,18 +19,21 @@ from typing import TypeVar
 
 import jsonschema
 import pytest
+from pyVmomi import vim
 
 from agentvm.controller.run import Controller, Settings
 from agentvm.controller.status import status_schema
-from agentvm.core.heal import HealPolicy
+from agentvm.core.heal import Backoff, HealPolicy
 from agentvm.lab.world import Lab, LabInfo
+from agentvm.model.agency import MoRef
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.inventory import InventorySnapshot, VirtualMachine, VmPowerState
 from agentvm.spec import load_spec
 from agentvm.vsphere.hosts import add_host, ensure_maintenance_mode
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
-from agentvm.vsphere.vms import destroy, ensure_powered_off
+from agentvm.vsphere.tasks import wait_for_task
+from agentvm.vsphere.vms import destroy, ensure_powered_off, power_state
 
 pytestmark = pytest.mark.lab
 
@@ -353,3 +357,170 @@ def test_a_host_in_maintenance_mode_has_state_maintenance_in_the_api_and_status_
         "the host green again after maintenance mode",
         90,
     )
+
+
+# ---------------------------------------------------------------------------------- where an agent runs
+
+
+def _relocate(session: Session, vm: VirtualMachine, host: MoRef) -> None:
+    """Move ``vm`` to ``host`` behind agentvm's back, as an administrator would (RelocateVM)."""
+    spec = vim.vm.RelocateSpec(host=session.mo(host))
+    wait_for_task(session, session.mo(vm.moref).RelocateVM_Task(spec=spec), what=f"relocate {vm.name}")
+
+
+def _vm_host(world: World, vm: MoRef) -> MoRef | None:
+    found = world.snapshot().get(vm)
+    return found.host if isinstance(found, VirtualMachine) else None
+
+
+def _host_doc(document: dict[str, object], moid: str) -> dict[str, object]:
+    for agency in document["agencies"]:  # type: ignore[attr-defined]
+        for cluster in agency["clusters"]:
+            for host in cluster["hosts"]:
+                if host["moid"] == moid:
+                    return dict(host)
+    raise AssertionError(f"host {moid} is not in the status document")
+
+
+def test_a_relocated_agent_vm_is_shown_on_its_host_and_resolve_moves_it_back(world: World) -> None:
+    from typer.testing import CliRunner
+
+    from agentvm.cli.main import app
+
+    vms = deployed(world)
+    world.stop()  # `agentvm status` and `resolve` alone, no controller to heal behind them
+    victim, other = vms[0], vms[1]
+    assert victim.host is not None and other.host is not None
+    _relocate(world.session, victim, other.host)
+    assert _vm_host(world, victim.moref) == other.host
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["status", "-f", str(world.spec), "--json"], env=world.info.env())
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    jsonschema.validate(document, status_schema())
+    home = _host_doc(document, victim.host.value)
+    assert home["state"] == "misplaced" and home["phase"] == "misplaced", home
+    assert home["runsOn"] == {"moid": other.host.value, "name": "DC0_C0_H1"}, home
+    assert _host_doc(document, other.host.value)["state"] == "green"
+    table = runner.invoke(app, ["status", "-f", str(world.spec)], env=world.info.env())
+    assert table.exit_code == 0, table.output
+    assert "misplaced" in table.stdout and "resolve --all" in table.stdout, table.stdout
+
+    moved = runner.invoke(app, ["resolve", "--all", "-f", str(world.spec)], env=world.info.env())
+    assert moved.exit_code == 0, moved.output
+    assert "back to" in moved.stdout, moved.stdout
+    assert _vm_host(world, victim.moref) == victim.host
+    again = json.loads(
+        runner.invoke(app, ["status", "-f", str(world.spec), "--json"], env=world.info.env()).stdout
+    )
+    assert _host_doc(again, victim.host.value)["state"] == "green"
+
+
+def test_the_controller_moves_a_relocated_agent_vm_back_to_its_host(world: World) -> None:
+    vms = deployed(world)
+    controller = world.controller
+    assert controller is not None
+    victim, other = vms[2], vms[0]
+    assert victim.host is not None and other.host is not None
+    first = controller.events.last_id
+    started = time.monotonic()
+    _relocate(world.session, victim, other.host)
+    wait_for(lambda: _vm_host(world, victim.moref) == victim.host, "the agent VM moved back to its host", 60)
+    print(f"relocation -> moved back: {time.monotonic() - started:.2f} s")
+    new = [e.as_json() for e in controller.events.recent(after=first)]
+    raised = [e for e in new if e["type"] == "issue" and (e.get("data") or {}).get("kind") == "VmOnWrongHost"]  # type: ignore[union-attr]
+    assert raised and raised[0]["host"] == victim.host.value, new
+    assert [e for e in new if (e.get("data") or {}).get("action") == "migrate"], new  # type: ignore[union-attr]
+    assert controller.metrics.resolves_attempted.value(kind="VmOnWrongHost") == 1
+    wait_for(world.all_green, "all green again", 60)
+    wait_for(
+        lambda: _host_doc(dict(controller.status()), victim.host.value).get("state") == "green",  # type: ignore[union-attr]
+        "the host green again in the status",
+        30,
+    )
+    assert not [e for e in controller.events.recent(after=first) if e.level == "error"]
+
+
+# ------------------------------------------------------------------------------------------- flapping
+
+
+class _Adversary:
+    """Powers ``vm`` off each time it is seen on again (its own session); counts the power-ons it saw."""
+
+    def __init__(self, info: LabInfo, vm: MoRef) -> None:
+        self.session = connect(info)
+        self.vm = vm
+        self.power_ons = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Adversary:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.session.logout()
+
+    def _run(self) -> None:
+        ensure_powered_off(self.session, self.vm)
+        while not self._stop.is_set():
+            if power_state(self.session, self.vm) is VmPowerState.POWERED_ON:
+                self.power_ons += 1
+                ensure_powered_off(self.session, self.vm)
+            self._stop.wait(0.05)
+
+
+def test_a_flapping_agent_is_powered_on_a_bounded_number_of_times_then_flagged(world: World) -> None:
+    import httpx
+
+    from agentvm.api.server import Api, ApiServer
+    from agentvm.controller.run import api_callables
+
+    bound = 4
+    policy = HealPolicy(
+        default=Backoff(base=0.3, factor=1.5, cap=2.0, jitter=0.0, max_attempts=bound), seed=1
+    )
+    vms = deployed(world, policy=policy)
+    controller = world.controller
+    assert controller is not None
+    victim = vms[1]
+    assert victim.host is not None
+    first = controller.events.last_id
+
+    def flapping_events() -> list[dict[str, object]]:
+        found = [e.as_json() for e in controller.events.recent(after=first)]
+        return [
+            e for e in found if e["type"] == "heal" and (e.get("data") or {}).get("verdict") == "flapping"
+        ]  # type: ignore[union-attr]
+
+    with _Adversary(world.info, victim.moref) as adversary:
+        wait_for(
+            lambda: flapping_events() or adversary.power_ons > bound,
+            "the controller to give up on the flapping agent",
+            60,
+        )
+        assert adversary.power_ons <= bound, f"powered on {adversary.power_ons} times"
+        at_give_up, passes = adversary.power_ons, controller.passes
+        # many more polls and a full pass while it is still powered off: no further power-on
+        wait_for(lambda: controller.passes >= passes + 15, "15 more passes", 60)
+        print(f"power-ons of the flapping agent: {adversary.power_ons} (bound {bound})")
+        assert adversary.power_ons == at_give_up
+    assert 1 <= at_give_up <= bound
+    assert controller.metrics.resolves_attempted.value(kind="VmPoweredOff") <= bound
+    (give_up,) = flapping_events()
+    assert give_up["host"] == victim.host.value and give_up["level"] == "error"
+    assert not [
+        e
+        for e in (x.as_json() for x in controller.events.recent(after=first))
+        if e["type"] == "heal" and (e.get("data") or {}).get("verdict") == "gave-up"  # type: ignore[union-attr]
+    ]
+    document = dict(controller.status())
+    jsonschema.validate(document, status_schema())
+    assert _host_doc(document, victim.host.value)["state"] == "flapping"
+    with ApiServer(Api(**api_callables(controller)), port=0) as server:
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert f'agentvm_agent_flapping{{agency="contrail",host="{victim.host.value}"}} 1' in metrics, metrics
+    assert 'agentvm_agents{state="flapping"} 1' in metrics, metrics

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import agentvm
 from agentvm.lab.world import Lab
 from tests.integration.test_controller import ONE_CLUSTER, World, connect, spec_text, wait_for
 
@@ -30,6 +31,7 @@ class Process:
 
     def __init__(self, world: World, *extra: str) -> None:
         env = {**world.info.env(), "AGENTVM_API_TOKEN": "test-token-123", "PATH": "/usr/bin:/bin"}
+        env["PYTHONPATH"] = str(Path(agentvm.__file__).resolve().parents[1])  # the agentvm under test
         args = ["run", "-f", str(world.spec), "--listen", "127.0.0.1:0", "--log-format", "json"]
         args += ["--poll", "0.2", "--idle-poll", "0.5", "--resync", "2", *extra]
         self.proc = subprocess.Popen(

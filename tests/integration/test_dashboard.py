@@ -272,3 +272,42 @@ def test_the_page_reads_the_status_v1_schema_shape(world: World, server: ApiServ
     page.evaluate("document.querySelector('[data-moid=\"host-2\"]').click()")
     assert "remedy: exit-maintenance" in page.wait_for("document.getElementById('detail-issues').textContent")
     assert page.exceptions() == []
+
+
+def test_flapping_and_misplaced_hosts_are_shown_with_what_agentvm_found(
+    world: World, server: ApiServer, page: Page
+) -> None:
+    """A host whose agent agentvm gave up on (flapping) and one whose agent VM runs elsewhere (misplaced)."""
+    status = _status("green")
+    hosts = status["agencies"][0]["clusters"][0]["hosts"]  # type: ignore[index]
+    hosts[1]["state"] = "flapping"
+    hosts[1]["problems"] = [
+        {"kind": "Flapping", "message": "agentvm gave up healing VmPoweredOff: it came back 4 time(s)"}
+    ]
+    hosts[3]["state"] = "misplaced"
+    hosts[3]["runsOn"] = {"moid": "host-21", "name": "H0"}
+    hosts[3]["problems"] = [
+        {"kind": "VmOnWrongHost", "message": "the agent VM contrail-vrouter (4) runs on H0"}
+    ]
+    world.set_status(status)
+    _open(page, f"{server.url}/")
+    assert "state-flapping" in _class_of(page, "host-22")
+    assert "state-misplaced" in _class_of(page, "host-24")
+    summary = page.evaluate("document.getElementById('summary').textContent")
+    assert "1 flapping" in summary and "1 misplaced" in summary, summary
+    tile = page.evaluate("document.querySelector('[data-moid=\"host-24\"]').textContent")
+    assert "VM on H0" in tile, tile
+    page.evaluate("document.querySelector('[data-moid=\"host-22\"]').click()")
+    issues = page.wait_for(
+        "!document.getElementById('detail').hidden && document.getElementById('detail-issues').textContent"
+    )
+    assert "Flapping" in issues and "came back 4 time(s)" in issues, issues
+    page.evaluate("document.querySelector('[data-moid=\"host-24\"]').click()")
+    facts = page.wait_for(
+        "document.getElementById('detail-facts').textContent.includes('runs on') && "
+        "document.getElementById('detail-facts').textContent"
+    )
+    assert "runs onH0" in facts, facts
+    assert "runs on H0" in page.evaluate("document.getElementById('detail-issues').textContent")
+    _keep(page, "4-flapping-and-misplaced")
+    assert page.exceptions() == []

@@ -15,7 +15,9 @@ import httpx
 import pytest
 from pyVmomi import vim
 
-from agentvm.controller.netsync import Backoff, NetsyncReport, NetsyncRunner, sync_once
+from agentvm.controller.netsync import NetsyncReport, NetsyncRunner, sync_once
+from agentvm.core.heal import Backoff
+from agentvm.core.retry import Retries
 from agentvm.lab import sdn_emulator, vrouter_emulator
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.model.connection import Secret, VCenterConnection
@@ -55,16 +57,29 @@ class VCenter:
     def host_ids(self) -> list[str]:
         return [str(h.obj._moId) for h in self.hosts]
 
-    def port_group(self, name: str, vlan: int, pool: tuple[str, str, str] | None = None) -> Any:
-        """A DV port group (VLAN override allowed); with ``pool`` (subnet, gateway, range) its IP pool."""
+    @staticmethod
+    def port_group_spec(name: str, vlan: int, override: bool = True) -> Any:
         v = vim.dvs.VmwareDistributedVirtualSwitch
-        spec = vim.dvs.DistributedVirtualPortgroup.ConfigSpec(
+        return vim.dvs.DistributedVirtualPortgroup.ConfigSpec(
             name=name,
             type="earlyBinding",
             numPorts=16,
             defaultPortConfig=v.VmwarePortConfigPolicy(vlan=v.VlanIdSpec(vlanId=vlan, inherited=False)),
-            policy=v.VMwarePortgroupPolicy(vlanOverrideAllowed=True),
+            policy=v.VMwarePortgroupPolicy(vlanOverrideAllowed=override),
         )
+
+    def port_group(
+        self,
+        name: str,
+        vlan: int,
+        pool: tuple[str, str, str] | None = None,
+        *,
+        override: bool = True,
+        dns: tuple[str, ...] = (),
+    ) -> Any:
+        """A DV port group (VLAN override allowed unless ``override`` is False); with ``pool`` (subnet,
+        gateway, range) its IP pool, handing out ``dns`` as DNS servers."""
+        spec = self.port_group_spec(name, vlan, override)
         wait_for_task(self.session, self.dvs.AddDVPortgroup_Task([spec]), what=f"add {name}")
         pgs = retrieve(
             self.session,
@@ -87,11 +102,17 @@ class VCenter:
                     range=ranges,
                     dhcpServerAvailable=True,
                     ipPoolEnabled=True,
+                    dns=list(dns),
                 ),
                 networkAssociation=[vim.vApp.IpPool.Association(network=pg, networkName=name)],
             )
             assert manager.CreateIpPool(self.dc.obj, ip_pool) == next_id
         return pg
+
+    def allow_vlan_override(self, pg: Any, name: str, vlan: int) -> None:
+        """What the admin does once told: let the port group's ports carry a VLAN of their own."""
+        spec = self.port_group_spec(name, vlan, override=True)
+        self.run(pg.ReconfigureDVPortgroup_Task(spec), f"allow VLAN override on {name}")
 
     def vm(self, name: str, pg: Any, host: int, nics: int = 2) -> Any:
         """A VM with ``nics`` NICs on ``pg``, each on a DV port of its own, on host number ``host``."""
@@ -168,8 +189,8 @@ def sync(vc: VCenter, sdn: Sdn, session: Session | None = None) -> NetsyncReport
 
 
 def ours(report: NetsyncReport) -> list[str]:
-    """Plan errors other than vcsim's own uplink port group (a trunk: no single VLAN, rightly reported)."""
-    return [e.item for e in report.plan.errors if "DVUplinks" not in e.item]
+    """The items the plan could not map."""
+    return [e.item for e in report.plan.errors]
 
 
 def test_port_group_with_pool_and_a_vm_with_two_nics(world: tuple[VCenter, Sdn]) -> None:
@@ -317,7 +338,11 @@ def test_an_agent_that_is_down_is_retried_with_backoff(world: tuple[VCenter, Sdn
     sdn.agents[second].stop()
     now = [1000.0]
     runner = NetsyncRunner(
-        vc.session, sdn.api, lambda: clients, backoff=Backoff(base=10), clock=lambda: now[0]
+        vc.session,
+        sdn.api,
+        lambda: clients,
+        backoff=Retries(Backoff(base=10, cap=60, jitter=0)),
+        clock=lambda: now[0],
     )
     report = runner.sync()
     assert report is not None and report.failures
@@ -340,3 +365,29 @@ def dataclasses_replace(obj: Any, **changes: Any) -> Any:
     import dataclasses
 
     return dataclasses.replace(obj, **changes)
+
+
+def test_the_switch_uplink_port_group_is_neither_a_network_nor_a_problem(world: tuple[VCenter, Sdn]) -> None:
+    vc, sdn = world
+    report = sync(vc, sdn)
+    assert ours(report) == []
+    assert [pg.name for pg in report.inventory.port_groups] == ["DC0_DVPG0"]  # not DVS0-DVUplinks-9
+    assert not [vn for vn in sdn.api.list(SdnVirtualNetwork) if "DVUplinks" in vn.fq_name[-1]]
+
+
+def test_the_pool_dns_servers_are_the_subnet_dns_servers(world: tuple[VCenter, Sdn]) -> None:
+    vc, sdn = world
+    dns = ("10.14.0.2", "192.0.2.53")
+    vc.port_group("pg-dns", 140, ("10.14.0.0", "10.14.0.1", "10.14.0.10#20"), dns=dns)
+    sync(vc, sdn)
+    (raw,) = [b for b in sdn.api.list_raw("virtual-network") if b["fq_name"][-1] == "pg-dns"]
+    (subnet,) = raw["network_ipam_refs"][0]["attr"]["ipam_subnets"]
+    # as Tungsten Fabric's own Neutron plugin maps a subnet's DNS servers: DHCP option 6, space-separated,
+    # which the vRouter's DHCP server hands to the VMs
+    assert subnet["dhcp_option_list"] == {
+        "dhcp_option": [{"dhcp_option_name": "6", "dhcp_option_value": "10.14.0.2 192.0.2.53"}]
+    }
+    assert subnet["dns_nameservers"] == list(dns)
+    (vn,) = [v for v in sdn.api.list(SdnVirtualNetwork) if v.fq_name[-1] == "pg-dns"]
+    assert vn.subnets[0].dns_servers == dns
+    assert sync_once(vc.session, sdn.api, sdn.clients(), apply=False).plan.is_noop  # read back equal

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -285,3 +286,25 @@ def test_agent_down_is_a_transient_error_naming_the_url(agent: vrouter_emulator.
         pytest.raises(TransientError, match=f"POST {url}/port"),
     ):
         client.add_port(PORT)
+
+
+def test_a_subnet_keeps_its_dns_servers_and_malformed_dhcp_options_are_refused(api: ConfigApiClient) -> None:
+    subnet = dataclasses.replace(VN.subnets[0], dns_servers=("10.1.0.2", "10.1.0.3"))
+    api.create(dataclasses.replace(VN, subnets=(subnet,)))
+    (read,) = api.list(SdnVirtualNetwork)
+    assert read.subnets[0].dns_servers == ("10.1.0.2", "10.1.0.3")
+
+    def network(name: str, item: dict[str, object]) -> dict[str, object]:
+        other = dataclasses.replace(VN, uuid="0b8a3b9e-0000-4000-8000-0000000000ff", fq_name=("d", "p", name))
+        body = wire.encode(dataclasses.replace(other, fq_name=(*VN.fq_name[:2], name)), api.config)
+        body["network_ipam_refs"][0]["attr"]["ipam_subnets"][0].update(item)
+        return body
+
+    for bad in (
+        {"dhcp_option_list": {"dhcp_option": [{"dhcp_option_name": "6", "dhcp_option_value": "a.b.c.d"}]}},
+        {"dhcp_option_list": [{"dhcp_option_name": "6", "dhcp_option_value": "10.1.0.2"}]},
+        {"dns_nameservers": "10.1.0.2"},
+    ):
+        with pytest.raises(ConfigurationError, match="400"):
+            api.create_raw("virtual-network", network("bad", bad))
+    assert [v.uuid for v in api.list(SdnVirtualNetwork)] == [VN.uuid]

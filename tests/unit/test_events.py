@@ -139,3 +139,19 @@ def test_concurrent_publishers_are_seen_in_id_order(chunks: list[int], capacity:
     assert ids == list(range(1, sum(chunks) + 1))
     assert len(log.recent()) == min(capacity, sum(chunks))
     sub.close()
+
+
+def test_events_never_carry_a_session_key_or_a_registered_secret() -> None:
+    log = EventLog()
+    log.add_secret("hunter2-password")
+    key = "52c5b6a1-7e0f-4d2a-9f1b-3c4d5e6f7a8b"
+    event = log.publish(
+        "netsync",
+        f"WaitForUpdatesEx on PropertyCollector:session[{key}]52aa failed; password hunter2-password",
+        level="error",
+        data={"item": f"session[{key}]52aa", "nested": [{"why": "hunter2-password"}]},
+    )
+    text = str(event.as_json())
+    assert key not in text and "hunter2-password" not in text
+    assert "session[...]52aa" in event.message and "***" in event.message
+    assert log.recent()[-1] == event

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from datetime import UTC, datetime
 
@@ -9,12 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agentvm.backends.base import AgencyStatus
 from agentvm.core.heal import (
     HEAL_CLASSES,
     AgentState,
     Backoff,
+    Finding,
     HealClass,
     HealKey,
+    HealPlan,
     HealPolicy,
     HealState,
     HostConditions,
@@ -22,6 +26,7 @@ from agentvm.core.heal import (
     agent_state,
     count_kinds,
     count_states,
+    find_misplaced,
     fix_for,
     heal_class,
     plan_heal,
@@ -205,12 +210,21 @@ def test_a_kind_has_its_own_attempt_budget() -> None:
     assert resolves == 2
 
 
-def test_a_cleared_issue_counts_as_healed_and_starts_afresh() -> None:
+def test_a_cleared_issue_counts_as_healed_once_and_starts_afresh_only_after_settling() -> None:
+    key = HealKey("agency-1", "agent-1", IssueKind.VM_POWERED_OFF)
     first = plan_heal([_issue()], HealState(), 0.0, POLICY)
     cleared = plan_heal([], first.state, 1.0, POLICY)
-    assert cleared.healed == (HealKey("agency-1", "agent-1", IssueKind.VM_POWERED_OFF),)
-    assert cleared.state.attempts == {}
-    again = plan_heal([_issue(key=9)], cleared.state, 2.0, POLICY)
+    assert cleared.healed == (key,)
+    assert plan_heal([], cleared.state, 2.0, POLICY).healed == ()  # said once, not on every observation
+    # back before the settle period: the backoff of attempt 1 still holds, and the count goes on
+    soon = plan_heal([_issue(key=9)], cleared.state, 2.0, POLICY)
+    assert soon.decisions[0].verdict is Verdict.BACKOFF and soon.decisions[0].attempt == 1
+    due = plan_heal([_issue(key=9)], soon.state, 20.0, POLICY)
+    assert due.decisions[0].verdict is Verdict.RESOLVE and due.decisions[0].attempt == 2
+    # away for the whole settle period: forgotten, the next one is attempt 1 again
+    settled = plan_heal([], cleared.state, 1.0 + POLICY.settle, POLICY)
+    assert settled.state.attempts == {} or settled.state.attempts[key].count == 0
+    again = plan_heal([_issue(key=10)], settled.state, 2.0 + POLICY.settle, POLICY)
     assert again.decisions[0].verdict is Verdict.RESOLVE and again.decisions[0].attempt == 1
 
 
@@ -352,13 +366,14 @@ def test_decisions_are_a_pure_function_of_their_inputs(
 
 
 @given(st.sampled_from(ACTIVE + PASSIVE), st.integers(1, 30))
-def test_a_cleared_issue_resets_its_state(kind: IssueKind, observations: int) -> None:
+def test_a_cleared_issue_resets_its_state_after_settling(kind: IssueKind, observations: int) -> None:
     state = HealState()
     for n in range(observations):
         state = plan_heal([_issue(key=n, kind=kind)], state, float(n * 1000), POLICY).state
     cleared = plan_heal([], state, 1e9, POLICY)
-    assert cleared.state.attempts == {}
-    back = plan_heal([_issue(kind=kind)], cleared.state, 1e9 + 1, POLICY)
+    settled = plan_heal([], cleared.state, 1e9 + POLICY.settle + POLICY.flap_window, POLICY)
+    assert settled.state.attempts == {}
+    back = plan_heal([_issue(kind=kind)], settled.state, 1e9 + POLICY.settle + POLICY.flap_window + 1, POLICY)
     expected = Verdict.RESOLVE if heal_class(kind) is HealClass.ACTIVE else Verdict.REPORT
     assert back.decisions[0].verdict is expected
     assert back.decisions[0].announce or expected is Verdict.RESOLVE
@@ -391,7 +406,22 @@ def test_an_agent_on_a_host_in_maintenance_counts_as_maintenance_not_red() -> No
         _agent(5, Status.RED),
     ]
     assert agent_state(agents[1], hosts) is AgentState.MAINTENANCE
-    assert count_states(agents, hosts) == {"green": 1, "yellow": 1, "red": 1, "maintenance": 2}
+    assert count_states(agents, hosts) == {
+        "green": 1,
+        "yellow": 1,
+        "red": 1,
+        "maintenance": 2,
+        "flapping": 0,
+        "misplaced": 0,
+    }
+    assert count_states(agents, hosts, flapping={"agent-5"}, misplaced={"agent-1", "agent-2"}) == {
+        "green": 0,
+        "yellow": 1,
+        "red": 0,
+        "maintenance": 2,  # maintenance mode wins: the agent is expected to be down
+        "flapping": 1,
+        "misplaced": 1,
+    }
     issues = [_issue(1), _issue(2), _issue(3, IssueKind.VM_NOT_DEPLOYED)]
     assert count_kinds(issues) == {"VmPoweredOff": 2, "VmNotDeployed": 1}
 
@@ -439,3 +469,169 @@ def test_an_issue_that_clears_within_its_grace_is_never_resolved() -> None:
 def test_a_negative_grace_is_refused() -> None:
     with pytest.raises(ValueError, match="grace"):
         Backoff(grace=-1.0)
+
+
+# -------------------------------------------------------------------------------------- flapping
+
+KEY = HealKey("agency-1", "agent-1", IssueKind.VM_POWERED_OFF)
+observations = st.lists(st.tuples(st.floats(0, 40, allow_nan=False), st.booleans()), min_size=1, max_size=150)
+policies = st.builds(
+    lambda backoff, settle, limit, window: HealPolicy(
+        default=backoff, per_kind={}, settle=settle, flap_limit=limit, flap_window=window
+    ),
+    backoffs,
+    st.floats(0, 60),
+    st.integers(1, 6),
+    st.floats(1, 300),
+)
+
+
+def _flap(policy: HealPolicy, steps: list[tuple[float, bool]]) -> list[tuple[float, bool, HealPlan]]:
+    """Observe the agent at increasing times, with its issue present (True) or gone (False) each time."""
+    state, now, out = HealState(), 0.0, []
+    for n, (gap, present) in enumerate(steps):
+        now += gap
+        plan = plan_heal([_issue(key=n)] if present else [], state, now, policy)
+        out.append((now, present, plan))
+        state = plan.state
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(policies, observations)
+def test_resolves_within_any_flap_window_are_bounded(
+    policy: HealPolicy, steps: list[tuple[float, bool]]
+) -> None:
+    resolved_at = [now for now, _, plan in _flap(policy, steps) if plan.resolves]
+    for n, start in enumerate(resolved_at):
+        inside = [t for t in resolved_at[n:] if t <= start + policy.flap_window]
+        assert len(inside) <= policy.flap_limit, (start, resolved_at)
+
+
+@settings(max_examples=80, deadline=None)
+@given(policies, observations)
+def test_the_attempt_count_starts_again_only_after_staying_healthy_for_the_settle_period(
+    policy: HealPolicy, steps: list[tuple[float, bool]]
+) -> None:
+    healthy_since: float | None = None  # first observation of the current run of absences
+    longest_rest = 0.0  # the longest healthy run since the previous resolve (up to the next sighting)
+    resolves = 0
+    for now, present, plan in _flap(policy, steps):
+        if not present:
+            healthy_since = now if healthy_since is None else healthy_since
+            continue
+        if healthy_since is not None:
+            longest_rest = max(longest_rest, now - healthy_since)
+            healthy_since = None
+        (decision,) = plan.decisions
+        if decision.verdict is Verdict.RESOLVE:
+            if resolves and decision.attempt == 1:
+                assert longest_rest >= policy.settle, (now, longest_rest)
+            resolves += 1
+            longest_rest = 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(policies, observations)
+def test_giving_up_is_announced_once_while_the_agent_never_settles(
+    policy: HealPolicy, steps: list[tuple[float, bool]]
+) -> None:
+    # gaps shorter than the settle period: the agent never stays healthy long enough to be forgiven
+    short = [(min(gap, policy.settle / 3), present) for gap, present in steps]
+    announced = [
+        d
+        for _, _, plan in _flap(policy, short)
+        for d in plan.decisions
+        if d.announce and d.verdict in (Verdict.FLAPPING, Verdict.GAVE_UP)
+    ]
+    assert len(announced) <= 1
+
+
+def test_an_agent_broken_again_each_time_it_is_healed_is_given_up_on_as_flapping() -> None:
+    policy = HealPolicy(
+        default=Backoff(base=1.0, factor=2.0, cap=8.0, jitter=0.0, max_attempts=5), settle=30.0
+    )
+    # 26 power-offs in 120 s: healed, then powered off again a few seconds later, again and again
+    steps = [(2.3, n % 2 == 0) for n in range(52)]
+    plans = _flap(policy, steps)
+    attempts = [d.attempt for _, _, p in plans for d in p.decisions if d.verdict is Verdict.RESOLVE]
+    assert attempts == [1, 2, 3, 4, 5]  # never "attempt 1 of 5" again
+    verdicts = [d.verdict for _, _, p in plans for d in p.decisions]
+    assert verdicts.count(Verdict.FLAPPING) >= 1 and Verdict.GAVE_UP not in verdicts
+    (announced,) = [d for _, _, p in plans for d in p.decisions if d.announce]
+    assert announced.verdict is Verdict.FLAPPING and "came back" in announced.reason
+    assert plans[-1][2].state.flapping == {KEY}
+    # it stays given up through short recoveries, and is forgiven once it stays away the settle period
+    last = plans[-1][0]
+    rested = plan_heal([], plans[-1][2].state, last + 1, policy)
+    back = plan_heal([_issue(key=99)], rested.state, last + 2, policy)
+    assert back.decisions[0].verdict is Verdict.FLAPPING and not back.decisions[0].announce
+    gone = plan_heal([], back.state, last + 3, policy)
+    forgiven = plan_heal([], gone.state, last + 3 + policy.settle, policy)
+    assert forgiven.state.flapping == frozenset()
+
+
+def test_the_flap_limit_bounds_resolves_across_settle_periods() -> None:
+    policy = HealPolicy(
+        default=Backoff(base=1.0, cap=1.0, jitter=0.0, max_attempts=5),
+        settle=2.0,
+        flap_limit=3,
+        flap_window=100.0,
+    )
+    # each time: one resolve that works, then 4 s healthy (more than the settle period), then back
+    steps = [(1.0, True), (0.5, False), (3.0, False)] * 6
+    plans = _flap(policy, steps)
+    assert sum(len(p.resolves) for _, _, p in plans) == 3
+    assert [d.attempt for _, _, p in plans for d in p.decisions if d.verdict is Verdict.RESOLVE] == [1, 1, 1]
+    assert any(d.verdict is Verdict.FLAPPING for _, _, p in plans for d in p.decisions)
+
+
+def test_a_bad_flapping_bound_is_refused() -> None:
+    with pytest.raises(ValueError, match="settle"):
+        HealPolicy(settle=-1.0)
+    with pytest.raises(ValueError, match="flap_limit"):
+        HealPolicy(flap_limit=0)
+
+
+# -------------------------------------------------------------------------------------- misplaced
+
+
+def _status_of(agents: tuple[AgentRuntime, ...]) -> AgencyStatus:
+    return AgencyStatus(
+        "agency-1", "hello", AgencyRuntime("agency-1", GoalState.ENABLED, Status.GREEN), agents
+    )
+
+
+def _placed(n: int, vm: int) -> AgentRuntime:
+    return dataclasses.replace(_agent(n, Status.GREEN), vm=MoRef("VirtualMachine", f"vm-{vm}"))
+
+
+def test_an_agent_vm_on_another_host_is_found_and_moved_back_with_backoff() -> None:
+    agents = (_placed(1, 41), _placed(2, 42), dataclasses.replace(_agent(3, Status.YELLOW), vm=None))
+    vm_hosts = {MoRef("VirtualMachine", "vm-41"): MoRef("HostSystem", "host-2"), agents[1].vm: agents[1].host}
+    names = {MoRef("HostSystem", "host-1"): "/DC0/host/C0/H1", MoRef("HostSystem", "host-2"): "H2"}
+    (found,) = find_misplaced([_status_of(agents)], vm_hosts, names)  # type: ignore[dict-item]
+    assert (found.agent, found.host.value, found.runs_on.value) == ("agent-1", "host-1", "host-2")
+    assert "runs on H2" in found.sentence() and "resolve --all" in found.sentence()
+    assert find_misplaced([_status_of(agents)], {}) == ()  # not read yet: nothing is claimed
+
+    plan = plan_heal([], HealState(), 0.0, POLICY, misplaced=[found])
+    assert plan.migrations == (found,) and plan.resolves == ()
+    (decision,) = plan.decisions
+    assert decision.key.kind is Finding.VM_ON_WRONG_HOST and decision.host == found.host
+    later = plan_heal([], plan.state, 1.0, POLICY, misplaced=[found])
+    assert later.migrations == () and later.decisions[0].verdict is Verdict.BACKOFF
+    moved = plan_heal([], later.state, 2.0, POLICY)
+    assert moved.healed == (HealKey.misplaced(found),)
+    # on a host in maintenance mode it is left where it is
+    quiet = HostConditions(maintenance=frozenset({found.host}))
+    assert plan_heal([], HealState(), 0.0, POLICY, quiet, misplaced=[found]).migrations == ()
+
+
+def test_an_issue_that_never_goes_away_is_given_up_on_not_called_flapping() -> None:
+    policy = HealPolicy(default=Backoff(base=1.0, cap=1.0, jitter=0.0, max_attempts=5), flap_limit=3)
+    plans = _flap(policy, [(1.0, True)] * 20)
+    assert sum(len(p.resolves) for _, _, p in plans) == 3  # the window bound holds for it too
+    verdicts = {d.verdict for _, _, p in plans for d in p.decisions}
+    assert Verdict.GAVE_UP in verdicts and Verdict.FLAPPING not in verdicts
+    assert plans[-1][2].state.flapping == frozenset()

@@ -149,11 +149,13 @@ def test_the_controller_metrics_have_the_names_issue_5_asks_for() -> None:
     metrics.vcenter_call_duration.observe(0.01, method="RetrievePropertiesEx")
     metrics.vcenter_errors.inc(fault="NotAuthenticated")
     metrics.last_full_resync.set(1_700_000_000)
+    metrics.set_flapping({("contrail", "host-21"): True, ("contrail", "host-22"): False})
     families = parse(metrics.render())
 
     assert {name: f.type for name, f in families.items()} == {
         "agentvm_agents": "gauge",
         "agentvm_issues": "gauge",
+        "agentvm_agent_flapping": "gauge",
         "agentvm_resolves_attempted_total": "counter",
         "agentvm_resolves_succeeded_total": "counter",
         "agentvm_hook_latency_seconds": "histogram",
@@ -161,7 +163,7 @@ def test_the_controller_metrics_have_the_names_issue_5_asks_for() -> None:
         "agentvm_vcenter_errors_total": "counter",
         "agentvm_last_full_resync_timestamp_seconds": "gauge",
     }
-    assert [sample(families, "agentvm_agents", state=s) for s in AGENT_STATES] == [5, 0, 1, 0]
+    assert [sample(families, "agentvm_agents", state=s) for s in AGENT_STATES] == [5, 0, 1, 0, 0, 0]
     assert sample(families, "agentvm_issues", kind="VmPoweredOff") == 1
     assert sample(families, "agentvm_issues", kind="VmNotDeployed") == 0  # every kind stays present
     assert sample(families, "agentvm_resolves_succeeded_total", kind="VmPoweredOff") == 1
@@ -170,6 +172,8 @@ def test_the_controller_metrics_have_the_names_issue_5_asks_for() -> None:
     assert sample(families, "agentvm_vcenter_call_duration_seconds_count", method="RetrievePropertiesEx") == 1
     assert sample(families, "agentvm_vcenter_errors_total", fault="NotAuthenticated") == 1
     assert sample(families, "agentvm_last_full_resync_timestamp_seconds") == 1_700_000_000
+    assert sample(families, "agentvm_agent_flapping", agency="contrail", host="host-21") == 1
+    assert sample(families, "agentvm_agent_flapping", agency="contrail", host="host-22") == 0
 
     with pytest.raises(ValueError, match="unknown agent state"):
         metrics.set_agents_by_state({"purple": 1})

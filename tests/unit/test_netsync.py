@@ -321,6 +321,16 @@ def test_pool_range_outside_its_subnet_is_an_error_and_the_rest_goes_on() -> Non
     assert len([o for o in plan.create if isinstance(o, SdnVmi)]) == 1
 
 
+def test_the_pools_dns_servers_are_the_subnets_and_a_bad_one_is_an_error_naming_it() -> None:
+    good = IpPool("pool-a", "a", "10.1.0.0/24", "10.1.0.1", (), dns_servers=("10.1.0.2", "192.0.2.53"))
+    bad = IpPool("pool-b", "b", "10.2.0.0/16", None, (), dns_servers=("ns1.example.com",))
+    plan = netsync.plan(inventory(ip_pools=(good, bad)), EMPTY, {})
+    (vn,) = [o for o in plan.create if isinstance(o, SdnVirtualNetwork)]
+    assert vn.subnets[0].dns_servers == ("10.1.0.2", "192.0.2.53")
+    assert [e.item for e in plan.errors] == ["port group dvportgroup-2 (pg-b)"]
+    assert "ns1.example.com" in plan.errors[0].message and "DNS" in plan.errors[0].message
+
+
 def test_port_group_losing_its_vlan_keeps_its_existing_objects() -> None:
     inv, state, ports, _ = converge(inventory((vm(1, nics=2),)))
     broken = dataclasses.replace(

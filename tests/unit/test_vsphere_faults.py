@@ -17,7 +17,7 @@ from agentvm.model.errors import (
     NotFoundError,
     TransientError,
 )
-from agentvm.vsphere.faults import FAULTS, fault_name, to_agentvm_error
+from agentvm.vsphere.faults import FAULTS, fault_name, redact, to_agentvm_error
 from agentvm.vsphere.tls import ThumbprintMismatch, normalize_thumbprint
 
 URL = "https://vc.example.test/sdk"
@@ -124,3 +124,24 @@ def test_thumbprint_normalization_accepts_any_spelling(digest: bytes, colons: bo
 def test_thumbprint_that_is_not_a_digest_is_refused(bad: str) -> None:
     with pytest.raises(ConfigurationError, match="SHA-1"):
         normalize_thumbprint(bad)
+
+
+SESSION_KEY = "52c5b6a1-7e0f-4d2a-9f1b-3c4d5e6f7a8b"
+
+
+def test_a_fault_on_a_session_scoped_object_never_shows_the_session_key() -> None:
+    collector = vmodl.query.PropertyCollector(f"session[{SESSION_KEY}]52aa-0001")
+    fault = vmodl.fault.ManagedObjectNotFound(
+        msg=f"managed object not found: PropertyCollector:session[{SESSION_KEY}]52aa-0001", obj=collector
+    )
+    what = f"WaitForUpdatesEx on PropertyCollector:session[{SESSION_KEY}]52aa-0001"
+    error = to_agentvm_error(fault, url=URL, what=what)
+    assert SESSION_KEY not in str(error)
+    assert "session[...]52aa-0001" in str(error)  # the object is still named, without the key
+
+
+@given(st.uuids().map(str), st.text(max_size=40))
+def test_redact_removes_every_session_key_and_cookie(key: str, around: str) -> None:
+    text = f'{around} session[{key}]x {around} vmware_soap_session="{key}"; Path=/ {around}'
+    cleaned = redact(text)
+    assert key not in cleaned and redact(cleaned) == cleaned

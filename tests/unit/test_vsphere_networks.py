@@ -8,9 +8,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyVmomi import vim
 
-from agentvm.controller.netsync import Backoff, failure_key, hold_back
+from agentvm.controller.netsync import failure_key, hold_back
+from agentvm.core.heal import Backoff
 from agentvm.core.ipalloc import PoolError, pool_subnet
-from agentvm.model.network import DvPortVlan, IpRange, SdnVirtualNetwork, SdnVmi, SyncPlan
+from agentvm.core.retry import Retries
+from agentvm.model.network import (
+    DvPortVlan,
+    IpRange,
+    PortAction,
+    PortChange,
+    SdnVirtualNetwork,
+    SdnVmi,
+    SyncPlan,
+    VrouterPort,
+)
 from agentvm.sdn.sync import ApplyFailure
 from agentvm.vsphere.networks import ip_pool, parse_ranges, vlan_of
 
@@ -105,8 +116,23 @@ def test_holding_back_a_network_holds_back_its_interfaces_and_their_ports() -> N
 
 
 def test_backoff_doubles_up_to_its_cap_and_forgets_on_success() -> None:
-    b = Backoff(base=1, cap=5)
+    b = Retries(Backoff(base=1, cap=5, jitter=0))
     assert [b.failed("k", 0) for _ in range(5)] == [1, 2, 4, 5, 5]
     assert b.waiting(4.9) == {"k"} and b.waiting(5) == set()
     b.succeeded("k")
     assert b.next_due() is None
+
+
+def test_holding_back_a_dv_port_change_holds_back_telling_its_agent_but_not_removing_a_port() -> None:
+    port = VrouterPort(UUID_B, UUID_A, UUID_A, UUID_A, "vm", "10.0.0.5", "00:50:56:00:00:01", UUID_B, 5, 5)
+    plan = SyncPlan(
+        ports=(
+            PortChange(PortAction.DELETE, "h0", port),
+            PortChange(PortAction.ADD, "h", port),
+            PortChange(PortAction.ENABLE, "h", port),
+        ),
+        dv_port_vlans=(DvPortVlan("h", "pg", "7", 5, UUID_B),),
+    )
+    trimmed, held = hold_back(plan, {"dvport:7"})
+    assert held == ("dvport:7",)
+    assert trimmed.dv_port_vlans == () and [c.action for c in trimmed.ports] == [PortAction.DELETE]

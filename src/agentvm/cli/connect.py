@@ -15,6 +15,9 @@ import typer
 
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.errors import ConfigurationError
+from agentvm.spec.errors import printable
+from agentvm.spec.urls import url_problem
+from agentvm.spec.vcenter import VCENTER_EXAMPLE
 
 Url = Annotated[
     str | None,
@@ -53,6 +56,11 @@ def connection(
         raise ConfigurationError(
             "no vCenter URL: pass --url or set AGENTVM_URL (for the lab: eval $(agentvm lab env))"
         )
+    problem = url_problem(
+        url, VCENTER_EXAMPLE, credentials="use --username/AGENTVM_USERNAME and AGENTVM_PASSWORD"
+    )
+    if problem is not None:  # checked before any socket: AGENTVM_URL=42 would reach host 0.0.0.42
+        raise ConfigurationError(f"--url/AGENTVM_URL: {printable(problem)}")
     if not username:
         raise ConfigurationError("no vCenter user: pass --username or set AGENTVM_USERNAME")
     password = _password(password_file)

@@ -105,6 +105,7 @@ def status(
                     for name, pid in {"supervisor": state.supervisor_pid, **state.pids}.items()
                 },
                 "vcenter": state.vcsim.url,
+                "world": state.vcsim.instance_uuid,  # vCenter about.instanceUuid: new on every `lab up`
                 "eam": state.vcsim.eam_url,
                 "packages": state.ovf_url,
                 "shape": state.info.shape.__dict__,

@@ -57,6 +57,15 @@ VrouterPort = Annotated[
     int,
     typer.Option("--vrouter-port", help="Port of the vRouter agents found from their agent VMs (no map)."),
 ]
+NetsyncResync = Annotated[
+    float,
+    typer.Option(
+        "--netsync-resync",
+        min=1.0,
+        help="With --netsync: a full network resync at least this often (s); failed items are retried "
+        "sooner, with backoff.",
+    ),
+]
 
 
 def parse_vlan_ranges(text: str) -> tuple[tuple[int, int], ...]:

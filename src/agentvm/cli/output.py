@@ -13,8 +13,13 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``agentvm: <message>`` on stderr and exit with ``code``."""
-    err_console.print(f"agentvm: {message}", markup=False, highlight=False, soft_wrap=True)
+    """Print ``agentvm: <message>`` on stderr and exit with ``code``.
+
+    A message of several lines (a spec with several problems) gives one ``agentvm:`` line each, so that
+    every line on stderr says where it comes from and a spec with one problem is exactly one line.
+    """
+    for line in message.splitlines() or [""]:
+        err_console.print(f"agentvm: {line}", markup=False, highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

@@ -6,7 +6,9 @@ the listen address (loopback unless ``--allow-remote``), the API token (``$AGENT
 agentvm's own engine, whose state file lives in ``--state-dir``), ``--netsync`` (issue 6's watch-driven
 network sync alongside, configured as ``agentvm netsync``: ``--sdn-url``/``$AGENTVM_SDN_URL``,
 ``$AGENTVM_SDN_TOKEN``, ``--vrouter-map``/``$AGENTVM_VROUTER_MAP`` or the agent VMs' fabric IPs,
-``--reserve-vlans``), and SIGTERM/SIGINT, which stop everything and exit 0.
+``--reserve-vlans``), the API's limits (``--max-streams``/``$AGENTVM_MAX_STREAMS`` event streams and
+``--max-requests``/``$AGENTVM_MAX_REQUESTS`` other requests at once, more are answered 503), and
+SIGTERM/SIGINT, which stop everything and exit 0.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from typing import Annotated
 import typer
 
 from agentvm.api.auth import BearerToken
-from agentvm.api.server import Api, ApiServer
+from agentvm.api.server import Api, ApiServer, Limits
 from agentvm.backends.base import Backend
 from agentvm.backends.direct import DirectBackend
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
 from agentvm.cli.netsync import (
+    NetsyncResync,
     Project,
     ReserveVlans,
     SdnUrl,
@@ -46,7 +49,12 @@ from agentvm.cli.netsync import (
 )
 from agentvm.cli.solution import ConnectionFlags, SpecFile, guard, load, login, spec_connection
 from agentvm.controller.logs import action_log, configure
-from agentvm.controller.netsync import AGENT_PORT, NetsyncWatch, agent_urls_from_agent_vms
+from agentvm.controller.netsync import (
+    AGENT_PORT,
+    FULL_RESYNC_SECONDS,
+    NetsyncWatch,
+    agent_urls_from_agent_vms,
+)
 from agentvm.controller.run import Controller, Settings, api_callables
 from agentvm.engine.manager import Engine
 from agentvm.engine.vsphere_infra import VSphereInfrastructure
@@ -62,6 +70,8 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "AGENTVM_API_TOKEN"  # noqa: S105 (the variable's name, not a token)
 STATE_DIR_ENV = "AGENTVM_STATE_DIR"
+MAX_STREAMS_ENV = "AGENTVM_MAX_STREAMS"
+MAX_REQUESTS_ENV = "AGENTVM_MAX_REQUESTS"
 SDN_TOKEN_ENV = "AGENTVM_SDN_TOKEN"  # noqa: S105 (the variable's name, not a token)
 
 
@@ -217,6 +227,7 @@ class NetsyncOptions:
     config: NetsyncConfig
     agent_urls: Mapping[str, str] | None
     vrouter_port: int = AGENT_PORT
+    resync_interval: float = FULL_RESYNC_SECONDS
 
 
 def netsync_options(
@@ -225,6 +236,7 @@ def netsync_options(
     project: str,
     reserve_vlans: str,
     vrouter_port: int = AGENT_PORT,
+    resync_interval: float = FULL_RESYNC_SECONDS,
 ) -> NetsyncOptions:
     """Validate ``--netsync``'s flags (ConfigurationError naming the flag and the fix)."""
     if not sdn_url:
@@ -235,7 +247,8 @@ def netsync_options(
     token = os.environ.get(SDN_TOKEN_ENV, "").strip()
     config = NetsyncConfig(project=project, reserved_vlans=parse_vlan_ranges(reserve_vlans))
     urls = load_vrouter_map(vrouter_map) if vrouter_map is not None else None
-    return NetsyncOptions(sdn_url, Secret(token) if token else None, config, urls, vrouter_port)
+    secret = Secret(token) if token else None
+    return NetsyncOptions(sdn_url, secret, config, urls, vrouter_port, resync_interval)
 
 
 class VrouterAgents:
@@ -305,7 +318,7 @@ def open_netsync(
     stack.callback(api.close)
     agents = VrouterAgents(session, options.agent_urls, port=options.vrouter_port)
     stack.callback(agents.close)
-    return NetsyncWatch(session, api, agents, config=options.config)
+    return NetsyncWatch(session, api, agents, config=options.config, resync_interval=options.resync_interval)
 
 
 @guard
@@ -339,6 +352,24 @@ def run(
     call_timeout: Annotated[
         float, typer.Option("--call-timeout", min=1.0, help="Seconds before a vCenter call is given up.")
     ] = 30.0,
+    max_streams: Annotated[
+        int,
+        typer.Option(
+            "--max-streams",
+            min=1,
+            envvar=MAX_STREAMS_ENV,
+            help="Event streams (dashboards) the API serves at once; more are answered 503.",
+        ),
+    ] = Limits.max_streams,
+    max_requests: Annotated[
+        int,
+        typer.Option(
+            "--max-requests",
+            min=1,
+            envvar=MAX_REQUESTS_ENV,
+            help="Other API requests answered at once (/healthz is not counted); more are answered 503.",
+        ),
+    ] = Limits.max_requests,
     state_dir: Annotated[
         Path | None,
         typer.Option(
@@ -356,6 +387,7 @@ def run(
     project: Project = "default-project",
     reserve_vlans: ReserveVlans = "",
     vrouter_port: VrouterPort = AGENT_PORT,
+    netsync_resync: NetsyncResync = FULL_RESYNC_SECONDS,
     url: Url = None,
     username: Username = None,
     password_file: PasswordFile = None,
@@ -373,7 +405,11 @@ def run(
     conn = spec_connection(
         desired, ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     )
-    options = netsync_options(sdn_url, vrouter_map, project, reserve_vlans, vrouter_port) if netsync else None
+    options = (
+        netsync_options(sdn_url, vrouter_map, project, reserve_vlans, vrouter_port, netsync_resync)
+        if netsync
+        else None
+    )
     login(conn).logout()  # a wrong password or certificate ends here, with its message, before any thread
     with contextlib.ExitStack() as stack:  # closed in reverse: server, events, netsync, engine, session
         session = Session.connect(conn, timeout=call_timeout, correlation_prefix="agentvm-run")
@@ -388,7 +424,8 @@ def run(
         settings = Settings(fast_poll=poll, slow_poll=idle_poll, full_resync=resync)
         controller = Controller(desired, session, backend=chosen, settings=settings, netsync=watch)
         stack.callback(controller.events.close)
-        server = ApiServer(Api(**api_callables(controller), token=token), host=host, port=port)
+        limits = Limits(max_streams=max_streams, max_requests=max_requests)
+        server = ApiServer(Api(**api_callables(controller), token=token), host=host, port=port, limits=limits)
         _serve(controller, server)
     action_log("agentvm run stopped", action="exit")
 

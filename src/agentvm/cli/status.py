@@ -3,7 +3,8 @@
 ``status`` shows, per agency, one row per host (cluster, agent VM, power, pending hook, address, issues as
 sentences with their fix); ``--json`` prints the documented ``agentvm/v1`` Status document
 (``agentvm/api/schema/status-v1.json``); ``--watch`` redraws until interrupted (or ``--count`` times).
-``resolve KEY...`` resolves issues by key, ``resolve --all`` every issue of the agencies.
+``resolve KEY...`` resolves issues by key, ``resolve --all`` every issue of the agencies and moves every
+agent VM found on another host than its agent's back to its host (EAM raises no issue for that).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from agentvm.cli.solution import (
 from agentvm.controller.progress import issue_sentence
 from agentvm.controller.status import StatusReport, collect_status, status_document
 from agentvm.model.agency import Issue
-from agentvm.model.errors import ConfigurationError
+from agentvm.model.errors import ConfigurationError, NotFoundError
+from agentvm.vsphere.vms import ensure_on_host
 
 
 def _render(report: StatusReport) -> Group:
@@ -47,6 +49,9 @@ def _render(report: StatusReport) -> Group:
         )
         parts.append(hosts_table(agency.hosts, title))
         parts += issue_lines(agency.hosts)
+        for row in agency.hosts:
+            if row.misplaced is not None:
+                parts.append(Text(f"misplaced on {row.label}: {row.misplaced.sentence()}", style="red"))
         for issue in s.issues:
             if issue.agent is None:
                 parts.append(Text(f"issue #{issue.key} of agency {s.name}: {issue_sentence(issue)}"))
@@ -118,7 +123,8 @@ def resolve(
     ca_file: CaFile = None,
     insecure: Insecure = False,
 ) -> None:
-    """Ask EAM to fix issues: power agent VMs on again, redeploy deleted ones, re-check the rest."""
+    """Ask EAM to fix issues: power agent VMs on again, redeploy deleted ones, re-check the rest; with
+    --all also move agent VMs that run on another host back to theirs."""
     if all_ == bool(keys):
         fail("give issue keys (from agentvm status) or --all, not both and not neither", 2)
     desired = load(file) if file is not None else None
@@ -131,6 +137,20 @@ def resolve(
                 backend.resolve_all(agency.name)
                 console.print(
                     f"resolving all {len(agency.status.issues)} issue(s) of agency {agency.name}",
+                    highlight=False,
+                )
+            for found in report.misplaced:
+                where = found.runs_on_name or found.runs_on.value
+                try:
+                    ensure_on_host(
+                        session, found.vm, found.host, pool=found.resource_pool, label=found.vm_name
+                    )
+                except NotFoundError as exc:
+                    console.print(f"agent VM {found.vm_name} not moved: {exc}", highlight=False)
+                    continue
+                console.print(
+                    f"moved the agent VM {found.vm_name} of agency {found.agency_name} back to "
+                    f"{found.host_name} from {where}",
                     highlight=False,
                 )
             return

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+from agentvm.vsphere.faults import redact
+
 LEVELS = ("info", "warning", "error")
 
 
@@ -124,6 +126,29 @@ class EventLog:
         self._lock = threading.Lock()
         self._next_id = 1
         self._closed = False
+        self._secrets: tuple[str, ...] = ()
+
+    def add_secret(self, secret: str) -> None:
+        """Never show ``secret`` (a password, a token) in an event: it is replaced by ``***``. Values
+        shorter than 4 characters are ignored (they would blank ordinary words)."""
+        if len(secret) >= 4:
+            with self._lock:
+                self._secrets = tuple(sorted({*self._secrets, secret}, key=len, reverse=True))
+
+    def _scrub(self, text: str) -> str:
+        text = redact(text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _scrub_value(self, value: object) -> object:
+        if isinstance(value, str):
+            return self._scrub(value)
+        if isinstance(value, list | tuple):
+            return [self._scrub_value(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self._scrub_value(v) for k, v in value.items()}
+        return value
 
     def publish(
         self,
@@ -140,12 +165,16 @@ class EventLog:
         """Record an event and hand it to every subscriber. Never blocks on a subscriber.
 
         Raises ValueError for an unknown level, TypeError when ``data`` is not JSON (caught here, not when
-        a client reads it). Callers must keep secrets out of ``message`` and ``data``.
+        a client reads it). Callers must keep secrets out of ``message`` and ``data``; as a second line
+        (``/api/v1/events`` needs no token) every text is scrubbed of session keys (``faults.redact``) and
+        of the values given to ``add_secret``.
         """
         if level not in LEVELS:
             raise ValueError(f"event level {level!r} is not one of {list(LEVELS)}")
         payload = dict(data or {})
         json.dumps(payload)  # TypeError now, naming the value, rather than in a client's stream
+        message = self._scrub(message)
+        payload = {k: self._scrub_value(v) for k, v in payload.items()}
         with self._lock:
             event = Event(
                 self._next_id,

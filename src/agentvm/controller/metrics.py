@@ -249,13 +249,15 @@ class Registry:
 
 # ------------------------------------------------------------------------------ the controller's metrics
 
-AGENT_STATES = ("green", "yellow", "red", "maintenance")
+AGENT_STATES = ("green", "yellow", "red", "maintenance", "flapping", "misplaced")
 
 
 class ControllerMetrics:
     """The metrics ``agentvm run`` exposes (issue 5), on their own registry. Called by the controller.
 
-    - ``agentvm_agents{state}``: agents by state (green / yellow / red / maintenance);
+    - ``agentvm_agents{state}``: agents by state (green / yellow / red / maintenance / flapping / misplaced);
+    - ``agentvm_agent_flapping{agency,host}``: 1 for an agent agentvm gave up on because it kept coming back
+      after each heal, 0 for the others of the agencies observed (``set_flapping``);
     - ``agentvm_issues{kind}``: issues observed now, by EAM issue kind;
     - ``agentvm_resolves_attempted_total{kind}`` / ``agentvm_resolves_succeeded_total{kind}``;
     - ``agentvm_hook_latency_seconds``: from a hook seen pending to its ``MarkAsAvailable``;
@@ -272,6 +274,11 @@ class ControllerMetrics:
         r = self.registry
         self.agents = r.gauge("agentvm_agents", "Agents by state.", ("state",))
         self.issues = r.gauge("agentvm_issues", "Issues observed now, by EAM issue kind.", ("kind",))
+        self.agent_flapping = r.gauge(
+            "agentvm_agent_flapping",
+            "1 when agentvm gave up healing the agent because it kept coming back after each heal.",
+            ("agency", "host"),
+        )
         self.resolves_attempted = r.counter(
             "agentvm_resolves_attempted_total", "Issues agentvm asked to resolve, by kind.", ("kind",)
         )
@@ -308,6 +315,13 @@ class ControllerMetrics:
         """Issues per kind; every known kind is present (0 when absent) so that series stay continuous."""
         kinds = [k.value for k in IssueKind] + sorted(set(counts) - {k.value for k in IssueKind})
         self.issues.replace(({"kind": k}, counts.get(k, 0)) for k in kinds)
+
+    def set_flapping(self, agents: Mapping[tuple[str, str], bool]) -> None:
+        """(agency name, host moid) -> flapping, for every agent observed now (the others disappear)."""
+        self.agent_flapping.replace(
+            ({"agency": agency, "host": host}, 1 if flapping else 0)
+            for (agency, host), flapping in agents.items()
+        )
 
     def netsync(self) -> NetsyncMetrics:
         """The network sync's metrics, registered on first use (the controller calls it with --netsync)."""

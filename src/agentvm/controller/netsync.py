@@ -4,13 +4,19 @@ Two entry points:
 
 * ``sync_once(...)`` — one full sync, used by ``agentvm netsync plan|apply``: read vCenter
   (``vsphere.networks``), the controller and the agents' ports (``sdn.sync``), compute the plan
-  (``core.netsync.plan``), carry it out (``sdn.sync.apply_plan``), then set the DV port VLANs
-  (``vsphere.networks.set_dv_port_vlans``, one task per switch). Never raises for one failed item.
+  (``core.netsync.plan``) and carry it out (``sdn.sync.apply_plan``). Never raises for one failed item.
 * ``NetsyncRunner`` — the same sync driven by events (``notify()`` from the controller's watch, de-duplicated:
   many notifications while a sync runs give one more sync), a full resync on every (re)connect
-  (``resync()``), and a retry with exponential backoff of each failed item: an item that failed is held
+  (``resync()``), and a retry with jittered, capped exponential backoff (``core.retry.Retries``, on the
+  project's ``core.heal.Backoff``) of each failed item: an item that failed is held
   out of the following syncs until its backoff is over, so a broken object or an agent that is down is
   not hammered while the rest goes on.
+
+The DV port first, then the vRouter: within a sync, old ports come off the agents, then the DV port VLANs
+are set (one ReconfigureDVPort task per switch) and read back (one FetchDVPorts per switch), and only then
+are ports added or enabled — only those whose DV port carries the VLAN the agent is told (an agent told a
+VLAN the DV port does not tag would take that NIC's traffic for another interface's). An interface whose
+DV port is not confirmed waits, and its DV port is retried with backoff.
 
 Level-triggered: every sync recomputes the plan from what is observed, so a restart of agentvm, vCenter or
 the SDN controller costs one resync and loses nothing.
@@ -33,12 +39,15 @@ from pyVmomi import vim
 from agentvm.controller.observe import ADDRESS_KEY
 from agentvm.core import netsync, netsync_incremental
 from agentvm.core.netsync_incremental import NetsyncIndex, NetworksChange
+from agentvm.core.retry import Retries
+from agentvm.model.agency import MoRef
 from agentvm.model.errors import AgentvmError, AuthenticationError, TransientError
 from agentvm.model.network import (
     ControllerState,
     DvPortVlan,
     NetsyncConfig,
     NetworkInventory,
+    PortAction,
     PortChange,
     SdnInstanceIp,
     SdnObject,
@@ -58,15 +67,20 @@ from agentvm.vsphere.networks import (
     fetch_port_vlans,
     network_vm,
     read_agent_vm_addresses,
+    read_dv_port_vlans,
     read_network_snapshot,
     read_networks,
     set_dv_port_vlans,
     vm_port_keys,
 )
 from agentvm.vsphere.session import Session
-from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchSpec
+from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchLost, WatchSpec
 
 log = logging.getLogger(__name__)
+
+FULL_RESYNC_SECONDS = 3600.0
+"""How often the netsync watch reads everything again by default (``agentvm run --netsync-resync``): the
+safety net of a level-triggered sync; failed items do not wait for it (their retries are seconds apart)."""
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -97,11 +111,20 @@ def dv_port_key(change: DvPortVlan) -> str:
     return f"dvport:{change.port_key}"
 
 
-def set_vlans(
-    session: Session, snapshot: NetworkSnapshot, changes: tuple[DvPortVlan, ...]
-) -> tuple[int, list[ApplyFailure]]:
-    """Set the planned DV port VLANs: one ReconfigureDVPort task per switch; if a switch's task fails, each
-    of its ports once more on its own, so one bad port does not hold back the others."""
+@dataclass(frozen=True)
+class VlanResult:
+    """What ``set_vlans`` did: ports set and read back, failures, and the interfaces (VMI uuids) whose DV
+    port is not confirmed to carry its VLAN, which must not be told to their vRouter agent."""
+
+    done: int = 0
+    failures: tuple[ApplyFailure, ...] = ()
+    unconfirmed: frozenset[str] = frozenset()
+
+
+def set_vlans(session: Session, snapshot: NetworkSnapshot, changes: tuple[DvPortVlan, ...]) -> VlanResult:
+    """Set the planned DV port VLANs and read them back: one ReconfigureDVPort task per switch (if it fails,
+    each of its ports once more on its own, so one bad port does not hold back the others), then one
+    FetchDVPorts per switch. A port counts as done only when vCenter reads back the VLAN asked for."""
     dvs_of_pg = {pg.key: pg.dvs_key for pg in snapshot.inventory.port_groups}
     by_dvs: dict[str, dict[str, DvPortVlan]] = defaultdict(dict)
     failures: list[ApplyFailure] = []
@@ -111,29 +134,62 @@ def set_vlans(
             failures.append(_dv_failure(change, f"port group {change.port_group_key} has no known switch"))
             continue
         by_dvs[dvs][change.port_key] = change
-    done = 0
+    confirmed: set[str] = set()
     for dvs, ports in sorted(by_dvs.items()):
         ref = snapshot.dvs_refs[dvs]
-        try:
-            set_dv_port_vlans(session, ref, {k: c.vlan for k, c in ports.items()})
-            done += len(ports)
+        attempted = _set_switch_vlans(session, ref, ports, failures)
+        if not attempted:
             continue
+        try:
+            carried = read_dv_port_vlans(session, ref, attempted)
         except AuthenticationError:
             raise
         except AgentvmError as exc:
-            if len(ports) == 1:
-                (change,) = ports.values()
-                failures.append(_dv_failure(change, str(exc), isinstance(exc, TransientError)))
-                continue
-        for key, change in sorted(ports.items()):
-            try:
-                set_dv_port_vlans(session, ref, {key: change.vlan})
-                done += 1
-            except AuthenticationError:
-                raise
-            except AgentvmError as exc:
-                failures.append(_dv_failure(change, str(exc), isinstance(exc, TransientError)))
-    return done, failures
+            failures.extend(
+                _dv_failure(ports[k], f"its VLAN could not be read back: {exc}", True) for k in attempted
+            )
+            continue
+        for key in sorted(attempted):
+            change = ports[key]
+            if carried.get(key) == change.vlan:
+                confirmed.add(change.vmi_uuid)
+            else:
+                failures.append(
+                    _dv_failure(
+                        change,
+                        f"vCenter reads back VLAN {carried.get(key)} on the port after the change; "
+                        "retried with backoff",
+                        True,
+                    )
+                )
+    unconfirmed = frozenset(c.vmi_uuid for c in changes) - confirmed
+    return VlanResult(len(confirmed), tuple(failures), unconfirmed)
+
+
+def _set_switch_vlans(
+    session: Session, ref: MoRef, ports: Mapping[str, DvPortVlan], failures: list[ApplyFailure]
+) -> list[str]:
+    """ReconfigureDVPort for the ports of one switch; the keys whose change vCenter accepted."""
+    try:
+        set_dv_port_vlans(session, ref, {k: c.vlan for k, c in ports.items()})
+        return sorted(ports)
+    except AuthenticationError:
+        raise
+    except AgentvmError as exc:
+        if len(ports) == 1:
+            (change,) = ports.values()
+            failures.append(_dv_failure(change, str(exc), isinstance(exc, TransientError)))
+            return []
+    accepted = []
+    for key, change in sorted(ports.items()):
+        try:
+            set_dv_port_vlans(session, ref, {key: change.vlan})
+            accepted.append(key)
+        except AuthenticationError:
+            raise
+        except AgentvmError as exc:
+            failures.append(_dv_failure(change, str(exc), isinstance(exc, TransientError)))
+    return accepted
 
 
 def _dv_failure(change: DvPortVlan, message: str, transient: bool = False) -> ApplyFailure:
@@ -176,15 +232,21 @@ def sync_once(
     deferred: tuple[str, ...] = ()
     if hold is not None:
         plan, deferred = hold(plan)
-    result = apply_plan(plan, api, agents, state, map_fn)
-    done, vlan_failures = set_vlans(session, snapshot, plan.dv_port_vlans)
-    report = NetsyncReport(inventory, plan, result, done, tuple(vlan_failures), unreachable, deferred)
+    vlans = VlanResult()
+
+    def dv_ports_first() -> frozenset[str]:  # the old ports are off the agents, the new not yet on
+        nonlocal vlans
+        vlans = set_vlans(session, snapshot, plan.dv_port_vlans)
+        return vlans.unconfirmed
+
+    result = apply_plan(plan, api, agents, state, map_fn, before_ports=dv_ports_first)
+    report = NetsyncReport(inventory, plan, result, vlans.done, vlans.failures, unreachable, deferred)
     for failure in report.failures:
         log.warning("netsync: %s failed: %s", failure.item, failure.message)
     return report
 
 
-# -- backoff ----------------------------------------------------------------------------------------------
+# -- retries ----------------------------------------------------------------------------------------------
 
 
 def failure_key(failure: ApplyFailure) -> str:
@@ -199,36 +261,10 @@ def failure_key(failure: ApplyFailure) -> str:
     return f"port:{ident}" if " port " in f" {failure.item} " else f"obj:{ident}"
 
 
-@dataclass
-class Backoff:
-    """Per-item exponential backoff: ``base * 2**(failures-1)`` seconds, at most ``cap``."""
-
-    base: float = 1.0
-    cap: float = 300.0
-    attempts: dict[str, int] = field(default_factory=dict)
-    due: dict[str, float] = field(default_factory=dict)
-
-    def failed(self, key: str, now: float) -> float:
-        n = self.attempts.get(key, 0) + 1
-        self.attempts[key] = n
-        delay = min(self.cap, self.base * 2.0 ** (n - 1))
-        self.due[key] = now + delay
-        return delay
-
-    def succeeded(self, key: str) -> None:
-        self.attempts.pop(key, None)
-        self.due.pop(key, None)
-
-    def waiting(self, now: float) -> set[str]:
-        return {k for k, t in self.due.items() if t > now}
-
-    def next_due(self) -> float | None:
-        return min(self.due.values(), default=None)
-
-
 def hold_back(plan: SyncPlan, keys: set[str]) -> tuple[SyncPlan, tuple[str, ...]]:
     """``plan`` without the items whose backoff key is in ``keys`` (and the creates and ports that need
-    them); returns the trimmed plan and the keys actually held back."""
+    them: an interface whose DV port change is held is not added to or enabled on its agent either);
+    returns the trimmed plan and the keys actually held back."""
     if not keys:
         return plan, ()
     held: set[str] = set()
@@ -250,26 +286,30 @@ def hold_back(plan: SyncPlan, keys: set[str]) -> tuple[SyncPlan, tuple[str, ...]
     update = tuple(o for o in plan.update if keep_obj(o))
     delete = tuple(o for o in plan.delete if keep_obj(o))
 
+    waiting_vlan: set[str] = set()  # interfaces whose DV port change is held: their agent is not told
+
+    def keep_vlan(change: DvPortVlan) -> bool:
+        if dv_port_key(change) in keys:
+            held.add(dv_port_key(change))
+            waiting_vlan.add(change.vmi_uuid)
+            return False
+        return True
+
     def keep_port(change: PortChange) -> bool:
         key = f"port:{change.port.id}"
         if key in keys or change.port.id in blocked:
             held.add(key)
             return False
-        return True
+        return change.port.id not in waiting_vlan or change.action is PortAction.DELETE
 
-    def keep_vlan(change: DvPortVlan) -> bool:
-        if dv_port_key(change) in keys:
-            held.add(dv_port_key(change))
-            return False
-        return True
-
+    dv_port_vlans = tuple(c for c in plan.dv_port_vlans if keep_vlan(c))
     trimmed = replace(
         plan,
         create=create,
         update=update,
         delete=delete,
         ports=tuple(c for c in plan.ports if keep_port(c)),
-        dv_port_vlans=tuple(c for c in plan.dv_port_vlans if keep_vlan(c)),
+        dv_port_vlans=dv_port_vlans,
     )
     return trimmed, tuple(sorted(held & keys))
 
@@ -293,7 +333,7 @@ class NetsyncRunner:
         *,
         config: NetsyncConfig | None = None,
         interval: float = 300.0,
-        backoff: Backoff | None = None,
+        backoff: Retries | None = None,
         clock: Callable[[], float] = time.monotonic,
         map_fn: MapFn = map,
     ) -> None:
@@ -302,7 +342,7 @@ class NetsyncRunner:
         self.agents = agents
         self.config = config or api.config
         self.interval = interval
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff if backoff is not None else Retries()
         self.clock = clock
         self.map_fn = map_fn
         self.last_report: NetsyncReport | None = None
@@ -319,8 +359,7 @@ class NetsyncRunner:
     def resync(self) -> None:
         """A (re)connect: every sync is a full one, so this is a notify that also forgets the backoff of
         items, since what failed before the reconnect may well work now."""
-        self.backoff.attempts.clear()
-        self.backoff.due.clear()
+        self.backoff.clear()
         self._wake.set()
 
     def sync(self) -> NetsyncReport | None:
@@ -440,8 +479,9 @@ class NetsyncWatch:
     the VMs it touched (many updates of one VM: one plan), carried out with ``sdn.sync.apply_plan`` and the
     DV port VLANs. Port groups and IP pools are re-read when a port group or switch changes and every
     ``networks_interval`` seconds (IP pools are not managed objects: nothing can watch them). An item that
-    fails is held back with per-item exponential backoff (``Backoff``), and a full resync follows once its
-    backoff is over. ``stop()`` ends the thread; ``wait_idle()`` is for tests.
+    fails is held back with jittered, capped exponential backoff (``core.retry.Retries``), and a full
+    resync follows once its delay is over (seconds, not the next ``resync_interval``). ``stop()`` ends the
+    thread; ``wait_idle()`` is for tests.
     """
 
     def __init__(
@@ -451,9 +491,9 @@ class NetsyncWatch:
         agents: Callable[[], Mapping[str, VrouterAgentClient]],
         *,
         config: NetsyncConfig | None = None,
-        backoff: Backoff | None = None,
+        backoff: Retries | None = None,
         networks_interval: float = 30.0,
-        resync_interval: float = 3600.0,
+        resync_interval: float = FULL_RESYNC_SECONDS,
         max_wait_seconds: int = 1,
         clock: Callable[[], float] = time.monotonic,
         map_fn: MapFn = map,
@@ -463,7 +503,7 @@ class NetsyncWatch:
         self.api = api
         self.agents = agents
         self.config = config or api.config
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff if backoff is not None else Retries()
         self.networks_interval = networks_interval
         self.resync_interval = resync_interval
         self.max_wait_seconds = max_wait_seconds
@@ -487,6 +527,8 @@ class NetsyncWatch:
         self._full_at = 0.0
         self._needs_full = True
         self._vns: ControllerState | None = None
+        self._lost = 0  # watches lost to an ended session since the last full sync
+        self._resync_requested = threading.Event()
 
     # -- the controller's handle ----------------------------------------------------------------------
 
@@ -511,10 +553,10 @@ class NetsyncWatch:
             self._cond.notify_all()
 
     def resync(self) -> None:
-        """Ask for a full sync at the next turn (also forgets the items' backoff)."""
-        self.backoff.attempts.clear()
-        self.backoff.due.clear()
-        self._needs_full = True
+        """Ask for a full sync at the next turn, whatever is in backoff (``POST /api/v1/resync``, a
+        reconnect of the controller). Any thread; the watch thread takes the request within a poll (about
+        ``max_wait_seconds``) and forgets the items' backoff itself: whatever failed may work now."""
+        self._resync_requested.set()
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until a poll that started after this call found nothing to do, everything before it being
@@ -535,14 +577,24 @@ class NetsyncWatch:
         while not self._stop.is_set():
             try:
                 self._watch()
-            except Exception as exc:  # the thread must live on: log it, reconnect after a backoff
-                if not isinstance(exc, AgentvmError):
-                    log.exception("netsync watch: unexpected error")
-                self.last_error = str(exc)
-                delay = self.backoff.failed("watch", self.clock())
-                log.warning("netsync watch: %s; reconnecting in %.0f s", exc, delay)
+            except WatchLost as exc:
+                self._lost += 1
                 self._needs_full = True  # every (re)connect is a full resync
-                self._stop.wait(delay)
+                if self._lost == 1:  # a session expiry: routine, the session has logged in again
+                    log.info("netsync watch: %s", exc)
+                    continue
+                self._failed(exc)  # lost again before a full sync went through: back off
+            except Exception as exc:  # the thread must live on: log it, reconnect after a backoff
+                self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        if not isinstance(exc, AgentvmError):
+            log.exception("netsync watch: unexpected error")
+        self.last_error = str(exc)
+        delay = self.backoff.failed("watch", self.clock())
+        log.warning("netsync watch: %s; reconnecting in %.0f s", exc, delay)
+        self._needs_full = True  # every (re)connect is a full resync
+        self._stop.wait(delay)
 
     def _watch(self) -> None:
         specs = [
@@ -558,6 +610,7 @@ class NetsyncWatch:
             self._take(watcher.poll())  # the initial state of everything
             self._needs_full = True
             while not self._stop.is_set():
+                self._take_resync_request()
                 now = self.clock()
                 if self._needs_full and (self.backoff.next_due() or 0.0) <= now:
                     self._full_sync()
@@ -567,6 +620,7 @@ class NetsyncWatch:
                 changes = watcher.poll()
                 received = self.clock()
                 dirty, networks_changed = self._take(changes)
+                self._take_resync_request()
                 now = self.clock()
                 refresh = networks_changed or now - self._networks_at >= self.networks_interval
                 if now - self._full_at >= self.resync_interval:
@@ -581,8 +635,15 @@ class NetsyncWatch:
                         self._cond.notify_all()
         self._watcher = None
 
+    def _take_resync_request(self) -> None:
+        if self._resync_requested.is_set():
+            self._resync_requested.clear()
+            self.backoff.clear()
+            self._needs_full = True
+
     def _busy(self, now: float) -> bool:
-        return self._needs_full and (self.backoff.next_due() or 0.0) <= now
+        due = self._needs_full and (self.backoff.next_due() or 0.0) <= now
+        return due or self._resync_requested.is_set()
 
     def _take(self, changes: list[Change]) -> tuple[set[str], bool]:
         """Merge updates into the per-VM properties; the VMs touched, and whether networking changed."""
@@ -622,6 +683,7 @@ class NetsyncWatch:
         self.last_report = replace(report, unreachable_agents=unreachable)
         self.backoff.succeeded("watch")
         self.last_error = None
+        self._lost = 0
         if unreachable:
             self.backoff.failed("agents", now)
             self._needs_full = True
@@ -711,11 +773,17 @@ class NetsyncWatch:
             self._vns = ControllerState(after.project_uuid, virtual_networks=vns)
         state = self._vns
         # fq names of refs: networks now in the controller plus those this plan creates
-        result = apply_plan(trimmed, self.api, self.agents(), state, self.map_fn)
         assert self._networks is not None
         snapshot = NetworkSnapshot(after.base, self._networks.dvs_refs)
-        done, vlan_failures = set_vlans(self.session, snapshot, trimmed.dv_port_vlans)
-        report = NetsyncReport(networking, plan, result, done, tuple(vlan_failures), {}, deferred)
+        vlans = VlanResult()
+
+        def dv_ports_first() -> frozenset[str]:  # the old ports are off the agents, the new not yet on
+            nonlocal vlans
+            vlans = set_vlans(self.session, snapshot, trimmed.dv_port_vlans)
+            return vlans.unconfirmed
+
+        result = apply_plan(trimmed, self.api, self.agents(), state, self.map_fn, before_ports=dv_ports_first)
+        report = NetsyncReport(networking, plan, result, vlans.done, vlans.failures, {}, deferred)
         failed = {failure_key(f) for f in report.failures}
         for key in sorted(failed):
             self.backoff.failed(key, now)

@@ -12,6 +12,7 @@ from enum import StrEnum
 from ipaddress import IPv4Address
 
 from agentvm.backends.base import AgencyStatus
+from agentvm.core.heal import Misplaced
 from agentvm.model.agency import (
     DETAIL_DOWNLOAD_URL,
     DETAIL_ERROR,
@@ -36,6 +37,7 @@ class Phase(StrEnum):
     POWERING_ON = "powering on"
     READY = "ready"
     ISSUE = "issue"
+    MISPLACED = "misplaced"  # the agent VM runs on another host (moved by hand): this host has no agent
     REMOVING = "removing"
     REMOVED = "removed"
 
@@ -132,11 +134,15 @@ class HostProgress:
     hook: HookState | None = None
     address: str | None = None
     issues: tuple[Issue, ...] = ()
+    misplaced: Misplaced | None = None  # its agent VM runs on another host
 
     @property
     def detail(self) -> str:
-        if self.issues:
-            return "; ".join(issue_sentence(i) for i in self.issues)
+        sentences = [issue_sentence(i) for i in self.issues]
+        if self.misplaced is not None:
+            sentences.append(self.misplaced.sentence())
+        if sentences:
+            return "; ".join(sentences)
         if self.hook is not None:
             return f"{self.hook.value} hook pending"
         return ""
@@ -179,8 +185,13 @@ def host_rows(
     snapshot: InventorySnapshot | None,
     *,
     uninstall: bool = False,
+    misplaced: Iterable[Misplaced] = (),
 ) -> tuple[HostProgress, ...]:
-    """One row per host of the scope and per agent (a host may have left the scope), by inventory path."""
+    """One row per host of the scope and per agent (a host may have left the scope), by inventory path.
+
+    ``misplaced``: agent VMs found on another host (``core.heal.find_misplaced``); their hosts' rows are in
+    phase ``misplaced`` and carry it."""
+    moved = {m.host.value: m for m in misplaced if status is None or m.agency == status.agency}
     goal = GoalState.UNINSTALLED if uninstall else (status.goal_state if status else None)
     agents: dict[str, AgentRuntime] = {a.host.value: a for a in status.agents} if status else {}
     by_moid = {h.moid: h for h in hosts}
@@ -193,13 +204,17 @@ def host_rows(
         if agent is not None and agent.vm is not None and snapshot is not None:
             vm = snapshot.get(agent.vm)
             vm_name = vm.name if vm is not None else None
+        phase = phase_of(agent, goal)
+        away = moved.get(moid) if agent is not None and agent.vm is not None else None
+        if away is not None and phase not in (Phase.REMOVING, Phase.REMOVED):
+            phase = Phase.MISPLACED
         rows.append(
             HostProgress(
                 agency=agency,
                 host=moid,
                 label=(host.path or host.name) if host else (agent.host_name if agent else moid),
                 cluster=(host.cluster_name or "") if host else "",
-                phase=phase_of(agent, goal),
+                phase=phase,
                 status=agent.status if agent else None,
                 vm=agent.vm.value if agent and agent.vm else None,
                 vm_name=vm_name or (agent.vm_name if agent and agent.vm else None),
@@ -207,6 +222,7 @@ def host_rows(
                 hook=agent.hook.state if agent and agent.hook else None,
                 address=str(address) if address is not None and not uninstall else None,
                 issues=agent.issues if agent else (),
+                misplaced=away,
             )
         )
     return tuple(rows)

@@ -11,7 +11,12 @@ published ``StatusReport`` and metrics, which are immutable / locked). ``Reconci
   into ``vmHook.vm``, then MarkAsAvailable: ``Solution._write_values``), and heal with ``core.heal``
   (resolve active issues with backoff, give up after N and say so, report passive ones with their fix,
   leave hosts in maintenance mode alone). Before resolving, the hosts concerned are read again (one call
-  each) so a host that just entered maintenance mode is never taken for a failure.
+  each) so a host that just entered maintenance mode is never taken for a failure. An agent VM that runs
+  on another host than its agent's (moved by hand; EAM raises no issue for it and does not undo it) is
+  found from vCenter's ``runtime.host`` (the watch's, else the last full pass's) and moved back
+  (``vsphere.vms.ensure_on_host``) under the same backoff; an agent that keeps coming back broken after
+  each heal is given up on as flapping (``core.heal``), shown so on its host and in
+  ``agentvm_agent_flapping``.
 
 Every action is one structured log line and one event with a correlation id: the vCenter/EAM calls of the
 action carry it as their SOAP ``operationID`` prefix. Duplicates never cause a second action: a hook is
@@ -26,7 +31,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
@@ -41,14 +46,18 @@ from agentvm.controller.progress import host_rows
 from agentvm.controller.solution import REANSWER_AFTER, Solution, SolutionPlan, _Wait
 from agentvm.controller.status import AgencyReport, StatusReport
 from agentvm.core.heal import (
+    Finding,
     HealClass,
     HealDecision,
+    HealKey,
     HealPolicy,
     HealState,
     HostConditions,
+    Misplaced,
     Verdict,
     count_kinds,
     count_states,
+    find_misplaced,
     heal_class,
     observed_issues,
     plan_heal_agencies,
@@ -56,10 +65,11 @@ from agentvm.core.heal import (
 from agentvm.core.plan import ChangeKind
 from agentvm.model.agency import AgencyConfig, HookState, Issue, MoRef
 from agentvm.model.desired import DesiredState
-from agentvm.model.errors import ConfigurationError, NotFoundError
-from agentvm.model.inventory import InventorySnapshot
+from agentvm.model.errors import ConfigurationError, NotFoundError, TransientError
+from agentvm.model.inventory import InventorySnapshot, VirtualMachine
 from agentvm.vsphere.collector import read_one
 from agentvm.vsphere.session import Session
+from agentvm.vsphere.vms import ensure_on_host
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +95,16 @@ class _Tracked:
 
     hook_seen: dict[tuple[str, str], float] = field(default_factory=dict)  # (agent, vm) -> first seen
     issues: dict[tuple[str, int], Issue] = field(default_factory=dict)  # (agency, key) -> issue
+    misplaced: dict[tuple[str, str], Misplaced] = field(default_factory=dict)  # (agency, agent) -> found
 
 
 class Reconciler(Solution):
     """``Reconciler(desired, session, events=..., metrics=...)``: ``full_pass()`` / ``poll()``.
 
     ``backend``: None for EAM on ``session`` (``Solution``'s own), or a ``DirectBackend``. ``conditions``
-    gives the host conditions the watch saw last (maintenance, standby, unreachable); ``clock`` is
-    monotonic seconds (faked in tests).
+    gives the host conditions the watch saw last (maintenance, standby, unreachable); ``placements`` the
+    hosts of the given VMs as the watch saw them last (without it, the last full pass's inventory);
+    ``clock`` is monotonic seconds (faked in tests).
     """
 
     def __init__(
@@ -105,6 +117,7 @@ class Reconciler(Solution):
         backend: Backend | None = None,
         policy: HealPolicy | None = None,
         conditions: Callable[[], HostConditions] | None = None,
+        placements: Callable[[Collection[MoRef]], Mapping[MoRef, MoRef]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         check_packages: bool = True,
     ) -> None:
@@ -116,6 +129,7 @@ class Reconciler(Solution):
         self.metrics = metrics
         self.policy = policy if policy is not None else HealPolicy(seed=secrets.randbits(32))
         self._conditions = conditions or HostConditions
+        self._placements = placements
         self._check_packages = check_packages
         self._waits: dict[str, _Wait] = {}
         self._heal = HealState()
@@ -185,9 +199,11 @@ class Reconciler(Solution):
                 statuses.append(wait.status)
                 actions += self._answer(wait)
         conditions = self._host_conditions()
+        misplaced = self._misplaced(statuses)
         self._track_issues(statuses, conditions)
-        actions += self._heal_now(statuses, conditions)
-        self._publish(statuses, conditions)
+        self._track_misplaced(misplaced)
+        actions += self._heal_now(statuses, conditions, misplaced)
+        self._publish(statuses, conditions, misplaced)
         busy = any(not s.green or s.pending_hooks for s in statuses) or any(
             w.status is None for w in self._waits.values()
         )
@@ -355,14 +371,35 @@ class Reconciler(Solution):
                 unreachable.add(host)
         return HostConditions(frozenset(maintenance), frozenset(standby), frozenset(unreachable))
 
-    def _heal_now(self, statuses: Sequence[AgencyStatus], conditions: HostConditions) -> int:
+    def _misplaced(self, statuses: Sequence[AgencyStatus]) -> tuple[Misplaced, ...]:
+        """The agents whose VM runs on another host: the watch's ``runtime.host``, else the full pass's.
+        Looks up the agent VMs only (a dict lookup each), whatever the number of VMs in vCenter."""
+        agent_vms = {a.vm for s in statuses for a in s.agents if a.vm is not None}
+        placed: dict[MoRef, MoRef] = {}
+        if self.snapshot is not None:
+            for vm in agent_vms:
+                found = self.snapshot.get(vm)
+                if isinstance(found, VirtualMachine) and found.host is not None:
+                    placed[vm] = found.host
+        if self._placements is not None:
+            placed.update(self._placements(agent_vms))
+        names = {h.moref: h.name for h in self.snapshot.hosts} if self.snapshot is not None else {}
+        return find_misplaced(statuses, placed, names)
+
+    def _heal_now(
+        self,
+        statuses: Sequence[AgencyStatus],
+        conditions: HostConditions,
+        misplaced: Sequence[Misplaced] = (),
+    ) -> int:
         now = self._clock()
-        plan = plan_heal_agencies(statuses, self._heal, now, self.policy, conditions)
-        if plan.resolves:
-            hosts = sorted({i.host for i in plan.resolves if i.host is not None}, key=lambda m: m.value)
+        plan = plan_heal_agencies(statuses, self._heal, now, self.policy, conditions, misplaced)
+        if plan.resolves or plan.migrations:
+            acting = [*(i.host for i in plan.resolves), *(m.host for m in plan.migrations)]
+            hosts = sorted({h for h in acting if h is not None}, key=lambda m: m.value)
             fresh = self._fresh_conditions(hosts, conditions)
             if fresh != conditions:
-                plan = plan_heal_agencies(statuses, self._heal, now, self.policy, fresh)
+                plan = plan_heal_agencies(statuses, self._heal, now, self.policy, fresh, misplaced)
         self._heal = plan.state
         self._heal_wake = plan.wake_at
         for key in plan.healed:
@@ -371,9 +408,13 @@ class Reconciler(Solution):
         for decision in plan.decisions:
             if decision.announce:
                 self._announce(decision)
-        resolving = plan.by_verdict(Verdict.RESOLVE)
+        done = 0
+        for decision in plan.by_verdict(Verdict.RESOLVE):
+            if decision.misplaced is not None:
+                done += self._move_back(decision.misplaced, decision.reason)
+        resolving = tuple(d for d in plan.by_verdict(Verdict.RESOLVE) if d.issues)
         if not resolving:
-            return 0
+            return done
         issues = plan.resolves
 
         def resolve() -> str:
@@ -393,28 +434,76 @@ class Reconciler(Solution):
             host=self._issue_host(first),
             host_moid=first.host.value if first.host else None,
         )
+        return done + 1
+
+    def _move_back(self, found: Misplaced, reason: str) -> int:
+        """Move a misplaced agent VM back to its agent's host (RelocateVM), as one action."""
+        host_path = self._host_path(self.snapshot, found.host.value) or found.host_name
+
+        def move() -> str:
+            self.metrics.resolves_attempted.inc(kind=Finding.VM_ON_WRONG_HOST.value)
+            moved = ensure_on_host(
+                self.session, found.vm, found.host, pool=found.resource_pool, label=found.vm_name
+            )
+            where = found.runs_on_name or found.runs_on.value
+            done = "moved" if moved else "found"
+            return (
+                f"{found.agency_name}: {done} the agent VM {found.vm_name} back on {host_path} from {where}: "
+                f"{reason}"
+            )
+
+        try:
+            self._act("migrate", move, agency=found.agency_name, host=host_path, host_moid=found.host.value)
+        except NotFoundError:
+            return 0  # the VM or the host went away meanwhile: the next observation says what is left
+        except (ConfigurationError, TransientError) as exc:
+            # vCenter refused the move (InvalidState, no shared storage, ...): said once per attempt, and the
+            # heal backoff retries and gives up as for any other heal; a lost vCenter fails the next observe
+            text = (
+                f"could not move the agent VM {found.vm_name} back to {host_path}: {exc}; "
+                "retrying with backoff"
+            )
+            action_log(
+                text, action="migrate", agency=found.agency_name, host=host_path, level=logging.WARNING
+            )
+            self.events.publish(
+                "heal",
+                text,
+                level="warning",
+                agency=found.agency_name,
+                host=found.host.value,
+                host_name=host_path,
+                data={"action": "migrate", "kind": Finding.VM_ON_WRONG_HOST.value, "failed": True},
+            )
+            return 0
         return 1
 
     def _announce(self, decision: HealDecision) -> None:
-        issue = decision.issues[-1]
-        level = "error" if decision.verdict is Verdict.GAVE_UP else "warning"
+        host = decision.host
+        host_name = self._host_path(self.snapshot, host.value) if host else None
+        host_name = host_name or decision.host_name
+        failure = decision.verdict in (Verdict.GAVE_UP, Verdict.FLAPPING)
+        level = "error" if failure else "warning"
         text = f"{decision.reason}; fix: {decision.fix}"
         action_log(
             text,
             action=decision.verdict.value,
-            agency=issue.agency_name,
-            host=self._issue_host(issue),
-            host_moid=issue.host.value if issue.host else None,
-            level=logging.ERROR if level == "error" else logging.WARNING,
+            agency=decision.agency_name,
+            host=host_name,
+            host_moid=host.value if host else None,
+            level=logging.ERROR if failure else logging.WARNING,
         )
+        data: dict[str, object] = {"verdict": decision.verdict.value, "kind": decision.key.kind.value}
+        if decision.issues:
+            data["key"] = decision.issues[-1].key
         self.events.publish(
             "heal",
             text,
             level=level,
-            agency=issue.agency_name,
-            host=issue.host.value if issue.host else None,
-            host_name=self._issue_host(issue),
-            data={"verdict": decision.verdict.value, "kind": issue.kind.value, "key": issue.key},
+            agency=decision.agency_name,
+            host=host.value if host else None,
+            host_name=host_name,
+            data=data,
         )
 
     def _track_issues(self, statuses: Sequence[AgencyStatus], conditions: HostConditions) -> None:
@@ -447,12 +536,65 @@ class Reconciler(Solution):
                 )
         self._tracked.issues = now
 
+    def _track_misplaced(self, misplaced: Sequence[Misplaced]) -> None:
+        """One ``issue`` event when an agent VM is found on another host and one when it is back."""
+        now = {(m.agency, m.agent): m for m in misplaced}
+        kind = Finding.VM_ON_WRONG_HOST.value
+        for ref, found in now.items():
+            if ref not in self._tracked.misplaced:
+                self.events.publish(
+                    "issue",
+                    found.sentence(),
+                    level="warning",
+                    agency=found.agency_name,
+                    host=found.host.value,
+                    host_name=self._host_path(self.snapshot, found.host.value) or found.host_name,
+                    data={
+                        "kind": kind,
+                        "state": "raised",
+                        "vm": found.vm.value,
+                        "runsOn": found.runs_on.value,
+                    },
+                )
+        for ref, found in self._tracked.misplaced.items():
+            if ref not in now:
+                self.events.publish(
+                    "issue",
+                    f"the agent VM {found.vm_name} runs on {found.host_name} again",
+                    agency=found.agency_name,
+                    host=found.host.value,
+                    host_name=self._host_path(self.snapshot, found.host.value) or found.host_name,
+                    data={"kind": kind, "state": "cleared", "vm": found.vm.value},
+                )
+        self._tracked.misplaced = now
+
     # -- publishing -----------------------------------------------------------------------------------
 
-    def _publish(self, statuses: Sequence[AgencyStatus], conditions: HostConditions) -> None:
+    def _publish(
+        self,
+        statuses: Sequence[AgencyStatus],
+        conditions: HostConditions,
+        misplaced: Sequence[Misplaced] = (),
+    ) -> None:
         agents = [a for s in statuses for a in s.agents]
-        self.metrics.set_agents_by_state(count_states(agents, conditions))
+        given_up = dict(self._flapping_decisions())  # keys agentvm gave up on as flapping -> why
+        flapping_agents = {k.agent for k in given_up if k.agent is not None}
+        moved = {m.agent for m in misplaced}
+        self.metrics.set_agents_by_state(
+            count_states(agents, conditions, flapping=flapping_agents, misplaced=moved)
+        )
         self.metrics.set_issues_by_kind(count_kinds(observed_issues(statuses)))
+        self.metrics.set_flapping(
+            {(s.name, a.host.value): a.agent in flapping_agents for s in statuses for a in s.agents}
+        )
+        flapping: dict[tuple[str, str], str] = {}
+        for s in statuses:
+            for a in s.agents:
+                why = next(
+                    (t for k, t in given_up.items() if (k.agency, k.agent) == (s.agency, a.agent)), None
+                )
+                if why is not None:
+                    flapping[(s.name, a.host.value)] = why
         reports = []
         missing = []
         for wait in self._waits.values():
@@ -467,20 +609,42 @@ class Reconciler(Solution):
                 planned = wait.addresses.get(agent.host.value)
                 if planned is not None and agent.vm is not None and agent.hook is None:
                     addresses.setdefault(agent.host.value, planned)
-            rows = host_rows(wait.name, wait.status, wait.resolved.hosts, addresses, self.snapshot)
+            rows = host_rows(
+                wait.name, wait.status, wait.resolved.hosts, addresses, self.snapshot, misplaced=misplaced
+            )
             reports.append(AgencyReport(wait.status, rows))
-        self.report = StatusReport(self.session.url, tuple(reports), tuple(missing), conditions)
+        self.report = StatusReport(self.session.url, tuple(reports), tuple(missing), conditions, flapping)
+
+    def _flapping_decisions(self) -> list[tuple[HealKey, str]]:
+        """(key, sentence) of every key the heal state gave up on as flapping."""
+        out = []
+        for key in sorted(self._heal.flapping, key=HealKey.sort_key):
+            attempts = self._heal.attempts[key]
+            out.append(
+                (
+                    key,
+                    f"agentvm gave up healing {key.kind.value}: it came back {attempts.recurred} time(s) "
+                    f"after {attempts.count} heal(s); find what keeps undoing it, then run agentvm resolve",
+                )
+            )
+        return out
 
     # -- helpers --------------------------------------------------------------------------------------
 
     def resolve_keys(self, keys: Sequence[int] | None) -> dict[str, object]:
-        """Resolve the observed issues with these keys (all when None), on the loop thread. For the API.
+        """Resolve the observed issues with these keys (all when None, which also moves every misplaced agent
+        VM back: ``"moved"`` lists them), on the loop thread. For the API.
 
-        Raises NotFoundError naming unknown keys. The heal backoff of the resolved issues starts afresh.
+        Raises NotFoundError naming unknown keys. The heal backoff of what was resolved starts afresh.
         """
         known = {i.key: i for i in self._tracked.issues.values()}
+        moved: list[str] = []
         if keys is None:
             chosen = list(known.values())
+            for found in list(self._tracked.misplaced.values()):
+                if self._move_back(found, "on request"):
+                    moved.append(found.vm.value)
+                self._heal = self._heal.with_forgotten([HealKey.misplaced(found)])
         else:
             unknown = [k for k in keys if k not in known]
             if unknown:
@@ -490,7 +654,7 @@ class Reconciler(Solution):
                 )
             chosen = [known[k] for k in keys]
         if not chosen:
-            return {"resolved": [], "left": []}
+            return {"resolved": [], "left": [], **({"moved": moved} if keys is None else {})}
         left: tuple[int, ...] = ()
 
         def resolve() -> str:
@@ -499,10 +663,14 @@ class Reconciler(Solution):
             return f"resolved {len(chosen)} issue(s) on request: {', '.join(str(i.key) for i in chosen)}"
 
         self._act("resolve", resolve)
-        from agentvm.core.heal import HealKey
-
         self._heal = self._heal.with_forgotten(HealKey.of(i) for i in chosen)
-        return {"resolved": [i.key for i in chosen if i.key not in left], "left": list(left)}
+        result: dict[str, object] = {
+            "resolved": [i.key for i in chosen if i.key not in left],
+            "left": list(left),
+        }
+        if keys is None:
+            result["moved"] = moved
+        return result
 
     def _calls(self) -> int:
         sessions = {id(s): s for s in (self.session, self._eam_session, *self._own)}

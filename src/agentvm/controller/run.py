@@ -100,6 +100,8 @@ class Controller:
         self.session = session
         self.settings = settings
         self.events = events if events is not None else EventLog()
+        if session.conn.password is not None:  # /api/v1/events is unauthenticated: never show it there
+            self.events.add_secret(session.conn.password.reveal())
         self.metrics = metrics if metrics is not None else ControllerMetrics()
         self.watch = InventoryWatch(
             session,
@@ -116,6 +118,7 @@ class Controller:
             backend=backend,
             policy=policy,
             conditions=self.watch.conditions,
+            placements=self.watch.vm_hosts,
             check_packages=settings.check_packages,
         )
         self.backend = self.reconciler.backend
@@ -359,9 +362,10 @@ class Controller:
         with self._lock:
             self._want_full = True
         if self.netsync is not None:
-            self.netsync.resync()
+            self.netsync.resync()  # the network sync too, its items in backoff retried at once
         self._wake.set()
-        self.events.publish("resync", "full resync requested through the API")
+        what = "agents and network sync" if self.netsync is not None else "agents"
+        self.events.publish("resync", f"full resync requested through the API ({what})")
         return None
 
     def resolve(self, body: JsonObject, timeout: float = 30.0) -> JsonObject:

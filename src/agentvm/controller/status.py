@@ -5,16 +5,21 @@ serves the same document: ``status_document`` follows the versioned schema in
 ``agentvm/api/schema/status-v1.json`` (``"apiVersion": "agentvm/v1", "kind": "Status"``), loaded with
 ``status_schema()``. Every issue carries the sentence a person reads (``progress.issue_sentence``).
 
-Each host also carries ``state`` (green / yellow / red / maintenance), the dashboard's colour: ``maintenance``
-when the host is in maintenance mode or standby (``StatusReport.conditions``, from the inventory read or the
-controller's watch) or an agent issue says so, else the agent's EAM status; left out while a host has no
-agent and is not in maintenance mode.
+Each host also carries ``state`` (green / yellow / red / maintenance / flapping / misplaced), the
+dashboard's colour: ``maintenance`` when the host is in maintenance mode or standby
+(``StatusReport.conditions``, from the inventory read or the controller's watch) or an agent issue says
+so; ``flapping`` when the controller gave up on its agent because it kept coming back after each heal
+(``StatusReport.flapping``, the controller's memory: a one-shot ``agentvm status`` has none);
+``misplaced`` when its agent VM runs on another host (vCenter's ``runtime.host`` against EAM's agent
+host; ``runsOn`` names it); else the agent's EAM status; left out while a host has no agent and is not in
+maintenance mode. agentvm's own findings (misplaced, flapping) are listed as ``problems`` with their
+sentence.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -25,8 +30,16 @@ from agentvm.backends.base import AgencyStatus, Backend
 from agentvm.controller.observe import read_addresses, read_snapshot
 from agentvm.controller.progress import HostProgress, Phase, host_rows, issue_sentence
 from agentvm.controller.targets import resolve_agency, scope_host
-from agentvm.core.heal import AgentState, HealClass, HostConditions, heal_class
-from agentvm.model.agency import Issue
+from agentvm.core.heal import (
+    AgentState,
+    Finding,
+    HealClass,
+    HostConditions,
+    Misplaced,
+    find_misplaced,
+    heal_class,
+)
+from agentvm.model.agency import Issue, MoRef
 from agentvm.model.desired import DesiredState, ScopeHost
 from agentvm.model.errors import NotFoundError
 from agentvm.model.inventory import InventorySnapshot
@@ -52,12 +65,20 @@ class AgencyReport:
 @dataclass(frozen=True)
 class StatusReport:
     """What ``status`` shows; ``missing`` names spec agencies that do not exist (yet); ``conditions`` are
-    the hosts in maintenance mode / standby / unreachable as last observed (for each host's ``state``)."""
+    the hosts in maintenance mode / standby / unreachable as last observed (for each host's ``state``);
+    ``flapping``: (agency name, host moid) -> why the controller gave up on that agent (it kept coming
+    back)."""
 
     vcenter: str
     agencies: tuple[AgencyReport, ...]
     missing: tuple[str, ...] = ()
     conditions: HostConditions = field(default_factory=HostConditions)
+    flapping: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    @property
+    def misplaced(self) -> tuple[Misplaced, ...]:
+        """Every agent VM found on another host than its agent's (``agentvm resolve --all`` moves them)."""
+        return tuple(r.misplaced for a in self.agencies for r in a.hosts if r.misplaced is not None)
 
 
 def collect_status(session: Session, backend: Backend, desired: DesiredState | None = None) -> StatusReport:
@@ -83,11 +104,23 @@ def collect_status(session: Session, backend: Backend, desired: DesiredState | N
             except NotFoundError:
                 continue  # the scope changed under the spec: show the agents EAM has
     reports = []
+    moved = find_misplaced(found, vm_hosts(snapshot), host_names(snapshot))
     for status in found:
         hosts = scopes.get(status.name) or _agent_hosts(snapshot, status)
         addresses = read_addresses(snapshot, status)
-        reports.append(AgencyReport(status, host_rows(status.name, status, hosts, addresses, snapshot)))
+        rows = host_rows(status.name, status, hosts, addresses, snapshot, misplaced=moved)
+        reports.append(AgencyReport(status, rows))
     return StatusReport(session.url, tuple(reports), tuple(missing), HostConditions.of(snapshot.hosts))
+
+
+def vm_hosts(snapshot: InventorySnapshot) -> dict[MoRef, MoRef]:
+    """VM -> the host it runs on (``runtime.host``), from one inventory read."""
+    return {vm.moref: vm.host for vm in snapshot.vms if vm.host is not None}
+
+
+def host_names(snapshot: InventorySnapshot) -> dict[MoRef, str]:
+    """Host -> its name, for the sentences about misplaced agent VMs."""
+    return {host.moref: host.name for host in snapshot.hosts}
 
 
 def _agent_hosts(snapshot: InventorySnapshot, status: AgencyStatus) -> tuple[ScopeHost, ...]:
@@ -113,19 +146,37 @@ def issue_json(issue: Issue) -> dict[str, Any]:
     }
 
 
-def host_state(row: HostProgress, conditions: HostConditions) -> AgentState | None:
+def host_state(
+    row: HostProgress, conditions: HostConditions, flapping: Mapping[tuple[str, str], str] | None = None
+) -> AgentState | None:
     """The dashboard colour of one host row (as ``core.heal.agent_state``): ``maintenance`` when the host is
-    in maintenance mode or standby or an issue of its agent says so, else the agent's status; None when the
-    host has no agent (yet) and is not in maintenance mode."""
+    in maintenance mode or standby or an issue of its agent says so, ``flapping`` when the controller gave up
+    on its agent for flapping, ``misplaced`` when its agent VM runs elsewhere, else the agent's status; None
+    when the host has no agent (yet) and is not in maintenance mode."""
     if any(m.value == row.host for m in (*conditions.maintenance, *conditions.standby)):
         return AgentState.MAINTENANCE
     if any(heal_class(i.kind) is HealClass.MAINTENANCE for i in row.issues):
         return AgentState.MAINTENANCE
+    if flapping and (row.agency, row.host) in flapping:
+        return AgentState.FLAPPING
+    if row.misplaced is not None:
+        return AgentState.MISPLACED
     return AgentState(row.status.value) if row.status is not None else None
 
 
-def host_json(row: HostProgress, conditions: HostConditions | None = None) -> dict[str, Any]:
-    """One host of the document; ``state`` only when ``host_state`` has one."""
+def host_json(
+    row: HostProgress,
+    conditions: HostConditions | None = None,
+    flapping: Mapping[tuple[str, str], str] | None = None,
+) -> dict[str, Any]:
+    """One host of the document; ``state`` only when ``host_state`` has one, ``runsOn`` only when the agent
+    VM runs on another host."""
+    problems = []
+    if row.misplaced is not None:
+        problems.append({"kind": Finding.VM_ON_WRONG_HOST.value, "message": row.misplaced.sentence()})
+    why = (flapping or {}).get((row.agency, row.host))
+    if why is not None:
+        problems.append({"kind": "Flapping", "message": why})
     out: dict[str, Any] = {
         "name": row.label.rsplit("/", 1)[-1],
         "moid": row.host,
@@ -137,14 +188,21 @@ def host_json(row: HostProgress, conditions: HostConditions | None = None) -> di
         "hookPending": row.hook.value if row.hook else None,
         "address": row.address,
         "issues": [issue_json(i) for i in row.issues],
+        "problems": problems,
     }
-    state = host_state(row, conditions if conditions is not None else HostConditions())
+    if row.misplaced is not None:
+        out["runsOn"] = {"moid": row.misplaced.runs_on.value, "name": row.misplaced.runs_on_name}
+    state = host_state(row, conditions if conditions is not None else HostConditions(), flapping)
     if state is not None:
         out["state"] = state.value
     return out
 
 
-def agency_json(report: AgencyReport, conditions: HostConditions | None = None) -> dict[str, Any]:
+def agency_json(
+    report: AgencyReport,
+    conditions: HostConditions | None = None,
+    flapping: Mapping[tuple[str, str], str] | None = None,
+) -> dict[str, Any]:
     status = report.status
     clusters: dict[str, dict[str, Any]] = {}
     for row in report.hosts:
@@ -153,7 +211,7 @@ def agency_json(report: AgencyReport, conditions: HostConditions | None = None) 
             path,
             {"name": row.cluster or None, "path": path or None, "standalone": not row.cluster, "hosts": []},
         )
-        entry["hosts"].append(host_json(row, conditions))
+        entry["hosts"].append(host_json(row, conditions, flapping))
     count = len(report.hosts)
     return {
         "name": status.name,
@@ -164,7 +222,7 @@ def agency_json(report: AgencyReport, conditions: HostConditions | None = None) 
         "summary": {
             "hosts": count,
             "ready": sum(1 for r in report.hosts if r.phase is Phase.READY),
-            "issues": sum(1 for r in report.hosts if r.phase is Phase.ISSUE),
+            "issues": sum(1 for r in report.hosts if r.phase in (Phase.ISSUE, Phase.MISPLACED)),
             "hooksPending": sum(1 for r in report.hosts if r.hook is not None),
             "addresses": sum(1 for r in report.hosts if r.address),
         },
@@ -179,7 +237,7 @@ def status_document(report: StatusReport, now: datetime) -> dict[str, Any]:
         "kind": KIND,
         "vcenter": report.vcenter,
         "generatedAt": now.isoformat(),
-        "agencies": [agency_json(a, report.conditions) for a in report.agencies],
+        "agencies": [agency_json(a, report.conditions, report.flapping) for a in report.agencies],
         "missing": list(report.missing),
     }
 

@@ -5,13 +5,14 @@ property collector, ``WaitForUpdatesEx`` with the version tracked and a bounded 
 
 - hosts: ``runtime.inMaintenanceMode``, ``runtime.connectionState``, ``runtime.powerState``, ``parent``;
 - clusters: ``host`` (a host added or removed);
-- VMs: ``runtime.powerState`` (an agent VM powered off, deleted or added).
+- VMs: ``runtime.powerState`` and ``runtime.host`` (an agent VM powered off, moved, deleted or added).
 
 Each batch is classified and handed to ``on_batch``: ``topology`` (a host or cluster entered, left or moved:
 the controller runs a full pass), ``hosts`` (a host's condition changed) or ``vms`` (a VM's power changed or
 it appeared/disappeared: the controller polls the agents now). The first batch is the initial state and
 is not reported as a change. The host conditions seen last are kept (``conditions()``) so the heal policy
-can tell maintenance mode from a failure between full passes.
+can tell maintenance mode from a failure between full passes, and so is every VM's host (``vm_hosts()``) so
+an agent VM moved to another host by hand is seen without reading the inventory again.
 
 After any error (vCenter unreachable, session terminated: the collector died with it) the watch closes its
 collector, reports the error through ``on_error``, waits with a capped backoff and starts a new one; the
@@ -23,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pyVmomi import vim
@@ -39,7 +40,7 @@ HOST_PROPERTIES = ("runtime.inMaintenanceMode", "runtime.connectionState", "runt
 SPECS = (
     WatchSpec(vim.HostSystem, HOST_PROPERTIES),
     WatchSpec(vim.ClusterComputeResource, ("host",)),
-    WatchSpec(vim.VirtualMachine, ("runtime.powerState",)),
+    WatchSpec(vim.VirtualMachine, ("runtime.powerState", "runtime.host")),
 )
 
 
@@ -81,6 +82,7 @@ class InventoryWatch:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._hosts: dict[MoRef, _HostState] = {}
+        self._vm_hosts: dict[MoRef, MoRef] = {}
         self._watcher: Watcher | None = None
         self._thread: threading.Thread | None = None
         self.connected = False
@@ -113,6 +115,14 @@ class InventoryWatch:
                 if s.power != "standBy" and (s.connection != "connected" or s.power != "poweredOn")
             ),
         )
+
+    def vm_hosts(self, vms: Iterable[MoRef] | None = None) -> dict[MoRef, MoRef]:
+        """The ``runtime.host`` of ``vms`` (every VM when None) as last reported; a VM the watch has not
+        seen (or without a host) is absent."""
+        with self._lock:
+            if vms is None:
+                return dict(self._vm_hosts)
+            return {vm: host for vm in vms if (host := self._vm_hosts.get(vm)) is not None}
 
     def _run(self) -> None:
         pause = 0.5
@@ -148,6 +158,8 @@ class InventoryWatch:
         hosts_changed = False
         vms: list[MoRef] = []
         with self._lock:
+            if first:
+                self._vm_hosts.clear()  # a new watch reports every VM again
             for change in changes:
                 ref, props = change.moref, change.properties
                 if ref.type == "HostSystem":
@@ -171,4 +183,12 @@ class InventoryWatch:
                     topology = True
                 elif ref.type == "VirtualMachine":
                     vms.append(ref)
+                    if change.kind is ChangeKind.LEAVE:
+                        self._vm_hosts.pop(ref, None)
+                    elif "runtime.host" in props:
+                        host = props["runtime.host"]
+                        if isinstance(host, MoRef):
+                            self._vm_hosts[ref] = host
+                        else:
+                            self._vm_hosts.pop(ref, None)
         return Batch(received, topology, hosts_changed, tuple(vms), len(changes))

@@ -19,8 +19,19 @@ Issue kinds fall in four classes (EAM.md section 4):
 - **unreachable** — ``ManagedHostNotReachable``: waited out, it clears when the host is back. Every other
   issue on a host in maintenance mode, standby or unreachable is held the same way and costs no attempt.
 
-A key absent from an observation is cleared: its backoff state is dropped, and if agentvm had resolved it,
-it is listed in ``HealPlan.healed`` (the controller counts a successful resolve).
+Besides EAM's issues, agentvm heals one problem EAM has no issue for: an agent VM that runs on another host
+than its agent's (``Misplaced``, found by ``find_misplaced`` from vCenter's inventory: RelocateVM or vMotion
+by hand). Its remedy is to move the VM back (``HealPlan.migrations``); it is an active kind
+(``Finding.VM_ON_WRONG_HOST``) with the same backoff, give-up and flapping rules.
+
+A key absent from an observation is cleared: if agentvm had resolved it, it is listed once in
+``HealPlan.healed`` (the controller counts a successful resolve). Its attempts are **not** forgotten at once:
+only after it has stayed away ``HealPolicy.settle`` seconds. A problem that comes back sooner continues its
+backoff and its attempt count where they were, so an agent that is broken again each time it is healed is
+not fought forever: after ``max_attempts`` resolves (or ``flap_limit`` resolves within ``flap_window``
+seconds, whatever the settle periods in between) agentvm gives up with ``Verdict.FLAPPING`` (it came back
+after a resolve) or ``Verdict.GAVE_UP`` (it never went away), says so once, and the agent's host shows
+``flapping``.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from agentvm.model.agency import (
     DETAIL_ERROR,
     DETAIL_MISSING_FILE,
     AgentRuntime,
+    GoalState,
     Issue,
     IssueKind,
     MoRef,
@@ -81,8 +93,19 @@ HEAL_CLASSES: Mapping[IssueKind, HealClass] = {
 }
 
 
-def heal_class(kind: IssueKind) -> HealClass:
+class Finding(StrEnum):
+    """Problems agentvm finds itself, for which EAM raises no issue (named like EAM's issue types)."""
+
+    VM_ON_WRONG_HOST = "VmOnWrongHost"  # the agent VM runs on another host than its agent's
+
+
+HealKind = IssueKind | Finding
+
+
+def heal_class(kind: HealKind) -> HealClass:
     """The class of an issue kind; kinds agentvm does not know are passive (never resolved in a loop)."""
+    if isinstance(kind, Finding):
+        return HealClass.ACTIVE  # agentvm moves the VM back itself
     return HEAL_CLASSES.get(kind, HealClass.PASSIVE)
 
 
@@ -174,10 +197,13 @@ class HealPolicy:
     """Backoff per issue kind (``default`` for the others) and the seed that makes jitter deterministic.
 
     The controller picks a seed once at start (so that many controllers do not retry in step); tests fix it.
+    ``settle``: seconds a problem must stay away before its attempts are forgotten (a shorter recovery
+    keeps the count and the backoff); ``flap_limit`` / ``flap_window``: at most that many resolves of one
+    key within that many seconds, settle periods or not, before agentvm gives up on it as flapping.
     """
 
     default: Backoff = Backoff()
-    per_kind: Mapping[IssueKind, Backoff] = field(
+    per_kind: Mapping[HealKind, Backoff] = field(
         default_factory=lambda: {
             # redeploying cannot fix a host version no agent config matches: try twice, then say so
             IssueKind.INCOMPATIBLE_HOST_VERSION: Backoff(base=60.0, cap=600.0, max_attempts=2),
@@ -187,8 +213,20 @@ class HealPolicy:
         }
     )
     seed: int = 0
+    settle: float = 120.0
+    flap_limit: int = 5
+    flap_window: float = 600.0
 
-    def backoff(self, kind: IssueKind) -> Backoff:
+    def __post_init__(self) -> None:
+        if self.settle < 0:
+            raise ValueError(f"heal settle period must be 0 or more seconds, got {self.settle}")
+        if self.flap_limit < 1 or self.flap_window <= 0:
+            raise ValueError(
+                f"heal flapping bound needs flap_limit >= 1 and flap_window > 0, got {self.flap_limit} "
+                f"resolves in {self.flap_window} s"
+            )
+
+    def backoff(self, kind: HealKind) -> Backoff:
         return self.per_kind.get(kind, self.default)
 
     def jitter(self, key: HealKey, attempt: int) -> float:
@@ -211,11 +249,15 @@ class HealKey:
 
     agency: str
     agent: str | None
-    kind: IssueKind
+    kind: HealKind
 
     @classmethod
     def of(cls, issue: Issue) -> HealKey:
         return cls(issue.agency, issue.agent, issue.kind)
+
+    @classmethod
+    def misplaced(cls, found: Misplaced) -> HealKey:
+        return cls(found.agency, found.agent, Finding.VM_ON_WRONG_HOST)
 
     def sort_key(self) -> tuple[str, str, str]:
         """Agency issues (no agent) first, then by agent and kind: plans list keys in this order."""
@@ -228,12 +270,18 @@ class HealKey:
 
 @dataclass(frozen=True)
 class Attempts:
-    """Resolves done for one key: how many, when the last one was, when the next is allowed."""
+    """Resolves done for one key in its current episode: how many, when the last one was, when the next is
+    allowed; ``cleared_at``: when it was first seen gone (None while it is there); ``recurred``: times it came
+    back after a resolve; ``resolved``: when it was resolved within the flap window (kept across episodes)."""
 
     count: int
     last: float
     next_at: float
     gave_up: bool = False
+    cleared_at: float | None = None
+    recurred: int = 0
+    resolved: tuple[float, ...] = ()
+    flapping: bool = False  # gave up because it kept coming back
 
 
 @dataclass(frozen=True)
@@ -241,6 +289,11 @@ class HealState:
     """What the heal policy remembers between observations. Empty at start (a restart retries afresh)."""
 
     attempts: Mapping[HealKey, Attempts] = field(default_factory=dict)
+
+    @property
+    def flapping(self) -> frozenset[HealKey]:
+        """The keys agentvm gave up on because they kept coming back (until they settle or are resolved)."""
+        return frozenset(k for k, a in self.attempts.items() if a.gave_up and a.flapping)
 
     def with_forgotten(self, keys: Iterable[HealKey] | None = None) -> Self:
         """A copy without ``keys`` (all when None): they start afresh, e.g. after a person's resolve."""
@@ -282,20 +335,48 @@ class HostConditions:
 
 
 class Verdict(StrEnum):
-    RESOLVE = "resolve"  # resolve now
-    BACKOFF = "backoff"  # resolved before and still there: wait until ``next_at``
+    RESOLVE = "resolve"  # resolve now (for a misplaced VM: move it back)
+    BACKOFF = "backoff"  # resolved before and still there (or back): wait until ``next_at``
     GAVE_UP = "gave-up"  # ``max_attempts`` resolves did not clear it: a person must look
+    FLAPPING = "flapping"  # it keeps coming back after agentvm resolves it: given up, a person must look
     REPORT = "report"  # passive: a person must fix the cause
     WAIT = "wait"  # the host is unreachable: wait until it is back
     EXPECTED = "expected"  # maintenance mode / standby: not a failure
 
 
-FAILURES = frozenset({Verdict.GAVE_UP, Verdict.REPORT})
+FAILURES = frozenset({Verdict.GAVE_UP, Verdict.FLAPPING, Verdict.REPORT})
+
+
+@dataclass(frozen=True)
+class Misplaced:
+    """An agent VM that runs on another host (``runs_on``) than its agent's (``host``): moved by hand.
+
+    EAM raises no issue for it and does not move it back; the agent's host has no agent meanwhile.
+    """
+
+    agency: str  # the agency's id
+    agency_name: str
+    agent: str
+    host: MoRef
+    host_name: str
+    vm: MoRef
+    vm_name: str
+    runs_on: MoRef
+    runs_on_name: str | None = None
+    resource_pool: MoRef | None = None  # the agent's pool as EAM reports it (where the VM belongs)
+
+    def sentence(self) -> str:
+        """What is wrong and what fixes it, in one sentence (status, events)."""
+        where = self.runs_on_name or self.runs_on.value
+        return (
+            f"the agent VM {self.vm_name} of {self.host_name} runs on {where} (moved by hand), so "
+            f"{self.host_name} has no agent; run agentvm resolve --all to move it back"
+        )
 
 
 @dataclass(frozen=True)
 class HealDecision:
-    """What to do about one key now: its issues (usually one), the verdict, why, and the fix."""
+    """What to do about one key now: its issues (usually one) or misplaced VM, the verdict, why, the fix."""
 
     key: HealKey
     issues: tuple[Issue, ...]
@@ -304,12 +385,31 @@ class HealDecision:
     fix: str
     attempt: int = 0  # resolves done so far, counting this one when the verdict is RESOLVE
     next_at: float | None = None  # RESOLVE, BACKOFF: when the next resolve (or giving up) is due
-    announce: bool = False  # first decision in this verdict for the key: log it (GAVE_UP, REPORT)
+    announce: bool = False  # first decision in this verdict for the key: log it (GAVE_UP, FLAPPING, REPORT)
+    misplaced: Misplaced | None = None
 
     @property
     def failure(self) -> bool:
         """True when a person should look (passive issue, or agentvm gave up)."""
         return self.verdict in FAILURES
+
+    @property
+    def host(self) -> MoRef | None:
+        if self.misplaced is not None:
+            return self.misplaced.host
+        return next((i.host for i in self.issues if i.host is not None), None)
+
+    @property
+    def host_name(self) -> str | None:
+        if self.misplaced is not None:
+            return self.misplaced.host_name
+        return next((i.host_name for i in self.issues if i.host_name), None)
+
+    @property
+    def agency_name(self) -> str:
+        if self.misplaced is not None:
+            return self.misplaced.agency_name
+        return self.issues[-1].agency_name if self.issues else self.key.agency
 
 
 @dataclass(frozen=True)
@@ -326,6 +426,13 @@ class HealPlan:
         """The issues to pass to ``Backend.resolve`` now."""
         return tuple(i for d in self.decisions if d.verdict is Verdict.RESOLVE for i in d.issues)
 
+    @property
+    def migrations(self) -> tuple[Misplaced, ...]:
+        """The misplaced agent VMs to move back to their hosts now."""
+        return tuple(
+            d.misplaced for d in self.decisions if d.verdict is Verdict.RESOLVE and d.misplaced is not None
+        )
+
     def by_verdict(self, verdict: Verdict) -> tuple[HealDecision, ...]:
         return tuple(d for d in self.decisions if d.verdict is verdict)
 
@@ -335,6 +442,9 @@ class ObservedAgency(Protocol):
 
     @property
     def agency(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
 
     @property
     def issues(self) -> tuple[Issue, ...]: ...
@@ -352,16 +462,57 @@ def observed_issues(observed: Iterable[ObservedAgency]) -> tuple[Issue, ...]:
     return tuple(seen.values())
 
 
+def find_misplaced(
+    observed: Iterable[ObservedAgency],
+    vm_hosts: Mapping[MoRef, MoRef],
+    host_names: Mapping[MoRef, str] | None = None,
+) -> tuple[Misplaced, ...]:
+    """The agents whose VM runs on another host than the agent's, by ``vm_hosts`` (VM → ``runtime.host``
+    as vCenter's inventory says now). VMs absent from ``vm_hosts`` (not read yet) and agents being
+    uninstalled are skipped. Called by the controller after every observation and by ``agentvm status``."""
+    names = host_names or {}
+    found = []
+    for agency in observed:
+        for agent in agency.agents:
+            if agent.vm is None or agent.goal_state is GoalState.UNINSTALLED:
+                continue
+            runs_on = vm_hosts.get(agent.vm)
+            if runs_on is None or runs_on == agent.host:
+                continue
+            found.append(
+                Misplaced(
+                    agency.agency,
+                    agency.name,
+                    agent.agent,
+                    agent.host,
+                    names.get(agent.host) or agent.host_name or agent.host.value,
+                    agent.vm,
+                    agent.vm_name or agent.vm.value,
+                    runs_on,
+                    names.get(runs_on),
+                    agent.resource_pool,
+                )
+            )
+    return tuple(found)
+
+
 def plan_heal_agencies(
     observed: Sequence[ObservedAgency],
     state: HealState,
     now: float,
     policy: HealPolicy,
     hosts: HostConditions = HostConditions(),
+    misplaced: Iterable[Misplaced] = (),
 ) -> HealPlan:
     """``plan_heal`` over one observation of these agencies (keys of other agencies are kept as they are)."""
     return plan_heal(
-        observed_issues(observed), state, now, policy, hosts, scope=frozenset(a.agency for a in observed)
+        observed_issues(observed),
+        state,
+        now,
+        policy,
+        hosts,
+        scope=frozenset(a.agency for a in observed),
+        misplaced=misplaced,
     )
 
 
@@ -373,8 +524,10 @@ def plan_heal(
     hosts: HostConditions = HostConditions(),
     *,
     scope: Collection[str] | None = None,
+    misplaced: Iterable[Misplaced] = (),
 ) -> HealPlan:
-    """Decide what to do about ``issues``, every issue observed now in the agencies of ``scope``.
+    """Decide what to do about ``issues`` and ``misplaced``, every problem observed now in the agencies of
+    ``scope``.
 
     ``scope`` is the agency ids that were observed (None: all; every key absent from ``issues`` is then
     cleared). ``now`` is in the same seconds as earlier calls. Raises nothing; never mutates its inputs.
@@ -382,7 +535,7 @@ def plan_heal(
     grouped: dict[HealKey, list[Issue]] = {}
     for issue in issues:
         grouped.setdefault(HealKey.of(issue), []).append(issue)
-    # a host EAM calls unreachable (or in maintenance) is so, whatever the inventory said a moment ago
+    moved = {HealKey.misplaced(m): m for m in misplaced}
     # a host EAM calls unreachable (or in maintenance) is so, whatever the inventory said a moment ago
     on_hosts = [(i.host, heal_class(i.kind)) for found in grouped.values() for i in found if i.host]
     unreachable_hosts = hosts.unreachable | {h for h, c in on_hosts if c is HealClass.UNREACHABLE}
@@ -391,18 +544,29 @@ def plan_heal(
     attempts: dict[HealKey, Attempts] = {}
     healed: list[HealKey] = []
     for key, previous in state.attempts.items():
-        if key in grouped:
+        if key in grouped or key in moved:
             continue
         if scope is not None and key.agency not in scope:
             attempts[key] = previous  # not observed this time: keep
-        elif previous.count and not previous.gave_up:
+            continue
+        if previous.cleared_at is None and previous.count and not previous.gave_up:
             healed.append(key)
+        kept = _absent(previous, now, policy)
+        if kept is not None:
+            attempts[key] = kept
 
     decisions = []
-    for key in sorted(grouped, key=HealKey.sort_key):
-        found = tuple(sorted(grouped[key], key=lambda i: i.key))
+    for key in sorted({*grouped, *moved}, key=HealKey.sort_key):
+        found = tuple(sorted(grouped.get(key, ()), key=lambda i: i.key))
         decision, kept = _decide(
-            key, found, state.attempts.get(key), now, policy, quiet_hosts, unreachable_hosts
+            key,
+            found,
+            moved.get(key),
+            state.attempts.get(key),
+            now,
+            policy,
+            quiet_hosts,
+            unreachable_hosts,
         )
         decisions.append(decision)
         if kept is not None:
@@ -418,9 +582,50 @@ def plan_heal(
     )
 
 
+def _in_window(times: tuple[float, ...], now: float, policy: HealPolicy) -> tuple[float, ...]:
+    """The resolve times still inside the flap window ending ``now`` (closed: ``now - window`` counts)."""
+    return tuple(t for t in times if t >= now - policy.flap_window)
+
+
+def _absent(previous: Attempts, now: float, policy: HealPolicy) -> Attempts | None:
+    """What to remember of a key not observed now (None: nothing). Attempts are forgotten only once it has
+    stayed away ``settle`` seconds; resolves inside the flap window are remembered even then."""
+    if previous.count == 0 and not previous.resolved and not previous.gave_up:
+        return None  # only seen (passive, or within its grace): nothing to carry
+    cleared_at = previous.cleared_at if previous.cleared_at is not None else now
+    if now - cleared_at < policy.settle:
+        return dataclasses.replace(previous, cleared_at=cleared_at)
+    recent = _in_window(previous.resolved, now, policy)
+    if not recent:
+        return None
+    return Attempts(0, previous.last, now, cleared_at=cleared_at, resolved=recent)
+
+
+def _carry(previous: Attempts | None, now: float, policy: HealPolicy, grace: float) -> Attempts | None:
+    """The attempts a key observed now continues from: its episode goes on when it came back sooner than
+    ``settle`` (counted as a recurrence), starts afresh (count 0) after, and None is a first sighting."""
+    if previous is None:
+        return None
+    recent = _in_window(previous.resolved, now, policy)
+    if previous.cleared_at is not None and now - previous.cleared_at >= policy.settle:
+        if not recent:
+            return None
+        return Attempts(0, previous.last, now + grace, resolved=recent)
+    # it came back after agentvm's resolve had cleared it (a new EAM key alone proves nothing: EAM may
+    # raise a persisting issue again under a new key)
+    came_back = previous.count > 0 and previous.cleared_at is not None
+    return dataclasses.replace(
+        previous,
+        cleared_at=None,
+        resolved=recent,
+        recurred=previous.recurred + (1 if came_back else 0),
+    )
+
+
 def _decide(
     key: HealKey,
     issues: tuple[Issue, ...],
+    misplaced: Misplaced | None,
     previous: Attempts | None,
     now: float,
     policy: HealPolicy,
@@ -430,88 +635,112 @@ def _decide(
     """One key's decision and the attempts to keep for it (None: nothing to remember)."""
     kind = key.kind
     cls = heal_class(kind)
-    fix = fix_for(issues[-1])
-    host = next((i.host for i in issues if i.host is not None), None)
-    named = _host_name(issues)
+    if misplaced is not None:
+        fix = f"agentvm moves the agent VM back to {misplaced.host_name} (or: agentvm resolve --all)"
+        host: MoRef | None = misplaced.host
+        named = misplaced.host_name
+    else:
+        fix = fix_for(issues[-1])
+        host = next((i.host for i in issues if i.host is not None), None)
+        named = _host_name(issues)
     where = f" on {named}" if named else ""
     the_host = f"host {named}" if named else "the host"
 
+    def decision(
+        verdict: Verdict, reason: str, attempt: int = 0, next_at: float | None = None
+    ) -> HealDecision:
+        return HealDecision(key, issues, verdict, reason, fix, attempt, next_at, misplaced=misplaced)
+
     if cls is HealClass.MAINTENANCE:
-        return HealDecision(
-            key,
-            issues,
-            Verdict.EXPECTED,
-            f"{the_host} is in maintenance mode or standby: not a failure",
-            fix,
+        return decision(
+            Verdict.EXPECTED, f"{the_host} is in maintenance mode or standby: not a failure"
         ), None
     if cls is HealClass.UNREACHABLE:
-        return HealDecision(
-            key, issues, Verdict.WAIT, f"{the_host} is not reachable: waiting until it is back", fix
-        ), None
+        return decision(Verdict.WAIT, f"{the_host} is not reachable: waiting until it is back"), None
     if cls is HealClass.PASSIVE:
         # announced once: the first time agentvm sees the key (it keeps no attempts, only the sighting)
-        seen = Attempts(0, now, now) if previous is None else previous
-        return HealDecision(
-            key,
-            issues,
-            Verdict.REPORT,
-            f"{kind.value} needs a person: agentvm does not resolve it in a loop",
-            fix,
-            announce=previous is None,
-        ), seen
+        seen = Attempts(0, now, now) if previous is None else dataclasses.replace(previous, cleared_at=None)
+        reason = f"{kind.value} needs a person: agentvm does not resolve it in a loop"
+        return dataclasses.replace(decision(Verdict.REPORT, reason), announce=previous is None), seen
 
     # active kinds: held (and their backoff forgotten) while the host cannot take the action
     if host is not None and host in quiet:
-        return HealDecision(
-            key,
-            issues,
-            Verdict.EXPECTED,
-            f"{the_host} is in maintenance mode or standby: {kind.value} is expected, not resolved",
-            fix,
-        ), None
+        reason = f"{the_host} is in maintenance mode or standby: {kind.value} is expected, not resolved"
+        return decision(Verdict.EXPECTED, reason), None
     if host is not None and host in unreachable:
-        return HealDecision(
-            key,
-            issues,
-            Verdict.WAIT,
-            f"{the_host} is not reachable: {kind.value} is resolved once it is back",
-            fix,
+        return decision(
+            Verdict.WAIT, f"{the_host} is not reachable: {kind.value} is resolved once it is back"
         ), None
 
     backoff = policy.backoff(kind)
-    if previous is None and backoff.grace > 0:
-        # first sighting: give the issue its grace (an operator may be mid-change) before resolving
-        next_at = now + backoff.grace
-        reason = f"{kind.value}{where}: first resolve in {backoff.grace:.1f} s unless it clears"
-        return HealDecision(key, issues, Verdict.BACKOFF, reason, fix, 0, next_at), Attempts(0, now, next_at)
-    if previous is None or (not previous.gave_up and now >= previous.next_at):
-        count = 1 if previous is None else previous.count + 1
-        if previous is not None and count > backoff.max_attempts:
-            gave_up = dataclasses.replace(previous, gave_up=True)
-            return _gave_up(key, issues, previous.count, fix, announce=True), gave_up
-        next_at = now + policy.delay(key, count)
-        reason = f"resolving {kind.value}{where}: attempt {count} of {backoff.max_attempts}"
-        return HealDecision(key, issues, Verdict.RESOLVE, reason, fix, count, next_at), Attempts(
-            count, now, next_at
-        )
-    if previous.gave_up:
-        return _gave_up(key, issues, previous.count, fix, announce=False), previous
-    reason = (
-        f"{kind.value}{where} is still there after {previous.count} resolve(s): next attempt in "
-        f"{previous.next_at - now:.1f} s"
+    current = _carry(previous, now, policy, backoff.grace)
+    if current is None:
+        if backoff.grace > 0:
+            # first sighting: give the issue its grace (an operator may be mid-change) before resolving
+            next_at = now + backoff.grace
+            reason = f"{kind.value}{where}: first resolve in {backoff.grace:.1f} s unless it clears"
+            return decision(Verdict.BACKOFF, reason, 0, next_at), Attempts(0, now, next_at)
+        current = Attempts(0, now, now)
+    if current.gave_up:
+        return _gave_up(key, issues, misplaced, current, fix, policy, announce=False), current
+    if now < current.next_at:
+        if current.count == 0:
+            reason = f"{kind.value}{where}: first resolve in {current.next_at - now:.1f} s unless it clears"
+        else:
+            again = "is back" if current.recurred else "is still there"
+            reason = (
+                f"{kind.value}{where} {again} after {current.count} resolve(s): next attempt in "
+                f"{current.next_at - now:.1f} s"
+            )
+        return decision(Verdict.BACKOFF, reason, current.count, current.next_at), current
+    count = current.count + 1
+    if count > backoff.max_attempts or len(current.resolved) >= policy.flap_limit:
+        # flapping: it came back after a resolve, in this episode or (resolves of earlier ones still in
+        # the window) across settle periods; else it simply never went away
+        flapping = current.recurred > 0 or len(current.resolved) > current.count
+        gave_up = dataclasses.replace(current, gave_up=True, flapping=flapping)
+        return _gave_up(key, issues, misplaced, gave_up, fix, policy, announce=True), gave_up
+    next_at = now + policy.delay(key, count)
+    action = "moving the agent VM back" if misplaced is not None else "resolving"
+    reason = f"{action} ({kind.value}{where}): attempt {count} of {backoff.max_attempts}"
+    kept = dataclasses.replace(
+        current,
+        count=count,
+        last=now,
+        next_at=next_at,
+        resolved=(*current.resolved, now),
     )
-    return HealDecision(key, issues, Verdict.BACKOFF, reason, fix, previous.count, previous.next_at), previous
+    return decision(Verdict.RESOLVE, reason, count, next_at), kept
 
 
 def _gave_up(
-    key: HealKey, issues: tuple[Issue, ...], count: int, fix: str, *, announce: bool
+    key: HealKey,
+    issues: tuple[Issue, ...],
+    misplaced: Misplaced | None,
+    attempts: Attempts,
+    fix: str,
+    policy: HealPolicy,
+    *,
+    announce: bool,
 ) -> HealDecision:
-    reason = (
-        f"gave up on {key.kind.value} on {_host_name(issues) or key.agent or key.agency} after {count} "
-        "resolve(s) did not clear it: a person must look (agentvm tries again once it clears or is resolved "
-        "by hand)"
+    where = (misplaced.host_name if misplaced else _host_name(issues)) or key.agent or key.agency
+    retry = f"agentvm tries again once it has stayed away {policy.settle:.0f} s or is resolved by hand"
+    if attempts.flapping:
+        reason = (
+            f"gave up on {key.kind.value} on {where}: it came back {attempts.recurred} time(s) after agentvm "
+            f"resolved it ({len(attempts.resolved)} resolve(s) in {policy.flap_window:.0f} s), so something "
+            f"keeps undoing the fix: a person must look ({retry})"
+        )
+        verdict = Verdict.FLAPPING
+    else:
+        reason = (
+            f"gave up on {key.kind.value} on {where} after {attempts.count} resolve(s) did not clear it: a "
+            f"person must look ({retry})"
+        )
+        verdict = Verdict.GAVE_UP
+    return HealDecision(
+        key, issues, verdict, reason, fix, attempts.count, announce=announce, misplaced=misplaced
     )
-    return HealDecision(key, issues, Verdict.GAVE_UP, reason, fix, count, announce=announce)
 
 
 def _host_name(issues: Sequence[Issue]) -> str:
@@ -525,29 +754,49 @@ def _host_name(issues: Sequence[Issue]) -> str:
 
 
 class AgentState(StrEnum):
-    """How the dashboard and ``agentvm_agents{state}`` show an agent: EAM's status, or maintenance."""
+    """How the dashboard and ``agentvm_agents{state}`` show an agent: EAM's status, or one of agentvm's
+    own findings (maintenance, flapping, misplaced)."""
 
     GREEN = "green"
     YELLOW = "yellow"
     RED = "red"
     MAINTENANCE = "maintenance"
+    FLAPPING = "flapping"  # agentvm gave up on it: it kept coming back after each heal
+    MISPLACED = "misplaced"  # its VM runs on another host
 
 
-def agent_state(agent: AgentRuntime, hosts: HostConditions = HostConditions()) -> AgentState:
+def agent_state(
+    agent: AgentRuntime,
+    hosts: HostConditions = HostConditions(),
+    *,
+    flapping: Collection[str] = (),
+    misplaced: Collection[str] = (),
+) -> AgentState:
     """``maintenance`` when the agent's host is in maintenance mode or standby (or an issue says so) —
-    not a failure, whatever EAM's status — else the agent's own status (green / yellow / red)."""
+    not a failure, whatever EAM's status — else ``flapping`` / ``misplaced`` when the agent's id is in
+    those, else the agent's own status (green / yellow / red)."""
     if agent.host in hosts.maintenance or agent.host in hosts.standby:
         return AgentState.MAINTENANCE
     if any(heal_class(i.kind) is HealClass.MAINTENANCE for i in agent.issues):
         return AgentState.MAINTENANCE
+    if agent.agent in flapping:
+        return AgentState.FLAPPING
+    if agent.agent in misplaced:
+        return AgentState.MISPLACED
     return AgentState(agent.status.value)
 
 
-def count_states(agents: Iterable[AgentRuntime], hosts: HostConditions = HostConditions()) -> dict[str, int]:
+def count_states(
+    agents: Iterable[AgentRuntime],
+    hosts: HostConditions = HostConditions(),
+    *,
+    flapping: Collection[str] = (),
+    misplaced: Collection[str] = (),
+) -> dict[str, int]:
     """Agents per ``AgentState`` value, every state present (0 when none): ``agentvm_agents``' input."""
     counts = {state.value: 0 for state in AgentState}
     for agent in agents:
-        counts[agent_state(agent, hosts).value] += 1
+        counts[agent_state(agent, hosts, flapping=flapping, misplaced=misplaced).value] += 1
     return counts
 
 

@@ -55,12 +55,23 @@ def pool_subnet(pool: IpPool, subnet_uuid: str) -> SdnSubnet:
                 "fix the pool's range in vCenter"
             )
         ranges.append(IpRange(str(first), str(last)))
+    dns: list[str] = []
+    for server in pool.dns_servers:
+        try:
+            address = ipaddress.IPv4Address(server)
+        except ValueError as exc:
+            raise PoolError(
+                f"{label}: DNS server {server!r} is not an IPv4 address; fix the pool's DNS servers"
+            ) from exc
+        if str(address) not in dns:
+            dns.append(str(address))
     return SdnSubnet(
         cidr=str(network),
         gateway=gateway,
         allocation_pools=tuple(ranges),
         dhcp=pool.dhcp,
         subnet_uuid=subnet_uuid,
+        dns_servers=tuple(dns),
     )
 
 

@@ -10,13 +10,16 @@ Called by ``core.plan`` (to show each host's address before anything changes) an
 - every other host gets the lowest free address of the range, hosts taken in canonical order (inventory
   path in natural order, then moid) — so a fresh apply gives the same answer whatever order vCenter lists
   hosts in, and adding a host never moves an existing one;
-- if the range cannot serve every host, ``IpPlanExhausted`` is raised before anything is assigned.
+- if the range cannot serve every host, ``IpPlanExhausted`` is raised before anything is assigned;
+- an ``ipPlan.addresses`` entry that names no host in scope is ``UnknownIpPlanHost`` (``check_static_hosts``,
+  called by ``core.plan``): a typo must not quietly give the host it meant a dynamic address.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address
@@ -54,6 +57,55 @@ class Assignment:
 
 class IpPlanExhausted(ConfigurationError):
     """The range cannot give every host in scope an address (or a host has none and there is no range)."""
+
+
+class UnknownIpPlanHost(ConfigurationError):
+    """An ``ipPlan.addresses`` key is neither the moid, the inventory path nor the name of a host in scope."""
+
+
+def check_static_hosts(plan: IpPlanSpec, hosts: Iterable[ScopeHost], *, agency: str = "") -> None:
+    """Raise UnknownIpPlanHost naming every entry of ``plan.static`` that matches no host of ``hosts``.
+
+    The message suggests the closest host for the first unknown entry (difflib, of the same kind: a path
+    for a path, a moid for a moid, else a name). Called by ``core.plan.make_plan`` before it assigns.
+    """
+    ordered = canonical_order(hosts)
+    known = {key for h in ordered for key in (h.moid, h.path, h.name) if key}
+    unknown = [key for key, _ in plan.static if key not in known]
+    if not unknown:
+        return
+    who = f'agency "{agency}": ' if agency else ""
+    names = " and ".join(f'"{key}"' for key in unknown[:3]) + (
+        f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+    )
+    several = len(unknown) > 1
+    what = f"{names} {'are not hosts' if several else 'is not a host'} in the scope"
+    if not ordered:
+        raise UnknownIpPlanHost(
+            f"{who}ipPlan.addresses: {what}, which has no hosts; check agencies[].scope, or remove "
+            f"{'them' if several else 'the entry'}"
+        )
+    guess = _closest(unknown[0], ordered)
+    raise UnknownIpPlanHost(
+        f'{who}ipPlan.addresses: {what}; did you mean "{guess}"? Correct the '
+        f"{'entries or remove them' if several else 'entry or remove it'}"
+    )
+
+
+_HOST_MOID = re.compile(r"host-\d+")
+
+
+def _closest(key: str, hosts: Sequence[ScopeHost]) -> str:
+    """The moid, path or name (the kind ``key`` is written in) most like ``key``; ties in host order."""
+    if key.startswith("/"):
+        choices = [h.path for h in hosts if h.path]
+    elif _HOST_MOID.fullmatch(key):
+        choices = [h.moid for h in hosts]
+    else:
+        choices = []
+    choices = choices or [h.name for h in hosts]
+    lowered = key.lower()
+    return max(choices, key=lambda c: difflib.SequenceMatcher(None, lowered, c.lower()).ratio())
 
 
 def canonical_order(hosts: Iterable[ScopeHost]) -> list[ScopeHost]:

@@ -3,7 +3,8 @@
 Called by the CLI's ``plan`` (which prints the descriptions and changes nothing) and by ``apply`` (which
 carries the changes out in this order: extension, host AgentVM settings, then per agency the agency itself
 and each host's address). The observed summary (``model.desired.ObservedState``) is read by the backends;
-this module only compares. Running out of addresses raises ``IpPlanExhausted`` here, before anything changes.
+this module only compares. Running out of addresses raises ``IpPlanExhausted`` here, before anything changes,
+and so does an ``ipPlan.addresses`` entry for a host that is not in scope (``UnknownIpPlanHost``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from agentvm.core.ipplan import AddressSource, Assignment, assign_addresses, canonical_order
+from agentvm.core.ipplan import (
+    AddressSource,
+    Assignment,
+    assign_addresses,
+    canonical_order,
+    check_static_hosts,
+)
 from agentvm.model.desired import (
     AgencySpec,
     DesiredState,
@@ -70,7 +77,11 @@ def host_label(host: ScopeHost) -> str:
 
 
 def make_plan(desired: DesiredState, observed: ObservedState) -> Plan:
-    """Compare ``desired`` with ``observed``; raises IpPlanExhausted when an agency's plan is too small."""
+    """Compare ``desired`` with ``observed``.
+
+    Raises IpPlanExhausted when an agency's plan is too small, UnknownIpPlanHost when an
+    ``ipPlan.addresses`` entry names no host in the agency's scope (both ConfigurationErrors).
+    """
     changes: list[Change] = []
     warnings: list[str] = []
     extension = _extension_change(desired.solution, observed.extension)
@@ -84,6 +95,7 @@ def make_plan(desired: DesiredState, observed: ObservedState) -> Plan:
         if change is not None:
             changes.append(change)
         if agency.ip_plan is not None:
+            check_static_hosts(agency.ip_plan, hosts, agency=agency.name)
             previous = observed.addresses.get(agency.name, {})
             assignment = assign_addresses(agency.ip_plan, hosts, previous, agency=agency.name)
             assignments[agency.name] = assignment

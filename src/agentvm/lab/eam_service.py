@@ -4,18 +4,22 @@ vcsim forwards ``/eam/sdk`` to this service, so a client reaches EAM exactly as 
 endpoint, same session cookie). The engine logs in to vcsim with the lab's administrator account (a real
 EAM acts as its own extension, ``com.vmware.vim.eam``), keeps its agencies in a state file so that a
 restart loses nothing, and runs its reconcile loop in one thread. Started by ``agentvm.lab.world.Lab``.
+The state file lives in a world directory (``agentvm.lab.world_state``): it is loaded only if that
+directory records the very vCenter world this EAM's session is connected to.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 from pathlib import Path
 
 from agentvm.engine.infra import InfraError
 from agentvm.engine.manager import Engine
 from agentvm.engine.vsphere_infra import VSphereInfrastructure
+from agentvm.lab import world_state
 from agentvm.lab.eam_emulator import EmulatorServer, VcenterSessionChecker, start
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.model.connection import Secret, VCenterConnection
@@ -29,12 +33,18 @@ EAM_NAMESPACE = "com.vmware.vim.eam"
 
 
 class LabEam:
-    """``LabEam(vcsim, state_file, port).start()``; ``stop()`` ends the loop and the server."""
+    """``LabEam(vcsim, state_file, port).start()``; ``stop()`` ends the loop and the server.
 
-    def __init__(self, vcsim: VcsimInfo, state_file: Path, port: int = 0) -> None:
+    ``start`` raises LabError when the state file's directory records another vCenter world.
+    """
+
+    def __init__(
+        self, vcsim: VcsimInfo, state_file: Path, port: int = 0, sock: socket.socket | None = None
+    ) -> None:
         self.vcsim = vcsim
         self.state_file = state_file
         self.port = port
+        self._sock = sock  # bound before vcsim started (see Lab.start); used by the first start only
         self._stop = threading.Event()
         self._session: Session | None = None
         self._infra: VSphereInfrastructure | None = None
@@ -61,12 +71,15 @@ class LabEam:
                 thumbprint=self.vcsim.thumbprint or None,
             )
             self._session = Session.connect(conn, correlation_prefix="eam")
+            # the world this session is in, as vCenter says (no round trip: read at login)
+            world_state.require(self.state_file.parent, str(self._session.content.about.instanceUuid))
             # a periodic full re-check on top of the watcher, as a safety net (cheap at lab sizes)
             self._infra = VSphereInfrastructure(self._session, resync_seconds=5.0)
             self._infra.start()
             self.engine = Engine(self._infra, self.state_file, namespace=EAM_NAMESPACE)
             checker = VcenterSessionChecker(self.vcsim.url, self.vcsim.thumbprint or None)
-            self._server = start(self.engine, checker, port=self.port)
+            sock, self._sock = self._sock, None
+            self._server = start(self.engine, checker, port=self.port, sock=sock)
             self.port = self._server.port
             self._thread = threading.Thread(target=self._loop, name="lab-eam-engine", daemon=True)
             self._thread.start()

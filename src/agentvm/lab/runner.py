@@ -3,7 +3,10 @@
 ``up`` starts a detached supervisor process (``python -m agentvm.lab.runner``) that runs a ``Lab`` and
 records pids, ports and credentials in ``<state dir>/state.json`` (mode 0600; the state dir is
 ``$AGENTVM_LAB_DIR`` or ``./.lab``, git-ignored). ``down`` stops the supervisor and every process it
-started, by pid, and removes the state. Called by the CLI; ``main()`` is the supervisor itself.
+started, by pid, and removes the state. Each ``up`` is a new vcsim world: the lab's EAM and SDN state in
+``<state dir>/world/`` start fresh with it (``agentvm.lab.world_state``); the supervisor removes them when
+it stops, and a world left behind by a killed supervisor is discarded by the next ``up``, in
+``runner.log``. Called by the CLI; ``main()`` is the supervisor itself.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -214,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--plain-http", action="store_true")
     args = parser.parse_args(argv)
+    # runner.log: warnings of every part, and the lab's own notes (which world runs, what was discarded)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("agentvm.lab").setLevel(logging.INFO)
     shape = Shape(args.datacenters, args.clusters, args.hosts, args.standalone, args.vms, not args.no_dvs)
 
     stop = threading.Event()

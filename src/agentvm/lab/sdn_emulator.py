@@ -11,7 +11,8 @@ What it checks, like the real API server: the body is ``{"<type>": {...}}`` with
 (type, fq_name) are unique (409); the parent project exists; every ref points at an existing object of the
 right type (404); a virtual-machine-interface and an instance-ip need a virtual-network ref and an
 instance-ip a virtual-machine-interface ref (400); an instance-ip address lies in a subnet of its network
-(400) and is not used by another one there (409); a VMI's network and an instance IP's address cannot be
+(400) and is not used by another one there (409); a subnet's DNS servers and DHCP options have the
+schema's types (400); a VMI's network and an instance IP's address cannot be
 changed (400); deleting an object still referred to -> 409. With ``token`` set, requests without
 ``X-Auth-Token: <token>`` get 401. Errors are plain text, as the real server's are.
 """
@@ -191,8 +192,39 @@ class ConfigApi:
                         inside = False
                     if not inside:
                         raise ApiError(400, f"Address {address} is not in subnet {network}")
+                self._check_dns(item)
                 item.setdefault("subnet_uuid", None)
                 item["subnet_uuid"] = item["subnet_uuid"] or str(uuidlib.uuid4())
+
+    @staticmethod
+    def _check_dns(item: Json) -> None:
+        """``dns_nameservers`` is a list of strings; ``dhcp_option_list`` null or ``{"dhcp_option": [{
+        "dhcp_option_name": str, "dhcp_option_value": str}, ...]}`` (the schema's DhcpOptionsListType); the
+        value of option 6 (DNS servers) is addresses separated by spaces, as the vRouter's DHCP reads it."""
+        servers = item.get("dns_nameservers")
+        if servers is not None and (
+            not isinstance(servers, list) or not all(isinstance(d, str) for d in servers)
+        ):
+            raise ApiError(400, f"dns_nameservers must be a list of strings, not {servers!r}")
+        options = item.get("dhcp_option_list")
+        if options is None:
+            return
+        entries = options.get("dhcp_option") if isinstance(options, dict) else None
+        if not isinstance(entries, list):
+            raise ApiError(400, f'dhcp_option_list must be {{"dhcp_option": [...]}}, not {options!r}')
+        for entry in entries:
+            if not isinstance(entry, dict) or not all(
+                isinstance(entry.get(k), str) for k in ("dhcp_option_name", "dhcp_option_value")
+            ):
+                raise ApiError(
+                    400, f"a dhcp_option needs dhcp_option_name and dhcp_option_value strings: {entry!r}"
+                )
+            if entry["dhcp_option_name"] == "6":
+                for address in entry["dhcp_option_value"].split():
+                    try:
+                        ipaddress.ip_address(address)
+                    except ValueError as exc:
+                        raise ApiError(400, f"DHCP option 6: {address!r} is not an address") from exc
 
     def _vn_subnets(self, vn_uuid: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         found = self.store.get(vn_uuid)

@@ -75,6 +75,8 @@ class VcsimInfo:
     thumbprint_sha256: str = ""
     certificate_pem: str = ""
     start_seconds: float = 0.0
+    # about.instanceUuid: names this world (a lab's own, or vcsim's fixed one, the same in every simulator)
+    instance_uuid: str = ""
 
     @property
     def host(self) -> str:
@@ -168,7 +170,9 @@ class Vcsim:
         log_file: Path | None = None,
         detach: bool = False,
         timeout: float = 120.0,
+        instance_uuid: str | None = None,
     ) -> None:
+        """``instance_uuid`` gives this simulator's world its own about.instanceUuid (``Lab`` does)."""
         shape.validate()
         binary, _ = build()
         self._tmp = tempfile.TemporaryDirectory(prefix="agentvm-vcsim-run-")
@@ -187,6 +191,8 @@ class Vcsim:
         ]
         if eam_backend:
             args.append(f"--eam-backend={eam_backend}")
+        if instance_uuid:
+            args.append(f"--instance-uuid={instance_uuid}")
         env = dict(os.environ)
         if password:
             env["AGENTVM_VCSIM_PASSWORD"] = password  # by environment, never on the command line

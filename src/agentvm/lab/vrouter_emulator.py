@@ -8,7 +8,8 @@ nothing. Differences, on purpose: the real agent answers a bad port and an unkno
 emulator with 400 and 404; ``vhostuser-mode`` is optional for the agent, required here (agentvm sends it).
 
 A remote port (``type`` 2, an ESXi VM) starts disabled, as in the agent. ``GET /port/{id}`` reads one port
-(as the agent does, with ``link-state``); ``GET /ports`` (emulator only) lists them all for tests.
+(as the agent does, with ``link-state``); ``GET /ports`` (emulator only) lists them all for tests, and
+``RunningAgent.journal()`` tells which calls came when.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import re
 import socket
 import threading
+import time
 import uuid as uuidlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ _UUID_PATH = re.compile(
     r"^/(port|enable-port|disable-port)/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
 )
 REMOTE_PORT = 2
+JOURNAL_MAX = 100_000  # calls remembered for tests (when, what); the benchmark's 2,500 hosts stay bounded
 
 
 class PortError(Exception):
@@ -81,6 +84,7 @@ class AgentState:
     ports: dict[str, Json] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     calls: int = 0
+    journal: list[tuple[float, str, str]] = field(default_factory=list)  # (perf_counter, method, path)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -110,6 +114,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             with state.lock:
                 state.calls += 1
+                if len(state.journal) < JOURNAL_MAX:
+                    state.journal.append((time.perf_counter(), method, self.path))
                 self._reply(200, self._route(state, method, raw))
         except PortError as exc:
             self._reply(exc.status, {"error": str(exc)})
@@ -181,6 +187,12 @@ class RunningAgent:
     def ports(self) -> dict[str, Json]:
         with self._server.state.lock:
             return {k: dict(v) for k, v in self._server.state.ports.items()}
+
+    def journal(self) -> list[tuple[float, str, str]]:
+        """Every call so far: (``time.perf_counter()`` when it arrived, method, path), oldest first. Tests
+        compare it with the calls they see elsewhere in the same process (e.g. vCenter's)."""
+        with self._server.state.lock:
+            return list(self._server.state.journal)
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -1,7 +1,8 @@
 """The whole lab in one object: vcsim, the lab's EAM (engine + SOAP emulator), the package server.
 
 Used in-process by the pytest fixtures and by the detached lab runner behind ``agentvm lab up``.
-Everything listens on 127.0.0.1 only.
+Everything listens on 127.0.0.1 only. Every start is a new world (vcsim keeps nothing): it gets its own
+vCenter instanceUuid, and the lab's EAM and SDN state start empty with it (``agentvm.lab.world_state``).
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import contextlib
 import json
 import socket
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from agentvm.lab import sdn_emulator, vrouter_emulator
+from agentvm.lab import sdn_emulator, vrouter_emulator, world_state
 from agentvm.lab.eam_service import LabEam
 from agentvm.lab.packages import PackageServer
 from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo
@@ -73,6 +75,7 @@ class Lab:
             self._tmp = tempfile.TemporaryDirectory(prefix="agentvm-lab-")
             state_dir = Path(self._tmp.name)
         self.state_dir = state_dir
+        self.world_dir: Path | None = None  # <state_dir>/world once started: this world's EAM and SDN state
         self._packages: PackageServer | None = None
         self._vcsim: Vcsim | None = None
         self.eam: LabEam | None = None
@@ -83,7 +86,10 @@ class Lab:
     def start(self) -> LabInfo:
         try:
             self._packages = PackageServer().start()
-            eam_port = _free_port()  # vcsim must know where EAM is before EAM can log in to vcsim
+            # vcsim must know where EAM is before EAM can log in to vcsim: bind EAM's socket first, so that
+            # no other process (a parallel test's client, say) can take the port in between
+            eam_socket = socket.create_server(("127.0.0.1", 0))
+            eam_port = int(eam_socket.getsockname()[1])
             self._vcsim = Vcsim(
                 self.shape,
                 port=self._port,
@@ -91,8 +97,10 @@ class Lab:
                 password=self._password,
                 eam_backend=f"http://127.0.0.1:{eam_port}",
                 log_file=self._log_dir / "vcsim.log" if self._log_dir else None,
+                instance_uuid=str(uuid.uuid4()),
             )
-            self.eam = LabEam(self._vcsim.info, self.state_dir / "eam-state.json", eam_port).start()
+            self.world_dir = world_state.claim(self.state_dir, self._vcsim.info.instance_uuid)
+            self.eam = LabEam(self._vcsim.info, self._eam_state_file, eam_port, eam_socket).start()
             vrouter_map = self._start_sdn() if self._netsync else None
         except BaseException:
             self.stop()
@@ -110,12 +118,12 @@ class Lab:
     # -- netsync (issue 6): the SDN controller and one vRouter agent per host --------------------------------
 
     def _start_sdn(self) -> Path:
-        """Start the config-API emulator (objects in the state dir's SQLite) and a vRouter-agent emulator per
+        """Start the config-API emulator (objects in the world dir's SQLite) and a vRouter-agent emulator per
         host of vcsim; write the host moid -> agent URL map that ``agentvm netsync`` reads."""
-        assert self._vcsim is not None
-        self.sdn = sdn_emulator.start(self.state_dir / "sdn-config-api.sqlite")
+        assert self._vcsim is not None and self.world_dir is not None
+        self.sdn = sdn_emulator.start(self.world_dir / world_state.SDN_DATABASE)
         self.vrouters = vrouter_emulator.start_many(_host_moids(self._vcsim.info))
-        path = self.state_dir / "vrouter-map.json"
+        path = self.world_dir / world_state.VROUTER_MAP
         path.write_text(json.dumps({h: a.url for h, a in self.vrouters.items()}, indent=2) + "\n")
         return path
 
@@ -131,7 +139,12 @@ class Lab:
         assert self.eam is not None and self._vcsim is not None, "the lab is not running"
         port = self.eam.port
         self.eam.stop()
-        self.eam = LabEam(self._vcsim.info, self.state_dir / "eam-state.json", port).start()
+        self.eam = LabEam(self._vcsim.info, self._eam_state_file, port).start()
+
+    @property
+    def _eam_state_file(self) -> Path:
+        assert self.world_dir is not None, "the lab is not running"
+        return self.world_dir / world_state.EAM_STATE
 
     @property
     def pids(self) -> dict[str, int]:
@@ -146,6 +159,10 @@ class Lab:
         if self._vcsim is not None:
             self._vcsim.stop()
             self._vcsim = None
+        if self.world_dir is not None:  # the world ended with its vcsim: nothing can use its state again
+            with contextlib.suppress(OSError):
+                world_state.release(self.world_dir)
+            self.world_dir = None
         if self._packages is not None:
             with contextlib.suppress(OSError):
                 self._packages.stop()
@@ -181,10 +198,3 @@ def _host_moids(info: VcsimInfo) -> list[str]:
     with Session(conn) as session:
         hosts = retrieve(session, [vim.HostSystem], [property_spec(vim.HostSystem, ["name"])])
     return sorted(str(h.obj._moId) for h in hosts)
-
-
-def _free_port() -> int:
-    """A port free on 127.0.0.1 now (the EAM server binds it a moment later, with SO_REUSEADDR)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -50,6 +50,7 @@ class IpPool:
     ranges: tuple[IpRange, ...] = ()
     dhcp: bool = False
     external_ipam: bool = False
+    dns_servers: tuple[str, ...] = ()  # ``ipv4Config.dns``, in order
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class SdnSubnet:
     allocation_pools: tuple[IpRange, ...] = ()
     dhcp: bool = False
     subnet_uuid: str | None = None
+    dns_servers: tuple[str, ...] = ()  # handed to the VMs by the vRouter's DHCP (option 6)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ configuration ones to report) and items that depend on a failed one are skipped,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -140,12 +140,19 @@ def apply_plan(
     agents: Mapping[str, VrouterAgentClient],
     state: ControllerState | None = None,
     map_fn: MapFn = map,
+    before_ports: Callable[[], Collection[str]] | None = None,
 ) -> ApplyResult:
     """Carry out ``plan``: old ports off, controller deletes, creates, updates, then ports on.
 
     Within a phase calls are independent, so ``map_fn`` may run them concurrently (e.g. a thread pool's
     ``map`` passed by the controller or a benchmark); phases run one after the other. ``state`` (the
     controller state the plan was made from) fills in the fq names of refs. Never raises for a failed item.
+
+    ``before_ports`` is called once the old ports are off the agents and the controller is changed, before
+    any port is added or enabled: the network sync sets the DV port VLANs there (a VLAN an old port held is
+    free by then) and returns the interfaces (port ids) whose DV port does not carry its VLAN. Their ports
+    are neither added nor enabled (counted as skipped): an agent told a VLAN the DV port does not tag would
+    take that NIC's traffic for another interface's.
     """
     run = _Run()
     fq_names: dict[str, tuple[str, ...]] = {}
@@ -224,6 +231,7 @@ def apply_plan(
         lambda o: api.update(o, fq_names),
     )
 
+    unconfirmed = set(before_ports()) if before_ports is not None else set()
     for action in (PortAction.ADD, (PortAction.ENABLE, PortAction.DISABLE)):
         actions = action if isinstance(action, tuple) else (action,)
         batch_ports = []
@@ -232,6 +240,9 @@ def apply_plan(
                 continue
             if change.port.id in run.failed or f"port:{change.port.id}" in run.failed:
                 run.skipped += 1  # its interface (or its add) failed: nothing to add / enable
+                continue
+            if change.port.id in unconfirmed and change.action is not PortAction.DISABLE:
+                run.skipped += 1  # its DV port does not carry the VLAN yet: retried with it
                 continue
             batch_ports.append(change)
         phase(batch_ports, port_label, lambda c: f"port:{c.port.id}", port_call)

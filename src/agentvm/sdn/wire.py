@@ -92,15 +92,35 @@ def encode(
     return body
 
 
+DHCP_OPTION_DNS = "6"  # DHCP option 6: domain name servers
+
+
 def _subnet(subnet: SdnSubnet) -> Json:
+    """One ``IpamSubnetType``. DNS servers go where Tungsten Fabric's own Neutron plugin puts a subnet's:
+    DHCP option 6 (space-separated), which the vRouter's DHCP server hands to the VMs; also in
+    ``dns_nameservers``, the schema's list of them."""
     network = ipaddress.ip_network(subnet.cidr)
-    return {
+    body: Json = {
         "subnet": {"ip_prefix": str(network.network_address), "ip_prefix_len": network.prefixlen},
         "default_gateway": subnet.gateway,
         "enable_dhcp": subnet.dhcp,
         "allocation_pools": [{"start": r.start, "end": r.end} for r in subnet.allocation_pools],
         "subnet_uuid": subnet.subnet_uuid,
+        "dns_nameservers": list(subnet.dns_servers),
+        "dhcp_option_list": None,
     }
+    if subnet.dns_servers:
+        option = {"dhcp_option_name": DHCP_OPTION_DNS, "dhcp_option_value": " ".join(subnet.dns_servers)}
+        body["dhcp_option_list"] = {"dhcp_option": [option]}
+    return body
+
+
+def _dns_servers(item: Json) -> tuple[str, ...]:
+    """A subnet's DNS servers: DHCP option 6 when it has one, else ``dns_nameservers``."""
+    for option in ((item.get("dhcp_option_list") or {}).get("dhcp_option")) or []:
+        if isinstance(option, dict) and str(option.get("dhcp_option_name")) == DHCP_OPTION_DNS:
+            return tuple(str(option.get("dhcp_option_value") or "").replace(",", " ").split())
+    return tuple(str(d) for d in item.get("dns_nameservers") or [])
 
 
 def _first_ref_uuid(body: Json, field: str) -> str | None:
@@ -131,6 +151,7 @@ def decode_virtual_network(body: Json) -> SdnVirtualNetwork:
                     ),
                     dhcp=bool(item.get("enable_dhcp", False)),
                     subnet_uuid=item.get("subnet_uuid"),
+                    dns_servers=_dns_servers(item),
                 )
             )
     return SdnVirtualNetwork(

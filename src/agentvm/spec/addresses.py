@@ -48,6 +48,8 @@ def read_ip_plan(r: Reader, node: Node) -> IpPlanSpec | None:
             bounds = _range(r, fields["range"], network)
             ok = ok and bounds is not None
             first, last = bounds or (None, None)
+        elif network.prefixlen >= 31:  # point-to-point (RFC 3021) and single-host subnets: every address
+            first, last = network.network_address, network.broadcast_address
         else:  # the whole subnet but its network and broadcast addresses
             first, last = network.network_address + 1, network.broadcast_address - 1
         if first is not None and last is not None and first > last:
@@ -80,6 +82,11 @@ def _cidr(r: Reader, node: Node) -> IPv4Network | None:
     return network
 
 
+def _nth(network: IPv4Network, n: int) -> IPv4Address:
+    """The ``n``-th address of ``network`` for an example, kept inside it (a /32 has only one)."""
+    return network.network_address + min(n, network.num_addresses - 1)
+
+
 def _parse_v4(text: str) -> IPv4Address | None:
     try:
         address = ip_address(text)
@@ -90,7 +97,7 @@ def _parse_v4(text: str) -> IPv4Address | None:
 
 def _address(r: Reader, node: Node, network: IPv4Network | None, what: str) -> IPv4Address | None:
     """An IPv4 address inside ``network`` (when given) that is not its network or broadcast address."""
-    example = str(network.network_address + 1) if network is not None else "10.10.0.1"
+    example = str(_nth(network, 1)) if network is not None else "10.10.0.1"
     text = r.text(node, example)
     if text is None:
         return None
@@ -110,7 +117,7 @@ def _address(r: Reader, node: Node, network: IPv4Network | None, what: str) -> I
 
 
 def _range(r: Reader, node: Node, network: IPv4Network) -> tuple[IPv4Address, IPv4Address] | None:
-    example = f"{network.network_address + 10}-{network.network_address + 200}"
+    example = f"{_nth(network, 10)}-{_nth(network, 200)}"
     text = r.text(node, example)
     if text is None:
         return None

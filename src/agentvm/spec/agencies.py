@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import string
-from urllib.parse import urlsplit
 
 from agentvm.model.agency import MoRef, OvfProperty
 from agentvm.model.desired import (
@@ -26,7 +25,8 @@ from agentvm.model.desired import (
 )
 from agentvm.spec.addresses import read_ip_plan
 from agentvm.spec.reader import Reader, suggest
-from agentvm.spec.yamlnodes import Node
+from agentvm.spec.urls import url_problem
+from agentvm.spec.yamlnodes import Node, xml_invalid
 
 ALLOWED = (
     "name",
@@ -46,12 +46,20 @@ ALLOWED = (
 MAX_AGENT_NAME = 70  # EAM: VM names "<agentName> (N)"
 MAX_UUID_AGENT_NAME = 43  # EAM: VM names "<agentName>-<uuid>"
 MAX_AGENCY_NAME = 80
+MAX_PROPERTY_KEY = 255
+MAX_PROPERTY_VALUE = 65_535
+MAX_EXTRA_CONFIG_KEY = 255  # guestinfo.<key> in a VM's extraConfig
+GUESTINFO = "guestinfo."
+RESERVED_GUESTINFO = "agentvm."  # guestinfo.agentvm.*: each agent's address and agency (controller.observe)
 USE_HOST_SETTINGS = "host"
+OVF_EXAMPLE = "https://files.example.com/agent/agent.ovf"
 
+_VM_NAME_ESCAPES = {"/": "%2f", "\\": "%5c", "%": "%25"}  # vCenter keeps these escaped in names
 _MOID = re.compile(r"(domain-[cs]\d+|host-\d+)")
 _MOID_TYPES = {"domain-c": "ClusterComputeResource", "domain-s": "ComputeResource", "host-": "HostSystem"}
 _SCOPE_TYPES = ("ClusterComputeResource", "ComputeResource", "HostSystem")
 _INVENTORY_PATH = re.compile(r"/[^/]+(/[^/]+)*/host/[^/].*")
+_HTTP = re.compile(r"https?://", re.IGNORECASE)
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _PROPERTY_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
 
@@ -97,14 +105,11 @@ def _agency(r: Reader, node: Node) -> AgencySpec | None:
     )
     if fields is None:
         return None
-    name = r.text(fields["name"], "contrail") if "name" in fields else None
-    if name is not None and len(name) > MAX_AGENCY_NAME:
-        r.problem(
-            fields["name"].line,
-            fields["name"].path,
-            f"is {len(name)} characters; keep it to {MAX_AGENCY_NAME}",
-        )
-        name = None
+    name = (
+        r.checked_text(fields["name"], "contrail", limit=MAX_AGENCY_NAME, keeps_blanks="EAM would keep")
+        if "name" in fields
+        else None
+    )
     use_uuid = r.boolean(fields["useUuidVmName"]) if "useUuidVmName" in fields else False
     agent_name = _agent_name(r, node, fields, name, bool(use_uuid))
     ovf = _ovf(r, fields["ovf"]) if "ovf" in fields else None
@@ -160,17 +165,35 @@ def _agent_name(
                 f"is {len(name)} characters, too long to name agent VMs; add an agentName of at most {limit}",
             )
             return None
+        if name is not None and not _vm_name_ok(r, fields["name"], name, ", or add an agentName"):
+            return None
         return name
-    agent_name = r.text(fields["agentName"], "contrail-vm")
+    node = fields["agentName"]
+    agent_name = r.checked_text(node, "contrail-vm", keeps_blanks="vCenter would keep in the VM names")
     if agent_name is not None and len(agent_name) > limit:
         why = " with useUuidVmName: true" if use_uuid else ""
         r.problem(
-            fields["agentName"].line,
-            fields["agentName"].path,
-            f"is {len(agent_name)} characters; EAM allows {limit}{why}; shorten it",
+            node.line, node.path, f"is {len(agent_name)} characters; EAM allows {limit}{why}; shorten it"
         )
         return None
+    if agent_name is not None and not _vm_name_ok(r, node, agent_name, ""):
+        return None
     return agent_name
+
+
+def _vm_name_ok(r: Reader, node: Node, name: str, alternative: str) -> bool:
+    """No character vCenter escapes in VM names: EAM and agentvm find agent VMs by the name they gave."""
+    for char, escaped in _VM_NAME_ESCAPES.items():
+        if char in name:
+            fixed = "".join("-" if c in _VM_NAME_ESCAPES else c for c in name)
+            r.problem(
+                node.line,
+                node.path,
+                f'"{name}" has "{char}", which vCenter stores as "{escaped}" in VM names, so agentvm and '
+                f"EAM would not find the agent VMs by name; write e.g. {fixed}{alternative}",
+            )
+            return False
+    return True
 
 
 def _ovf(r: Reader, node: Node) -> OvfSource | None:
@@ -183,14 +206,16 @@ def _ovf(r: Reader, node: Node) -> OvfSource | None:
         url_node, sha_node = fields["url"], fields.get("sha256")
     url = r.text(url_node, "https://example.com/agent/agent.ovf")
     if url is not None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            r.problem(
-                url_node.line,
-                url_node.path,
-                f'"{url}" is not an http(s) URL; EAM downloads the OVF, so '
-                "give it like https://files.example.com/agent/agent.ovf",
-            )
+        problem = url_problem(
+            url,
+            OVF_EXAMPLE,
+            credentials="serve the OVF where EAM can download it without them",
+            default_scheme=None,
+        )
+        if problem is not None and not _HTTP.match(url) and xml_invalid(url) is None and "@" not in url:
+            problem = f'"{url}" is not an http(s) URL; EAM downloads the OVF, so give it like {OVF_EXAMPLE}'
+        if problem is not None:
+            r.problem(url_node.line, url_node.path, problem)
             url = None
     sha = None
     if sha_node is not None:
@@ -312,7 +337,18 @@ def _property_value(r: Reader, node: Node) -> str | None:
         return ",".join(p for p in parts if p is not None)
     if node.kind == "scalar" and isinstance(node.scalar, bool):
         return "true" if node.scalar else "false"
-    return r.text(node, '"10.10.0.2"', allow_empty=True)
+    return r.checked_text(node, '"10.10.0.2"', lines=True, allow_empty=True)
+
+
+def _value_fits(r: Reader, node: Node, text: str) -> bool:
+    if len(text) <= MAX_PROPERTY_VALUE:
+        return True
+    r.problem(
+        node.line,
+        node.path,
+        f"is {len(text):,} characters; an OVF property value is at most {MAX_PROPERTY_VALUE:,}",
+    )
+    return False
 
 
 def _ovf_properties(r: Reader, node: Node) -> tuple[OvfProperty, ...] | None:
@@ -326,7 +362,7 @@ def _ovf_properties(r: Reader, node: Node) -> tuple[OvfProperty, ...] | None:
     for key, value in node.entries.items():
         ok = _property_key(r, node, key) and ok
         text = _property_value(r, value)
-        if text is None:
+        if text is None or not _value_fits(r, value, text):
             ok = False
         else:
             result.append(OvfProperty(key, text))
@@ -334,14 +370,44 @@ def _ovf_properties(r: Reader, node: Node) -> tuple[OvfProperty, ...] | None:
 
 
 def _property_key(r: Reader, parent: Node, key: str) -> bool:
-    if _PROPERTY_KEY.fullmatch(key):
-        return True
-    r.problem(
-        parent.key_lines[key],
-        parent.entries[key].path,
-        "is not an OVF property key; use letters, digits, '_', '.', ':' or '-', starting with a letter",
-    )
-    return False
+    if not _PROPERTY_KEY.fullmatch(key):
+        r.problem(
+            parent.key_lines[key],
+            parent.entries[key].path,
+            "is not an OVF property key; use letters, digits, '_', '.', ':' or '-', starting with a letter",
+        )
+        return False
+    if len(key) > MAX_PROPERTY_KEY:
+        r.problem(
+            parent.key_lines[key],
+            parent.entries[key].path,
+            f"is {len(key)} characters; an OVF property key is at most {MAX_PROPERTY_KEY}",
+        )
+        return False
+    return True
+
+
+def _guestinfo_key(r: Reader, parent: Node, key: str) -> bool:
+    """A perHost key is also written as guestinfo.<key>: short enough, and not in agentvm's namespace."""
+    line, path = parent.key_lines[key], parent.entries[key].path
+    if key.lower().startswith(RESERVED_GUESTINFO):  # extraConfig keys are case-insensitive
+        r.problem(
+            line,
+            path,
+            f"would be written as {GUESTINFO}{key}, and {GUESTINFO}{RESERVED_GUESTINFO}* is where agentvm "
+            "keeps each agent's address and agency; choose another key",
+        )
+        return False
+    room = MAX_EXTRA_CONFIG_KEY - len(GUESTINFO)
+    if len(key) > room:
+        r.problem(
+            line,
+            path,
+            f"is {len(key)} characters; it is also written as {GUESTINFO}{key}, and a VM's extraConfig key "
+            f"is at most {MAX_EXTRA_CONFIG_KEY} characters: keep it to {room}",
+        )
+        return False
+    return True
 
 
 def _hooks(r: Reader, node: Node) -> bool | None:
@@ -376,7 +442,7 @@ def _per_host(
     result: list[tuple[str, str]] = []
     ok = True
     for key, value in node.entries.items():
-        ok = _property_key(r, node, key) and ok
+        ok = _property_key(r, node, key) and _guestinfo_key(r, node, key) and ok
         if key in common_keys:
             r.problem(node.key_lines[key], value.path, "is also in ovfProperties; keep it in one place")
             ok = False

@@ -27,7 +27,19 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        return printable(text)
+
+
+def printable(text: str) -> str:
+    """``text`` with control and line-separator characters written as escapes (``\\x85``): one line.
+
+    A message may quote what the spec holds (a cidr, a path, a file name); it must stay one line on a
+    terminal and never carry an escape sequence to it.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class SpecError(ConfigurationError):

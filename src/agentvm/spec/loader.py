@@ -16,7 +16,7 @@ from agentvm.spec.errors import Problem, SpecError
 from agentvm.spec.reader import Reader
 from agentvm.spec.solution import read_solution
 from agentvm.spec.vcenter import read_vcenter
-from agentvm.spec.yamlnodes import parse_yaml
+from agentvm.spec.yamlnodes import MAX_BYTES, parse_yaml, too_big
 
 API_VERSION = "agentvm/v1"
 ALLOWED = ("apiVersion", "vcenter", "solution", "agencies")
@@ -25,18 +25,29 @@ ALLOWED = ("apiVersion", "vcenter", "solution", "agencies")
 def load_spec(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> DesiredState:
     """Read and validate the spec at ``path`` (``env`` defaults to ``os.environ``).
 
-    Raises SpecError (a ConfigurationError) naming file, line, field and fix for every problem found.
+    Raises SpecError (a ConfigurationError) naming file, line, field and fix for every problem found,
+    and nothing else, whatever the file holds (``tests/unit/test_spec_fuzz.py`` holds it to that).
     """
     name = os.fspath(path)
     try:
-        text = Path(name).read_text(encoding="utf-8")
+        with open(name, "rb") as f:  # never more than the limit: -f /dev/zero must not fill the memory
+            data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(
             [Problem(name, 0, "", "does not exist; give the path of a spec file with -f")]
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
         raise SpecError([Problem(name, 0, "", f"cannot be read ({reason}); check the file")]) from None
+    if len(data) > MAX_BYTES:
+        raise SpecError([Problem(name, 0, "", too_big())])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SpecError(
+            [Problem(name, line, "", f"is not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as UTF-8")]
+        ) from None
     return load_spec_text(text, name, env=env, base_dir=Path(name).resolve().parent)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import unicodedata
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
@@ -25,6 +26,21 @@ def suggest(word: str, choices: Collection[str]) -> str | None:
         return lowered[word.lower()]
     close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
     return lowered[close[0]] if close else None
+
+
+def control_character(text: str, *, lines: bool = False) -> str | None:
+    """The first control or invisible format character of ``text`` as ``U+0085``, or None.
+
+    XML-invalid characters are refused for every string already (``yamlnodes``); this also finds the ones
+    XML carries but names and labels must not have: tab, newline, C1 controls, zero-width characters.
+    ``lines`` allows tab and line ends (multi-line summaries, a PEM block as an OVF property).
+    """
+    for char in text:
+        if lines and char in "\t\n\r":
+            continue
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            return f"U+{ord(char):04X}"
+    return None
 
 
 class Reader:
@@ -99,6 +115,39 @@ class Reader:
             return None
         return value
 
+    def checked_text(
+        self,
+        node: Node,
+        example: str,
+        *,
+        limit: int | None = None,
+        keeps_blanks: str | None = None,
+        lines: bool = False,
+        allow_empty: bool = False,
+    ) -> str | None:
+        """``text`` that vCenter takes as written: no control characters, at most ``limit`` characters.
+
+        ``keeps_blanks`` (who would keep them, e.g. "EAM would keep") makes leading or trailing blanks a
+        problem instead of silently trimming them: for names, where the trimmed name is another name.
+        """
+        value = self.text(node, example, allow_empty=allow_empty)
+        if value is None:
+            return None
+        written = node.scalar if isinstance(node.scalar, str) else value
+        if keeps_blanks is not None and written != value and control_character(value) is None:
+            self.problem(
+                node.line, node.path, f'starts or ends with a blank, which {keeps_blanks}; write "{value}"'
+            )
+            return None
+        bad = control_character(written if keeps_blanks is not None else value, lines=lines)
+        if bad is not None:
+            self.problem(node.line, node.path, f"has the control character {bad}; remove it")
+            return None
+        if limit is not None and len(value) > limit:
+            self.problem(node.line, node.path, f"is {len(value)} characters; keep it to {limit}")
+            return None
+        return value
+
     def boolean(self, node: Node) -> bool | None:
         """true/false (also yes/no/on/off/1/0 as text, so ``${FLAG:-false}`` works)."""
         if node.broken:
@@ -122,7 +171,16 @@ class Reader:
         path = Path(os.path.expanduser(text))
         if not path.is_absolute():
             path = self.base_dir / path
-        if must_exist and not path.is_file():
+        try:
+            is_file = path.is_file()
+        except OSError as exc:  # is_file() lets ENAMETOOLONG, EACCES and the like through
+            self.problem(
+                node.line,
+                node.path,
+                f'"{text}" cannot be used as a file name ({exc.strerror}); give the path of the {what}',
+            )
+            return None
+        if must_exist and not is_file:
             self.problem(
                 node.line,
                 node.path,

@@ -10,6 +10,11 @@ from agentvm.spec.yamlnodes import Node
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,126}")
 
+# vCenter documents no limits for the extension's description; these keep it to what its UI shows
+MAX_LABEL = 255
+MAX_SUMMARY = 1_024
+MAX_VERSION = 64
+
 ALLOWED = ("key", "label", "summary", "company", "version", "certFile", "keyFile")
 
 
@@ -27,10 +32,20 @@ def read_solution(r: Reader, node: Node) -> SolutionSpec | None:
             "e.g. org.example.agentvm",
         )
         key = None
-    version = r.text(fields["version"], '"1.0.0"') if "version" in fields else None
-    label = r.text(fields["label"], "My agents") if "label" in fields else key
-    summary = r.text(fields["summary"], "What the agents do", allow_empty=True) if "summary" in fields else ""
-    company = r.text(fields["company"], "Example Inc.", allow_empty=True) if "company" in fields else ""
+    version = r.checked_text(fields["version"], '"1.0.0"', limit=MAX_VERSION) if "version" in fields else None
+    label = r.checked_text(fields["label"], "My agents", limit=MAX_LABEL) if "label" in fields else key
+    summary = (
+        r.checked_text(
+            fields["summary"], "What the agents do", limit=MAX_SUMMARY, lines=True, allow_empty=True
+        )
+        if "summary" in fields
+        else ""
+    )
+    company = (
+        r.checked_text(fields["company"], "Example Inc.", limit=MAX_LABEL, allow_empty=True)
+        if "company" in fields
+        else ""
+    )
     cert = r.file_path(fields["certFile"], "extension certificate (PEM)") if "certFile" in fields else None
     private = r.file_path(fields["keyFile"], "extension private key (PEM)") if "keyFile" in fields else None
     if ("certFile" in fields) != ("keyFile" in fields):

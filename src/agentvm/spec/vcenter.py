@@ -8,13 +8,12 @@ appears in a problem, a warning or a repr.
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.desired import PasswordSource, SolutionSpec, VCenterSpec
 from agentvm.spec.reader import Reader
-from agentvm.spec.yamlnodes import Node
+from agentvm.spec.urls import url_problem
+from agentvm.spec.yamlnodes import Node, xml_invalid
 
 ALLOWED = (
     "url",
@@ -28,8 +27,11 @@ ALLOWED = (
     "caFile",
     "insecure",
 )
+VCENTER_EXAMPLE = "https://vcenter.example.com/sdk"
+VCENTER_CREDENTIALS = "use vcenter.username and passwordEnv/passwordFile"
 DEFAULT_PASSWORD_ENV = "AGENTVM_PASSWORD"  # noqa: S105 -- a variable name, not a password
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MAX_PASSWORD_FILE = 65_536
 _WHOLE_REFERENCE = re.compile(r"\s*\$\{([A-Za-z_][A-Za-z0-9_]*)\}\s*")
 _THUMBPRINT = re.compile(r"(?:[0-9A-Fa-f]{2}:?){19}[0-9A-Fa-f]{2}|(?:[0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}")
 
@@ -74,20 +76,16 @@ def read_vcenter(r: Reader, node: Node, solution: SolutionSpec | None) -> VCente
 
 
 def _url(r: Reader, node: Node) -> str | None:
-    text = r.text(node, "https://vcenter.example.com/sdk")
+    if node.kind == "scalar" and node.scalar is not None and not isinstance(node.scalar, str):
+        # url: 42 is a number, and a socket would take it for host 0.0.0.42
+        r.problem(node.line, node.path, f"must be a URL, e.g. {VCENTER_EXAMPLE}, not {node.type_name()}")
+        return None
+    text = r.text(node, VCENTER_EXAMPLE)
     if text is None:
         return None
-    parts = urlsplit(text if "://" in text else f"https://{text}")
-    try:
-        parts.port  # noqa: B018 -- raises ValueError on a bad port
-    except ValueError:
-        parts = parts._replace(netloc="")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        r.problem(
-            node.line,
-            node.path,
-            f'"{text}" is not a vCenter URL; write it like https://vcenter.example.com/sdk',
-        )
+    problem = url_problem(text, VCENTER_EXAMPLE, credentials=VCENTER_CREDENTIALS)
+    if problem is not None:
+        r.problem(node.line, node.path, problem)
         return None
     return text
 
@@ -147,7 +145,7 @@ def _password_login(r: Reader, node: Node, fields: dict[str, Node]) -> _Password
         second = fields[given[1]]
         r.problem(second.line, second.path, f"conflicts with {given[0]}; give the password one way only")
         return None
-    source = _password(r, fields, given[0] if given else None)
+    source = _password(r, node, fields, given[0] if given else None)
     if username is None or source is None:
         return None
     password, kind, origin = source
@@ -155,7 +153,7 @@ def _password_login(r: Reader, node: Node, fields: dict[str, Node]) -> _Password
 
 
 def _password(
-    r: Reader, fields: dict[str, Node], how: str | None
+    r: Reader, vcenter: Node, fields: dict[str, Node], how: str | None
 ) -> tuple[Secret | None, PasswordSource, str | None] | None:
     if how == "password":
         node = fields["password"]
@@ -178,16 +176,17 @@ def _password(
         )
         return Secret(str(node.scalar)), PasswordSource.LITERAL, None
     if how == "passwordFile":
-        path = r.file_path(fields["passwordFile"], "password file")
+        node = fields["passwordFile"]
+        path = r.file_path(node, "password file")
         if path is None:
             return None
-        secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        secret = _read_password_file(r, node, path)
+        if secret is None:
+            return None
         if not secret:
-            r.problem(
-                fields["passwordFile"].line,
-                fields["passwordFile"].path,
-                f'"{path}" is empty; put the password in it',
-            )
+            r.problem(node.line, node.path, f'"{path}" is empty; put the password in it')
+            return None
+        if not _password_ok(r, node, secret, f'the password in "{path}"', "write the right password in it"):
             return None
         return Secret(secret), PasswordSource.FILE, path
     if how == "passwordPrompt":
@@ -209,8 +208,46 @@ def _password(
             return None
     value = r.env.get(name)
     if value:
+        where = fields.get("passwordEnv") or vcenter
+        if not _password_ok(r, where, value, f"the password in {name}", f"set {name} to the right password"):
+            return None
         return Secret(value), PasswordSource.ENVIRONMENT, name
     return None, PasswordSource.PROMPT, name  # the CLI asks, or says "set <name>"
+
+
+def _read_password_file(r: Reader, node: Node, path: str) -> str | None:
+    """The file's text without its line end; None after a problem (unreadable, not UTF-8, huge)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_PASSWORD_FILE + 1)
+    except OSError as exc:
+        r.problem(node.line, node.path, f'"{path}" cannot be read ({exc.strerror}); check its permissions')
+        return None
+    if len(data) > _MAX_PASSWORD_FILE:
+        r.problem(
+            node.line,
+            node.path,
+            f'"{path}" is larger than {_MAX_PASSWORD_FILE:,} bytes; it holds only the password',
+        )
+        return None
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        r.problem(node.line, node.path, f'"{path}" is not UTF-8 text; write the password in it as UTF-8')
+        return None
+
+
+def _password_ok(r: Reader, node: Node, secret: str, what: str, fix: str) -> bool:
+    """A password vCenter can receive: no character XML cannot carry. Never quotes the password."""
+    bad = xml_invalid(secret)
+    if bad is None:
+        return True
+    r.problem(
+        node.line,
+        node.path,
+        f"{what} has a control character ({bad}), which cannot be sent to vCenter; {fix}",
+    )
+    return False
 
 
 def _certificate_login(

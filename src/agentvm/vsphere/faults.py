@@ -13,6 +13,7 @@ classes (``InvalidPowerState`` → ``InvalidState``), and an unknown one is a Co
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import ssl
 from collections.abc import Mapping
@@ -111,6 +112,18 @@ FAULTS: Mapping[str, FaultRule] = MappingProxyType(
 
 _UNKNOWN = FaultRule(_C, "see the vCenter task and event log for details")
 
+# vCenter names session-scoped objects (a per-session property collector) after the session:
+# ``session[<session key>]<id>``. The key is a bearer secret; cookies carry it too.
+_SESSION_SCOPED = re.compile(r"session\[[^\]]*\]")
+_SESSION_COOKIE = re.compile(r"(vmware_soap_session=)(\"[^\"]*\"|[^;\s]+)")
+
+
+def redact(text: str) -> str:
+    """``text`` without session keys: ``session[<key>]<id>`` becomes ``session[...]<id>`` and a
+    ``vmware_soap_session`` cookie value ``...``. Every fault message goes through it (``to_agentvm_error``);
+    the controller's event log runs each event through it again."""
+    return _SESSION_COOKIE.sub(r"\1...", _SESSION_SCOPED.sub("session[...]", text))
+
 
 def fault_rule(fault: BaseException) -> tuple[str, FaultRule]:
     """The wire name of a vmodl fault and the rule for it (by its own name or the nearest base class)."""
@@ -158,6 +171,7 @@ def to_agentvm_error(exc: BaseException, *, url: str, what: str = "") -> Agentvm
     """
     if isinstance(exc, AgentvmError):
         return exc
+    what = redact(what)
     where = f"{what} at {url}" if what else url
     error: AgentvmError
     if isinstance(exc, ThumbprintMismatch):
@@ -188,15 +202,15 @@ def to_agentvm_error(exc: BaseException, *, url: str, what: str = "") -> Agentvm
         )
     elif isinstance(exc, OSError | http.client.HTTPException):
         error = TransientError(
-            f"{where}: connection to vCenter failed ({type(exc).__name__}: {exc}); will retry"
+            f"{where}: connection to vCenter failed ({type(exc).__name__}: {redact(str(exc))}); will retry"
         )
     elif hasattr(type(exc), "_wsdlName"):
         name, rule = fault_rule(exc)
-        detail = _fault_message(exc)
+        detail = redact(_fault_message(exc))
         detail = f": {detail}" if detail else ""
         error = rule.error(f"{name} from {where}{detail}; {rule.advice}")
         error.fault_name = name  # type: ignore[attr-defined]
         return error
     else:
-        error = ConfigurationError(f"{where}: unexpected {type(exc).__name__}: {exc}")
+        error = ConfigurationError(f"{where}: unexpected {type(exc).__name__}: {redact(str(exc))}")
     return error

@@ -235,6 +235,7 @@ def ip_pool(key: str, pool: Any) -> IpPool:
         ranges=parse_ranges(str(config.range or "")),
         dhcp=bool(config.dhcpServerAvailable),
         external_ipam=not bool(config.ipPoolEnabled),
+        dns_servers=tuple(str(d).strip() for d in config.dns or () if str(d).strip()),
     )
 
 

@@ -41,7 +41,7 @@ from agentvm.model.agency import MoRef
 from agentvm.model.connection import VCenterConnection
 from agentvm.model.errors import AgentvmError, AuthenticationError, ConfigurationError
 from agentvm.vsphere import tls
-from agentvm.vsphere.faults import fault_name, to_agentvm_error
+from agentvm.vsphere.faults import fault_name, redact, to_agentvm_error
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ class Session:
         previous = context.get(_OPID_HEADER)
         context[_OPID_HEADER] = opid
         self.stats.record(method)
-        log.debug("%s %s on %s (opId %s)", self.url, method, getattr(mo, "_moId", "?"), opid)
+        log.debug("%s %s on %s (opId %s)", self.url, method, redact(str(getattr(mo, "_moId", "?"))), opid)
         started = time.perf_counter()
         try:
             status, result = outer.soap.InvokeMethod(mo, info, args, outer)

@@ -123,3 +123,40 @@ def find_marked(session: Session, extension_key: str, marks: Mapping[str, str]) 
             if all(values.get(k) == v for k, v in marks.items()):
                 found.append(MoRef(str(item.obj._wsdlName), str(item.obj._moId)))
     return found
+
+
+def ensure_on_host(
+    session: Session,
+    vm: MoRef,
+    host: MoRef,
+    *,
+    pool: MoRef | None = None,
+    label: str | None = None,
+    timeout: float = 300.0,
+) -> bool:
+    """Move the VM onto ``host`` (RelocateVM) unless it runs there already; True if it was moved now.
+
+    ``pool``: the resource pool it belongs in on ``host`` (an agent's pool); without one a VM that must
+    change compute resource goes to the root pool of ``host``'s. Used by the controller and
+    ``agentvm resolve`` to bring back an agent VM moved to another host by hand. NotFoundError when the
+    VM or the host no longer exists.
+    """
+    props = read_one(session, _vm(session, vm), ["runtime.host", "resourcePool"])
+    current = props.get("runtime.host")
+    if current is not None and current._moId == host.value:
+        return False
+    if pool is None:
+        target = read_one(session, session.mo(host), ["parent"]).get("parent")
+        vm_pool = props.get("resourcePool")
+        owner = read_one(session, vm_pool, ["owner"]).get("owner") if vm_pool is not None else None
+        if target is not None and (owner is None or owner._moId != target._moId):
+            root = read_one(session, session.mo(MoRef(target._wsdlName, target._moId)), ["resourcePool"])
+            pool = _ref(root.get("resourcePool"))
+    spec = vim.vm.RelocateSpec(host=session.mo(host), pool=session.mo(pool) if pool is not None else None)
+    task = _vm(session, vm).RelocateVM_Task(spec=spec)
+    wait_for_task(session, task, what=f"move {label or vm.value} back to {host.value}", timeout=timeout)
+    return True
+
+
+def _ref(value: Any) -> MoRef | None:
+    return MoRef(value._wsdlName, value._moId) if value is not None else None

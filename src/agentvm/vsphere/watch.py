@@ -22,13 +22,18 @@ from typing import Any
 from pyVmomi import vmodl
 
 from agentvm.model.agency import MoRef
-from agentvm.model.errors import AgentvmError
+from agentvm.model.errors import AgentvmError, NotFoundError, TransientError
 from agentvm.vsphere.collector import property_spec, view_filter_spec
 from agentvm.vsphere.session import Session
 
 log = logging.getLogger(__name__)
 
 PC = vmodl.query.PropertyCollector
+
+
+class WatchLost(TransientError):
+    """The watch's collector is gone with the session it belonged to (the session expired or was closed and
+    has logged in again): start a new ``Watcher`` at once, with a full resync; nothing else is wrong."""
 
 
 class ChangeKind(StrEnum):
@@ -121,6 +126,14 @@ class Watcher:
                 update = self._pc.WaitForUpdatesEx(
                     self.version, PC.WaitOptions(maxWaitSeconds=self._max_wait)
                 )
+            except NotFoundError as exc:
+                if self._stop.is_set():
+                    break
+                # a collector lives as long as its session: after an expiry and the session's re-login
+                # it is gone, and the watch must start again (a new collector, a full resync)
+                raise WatchLost(
+                    "the vCenter session of the watch ended (expired or closed); watching again"
+                ) from exc
             except AgentvmError:
                 if self._stop.is_set():
                     break  # stop() cancelled the wait: RequestCanceled is expected

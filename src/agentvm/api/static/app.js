@@ -3,14 +3,16 @@
 // Reads GET /api/v1/status (agencies -> clusters -> hosts) and GET /api/v1/events, then listens to the
 // server-sent events stream; every event re-fetches the status (debounced). Tolerant of missing fields and
 // of both host shapes: {state, vm: {powerState}, hookPending: bool} and status-v1.json's {status, phase,
-// powerState, hookPending: "provisioned"|null, path, state?}. A host's colour is its `state` when the server
-// sends one (status-v1's green/yellow/red/maintenance: the controller knows maintenance mode and standby
-// from vCenter), else derived from its issues and status. Builds the DOM with textContent only (names come
-// from vCenter: no HTML).
+// powerState, hookPending: "provisioned"|null, path, state?, problems?, runsOn?}. A host's colour is its
+// `state` when the server sends one (status-v1's green/yellow/red/maintenance/flapping/misplaced: the
+// controller knows maintenance mode and standby from vCenter, when it gave up on a flapping agent, and when
+// an agent VM runs on another host), else derived from its issues and status. agentvm's own findings
+// (`problems`) are listed with the issues. Builds the DOM with textContent only (names come from vCenter:
+// no HTML).
 "use strict";
 
 (function () {
-  const STATES = ["green", "yellow", "red", "maintenance"];
+  const STATES = ["green", "yellow", "red", "maintenance", "flapping", "misplaced"];
   // issue kinds that mean "the host is in maintenance mode or standby": not a failure
   const MAINTENANCE_KINDS = ["HostInMaintenanceMode", "VmRequiresHostOutOfMaintenanceMode", "HostInStandbyMode"];
   const MAX_EVENTS = 200;
@@ -234,9 +236,15 @@
     return `${total} host${total === 1 ? "" : "s"}${parts.length ? ": " + parts.join(", ") : ""}`;
   }
 
+  // EAM's issues and agentvm's own findings (problems: VmOnWrongHost, Flapping), one list
+  const troublesOf = (host) => [...list(host.issues), ...list(host.problems)].filter(Boolean);
+  const runsOnText = (host) =>
+    host.runsOn && typeof host.runsOn === "object" ? text(host.runsOn.name, text(host.runsOn.moid)) : "";
+
   function hostTile(host, state) {
     const id = hostId(host);
-    const issues = list(host.issues);
+    const issues = troublesOf(host);
+    const away = runsOnText(host);
     const tile = el(
       "button",
       {
@@ -249,7 +257,7 @@
         onclick: () => select(id),
       },
       el("span", { class: "name" }, shortName(host)),
-      el("span", { class: "vm" }, powerOf(host) || (host.vm ? "VM" : "no VM")),
+      el("span", { class: "vm" }, away ? `VM on ${away}` : powerOf(host) || (host.vm ? "VM" : "no VM")),
       issues.length ? el("span", { class: "badge", "aria-label": "issues" }, String(issues.length)) : null,
       hookOf(host) ? el("span", { class: "hook", title: `hook ${hookOf(host)}` }, "⧗") : null,
     );
@@ -302,9 +310,10 @@
       ["address", text(host.address, "none")],
       ["hook", hookOf(host) || "none"],
     ];
+    if (runsOnText(host)) facts.push(["runs on", runsOnText(host)]);
     if (host.phase) facts.push(["phase", text(host.phase)]);
     $("detail-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
-    const issues = list(host.issues).filter(Boolean);
+    const issues = troublesOf(host);
     $("detail-issues").replaceChildren(
       ...(issues.length
         ? issues.map((i) =>

@@ -9,6 +9,7 @@ cookie before its body is even parsed.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,8 +30,19 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # a restart binds the same port again at once
 
-    def __init__(self, address: tuple[str, int], service: EamService, checker: SessionChecker) -> None:
-        super().__init__(address, _Handler)
+    def __init__(
+        self,
+        address: tuple[str, int],
+        service: EamService,
+        checker: SessionChecker,
+        sock: socket.socket | None = None,
+    ) -> None:
+        if sock is None:
+            super().__init__(address, _Handler)
+        else:  # a socket bound (and listening) before vcsim started: no other process can take its port
+            super().__init__(sock.getsockname(), _Handler, bind_and_activate=False)
+            self.socket.close()
+            self.socket = sock
         self.service = service
         self.checker = checker
 
@@ -129,16 +141,18 @@ def start(
     session_checker: SessionChecker,
     host: str = "127.0.0.1",
     port: int = 0,
+    sock: socket.socket | None = None,
 ) -> EmulatorServer:
     """Serve EAM for ``agent_manager`` on ``host:port`` (port 0: a free one) in a background thread.
 
-    Give a port to start again where a stopped emulator was. Raises ValueError for a host other than
-    loopback, and OSError when the port cannot be bound.
+    Give a port to start again where a stopped emulator was, or ``sock``, a listening loopback socket the
+    caller bound earlier (its port told to vcsim before EAM could log in). Raises ValueError for a host
+    other than loopback, and OSError when the port cannot be bound.
     """
     if host not in ("127.0.0.1", "localhost"):
         raise ValueError(f"the EAM emulator listens on loopback only, not {host!r}")
     service = EamService(agent_manager)
-    server = _Server((host, port), service, session_checker)
+    server = _Server((host, port), service, session_checker, sock)
     bound_port = server.server_address[1]
     thread = threading.Thread(
         target=server.serve_forever,

@@ -11,7 +11,8 @@
 //
 // It listens on loopback only and prints one JSON line when ready:
 //
-//	{"url": "https://127.0.0.1:PORT/sdk", "username": ..., "password": ..., "thumbprint": ..., ...}
+//	{"url": "https://127.0.0.1:PORT/sdk", "username": ..., "password": ..., "thumbprint": ...,
+//	 "instance_uuid": ..., ...}
 //
 // Built by `agentvm lab build` with GO111MODULE=off GOPATH=/usr/share/gocode.
 package main
@@ -753,16 +754,17 @@ func (p *dvPorts) Reference() types.ManagedObjectReference { return p.self }
 
 var dvPortsMu sync.Mutex
 
-// routeDVPortCalls rewrites the _this of ReconfigureDVPort_Task / FetchDVPorts to the switch's dvPorts.
-func routeDVPortCalls(body []byte) []byte {
+// routeDVPortCalls rewrites the _this of ReconfigureDVPort_Task / FetchDVPorts to the switch's dvPorts;
+// it returns the body and the switch's own type ("" when nothing was routed).
+func routeDVPortCalls(body []byte) ([]byte, string) {
 	m := reDVPortCall.FindSubmatchIndex(body)
 	if m == nil {
-		return body
+		return body, ""
 	}
 	kind, moid := string(body[m[4]:m[5]]), string(body[m[8]:m[9]])
 	dvs := types.ManagedObjectReference{Type: kind, Value: moid}
 	if _, ok := simulator.Map.Get(dvs).(*simulator.DistributedVirtualSwitch); !ok {
-		return body // not a switch: let the simulator answer ManagedObjectNotFound
+		return body, "" // not a switch: let the simulator answer ManagedObjectNotFound
 	}
 	self := types.ManagedObjectReference{Type: dvPortsType, Value: moid}
 	dvPortsMu.Lock()
@@ -775,7 +777,7 @@ func routeDVPortCalls(body []byte) []byte {
 	b.Write(body[:m[4]])
 	b.WriteString(dvPortsType)
 	b.Write(body[m[5]:])
-	return b.Bytes()
+	return b.Bytes(), kind
 }
 
 type dvPortInfo struct {
@@ -891,6 +893,48 @@ func (p *dvPorts) FetchDVPorts(req *types.FetchDVPorts) soap.HasFault {
 	return &methods.FetchDVPortsBody{Res: &types.FetchDVPortsResponse{Returnval: res}}
 }
 
+// markUplinks says which port group of each switch is its uplink port group, as vCenter does
+// (DVPortgroupConfigInfo.uplink, VMwareDVSConfigInfo.uplinkPortgroup): 0.24.2 creates "<dvs>-DVUplinks<n>"
+// with neither set, so a client cannot tell it from a trunk port group of the user's.
+func markUplinks() {
+	for _, e := range simulator.Map.All("DistributedVirtualSwitch") {
+		sw, ok := e.(*simulator.DistributedVirtualSwitch)
+		if !ok {
+			continue
+		}
+		suffix := "-DVUplinks" + strings.TrimPrefix(sw.Self.Value, "dvs")
+		for _, ref := range sw.Portgroup {
+			pg, ok := simulator.Map.Get(ref).(*simulator.DistributedVirtualPortgroup)
+			if !ok || pg.Name != sw.Name+suffix {
+				continue
+			}
+			pg.Config.Uplink = types.NewBool(true)
+			if sw.Config != nil {
+				config := sw.Config.GetDVSConfigInfo()
+				config.UplinkPortgroup = append(config.UplinkPortgroup, ref)
+			}
+		}
+	}
+}
+
+// routedWriter gives the switch its own type back in answers to routed DV port calls: a fault (e.g.
+// NotAuthenticated after a session expired) names the object called, which the client must be able to
+// parse — pyVmomi knows no "AgentvmDVPorts".
+type routedWriter struct {
+	http.ResponseWriter
+	kind string
+	buf  bytes.Buffer
+}
+
+func (w *routedWriter) Write(b []byte) (int, error) { return w.buf.Write(b) }
+
+func (w *routedWriter) flush() {
+	body := bytes.ReplaceAll(w.buf.Bytes(), []byte(`type="`+dvPortsType+`"`), []byte(`type="`+w.kind+`"`))
+	body = bytes.ReplaceAll(body, []byte(dvPortsType+":"), []byte(w.kind+":"))
+	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+	_, _ = w.ResponseWriter.Write(body)
+}
+
 // ---------------------------------------------------------------------------------------------------
 // the HTTP front: extension certificate checks, host watch, /eam/sdk
 
@@ -986,10 +1030,16 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// a host added by a task is given its agent manager before anyone can read it
 		f.agentMgr.ensure()
 	}
-	body = routeDVPortCalls(body)
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	f.sim.ServeHTTP(w, r)
+	routed, kind := routeDVPortCalls(body)
+	r.Body = io.NopCloser(bytes.NewReader(routed))
+	r.ContentLength = int64(len(routed))
+	if kind == "" {
+		f.sim.ServeHTTP(w, r)
+		return
+	}
+	rw := &routedWriter{ResponseWriter: w, kind: kind}
+	f.sim.ServeHTTP(rw, r)
+	rw.flush()
 }
 
 func eamProxy(backend string) http.Handler {
@@ -1092,6 +1142,8 @@ func addVMs(ctx context.Context, c *vim25.Client, perHost int) error {
 
 // ---------------------------------------------------------------------------------------------------
 
+var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
 type readyInfo struct {
 	URL              string  `json:"url"`
 	Username         string  `json:"username"`
@@ -1100,6 +1152,7 @@ type readyInfo struct {
 	ThumbprintSHA256 string  `json:"thumbprint_sha256,omitempty"`
 	CertificatePEM   string  `json:"certificate_pem,omitempty"`
 	EAMURL           string  `json:"eam_url"`
+	InstanceUUID     string  `json:"instance_uuid"`
 	PID              int     `json:"pid"`
 	Datacenters      int     `json:"datacenters"`
 	Clusters         int     `json:"clusters"`
@@ -1123,6 +1176,8 @@ func main() {
 	user := flag.String("username", "administrator@vsphere.local", "the one user that may log in")
 	eamBackend := flag.String("eam-backend", "", "URL the /eam/sdk route is forwarded to (the EAM emulator)")
 	infoFile := flag.String("info-file", "", "also write the ready JSON to this file")
+	instanceUUID := flag.String("instance-uuid", "",
+		"about.instanceUuid of this world (default: vcsim's own, the same in every simulator)")
 	exitWithParent := flag.Bool("exit-with-parent", true, "stop when the process that started us is gone")
 	flag.Parse()
 
@@ -1134,6 +1189,10 @@ func main() {
 	}
 	if *dcs < 1 {
 		fail(exitUsage, "--datacenters must be 1 or more (got %d)", *dcs)
+	}
+	if *instanceUUID != "" && !uuidPattern.MatchString(*instanceUUID) {
+		fail(exitUsage, "--instance-uuid must be a UUID like 8d8f5c1e-0b7a-4d2e-9c3f-1a2b3c4d5e6f (got %q)",
+			*instanceUUID)
 	}
 	password := os.Getenv("AGENTVM_VCSIM_PASSWORD")
 	if password == "" {
@@ -1167,6 +1226,14 @@ func main() {
 		fail(exitModel, "building the inventory: %v", err)
 	}
 	defer m.Remove()
+	// A vCenter's about.instanceUuid names its installation (agentvm derives SDN ids from it); 0.24.2
+	// assigns a random one to a copy of the content and serves a fixed one, so every simulator looks like
+	// the same vCenter. The lab gives each world its own.
+	si := simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance)
+	if *instanceUUID != "" {
+		si.Content.About.InstanceUuid = strings.ToLower(*instanceUUID)
+	}
+	markUplinks()
 
 	m.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, password)}
 	var cert tls.Certificate
@@ -1216,6 +1283,7 @@ func main() {
 	info := readyInfo{
 		URL: u.String(), Username: *user, Password: password, PID: os.Getpid(),
 		Datacenters: *dcs, Clusters: *clusters, Hosts: *hosts, Standalone: *standalone, VMs: *vms, DVS: *dvs,
+		InstanceUUID: si.Content.About.InstanceUuid,
 	}
 	eam := u
 	eam.Path = "/eam/sdk"
