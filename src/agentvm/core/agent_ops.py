@@ -6,7 +6,6 @@ Called by ``agentvm.engine.manager``: ``record`` after each action it carried ou
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
@@ -30,6 +29,7 @@ from agentvm.core.agent_state import (
 )
 from agentvm.core.agents import LATCHED, OVF_URL
 from agentvm.core.heal import Backoff
+from agentvm.core.heal import jitter_fraction as heal_jitter
 from agentvm.model.agency import (
     DETAIL_DOWNLOAD_URL,
     DETAIL_ERROR,
@@ -52,9 +52,8 @@ ENGINE_RETRY = Backoff(base=2.0, factor=2.0, cap=300.0, jitter=0.25, max_attempt
 
 
 def jitter_fraction(seed: int, kind: str, target: str, attempt: int) -> float:
-    """A fraction in [0, 1) fixed by its inputs: agents retry out of step, and the same inputs agree."""
-    digest = hashlib.blake2b(f"{seed}|{kind}|{target}|{attempt}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    """The engine's jitter for one action on one target (``core.heal.jitter_fraction``)."""
+    return heal_jitter(seed, f"{kind}|{target}", attempt)
 
 
 def record(

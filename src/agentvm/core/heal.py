@@ -156,6 +156,17 @@ def fix_for(issue: Issue) -> str:
 # ------------------------------------------------------------------------------------------ policy
 
 
+def jitter_fraction(seed: int, key: str, attempt: int) -> float:
+    """A fraction in [0, 1) fixed by the seed, the key and the attempt: same inputs, same jitter.
+
+    The jitter of every backoff in agentvm (heals, the engine's retries, the network sync's items): no
+    randomness, so the same inputs always give the same delays, and controllers with other seeds (or other
+    keys) do not retry in step.
+    """
+    digest = hashlib.blake2b(f"{seed}|{key}|{attempt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Retry timing for one issue kind: delays ``base * factor**(n-1)``, stretched by up to ``jitter``.
@@ -231,9 +242,7 @@ class HealPolicy:
 
     def jitter(self, key: HealKey, attempt: int) -> float:
         """A fraction in [0, 1) fixed by the seed, the key and the attempt: same inputs, same jitter."""
-        text = f"{self.seed}|{key.agency}|{key.agent}|{key.kind.value}|{attempt}"
-        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big") / 2.0**64
+        return jitter_fraction(self.seed, f"{key.agency}|{key.agent}|{key.kind.value}", attempt)
 
     def delay(self, key: HealKey, attempt: int) -> float:
         """Seconds to wait after resolve number ``attempt`` of ``key``."""

@@ -14,20 +14,13 @@ until it succeeds or is forgotten (its cause may be fixed any time, and one item
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
-from agentvm.core.heal import Backoff
+from agentvm.core.heal import Backoff, jitter_fraction
 
 NETSYNC_BACKOFF = Backoff(base=1.0, factor=2.0, cap=30.0, jitter=0.25)
 """The network sync's items: a DV port or vRouter port that failed is tried again within 30 s at most, so a
 fixed cause converges in seconds rather than at the next full resync."""
-
-
-def jitter_fraction(seed: int, key: str, attempt: int) -> float:
-    """A fraction in [0, 1) fixed by the seed, the key and the attempt: same inputs, same jitter."""
-    digest = hashlib.blake2b(f"{seed}|{key}|{attempt}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
 
 
 @dataclass
