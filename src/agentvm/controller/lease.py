@@ -392,7 +392,7 @@ class Keeper:
 
     def __init__(self, lease: Lease, *, on_lost: Callable[[str], None] | None = None) -> None:
         self.lease = lease
-        self._on_lost = on_lost
+        self.on_lost = on_lost
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="agentvm-lease", daemon=True)
 
@@ -414,14 +414,14 @@ class Keeper:
             except Exception:  # the keeper outlives every failure; validity runs out by itself
                 log.exception("renewing %s failed", self.lease.where)
             if self.lease.lost is not None:
-                if self._on_lost is not None:
-                    self._on_lost(self.lease.lost)
+                if self.on_lost is not None:
+                    self.on_lost(self.lease.lost)
                 return
             valid = self.lease.valid()
             if not valid and not fenced:
                 log.error("%s could not be renewed in time: not acting until it is", self.lease.where)
-                if self._on_lost is not None:
-                    self._on_lost("it could not be renewed in time")
+                if self.on_lost is not None:
+                    self.on_lost("could not be renewed in time")
             fenced = not valid
 
 
