@@ -73,6 +73,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from agentvm.core.lease import (
+    FRESH_RANGE,
     Judgement,
     Sighting,
     Verdict,
@@ -169,7 +170,7 @@ class Lease:
         self._lock = threading.RLock()
         self._record: LeaseRecord | None = None
         self._valid_until = 0.0
-        self._seen: Sighting | None = None
+        self._seen: tuple[Sighting, ...] = ()
         self.lost: str | None = None  # why the lease was lost, once it was
         self.last: Judgement | None = None
         self.acquired_after: float | None = None  # seconds acquire() waited
@@ -223,8 +224,9 @@ class Lease:
                 assert self.last is not None
                 return self.last
             records = read_lease_records(self.session, self.solution_key)
-            verdict = judge(records, token=self.me.token, seen=self._seen, now=self._clock())
-            self._seen = verdict.sighting
+            fresh = 1 + secrets.randbelow(FRESH_RANGE)
+            verdict = judge(records, token=self.me.token, seen=self._seen, now=self._clock(), fresh=fresh)
+            self._seen = verdict.seen
             self.last = verdict
             if verdict.verdict is not Verdict.FREE:
                 if verdict.verdict is Verdict.MINE:  # ours from before (cannot happen with a fresh token)
@@ -242,7 +244,7 @@ class Lease:
                 log.debug("generation %d of %s went to another contender", mine.generation, self.where)
                 return replace(verdict, verdict=Verdict.HELD, alive=True)
             records = read_lease_records(self.session, self.solution_key)
-            if not confirm(records, generation=mine.generation, token=self.me.token, judged=verdict.top):
+            if not confirm(records, generation=mine.generation, token=self.me.token, judged=verdict.judged):
                 log.info(
                     "generation %d of %s is not the lease any more; releasing it", mine.generation, self.where
                 )
@@ -250,19 +252,19 @@ class Lease:
                 return replace(verdict, verdict=Verdict.HELD, alive=True)
             self._record = next(r for r in records if r.generation == mine.generation)
             self._valid_until = valid_until(started, self.ttl)
-            self._seen = None
+            self._seen = ()
             for old in stale(records, mine.generation):
                 try:
                     remove_lease_record(self.session, old)
                 except AgentvmError as exc:  # harmless: a lower record is never judged
                     log.info("could not remove the old lease record %s: %s", old.key, exc)
-            self.last = replace(verdict, verdict=Verdict.MINE, top=self._record, holder=self.me)
-            if verdict.top is not None and not verdict.top.released:
+            self.last = replace(verdict, verdict=Verdict.MINE, holder=self.me)
+            for old in (r for r in verdict.judged if not r.released and r.holder is not None):
                 log.warning(
                     "took over %s from %s: it was not renewed for %.0f s",
                     self.where,
-                    verdict.top.holder.describe() if verdict.top.holder else "?",
-                    ttl_of(verdict.top),
+                    old.holder.describe() if old.holder else "?",
+                    ttl_of(old),
                 )
             return self.last
 
@@ -347,7 +349,11 @@ class Lease:
                 return False
             self._record = renewed
             if not still_mine(records, generation=renewed.generation, token=self.me.token):
-                other = max((r for r in records if r.ours), key=lambda r: r.generation, default=None)
+                other = max(
+                    (r for r in records if r.ours and not r.released),
+                    key=lambda r: r.generation,
+                    default=None,
+                )
                 taker = other.holder.describe() if other is not None and other.holder else "another agentvm"
                 self.lost = f"taken over by {taker}"
                 return False
