@@ -39,7 +39,9 @@ pytestmark = pytest.mark.lab
 
 ONE_HOST = {"      - /DC0/host/DC0_C1\n": ""}
 KEY = "org.tungsten.agentvm"
-TRIALS = 20
+# 20 trials take about 110 s on a loaded 2-core machine (about 5.5 s each: four processes, one deploy):
+# CI runs 6; AGENTVM_TEST_LEASE_TRIALS=20 gives issue 9's figure.
+TRIALS = int(os.environ.get("AGENTVM_TEST_LEASE_TRIALS", "6"))
 _PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
 APPLIES = 4
 
@@ -70,7 +72,7 @@ def spec(tmp_path: Path) -> Path:
     return path
 
 
-def test_four_concurrent_applies_create_exactly_one_agency_in_each_of_20_trials(spec: Path) -> None:
+def test_four_concurrent_applies_create_exactly_one_agency_in_every_trial(spec: Path) -> None:
     counts, failures = [], []
     for trial in range(TRIALS):
         with Lab(Shape(clusters=1, hosts=1), netsync=False) as info:

@@ -467,6 +467,9 @@ def run(
             desired, session, backend=chosen, settings=settings, netsync=watch, lease=lease
         )
         keeper.on_lost = controller.lease_trouble
+        controller.events.publish(
+            "lease", f"holding {lease.where} as {lease.me.describe()} (TTL {lease.ttl:g} s)"
+        )
         stack.callback(controller.events.close)
         server = ApiServer(Api(**api_callables(controller), token=token), host=host, port=port)
         _serve(controller, server)

@@ -17,38 +17,48 @@ the lab's does). So for every N at most one contender's RegisterExtension succee
 are the only thing contended, and each has exactly one owner. Everything else is ordinary reads and
 updates of one's own record.
 
-## The protocol (decisions in ``core.lease``, pure and property-tested)
-- **Acquire.** Read the records (one read of ``extensionList``). The highest record of ours decides: none,
-  or released → free; mine → held; someone else's → held by it until this observer has seen the *same*
-  generation and renewal counter for a full TTL on its own monotonic clock (Kubernetes' leader election:
-  no wall clock written by anyone is ever compared, so skew does not matter). When free, RegisterExtension
-  N+1 (N: the highest number under the prefix). Then read again and hold only if (a) N+1 is the highest
-  record of ours and names my token, and (b) the record judged free is still there, unchanged. Then remove
-  the lower records of ours. A holder never removes its own highest record to release: it marks it released,
-  so the highest number always exists and N never goes back (``destroy`` alone removes everything, at the
-  very end, when the solution itself is unregistered).
-- **Renew.** Every TTL/4: UpdateExtension of my record with the counter + 1, then read again; still the
-  highest and mine → I may act until 3/4 TTL after this renewal *began* (``core.lease.valid_until``).
-  Otherwise I have lost it. A holder that cannot renew in time stops acting by itself (self-fencing):
-  ``apply`` aborts at its next poll, ``run`` skips its passes and exits once another holds the lease.
+## The protocol (decisions in ``core.lease``, pure; simulated under random schedules in its tests)
+- **Acquire.** Read the records (one read of ``extensionList``). The lease is free when every live
+  (unreleased) record of ours is expired: this observer has seen that record — same generation, same
+  holder token, same renewal counter — unchanged for a full TTL on its own monotonic clock (Kubernetes'
+  leader election: no wall-clock time written by anyone is ever compared, so skew does not matter). When
+  free, RegisterExtension N+1 (N: the highest number under the prefix; with no record of ours at all, a
+  random number below 2**40 starts a fresh series). Then read again and hold only if (a) my record is
+  there and nothing of ours is above it, and (b) every other record of ours is exactly what I judged:
+  none renewed, added or removed since. Otherwise mark mine released and try again. Once holding,
+  remove the lower records of ours. A holder never removes its own record to release: it marks it
+  released, so numbers only grow within a series (``destroy`` alone removes everything, at the very end,
+  when it unregisters the solution; the next series starts at a random number).
+- **Renew.** Every TTL/4: UpdateExtension of my record with the counter + 1, then read again; mine still
+  there and no live record of ours above it → I may act until 3/4 TTL after this renewal *began*
+  (``core.lease.valid_until``). Otherwise I have lost it. A holder that cannot renew in time stops acting
+  by itself (self-fencing): ``apply`` aborts at its next poll, ``run`` skips its passes (and its engine
+  steps) until a renewal succeeds, and stops once another holds the lease.
 - **Release.** Mark my record released: the next contender takes it at once. A ``kill -9``'d holder's
-  record stays unreleased: the next contender takes over one TTL after it first saw it.
+  record stays live: the next contender takes over one TTL after it first saw it.
 
 ## Why never two actors
 Take holder A of generation k and a contender B.
-1. B can hold k+1 only after judging k free: released (A stopped acting before writing that) or unchanged
-   for a TTL on B's clock since a read at time t. The renewal that wrote what B saw began before t, so A's
-   right to act from it ended 3/4 TTL later, before B's judging read (t + TTL): clocks need only run at
-   about the same *rate* (the last quarter TTL is the margin).
+1. B holds only after judging every live record free, A's among them: released (A stopped acting before
+   writing that), or unchanged for a TTL on B's clock since B's read at time t. The renewal that wrote
+   what B saw began before t, so A's right to act from it ended 3/4 TTL later, before B's judging read at
+   t + TTL: clocks need only run at about the same *rate* (the last quarter TTL is the margin).
 2. A renewal of k that A began before B's judging read but that landed later: if it landed before B's
-   confirming read, B sees k changed and does not hold k+1 (rule b; it releases its record); if it landed
-   after, A's own confirming read comes later still and sees k+1 above k, so A never extends its right.
-3. A contender that read long ago and registers a number that a holder has since removed as stale is not
-   the highest (rule a); after a ``destroy`` removed every record, the record it judged is gone (rule b).
-4. Two contenders for the same N: RegisterExtension lets one through.
+   confirming read, B sees k changed and does not hold (rule b); if it landed after, A's own confirming
+   read comes later still and sees B's live record above k, so A never extends its right.
+3. A record above the holder's that is not a holder's (a contender that lost its confirmation, or died
+   right after registering) does not free the lease: judging looks at every live record, not the highest.
+4. A contender that read long ago, and registers a number since removed as stale, finds records it did
+   not judge (rule b). A holder that stalled across a ``destroy`` renews a number the new random series
+   does not use: its UpdateExtension finds no record, and it has lost.
+5. Two contenders for the same N: RegisterExtension lets one through.
 So at any time at most one process may act. The residual risk is the granularity of self-fencing: a pass
 (or an apply step) already under way when the right ends finishes its current call; the quarter-TTL margin
-covers calls shorter than that (keep the TTL well above the vCenter call timeout for strict bounds).
+covers calls shorter than that (keep the TTL well above the vCenter call timeout for strict bounds). The
+simulation in ``tests/unit/test_core_lease.py`` checks exactly this statement under random interleavings,
+stalled writes, kills, destroys and clock-rate drift of 5 %; it (or a scenario pinned there) fails when
+rule (b), per-record judging, the fence margin, the live-record-above check or the fresh series is taken
+away (rule (a) is implied by (b); it stays as a cheap second guard).
 
 ## Who waits, who refuses
 ``apply``/``destroy`` wait for another apply/destroy (bounded, then fail naming the holder), and fail as
@@ -242,21 +252,21 @@ class Lease:
             started = self._clock()
             if not register_lease_record(self.session, self.solution_key, mine):
                 log.debug("generation %d of %s went to another contender", mine.generation, self.where)
-                return replace(verdict, verdict=Verdict.HELD, alive=True)
+                return replace(verdict, verdict=Verdict.HELD, alive=False)  # seen nothing renewing yet
             records = read_lease_records(self.session, self.solution_key)
             if not confirm(records, generation=mine.generation, token=self.me.token, judged=verdict.judged):
                 log.info(
                     "generation %d of %s is not the lease any more; releasing it", mine.generation, self.where
                 )
                 self._write(replace(mine, released=True))
-                return replace(verdict, verdict=Verdict.HELD, alive=True)
+                return replace(verdict, verdict=Verdict.HELD, alive=False)  # seen nothing renewing yet
             self._record = next(r for r in records if r.generation == mine.generation)
             self._valid_until = valid_until(started, self.ttl)
             self._seen = ()
             for old in stale(records, mine.generation):
                 try:
                     remove_lease_record(self.session, old)
-                except AgentvmError as exc:  # harmless: a lower record is never judged
+                except AgentvmError as exc:  # harmless: released or expired; the next holder removes it
                     log.info("could not remove the old lease record %s: %s", old.key, exc)
             self.last = replace(verdict, verdict=Verdict.MINE, holder=self.me)
             for old in (r for r in verdict.judged if not r.released and r.holder is not None):
