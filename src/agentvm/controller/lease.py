@@ -76,7 +76,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -127,7 +127,7 @@ class LeaseLostError(TransientError):
     """The lease was lost (not renewed in time, or taken over): this process stopped acting."""
 
 
-def lease_ttl(env: dict[str, str] | None = None) -> float:
+def lease_ttl(env: Mapping[str, str] | None = None) -> float:
     """The TTL from ``$AGENTVM_LEASE_TTL`` (seconds), else 15. A bad value is a ConfigurationError."""
     text = (os.environ if env is None else env).get(TTL_ENV, "").strip()
     if not text:
