@@ -384,9 +384,10 @@ class Solution:
         """Carry out the plan and wait until green (see the module docstring).
 
         Holds the solution's lease throughout (``controller.lease``: waits up to ``timeout`` for another
-        apply/destroy; LeaseHeldError naming the holder, at once when it is an ``agentvm run``), so that
-        concurrent applies act one after the other. Raises the plan's validation errors before changing
-        anything; afterwards the adapters' errors. The report's ``green`` is False when the timeout passed.
+        apply/destroy; LeaseHeldError naming the holder, as soon as it is seen renewing when it is an
+        ``agentvm run``), so that concurrent applies act one after the other. Raises the plan's validation
+        errors before changing anything; afterwards the adapters' errors. The report's ``green`` is False
+        when the timeout passed.
         """
         with holding(self.session, self.solution.key, "apply", wait=timeout) as lease:
             return self._apply(timeout=timeout, on_progress=lease.guard(on_progress))
