@@ -9,6 +9,11 @@ network sync alongside, configured as ``agentvm netsync``: ``--sdn-url``/``$AGEN
 ``--reserve-vlans``), the API's limits (``--max-streams``/``$AGENTVM_MAX_STREAMS`` event streams and
 ``--max-requests``/``$AGENTVM_MAX_REQUESTS`` other requests at once, more are answered 503), and
 SIGTERM/SIGINT, which stop everything and exit 0.
+
+Before anything acts, it takes the solution's lease in vCenter (``controller.lease``; TTL ``--lease-ttl`` or
+``$AGENTVM_LEASE_TTL``): while another agentvm holds it and is seen renewing it, ``run`` refuses, naming
+the holder (host, pid, command, since), exit 3; with ``--standby`` it waits and takes over once the holder
+releases it or stops renewing it for one TTL. It renews the lease for its life and exits 3 if it loses it.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from agentvm.cli.netsync import (
     parse_vlan_ranges,
 )
 from agentvm.cli.solution import ConnectionFlags, SpecFile, guard, load, login, spec_connection
+from agentvm.controller.lease import Keeper, Lease, LeaseHeldError, LeaseLostError, lease_ttl
 from agentvm.controller.logs import action_log, configure
 from agentvm.controller.netsync import (
     AGENT_PORT,
@@ -61,6 +67,7 @@ from agentvm.engine.vsphere_infra import VSphereInfrastructure
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError
+from agentvm.model.lease import LeaseHolder
 from agentvm.model.network import NetsyncConfig
 from agentvm.sdn.config_api import ConfigApiClient
 from agentvm.sdn.vrouter import VrouterAgentClient
@@ -212,6 +219,45 @@ def open_direct_engine(
             session.logout()
         os.close(fd)  # closing the descriptor releases the lock
         raise
+
+
+# -- the lease ---------------------------------------------------------------------------------------------
+
+
+def take_lease(session: Session, desired: DesiredState, *, ttl: float, standby: bool) -> Lease:
+    """The solution's lease for this ``run``: taken at once when free; when another holds it, refused as
+    soon as that one is seen alive (LeaseHeldError naming it), or with ``standby`` waited for until it is
+    released or expires (SIGTERM/SIGINT end the wait: LeaseHeldError). Called before anything acts."""
+    lease = Lease(session, desired.solution.key, "run", ttl=ttl)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        _ = (signum, frame)
+        stop.set()
+
+    def waiting(verdict: object) -> None:
+        holder = getattr(verdict, "holder", None)
+        if isinstance(holder, LeaseHolder):
+            what = "standing by" if standby else "checking whether it is alive"
+            action_log(f"{lease.where} is held by {holder.describe()}; {what}", action="lease-wait")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        lease.acquire(
+            wait=None,
+            give_up=None if standby else (lambda verdict: verdict.alive),
+            stop=stop,
+            on_wait=waiting,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    action_log(
+        f"holding {lease.where} (generation {lease.generation}, TTL {lease.ttl:g} s)"
+        + (f" after waiting {lease.acquired_after:.1f} s" if lease.acquired_after else ""),
+        action="lease",
+    )
+    return lease
 
 
 # -- --netsync -------------------------------------------------------------------------------------------
@@ -394,6 +440,24 @@ def run(
     thumbprint: Thumbprint = None,
     ca_file: CaFile = None,
     insecure: Insecure = False,
+    standby: Annotated[
+        bool,
+        typer.Option(
+            "--standby",
+            help="When another agentvm holds the solution's lease, wait and take over when it stops "
+            "(default: refuse and exit 3).",
+        ),
+    ] = False,
+    lease_ttl_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--lease-ttl",
+            min=1.0,
+            max=3600.0,
+            help="Seconds without renewal after which the lease is taken over (default "
+            "$AGENTVM_LEASE_TTL or 15).",
+        ),
+    ] = None,
 ) -> None:
     """Keep every agent healthy: watch, heal, answer hooks; serve status, events, metrics and a dashboard.
 
@@ -410,10 +474,23 @@ def run(
         if netsync
         else None
     )
+    ttl = lease_ttl_seconds if lease_ttl_seconds is not None else lease_ttl()
     login(conn).logout()  # a wrong password or certificate ends here, with its message, before any thread
-    with contextlib.ExitStack() as stack:  # closed in reverse: server, events, netsync, engine, session
+    with (
+        contextlib.ExitStack() as stack
+    ):  # closed in reverse: server, events, netsync, engine, lease, session
         session = Session.connect(conn, timeout=call_timeout, correlation_prefix="agentvm-run")
         stack.callback(session.logout)
+        try:
+            lease = take_lease(session, desired, ttl=ttl, standby=standby)
+        except LeaseHeldError:
+            if standby:  # told to stop while standing by
+                action_log("agentvm run stopped while standing by", action="exit")
+                return
+            raise
+        stack.callback(lease.release)
+        keeper = Keeper(lease).start()  # renewing from now on: opening the engine may take a while
+        stack.callback(keeper.stop)
         chosen: Backend | None = None
         if backend is BackendKind.DIRECT:
             direct = open_direct_engine(conn, desired, state_dir or default_state_dir(), timeout=call_timeout)
@@ -422,11 +499,21 @@ def run(
             chosen = direct.backend
         watch = open_netsync(conn, options, stack, timeout=call_timeout) if options else None
         settings = Settings(fast_poll=poll, slow_poll=idle_poll, full_resync=resync)
-        controller = Controller(desired, session, backend=chosen, settings=settings, netsync=watch)
+        controller = Controller(
+            desired, session, backend=chosen, settings=settings, netsync=watch, lease=lease
+        )
+        keeper.on_lost = controller.lease_trouble
+        controller.events.publish(
+            "lease", f"holding {lease.where} as {lease.me.describe()} (TTL {lease.ttl:g} s)"
+        )
         stack.callback(controller.events.close)
         limits = Limits(max_streams=max_streams, max_requests=max_requests)
         server = ApiServer(Api(**api_callables(controller), token=token), host=host, port=port, limits=limits)
         _serve(controller, server)
+    if controller.lease_lost is not None:
+        raise LeaseLostError(
+            f"agentvm run stopped: it lost {lease.where} ({controller.lease_lost}); never two controllers"
+        )
     action_log("agentvm run stopped", action="exit")
 
 

@@ -17,6 +17,12 @@ run it in a thread with short intervals. The only place with loops, threads and 
   publishes what it reports after each turn: failed items and lost connections as ``netsync`` events,
   plan errors (bad input in vCenter) once each, and the sync counts and batch latency as metrics.
 
+With a ``lease`` (``controller.lease``; ``agentvm run`` always passes one, held before the controller is
+built), every pass and every engine step first checks that this process still may act: a lease that could
+not be renewed in time makes the controller skip its passes (``/readyz`` false, one ``lease`` event) until a
+renewal succeeds; a lease lost to another holder stops the controller (``lease_lost`` says why), so that
+there are never two actors on one solution.
+
 Failures (vCenter or EAM unreachable, a session that cannot log in again) are logged, published as one
 ``connection`` error event per outage, make ``/readyz`` false, and are retried with capped backoff; the
 controller never exits for them. ``stop()`` (SIGTERM/SIGINT in the CLI) ends every thread within a few
@@ -37,6 +43,7 @@ from typing import Any
 
 from agentvm.backends.base import Backend
 from agentvm.controller.events import EventLog
+from agentvm.controller.lease import Lease
 from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
 from agentvm.controller.netsync import BatchTiming, NetsyncWatch, failure_key
@@ -93,9 +100,11 @@ class Controller:
         metrics: ControllerMetrics | None = None,
         policy: HealPolicy | None = None,
         netsync: NetsyncWatch | None = None,
+        lease: Lease | None = None,
     ) -> None:
         """``netsync``: the network sync to run alongside (not started yet; the controller starts it in
-        ``run`` and stops it on the way out). Its ``on_batch`` is wrapped to feed the metrics."""
+        ``run`` and stops it on the way out). Its ``on_batch`` is wrapped to feed the metrics. ``lease``:
+        the solution's lease, held already and renewed by its ``Keeper``, which calls ``lease_trouble``."""
         self.desired = desired
         self.session = session
         self.settings = settings
@@ -133,6 +142,8 @@ class Controller:
         self._last_update = 0.0
         self._loop_thread: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
+        self.lease = lease
+        self.lease_lost: str | None = None  # why the controller stopped: its lease went to another
         self.samples: deque[Sample] = deque(maxlen=10_000)
         self.passes = 0
         self._loop_ident: int | None = None
@@ -202,6 +213,9 @@ class Controller:
         next_full = 0.0
         try:
             while not self._stop.is_set():
+                if not self._may_act():
+                    self._wake.wait(0.2)
+                    continue
                 self._serve_requests()
                 now = time.monotonic()
                 with self._lock:
@@ -228,6 +242,25 @@ class Controller:
                 self._wake.wait(interval)
         finally:
             self._shutdown()
+
+    def _may_act(self) -> bool:
+        """False while the lease does not let this process act; stops the controller once it is lost."""
+        lease = self.lease
+        if lease is None or lease.valid():
+            return True
+        self._healthy = False
+        if lease.lost is not None:
+            self.lease_lost = lease.lost
+            self._stop.set()
+        return False
+
+    def lease_trouble(self, why: str) -> None:
+        """The lease's ``Keeper`` could not renew in time, or lost the lease (its thread): say so once."""
+        lost = self.lease is not None and self.lease.lost is not None
+        text = f"lost the lease: {why}; stopping" if lost else f"not acting: the lease {why}"
+        action_log(text, action="lease", level=logging.ERROR)
+        self.events.publish("lease", text, level="error")
+        self._wake.set()
 
     def _shutdown(self) -> None:
         self._stop.set()
@@ -306,6 +339,9 @@ class Controller:
 
     def _drive_engine(self) -> None:
         while not self._stop.is_set():
+            if self.lease is not None and not self.lease.valid():
+                self._stop.wait(0.2)  # the engine acts on the agents too: not without the lease
+                continue
             try:
                 busy = self.backend.tick()
             except Exception as exc:  # keep driving; the passes report vCenter failures
@@ -344,8 +380,8 @@ class Controller:
     # -- the API's callables (any thread) -------------------------------------------------------------
 
     def ready(self) -> bool:
-        """True after the first full pass, while passes succeed."""
-        return self._ready and self._healthy
+        """True after the first full pass, while passes succeed (and the lease lets this process act)."""
+        return self._ready and self._healthy and (self.lease is None or self.lease.valid())
 
     def status(self) -> JsonObject:
         """The status document of the last pass (schema ``status-v1.json``)."""

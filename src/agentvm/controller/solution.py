@@ -31,6 +31,7 @@ from types import TracebackType
 
 from agentvm.backends.base import AgencyStatus, ApplyResult
 from agentvm.backends.eam import EamBackend
+from agentvm.controller.lease import holding
 from agentvm.controller.observe import (
     ADDRESS_KEY,
     AGENCY_KEY,
@@ -382,9 +383,16 @@ class Solution:
     ) -> ApplyReport:
         """Carry out the plan and wait until green (see the module docstring).
 
-        Raises the plan's validation errors before changing anything; afterwards the adapters' errors.
-        The report's ``green`` is False when the timeout passed first.
+        Holds the solution's lease throughout (``controller.lease``: waits up to ``timeout`` for another
+        apply/destroy; LeaseHeldError naming the holder, as soon as it is seen renewing when it is an
+        ``agentvm run``), so that concurrent applies act one after the other. Raises the plan's validation
+        errors before changing anything; afterwards the adapters' errors. The report's ``green`` is False
+        when the timeout passed.
         """
+        with holding(self.session, self.solution.key, "apply", wait=timeout) as lease:
+            return self._apply(timeout=timeout, on_progress=lease.guard(on_progress))
+
+    def _apply(self, *, timeout: float, on_progress: ProgressCallback | None) -> ApplyReport:
         started = self._clock()
         plan = self.plan()
         actions: list[str] = []
@@ -612,7 +620,14 @@ class Solution:
 
         Agencies that do not exist are skipped, so a second destroy does nothing. Raises TransientError when
         the agents are not gone within ``timeout`` (the agencies and the extension are then left in place).
+        Holds the solution's lease as ``apply`` does, and removes its records at the very end.
         """
+        with holding(self.session, self.solution.key, "destroy", wait=timeout) as lease:
+            report = self._destroy(timeout=timeout, on_progress=lease.guard(on_progress))
+            lease.retire()
+            return report
+
+    def _destroy(self, *, timeout: float, on_progress: ProgressCallback | None) -> DestroyReport:
         started = self._clock()
         if self._wants_certificate() and not self.session.conn.by_certificate:
             self._try_extension_login()

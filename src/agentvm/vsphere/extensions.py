@@ -1,11 +1,13 @@
 """vCenter extensions (ExtensionManager): register agentvm as a solution, idempotently.
 
 Used by the EAM backend and ``agentvm apply``/``destroy``: EAM agencies belong to a registered extension,
-and the controller logs in as that extension with its certificate (``SetExtensionCertificate``).
+and the controller logs in as that extension with its certificate (``SetExtensionCertificate``). The
+solution's lease (``controller.lease``) is kept here too, as hidden extensions (see "lease records").
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 from pyVmomi import vim
 
 from agentvm.model.errors import ConfigurationError, NotFoundError
+from agentvm.model.lease import LeaseHolder, LeaseRecord
 from agentvm.vsphere.faults import fault_name
 from agentvm.vsphere.session import Session
 
@@ -160,3 +163,122 @@ def _registered(ext: Any) -> RegisteredExtension:
         company=str(ext.company or ""),
         managed_entity_types=tuple(str(m.type) for m in ext.managedEntityInfo or ()),
     )
+
+
+# ------------------------------------------------------------------------------------------- lease records
+#
+# The solution's lease (controller.lease) is kept in vCenter as hidden extensions named
+# ``<solution key>.lease.<generation>``: RegisterExtension refuses a key that exists (vcsim: InvalidArgument;
+# govmomi's simulator models vCenter's answer the same way), which makes it the one atomic create-if-absent
+# vCenter offers. The holder and its renewals are JSON in ``description.summary``; ``company`` marks the
+# record as agentvm's. Only keys of that form are ever read, and only records agentvm wrote are changed.
+
+LEASE_COMPANY = "agentvm lease"
+_LEASE_LABEL = "agentvm lease (one actor per solution; do not edit)"
+_LEASE_FORMAT = 1
+
+
+def lease_prefix(solution_key: str) -> str:
+    return f"{solution_key}.lease."
+
+
+def lease_key(solution_key: str, generation: int) -> str:
+    return f"{lease_prefix(solution_key)}{generation}"
+
+
+def read_lease_records(session: Session, solution_key: str) -> list[LeaseRecord]:
+    """Every record under ``solution_key``'s lease keys, from one read of ``extensionList``.
+
+    A key of that form whose record agentvm did not write (or cannot parse) comes back with holder None.
+    """
+    prefix = lease_prefix(solution_key)
+    found = []
+    for ext in session.content.extensionManager.extensionList or ():
+        key = str(ext.key)
+        number = key[len(prefix) :] if key.startswith(prefix) else ""
+        if not number.isdigit() or number != str(int(number)):
+            continue
+        found.append(_lease_record(key, int(number), ext))
+    return sorted(found, key=lambda r: r.generation)
+
+
+def register_lease_record(session: Session, solution_key: str, record: LeaseRecord) -> bool:
+    """RegisterExtension of ``record``: True when it was created, False when the key exists already (another
+    contender won that generation). Other faults, and a refusal while the key does not exist, raise."""
+    ext = _lease_vim(solution_key, record)
+    try:
+        session.content.extensionManager.RegisterExtension(extension=ext)
+    except ConfigurationError as exc:
+        if fault_name(exc) in {"InvalidArgument", "AlreadyExists"} and find_extension(session, ext.key):
+            return False
+        raise
+    return True
+
+
+def update_lease_record(session: Session, solution_key: str, record: LeaseRecord) -> None:
+    """UpdateExtension of a record agentvm holds (a renewal or the release). NotFoundError when it is gone."""
+    session.content.extensionManager.UpdateExtension(extension=_lease_vim(solution_key, record))
+
+
+def remove_lease_record(session: Session, record: LeaseRecord) -> bool:
+    """Unregister a record agentvm wrote; False when it was gone already. Refuses records it did not write."""
+    if not record.ours:
+        raise ConfigurationError(f"extension {record.key!r} was not written by agentvm; left alone")
+    return unregister_extension(session, record.key, missing_ok=True)
+
+
+def _lease_vim(solution_key: str, record: LeaseRecord) -> Any:
+    holder = record.holder
+    assert holder is not None, "agentvm writes only records it holds"
+    summary = json.dumps(
+        {
+            "format": _LEASE_FORMAT,
+            "host": holder.host,
+            "pid": holder.pid,
+            "command": holder.command,
+            "started": holder.started,
+            "token": holder.token,
+            "renewals": record.renewals,
+            "ttl": record.ttl,
+            "released": record.released,
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    return vim.Extension(
+        key=lease_key(solution_key, record.generation),
+        version=str(record.renewals),
+        company=LEASE_COMPANY,
+        description=vim.Description(label=_LEASE_LABEL, summary=summary),
+        server=[],
+        client=[],
+        lastHeartbeatTime=datetime.now(UTC),
+        shownInSolutionManager=False,
+    )
+
+
+def _lease_record(key: str, generation: int, ext: Any) -> LeaseRecord:
+    foreign = LeaseRecord(key, generation, None)
+    if str(ext.company or "") != LEASE_COMPANY:
+        return foreign
+    try:
+        data = json.loads(str(getattr(ext.description, "summary", "") or ""))
+        if not isinstance(data, dict) or data.get("format") != _LEASE_FORMAT:
+            return foreign
+        holder = LeaseHolder(
+            host=str(data["host"]),
+            pid=int(data["pid"]),
+            command=str(data["command"]),
+            started=str(data["started"]),
+            token=str(data["token"]),
+        )
+        return LeaseRecord(
+            key,
+            generation,
+            holder,
+            renewals=int(data["renewals"]),
+            ttl=float(data["ttl"]),
+            released=bool(data["released"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return foreign
