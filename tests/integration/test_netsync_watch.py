@@ -109,3 +109,29 @@ def test_many_updates_of_one_vm_are_one_plan_and_a_vmotion_moves_its_ports(
     assert watch.wait_idle(15)
     assert batches and max(batches) == 1  # every batch planned the one VM, however many updates it had
     assert watch.full_syncs == 1
+
+
+def test_nothing_is_synced_while_the_controller_may_not_act_and_a_full_sync_follows(
+    watching: tuple[VCenter, Sdn, NetsyncWatch],
+) -> None:
+    vc, sdn, watch = watching
+    pg = vc.port_group("pg-f", 710, ("10.71.0.0", "10.71.0.1", "10.71.0.10#50"))
+    vc.run(vc.vm("f-1", pg, host=0).PowerOnVM_Task(), "power on")
+    allowed = False
+    asked = 0
+
+    def may_act() -> bool:
+        nonlocal asked
+        asked += 1
+        return allowed
+
+    watch.may_act = may_act
+    watch.start()
+    eventually(lambda: asked >= 6)  # several turns of the watch, each asked and refused
+    assert watch.full_syncs == 0
+    assert watch.incremental_syncs == 0
+    assert not [v for v in sdn.api.list(SdnVmi) if v.display_name.startswith("f-1 ")]
+
+    allowed = True
+    eventually(lambda: [v for v in sdn.api.list(SdnVmi) if v.display_name.startswith("f-1 ")] != [])
+    assert watch.full_syncs == 1

@@ -480,8 +480,9 @@ class NetsyncWatch:
     DV port VLANs. Port groups and IP pools are re-read when a port group or switch changes and every
     ``networks_interval`` seconds (IP pools are not managed objects: nothing can watch them). An item that
     fails is held back with jittered, capped exponential backoff (``core.retry.Retries``), and a full
-    resync follows once its delay is over (seconds, not the next ``resync_interval``). ``stop()`` ends the
-    thread; ``wait_idle()`` is for tests.
+    resync follows once its delay is over (seconds, not the next ``resync_interval``). While ``may_act()``
+    is False (the controller's lease is not known valid) nothing is changed; a full sync follows once it is
+    True again. ``stop()`` ends the thread; ``wait_idle()`` is for tests.
     """
 
     def __init__(
@@ -498,6 +499,7 @@ class NetsyncWatch:
         clock: Callable[[], float] = time.monotonic,
         map_fn: MapFn = map,
         on_batch: Callable[[BatchTiming], None] | None = None,
+        may_act: Callable[[], bool] | None = None,
     ) -> None:
         self.session = session
         self.api = api
@@ -510,6 +512,9 @@ class NetsyncWatch:
         self.clock = clock
         self.map_fn = map_fn
         self.on_batch = on_batch
+        # False while this process must not act (the controller's lease could not be renewed in time):
+        # changes are then only noted, and a full sync follows once it may act again
+        self.may_act = may_act or (lambda: True)
         self.index: NetsyncIndex | None = None
         self.last_error: str | None = None
         self.last_report: NetsyncReport | None = None
@@ -612,7 +617,7 @@ class NetsyncWatch:
             while not self._stop.is_set():
                 self._take_resync_request()
                 now = self.clock()
-                if self._needs_full and (self.backoff.next_due() or 0.0) <= now:
+                if self._needs_full and (self.backoff.next_due() or 0.0) <= now and self.may_act():
                     self._full_sync()
                 with self._cond:
                     self._poll_seq += 1
@@ -625,6 +630,9 @@ class NetsyncWatch:
                 refresh = networks_changed or now - self._networks_at >= self.networks_interval
                 if now - self._full_at >= self.resync_interval:
                     self._needs_full = True
+                if not self.may_act():
+                    self._needs_full = True
+                    continue
                 if self._needs_full and (self.backoff.next_due() or 0.0) <= now:
                     self._full_sync()
                 elif dirty or refresh:

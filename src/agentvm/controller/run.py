@@ -163,6 +163,8 @@ class Controller:
                     previous(timing)
 
             netsync.on_batch = on_batch
+            if lease is not None:
+                netsync.may_act = lease.valid  # the network sync acts on vCenter and the SDN too
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
