@@ -524,3 +524,20 @@ def test_a_flapping_agent_is_powered_on_a_bounded_number_of_times_then_flagged(w
         metrics = httpx.get(f"{server.url}/metrics").text
     assert f'agentvm_agent_flapping{{agency="contrail",host="{victim.host.value}"}} 1' in metrics, metrics
     assert 'agentvm_agents{state="flapping"} 1' in metrics, metrics
+
+
+def test_an_ip_plan_entry_for_a_host_not_in_scope_is_a_warning_and_the_others_are_managed(
+    world: World,
+) -> None:
+    """apply refuses such a spec; a running controller whose host left the scope must keep the rest."""
+    span = "range: 10.10.0.10-10.10.0.200"
+    world.spec.write_text(
+        spec_text(
+            **ONE_CLUSTER,
+            **{span: span + "\n      addresses: {GONE_H9: 10.10.0.5}"},
+        )
+    )
+    deployed(world)
+    warnings = [e for e in world.events(level="warning") if "GONE_H9" in str(e.get("message"))]
+    assert len(warnings) == 1, warnings
+    assert "is not a host in the scope" in str(warnings[0]["message"])

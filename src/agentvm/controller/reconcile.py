@@ -122,6 +122,8 @@ class Reconciler(Solution):
         check_packages: bool = True,
     ) -> None:
         super().__init__(desired, session, clock=clock)
+        self.strict_static_hosts = False  # a host that left the scope is a warning: the others stay managed
+        self._warned: set[str] = set()  # plan warnings published as events, until they go away
         self._direct = backend is not None and backend.kind == "direct"
         if backend is not None:
             self.backend = backend  # type: ignore[assignment]
@@ -162,6 +164,10 @@ class Reconciler(Solution):
         started, calls = self._clock(), self._calls()
         self.backend.forget()  # a full pass reads every agent, whatever was reused between polls
         plan = self.plan(check_packages=self._check_packages)
+        for warning in plan.warnings:  # each once, while it lasts (an unknown ipPlan host, say)
+            if warning not in self._warned:
+                self.events.publish("warning", warning, level="warning")
+        self._warned = set(plan.warnings)
         actions = self._act_on_plan(plan)
         self.snapshot = plan.observation.snapshot
         waits: dict[str, _Wait] = {}

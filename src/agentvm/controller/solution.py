@@ -217,6 +217,9 @@ class _Wait:
 class Solution:
     """One spec's solution on one vCenter. ``with Solution(desired, session) as s: s.apply()``.
 
+    ``strict_static_hosts``: an ``ipPlan.addresses`` entry naming no host in scope is an error (``plan``,
+    ``apply``); the controller makes it a warning, so one host leaving a cluster never stops it.
+
     ``session`` is logged in (user, or the extension by certificate). Closing the Solution logs out the
     sessions it opened itself (the extension's), never ``session``.
     """
@@ -237,6 +240,7 @@ class Solution:
         self.backend = EamBackend(session)
         self._own: list[Session] = []
         self._certificate_accepted: bool | None = True if session.conn.by_certificate else None
+        self.strict_static_hosts = True
 
     def __enter__(self) -> Solution:
         return self
@@ -315,7 +319,9 @@ class Solution:
         ``check_packages``: download each OVF that an agency change would hand to EAM (and check its sha256).
         """
         observation = self.observe()
-        core = make_plan(self.desired, observation.observed_state(self.solution))
+        core = make_plan(
+            self.desired, observation.observed_state(self.solution), strict_static=self.strict_static_hosts
+        )
         warnings = [*self.desired.warnings, *core.warnings]
         lines = [PlanLine.of(c) for c in core.changes if c.agency is None and c.host is None]
         if self._wants_certificate() and observation.certificate_accepted is False:

@@ -17,6 +17,7 @@ from enum import StrEnum
 from agentvm.core.ipplan import (
     AddressSource,
     Assignment,
+    UnknownIpPlanHost,
     assign_addresses,
     canonical_order,
     check_static_hosts,
@@ -76,11 +77,13 @@ def host_label(host: ScopeHost) -> str:
     return f"{host.moid} ({host.path or host.name})"
 
 
-def make_plan(desired: DesiredState, observed: ObservedState) -> Plan:
+def make_plan(desired: DesiredState, observed: ObservedState, *, strict_static: bool = True) -> Plan:
     """Compare ``desired`` with ``observed``.
 
     Raises IpPlanExhausted when an agency's plan is too small, UnknownIpPlanHost when an
-    ``ipPlan.addresses`` entry names no host in the agency's scope (both ConfigurationErrors).
+    ``ipPlan.addresses`` entry names no host in the agency's scope (both ConfigurationErrors). With
+    ``strict_static`` False (the controller: a host that left the scope must not stop it managing the
+    others) the unknown entry is a warning instead.
     """
     changes: list[Change] = []
     warnings: list[str] = []
@@ -95,7 +98,12 @@ def make_plan(desired: DesiredState, observed: ObservedState) -> Plan:
         if change is not None:
             changes.append(change)
         if agency.ip_plan is not None:
-            check_static_hosts(agency.ip_plan, hosts, agency=agency.name)
+            try:
+                check_static_hosts(agency.ip_plan, hosts, agency=agency.name)
+            except UnknownIpPlanHost as exc:
+                if strict_static:
+                    raise
+                warnings.append(str(exc))
             previous = observed.addresses.get(agency.name, {})
             assignment = assign_addresses(agency.ip_plan, hosts, previous, agency=agency.name)
             assignments[agency.name] = assignment
