@@ -388,12 +388,7 @@ class Solution:
             for agency, owner in owned_by_others:
                 client.also_see(agency, via=self._user_client)
                 self.identity.record_adopted(name, Adopted(agency, owner))
-                self._ownership_notes.append(
-                    f'agency "{name}" ({agency}) belongs to {owner}, not to the solution '
-                    f"{self.solution.key} (created with a user login): agentvm keeps managing it with this "
-                    f"login and records it in {self.identity.directory} for certificate logins; to give it "
-                    "to the solution, destroy it and apply again (every agent VM is redeployed)"
-                )
+                self._ownership_notes.append(self._adopted_note(name, agency, owner))
             if not owned_by_others and visible - set(adopted):
                 self.identity.record_adopted(name, None)  # the solution owns its agency of that name
 
@@ -422,6 +417,7 @@ class Solution:
         self._refuse_unseen_agencies(observation)
         core = make_plan(self.desired, observation.observed_state(self.solution))
         warnings = [*self.desired.warnings, *core.warnings, *self._ownership_notes]
+        warnings += self._owners_before_certificate(observation)
         if not self._wants_certificate() and not self.session.conn.by_certificate:
             warnings.append(
                 f"vCenter {self.session.url} is not HTTPS, so extension {self.solution.key} cannot log in "
@@ -435,6 +431,28 @@ class Solution:
         for agency in observation.agencies:
             lines += self._agency_lines(agency, core, warnings, check_packages)
         return SolutionPlan(observation, core, tuple(lines), tuple(dict.fromkeys(warnings)))
+
+    def _owners_before_certificate(self, observation: Observation) -> list[str]:
+        """While EAM calls still go through the user's session (the certificate is set by this apply), say
+        which agencies of the spec someone else owns: apply adopts them once it logs in as the solution."""
+        if self._eam_session.conn.by_certificate or not self._wants_certificate():
+            return []
+        notes = []
+        for agency in observation.agencies:
+            if agency.status is None:
+                continue
+            owner = self.backend.client.agency_solution_id(agency.status.agency)
+            if owner != self.solution.key:
+                notes.append(self._adopted_note(agency.name, agency.status.agency, owner))
+        return notes
+
+    def _adopted_note(self, name: str, agency: str, owner: str) -> str:
+        return (
+            f'agency "{name}" ({agency}) belongs to {owner}, not to the solution {self.solution.key} '
+            "(created with a user login): agentvm keeps managing it with this login and records it in "
+            f"{self.identity.directory} for certificate logins; to give it to the solution, destroy it "
+            "and apply again (every agent VM is redeployed)"
+        )
 
     def _certificate_line(self) -> str:
         key = self.solution.key
