@@ -524,6 +524,11 @@ def test_switching_to_certificate_login_keeps_the_users_agency_and_every_address
     assert world.agencies() == [agency]
     assert world.fabric_ips() == ips
 
+    # a password destroy removes the adopted agency through the login that may change it
+    out = ok(world.run("destroy", "-f", str(spec), "--yes", "--timeout", TIMEOUT))
+    assert "destroyed agency contrail" in out
+    assert world.agencies() == [] and world.agent_vms() == []
+
 
 # ---------------------------------------------------------------------------------- apply heals while waiting
 

@@ -919,6 +919,7 @@ class Solution:
         for wait in waits:
             if self.backend.destroy(wait.name):
                 actions.append(f"destroyed agency {wait.name}")
+                self.identity.record_adopted(wait.name, None)
         deadline = self._clock() + timeout
         for wait in waits:  # DestroyAgency is asynchronous: wait until EAM forgets the agency
             while self.backend.find(wait.name) is not None and self._clock() < deadline:

@@ -293,6 +293,7 @@ class EamClient:
             )
         with self._lock:
             self._names.pop(agency, None)
+            self._extra.pop(agency, None)  # QueryAgency no longer lists an agency being destroyed
 
     # -- Agent --------------------------------------------------------------------------------------
 
