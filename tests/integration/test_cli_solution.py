@@ -22,7 +22,9 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner, Result
 
+from agentvm.backends.eam import EamBackend
 from agentvm.cli.main import app
+from agentvm.controller.solution import Solution
 from agentvm.controller.status import status_schema
 from agentvm.controller.targets import resolve_agency
 from agentvm.eam.client import EamClient
@@ -567,3 +569,34 @@ def test_a_passive_issue_stops_apply_at_once_naming_the_issue_the_host_and_the_f
     assert sorted(named) == sorted((moid, h.path) for moid, h in hosts.items() if "DC0_C0" in h.path)
     assert "fix: set the host's agent VM network" in message
     assert world.agent_vms() == []
+
+
+def test_an_agent_vm_powered_off_while_apply_waits_is_powered_on_by_apply(world: World) -> None:
+    spec = world.spec(text=contrail_text(**ONE_CLUSTER))
+    desired = load_spec(spec, env={**os.environ, **world.info.env()})
+    eam_view = EamBackend(world.session)
+    powered_off: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        """Between two polls of the wait: once EAM calls an agent green, power its VM off and let EAM see
+        it (apply cannot finish meanwhile: it is in this call)."""
+        time.sleep(seconds)
+        status = eam_view.observe("contrail")
+        green = [a.vm for a in status.agents if a.status.value == "green" and a.vm] if status else []
+        if powered_off or not green:
+            return
+        ensure_powered_off(world.session, green[0])
+        powered_off.append(green[0].value)
+
+        def raised() -> bool:
+            now = eam_view.observe("contrail")
+            return now is not None and "VmPoweredOff" in {i.kind.value for i in now.issues}
+
+        wait_for(raised)
+
+    with Solution(desired, world.session, sleep=sleep, state_dir=world.tmp / "state") as solution:
+        report = solution.apply(timeout=120)
+    assert powered_off, "no agent VM ran before apply ended"
+    assert report.green and report.problems == ()
+    assert [a for a in report.actions if "resolved VmPoweredOff" in a and "attempt 1 of" in a]
+    assert world.snapshot().find_vm(powered_off[0]).power_state.value == "poweredOn"
