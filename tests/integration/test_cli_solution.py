@@ -527,7 +527,15 @@ def test_switching_to_certificate_login_keeps_the_users_agency_and_every_address
     assert world.agencies() == [agency]
     assert world.fabric_ips() == ips
 
-    # a password destroy removes the adopted agency through the login that may change it
+    # a change of the spec goes to the adopted agency through the login that may change it
+    changed = world.spec("changed.yaml", spec.read_text().replace("mtu: 9000", "mtu: 1500"))
+    out = ok(world.run("apply", "-f", str(changed), "--timeout", TIMEOUT))
+    assert f"agency 'contrail' ({agency}): updated (agent_configs)" in out
+    assert world.agencies() == [agency]
+    mtu = {p.key: p.value for p in user_eam.agency_config(agency).agent_configs[0].ovf_environment}["mtu"]
+    assert mtu == "1500"
+
+    # a password destroy removes the adopted agency through the same login
     out = ok(world.run("destroy", "-f", str(spec), "--yes", "--timeout", TIMEOUT))
     assert "destroyed agency contrail" in out
     assert world.agencies() == [] and world.agent_vms() == []

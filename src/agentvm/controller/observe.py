@@ -60,7 +60,7 @@ class Observation:
     snapshot: InventorySnapshot
     extension: RegisteredExtension | None
     agencies: tuple[AgencyObservation, ...]
-    certificate_accepted: bool | None = None  # None: the spec has no certificate, or it was not checked
+    certificate_accepted: bool | None = None  # the extension's login worked; None: not tried (no HTTPS)
 
     def agency(self, name: str) -> AgencyObservation | None:
         return next((a for a in self.agencies if a.name == name), None)
