@@ -13,6 +13,13 @@ from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo, build
 from agentvm.lab.world import Lab, LabInfo
 
 
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test keeps agentvm's state (the solution's generated certificate, the direct engine's
+    state) in a directory of its own, never in the user's ~/.local/state/agentvm."""
+    monkeypatch.setenv("AGENTVM_STATE_DIR", str(tmp_path_factory.mktemp("agentvm-state")))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _vcsim_built() -> None:
     """Build the simulator once, before any test needs it (workers serialise on a lock)."""

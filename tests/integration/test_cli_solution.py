@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -21,12 +22,16 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner, Result
 
+from agentvm.backends.eam import EamBackend
 from agentvm.cli.main import app
+from agentvm.controller.solution import Solution
 from agentvm.controller.status import status_schema
+from agentvm.controller.targets import resolve_agency
 from agentvm.eam.client import EamClient
 from agentvm.lab.world import Lab, LabInfo
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.inventory import InventorySnapshot, VirtualMachine
+from agentvm.spec import load_spec
 from agentvm.vsphere.extensions import find_extension
 from agentvm.vsphere.hosts import add_host
 from agentvm.vsphere.inventory import read_inventory
@@ -52,8 +57,12 @@ class World:
     tmp: Path
 
     def run(self, *args: str, **env: str) -> Result:
-        result = CliRunner().invoke(app, list(args), env={**self.info.env(), "COLUMNS": "250", **env})
+        result = CliRunner().invoke(app, list(args), env={**self.run_env(), **env})
         return result
+
+    def run_env(self) -> dict[str, str]:
+        """The environment the commands run with: the lab's, and a state dir of this test's own."""
+        return {**self.info.env(), "COLUMNS": "250", "AGENTVM_STATE_DIR": str(self.tmp / "state")}
 
     def spec(self, name: str = "contrail.yaml", text: str | None = None) -> Path:
         path = self.tmp / name
@@ -246,6 +255,7 @@ def test_status_shows_an_issue_as_a_sentence_and_resolve_fixes_it(world: World) 
     out = ok(world.run("resolve", str(keys[0])))
     assert f"issue {keys[0]}: resolving" in out
     wait_for(lambda: world.snapshot().find_vm(vm.moref.value).power_state.value == "poweredOn")
+    wait_for(lambda: not issue_keys())  # EAM drops the issue once it sees the VM on (else apply resolves it)
     assert "no changes" in ok(world.run("apply", "-f", str(spec), "--timeout", TIMEOUT))
 
     watched = ok(world.run("status", "--watch", "--count", "2", "--interval", "0.2", "--json"))
@@ -429,3 +439,172 @@ def test_an_agency_name_taken_twice_in_eam_stops_apply_before_any_change(world: 
     assert result.exit_code == 2
     assert "2 agencies are named 'contrail'" in result.stderr
     assert "destroy the extra ones" in result.stderr
+
+
+# ------------------------------------------------------------------------------------ who owns the agencies
+
+ONE_CLUSTER = {"      - /DC0/host/DC0_C1\n": ""}
+
+
+def state_dir(world: World) -> Path:
+    """Where the solution's generated certificate of this lab must be: <state dir>/<vcenter>/<key>."""
+    host_port = world.info.vcsim.url.split("://", 1)[1].split("/", 1)[0]
+    return Path(world.run_env()["AGENTVM_STATE_DIR"]) / host_port.replace(":", "_") / KEY
+
+
+def certificate_spec(world: World, source: Path, cert: Path, key: Path) -> Path:
+    """``source`` switched to ``login: certificate`` with these certificate files (the documented switch)."""
+    text = source.read_text().replace(
+        "  # certFile: certs/agentvm.crt ", f"  certFile: {cert}\n  keyFile: {key}\n  #"
+    )
+    text = text.replace("  username: ${AGENTVM_USERNAME}\n", "  login: certificate\n").replace(
+        "  passwordEnv: AGENTVM_PASSWORD        # the password itself never goes in this file\n", ""
+    )
+    return world.spec("by-certificate.yaml", text)
+
+
+def test_a_password_apply_without_a_certificate_gives_the_agency_to_the_solution(world: World) -> None:
+    spec = world.spec(text=contrail_text(**ONE_CLUSTER))
+    out = ok(world.run("plan", "-f", str(spec)))
+    assert f"set the login certificate of extension {KEY} to a new one" in " ".join(out.split())
+    directory = state_dir(world)
+    assert not directory.exists()  # plan changes nothing, not even here
+
+    out = " ".join(ok(world.run("apply", "-f", str(spec), "--timeout", TIMEOUT)).split())
+    cert, key = directory / "solution.crt", directory / "solution.key"
+    assert f"generated {cert}" in out and str(key) in out  # apply says where it keeps them
+    assert cert.stat().st_mode & 0o777 == 0o600 and key.stat().st_mode & 0o777 == 0o600
+    assert directory.stat().st_mode & 0o077 == 0
+    (agency,) = world.agencies()
+    assert EamClient(world.session).agency_solution_id(agency) == KEY  # the solution's, not the user's
+    assert len(world.fabric_ips()) == 3
+
+    # the generated pair is the solution's login from now on: a certificate spec sees the same agency
+    by_certificate = certificate_spec(world, spec, cert, key)
+    assert "no changes" in ok(world.run("plan", "-f", str(by_certificate)))
+    assert "no changes" in ok(world.run("apply", "-f", str(spec)))
+    assert world.agencies() == [agency]
+
+
+def test_switching_to_certificate_login_keeps_the_users_agency_and_every_address(world: World) -> None:
+    spec = world.spec(text=contrail_text(**ONE_CLUSTER))
+    # an agency created through a user login (as an older agentvm did): it belongs to the user
+    desired = load_spec(spec, env={**os.environ, **world.info.env()})
+    (agency_spec,) = desired.agencies
+    config = resolve_agency(agency_spec, world.snapshot()).config
+    user_eam = EamClient(world.session)
+    agency = user_eam.create_agency(config)
+    owner = user_eam.agency_solution_id(agency)
+    assert owner == world.info.vcsim.username
+
+    # a password apply finds it, says whose it is, answers its hooks; never a second agency
+    result = world.run("apply", "-f", str(spec), "--timeout", TIMEOUT)
+    out = ok(result)
+    said = " ".join(result.stderr.split())
+    assert f'agency "contrail" ({agency}) belongs to {owner}, not to the solution {KEY}' in said
+    assert "create agency" not in out
+    assert world.agencies() == [agency]
+    ips = world.fabric_ips()
+    assert sorted(ips.values()) == ["10.10.0.10", "10.10.0.11", "10.10.0.12"]
+
+    # the switch to login: certificate: the same agency, the same address on every host, nothing to do
+    directory = state_dir(world)
+    by_certificate = certificate_spec(world, spec, directory / "solution.crt", directory / "solution.key")
+    planned = json.loads(ok(world.run("plan", "-f", str(by_certificate), "--json")))
+    assert planned["noChanges"], planned["changes"]
+    assert {moid: a["address"] for moid, a in planned["addresses"]["contrail"].items()} == ips
+    assert "no changes" in ok(world.run("apply", "-f", str(by_certificate)))
+    assert world.agencies() == [agency]
+    assert world.fabric_ips() == ips
+
+    # without the record of the adopted agency a certificate login cannot see it: a refusal, not a second
+    (directory / "agencies.json").unlink()
+    for command in ("plan", "apply"):
+        refused = world.run(command, "-f", str(by_certificate))
+        assert refused.exit_code == 2, (command, refused.stdout, refused.stderr)
+        message = " ".join(refused.stderr.split())
+        assert f"the solution {KEY} does not own it" in message and "vcenter.login: password" in message
+    assert world.agencies() == [agency]
+    assert world.fabric_ips() == ips
+
+    # a change of the spec goes to the adopted agency through the login that may change it
+    changed = world.spec("changed.yaml", spec.read_text().replace("mtu: 9000", "mtu: 1500"))
+    out = ok(world.run("apply", "-f", str(changed), "--timeout", TIMEOUT))
+    assert f"agency 'contrail' ({agency}): updated (agent_configs)" in out
+    assert world.agencies() == [agency]
+    mtu = {p.key: p.value for p in user_eam.agency_config(agency).agent_configs[0].ovf_environment}["mtu"]
+    assert mtu == "1500"
+
+    # a password destroy removes the adopted agency through the same login
+    out = ok(world.run("destroy", "-f", str(spec), "--yes", "--timeout", TIMEOUT))
+    assert "destroyed agency contrail" in out
+    assert world.agencies() == [] and world.agent_vms() == []
+
+
+# ---------------------------------------------------------------------------------- apply heals while waiting
+
+
+def test_apply_powers_on_an_agent_vm_powered_off_behind_its_back(world: World) -> None:
+    spec = world.spec(text=contrail_text(**ONE_CLUSTER))
+    ok(world.run("apply", "-f", str(spec), "--timeout", TIMEOUT))
+    vm = world.agent_vms()[0]
+    ensure_powered_off(world.session, vm.moref)
+    wait_for(lambda: "VmPoweredOff" in ok(world.run("status", "-f", str(spec), "--json")))
+
+    assert "resolve VmPoweredOff" in ok(world.run("plan", "-f", str(spec)))
+    result = world.run("apply", "-f", str(spec), "--timeout", TIMEOUT, "--json")
+    report = json.loads(ok(result))
+    assert report["green"] and report["problems"] == []
+    assert any("resolved VmPoweredOff" in a and "attempt 1 of" in a for a in report["actions"])
+    assert world.snapshot().find_vm(vm.moref.value).power_state.value == "poweredOn"
+    assert "no changes" in ok(world.run("apply", "-f", str(spec)))
+
+
+def test_a_passive_issue_stops_apply_at_once_naming_the_issue_the_host_and_the_fix(world: World) -> None:
+    # the agent VMs use each host's AgentVM network, and no host has one: EAM raises NoAgentVmNetwork
+    spec = world.spec(text=contrail_text(**ONE_CLUSTER, **{"network: VM Network": "network: host"}))
+    result = world.run("apply", "-f", str(spec), "--timeout", "300", "--json")
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    report = json.loads(result.stdout)
+    assert not report["green"]
+    assert report["polls"] <= 10  # a wait of 300 s polls about 150 times
+    # the plan warned about the hosts already; the last line says why apply stopped
+    assert "has no AgentVM network and agency contrail uses the host's settings" in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("agentvm: apply stopped: contrail: NoAgentVmNetwork #")
+    hosts = {h.moref.value: h for h in world.snapshot().hosts}
+    named = re.findall(r"NoAgentVmNetwork #\d+ on host (host-\d+) \(([^)]+)\)", message)
+    assert sorted(named) == sorted((moid, h.path) for moid, h in hosts.items() if "DC0_C0" in h.path)
+    assert "fix: set the host's agent VM network" in message
+    assert world.agent_vms() == []
+
+
+def test_an_agent_vm_powered_off_while_apply_waits_is_powered_on_by_apply(world: World) -> None:
+    spec = world.spec(text=contrail_text(**ONE_CLUSTER))
+    desired = load_spec(spec, env={**os.environ, **world.info.env()})
+    eam_view = EamBackend(world.session)
+    powered_off: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        """Between two polls of the wait: once EAM calls an agent green, power its VM off and let EAM see
+        it (apply cannot finish meanwhile: it is in this call)."""
+        time.sleep(seconds)
+        status = eam_view.observe("contrail")
+        green = [a.vm for a in status.agents if a.status.value == "green" and a.vm] if status else []
+        if powered_off or not green:
+            return
+        ensure_powered_off(world.session, green[0])
+        powered_off.append(green[0].value)
+
+        def raised() -> bool:
+            now = eam_view.observe("contrail")
+            return now is not None and "VmPoweredOff" in {i.kind.value for i in now.issues}
+
+        wait_for(raised)
+
+    with Solution(desired, world.session, sleep=sleep, state_dir=world.tmp / "state") as solution:
+        report = solution.apply(timeout=120)
+    assert powered_off, "no agent VM ran before apply ended"
+    assert report.green and report.problems == ()
+    assert [a for a in report.actions if "resolved VmPoweredOff" in a and "attempt 1 of" in a]
+    assert world.snapshot().find_vm(powered_off[0]).power_state.value == "poweredOn"

@@ -19,6 +19,7 @@ from agentvm.cli.solution import (
     Json,
     ProgressView,
     SpecFile,
+    StateDir,
     Timeout,
     guard,
     hosts_table,
@@ -38,6 +39,7 @@ MARKS = {
     "set-host-settings": "~",
     "set-certificate": "~",
     "answer-hook": "~",
+    "resolve-issue": "~",
 }
 
 
@@ -66,11 +68,15 @@ def plan(
     thumbprint: Thumbprint = None,
     ca_file: CaFile = None,
     insecure: Insecure = False,
+    state_dir: StateDir = None,
 ) -> None:
     """Show what apply would change (extension, host settings, agencies, addresses); change nothing."""
     desired = load(file)
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
-    with session_for(desired, flags) as session, Solution(desired, session) as solution:
+    with (
+        session_for(desired, flags) as session,
+        Solution(desired, session, state_dir=state_dir) as solution,
+    ):
         result = solution.plan()
     _warn(result)
     if json_:
@@ -103,14 +109,18 @@ def apply(
     thumbprint: Thumbprint = None,
     ca_file: CaFile = None,
     insecure: Insecure = False,
+    state_dir: StateDir = None,
 ) -> None:
-    """Register the solution, prepare the hosts, create/update the agencies, configure each agent; wait."""
+    """Register the solution, prepare the hosts, create/update the agencies, configure each agent; wait.
+
+    Agencies belong to the solution: EAM calls log in as the extension, with solution.certFile/keyFile or
+    a certificate generated on the first apply under --state-dir (printed)."""
     _ = yes  # apply is declarative and idempotent: nothing to confirm
     desired = load(file)
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     with (
         session_for(desired, flags) as session,
-        Solution(desired, session) as solution,
+        Solution(desired, session, state_dir=state_dir) as solution,
         ProgressView(live=False if json_ else None) as view,
     ):
         report = solution.apply(timeout=timeout, on_progress=None if json_ else view)
@@ -121,7 +131,9 @@ def apply(
                 **report.plan.to_json(),
                 "actions": list(report.actions),
                 "green": report.green,
+                "problems": list(report.problems),
                 "seconds": round(report.seconds, 3),
+                "polls": report.polls,
                 "calls": {"vim25": report.vim_calls, "eam": report.eam_calls},
             }
         )
@@ -133,6 +145,8 @@ def apply(
         for action in report.actions:
             console.print(f"✓ {action}", markup=False, highlight=False, soft_wrap=True)
         _summary(report)
+    if report.problems:
+        fail(f"apply stopped: {'; '.join(report.problems)}", 1)
     if not report.green:
         yellow = sum(1 for h in report.hosts if h.phase.value != "ready")
         fail(

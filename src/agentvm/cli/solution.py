@@ -24,6 +24,7 @@ from rich.text import Text
 
 from agentvm.cli import connect
 from agentvm.cli.output import console, err_console, fail
+from agentvm.controller.identity import STATE_DIR_ENV
 from agentvm.controller.progress import HostProgress, Phase, Progress, issue_sentence
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.desired import DesiredState, PasswordSource
@@ -46,6 +47,15 @@ Timeout = Annotated[
     float, typer.Option("--timeout", min=1.0, help="Seconds to wait for the agents (default 600).")
 ]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        envvar=STATE_DIR_ENV,
+        help="Where the solution's generated login certificate is kept, under <vcenter>/<solution key>/ "
+        "(default ~/.local/state/agentvm).",
+    ),
+]
 
 PHASE_STYLE = {
     Phase.READY: "green",

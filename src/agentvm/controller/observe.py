@@ -7,7 +7,9 @@ constant number of vim25 calls whatever the inventory size (one bulk inventory r
 
 Each host's address is read back from its agent VM (``guestinfo.agentvm.address``, written by whoever
 answered the VM's ``provisioned`` hook), so the IP plan stays stable across restarts, redeploys and
-upgrades without any state of agentvm's own.
+upgrades without any state of agentvm's own. The VM also carries its agency's name
+(``guestinfo.agentvm.agency``): a VM of the agency that EAM does not report (the agency belongs to
+someone the session cannot see, or EAM lost the agent) still keeps its host's address in the plan.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from agentvm.model.desired import (
     ObservedState,
     SolutionSpec,
 )
-from agentvm.model.inventory import InventorySnapshot
+from agentvm.model.inventory import InventorySnapshot, VirtualMachine
 from agentvm.vsphere.extensions import RegisteredExtension, find_extension
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
@@ -58,7 +60,7 @@ class Observation:
     snapshot: InventorySnapshot
     extension: RegisteredExtension | None
     agencies: tuple[AgencyObservation, ...]
-    certificate_accepted: bool | None = None  # None: the spec has no certificate, or it was not checked
+    certificate_accepted: bool | None = None  # the extension's login worked; None: not tried (no HTTPS)
 
     def agency(self, name: str) -> AgencyObservation | None:
         return next((a for a in self.agencies if a.name == name), None)
@@ -98,23 +100,48 @@ def extension_state(found: RegisteredExtension | None, solution: SolutionSpec) -
     return ExtensionState(version=found.version, label=found.label, summary=summary, company=found.company)
 
 
-def read_addresses(snapshot: InventorySnapshot, status: AgencyStatus | None) -> dict[str, IPv4Address]:
-    """Host moid -> the address the agency's agent VM on that host carries (hook VM first: an upgrade)."""
-    if status is None:
-        return {}
+def read_addresses(
+    snapshot: InventorySnapshot, status: AgencyStatus | None, agency: str | None = None
+) -> dict[str, IPv4Address]:
+    """Host moid -> the address the agency's agent VM on that host carries (hook VM first: an upgrade).
+
+    ``agency``: the agency's name; hosts the status does not cover (or no status at all) then take the
+    address of a VM on them that carries that name (``marked_vms``), so a plan never hands a host with
+    a running agent VM another address.
+    """
     found: dict[str, IPv4Address] = {}
-    for agent in status.agents:
+    for agent in status.agents if status is not None else ():
         for vm_ref in (agent.vm, agent.hook.vm if agent.hook else None):
             vm = snapshot.get(vm_ref) if vm_ref is not None else None
-            text = getattr(vm, "extra_config", {}).get(ADDRESS_KEY) if vm is not None else None
-            if not text:
-                continue
-            try:
-                found[agent.host.value] = IPv4Address(text)
-            except ValueError:
-                continue  # not ours to interpret; the plan hands out an address again
-            break
+            address = _address(vm) if isinstance(vm, VirtualMachine) else None
+            if address is not None:
+                found[agent.host.value] = address
+                break
+    covered = {a.host.value for a in status.agents} if status is not None else set()
+    for vm in marked_vms(snapshot, agency) if agency is not None else ():
+        host = vm.host.value if vm.host is not None else None
+        address = _address(vm)
+        if host is not None and host not in covered and address is not None:
+            found.setdefault(host, address)
     return found
+
+
+def _address(vm: VirtualMachine) -> IPv4Address | None:
+    text = vm.extra_config.get(ADDRESS_KEY)
+    if not text:
+        return None
+    try:
+        return IPv4Address(text)
+    except ValueError:
+        return None  # not ours to interpret; the plan hands out an address again
+
+
+def marked_vms(snapshot: InventorySnapshot, agency: str) -> list[VirtualMachine]:
+    """The VMs that carry ``agency`` as their agency's name (agentvm wrote it when it configured them),
+    by moid. Needs a snapshot read with ``read_snapshot`` (the ``guestinfo.agentvm.*`` keys)."""
+    return sorted(
+        (vm for vm in snapshot.vms if vm.extra_config.get(AGENCY_KEY) == agency), key=lambda v: v.moref.value
+    )
 
 
 def read_snapshot(session: Session) -> InventorySnapshot:
@@ -147,5 +174,6 @@ def observe(
     for agency in resolved:
         status = backend.observe(agency.spec.name)
         config = config_of(status.agency) if status is not None and config_of is not None else None
-        agencies.append(AgencyObservation(agency, status, config, read_addresses(snapshot, status)))
+        addresses = read_addresses(snapshot, status, agency.spec.name)
+        agencies.append(AgencyObservation(agency, status, config, addresses))
     return Observation(snapshot, extension, tuple(agencies), certificate_accepted)

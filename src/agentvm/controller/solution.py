@@ -11,8 +11,21 @@ extension). Data flows one way: ``observe`` → ``core.plan.make_plan`` → act.
   updates the extension (and sets its certificate), fills in missing AgentVM settings of the hosts in scope,
   creates / updates the agencies, answers each pending ``provisioned`` hook by writing that host's values
   into the hook's VM (vApp properties and ``guestinfo.*``) and calling MarkAsAvailable, and waits until
-  every agency is green or the timeout passes, reporting a ``Progress`` after each poll.
+  every agency is green or the timeout passes, reporting a ``Progress`` after each poll. While it waits it
+  heals with ``core.heal`` — the controller's policy: active issues (VmPoweredOff, VmNotDeployed, …) are
+  resolved with backoff and a bounded number of tries; a passive issue (a person must act), or an active
+  one given up on, stops the wait at once: the report's ``problems`` name the issue, the host and the fix.
 - ``destroy()``: Uninstall → wait until green → DestroyAgency → unregister the extension.
+
+**Who owns the agencies.** EAM gives an agency to the session that creates it, and a solution's QueryAgency
+lists only its own (EAM.md sections 2 and 8). So every EAM call goes through the extension's own session
+(``LoginExtensionByCertificate``): with ``solution.certFile``/``keyFile`` from the spec, else with a
+certificate the first apply generates under the state dir (``controller.identity``). An agency of a spec
+name that someone else owns (created through a user login, e.g. by an older agentvm) is adopted, never
+duplicated: with a user login agentvm finds it (a user sees every agency), keeps managing it through that
+login, records its id and says so; a certificate-only run reads it by that recorded id, and without a record
+refuses (its agent VMs carry the agency's name) with the fix. Redeploying every agent to move an agency to
+the solution is an operator's decision (destroy, then apply), never a side effect of a login change.
 
 EAM has no push notifications for hooks (EAM.md section 5), so the wait polls: every 0.25 s while something
 changes, backing off to 2 s while nothing does.
@@ -21,6 +34,7 @@ changes, backing off to 2 s while nothing does.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -31,12 +45,14 @@ from types import TracebackType
 
 from agentvm.backends.base import AgencyStatus, ApplyResult
 from agentvm.backends.eam import EamBackend
+from agentvm.controller.identity import Adopted, SolutionIdentity, default_state_dir, solution_dir
 from agentvm.controller.lease import holding
 from agentvm.controller.observe import (
     ADDRESS_KEY,
     AGENCY_KEY,
     AgencyObservation,
     Observation,
+    marked_vms,
     observe,
     read_addresses,
     read_snapshot,
@@ -44,9 +60,23 @@ from agentvm.controller.observe import (
 from agentvm.controller.ovfcheck import check_ovf
 from agentvm.controller.progress import HostProgress, Progress, host_rows
 from agentvm.controller.targets import ResolvedAgency, config_differences, resolve_agency
+from agentvm.core.heal import (
+    HealClass,
+    HealDecision,
+    HealPlan,
+    HealPolicy,
+    HealState,
+    HostConditions,
+    Verdict,
+    fix_for,
+    heal_class,
+    observed_issues,
+    plan_heal_agencies,
+)
 from agentvm.core.ipplan import assign_addresses, render_per_host
 from agentvm.core.plan import Change, ChangeKind, Plan, make_plan
-from agentvm.model.agency import AgencyConfig, HookState, MoRef, Status
+from agentvm.eam.client import EamClient
+from agentvm.model.agency import AgencyConfig, HookState, Issue, MoRef, Status
 from agentvm.model.connection import VCenterConnection
 from agentvm.model.desired import DesiredState, ScopeHost, SolutionSpec
 from agentvm.model.errors import AuthenticationError, ConfigurationError, NotFoundError, TransientError
@@ -178,6 +208,8 @@ class ApplyReport:
     seconds: float
     vim_calls: int
     eam_calls: int
+    problems: tuple[str, ...] = ()  # why the wait stopped early: issue, host and fix, one line each
+    polls: int = 0  # observations made while waiting
 
     @property
     def changed(self) -> bool:
@@ -231,7 +263,12 @@ class Solution:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        state_dir: Path | None = None,
+        policy: HealPolicy | None = None,
     ) -> None:
+        """``state_dir``: where the solution's generated certificate is kept (``controller.identity``;
+        default ``$AGENTVM_STATE_DIR`` or ``~/.local/state/agentvm``). ``policy``: the heal policy of
+        apply's wait (default: the controller's, with a random jitter seed)."""
         self.desired = desired
         self.session = session
         self._clock = clock
@@ -241,6 +278,12 @@ class Solution:
         self._own: list[Session] = []
         self._certificate_accepted: bool | None = True if session.conn.by_certificate else None
         self.strict_static_hosts = True
+        base = state_dir if state_dir is not None else default_state_dir()
+        self.identity = SolutionIdentity(solution_dir(base, session.url, desired.solution.key))
+        self.policy = policy if policy is not None else HealPolicy(seed=secrets.randbits(32))
+        # a user login sees every agency (EAM.md section 2): it finds the ones the solution does not own
+        self._user_client: EamClient | None = None if session.conn.by_certificate else self.backend.client
+        self._ownership_notes: list[str] = []
 
     def __enter__(self) -> Solution:
         return self
@@ -270,26 +313,45 @@ class Solution:
     # -- the extension's own session ---------------------------------------------------------------
 
     def _wants_certificate(self) -> bool:
+        """True when EAM calls go through the extension's own session, so that the solution owns the
+        agencies it creates (always, except over plain HTTP, where vCenter has no certificate login)."""
+        return self.session.conn.scheme == "https"
+
+    def _spec_certificate(self) -> bool:
         return bool(self.solution.cert_file and self.solution.key_file)
+
+    def _certificate_files(self) -> tuple[str, str]:
+        """The certificate and key the extension logs in with: the spec's, else the generated ones."""
+        if self.solution.cert_file and self.solution.key_file:
+            return self.solution.cert_file, self.solution.key_file
+        return str(self.identity.cert_file), str(self.identity.key_file)
 
     def _extension_connection(self) -> VCenterConnection:
         conn = self.session.conn
+        cert_file, key_file = self._certificate_files()
         return VCenterConnection(
             url=conn.url,
             thumbprint=conn.thumbprint,
             ca_file=conn.ca_file,
             insecure=conn.insecure,
             extension_key=self.solution.key,
-            cert_file=self.solution.cert_file,
-            key_file=self.solution.key_file,
+            cert_file=cert_file,
+            key_file=key_file,
         )
 
     def _try_extension_login(self) -> bool:
-        """Log in as the extension with the spec's certificate and use it for EAM; False when refused."""
+        """Log in as the extension and use that session for EAM; False when refused (or there is no
+        certificate yet). The caller then calls ``_adopt``."""
         if self._eam_session is not self.session:
             return True
+        if not self._spec_certificate() and not self.identity.has_certificate():
+            return False  # generated by the first apply (``_set_certificate``)
         try:
-            ext = Session.connect(self._extension_connection(), correlation_prefix="agentvm-solution")
+            ext = Session.connect(
+                self._extension_connection(),
+                timeout=self.session.timeout,  # the caller's bound on every exchange holds for EAM too
+                correlation_prefix="agentvm-solution",
+            )
         except AuthenticationError as exc:
             log.info("extension login of %s refused: %s", self.solution.key, exc)
             return False
@@ -298,12 +360,54 @@ class Solution:
         self.backend = EamBackend(ext)
         return True
 
+    def _adopt(self) -> None:
+        """Make the agencies of the spec's names that the solution does not own visible to its session.
+
+        With a user login: every agency of such a name the user sees and the solution does not is adopted:
+        listed with the solution's own, changed through the user's session, and recorded (id and owner) in
+        the state dir. With a certificate login alone: the recorded ones are read by id. Two agencies of
+        one name then stay two, and ``find`` stops apply with its fix, as for any duplicate.
+        """
+        client = self.backend.client if isinstance(self.backend, EamBackend) else None
+        if client is None or not self._eam_session.conn.by_certificate:
+            return  # EAM calls go through a user session: it sees every agency already
+        self._ownership_notes = []
+        record = self.identity.adopted()
+        names = client.agency_names()
+        adopted = client.adopted()
+        for spec in self.desired.agencies:
+            name = spec.name
+            visible = {i for i, n in names.items() if n == name}
+            if self._user_client is None:
+                found = record.get(name)
+                if found is not None and found.agency not in visible:
+                    client.also_see(found.agency)
+                    self._ownership_notes.append(
+                        f'agency "{name}" ({found.agency}) belongs to {found.owner}, not to the solution '
+                        f"{self.solution.key}: found through {self.identity.directory}; changing it needs "
+                        "the owner's login (vcenter.login: password)"
+                    )
+                continue
+            foreign = [i for i in self._user_client.find_agencies(name) if i not in visible - set(adopted)]
+            owned_by_others = []
+            for agency in foreign:
+                owner = self._user_client.agency_solution_id(agency)
+                if owner != self.solution.key:
+                    owned_by_others.append((agency, owner))
+            for agency, owner in owned_by_others:
+                client.also_see(agency, via=self._user_client)
+                self.identity.record_adopted(name, Adopted(agency, owner))
+                self._ownership_notes.append(self._adopted_note(name, agency, owner))
+            if not owned_by_others and visible - set(adopted):
+                self.identity.record_adopted(name, None)  # the solution owns its agency of that name
+
     # -- observe and plan ---------------------------------------------------------------------------
 
     def observe(self, snapshot: InventorySnapshot | None = None) -> Observation:
         """Read everything the plan needs (see ``controller.observe``). Changes nothing."""
         if self._wants_certificate() and not self.session.conn.by_certificate:
             self._certificate_accepted = self._try_extension_login()
+        self._adopt()
         return observe(
             self.session,
             self.backend,
@@ -319,24 +423,80 @@ class Solution:
         ``check_packages``: download each OVF that an agency change would hand to EAM (and check its sha256).
         """
         observation = self.observe()
+        self._refuse_unseen_agencies(observation)
         core = make_plan(
             self.desired, observation.observed_state(self.solution), strict_static=self.strict_static_hosts
         )
-        warnings = [*self.desired.warnings, *core.warnings]
+        warnings = [*self.desired.warnings, *core.warnings, *self._ownership_notes]
+        warnings += self._owners_before_certificate(observation)
+        if not self._wants_certificate() and not self.session.conn.by_certificate:
+            warnings.append(
+                f"vCenter {self.session.url} is not HTTPS, so extension {self.solution.key} cannot log in "
+                f"with a certificate: the agencies apply creates belong to {self.session.user}, not to the "
+                "solution"
+            )
         lines = [PlanLine.of(c) for c in core.changes if c.agency is None and c.host is None]
         if self._wants_certificate() and observation.certificate_accepted is False:
-            lines.append(
-                PlanLine(
-                    "set-certificate",
-                    self.solution.key,
-                    f"set the login certificate of extension {self.solution.key} "
-                    f"to {self.solution.cert_file}",
-                )
-            )
+            lines.append(PlanLine("set-certificate", self.solution.key, self._certificate_line()))
         lines += [PlanLine.of(c) for c in core.changes if c.kind is ChangeKind.SET_HOST_SETTINGS]
         for agency in observation.agencies:
             lines += self._agency_lines(agency, core, warnings, check_packages)
         return SolutionPlan(observation, core, tuple(lines), tuple(dict.fromkeys(warnings)))
+
+    def _owners_before_certificate(self, observation: Observation) -> list[str]:
+        """While EAM calls still go through the user's session (the certificate is set by this apply), say
+        which agencies of the spec someone else owns: apply adopts them once it logs in as the solution."""
+        if self._eam_session.conn.by_certificate or not self._wants_certificate():
+            return []
+        notes = []
+        for agency in observation.agencies:
+            if agency.status is None:
+                continue
+            owner = self.backend.client.agency_solution_id(agency.status.agency)
+            if owner != self.solution.key:
+                notes.append(self._adopted_note(agency.name, agency.status.agency, owner))
+        return notes
+
+    def _adopted_note(self, name: str, agency: str, owner: str) -> str:
+        return (
+            f'agency "{name}" ({agency}) belongs to {owner}, not to the solution {self.solution.key} '
+            "(created with a user login): agentvm keeps managing it with this login and records it in "
+            f"{self.identity.directory} for certificate logins; to give it to the solution, destroy it "
+            "and apply again (every agent VM is redeployed)"
+        )
+
+    def _certificate_line(self) -> str:
+        key = self.solution.key
+        if self._spec_certificate():
+            return f"set the login certificate of extension {key} to {self.solution.cert_file}"
+        if self.identity.has_certificate():
+            return f"set the login certificate of extension {key} to {self.identity.cert_file}"
+        return (
+            f"set the login certificate of extension {key} to a new one, generated into "
+            f"{self.identity.directory} (the spec names none)"
+        )
+
+    def _refuse_unseen_agencies(self, observation: Observation) -> None:
+        """A certificate login sees only the solution's own agencies: when an agency of the spec is not
+        among them but agent VMs carry its name, it exists and belongs to someone else. Creating it would
+        give every host a second agent VM (and the plan other addresses): refuse, with the fix."""
+        if self._user_client is not None:
+            return  # a user login sees every agency: what it does not see does not exist
+        for agency in observation.agencies:
+            if agency.status is not None:
+                continue
+            vms = marked_vms(observation.snapshot, agency.name)
+            if not vms:
+                continue
+            shown = ", ".join(f"{vm.name} ({vm.moref.value})" for vm in vms[:3])
+            more = f" and {len(vms) - 3} more" if len(vms) > 3 else ""
+            raise ConfigurationError(
+                f'agency "{agency.name}" exists, but the solution {self.solution.key} does not own it: its '
+                f"agent VMs {shown}{more} carry its name, and EAM lists an agency to its owner only (it was "
+                "created with a user login, e.g. by an older agentvm). Run plan/apply once with "
+                "vcenter.login: password: agentvm finds it, keeps managing it and records it in "
+                f"{self.identity.directory} for certificate logins"
+            )
 
     def _agency_lines(
         self, agency: AgencyObservation, core: Plan, warnings: list[str], check_packages: bool
@@ -375,7 +535,44 @@ class Solution:
                         agent.host.value,
                     )
                 )
+        lines += self._issue_lines(agency, warnings)
         return lines
+
+    def _issue_lines(self, agency: AgencyObservation, warnings: list[str]) -> list[PlanLine]:
+        """What apply does about the agency's issues: resolve the active ones (a line each, as the wait
+        does it); a passive one is a warning with its fix (apply stops on it)."""
+        if agency.status is None:
+            return []
+        lines = []
+        for issue in observed_issues([agency.status]):
+            where = self._issue_label(agency.resolved, issue)
+            cls = heal_class(issue.kind)
+            if cls is HealClass.ACTIVE:
+                text = f"{agency.name}: resolve {issue.kind.value} #{issue.key} on {where}: {fix_for(issue)}"
+                lines.append(
+                    PlanLine(
+                        "resolve-issue",
+                        str(issue.key),
+                        text,
+                        agency.name,
+                        issue.host.value if issue.host else None,
+                    )
+                )
+            elif cls is HealClass.PASSIVE:
+                warnings.append(
+                    f"{agency.name}: {issue.kind.value} #{issue.key} on {where} needs a person: "
+                    f"{fix_for(issue)}"
+                )
+        return lines
+
+    def _where(self, waits: list[_Wait], issue: Issue) -> str:
+        wait = next((w for w in waits if w.status is not None and w.status.agency == issue.agency), None)
+        return self._issue_label(wait.resolved, issue) if wait is not None else issue.agency_name
+
+    def _issue_label(self, resolved: ResolvedAgency, issue: Issue) -> str:
+        if issue.host is not None:
+            return f"host {self._host_label(resolved, issue.host.value)}"
+        return f"agent {issue.agent}" if issue.agent else f"agency {issue.agency_name or issue.agency}"
 
     @staticmethod
     def _host_label(resolved: ResolvedAgency, moid: str) -> str:
@@ -392,21 +589,33 @@ class Solution:
         Holds the solution's lease throughout (``controller.lease``: waits up to ``timeout`` for another
         apply/destroy; LeaseHeldError naming the holder, as soon as it is seen renewing when it is an
         ``agentvm run``), so that concurrent applies act one after the other. Raises the plan's validation
-        errors before changing anything; afterwards the adapters' errors. The report's ``green`` is False
-        when the timeout passed.
+        errors before changing anything, the lease included; afterwards the adapters' errors. The report's
+        ``green`` is False when the timeout passed first, or when the wait stopped on an issue a person must
+        fix (``problems`` then says which, where, and the fix).
         """
+        started = self._clock()
+        # validate before the lease: a spec error must leave vCenter as it was, not even a lease record
+        plan = self.plan()
+        if self._nothing_to_do(plan):
+            return self._unchanged(plan, started)
         with holding(self.session, self.solution.key, "apply", wait=timeout) as lease:
             return self._apply(timeout=timeout, on_progress=lease.guard(on_progress))
+
+    @staticmethod
+    def _nothing_to_do(plan: SolutionPlan) -> bool:
+        return plan.empty and all(a.status is None or a.status.green for a in plan.observation.agencies)
+
+    def _unchanged(self, plan: SolutionPlan, started: float) -> ApplyReport:
+        hosts = self._final_hosts(plan.observation)
+        vim, eam = self.call_counts()
+        return ApplyReport(plan, (), hosts, True, self._clock() - started, vim, eam)
 
     def _apply(self, *, timeout: float, on_progress: ProgressCallback | None) -> ApplyReport:
         started = self._clock()
         plan = self.plan()
         actions: list[str] = []
-        if plan.empty:
-            hosts = self._final_hosts(plan.observation)
-            vim, eam = self.call_counts()
-            green = all(a.status is None or a.status.green for a in plan.observation.agencies)
-            return ApplyReport(plan, (), hosts, green, self._clock() - started, vim, eam)
+        if self._nothing_to_do(plan):  # another apply did it while this one waited for the lease
+            return self._unchanged(plan, started)
         kinds = plan.kinds()
         if kinds & {ChangeKind.REGISTER_EXTENSION.value, ChangeKind.UPDATE_EXTENSION.value}:
             actions.append(self._ensure_extension(plan))
@@ -420,10 +629,30 @@ class Solution:
             wait = self._apply_agency(plan, agency, actions)
             if wait is not None:
                 waits.append(wait)
-        green = self._wait(waits, timeout=timeout, started=started, on_progress=on_progress)
+        outcome = self._wait(
+            waits, timeout=timeout, started=started, on_progress=on_progress, heal=True, actions=actions
+        )
         hosts = tuple(h for w in waits for h in self._progress_rows(w))
         vim, eam = self.call_counts()
-        return ApplyReport(plan, tuple(actions), hosts, green, self._clock() - started, vim, eam)
+        return ApplyReport(
+            plan,
+            tuple(actions),
+            hosts,
+            outcome.done,
+            self._clock() - started,
+            vim,
+            eam,
+            tuple(self._problem_line(waits, d) for d in outcome.stopped),
+            outcome.polls,
+        )
+
+    def _problem_line(self, waits: list[_Wait], decision: HealDecision) -> str:
+        """One line for an issue that stopped the wait: the agency, the issue, its host, why, the fix."""
+        issue = decision.issues[-1]
+        name, where = issue.agency_name, self._where(waits, issue)
+        if decision.verdict in (Verdict.GAVE_UP, Verdict.FLAPPING):
+            return f"{name}: {decision.reason}; fix: {decision.fix}"
+        return f"{name}: {issue.kind.value} #{issue.key} on {where} needs a person; fix: {decision.fix}"
 
     def _ensure_extension(self, plan: SolutionPlan) -> str:
         spec = extension_spec(self.solution)
@@ -434,21 +663,39 @@ class Solution:
         return f"updated extension {spec.key} to version {spec.version}"
 
     def _set_certificate(self) -> str:
-        cert_file = self.solution.cert_file
-        assert cert_file is not None  # "set-certificate" is planned only with a certificate
+        """Set the extension's login certificate (the spec's, else a generated one), log in with it and
+        make EAM calls through that session from now on. Returns what was done, naming the files."""
+        generated = False
+        if self._spec_certificate():
+            cert_file = self.solution.cert_file
+            assert cert_file is not None
+            where = "solution.certFile"
+        else:
+            generated = self.identity.ensure_certificate(self.solution.key)
+            cert_file = str(self.identity.cert_file)
+            where = "the generated certificate"
         try:
             pem = Path(cert_file).read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigurationError(
-                f"cannot read solution.certFile {cert_file} ({exc}); fix the path or the file"
+                f"cannot read {where} {cert_file} ({exc}); fix the path or the file"
             ) from None
         set_extension_certificate(self.session, self.solution.key, pem)
         if not self._try_extension_login():
             raise AuthenticationError(
                 f"vCenter refused the login of extension {self.solution.key} with {cert_file} right after "
-                "its certificate was set; check that solution.keyFile belongs to solution.certFile"
+                "its certificate was set; check that the key file belongs to the certificate"
             )
-        return f"set the login certificate of extension {self.solution.key}; agencies are now the solution's"
+        self._adopt()
+        if self._spec_certificate():
+            key = self.solution.key
+            return f"set the login certificate of extension {key}; agencies are now the solution's"
+        made = "generated" if generated else "kept"
+        return (
+            f"set the login certificate of extension {self.solution.key} ({made} {cert_file}, key "
+            f"{self.identity.key_file}, mode 0600); agencies are now the solution's. For login: certificate, "
+            "name these two files as solution.certFile and solution.keyFile"
+        )
 
     def _set_host_settings(self, plan: SolutionPlan, agency: str, moid: str, description: str) -> str:
         observation = plan.observation
@@ -493,8 +740,8 @@ class Solution:
             actions.append(result.describe())
             if upgrade and agency.status is not None:
                 wait.replaced_vms = {a.vm.value for a in agency.status.agents if a.vm is not None}
-        elif not kinds:
-            return None
+        elif not kinds and (agency.status is None or agency.status.green):
+            return None  # nothing to do and nothing to wait for
         # a host whose running VM carries another address than planned (a static entry changed, a range
         # shrank): write the new values into that VM now; the guest reads them at its next boot
         if agency.status is not None and not (kinds & agency_kinds or upgrade):
@@ -571,29 +818,74 @@ class Solution:
         timeout: float,
         started: float,
         on_progress: ProgressCallback | None,
-    ) -> bool:
-        """Poll until every wait is done or ``timeout`` (from now) passes; True when all are done."""
+        heal: bool = False,
+        actions: list[str] | None = None,
+    ) -> _Outcome:
+        """Poll until every wait is done or ``timeout`` (from now) passes.
+
+        ``heal``: after each observation, decide with ``core.heal.plan_heal_agencies`` (the controller's
+        policy and backoff, ``self.policy``): resolve what it says to resolve now (one line in ``actions``
+        per resolve), and stop at once on a failure — a passive issue, or an active one resolved
+        ``max_attempts`` times in vain — since no amount of waiting fixes those.
+        """
         deadline = self._clock() + timeout
         interval = POLL_FIRST
         previous: object = None
+        healing = HealState()
+        polls = 0
         while True:
             acted = False
             for wait in waits:
                 wait.status = self.backend.observe(wait.name)
                 if self._answer_hooks(wait):
                     acted = True
+            polls += 1
+            wake_at: float | None = None
+            stopped: tuple[HealDecision, ...] = ()
+            if heal:
+                decided = self._heal_step(waits, healing, actions)
+                healing, wake_at = decided.state, decided.wake_at
+                stopped = tuple(d for d in decided.decisions if d.failure)
+                acted = acted or bool(decided.resolves)
             done = all(w.done() for w in waits)
             rows = tuple(h for w in waits for h in self._progress_rows(w))
             if on_progress is not None:
                 on_progress(Progress(rows, self._clock() - started, done))
             if done:
-                return True
-            if self._clock() >= deadline:
-                return False
+                return _Outcome(True, polls)
+            if stopped:
+                return _Outcome(False, polls, stopped)
+            now = self._clock()
+            if now >= deadline:
+                return _Outcome(False, polls)
             state = tuple((r.host, r.phase, r.vm) for r in rows)
             interval = POLL_FIRST if acted or state != previous else min(POLL_MAX, interval * 1.5)
             previous = state
-            self._sleep(min(interval, max(0.0, deadline - self._clock())))
+            pause = min(interval, max(0.0, deadline - now))
+            if wake_at is not None:
+                pause = min(pause, max(0.0, wake_at - now))
+            self._sleep(pause)
+
+    def _heal_step(self, waits: list[_Wait], state: HealState, actions: list[str] | None) -> HealPlan:
+        """One heal decision over the waits' last observations; resolves what it says to resolve now."""
+        statuses = [w.status for w in waits if w.status is not None and not w.uninstall]
+        snapshot = next((w.snapshot for w in waits if w.snapshot is not None), None)
+        conditions = HostConditions.of(snapshot.hosts) if snapshot is not None else HostConditions()
+        decided = plan_heal_agencies(statuses, state, self._clock(), self.policy, conditions)
+        if decided.resolves:
+            left = set(self.backend.resolve(decided.resolves))
+            for decision in decided.by_verdict(Verdict.RESOLVE):
+                issue = decision.issues[-1]
+                where = self._where(waits, issue)
+                note = " (EAM could not start it now)" if left & {i.key for i in decision.issues} else ""
+                text = (
+                    f"{issue.agency_name}: resolved {issue.kind.value} #{issue.key} on {where}, attempt "
+                    f"{decision.attempt} of {self.policy.backoff(issue.kind).max_attempts}{note}"
+                )
+                log.info("%s", text)
+                if actions is not None:
+                    actions.append(text)
+        return decided
 
     def _progress_rows(self, wait: _Wait) -> tuple[HostProgress, ...]:
         return host_rows(
@@ -637,6 +929,7 @@ class Solution:
         started = self._clock()
         if self._wants_certificate() and not self.session.conn.by_certificate:
             self._try_extension_login()
+        self._adopt()
         snapshot = read_snapshot(self.session)
         actions: list[str] = []
         waits = []
@@ -650,7 +943,7 @@ class Solution:
             self.backend.uninstall(spec.name)
             actions.append(f"uninstalled agency {spec.name}")
             waits.append(_Wait(resolved, uninstall=True, snapshot=snapshot))
-        if not self._wait(waits, timeout=timeout, started=started, on_progress=on_progress):
+        if not self._wait(waits, timeout=timeout, started=started, on_progress=on_progress).done:
             left = sum(1 for w in waits for a in (w.status.agents if w.status else ()) if a.vm is not None)
             raise TransientError(
                 f"{left} agent VM(s) still there after {timeout:.0f} s; see agentvm status, resolve the "
@@ -659,6 +952,7 @@ class Solution:
         for wait in waits:
             if self.backend.destroy(wait.name):
                 actions.append(f"destroyed agency {wait.name}")
+                self.identity.record_adopted(wait.name, None)
         deadline = self._clock() + timeout
         for wait in waits:  # DestroyAgency is asynchronous: wait until EAM forgets the agency
             while self.backend.find(wait.name) is not None and self._clock() < deadline:
@@ -667,6 +961,15 @@ class Solution:
             actions.append(f"unregistered extension {self.solution.key}")
         vim, eam = self.call_counts()
         return DestroyReport(tuple(actions), self._clock() - started, vim, eam)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How a wait ended: all done, or not (timeout, or the heal decisions that stopped it)."""
+
+    done: bool
+    polls: int
+    stopped: tuple[HealDecision, ...] = ()
 
 
 @dataclass(frozen=True)

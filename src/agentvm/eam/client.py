@@ -19,6 +19,11 @@ AuthenticationError when even a fresh login is refused.
 Finding an agency by name costs one QueryAgency plus one QueryConfig per agency this client has not seen
 yet: names are cached by agency id (the cache follows this client's own Create/Update/Destroy, and ids
 that QueryAgency no longer returns are dropped).
+
+A solution's QueryAgency lists only the agencies it owns (EAM.md section 2). ``also_see`` adds an agency
+that another session found (one a user owns, which agentvm adopted): it is listed with the others from then
+on, read by id, and its changes (Update, Enable/Disable/Uninstall, DestroyAgency) go through the client
+that may make them (the owner's), when one is given.
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ class EamClient:
         self._lock = threading.Lock()
         self._stub: Any = None
         self._names: dict[str, str] = {}  # agency id -> agency name, for lookups and messages
+        self._extra: dict[str, EamClient | None] = {}  # adopted agency id -> the client that changes it
 
     def __repr__(self) -> str:
         return f"EamClient({self.url}, {self.version})"
@@ -143,6 +149,7 @@ class EamClient:
             if forget is not None and isinstance(mapped, NotFoundError):
                 with self._lock:
                     self._names.pop(forget, None)
+                    self._extra.pop(forget, None)
             if mapped is exc:
                 raise
             raise mapped from exc
@@ -160,9 +167,29 @@ class EamClient:
     # -- EsxAgentManager ----------------------------------------------------------------------------
 
     def query_agencies(self) -> list[str]:
-        """The ids of the agencies this session may see (a solution sees only its own). QueryAgency."""
+        """The ids of the agencies this session may see (a solution sees only its own), then the adopted
+        ones (``also_see``). QueryAgency."""
         agencies = self._call("QueryAgency", lambda: self._manager().QueryAgency())
-        return [str(a._moId) for a in agencies or ()]
+        ids = [str(a._moId) for a in agencies or ()]
+        with self._lock:
+            extra = [i for i in self._extra if i not in ids]
+        return ids + extra
+
+    def also_see(self, agency: str, via: EamClient | None = None) -> None:
+        """List ``agency`` with this session's own from now on (until it is gone), though QueryAgency does
+        not; ``via`` makes its changes (the owner's session), else this client tries them itself."""
+        with self._lock:
+            self._extra[agency] = via
+
+    def adopted(self) -> dict[str, EamClient | None]:
+        """The agencies added by ``also_see`` that are still there (id -> the client that changes them)."""
+        with self._lock:
+            return dict(self._extra)
+
+    def _changer(self, agency: str) -> EamClient:
+        with self._lock:
+            via = self._extra.get(agency)
+        return via if via is not None else self
 
     def create_agency(self, config: AgencyConfig, goal: GoalState = GoalState.ENABLED) -> str:
         """CreateAgency; returns the new agency's id. EAM validates synchronously and creates nothing on a
@@ -231,13 +258,21 @@ class EamClient:
 
     def update_agency(self, agency: str, config: AgencyConfig) -> None:
         """Update: the config is replaced whole, then EAM converges (a new OVF URL upgrades every agent)."""
-        info = translate.agency_config_to_eam(config)
-        self._call(self.describe_agency(agency), lambda: self._agency(agency).Update(info), forget=agency)
+        changer = self._changer(agency)
+        if changer is not self:
+            changer.update_agency(agency, config)
+        else:
+            info = translate.agency_config_to_eam(config)
+            self._call(self.describe_agency(agency), lambda: self._agency(agency).Update(info), forget=agency)
         with self._lock:
             self._names[agency] = config.agency_name
 
     def set_goal_state(self, agency: str, goal: GoalState) -> None:
         """Agency_Enable / Agency_Disable / Uninstall."""
+        changer = self._changer(agency)
+        if changer is not self:
+            changer.set_goal_state(agency, goal)
+            return
         what = self.describe_agency(agency)
         mo = self._agency(agency)
         method = {
@@ -249,9 +284,16 @@ class EamClient:
 
     def destroy_agency(self, agency: str) -> None:
         """DestroyAgency (asynchronous in EAM: afterwards every call on the agency is NotFoundError)."""
-        self._call(self.describe_agency(agency), lambda: self._agency(agency).DestroyAgency(), forget=agency)
+        changer = self._changer(agency)
+        if changer is not self:
+            changer.destroy_agency(agency)
+        else:
+            self._call(
+                self.describe_agency(agency), lambda: self._agency(agency).DestroyAgency(), forget=agency
+            )
         with self._lock:
             self._names.pop(agency, None)
+            self._extra.pop(agency, None)  # QueryAgency no longer lists an agency being destroyed
 
     # -- Agent --------------------------------------------------------------------------------------
 

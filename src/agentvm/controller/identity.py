@@ -1,0 +1,157 @@
+"""The solution's own identity on one vCenter: its login certificate and what it knows of its agencies.
+
+Called by ``controller.solution`` (plan, apply, destroy; the controller through ``Reconciler``) and the CLI
+(``--state-dir``). EAM makes an agency belong to the session that creates it (EAM.md sections 2 and 8): an
+agency created through a user login belongs to that user, and the solution's own session never sees it in
+QueryAgency. So agentvm makes every EAM call as the extension (``LoginExtensionByCertificate``); when the
+spec names no certificate, the first apply generates one and keeps it here:
+
+    <state dir>/<vcenter host_port>/<solution key>/solution.crt, solution.key   (0600, the dir 0700)
+
+``<state dir>`` is ``--state-dir`` / ``$AGENTVM_STATE_DIR``, else ``~/.local/state/agentvm`` (the same
+default as ``agentvm run --state-dir``). ``agencies.json`` next to them records the agencies agentvm adopted
+(found with a user login, owned by someone else), so that a later ``login: certificate`` run can still read
+them by id: EAM lists them to their owner only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from agentvm.model.errors import ConfigurationError
+
+STATE_DIR_ENV = "AGENTVM_STATE_DIR"
+CERT_NAME = "solution.crt"
+KEY_NAME = "solution.key"
+ADOPTED_NAME = "agencies.json"
+CERT_DAYS = 3650  # vCenter checks the certificate it was given, not its dates; renew by deleting the files
+
+
+def default_state_dir() -> Path:
+    """``$AGENTVM_STATE_DIR``, else ``~/.local/state/agentvm`` (XDG's state home for this user)."""
+    env = os.environ.get(STATE_DIR_ENV, "").strip()
+    return Path(env) if env else Path.home() / ".local" / "state" / "agentvm"
+
+
+def solution_dir(state_dir: Path, vcenter_url: str, solution_key: str) -> Path:
+    """``<state_dir>/<vcenter host_port>/<solution key>``: one directory per vCenter and solution. Pure."""
+    where = re.sub(r"^[a-z]+://", "", vcenter_url.strip().lower()).split("/", 1)[0]
+    return state_dir / _safe(where) / _safe(solution_key)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9._-]+", "_", text) or "_"
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """An agency of the spec's name that belongs to someone else (a user), and agentvm manages."""
+
+    agency: str  # EAM's id
+    owner: str  # QuerySolutionId: the user who created it
+
+
+@dataclass(frozen=True)
+class SolutionIdentity:
+    """Where the solution's generated certificate lives (or will), and the adopted-agency record."""
+
+    directory: Path
+
+    @property
+    def cert_file(self) -> Path:
+        return self.directory / CERT_NAME
+
+    @property
+    def key_file(self) -> Path:
+        return self.directory / KEY_NAME
+
+    def has_certificate(self) -> bool:
+        return self.cert_file.is_file() and self.key_file.is_file()
+
+    def certificate_pem(self) -> str:
+        return self.cert_file.read_text(encoding="ascii")
+
+    def ensure_certificate(self, solution_key: str) -> bool:
+        """Generate the certificate and key unless both exist; True when they were generated now.
+
+        The key is written 0600 (created with that mode, never readable by others in between), the
+        directory 0700. Raises ConfigurationError naming the directory when it cannot be written.
+        """
+        if self.has_certificate():
+            return False
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, solution_key)])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+            .sign(key, hashes.SHA256())
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _write_private(self.key_file, key_pem)
+            _write_private(self.cert_file, cert.public_bytes(serialization.Encoding.PEM))
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot write the solution's certificate into {self.directory}: {exc.strerror}; choose a "
+                f"writable directory with --state-dir or ${STATE_DIR_ENV}"
+            ) from None
+        return True
+
+    # -- adopted agencies ---------------------------------------------------------------------------
+
+    def adopted(self) -> dict[str, Adopted]:
+        """Agency name -> the adopted agency; {} when nothing was recorded (or the record is unreadable)."""
+        try:
+            data = json.loads((self.directory / ADOPTED_NAME).read_text(encoding="utf-8"))
+            return {
+                str(name): Adopted(str(entry["agency"]), str(entry["owner"])) for name, entry in data.items()
+            }
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return {}
+
+    def record_adopted(self, name: str, found: Adopted | None) -> None:
+        """Remember (or with None forget) the adopted agency of ``name``. Best effort: a record that cannot
+        be written only means a later certificate-only run refuses instead of finding it."""
+        record = self.adopted()
+        if found is None:
+            if record.pop(name, None) is None:
+                return
+        elif record.get(name) == found:
+            return
+        else:
+            record[name] = found
+        data = {n: {"agency": a.agency, "owner": a.owner} for n, a in sorted(record.items())}
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _write_private(self.directory / ADOPTED_NAME, (json.dumps(data, indent=2) + "\n").encode())
+        except OSError:
+            return
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically with mode 0600 from its creation on."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older tmp file may have had another mode
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)
