@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,9 +25,11 @@ from typer.testing import CliRunner
 from agentvm.api.server import Api, ApiServer, Limits
 from agentvm.cli.main import app
 from agentvm.controller.events import EventLog
-from agentvm.lab.world import Lab
-from tests.integration.test_controller import ONE_CLUSTER, World, connect, spec_text
+from tests.integration.test_controller import World
+from tests.integration.test_controller_process import world
 from tests.support.http_load import Clients, request_bytes
+
+__all__ = ["world"]  # the fixture, shared with test_controller_process
 
 STREAM = request_bytes("/api/v1/events?stream=1")
 STATUS = request_bytes("/api/v1/status")
@@ -188,20 +190,6 @@ def test_run_refuses_a_limit_below_one_naming_its_flag(
     spec.write_text("apiVersion: agentvm/v1\n")
     result = CliRunner().invoke(app, ["run", "-f", str(spec), *args], env=env)
     assert result.exit_code == 2 and named in result.output
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    lab = Lab()
-    info = lab.start()
-    session = connect(info)
-    spec = tmp_path / "contrail.yaml"
-    spec.write_text(spec_text(**ONE_CLUSTER))
-    try:
-        yield World(lab, info, session, spec)
-    finally:
-        session.logout()
-        lab.stop()
 
 
 @pytest.mark.lab

@@ -12,41 +12,23 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentvm.lab.runner import LabState, pid_alive, read_state
+from tests.integration.test_lab_cli import agentvm, env
 from tests.integration.test_netsync_vcenter import VCenter
 
 pytestmark = pytest.mark.lab
 
 SPEC = str(Path(__file__).resolve().parents[2] / "examples" / "contrail.yaml")
 SDN_TYPES = ("virtual-network", "virtual-machine", "virtual-machine-interface", "instance-ip")
-
-
-def agentvm(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentvm.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    environment = dict(os.environ, AGENTVM_LAB_DIR=str(tmp_path / "lab"), COLUMNS="200")
-    yield environment
-    agentvm("lab", "down", env=environment)  # whatever a test left running
+__all__ = ["env"]  # the fixture, shared with test_lab_cli
 
 
 def lab_up(env: dict[str, str]) -> tuple[LabState, dict[str, str]]:

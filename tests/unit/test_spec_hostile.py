@@ -15,28 +15,8 @@ from pathlib import Path
 import pytest
 
 from agentvm.spec import SpecError, load_spec, load_spec_text
+from tests.unit.test_spec_errors import GOOD
 
-GOOD = """\
-vcenter:
-  url: https://vc.example.com/sdk
-  username: admin
-  passwordEnv: PW
-solution:
-  key: org.example.t
-  version: "1.0"
-agencies:
-  - name: contrail
-    ovf:
-      url: http://127.0.0.1/c.ovf
-    scope:
-      - /DC0/host/DC0_C0
-    ipPlan:
-      cidr: 10.10.0.0/24
-      gateway: 10.10.0.1
-      range: 10.10.0.10-10.10.0.200
-    perHost:
-      fabricIp: "{ip}"
-"""
 ENV = {"PW": "x"}
 # the documented limits (docs/spec.md), written out: the tests do not take them from the code
 MAX_BYTES = 1_048_576
