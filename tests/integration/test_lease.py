@@ -227,7 +227,16 @@ def test_a_standby_takes_over_one_ttl_after_the_holder_is_killed(controllers: Co
         read = cli(controllers.info, command, "-f", str(controllers.spec))
         out, err = read.communicate(timeout=60)
         assert read.returncode == 0, (command, out, err)
+    # an apply with nothing to do says so and takes no lease; one with changes refuses
     apply = cli(controllers.info, "apply", "-f", str(controllers.spec), AGENTVM_LEASE_TTL="3")
+    out, err = apply.communicate(timeout=60)
+    assert apply.returncode == 0, (out, err)
+    assert "no changes" in out
+    assert controllers.lease_holders() == [holder.proc.pid]
+    changed = controllers.spec.with_name("changed.yaml")
+    changed.write_text(controllers.spec.read_text().replace('version: "1.0.0"', 'version: "1.0.1"', 1))
+    assert changed.read_text() != controllers.spec.read_text()
+    apply = cli(controllers.info, "apply", "-f", str(changed), AGENTVM_LEASE_TTL="3")
     _out, err = apply.communicate(timeout=60)
     assert apply.returncode == 3
     assert f"agentvm run (host {socket.gethostname()}, pid {holder.proc.pid}" in err
@@ -261,3 +270,22 @@ def test_destroy_removes_the_lease_records(spec: Path) -> None:
                 assert len(lease_keys) == 1  # released, kept: the highest number always exists
             else:
                 assert lease_keys == [] and KEY not in keys
+
+
+def test_an_apply_refused_by_validation_leaves_no_lease_record(tmp_path: Path) -> None:
+    """Nothing is changed on a validation error: not even the lease's record in vCenter."""
+    bad = tmp_path / "contrail.yaml"
+    bad.write_text(
+        spec_text(**ONE_HOST, **{"      - /DC0/host/DC0_C0\n": "      - /DC0/host/NO_SUCH_CLUSTER\n"})
+    )
+    with Lab(Shape(clusters=1, hosts=1), netsync=False) as info:
+        proc = cli(info, "apply", "-f", str(bad), AGENTVM_LEASE_TTL="3")
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err
+        assert "NO_SUCH_CLUSTER" in err
+        session = connect(info)
+        try:
+            keys = [str(e.key) for e in session.content.extensionManager.extensionList or ()]
+        finally:
+            session.logout()
+    assert [k for k in keys if k.startswith(KEY)] == []
