@@ -5,12 +5,21 @@ A fresh simulator starts in well under a second, so tests that change the invent
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo, build
 from agentvm.lab.world import Lab, LabInfo
+
+# Hypothesis on a loaded 2-core CI machine: no per-example deadline (a slow example under load is not a
+# failure of the property) and no "too slow" health check; the example counts stay each test's own.
+# ``HYPOTHESIS_PROFILE=dev`` gives Hypothesis's defaults back.
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
