@@ -179,7 +179,7 @@ def test_an_extension_without_a_record_gets_one_from_the_machine_whose_login_wor
     assert logs_in(world, cert_a, key_a)
 
     out = one_line(ok(world.run("plan", "-f", str(spec), "--state-dir", str(a))))
-    assert f"record the login certificate of extension {KEY} (SHA-1 {sha1(cert_a)})" in out
+    assert f"record the login certificate of extension {KEY} (SHA-1 {sha1(cert_a)}, {cert_a})" in out
     ok(world.run("apply", "-f", str(spec), "--state-dir", str(a), "--timeout", TIMEOUT))
     assert sha1(cert_a) in json.dumps(extension_as_stored(world)[2])
     assert "no changes" in ok(world.run("plan", "-f", str(spec), "--state-dir", str(a)))
