@@ -189,6 +189,23 @@ def test_an_extension_without_a_record_gets_one_from_the_machine_whose_login_wor
     assert logs_in(world, cert_a, key_a)
 
 
+def test_an_update_of_the_extension_keeps_the_record(world: World) -> None:
+    """UpdateExtension replaces the whole extension: a new solution version must not drop the record."""
+    spec = world.spec(text=contrail_text(**ONE_CLUSTER))
+    a, b = world.tmp / "machine-a", world.tmp / "machine-b"
+    cert_a, key_a = solution_files(world, a)
+    ok(world.run("apply", "-f", str(spec), "--state-dir", str(a), "--timeout", TIMEOUT))
+    newer = world.spec("newer.yaml", spec.read_text().replace('version: "1.0.0"', 'version: "1.0.1"'))
+    out = ok(world.run("apply", "-f", str(newer), "--state-dir", str(a), "--timeout", TIMEOUT))
+    assert "updated extension org.tungsten.agentvm to version 1.0.1" in out
+    stored = extension_as_stored(world)
+    assert stored[1] == "1.0.1" and sha1(cert_a) in json.dumps(stored[2])
+    assert "no changes" in ok(world.run("plan", "-f", str(newer), "--state-dir", str(a)))
+    refused = world.run("apply", "-f", str(newer), "--state-dir", str(b), "--timeout", TIMEOUT)
+    assert refused.exit_code == 2, (refused.stdout, refused.stderr)
+    assert logs_in(world, cert_a, key_a)
+
+
 def test_run_keeps_the_certificate_in_its_state_dir(world: World) -> None:
     """``agentvm run --state-dir DIR`` keeps the solution's certificate in DIR, not $AGENTVM_STATE_DIR."""
     spec = world.spec(text=contrail_text(**ONE_CLUSTER))
