@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 import agentvm
-from agentvm.lab.world import Lab
 from agentvm.model.connection import VCenterConnection
 from agentvm.model.errors import AuthenticationError
 from agentvm.vsphere.session import Session
@@ -33,26 +31,15 @@ from tests.integration.test_cli_solution import (
     ONE_CLUSTER,
     TIMEOUT,
     World,
-    connect,
     contrail_text,
     ok,
     wait_for,
+    world,
 )
 from tests.support.certs import make_certificate
 
 pytestmark = pytest.mark.lab
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    lab = Lab()
-    info = lab.start()
-    session = connect(info)
-    try:
-        yield World(lab, info, session, tmp_path)
-    finally:
-        session.logout()
-        lab.stop()
+__all__ = ["world"]  # the fixture, shared with test_cli_solution
 
 
 def solution_files(world: World, state: Path) -> tuple[Path, Path]:
