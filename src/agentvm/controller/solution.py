@@ -27,6 +27,15 @@ login, records its id and says so; a certificate-only run reads it by that recor
 refuses (its agent VMs carry the agency's name) with the fix. Redeploying every agent to move an agency to
 the solution is an operator's decision (destroy, then apply), never a side effect of a login change.
 
+**One certificate per extension.** vCenter keeps one login certificate per extension, so setting another
+locks out whoever logs in with the first (an ``agentvm run`` on another machine). Apply records in the
+extension which certificate it set (SHA-256/SHA-1, host, file: ``vsphere.extensions.CertificateRecord``)
+before it sets it. When our login is refused and the record names another certificate, a generated one is
+never set over it: plan/apply stop before any change naming the holder and the fixes (copy its files, or
+``--state-dir``, or a spec certificate); a certificate the spec names replaces it, and the plan line says
+whose logins then fail. Nothing recorded (a fresh extension, or an older agentvm's) keeps the first-apply
+path: generate, record, set; a working login without a record is recorded (plan line ``record-certificate``).
+
 EAM has no push notifications for hooks (EAM.md section 5), so the wait polls: every 0.25 s while something
 changes, backing off to 2 s while nothing does.
 """
