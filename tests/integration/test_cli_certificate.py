@@ -9,6 +9,7 @@ extension as FindExtension returns it, and which certificate a LoginExtensionByC
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -23,8 +24,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 import agentvm
+from agentvm.controller.targets import resolve_agency
+from agentvm.eam.client import EamClient
 from agentvm.model.connection import VCenterConnection
 from agentvm.model.errors import AuthenticationError
+from agentvm.spec import load_spec
 from agentvm.vsphere.session import Session
 from tests.integration.test_cli_solution import (
     KEY,
@@ -191,6 +195,24 @@ def test_an_update_of_the_extension_keeps_the_record(world: World) -> None:
     refused = world.run("apply", "-f", str(newer), "--state-dir", str(b), "--timeout", TIMEOUT)
     assert refused.exit_code == 2, (refused.stdout, refused.stderr)
     assert logs_in(world, cert_a, key_a)
+
+
+def test_destroy_uses_its_state_dir_for_the_solutions_records(world: World) -> None:
+    """``destroy --state-dir DIR`` (EAM) works on DIR's records: it logs in with DIR's certificate and
+    forgets there the agency it adopted and destroyed, so that no later run looks for it by id."""
+    spec = world.spec(text=contrail_text(**ONE_CLUSTER))
+    chosen = world.tmp / "chosen"
+    desired = load_spec(spec, env={**os.environ, **world.info.env()})
+    config = resolve_agency(desired.agencies[0], world.snapshot()).config
+    agency = EamClient(world.session).create_agency(config)  # the user's: apply adopts it and records it
+    ok(world.run("apply", "-f", str(spec), "--state-dir", str(chosen), "--timeout", TIMEOUT))
+    record = solution_files(world, chosen)[0].parent / "agencies.json"
+    assert json.loads(record.read_text())["contrail"]["agency"] == agency
+
+    out = ok(world.run("destroy", "-f", str(spec), "--yes", "--state-dir", str(chosen), "--timeout", TIMEOUT))
+    assert "destroyed agency contrail" in out
+    assert world.agencies() == []
+    assert "contrail" not in json.loads(record.read_text())
 
 
 def test_run_keeps_the_certificate_in_its_state_dir(world: World) -> None:
