@@ -115,7 +115,10 @@ def test_an_apply_from_a_second_state_dir_never_takes_the_certificate_of_the_fir
         assert sha1(cert_a) in message and socket.gethostname() in message
         assert str(cert_a.parent) in message  # where the holder keeps them (on its machine)
         assert str(cert_b.parent) in message  # where to copy them to
-        assert "solution.certFile" in message and "--state-dir" in message
+        assert (
+            "solution.certFile" in message
+            and f"--state-dir with a state dir that holds them (on {socket.gethostname()}: {a})" in message
+        )
     assert extension_as_stored(world) == stored  # no UpdateExtension, no record changed
     assert not cert_b.parent.exists()  # nothing generated
     assert logs_in(world, cert_a, key_a)  # the certificate was not replaced: A's controller still logs in

@@ -384,12 +384,15 @@ class Solution:
             else f"there is none in {ours}"
         )
         set_at = f", set {found.set_at}" if found.set_at else ""
+        # <state dir>/<vcenter>/<solution key>/solution.crt: the holder's --state-dir
+        parents = Path(found.file).parents
+        theirs = f" (on {found.host}: {parents[2]})" if found.generated and len(parents) > 3 else ""
         raise ConfigurationError(
             f"extension {key} logs in with a certificate this machine does not have (SHA-1 {found.sha1}, "
             f"{held}{set_at}) and {mine}; vCenter keeps one certificate per extension, so setting this "
             f"machine's would lock that one out (e.g. the agentvm run there). Fix: {copy}; or pass "
-            "--state-dir with the state dir that holds them; or name a certificate in solution.certFile and "
-            "solution.keyFile (it replaces that one, whose logins then fail)"
+            f"--state-dir with a state dir that holds them{theirs}; or name a certificate in "
+            "solution.certFile and solution.keyFile (it replaces that one, whose logins then fail)"
         )
 
     def _needs_record(self, observation: Observation) -> bool:
