@@ -18,7 +18,8 @@ the pass start to the Resolve); vim/chg and eam/chg = vim25 and EAM calls the co
 power-off and the VM being on again, per change (the calls by method are printed too); labEAM/chg =
 vim25 calls the lab's EAM (the simulator's side) made meanwhile; RSS = this process's VmRSS after the run
 and its growth since before the controller started (the lab's EAM shares the process: an upper bound).
-The vcsim logs stay in a temporary directory (printed).
+The vcsim logs stay in a temporary directory (printed); so does the solution's generated login
+certificate (the controller's state dir), never the user's ~/.local/state/agentvm.
 
 Run: .venv/bin/python bench/bench_controller.py [HOSTS ...]   (default: 64 512 2500; N=20 each)
 """
@@ -103,7 +104,8 @@ def measure(hosts: int, log_dir: Path) -> dict[str, float]:
     own_session = Session.connect(conn, correlation_prefix="agentvm-run")
     before = rss_mb()
     settings = Settings(fast_poll=0.5, slow_poll=5.0, full_resync=3600.0)
-    controller = Controller(desired, own_session, settings=settings).start()
+    # the solution's generated certificate goes to this run's temporary dir, never ~/.local/state
+    controller = Controller(desired, own_session, settings=settings, state_dir=tmp / "state").start()
     try:
         started = time.monotonic()
         wait(

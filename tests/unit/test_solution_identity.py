@@ -4,11 +4,14 @@ keeps from agent VMs of an agency the session cannot see."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import socket
 from ipaddress import IPv4Address
 from pathlib import Path
 from types import MappingProxyType
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
@@ -16,10 +19,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentvm.backends.base import AgencyStatus
-from agentvm.controller.identity import Adopted, SolutionIdentity, solution_dir
+from agentvm.controller.identity import (
+    Adopted,
+    SolutionIdentity,
+    certificate_record,
+    solution_dir,
+    thumbprints,
+)
 from agentvm.controller.observe import ADDRESS_KEY, AGENCY_KEY, marked_vms, read_addresses
 from agentvm.model.agency import AgencyRuntime, GoalState, MoRef, Status
 from agentvm.model.inventory import VirtualMachine
+from tests.support.certs import make_certificate
 from tests.unit.test_solution import agent, snapshot
 
 KEY = "org.tungsten.agentvm"
@@ -117,3 +127,16 @@ def test_agent_vms_an_agency_status_does_not_show_keep_their_hosts_addresses() -
         (agent("host-00", vm=MoRef("VirtualMachine", "vm-new")), agent("host-01", vm=vm("vm-b", "").moref)),
     )
     assert read_addresses(inventory, status, "contrail") == {"host-01": IPv4Address("10.10.0.13")}
+
+
+def test_thumbprints_are_the_certificates_digests_as_vsphere_shows_them(tmp_path: Path) -> None:
+    cert_file, _key, pem = make_certificate(tmp_path, "solution")
+    der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)
+    sha256, sha1 = thumbprints(pem.encode())
+    assert sha256 == ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+    assert sha1 == ":".join(f"{b:02X}" for b in hashlib.sha1(der).digest())  # noqa: S324
+    record = certificate_record(pem.encode(), str(cert_file), generated=True)
+    assert (record.sha256, record.sha1, record.source) == (sha256, sha1, "generated")
+    assert record.host == socket.gethostname() and record.file == str(cert_file)
+    with pytest.raises(ValueError):
+        thumbprints(b"not a certificate")

@@ -6,6 +6,10 @@ It asks first, unless ``--yes``; without a terminal to ask on and without ``--ye
 ``--backend direct`` does the same through agentvm's own engine on its ``--state-dir`` (as ``run --backend
 direct``), driving it until every agent VM is gone; an agency whose engine state was lost is removed by the
 owner marker its VMs carry.
+
+``--state-dir`` is the one state dir of agentvm on this machine, as for ``run``: with EAM it holds the
+solution's login certificate (and its record of adopted agencies), with ``--backend direct`` the engine's
+state as well.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import typer
 
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
 from agentvm.cli.output import console, fail
-from agentvm.cli.run import STATE_DIR_ENV, BackendKind, default_state_dir, open_direct_engine
+from agentvm.cli.run import BackendKind, default_state_dir, open_direct_engine
 from agentvm.cli.solution import (
     ConnectionFlags,
+    EngineStateDir,
     ProgressView,
     SpecFile,
     Timeout,
@@ -46,14 +51,7 @@ def destroy(
         BackendKind,
         typer.Option("--backend", help="eam: vCenter's EAM; direct: agentvm's own engine (as run used)."),
     ] = BackendKind.EAM,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--state-dir",
-            envvar=STATE_DIR_ENV,
-            help="Where --backend direct keeps its engine's state (default ~/.local/state/agentvm).",
-        ),
-    ] = None,
+    state_dir: EngineStateDir = None,
     url: Url = None,
     username: Username = None,
     password_file: PasswordFile = None,
@@ -77,7 +75,7 @@ def destroy(
     else:
         with (
             session_for(desired, flags) as session,
-            Solution(desired, session) as solution,
+            Solution(desired, session, state_dir=state_dir) as solution,
             ProgressView() as view,
         ):
             report = solution.destroy(timeout=timeout, on_progress=view)

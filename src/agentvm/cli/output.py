@@ -8,8 +8,9 @@ from typing import NoReturn
 
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+# no emoji codes: a thumbprint's ":CD:" would print as a compact disc
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -52,7 +52,15 @@ from agentvm.cli.netsync import (
     load_vrouter_map,
     parse_vlan_ranges,
 )
-from agentvm.cli.solution import ConnectionFlags, SpecFile, guard, load, login, spec_connection
+from agentvm.cli.solution import (
+    ConnectionFlags,
+    EngineStateDir,
+    SpecFile,
+    guard,
+    load,
+    login,
+    spec_connection,
+)
 from agentvm.controller.lease import Keeper, Lease, LeaseHeldError, LeaseLostError, lease_ttl
 from agentvm.controller.logs import action_log, configure
 from agentvm.controller.netsync import (
@@ -416,14 +424,7 @@ def run(
             help="Other API requests answered at once (/healthz is not counted); more are answered 503.",
         ),
     ] = Limits.max_requests,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--state-dir",
-            envvar=STATE_DIR_ENV,
-            help="Where --backend direct keeps its engine's state (default ~/.local/state/agentvm).",
-        ),
-    ] = None,
+    state_dir: EngineStateDir = None,
     netsync: Annotated[
         bool,
         typer.Option("--netsync", help="Also mirror vCenter networks into the SDN (as agentvm netsync)."),
@@ -500,7 +501,13 @@ def run(
         watch = open_netsync(conn, options, stack, timeout=call_timeout) if options else None
         settings = Settings(fast_poll=poll, slow_poll=idle_poll, full_resync=resync)
         controller = Controller(
-            desired, session, backend=chosen, settings=settings, netsync=watch, lease=lease
+            desired,
+            session,
+            backend=chosen,
+            settings=settings,
+            netsync=watch,
+            lease=lease,
+            state_dir=state_dir,
         )
         keeper.on_lost = controller.lease_trouble
         controller.events.publish(

@@ -53,7 +53,19 @@ StateDir = Annotated[
         "--state-dir",
         envvar=STATE_DIR_ENV,
         help="Where the solution's generated login certificate is kept, under <vcenter>/<solution key>/ "
-        "(default ~/.local/state/agentvm).",
+        "(default ~/.local/state/agentvm). vCenter keeps one certificate per extension: use the state dir "
+        "of the machine that set it (or copy its solution.crt and solution.key).",
+    ),
+]
+# run and destroy: the same directory also holds the direct backend's engine state
+EngineStateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        envvar=STATE_DIR_ENV,
+        help="agentvm's state on this machine (default ~/.local/state/agentvm): the solution's login "
+        "certificate under <vcenter>/<solution key>/ (EAM), and with --backend direct the engine's state. "
+        "Use the one the first apply or run used.",
     ),
 ]
 

@@ -12,6 +12,11 @@ spec names no certificate, the first apply generates one and keeps it here:
 default as ``agentvm run --state-dir``). ``agencies.json`` next to them records the agencies agentvm adopted
 (found with a user login, owned by someone else), so that a later ``login: certificate`` run can still read
 them by id: EAM lists them to their owner only.
+
+vCenter keeps ONE certificate per extension, so the machine (state dir) that set it is the only one whose
+login works; apply records in the extension which certificate it set (``certificate_record``, kept by
+``vsphere.extensions``), and another machine's apply never sets its generated certificate over a recorded
+one (``controller.solution``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import datetime
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agentvm.model.errors import ConfigurationError
+from agentvm.vsphere.extensions import CertificateRecord
 
 STATE_DIR_ENV = "AGENTVM_STATE_DIR"
 CERT_NAME = "solution.crt"
@@ -47,6 +54,31 @@ def solution_dir(state_dir: Path, vcenter_url: str, solution_key: str) -> Path:
     """``<state_dir>/<vcenter host_port>/<solution key>``: one directory per vCenter and solution. Pure."""
     where = re.sub(r"^[a-z]+://", "", vcenter_url.strip().lower()).split("/", 1)[0]
     return state_dir / _safe(where) / _safe(solution_key)
+
+
+def thumbprints(pem: bytes) -> tuple[str, str]:
+    """(SHA-256, SHA-1) of the first certificate in ``pem``, colon-separated upper-case hex (as vSphere
+    shows thumbprints). Raises ValueError when ``pem`` holds no certificate. Pure."""
+    cert = x509.load_pem_x509_certificate(pem)
+    return _hex(cert.fingerprint(hashes.SHA256())), _hex(cert.fingerprint(hashes.SHA1()))  # noqa: S303
+
+
+def _hex(digest: bytes) -> str:
+    return ":".join(f"{b:02X}" for b in digest)
+
+
+def certificate_record(pem: bytes, cert_file: str, *, generated: bool) -> CertificateRecord:
+    """What apply records in the extension when it sets ``pem`` (read from ``cert_file``) on it: its
+    thumbprints, this machine's host name, the file's absolute path and the time."""
+    sha256, sha1 = thumbprints(pem)
+    return CertificateRecord(
+        sha256=sha256,
+        sha1=sha1,
+        host=socket.gethostname() or "localhost",
+        file=os.path.abspath(cert_file),
+        source="generated" if generated else "spec",
+        set_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
 
 
 def _safe(text: str) -> str:

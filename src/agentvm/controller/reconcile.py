@@ -35,6 +35,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
+from pathlib import Path
 
 from agentvm.backends.base import AgencyStatus, Backend
 from agentvm.backends.direct import DirectBackend
@@ -104,7 +105,8 @@ class Reconciler(Solution):
     ``backend``: None for EAM on ``session`` (``Solution``'s own), or a ``DirectBackend``. ``conditions``
     gives the host conditions the watch saw last (maintenance, standby, unreachable); ``placements`` the
     hosts of the given VMs as the watch saw them last (without it, the last full pass's inventory);
-    ``clock`` is monotonic seconds (faked in tests).
+    ``clock`` is monotonic seconds (faked in tests); ``state_dir`` is where the solution's generated
+    certificate is kept (``Solution``; ``agentvm run --state-dir``).
     """
 
     def __init__(
@@ -120,8 +122,9 @@ class Reconciler(Solution):
         placements: Callable[[Collection[MoRef]], Mapping[MoRef, MoRef]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         check_packages: bool = True,
+        state_dir: Path | None = None,
     ) -> None:
-        super().__init__(desired, session, clock=clock)
+        super().__init__(desired, session, clock=clock, state_dir=state_dir)
         self.strict_static_hosts = False  # a host that left the scope is a warning: the others stay managed
         self._warned: set[str] = set()  # plan warnings published as events, until they go away
         self._direct = backend is not None and backend.kind == "direct"
@@ -233,6 +236,9 @@ class Reconciler(Solution):
             done += 1
         if "set-certificate" in kinds:
             self._act("certificate", self._set_certificate)
+            done += 1
+        if "record-certificate" in kinds:
+            self._act("certificate", self._record_certificate)
             done += 1
         for line in plan.lines:
             if line.kind == ChangeKind.SET_HOST_SETTINGS.value and line.host and line.agency:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from agentvm.backends.base import Backend
@@ -101,10 +102,13 @@ class Controller:
         policy: HealPolicy | None = None,
         netsync: NetsyncWatch | None = None,
         lease: Lease | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         """``netsync``: the network sync to run alongside (not started yet; the controller starts it in
         ``run`` and stops it on the way out). Its ``on_batch`` is wrapped to feed the metrics. ``lease``:
-        the solution's lease, held already and renewed by its ``Keeper``, which calls ``lease_trouble``."""
+        the solution's lease, held already and renewed by its ``Keeper``, which calls ``lease_trouble``.
+        ``state_dir``: where the solution's generated certificate is kept (``Solution``; default
+        ``$AGENTVM_STATE_DIR`` or ``~/.local/state/agentvm``)."""
         self.desired = desired
         self.session = session
         self.settings = settings
@@ -129,6 +133,7 @@ class Controller:
             conditions=self.watch.conditions,
             placements=self.watch.vm_hosts,
             check_packages=settings.check_packages,
+            state_dir=state_dir,
         )
         self.backend = self.reconciler.backend
         self._stop = threading.Event()

@@ -3,10 +3,17 @@
 Used by the EAM backend and ``agentvm apply``/``destroy``: EAM agencies belong to a registered extension,
 and the controller logs in as that extension with its certificate (``SetExtensionCertificate``). The
 solution's lease (``controller.lease``) is kept here too, as hidden extensions (see "lease records").
+
+vCenter keeps one login certificate per extension and never shows which: agentvm records the one it set
+(thumbprints, the machine, the file) in the extension's own ``resourceList``, as a resource module of its
+own (``CERTIFICATE_MODULE``), so that an apply from another machine sees that the certificate belongs to
+someone (``controller.solution``). vCenter stores resource entries with the extension and returns them
+with it; UpdateExtension replaces the whole extension, so ``update_extension`` carries them over.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,8 +51,30 @@ class ExtensionSpec:
 
 
 @dataclass(frozen=True)
+class CertificateRecord:
+    """Which login certificate agentvm set on an extension, as recorded in the extension itself.
+
+    ``sha256`` identifies it; ``sha1`` is the thumbprint as vSphere and ``openssl x509 -fingerprint``
+    show it. ``host`` is the machine that set it, ``file`` the certificate file there, ``source``
+    ``generated`` (under that machine's state dir) or ``spec`` (solution.certFile), ``set_at`` ISO UTC.
+    """
+
+    sha256: str
+    sha1: str
+    host: str
+    file: str
+    source: str
+    set_at: str
+
+    @property
+    def generated(self) -> bool:
+        return self.source == "generated"
+
+
+@dataclass(frozen=True)
 class RegisteredExtension:
-    """An extension as vCenter reports it."""
+    """An extension as vCenter reports it. ``certificate``: agentvm's record of its login certificate
+    (None: nothing recorded, e.g. registered by an older agentvm); not part of what apply compares."""
 
     key: str
     version: str
@@ -53,6 +82,7 @@ class RegisteredExtension:
     summary: str
     company: str
     managed_entity_types: tuple[str, ...]
+    certificate: CertificateRecord | None = None
 
 
 def find_extension(session: Session, key: str) -> RegisteredExtension | None:
@@ -75,9 +105,16 @@ def register_extension(session: Session, spec: ExtensionSpec) -> None:
 
 
 def update_extension(session: Session, spec: ExtensionSpec) -> None:
-    """Replace the registration of ``spec.key``. Raises NotFoundError when it is not registered."""
+    """Replace the registration of ``spec.key``, keeping its resource entries (agentvm's certificate record
+    among them). Raises NotFoundError when it is not registered."""
+    manager = session.content.extensionManager
+    current = manager.FindExtension(extensionKey=spec.key)
+    if current is None:
+        raise NotFoundError(f"extension {spec.key!r} is not registered in {session.url}: register it")
+    ext = _to_vim(spec)
+    ext.resourceList = list(current.resourceList or ())
     try:
-        session.content.extensionManager.UpdateExtension(extension=_to_vim(spec))
+        manager.UpdateExtension(extension=ext)
     except NotFoundError as exc:
         raise NotFoundError(
             f"extension {spec.key!r} is not registered in {session.url}: register it"
@@ -91,7 +128,7 @@ def ensure_extension(session: Session, spec: ExtensionSpec) -> bool:
         register_extension(session, spec)
         return True
     wanted = _registered(_to_vim(spec))
-    if current == wanted:
+    if dataclasses.replace(current, certificate=None) == wanted:
         return False
     update_extension(session, spec)
     return True
@@ -121,6 +158,59 @@ def set_extension_certificate(session: Session, key: str, certificate_pem: str) 
         raise NotFoundError(
             f"extension {key!r} is not registered in {session.url}: register it first"
         ) from exc
+
+
+# ------------------------------------------------------------------------------------ certificate record
+
+CERTIFICATE_MODULE = "agentvm.login-certificate"
+_CERTIFICATE_LOCALE = "en"
+_CERTIFICATE_FORMAT = "1"
+
+
+def record_extension_certificate(session: Session, key: str, record: CertificateRecord) -> None:
+    """Write ``record`` into the extension ``key`` (its ``resourceList``), everything else as it is.
+
+    Called by apply just before SetExtensionCertificate. Raises NotFoundError for an unknown key.
+    """
+    manager = session.content.extensionManager
+    ext = manager.FindExtension(extensionKey=key)
+    if ext is None:
+        raise NotFoundError(f"extension {key!r} is not registered in {session.url}: register it first")
+    values = {
+        "format": _CERTIFICATE_FORMAT,
+        "sha256": record.sha256,
+        "sha1": record.sha1,
+        "host": record.host,
+        "file": record.file,
+        "source": record.source,
+        "set": record.set_at,
+    }
+    entry = vim.Extension.ResourceInfo(
+        locale=_CERTIFICATE_LOCALE,
+        module=CERTIFICATE_MODULE,
+        data=[vim.KeyValue(key=k, value=v) for k, v in values.items()],
+    )
+    others = [r for r in ext.resourceList or () if r.module != CERTIFICATE_MODULE]
+    ext.resourceList = [*others, entry]
+    manager.UpdateExtension(extension=ext)
+
+
+def _certificate_record(ext: Any) -> CertificateRecord | None:
+    for resource in getattr(ext, "resourceList", None) or ():
+        if resource.module != CERTIFICATE_MODULE:
+            continue
+        data = {str(kv.key): str(kv.value or "") for kv in resource.data or ()}
+        if data.get("format") != _CERTIFICATE_FORMAT or not data.get("sha256"):
+            return None
+        return CertificateRecord(
+            sha256=data["sha256"],
+            sha1=data.get("sha1", ""),
+            host=data.get("host", "") or "an unknown host",
+            file=data.get("file", ""),
+            source=data.get("source", ""),
+            set_at=data.get("set", ""),
+        )
+    return None
 
 
 def _to_vim(spec: ExtensionSpec) -> Any:
@@ -162,6 +252,7 @@ def _registered(ext: Any) -> RegisteredExtension:
         summary=str(getattr(description, "summary", "") or ""),
         company=str(ext.company or ""),
         managed_entity_types=tuple(str(m.type) for m in ext.managedEntityInfo or ()),
+        certificate=_certificate_record(ext),
     )
 
 
