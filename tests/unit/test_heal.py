@@ -315,7 +315,8 @@ def test_backoff_never_decreases_and_never_passes_the_cap(
     policy = HealPolicy(default=backoff, per_kind={}, seed=seed)
     key = HealKey("agency-1", agent, kind)
     delays = [policy.delay(key, n) for n in range(1, 40)]
-    assert all(a <= b for a, b in itertools.pairwise(delays))
+    # factor >= 1 + jitter makes it monotonic; floating point may round the equal case down by an ulp
+    assert all(a <= b * (1 + 1e-12) for a, b in itertools.pairwise(delays))
     assert all(backoff.base <= d <= backoff.cap for d in delays)
 
 
