@@ -34,6 +34,7 @@ from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.tasks import wait_for_task
 from agentvm.vsphere.vms import destroy, ensure_powered_off, power_state
+from tests.support.exposition import parse, sample
 
 pytestmark = pytest.mark.lab
 
@@ -185,6 +186,10 @@ def test_controller_deploys_and_powers_a_powered_off_agent_on_again(world: World
         "the controller to power the agent VM on again",
     )
     assert world.events(action="resolve"), "the power-on went through a Resolve"
+    # EAM's calls go through the extension's own session, opened after the controller started: counted too
+    families = parse(controller.metrics.registry.render())
+    assert sample(families, "agentvm_vcenter_call_duration_seconds_count", method="Resolve") >= 1
+    assert sample(families, "agentvm_vcenter_call_duration_seconds_count", method="AgencyQueryRuntime") >= 1
     assert controller.metrics.resolves_attempted.value(kind="VmPoweredOff") >= 1
     wait_for(lambda: controller.metrics.resolves_succeeded.value(kind="VmPoweredOff") >= 1, "a healed count")
     assert not world.events(level="error")

@@ -154,8 +154,7 @@ class Controller:
         self._loop_ident: int | None = None
         self._pass_call_seconds = 0.0
         self._first_resolve: tuple[float, float] | None = None
-        for s in {id(s): s for s in (session, self.reconciler._eam_session)}.values():
-            s.call_listeners.append(self._on_call)
+        self.reconciler.add_call_listener(self._on_call)  # the extension's session too, opened later
         self.netsync = netsync
         self._netsync_seen = _NetsyncSeen()
         if netsync is not None:

@@ -142,6 +142,7 @@ EAM_METHODS = frozenset(
 )
 
 ProgressCallback = Callable[[Progress], None]
+CallListener = Callable[[str, float, str | None], None]
 
 
 # ------------------------------------------------------------------------------------------------ plan
@@ -294,6 +295,7 @@ class Solution:
         self._eam_session = session
         self.backend = EamBackend(session)
         self._own: list[Session] = []
+        self._call_listeners: list[CallListener] = []
         self._certificate_accepted: bool | None = True if session.conn.by_certificate else None
         self.strict_static_hosts = True
         base = state_dir if state_dir is not None else default_state_dir()
@@ -438,10 +440,18 @@ class Solution:
         except AuthenticationError as exc:
             log.info("extension login of %s refused: %s", self.solution.key, exc)
             return False
+        ext.call_listeners.extend(self._call_listeners)
         self._own.append(ext)
         self._eam_session = ext
         self.backend = EamBackend(ext)
         return True
+
+    def add_call_listener(self, listener: CallListener) -> None:
+        """Call ``listener(method, seconds, fault)`` after every call of every session of this Solution,
+        also of the extension's session it opens later (the controller's metrics and timings)."""
+        self._call_listeners.append(listener)
+        for session in {id(s): s for s in (self.session, self._eam_session, *self._own)}.values():
+            session.call_listeners.append(listener)
 
     def _adopt(self) -> None:
         """Make the agencies of the spec's names that the solution does not own visible to its session.
