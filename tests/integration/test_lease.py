@@ -43,6 +43,7 @@ KEY = "org.tungsten.agentvm"
 # CI runs 6; AGENTVM_TEST_LEASE_TRIALS=20 gives issue 9's figure.
 TRIALS = int(os.environ.get("AGENTVM_TEST_LEASE_TRIALS", "6"))
 _PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+_STATE = {"AGENTVM_STATE_DIR": os.environ.get("AGENTVM_STATE_DIR", "")}  # the test's (conftest), not ~
 APPLIES = 4
 
 
@@ -50,7 +51,7 @@ def cli(info: LabInfo, *args: str, **env: str) -> subprocess.Popen[str]:
     """Start ``agentvm ARGS`` as its own process with the lab's environment."""
     return subprocess.Popen(
         [sys.executable, "-m", "agentvm.cli.main", *args],
-        env={**info.env(), "PATH": "/usr/bin:/bin", "COLUMNS": "250", **_PYTHONPATH, **env},
+        env={**info.env(), "PATH": "/usr/bin:/bin", "COLUMNS": "250", **_PYTHONPATH, **_STATE, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
