@@ -33,7 +33,7 @@ from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.inventory import InventorySnapshot, VirtualMachine
 from agentvm.spec import load_spec
 from agentvm.vsphere.extensions import find_extension
-from agentvm.vsphere.hosts import add_host
+from agentvm.vsphere.hosts import add_host, ensure_maintenance_mode
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.vms import ensure_powered_off
@@ -608,3 +608,17 @@ def test_an_agent_vm_powered_off_while_apply_waits_is_powered_on_by_apply(world:
     assert report.green and report.problems == ()
     assert [a for a in report.actions if "resolved VmPoweredOff" in a and "attempt 1 of" in a]
     assert world.snapshot().find_vm(powered_off[0]).power_state.value == "poweredOn"
+
+
+def test_a_host_in_maintenance_mode_does_not_hold_apply_until_its_timeout(world: World) -> None:
+    """Its agent is deployed when it leaves maintenance mode (by EAM or the controller): apply says so and
+    ends once every other host is ready, instead of polling until --timeout."""
+    host = next(h for h in world.snapshot().hosts if h.path.endswith("DC0_C0/DC0_C0_H1"))
+    ensure_maintenance_mode(world.session, host.moref, True)
+    spec = world.spec(text=contrail_text(**ONE_CLUSTER))
+    result = world.run("apply", "-f", str(spec), "--timeout", "300", "--json")
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    report = json.loads(result.stdout)
+    assert report["polls"] <= 40  # a wait of 300 s polls about 150 times
+    assert "DC0_C0_H1" in result.stderr and "maintenance mode" in result.stderr
+    assert len(world.fabric_ips()) == 2  # the other two hosts have their agent, configured

@@ -33,7 +33,7 @@ class Process:
     def __init__(self, world: World, *extra: str) -> None:
         env = {**world.info.env(), "AGENTVM_API_TOKEN": "test-token-123", "PATH": "/usr/bin:/bin"}
         env["PYTHONPATH"] = str(Path(agentvm.__file__).resolve().parents[1])  # the agentvm under test
-        env["AGENTVM_STATE_DIR"] = os.environ["AGENTVM_STATE_DIR"]  # the test's own (conftest), never ~
+        env.setdefault("AGENTVM_STATE_DIR", os.environ["AGENTVM_STATE_DIR"])  # the test's (conftest), never ~
         args = ["run", "-f", str(world.spec), "--listen", "127.0.0.1:0", "--log-format", "json"]
         args += ["--poll", "0.2", "--idle-poll", "0.5", "--resync", "2", *extra]
         self.proc = subprocess.Popen(

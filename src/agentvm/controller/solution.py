@@ -257,12 +257,31 @@ class _Wait:
             return status is None or (
                 status.runtime.status is Status.GREEN and all(a.vm is None for a in status.agents)
             )
-        if status is None or not status.green or status.pending_hooks:
+        if status is None:
             return False
-        hosts = {a.host.value for a in status.agents}
-        if not {h.moid for h in self.resolved.hosts} <= hosts:
+        away = self.away()
+        if not away and (not status.green or status.pending_hooks):
             return False
-        return not any(a.vm is not None and a.vm.value in self.replaced_vms for a in status.agents)
+        # a host in maintenance mode or standby, or unreachable, gets its agent when it is back (EAM, or
+        # the controller): apply does not wait for it (the plan warned); every other host must be ready
+        agents = {a.host.value: a for a in status.agents}
+        for moid in {h.moid for h in self.resolved.hosts} - away:
+            agent = agents.get(moid)
+            if agent is None or agent.status is not Status.GREEN or agent.hook is not None:
+                return False
+        return not any(
+            a.vm is not None and a.vm.value in self.replaced_vms and a.host.value not in away
+            for a in status.agents
+        )
+
+    def away(self) -> frozenset[str]:
+        """Moids of the hosts in scope that are in maintenance mode or standby, or unreachable, as last
+        read (``snapshot``)."""
+        if self.snapshot is None:
+            return frozenset()
+        conditions = HostConditions.of(self.snapshot.hosts)
+        gone = conditions.maintenance | conditions.standby | conditions.unreachable
+        return frozenset(h.moid for h in self.resolved.hosts) & {ref.value for ref in gone}
 
 
 class Solution:
@@ -531,6 +550,7 @@ class Solution:
                 f"with a certificate: the agencies apply creates belong to {self.session.user}, not to the "
                 "solution"
             )
+        warnings += _away_warnings(observation)
         lines = [PlanLine.of(c) for c in core.changes if c.agency is None and c.host is None]
         if self._wants_certificate() and observation.certificate_accepted is False:
             lines.append(PlanLine("set-certificate", self.solution.key, self._certificate_line(replaced)))
@@ -1114,6 +1134,24 @@ class DestroyReport:
     seconds: float
     vim_calls: int
     eam_calls: int
+
+
+def _away_warnings(observation: Observation) -> list[str]:
+    """One warning per host in an agency's scope that is in maintenance mode or standby, or unreachable:
+    its agent is deployed or powered on when the host is back, and apply does not wait for it."""
+    conditions = HostConditions.of(observation.snapshot.hosts)
+    why = {
+        **{ref.value: "is unreachable" for ref in conditions.unreachable},
+        **{ref.value: "is in standby" for ref in conditions.standby},
+        **{ref.value: "is in maintenance mode" for ref in conditions.maintenance},
+    }
+    return [
+        f"{agency.name}: host {host.moid} ({host.path or host.name}) {why[host.moid]}: its agent is deployed "
+        "or powered on when the host is back; apply does not wait for it"
+        for agency in observation.agencies
+        for host in agency.resolved.hosts
+        if host.moid in why
+    ]
 
 
 def _empty_config(name: str) -> AgencyConfig:
