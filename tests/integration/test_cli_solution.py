@@ -516,6 +516,9 @@ def test_switching_to_certificate_login_keeps_the_users_agency_and_every_address
     assert "no changes" in ok(world.run("apply", "-f", str(by_certificate)))
     assert world.agencies() == [agency]
     assert world.fabric_ips() == ips
+    # status with that login shows the adopted agency too (EAM lists it to its owner only)
+    shown = json.loads(ok(world.run("status", "-f", str(by_certificate), "--json")))
+    assert [a["name"] for a in shown["agencies"]] == ["contrail"], shown
 
     # without the record of the adopted agency a certificate login cannot see it: a refusal, not a second
     (directory / "agencies.json").unlink()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -25,16 +26,20 @@ from agentvm.cli.solution import (
     ConnectionFlags,
     Json,
     OptionalSpecFile,
+    StateDir,
     guard,
     hosts_table,
     issue_lines,
     load,
     session_for,
 )
+from agentvm.controller.identity import SolutionIdentity, default_state_dir, solution_dir
 from agentvm.controller.progress import issue_sentence
 from agentvm.controller.status import StatusReport, collect_status, status_document
 from agentvm.model.agency import Issue
+from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError, NotFoundError
+from agentvm.vsphere.session import Session
 from agentvm.vsphere.vms import ensure_on_host
 
 
@@ -62,6 +67,18 @@ def _render(report: StatusReport) -> Group:
     return Group(*parts)
 
 
+def _backend(session: Session, desired: DesiredState | None, state_dir: Path | None) -> EamBackend:
+    """EAM on ``session``; logged in as the extension, it also sees the agencies apply adopted (a user
+    owns them, and EAM lists an agency to its owner only: ``controller.identity`` recorded their ids)."""
+    backend = EamBackend(session)
+    if desired is not None and session.conn.by_certificate:
+        base = state_dir if state_dir is not None else default_state_dir()
+        identity = SolutionIdentity(solution_dir(base, session.url, desired.solution.key))
+        for adopted in identity.adopted().values():
+            backend.client.also_see(adopted.agency)
+    return backend
+
+
 @guard
 def status(
     file: OptionalSpecFile = None,
@@ -75,12 +92,13 @@ def status(
     thumbprint: Thumbprint = None,
     ca_file: CaFile = None,
     insecure: Insecure = False,
+    state_dir: StateDir = None,
 ) -> None:
     """Per cluster and host: agent VM, power state, pending hook, address, issues (with their fix)."""
     desired = load(file) if file is not None else None
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     with session_for(desired, flags) as session:
-        backend = EamBackend(session)
+        backend = _backend(session, desired, state_dir)
         if not watch:
             report = collect_status(session, backend, desired)
             if json_:
@@ -122,6 +140,7 @@ def resolve(
     thumbprint: Thumbprint = None,
     ca_file: CaFile = None,
     insecure: Insecure = False,
+    state_dir: StateDir = None,
 ) -> None:
     """Ask EAM to fix issues: power agent VMs on again, redeploy deleted ones, re-check the rest; with
     --all also move agent VMs that run on another host back to theirs."""
@@ -130,7 +149,7 @@ def resolve(
     desired = load(file) if file is not None else None
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     with session_for(desired, flags) as session:
-        backend = EamBackend(session)
+        backend = _backend(session, desired, state_dir)
         report = collect_status(session, backend, desired)
         if all_:
             for agency in report.agencies:
