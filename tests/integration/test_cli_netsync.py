@@ -45,7 +45,7 @@ def netsync(lab: LabInfo, *args: str, env: dict[str, str] | None = None) -> tupl
 
 
 def actions(out: dict[str, Any]) -> int:
-    return sum(len(out[k]) for k in ("create", "update", "delete", "ports", "dv_port_vlans"))
+    return sum(len(out[k]) for k in ("create", "update", "delete", "ports", "dvPortVlans"))
 
 
 def ours(out: dict[str, Any]) -> list[dict[str, Any]]:
@@ -91,7 +91,7 @@ def test_the_fifth_interface_on_a_host_is_a_vlan_exhaustion_error_and_the_rest_s
     assert f"host {vc.host_ids()[0]} has no free VLAN left" in error["message"]
     assert "4 usable VLANs" in error["message"] and "move the VM to another host" in error["message"]
     adds = [c for c in out["ports"] if c["action"] == "add"]
-    assert len(adds) == 4 and {d["vlan"] for d in out["dv_port_vlans"]} == {4091, 4092, 4093, 4094}
+    assert len(adds) == 4 and {d["vlan"] for d in out["dvPortVlans"]} == {4091, 4092, 4093, 4094}
     assert len([c for c in out["create"] if c["type"] == "SdnVmi"]) == 5  # its interface exists, portless
 
     code, again = netsync(lab, "apply", *reserve)

@@ -48,7 +48,7 @@ def test_up_status_env_down_leaves_nothing_listening(env: dict[str, str]) -> Non
 
     state = json.loads(agentvm("lab", "status", "--json", env=env).stdout)
     assert state["running"] is True
-    variables = json.loads(agentvm("lab", "env", "--json", env=env).stdout)
+    variables = json.loads(agentvm("lab", "env", "--json", env=env).stdout)["variables"]
     assert set(variables) == {
         "AGENTVM_URL",
         "AGENTVM_USERNAME",
@@ -81,7 +81,7 @@ def test_the_package_server_serves_the_examples(env: dict[str, str]) -> None:
     import urllib.request
 
     assert agentvm("lab", "up", env=env).returncode == 0
-    base = json.loads(agentvm("lab", "env", "--json", env=env).stdout)["AGENTVM_LAB_OVF_URL"]
+    base = json.loads(agentvm("lab", "env", "--json", env=env).stdout)["variables"]["AGENTVM_LAB_OVF_URL"]
     with urllib.request.urlopen(f"{base}/README.md", timeout=10) as resp:
         assert b"lab" in resp.read()
 

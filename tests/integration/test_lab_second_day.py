@@ -35,7 +35,7 @@ def lab_up(env: dict[str, str]) -> tuple[LabState, dict[str, str]]:
     """``agentvm lab up``, then ``eval "$(agentvm lab env)"``: the recorded state and the environment."""
     up = agentvm("lab", "up", env=env)
     assert up.returncode == 0, up.stderr
-    variables = json.loads(agentvm("lab", "env", "--json", env=env).stdout)
+    variables = json.loads(agentvm("lab", "env", "--json", env=env).stdout)["variables"]
     state = read_state(Path(env["AGENTVM_LAB_DIR"]))
     assert state is not None
     status = json.loads(agentvm("lab", "status", "--json", env=env).stdout)

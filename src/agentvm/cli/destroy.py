@@ -22,11 +22,12 @@ from typing import Annotated
 import typer
 
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
-from agentvm.cli.output import console, fail
+from agentvm.cli.output import console, fail, print_document
 from agentvm.cli.run import BackendKind, default_state_dir, open_direct_engine
 from agentvm.cli.solution import (
     ConnectionFlags,
     EngineStateDir,
+    Json,
     ProgressView,
     SpecFile,
     Timeout,
@@ -52,6 +53,7 @@ def destroy(
         typer.Option("--backend", help="eam: vCenter's EAM; direct: agentvm's own engine (as run used)."),
     ] = BackendKind.EAM,
     state_dir: EngineStateDir = None,
+    json_: Json = False,
     url: Url = None,
     username: Username = None,
     password_file: PasswordFile = None,
@@ -76,9 +78,19 @@ def destroy(
         with (
             session_for(desired, flags) as session,
             Solution(desired, session, state_dir=state_dir) as solution,
-            ProgressView() as view,
+            ProgressView(live=False if json_ else None) as view,
         ):
-            report = solution.destroy(timeout=timeout, on_progress=view)
+            report = solution.destroy(timeout=timeout, on_progress=None if json_ else view)
+    if json_:
+        print_document(
+            "DestroyResult",
+            {
+                "actions": list(report.actions),
+                "seconds": round(report.seconds, 3),
+                "calls": {"vim25": report.vim_calls, "eam": report.eam_calls},
+            },
+        )
+        return
     if not report.actions:
         console.print("nothing to destroy", highlight=False)
     for action in report.actions:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username, connection
-from agentvm.cli.output import console, print_json
+from agentvm.cli.output import console, print_document
 from agentvm.model.inventory import Host, InventorySnapshot
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
@@ -52,7 +52,8 @@ def inventory(
         calls = session.stats.total
     rows = [host_row(snapshot, h) for h in sorted(snapshot.hosts, key=lambda h: h.path)]
     if json_:
-        print_json(
+        print_document(
+            "Inventory",
             {
                 "vcenter": conn.url,
                 "datacenters": [d.path for d in snapshot.datacenters],
@@ -61,7 +62,7 @@ def inventory(
                 "vms": len(snapshot.vms),
                 "networks": [n.path for n in snapshot.networks],
                 "datastores": [d.path for d in snapshot.datastores],
-            }
+            },
         )
         return
     table = Table(

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from agentvm.cli.output import console, fail, print_json
+from agentvm.cli.output import console, fail, print_document
 from agentvm.lab import runner, vcsim
 from agentvm.lab.vcsim import LabError, Shape
 
@@ -91,13 +91,14 @@ def status(
         fail(str(exc), exc.exit_code)
     if state is None:
         if json_:
-            print_json({"running": False})
+            print_document("LabStatus", {"running": False})
         else:
             console.print("no lab is running; start one with `agentvm lab up`")
         raise typer.Exit(3)
     running = all(alive.values())
     if json_:
-        print_json(
+        print_document(
+            "LabStatus",
             {
                 "running": running,
                 "processes": {
@@ -109,7 +110,7 @@ def status(
                 "eam": state.vcsim.eam_url,
                 "packages": state.ovf_url,
                 "shape": state.info.shape.__dict__,
-            }
+            },
         )
     else:
         table = Table("part", "pid", "running", "address")
@@ -147,7 +148,7 @@ def env(
         fail("no lab is running: start one with `agentvm lab up`", 3)
     variables = state.info.env()
     if json_:
-        print_json(variables)
+        print_document("LabEnv", {"variables": variables})
     else:
         for key, value in variables.items():
             typer.echo(f"export {key}={shlex.quote(value)}")

@@ -131,9 +131,9 @@ def version(json_: bool = typer.Option(False, "--json", help="Machine-readable o
     from agentvm import __version__
 
     if json_:
-        from agentvm.cli.output import print_json
+        from agentvm.cli.output import print_document
 
-        print_json({"apiVersion": "agentvm/v1", "kind": "Version", "version": __version__})
+        print_document("Version", {"version": __version__})
     else:
         typer.echo(__version__)
 

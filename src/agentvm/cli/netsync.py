@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username, connection
-from agentvm.cli.output import console, fail, print_json
+from agentvm.cli.output import console, document, fail, print_json
 from agentvm.controller.netsync import AGENT_PORT, NetsyncReport, agent_urls_from_agent_vms, sync_once
 from agentvm.model.connection import Secret
 from agentvm.model.errors import AgentvmError, ConfigurationError
@@ -126,26 +126,28 @@ def agent_clients(session: Session, urls: Mapping[str, str]) -> dict[str, Vroute
 
 
 def _item(obj: SdnObject) -> dict[str, Any]:
-    return {"type": type(obj).__name__, "uuid": obj.uuid, "fq_name": ":".join(obj.fq_name)}
+    return {"type": type(obj).__name__, "uuid": obj.uuid, "fqName": ":".join(obj.fq_name)}
 
 
 def report_json(report: NetsyncReport) -> dict[str, Any]:
-    """The report as ``--json`` prints it (no secrets: the plan has none)."""
+    """The report as ``--json`` prints it: a NetsyncPlan, or after ``apply`` a NetsyncResult with what was
+    applied (schemas ``api/schema/netsyncplan-v1.json``, ``netsyncresult-v1.json``; no secrets: the plan
+    has none)."""
     plan = report.plan
     out: dict[str, Any] = {
         "vcenter": report.inventory.vcenter_uuid,
-        "port_groups": len(report.inventory.port_groups),
+        "portGroups": len(report.inventory.port_groups),
         "vms": len(report.inventory.vms),
         "create": [_item(o) for o in plan.create],
         "update": [_item(o) for o in plan.update],
         "delete": [_item(o) for o in plan.delete],
         "ports": [{"action": c.action.value, "host": c.host, "port": c.port.id} for c in plan.ports],
-        "dv_port_vlans": [
-            {"host": d.host, "port_group": d.port_group_key, "port": d.port_key, "vlan": d.vlan}
+        "dvPortVlans": [
+            {"host": d.host, "portGroup": d.port_group_key, "port": d.port_key, "vlan": d.vlan}
             for d in plan.dv_port_vlans
         ],
         "errors": [{"kind": e.kind.value, "item": e.item, "message": e.message} for e in plan.errors],
-        "unreachable_agents": dict(report.unreachable_agents),
+        "unreachableAgents": dict(report.unreachable_agents),
     }
     if report.applied is not None:
         out["applied"] = {
@@ -155,7 +157,7 @@ def report_json(report: NetsyncReport) -> dict[str, Any]:
                 {"item": f.item, "message": f.message, "transient": f.transient} for f in report.failures
             ],
         }
-    return out
+    return document("NetsyncPlan" if report.applied is None else "NetsyncResult", out)
 
 
 def _show(report: NetsyncReport) -> None:

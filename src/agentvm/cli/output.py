@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from typing import NoReturn
 
 from rich.console import Console
@@ -22,6 +23,20 @@ def fail(message: str, code: int = 1) -> NoReturn:
     for line in message.splitlines() or [""]:
         err_console.print(f"agentvm: {line}", markup=False, highlight=False, soft_wrap=True)
     sys.exit(code)
+
+
+API_VERSION = "agentvm/v1"
+
+
+def document(kind: str, body: Mapping[str, object]) -> dict[str, object]:
+    """One ``--json`` document: ``apiVersion``, ``kind`` (its schema is ``api/schema/<kind>-v1.json``), the
+    body's camelCase keys. Called by every command's ``--json``."""
+    return {"apiVersion": API_VERSION, "kind": kind, **body}
+
+
+def print_document(kind: str, body: Mapping[str, object]) -> None:
+    """Print ``document(kind, body)`` on stdout."""
+    print_json(document(kind, body))
 
 
 def print_json(value: object) -> None:

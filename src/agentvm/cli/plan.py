@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
-from agentvm.cli.output import console, err_console, fail, print_json
+from agentvm.cli.output import console, err_console, fail, print_document, print_json
 from agentvm.cli.solution import (
     ConnectionFlags,
     Json,
@@ -127,16 +127,17 @@ def apply(
         report = solution.apply(timeout=timeout, on_progress=None if json_ else view)
     _warn(report.plan)
     if json_:
-        print_json(
+        print_document(
+            "ApplyResult",
             {
-                **report.plan.to_json(),
+                "plan": report.plan.to_json(),
                 "actions": list(report.actions),
                 "green": report.green,
                 "problems": list(report.problems),
                 "seconds": round(report.seconds, 3),
                 "polls": report.polls,
                 "calls": {"vim25": report.vim_calls, "eam": report.eam_calls},
-            }
+            },
         )
     elif not report.changed:
         console.print("no changes", highlight=False)

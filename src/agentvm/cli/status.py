@@ -21,7 +21,7 @@ from rich.text import Text
 
 from agentvm.backends.eam import EamBackend
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
-from agentvm.cli.output import console, fail, print_json
+from agentvm.cli.output import console, fail, print_document, print_json
 from agentvm.cli.solution import (
     ConnectionFlags,
     Json,
@@ -134,6 +134,7 @@ def resolve(
     keys: Annotated[list[int] | None, typer.Argument(help="Issue keys (see agentvm status).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Resolve every issue of the agencies.")] = False,
     file: OptionalSpecFile = None,
+    json_: Json = False,
     url: Url = None,
     username: Username = None,
     password_file: PasswordFile = None,
@@ -148,40 +149,68 @@ def resolve(
         fail("give issue keys (from agentvm status) or --all, not both and not neither", 2)
     desired = load(file) if file is not None else None
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
+    issues: list[dict[str, object]] = []  # the ResolveResult document's lists
+    moved: list[dict[str, object]] = []
+    not_moved: list[dict[str, object]] = []
+
+    def say(line: str) -> None:
+        if not json_:
+            console.print(line, highlight=False)
+
     with session_for(desired, flags) as session:
         backend = _backend(session, desired, state_dir)
         report = collect_status(session, backend, desired)
         if all_:
             for agency in report.agencies:
                 backend.resolve_all(agency.name)
-                console.print(
-                    f"resolving all {len(agency.status.issues)} issue(s) of agency {agency.name}",
-                    highlight=False,
-                )
+                say(f"resolving all {len(agency.status.issues)} issue(s) of agency {agency.name}")
+                issues += [_resolved(i, agency.name, True) for i in agency.status.issues]
             for found in report.misplaced:
                 where = found.runs_on_name or found.runs_on.value
+                vm: dict[str, object] = {
+                    "vm": found.vm_name,
+                    "agency": found.agency_name,
+                    "host": found.host_name,
+                    "from": where,
+                }
                 try:
                     ensure_on_host(
                         session, found.vm, found.host, pool=found.resource_pool, label=found.vm_name
                     )
                 except NotFoundError as exc:
-                    console.print(f"agent VM {found.vm_name} not moved: {exc}", highlight=False)
+                    say(f"agent VM {found.vm_name} not moved: {exc}")
+                    not_moved.append({**vm, "reason": str(exc)})
                     continue
-                console.print(
+                moved.append(vm)
+                say(
                     f"moved the agent VM {found.vm_name} of agency {found.agency_name} back to "
-                    f"{found.host_name} from {where}",
-                    highlight=False,
+                    f"{found.host_name} from {where}"
                 )
-            return
-        known: dict[int, Issue] = {i.key: i for a in report.agencies for i in a.status.issues}
-        unknown = [k for k in keys or () if k not in known]
-        if unknown:
-            listed = ", ".join(str(k) for k in sorted(known)) or "none"
-            raise ConfigurationError(
-                f"no issue with key {', '.join(map(str, unknown))} (current keys: {listed}); "
-                "run agentvm status to see them"
-            )
-        left = set(backend.resolve([known[k] for k in keys or ()]))
-        for key in keys or ():
-            verdict = "cannot be resolved now" if key in left else "resolving"
-            console.print(f"issue {key}: {verdict}: {issue_sentence(known[key])}", highlight=False)
+        else:
+            agency_of = {i.key: a.name for a in report.agencies for i in a.status.issues}
+            known: dict[int, Issue] = {i.key: i for a in report.agencies for i in a.status.issues}
+            unknown = [k for k in keys or () if k not in known]
+            if unknown:
+                listed = ", ".join(str(k) for k in sorted(known)) or "none"
+                raise ConfigurationError(
+                    f"no issue with key {', '.join(map(str, unknown))} (current keys: {listed}); "
+                    "run agentvm status to see them"
+                )
+            left = set(backend.resolve([known[k] for k in keys or ()]))
+            for key in keys or ():
+                verdict = "cannot be resolved now" if key in left else "resolving"
+                say(f"issue {key}: {verdict}: {issue_sentence(known[key])}")
+                issues.append(_resolved(known[key], agency_of[key], key not in left))
+    if json_:
+        print_document("ResolveResult", {"issues": issues, "moved": moved, "notMoved": not_moved})
+
+
+def _resolved(issue: Issue, agency: str, resolving: bool) -> dict[str, object]:
+    """One issue in the ResolveResult document: resolving is false when EAM cannot resolve it now."""
+    return {
+        "key": issue.key,
+        "kind": issue.kind.value,
+        "agency": agency,
+        "resolving": resolving,
+        "message": issue_sentence(issue),
+    }
