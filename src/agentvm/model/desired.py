@@ -65,7 +65,8 @@ class SolutionSpec:
 class ScopeEntry:
     """One cluster or standalone host of an agency's scope, as the user named it.
 
-    Exactly one of ``path`` (``/DC0/host/DC0_C0``) and ``moref`` is set. A bare moid (``domain-c7``) becomes
+    At most one of ``path`` (``/DC0/host/DC0_C0``, maybe a glob) and ``moref`` is set; with neither, ``text`` is
+    a path under the datacenter, a bare name or a glob (``model.names``). A bare moid (``domain-c7``) becomes
     a MoRef whose type is guessed from the id prefix (``domain-c`` → ClusterComputeResource, ``domain-s`` →
     ComputeResource, ``host-`` → HostSystem); resolving it against the inventory is the engine's job.
     """
