@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username, connection
 from agentvm.cli.output import console, print_json
-from agentvm.model.inventory import Host, InventorySnapshot
+from agentvm.model.inventory import Host, InventoryObject, InventorySnapshot
+from agentvm.model.names import natural_key
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
 
@@ -67,6 +68,7 @@ def inventory(
     table = Table(
         "cluster",
         "host",
+        Column("moid", no_wrap=True),
         "connection",
         "maintenance",
         "agent VM datastore",
@@ -79,6 +81,7 @@ def inventory(
         table.add_row(
             str(row["cluster"] or "(standalone)"),
             str(row["host"]),
+            str(row["moid"]),
             str(row["connection"]),
             "yes" if row["maintenance"] else "no",
             str(row["agentVmDatastore"] or "-"),
@@ -86,7 +89,37 @@ def inventory(
             str(row["vms"]),
         )
     console.print(table)
+    console.print(object_table(snapshot))
     console.print(f"read in {calls} vCenter calls", style="dim")
+
+
+def object_rows(snapshot: InventorySnapshot) -> list[tuple[str, str, str]]:
+    """(kind, inventory path, moid) of every datacenter, cluster, standalone compute resource, datastore
+    and network: the names a spec or argument may use for them (``model.names``), in natural order."""
+    groups: list[tuple[str, tuple[InventoryObject, ...]]] = [
+        ("datacenter", snapshot.datacenters),
+        ("cluster", snapshot.clusters),
+        ("compute resource", snapshot.compute_resources),
+        ("datastore", snapshot.datastores),
+        ("network", snapshot.networks),
+    ]
+    return [
+        (kind, obj.path, obj.moref.value)
+        for kind, objects in groups
+        for obj in sorted(objects, key=lambda o: natural_key(o.path))
+    ]
+
+
+def object_table(snapshot: InventorySnapshot) -> Table:
+    table = Table(
+        "kind",
+        Column("path", overflow="fold"),
+        Column("moid", no_wrap=True),
+        title="objects (name them by path, path under the datacenter, unique name, glob or moid)",
+    )
+    for kind, path, moid in object_rows(snapshot):
+        table.add_row(kind, path, moid)
+    return table
 
 
 _ = Path  # typer resolves annotations at runtime

@@ -1,0 +1,85 @@
+"""Objects named as govc names them, on the lab: every form of a cluster's name plans the same hosts.
+
+A scope entry may be the absolute inventory path, the path under the datacenter, the bare name, a glob or
+the moid with or without its type; ``agentvm inventory`` shows the moid of every object so one can be
+copied from it. The moids are read with pyVmomi, not with agentvm's own inventory reader.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from pyVmomi import vim
+
+from agentvm.lab.world import Lab
+from tests.integration.test_cli_solution import World, connect, contrail_text, ok
+
+pytestmark = pytest.mark.lab
+
+BOTH = "      - /DC0/host/DC0_C0\n      - /DC0/host/DC0_C1\n"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One lab for the module: every test here only plans and reads."""
+    lab = Lab()
+    info = lab.start()
+    session = connect(info)
+    try:
+        yield World(lab, info, session, tmp_path_factory.mktemp("naming"))
+    finally:
+        session.logout()
+        lab.stop()
+
+
+def moids(world: World, kind: type) -> dict[str, str]:
+    """name -> moid of every object of ``kind``, straight from vCenter."""
+    content = world.session.content
+    view = content.viewManager.CreateContainerView(content.rootFolder, [kind], True)
+    try:
+        return {obj.name: obj._moId for obj in view.view}
+    finally:
+        view.DestroyView()
+
+
+def planned_hosts(world: World, *entries: str) -> list[str]:
+    """The hosts ``plan --json`` gives addresses to, for a spec whose scope is ``entries``."""
+    scope = "".join(f"      - {json.dumps(e)}\n" for e in entries)
+    spec = world.spec(f"scope{abs(hash(entries))}.yaml", contrail_text(**{BOTH: scope}))
+    planned = json.loads(ok(world.run("plan", "-f", str(spec), "--json")))
+    return sorted(planned["addresses"]["contrail"])
+
+
+def test_every_form_of_a_cluster_plans_the_same_hosts(world: World) -> None:
+    c0 = moids(world, vim.ClusterComputeResource)["DC0_C0"]
+    reference = planned_hosts(world, "/DC0/host/DC0_C0")
+    assert len(reference) == 3
+    for form in ("host/DC0_C0", "DC0_C0", c0, f"ClusterComputeResource:{c0}", "/DC0/host/DC0_C0/"):
+        assert planned_hosts(world, form) == reference, form
+
+
+def test_a_glob_scope_plans_every_cluster_it_matches(world: World) -> None:
+    both = planned_hosts(world, "/DC0/host/DC0_C0", "/DC0/host/DC0_C1")
+    assert len(both) == 6
+    assert planned_hosts(world, "/DC0/host/*") == both
+    assert planned_hosts(world, "DC0_C*") == both
+
+
+def test_a_glob_that_matches_nothing_stops_the_plan(world: World) -> None:
+    spec = world.spec("none.yaml", contrail_text(**{BOTH: '      - "/DC0/host/EDGE*"\n'}))
+    result = world.run("plan", "-f", str(spec))
+    assert result.exit_code == 2
+    assert "'/DC0/host/EDGE*' matches no cluster or compute resource" in result.stderr
+    world.nothing_changed()
+
+
+def test_inventory_shows_the_moid_of_every_object(world: World) -> None:
+    out = ok(world.run("inventory"))
+    for kind in (vim.ClusterComputeResource, vim.Datastore, vim.Network, vim.HostSystem, vim.Datacenter):
+        found = moids(world, kind)
+        assert found, kind
+        for name, moid in found.items():
+            line = next((row for row in out.splitlines() if f" {moid} " in f" {row} "), None)
+            assert line is not None and name in line, (kind, name, moid)
