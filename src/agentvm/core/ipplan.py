@@ -182,25 +182,17 @@ def _static_for(plan: IpPlanSpec, hosts: list[ScopeHost]) -> dict[str, IPv4Addre
     return found
 
 
-@dataclass(frozen=True)
-class _HostName:
-    """A ScopeHost seen as ``model.names`` sees an inventory object."""
-
-    moref: MoRef
-    name: str
-    path: str
+def _host_ref(host: ScopeHost) -> names.NamedRef:
+    return names.NamedRef(MoRef("HostSystem", host.moid), host.name, host.path)
 
 
 def _names(key: str, host: ScopeHost) -> bool:
     """Whether the ``ipPlan.addresses`` key names ``host`` in any form govc takes (``model.names``)."""
-    return names.matches(names.parse(key), _HostName(MoRef("HostSystem", host.moid), host.name, host.path))
+    return names.matches(names.parse(key), _host_ref(host))
 
 
 def _rank(key: str, host: ScopeHost) -> int:
-    ref = names.parse(key)
-    if ref.kind == "typed" or key == host.moid:
-        return 0
-    return 1 if ref.kind == "path" else 2 if "/" in key else 3
+    return names.specificity(names.parse(key), _host_ref(host))
 
 
 def _in_range(plan: IpPlanSpec, address: IPv4Address) -> bool:

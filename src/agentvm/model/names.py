@@ -61,6 +61,29 @@ class Reference:
         return self.kind == "glob"
 
 
+@dataclass(frozen=True)
+class NamedRef:
+    """Something to match that is not an inventory object (a planner's ``ScopeHost``, say)."""
+
+    moref: MoRef
+    name: str
+    path: str
+
+
+def specificity(ref: Reference, obj: Named) -> int:
+    """How exactly ``ref`` names ``obj`` (lower wins): moid, absolute path, relative path, name, glob.
+
+    Where several map keys name one object (``ipPlan.addresses``, a placement map), the most exact wins.
+    """
+    if ref.kind == "typed" or ref.value == obj.moref.value:
+        return 0
+    if ref.kind == "path":
+        return 1
+    if ref.kind == "glob":
+        return 4
+    return 2 if "/" in ref.value else 3
+
+
 def parse(text: str) -> Reference:
     """Classify ``text`` (see the module docstring); a trailing ``/`` is dropped."""
     ref = text.rstrip("/") if text != "/" else text
