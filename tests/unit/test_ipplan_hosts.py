@@ -55,7 +55,10 @@ def plan_for(key: str, scope: tuple[ScopeHost, ...]) -> dict[str, IPv4Address]:
     return {a.host.name: a.address for a in plan.addresses["contrail"].addresses}
 
 
-@pytest.mark.parametrize("key", ["DC0_C0_H1", "/DC0/host/DC0_C0/DC0_C0_H1", "host-21"])
+@pytest.mark.parametrize(
+    "key",
+    ["DC0_C0_H1", "/DC0/host/DC0_C0/DC0_C0_H1", "host-21", "host/DC0_C0/DC0_C0_H1", "HostSystem:host-21"],
+)
 def test_entries_by_name_path_or_moid_are_used(key: str) -> None:
     assert plan_for(key, hosts())["DC0_C0_H1"] == A("10.10.0.50")
 
@@ -133,3 +136,13 @@ def test_a_key_is_accepted_exactly_when_it_names_a_host(host_names: list[str], d
         guess = str(caught.value).split("did you mean ")[1].split("?")[0].strip('"')
         assert f'"{key}" is not a host in the scope' in str(caught.value)
         assert guess in identifiers  # the suggestion is always a real host
+
+
+def test_a_key_naming_several_hosts_is_an_error_listing_them() -> None:
+    with pytest.raises(UnknownIpPlanHost) as caught:
+        plan_for('"DC0_C0_H*"', hosts(2))
+    assert str(caught.value) == (
+        'agency "contrail": ipPlan.addresses: "DC0_C0_H*" names 2 hosts in the scope '
+        "(/DC0/host/DC0_C0/DC0_C0_H0, /DC0/host/DC0_C0/DC0_C0_H1); an address is for one host: use one of "
+        "their inventory paths, e.g. /DC0/host/DC0_C0/DC0_C0_H0"
+    )

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentvm.model.agency import MoRef
+from agentvm.model.desired import Placement, ScopeHost
 from agentvm.model.errors import ConfigurationError, NotFoundError
 from agentvm.model.inventory import Cluster, Datacenter, Host, InventorySnapshot
 
@@ -134,3 +135,37 @@ def test_a_typed_moid_of_the_wrong_type_says_what_it_is() -> None:
         "'ComputeResource:domain-c7': domain-c7 is a ClusterComputeResource (/DC0/host/C0), "
         "not a ComputeResource"
     )
+
+
+def scope_host(i: int, cluster: str = "DC0_C0") -> ScopeHost:
+    return ScopeHost(
+        moid=f"host-{20 + i}",
+        name=f"{cluster}_H{i}",
+        path=f"/DC0/host/{cluster}/{cluster}_H{i}",
+        cluster_moid="domain-c7",
+        cluster_path=f"/DC0/host/{cluster}",
+        cluster_name=cluster,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("host/DC0_C0/DC0_C0_H1", ["other", "mine", "other"]),
+        ("HostSystem:host-21", ["other", "mine", "other"]),
+        ("DC0_C0", ["mine", "mine", "mine"]),
+        ("host/DC0_C0", ["mine", "mine", "mine"]),
+        ("/DC0/host/DC0_C*", ["mine", "mine", "mine"]),
+        ("DC0_C0_H[02]", ["mine", "other", "mine"]),
+    ],
+)
+def test_placement_keys_take_every_form(key: str, expected: list[str]) -> None:
+    placement = Placement(default="other", by_target=((key, "mine"),))
+    assert [placement.for_host(scope_host(i)) for i in range(3)] == expected
+
+
+def test_the_most_exact_placement_key_wins() -> None:
+    placement = Placement(
+        by_target=(("DC0_C0_H*", "glob"), ("/DC0/host/DC0_C0/DC0_C0_H1", "path"), ("DC0_C0", "c"))
+    )
+    assert [placement.for_host(scope_host(i)) for i in range(3)] == ["glob", "path", "glob"]
