@@ -83,3 +83,33 @@ def test_inventory_shows_the_moid_of_every_object(world: World) -> None:
         for name, moid in found.items():
             line = next((row for row in out.splitlines() if f" {moid} " in f" {row} "), None)
             assert line is not None and name in line, (kind, name, moid)
+
+
+def test_datastore_and_network_take_every_form_too(world: World) -> None:
+    ds = moids(world, vim.Datastore)["LocalDS_0"]
+    net = moids(world, vim.Network)["VM Network"]
+    reference = planned_hosts(world, "/DC0/host/DC0_C0", "/DC0/host/DC0_C1")
+    forms = [
+        ("datastore/LocalDS_0", "network/VM Network"),
+        ("/DC0/datastore/LocalDS_0", "/DC0/network/VM Network"),
+        (ds, net),
+        (f"Datastore:{ds}", f"Network:{net}"),
+        ("LocalDS_*", "VM Net*"),
+    ]
+    for datastore, network in forms:
+        text = contrail_text(
+            **{
+                "datastore: LocalDS_0": f"datastore: {json.dumps(datastore)}",
+                "network: VM Network": f"network: {json.dumps(network)}",
+            }
+        )
+        spec = world.spec("placement.yaml", text)
+        planned = json.loads(ok(world.run("plan", "-f", str(spec), "--json")))
+        assert sorted(planned["addresses"]["contrail"]) == reference, (datastore, network)
+
+
+def test_an_unknown_datastore_says_which_one_it_may_be(world: World) -> None:
+    spec = world.spec("typo.yaml", contrail_text(**{"datastore: LocalDS_0": "datastore: LocalDS_9"}))
+    result = world.run("plan", "-f", str(spec))
+    assert result.exit_code == 2
+    assert "no datastore 'LocalDS_9'" in result.stderr and "did you mean LocalDS_0?" in result.stderr

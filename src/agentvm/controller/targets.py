@@ -12,6 +12,7 @@ the two agree, so that ``core.plan`` compares like with like.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -190,9 +191,11 @@ def _candidates(
         hits = [o for o in pool if _matches(o, word, snapshot.datacenter_paths)]
         if not hits:
             known = sorted({o.name for o in pool})
+            close = difflib.get_close_matches(word, known + [o.path for o in pool], n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
             raise NotFoundError(
                 f'agency "{spec.name}": no {what} {word!r} in the datacenters of its scope '
-                f"(known: {', '.join(known[:8]) or 'none'}); fix {what} in the spec"
+                f"(known: {', '.join(known[:8]) or 'none'}); {hint}fix {what} in the spec"
             )
         result += [(o.moref, word) for o in sorted(hits, key=lambda o: o.moref.value)]
     return result

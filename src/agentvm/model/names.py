@@ -29,7 +29,7 @@ from typing import Protocol, TypeVar
 from agentvm.model.agency import MoRef
 from agentvm.model.errors import NotFoundError
 
-_TYPED = re.compile(r"([A-Za-z][A-Za-z0-9]*):([^/:\s]+)")
+_TYPED = re.compile(r"([A-Za-z][A-Za-z0-9]*):(\S.*)")
 _GLOB = re.compile(r"[*?\[]")
 
 
@@ -127,8 +127,9 @@ def _types_agree(wanted: str, actual: str) -> bool:
 
 def matches(ref: Reference, obj: Named, datacenters: Sequence[str] = ()) -> bool:
     """Whether ``ref`` names ``obj`` in any of its forms (uniqueness is ``select``'s business)."""
-    if ref.kind == "typed":
-        return obj.moref.value == ref.value and _types_agree(ref.type or "", obj.moref.type)
+    if ref.kind == "typed":  # or a name with a colon in it
+        typed = obj.moref.value == ref.value and _types_agree(ref.type or "", obj.moref.type)
+        return typed or ref.text in (obj.name, obj.path)
     if ref.kind == "glob":
         pattern = ref.value
         if pattern.startswith("/"):
@@ -137,8 +138,8 @@ def matches(ref: Reference, obj: Named, datacenters: Sequence[str] = ()) -> bool
             rel = relative_path(obj.path, datacenters)
             return rel is not None and _glob_path(pattern, rel)
         return fnmatchcase(obj.name, pattern)
-    if ref.kind == "path":
-        return obj.path == ref.value
+    if ref.kind == "path":  # vcsim's datastore moids look like paths (/tmp/govcsim-…@folder-5)
+        return ref.value in (obj.path, obj.moref.value) or ref.text == obj.moref.value
     return (
         obj.moref.value == ref.value
         or obj.name == ref.value
@@ -170,7 +171,7 @@ def select(
     if ref.kind == "typed":
         hits = [o for o in items if matches(ref, o, datacenters)]
         if hits:
-            return (hits[0],)
+            return (min(hits, key=lambda o: specificity(ref, o)),)
         other = next((o for o in items if o.moref.value == ref.value), None)
         if other is not None:
             raise NotFoundError(
@@ -179,9 +180,9 @@ def select(
             )
         raise NotFoundError(f"no {what} {text!r}{_known(items)}{_hint(ref, items, datacenters)}")
     if ref.kind == "path":
-        hits = [o for o in items if o.path == ref.value]
+        hits = [o for o in items if matches(ref, o, datacenters)]
         if hits:
-            return (hits[0],)
+            return (min(hits, key=lambda o: specificity(ref, o)),)
     else:
         by_moid = [o for o in items if o.moref.value == ref.value]
         if by_moid:
