@@ -113,3 +113,12 @@ def test_an_unknown_datastore_says_which_one_it_may_be(world: World) -> None:
     result = world.run("plan", "-f", str(spec))
     assert result.exit_code == 2
     assert "no datastore 'LocalDS_9'" in result.stderr and "did you mean LocalDS_0?" in result.stderr
+
+
+def test_inventory_json_gives_every_object_its_moid(world: World) -> None:
+    data = json.loads(ok(world.run("inventory", "--json")))
+    got = {(o["kind"], o["path"].rsplit("/", 1)[1], o["moid"]) for o in data["objects"]}
+    for kind, vim_kind in (("cluster", vim.ClusterComputeResource), ("datastore", vim.Datastore)):
+        for name, moid in moids(world, vim_kind).items():
+            assert (kind, name, moid) in got
+    assert {h["moid"] for h in data["hosts"]} == set(moids(world, vim.HostSystem).values())

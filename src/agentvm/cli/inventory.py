@@ -62,6 +62,7 @@ def inventory(
                 "vms": len(snapshot.vms),
                 "networks": [n.path for n in snapshot.networks],
                 "datastores": [d.path for d in snapshot.datastores],
+                "objects": [{"kind": k, "path": p, "moid": m} for k, p, m in object_rows(snapshot)],
             }
         )
         return
