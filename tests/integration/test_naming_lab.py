@@ -14,6 +14,7 @@ import pytest
 from pyVmomi import vim
 
 from agentvm.lab.world import Lab
+from tests.integration.test_cli_inventory import run as run_inventory
 from tests.integration.test_cli_solution import World, connect, contrail_text, ok
 
 pytestmark = pytest.mark.lab
@@ -122,3 +123,14 @@ def test_inventory_json_gives_every_object_its_moid(world: World) -> None:
         for name, moid in moids(world, vim_kind).items():
             assert (kind, name, moid) in got
     assert {h["moid"] for h in data["hosts"]} == set(moids(world, vim.HostSystem).values())
+
+
+def test_inventory_at_80_columns_cuts_no_name_moid_or_state(world: World) -> None:
+    result = run_inventory(world.info.vcsim, COLUMNS="80")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    for kind in (vim.ClusterComputeResource, vim.Datastore, vim.Network, vim.HostSystem):
+        for name, moid in moids(world, kind).items():
+            assert any(f" {moid} " in f" {row} " and f" {name} " in f" {row} " for row in lines), (name, moid)
+    assert "connected" in result.stdout and "…" not in result.stdout
