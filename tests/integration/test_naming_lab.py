@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pyVmomi import vim
 
 from agentvm.lab.world import Lab
 from tests.integration.test_cli_inventory import run as run_inventory
-from tests.integration.test_cli_solution import World, connect, contrail_text, ok
+from tests.integration.test_cli_solution import TIMEOUT, World, connect, contrail_text, ok
 
 pytestmark = pytest.mark.lab
 
@@ -134,3 +135,40 @@ def test_inventory_at_80_columns_cuts_no_name_moid_or_state(world: World) -> Non
         for name, moid in moids(world, kind).items():
             assert any(f" {moid} " in f" {row} " and f" {name} " in f" {row} " for row in lines), (name, moid)
     assert "connected" in result.stdout and "…" not in result.stdout
+
+
+def test_apply_sets_host_settings_from_a_relative_datastore_and_network(tmp_path: Path) -> None:
+    """The host AgentVM settings apply writes come from the same matching as the plan (not exact words)."""
+    lab = Lab()
+    info = lab.start()
+    session = connect(info)
+    try:
+        world = World(lab, info, session, tmp_path)
+        text = contrail_text(
+            **{
+                BOTH: "      - host/DC0_C0\n",
+                "datastore: LocalDS_0": "datastore: datastore/LocalDS_0",
+                "network: VM Network": 'network: {"*": "VM Net*"}',
+            }
+        )
+        spec = world.spec(text=text)
+        ok(world.run("apply", "-f", str(spec), "--timeout", TIMEOUT))
+        ds = moids(world, vim.Datastore)["LocalDS_0"]
+        net = moids(world, vim.Network)["VM Network"]
+        content = session.content
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.HostSystem], True)
+        try:
+            settings = {
+                h.name: h.configManager.esxAgentHostManager.configInfo
+                for h in view.view
+                if h.parent.name == "DC0_C0"
+            }
+        finally:
+            view.DestroyView()
+        assert len(settings) == 3
+        for name, config in settings.items():
+            assert config.agentVmDatastore is not None and config.agentVmDatastore._moId == ds, name
+            assert config.agentVmNetwork is not None and config.agentVmNetwork._moId == net, name
+    finally:
+        session.logout()
+        lab.stop()
