@@ -55,7 +55,10 @@ def plan_for(key: str, scope: tuple[ScopeHost, ...]) -> dict[str, IPv4Address]:
     return {a.host.name: a.address for a in plan.addresses["contrail"].addresses}
 
 
-@pytest.mark.parametrize("key", ["DC0_C0_H1", "/DC0/host/DC0_C0/DC0_C0_H1", "host-21"])
+@pytest.mark.parametrize(
+    "key",
+    ["DC0_C0_H1", "/DC0/host/DC0_C0/DC0_C0_H1", "host-21", "host/DC0_C0/DC0_C0_H1", "HostSystem:host-21"],
+)
 def test_entries_by_name_path_or_moid_are_used(key: str) -> None:
     assert plan_for(key, hosts())["DC0_C0_H1"] == A("10.10.0.50")
 
@@ -113,14 +116,16 @@ def test_the_check_runs_before_any_change_is_planned() -> None:
         make_plan(desired, ObservedState(hosts={"contrail": hosts()}))
 
 
+# vCenter names hold no "/" (it escapes it as %2f); keys may hold one (paths, paths under the datacenter)
+host_names_st = st.text(alphabet="abcDC0_-H123", min_size=1, max_size=12)
 names = st.text(alphabet="abcDC0_-/H123", min_size=1, max_size=12)
 
 
 @settings(max_examples=100)
-@given(st.lists(names, min_size=1, max_size=8, unique=True), st.data())
+@given(st.lists(host_names_st, min_size=1, max_size=8, unique=True), st.data())
 def test_a_key_is_accepted_exactly_when_it_names_a_host(host_names: list[str], data: st.DataObject) -> None:
     scope = [ScopeHost(moid=f"host-{i}", name=n, path=f"/DC0/host/C0/{n}") for i, n in enumerate(host_names)]
-    identifiers = {x for h in scope for x in (h.moid, h.name, h.path)}
+    identifiers = {x for h in scope for x in (h.moid, h.name, h.path, f"host/C0/{h.name}")}
     key = data.draw(st.one_of(st.sampled_from(sorted(identifiers)), names))
     plan = IpPlanSpec(static=((key, A("10.0.0.1")),))
     if key in identifiers:
@@ -131,3 +136,13 @@ def test_a_key_is_accepted_exactly_when_it_names_a_host(host_names: list[str], d
         guess = str(caught.value).split("did you mean ")[1].split("?")[0].strip('"')
         assert f'"{key}" is not a host in the scope' in str(caught.value)
         assert guess in identifiers  # the suggestion is always a real host
+
+
+def test_a_key_naming_several_hosts_is_an_error_listing_them() -> None:
+    with pytest.raises(UnknownIpPlanHost) as caught:
+        plan_for('"DC0_C0_H*"', hosts(2))
+    assert str(caught.value) == (
+        'agency "contrail": ipPlan.addresses: "DC0_C0_H*" names 2 hosts in the scope '
+        "(/DC0/host/DC0_C0/DC0_C0_H0, /DC0/host/DC0_C0/DC0_C0_H1); an address is for one host: use one of "
+        "their inventory paths, e.g. /DC0/host/DC0_C0/DC0_C0_H0"
+    )

@@ -139,15 +139,15 @@ def test_several_problems_are_reported_together_in_line_order() -> None:
     text = (
         GOOD.replace("https://vc.example.com/sdk", "${NOPE}")
         .replace("10.10.0.0/24", "10.0.0.300/24")
-        .replace("/DC0/host/DC0_C0", "DC0_C0")
+        .replace("/DC0/host/DC0_C0", "/DC0/DC0_C0")
         .replace('version: "1.0"', "version:")
     )
     found = problems(text)
     assert [m.split(":")[1] for m in found] == ["2", "7", "13", "15"]
     assert found[1] == 'contrail.yaml:7: solution.version: must be text, e.g. "1.0.0", not empty'
     assert found[2] == (
-        'contrail.yaml:13: agencies[0].scope[0]: "DC0_C0" is neither an inventory path nor a moid; write '
-        "/DC0/host/DC0_C0 or domain-c7"
+        'contrail.yaml:13: agencies[0].scope[0]: "/DC0/DC0_C0" is not the inventory path of a cluster or '
+        "host; write it like /DC0/host/DC0_C0 (datacenter, then host, then the cluster)"
     )
 
 

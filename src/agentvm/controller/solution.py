@@ -92,6 +92,7 @@ from agentvm.core.heal import (
 from agentvm.core.ipplan import assign_addresses, render_per_host
 from agentvm.core.plan import Change, ChangeKind, Plan, make_plan
 from agentvm.eam.client import EamClient
+from agentvm.model import names
 from agentvm.model.agency import AgencyConfig, HookState, Issue, MoRef, Status
 from agentvm.model.connection import VCenterConnection
 from agentvm.model.desired import DesiredState, ScopeHost, SolutionSpec
@@ -865,9 +866,11 @@ class Solution:
         def pick(current: MoRef | None, word: str | None, attached: Iterable[MoRef]) -> MoRef | None:
             if current is not None or word is None:
                 return current  # never overwrite what an admin set
+            wanted = names.parse(word)  # every form the plan accepted (model.names), not just exact words
+            dcs = observation.snapshot.datacenter_paths
             for ref in attached:
                 obj = observation.snapshot.get(ref)
-                if obj is not None and word in (obj.name, obj.path, obj.moref.value):
+                if obj is not None and names.matches(wanted, obj, dcs):
                     return obj.moref
             return None
 

@@ -12,10 +12,12 @@ the two agree, so that ``core.plan`` compares like with like.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from agentvm.core.plan import agency_view
+from agentvm.model import names
 from agentvm.model.agency import (
     AgencyConfig,
     AgentConfig,
@@ -67,30 +69,52 @@ def resolve_scope(
 ) -> tuple[Cluster | ComputeResource, ...]:
     """The clusters / standalone compute resources an agency's scope names, in spec order, no duplicates.
 
-    A host entry stands for its standalone compute resource. Raises NotFoundError naming the entry, the
-    agency, the closest names and the fix.
+    Entries take every form ``model.names`` knows (path, path under the datacenter, unique name, glob,
+    moid, typed moid); a glob stands for every cluster / compute resource it matches. A host entry stands
+    for its standalone compute resource. Raises NotFoundError naming the entry, the agency, the closest
+    names and the fix.
     """
-    found: dict[str, Cluster | ComputeResource] = {}
+    return tuple(resource for resource, _ in _scope_words(snapshot, entries, agency))
+
+
+def _scope_words(
+    snapshot: InventorySnapshot, entries: Iterable[ScopeEntry], agency: str
+) -> list[tuple[Cluster | ComputeResource, str]]:
+    """Each resource of the scope with the entry that named it first."""
+    found: dict[str, tuple[Cluster | ComputeResource, str]] = {}
+    pool: tuple[Cluster | ComputeResource, ...] = (*snapshot.clusters, *snapshot.compute_resources)
+    dcs = snapshot.datacenter_paths
     for entry in entries:
-        ref = entry.path or (entry.moref.value if entry.moref else entry.text)
+        ref = names.parse(entry.text)
         try:
-            if entry.moref is not None and entry.moref.type == "HostSystem":
-                host = snapshot.find_host(ref)
-                parent = snapshot.get(host.parent) if host.parent else None
-                if not isinstance(parent, ComputeResource | Cluster):
-                    raise NotFoundError(f"host {host.describe()} has no compute resource")
-                if isinstance(parent, Cluster):
-                    raise ConfigurationError(
-                        f'agency "{agency}": scope entry {entry.text} is host {host.describe()} of cluster '
-                        f"{parent.path}; EAM scopes whole clusters: name the cluster {parent.path} instead"
-                    )
-                resource: Cluster | ComputeResource = parent
+            names_a_host = (
+                not ref.is_glob
+                and not any(names.matches(ref, r, dcs) for r in pool)
+                and any(names.matches(ref, h, dcs) for h in snapshot.hosts)
+            )
+            if names_a_host:
+                resources: tuple[Cluster | ComputeResource, ...] = (_host_resource(snapshot, entry, agency),)
             else:
-                resource = snapshot.find_compute_resource(ref)
+                resources = snapshot.resolve(entry.text, pool, "cluster or compute resource")
         except NotFoundError as exc:
             raise NotFoundError(f'agency "{agency}": scope entry {entry.text}: {exc}') from None
-        found.setdefault(resource.moref.value, resource)
-    return tuple(found.values())
+        for resource in resources:
+            found.setdefault(resource.moref.value, (resource, entry.text))
+    return list(found.values())
+
+
+def _host_resource(snapshot: InventorySnapshot, entry: ScopeEntry, agency: str) -> ComputeResource:
+    """The standalone compute resource of the host ``entry`` names (a clustered host is an error)."""
+    host = snapshot.find_host(entry.text)
+    parent = snapshot.get(host.parent) if host.parent else None
+    if isinstance(parent, Cluster):
+        raise ConfigurationError(
+            f'agency "{agency}": scope entry {entry.text} is host {host.describe()} of cluster '
+            f"{parent.path}; EAM scopes whole clusters: name the cluster {parent.path} instead"
+        )
+    if not isinstance(parent, ComputeResource):
+        raise NotFoundError(f"host {host.describe()} has no compute resource")
+    return parent
 
 
 def resolve_agency(spec: AgencySpec, snapshot: InventorySnapshot) -> ResolvedAgency:
@@ -99,15 +123,16 @@ def resolve_agency(spec: AgencySpec, snapshot: InventorySnapshot) -> ResolvedAge
     Raises NotFoundError / ConfigurationError for an unknown or ambiguous cluster, datastore, network,
     folder or resource pool, or a datastore / network some host in scope cannot see.
     """
-    resources = resolve_scope(snapshot, spec.scope, spec.name)
+    scope = _scope_words(snapshot, spec.scope, spec.name)
+    resources = tuple(resource for resource, _ in scope)
     hosts: list[Host] = []
     for resource in resources:
         hosts.extend(snapshot.hosts_of(resource.moref))
     scope_hosts = tuple(scope_host(snapshot, h) for h in hosts)
     datacenters = {r.datacenter.value for r in resources if r.datacenter is not None}
     words: dict[str, str] = {}
-    for entry, resource in zip(spec.scope, resources, strict=False):
-        words[resource.moref.value] = entry.text
+    for resource, text in scope:
+        words[resource.moref.value] = text
 
     datastores = _candidates(snapshot, snapshot.datastores, spec.datastore, datacenters, "datastore", spec)
     networks = _candidates(snapshot, snapshot.networks, spec.network, datacenters, "network", spec)
@@ -141,8 +166,9 @@ def _datacenter(obj: InventoryObject) -> str | None:
     return ref.value if isinstance(ref, MoRef) else None
 
 
-def _matches(obj: InventoryObject, word: str) -> bool:
-    return word in (obj.path, obj.name, obj.moref.value, str(obj.moref))
+def _matches(obj: InventoryObject, word: str, datacenters: tuple[str, ...]) -> bool:
+    """Whether the spec's ``word`` names ``obj`` in any form govc takes (``model.names``)."""
+    return names.matches(names.parse(word), obj, datacenters)
 
 
 def _candidates(
@@ -162,12 +188,14 @@ def _candidates(
     pool = [o for o in objects if _datacenter(o) is None or _datacenter(o) in datacenters]
     result: list[tuple[MoRef, str]] = []
     for word in words:
-        hits = [o for o in pool if _matches(o, word)]
+        hits = [o for o in pool if _matches(o, word, snapshot.datacenter_paths)]
         if not hits:
             known = sorted({o.name for o in pool})
+            close = difflib.get_close_matches(word, known + [o.path for o in pool], n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
             raise NotFoundError(
                 f'agency "{spec.name}": no {what} {word!r} in the datacenters of its scope '
-                f"(known: {', '.join(known[:8]) or 'none'}); fix {what} in the spec"
+                f"(known: {', '.join(known[:8]) or 'none'}); {hint}fix {what} in the spec"
             )
         result += [(o.moref, word) for o in sorted(hits, key=lambda o: o.moref.value)]
     return result
@@ -188,7 +216,7 @@ def _check_visible(
         return
     for ref in attached:
         obj = snapshot.get(ref)
-        if obj is not None and _matches(obj, word):
+        if obj is not None and _matches(obj, word, snapshot.datacenter_paths):
             return
     raise ConfigurationError(
         f'agency "{agency}": host {host.describe()} cannot see {what} {word!r}; choose a {what} '
@@ -196,11 +224,13 @@ def _check_visible(
     )
 
 
-def _for_resource(placement: Placement, resource: Cluster | ComputeResource) -> str | None:
-    table = dict(placement.by_target)
-    for key in (resource.moref.value, resource.path, resource.name):
-        if key in table:
-            return table[key]
+def _for_resource(
+    placement: Placement, resource: Cluster | ComputeResource, datacenters: tuple[str, ...]
+) -> str | None:
+    """The value of the first entry of the map whose key names ``resource`` (any form), else the default."""
+    for key, value in placement.by_target:
+        if names.matches(names.parse(key), resource, datacenters):
+            return value
     return placement.default
 
 
@@ -215,13 +245,17 @@ def _folders(
         return ()
     mappings: dict[str, FolderMapping] = {}
     for resource in resources:
-        word = _for_resource(spec.folder, resource)
+        word = _for_resource(spec.folder, resource, snapshot.datacenter_paths)
         dc = resource.datacenter
         if word is None or dc is None or dc.value in mappings:
             continue
         dc_obj = snapshot.get(dc)
         prefix = f"{dc_obj.path}/" if dc_obj else "/"
-        hits = [f for f in snapshot.folders if f.path.startswith(prefix) and _matches(f, word)]
+        hits = [
+            f
+            for f in snapshot.folders
+            if f.path.startswith(prefix) and _matches(f, word, snapshot.datacenter_paths)
+        ]
         if len(hits) != 1:
             problem = "no" if not hits else "more than one"
             raise NotFoundError(
@@ -244,13 +278,15 @@ def _resource_pools(
         return ()
     mappings = []
     for resource in resources:
-        word = _for_resource(spec.resource_pool, resource)
+        word = _for_resource(spec.resource_pool, resource, snapshot.datacenter_paths)
         if word is None:
             continue
         hits = [
             p
             for p in snapshot.resource_pools
-            if p.owner is not None and p.owner.value == resource.moref.value and _matches(p, word)
+            if p.owner is not None
+            and p.owner.value == resource.moref.value
+            and _matches(p, word, snapshot.datacenter_paths)
         ]
         if len(hits) != 1:
             problem = "no" if not hits else "more than one"

@@ -12,7 +12,9 @@ Called by ``core.plan`` (to show each host's address before anything changes) an
   hosts in, and adding a host never moves an existing one;
 - if the range cannot serve every host, ``IpPlanExhausted`` is raised before anything is assigned;
 - an ``ipPlan.addresses`` entry that names no host in scope is ``UnknownIpPlanHost`` (``check_static_hosts``,
-  called by ``core.plan``): a typo must not quietly give the host it meant a dynamic address.
+  called by ``core.plan``): a typo must not quietly give the host it meant a dynamic address. Keys take the
+  forms ``model.names`` knows (moid, typed moid, path, path under the datacenter, name); one that names
+  several hosts (a shared name, a glob) is an error too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address
 
-from agentvm.model.agency import OvfProperty
+from agentvm.model import names
+from agentvm.model.agency import MoRef, OvfProperty
 from agentvm.model.desired import AgencySpec, IpPlanSpec, ScopeHost
 from agentvm.model.errors import ConfigurationError
 
@@ -70,11 +73,20 @@ def check_static_hosts(plan: IpPlanSpec, hosts: Iterable[ScopeHost], *, agency: 
     for a path, a moid for a moid, else a name). Called by ``core.plan.make_plan`` before it assigns.
     """
     ordered = canonical_order(hosts)
-    known = {key for h in ordered for key in (h.moid, h.path, h.name) if key}
-    unknown = [key for key, _ in plan.static if key not in known]
+    who = f'agency "{agency}": ' if agency else ""
+    unknown = []
+    for key, _ in plan.static:
+        named = [h for h in ordered if _names(key, h)]
+        if len(named) > 1:
+            paths = ", ".join(h.path or h.name for h in named)
+            raise UnknownIpPlanHost(
+                f'{who}ipPlan.addresses: "{key}" names {len(named)} hosts in the scope ({paths}); an address '
+                f"is for one host: use one of their inventory paths, e.g. {named[0].path or named[0].name}"
+            )
+        if not named:
+            unknown.append(key)
     if not unknown:
         return
-    who = f'agency "{agency}": ' if agency else ""
     names = " and ".join(f'"{key}"' for key in unknown[:3]) + (
         f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
     )
@@ -162,14 +174,25 @@ def assign_addresses(
 
 def _static_for(plan: IpPlanSpec, hosts: list[ScopeHost]) -> dict[str, IPv4Address]:
     """Static entries by host moid; a moid entry beats a path entry beats a name entry."""
-    table = dict(plan.static)
     found: dict[str, IPv4Address] = {}
     for host in hosts:
-        for key in (host.moid, host.path, host.name):
-            if key and key in table:
-                found[host.moid] = table[key]
-                break
+        keys = sorted((_rank(key, host), i) for i, (key, _) in enumerate(plan.static) if _names(key, host))
+        if keys:
+            found[host.moid] = plan.static[keys[0][1]][1]
     return found
+
+
+def _host_ref(host: ScopeHost) -> names.NamedRef:
+    return names.NamedRef(MoRef("HostSystem", host.moid), host.name, host.path)
+
+
+def _names(key: str, host: ScopeHost) -> bool:
+    """Whether the ``ipPlan.addresses`` key names ``host`` in any form govc takes (``model.names``)."""
+    return names.matches(names.parse(key), _host_ref(host))
+
+
+def _rank(key: str, host: ScopeHost) -> int:
+    return names.specificity(names.parse(key), _host_ref(host))
 
 
 def _in_range(plan: IpPlanSpec, address: IPv4Address) -> bool:

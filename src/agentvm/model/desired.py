@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
 
+from agentvm.model import names
 from agentvm.model.agency import MoRef, OvfProperty
 from agentvm.model.connection import VCenterConnection
 
@@ -65,9 +66,11 @@ class SolutionSpec:
 class ScopeEntry:
     """One cluster or standalone host of an agency's scope, as the user named it.
 
-    Exactly one of ``path`` (``/DC0/host/DC0_C0``) and ``moref`` is set. A bare moid (``domain-c7``) becomes
-    a MoRef whose type is guessed from the id prefix (``domain-c`` → ClusterComputeResource, ``domain-s`` →
-    ComputeResource, ``host-`` → HostSystem); resolving it against the inventory is the engine's job.
+    At most one of ``path`` (``/DC0/host/DC0_C0``, maybe a glob) and ``moref`` is set; with neither,
+    ``text`` is a path under the datacenter, a bare name or a glob (``model.names``). A bare moid
+    (``domain-c7``) becomes a MoRef whose type is guessed from the id prefix (``domain-c`` →
+    ClusterComputeResource, ``domain-s`` → ComputeResource, ``host-`` → HostSystem); resolving it against the
+    inventory is the engine's job.
     """
 
     text: str
@@ -99,14 +102,24 @@ class Placement:
         """
         if self.use_host_settings:
             return None
-        table = dict(self.by_target)
-        for key in (host.moid, host.path, host.name):
-            if key and key in table:
-                return table[key]
-        for cluster_key in (host.cluster_moid, host.cluster_path):
-            if cluster_key and cluster_key in table:
-                return table[cluster_key]
+        # keys take every form model.names knows; of several naming the host, the most exact wins
+        me = names.NamedRef(MoRef("HostSystem", host.moid), host.name, host.path)
+        mine = [(names.specificity(ref, me), v) for ref, v in self._refs() if names.matches(ref, me)]
+        if mine:
+            return min(mine, key=lambda kv: kv[0])[1]
+        if host.cluster_moid and host.cluster_path:
+            cluster = names.NamedRef(
+                MoRef("ClusterComputeResource", host.cluster_moid), host.cluster_name or "", host.cluster_path
+            )
+            theirs = [
+                (names.specificity(ref, cluster), v) for ref, v in self._refs() if names.matches(ref, cluster)
+            ]
+            if theirs:
+                return min(theirs, key=lambda kv: kv[0])[1]
         return self.default
+
+    def _refs(self) -> list[tuple[names.Reference, str]]:
+        return [(names.parse(key), value) for key, value in self.by_target]
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,13 @@
 
 Built by the vSphere adapter; read by the engine, the backends, the controller and the CLI. Every object
 carries its managed-object reference *and* its inventory path, so messages read
-``host-21 (/DC0/host/C0/H0)`` (see ``describe()``). Lookups by path or id raise ``NotFoundError`` naming
-the closest names, so a typo in a spec file gets a useful answer.
+``host-21 (/DC0/host/C0/H0)`` (see ``describe()``). Lookups take every form govc takes (``model.names``) and
+raise ``NotFoundError`` naming the reference and the closest names, so a typo in a spec gets a useful answer.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -17,6 +16,7 @@ from typing import TypeVar
 
 from agentvm.model.agency import MoRef
 from agentvm.model.errors import NotFoundError
+from agentvm.model.names import select
 
 
 class ConnectionState(StrEnum):
@@ -238,27 +238,37 @@ class InventorySnapshot:
         obj = self._by_ref.get(moref.value)
         return obj.describe() if obj else moref.value
 
+    @property
+    def datacenter_paths(self) -> tuple[str, ...]:
+        """Where relative references (``host/DC0_C0``) are taken from."""
+        return tuple(d.path for d in self.datacenters)
+
+    def resolve(self, ref: str, objects: Iterable[_T], what: str) -> tuple[_T, ...]:
+        """Every object of ``objects`` that ``ref`` names (``model.names``: path, relative path, unique
+        name, glob, moid or typed moid): one, or all a glob matches. NotFoundError names ``ref``."""
+        return select(ref, objects, what=what, datacenters=self.datacenter_paths)
+
     def find_cluster(self, ref: str) -> Cluster:
         """A cluster by inventory path (``/DC0/host/C0``), moid (``domain-c7``) or unique name."""
-        return _find(self.clusters, ref, "cluster")
+        return _find(self.clusters, ref, "cluster", self.datacenter_paths)
 
     def find_host(self, ref: str) -> Host:
         """A host by inventory path, moid or unique name (``esx-01.example.com``)."""
-        return _find(self.hosts, ref, "host")
+        return _find(self.hosts, ref, "host", self.datacenter_paths)
 
     def find_compute_resource(self, ref: str) -> Cluster | ComputeResource:
         """A cluster or standalone compute resource: what an agency's scope is made of."""
         both: tuple[Cluster | ComputeResource, ...] = (*self.clusters, *self.compute_resources)
-        return _find(both, ref, "cluster or compute resource")
+        return _find(both, ref, "cluster or compute resource", self.datacenter_paths)
 
     def find_vm(self, ref: str) -> VirtualMachine:
-        return _find(self.vms, ref, "VM")
+        return _find(self.vms, ref, "VM", self.datacenter_paths)
 
     def find_network(self, ref: str) -> Network:
-        return _find(self.networks, ref, "network")
+        return _find(self.networks, ref, "network", self.datacenter_paths)
 
     def find_datastore(self, ref: str) -> Datastore:
-        return _find(self.datastores, ref, "datastore")
+        return _find(self.datastores, ref, "datastore", self.datacenter_paths)
 
     def hosts_of(self, compute_resource: MoRef) -> tuple[Host, ...]:
         """The hosts of a cluster or standalone compute resource, in inventory order."""
@@ -270,21 +280,10 @@ class InventorySnapshot:
         return tuple(vm for vm in self.vms if vm.host is not None and vm.host.value == host.value)
 
 
-def _find(objects: Iterable[_T], ref: str, what: str) -> _T:
-    """Match ``ref`` against path, then moid, then a unique name; NotFoundError lists the closest names."""
-    items = tuple(objects)
-    wanted = ref.rstrip("/") if ref != "/" else ref
-    for obj in items:
-        if obj.path == wanted or obj.moref.value == wanted or str(obj.moref) == wanted:
-            return obj
-    by_name = [obj for obj in items if obj.name == wanted]
-    if len(by_name) == 1:
-        return by_name[0]
-    if len(by_name) > 1:
-        paths = ", ".join(o.path for o in by_name)
-        raise NotFoundError(f"{what} name {ref!r} is ambiguous ({paths}): use its inventory path")
-    candidates = [o.path for o in items] + [o.name for o in items]
-    close = difflib.get_close_matches(wanted, candidates, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    known = f" ({len(items)} known)" if items else " (there are none)"
-    raise NotFoundError(f"no {what} {ref!r}{known}{hint} Give an inventory path like /DC0/host/C0 or a moid")
+def _find(objects: Iterable[_T], ref: str, what: str, datacenters: Sequence[str] = ()) -> _T:
+    """Exactly one object ``ref`` names (``model.names``); a glob must match exactly one here."""
+    hits = select(ref, objects, what=what, datacenters=datacenters)
+    if len(hits) > 1:
+        paths = ", ".join(o.path for o in hits)
+        raise NotFoundError(f"the pattern {ref!r} matches {len(hits)} objects ({paths}): name one {what}")
+    return hits[0]

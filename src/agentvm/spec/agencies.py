@@ -2,7 +2,7 @@
 
 Called by ``agentvm.spec.loader``. Checks everything that can be checked without vCenter: names and their
 lengths (EAM: agentName at most 70 characters, 43 with useUuidVmName), the OVF URL and sha256, the shape of
-scope entries (inventory path or moid), placements, OVF properties, the IP plan and the per-host templates.
+scope entries (path, name, glob or moid), placements, OVF properties, the IP plan and the per-host templates.
 Whether a cluster exists is the engine's question.
 """
 
@@ -287,12 +287,9 @@ def _scope_entry(r: Reader, node: Node) -> ScopeEntry | None:
     if _MOID.fullmatch(text):
         kind = next(t for prefix, t in _MOID_TYPES.items() if text.startswith(prefix))
         return ScopeEntry(text=text, moref=MoRef(kind, text))
-    r.problem(
-        node.line,
-        node.path,
-        f'"{text}" is neither an inventory path nor a moid; write /DC0/host/DC0_C0 or domain-c7',
-    )
-    return None
+    # a path under the datacenter (host/DC0_C0), a bare name (DC0_C0) or a glob (DC0_C*): what it names
+    # is known only against the inventory (model.names), where an unknown one gets its did-you-mean
+    return ScopeEntry(text=text.rstrip("/") or text)
 
 
 def _placement(r: Reader, node: Node, *, allow_host: bool) -> Placement | None:
