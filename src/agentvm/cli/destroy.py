@@ -21,6 +21,7 @@ from typing import Annotated
 
 import typer
 
+from agentvm.cli import exitcodes
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
 from agentvm.cli.output import console, fail
 from agentvm.cli.run import BackendKind, default_state_dir, open_direct_engine
@@ -65,9 +66,12 @@ def destroy(
     what = f"agencies {names} (every agent VM) and extension {desired.solution.key}"
     if not yes:
         if not sys.stdin.isatty():
-            fail(f"destroy would remove {what}; pass --yes to confirm (there is no terminal to ask on)", 2)
+            fail(
+                f"destroy would remove {what}; pass --yes to confirm (there is no terminal to ask on)",
+                exitcodes.BAD_INPUT,
+            )
         if not typer.confirm(f"Remove {what}?", default=False):
-            fail("nothing destroyed", 1)
+            fail("nothing destroyed", exitcodes.FAILED)
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     if backend is BackendKind.DIRECT:
         with session_for(desired, flags) as session:

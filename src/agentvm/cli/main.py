@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from agentvm.cli import exitcodes
 from agentvm.cli import lab as lab_commands
 from agentvm.cli import netsync as netsync_commands
 from agentvm.cli.destroy import destroy
@@ -49,9 +50,9 @@ def main() -> None:
     try:
         app()
     except AgentvmError as exc:
-        fail(str(exc), exc.exit_code)
+        fail(str(exc), exitcodes.code_for(exc))
     except KeyboardInterrupt:
-        fail("interrupted", 130)
+        fail("interrupted", exitcodes.INTERRUPTED)
 
 
 if __name__ == "__main__":

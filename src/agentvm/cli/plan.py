@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from agentvm.cli import exitcodes
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
 from agentvm.cli.output import console, err_console, fail, print_json
 from agentvm.cli.solution import (
@@ -147,13 +148,13 @@ def apply(
             console.print(f"✓ {action}", markup=False, highlight=False, soft_wrap=True)
         _summary(report)
     if report.problems:
-        fail(f"apply stopped: {'; '.join(report.problems)}", 1)
+        fail(f"apply stopped: {'; '.join(report.problems)}", exitcodes.FAILED)
     if not report.green:
         yellow = sum(1 for h in report.hosts if h.phase.value != "ready")
         fail(
             f"{yellow} host(s) not ready after {timeout:.0f} s; see `agentvm status` for their issues, "
             "`agentvm resolve --all` to retry, or apply again with a longer --timeout",
-            1,
+            exitcodes.FAILED,
         )
 
 

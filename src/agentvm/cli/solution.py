@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agentvm.cli import connect
+from agentvm.cli import connect, exitcodes
 from agentvm.cli.output import console, err_console, fail
 from agentvm.controller.identity import STATE_DIR_ENV
 from agentvm.controller.progress import HostProgress, Phase, Progress, issue_sentence
@@ -87,7 +87,7 @@ def guard(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except AgentvmError as exc:
-            fail(str(exc), exc.exit_code)
+            fail(str(exc), exitcodes.code_for(exc))
 
     return wrapper
 
