@@ -1,0 +1,57 @@
+"""Exit codes a script can use (issue 10), on the lab: ``plan --detailed-exitcode`` as terraform's.
+
+The other codes each come from a real situation in their own tests: bad spec → 2
+(test_cli_bad_specs, test_cli_validation_lab), vCenter unreachable → 3 and bad URL forms → 2
+(test_cli_connection), wrong password or thumbprint → 4 and EAM unreachable → 3
+(test_cli_solution::test_every_bad_input_...), a passive issue in apply → 1
+(test_cli_solution::test_a_passive_issue_...), no lab running → 2 (test_lab_cli).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentvm.lab.world import Lab
+from tests.integration.test_cli_solution import EXAMPLES, World, connect
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    lab = Lab()
+    info = lab.start()
+    session = connect(info)
+    try:
+        yield World(lab, info, session, tmp_path)
+    finally:
+        session.logout()
+        lab.stop()
+
+
+def test_plan_detailed_exitcode_is_2_with_changes_0_without_and_1_on_an_error(world: World) -> None:
+    spec = world.spec("hello-agent.yaml", (EXAMPLES / "hello-agent.yaml").read_text())
+
+    plain = world.run("plan", "-f", str(spec))
+    assert plain.exit_code == 0, plain.stderr  # without the flag, changes are no error
+    changes = world.run("plan", "-f", str(spec), "--detailed-exitcode")
+    assert changes.exit_code == 2, changes.stderr
+    assert "change(s)" in changes.stdout
+
+    applied = world.run("apply", "-f", str(spec), "--timeout", "120")
+    assert applied.exit_code == 0, applied.stderr
+
+    none = world.run("plan", "-f", str(spec), "--detailed-exitcode")
+    assert none.exit_code == 0, none.stderr
+    assert "no changes" in none.stdout
+
+    # an error is 1, never 2: bad input must not read as "changes present"
+    wrong = world.run("plan", "-f", str(spec), "--detailed-exitcode", AGENTVM_PASSWORD="wrong")
+    assert wrong.exit_code == 1, wrong.stderr
+    assert "wrong user name or password" in wrong.stderr
+    bad = world.spec("bad.yaml", "apiVersion: [agentvm/v1\n")
+    assert world.run("plan", "-f", str(bad), "--detailed-exitcode").exit_code == 1
+    assert world.run("plan", "-f", str(bad)).exit_code == 2
