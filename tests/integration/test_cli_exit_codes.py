@@ -37,6 +37,7 @@ def test_plan_detailed_exitcode_is_2_with_changes_0_without_and_1_on_an_error(wo
 
     plain = world.run("plan", "-f", str(spec))
     assert plain.exit_code == 0, plain.stderr  # without the flag, changes are no error
+    assert plain.stderr == ""  # the example runs without warnings (it used to warn of an OVF property)
     changes = world.run("plan", "-f", str(spec), "--detailed-exitcode")
     assert changes.exit_code == 2, changes.stderr
     assert "change(s)" in changes.stdout
@@ -47,6 +48,10 @@ def test_plan_detailed_exitcode_is_2_with_changes_0_without_and_1_on_an_error(wo
     none = world.run("plan", "-f", str(spec), "--detailed-exitcode")
     assert none.exit_code == 0, none.stderr
     assert "no changes" in none.stdout
+    vms = [vm for vm in world.snapshot().vms if vm.name.startswith("hello-agent")]
+    assert len(vms) == 3
+    for vm in vms:  # the greeting reaches each agent VM as its OVF property, naming its host
+        assert vm.extra_config.get("guestinfo.agent.message", "").startswith("hello from "), vm.extra_config
 
     # an error is 1, never 2: bad input must not read as "changes present"
     wrong = world.run("plan", "-f", str(spec), "--detailed-exitcode", AGENTVM_PASSWORD="wrong")
