@@ -59,8 +59,18 @@ def destroy(
     thumbprint: Thumbprint = None,
     ca_file: CaFile = None,
     insecure: Insecure = False,
+    host_settings: Annotated[
+        bool,
+        typer.Option(
+            "--host-settings",
+            help="Also clear the hosts' AgentVM datastore/network that apply set (only those, and only "
+            "where they are still what it set). Without it they stay.",
+        ),
+    ] = False,
 ) -> None:
-    """Remove every agent VM of the spec's agencies, destroy the agencies and unregister the extension."""
+    """Remove every agent VM of the spec's agencies, destroy the agencies and unregister the extension.
+
+    The hosts' AgentVM settings stay as they are, unless --host-settings."""
     desired = load(file)
     names = ", ".join(a.name for a in desired.agencies)
     what = f"agencies {names} (every agent VM) and extension {desired.solution.key}"
@@ -82,7 +92,7 @@ def destroy(
             Solution(desired, session, state_dir=state_dir) as solution,
             ProgressView() as view,
         ):
-            report = solution.destroy(timeout=timeout, on_progress=view)
+            report = solution.destroy(timeout=timeout, on_progress=view, host_settings=host_settings)
     if not report.actions:
         console.print("nothing to destroy", highlight=False)
     for action in report.actions:
@@ -90,6 +100,16 @@ def destroy(
     console.print(
         f"{report.seconds:.2f} s, {report.vim_calls} vim25 + {report.eam_calls} EAM calls", style="dim"
     )
+    if not host_settings:
+        hosts = (
+            f" (agentvm set them on {report.host_settings_left} host(s))" if report.host_settings_left else ""
+        )
+        console.print(
+            f"the hosts' AgentVM settings are left as they are{hosts}; `agentvm destroy --host-settings` "
+            "clears the ones agentvm set",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def destroy_direct(
