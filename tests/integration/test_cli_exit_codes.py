@@ -85,4 +85,4 @@ def test_netsync_apply_with_an_item_failed_exits_1_not_3(lab: LabInfo, vc: VCent
     code, out = netsync(lab, "apply", env={"AGENTVM_VROUTER_MAP": str(dead)})
 
     assert code == 1, out
-    assert [f["item"].split(" on ")[-1] for f in out["applied"]["failures"]] == [host0], out
+    assert {f["item"].split(" on ")[-1] for f in out["applied"]["failures"]} == {host0}, out
