@@ -71,7 +71,7 @@ def test_the_url_of_the_flag_beats_the_environment_beats_the_spec(
 
     done = plan_child(spec, *args, **env)
 
-    assert done.returncode != 0, done.stderr  # the listener is no vCenter
+    assert done.returncode == 3, done.stderr  # the listener hangs up: unreachable, not a login refused
     assert "Traceback" not in done.stderr
     counts = {name: server.connections() for name, server in listeners.items()}
     assert counts[contacted] >= 1, counts
