@@ -94,9 +94,9 @@ def test_down_with_nothing_running_is_harmless(env: dict[str, str]) -> None:
 
 def test_status_and_env_with_nothing_running(env: dict[str, str]) -> None:
     status = agentvm("lab", "status", env=env)
-    assert status.returncode == 3 and "agentvm lab up" in status.stdout
+    assert status.returncode == 2 and "agentvm lab up" in status.stdout  # no lab: bad input
     envs = agentvm("lab", "env", env=env)
-    assert envs.returncode == 3 and "agentvm lab up" in envs.stderr
+    assert envs.returncode == 2 and "agentvm lab up" in envs.stderr
 
 
 def test_negative_counts_are_refused_with_the_fix(env: dict[str, str]) -> None:

@@ -6,6 +6,7 @@ prompt when a terminal is attached.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -56,11 +57,7 @@ def connection(
         raise ConfigurationError(
             "no vCenter URL: pass --url or set AGENTVM_URL (for the lab: eval $(agentvm lab env))"
         )
-    problem = url_problem(
-        url, VCENTER_EXAMPLE, credentials="use --username/AGENTVM_USERNAME and AGENTVM_PASSWORD"
-    )
-    if problem is not None:  # checked before any socket: AGENTVM_URL=42 would reach host 0.0.0.42
-        raise ConfigurationError(f"--url/AGENTVM_URL: {printable(problem)}")
+    check_url(url)
     if not username:
         raise ConfigurationError("no vCenter user: pass --username or set AGENTVM_USERNAME")
     password = _password(password_file)
@@ -74,7 +71,49 @@ def connection(
     )
 
 
-def _password(password_file: Path | None) -> Secret:
+def check_url(url: str) -> None:
+    """Raise ConfigurationError, with the fix, when ``--url``/``AGENTVM_URL`` is no URL agentvm can use."""
+    problem = url_problem(
+        url, VCENTER_EXAMPLE, credentials="use --username/AGENTVM_USERNAME and AGENTVM_PASSWORD"
+    )
+    if problem is not None:  # checked before any socket: AGENTVM_URL=42 would reach host 0.0.0.42
+        raise ConfigurationError(f"--url/AGENTVM_URL: {printable(problem)}")
+
+
+def override(
+    base: VCenterConnection,
+    url: str | None,
+    username: str | None,
+    password_file: Path | None,
+    thumbprint: str | None,
+    ca_file: Path | None,
+    insecure: bool,
+) -> VCenterConnection:
+    """The spec's connection with each setting a flag or ``AGENTVM_*`` variable gives put in its place.
+
+    govc's precedence, setting by setting: flag > environment > spec (typer has already put the flag
+    before the variable). The password: ``--password-file``/``AGENTVM_PASSWORD_FILE``, then
+    ``AGENTVM_PASSWORD``, then the spec's. Called by ``cli.solution.spec_connection``.
+    """
+    changes: dict[str, object] = {}
+    if url:
+        check_url(url)
+        changes["url"] = url
+    if username:
+        changes["username"] = username
+    if (password := _given_password(password_file)) is not None:
+        changes["password"] = password
+    if thumbprint:
+        changes["thumbprint"] = thumbprint
+    if ca_file:
+        changes["ca_file"] = str(ca_file)
+    if insecure:
+        changes["insecure"] = True
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _given_password(password_file: Path | None) -> Secret | None:
+    """The password from ``--password-file`` or ``$AGENTVM_PASSWORD``; None when neither gives one."""
     if password_file is not None:
         try:
             return Secret(password_file.read_text().rstrip("\n"))
@@ -82,6 +121,12 @@ def _password(password_file: Path | None) -> Secret:
             raise ConfigurationError(f"cannot read --password-file {password_file}: {exc.strerror}") from None
     if value := os.environ.get("AGENTVM_PASSWORD"):
         return Secret(value)
+    return None
+
+
+def _password(password_file: Path | None) -> Secret:
+    if (password := _given_password(password_file)) is not None:
+        return password
     if sys.stdin.isatty():
         return Secret(typer.prompt("vCenter password", hide_input=True))
     raise ConfigurationError("no vCenter password: set AGENTVM_PASSWORD or pass --password-file")

@@ -21,6 +21,7 @@ from typing import Annotated
 
 import typer
 
+from agentvm.cli import exitcodes
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
 from agentvm.cli.output import console, fail, print_document
 from agentvm.cli.run import BackendKind, default_state_dir, open_direct_engine
@@ -60,16 +61,29 @@ def destroy(
     thumbprint: Thumbprint = None,
     ca_file: CaFile = None,
     insecure: Insecure = False,
+    host_settings: Annotated[
+        bool,
+        typer.Option(
+            "--host-settings",
+            help="Also clear the hosts' AgentVM datastore/network that apply set (only those, and only "
+            "where they are still what it set). Without it they stay.",
+        ),
+    ] = False,
 ) -> None:
-    """Remove every agent VM of the spec's agencies, destroy the agencies and unregister the extension."""
+    """Remove every agent VM of the spec's agencies, destroy the agencies and unregister the extension.
+
+    The hosts' AgentVM settings stay as they are, unless --host-settings."""
     desired = load(file)
     names = ", ".join(a.name for a in desired.agencies)
     what = f"agencies {names} (every agent VM) and extension {desired.solution.key}"
     if not yes:
         if not sys.stdin.isatty():
-            fail(f"destroy would remove {what}; pass --yes to confirm (there is no terminal to ask on)", 2)
+            fail(
+                f"destroy would remove {what}; pass --yes to confirm (there is no terminal to ask on)",
+                exitcodes.BAD_INPUT,
+            )
         if not typer.confirm(f"Remove {what}?", default=False):
-            fail("nothing destroyed", 1)
+            fail("nothing destroyed", exitcodes.FAILED)
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     if backend is BackendKind.DIRECT:
         with session_for(desired, flags) as session:
@@ -80,7 +94,9 @@ def destroy(
             Solution(desired, session, state_dir=state_dir) as solution,
             ProgressView(live=False if json_ else None) as view,
         ):
-            report = solution.destroy(timeout=timeout, on_progress=None if json_ else view)
+            report = solution.destroy(
+                timeout=timeout, on_progress=None if json_ else view, host_settings=host_settings
+            )
     if json_:
         print_document(
             "DestroyResult",
@@ -98,6 +114,16 @@ def destroy(
     console.print(
         f"{report.seconds:.2f} s, {report.vim_calls} vim25 + {report.eam_calls} EAM calls", style="dim"
     )
+    if not host_settings:
+        hosts = (
+            f" (agentvm set them on {report.host_settings_left} host(s))" if report.host_settings_left else ""
+        )
+        console.print(
+            f"the hosts' AgentVM settings are left as they are{hosts}; `agentvm destroy --host-settings` "
+            "clears the ones agentvm set",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def destroy_direct(

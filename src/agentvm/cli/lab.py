@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from agentvm.cli import exitcodes
 from agentvm.cli.output import console, fail, print_document
 from agentvm.lab import runner, vcsim
 from agentvm.lab.vcsim import LabError, Shape
@@ -51,7 +52,7 @@ def up(
     """Start the lab (building the simulator first if needed); a running lab is reused."""
     shape = Shape(datacenters, clusters, hosts, standalone, vms, dvs)
     if not 0 <= port <= 65535:
-        fail(f"--port must be 0-65535 (got {port})", 2)
+        fail(f"--port must be 0-65535 (got {port})", exitcodes.BAD_INPUT)
     try:
         state, started = runner.up(_dir(state_dir), shape, port=port, plain_http=plain_http)
     except LabError as exc:
@@ -94,7 +95,7 @@ def status(
             print_document("LabStatus", {"running": False})
         else:
             console.print("no lab is running; start one with `agentvm lab up`")
-        raise typer.Exit(3)
+        raise typer.Exit(exitcodes.NO_LAB)
     running = all(alive.values())
     if json_:
         print_document(
@@ -127,7 +128,7 @@ def status(
         table.add_row("packages", str(state.supervisor_pid), _yes(alive["supervisor"]), state.ovf_url)
         console.print(table)
     if not running:
-        raise typer.Exit(1)
+        raise typer.Exit(exitcodes.FAILED)
 
 
 def _yes(flag: bool) -> str:
@@ -145,7 +146,7 @@ def env(
     except LabError as exc:
         fail(str(exc), exc.exit_code)
     if state is None or not runner.pid_alive(state.supervisor_pid):
-        fail("no lab is running: start one with `agentvm lab up`", 3)
+        fail("no lab is running: start one with `agentvm lab up`", exitcodes.NO_LAB)
     variables = state.info.env()
     if json_:
         print_document("LabEnv", {"variables": variables})

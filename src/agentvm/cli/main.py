@@ -20,6 +20,7 @@ import typer.main
 import typer.models
 from typer import _click as click  # typer 0.29 vendors its own click: its types are these
 
+from agentvm.cli import exitcodes
 from agentvm.cli.output import fail
 from agentvm.model.errors import AgentvmError
 
@@ -143,9 +144,9 @@ def main() -> None:
     try:
         app()
     except AgentvmError as exc:
-        fail(str(exc), exc.exit_code)
+        fail(str(exc), exitcodes.code_for(exc))
     except KeyboardInterrupt:
-        fail("interrupted", 130)
+        fail("interrupted", exitcodes.INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from agentvm.cli import exitcodes
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username, connection
 from agentvm.cli.output import console, document, fail, print_json
 from agentvm.controller.netsync import AGENT_PORT, NetsyncReport, agent_urls_from_agent_vms, sync_once
@@ -216,13 +217,13 @@ def _run(
                 for client in agents.values():
                     client.close()
     except AgentvmError as exc:
-        fail(str(exc), exc.exit_code)
+        fail(str(exc), exitcodes.code_for(exc))
     if json_:
         print_json(report_json(report))
     else:
         _show(report)
     if apply and not report.ok:
-        raise typer.Exit(3)  # transient or per-item failures: run again (they are retried)
+        raise typer.Exit(exitcodes.FAILED)  # items failed (a transient error as a whole exits 3 above)
 
 
 @app.command("plan")

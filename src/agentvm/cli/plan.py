@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from agentvm.cli import exitcodes
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
 from agentvm.cli.output import console, err_console, fail, print_document, print_json
 from agentvm.cli.solution import (
@@ -28,6 +29,7 @@ from agentvm.cli.solution import (
     session_for,
 )
 from agentvm.controller.solution import DEFAULT_TIMEOUT, ApplyReport, Solution, SolutionPlan
+from agentvm.model.errors import AgentvmError
 
 MARKS = {
     "register-extension": "+",
@@ -70,20 +72,31 @@ def plan(
     ca_file: CaFile = None,
     insecure: Insecure = False,
     state_dir: StateDir = None,
+    detailed_exitcode: bool = typer.Option(
+        False,
+        "--detailed-exitcode",
+        help="Exit 0 when there are no changes, 2 when there are, 1 on any error (as terraform plan).",
+    ),
 ) -> None:
     """Show what apply would change (extension, host settings, agencies, addresses); change nothing."""
-    desired = load(file)
-    flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
-    with (
-        session_for(desired, flags) as session,
-        Solution(desired, session, state_dir=state_dir) as solution,
-    ):
-        result = solution.plan()
+    try:
+        desired = load(file)
+        flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
+        with (
+            session_for(desired, flags) as session,
+            Solution(desired, session, state_dir=state_dir) as solution,
+        ):
+            result = solution.plan()
+    except AgentvmError as exc:
+        # with --detailed-exitcode, 2 means "changes present": every error is 1, as terraform's
+        fail(str(exc), exitcodes.PLAN_ERROR if detailed_exitcode else exitcodes.code_for(exc))
     _warn(result)
     if json_:
         print_json(result.to_json())
     else:
         _print_plan(result)
+    if detailed_exitcode and not result.empty:
+        raise typer.Exit(exitcodes.PLAN_CHANGES)
 
 
 def _summary(report: ApplyReport) -> None:
@@ -148,13 +161,13 @@ def apply(
             console.print(f"✓ {action}", markup=False, highlight=False, soft_wrap=True)
         _summary(report)
     if report.problems:
-        fail(f"apply stopped: {'; '.join(report.problems)}", 1)
+        fail(f"apply stopped: {'; '.join(report.problems)}", exitcodes.FAILED)
     if not report.green:
         yellow = sum(1 for h in report.hosts if h.phase.value != "ready")
         fail(
             f"{yellow} host(s) not ready after {timeout:.0f} s; see `agentvm status` for their issues, "
             "`agentvm resolve --all` to retry, or apply again with a longer --timeout",
-            1,
+            exitcodes.FAILED,
         )
 
 

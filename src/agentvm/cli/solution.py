@@ -1,8 +1,9 @@
 """What the solution commands (plan, apply, status, resolve, destroy) share: spec, login, progress, tables.
 
-The connection comes from the spec's ``vcenter`` section when it has one, else from the connection flags and
-``AGENTVM_*`` variables (``cli.connect``). A password the spec says to prompt for is asked on the terminal,
-and is an error without one. Progress is a live table on a terminal and plain lines otherwise (CI logs).
+The connection is govc's precedence, setting by setting: a flag, else its ``AGENTVM_*`` variable
+(``cli.connect``), else the spec's ``vcenter`` section. A password the spec says to prompt for is asked on
+the terminal, and is an error without one. Progress is a live table on a terminal and plain lines
+otherwise (CI logs).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agentvm.cli import connect
+from agentvm.cli import connect, exitcodes
 from agentvm.cli.output import console, err_console, fail
 from agentvm.controller.identity import STATE_DIR_ENV
 from agentvm.controller.progress import HostProgress, Phase, Progress, issue_sentence
@@ -87,7 +88,7 @@ def guard(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except AgentvmError as exc:
-            fail(str(exc), exc.exit_code)
+            fail(str(exc), exitcodes.code_for(exc))
 
     return wrapper
 
@@ -102,7 +103,7 @@ def load(path: Path) -> DesiredState:
 
 @dataclass(frozen=True)
 class ConnectionFlags:
-    """The connection flags of a command, used when the spec has no ``vcenter`` section."""
+    """The connection flags of a command (with their ``AGENTVM_*`` fallbacks): they win over the spec."""
 
     url: str | None = None
     username: str | None = None
@@ -116,13 +117,23 @@ class ConnectionFlags:
             self.url, self.username, self.password_file, self.thumbprint, self.ca_file, self.insecure
         )
 
+    def over(self, base: VCenterConnection) -> VCenterConnection:
+        """``base`` (the spec's connection) with what these flags and ``AGENTVM_*`` give in its place."""
+        return connect.override(
+            base, self.url, self.username, self.password_file, self.thumbprint, self.ca_file, self.insecure
+        )
+
 
 def spec_connection(desired: DesiredState | None, flags: ConnectionFlags) -> VCenterConnection:
-    """The spec's vCenter connection (asking for a password if it says so), or the flags' one."""
+    """The vCenter connection: flag > ``AGENTVM_*`` variable > the spec's ``vcenter`` section, as govc.
+
+    Each setting on its own (``--url`` alone keeps the spec's user); a password the spec says to prompt for
+    is asked on a terminal when nothing else gives one.
+    """
     if desired is None or desired.vcenter is None:
         return flags.connection()
     spec = desired.vcenter
-    conn = spec.connection
+    conn = flags.over(spec.connection)
     if conn.by_certificate or conn.password is not None:
         return conn
     variable = spec.password_origin or "AGENTVM_PASSWORD"

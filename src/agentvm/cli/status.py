@@ -20,6 +20,7 @@ from rich.live import Live
 from rich.text import Text
 
 from agentvm.backends.eam import EamBackend
+from agentvm.cli import exitcodes
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
 from agentvm.cli.output import console, fail, print_document, print_json
 from agentvm.cli.solution import (
@@ -146,7 +147,7 @@ def resolve(
     """Ask EAM to fix issues: power agent VMs on again, redeploy deleted ones, re-check the rest; with
     --all also move agent VMs that run on another host back to theirs."""
     if all_ == bool(keys):
-        fail("give issue keys (from agentvm status) or --all, not both and not neither", 2)
+        fail("give issue keys (from agentvm status) or --all, not both and not neither", exitcodes.BAD_INPUT)
     desired = load(file) if file is not None else None
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     issues: list[dict[str, object]] = []  # the ResolveResult document's lists

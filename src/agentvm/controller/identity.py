@@ -11,7 +11,9 @@ spec names no certificate, the first apply generates one and keeps it here:
 ``<state dir>`` is ``--state-dir`` / ``$AGENTVM_STATE_DIR``, else ``~/.local/state/agentvm`` (the same
 default as ``agentvm run --state-dir``). ``agencies.json`` next to them records the agencies agentvm adopted
 (found with a user login, owned by someone else), so that a later ``login: certificate`` run can still read
-them by id: EAM lists them to their owner only.
+them by id: EAM lists them to their owner only. ``host-settings.json`` records the hosts' AgentVM settings
+(datastore, network) that apply set where none was set, so that ``destroy --host-settings`` clears those
+and only those.
 
 vCenter keeps ONE certificate per extension, so the machine (state dir) that set it is the only one whose
 login works; apply records in the extension which certificate it set (``certificate_record``, kept by
@@ -41,6 +43,7 @@ STATE_DIR_ENV = "AGENTVM_STATE_DIR"
 CERT_NAME = "solution.crt"
 KEY_NAME = "solution.key"
 ADOPTED_NAME = "agencies.json"
+HOST_SETTINGS_NAME = "host-settings.json"
 CERT_DAYS = 3650  # vCenter checks the certificate it was given, not its dates; renew by deleting the files
 
 
@@ -175,6 +178,37 @@ class SolutionIdentity:
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             _write_private(self.directory / ADOPTED_NAME, (json.dumps(data, indent=2) + "\n").encode())
+        except OSError:
+            return
+
+    # -- host settings agentvm set ------------------------------------------------------------------
+
+    def host_settings(self) -> dict[str, dict[str, str]]:
+        """Host moid -> {"datastore"|"network": "Type:moid"} that apply set; {} when none (or unreadable)."""
+        try:
+            data = json.loads((self.directory / HOST_SETTINGS_NAME).read_text(encoding="utf-8"))
+            return {
+                str(host): {str(k): str(v) for k, v in fields.items() if k in ("datastore", "network")}
+                for host, fields in data.items()
+            }
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
+
+    def record_host_settings(self, host: str, fields: dict[str, str] | None) -> None:
+        """Add what apply set on ``host`` to the record (None: forget the host). Best effort, as
+        ``record_adopted``: without the record, ``destroy --host-settings`` clears nothing on that host."""
+        record = self.host_settings()
+        if fields is None:
+            if record.pop(host, None) is None:
+                return
+        elif not fields:
+            return
+        else:
+            record[host] = {**record.get(host, {}), **fields}
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            text = json.dumps(dict(sorted(record.items())), indent=2) + "\n"
+            _write_private(self.directory / HOST_SETTINGS_NAME, text.encode())
         except OSError:
             return
 

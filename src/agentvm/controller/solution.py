@@ -108,7 +108,7 @@ from agentvm.vsphere.extensions import (
     unregister_extension,
     update_extension,
 )
-from agentvm.vsphere.hosts import AgentVmSettings, ensure_agent_vm_settings
+from agentvm.vsphere.hosts import AgentVmSettings, clear_agent_vm_settings, ensure_agent_vm_settings
 from agentvm.vsphere.ovf import configure_vm
 from agentvm.vsphere.session import Session
 
@@ -879,6 +879,16 @@ class Solution:
             network=pick(host.agent_vm_network, spec.network.for_host(scope), host.networks),
         )
         ensure_agent_vm_settings(self.session, host.moref, settings, label=host.describe())
+        # only what was unset before is agentvm's: destroy --host-settings clears those and no others
+        ours = {
+            name: str(value)
+            for name, before, value in (
+                ("datastore", host.agent_vm_datastore, settings.datastore),
+                ("network", host.agent_vm_network, settings.network),
+            )
+            if before is None and value is not None
+        }
+        self.identity.record_host_settings(host.moref.value, ours)
         return description.replace("set AgentVM settings", "set the AgentVM settings", 1)
 
     def _apply_agency(
@@ -1071,20 +1081,30 @@ class Solution:
     # -- destroy ------------------------------------------------------------------------------------
 
     def destroy(
-        self, *, timeout: float = DEFAULT_TIMEOUT, on_progress: ProgressCallback | None = None
+        self,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        on_progress: ProgressCallback | None = None,
+        host_settings: bool = False,
     ) -> DestroyReport:
         """Uninstall every agency of the spec, wait until green, destroy them, unregister the extension.
 
         Agencies that do not exist are skipped, so a second destroy does nothing. Raises TransientError when
         the agents are not gone within ``timeout`` (the agencies and the extension are then left in place).
-        Holds the solution's lease as ``apply`` does, and removes its records at the very end.
+        Holds the solution's lease as ``apply`` does, and removes its records at the very end. The hosts'
+        AgentVM settings stay unless ``host_settings``: then those apply recorded as set by agentvm and
+        still equal to what it set are cleared (``DestroyReport.host_settings_left`` counts the others).
         """
         with holding(self.session, self.solution.key, "destroy", wait=timeout) as lease:
-            report = self._destroy(timeout=timeout, on_progress=lease.guard(on_progress))
+            report = self._destroy(
+                timeout=timeout, on_progress=lease.guard(on_progress), host_settings=host_settings
+            )
             lease.retire()
             return report
 
-    def _destroy(self, *, timeout: float, on_progress: ProgressCallback | None) -> DestroyReport:
+    def _destroy(
+        self, *, timeout: float, on_progress: ProgressCallback | None, host_settings: bool
+    ) -> DestroyReport:
         started = self._clock()
         if self._wants_certificate() and not self.session.conn.by_certificate:
             self._try_extension_login()
@@ -1116,10 +1136,40 @@ class Solution:
         for wait in waits:  # DestroyAgency is asynchronous: wait until EAM forgets the agency
             while self.backend.find(wait.name) is not None and self._clock() < deadline:
                 self._sleep(POLL_FIRST)
+        left = len(self.identity.host_settings())
+        if host_settings:
+            actions += self._clear_host_settings(snapshot)
+            left = 0
         if unregister_extension(self.session, self.solution.key, missing_ok=True):
             actions.append(f"unregistered extension {self.solution.key}")
         vim, eam = self.call_counts()
-        return DestroyReport(tuple(actions), self._clock() - started, vim, eam)
+        return DestroyReport(tuple(actions), self._clock() - started, vim, eam, host_settings_left=left)
+
+    def _clear_host_settings(self, snapshot: InventorySnapshot) -> list[str]:
+        """Clear the AgentVM settings apply recorded as its own, where they are still what it set."""
+        actions = []
+        for moid, fields in sorted(self.identity.host_settings().items()):
+            try:
+                host = snapshot.find_host(moid)
+            except NotFoundError:  # the host left vCenter: its settings went with it
+                self.identity.record_host_settings(moid, None)
+                continue
+            ours = AgentVmSettings(
+                datastore=MoRef.parse(fields["datastore"]) if "datastore" in fields else None,
+                network=MoRef.parse(fields["network"]) if "network" in fields else None,
+            )
+            cleared = clear_agent_vm_settings(self.session, host.moref, ours, label=host.describe())
+            names = [n for n, ref in (("datastore", cleared.datastore), ("network", cleared.network)) if ref]
+            changed = [n for n in ("datastore", "network") if n in fields and n not in names]
+            if names:
+                what = f"cleared the AgentVM {' and '.join(names)} of {host.describe()}"
+                if changed:
+                    what += f" (its {' and '.join(changed)} changed since apply: kept)"
+                actions.append(what)
+            elif changed:
+                actions.append(f"kept the AgentVM settings of {host.describe()}: changed since apply")
+            self.identity.record_host_settings(moid, None)
+        return actions
 
 
 @dataclass(frozen=True)
@@ -1137,6 +1187,7 @@ class DestroyReport:
     seconds: float
     vim_calls: int
     eam_calls: int
+    host_settings_left: int = 0  # hosts whose AgentVM settings agentvm set and destroy left in place
 
 
 def _away_warnings(observation: Observation) -> list[str]:

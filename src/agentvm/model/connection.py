@@ -70,8 +70,20 @@ class VCenterConnection:
         return urlsplit(self._full_url()).path or "/sdk"
 
     @property
+    def has_port(self) -> bool:
+        """Whether the URL names its port (else 443, or 80 for http://)."""
+        try:
+            return urlsplit(self._full_url()).port is not None
+        except ValueError:
+            return False
+
+    @property
     def by_certificate(self) -> bool:
         return bool(self.extension_key and self.cert_file)
 
     def _full_url(self) -> str:
-        return self.url if "://" in self.url else f"https://{self.url}/sdk"
+        # as govc: a URL without a scheme is https://, and /sdk is added only when it has no path
+        if "://" in self.url:
+            return self.url
+        full = f"https://{self.url}"
+        return full if urlsplit(full).path else f"{full}/sdk"

@@ -187,6 +187,11 @@ def to_agentvm_error(exc: BaseException, *, url: str, what: str = "") -> Agentvm
             "with AGENTVM_CA_FILE/--ca-file, or pin it with AGENTVM_THUMBPRINT/--thumbprint, "
             "or (labs only) --insecure"
         )
+    elif isinstance(exc, ssl.SSLEOFError) or getattr(exc, "reason", None) == "UNEXPECTED_EOF_WHILE_READING":
+        # the server hung up mid-handshake (busy, restarting, or no TLS server): not a credential problem
+        error = TransientError(
+            f"{url} closed the connection during the TLS handshake: is vCenter up at that address and port?"
+        )
     elif isinstance(exc, ssl.SSLError):
         error = AuthenticationError(
             f"TLS handshake with {url} failed ({exc.reason or exc}): check the URL's port, the client "

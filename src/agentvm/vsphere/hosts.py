@@ -90,6 +90,38 @@ def ensure_agent_vm_settings(
     return True
 
 
+def clear_agent_vm_settings(
+    session: Session, host: MoRef, ours: AgentVmSettings, *, label: str | None = None
+) -> AgentVmSettings:
+    """Unset the host's agent VM datastore/network where each still is the one in ``ours``; the others
+    (changed since, or never ours) are kept. Returns what was cleared. Called by ``destroy --host-settings``.
+    """
+    label = label or host.value
+    manager = _manager(session, host, label)
+    info = read_one(session, manager, ["configInfo"]).get("configInfo")
+    current = AgentVmSettings(
+        datastore=_ref(getattr(info, "agentVmDatastore", None)),
+        network=_ref(getattr(info, "agentVmNetwork", None)),
+    )
+    (ds, nw), (our_ds, our_nw) = _values(current), _values(ours)
+    cleared = AgentVmSettings(
+        datastore=current.datastore if ds is not None and ds == our_ds else None,
+        network=current.network if nw is not None and nw == our_nw else None,
+    )
+    if cleared == AgentVmSettings():
+        return cleared
+    kept = AgentVmSettings(
+        datastore=None if cleared.datastore else current.datastore,
+        network=None if cleared.network else current.network,
+    )
+    config = vim.host.EsxAgentHostManager.ConfigInfo(
+        agentVmDatastore=session.mo(kept.datastore) if kept.datastore else None,
+        agentVmNetwork=session.mo(kept.network) if kept.network else None,
+    )
+    manager.EsxAgentHostManagerUpdateConfig(configInfo=config)
+    return cleared
+
+
 def in_maintenance_mode(session: Session, host: MoRef) -> bool:
     props = read_one(session, _host(session, host), ["runtime.inMaintenanceMode"])
     return bool(props.get("runtime.inMaintenanceMode", False))

@@ -395,9 +395,15 @@ class Session:
             body = response.read()
             status = response.status
         except Exception as exc:
-            raise to_agentvm_error(exc, url=self.url, what="connecting") from exc
+            raise _first_contact_error(conn, exc) or to_agentvm_error(
+                exc, url=self.url, what="connecting"
+            ) from exc
         finally:
             http_conn.close()
+        if conn.scheme == "http" and _https_only(status, body, response.getheader("Location") or ""):
+            raise ConfigurationError(
+                f"{conn.url} answers HTTPS, not plain HTTP: write {_with_scheme(conn, 'https')}"
+            )
         supported = GetServiceVersions("vim25")
         if status != 200:
             log.info(
@@ -405,6 +411,55 @@ class Session:
             )
             return str(supported[0])
         return _pick_version(body, supported, self.url)
+
+
+# what OpenSSL says when the server answers a TLS hello in plain HTTP
+_PLAIN_HTTP_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE"}
+)
+
+
+def _first_contact_error(conn: VCenterConnection, exc: BaseException) -> ConfigurationError | None:
+    """A wrong URL recognised on the first connection, with the fix; None when it is not one of them.
+
+    Called by ``_negotiate_version`` only: later, a refused connection is vCenter restarting (transient).
+    """
+    if (
+        conn.scheme == "https"
+        and isinstance(exc, ssl.SSLError)
+        and getattr(exc, "reason", None) in _PLAIN_HTTP_REASONS
+    ):
+        return ConfigurationError(
+            f"{conn.url} answers plain HTTP, not HTTPS: write {_with_scheme(conn, 'http')}"
+        )
+    if conn.scheme == "http" and isinstance(exc, http.client.BadStatusLine | ConnectionResetError):
+        return ConfigurationError(
+            f"{conn.url} answers no plain HTTP: if it is HTTPS, write {_with_scheme(conn, 'https')}"
+        )
+    if isinstance(exc, ConnectionRefusedError) and not conn.has_port:
+        host = _bracketed(conn.host)
+        return ConfigurationError(
+            f"cannot connect to {conn.url}: nothing listens on {host}:{conn.port}, the port a URL without "
+            f"one means; write vCenter's port in the URL, e.g. {conn.scheme}://{host}:8989{conn.path}"
+        )
+    return None
+
+
+def _https_only(status: int, body: bytes, location: str) -> bool:
+    """Whether a plain-HTTP answer says "use HTTPS": a redirect to https://, or Go's and nginx's 400."""
+    if status in (301, 302, 307, 308):
+        return location.startswith("https://")
+    return status == 400 and b"HTTPS" in body.upper()
+
+
+def _with_scheme(conn: VCenterConnection, scheme: str) -> str:
+    """The URL with the other scheme (its port kept if it names one)."""
+    port = f":{conn.port}" if conn.has_port else ""
+    return f"{scheme}://{_bracketed(conn.host)}{port}{conn.path}"
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _pick_version(body: bytes, supported: list[str], url: str) -> str:
