@@ -121,13 +121,13 @@ def test_recent_events_as_json(fakes: Fakes, client: httpx.Client) -> None:
 
 
 def test_metrics_parse_as_prometheus_text(fakes: Fakes, client: httpx.Client) -> None:
-    fakes.metrics.set_agents_by_state({"green": 3, "red": 1})
+    fakes.metrics.set_agents_by_state({"contrail": {"green": 3, "red": 1}})
     fakes.metrics.hook_latency.observe(0.3)
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     families = parse(response.text)
-    assert sample(families, "agentvm_agents", state="red") == 1
+    assert sample(families, "agentvm_agents", agency="contrail", state="red") == 1
     assert sample(families, "agentvm_hook_latency_seconds_count") == 1
 
 

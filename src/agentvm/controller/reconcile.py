@@ -588,13 +588,15 @@ class Reconciler(Solution):
         conditions: HostConditions,
         misplaced: Sequence[Misplaced] = (),
     ) -> None:
-        agents = [a for s in statuses for a in s.agents]
         given_up = dict(self._flapping_decisions())  # keys agentvm gave up on as flapping -> why
         flapping_agents = {k.agent for k in given_up if k.agent is not None}
         moved = {m.agent for m in misplaced}
-        self.metrics.set_agents_by_state(
-            count_states(agents, conditions, flapping=flapping_agents, misplaced=moved)
-        )
+        by_agency: dict[str, Mapping[str, int]] = {
+            w.name: {} for w in self._waits.values()
+        }  # not observed yet: every state at 0
+        for s in statuses:
+            by_agency[s.name] = count_states(s.agents, conditions, flapping=flapping_agents, misplaced=moved)
+        self.metrics.set_agents_by_state(by_agency)
         self.metrics.set_issues_by_kind(count_kinds(observed_issues(statuses)))
         self.metrics.set_flapping(
             {(s.name, a.host.value): a.agent in flapping_agents for s in statuses for a in s.agents}
