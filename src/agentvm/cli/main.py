@@ -11,6 +11,7 @@ import typer
 from agentvm.cli import lab as lab_commands
 from agentvm.cli import netsync as netsync_commands
 from agentvm.cli.destroy import destroy
+from agentvm.cli.events import events
 from agentvm.cli.inventory import inventory
 from agentvm.cli.output import fail
 from agentvm.cli.plan import apply, plan
@@ -34,6 +35,7 @@ app.command()(status)
 app.command()(resolve)
 app.command()(destroy)
 app.command()(run)
+app.command()(events)
 
 
 @app.command()

@@ -416,10 +416,20 @@ class Reconciler(Solution):
         self._heal_wake = plan.wake_at
         for key in plan.healed:
             self.metrics.resolves_succeeded.inc(kind=key.kind.value)
-            self.events.publish("heal", f"{key} is gone after agentvm resolved it", agency=key.agency)
+            agency, host = self._subject(statuses, key)
+            path = self._host_path(self.snapshot, host) if host else None
+            where = path or host or f"agency {agency}"
+            self.events.publish(
+                "heal",
+                f"{key.kind.value} on {where} is gone after agentvm resolved it",
+                agency=agency,
+                host=host,
+                host_name=path,
+                data={"kind": key.kind.value},
+            )
         for decision in plan.decisions:
             if decision.announce:
-                self._announce(decision)
+                self._announce(decision, statuses)
         done = 0
         for decision in plan.by_verdict(Verdict.RESOLVE):
             if decision.misplaced is not None:
@@ -490,8 +500,24 @@ class Reconciler(Solution):
             return 0
         return 1
 
-    def _announce(self, decision: HealDecision) -> None:
-        host = decision.host
+    def _subject(self, statuses: Sequence[AgencyStatus], key: HealKey) -> tuple[str, str | None]:
+        """(agency name, host moid) of a heal key, which holds EAM's ids (``agency-1``, ``agent-3``): the
+        names an operator reads. From this observation, else from the issues seen last."""
+        for status in statuses:
+            if status.agency == key.agency:
+                agent = next((a for a in status.agents if a.agent == key.agent), None)
+                return status.name, agent.host.value if agent is not None and key.agent else None
+        for issue in self._tracked.issues.values():
+            if issue.agency == key.agency:
+                host = issue.host.value if issue.host is not None and issue.agent == key.agent else None
+                return issue.agency_name, host if key.agent else None
+        return key.agency, None
+
+    def _announce(self, decision: HealDecision, statuses: Sequence[AgencyStatus] = ()) -> None:
+        agency, known_host = self._subject(statuses, decision.key)
+        if decision.agency_name != decision.key.agency:
+            agency = decision.agency_name  # the issue's or the misplaced VM's own name
+        host = decision.host or (MoRef("HostSystem", known_host) if known_host else None)
         host_name = self._host_path(self.snapshot, host.value) if host else None
         host_name = host_name or decision.host_name
         failure = decision.verdict in (Verdict.GAVE_UP, Verdict.FLAPPING)
@@ -500,7 +526,7 @@ class Reconciler(Solution):
         action_log(
             text,
             action=decision.verdict.value,
-            agency=decision.agency_name,
+            agency=agency,
             host=host_name,
             host_moid=host.value if host else None,
             level=logging.ERROR if failure else logging.WARNING,
@@ -512,7 +538,7 @@ class Reconciler(Solution):
             "heal",
             text,
             level=level,
-            agency=decision.agency_name,
+            agency=agency,
             host=host.value if host else None,
             host_name=host_name,
             data=data,
