@@ -36,11 +36,12 @@ def parse_since(text: str, now: float) -> float:
     value = text.strip()
     if value and _DURATION.sub("", value) == "" and _DURATION.match(value):
         return now - sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(value))
+    upper = value.upper()  # RFC 3339 allows t and z too; fromisoformat only their capitals
     try:
-        when = datetime.fromisoformat(value)
+        when = datetime.fromisoformat(upper)
     except ValueError:
         when = None
-    if when is None or ("T" not in value.upper() and " " not in value):
+    if when is None or ("T" not in upper and " " not in upper):
         raise ConfigurationError(
             f"--since {text!r} is neither a duration (10m, 1h30m, 2d) nor an RFC 3339 time "
             "(2026-12-01T21:00:00Z)"

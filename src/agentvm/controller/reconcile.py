@@ -702,7 +702,16 @@ class Reconciler(Solution):
             left = self.backend.resolve(chosen)
             return f"resolved {len(chosen)} issue(s) on request: {', '.join(str(i.key) for i in chosen)}"
 
-        self._act("resolve", resolve)
+        agencies = {i.agency_name for i in chosen}
+        hosts = {i.host.value for i in chosen if i.host is not None}
+        one_host = next(iter(hosts)) if len(hosts) == 1 and all(i.host for i in chosen) else None
+        self._act(
+            "resolve",
+            resolve,
+            agency=next(iter(agencies)) if len(agencies) == 1 else None,
+            host=self._issue_host(chosen[0]) if one_host else None,
+            host_moid=one_host,
+        )
         self._heal = self._heal.with_forgotten(HealKey.of(i) for i in chosen)
         result: dict[str, object] = {
             "resolved": [i.key for i in chosen if i.key not in left],
@@ -715,6 +724,10 @@ class Reconciler(Solution):
     def _calls(self) -> int:
         sessions = {id(s): s for s in (self.session, self._eam_session, *self._own)}
         return sum(s.stats.total for s in sessions.values())
+
+    def host_path(self, moid: str) -> str | None:
+        """The inventory path of host ``moid`` as the last full pass read it (None: unknown). Any thread."""
+        return self._host_path(self.snapshot, moid)
 
     @staticmethod
     def _host_path(snapshot: InventorySnapshot | None, moid: str) -> str | None:

@@ -384,7 +384,7 @@ class Controller:
         if netsync is None:
             return
         try:
-            self._netsync_seen.publish(netsync, self.events, self.metrics)
+            self._netsync_seen.publish(netsync, self.events, self.metrics, self.reconciler.host_path)
         except Exception:  # logged; the next turn tries again
             log.exception("publishing the network sync's state failed")
 
@@ -463,7 +463,14 @@ class _NetsyncSeen:
         self.plan_errors: set[tuple[str, str, str]] = set()
         self.syncs = {"full": 0, "incremental": 0}
 
-    def publish(self, netsync: NetsyncWatch, events: EventLog, metrics: ControllerMetrics) -> None:
+    def publish(
+        self,
+        netsync: NetsyncWatch,
+        events: EventLog,
+        metrics: ControllerMetrics,
+        host_path: Callable[[str], str | None] = lambda moid: None,
+    ) -> None:
+        """``host_path``: a host moid's inventory path, to name the host in events."""
         for kind, count in (("full", netsync.full_syncs), ("incremental", netsync.incremental_syncs)):
             if count > self.syncs[kind]:
                 metrics.netsync().syncs.inc(count - self.syncs[kind], kind=kind)
@@ -485,11 +492,14 @@ class _NetsyncSeen:
             for host, why in sorted(report.unreachable_agents.items()):
                 if ("unreachable", host, why) not in self.plan_errors:
                     self.plan_errors.add(("unreachable", host, why))
+                    path = host_path(host)
                     events.publish(
                         "netsync",
-                        f"the vRouter agent of host {host} cannot be read: {why}; its ports wait for it",
+                        f"the vRouter agent of host {path or host} cannot be read: {why}; its ports wait "
+                        "for it",
                         level="warning",
                         host=host,
+                        host_name=path,
                     )
         attempts = dict(netsync.backoff.attempts)
         for key in [k for k in self.failing if k not in attempts]:
