@@ -78,6 +78,13 @@ def heal_one(world: World) -> str:
     return victim.host.value
 
 
+def events_schema() -> dict[str, object]:
+    """The schema shipped in the package (read as a file: the test does not trust the code's loader)."""
+    text = (Path(agentvm.__file__).parent / "api" / "schema" / "events-v1.json").read_text()
+    schema: dict[str, object] = json.loads(text)
+    return schema
+
+
 def host_path(world: World, moid: str) -> str:
     return next(h.path for h in world.snapshot().hosts if h.moref.value == moid)
 
@@ -105,8 +112,7 @@ def test_heal_events_name_the_agency_and_the_host_path(served: tuple[World, str]
     code, out, err = run_cli("--json", server=url)
     assert code == 0, err
     document = json.loads(out)
-    schema = json.loads((Path(agentvm.__file__).parent / "api" / "schema" / "events-v1.json").read_text())
-    jsonschema.validate(document, schema)
+    jsonschema.validate(document, events_schema())
     assert document["kind"] == "Events" and document["apiVersion"] == "agentvm/v1"
     assert [e["id"] for e in document["events"]] == [e["id"] for e in body["events"]][-100:]
     assert any(e["type"] == "heal" and e["hostName"] == path for e in document["events"])
@@ -137,6 +143,9 @@ def test_events_follow_prints_new_events_as_they_come(served: tuple[World, str])
             seen.append(json.loads(lines.get(timeout=60)))
         ids = [int(str(e["id"])) for e in seen]
         assert ids == sorted(set(ids)), ids  # each once, in order
+        schema = events_schema()
+        for event in seen:  # each line is one event of the Events schema
+            jsonschema.validate(event, {"$defs": schema["$defs"], "$ref": "#/$defs/event"})
         heal = next(e for e in seen if e["type"] == "heal")
         assert heal["agency"] == "contrail" and heal["hostName"] == path, heal
     finally:
