@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -151,3 +152,17 @@ def test_events_follow_prints_new_events_as_they_come(served: tuple[World, str])
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_no_controller_at_the_server_is_one_line_and_exit_3() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        free = probe.getsockname()[1]  # closed below: nothing listens there afterwards
+    code, out, err = run_cli(server=f"http://127.0.0.1:{free}")
+    assert code == 3 and out == "", err
+    assert err.count("\n") == 1 and f"http://127.0.0.1:{free}" in err and "AGENTVM_SERVER" in err
+
+
+@pytest.mark.parametrize("server", ["127.0.0.1:8080", "ftp://127.0.0.1:8080", "http://"])
+def test_a_server_that_is_not_an_http_url_is_one_line_and_exit_2(server: str) -> None:
+    code, _, err = run_cli(server=server)
+    assert code == 2 and err.count("\n") == 1 and "--server" in err and "http://HOST:PORT" in err, err
