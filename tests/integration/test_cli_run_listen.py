@@ -48,14 +48,19 @@ def run_offline(tmp_path: Path, listen: str, *extra: str) -> subprocess.Complete
     )
 
 
-def test_a_busy_port_is_one_line_and_exit_2_before_any_login(tmp_path: Path) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as taken:
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_a_busy_port_is_one_line_and_exit_2_before_any_login(tmp_path: Path, host: str) -> None:
+    if host == "::1" and not has_ipv6_loopback():
+        pytest.fail("this machine has no IPv6 loopback: run this test where ::1 exists")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.create_server((host, 0), family=family) as taken:
         port = taken.getsockname()[1]
-        result = run_offline(tmp_path, f"127.0.0.1:{port}")
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        result = run_offline(tmp_path, listen)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert f"--listen 127.0.0.1:{port}" in lines[0] and "in use" in lines[0]
+    assert f"--listen {listen}" in lines[0] and "in use" in lines[0]
     assert "Traceback" not in result.stderr and "127.0.0.1:1" not in result.stderr  # vCenter never tried
 
 
