@@ -121,13 +121,13 @@ def test_recent_events_as_json(fakes: Fakes, client: httpx.Client) -> None:
 
 
 def test_metrics_parse_as_prometheus_text(fakes: Fakes, client: httpx.Client) -> None:
-    fakes.metrics.set_agents_by_state({"green": 3, "red": 1})
+    fakes.metrics.set_agents_by_state({"contrail": {"green": 3, "red": 1}})
     fakes.metrics.hook_latency.observe(0.3)
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     families = parse(response.text)
-    assert sample(families, "agentvm_agents", state="red") == 1
+    assert sample(families, "agentvm_agents", agency="contrail", state="red") == 1
     assert sample(families, "agentvm_hook_latency_seconds_count") == 1
 
 
@@ -337,4 +337,42 @@ def test_a_client_that_leaves_frees_its_stream(fakes: Fakes, server: ApiServer) 
     deadline = time.monotonic() + 5  # noticed at the next keepalive write (0.3 s here)
     while server.streams and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert server.streams == 0
+
+
+# ------------------------------------------------------------------------------------------ HEAD
+
+
+def _raw(
+    server: ApiServer, method: str, path: str, accept: str | None = None
+) -> tuple[str, dict[str, str], bytes]:
+    """One request over a bare socket, read to the end: status line, headers (Date left out), body bytes."""
+    extra = f"Accept: {accept}\r\n" if accept else ""
+    request = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(request.encode())
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    headers.pop("Date", None)
+    return status, headers, body
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/api/v1/status", "/api/v1/events", "/metrics", "/"])
+def test_head_answers_as_get_without_a_body(fakes: Fakes, server: ApiServer, path: str) -> None:
+    fakes.events.publish("action", "powered on agent 1", host="host-1")
+    get_status, get_headers, get_body = _raw(server, "GET", path)
+    head_status, head_headers, head_body = _raw(server, "HEAD", path)
+    assert get_body  # the GET has a body, of the length both announce
+    assert int(get_headers["Content-Length"]) == len(get_body)
+    assert (head_status, head_headers, head_body) == (get_status, get_headers, b"")
+
+
+def test_head_on_the_event_stream_sends_its_headers_and_ends(server: ApiServer) -> None:
+    status, headers, body = _raw(server, "HEAD", "/api/v1/events", accept="text/event-stream")
+    assert status.endswith("200 OK") and headers["Content-Type"].startswith("text/event-stream")
+    assert body == b""
     assert server.streams == 0

@@ -298,15 +298,22 @@ def test_vcenter_unreachable_for_a_while_is_reported_and_survived(world: World) 
     wait_for(world.all_green, "green", 120)
     controller = world.controller
     assert controller is not None
+
+    def connected() -> float:
+        return sample(parse(controller.metrics_text()), "agentvm_vcenter_connected")
+
+    assert connected() == 1
     pid = world.lab.pids["vcsim"]
     os.kill(pid, signal.SIGSTOP)
     try:
         wait_for(lambda: not controller.ready(), "readyz to turn false while vCenter is unreachable", 30)
         wait_for(lambda: world.events(type="connection", level="error"), "an error event", 30)
+        assert connected() == 0
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_for(controller.ready, "the controller ready again after vCenter came back", 60)
     assert world.events(type="connection", message="reconnected; full resync done")
+    assert connected() == 1
     assert controller.join(0), "the controller thread is still running"
 
 
@@ -528,7 +535,7 @@ def test_a_flapping_agent_is_powered_on_a_bounded_number_of_times_then_flagged(w
     with ApiServer(Api(**api_callables(controller)), port=0) as server:
         metrics = httpx.get(f"{server.url}/metrics").text
     assert f'agentvm_agent_flapping{{agency="contrail",host="{victim.host.value}"}} 1' in metrics, metrics
-    assert 'agentvm_agents{state="flapping"} 1' in metrics, metrics
+    assert 'agentvm_agents{agency="contrail",state="flapping"} 1' in metrics, metrics
 
 
 def test_an_ip_plan_entry_for_a_host_not_in_scope_is_a_warning_and_the_others_are_managed(

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
+import platform
+import subprocess
 import threading
+import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import agentvm
 from agentvm.controller.metrics import (
     AGENT_STATES,
     ControllerMetrics,
@@ -141,7 +146,7 @@ def test_counters_are_exact_under_concurrent_increments() -> None:
 
 def test_the_controller_metrics_have_the_names_issue_5_asks_for() -> None:
     metrics = ControllerMetrics()
-    metrics.set_agents_by_state({"green": 5, "red": 1})
+    metrics.set_agents_by_state({"contrail": {"green": 5, "red": 1}})
     metrics.set_issues_by_kind({IssueKind.VM_POWERED_OFF.value: 1})
     metrics.resolves_attempted.inc(kind=IssueKind.VM_POWERED_OFF.value)
     metrics.resolves_succeeded.inc(kind=IssueKind.VM_POWERED_OFF.value)
@@ -153,6 +158,8 @@ def test_the_controller_metrics_have_the_names_issue_5_asks_for() -> None:
     families = parse(metrics.render())
 
     assert {name: f.type for name, f in families.items()} == {
+        "agentvm_build_info": "gauge",
+        "agentvm_vcenter_connected": "gauge",
         "agentvm_agents": "gauge",
         "agentvm_issues": "gauge",
         "agentvm_agent_flapping": "gauge",
@@ -162,8 +169,13 @@ def test_the_controller_metrics_have_the_names_issue_5_asks_for() -> None:
         "agentvm_vcenter_call_duration_seconds": "histogram",
         "agentvm_vcenter_errors_total": "counter",
         "agentvm_last_full_resync_timestamp_seconds": "gauge",
+        "process_resident_memory_bytes": "gauge",
+        "process_cpu_seconds_total": "counter",
+        "process_start_time_seconds": "gauge",
+        "process_open_fds": "gauge",
     }
-    assert [sample(families, "agentvm_agents", state=s) for s in AGENT_STATES] == [5, 0, 1, 0, 0, 0]
+    by_state = [sample(families, "agentvm_agents", agency="contrail", state=s) for s in AGENT_STATES]
+    assert by_state == [5, 0, 1, 0, 0, 0]
     assert sample(families, "agentvm_issues", kind="VmPoweredOff") == 1
     assert sample(families, "agentvm_issues", kind="VmNotDeployed") == 0  # every kind stays present
     assert sample(families, "agentvm_resolves_succeeded_total", kind="VmPoweredOff") == 1
@@ -176,4 +188,64 @@ def test_the_controller_metrics_have_the_names_issue_5_asks_for() -> None:
     assert sample(families, "agentvm_agent_flapping", agency="contrail", host="host-22") == 0
 
     with pytest.raises(ValueError, match="unknown agent state"):
-        metrics.set_agents_by_state({"purple": 1})
+        metrics.set_agents_by_state({"contrail": {"purple": 1}})
+
+
+def test_build_info_process_metrics_and_connection_gauge_as_prometheus_expects() -> None:
+    metrics = ControllerMetrics()
+    families = parse(metrics.render())
+    (build,) = families["agentvm_build_info"].samples
+    assert build[1] == {"version": agentvm.__version__, "python": platform.python_version()}
+    assert build[2] == 1
+    assert sample(families, "agentvm_vcenter_connected") == 0  # no pass yet
+    metrics.vcenter_connected.set(1)
+    assert sample(parse(metrics.render()), "agentvm_vcenter_connected") == 1
+
+    # the process's own figures, checked against what the standard library says of this process
+    rss = sample(families, "process_resident_memory_bytes")
+    ps_rss = 1024 * int(ps("rss"))  # ps says KiB
+    assert rss > 1024 * 1024 and abs(rss - ps_rss) < 0.25 * ps_rss  # the heap moves a little in between
+    cpu = sample(families, "process_cpu_seconds_total")
+    used = os.times()
+    assert 0 < cpu <= used.user + used.system + 0.02  # the kernel's ticks are 10 ms
+    started = sample(families, "process_start_time_seconds")
+    assert started == pytest.approx(ps_start_time(), abs=2.0)  # ps says whole seconds
+    fds = sample(families, "process_open_fds")
+    with open(os.devnull) as extra:
+        assert sample(parse(metrics.render()), "process_open_fds") == fds + 1
+        assert extra.fileno() >= 0
+
+
+def ps(field: str) -> str:
+    """One field of this process as ``ps`` reports it."""
+    return subprocess.run(
+        ["ps", "-o", f"{field}=", "-p", str(os.getpid())], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def ps_start_time() -> float:
+    """This process's start time as ``ps`` computes it: now minus the elapsed seconds ps reports."""
+    return time.time() - int(ps("etimes"))
+
+
+def test_resolve_counters_are_present_at_zero_from_the_start_for_every_kind_agentvm_resolves() -> None:
+    families = parse(ControllerMetrics().render())
+    for name in ("agentvm_resolves_attempted_total", "agentvm_resolves_succeeded_total"):
+        kinds = {labels["kind"]: value for _, labels, value in families[name].samples}
+        assert {"VmPoweredOff", "VmNotDeployed", "VmOnWrongHost"} <= set(kinds)
+        assert "OvfInvalidFormat" not in kinds  # passive: a person fixes it, agentvm never resolves it
+        assert set(kinds.values()) == {0}
+
+
+def test_agents_by_state_carry_their_agency_and_known_agencies_show_from_the_start() -> None:
+    metrics = ControllerMetrics(agencies=["contrail", "hello"])
+    families = parse(metrics.render())
+    assert {(labels["agency"], value) for _, labels, value in families["agentvm_agents"].samples} == {
+        ("contrail", 0),
+        ("hello", 0),
+    }
+    metrics.set_agents_by_state({"contrail": {"green": 2}, "hello": {"red": 1}})
+    families = parse(metrics.render())
+    assert sample(families, "agentvm_agents", agency="contrail", state="green") == 2
+    assert sample(families, "agentvm_agents", agency="hello", state="red") == 1
+    assert sample(families, "agentvm_agents", agency="hello", state="green") == 0

@@ -17,6 +17,8 @@ POST     ``/api/v1/resolve``    ``Api.resolve(body)``; needs the token too
 GET      ``/``, ``/static/*``   the dashboard (files shipped in ``agentvm/api/static``)
 =======  =====================  ============================================================================
 
+``HEAD`` is answered on every ``GET`` route with the same status and headers and no body.
+
 Errors are JSON ``{"error": "..."}``: agentvm's errors map to 400 (configuration), 404 (not found) and 503
 (transient, with ``Retry-After``); anything else is a 500 that says to look at the controller's log (the
 details go there, not to the client).
@@ -136,6 +138,14 @@ class Api:
     token: BearerToken | None = field(default=None, repr=False)
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host`` (IPv4 or IPv6 literal, or a name) and ``port`` (0: any free one).
+
+    OSError when the address cannot be bound (in use, not on this machine, no IPv6)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=BACKLOG)
+
+
 class ApiServer:
     """The HTTP server on its own thread: ``with ApiServer(api) as server: ... server.url``.
 
@@ -143,7 +153,9 @@ class ApiServer:
     behind something that authenticates readers). ``port`` 0 picks a free one. ``keepalive`` is the
     seconds between SSE keepalive comments; ``limits`` bound what it serves at once (see ``Limits``). On a
     loopback address, requests whose ``Host`` is not a loopback name are refused (a web page cannot reach
-    the API through DNS rebinding). OSError when the address cannot be bound.
+    the API through DNS rebinding). OSError when the address cannot be bound. ``listener``: a socket from
+    ``bind`` (``agentvm run`` binds before it logs in, so that a busy port fails first); the server owns
+    and closes it.
     """
 
     def __init__(
@@ -155,13 +167,14 @@ class ApiServer:
         keepalive: float = 15.0,
         static: StaticFiles | None = None,
         limits: Limits | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
         self.api = api
         self.keepalive = keepalive
         self.static = static if static is not None else StaticFiles.from_package()
         self.limits = limits if limits is not None else Limits()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host, port), family=family, backlog=BACKLOG)
+        self._listener = listener if listener is not None else bind(host, port)
+        host = str(self._listener.getsockname()[0])
         self._acceptor = _Acceptor(self, self._listener)
         self._thread: threading.Thread | None = None
         self._streams: set[Subscription] = set()
@@ -572,6 +585,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.client_address = address
         self.admitted = admitted
         self.handed_off = False
+        self.head_only = False  # a HEAD request: headers as for GET, no body
         self.output = b""
         self._head = head
         self.setup()
@@ -603,6 +617,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._dispatch("POST")
+
+    def do_HEAD(self) -> None:
+        """HEAD is GET without the body (RFC 9110): same status and headers, Content-Length included."""
+        self.head_only = True
+        self._dispatch("GET")
 
     def _dispatch(self, method: str) -> None:
         owner = self.owner
@@ -655,7 +674,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/metrics":
             self._send(HTTPStatus.OK, api.metrics().encode(), METRICS_CONTENT_TYPE)
         elif path == "/api/v1/events":
-            if _wants_stream(self.headers.get("Accept"), query):
+            if _wants_stream(self.headers.get("Accept"), query) and self.head_only:
+                self._stream_headers()  # no stream: a HEAD ends with the headers
+            elif _wants_stream(self.headers.get("Accept"), query):
                 self._stream_events(query)
             else:
                 self._recent_events(query)
@@ -743,15 +764,7 @@ class _Handler(BaseHTTPRequestHandler):
         if subscription is None:
             raise _HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "the server is stopping")
         try:
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("Connection", "close")
-            self.send_header("X-Accel-Buffering", "no")  # proxies must not buffer the stream
-            for name, value in _SECURITY_HEADERS.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.close_connection = True
+            self._stream_headers()
             # "retry" tells EventSource how soon to reconnect; the comment opens the stream at once
             self.wfile.write(b"retry: 2000\n: connected\n\n")
             for missed in subscription.backlog:
@@ -779,6 +792,17 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             owner._close_stream(subscription)
 
+    def _stream_headers(self) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.send_header("X-Accel-Buffering", "no")  # proxies must not buffer the stream
+        for name, value in _SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.close_connection = True
+
     def _static(self, name: str) -> None:
         found = self.owner.static.get(name)
         if found is None:
@@ -801,7 +825,8 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in {**_SECURITY_HEADERS, **(headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if not self.head_only:
+            self.wfile.write(data)
 
     def log_message(self, format: str, *args: object) -> None:
         # the request line and status only: never headers (the token travels in one)

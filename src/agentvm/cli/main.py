@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "resolve": ("agentvm.cli.status", "resolve"),
     "destroy": ("agentvm.cli.destroy", "destroy"),
     "run": ("agentvm.cli.run", "run"),
+    "events": ("agentvm.cli.events", "events"),
     "lab": ("agentvm.cli.lab", "app"),
     "netsync": ("agentvm.cli.netsync", "app"),
 }

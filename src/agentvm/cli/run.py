@@ -19,12 +19,14 @@ releases it or stops renewing it for one TTL. It renews the lease for its life a
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import ipaddress
 import logging
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,7 +39,7 @@ from typing import Annotated
 import typer
 
 from agentvm.api.auth import BearerToken
-from agentvm.api.server import Api, ApiServer, Limits
+from agentvm.api.server import Api, ApiServer, Limits, bind
 from agentvm.backends.base import Backend
 from agentvm.backends.direct import DirectBackend
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
@@ -119,6 +121,24 @@ def parse_listen(listen: str, *, allow_remote: bool) -> tuple[str, int]:
             "add --allow-remote if that is what you want (reads are not authenticated)"
         )
     return host, int(port_text)
+
+
+def bind_listen(listen: str, host: str, port: int) -> socket.socket:
+    """The API's listening socket for ``--listen``, bound before ``run`` logs in to vCenter, so that a busy
+    port or an address this machine does not have is one line (ConfigurationError), with nothing done."""
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            why = "the port is in use (another agentvm run?); stop that process or choose another port"
+        elif exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            family = "IPv6 " if ":" in host else ""
+            why = f"this machine has no such {family}address; use 127.0.0.1:PORT or an address it has"
+        elif exc.errno == errno.EACCES:
+            why = "permission denied (ports below 1024 need privileges); choose a port above 1023"
+        else:
+            why = f"{exc.strerror or exc}; choose another address"
+        raise ConfigurationError(f"cannot listen on --listen {listen}: {why}") from None
 
 
 def read_token(token_file: Path | None) -> BearerToken | None:
@@ -476,10 +496,12 @@ def run(
         else None
     )
     ttl = lease_ttl_seconds if lease_ttl_seconds is not None else lease_ttl()
-    login(conn).logout()  # a wrong password or certificate ends here, with its message, before any thread
+    listener = bind_listen(listen, host, port)  # a busy port ends here, before any login
     with (
         contextlib.ExitStack() as stack
-    ):  # closed in reverse: server, events, netsync, engine, lease, session
+    ):  # closed in reverse: server, events, netsync, engine, lease, session, listener
+        stack.callback(listener.close)  # the server closes it too; closing twice is harmless
+        login(conn).logout()  # a wrong password or certificate ends here, with its message, before any thread
         session = Session.connect(conn, timeout=call_timeout, correlation_prefix="agentvm-run")
         stack.callback(session.logout)
         try:
@@ -515,7 +537,8 @@ def run(
         )
         stack.callback(controller.events.close)
         limits = Limits(max_streams=max_streams, max_requests=max_requests)
-        server = ApiServer(Api(**api_callables(controller), token=token), host=host, port=port, limits=limits)
+        api = Api(**api_callables(controller), token=token)
+        server = ApiServer(api, host=host, port=port, limits=limits, listener=listener)
         _serve(controller, server)
     if controller.lease_lost is not None:
         raise LeaseLostError(

@@ -13,10 +13,14 @@ with ``le="+Inf"``, then ``_sum`` and ``_count``; values are Go-parsable floats 
 from __future__ import annotations
 
 import math
+import os
+import platform
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from agentvm import __version__
+from agentvm.core.heal import Finding, HealClass, heal_class
 from agentvm.model.agency import IssueKind
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -125,6 +129,13 @@ class Counter(_ValueMetric):
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
 
+    def declare(self, **labels: str) -> None:
+        """Show the series named by ``labels`` at 0 until it is first incremented (Prometheus wants the
+        series of a counter present from the start, so that ``rate()`` sees its first increase)."""
+        key = self._key(labels)
+        with self._lock:
+            self._values.setdefault(key, 0.0)
+
 
 class Gauge(_ValueMetric):
     """A value that goes up and down; ``replace`` swaps every series at once (e.g. agents by state)."""
@@ -146,6 +157,23 @@ class Gauge(_ValueMetric):
         values = {self._key(labels): float(value) for labels, value in series}
         with self._lock:
             self._values = values
+
+
+class Sampled(Metric):
+    """One unlabelled value read when the metrics are rendered (``read()``), e.g. from ``/proc``. A read
+    that fails (OSError, ValueError) leaves the sample out rather than failing the whole scrape."""
+
+    def __init__(self, name: str, help_text: str, kind: str, read: Callable[[], float]) -> None:
+        super().__init__(name, help_text)
+        self.kind = kind
+        self._read = read
+
+    def samples(self) -> list[str]:
+        try:
+            value = self._read()
+        except (OSError, ValueError):
+            return []
+        return [f"{self.name} {format_value(value)}"]
 
 
 class Histogram(Metric):
@@ -240,6 +268,11 @@ class Registry:
         self.register(metric)
         return metric
 
+    def sampled(self, name: str, help_text: str, kind: str, read: Callable[[], float]) -> Sampled:
+        metric = Sampled(name, help_text, kind, read)
+        self.register(metric)
+        return metric
+
     def render(self) -> str:
         """The whole exposition, metric families in registration order, ending with a newline."""
         with self._lock:
@@ -247,7 +280,72 @@ class Registry:
         return "".join(m.render() for m in metrics)
 
 
+# ------------------------------------------------------------------------------ the process's metrics
+
+
+def _proc_stat() -> list[str]:
+    """The fields of ``/proc/self/stat`` after the command name (which may hold spaces): field 3 first."""
+    with open("/proc/self/stat", encoding="ascii") as f:
+        text = f.read()
+    return text[text.rindex(")") + 2 :].split()
+
+
+def resident_memory_bytes() -> float:
+    """VmRSS of ``/proc/self/status``, in bytes."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1]) * 1024  # the kernel says kB: KiB
+    raise ValueError("no VmRSS in /proc/self/status")
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU time of the process (utime + stime of ``/proc/self/stat``)."""
+    fields = _proc_stat()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_time_seconds() -> float:
+    """Unix time the process started: its start in clock ticks after boot (``/proc/self/stat`` field 22)
+    plus the boot time (``btime`` of ``/proc/stat``)."""
+    ticks = int(_proc_stat()[19])
+    with open("/proc/stat", encoding="ascii") as f:
+        boot = next(float(line.split()[1]) for line in f if line.startswith("btime "))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def open_fds() -> float:
+    return float(len(os.listdir("/proc/self/fd")))
+
+
+def register_process_metrics(registry: Registry) -> None:
+    """The process metrics Prometheus client libraries export, read from ``/proc/self`` at each scrape
+    (Linux; elsewhere the samples are left out, the families stay)."""
+    registry.sampled(
+        "process_resident_memory_bytes", "Resident memory size in bytes.", "gauge", resident_memory_bytes
+    )
+    registry.sampled(
+        "process_cpu_seconds_total",
+        "Total user and system CPU time spent in seconds.",
+        "counter",
+        cpu_seconds,
+    )
+    registry.sampled(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+        "gauge",
+        start_time_seconds,
+    )
+    registry.sampled("process_open_fds", "Number of open file descriptors.", "gauge", open_fds)
+
+
 # ------------------------------------------------------------------------------ the controller's metrics
+
+# the issue kinds agentvm resolves by itself: their resolve counters are present (0) from the start
+RESOLVED_KINDS: tuple[str, ...] = (
+    *(k.value for k in IssueKind if heal_class(k) is HealClass.ACTIVE),
+    Finding.VM_ON_WRONG_HOST.value,
+)
 
 AGENT_STATES = ("green", "yellow", "red", "maintenance", "flapping", "misplaced")
 
@@ -255,24 +353,41 @@ AGENT_STATES = ("green", "yellow", "red", "maintenance", "flapping", "misplaced"
 class ControllerMetrics:
     """The metrics ``agentvm run`` exposes (issue 5), on their own registry. Called by the controller.
 
-    - ``agentvm_agents{state}``: agents by state (green / yellow / red / maintenance / flapping / misplaced);
+    - ``agentvm_build_info{version,python}``: 1, naming the agentvm and Python versions running;
+    - ``agentvm_vcenter_connected``: 1 while the controller's passes succeed, 0 before the first one and
+      during an outage (vCenter or EAM unreachable, a login refused);
+    - ``agentvm_agents{agency,state}``: agents of each agency by state (green / yellow / red / maintenance /
+      flapping / misplaced), every state present for every agency (``set_agents_by_state``);
     - ``agentvm_agent_flapping{agency,host}``: 1 for an agent agentvm gave up on because it kept coming back
       after each heal, 0 for the others of the agencies observed (``set_flapping``);
     - ``agentvm_issues{kind}``: issues observed now, by EAM issue kind;
-    - ``agentvm_resolves_attempted_total{kind}`` / ``agentvm_resolves_succeeded_total{kind}``;
+    - ``agentvm_resolves_attempted_total{kind}`` / ``agentvm_resolves_succeeded_total{kind}``, present at 0
+      from the start for every kind agentvm resolves by itself (``RESOLVED_KINDS``);
     - ``agentvm_hook_latency_seconds``: from a hook seen pending to its ``MarkAsAvailable``;
     - ``agentvm_vcenter_call_duration_seconds{method}`` and ``agentvm_vcenter_errors_total{fault}``;
     - ``agentvm_last_full_resync_timestamp_seconds``: unix time of the last full resync (0: none yet);
     - with ``--netsync`` (registered by ``netsync()``, so they only show when the sync runs):
       ``agentvm_netsync_syncs_total{kind}`` (full / incremental syncs made), ``agentvm_netsync_batch_seconds``
       (a watch batch: updates received → every call of its plan returned), ``agentvm_netsync_failures_total``
-      (items whose sync failed, each attempt).
+      (items whose sync failed, each attempt);
+    - ``process_resident_memory_bytes``, ``process_cpu_seconds_total``, ``process_start_time_seconds`` and
+      ``process_open_fds``, read from ``/proc/self`` at each scrape (``register_process_metrics``).
     """
 
-    def __init__(self, registry: Registry | None = None) -> None:
+    def __init__(self, registry: Registry | None = None, *, agencies: Iterable[str] = ()) -> None:
+        """``agencies``: the names of the agencies to show in ``agentvm_agents`` before they are observed."""
         self.registry = registry if registry is not None else Registry()
         r = self.registry
-        self.agents = r.gauge("agentvm_agents", "Agents by state.", ("state",))
+        self.build_info = r.gauge(
+            "agentvm_build_info", "Always 1; the labels name the agentvm build.", ("version", "python")
+        )
+        self.build_info.set(1, version=__version__, python=platform.python_version())
+        self.vcenter_connected = r.gauge(
+            "agentvm_vcenter_connected",
+            "1 while the controller's vCenter (and EAM) session works, 0 before the first pass and during "
+            "an outage.",
+        )
+        self.agents = r.gauge("agentvm_agents", "Agents of each agency by state.", ("agency", "state"))
         self.issues = r.gauge("agentvm_issues", "Issues observed now, by EAM issue kind.", ("kind",))
         self.agent_flapping = r.gauge(
             "agentvm_agent_flapping",
@@ -300,16 +415,25 @@ class ControllerMetrics:
         self.last_full_resync = r.gauge(
             "agentvm_last_full_resync_timestamp_seconds", "Unix time of the last full resync (0: none yet)."
         )
+        for kind in RESOLVED_KINDS:
+            self.resolves_attempted.declare(kind=kind)
+            self.resolves_succeeded.declare(kind=kind)
         self._netsync: NetsyncMetrics | None = None
-        self.set_agents_by_state({})
+        self.set_agents_by_state({name: {} for name in agencies})
         self.set_issues_by_kind({})
+        register_process_metrics(r)
 
-    def set_agents_by_state(self, counts: Mapping[str, int]) -> None:
-        """Agents per state; every state is present (0 when absent). ValueError for an unknown state."""
-        unknown = set(counts) - set(AGENT_STATES)
+    def set_agents_by_state(self, by_agency: Mapping[str, Mapping[str, int]]) -> None:
+        """Agency name -> agents per state; every state of every agency given is present (0 when absent),
+        the agencies not given disappear. ValueError for an unknown state."""
+        unknown = {state for counts in by_agency.values() for state in counts} - set(AGENT_STATES)
         if unknown:
             raise ValueError(f"unknown agent state(s) {sorted(unknown)}: use one of {list(AGENT_STATES)}")
-        self.agents.replace(({"state": s}, counts.get(s, 0)) for s in AGENT_STATES)
+        self.agents.replace(
+            ({"agency": agency, "state": s}, counts.get(s, 0))
+            for agency, counts in by_agency.items()
+            for s in AGENT_STATES
+        )
 
     def set_issues_by_kind(self, counts: Mapping[str, int]) -> None:
         """Issues per kind; every known kind is present (0 when absent) so that series stay continuous."""

@@ -416,10 +416,20 @@ class Reconciler(Solution):
         self._heal_wake = plan.wake_at
         for key in plan.healed:
             self.metrics.resolves_succeeded.inc(kind=key.kind.value)
-            self.events.publish("heal", f"{key} is gone after agentvm resolved it", agency=key.agency)
+            agency, host = self._subject(statuses, key)
+            path = self._host_path(self.snapshot, host) if host else None
+            where = path or host or f"agency {agency}"
+            self.events.publish(
+                "heal",
+                f"{key.kind.value} on {where} is gone after agentvm resolved it",
+                agency=agency,
+                host=host,
+                host_name=path,
+                data={"kind": key.kind.value},
+            )
         for decision in plan.decisions:
             if decision.announce:
-                self._announce(decision)
+                self._announce(decision, statuses)
         done = 0
         for decision in plan.by_verdict(Verdict.RESOLVE):
             if decision.misplaced is not None:
@@ -490,8 +500,24 @@ class Reconciler(Solution):
             return 0
         return 1
 
-    def _announce(self, decision: HealDecision) -> None:
-        host = decision.host
+    def _subject(self, statuses: Sequence[AgencyStatus], key: HealKey) -> tuple[str, str | None]:
+        """(agency name, host moid) of a heal key, which holds EAM's ids (``agency-1``, ``agent-3``): the
+        names an operator reads. From this observation, else from the issues seen last."""
+        for status in statuses:
+            if status.agency == key.agency:
+                agent = next((a for a in status.agents if a.agent == key.agent), None)
+                return status.name, agent.host.value if agent is not None and key.agent else None
+        for issue in self._tracked.issues.values():
+            if issue.agency == key.agency:
+                host = issue.host.value if issue.host is not None and issue.agent == key.agent else None
+                return issue.agency_name, host if key.agent else None
+        return key.agency, None
+
+    def _announce(self, decision: HealDecision, statuses: Sequence[AgencyStatus] = ()) -> None:
+        agency, known_host = self._subject(statuses, decision.key)
+        if decision.agency_name != decision.key.agency:
+            agency = decision.agency_name  # the issue's or the misplaced VM's own name
+        host = decision.host or (MoRef("HostSystem", known_host) if known_host else None)
         host_name = self._host_path(self.snapshot, host.value) if host else None
         host_name = host_name or decision.host_name
         failure = decision.verdict in (Verdict.GAVE_UP, Verdict.FLAPPING)
@@ -500,7 +526,7 @@ class Reconciler(Solution):
         action_log(
             text,
             action=decision.verdict.value,
-            agency=decision.agency_name,
+            agency=agency,
             host=host_name,
             host_moid=host.value if host else None,
             level=logging.ERROR if failure else logging.WARNING,
@@ -512,7 +538,7 @@ class Reconciler(Solution):
             "heal",
             text,
             level=level,
-            agency=decision.agency_name,
+            agency=agency,
             host=host.value if host else None,
             host_name=host_name,
             data=data,
@@ -588,13 +614,15 @@ class Reconciler(Solution):
         conditions: HostConditions,
         misplaced: Sequence[Misplaced] = (),
     ) -> None:
-        agents = [a for s in statuses for a in s.agents]
         given_up = dict(self._flapping_decisions())  # keys agentvm gave up on as flapping -> why
         flapping_agents = {k.agent for k in given_up if k.agent is not None}
         moved = {m.agent for m in misplaced}
-        self.metrics.set_agents_by_state(
-            count_states(agents, conditions, flapping=flapping_agents, misplaced=moved)
-        )
+        by_agency: dict[str, Mapping[str, int]] = {
+            w.name: {} for w in self._waits.values()
+        }  # not observed yet: every state at 0
+        for s in statuses:
+            by_agency[s.name] = count_states(s.agents, conditions, flapping=flapping_agents, misplaced=moved)
+        self.metrics.set_agents_by_state(by_agency)
         self.metrics.set_issues_by_kind(count_kinds(observed_issues(statuses)))
         self.metrics.set_flapping(
             {(s.name, a.host.value): a.agent in flapping_agents for s in statuses for a in s.agents}
@@ -674,7 +702,16 @@ class Reconciler(Solution):
             left = self.backend.resolve(chosen)
             return f"resolved {len(chosen)} issue(s) on request: {', '.join(str(i.key) for i in chosen)}"
 
-        self._act("resolve", resolve)
+        agencies = {i.agency_name for i in chosen}
+        hosts = {i.host.value for i in chosen if i.host is not None}
+        one_host = next(iter(hosts)) if len(hosts) == 1 and all(i.host for i in chosen) else None
+        self._act(
+            "resolve",
+            resolve,
+            agency=next(iter(agencies)) if len(agencies) == 1 else None,
+            host=self._issue_host(chosen[0]) if one_host else None,
+            host_moid=one_host,
+        )
         self._heal = self._heal.with_forgotten(HealKey.of(i) for i in chosen)
         result: dict[str, object] = {
             "resolved": [i.key for i in chosen if i.key not in left],
@@ -687,6 +724,10 @@ class Reconciler(Solution):
     def _calls(self) -> int:
         sessions = {id(s): s for s in (self.session, self._eam_session, *self._own)}
         return sum(s.stats.total for s in sessions.values())
+
+    def host_path(self, moid: str) -> str | None:
+        """The inventory path of host ``moid`` as the last full pass read it (None: unknown). Any thread."""
+        return self._host_path(self.snapshot, moid)
 
     @staticmethod
     def _host_path(snapshot: InventorySnapshot | None, moid: str) -> str | None:

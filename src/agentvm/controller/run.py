@@ -53,7 +53,7 @@ from agentvm.controller.status import status_document
 from agentvm.controller.watch import Batch, InventoryWatch
 from agentvm.core.heal import HealPolicy
 from agentvm.model.desired import DesiredState
-from agentvm.model.errors import AgentvmError, TransientError
+from agentvm.model.errors import AgentvmError, AuthenticationError, TransientError
 from agentvm.model.network import SyncError, SyncErrorKind
 from agentvm.sdn.sync import ApplyFailure
 from agentvm.vsphere.session import Session
@@ -115,7 +115,9 @@ class Controller:
         self.events = events if events is not None else EventLog()
         if session.conn.password is not None:  # /api/v1/events is unauthenticated: never show it there
             self.events.add_secret(session.conn.password.reveal())
-        self.metrics = metrics if metrics is not None else ControllerMetrics()
+        self.metrics = (
+            metrics if metrics is not None else ControllerMetrics(agencies=[a.name for a in desired.agencies])
+        )
         self.watch = InventoryWatch(
             session,
             self._on_batch,
@@ -293,6 +295,7 @@ class Controller:
             self._ready = True
             self.metrics.last_full_resync.set(time.time())
         self._healthy = True
+        self.metrics.vcenter_connected.set(1)
         if self._first_resolve is not None:
             sent, calls_before = self._first_resolve
             own = max(0.0, sent - started - calls_before)
@@ -309,6 +312,8 @@ class Controller:
 
     def _failed(self, exc: Exception, failures: int) -> None:
         self._healthy = False
+        if isinstance(exc, TransientError | AuthenticationError):  # not a bad spec: vCenter or EAM is lost
+            self.metrics.vcenter_connected.set(0)
         known = isinstance(exc, AgentvmError)
         text = str(exc) if known else f"unexpected {type(exc).__name__}: {exc}"
         if not known:
@@ -379,7 +384,7 @@ class Controller:
         if netsync is None:
             return
         try:
-            self._netsync_seen.publish(netsync, self.events, self.metrics)
+            self._netsync_seen.publish(netsync, self.events, self.metrics, self.reconciler.host_path)
         except Exception:  # logged; the next turn tries again
             log.exception("publishing the network sync's state failed")
 
@@ -458,7 +463,14 @@ class _NetsyncSeen:
         self.plan_errors: set[tuple[str, str, str]] = set()
         self.syncs = {"full": 0, "incremental": 0}
 
-    def publish(self, netsync: NetsyncWatch, events: EventLog, metrics: ControllerMetrics) -> None:
+    def publish(
+        self,
+        netsync: NetsyncWatch,
+        events: EventLog,
+        metrics: ControllerMetrics,
+        host_path: Callable[[str], str | None] = lambda moid: None,
+    ) -> None:
+        """``host_path``: a host moid's inventory path, to name the host in events."""
         for kind, count in (("full", netsync.full_syncs), ("incremental", netsync.incremental_syncs)):
             if count > self.syncs[kind]:
                 metrics.netsync().syncs.inc(count - self.syncs[kind], kind=kind)
@@ -480,11 +492,14 @@ class _NetsyncSeen:
             for host, why in sorted(report.unreachable_agents.items()):
                 if ("unreachable", host, why) not in self.plan_errors:
                     self.plan_errors.add(("unreachable", host, why))
+                    path = host_path(host)
                     events.publish(
                         "netsync",
-                        f"the vRouter agent of host {host} cannot be read: {why}; its ports wait for it",
+                        f"the vRouter agent of host {path or host} cannot be read: {why}; its ports wait "
+                        "for it",
                         level="warning",
                         host=host,
+                        host_name=path,
                     )
         attempts = dict(netsync.backoff.attempts)
         for key in [k for k in self.failing if k not in attempts]:
