@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from agentvm.api.client import DEFAULT_SERVER, SERVER_ENV, ApiClient
+from agentvm.cli.output import print_document
 from agentvm.cli.solution import Json, guard
 from agentvm.model.errors import ConfigurationError
 
@@ -103,14 +104,10 @@ def events(
         recent, last_id = client.recent_events(count)
         shown = [e for e in recent if start is None or float(e.get("time") or 0) >= start]
         if as_json and not follow:
-            document = {
-                "apiVersion": "agentvm/v1",
-                "kind": "Events",
-                "server": client.url,
-                "lastEventId": last_id,
-                "events": [event_document(e) for e in shown],
-            }
-            sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+            print_document(
+                "Events",
+                {"server": client.url, "lastEventId": last_id, "events": [event_document(e) for e in shown]},
+            )
             return
         for event in shown:
             _emit(event, as_json)
