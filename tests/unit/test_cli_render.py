@@ -195,3 +195,17 @@ def test_status_in_a_real_80x24_terminal(tmp_path: Path) -> None:
         assert max(len(line) for line in screen.splitlines()) <= 80
     finally:
         subprocess.run([*tmux, "kill-server"], check=False)
+
+
+def test_any_print_of_a_name_shows_it_literally(capsys: pytest.CaptureFixture[str]) -> None:
+    """Also the prints that pass a plain string (resolve's lines, other commands' tables)."""
+    from rich.table import Table
+
+    table = Table("name")
+    table.add_row(HOSTILE)
+    console.print(f"agency {HOSTILE}: not created yet")
+    console.print(table)
+    out = capsys.readouterr().out
+    assert "agency [bold]x[/bold] :ab: \\x1b[31mred: not created yet" in out
+    assert "[bold]x[/bold] :ab: \\x1b[31mred" in out.splitlines()[-2]
+    assert "\x1b" not in out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console, ConsoleDimensions
 from rich.text import Text
@@ -19,8 +19,17 @@ PIPE_WIDTH = 4096  # columns when stdout is not a terminal: a line is as long as
 
 
 class _Console(Console):
-    """A rich console that is ``PIPE_WIDTH`` wide when its stream is not a terminal (and no width or
-    COLUMNS was given), instead of rich's 80 columns (or the width of whatever other stream is a tty)."""
+    """The CLI's rich console: no markup and no emoji codes (the text printed comes from vCenter, a spec or
+    a user: ``[bold]`` and ``:ab:`` print as they are), control characters in any string it renders (a
+    print, a table cell, a title) written as escapes, and ``PIPE_WIDTH`` wide when its stream is not a
+    terminal (and no width or COLUMNS was given) instead of rich's 80 columns (or the width of whatever
+    other stream is a tty)."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        super().__init__(stderr=stderr, emoji=False, markup=False)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(_escape_controls(text), **kwargs)
 
     @property
     def size(self) -> ConsoleDimensions:
@@ -34,8 +43,17 @@ class _Console(Console):
 
 
 # no emoji codes: a thumbprint's ":CD:" would print as a compact disc
-console = _Console(emoji=False)
-err_console = _Console(stderr=True, emoji=False)
+console = _Console()
+err_console = _Console(stderr=True)
+
+
+def _escape_controls(text: str) -> str:
+    """``text`` with control characters other than newline and tab written as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or c in "\n\t" else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 def shown(value: object) -> str:
