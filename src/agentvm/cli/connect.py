@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from agentvm.cli.output import warn
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.errors import ConfigurationError
 from agentvm.spec.errors import printable
@@ -64,6 +65,7 @@ def connection(
     if not username:
         raise ConfigurationError("no vCenter user: pass --username or set AGENTVM_USERNAME")
     password = _password(password_file)
+    warn_if_insecure(url, insecure)
     return VCenterConnection(
         url=url,
         username=username,
@@ -72,6 +74,15 @@ def connection(
         ca_file=str(ca_file) if ca_file else None,
         insecure=insecure,
     )
+
+
+def warn_if_insecure(url: str, insecure: bool) -> None:
+    """Say on stderr what ``--insecure`` (or ``vcenter.insecure``) costs, each time a command uses it."""
+    if insecure:
+        warn(
+            f"--insecure: the TLS certificate of {url} is not checked, so anyone on the path can read the "
+            "login and answer in vCenter's place; pin it with --thumbprint or give --ca-file instead"
+        )
 
 
 def _password(password_file: Path | None) -> Secret:
