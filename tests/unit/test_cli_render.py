@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from agentvm.controller.status import AgencyReport, StatusReport
 from agentvm.core.heal import HostConditions
 from agentvm.model.agency import AgencyRuntime, GoalState, Issue, IssueKind, MoRef, PowerState, Status
 from agentvm.model.desired import ScopeHost
+from tests.support.terminal import tmux_screen
 
 HOSTS = 16
 
@@ -156,45 +155,23 @@ def test_piped_output_is_not_wrapped_at_80_columns(capsys: pytest.CaptureFixture
 
 SCRIPT = """
 import sys
-sys.path.insert(0, {tests!r})
-from unit.test_cli_render import _render, _report, _sixteen_with_one_issue
+sys.path.insert(0, {root!r})
+from tests.unit.test_cli_render import _render, _report, _sixteen_with_one_issue
 from agentvm.cli.output import console
 console.print(_render(_report(_sixteen_with_one_issue())))
-print("END-OF-STATUS")
-input()
 """
 
 
 def test_status_in_a_real_80x24_terminal(tmp_path: Path) -> None:
     script = tmp_path / "draw.py"
-    script.write_text(SCRIPT.format(tests=str(Path(__file__).parents[1])))
-    socket = str(tmp_path / "tmux.sock")
+    script.write_text(SCRIPT.format(root=str(Path(__file__).parents[2])))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("COLUMNS", None)
-    env.pop("LINES", None)
-    tmux = ["tmux", "-S", socket]
-    subprocess.run(
-        [*tmux, "new-session", "-d", "-x", "80", "-y", "24", f"{sys.executable} {script}"],
-        env=env,
-        check=True,
-    )
-    try:
-        screen = ""
-        for _ in range(200):
-            screen = subprocess.run(
-                [*tmux, "capture-pane", "-p", "-S", "-100"], capture_output=True, text=True, check=True
-            ).stdout
-            if "END-OF-STATUS" in screen:
-                break
-            time.sleep(0.05)  # polling for the drawing to end, not evidence of anything
-        assert "END-OF-STATUS" in screen
-        words = set(screen.replace("│", " ").split())
-        for i in range(HOSTS):
-            assert f"DC0_C0_H{i}" in words
-        assert "poweredOff" in words and ("VmPoweredOff" in words or "(VmPoweredOff)" in words)
-        assert max(len(line) for line in screen.splitlines()) <= 80
-    finally:
-        subprocess.run([*tmux, "kill-server"], check=False)
+    screen = tmux_screen([sys.executable, str(script)], env, width=80, height=24)
+    words = set(screen.replace("│", " ").split())
+    for i in range(HOSTS):
+        assert f"DC0_C0_H{i}" in words
+    assert "poweredOff" in words and ("VmPoweredOff" in words or "(VmPoweredOff)" in words)
+    assert max(len(line) for line in screen.splitlines()) <= 80
 
 
 def test_any_print_of_a_name_shows_it_literally(capsys: pytest.CaptureFixture[str]) -> None:
