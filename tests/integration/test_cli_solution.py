@@ -643,3 +643,7 @@ def test_a_host_in_maintenance_mode_does_not_hold_apply_until_its_timeout(world:
     assert report["polls"] <= 40  # a wait of 300 s polls about 150 times
     assert "DC0_C0_H1" in result.stderr and "maintenance mode" in result.stderr
     assert len(world.fabric_ips()) == 2  # the other two hosts have their agent, configured
+    # status reads "maintenance" for that host, as the dashboard does
+    out = ok(world.run("status", "-f", str(spec)))
+    (row,) = [ln for ln in out.splitlines() if "DC0_C0_H1" in ln.split() and not ln.startswith("issue")]
+    assert "maintenance" in row.split(), out
