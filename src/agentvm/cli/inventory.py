@@ -10,6 +10,7 @@ from rich.table import Table
 
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username, connection
 from agentvm.cli.output import console, print_json
+from agentvm.core.order import natural_key
 from agentvm.model.inventory import Host, InventorySnapshot
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
@@ -50,7 +51,7 @@ def inventory(
     with Session(conn) as session:
         snapshot = read_inventory(session)
         calls = session.stats.total
-    rows = [host_row(snapshot, h) for h in sorted(snapshot.hosts, key=lambda h: h.path)]
+    rows = [host_row(snapshot, h) for h in sorted(snapshot.hosts, key=lambda h: natural_key(h.path))]
     if json_:
         print_json(
             {

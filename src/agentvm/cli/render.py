@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from rich import box
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -41,22 +42,28 @@ def host_name(row: HostProgress) -> str:
     return row.label.rsplit("/", 1)[-1]
 
 
+R = TypeVar("R")
+
+
 @dataclass(frozen=True)
-class _Column:
+class Column(Generic[R]):
+    """One column of a ``FittedTable``: its header and the cell of a row."""
+
     name: str
-    cell: Callable[[HostProgress], Text]
+    cell: Callable[[R], Text]
     free_text: bool = False  # folds; every other column is an identifier and is never cut
     dropped_note: str = ""  # what the note says when the column is left out
 
 
 @dataclass(frozen=True)
-class FittedTable:
-    """A table of hosts that fits the width it is drawn at: identifier columns at their full width, the free
-    text column folding, and columns left out (in ``drop_order``) with a note when they do not fit."""
+class FittedTable(Generic[R]):
+    """A table of rows (hosts, say) that fits the width it is drawn at: identifier columns at their full
+    width, the free text column folding, and columns left out (in ``drop_order``) with a note when they do
+    not fit."""
 
     title: str
-    rows: tuple[HostProgress, ...]
-    columns: tuple[_Column, ...]
+    rows: tuple[R, ...]
+    columns: tuple[Column[R], ...]
     drop_order: tuple[str, ...]
     footer: tuple[Text, ...] = field(default=())
 
@@ -65,13 +72,13 @@ class FittedTable:
         columns = list(self.columns)
         cells = {c.name: [c.cell(h) for h in self.rows] for c in columns}
 
-        def need(column: _Column) -> int:
+        def need(column: Column[R]) -> int:
             values = [Text(column.name), *cells[column.name]]
             if column.free_text:  # folds at spaces: its longest word must fit
                 return max((len(w) for v in values for w in v.plain.split()), default=1)
             return max(v.cell_len for v in values)
 
-        dropped: list[_Column] = []
+        dropped: list[Column[R]] = []
         for name in self.drop_order:
             if sum(need(c) for c in columns) + GAP * (len(columns) - 1) <= width:
                 break
@@ -114,22 +121,22 @@ def _state(conditions: HostConditions | None) -> Callable[[HostProgress], Text]:
 
 def hosts_table(
     rows: Sequence[HostProgress], title: str, conditions: HostConditions | None = None
-) -> FittedTable:
+) -> FittedTable[HostProgress]:
     """The summary / status table: one row per host; columns with nothing to say are left out.
 
     ``conditions``: the hosts in maintenance mode or standby, whose state reads ``maintenance`` (as on the
     dashboard). The issues are also listed one per line (``issue_lines``), so the issues column is the
     first one left out when the table does not fit."""
-    columns = [
-        _Column("agency", lambda h: text(h.agency)),
-        _Column("cluster", lambda h: text(h.cluster or "(standalone)")),
-        _Column("host", lambda h: text(host_name(h))),
-        _Column("agent VM", lambda h: text(h.vm_name or "-")),
-        _Column("power", lambda h: text(h.power.value if h.power else "-")),
-        _Column("hook", lambda h: text(h.hook.value if h.hook else "-")),
-        _Column("address", lambda h: text(h.address or "-")),
-        _Column("state", _state(conditions)),
-        _Column(
+    columns: list[Column[HostProgress]] = [
+        Column("agency", lambda h: text(h.agency)),
+        Column("cluster", lambda h: text(h.cluster or "(standalone)")),
+        Column("host", lambda h: text(host_name(h))),
+        Column("agent VM", lambda h: text(h.vm_name or "-")),
+        Column("power", lambda h: text(h.power.value if h.power else "-")),
+        Column("hook", lambda h: text(h.hook.value if h.hook else "-")),
+        Column("address", lambda h: text(h.address or "-")),
+        Column("state", _state(conditions)),
+        Column(
             "issues",
             lambda h: text(", ".join(f"{i.kind.value} #{i.key}" for i in h.issues) or "-"),
             free_text=True,
@@ -170,14 +177,14 @@ def _summary(progress: Progress) -> Text:
     )
 
 
-def _progress_table(rows: Iterable[HostProgress], agencies: int, more: int) -> FittedTable:
-    columns = [
-        _Column("agency", lambda h: text(h.agency)),
-        _Column("host", lambda h: text(host_name(h))),
-        _Column("phase", lambda h: Text(h.phase.value, style=PHASE_STYLE.get(h.phase, "yellow"))),
-        _Column("agent VM", lambda h: text(h.vm_name or "-")),
-        _Column("address", lambda h: text(h.address or "-")),
-        _Column("detail", lambda h: text(h.detail), free_text=True),
+def _progress_table(rows: Iterable[HostProgress], agencies: int, more: int) -> FittedTable[HostProgress]:
+    columns: list[Column[HostProgress]] = [
+        Column("agency", lambda h: text(h.agency)),
+        Column("host", lambda h: text(host_name(h))),
+        Column("phase", lambda h: Text(h.phase.value, style=PHASE_STYLE.get(h.phase, "yellow"))),
+        Column("agent VM", lambda h: text(h.vm_name or "-")),
+        Column("address", lambda h: text(h.address or "-")),
+        Column("detail", lambda h: text(h.detail), free_text=True),
     ]
     if agencies < 2:
         columns = columns[1:]
