@@ -77,7 +77,8 @@ def connection(
 
 
 def warn_if_insecure(url: str, insecure: bool) -> None:
-    """Say on stderr what ``--insecure`` (or ``vcenter.insecure``) costs, each time a command uses it."""
+    """Say on stderr what ``--insecure`` costs, each time a command uses it (a spec's ``vcenter.insecure``
+    has its spec warning)."""
     if insecure:
         warn(
             f"--insecure: the TLS certificate of {url} is not checked, so anyone on the path can read the "

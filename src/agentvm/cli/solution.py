@@ -112,7 +112,6 @@ def spec_connection(desired: DesiredState | None, flags: ConnectionFlags) -> VCe
         return flags.connection()
     spec = desired.vcenter
     conn = spec.connection
-    connect.warn_if_insecure(conn.url, conn.insecure)  # vcenter.insecure: true in the spec
     if conn.by_certificate or conn.password is not None:
         return conn
     variable = spec.password_origin or "AGENTVM_PASSWORD"
