@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,9 +20,9 @@ def test_names_that_differ_in_a_number_sort_by_that_number(prefix: str, numbers:
 
 @given(st.lists(st.text(alphabet="ab_/01239", max_size=10), max_size=20))
 def test_any_names_sort_without_comparing_a_number_to_text(names: list[str]) -> None:
-    """"H1" and "1H" side by side: the keys never put an int against a str (TypeError)."""
+    """ "H1" and "1H" side by side: the keys never put an int against a str (TypeError)."""
     keys = [natural_key(n) for n in sorted(names, key=natural_key)]
-    assert all(a <= b for a, b in zip(keys, keys[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(keys))
 
 
 def test_the_numbers_of_an_inventory_path_compare_as_numbers() -> None:
