@@ -18,10 +18,19 @@ DONE = "__TERMINAL_COMMAND_DONE__"
 
 
 def tmux_screen(
-    argv: Sequence[str], env: Mapping[str, str], *, width: int = 80, height: int = 24, timeout: float = 60.0
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    width: int = 80,
+    height: int = 24,
+    timeout: float = 60.0,
+    ready: Path | None = None,
 ) -> str:
     """The screen (with up to 200 lines of scroll-back) once ``argv`` has ended, in a ``width`` x
-    ``height`` tmux terminal. COLUMNS and LINES are removed from ``env``: the size comes from the tty."""
+    ``height`` tmux terminal. COLUMNS and LINES are removed from ``env``: the size comes from the tty.
+
+    ``ready``: a file the command creates when the screen shows what to read (a live display, which is
+    gone once the command ends): the screen is read then instead, without scroll-back."""
     clean = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES", "TMUX")}
     clean.setdefault("TERM", "xterm-256color")
     command = f"{shlex.join(argv)}; echo {DONE}; read _"
@@ -36,10 +45,14 @@ def tmux_screen(
             deadline = time.monotonic() + timeout
             screen = ""
             while time.monotonic() < deadline:
+                if ready is not None and not ready.exists():
+                    time.sleep(0.1)  # polling for the command to draw, not evidence of anything
+                    continue
+                back = [] if ready is not None else ["-S", "-200"]
                 screen = subprocess.run(
-                    [*tmux, "capture-pane", "-p", "-S", "-200"], capture_output=True, text=True, check=True
+                    [*tmux, "capture-pane", "-p", *back], capture_output=True, text=True, check=True
                 ).stdout
-                if DONE in screen:
+                if ready is not None or DONE in screen:
                     return screen.split(DONE)[0]
                 time.sleep(0.1)  # polling for the command to end, not evidence of anything
             raise AssertionError(f"{argv} did not end within {timeout} s in tmux:\n{screen}")

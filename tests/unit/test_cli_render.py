@@ -174,6 +174,33 @@ def test_status_in_a_real_80x24_terminal(tmp_path: Path) -> None:
     assert max(len(line) for line in screen.splitlines()) <= 80
 
 
+LIVE_SCRIPT = """
+import sys, pathlib
+sys.path.insert(0, {root!r})
+from tests.unit.test_cli_render import _row
+from agentvm.cli.render import ProgressView
+from agentvm.controller.progress import Phase, Progress
+rows = tuple(_row(i, phase=Phase.DEPLOYING if i % 2 else Phase.READY) for i in range(64))
+with ProgressView() as view:
+    assert view.live
+    view(Progress(rows, 12.5))
+    view._live.refresh()
+    pathlib.Path({ready!r}).touch()
+    input()
+"""
+
+
+def test_the_live_progress_in_a_real_80x24_terminal(tmp_path: Path) -> None:
+    script, ready = tmp_path / "live.py", tmp_path / "ready"
+    script.write_text(LIVE_SCRIPT.format(root=str(Path(__file__).parents[2]), ready=str(ready)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    screen = tmux_screen([sys.executable, str(script)], env, width=80, height=24, ready=ready)
+    lines = screen.splitlines()
+    assert any("32/64 hosts done" in line for line in lines), screen
+    assert "DC0_C0_H1" in screen.split() and "/DC0/host/…" not in screen, screen
+    assert len(lines) <= 24 and max(len(line) for line in lines) <= 80
+
+
 def test_any_print_of_a_name_shows_it_literally(capsys: pytest.CaptureFixture[str]) -> None:
     """Also the prints that pass a plain string (resolve's lines, other commands' tables)."""
     from rich.table import Table
