@@ -146,7 +146,10 @@ def test_plain_progress_lines_escape_control_characters(capsys: pytest.CaptureFi
     assert "\x1b" not in out
 
 
-def test_piped_output_is_not_wrapped_at_80_columns(capsys: pytest.CaptureFixture[str]) -> None:
+def test_piped_output_is_not_wrapped_at_80_columns(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")  # as a CI (or pytest-xdist) may leave it
     long = "x" * 150
     console.print(long)
     assert capsys.readouterr().out == long + "\n"

@@ -22,11 +22,14 @@ class _Console(Console):
     """The CLI's rich console: no markup and no emoji codes (the text printed comes from vCenter, a spec or
     a user: ``[bold]`` and ``:ab:`` print as they are), control characters in any string it renders (a
     print, a table cell, a title) written as escapes, and ``PIPE_WIDTH`` wide when its stream is not a
-    terminal (and no width or COLUMNS was given) instead of rich's 80 columns (or the width of whatever
-    other stream is a tty)."""
+    terminal instead of rich's 80 columns (or COLUMNS, or the width of whatever other stream is a tty):
+    COLUMNS applies on a terminal only."""
 
     def __init__(self, *, stderr: bool = False) -> None:
         super().__init__(stderr=stderr, emoji=False, markup=False)
+        # the size is the stream's when printing, not COLUMNS/LINES at import: a terminal's own (or
+        # COLUMNS), PIPE_WIDTH when piped, whatever COLUMNS a parent process (pytest-xdist, a CI) left
+        self._width = self._height = None
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         return super().render_str(_escape_controls(text), **kwargs)
