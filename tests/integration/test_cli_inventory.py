@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -70,3 +71,12 @@ def test_missing_password_without_a_terminal_names_the_fix(shared_vcsim: VcsimIn
     result = run(shared_vcsim, AGENTVM_PASSWORD="")
     assert result.returncode == 2
     assert "AGENTVM_PASSWORD" in result.stderr
+
+
+def test_inventory_lists_hosts_in_natural_order(vcsim_factory: Callable[..., VcsimInfo]) -> None:
+    """H2 before H10, as a person counts (vSphere's own lists do the same)."""
+    info = vcsim_factory(clusters=1, hosts=11)
+    result = run(info, "--json")
+    assert result.returncode == 0, result.stderr
+    names = [h["path"].rsplit("/", 1)[-1] for h in json.loads(result.stdout)["hosts"]]
+    assert names == [f"DC0_C0_H{i}" for i in range(11)]

@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.vms import ensure_powered_off
 from tests.support.certs import make_certificate
+from tests.support.terminal import tmux_screen
 
 pytestmark = pytest.mark.lab
 
@@ -252,6 +255,21 @@ def test_status_shows_an_issue_as_a_sentence_and_resolve_fixes_it(world: World) 
     keys = wait_for(issue_keys)
     out = ok(world.run("status", "-f", str(spec)))
     assert "was powered off; run agentvm resolve to power it on" in " ".join(out.split())
+    hosts = {h.name for h in world.snapshot().hosts if h.path.startswith("/DC0/host/DC0_C0/")}
+    # in a real 80x24 terminal: every host name, VM name and state whole, nothing wider than the screen
+    argv = [sys.executable, "-c", "from agentvm.cli.main import main; main()", "status", "-f", str(spec)]
+    env = {**os.environ, **world.run_env()}
+    screen = tmux_screen(argv, env, width=80, height=24)
+    words = set(screen.split())
+    assert hosts <= words and "poweredOff" in words and vm.name.split()[0] in words, screen
+    assert max(len(line) for line in screen.splitlines()) <= 80, screen
+    # piped (a CI log): one line per issue, not wrapped at 80 columns
+    piped = subprocess.run(
+        argv, env={k: v for k, v in env.items() if k != "COLUMNS"}, capture_output=True, text=True
+    )
+    assert piped.returncode == 0, piped.stderr
+    (line,) = [line for line in piped.stdout.splitlines() if line.startswith(f"issue #{keys[0]} ")]
+    assert line.endswith("was powered off; run agentvm resolve to power it on") and len(line) > 80
     out = ok(world.run("resolve", str(keys[0])))
     assert f"issue {keys[0]}: resolving" in out
     wait_for(lambda: world.snapshot().find_vm(vm.moref.value).power_state.value == "poweredOn")
@@ -625,3 +643,7 @@ def test_a_host_in_maintenance_mode_does_not_hold_apply_until_its_timeout(world:
     assert report["polls"] <= 40  # a wait of 300 s polls about 150 times
     assert "DC0_C0_H1" in result.stderr and "maintenance mode" in result.stderr
     assert len(world.fabric_ips()) == 2  # the other two hosts have their agent, configured
+    # status reads "maintenance" for that host, as the dashboard does
+    out = ok(world.run("status", "-f", str(spec)))
+    (row,) = [ln for ln in out.splitlines() if "DC0_C0_H1" in ln.split() and not ln.startswith("issue")]
+    assert "maintenance" in row.split(), out

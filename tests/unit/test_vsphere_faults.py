@@ -95,10 +95,12 @@ def test_untrusted_certificate_says_how_to_fix() -> None:
 
 
 def test_thumbprint_mismatch_names_both_thumbprints() -> None:
-    pinned, actual = "AA:" * 19 + "AA", "BB:" * 19 + "BB"
+    """Both in full: a person compares them with what vCenter shows, character by character."""
+    pinned = "4C:33:9B:5F:9B:CD:A6:3F:2A:CD:5D:B1:91:D8:EA:AE:A5:D4:49:8C"
+    actual = "4C:33:9B:5F:9B:CD:A6:3F:2A:CD:5D:B1:91:D8:EA:AE:A5:D4:49:8D"  # differs in the last byte
     error = to_agentvm_error(ThumbprintMismatch(pinned, actual), url=URL)
     assert isinstance(error, AuthenticationError)
-    assert pinned[:23] in str(error) and actual[:23] in str(error)
+    assert f"thumbprint {actual}," in str(error) and f"pinned {pinned}:" in str(error)
 
 
 def test_agentvm_errors_pass_through_unchanged() -> None:

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from agentvm.cli.output import warn
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.errors import ConfigurationError
 from agentvm.spec.errors import printable
@@ -61,6 +62,7 @@ def connection(
     if not username:
         raise ConfigurationError("no vCenter user: pass --username or set AGENTVM_USERNAME")
     password = _password(password_file)
+    warn_if_insecure(url, insecure)
     return VCenterConnection(
         url=url,
         username=username,
@@ -110,6 +112,16 @@ def override(
     if insecure:
         changes["insecure"] = True
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def warn_if_insecure(url: str, insecure: bool) -> None:
+    """Say on stderr what ``--insecure`` costs, each time a command uses it (a spec's ``vcenter.insecure``
+    has its spec warning)."""
+    if insecure:
+        warn(
+            f"--insecure: the TLS certificate of {url} is not checked, so anyone on the path can read the "
+            "login and answer in vCenter's place; pin it with --thumbprint or give --ca-file instead"
+        )
 
 
 def _given_password(password_file: Path | None) -> Secret | None:

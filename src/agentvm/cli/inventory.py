@@ -51,7 +51,7 @@ def inventory(
     with Session(conn) as session:
         snapshot = read_inventory(session)
         calls = session.stats.total
-    rows = [host_row(snapshot, h) for h in sorted(snapshot.hosts, key=lambda h: h.path)]
+    rows = [host_row(snapshot, h) for h in sorted(snapshot.hosts, key=lambda h: natural_key(h.path))]
     if json_:
         print_document(
             "Inventory",

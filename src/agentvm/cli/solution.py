@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import wraps
@@ -18,15 +18,13 @@ from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
 import typer
-from rich.console import Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from agentvm.cli import connect, exitcodes
-from agentvm.cli.output import console, err_console, fail
+from agentvm.cli.output import err_console, fail
+from agentvm.cli.render import ProgressView as ProgressView  # re-exported: plan, destroy and status use them
+from agentvm.cli.render import hosts_table as hosts_table
+from agentvm.cli.render import issue_lines as issue_lines
 from agentvm.controller.identity import STATE_DIR_ENV
-from agentvm.controller.progress import HostProgress, Phase, Progress, issue_sentence
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.desired import DesiredState, PasswordSource
 from agentvm.model.errors import AgentvmError, AuthenticationError, ConfigurationError
@@ -69,15 +67,6 @@ EngineStateDir = Annotated[
         "Use the one the first apply or run used.",
     ),
 ]
-
-PHASE_STYLE = {
-    Phase.READY: "green",
-    Phase.REMOVED: "green",
-    Phase.ISSUE: "red",
-    Phase.CONFIGURING: "cyan",
-    Phase.WAITING: "dim",
-}
-LIVE_ROWS = 24  # beyond this many hosts the live view lists only the hosts that are not done
 
 
 def guard(func: Callable[P, R]) -> Callable[P, R]:
@@ -134,6 +123,7 @@ def spec_connection(desired: DesiredState | None, flags: ConnectionFlags) -> VCe
         return flags.connection()
     spec = desired.vcenter
     conn = flags.over(spec.connection)
+    connect.warn_if_insecure(conn.url, flags.insecure)  # the spec's own insecure: true has its spec warning
     if conn.by_certificate or conn.password is not None:
         return conn
     variable = spec.password_origin or "AGENTVM_PASSWORD"
@@ -166,110 +156,3 @@ def session_for(desired: DesiredState | None, flags: ConnectionFlags) -> Iterato
         yield session
     finally:
         session.logout()
-
-
-# ------------------------------------------------------------------------------------------- progress
-
-
-def _row(h: HostProgress) -> list[Text | str]:
-    style = PHASE_STYLE.get(h.phase, "yellow")
-    return [
-        h.agency,
-        h.label,
-        Text(h.phase.value, style=style),
-        h.vm_name or "-",
-        h.address or "-",
-        h.detail,
-    ]
-
-
-def _live_table(progress: Progress) -> Group:
-    done = (Phase.READY, Phase.REMOVED)
-    rows = progress.hosts
-    if len(rows) > LIVE_ROWS:
-        rows = tuple(h for h in rows if h.phase not in done)[:LIVE_ROWS]
-    table = Table("agency", "host", "phase", "agent VM", "address", "detail", expand=False)
-    for h in rows:
-        table.add_row(*_row(h))
-    finished = sum(1 for h in progress.hosts if h.phase in done)
-    line = Text(
-        f"{finished}/{len(progress.hosts)} hosts done, {progress.count(Phase.ISSUE)} with issues, "
-        f"{progress.elapsed:.1f} s",
-        style="bold",
-    )
-    return Group(table, line)
-
-
-class ProgressView:
-    """The ``on_progress`` callback of apply/destroy: a live table on a terminal, plain lines otherwise."""
-
-    def __init__(self, *, live: bool | None = None) -> None:
-        self.live = console.is_terminal if live is None else live
-        self._live: Live | None = None
-        self._seen: dict[tuple[str, str], tuple[object, ...]] = {}
-
-    def __enter__(self) -> ProgressView:
-        if self.live:
-            self._live = Live(console=console, refresh_per_second=8, transient=True)
-            self._live.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._live is not None:
-            self._live.__exit__(None, None, None)
-            self._live = None
-
-    def __call__(self, progress: Progress) -> None:
-        if self._live is not None:
-            self._live.update(_live_table(progress))
-            return
-        for h in progress.hosts:
-            state = (h.phase, h.vm, h.hook, len(h.issues))
-            if self._seen.get((h.agency, h.host)) == state:
-                continue
-            self._seen[(h.agency, h.host)] = state
-            parts = [f"[{progress.elapsed:6.1f}s] {h.agency} {h.label}: {h.phase.value}"]
-            if h.vm_name:
-                parts.append(h.vm_name)
-            if h.address:
-                parts.append(h.address)
-            if h.detail:
-                parts.append(f"({h.detail})")
-            console.print(" ".join(parts), markup=False, highlight=False, soft_wrap=True)
-
-
-def hosts_table(rows: Sequence[HostProgress], title: str) -> Table:
-    """The summary / status table: one row per host; columns with nothing to say are left out."""
-    columns: list[tuple[str, Callable[[HostProgress], Text | str]]] = [
-        ("agency", lambda h: h.agency),
-        ("cluster", lambda h: h.cluster or "(standalone)"),
-        ("host", lambda h: h.label.rsplit("/", 1)[-1]),
-        ("agent VM", lambda h: h.vm_name or "-"),
-        ("power", lambda h: h.power.value if h.power else "-"),
-        ("hook", lambda h: h.hook.value if h.hook else "-"),
-        ("address", lambda h: h.address or "-"),
-        ("state", lambda h: Text(h.phase.value, style=PHASE_STYLE.get(h.phase, "yellow"))),
-        ("issues", lambda h: ", ".join(f"{i.kind.value} #{i.key}" for i in h.issues) or "-"),
-    ]
-    optional = {
-        "agency": len({h.agency for h in rows}) > 1,
-        "hook": any(h.hook for h in rows),
-        "address": any(h.address for h in rows),
-        "issues": any(h.issues for h in rows),
-    }
-    shown = [(name, cell) for name, cell in columns if optional.get(name, True)]
-    table = Table(title=title)
-    for name, _ in shown:
-        table.add_column(name, overflow="fold", no_wrap=name not in ("issues",))
-    for h in rows:
-        table.add_row(*(cell(h) for _, cell in shown))
-    return table
-
-
-def issue_lines(rows: Sequence[HostProgress]) -> list[Text]:
-    """One line per issue of ``rows``: its key, its host and the sentence that says what fixes it."""
-    return [
-        Text(f"issue #{i.key} on {h.label.rsplit('/', 1)[-1]}: {issue_sentence(i)}", style="red")
-        for h in rows
-        for i in h.issues
-    ]

@@ -22,7 +22,7 @@ from rich.text import Text
 from agentvm.backends.eam import EamBackend
 from agentvm.cli import exitcodes
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
-from agentvm.cli.output import console, fail, print_document, print_json
+from agentvm.cli.output import console, fail, print_document, print_json, text
 from agentvm.cli.solution import (
     ConnectionFlags,
     Json,
@@ -45,6 +45,8 @@ from agentvm.vsphere.vms import ensure_on_host
 
 
 def _render(report: StatusReport) -> Group:
+    """The status of every agency as tables (``cli.render``: identifiers never cut, hosts in maintenance
+    mode read "maintenance") and one line per issue; every name from vCenter or the spec as ``Text``."""
     parts: list[RenderableType] = []
     for agency in report.agencies:
         s = agency.status
@@ -53,18 +55,18 @@ def _render(report: StatusReport) -> Group:
             f"agency {s.name} ({s.agency}): {s.status.value}, goal {s.goal_state.value}, "
             f"{ready}/{len(agency.hosts)} hosts ready"
         )
-        parts.append(hosts_table(agency.hosts, title))
+        parts.append(hosts_table(agency.hosts, title, report.conditions))
         parts += issue_lines(agency.hosts)
         for row in agency.hosts:
             if row.misplaced is not None:
-                parts.append(Text(f"misplaced on {row.label}: {row.misplaced.sentence()}", style="red"))
+                parts.append(text(f"misplaced on {row.label}: {row.misplaced.sentence()}", style="red"))
         for issue in s.issues:
             if issue.agent is None:
-                parts.append(Text(f"issue #{issue.key} of agency {s.name}: {issue_sentence(issue)}"))
+                parts.append(text(f"issue #{issue.key} of agency {s.name}: {issue_sentence(issue)}"))
     for name in report.missing:
-        parts.append(f"agency {name}: not created yet (run agentvm apply)")
+        parts.append(text(f"agency {name}: not created yet (run agentvm apply)"))
     if not report.agencies and not report.missing:
-        parts.append("no agencies")
+        parts.append(Text("no agencies"))
     return Group(*parts)
 
 

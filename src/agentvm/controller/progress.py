@@ -13,6 +13,7 @@ from ipaddress import IPv4Address
 
 from agentvm.backends.base import AgencyStatus
 from agentvm.core.heal import Misplaced
+from agentvm.core.order import natural_key
 from agentvm.model.agency import (
     DETAIL_DOWNLOAD_URL,
     DETAIL_ERROR,
@@ -187,7 +188,8 @@ def host_rows(
     uninstall: bool = False,
     misplaced: Iterable[Misplaced] = (),
 ) -> tuple[HostProgress, ...]:
-    """One row per host of the scope and per agent (a host may have left the scope), by inventory path.
+    """One row per host of the scope and per agent (a host may have left the scope), by inventory path in
+    natural order (H2 before H10).
 
     ``misplaced``: agent VMs found on another host (``core.heal.find_misplaced``); their hosts' rows are in
     phase ``misplaced`` and carry it."""
@@ -196,7 +198,13 @@ def host_rows(
     agents: dict[str, AgentRuntime] = {a.host.value: a for a in status.agents} if status else {}
     by_moid = {h.moid: h for h in hosts}
     rows = []
-    for moid in sorted(set(by_moid) | set(agents), key=lambda m: by_moid[m].path if m in by_moid else m):
+
+    def order(moid: str) -> tuple[tuple[tuple[int, int | str], ...], ...]:
+        host, agent = by_moid.get(moid), agents.get(moid)
+        label = (host.path or host.name) if host else (agent.host_name if agent and agent.host_name else moid)
+        return natural_key(label), natural_key(moid)
+
+    for moid in sorted(set(by_moid) | set(agents), key=order):
         agent = agents.get(moid)
         host = by_moid.get(moid)
         address = addresses.get(moid)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address
 
+from agentvm.core.order import natural_key
 from agentvm.model import names
 from agentvm.model.agency import MoRef, OvfProperty
 from agentvm.model.desired import AgencySpec, IpPlanSpec, ScopeHost
@@ -122,11 +123,7 @@ def _closest(key: str, hosts: Sequence[ScopeHost]) -> str:
 
 def canonical_order(hosts: Iterable[ScopeHost]) -> list[ScopeHost]:
     """Hosts sorted by inventory path (or name) in natural order — H2 before H10 — then moid."""
-    return sorted(hosts, key=lambda h: (_natural(h.path or h.name), _natural(h.moid)))
-
-
-def _natural(text: str) -> tuple[tuple[int, int | str], ...]:
-    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part)
+    return sorted(hosts, key=lambda h: (natural_key(h.path or h.name), natural_key(h.moid)))
 
 
 def assign_addresses(

@@ -176,8 +176,8 @@ def to_agentvm_error(exc: BaseException, *, url: str, what: str = "") -> Agentvm
     error: AgentvmError
     if isinstance(exc, ThumbprintMismatch):
         error = AuthenticationError(
-            f"the TLS certificate of {url} has thumbprint {exc.actual[:23]}..., not the pinned "
-            f"{exc.expected[:23]}...: if vCenter's certificate was replaced on purpose, set "
+            f"the TLS certificate of {url} has thumbprint {exc.actual}, not the pinned "
+            f"{exc.expected}: if vCenter's certificate was replaced on purpose, set "
             "AGENTVM_THUMBPRINT/--thumbprint to the new one; otherwise someone may be intercepting "
             "the connection"
         )
