@@ -13,7 +13,6 @@ from ipaddress import IPv4Address
 
 from agentvm.backends.base import AgencyStatus
 from agentvm.core.heal import Misplaced
-from agentvm.core.order import natural_key
 from agentvm.model.agency import (
     DETAIL_DOWNLOAD_URL,
     DETAIL_ERROR,
@@ -27,6 +26,7 @@ from agentvm.model.agency import (
 )
 from agentvm.model.desired import ScopeHost
 from agentvm.model.inventory import InventorySnapshot
+from agentvm.model.names import natural_key
 
 
 class Phase(StrEnum):

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address
 
-from agentvm.core.order import natural_key
 from agentvm.model import names
 from agentvm.model.agency import MoRef, OvfProperty
 from agentvm.model.desired import AgencySpec, IpPlanSpec, ScopeHost
 from agentvm.model.errors import ConfigurationError
+from agentvm.model.names import natural_key
 
 
 class AddressSource(StrEnum):

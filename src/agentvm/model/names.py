@@ -225,5 +225,7 @@ def _hint(ref: Reference, items: Sequence[Named], datacenters: Sequence[str]) ->
 
 
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key that puts H2 before H10."""
+    """Natural order for names people read (``DC0_C0_H2`` before ``DC0_C0_H10``): runs of digits compare
+    as numbers, the rest as text. Used wherever hosts or objects are listed (the IP plan's canonical order,
+    progress rows, status, inventory)."""
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text) if p)

@@ -1,4 +1,4 @@
-"""``core.order.natural_key``: numbers inside names compare as numbers."""
+"""``model.names.natural_key``: numbers inside names compare as numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentvm.core.order import natural_key
+from agentvm.model.names import natural_key
 
 PREFIX = st.text(alphabet="ABCDEFGHIJ_/", min_size=0, max_size=8)
 
