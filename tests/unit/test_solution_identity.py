@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agentvm.backends.base import AgencyStatus
@@ -63,6 +63,8 @@ def test_the_generated_certificate_is_private_named_for_the_solution_and_made_on
     url=st.text(min_size=1, max_size=40),
     key=st.text(min_size=1, max_size=40),
 )
+@example(url="0", key=".")
+@example(url="https://../sdk", key="..")
 def test_the_solution_dir_stays_under_the_state_dir_whatever_the_url_and_key(url: str, key: str) -> None:
     base = Path("/state")
     directory = solution_dir(base, url, key)

@@ -85,7 +85,9 @@ def certificate_record(pem: bytes, cert_file: str, *, generated: bool) -> Certif
 
 
 def _safe(text: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9._-]+", "_", text) or "_"
+    """One path element: other characters as ``_``; ``.`` and ``..`` (or nothing) are not elements."""
+    safe = re.sub(r"[^a-zA-Z0-9._-]+", "_", text)
+    return "_" * max(1, len(safe)) if set(safe) <= {"."} else safe
 
 
 @dataclass(frozen=True)
