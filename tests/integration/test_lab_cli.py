@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agentvm.lab.runner import pid_alive
+from tests.support.terminal import tmux_screen
 
 pytestmark = pytest.mark.lab
 
@@ -69,6 +70,13 @@ def test_up_status_env_down_leaves_nothing_listening(env: dict[str, str]) -> Non
 
     again = agentvm("lab", "up", env=env)
     assert again.returncode == 0 and "already running" in again.stdout
+
+    # at 80x24 in a real terminal every address is shown whole (folded, never cut with "…")
+    screen = tmux_screen([sys.executable, "-m", "agentvm.cli.main", "lab", "status"], env)
+    joined = "".join(line.strip(" │┃|") for line in screen.splitlines())
+    assert "…" not in screen, screen
+    for address in (variables["AGENTVM_URL"], variables["AGENTVM_LAB_OVF_URL"]):
+        assert address in joined.replace(" ", ""), (address, screen)
 
     down = agentvm("lab", "down", env=env)
     assert down.returncode == 0, down.stderr

@@ -121,6 +121,28 @@ def test_the_live_progress_keeps_its_summary_and_host_names_at_80x24() -> None:
     assert "more" in text  # the hosts that do not fit are counted, not silently left out
 
 
+def test_apply_progress_shows_a_host_in_maintenance_mode_as_maintenance(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agentvm.cli.solution import ProgressView
+
+    resting = _row(1, phase=Phase.WAITING, status=None, vm=None, vm_name=None, power=None, maintenance=True)
+    rows = (_row(0), resting, _row(2, maintenance=True))  # a ready agent on a host in MM stays "ready"
+    live = _draw(live_view(Progress(rows, 3.0), height=24), width=80, height=24)
+    (line,) = [x for x in live.splitlines() if "DC0_C0_H1" in x]
+    assert "maintenance" in line
+    (line,) = [x for x in live.splitlines() if "DC0_C0_H2" in x]
+    assert "ready" in line and "maintenance" not in line
+    with ProgressView(live=False) as view:
+        view(Progress(rows, 3.0))
+    out = capsys.readouterr().out
+    assert "DC0_C0_H1: maintenance" in out
+    assert "DC0_C0_H0: ready" in out
+    summary = _draw(_render(_report(list(rows))))
+    (line,) = [x for x in summary.splitlines() if "DC0_C0_H1" in x]
+    assert "maintenance" in line
+
+
 HOSTILE = "[bold]x[/bold] :ab: \x1b[31mred"
 
 

@@ -112,7 +112,9 @@ class FittedTable(Generic[R]):
 
 def _state(conditions: HostConditions | None) -> Callable[[HostProgress], Text]:
     def cell(h: HostProgress) -> Text:
-        if conditions is not None and host_state(h, conditions) is AgentState.MAINTENANCE:
+        if h.shown_phase == MAINTENANCE or (
+            conditions is not None and host_state(h, conditions) is AgentState.MAINTENANCE
+        ):
             return Text(MAINTENANCE, style="yellow")
         return Text(h.phase.value, style=PHASE_STYLE.get(h.phase, "yellow"))
 
@@ -181,7 +183,7 @@ def _progress_table(rows: Iterable[HostProgress], agencies: int, more: int) -> F
     columns: list[Column[HostProgress]] = [
         Column("agency", lambda h: text(h.agency)),
         Column("host", lambda h: text(host_name(h))),
-        Column("phase", lambda h: Text(h.phase.value, style=PHASE_STYLE.get(h.phase, "yellow"))),
+        Column("phase", lambda h: Text(h.shown_phase, style=PHASE_STYLE.get(h.phase, "yellow"))),
         Column("agent VM", lambda h: text(h.vm_name or "-")),
         Column("address", lambda h: text(h.address or "-")),
         Column("detail", lambda h: text(h.detail), free_text=True),
@@ -260,7 +262,7 @@ class ProgressView:
             if self._seen.get((h.agency, h.host)) == state:
                 continue
             self._seen[(h.agency, h.host)] = state
-            parts = [f"[{progress.elapsed:6.1f}s] {h.agency} {h.label}: {h.phase.value}"]
+            parts = [f"[{progress.elapsed:6.1f}s] {h.agency} {h.label}: {h.shown_phase}"]
             if h.vm_name:
                 parts.append(h.vm_name)
             if h.address:

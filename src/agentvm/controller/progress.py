@@ -25,7 +25,7 @@ from agentvm.model.agency import (
     Status,
 )
 from agentvm.model.desired import ScopeHost
-from agentvm.model.inventory import InventorySnapshot
+from agentvm.model.inventory import HostPowerState, InventorySnapshot
 from agentvm.model.names import natural_key
 
 
@@ -136,6 +136,15 @@ class HostProgress:
     address: str | None = None
     issues: tuple[Issue, ...] = ()
     misplaced: Misplaced | None = None  # its agent VM runs on another host
+    maintenance: bool = False  # the host is in maintenance mode or standby (as last read)
+
+    @property
+    def shown_phase(self) -> str:
+        """The phase as the CLI shows it: ``maintenance`` for a host in maintenance mode or standby whose
+        agent is not ready (as the dashboard shows it), else the phase."""
+        if self.maintenance and self.phase not in (Phase.READY, Phase.REMOVED):
+            return "maintenance"
+        return self.phase.value
 
     @property
     def detail(self) -> str:
@@ -146,6 +155,8 @@ class HostProgress:
             return "; ".join(sentences)
         if self.hook is not None:
             return f"{self.hook.value} hook pending"
+        if self.shown_phase == "maintenance":
+            return "its agent comes when the host leaves maintenance mode or standby"
         return ""
 
 
@@ -197,6 +208,11 @@ def host_rows(
     goal = GoalState.UNINSTALLED if uninstall else (status.goal_state if status else None)
     agents: dict[str, AgentRuntime] = {a.host.value: a for a in status.agents} if status else {}
     by_moid = {h.moid: h for h in hosts}
+    resting = {
+        h.moref.value
+        for h in (snapshot.hosts if snapshot is not None else ())
+        if h.in_maintenance_mode or h.power_state is HostPowerState.STANDBY
+    }
     rows = []
 
     def order(moid: str) -> tuple[tuple[tuple[int, int | str], ...], ...]:
@@ -231,6 +247,7 @@ def host_rows(
                 address=str(address) if address is not None and not uninstall else None,
                 issues=agent.issues if agent else (),
                 misplaced=away,
+                maintenance=moid in resting,
             )
         )
     return tuple(rows)
