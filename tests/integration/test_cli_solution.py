@@ -647,3 +647,23 @@ def test_a_host_in_maintenance_mode_does_not_hold_apply_until_its_timeout(world:
     out = ok(world.run("status", "-f", str(spec)))
     (row,) = [ln for ln in out.splitlines() if "DC0_C0_H1" in ln.split() and not ln.startswith("issue")]
     assert "maintenance" in row.split(), out
+
+
+def test_status_watch_taller_than_the_terminal_hides_no_host(tmp_path: Path) -> None:
+    """30 hosts in a 24-line terminal: every host is drawn (the terminal scrolls), none left out."""
+    from agentvm.lab.vcsim import Shape
+
+    with Lab(Shape(clusters=1, hosts=30), netsync=False) as info:
+        session = connect(info)
+        world = World(Lab(), info, session, tmp_path)  # the Lab object is unused: info is the running lab
+        try:
+            spec = world.spec(text=contrail_text(**ONE_CLUSTER))
+            ok(world.run("apply", "-f", str(spec), "--timeout", TIMEOUT))
+            hosts = {h.name for h in world.snapshot().hosts}
+            assert len(hosts) == 30
+            argv = [sys.executable, "-m", "agentvm.cli.main", "status", "-f", str(spec), "-w"]
+            argv += ["--count", "2", "--interval", "0.2"]
+            screen = tmux_screen(argv, {**os.environ, **world.run_env()}, width=80, height=24)
+        finally:
+            session.logout()
+    assert hosts <= set(screen.split()), screen
