@@ -8,6 +8,8 @@ copied from it. The moids are read with pyVmomi, not with agentvm's own inventor
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +17,8 @@ import pytest
 from pyVmomi import vim
 
 from agentvm.lab.world import Lab
-from tests.integration.test_cli_inventory import run as run_inventory
 from tests.integration.test_cli_solution import TIMEOUT, World, connect, contrail_text, ok
+from tests.support.terminal import tmux_screen
 
 pytestmark = pytest.mark.lab
 
@@ -127,14 +129,22 @@ def test_inventory_json_gives_every_object_its_moid(world: World) -> None:
 
 
 def test_inventory_at_80_columns_cuts_no_name_moid_or_state(world: World) -> None:
-    result = run_inventory(world.info.vcsim, COLUMNS="80")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    """In a real 80x24 terminal (piped output is not wrapped at all: COLUMNS applies to a terminal)."""
+    info = world.info.vcsim
+    env = {
+        **os.environ,
+        "AGENTVM_URL": info.url,
+        "AGENTVM_USERNAME": info.username,
+        "AGENTVM_PASSWORD": info.password,
+        "AGENTVM_THUMBPRINT": info.thumbprint,
+    }
+    screen = tmux_screen([sys.executable, "-m", "agentvm.cli.main", "inventory"], env, width=80, height=24)
+    lines = screen.splitlines()
     assert max(map(len, lines)) <= 80
     for kind in (vim.ClusterComputeResource, vim.Datastore, vim.Network, vim.HostSystem):
         for name, moid in moids(world, kind).items():
             assert any(f" {moid} " in f" {row} " and f" {name} " in f" {row} " for row in lines), (name, moid)
-    assert "connected" in result.stdout and "…" not in result.stdout
+    assert "connected" in screen and "…" not in screen
 
 
 def test_apply_sets_host_settings_from_a_relative_datastore_and_network(tmp_path: Path) -> None:
