@@ -6,28 +6,13 @@ EsxAgentHostManager.configInfo on the lab.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from agentvm.lab.world import Lab
 from agentvm.vsphere.hosts import AgentVmSettings, ensure_agent_vm_settings, get_agent_vm_settings
-from tests.integration.test_cli_solution import EXAMPLES, World, connect
+from tests.integration.test_cli_solution import EXAMPLES, World, world
 
 pytestmark = pytest.mark.lab
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    lab = Lab()
-    info = lab.start()
-    session = connect(info)
-    try:
-        yield World(lab, info, session, tmp_path)
-    finally:
-        session.logout()
-        lab.stop()
+__all__ = ["world"]  # the fixture, shared with test_cli_solution
 
 
 def test_destroy_leaves_host_settings_and_host_settings_clears_only_what_agentvm_set(world: World) -> None:

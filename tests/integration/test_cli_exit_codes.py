@@ -16,24 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from agentvm.lab.world import Lab, LabInfo
+from agentvm.lab.world import LabInfo
 from tests.integration.test_cli_netsync import netsync
-from tests.integration.test_cli_solution import EXAMPLES, World, connect
+from tests.integration.test_cli_solution import EXAMPLES, World, world
 from tests.integration.test_netsync_vcenter import VCenter
 
 pytestmark = pytest.mark.lab
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    lab = Lab()
-    info = lab.start()
-    session = connect(info)
-    try:
-        yield World(lab, info, session, tmp_path)
-    finally:
-        session.logout()
-        lab.stop()
+__all__ = ["world"]  # the fixture, shared with test_cli_solution
 
 
 def test_plan_detailed_exitcode_is_2_with_changes_0_without_and_1_on_an_error(world: World) -> None:
