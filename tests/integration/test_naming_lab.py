@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,24 +17,13 @@ from pyVmomi import vim
 
 from agentvm.lab.world import Lab
 from tests.integration.test_cli_solution import TIMEOUT, World, connect, contrail_text, ok
+from tests.integration.test_cli_validation_lab import world
 from tests.support.terminal import tmux_screen
 
 pytestmark = pytest.mark.lab
+__all__ = ["world"]  # one lab per module, shared with test_cli_validation_lab: these tests only plan and read
 
 BOTH = "      - /DC0/host/DC0_C0\n      - /DC0/host/DC0_C1\n"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """One lab for the module: every test here only plans and reads."""
-    lab = Lab()
-    info = lab.start()
-    session = connect(info)
-    try:
-        yield World(lab, info, session, tmp_path_factory.mktemp("naming"))
-    finally:
-        session.logout()
-        lab.stop()
 
 
 def moids(world: World, kind: type) -> dict[str, str]:
