@@ -109,11 +109,14 @@ def test_run_with_netsync_mirrors_a_vm_and_its_power_while_the_agents_stay_heale
         other = vc.host_ids()[1]
         world.lab.vrouters[other].stop()
         vc.run(vc.vm("run-2", pg, host=1).PowerOnVM_Task(), "power on")
-        run2 = wait_for(
-            lambda: [v.uuid for v in api.list(SdnVmi) if v.display_name.startswith("run-2 ")],
-            "run-2's interfaces in the SDN controller despite its host's agent being down",
-            30,
-        )
+
+        def run2_interfaces() -> list[str] | None:
+            # a VM's interfaces are written one at a time, each followed by its port on the host's agent
+            # (down here): wait for both, not for the first
+            uuids = [v.uuid for v in api.list(SdnVmi) if v.display_name.startswith("run-2 ")]
+            return uuids if len(uuids) >= 2 else None
+
+        run2 = wait_for(run2_interfaces, "both run-2 interfaces in the SDN controller, agent down", 30)
         assert len(run2) == 2
 
         def port_failures() -> list[dict[str, Any]]:
