@@ -3,7 +3,7 @@
 Wires ``controller.run.Controller`` to ``api.server.ApiServer`` and the process: logs (``--log-format``),
 the listen address (loopback unless ``--allow-remote``), the API token (``$AGENTVM_API_TOKEN`` or
 ``--token-file``, never a flag value: it would show in ``ps``), the backend (``eam``, or ``direct`` for
-agentvm's own engine, whose state file lives in ``--state-dir``), ``--netsync`` (issue 6's watch-driven
+agentvm's own engine, whose state file lives in ``--state-dir``), ``--netsync`` (the watch-driven
 network sync alongside, configured as ``agentvm netsync``: ``--sdn-url``/``$AGENTVM_SDN_URL``,
 ``$AGENTVM_SDN_TOKEN``, ``--vrouter-map``/``$AGENTVM_VROUTER_MAP`` or the agent VMs' fabric IPs,
 ``--reserve-vlans``), the API's limits (``--max-streams``/``$AGENTVM_MAX_STREAMS`` event streams and

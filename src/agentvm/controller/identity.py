@@ -1,7 +1,7 @@
 """The solution's own identity on one vCenter: its login certificate and what it knows of its agencies.
 
 Called by ``controller.solution`` (plan, apply, destroy; the controller through ``Reconciler``) and the CLI
-(``--state-dir``). EAM makes an agency belong to the session that creates it (EAM.md sections 2 and 8): an
+(``--state-dir``). EAM makes an agency belong to the session that creates it (docs/eam.md, "Ownership"): an
 agency created through a user login belongs to that user, and the solution's own session never sees it in
 QueryAgency. So agentvm makes every EAM call as the extension (``LoginExtensionByCertificate``); when the
 spec names no certificate, the first apply generates one and keeps it here:

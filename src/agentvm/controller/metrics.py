@@ -351,7 +351,7 @@ AGENT_STATES = ("green", "yellow", "red", "maintenance", "flapping", "misplaced"
 
 
 class ControllerMetrics:
-    """The metrics ``agentvm run`` exposes (issue 5), on their own registry. Called by the controller.
+    """The metrics ``agentvm run`` exposes at ``/metrics``, on their own registry. Called by the controller.
 
     - ``agentvm_build_info{version,python}``: 1, naming the agentvm and Python versions running;
     - ``agentvm_vcenter_connected``: 1 while the controller's passes succeed, 0 before the first one and

@@ -1,4 +1,4 @@
-"""Where an agent VM goes and what it is called (EAM.md sections 2 and 6). Pure functions.
+"""Where an agent VM goes and what it is called (docs/eam.md, "Methods", "Host settings"). Pure.
 
 Called by ``core.agents`` whenever an agent VM must be deployed (install, redeploy, upgrade).
 """
@@ -56,7 +56,7 @@ def _choose(
     missing_custom: IssueKind,
     field_name: str,
 ) -> MoRef | tuple[IssueKind, Detail]:
-    """EAM.md section 6 for one resource (datastore or network).
+    """EAM's per-host choice of one resource, datastore or network (docs/eam.md, "Host settings").
 
     With no agency list, or preferHostConfiguration, the host's EsxAgentHostManager setting wins; when the
     host has none we fall back to the agency list [I: the reference only says the host setting is used].
@@ -124,7 +124,7 @@ MAX_UUID_AGENT_NAME = 43
 
 
 def vm_name(config: AgencyConfig, namespace: str, agent_id: str, number: int) -> str:
-    """``<agentName> (N)``, or ``<agentName>-<uuid>`` with useUuidVmName (EAM.md section 2).
+    """``<agentName> (N)``, or ``<agentName>-<uuid>`` with useUuidVmName (docs/eam.md, "Methods").
 
     The uuid is derived from the agent and N, so the same VM always gets the same name (no randomness in
     the core). The name is escaped as vCenter stores it (``escape_entity_name``).

@@ -1,10 +1,10 @@
-"""The agent engine's brain: agencies + observed vSphere → next actions, issues and statuses (EAM.md 3-7).
+"""The agent engine's brain: agencies + observed vSphere → next actions, issues and statuses (docs/eam.md).
 
 Pure: no I/O, no clock (``now`` is an argument), no threads. ``agentvm.engine.manager`` calls
 ``reconcile`` on every step, carries out the actions through its Infrastructure and feeds each result back
 with ``core.agent_ops.record``; API calls change the state through ``core.agent_ops`` too.
 
-Rules carried out here (each as EAM behaves, or marked [I] where EAM.md says the behaviour is inferred):
+Rules carried out here (each as EAM behaves, or marked [I] where docs/eam.md says it is inferred):
 
 - one agent per host in scope (union of the agency's clusters and standalone compute resources), using
   the first agent config whose productLineId / hostVersion match; none → IncompatibleHostVersion;
@@ -419,7 +419,7 @@ class _AgentPass:
                     hook=None,
                 )
             else:
-                # deleted by someone: VmNotDeployed, and no redeploy until Resolve (EAM.md section 4)
+                # deleted by someone: VmNotDeployed, and no redeploy until Resolve (docs/eam.md, "Issues")
                 self.agent = a.with_(vm=None, vm_name=None, vm_ovf_url=None, powered=False, hook=None)
                 lost = _new_issue(self.ctx, a, self.host, IssueKind.VM_NOT_DEPLOYED, {})
                 a = self.agent.with_(issues=(*self.agent.issues, lost))
@@ -577,7 +577,7 @@ class _AgentPass:
     def _upgrade(self, config: AgentConfig, url: str, held: bool) -> None:
         """New OVF URL: deploy the replacement beside the old VM, prePowerOn hook, remove the old VM.
 
-        The replacement is powered on only after the old VM is gone [I: EAM.md does not say; two data-plane
+        The replacement is powered on only after the old VM is gone [I: VMware does not say; two data-plane
         agents on one host must not run at once]. One host at a time per agency [I: no batch size is
         documented]; a host whose upgrade fails (red) holds the roll until it is resolved.
         """

@@ -7,7 +7,7 @@ it should wake up for a retry, and the new state to keep. Pure: no clock (``now`
 on any monotonic scale), no randomness (jitter is derived from ``HealPolicy.seed``, the agent and the
 attempt number), no I/O. The same inputs always give the same plan.
 
-Issue kinds fall in four classes (EAM.md section 4):
+Issue kinds fall in four classes (docs/eam.md, "Issues"; docs/architecture.md, "Healing"):
 
 - **active** — Resolve makes EAM act (power on, redeploy, remove an orphan): resolved automatically with
   jittered exponential backoff *per agent and kind* (EAM may raise the same problem again under a new key,

@@ -2,7 +2,7 @@
 
 Called by ``agentvm.core.netsync`` once per host per sync. Pure: no I/O. A VLAN on a DV port isolates one VM
 interface on its host's vRouter, so it must be unique per host and never 0, 4095, a PVLAN id or a reserved
-one (DESIGN.md, "Networks to the SDN controller").
+one (docs/architecture.md, "Netsync").
 """
 
 from __future__ import annotations

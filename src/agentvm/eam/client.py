@@ -5,7 +5,7 @@
 Called by ``backends.eam.EamBackend`` (apply, status, resolve, destroy, the controller's observations).
 It talks to ``/eam/sdk`` through ``Session.sibling_stub`` (same TLS settings and session cookie as vim25,
 correlation ids, call counting, transparent re-login on ``EamInvalidLogin``), with a recent stub version
-(``eam.version.version7_5`` by default: older versions silently drop newer fields, EAM.md section 1).
+(``eam.version.version7_5`` by default: older ones silently drop newer fields, docs/eam.md "Endpoint").
 
 Only the explicit methods are used — CreateAgency, QueryAgency, QueryConfig, AgencyQueryRuntime,
 QueryAgent, QuerySolutionId, Update, Agency_Enable/Disable, Uninstall, DestroyAgency, AgentQueryConfig,
@@ -20,7 +20,7 @@ Finding an agency by name costs one QueryAgency plus one QueryConfig per agency 
 yet: names are cached by agency id (the cache follows this client's own Create/Update/Destroy, and ids
 that QueryAgency no longer returns are dropped).
 
-A solution's QueryAgency lists only the agencies it owns (EAM.md section 2). ``also_see`` adds an agency
+A solution's QueryAgency lists only its own agencies (docs/eam.md, "Ownership"). ``also_see`` adds an agency
 that another session found (one a user owns, which agentvm adopted): it is listed with the others from then
 on, read by id, and its changes (Update, Enable/Disable/Uninstall, DestroyAgency) go through the client
 that may make them (the owner's), when one is given.

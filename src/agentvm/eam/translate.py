@@ -4,7 +4,7 @@
 
 Called by ``service.py`` in both directions: requests (Agency.ConfigInfo, Issue for AddIssue) become model
 values for the engine; the engine's answers (configs, runtimes, issues) become ``eam.*`` objects that
-``soap.reply`` serializes. Mandatory EAM fields are always filled with valid values (EAM.md section 10.2);
+``soap.reply`` serializes. Mandatory EAM fields always get valid values (docs/eam.md, "Runtime fields");
 optional ones are left out rather than sent empty.
 
 Kind-specific issue fields travel in ``Issue.detail`` under these keys (MoRefs as ``"Datastore:ds-1"``):
@@ -168,7 +168,7 @@ def agency_config_to_eam(config: AgencyConfig) -> Any:
 def agency_config_from_eam(info: Any) -> AgencyConfig:
     """The model config of a request's ``eam.Agency.ConfigInfo``.
 
-    Raises InvalidArgument when agencyName is missing (EAM.md section 2) or the scope is not a
+    Raises InvalidArgument when agencyName is missing (docs/eam.md, "Methods") or the scope is not a
     ComputeResourceScope. Deprecated fields (manuallyProvisioned, ipPool, ...) are not carried.
     """
     if info is None:

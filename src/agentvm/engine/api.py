@@ -1,4 +1,4 @@
-"""The engine's public face: EAM's API (EAM.md section 2) as a Python protocol over agentvm.model values.
+"""The engine's public face: EAM's API (docs/eam.md, "Methods") as a Python protocol over model values.
 
 Two callers: the lab's EAM emulator (a SOAP face that translates pyVmomi ``eam.*`` objects to and from
 these values) and ``backends.direct`` (agentvm's controller without EAM). One implementation:

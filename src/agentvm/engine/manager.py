@@ -256,8 +256,8 @@ class Engine:
                 detail[DETAIL_ERROR] = e.errors
             return DeployFailed(e.issue_kind, detail)
         try:
-            # agent VMs stay on their host and restart first (EAM.md section 7); the VM works without
-            # these, so a failure here is logged, not fatal
+            # agent VMs stay on their host and restart first (docs/eam.md, "Maintenance mode, DRS and HA");
+            # the VM works without these, so a failure here is logged, not fatal
             infra.pin_to_host(vm, action.host)
             infra.ha_top_priority(vm)
         except InfraError as e:
@@ -300,7 +300,7 @@ class Engine:
     def _writable(self, caller: Caller, agency_id: str) -> AgencyState:
         agency = self._agency(agency_id)
         if caller.extension and agency.solution_id != caller.user:
-            # [I] EAM.md section 8: not documented; NotAuthorized is what a solution should expect
+            # [I] not documented (docs/eam.md, "Ownership"): NotAuthorized is what a solution should expect
             raise NotAuthorized(f"agency {agency_id} belongs to {agency.solution_id}, not to {caller.user}")
         if agency.destroying:
             raise InvalidState(f"agency {agency_id} is being destroyed: its config and goal cannot change")
@@ -308,7 +308,7 @@ class Engine:
 
     # ============================================================================ validation
     def _validate(self, config: AgencyConfig) -> None:
-        """EAM's synchronous checks (EAM.md section 2); raises the fault of the first problem found."""
+        """EAM's synchronous checks (docs/eam.md, "Methods"); raises the fault of the first problem found."""
         if not config.agency_name:
             raise InvalidArgument("agencyName is required: give the agency a name", "agencyName")
         limit = MAX_UUID_AGENT_NAME if config.use_uuid_vm_name else MAX_AGENT_NAME

@@ -76,8 +76,8 @@ OVF_URL_KEY = "agentvm.ovfUrl"
 # finishes: a VM that still carries it is a half-deployed one, never an agent
 IMPORT_KEY = "agentvm.importing"
 GUESTINFO_PREFIX = "guestinfo."
-MANAGED_BY_TYPE = "agent"  # [I] EAM.md section 11: the type EAM itself uses is not documented
-HA_PRIORITY = "highest"  # EAM.md section 7: agent VMs restart first
+MANAGED_BY_TYPE = "agent"  # [I] the type EAM itself uses is not documented (docs/eam.md, "Open questions")
+HA_PRIORITY = "highest"  # agent VMs restart first (docs/eam.md, "Maintenance mode, DRS and HA")
 
 # EAM's ovfDiskProvisioning → OvfManager's diskProvisioning ("none": leave it to the package)
 _DISK_PROVISIONING = {"none": None, "thin": "thin", "thick": "thick"}

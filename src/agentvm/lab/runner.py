@@ -46,7 +46,7 @@ class LabState:
     start_seconds: float
     started_at: float = field(default_factory=time.time)
     eam_backend: str = ""
-    sdn_url: str = ""  # netsync (issue 6)
+    sdn_url: str = ""  # netsync: the SDN config-API emulator
     vrouter_map: str = ""
 
     @property

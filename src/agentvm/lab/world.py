@@ -30,7 +30,7 @@ class LabInfo:
     ovf_url: str  # base URL of the package server: $AGENTVM_LAB_OVF_URL
     shape: Shape
     eam_backend: str = ""  # where vcsim forwards /eam/sdk (clients use vcsim.eam_url)
-    # netsync (issue 6): the SDN config-API emulator and the host moid -> vRouter-agent emulator URL file
+    # netsync: the SDN config-API emulator and the host moid -> vRouter-agent emulator URL file
     sdn_url: str = ""
     vrouter_map: str = ""
 
@@ -80,7 +80,7 @@ class Lab:
         self._vcsim: Vcsim | None = None
         self.eam: LabEam | None = None
         self.info: LabInfo | None = None
-        self.sdn: sdn_emulator.RunningConfigApi | None = None  # netsync (issue 6)
+        self.sdn: sdn_emulator.RunningConfigApi | None = None  # netsync's SDN controller
         self.vrouters: dict[str, vrouter_emulator.RunningAgent] = {}
 
     def start(self) -> LabInfo:
@@ -115,7 +115,7 @@ class Lab:
         )
         return self.info
 
-    # -- netsync (issue 6): the SDN controller and one vRouter agent per host --------------------------------
+    # -- netsync: the SDN controller and one vRouter agent per host ------------------------------------------
 
     def _start_sdn(self) -> Path:
         """Start the config-API emulator (objects in the world dir's SQLite) and a vRouter-agent emulator per

@@ -2,7 +2,7 @@
 
 Used by the engine (agentvm's own EAM-equivalent), the EAM backend (which translates pyVmomi's ``eam.*``
 objects to and from these), the lab's EAM emulator and the controller. Field names follow EAM's API
-(see shared/EAM.md) in snake_case, so a reader can map one to the other without a table.
+(docs/eam.md) in snake_case, so a reader can map one to the other without a table.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class HookState(StrEnum):
 
 
 class IssueKind(StrEnum):
-    """The ``eam.issue.*`` types agentvm raises or understands (EAM.md section 4)."""
+    """The ``eam.issue.*`` types agentvm raises or understands (docs/eam.md, "Issues")."""
 
     CANNOT_ACCESS_AGENT_OVF = "CannotAccessAgentOVF"
     OVF_INVALID_FORMAT = "OvfInvalidFormat"
@@ -168,7 +168,7 @@ class FolderMapping:
 
 @dataclass(frozen=True)
 class AgencyConfig:
-    """One ``eam.Agency.ConfigInfo``. ``Update`` replaces it whole (EAM.md section 2)."""
+    """One ``eam.Agency.ConfigInfo``. ``Update`` replaces it whole (docs/eam.md, "Methods")."""
 
     agency_name: str
     agent_configs: tuple[AgentConfig, ...]

@@ -2,7 +2,7 @@
 # (pyVmomi generates its eam/vim/vmodl types at run time: their constructors are untyped)
 """Who is calling EAM: the vCenter session behind the ``vmware_soap_session`` cookie.
 
-EAM has no login of its own (EAM.md section 1): every call carries the cookie of a vCenter session. The
+EAM has no login of its own (docs/eam.md, "Endpoint"): every call carries a vCenter session's cookie. The
 server calls a ``SessionChecker`` (cookie value → Caller, or None when there is no such live session) for
 every request. ``VcenterSessionChecker`` is the real one: it asks vCenter (the lab's vcsim) about the
 session with that very cookie. Its target can be set after the emulator has started, because vcsim has to

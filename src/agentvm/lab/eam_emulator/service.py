@@ -1,6 +1,6 @@
 # mypy: disable-error-code="no-untyped-call"
 # (pyVmomi generates its eam/vim/vmodl types at run time: their constructors are untyped)
-"""EAM's methods (EAM.md section 2) and property Fetch, carried out on an ``AgentManager``.
+"""EAM's methods (docs/eam.md, "Methods") and property Fetch, carried out on an ``AgentManager``.
 
 Called by the HTTP handler (``server.py``) with an authenticated Caller and a parsed Request; returns the
 reply value and its pyVmomi type, or raises SoapFault with the pyVmomi fault to send. The engine speaks
@@ -298,7 +298,7 @@ def _no_issues(*_: Any) -> list[Any]:
 
 def _no_owner(*_: Any) -> None:
     """Agency.owner: the lab cannot tell a user-owned agency from an extension's, and owner is null for
-    an extension's agency (EAM.md section 2); agentvm's agencies are extension-owned, so null [I]."""
+    an extension's agency (docs/eam.md, "Ownership"); agentvm's agencies are extension-owned, so null [I]."""
     return None
 
 

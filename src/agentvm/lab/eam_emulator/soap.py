@@ -46,8 +46,8 @@ _KNOWN: dict[tuple[int, ...], str] = {
 def version_from_soap_action(soap_action: str | None) -> str:
     """The pyVmomi EAM version for a ``SOAPAction: "urn:eam/<v>"`` header.
 
-    A version pyVmomi does not know maps to the newest known one that is not newer (EAM.md section 11
-    leaves open what a real EAM does; answering in the newest dialect the client can read is the safe
+    A version pyVmomi does not know maps to the newest known one that is not newer (what a real EAM does
+    is an open question in docs/eam.md; answering in the newest dialect the client can read is the safe
     choice [I]). No header, or one that names no version, gets the newest version.
     """
     text = (soap_action or "").strip().strip('"')
