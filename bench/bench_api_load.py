@@ -1,4 +1,4 @@
-"""The controller's HTTP API under load (issue 9, item 14): /healthz latency and the server's threads.
+"""The controller's HTTP API under load: /healthz latency and the server's threads.
 
 The server runs in this process with its default limits (``ApiServer(api)``: what ``agentvm run`` uses
 without --max-streams/--max-requests), fed by an event log and fakes; the clients are raw sockets driven

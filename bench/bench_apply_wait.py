@@ -1,4 +1,4 @@
-"""What ``agentvm apply`` costs while it waits on a state that needs action (issue 9, item 2).
+"""What ``agentvm apply`` costs while it waits on a state that needs action (it heals, or stops).
 
 On the lab's 6 hosts (2 clusters x 3) with the contrail example, two scenarios, each through
 ``Solution.apply`` as the CLI runs it:
@@ -9,8 +9,9 @@ On the lab's 6 hosts (2 clusters x 3) with the contrail example, two scenarios, 
   resolves VmPoweredOff with the controller's heal policy and ends green.
 
 The table shows whether apply ended green, its wall time, its polls and its EAM and vim25 calls (the test's
-own calls go through a session of their own and are not counted). Before issue 9 the passive case sat out
-the whole timeout: 600 s and 2,631 EAM calls on these 6 hosts; the active case stayed red until then.
+own calls go through a session of their own and are not counted). Before apply healed while it waited, the
+passive case sat out the whole timeout: 600 s and 2,631 EAM calls on these 6 hosts; the active case stayed
+red until then.
 Run: .venv/bin/python bench/bench_apply_wait.py [timeout seconds]
 """
 

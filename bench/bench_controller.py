@@ -1,4 +1,4 @@
-"""The controller's reaction time, memory and calls per change at several lab sizes (issue 5's measurement).
+"""The controller's reaction time, memory and calls per change at several lab sizes (change -> action).
 
 For each inventory size, a lab starts (vcsim + the lab's EAM, in this process), the controller runs
 in-process with ``--backend eam``, deploys an agency scoped to one 64-host cluster (the same 64 agents at

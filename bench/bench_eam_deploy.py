@@ -1,4 +1,4 @@
-"""CreateAgency to all green through the lab's EAM, at several lab sizes (issue 3's measurement).
+"""CreateAgency to all green through the lab's EAM, at several lab sizes.
 
 A plain pyVmomi EAM client (as a solution would use) creates an agency over every cluster with the
 hello-agent OVF; the table shows the wall time to all green and the vim25 calls the EAM made per host

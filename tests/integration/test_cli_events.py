@@ -1,4 +1,4 @@
-"""``agentvm events [-f] [--json] [--since]`` against a controller on the lab (issue 10, item 5).
+"""``agentvm events [-f] [--json] [--since]`` against a controller on the lab, as ``govc events``.
 
 The controller runs in-process (``test_controller.World``) behind a real ``ApiServer``; ``agentvm events``
 runs as a process reading that API. A powered-off agent VM makes the controller heal it: its heal events

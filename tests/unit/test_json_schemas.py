@@ -15,7 +15,7 @@ from referencing import Registry, Resource
 from agentvm.api.schemas import schema_for, schemas
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-# the kinds issue 10 asks for (Events comes with `agentvm events`)
+# every kind a --json prints (README; Events comes with `agentvm events`)
 KINDS = [
     "Plan",
     "ApplyResult",
