@@ -10,10 +10,10 @@ import pytest
 from pyVmomi import vim
 
 from agentvm.lab.vcsim import VcsimInfo
-from agentvm.model.agency import MoRef
+from agentvm.model.agency import MoRef, PowerState
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.errors import ConfigurationError, NotFoundError, TransientError
-from agentvm.model.inventory import InventorySnapshot, VmPowerState
+from agentvm.model.inventory import InventorySnapshot
 from agentvm.vsphere import clusters, extensions, hosts, vms
 from agentvm.vsphere.collector import read_one
 from agentvm.vsphere.inventory import read_inventory
@@ -103,7 +103,7 @@ def test_vm_power_extra_config_and_destroy(session: Session, inventory: Inventor
     vm = inventory.vms[0]
     assert vms.ensure_powered_off(session, vm.moref, label=vm.describe()) is True
     assert vms.ensure_powered_off(session, vm.moref) is False
-    assert vms.power_state(session, vm.moref) is VmPowerState.POWERED_OFF
+    assert vms.power_state(session, vm.moref) is PowerState.POWERED_OFF
     assert vms.ensure_powered_on(session, vm.moref) is True
     values = {"guestinfo.agentvm.ip": "10.0.0.5", "guestinfo.agentvm.gw": "10.0.0.1"}
     assert vms.ensure_extra_config(session, vm.moref, values) is True

@@ -13,8 +13,9 @@ import pytest
 
 from agentvm.lab.packages import PackageServer, examples_dir
 from agentvm.lab.vcsim import Shape, Vcsim
+from agentvm.model.agency import PowerState
 from agentvm.model.connection import Secret, VCenterConnection
-from agentvm.model.inventory import InventorySnapshot, ManagedBy, VmPowerState
+from agentvm.model.inventory import InventorySnapshot, ManagedBy
 from agentvm.vsphere import ovf
 from agentvm.vsphere.collector import read_one
 from agentvm.vsphere.inventory import read_inventory
@@ -140,7 +141,7 @@ def test_import_creates_the_vm_on_the_host_and_uploads_its_disk(world: World) ->
     assert vm.host == where.host
     assert vm.resource_pool == where.pool
     assert vm.path == "/DC0/vm/hello (1)"
-    assert vm.power_state is VmPowerState.POWERED_OFF
+    assert vm.power_state is PowerState.POWERED_OFF
 
 
 def test_configure_vm_sets_extra_config_and_managed_by(world: World) -> None:

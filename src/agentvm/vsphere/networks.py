@@ -60,11 +60,7 @@ VM_PROPS = (
     "guest.net",
 )
 
-_POWER = {
-    "poweredOn": PowerState.POWERED_ON,
-    "poweredOff": PowerState.POWERED_OFF,
-    "suspended": PowerState.SUSPENDED,
-}
+_POWER = {state.value: state for state in PowerState}  # runtime.powerState → the model's enum
 
 
 @dataclass(frozen=True)
