@@ -70,8 +70,7 @@ def heal_one(world: World) -> str:
     ensure_powered_off(world.session, victim.moref)
     wait_for(
         lambda: (
-            next(v for v in world.agent_vms() if v.moref == victim.moref).power_state
-            is PowerState.POWERED_ON
+            next(v for v in world.agent_vms() if v.moref == victim.moref).power_state is PowerState.POWERED_ON
         ),
         "the agent VM powered on again",
     )

@@ -180,8 +180,7 @@ def test_controller_deploys_and_powers_a_powered_off_agent_on_again(world: World
     ensure_powered_off(world.session, victim.moref)
     wait_for(
         lambda: (
-            next(v for v in world.agent_vms() if v.moref == victim.moref).power_state
-            is PowerState.POWERED_ON
+            next(v for v in world.agent_vms() if v.moref == victim.moref).power_state is PowerState.POWERED_ON
         ),
         "the controller to power the agent VM on again",
     )
@@ -252,8 +251,7 @@ def test_maintenance_mode_in_and_out_raises_no_alert(world: World) -> None:
     ensure_maintenance_mode(world.session, victim.host, True)
     wait_for(
         lambda: (
-            next(v for v in world.agent_vms() if v.host == victim.host).power_state
-            is PowerState.POWERED_OFF
+            next(v for v in world.agent_vms() if v.host == victim.host).power_state is PowerState.POWERED_OFF
         ),
         "EAM to power the agent off for maintenance mode",
     )

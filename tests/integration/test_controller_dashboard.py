@@ -89,8 +89,7 @@ def test_the_dashboard_shows_a_host_red_then_green_as_the_controller_heals_it(
             page.close()
     wait_for(
         lambda: (
-            next(v for v in world.agent_vms() if v.moref == victim.moref).power_state
-            is PowerState.POWERED_ON
+            next(v for v in world.agent_vms() if v.moref == victim.moref).power_state is PowerState.POWERED_ON
         ),
         "the agent VM on",
     )

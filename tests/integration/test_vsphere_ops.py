@@ -19,7 +19,7 @@ from agentvm.vsphere.collector import read_one
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.tasks import wait_for_task
-from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchSpec
+from agentvm.vsphere.watch import WatchChange, WatchChangeKind, Watcher, WatchSpec
 
 pytestmark = pytest.mark.lab
 
@@ -155,13 +155,13 @@ def test_watch_reports_a_power_off(session: Session, inventory: InventorySnapsho
     ) as watch:
         initial = watch.poll()
         assert {c.moref for c in initial} == {v.moref for v in inventory.vms}
-        assert all(c.kind is ChangeKind.ENTER for c in initial)
+        assert all(c.kind is WatchChangeKind.ENTER for c in initial)
         vms.ensure_powered_off(session, vm.moref)
         deadline = time.monotonic() + 15
-        seen: list[Change] = []
+        seen: list[WatchChange] = []
         while time.monotonic() < deadline and not seen:
             seen = [c for c in watch.poll() if c.moref == vm.moref]
-        assert seen and seen[0].kind is ChangeKind.MODIFY
+        assert seen and seen[0].kind is WatchChangeKind.MODIFY
         assert seen[0].properties["runtime.powerState"] == "poweredOff"
 
 

@@ -57,13 +57,13 @@ def world(tmp_path: Path) -> Iterator[World]:
         broken.stop()
 
 
-def placement(inv: InventorySnapshot, host_index: int = 0) -> ovf.Placement:
+def placement(inv: InventorySnapshot, host_index: int = 0) -> ovf.ImportTarget:
     host = inv.hosts[host_index]
     cluster = inv.clusters[0]
     assert cluster.resource_pool is not None
     network = next(n.moref for n in inv.networks if n.name == "VM Network")
     folder = next(f.moref for f in inv.folders if f.path == "/DC0/vm")
-    return ovf.Placement(
+    return ovf.ImportTarget(
         host=host.moref,
         pool=cluster.resource_pool,
         folder=folder,
