@@ -259,9 +259,6 @@ class InventorySnapshot:
     def find_network(self, ref: str) -> Network:
         return _find(self.networks, ref, "network", self.datacenter_paths)
 
-    def find_datastore(self, ref: str) -> Datastore:
-        return _find(self.datastores, ref, "datastore", self.datacenter_paths)
-
     def hosts_of(self, compute_resource: MoRef) -> tuple[Host, ...]:
         """The hosts of a cluster or standalone compute resource, in inventory order."""
         return tuple(
