@@ -37,8 +37,8 @@ from agentvm.controller.run import Controller, Settings
 from agentvm.controller.solution import EAM_METHODS
 from agentvm.lab.vcsim import Shape
 from agentvm.lab.world import Lab
+from agentvm.model.agency import PowerState
 from agentvm.model.connection import Secret, VCenterConnection
-from agentvm.model.inventory import VmPowerState
 from agentvm.spec import load_spec
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
@@ -125,7 +125,7 @@ def measure(hosts: int, log_dir: Path) -> dict[str, float]:
         vms = [
             v.moref
             for v in inventory.vms
-            if v.name.startswith("contrail-vm") and v.power_state is VmPowerState.POWERED_ON
+            if v.name.startswith("contrail-vm") and v.power_state is PowerState.POWERED_ON
         ]
         e2e: list[float] = []
         own: list[float] = []
@@ -143,7 +143,7 @@ def measure(hosts: int, log_dir: Path) -> dict[str, float]:
             t0 = time.perf_counter()
             wait(lambda s=seen: len(controller.samples) > s, 60, "a resolve")
             sample = controller.samples[seen]
-            wait(lambda v=vm: power_state(tester, v) is VmPowerState.POWERED_ON, 60, "power on")
+            wait(lambda v=vm: power_state(tester, v) is PowerState.POWERED_ON, 60, "power on")
             counts = call_counts(controller)
             counts.subtract(counts_before)
             methods.update(counts)

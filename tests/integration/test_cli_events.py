@@ -24,7 +24,7 @@ import pytest
 import agentvm
 from agentvm.api.server import Api, ApiServer
 from agentvm.controller.run import api_callables
-from agentvm.model.inventory import VmPowerState
+from agentvm.model.agency import PowerState
 from agentvm.vsphere.vms import ensure_powered_off
 from tests.integration.test_controller import World, deployed, wait_for, world
 
@@ -70,8 +70,7 @@ def heal_one(world: World) -> str:
     ensure_powered_off(world.session, victim.moref)
     wait_for(
         lambda: (
-            next(v for v in world.agent_vms() if v.moref == victim.moref).power_state
-            is VmPowerState.POWERED_ON
+            next(v for v in world.agent_vms() if v.moref == victim.moref).power_state is PowerState.POWERED_ON
         ),
         "the agent VM powered on again",
     )

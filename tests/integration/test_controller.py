@@ -25,9 +25,9 @@ from agentvm.controller.run import Controller, Settings
 from agentvm.controller.status import status_schema
 from agentvm.core.heal import Backoff, HealPolicy
 from agentvm.lab.world import Lab, LabInfo
-from agentvm.model.agency import MoRef
+from agentvm.model.agency import MoRef, PowerState
 from agentvm.model.connection import Secret, VCenterConnection
-from agentvm.model.inventory import InventorySnapshot, VirtualMachine, VmPowerState
+from agentvm.model.inventory import InventorySnapshot, VirtualMachine
 from agentvm.spec import load_spec
 from agentvm.vsphere.hosts import add_host, ensure_maintenance_mode
 from agentvm.vsphere.inventory import read_inventory
@@ -106,7 +106,7 @@ class World:
         return (
             bool(report.agencies)
             and all(a.status.green for a in report.agencies)
-            and all(v.power_state is VmPowerState.POWERED_ON for v in self.agent_vms())
+            and all(v.power_state is PowerState.POWERED_ON for v in self.agent_vms())
         )
 
     def one_agent_per_host(self, hosts: int) -> list[VirtualMachine]:
@@ -180,8 +180,7 @@ def test_controller_deploys_and_powers_a_powered_off_agent_on_again(world: World
     ensure_powered_off(world.session, victim.moref)
     wait_for(
         lambda: (
-            next(v for v in world.agent_vms() if v.moref == victim.moref).power_state
-            is VmPowerState.POWERED_ON
+            next(v for v in world.agent_vms() if v.moref == victim.moref).power_state is PowerState.POWERED_ON
         ),
         "the controller to power the agent VM on again",
     )
@@ -211,7 +210,7 @@ def test_a_deleted_agent_vm_is_redeployed_with_its_address(world: World) -> None
             if (
                 vm.host == victim.host
                 and vm.moref != victim.moref
-                and vm.power_state is VmPowerState.POWERED_ON
+                and vm.power_state is PowerState.POWERED_ON
                 and vm.extra_config.get("guestinfo.fabricIp") == address
             ):
                 return vm
@@ -229,7 +228,7 @@ def test_a_host_added_to_the_cluster_gets_its_agent_with_its_planned_address(wor
 
     def agent_on_new_host() -> VirtualMachine | None:
         for vm in world.agent_vms():
-            if vm.host == new_host and vm.power_state is VmPowerState.POWERED_ON:
+            if vm.host == new_host and vm.power_state is PowerState.POWERED_ON:
                 return vm
         return None
 
@@ -252,8 +251,7 @@ def test_maintenance_mode_in_and_out_raises_no_alert(world: World) -> None:
     ensure_maintenance_mode(world.session, victim.host, True)
     wait_for(
         lambda: (
-            next(v for v in world.agent_vms() if v.host == victim.host).power_state
-            is VmPowerState.POWERED_OFF
+            next(v for v in world.agent_vms() if v.host == victim.host).power_state is PowerState.POWERED_OFF
         ),
         "EAM to power the agent off for maintenance mode",
     )
@@ -479,7 +477,7 @@ class _Adversary:
     def _run(self) -> None:
         ensure_powered_off(self.session, self.vm)
         while not self._stop.is_set():
-            if power_state(self.session, self.vm) is VmPowerState.POWERED_ON:
+            if power_state(self.session, self.vm) is PowerState.POWERED_ON:
                 self.power_ons += 1
                 ensure_powered_off(self.session, self.vm)
             self._stop.wait(0.05)

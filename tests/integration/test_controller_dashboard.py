@@ -17,7 +17,7 @@ import pytest
 from agentvm.api.server import Api, ApiServer
 from agentvm.controller.run import api_callables
 from agentvm.core.heal import Backoff, HealPolicy
-from agentvm.model.inventory import VmPowerState
+from agentvm.model.agency import PowerState
 from agentvm.vsphere.vms import ensure_powered_off
 from tests.integration.test_controller import World, deployed, wait_for
 from tests.integration.test_controller import world as world  # the fixture
@@ -89,8 +89,7 @@ def test_the_dashboard_shows_a_host_red_then_green_as_the_controller_heals_it(
             page.close()
     wait_for(
         lambda: (
-            next(v for v in world.agent_vms() if v.moref == victim.moref).power_state
-            is VmPowerState.POWERED_ON
+            next(v for v in world.agent_vms() if v.moref == victim.moref).power_state is PowerState.POWERED_ON
         ),
         "the agent VM on",
     )

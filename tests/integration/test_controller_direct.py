@@ -24,9 +24,10 @@ from agentvm.controller.run import Controller
 from agentvm.controller.status import status_schema
 from agentvm.lab.packages import PackageServer
 from agentvm.lab.vcsim import VcsimInfo
+from agentvm.model.agency import PowerState
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.errors import ConfigurationError
-from agentvm.model.inventory import VirtualMachine, VmPowerState
+from agentvm.model.inventory import VirtualMachine
 from agentvm.spec import load_spec
 from agentvm.vsphere.extensions import find_extension
 from agentvm.vsphere.inventory import read_inventory
@@ -99,7 +100,7 @@ def green(direct: Direct, controller: Controller) -> list[VirtualMachine] | None
     if not report.agencies or not all(a.status.green for a in report.agencies):
         return None
     vms = direct.agent_vms()
-    if len(vms) != 6 or any(v.power_state is not VmPowerState.POWERED_ON for v in vms):
+    if len(vms) != 6 or any(v.power_state is not PowerState.POWERED_ON for v in vms):
         return None
     return vms
 
@@ -145,7 +146,7 @@ def test_the_direct_backend_deploys_heals_and_survives_a_restart_on_its_state_di
     wait_for(
         lambda: (
             next(v for v in direct.agent_vms() if v.moref == victim.moref).power_state
-            is VmPowerState.POWERED_ON
+            is PowerState.POWERED_ON
         ),
         "the controller to power the agent VM on again",
     )
@@ -207,7 +208,7 @@ def test_agentvm_run_backend_direct_keeps_its_state_in_state_dir_across_processe
 
             def six_on() -> list[VirtualMachine] | None:
                 vms = direct.agent_vms()
-                on = all(v.power_state is VmPowerState.POWERED_ON for v in vms)
+                on = all(v.power_state is PowerState.POWERED_ON for v in vms)
                 return vms if len(vms) == 6 and on else None
 
             vms = wait_for(six_on, "six agent VMs, on", 60)

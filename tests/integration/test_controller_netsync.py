@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from agentvm.lab.world import Lab
-from agentvm.model.inventory import VmPowerState
+from agentvm.model.agency import PowerState
 from agentvm.model.network import SdnVirtualNetwork, SdnVmi
 from agentvm.sdn.config_api import ConfigApiClient
 from agentvm.vsphere.vms import ensure_powered_off
@@ -84,7 +84,7 @@ def test_run_with_netsync_mirrors_a_vm_and_its_power_while_the_agents_stay_heale
         wait_for(
             lambda: (
                 next(v for v in world.agent_vms() if v.moref == victim.moref).power_state
-                is VmPowerState.POWERED_ON
+                is PowerState.POWERED_ON
             ),
             "the controller to power the agent VM on again",
             90,

@@ -32,7 +32,7 @@ from agentvm.model.agency import (
     Status,
 )
 from agentvm.model.connection import Secret, VCenterConnection
-from agentvm.model.inventory import InventorySnapshot, VmPowerState
+from agentvm.model.inventory import InventorySnapshot
 from agentvm.vsphere import hosts, vms
 from agentvm.vsphere.collector import read_one
 from agentvm.vsphere.inventory import read_inventory
@@ -155,7 +155,7 @@ def test_deploy_puts_a_powered_off_marked_vm_with_its_ovf_environment_on_the_hos
     assert found.host == t.host
     assert found.resource_pool == t.pool
     assert found.path == "/DC0/vm/hello (1)"
-    assert found.power_state is VmPowerState.POWERED_OFF
+    assert found.power_state is PowerState.POWERED_OFF
     assert found.managed_by is not None
     assert (found.managed_by.extension_key, found.managed_by.type) == (NAMESPACE, "agent")
     extra = found.extra_config
@@ -231,10 +231,10 @@ def test_power_on_off_and_destroy_twice(world: World) -> None:
     vm = deploy(world, target(read_inventory(session)))
 
     infra.power_on(vm)
-    assert vms.power_state(session, vm) is VmPowerState.POWERED_ON
+    assert vms.power_state(session, vm) is PowerState.POWERED_ON
     infra.power_on(vm)  # already on: nothing to do
     infra.power_off(vm)
-    assert vms.power_state(session, vm) is VmPowerState.POWERED_OFF
+    assert vms.power_state(session, vm) is PowerState.POWERED_OFF
     infra.power_on(vm)
     infra.destroy_vm(vm)  # powered on: off first, then deleted
     assert "hello (1)" not in vm_names(session)
@@ -456,7 +456,7 @@ def test_engine_deploys_one_agent_per_host_over_two_clusters(world: World) -> No
     for a in agents:
         assert a.vm is not None
         assert deployed[a.vm].host == a.host
-        assert deployed[a.vm].power_state is VmPowerState.POWERED_ON
+        assert deployed[a.vm].power_state is PowerState.POWERED_ON
     for cluster in inv.clusters:
         config_ex = read_one(session, session.mo(cluster.moref), ["configurationEx"]).get("configurationEx")
         ours = {a.vm.value for a in agents if a.vm is not None and a.host in cluster.hosts}

@@ -18,7 +18,7 @@ from agentvm.vsphere import vms
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.tasks import wait_for_task
-from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchSpec
+from agentvm.vsphere.watch import WatchChange, WatchChangeKind, Watcher, WatchSpec
 
 pytestmark = pytest.mark.lab
 
@@ -39,10 +39,10 @@ def session(vcsim_factory: Callable[..., VcsimInfo]) -> Iterator[Session]:
 
 
 def changes_until(
-    watch: Watcher, wanted: Callable[[list[Change]], bool], timeout: float = 15
-) -> list[Change]:
+    watch: Watcher, wanted: Callable[[list[WatchChange]], bool], timeout: float = 15
+) -> list[WatchChange]:
     """Poll until the changes seen so far satisfy ``wanted``; all of them (AssertionError on timeout)."""
-    seen: list[Change] = []
+    seen: list[WatchChange] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         seen.extend(watch.poll())
@@ -57,18 +57,18 @@ def test_watch_reports_enter_modify_and_leave(session: Session) -> None:
     with Watcher(session, SPECS, max_wait_seconds=1) as watch:
         initial = watch.poll()
         assert {c.moref for c in initial} == {v.moref for v in (*inventory.vms, *inventory.hosts)}
-        assert all(c.kind is ChangeKind.ENTER for c in initial)
+        assert all(c.kind is WatchChangeKind.ENTER for c in initial)
 
         vms.ensure_powered_off(session, first.moref)
         seen = changes_until(watch, lambda cs: any(c.moref == first.moref for c in cs))
         (change,) = [c for c in seen if c.moref == first.moref]
-        assert change.kind is ChangeKind.MODIFY
+        assert change.kind is WatchChangeKind.MODIFY
         assert dict(change.properties) == {"runtime.powerState": "poweredOff"}  # only what changed
         assert second.moref not in {c.moref for c in seen}  # untouched objects are not reported
 
         vms.destroy(session, second.moref)
         seen = changes_until(watch, lambda cs: any(c.moref == second.moref for c in cs))
-        assert [c.kind for c in seen if c.moref == second.moref][-1] is ChangeKind.LEAVE
+        assert [c.kind for c in seen if c.moref == second.moref][-1] is WatchChangeKind.LEAVE
 
         source = session.mo(first.moref)
         task = source.CloneVM_Task(
@@ -77,7 +77,7 @@ def test_watch_reports_enter_modify_and_leave(session: Session) -> None:
         clone = wait_for_task(session, task, what="clone")
         seen = changes_until(watch, lambda cs: any(c.moref.value == clone._moId for c in cs))
         (entered,) = [c for c in seen if c.moref.value == clone._moId]
-        assert entered.kind is ChangeKind.ENTER
+        assert entered.kind is WatchChangeKind.ENTER
         assert entered.properties["name"] == "clone"
 
 

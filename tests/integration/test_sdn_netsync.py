@@ -31,7 +31,7 @@ from agentvm.model.network import (
     Vm,
 )
 from agentvm.sdn.config_api import ConfigApiClient
-from agentvm.sdn.sync import ApplyResult, apply_plan, read_controller_state, read_ports
+from agentvm.sdn.sync import SyncResult, apply_plan, read_controller_state, read_ports
 from agentvm.sdn.vrouter import VrouterAgentClient
 
 HOSTS = ("host-1", "host-2")
@@ -57,7 +57,7 @@ class Lab:
         assert unreachable == {}
         return netsync.plan(inv, state, ports)
 
-    def sync(self, inv: NetworkInventory) -> tuple[NetworkInventory, SyncPlan, ApplyResult]:
+    def sync(self, inv: NetworkInventory) -> tuple[NetworkInventory, SyncPlan, SyncResult]:
         state = read_controller_state(self.api)
         ports, _ = read_ports(self.clients, netsync.port_candidates(inv, state))
         plan = netsync.plan(inv, state, ports)

@@ -7,9 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from agentvm.lab.vcsim import VcsimInfo
+from agentvm.model.agency import PowerState
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.errors import NotFoundError
-from agentvm.model.inventory import NetworkKind, VmPowerState
+from agentvm.model.inventory import NetworkKind
 from agentvm.vsphere.inventory import KINDS, read_inventory
 from agentvm.vsphere.session import Session
 
@@ -66,7 +67,7 @@ def test_round_trips_do_not_grow_with_the_inventory(vcsim_factory: Callable[...,
     assert inventory.hosts_of(standalone.moref)[0].cluster is None
     vm = inventory.vms[0]
     assert vm.host is not None and vm.path.startswith("/DC0/vm/")
-    assert vm.power_state is VmPowerState.POWERED_ON
+    assert vm.power_state is PowerState.POWERED_ON
     assert dict(vm.extra_config) == {"govcsim": "TRUE"}
     assert len(inventory.vms_on(vm.host)) == 2
 

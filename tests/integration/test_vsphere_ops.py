@@ -10,16 +10,16 @@ import pytest
 from pyVmomi import vim
 
 from agentvm.lab.vcsim import VcsimInfo
-from agentvm.model.agency import MoRef
+from agentvm.model.agency import MoRef, PowerState
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.errors import ConfigurationError, NotFoundError, TransientError
-from agentvm.model.inventory import InventorySnapshot, VmPowerState
+from agentvm.model.inventory import InventorySnapshot
 from agentvm.vsphere import clusters, extensions, hosts, vms
 from agentvm.vsphere.collector import read_one
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.tasks import wait_for_task
-from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchSpec
+from agentvm.vsphere.watch import WatchChange, WatchChangeKind, Watcher, WatchSpec
 
 pytestmark = pytest.mark.lab
 
@@ -103,7 +103,7 @@ def test_vm_power_extra_config_and_destroy(session: Session, inventory: Inventor
     vm = inventory.vms[0]
     assert vms.ensure_powered_off(session, vm.moref, label=vm.describe()) is True
     assert vms.ensure_powered_off(session, vm.moref) is False
-    assert vms.power_state(session, vm.moref) is VmPowerState.POWERED_OFF
+    assert vms.power_state(session, vm.moref) is PowerState.POWERED_OFF
     assert vms.ensure_powered_on(session, vm.moref) is True
     values = {"guestinfo.agentvm.ip": "10.0.0.5", "guestinfo.agentvm.gw": "10.0.0.1"}
     assert vms.ensure_extra_config(session, vm.moref, values) is True
@@ -155,13 +155,13 @@ def test_watch_reports_a_power_off(session: Session, inventory: InventorySnapsho
     ) as watch:
         initial = watch.poll()
         assert {c.moref for c in initial} == {v.moref for v in inventory.vms}
-        assert all(c.kind is ChangeKind.ENTER for c in initial)
+        assert all(c.kind is WatchChangeKind.ENTER for c in initial)
         vms.ensure_powered_off(session, vm.moref)
         deadline = time.monotonic() + 15
-        seen: list[Change] = []
+        seen: list[WatchChange] = []
         while time.monotonic() < deadline and not seen:
             seen = [c for c in watch.poll() if c.moref == vm.moref]
-        assert seen and seen[0].kind is ChangeKind.MODIFY
+        assert seen and seen[0].kind is WatchChangeKind.MODIFY
         assert seen[0].properties["runtime.powerState"] == "poweredOff"
 
 

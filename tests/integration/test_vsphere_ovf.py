@@ -13,8 +13,9 @@ import pytest
 
 from agentvm.lab.packages import PackageServer, examples_dir
 from agentvm.lab.vcsim import Shape, Vcsim
+from agentvm.model.agency import PowerState
 from agentvm.model.connection import Secret, VCenterConnection
-from agentvm.model.inventory import InventorySnapshot, ManagedBy, VmPowerState
+from agentvm.model.inventory import InventorySnapshot, ManagedBy
 from agentvm.vsphere import ovf
 from agentvm.vsphere.collector import read_one
 from agentvm.vsphere.inventory import read_inventory
@@ -56,13 +57,13 @@ def world(tmp_path: Path) -> Iterator[World]:
         broken.stop()
 
 
-def placement(inv: InventorySnapshot, host_index: int = 0) -> ovf.Placement:
+def placement(inv: InventorySnapshot, host_index: int = 0) -> ovf.ImportTarget:
     host = inv.hosts[host_index]
     cluster = inv.clusters[0]
     assert cluster.resource_pool is not None
     network = next(n.moref for n in inv.networks if n.name == "VM Network")
     folder = next(f.moref for f in inv.folders if f.path == "/DC0/vm")
-    return ovf.Placement(
+    return ovf.ImportTarget(
         host=host.moref,
         pool=cluster.resource_pool,
         folder=folder,
@@ -140,7 +141,7 @@ def test_import_creates_the_vm_on_the_host_and_uploads_its_disk(world: World) ->
     assert vm.host == where.host
     assert vm.resource_pool == where.pool
     assert vm.path == "/DC0/vm/hello (1)"
-    assert vm.power_state is VmPowerState.POWERED_OFF
+    assert vm.power_state is PowerState.POWERED_OFF
 
 
 def test_configure_vm_sets_extra_config_and_managed_by(world: World) -> None:

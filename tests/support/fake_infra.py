@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
-from agentvm.core.agent_state import AgentVm, Observation, VmMarker
+from agentvm.core.agent_state import AgentVm, EngineObservation, VmMarker
 from agentvm.engine.api import InvalidUrl
 from agentvm.engine.infra import DeployError, InfraError, OvfInvalid, OvfUnreachable
 from agentvm.model.agency import MoRef, OvfProperty, PowerState
@@ -171,13 +171,13 @@ class FakeInfra:
         return [v for v in self.vms.values() if v.host == host]
 
     # ------------------------------------------------------------------------------- Infrastructure
-    def observe(self, scope: Collection[MoRef]) -> Observation:
+    def observe(self, scope: Collection[MoRef]) -> EngineObservation:
         self.calls["observe"] += 1
         if self.down:
             raise InfraError("vCenter does not answer")
         wanted = {cr: tuple(self.clusters[cr]) for cr in scope if cr in self.clusters}
         hosts = {h: self.hosts[h] for hs in wanted.values() for h in hs}
-        return Observation(
+        return EngineObservation(
             scope=wanted,
             hosts=hosts,
             default_pools={cr: self.pools[cr] for cr in wanted},

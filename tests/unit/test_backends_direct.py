@@ -12,7 +12,7 @@ import pytest
 
 from agentvm.backends.base import AgencyStatus, ApplyAction
 from agentvm.backends.direct import DirectBackend
-from agentvm.core.agent_state import Observation
+from agentvm.core.agent_state import EngineObservation
 from agentvm.core.heal import Backoff
 from agentvm.engine.api import Caller
 from agentvm.engine.infra import InfraError
@@ -42,7 +42,7 @@ class BreakableInfra(FakeInfra):
 
     broken = False
 
-    def observe(self, scope: Collection[MoRef]) -> Observation:
+    def observe(self, scope: Collection[MoRef]) -> EngineObservation:
         if self.broken:
             raise InfraError("vCenter does not answer")
         return super().observe(scope)

@@ -16,7 +16,7 @@ from agentvm.controller.logs import JsonFormatter, action_log, configure, redact
 from agentvm.controller.watch import InventoryWatch
 from agentvm.model.agency import MoRef
 from agentvm.model.errors import ConfigurationError
-from agentvm.vsphere.watch import Change, ChangeKind
+from agentvm.vsphere.watch import WatchChange, WatchChangeKind
 
 
 def test_listen_defaults_to_loopback_and_refuses_other_hosts_without_allow_remote() -> None:
@@ -80,8 +80,8 @@ def test_an_action_line_in_json_carries_host_path_and_correlation_id_and_no_secr
     assert isinstance(JsonFormatter().format(logging.makeLogRecord({"msg": "x"})), str)
 
 
-def _change(ref: MoRef, kind: ChangeKind, **props: object) -> Change:
-    return Change(ref, kind, MappingProxyType(dict(props)))
+def _change(ref: MoRef, kind: WatchChangeKind, **props: object) -> WatchChange:
+    return WatchChange(ref, kind, MappingProxyType(dict(props)))
 
 
 def test_the_watch_tells_topology_from_host_conditions_from_vm_power() -> None:
@@ -91,21 +91,21 @@ def test_the_watch_tells_topology_from_host_conditions_from_vm_power() -> None:
         MoRef("VirtualMachine", "vm-1"),
         MoRef("ClusterComputeResource", "domain-c1"),
     )
-    first = watch._classify([_change(host, ChangeKind.ENTER, parent=cluster)], 1.0, True)
+    first = watch._classify([_change(host, WatchChangeKind.ENTER, parent=cluster)], 1.0, True)
     assert first.topology
     batch = watch._classify(
-        [_change(vm, ChangeKind.MODIFY, **{"runtime.powerState": "poweredOff"})], 2.0, False
+        [_change(vm, WatchChangeKind.MODIFY, **{"runtime.powerState": "poweredOff"})], 2.0, False
     )
     assert not batch.topology and not batch.hosts and batch.vms == (vm,)
     batch = watch._classify(
-        [_change(host, ChangeKind.MODIFY, **{"runtime.inMaintenanceMode": True})], 3.0, False
+        [_change(host, WatchChangeKind.MODIFY, **{"runtime.inMaintenanceMode": True})], 3.0, False
     )
     assert batch.hosts and not batch.topology
     assert watch.conditions().maintenance == frozenset({host})
     batch = watch._classify(
-        [_change(host, ChangeKind.MODIFY, **{"runtime.connectionState": "disconnected"})], 4, False
+        [_change(host, WatchChangeKind.MODIFY, **{"runtime.connectionState": "disconnected"})], 4, False
     )
     assert host in watch.conditions().unreachable
-    assert watch._classify([_change(cluster, ChangeKind.MODIFY, host=(host,))], 5.0, False).topology
-    assert watch._classify([_change(host, ChangeKind.LEAVE)], 6.0, False).topology
+    assert watch._classify([_change(cluster, WatchChangeKind.MODIFY, host=(host,))], 5.0, False).topology
+    assert watch._classify([_change(host, WatchChangeKind.LEAVE)], 6.0, False).topology
     assert watch.conditions().maintenance == frozenset()

@@ -17,9 +17,9 @@ from agentvm.core.agent_state import (
     DeployVm,
     DestroyVm,
     Done,
+    EngineObservation,
+    EnginePlan,
     EngineState,
-    Observation,
-    Plan,
     PowerOff,
     PowerOn,
 )
@@ -42,8 +42,8 @@ class World:
     vms: dict[MoRef, AgentVm] = field(default_factory=dict)
     counter: int = 0
 
-    def observe(self) -> Observation:
-        return Observation(
+    def observe(self) -> EngineObservation:
+        return EngineObservation(
             scope={c: tuple(h) for c, h in self.clusters.items()},
             hosts=dict(self.hosts),
             default_pools={c: MoRef("ResourcePool", f"rp-{c.value}") for c in self.clusters},
@@ -137,7 +137,9 @@ def release_hooks(state: EngineState) -> EngineState:
     return state
 
 
-def converge(state: EngineState, world: World, rounds: int = 60) -> tuple[EngineState, Plan, list[Action]]:
+def converge(
+    state: EngineState, world: World, rounds: int = 60
+) -> tuple[EngineState, EnginePlan, list[Action]]:
     """Reconcile, apply the actions' expected results, release hooks; until nothing is left to do."""
     seen: list[Action] = []
     for i in range(rounds):

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from agentvm.core.lease import (
     FENCE_FRACTION,
+    LeaseVerdict,
     Sighting,
-    Verdict,
     confirm,
     judge,
     renew_every,
@@ -46,33 +46,33 @@ def record(generation: int, token: str | None, renewals: int = 0, *, released: b
 
 def test_no_record_is_free_and_the_first_generation_is_1() -> None:
     verdict = judge([], token="me", now=0.0)
-    assert (verdict.verdict, verdict.next_generation, verdict.judged) == (Verdict.FREE, 1, ())
+    assert (verdict.verdict, verdict.next_generation, verdict.judged) == (LeaseVerdict.FREE, 1, ())
 
 
 def test_a_released_record_is_free_at_once() -> None:
     verdict = judge([record(4, "a", 7, released=True)], token="me", now=0.0)
-    assert verdict.verdict is Verdict.FREE and verdict.next_generation == 5
+    assert verdict.verdict is LeaseVerdict.FREE and verdict.next_generation == 5
 
 
 def test_a_live_record_of_mine_is_mine() -> None:
-    assert judge([record(2, "me")], token="me", now=0.0).verdict is Verdict.MINE
+    assert judge([record(2, "me")], token="me", now=0.0).verdict is LeaseVerdict.MINE
 
 
 def test_anothers_record_is_held_until_seen_unchanged_for_a_full_ttl() -> None:
     records = [record(3, "a", 5)]
     first = judge(records, token="me", now=100.0)
-    assert first.verdict is Verdict.HELD and first.expires_in == TTL and not first.alive
+    assert first.verdict is LeaseVerdict.HELD and first.expires_in == TTL and not first.alive
     almost = judge(records, token="me", seen=first.seen, now=100.0 + TTL - 0.01)
-    assert almost.verdict is Verdict.HELD and almost.holder == holder("a")
+    assert almost.verdict is LeaseVerdict.HELD and almost.holder == holder("a")
     expired = judge(records, token="me", seen=almost.seen, now=100.0 + TTL)
-    assert expired.verdict is Verdict.FREE and expired.judged == tuple(records)
+    assert expired.verdict is LeaseVerdict.FREE and expired.judged == tuple(records)
     assert expired.next_generation == 4
 
 
 def test_a_renewal_restarts_the_observers_clock_and_shows_the_holder_alive() -> None:
     seen = judge([record(3, "a", 5)], token="me", now=0.0).seen
     renewed = judge([record(3, "a", 6)], token="me", seen=seen, now=TTL + 1)
-    assert renewed.verdict is Verdict.HELD and renewed.alive
+    assert renewed.verdict is LeaseVerdict.HELD and renewed.alive
     assert renewed.seen == (Sighting(3, "a", 6, TTL + 1),)
 
 
@@ -80,7 +80,7 @@ def test_a_new_holder_under_an_old_number_is_a_new_record() -> None:
     """After a destroy numbering starts again: generation 1, renewals 0 of another holder is not the same."""
     seen = judge([record(1, "a")], token="me", now=0.0).seen
     verdict = judge([record(1, "b")], token="me", seen=seen, now=TTL + 1)
-    assert verdict.verdict is Verdict.HELD and verdict.holder == holder("b")
+    assert verdict.verdict is LeaseVerdict.HELD and verdict.holder == holder("b")
 
 
 def test_a_dead_contenders_record_above_a_live_holder_does_not_free_the_lease() -> None:
@@ -88,9 +88,9 @@ def test_a_dead_contenders_record_above_a_live_holder_does_not_free_the_lease() 
     that expires; the holder below it, still renewing, keeps the lease held."""
     seen = judge([record(3, "a", 1), record(4, "b")], token="me", now=0.0).seen
     later = judge([record(3, "a", 2), record(4, "b")], token="me", seen=seen, now=TTL + 1)
-    assert later.verdict is Verdict.HELD and later.holder == holder("a") and later.alive
+    assert later.verdict is LeaseVerdict.HELD and later.holder == holder("a") and later.alive
     released = judge([record(3, "a", 2), record(4, "b", released=True)], token="me", now=0.0)
-    assert released.verdict is Verdict.HELD and released.holder == holder("a")
+    assert released.verdict is LeaseVerdict.HELD and released.holder == holder("a")
 
 
 @given(
@@ -104,7 +104,7 @@ def test_expiry_depends_only_on_how_long_this_observer_saw_the_same_state(
     records = [record(9, "a", renewals)]
     seen = judge(records, token="me", now=since).seen
     verdict = judge(records, token="me", seen=seen, now=since + waited)
-    assert (verdict.verdict is Verdict.FREE) == (TTL - ((since + waited) - since) <= 0)
+    assert (verdict.verdict is LeaseVerdict.FREE) == (TTL - ((since + waited) - since) <= 0)
 
 
 @given(
@@ -115,7 +115,7 @@ def test_records_agentvm_did_not_write_only_take_numbers(ours: list[int], foreig
     foreign = [g for g in foreign if g not in ours]
     records = [record(g, "a", released=True) for g in ours] + [record(g, None) for g in foreign]
     verdict = judge(records, token="me", now=0.0)
-    assert verdict.verdict is Verdict.FREE  # a foreign record is never judged held
+    assert verdict.verdict is LeaseVerdict.FREE  # a foreign record is never judged held
     assert verdict.next_generation == max([0, *ours, *foreign]) + 1
     assert all(r.ours for r in verdict.judged)
     assert all(r.ours for r in stale(records, 10**6))  # and never removed
@@ -208,7 +208,7 @@ class World:
             fresh = self.rng.randrange(1, 2**40)
             verdict = judge(self.records(), token=p.token, seen=p.seen, now=now, fresh=fresh)
             p.seen = verdict.seen
-            if verdict.verdict is Verdict.FREE:
+            if verdict.verdict is LeaseVerdict.FREE:
                 p.phase, p.generation, p.judged, p.started = (
                     "registering",
                     verdict.next_generation,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from agentvm.backends.base import AgencyStatus
 from agentvm.core.heal import (
     HEAL_CLASSES,
-    AgentState,
+    AgentDisplayState,
     Backoff,
     Finding,
     HealClass,
@@ -406,7 +406,7 @@ def test_an_agent_on_a_host_in_maintenance_counts_as_maintenance_not_red() -> No
         _agent(4, Status.YELLOW),
         _agent(5, Status.RED),
     ]
-    assert agent_state(agents[1], hosts) is AgentState.MAINTENANCE
+    assert agent_state(agents[1], hosts) is AgentDisplayState.MAINTENANCE
     assert count_states(agents, hosts) == {
         "green": 1,
         "yellow": 1,

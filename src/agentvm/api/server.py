@@ -111,9 +111,8 @@ class Limits:
 
 
 class _Lane(Enum):
-    """Where a request is served: by the acceptor itself, or on a thread counted against a limit."""
+    """The limit a request handed off by the acceptor is counted against: event streams, or the others."""
 
-    HEALTH = "health"
     STREAM = "stream"
     REQUEST = "request"
 

@@ -24,7 +24,7 @@ from rich.text import Text
 from agentvm.cli.output import console, shown, text
 from agentvm.controller.progress import HostProgress, Phase, Progress, issue_sentence
 from agentvm.controller.status import host_state
-from agentvm.core.heal import AgentState, HostConditions
+from agentvm.core.heal import AgentDisplayState, HostConditions
 
 PHASE_STYLE = {
     Phase.READY: "green",
@@ -113,7 +113,7 @@ class FittedTable(Generic[R]):
 def _state(conditions: HostConditions | None) -> Callable[[HostProgress], Text]:
     def cell(h: HostProgress) -> Text:
         if h.shown_phase == MAINTENANCE or (
-            conditions is not None and host_state(h, conditions) is AgentState.MAINTENANCE
+            conditions is not None and host_state(h, conditions) is AgentDisplayState.MAINTENANCE
         ):
             return Text(MAINTENANCE, style="yellow")
         return Text(h.phase.value, style=PHASE_STYLE.get(h.phase, "yellow"))

@@ -85,8 +85,8 @@ from typing import TypeVar
 from agentvm.core.lease import (
     FRESH_RANGE,
     Judgement,
+    LeaseVerdict,
     Sighting,
-    Verdict,
     confirm,
     judge,
     renew_every,
@@ -238,8 +238,8 @@ class Lease:
             verdict = judge(records, token=self.me.token, seen=self._seen, now=self._clock(), fresh=fresh)
             self._seen = verdict.seen
             self.last = verdict
-            if verdict.verdict is not Verdict.FREE:
-                if verdict.verdict is Verdict.MINE:  # ours from before (cannot happen with a fresh token)
+            if verdict.verdict is not LeaseVerdict.FREE:
+                if verdict.verdict is LeaseVerdict.MINE:  # ours from before (not with a fresh token)
                     raise AgentvmError(f"{self.where}: a record carries this process's token")
                 return verdict
             mine = LeaseRecord(
@@ -252,14 +252,14 @@ class Lease:
             started = self._clock()
             if not register_lease_record(self.session, self.solution_key, mine):
                 log.debug("generation %d of %s went to another contender", mine.generation, self.where)
-                return replace(verdict, verdict=Verdict.HELD, alive=False)  # seen nothing renewing yet
+                return replace(verdict, verdict=LeaseVerdict.HELD, alive=False)  # seen nothing renewing yet
             records = read_lease_records(self.session, self.solution_key)
             if not confirm(records, generation=mine.generation, token=self.me.token, judged=verdict.judged):
                 log.info(
                     "generation %d of %s is not the lease any more; releasing it", mine.generation, self.where
                 )
                 self._write(replace(mine, released=True))
-                return replace(verdict, verdict=Verdict.HELD, alive=False)  # seen nothing renewing yet
+                return replace(verdict, verdict=LeaseVerdict.HELD, alive=False)  # seen nothing renewing yet
             self._record = next(r for r in records if r.generation == mine.generation)
             self._valid_until = valid_until(started, self.ttl)
             self._seen = ()
@@ -268,7 +268,7 @@ class Lease:
                     remove_lease_record(self.session, old)
                 except AgentvmError as exc:  # harmless: released or expired; the next holder removes it
                     log.info("could not remove the old lease record %s: %s", old.key, exc)
-            self.last = replace(verdict, verdict=Verdict.MINE, holder=self.me)
+            self.last = replace(verdict, verdict=LeaseVerdict.MINE, holder=self.me)
             for old in (r for r in verdict.judged if not r.released and r.holder is not None):
                 log.warning(
                     "took over %s from %s: it was not renewed for %.0f s",
@@ -295,7 +295,7 @@ class Lease:
         told: tuple[str, int] | None = None
         while True:
             verdict = self.step()
-            if verdict.verdict is Verdict.MINE:
+            if verdict.verdict is LeaseVerdict.MINE:
                 self.acquired_after = self._clock() - started
                 return
             holder = verdict.holder

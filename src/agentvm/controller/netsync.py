@@ -57,7 +57,7 @@ from agentvm.model.network import (
     Vm,
 )
 from agentvm.sdn.config_api import ConfigApiClient
-from agentvm.sdn.sync import ApplyFailure, ApplyResult, MapFn, apply_plan, read_controller_state, read_ports
+from agentvm.sdn.sync import ApplyFailure, MapFn, SyncResult, apply_plan, read_controller_state, read_ports
 from agentvm.sdn.vrouter import VrouterAgentClient
 from agentvm.vsphere.networks import (
     PORTGROUP_PROPS,
@@ -74,7 +74,7 @@ from agentvm.vsphere.networks import (
     vm_port_keys,
 )
 from agentvm.vsphere.session import Session
-from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchLost, WatchSpec
+from agentvm.vsphere.watch import WatchChange, WatchChangeKind, Watcher, WatchLost, WatchSpec
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class NetsyncReport:
 
     inventory: NetworkInventory
     plan: SyncPlan
-    applied: ApplyResult | None = None
+    applied: SyncResult | None = None
     dv_ports_done: int = 0
     dv_port_failures: tuple[ApplyFailure, ...] = ()
     unreachable_agents: Mapping[str, str] = field(default_factory=dict)
@@ -653,7 +653,7 @@ class NetsyncWatch:
         due = self._needs_full and (self.backoff.next_due() or 0.0) <= now
         return due or self._resync_requested.is_set()
 
-    def _take(self, changes: list[Change]) -> tuple[set[str], bool]:
+    def _take(self, changes: list[WatchChange]) -> tuple[set[str], bool]:
         """Merge updates into the per-VM properties; the VMs touched, and whether networking changed."""
         dirty: set[str] = set()
         networks_changed = False
@@ -663,7 +663,7 @@ class NetsyncWatch:
                 continue
             moid = change.moref.value
             dirty.add(moid)
-            if change.kind is ChangeKind.LEAVE:
+            if change.kind is WatchChangeKind.LEAVE:
                 self._props.pop(moid, None)
             else:
                 self._props.setdefault(moid, {}).update(change.properties)

@@ -199,10 +199,6 @@ class Controller:
         thread.join(timeout)
         return thread.is_alive()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def run(self) -> None:
         """The loop (see the module docstring). Returns after ``stop()``, having stopped its threads."""
         self._loop_ident = threading.get_ident()

@@ -31,7 +31,7 @@ from agentvm.controller.observe import read_addresses, read_snapshot
 from agentvm.controller.progress import HostProgress, Phase, host_rows, issue_sentence
 from agentvm.controller.targets import resolve_agency, scope_host
 from agentvm.core.heal import (
-    AgentState,
+    AgentDisplayState,
     Finding,
     HealClass,
     HostConditions,
@@ -148,20 +148,20 @@ def issue_json(issue: Issue) -> dict[str, Any]:
 
 def host_state(
     row: HostProgress, conditions: HostConditions, flapping: Mapping[tuple[str, str], str] | None = None
-) -> AgentState | None:
+) -> AgentDisplayState | None:
     """The dashboard colour of one host row (as ``core.heal.agent_state``): ``maintenance`` when the host is
     in maintenance mode or standby or an issue of its agent says so, ``flapping`` when the controller gave up
     on its agent for flapping, ``misplaced`` when its agent VM runs elsewhere, else the agent's status; None
     when the host has no agent (yet) and is not in maintenance mode."""
     if any(m.value == row.host for m in (*conditions.maintenance, *conditions.standby)):
-        return AgentState.MAINTENANCE
+        return AgentDisplayState.MAINTENANCE
     if any(heal_class(i.kind) is HealClass.MAINTENANCE for i in row.issues):
-        return AgentState.MAINTENANCE
+        return AgentDisplayState.MAINTENANCE
     if flapping and (row.agency, row.host) in flapping:
-        return AgentState.FLAPPING
+        return AgentDisplayState.FLAPPING
     if row.misplaced is not None:
-        return AgentState.MISPLACED
-    return AgentState(row.status.value) if row.status is not None else None
+        return AgentDisplayState.MISPLACED
+    return AgentDisplayState(row.status.value) if row.status is not None else None
 
 
 def host_json(

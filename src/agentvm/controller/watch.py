@@ -32,7 +32,7 @@ from pyVmomi import vim
 from agentvm.core.heal import HostConditions
 from agentvm.model.agency import MoRef
 from agentvm.vsphere.session import Session
-from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchSpec
+from agentvm.vsphere.watch import WatchChange, WatchChangeKind, Watcher, WatchSpec
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class InventoryWatch:
                 with self._lock:
                     self._watcher = None
 
-    def _classify(self, changes: list[Change], received: float, first: bool) -> Batch:
+    def _classify(self, changes: list[WatchChange], received: float, first: bool) -> Batch:
         topology = first
         hosts_changed = False
         vms: list[MoRef] = []
@@ -163,12 +163,12 @@ class InventoryWatch:
             for change in changes:
                 ref, props = change.moref, change.properties
                 if ref.type == "HostSystem":
-                    if change.kind is ChangeKind.LEAVE:
+                    if change.kind is WatchChangeKind.LEAVE:
                         self._hosts.pop(ref, None)
                         topology = True
                         continue
                     state = self._hosts.setdefault(ref, _HostState())
-                    if change.kind is ChangeKind.ENTER or "parent" in props:
+                    if change.kind is WatchChangeKind.ENTER or "parent" in props:
                         topology = True
                     if "runtime.inMaintenanceMode" in props:
                         state.maintenance = bool(props["runtime.inMaintenanceMode"])
@@ -183,7 +183,7 @@ class InventoryWatch:
                     topology = True
                 elif ref.type == "VirtualMachine":
                     vms.append(ref)
-                    if change.kind is ChangeKind.LEAVE:
+                    if change.kind is WatchChangeKind.LEAVE:
                         self._vm_hosts.pop(ref, None)
                     elif "runtime.host" in props:
                         host = props["runtime.host"]

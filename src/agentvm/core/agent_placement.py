@@ -39,7 +39,7 @@ def match_agent_config(configs: Sequence[AgentConfig], host: Host) -> AgentConfi
 
 
 @dataclass(frozen=True)
-class Placement:
+class AgentPlacement:
     datastore: MoRef
     network: MoRef
     folder: MoRef | None
@@ -83,7 +83,7 @@ def choose_placement(
     default_pool: MoRef | None,
     default_folder: MoRef | None,
     names: Mapping[MoRef, str],
-) -> Placement | list[tuple[IssueKind, Detail]]:
+) -> AgentPlacement | list[tuple[IssueKind, Detail]]:
     """The datastore, network, folder and pool for an agent VM on ``host``, or the issues that block it.
 
     Folder and pool come from the agency's per-datacenter / per-compute-resource mappings, else from the
@@ -116,7 +116,7 @@ def choose_placement(
     pool = next(
         (p.resource_pool for p in config.resource_pools if p.compute_resource == host.parent), default_pool
     )
-    return Placement(datastore, network, folder, pool)
+    return AgentPlacement(datastore, network, folder, pool)
 
 
 MAX_AGENT_NAME = 70

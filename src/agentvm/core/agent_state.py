@@ -63,7 +63,7 @@ class AgentVm:
 
 
 @dataclass(frozen=True)
-class Observation:
+class EngineObservation:
     """What the engine needs to know about vSphere for one reconcile.
 
     ``scope``: each scoped compute resource that exists → its hosts (an unknown one is simply absent).
@@ -295,7 +295,7 @@ Outcome = Deployed | DeployFailed | Done | Failed
 
 
 @dataclass(frozen=True)
-class Plan:
+class EnginePlan:
     """What one reconcile decided: the new state, the actions to carry out, and every status."""
 
     state: EngineState

@@ -18,8 +18,9 @@ Rules carried out here (each as EAM behaves, or marked [I] where docs/eam.md say
 - a new OVF URL → rolling upgrade, one host at a time per agency;
 - issues clear by themselves when their condition is gone, and keys come from a counter that never goes
   back, so a key is never reused;
-- an action that failed for a transient reason is held back until its retry is due (``Plan.wake_at``), and
-  an agent whose power operation the engine gave up on has InvalidConfig until Resolve;
+- an action that failed for a transient reason is held back until its retry is due
+  (``EnginePlan.wake_at``), and an agent whose power operation the engine gave up on has InvalidConfig
+  until Resolve;
 - VMs with this engine's marker: a half-deployed one is deleted; one of a known agency that no agent holds
   is adopted by the agent of its host (by agency name: ids start over when the state is lost) or deleted;
   one of an agency this engine does not know is kept, unless its name is being purged.
@@ -31,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from agentvm.core.agent_placement import Detail, Placement, choose_placement, match_agent_config, vm_name
+from agentvm.core.agent_placement import AgentPlacement, Detail, choose_placement, match_agent_config, vm_name
 from agentvm.core.agent_state import (
     POWER_KINDS,
     Action,
@@ -40,9 +41,9 @@ from agentvm.core.agent_state import (
     AgentVm,
     DeployVm,
     DestroyVm,
+    EngineObservation,
+    EnginePlan,
     EngineState,
-    Observation,
-    Plan,
     PowerOff,
     PowerOn,
     Retry,
@@ -98,7 +99,7 @@ class _Counters:
 @dataclass
 class _AgencyContext:
     agency: AgencyState
-    obs: Observation
+    obs: EngineObservation
     vms: Mapping[MoRef, AgentVm]
     vms_by_agent: Mapping[str, list[AgentVm]]
     counters: _Counters
@@ -121,7 +122,7 @@ def host_down(host: Host) -> bool:
     return host.in_maintenance_mode or host.standby
 
 
-def reconcile(state: EngineState, obs: Observation, now: datetime) -> Plan:
+def reconcile(state: EngineState, obs: EngineObservation, now: datetime) -> EnginePlan:
     """Decide the next actions for every agency from the state and what is observed now.
 
     The returned state already absorbs what was observed (new agents, issues raised or cleared, VMs found
@@ -189,7 +190,7 @@ def reconcile(state: EngineState, obs: Observation, now: datetime) -> Plan:
         retries=retries,
         purge=tuple(n for n in state.purge if n in purging),
     )
-    return Plan(new_state, tuple(actions), agent_status, agency_status, wake_at)
+    return EnginePlan(new_state, tuple(actions), agent_status, agency_status, wake_at)
 
 
 def _vm_number(name: str) -> int:
@@ -231,7 +232,7 @@ def _agency_status(agency: AgencyState, statuses: Mapping[str, Status]) -> Statu
     return Status.GREEN
 
 
-def _hosts_in_scope(agency: AgencyState, obs: Observation) -> list[MoRef]:
+def _hosts_in_scope(agency: AgencyState, obs: EngineObservation) -> list[MoRef]:
     if agency.effective_goal is GoalState.UNINSTALLED:
         return []
     hosts: list[MoRef] = []
@@ -464,7 +465,7 @@ class _AgentPass:
         # a deploy failure is about one URL: an Update to another URL removes its condition
         return issue.detail.get(OVF_URL) == desired_url
 
-    def _placement(self) -> Placement | None:
+    def _placement(self) -> AgentPlacement | None:
         ctx = self.ctx
         host = self.host
         result = choose_placement(
@@ -474,7 +475,7 @@ class _AgentPass:
             default_folder=ctx.obs.default_folders.get(host.datacenter) if host.datacenter else None,
             names=ctx.obs.names,
         )
-        if isinstance(result, Placement):
+        if isinstance(result, AgentPlacement):
             return result
         self.conditions.extend(result)
         return None

@@ -446,7 +446,7 @@ class HealPlan:
         return tuple(d for d in self.decisions if d.verdict is verdict)
 
 
-class ObservedAgency(Protocol):
+class ObservedAgencyStatus(Protocol):
     """What ``plan_heal_agencies`` reads of an observation; ``backends.base.AgencyStatus`` has it."""
 
     @property
@@ -462,7 +462,7 @@ class ObservedAgency(Protocol):
     def agents(self) -> tuple[AgentRuntime, ...]: ...
 
 
-def observed_issues(observed: Iterable[ObservedAgency]) -> tuple[Issue, ...]:
+def observed_issues(observed: Iterable[ObservedAgencyStatus]) -> tuple[Issue, ...]:
     """Every issue of these agencies and their agents, once each (EAM lists agent issues on both)."""
     seen: dict[tuple[str, int], Issue] = {}
     for agency in observed:
@@ -472,7 +472,7 @@ def observed_issues(observed: Iterable[ObservedAgency]) -> tuple[Issue, ...]:
 
 
 def find_misplaced(
-    observed: Iterable[ObservedAgency],
+    observed: Iterable[ObservedAgencyStatus],
     vm_hosts: Mapping[MoRef, MoRef],
     host_names: Mapping[MoRef, str] | None = None,
 ) -> tuple[Misplaced, ...]:
@@ -506,7 +506,7 @@ def find_misplaced(
 
 
 def plan_heal_agencies(
-    observed: Sequence[ObservedAgency],
+    observed: Sequence[ObservedAgencyStatus],
     state: HealState,
     now: float,
     policy: HealPolicy,
@@ -762,7 +762,7 @@ def _host_name(issues: Sequence[Issue]) -> str:
 # ------------------------------------------------------------------------------------------ summaries
 
 
-class AgentState(StrEnum):
+class AgentDisplayState(StrEnum):
     """How the dashboard and ``agentvm_agents{state}`` show an agent: EAM's status, or one of agentvm's
     own findings (maintenance, flapping, misplaced)."""
 
@@ -780,19 +780,19 @@ def agent_state(
     *,
     flapping: Collection[str] = (),
     misplaced: Collection[str] = (),
-) -> AgentState:
+) -> AgentDisplayState:
     """``maintenance`` when the agent's host is in maintenance mode or standby (or an issue says so) —
     not a failure, whatever EAM's status — else ``flapping`` / ``misplaced`` when the agent's id is in
     those, else the agent's own status (green / yellow / red)."""
     if agent.host in hosts.maintenance or agent.host in hosts.standby:
-        return AgentState.MAINTENANCE
+        return AgentDisplayState.MAINTENANCE
     if any(heal_class(i.kind) is HealClass.MAINTENANCE for i in agent.issues):
-        return AgentState.MAINTENANCE
+        return AgentDisplayState.MAINTENANCE
     if agent.agent in flapping:
-        return AgentState.FLAPPING
+        return AgentDisplayState.FLAPPING
     if agent.agent in misplaced:
-        return AgentState.MISPLACED
-    return AgentState(agent.status.value)
+        return AgentDisplayState.MISPLACED
+    return AgentDisplayState(agent.status.value)
 
 
 def count_states(
@@ -802,8 +802,9 @@ def count_states(
     flapping: Collection[str] = (),
     misplaced: Collection[str] = (),
 ) -> dict[str, int]:
-    """Agents per ``AgentState`` value, every state present (0 when none): ``agentvm_agents``' input."""
-    counts = {state.value: 0 for state in AgentState}
+    """Agents per ``AgentDisplayState`` value, every state present (0 when none): ``agentvm_agents``'
+    input."""
+    counts = {state.value: 0 for state in AgentDisplayState}
     for agent in agents:
         counts[agent_state(agent, hosts, flapping=flapping, misplaced=misplaced).value] += 1
     return counts

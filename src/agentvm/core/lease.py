@@ -25,7 +25,7 @@ RENEW_FRACTION = 0.25  # the holder renews every TTL/4 ...
 FENCE_FRACTION = 0.75  # ... and stops acting 3/4 TTL after the start of its last confirmed renewal
 
 
-class Verdict(StrEnum):
+class LeaseVerdict(StrEnum):
     MINE = "mine"  # a live record of ours carries my token (only after this process acquired it)
     FREE = "free"  # every record of ours is released, or seen unchanged for a full TTL: register next
     HELD = "held"  # another holds it: wait, or refuse
@@ -53,7 +53,7 @@ class Judgement:
     renewed meanwhile. ``seen``: what to pass to the next ``judge``. ``top``: the highest record of ours.
     """
 
-    verdict: Verdict
+    verdict: LeaseVerdict
     next_generation: int
     judged: tuple[LeaseRecord, ...]
     seen: tuple[Sighting, ...] = ()
@@ -110,7 +110,7 @@ def judge(
     next_generation = numbered + 1 if ours else max(fresh, numbered + 1)
     live = [r for r in ours if not r.released]
     if any(_token(r) == token for r in live):
-        return Judgement(Verdict.MINE, next_generation, ours)
+        return Judgement(LeaseVerdict.MINE, next_generation, ours)
     before = {(s.generation, s.token): s for s in seen}
     sightings: list[Sighting] = []
     alive = False
@@ -129,9 +129,9 @@ def judge(
             holder = record.holder  # live records come lowest first: the highest unexpired one names it
             expires_in = max(expires_in, left)
     if holder is None:
-        return Judgement(Verdict.FREE, next_generation, ours, tuple(sightings))
+        return Judgement(LeaseVerdict.FREE, next_generation, ours, tuple(sightings))
     return Judgement(
-        Verdict.HELD, next_generation, ours, tuple(sightings), holder, alive=alive, expires_in=expires_in
+        LeaseVerdict.HELD, next_generation, ours, tuple(sightings), holder, alive=alive, expires_in=expires_in
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from agentvm.core.agent_state import AgentVm, Observation, VmMarker
+from agentvm.core.agent_state import AgentVm, EngineObservation, VmMarker
 from agentvm.model.agency import IssueKind, MoRef, OvfProperty
 
 
@@ -59,7 +59,7 @@ class OvfInvalid(DeployError):
 class Infrastructure(Protocol):
     """vSphere as the engine sees it. Every method may raise InfraError (the engine retries next step)."""
 
-    def observe(self, scope: Collection[MoRef]) -> Observation:
+    def observe(self, scope: Collection[MoRef]) -> EngineObservation:
         """The scoped compute resources (unknown ones absent), their hosts, default folders/pools and the
         names of datastores/networks; ``vms`` left empty (the engine adds ``find_owned_vms``).
 

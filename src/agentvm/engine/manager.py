@@ -39,11 +39,11 @@ from agentvm.core.agent_state import (
     DeployVm,
     DestroyVm,
     Done,
+    EngineObservation,
+    EnginePlan,
     EngineState,
     Failed,
-    Observation,
     Outcome,
-    Plan,
     PowerOff,
     PowerOn,
 )
@@ -117,8 +117,8 @@ class Engine:
         self._clock = clock
         self._lock = threading.Lock()
         self._step_lock = threading.Lock()
-        self._obs: Observation | None = None
-        self._plan: Plan | None = None
+        self._obs: EngineObservation | None = None
+        self._plan: EnginePlan | None = None
         self._seen: int | None = None
         self._dirty = True
         self._stale: set[str] = set()  # agencies changed by an API call since the last reconcile
@@ -146,7 +146,7 @@ class Engine:
                 scope = tuple(dict.fromkeys(cr for a in self._state.agencies for cr in a.config.scope))
             try:
                 obs = self._infra.observe(scope)
-                obs = Observation(
+                obs = EngineObservation(
                     scope=obs.scope,
                     hosts=obs.hosts,
                     default_pools=obs.default_pools,

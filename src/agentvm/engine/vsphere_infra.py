@@ -37,7 +37,7 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from agentvm.core.agent_state import AgentVm, Observation, VmMarker
+from agentvm.core.agent_state import AgentVm, EngineObservation, VmMarker
 from agentvm.engine.api import InvalidUrl
 from agentvm.engine.infra import (
     DeployError,
@@ -227,7 +227,7 @@ class VSphereInfrastructure:
             return self._generation
 
     # ================================================================================ reads
-    def observe(self, scope: Collection[MoRef]) -> Observation:
+    def observe(self, scope: Collection[MoRef]) -> EngineObservation:
         """One view and one paged read: everything the engine needs about the scope's compute resources."""
         with _infra_errors("reading the inventory"):
             snapshot, vm_folders = self._read_observation(scope)
@@ -248,7 +248,7 @@ class VSphereInfrastructure:
         with self._lock:
             self._host_parent.update({h.moref: h.parent for h in snapshot.hosts if h.parent is not None})
         names = {o.moref: o.name for o in (*snapshot.datastores, *snapshot.networks)}
-        return Observation(
+        return EngineObservation(
             scope=wanted,
             hosts=hosts,
             default_pools=default_pools,
@@ -386,7 +386,7 @@ class VSphereInfrastructure:
             if pool is None or folder is None:
                 default_pool, default_folder = self._defaults_for(host)
                 pool, folder = pool or default_pool, folder or default_folder
-            placement = ovf.Placement(
+            placement = ovf.ImportTarget(
                 host=host,
                 pool=pool,
                 folder=folder,

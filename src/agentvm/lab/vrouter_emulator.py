@@ -78,7 +78,7 @@ def validate_port(body: Any) -> Json:
 
 
 @dataclass
-class AgentState:
+class VrouterAgentState:
     """The ports of one emulated agent, guarded by a lock (the server is threaded)."""
 
     ports: dict[str, Json] = field(default_factory=dict)
@@ -120,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
         except PortError as exc:
             self._reply(exc.status, {"error": str(exc)})
 
-    def _route(self, state: AgentState, method: str, raw: bytes) -> Any:
+    def _route(self, state: VrouterAgentState, method: str, raw: bytes) -> Any:
         if method == "POST" and self.path == "/port":
             try:
                 body = json.loads(raw)
@@ -172,7 +172,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int]) -> None:
         super().__init__(address, _Handler)
-        self.state = AgentState()
+        self.state = VrouterAgentState()
 
 
 @dataclass

@@ -49,6 +49,8 @@ class Status(StrEnum):
 
 
 class PowerState(StrEnum):
+    """A VM's power state: ``VirtualMachine.runtime.powerState``, EAM's ``vmPowerState``."""
+
     POWERED_ON = "poweredOn"
     POWERED_OFF = "poweredOff"
     SUSPENDED = "suspended"

@@ -14,7 +14,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TypeVar
 
-from agentvm.model.agency import MoRef
+from agentvm.model.agency import MoRef, PowerState
 from agentvm.model.errors import NotFoundError
 from agentvm.model.names import select
 
@@ -34,14 +34,6 @@ class HostPowerState(StrEnum):
     POWERED_OFF = "poweredOff"
     STANDBY = "standBy"
     UNKNOWN = "unknown"
-
-
-class VmPowerState(StrEnum):
-    """``VirtualMachine.runtime.powerState``."""
-
-    POWERED_ON = "poweredOn"
-    POWERED_OFF = "poweredOff"
-    SUSPENDED = "suspended"
 
 
 class NetworkKind(StrEnum):
@@ -141,7 +133,7 @@ class ManagedBy:
 class VirtualMachine(InventoryObject):
     datacenter: MoRef | None = None
     host: MoRef | None = None
-    power_state: VmPowerState = VmPowerState.POWERED_OFF
+    power_state: PowerState = PowerState.POWERED_OFF
     resource_pool: MoRef | None = None
     template: bool = False
     managed_by: ManagedBy | None = None
@@ -266,9 +258,6 @@ class InventorySnapshot:
 
     def find_network(self, ref: str) -> Network:
         return _find(self.networks, ref, "network", self.datacenter_paths)
-
-    def find_datastore(self, ref: str) -> Datastore:
-        return _find(self.datastores, ref, "datastore", self.datacenter_paths)
 
     def hosts_of(self, compute_resource: MoRef) -> tuple[Host, ...]:
         """The hosts of a cluster or standalone compute resource, in inventory order."""

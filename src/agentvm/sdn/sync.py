@@ -7,7 +7,7 @@ Called by ``agentvm netsync plan|apply`` and the controller's network sync:
     result = apply_plan(netsync.plan(inventory, state, ports), api, agents)
 
 Every call is idempotent, so a plan cut short by a restart is finished by the next sync. One failing item
-never stops the others: failures are collected in the ``ApplyResult`` (transient ones to retry with backoff,
+never stops the others: failures are collected in the ``SyncResult`` (transient ones to retry with backoff,
 configuration ones to report) and items that depend on a failed one are skipped, not attempted.
 """
 
@@ -48,7 +48,7 @@ class ApplyFailure:
 
 
 @dataclass(frozen=True)
-class ApplyResult:
+class SyncResult:
     done: int
     failures: tuple[ApplyFailure, ...] = ()
     skipped: int = 0
@@ -141,7 +141,7 @@ def apply_plan(
     state: ControllerState | None = None,
     map_fn: MapFn = map,
     before_ports: Callable[[], Collection[str]] | None = None,
-) -> ApplyResult:
+) -> SyncResult:
     """Carry out ``plan``: old ports off, controller deletes, creates, updates, then ports on.
 
     Within a phase calls are independent, so ``map_fn`` may run them concurrently (e.g. a thread pool's
@@ -247,4 +247,4 @@ def apply_plan(
             batch_ports.append(change)
         phase(batch_ports, port_label, lambda c: f"port:{c.port.id}", port_call)
 
-    return ApplyResult(done=run.done, failures=tuple(run.failures), skipped=run.skipped)
+    return SyncResult(done=run.done, failures=tuple(run.failures), skipped=run.skipped)

@@ -218,7 +218,6 @@ def too_big() -> str:
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_STR_TAG = "tag:yaml.org,2002:str"
 _BUILT = {  # the scalar types the spec has; everything else (dates, binary, ...) stays text
     "tag:yaml.org,2002:null",
     "tag:yaml.org,2002:bool",

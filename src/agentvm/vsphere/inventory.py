@@ -16,7 +16,7 @@ from typing import Any
 
 from pyVmomi import vim
 
-from agentvm.model.agency import MoRef
+from agentvm.model.agency import MoRef, PowerState
 from agentvm.model.inventory import (
     Cluster,
     ComputeResource,
@@ -33,7 +33,6 @@ from agentvm.model.inventory import (
     NetworkKind,
     ResourcePool,
     VirtualMachine,
-    VmPowerState,
 )
 from agentvm.vsphere.collector import (
     DEFAULT_PAGE_SIZE,
@@ -358,7 +357,7 @@ def _vm(o: ObjectProps, tree: _Tree, prefix: str | None) -> VirtualMachine:
         tree.path(o.obj),
         datacenter=tree.dc(o.obj),
         host=_opt(o.get("runtime.host")),
-        power_state=_enum(VmPowerState, o.get("runtime.powerState"), VmPowerState.POWERED_OFF),
+        power_state=_enum(PowerState, o.get("runtime.powerState"), PowerState.POWERED_OFF),
         resource_pool=_opt(o.get("resourcePool")),
         template=bool(o.get("config.template", False)),
         managed_by=ManagedBy(str(managed.extensionKey), str(managed.type or "")) if managed else None,

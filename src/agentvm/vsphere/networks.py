@@ -2,7 +2,7 @@
 
 Called by ``agentvm.controller.netsync`` (``agentvm netsync plan|apply`` and the controller's network sync).
 
-``read_network_inventory`` costs, whatever the size of the inventory: one ContainerView, one
+``read_network_snapshot`` costs, whatever the size of the inventory: one ContainerView, one
 ``RetrievePropertiesEx`` per object type (datacenters, DV switches, DV port groups, VMs; paged with
 ``ContinueRetrievePropertiesEx``), one ``QueryIpPools`` per datacenter (IP pools are not managed objects)
 and one ``FetchDVPorts`` per DV switch that has connected NICs (the VLAN each NIC's DV port carries now).
@@ -60,11 +60,7 @@ VM_PROPS = (
     "guest.net",
 )
 
-_POWER = {
-    "poweredOn": PowerState.POWERED_ON,
-    "poweredOff": PowerState.POWERED_OFF,
-    "suspended": PowerState.SUSPENDED,
-}
+_POWER = {state.value: state for state in PowerState}  # runtime.powerState → the model's enum
 
 
 @dataclass(frozen=True)
@@ -87,16 +83,12 @@ class NetworkSnapshot:
     dvs_refs: Mapping[str, MoRef]  # DVS moid -> MoRef, for ``set_dv_port_vlans``
 
 
-def read_network_inventory(session: Session, *, page_size: int = DEFAULT_PAGE_SIZE) -> NetworkInventory:
-    """One consistent-enough snapshot of vCenter networking for netsync (see the module doc for the cost).
+def read_network_snapshot(session: Session, *, page_size: int = DEFAULT_PAGE_SIZE) -> NetworkSnapshot:
+    """One consistent-enough snapshot of vCenter networking for netsync, with the switches' MoRefs (see the
+    module doc for the cost).
 
     Raises the session's agentvm errors (TransientError: retry; AuthenticationError: log in again).
     """
-    return read_network_snapshot(session, page_size=page_size).inventory
-
-
-def read_network_snapshot(session: Session, *, page_size: int = DEFAULT_PAGE_SIZE) -> NetworkSnapshot:
-    """``read_network_inventory`` plus the switches' MoRefs. Same cost, same errors."""
     content = session.content
     types = [
         vim.Datacenter,
@@ -398,11 +390,6 @@ def set_dv_port_vlans(
     with session.operation("netsync-dvport-vlan"):
         task = switch.ReconfigureDVPort_Task(port=specs)
         wait_for_task(session, task, what=what, timeout=timeout)
-
-
-def set_dv_port_vlan(session: Session, dvs: MoRef | str, port_key: str, vlan: int) -> None:
-    """Set the VLAN of one DV port (``set_dv_port_vlans`` with one entry)."""
-    set_dv_port_vlans(session, dvs, {port_key: vlan})
 
 
 def read_dv_port_vlans(session: Session, dvs: MoRef | str, port_keys: Iterable[str]) -> dict[str, int | None]:

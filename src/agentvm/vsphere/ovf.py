@@ -97,7 +97,7 @@ class OvfDescriptor:
 
 
 @dataclass(frozen=True)
-class Placement:
+class ImportTarget:
     """Where to import: every field is required by ImportVApp on vCenter."""
 
     host: MoRef
@@ -218,7 +218,7 @@ def import_ovf(
     descriptor: OvfDescriptor,
     *,
     name: str,
-    placement: Placement,
+    placement: ImportTarget,
     properties: Mapping[str, str],
     timeout: float = 300.0,
     managed_by: ManagedBy | None = None,
@@ -275,7 +275,7 @@ def _import_spec(
     session: Session,
     descriptor: OvfDescriptor,
     name: str,
-    placement: Placement,
+    placement: ImportTarget,
     properties: Mapping[str, str],
 ) -> Any:
     network = session.mo(placement.network)

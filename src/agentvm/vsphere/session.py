@@ -278,11 +278,6 @@ class Session:
             "check AGENTVM_USERNAME/AGENTVM_PASSWORD"
         )
 
-    def relogin(self) -> None:
-        """Log in again now (after a NotAuthenticated). Callers rarely need this: calls do it themselves."""
-        with self._lock:
-            self._login_locked()
-
     def logout(self) -> None:
         """Log out and drop the connections. Idempotent; a failure to log out is logged, not raised."""
         with self._lock:

@@ -11,9 +11,8 @@ from typing import Any
 
 from pyVmomi import vim
 
-from agentvm.model.agency import MoRef
+from agentvm.model.agency import MoRef, PowerState
 from agentvm.model.errors import ConfigurationError, NotFoundError
-from agentvm.model.inventory import VmPowerState
 from agentvm.vsphere.collector import PC, container_view, paged, property_spec, read_one, view_filter_spec
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.tasks import wait_for_task
@@ -25,17 +24,17 @@ def _vm(session: Session, vm: MoRef) -> Any:
     return session.mo(vm)
 
 
-def power_state(session: Session, vm: MoRef) -> VmPowerState:
+def power_state(session: Session, vm: MoRef) -> PowerState:
     """The VM's power state (one call). NotFoundError when it no longer exists."""
     props = read_one(session, _vm(session, vm), ["runtime.powerState"])
-    return VmPowerState(str(props.get("runtime.powerState", VmPowerState.POWERED_OFF.value)))
+    return PowerState(str(props.get("runtime.powerState", PowerState.POWERED_OFF.value)))
 
 
 def ensure_powered_on(
     session: Session, vm: MoRef, *, label: str | None = None, timeout: float = 300.0
 ) -> bool:
     """Power the VM on unless it is on already; True if it was powered on now."""
-    if power_state(session, vm) is VmPowerState.POWERED_ON:
+    if power_state(session, vm) is PowerState.POWERED_ON:
         return False
     task = _vm(session, vm).PowerOnVM_Task()
     wait_for_task(session, task, what=f"power on {label or vm.value}", timeout=timeout)
@@ -46,7 +45,7 @@ def ensure_powered_off(
     session: Session, vm: MoRef, *, label: str | None = None, timeout: float = 300.0
 ) -> bool:
     """Power the VM off (hard) unless it is off already; True if it was powered off now."""
-    if power_state(session, vm) is VmPowerState.POWERED_OFF:
+    if power_state(session, vm) is PowerState.POWERED_OFF:
         return False
     task = _vm(session, vm).PowerOffVM_Task()
     wait_for_task(session, task, what=f"power off {label or vm.value}", timeout=timeout)

@@ -36,14 +36,14 @@ class WatchLost(TransientError):
     has logged in again): start a new ``Watcher`` at once, with a full resync; nothing else is wrong."""
 
 
-class ChangeKind(StrEnum):
+class WatchChangeKind(StrEnum):
     ENTER = "enter"  # the object is new to the watch (or this is the initial state)
     MODIFY = "modify"
     LEAVE = "leave"  # deleted, or left the watched container
 
 
 @dataclass(frozen=True)
-class Change:
+class WatchChange:
     """One object's change: its reference, the kind, and the changed properties' new values.
 
     Values are converted where it helps: managed objects become ``MoRef`` and arrays of them tuples of
@@ -51,7 +51,7 @@ class Change:
     """
 
     moref: MoRef
-    kind: ChangeKind
+    kind: WatchChangeKind
     properties: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def __hash__(self) -> int:
@@ -117,10 +117,10 @@ class Watcher:
             self.close()
             raise
 
-    def poll(self) -> list[Change]:
+    def poll(self) -> list[WatchChange]:
         """One bounded ``WaitForUpdatesEx``: the changes since the last poll (empty if none or stopped)."""
         self.start()
-        changes: list[Change] = []
+        changes: list[WatchChange] = []
         while not self._stop.is_set():
             try:
                 update = self._pc.WaitForUpdatesEx(
@@ -146,7 +146,7 @@ class Watcher:
                 break
         return changes
 
-    def __iter__(self) -> Iterator[list[Change]]:
+    def __iter__(self) -> Iterator[list[WatchChange]]:
         """Batches of changes until ``stop()``; empty batches let the caller notice time passing."""
         while not self._stop.is_set():
             yield self.poll()
@@ -172,7 +172,7 @@ class Watcher:
                 pc.DestroyPropertyCollector()
 
 
-def _changes(update: Any) -> Iterator[Change]:
+def _changes(update: Any) -> Iterator[WatchChange]:
     for filter_update in update.filterSet or ():
         for obj_update in filter_update.objectSet or ():
             obj = obj_update.obj
@@ -180,7 +180,7 @@ def _changes(update: Any) -> Iterator[Change]:
             props = {}
             for change in obj_update.changeSet or ():
                 props[str(change.name)] = None if str(change.op) == "remove" else _convert(change.val)
-            yield Change(moref, ChangeKind(str(obj_update.kind)), MappingProxyType(props))
+            yield WatchChange(moref, WatchChangeKind(str(obj_update.kind)), MappingProxyType(props))
 
 
 def _convert(value: Any) -> Any:

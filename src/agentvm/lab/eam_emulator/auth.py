@@ -28,7 +28,6 @@ from agentvm.engine.api import Caller
 SessionChecker = Callable[[str], Caller | None]
 """Cookie value → the caller of that live vCenter session, or None. May raise VcenterUnreachable."""
 
-COOKIE_NAME = "vmware_soap_session"
 _COOKIE = re.compile(r'(?:^|[;,]\s*)vmware_soap_session\s*=\s*(?:"([^"]*)"|([^;,\s]*))')
 
 

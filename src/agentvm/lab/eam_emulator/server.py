@@ -113,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @dataclass
 class EmulatorServer:
-    """A running emulator. ``url`` is the base URL (vcsim's ``--eam-backend``); ``sdk_url`` adds /eam/sdk."""
+    """A running emulator. ``url`` is the base URL (vcsim's ``--eam-backend``)."""
 
     host: str
     port: int
@@ -124,10 +124,6 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    @property
-    def sdk_url(self) -> str:
-        return f"{self.url}/eam/sdk"
 
     def stop(self) -> None:
         """Stop serving and release the port; idempotent. Returns once the serving thread has ended."""
