@@ -21,9 +21,9 @@ from agentvm.controller.status import AgencyReport, StatusReport, status_documen
 from agentvm.controller.targets import (
     config_differences,
     observed_agency,
-    resolve_agency,
 )
 from agentvm.core.plan import ChangeKind, make_plan
+from agentvm.core.scope import resolve_agency
 from agentvm.model.agency import (
     AgencyRuntime,
     AgentRuntime,

@@ -75,7 +75,7 @@ from agentvm.controller.observe import (
 )
 from agentvm.controller.ovfcheck import check_ovf
 from agentvm.controller.progress import HostProgress, Progress, host_rows
-from agentvm.controller.targets import ResolvedAgency, config_differences, resolve_agency
+from agentvm.controller.targets import config_differences
 from agentvm.core.heal import (
     HealClass,
     HealDecision,
@@ -91,6 +91,7 @@ from agentvm.core.heal import (
 )
 from agentvm.core.ipplan import assign_addresses, render_per_host
 from agentvm.core.plan import Change, ChangeKind, Plan, make_plan
+from agentvm.core.scope import ResolvedAgency, resolve_agency
 from agentvm.eam.client import EamClient
 from agentvm.model import names
 from agentvm.model.agency import AgencyConfig, HookState, Issue, MoRef, Status

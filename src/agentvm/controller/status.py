@@ -29,7 +29,6 @@ from typing import Any
 from agentvm.backends.base import AgencyStatus, Backend
 from agentvm.controller.observe import read_addresses, read_snapshot
 from agentvm.controller.progress import HostProgress, Phase, host_rows, issue_sentence
-from agentvm.controller.targets import resolve_agency, scope_host
 from agentvm.core.heal import (
     AgentState,
     Finding,
@@ -39,6 +38,7 @@ from agentvm.core.heal import (
     find_misplaced,
     heal_class,
 )
+from agentvm.core.scope import resolve_agency, scope_host
 from agentvm.model.agency import Issue, MoRef
 from agentvm.model.desired import DesiredState, ScopeHost
 from agentvm.model.errors import NotFoundError
