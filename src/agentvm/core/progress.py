@@ -3,11 +3,12 @@
 One projection, pure (values in, values out): ``host_rows`` turns one observed agency (its agents' runtimes),
 the hosts of its scope and the host conditions (maintenance mode, standby) into one ``HostProgress`` per host
 — host, agent VM, power, hook, address, phase, issues. ``controller.solution`` reports them after every poll
-of apply/destroy, ``controller.status`` and the controller's loop (``controller.reconcile``) put them in the
-``status`` report; ``status_row`` adds what ``status`` shows on top of a row (the ``state`` word the table,
-the JSON document and the dashboard colour by, and agentvm's own findings), and ``summarize`` counts the rows.
-The CLI draws them (``cli.render``), ``controller.status`` writes the JSON document the HTTP API serves.
-Every issue reads as one sentence with its fix (``issue_sentence``). See docs/architecture.md, "Observation".
+of apply/destroy; ``controller.status`` and the controller's loop (``controller.reconcile``) put them in the
+``status`` report. On top of a row, ``status_row`` gives the host's ``state`` (the colour of the JSON document
+and the dashboard) and agentvm's own findings about it, ``state_word`` the word of the hosts table's state
+column, and ``summarize`` counts rows for the title lines. The CLI draws the rows (``cli.render``);
+``controller.status`` writes the JSON document the HTTP API serves. Every issue reads as one sentence with
+its fix (``issue_sentence``). See docs/architecture.md, "Observation".
 """
 
 from __future__ import annotations
