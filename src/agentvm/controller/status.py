@@ -100,12 +100,15 @@ def collect_status(session: Session, backend: Backend, desired: DesiredState | N
                 continue  # the scope changed under the spec: show the agents EAM has
     reports = []
     moved = find_misplaced(found, vm_hosts(snapshot), host_names(snapshot))
+    conditions = HostConditions.of(snapshot.hosts)
     for status in found:
         hosts = scopes.get(status.name) or _agent_hosts(snapshot, status)
         addresses = read_addresses(snapshot, status)
-        rows = host_rows(status.name, status, hosts, addresses, snapshot, misplaced=moved)
+        rows = host_rows(
+            status.name, status, hosts, addresses, snapshot, misplaced=moved, conditions=conditions
+        )
         reports.append(AgencyReport(status, rows))
-    return StatusReport(session.url, tuple(reports), tuple(missing), HostConditions.of(snapshot.hosts))
+    return StatusReport(session.url, tuple(reports), tuple(missing), conditions)
 
 
 def vm_hosts(snapshot: InventorySnapshot) -> dict[MoRef, MoRef]:
