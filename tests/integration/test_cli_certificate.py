@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 import agentvm
-from agentvm.controller.targets import resolve_agency
+from agentvm.core.scope import resolve_agency
 from agentvm.eam.client import EamClient
 from agentvm.model.connection import VCenterConnection
 from agentvm.model.errors import AuthenticationError

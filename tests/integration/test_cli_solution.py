@@ -28,7 +28,7 @@ from agentvm.backends.eam import EamBackend
 from agentvm.cli.main import app
 from agentvm.controller.solution import Solution
 from agentvm.controller.status import status_schema
-from agentvm.controller.targets import resolve_agency
+from agentvm.core.scope import resolve_agency
 from agentvm.eam.client import EamClient
 from agentvm.lab.world import Lab, LabInfo
 from agentvm.model.connection import Secret, VCenterConnection

@@ -17,9 +17,9 @@ from agentvm.backends.base import AgencyStatus
 from agentvm.cli.output import PIPE_WIDTH, console
 from agentvm.cli.render import live_view
 from agentvm.cli.status import _render
-from agentvm.controller.progress import HostProgress, Phase, Progress, host_rows
 from agentvm.controller.status import AgencyReport, StatusReport
 from agentvm.core.heal import HostConditions
+from agentvm.core.progress import HostProgress, Phase, Progress, host_rows
 from agentvm.model.agency import AgencyRuntime, GoalState, Issue, IssueKind, MoRef, PowerState, Status
 from agentvm.model.desired import ScopeHost
 from tests.support.terminal import tmux_screen
@@ -204,7 +204,7 @@ import sys, pathlib
 sys.path.insert(0, {root!r})
 from tests.unit.test_cli_render import _row
 from agentvm.cli.render import ProgressView
-from agentvm.controller.progress import Phase, Progress
+from agentvm.core.progress import Phase, Progress
 rows = tuple(_row(i, phase=Phase.DEPLOYING if i % 2 else Phase.READY) for i in range(64))
 with ProgressView() as view:
     assert view.live

@@ -16,14 +16,14 @@ from hypothesis import strategies as st
 
 from agentvm.backends.base import AgencyStatus
 from agentvm.controller.observe import ADDRESS_KEY, extension_state, read_addresses
-from agentvm.controller.progress import ISSUE_SENTENCES, Phase, host_rows, issue_sentence, phase_of
 from agentvm.controller.status import AgencyReport, StatusReport, status_document, status_schema
 from agentvm.controller.targets import (
     config_differences,
     observed_agency,
-    resolve_agency,
 )
 from agentvm.core.plan import ChangeKind, make_plan
+from agentvm.core.progress import ISSUE_SENTENCES, Phase, host_rows, issue_sentence, phase_of
+from agentvm.core.scope import resolve_agency
 from agentvm.model.agency import (
     AgencyRuntime,
     AgentRuntime,

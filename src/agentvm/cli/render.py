@@ -3,7 +3,7 @@
 Called by ``cli.status``, ``cli.plan`` and ``cli.destroy`` (through ``cli.solution``). Promises, at any
 width: a name, moid, address or state is never cut (its column is as wide as its longest value; a column
 that does not fit is left out, with a line that says so, rather than squeezed); only free text (issue
-sentences) folds; hosts come in natural order (``controller.progress.host_rows``); the live view's summary
+sentences) folds; hosts come in natural order (``core.progress.host_rows``); the live view's summary
 line ("N/M hosts done") is always on screen, first, with as many hosts as fit below it. Every value from
 vCenter, a spec or a user goes in as ``Text`` with control characters escaped (``cli.output.text``): never
 markup, emoji or an escape sequence.
@@ -22,9 +22,17 @@ from rich.table import Table
 from rich.text import Text
 
 from agentvm.cli.output import console, shown, text
-from agentvm.controller.progress import HostProgress, Phase, Progress, issue_sentence
-from agentvm.controller.status import host_state
-from agentvm.core.heal import AgentDisplayState, HostConditions
+from agentvm.core.heal import HostConditions
+from agentvm.core.progress import (
+    DONE,
+    MAINTENANCE,
+    HostProgress,
+    Phase,
+    Progress,
+    issue_sentence,
+    state_word,
+    summarize,
+)
 
 PHASE_STYLE = {
     Phase.READY: "green",
@@ -34,7 +42,6 @@ PHASE_STYLE = {
     Phase.WAITING: "dim",
 }
 GAP = 3  # columns between two table columns (box.SIMPLE_HEAD: one divider and one space either side)
-MAINTENANCE = "maintenance"  # what the dashboard shows for a host in maintenance mode or standby
 
 
 def host_name(row: HostProgress) -> str:
@@ -112,11 +119,10 @@ class FittedTable(Generic[R]):
 
 def _state(conditions: HostConditions | None) -> Callable[[HostProgress], Text]:
     def cell(h: HostProgress) -> Text:
-        if h.shown_phase == MAINTENANCE or (
-            conditions is not None and host_state(h, conditions) is AgentDisplayState.MAINTENANCE
-        ):
+        word = state_word(h, conditions)
+        if word == MAINTENANCE:
             return Text(MAINTENANCE, style="yellow")
-        return Text(h.phase.value, style=PHASE_STYLE.get(h.phase, "yellow"))
+        return Text(word, style=PHASE_STYLE.get(h.phase, "yellow"))
 
     return cell
 
@@ -167,13 +173,11 @@ def issue_lines(rows: Sequence[HostProgress]) -> list[Text]:
 
 # ------------------------------------------------------------------------------------------- progress
 
-DONE = (Phase.READY, Phase.REMOVED)
-
 
 def _summary(progress: Progress) -> Text:
-    finished = sum(1 for h in progress.hosts if h.phase in DONE)
+    counted = summarize(progress.hosts)
     return Text(
-        f"{finished}/{len(progress.hosts)} hosts done, {progress.count(Phase.ISSUE)} with issues, "
+        f"{counted.done}/{counted.hosts} hosts done, {progress.count(Phase.ISSUE)} with issues, "
         f"{progress.elapsed:.1f} s",
         style="bold",
     )

@@ -35,8 +35,8 @@ from agentvm.cli.solution import (
     session_for,
 )
 from agentvm.controller.identity import SolutionIdentity, default_state_dir, solution_dir
-from agentvm.controller.progress import issue_sentence
 from agentvm.controller.status import StatusReport, collect_status, status_document
+from agentvm.core.progress import issue_sentence, summarize
 from agentvm.model.agency import Issue
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError, NotFoundError
@@ -50,10 +50,10 @@ def _render(report: StatusReport) -> Group:
     parts: list[RenderableType] = []
     for agency in report.agencies:
         s = agency.status
-        ready = sum(1 for h in agency.hosts if h.phase.value == "ready")
+        counted = summarize(agency.hosts)
         title = (
             f"agency {s.name} ({s.agency}): {s.status.value}, goal {s.goal_state.value}, "
-            f"{ready}/{len(agency.hosts)} hosts ready"
+            f"{counted.ready}/{counted.hosts} hosts ready"
         )
         parts.append(hosts_table(agency.hosts, title, report.conditions))
         parts += issue_lines(agency.hosts)

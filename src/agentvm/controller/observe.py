@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from agentvm.backends.base import AgencyStatus, Backend
-from agentvm.controller.targets import ResolvedAgency, observed_agency, resolve_agency
+from agentvm.controller.targets import observed_agency
+from agentvm.core.scope import ResolvedAgency, resolve_agency
 from agentvm.model.agency import AgencyConfig
 from agentvm.model.desired import (
     DesiredState,

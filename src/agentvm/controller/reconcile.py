@@ -43,7 +43,6 @@ from agentvm.controller.events import EventLog
 from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
 from agentvm.controller.observe import Observation, read_addresses
-from agentvm.controller.progress import host_rows
 from agentvm.controller.solution import REANSWER_AFTER, Solution, SolutionPlan, _Wait
 from agentvm.controller.status import AgencyReport, StatusReport
 from agentvm.core.heal import (
@@ -64,6 +63,7 @@ from agentvm.core.heal import (
     plan_heal_agencies,
 )
 from agentvm.core.plan import ChangeKind
+from agentvm.core.progress import host_rows
 from agentvm.model.agency import AgencyConfig, HookState, Issue, MoRef
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError, NotFoundError, TransientError

@@ -74,8 +74,7 @@ from agentvm.controller.observe import (
     read_snapshot,
 )
 from agentvm.controller.ovfcheck import check_ovf
-from agentvm.controller.progress import HostProgress, Progress, host_rows
-from agentvm.controller.targets import ResolvedAgency, config_differences, resolve_agency
+from agentvm.controller.targets import config_differences
 from agentvm.core.heal import (
     HealClass,
     HealDecision,
@@ -91,6 +90,8 @@ from agentvm.core.heal import (
 )
 from agentvm.core.ipplan import assign_addresses, render_per_host
 from agentvm.core.plan import Change, ChangeKind, Plan, make_plan
+from agentvm.core.progress import HostProgress, Progress, host_rows
+from agentvm.core.scope import ResolvedAgency, resolve_agency
 from agentvm.eam.client import EamClient
 from agentvm.model import names
 from agentvm.model.agency import AgencyConfig, HookState, Issue, MoRef, Status
@@ -1067,16 +1068,17 @@ class Solution:
         )
 
     def _final_hosts(self, observation: Observation) -> tuple[HostProgress, ...]:
-        rows: list[HostProgress] = []
-        for agency in observation.agencies:
-            wait = _Wait(
-                agency.resolved,
-                addresses=dict(read_addresses(observation.snapshot, agency.status)),
-                status=agency.status,
-                snapshot=observation.snapshot,
+        return tuple(
+            row
+            for agency in observation.agencies
+            for row in host_rows(
+                agency.resolved.spec.name,
+                agency.status,
+                agency.resolved.hosts,
+                read_addresses(observation.snapshot, agency.status),
+                observation.snapshot,
             )
-            rows += self._progress_rows(wait)
-        return tuple(rows)
+        )
 
     # -- destroy ------------------------------------------------------------------------------------
 

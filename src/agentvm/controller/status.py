@@ -1,44 +1,39 @@
 """``agentvm status``: per agency, per cluster, per host — agent VM, power, hook, address, issues — as data.
 
-Called by the CLI (``status`` table and ``status --json``) and meant for the HTTP API of issue 5, which
-serves the same document: ``status_document`` follows the versioned schema in
+Called by the CLI (``status`` table and ``status --json``) and by the controller's HTTP API, which serves
+the same document (``controller.run``): ``status_document`` follows the versioned schema in
 ``agentvm/api/schema/status-v1.json`` (``"apiVersion": "agentvm/v1", "kind": "Status"``), loaded with
-``status_schema()``. Every issue carries the sentence a person reads (``progress.issue_sentence``).
+``status_schema()``. Every issue carries the sentence a person reads (``core.progress.issue_sentence``).
 
-Each host also carries ``state`` (green / yellow / red / maintenance / flapping / misplaced), the
-dashboard's colour: ``maintenance`` when the host is in maintenance mode or standby
-(``StatusReport.conditions``, from the inventory read or the controller's watch) or an agent issue says
-so; ``flapping`` when the controller gave up on its agent because it kept coming back after each heal
-(``StatusReport.flapping``, the controller's memory: a one-shot ``agentvm status`` has none);
-``misplaced`` when its agent VM runs on another host (vCenter's ``runtime.host`` against EAM's agent
-host; ``runsOn`` names it); else the agent's EAM status; left out while a host has no agent and is not in
-maintenance mode. agentvm's own findings (misplaced, flapping) are listed as ``problems`` with their
-sentence.
+The rows are ``core.progress.host_rows``'; each host also carries ``state`` (green / yellow / red /
+maintenance / flapping / misplaced, ``core.progress.status_row``), the dashboard's colour: ``maintenance``
+when the host is in maintenance mode or standby (``StatusReport.conditions``, from the inventory read or the
+controller's watch) or an agent issue says so; ``flapping`` when the controller gave up on its agent
+because it kept coming back after each heal (``StatusReport.flapping``, the controller's memory: a one-shot
+``agentvm status`` has none); ``misplaced`` when its agent VM runs on another host (vCenter's
+``runtime.host`` against EAM's agent host; ``runsOn`` names it); else the agent's EAM status; left out
+while a host has no agent and is not in maintenance mode. agentvm's own findings (misplaced, flapping) are
+listed as ``problems`` with their sentence. See docs/architecture.md, "Observation".
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
-from ipaddress import IPv4Address
 from typing import Any
 
 from agentvm.backends.base import AgencyStatus, Backend
 from agentvm.controller.observe import read_addresses, read_snapshot
-from agentvm.controller.progress import HostProgress, Phase, host_rows, issue_sentence
-from agentvm.controller.targets import resolve_agency, scope_host
 from agentvm.core.heal import (
-    AgentDisplayState,
-    Finding,
-    HealClass,
     HostConditions,
     Misplaced,
     find_misplaced,
-    heal_class,
 )
+from agentvm.core.progress import HostProgress, host_rows, issue_sentence, status_row, summarize
+from agentvm.core.scope import resolve_agency, scope_host
 from agentvm.model.agency import Issue, MoRef
 from agentvm.model.desired import DesiredState, ScopeHost
 from agentvm.model.errors import NotFoundError
@@ -105,12 +100,15 @@ def collect_status(session: Session, backend: Backend, desired: DesiredState | N
                 continue  # the scope changed under the spec: show the agents EAM has
     reports = []
     moved = find_misplaced(found, vm_hosts(snapshot), host_names(snapshot))
+    conditions = HostConditions.of(snapshot.hosts)
     for status in found:
         hosts = scopes.get(status.name) or _agent_hosts(snapshot, status)
         addresses = read_addresses(snapshot, status)
-        rows = host_rows(status.name, status, hosts, addresses, snapshot, misplaced=moved)
+        rows = host_rows(
+            status.name, status, hosts, addresses, snapshot, misplaced=moved, conditions=conditions
+        )
         reports.append(AgencyReport(status, rows))
-    return StatusReport(session.url, tuple(reports), tuple(missing), HostConditions.of(snapshot.hosts))
+    return StatusReport(session.url, tuple(reports), tuple(missing), conditions)
 
 
 def vm_hosts(snapshot: InventorySnapshot) -> dict[MoRef, MoRef]:
@@ -146,37 +144,14 @@ def issue_json(issue: Issue) -> dict[str, Any]:
     }
 
 
-def host_state(
-    row: HostProgress, conditions: HostConditions, flapping: Mapping[tuple[str, str], str] | None = None
-) -> AgentDisplayState | None:
-    """The dashboard colour of one host row (as ``core.heal.agent_state``): ``maintenance`` when the host is
-    in maintenance mode or standby or an issue of its agent says so, ``flapping`` when the controller gave up
-    on its agent for flapping, ``misplaced`` when its agent VM runs elsewhere, else the agent's status; None
-    when the host has no agent (yet) and is not in maintenance mode."""
-    if any(m.value == row.host for m in (*conditions.maintenance, *conditions.standby)):
-        return AgentDisplayState.MAINTENANCE
-    if any(heal_class(i.kind) is HealClass.MAINTENANCE for i in row.issues):
-        return AgentDisplayState.MAINTENANCE
-    if flapping and (row.agency, row.host) in flapping:
-        return AgentDisplayState.FLAPPING
-    if row.misplaced is not None:
-        return AgentDisplayState.MISPLACED
-    return AgentDisplayState(row.status.value) if row.status is not None else None
-
-
 def host_json(
     row: HostProgress,
     conditions: HostConditions | None = None,
     flapping: Mapping[tuple[str, str], str] | None = None,
 ) -> dict[str, Any]:
-    """One host of the document; ``state`` only when ``host_state`` has one, ``runsOn`` only when the agent
-    VM runs on another host."""
-    problems = []
-    if row.misplaced is not None:
-        problems.append({"kind": Finding.VM_ON_WRONG_HOST.value, "message": row.misplaced.sentence()})
-    why = (flapping or {}).get((row.agency, row.host))
-    if why is not None:
-        problems.append({"kind": "Flapping", "message": why})
+    """One host of the document (``core.progress.status_row``); ``state`` only when the host has one,
+    ``runsOn`` only when the agent VM runs on another host."""
+    shown = status_row(row, conditions, flapping)
     out: dict[str, Any] = {
         "name": row.label.rsplit("/", 1)[-1],
         "moid": row.host,
@@ -188,13 +163,12 @@ def host_json(
         "hookPending": row.hook.value if row.hook else None,
         "address": row.address,
         "issues": [issue_json(i) for i in row.issues],
-        "problems": problems,
+        "problems": [{"kind": p.kind, "message": p.message} for p in shown.problems],
     }
     if row.misplaced is not None:
         out["runsOn"] = {"moid": row.misplaced.runs_on.value, "name": row.misplaced.runs_on_name}
-    state = host_state(row, conditions if conditions is not None else HostConditions(), flapping)
-    if state is not None:
-        out["state"] = state.value
+    if shown.state is not None:
+        out["state"] = shown.state.value
     return out
 
 
@@ -212,7 +186,7 @@ def agency_json(
             {"name": row.cluster or None, "path": path or None, "standalone": not row.cluster, "hosts": []},
         )
         entry["hosts"].append(host_json(row, conditions, flapping))
-    count = len(report.hosts)
+    counted = summarize(report.hosts)
     return {
         "name": status.name,
         "id": status.agency,
@@ -220,11 +194,11 @@ def agency_json(
         "goalState": status.goal_state.value,
         "issues": [issue_json(i) for i in status.issues if i.agent is None],
         "summary": {
-            "hosts": count,
-            "ready": sum(1 for r in report.hosts if r.phase is Phase.READY),
-            "issues": sum(1 for r in report.hosts if r.phase in (Phase.ISSUE, Phase.MISPLACED)),
-            "hooksPending": sum(1 for r in report.hosts if r.hook is not None),
-            "addresses": sum(1 for r in report.hosts if r.address),
+            "hosts": counted.hosts,
+            "ready": counted.ready,
+            "issues": counted.issues,
+            "hooksPending": counted.hooks_pending,
+            "addresses": counted.addresses,
         },
         "clusters": list(clusters.values()),
     }
@@ -247,8 +221,3 @@ def status_schema() -> dict[str, Any]:
     text = resources.files("agentvm.api").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
-
-
-def address_map(rows: Sequence[HostProgress]) -> dict[str, IPv4Address]:
-    """Host moid -> address of the rows that have one (for tests and the API)."""
-    return {r.host: IPv4Address(r.address) for r in rows if r.address}

@@ -1,7 +1,14 @@
-"""Per-host progress of an agency while ``apply`` / ``destroy`` wait, and the issue sentences people read.
+"""Per-host rows of an agency: the apply/destroy progress, the ``status`` table, document and dashboard.
 
-Called by ``controller.solution`` (which reports a ``Progress`` after every poll), ``controller.status``
-(the same per-host rows, and the same sentences) and the CLI (which draws them). Pure: values in, values out.
+One projection, pure (values in, values out): ``host_rows`` turns one observed agency (its agents' runtimes),
+the hosts of its scope and the host conditions (maintenance mode, standby) into one ``HostProgress`` per host
+— host, agent VM, power, hook, address, phase, issues. ``controller.solution`` reports them after every poll
+of apply/destroy; ``controller.status`` and the controller's loop (``controller.reconcile``) put them in the
+``status`` report. On top of a row, ``status_row`` gives the host's ``state`` (the colour of the JSON document
+and the dashboard) and agentvm's own findings about it, ``state_word`` the word of the hosts table's state
+column, and ``summarize`` counts rows for the title lines. The CLI draws the rows (``cli.render``);
+``controller.status`` writes the JSON document the HTTP API serves. Every issue reads as one sentence with
+its fix (``issue_sentence``). See docs/architecture.md, "Observation".
 """
 
 from __future__ import annotations
@@ -10,9 +17,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address
+from typing import Protocol
 
-from agentvm.backends.base import AgencyStatus
-from agentvm.core.heal import Misplaced
+from agentvm.core.heal import (
+    AgentDisplayState,
+    Finding,
+    HealClass,
+    HostConditions,
+    Misplaced,
+    heal_class,
+)
 from agentvm.model.agency import (
     DETAIL_DOWNLOAD_URL,
     DETAIL_ERROR,
@@ -25,8 +39,10 @@ from agentvm.model.agency import (
     Status,
 )
 from agentvm.model.desired import ScopeHost
-from agentvm.model.inventory import HostPowerState, InventorySnapshot
+from agentvm.model.inventory import InventorySnapshot
 from agentvm.model.names import natural_key
+
+MAINTENANCE = "maintenance"  # the state word of a host in maintenance mode or standby (as the dashboard's)
 
 
 class Phase(StrEnum):
@@ -143,7 +159,7 @@ class HostProgress:
         """The phase as the CLI shows it: ``maintenance`` for a host in maintenance mode or standby whose
         agent is not ready (as the dashboard shows it), else the phase."""
         if self.maintenance and self.phase not in (Phase.READY, Phase.REMOVED):
-            return "maintenance"
+            return MAINTENANCE
         return self.phase.value
 
     @property
@@ -155,7 +171,7 @@ class HostProgress:
             return "; ".join(sentences)
         if self.hook is not None:
             return f"{self.hook.value} hook pending"
-        if self.shown_phase == "maintenance":
+        if self.shown_phase == MAINTENANCE:
             return "its agent comes when the host leaves maintenance mode or standby"
         return ""
 
@@ -189,30 +205,44 @@ def phase_of(agent: AgentRuntime | None, goal: GoalState | None) -> Phase:
     return Phase.POWERING_ON if agent.power_state is not PowerState.POWERED_ON else Phase.DEPLOYING
 
 
+class ObservedAgents(Protocol):
+    """What ``host_rows`` reads of one observed agency; ``backends.base.AgencyStatus`` has it."""
+
+    @property
+    def agency(self) -> str: ...
+
+    @property
+    def goal_state(self) -> GoalState: ...
+
+    @property
+    def agents(self) -> tuple[AgentRuntime, ...]: ...
+
+
 def host_rows(
     agency: str,
-    status: AgencyStatus | None,
+    status: ObservedAgents | None,
     hosts: Iterable[ScopeHost],
     addresses: Mapping[str, IPv4Address],
     snapshot: InventorySnapshot | None,
     *,
     uninstall: bool = False,
     misplaced: Iterable[Misplaced] = (),
+    conditions: HostConditions | None = None,
 ) -> tuple[HostProgress, ...]:
     """One row per host of the scope and per agent (a host may have left the scope), by inventory path in
     natural order (H2 before H10).
 
-    ``misplaced``: agent VMs found on another host (``core.heal.find_misplaced``); their hosts' rows are in
-    phase ``misplaced`` and carry it."""
+    ``status``: the agency as observed (None: not created yet, or gone); ``snapshot``: the inventory read
+    that names the agent VMs. ``misplaced``: agent VMs found on another host (``core.heal.find_misplaced``);
+    their hosts' rows are in phase ``misplaced`` and carry it. ``conditions``: the hosts in maintenance mode
+    or standby, whose rows say so (default: as ``snapshot`` has them)."""
     moved = {m.host.value: m for m in misplaced if status is None or m.agency == status.agency}
     goal = GoalState.UNINSTALLED if uninstall else (status.goal_state if status else None)
     agents: dict[str, AgentRuntime] = {a.host.value: a for a in status.agents} if status else {}
     by_moid = {h.moid: h for h in hosts}
-    resting = {
-        h.moref.value
-        for h in (snapshot.hosts if snapshot is not None else ())
-        if h.in_maintenance_mode or h.power_state is HostPowerState.STANDBY
-    }
+    if conditions is None:
+        conditions = HostConditions.of(snapshot.hosts if snapshot is not None else ())
+    resting = {ref.value for ref in (*conditions.maintenance, *conditions.standby)}
     rows = []
 
     def order(moid: str) -> tuple[tuple[tuple[int, int | str], ...], ...]:
@@ -251,3 +281,100 @@ def host_rows(
             )
         )
     return tuple(rows)
+
+
+# ------------------------------------------------------------------------------------------- status
+
+
+def host_state(
+    row: HostProgress, conditions: HostConditions, flapping: Mapping[tuple[str, str], str] | None = None
+) -> AgentDisplayState | None:
+    """The dashboard colour of one host row (as ``core.heal.agent_state``): ``maintenance`` when the host is
+    in maintenance mode or standby or an issue of its agent says so, ``flapping`` when the controller gave up
+    on its agent for flapping, ``misplaced`` when its agent VM runs elsewhere, else the agent's status; None
+    when the host has no agent (yet) and is not in maintenance mode."""
+    if any(m.value == row.host for m in (*conditions.maintenance, *conditions.standby)):
+        return AgentDisplayState.MAINTENANCE
+    if any(heal_class(i.kind) is HealClass.MAINTENANCE for i in row.issues):
+        return AgentDisplayState.MAINTENANCE
+    if flapping and (row.agency, row.host) in flapping:
+        return AgentDisplayState.FLAPPING
+    if row.misplaced is not None:
+        return AgentDisplayState.MISPLACED
+    return AgentDisplayState(row.status.value) if row.status is not None else None
+
+
+def state_word(row: HostProgress, conditions: HostConditions | None = None) -> str:
+    """The word the hosts table's ``state`` column shows: ``maintenance`` when the row says so
+    (``HostProgress.shown_phase``) or, given ``conditions``, when ``host_state`` says so; else the phase."""
+    if row.shown_phase == MAINTENANCE or (
+        conditions is not None and host_state(row, conditions) is AgentDisplayState.MAINTENANCE
+    ):
+        return MAINTENANCE
+    return row.phase.value
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One of agentvm's own findings about a host (EAM raises no issue for it): its kind and sentence."""
+
+    kind: str
+    message: str
+
+
+FLAPPING = "Flapping"  # the kind of the problem of an agent the controller gave up on
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """One host as ``status`` shows it (table, JSON document, the API and its dashboard): the row, its
+    ``state`` (None: no agent yet and not in maintenance mode) and agentvm's own findings about it."""
+
+    row: HostProgress
+    state: AgentDisplayState | None
+    problems: tuple[Problem, ...] = ()
+
+
+def status_row(
+    row: HostProgress,
+    conditions: HostConditions | None = None,
+    flapping: Mapping[tuple[str, str], str] | None = None,
+) -> HostStatus:
+    """``row`` with its state and problems: a misplaced agent VM (``VmOnWrongHost``, its sentence), then
+    the controller giving up on a flapping agent (``flapping``: (agency name, host moid) -> why)."""
+    problems = []
+    if row.misplaced is not None:
+        problems.append(Problem(Finding.VM_ON_WRONG_HOST.value, row.misplaced.sentence()))
+    why = (flapping or {}).get((row.agency, row.host))
+    if why is not None:
+        problems.append(Problem(FLAPPING, why))
+    state = host_state(row, conditions if conditions is not None else HostConditions(), flapping)
+    return HostStatus(row, state, tuple(problems))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """How many of some rows are in which phase (the ``status`` title and document, the progress line)."""
+
+    hosts: int
+    ready: int
+    done: int  # ready or removed
+    issues: int  # with an issue or a misplaced agent VM
+    hooks_pending: int
+    addresses: int
+
+
+DONE = (Phase.READY, Phase.REMOVED)
+
+
+def summarize(rows: Iterable[HostProgress]) -> Summary:
+    """Count ``rows`` by phase, hook and address."""
+    listed = tuple(rows)
+    return Summary(
+        hosts=len(listed),
+        ready=sum(1 for r in listed if r.phase is Phase.READY),
+        done=sum(1 for r in listed if r.phase in DONE),
+        issues=sum(1 for r in listed if r.phase in (Phase.ISSUE, Phase.MISPLACED)),
+        hooks_pending=sum(1 for r in listed if r.hook is not None),
+        addresses=sum(1 for r in listed if r.address),
+    )
