@@ -25,11 +25,8 @@ from typer.testing import CliRunner
 from agentvm.api.server import Api, ApiServer, Limits
 from agentvm.cli.main import app
 from agentvm.controller.events import EventLog
-from tests.integration.test_controller import World
-from tests.integration.test_controller_process import world
+from tests.support.controller_lab import World
 from tests.support.http_load import Clients, request_bytes
-
-__all__ = ["world"]  # the fixture, shared with test_controller_process
 
 STREAM = request_bytes("/api/v1/events?stream=1")
 STATUS = request_bytes("/api/v1/status")
@@ -190,6 +187,12 @@ def test_run_refuses_a_limit_below_one_naming_its_flag(
     spec.write_text("apiVersion: agentvm/v1\n")
     result = CliRunner().invoke(app, ["run", "-f", str(spec), *args], env=env)
     assert result.exit_code == 2 and named in result.output
+
+
+@pytest.fixture
+def world(controller_world: World) -> World:
+    """The controller's lab world (tests/integration/conftest.py)."""
+    return controller_world
 
 
 @pytest.mark.lab

@@ -26,11 +26,15 @@ from agentvm.api.server import Api, ApiServer
 from agentvm.controller.run import api_callables
 from agentvm.model.inventory import VmPowerState
 from agentvm.vsphere.vms import ensure_powered_off
-from tests.integration.test_controller import World, deployed, wait_for, world
+from tests.support.controller_lab import World, deployed, wait_for
 
 pytestmark = pytest.mark.lab
 
-__all__ = ["world"]  # the fixture, used by name
+
+@pytest.fixture
+def world(controller_world: World) -> World:
+    """The controller's lab world (tests/integration/conftest.py)."""
+    return controller_world
 
 
 def cli(*args: str, server: str) -> subprocess.Popen[str]:

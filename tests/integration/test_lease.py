@@ -33,7 +33,7 @@ from agentvm.lab.world import Lab, LabInfo
 from agentvm.spec import load_spec
 from agentvm.vsphere.extensions import read_lease_records, register_extension
 from agentvm.vsphere.inventory import read_inventory
-from tests.integration.test_controller import connect, spec_text, wait_for
+from tests.support.controller_lab import connect, spec_text, wait_for
 
 pytestmark = pytest.mark.lab
 
