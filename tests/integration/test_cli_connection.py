@@ -23,7 +23,7 @@ from agentvm.cli.main import app
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.lab.world import LabInfo
 from tests.integration.test_cli_bad_specs import BASE, SRC, Listener
-from tests.integration.test_cli_solution import contrail_text
+from tests.support.cli_lab import contrail_text
 
 pytestmark = pytest.mark.lab
 

@@ -8,13 +8,11 @@ ignored. Each now ends with one ``agentvm:`` line, exit 2, and vCenter and EAM e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agentvm.lab.world import Lab
-from tests.integration.test_cli_solution import World, connect, contrail_text
+from tests.support.cli_lab import World, contrail_text
 
 pytestmark = pytest.mark.lab
 
@@ -45,16 +43,9 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(cli_world_per_module: World) -> World:
     """One lab for the module: every case must leave it unchanged, which the next case re-checks."""
-    lab = Lab()
-    info = lab.start()
-    session = connect(info)
-    try:
-        yield World(lab, info, session, tmp_path_factory.mktemp("validation"))
-    finally:
-        session.logout()
-        lab.stop()
+    return cli_world_per_module
 
 
 @pytest.mark.parametrize(("name", "replace", "message"), CASES, ids=[c[0] for c in CASES])

@@ -16,11 +16,17 @@ import pytest
 from referencing import Registry, Resource
 
 from agentvm.api.schemas import schema_for, schemas
-from tests.integration.test_lab_cli import agentvm, env
+from tests.support.lab_cli import agentvm
 
 pytestmark = pytest.mark.lab
 
-__all__ = ["env"]  # the fixture
+
+@pytest.fixture
+def env(lab_env: dict[str, str]) -> dict[str, str]:
+    """The environment of ``agentvm lab`` commands (tests/integration/conftest.py)."""
+    return lab_env
+
+
 SPEC = str(Path(__file__).resolve().parents[2] / "examples" / "contrail.yaml")
 
 
