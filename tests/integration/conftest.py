@@ -6,13 +6,14 @@ one-line fixture of its own (``world``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from agentvm.lab.vcsim import VcsimInfo
-from tests.support import cli_lab, controller_lab, direct_lab, lab_cli, netsync_lab
+from tests.support import cli_lab, controller_lab, direct_lab, lab_cli, lab_eam, netsync_lab
+from tests.support.eam_world import EamWorld, running_eam_world
 
 
 @pytest.fixture
@@ -49,3 +50,16 @@ def netsync_world(vcsim: VcsimInfo, tmp_path: Path) -> Iterator[tuple[netsync_la
 def lab_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """The environment for ``agentvm lab ...`` child processes, with this test's own lab dir."""
     yield from lab_cli.lab_env(tmp_path)
+
+
+@pytest.fixture
+def eam_world(vcsim_factory: Callable[..., VcsimInfo]) -> Iterator[EamWorld]:
+    """A fresh vcsim whose /eam/sdk is the EAM emulator over an in-memory AgentManager; a session on it."""
+    with running_eam_world(vcsim_factory) as world:
+        yield world
+
+
+@pytest.fixture
+def lab_eam_world() -> Iterator[lab_eam.World]:
+    """A fresh lab, seen through pyVmomi's own vCenter and EAM clients."""
+    yield from lab_eam.lab_eam_world()

@@ -22,8 +22,8 @@ from typer.testing import CliRunner, Result
 from agentvm.cli.main import app
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.lab.world import LabInfo
-from tests.integration.test_cli_bad_specs import BASE, SRC, Listener
 from tests.support.cli_lab import contrail_text
+from tests.support.listener import BASE, SRC, Listener
 
 pytestmark = pytest.mark.lab
 

@@ -22,8 +22,8 @@ from agentvm.model.inventory import VmPowerState
 from agentvm.model.network import SdnVirtualNetwork, SdnVmi
 from agentvm.sdn.config_api import ConfigApiClient
 from agentvm.vsphere.vms import ensure_powered_off
-from tests.integration.test_netsync_vcenter import VCenter
 from tests.support.controller_lab import Process, World, wait_for
+from tests.support.netsync_lab import VCenter
 
 pytestmark = pytest.mark.lab
 

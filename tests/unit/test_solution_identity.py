@@ -30,7 +30,7 @@ from agentvm.controller.observe import ADDRESS_KEY, AGENCY_KEY, marked_vms, read
 from agentvm.model.agency import AgencyRuntime, GoalState, MoRef, Status
 from agentvm.model.inventory import VirtualMachine
 from tests.support.certs import make_certificate
-from tests.unit.test_solution import agent, snapshot
+from tests.support.inventory_fakes import agent, snapshot
 
 KEY = "org.tungsten.agentvm"
 

@@ -9,28 +9,7 @@ import pytest
 from agentvm.model.errors import ConfigurationError
 from agentvm.spec import SpecError, load_spec, load_spec_text
 from agentvm.spec.errors import MAX_PROBLEMS
-
-GOOD = """\
-vcenter:
-  url: https://vc.example.com/sdk
-  username: admin
-  passwordEnv: PW
-solution:
-  key: org.example.t
-  version: "1.0"
-agencies:
-  - name: contrail
-    ovf:
-      url: http://127.0.0.1/c.ovf
-    scope:
-      - /DC0/host/DC0_C0
-    ipPlan:
-      cidr: 10.10.0.0/24
-      gateway: 10.10.0.1
-      range: 10.10.0.10-10.10.0.200
-    perHost:
-      fabricIp: "{ip}"
-"""
+from tests.support.specs import GOOD
 
 
 def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
