@@ -141,7 +141,16 @@ def test_maintenance_mode_in_and_out_raises_no_alert(world: World) -> None:
         ),
         "EAM to power the agent off for maintenance mode",
     )
-    time.sleep(3 * FAST.full_resync)  # several full passes and polls while the host is in maintenance mode
+    # several full passes and polls while the host is in maintenance mode: counted, not waited out
+    polls = controller.passes
+    full_passes = {controller.metrics.last_full_resync.value()}  # the last one before, and 3 after
+
+    def three_more_full_passes() -> bool:
+        full_passes.add(controller.metrics.last_full_resync.value())
+        return len(full_passes) > 3
+
+    wait_for(three_more_full_passes, "three full passes while the host is in maintenance mode", 60)
+    assert controller.passes > polls + 3
     assert controller.metrics.resolves_attempted.value(kind="VmPoweredOff") == 0
     ensure_maintenance_mode(world.session, victim.host, False)
     wait_for(world.all_green, "the agent back on after maintenance mode", 90)

@@ -15,7 +15,7 @@ import pytest
 from pyVmomi import SoapStubAdapter, eam, vim, vmodl
 
 from agentvm.core.heal import Backoff
-from tests.support.lab_eam import TIMEOUT, World, config, green, runtimes, wait_until
+from tests.support.lab_eam import TIMEOUT, World, after_two_passes, config, green, runtimes, wait_until
 from tests.support.packages import cut_off_server
 
 pytestmark = pytest.mark.lab
@@ -60,7 +60,7 @@ def test_a_provisioned_hook_holds_power_on_until_marked_available(world: World) 
         config(world, hook=True, clusters=world.objects(vim.ClusterComputeResource)[:1]), "enabled"
     )
     wait_until("3 pending hooks", lambda: len([r for r in runtimes(agency) if r.vmHook]) == 3)
-    time.sleep(1.0)  # EAM waits for as long as it takes: nothing powers on meanwhile
+    after_two_passes(world, agency)  # EAM waits for as long as it takes: nothing powers on meanwhile
     rts = runtimes(agency)
     assert all(r.vmHook.vmState == "provisioned" for r in rts)
     assert all(r.vmPowerState == "poweredOff" and r.status == "yellow" for r in rts)
@@ -93,7 +93,7 @@ def test_maintenance_mode_powers_the_agent_off_and_on_without_an_issue(world: Wo
     task = host.EnterMaintenanceMode_Task(timeout=0)
     wait_until("maintenance mode", lambda: host.runtime.inMaintenanceMode)
     wait_until("agent off", lambda: vm.runtime.powerState == "poweredOff")
-    time.sleep(0.5)
+    after_two_passes(world, agency)
     assert agency.QueryIssue() == []
     assert task.info.state in ("success", "running")
     host.ExitMaintenanceMode_Task(timeout=0)
@@ -110,7 +110,7 @@ def test_powered_off_agent_is_an_issue_until_resolved(world: World) -> None:
     vm.PowerOffVM_Task()
     wait_until("VmPoweredOff", lambda: issue_types(agency) == ["VmPoweredOff"])
     assert agency.AgencyQueryRuntime().status == "red"
-    time.sleep(1.0)  # no silent self-healing: the VM stays off until someone resolves
+    after_two_passes(world, agency)  # no silent self-healing: the VM stays off until someone resolves
     assert vm.runtime.powerState == "poweredOff"
     key = agency.QueryIssue()[0].key
     assert agency.Resolve([key]) == []

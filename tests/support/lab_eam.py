@@ -162,3 +162,19 @@ def green(agency: Any, count: int | None = None) -> bool:
         and (count is None or len(rts) == count)
         and all(r.status == "green" and r.vmPowerState == "poweredOn" for r in rts)
     )
+
+
+def after_two_passes(world: World, agency: Any) -> None:
+    """Return once the lab's EAM has observed and reconciled at least once after this call began.
+
+    A pass that was under way when this is called may have looked at the world before; the second pass
+    counted began after the first ended. Each pass is asked for by re-enabling the (enabled) ``agency``,
+    an API call that changes nothing but makes the engine look again.
+    """
+    lab_eam = world.lab.eam
+    assert lab_eam is not None and lab_eam.engine is not None, "the lab's EAM is not running"
+    engine = lab_eam.engine
+    for _ in range(2):
+        before = engine.passes
+        agency.Agency_Enable()
+        wait_until("the lab's EAM to look again", lambda before=before: engine.passes > before)
