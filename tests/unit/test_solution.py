@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentvm.backends.base import AgencyStatus
-from agentvm.controller.observe import ADDRESS_KEY, extension_state, read_addresses
+from agentvm.controller.observe import extension_state, read_addresses
 from agentvm.controller.progress import ISSUE_SENTENCES, Phase, host_rows, issue_sentence, phase_of
 from agentvm.controller.status import AgencyReport, StatusReport, status_document, status_schema
 from agentvm.controller.targets import (
@@ -216,19 +216,19 @@ def test_addresses_are_read_back_from_the_agent_vms_and_a_hook_vm_counts_during_
             MoRef("VirtualMachine", "vm-host-00"),
             "contrail-vm (1)",
             "/DC0/vm/contrail-vm (1)",
-            extra_config=MappingProxyType({ADDRESS_KEY: "10.10.0.10"}),
+            extra_config=MappingProxyType({"guestinfo.agentvm.address": "10.10.0.10"}),
         ),
         VirtualMachine(
             MoRef("VirtualMachine", "vm-new"),
             "contrail-vm (9)",
             "/DC0/vm/contrail-vm (9)",
-            extra_config=MappingProxyType({ADDRESS_KEY: "10.10.0.11"}),
+            extra_config=MappingProxyType({"guestinfo.agentvm.address": "10.10.0.11"}),
         ),
         VirtualMachine(
             MoRef("VirtualMachine", "vm-host-02"),
             "x",
             "/DC0/vm/x",
-            extra_config=MappingProxyType({ADDRESS_KEY: "not an address"}),
+            extra_config=MappingProxyType({"guestinfo.agentvm.address": "not an address"}),
         ),
     )
     inventory = dataclasses.replace(inventory, vms=vms)
