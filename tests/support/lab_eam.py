@@ -174,7 +174,11 @@ def after_two_passes(world: World, agency: Any) -> None:
     lab_eam = world.lab.eam
     assert lab_eam is not None and lab_eam.engine is not None, "the lab's EAM is not running"
     engine = lab_eam.engine
-    for _ in range(2):
-        before = engine.passes
+
+    def one_more_pass() -> None:
+        target = engine.passes + 1
         agency.Agency_Enable()
-        wait_until("the lab's EAM to look again", lambda before=before: engine.passes > before)
+        wait_until("the lab's EAM to look again", lambda: engine.passes >= target)
+
+    one_more_pass()
+    one_more_pass()
