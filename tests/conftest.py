@@ -53,9 +53,16 @@ def _vcsim_built_for_lab_tests(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("_vcsim_built")
 
 
+def _needs_the_lab_marker(request: pytest.FixtureRequest) -> None:
+    """A test that starts the simulator must say so: unmarked tests run where Go is missing."""
+    if request.node.get_closest_marker("lab") is None:
+        pytest.fail(f"{request.node.nodeid} starts the simulator: mark it @pytest.mark.lab", pytrace=False)
+
+
 @pytest.fixture
-def vcsim_factory() -> Iterator[Callable[..., VcsimInfo]]:
+def vcsim_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., VcsimInfo]]:
     """``vcsim_factory(hosts=4, vms=2, eam_backend="http://127.0.0.1:N")`` → a running simulator."""
+    _needs_the_lab_marker(request)
     started: list[Vcsim] = []
 
     def start(
@@ -94,7 +101,8 @@ def vcsim(vcsim_factory: Callable[..., VcsimInfo]) -> VcsimInfo:
 
 
 @pytest.fixture
-def lab() -> Iterator[LabInfo]:
+def lab(request: pytest.FixtureRequest) -> Iterator[LabInfo]:
     """The whole lab in-process: vcsim (default shape) and the package server."""
+    _needs_the_lab_marker(request)
     with Lab() as info:
         yield info

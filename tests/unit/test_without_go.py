@@ -29,12 +29,18 @@ def test_needs_the_simulator() -> None:
     pass
 """
 
+UNMARKED = """
+def test_starts_the_simulator_unmarked(vcsim) -> None:
+    pass
+"""
+
 
 def test_unmarked_tests_never_build_the_simulator_and_lab_tests_say_go_is_missing(tmp_path: Path) -> None:
     # The two tests get the project's conftest (its fixtures, as every test does) and its pytest settings.
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.conftest"]\n')
     (tmp_path / "test_unit.py").write_text(UNIT)
     (tmp_path / "test_lab.py").write_text(LAB)
+    (tmp_path / "test_unmarked.py").write_text(UNMARKED)
     cache = tmp_path / "cache"
     env = {
         **os.environ,
@@ -57,10 +63,12 @@ def test_unmarked_tests_never_build_the_simulator_and_lab_tests_say_go_is_missin
             timeout=99,
         )
 
-    unit, lab = run("test_unit.py"), run("test_lab.py")
+    unit, lab, unmarked = run("test_unit.py"), run("test_lab.py"), run("test_unmarked.py")
     assert unit.returncode == 0, unit.stdout + unit.stderr
     assert "1 passed" in unit.stdout
     assert lab.returncode == 1, lab.stdout + lab.stderr
     assert "1 error" in lab.stdout
     assert "the Go toolchain is missing: run scripts/setup, or `apt-get install golang-go`" in lab.stdout
+    assert unmarked.returncode == 1, unmarked.stdout + unmarked.stderr
+    assert "starts the simulator: mark it @pytest.mark.lab" in unmarked.stdout
     assert not any(cache.glob("agentvm-vcsim-*"))  # nothing was built
