@@ -559,10 +559,11 @@ def test_the_attempt_count_starts_again_only_after_staying_healthy_for_the_settl
 def test_giving_up_is_announced_once_while_the_agent_never_settles(
     policy: HealPolicy, steps: list[tuple[float, bool]]
 ) -> None:
-    # gaps shorter than the settle period: the agent never stays healthy long enough to be forgiven (with
-    # no settle period at all, any recovery is long enough: nothing to check)
+    # gaps so short that even all of them together stay under the settle period: the agent never stays
+    # healthy long enough to be forgiven (with no settle period at all, any recovery is long enough:
+    # nothing to check). A run of healthy gaps that adds up to the settle period is a settled agent.
     assume(policy.settle > 0)
-    short = [(min(gap, policy.settle / 3), present) for gap, present in steps]
+    short = [(min(gap, policy.settle / (len(steps) + 1)), present) for gap, present in steps]
     announced = [
         d
         for _, _, plan in _flap(policy, short)
