@@ -1,6 +1,6 @@
 """``agentvm plan -f bad.yaml`` as a user runs it: one ``agentvm:`` line, exit 2, and nothing contacted.
 
-Each bad spec of issue 9 runs ``python -m agentvm.cli.main plan`` in a child process whose vCenter
+Each bad spec runs ``python -m agentvm.cli.main plan`` in a child process whose vCenter
 (``AGENTVM_URL``, and ``${AGENTVM_URL}`` in specs that have a vcenter section) is a TCP listener this test
 owns on 127.0.0.1. After the child exits the listener is drained: a connection the child opened has
 completed its handshake by then, so it is counted whether or not it was accepted in time. A good spec

@@ -1,8 +1,8 @@
 """Where the CLI connects, as govc does it: flag > ``AGENTVM_*`` variable > the spec's ``vcenter`` section.
 
-Issue 10: ``plan -f examples/contrail.yaml --url https://127.0.0.1:1/sdk`` silently used the spec's vCenter;
-``host:port/sdk`` became ``.../sdk/sdk`` (404); ``http://`` to an HTTPS vCenter, ``https://`` to a plain
-one and a URL without its port ended in "; will retry" and exit 3. Which vCenter a command contacts is
+What used to go wrong: ``plan -f examples/contrail.yaml --url https://127.0.0.1:1/sdk`` used the spec's
+vCenter; ``host:port/sdk`` became ``.../sdk/sdk`` (404); ``http://`` to an HTTPS vCenter, ``https://`` to a
+plain one and a URL without its port ended in "; will retry" and exit 3. Which vCenter a command contacts is
 counted by three TCP listeners on 127.0.0.1 (one for the flag, the variable and the spec); the settings
 other than the URL are checked on the lab, whose vCenter refuses a wrong password or thumbprint.
 """

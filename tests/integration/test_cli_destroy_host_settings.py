@@ -1,5 +1,5 @@
 """``destroy`` leaves the hosts' AgentVM settings, and ``destroy --host-settings`` clears the ones agentvm
-set (issue 10): apply sets a host's datastore/network only where none was set, and records which; destroy
+set: apply sets a host's datastore/network only where none was set, and records which; destroy
 clears only those, and only where they are still what apply set. Checked by reading each host's
 EsxAgentHostManager.configInfo on the lab.
 """

@@ -1,8 +1,9 @@
-"""``agentvm events [-f] [--json] [--since]`` against a controller on the lab (issue 10, item 5).
+"""``agentvm events [-f] [--json] [--since]`` against a controller on the lab.
 
-The controller runs in-process (``test_controller.World``) behind a real ``ApiServer``; ``agentvm events``
-runs as a process reading that API. A powered-off agent VM makes the controller heal it: its heal events
-must name the agency by name and the host by inventory path, in the API and in the CLI's output.
+The controller runs in-process (``tests.support.controller_lab.World``) behind a real ``ApiServer``;
+``agentvm events`` runs as a process reading that API. A powered-off agent VM makes the controller heal
+it: its heal events must name the agency by name and the host by inventory path, in the API and in the
+CLI's output.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Exit codes a script can use (issue 10), on the lab: ``plan --detailed-exitcode`` as terraform's.
+"""Exit codes a script can use, on the lab: ``plan --detailed-exitcode`` as terraform's.
 
 The other codes each come from a real situation in their own tests: bad spec → 2
 (test_cli_bad_specs, test_cli_validation_lab), vCenter unreachable → 3 and bad URL forms → 2

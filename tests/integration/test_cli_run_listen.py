@@ -1,4 +1,4 @@
-"""``agentvm run --listen``: the API's address is bound before any login (issue 10, item 7).
+"""``agentvm run --listen``: the API's address is bound before any login.
 
 A busy port, or an address the machine does not have, is one line and exit 2 before ``run`` contacts vCenter:
 the tests point the spec at a vCenter nobody listens on, so a ``run`` that logged in first would fail on that

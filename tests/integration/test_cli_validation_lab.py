@@ -1,6 +1,6 @@
 """Validation before any change, on the lab: specs vCenter or EAM would refuse stop plan and apply at once.
 
-Issue 9: a control character in an OVF property passed ``plan``, and ``apply`` registered the extension
+Before: a control character in an OVF property passed ``plan``, and ``apply`` registered the extension
 and set six hosts' AgentVM settings before EAM refused the agency; ``agentName: bad/name`` went as far as
 deploying (and leaking) VMs; an ``ipPlan.addresses`` entry for a host that is not in scope was silently
 ignored. Each now ends with one ``agentvm:`` line, exit 2, and vCenter and EAM exactly as they were.

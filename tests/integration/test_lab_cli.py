@@ -42,7 +42,7 @@ def test_up_status_env_down_leaves_nothing_listening(env: dict[str, str]) -> Non
         "AGENTVM_PASSWORD",
         "AGENTVM_THUMBPRINT",
         "AGENTVM_LAB_OVF_URL",
-        "AGENTVM_SDN_URL",  # netsync (issue 6)
+        "AGENTVM_SDN_URL",  # netsync
         "AGENTVM_VROUTER_MAP",
     }
     assert variables["AGENTVM_URL"].startswith("https://127.0.0.1:")

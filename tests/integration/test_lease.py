@@ -1,6 +1,6 @@
 """One actor per spec: concurrent ``apply``/``run`` on one vCenter and solution, guarded by the lease.
 
-Issue 9, items 4 and 11. Every ``agentvm`` here is a separate process (``python -m agentvm.cli.main``), as an
+Every ``agentvm`` here is a separate process (``python -m agentvm.cli.main``), as an
 operator would start them, against a fresh lab; the lease TTL is shortened through ``AGENTVM_LEASE_TTL``.
 What happened is checked independently: the agencies EAM holds, and every MarkAsAvailable the lab's EAM
 received (counted per agent inside the lab, which runs in this process).
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.lab
 ONE_HOST = {"      - /DC0/host/DC0_C1\n": ""}
 KEY = "org.tungsten.agentvm"
 # 20 trials take about 110 s on a loaded 2-core machine (about 5.5 s each: four processes, one deploy):
-# CI runs 6; AGENTVM_TEST_LEASE_TRIALS=20 gives issue 9's figure.
+# CI runs 6; AGENTVM_TEST_LEASE_TRIALS=20 gives the figure of 20 trials.
 TRIALS = int(os.environ.get("AGENTVM_TEST_LEASE_TRIALS", "6"))
 _PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
 _STATE = {"AGENTVM_STATE_DIR": os.environ.get("AGENTVM_STATE_DIR", "")}  # the test's (conftest), not ~

@@ -1,4 +1,5 @@
-"""The engine against an in-memory vSphere: the EAM behaviours of issue 3's "Show" list, at engine level."""
+"""The engine against an in-memory vSphere: the EAM behaviours agentvm relies on (docs/eam.md), at
+engine level."""
 
 from __future__ import annotations
 

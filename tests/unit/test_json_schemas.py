@@ -14,7 +14,7 @@ from agentvm.api.schemas import schemas
 from tests.support.schemas import validator
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-# the kinds issue 10 asks for (Events comes with `agentvm events`)
+# the kinds of the documents ``--json`` prints (Events comes with `agentvm events`)
 KINDS = [
     "Plan",
     "ApplyResult",

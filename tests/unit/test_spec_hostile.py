@@ -1,6 +1,6 @@
 """Hostile and malformed specs: each ends in one SpecError naming file, line and field — never a crash.
 
-The examples are the ones issue 9 found by fuzzing (each used to end in a Python traceback, run out of
+The examples are the ones fuzzing found (each used to end in a Python traceback, run out of
 memory, or load and then connect somewhere). ``test_spec_fuzz.py`` mutates specs at random; this file pins
 every known case down with its message.
 """
