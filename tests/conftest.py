@@ -1,6 +1,7 @@
 """Shared fixtures: the lab (vcsim + package server) started per test on port 0 and always stopped.
 
 A fresh simulator starts in well under a second, so tests that change the inventory get their own.
+Only tests marked ``lab`` build the simulator (which needs Go): the unit tests run on a machine without Go.
 """
 
 from __future__ import annotations
@@ -15,9 +16,18 @@ from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo, build
 from agentvm.lab.world import Lab, LabInfo
 
 # Hypothesis on a loaded 2-core CI machine: no per-example deadline (a slow example under load is not a
-# failure of the property) and no "too slow" health check; the example counts stay each test's own.
+# failure of the property) and no "too slow" health check; a modest default example count (a test may ask
+# for more). A failure prints the falsifying example and the ``@reproduce_failure`` blob that replays it;
+# runs stay random (``derandomize`` off), and ``--hypothesis-seed=N`` replays a whole run.
 # ``HYPOTHESIS_PROFILE=dev`` gives Hypothesis's defaults back.
-settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    max_examples=50,
+    print_blob=True,
+    derandomize=False,
+)
 settings.register_profile("dev")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
@@ -29,15 +39,30 @@ def _state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     monkeypatch.setenv("AGENTVM_STATE_DIR", str(tmp_path_factory.mktemp("agentvm-state")))
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def _vcsim_built() -> None:
-    """Build the simulator once, before any test needs it (workers serialise on a lock)."""
+    """Build the simulator once per session (workers serialise on a lock); raises LabError without Go."""
     build()
 
 
+@pytest.fixture(autouse=True)
+def _vcsim_built_for_lab_tests(request: pytest.FixtureRequest) -> None:
+    """A test marked ``lab`` gets the simulator built before it starts (so that no test's own timeout
+    includes a first build); any other test never builds it, and so never needs Go."""
+    if request.node.get_closest_marker("lab") is not None:
+        request.getfixturevalue("_vcsim_built")
+
+
+def _needs_the_lab_marker(request: pytest.FixtureRequest) -> None:
+    """A test that starts the simulator must say so: unmarked tests run where Go is missing."""
+    if request.node.get_closest_marker("lab") is None:
+        pytest.fail(f"{request.node.nodeid} starts the simulator: mark it @pytest.mark.lab", pytrace=False)
+
+
 @pytest.fixture
-def vcsim_factory() -> Iterator[Callable[..., VcsimInfo]]:
+def vcsim_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., VcsimInfo]]:
     """``vcsim_factory(hosts=4, vms=2, eam_backend="http://127.0.0.1:N")`` → a running simulator."""
+    _needs_the_lab_marker(request)
     started: list[Vcsim] = []
 
     def start(
@@ -76,7 +101,8 @@ def vcsim(vcsim_factory: Callable[..., VcsimInfo]) -> VcsimInfo:
 
 
 @pytest.fixture
-def lab() -> Iterator[LabInfo]:
+def lab(request: pytest.FixtureRequest) -> Iterator[LabInfo]:
     """The whole lab in-process: vcsim (default shape) and the package server."""
+    _needs_the_lab_marker(request)
     with Lab() as info:
         yield info

@@ -25,19 +25,28 @@ from typer.testing import CliRunner
 from agentvm.api.server import Api, ApiServer, Limits
 from agentvm.cli.main import app
 from agentvm.controller.events import EventLog
-from tests.integration.test_controller import World
-from tests.integration.test_controller_process import world
+from tests.support.controller_lab import World
 from tests.support.http_load import Clients, request_bytes
-
-__all__ = ["world"]  # the fixture, shared with test_controller_process
+from tests.support.schemas import valid
 
 STREAM = request_bytes("/api/v1/events?stream=1")
 STATUS = request_bytes("/api/v1/status")
+# what the fake controller serves: a status with no agency yet, as status-v1.json has it
+EMPTY_STATUS: dict[str, object] = valid(
+    {
+        "apiVersion": "agentvm/v1",
+        "kind": "Status",
+        "vcenter": "https://vc.example/sdk",
+        "generatedAt": "2026-12-01T21:00:00Z",
+        "agencies": [],
+        "missing": [],
+    }
+)
 
 
 def _api(events: EventLog, status: Callable[[], dict[str, object]] | None = None) -> Api:
     return Api(
-        status=status or (lambda: {"kind": "Status"}),
+        status=status or (lambda: dict(EMPTY_STATUS)),
         ready=lambda: True,
         metrics=str,
         events=events,
@@ -119,7 +128,7 @@ def test_requests_are_bounded_and_health_and_streams_do_not_wait_behind_them() -
     def slow_status() -> dict[str, object]:
         entered.release()
         gate.wait(30)
-        return {"kind": "Status"}
+        return dict(EMPTY_STATUS)
 
     limits = Limits(max_requests=4)
     with ApiServer(_api(events, slow_status), port=0, limits=limits) as server:
@@ -190,6 +199,12 @@ def test_run_refuses_a_limit_below_one_naming_its_flag(
     spec.write_text("apiVersion: agentvm/v1\n")
     result = CliRunner().invoke(app, ["run", "-f", str(spec), *args], env=env)
     assert result.exit_code == 2 and named in result.output
+
+
+@pytest.fixture
+def world(controller_world: World) -> World:
+    """The controller's lab world (tests/integration/conftest.py)."""
+    return controller_world
 
 
 @pytest.mark.lab

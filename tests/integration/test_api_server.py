@@ -20,8 +20,21 @@ from agentvm.controller.events import EventLog
 from agentvm.controller.metrics import ControllerMetrics
 from agentvm.model.errors import NotFoundError, TransientError
 from tests.support.exposition import parse, sample
+from tests.support.schemas import valid
 
 TOKEN = "s3cret-token-for-tests"
+
+# a status with no agency yet, as status-v1.json has it
+STATUS: dict[str, object] = valid(
+    {
+        "apiVersion": "agentvm/v1",
+        "kind": "Status",
+        "vcenter": "https://vc.example/sdk",
+        "generatedAt": "2026-12-01T21:00:00Z",
+        "agencies": [],
+        "missing": ["contrail"],
+    }
+)
 
 
 @dataclass
@@ -29,7 +42,7 @@ class Fakes:
     """What the controller would supply, recording the calls the server makes."""
 
     ready: bool = False
-    status: dict[str, object] = field(default_factory=lambda: {"apiVersion": "agentvm/v1", "kind": "Status"})
+    status: dict[str, object] = field(default_factory=lambda: dict(STATUS))
     resyncs: list[dict[str, object]] = field(default_factory=list)
     resolves: list[dict[str, object]] = field(default_factory=list)
     events: EventLog = field(default_factory=EventLog)
@@ -97,7 +110,7 @@ def test_status_serves_what_the_controller_returns(fakes: Fakes, client: httpx.C
     response = client.get("/api/v1/status")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == {"apiVersion": "agentvm/v1", "kind": "Status"}
+    assert response.json() == STATUS
 
     fakes.status_error = TransientError("vCenter vc.example is restarting: retry in a few seconds")
     busy = client.get("/api/v1/status")

@@ -8,25 +8,15 @@ calls a status observation costs.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
 
 import pytest
 
 from agentvm.backends.base import AgencyStatus, ApplyAction, Backend
 from agentvm.backends.eam import EamBackend
 from agentvm.engine.api import Caller
-from agentvm.lab.vcsim import VcsimInfo
 from agentvm.model.agency import GoalState, HookState, IssueKind, PowerState, Status
 from agentvm.model.errors import ConfigurationError, TransientError
-from tests.integration.test_eam_client import (
-    C1,
-    HOSTS,
-    OVF2,
-    EamWorld,
-    config,
-    eam_calls,
-    running_eam_world,
-)
+from tests.support.eam_world import C1, HOSTS, OVF2, EamWorld, config, eam_calls
 
 pytestmark = pytest.mark.lab
 
@@ -34,9 +24,9 @@ ALL_HOSTS = sorted(h for hs in HOSTS.values() for h, _ in hs)
 
 
 @pytest.fixture
-def world(vcsim_factory: Callable[..., VcsimInfo]) -> Iterator[EamWorld]:
-    with running_eam_world(vcsim_factory) as w:
-        yield w
+def world(eam_world: EamWorld) -> EamWorld:
+    """vcsim in front of the EAM emulator (tests/integration/conftest.py)."""
+    return eam_world
 
 
 @pytest.fixture

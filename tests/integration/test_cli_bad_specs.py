@@ -1,6 +1,6 @@
 """``agentvm plan -f bad.yaml`` as a user runs it: one ``agentvm:`` line, exit 2, and nothing contacted.
 
-Each bad spec (``CASES``) runs ``python -m agentvm.cli.main plan`` in a child process whose vCenter
+Each bad spec runs ``python -m agentvm.cli.main plan`` in a child process whose vCenter
 (``AGENTVM_URL``, and ``${AGENTVM_URL}`` in specs that have a vcenter section) is a TCP listener this test
 owns on 127.0.0.1. After the child exits the listener is drained: a connection the child opened has
 completed its handshake by then, so it is counted whether or not it was accepted in time. A good spec
@@ -10,76 +10,22 @@ through the same listener is the control: it is counted.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+from tests.support.listener import BASE, SRC, Listener
 
-BASE = """\
-solution:
-  key: org.example.t
-  version: "1.0"
-agencies:
-  - name: contrail
-    agentName: contrail-vm
-    ovf: http://127.0.0.1:9/c.ovf
-    scope: [/DC0/host/DC0_C0]
-    ovfProperties: {dns: 10.0.0.2}
-    ipPlan:
-      cidr: 10.10.0.0/24
-      gateway: 10.10.0.1
-    perHost: {fabricIp: "{ip}"}
-"""
 VCENTER = """\
 vcenter:
   url: ${AGENTVM_URL}
   username: u
   passwordEnv: AGENTVM_PASSWORD
 """
-
-
-@dataclass
-class Listener:
-    """A TCP listener on 127.0.0.1, port 0, that counts the connections made to it and closes them."""
-
-    sock: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
-    accepted: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.sock.getsockname()[1]}/sdk"
-
-    def serve(self) -> None:
-        self.sock.settimeout(0.05)
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def connections(self) -> int:
-        """Every connection so far: those accepted, plus any still waiting in the backlog."""
-        self.sock.setblocking(False)
-        try:
-            while True:
-                conn, _ = self.sock.accept()
-                self.accepted += 1
-                conn.close()
-        except BlockingIOError:
-            pass
-        finally:
-            self.sock.settimeout(0.05)
-        return self.accepted
 
 
 @pytest.fixture

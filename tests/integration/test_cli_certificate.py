@@ -30,20 +30,16 @@ from agentvm.model.connection import VCenterConnection
 from agentvm.model.errors import AuthenticationError
 from agentvm.spec import load_spec
 from agentvm.vsphere.session import Session
-from tests.integration.test_cli_solution import (
-    KEY,
-    ONE_CLUSTER,
-    TIMEOUT,
-    World,
-    contrail_text,
-    ok,
-    wait_for,
-    world,
-)
 from tests.support.certs import make_certificate
+from tests.support.cli_lab import KEY, ONE_CLUSTER, TIMEOUT, World, contrail_text, ok, wait_for
 
 pytestmark = pytest.mark.lab
-__all__ = ["world"]  # the fixture, shared with test_cli_solution
+
+
+@pytest.fixture
+def world(cli_world: World) -> World:
+    """The CLI's lab world (tests/integration/conftest.py)."""
+    return cli_world
 
 
 def solution_files(world: World, state: Path) -> tuple[Path, Path]:

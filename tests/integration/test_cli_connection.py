@@ -1,10 +1,10 @@
 """Where the CLI connects, as govc does it: flag > ``AGENTVM_*`` variable > the spec's ``vcenter`` section.
 
-Each of these was once a bug: ``plan -f examples/contrail.yaml --url https://127.0.0.1:1/sdk`` silently used
-the spec's vCenter; ``host:port/sdk`` became ``.../sdk/sdk`` (404); ``http://`` to an HTTPS vCenter,
-``https://`` to a plain one and a URL without its port ended in "; will retry" and exit 3. Which vCenter a
-command contacts is counted by three TCP listeners on 127.0.0.1 (one for the flag, the variable and the spec);
-the settings other than the URL are checked on the lab, whose vCenter refuses a wrong password or thumbprint.
+What used to go wrong: ``plan -f examples/contrail.yaml --url https://127.0.0.1:1/sdk`` used the spec's
+vCenter; ``host:port/sdk`` became ``.../sdk/sdk`` (404); ``http://`` to an HTTPS vCenter, ``https://`` to a
+plain one and a URL without its port ended in "; will retry" and exit 3. Which vCenter a command contacts is
+counted by three TCP listeners on 127.0.0.1 (one for the flag, the variable and the spec); the settings
+other than the URL are checked on the lab, whose vCenter refuses a wrong password or thumbprint.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typer.testing import CliRunner, Result
 from agentvm.cli.main import app
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.lab.world import LabInfo
-from tests.integration.test_cli_bad_specs import BASE, SRC, Listener
-from tests.integration.test_cli_solution import contrail_text
+from tests.support.cli_lab import contrail_text
+from tests.support.listener import BASE, SRC, Listener
 
 pytestmark = pytest.mark.lab
 

@@ -9,10 +9,15 @@ from __future__ import annotations
 import pytest
 
 from agentvm.vsphere.hosts import AgentVmSettings, ensure_agent_vm_settings, get_agent_vm_settings
-from tests.integration.test_cli_solution import EXAMPLES, World, world
+from tests.support.cli_lab import EXAMPLES, World
 
 pytestmark = pytest.mark.lab
-__all__ = ["world"]  # the fixture, shared with test_cli_solution
+
+
+@pytest.fixture
+def world(cli_world: World) -> World:
+    """The CLI's lab world (tests/integration/conftest.py)."""
+    return cli_world
 
 
 def test_destroy_leaves_host_settings_and_host_settings_clears_only_what_agentvm_set(world: World) -> None:

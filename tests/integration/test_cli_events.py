@@ -1,8 +1,9 @@
-"""``agentvm events [-f] [--json] [--since]`` against a controller on the lab, as ``govc events``.
+"""``agentvm events [-f] [--json] [--since]`` against a controller on the lab.
 
-The controller runs in-process (``test_controller.World``) behind a real ``ApiServer``; ``agentvm events``
-runs as a process reading that API. A powered-off agent VM makes the controller heal it: its heal events
-must name the agency by name and the host by inventory path, in the API and in the CLI's output.
+The controller runs in-process (``tests.support.controller_lab.World``) behind a real ``ApiServer``;
+``agentvm events`` runs as a process reading that API. A powered-off agent VM makes the controller heal
+it: its heal events must name the agency by name and the host by inventory path, in the API and in the
+CLI's output.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ from agentvm.api.server import Api, ApiServer
 from agentvm.controller.run import api_callables
 from agentvm.model.agency import PowerState
 from agentvm.vsphere.vms import ensure_powered_off
-from tests.integration.test_controller import World, deployed, wait_for, world
+from tests.support.controller_lab import World, deployed, wait_for
 
 pytestmark = pytest.mark.lab
 
-__all__ = ["world"]  # the fixture, used by name
+
+@pytest.fixture
+def world(controller_world: World) -> World:
+    """The controller's lab world (tests/integration/conftest.py)."""
+    return controller_world
 
 
 def cli(*args: str, server: str) -> subprocess.Popen[str]:

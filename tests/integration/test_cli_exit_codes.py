@@ -1,4 +1,4 @@
-"""Exit codes a script can use (README's table), on the lab: ``plan --detailed-exitcode`` as terraform's.
+"""Exit codes a script can use, on the lab: ``plan --detailed-exitcode`` as terraform's.
 
 The other codes each come from a real situation in their own tests: bad spec → 2
 (test_cli_bad_specs, test_cli_validation_lab), vCenter unreachable → 3 and bad URL forms → 2
@@ -17,12 +17,16 @@ from pathlib import Path
 import pytest
 
 from agentvm.lab.world import LabInfo
-from tests.integration.test_cli_netsync import netsync
-from tests.integration.test_cli_solution import EXAMPLES, World, world
-from tests.integration.test_netsync_vcenter import VCenter
+from tests.support.cli_lab import EXAMPLES, World
+from tests.support.netsync_lab import VCenter, netsync
 
 pytestmark = pytest.mark.lab
-__all__ = ["world"]  # the fixture, shared with test_cli_solution
+
+
+@pytest.fixture
+def world(cli_world: World) -> World:
+    """The CLI's lab world (tests/integration/conftest.py)."""
+    return cli_world
 
 
 def test_plan_detailed_exitcode_is_2_with_changes_0_without_and_1_on_an_error(world: World) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,9 @@ from pyVmomi import vim
 from agentvm.controller.netsync import agent_urls_from_agent_vms
 from agentvm.lab.world import LabInfo
 from agentvm.sdn.vrouter import VrouterAgentClient
-from tests.integration.test_netsync_vcenter import VCenter
+from tests.support.netsync_lab import AGENTVM, VCenter, netsync
 
 pytestmark = pytest.mark.lab
-
-AGENTVM = str(Path(sys.executable).parent / "agentvm")
 
 
 @pytest.fixture
@@ -29,19 +26,6 @@ def vc(lab: LabInfo) -> Iterator[VCenter]:
     center = VCenter(lab.vcsim)
     yield center
     center.session.logout()
-
-
-def netsync(lab: LabInfo, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    """Run ``agentvm netsync <args> --json``; its exit code and parsed output."""
-    full_env = {**os.environ, **lab.env(), **(env or {})}
-    for key, value in list(full_env.items()):
-        if value == "":
-            del full_env[key]
-    done = subprocess.run(
-        [AGENTVM, "netsync", *args, "--json"], env=full_env, capture_output=True, text=True, timeout=120
-    )
-    assert done.stdout, done.stderr
-    return done.returncode, json.loads(done.stdout)
 
 
 def actions(out: dict[str, Any]) -> int:

@@ -17,8 +17,7 @@ import httpx
 import pytest
 
 import agentvm
-from tests.integration.test_controller import ONE_CLUSTER, spec_text, wait_for
-from tests.integration.test_controller_process import Process, World, world  # noqa: F401 (fixture)
+from tests.support.controller_lab import ONE_CLUSTER, Process, World, spec_text, wait_for
 
 NOBODY = "https://127.0.0.1:1/sdk"  # port 1: nothing listens there
 
@@ -88,8 +87,14 @@ def test_an_ipv6_address_this_machine_lacks_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.fixture
+def world(controller_world: World) -> World:
+    """The controller's lab world (tests/integration/conftest.py)."""
+    return controller_world
+
+
 @pytest.mark.lab
-def test_run_serves_on_ipv6_loopback(world: World) -> None:  # noqa: F811 (the fixture)
+def test_run_serves_on_ipv6_loopback(world: World) -> None:
     if not has_ipv6_loopback():
         pytest.fail("this machine has no IPv6 loopback: run this test where ::1 exists")
     process = Process(world, "--listen", "[::1]:0")

@@ -1,20 +1,18 @@
 """Validation before any change, on the lab: specs vCenter or EAM would refuse stop plan and apply at once.
 
-Each was once a bug: a control character in an OVF property passed ``plan``, and ``apply`` registered the
-extension and set six hosts' AgentVM settings before EAM refused the agency; ``agentName: bad/name`` went as
-far as deploying (and leaking) VMs; an ``ipPlan.addresses`` entry for a host that is not in scope was silently
+Before: a control character in an OVF property passed ``plan``, and ``apply`` registered the extension
+and set six hosts' AgentVM settings before EAM refused the agency; ``agentName: bad/name`` went as far as
+deploying (and leaking) VMs; an ``ipPlan.addresses`` entry for a host that is not in scope was silently
 ignored. Each now ends with one ``agentvm:`` line, exit 2, and vCenter and EAM exactly as they were.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agentvm.lab.world import Lab
-from tests.integration.test_cli_solution import World, connect, contrail_text
+from tests.support.cli_lab import World, contrail_text
 
 pytestmark = pytest.mark.lab
 
@@ -45,16 +43,9 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(cli_world_per_module: World) -> World:
     """One lab for the module: every case must leave it unchanged, which the next case re-checks."""
-    lab = Lab()
-    info = lab.start()
-    session = connect(info)
-    try:
-        yield World(lab, info, session, tmp_path_factory.mktemp("validation"))
-    finally:
-        session.logout()
-        lab.stop()
+    return cli_world_per_module
 
 
 @pytest.mark.parametrize(("name", "replace", "message"), CASES, ids=[c[0] for c in CASES])

@@ -12,153 +12,37 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
 
 import jsonschema
 import pytest
-from pyVmomi import vim
 
-from agentvm.controller.run import Controller, Settings
 from agentvm.controller.status import status_schema
 from agentvm.core.heal import Backoff, HealPolicy
-from agentvm.lab.world import Lab, LabInfo
+from agentvm.lab.world import LabInfo
 from agentvm.model.agency import MoRef, PowerState
-from agentvm.model.connection import Secret, VCenterConnection
-from agentvm.model.inventory import InventorySnapshot, VirtualMachine
-from agentvm.spec import load_spec
+from agentvm.model.inventory import VirtualMachine
 from agentvm.vsphere.hosts import add_host, ensure_maintenance_mode
-from agentvm.vsphere.inventory import read_inventory
-from agentvm.vsphere.session import Session
-from agentvm.vsphere.tasks import wait_for_task
 from agentvm.vsphere.vms import destroy, ensure_powered_off, power_state
+from tests.support.controller_lab import (
+    FAST,
+    ONE_CLUSTER,
+    World,
+    connect,
+    deployed,
+    host_doc,
+    relocate,
+    spec_text,
+    wait_for,
+)
 from tests.support.exposition import parse, sample
 
 pytestmark = pytest.mark.lab
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-FAST = Settings(fast_poll=0.2, slow_poll=0.5, full_resync=2.0, retry_max=1.0)
-T = TypeVar("T")
-
-
-def connect(info: LabInfo, timeout: float = 30.0) -> Session:
-    conn = VCenterConnection(
-        url=info.vcsim.url,
-        username=info.vcsim.username,
-        password=Secret(info.vcsim.password),
-        thumbprint=info.vcsim.thumbprint,
-    )
-    return Session.connect(conn, timeout=timeout)
-
-
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = 90.0) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
-@dataclass
-class World:
-    lab: Lab
-    info: LabInfo
-    session: Session  # the test's own session, to look and to break things
-    spec: Path
-    controller: Controller | None = None
-    controller_session: Session | None = None
-
-    def snapshot(self) -> InventorySnapshot:
-        return read_inventory(self.session, extra_config_prefix="guestinfo.")
-
-    def agent_vms(self) -> list[VirtualMachine]:
-        return sorted(
-            (v for v in self.snapshot().vms if v.name.startswith("contrail-vm")), key=lambda v: v.name
-        )
-
-    def start(
-        self, settings: Settings = FAST, timeout: float = 30.0, policy: HealPolicy | None = None
-    ) -> Controller:
-        desired = load_spec(self.spec, env=self.info.env())
-        self.controller_session = connect(self.info, timeout=timeout)
-        self.controller = Controller(
-            desired, self.controller_session, settings=settings, policy=policy
-        ).start()
-        return self.controller
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            assert not self.controller.join(0), "the controller did not stop"
-            self.controller = None
-
-    def all_green(self) -> bool:
-        c = self.controller
-        if c is None or not c.ready():
-            return False
-        report = c.reconciler.report
-        return (
-            bool(report.agencies)
-            and all(a.status.green for a in report.agencies)
-            and all(v.power_state is PowerState.POWERED_ON for v in self.agent_vms())
-        )
-
-    def one_agent_per_host(self, hosts: int) -> list[VirtualMachine]:
-        vms = self.agent_vms()
-        on = [v for v in vms if v.host is not None]
-        assert len({v.host for v in on}) == len(on), f"two agents on one host: {[v.name for v in vms]}"
-        return vms if len(vms) == hosts else []
-
-    def events(self, **match: object) -> list[dict[str, object]]:
-        assert self.controller is not None
-        out = []
-        for event in self.controller.events.recent():
-            data = event.as_json()
-            if all(data.get(k) == v or (data.get("data") or {}).get(k) == v for k, v in match.items()):  # type: ignore[union-attr]
-                out.append(data)
-        return out
-
-
-def spec_text(**replace: str) -> str:
-    text = (EXAMPLES / "contrail.yaml").read_text()
-    for old, new in replace.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    return text
-
-
-ONE_CLUSTER = {"      - /DC0/host/DC0_C1\n": ""}
-
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    lab = Lab()
-    info = lab.start()
-    session = connect(info)
-    spec = tmp_path / "contrail.yaml"
-    spec.write_text(spec_text(**ONE_CLUSTER))
-    w = World(lab, info, session, spec)
-    try:
-        yield w
-    finally:
-        try:
-            w.stop()
-        finally:
-            session.logout()
-            lab.stop()
-
-
-def deployed(world: World, hosts: int = 3, policy: HealPolicy | None = None) -> list[VirtualMachine]:
-    """Start the controller on an empty lab: it registers, creates the agency and answers every hook."""
-    world.start(policy=policy)
-    wait_for(world.all_green, "the controller to deploy every agent and turn green", 120)
-    return wait_for(lambda: world.one_agent_per_host(hosts), f"{hosts} agent VMs")
+def world(controller_world: World) -> World:
+    """The controller's lab world (tests/integration/conftest.py)."""
+    return controller_world
 
 
 # ------------------------------------------------------------------------------------------------ healing
@@ -255,7 +139,16 @@ def test_maintenance_mode_in_and_out_raises_no_alert(world: World) -> None:
         ),
         "EAM to power the agent off for maintenance mode",
     )
-    time.sleep(3 * FAST.full_resync)  # several full passes and polls while the host is in maintenance mode
+    # several full passes and polls while the host is in maintenance mode: counted, not waited out
+    polls = controller.passes
+    full_passes = {controller.metrics.last_full_resync.value()}  # the last one before, and 3 after
+
+    def three_more_full_passes() -> bool:
+        full_passes.add(controller.metrics.last_full_resync.value())
+        return len(full_passes) > 3
+
+    wait_for(three_more_full_passes, "three full passes while the host is in maintenance mode", 60)
+    assert controller.passes > polls + 3
     assert controller.metrics.resolves_attempted.value(kind="VmPoweredOff") == 0
     ensure_maintenance_mode(world.session, victim.host, False)
     wait_for(world.all_green, "the agent back on after maintenance mode", 90)
@@ -372,24 +265,9 @@ def test_a_host_in_maintenance_mode_has_state_maintenance_in_the_api_and_status_
 # ---------------------------------------------------------------------------------- where an agent runs
 
 
-def _relocate(session: Session, vm: VirtualMachine, host: MoRef) -> None:
-    """Move ``vm`` to ``host`` behind agentvm's back, as an administrator would (RelocateVM)."""
-    spec = vim.vm.RelocateSpec(host=session.mo(host))
-    wait_for_task(session, session.mo(vm.moref).RelocateVM_Task(spec=spec), what=f"relocate {vm.name}")
-
-
 def _vm_host(world: World, vm: MoRef) -> MoRef | None:
     found = world.snapshot().get(vm)
     return found.host if isinstance(found, VirtualMachine) else None
-
-
-def _host_doc(document: dict[str, object], moid: str) -> dict[str, object]:
-    for agency in document["agencies"]:  # type: ignore[attr-defined]
-        for cluster in agency["clusters"]:
-            for host in cluster["hosts"]:
-                if host["moid"] == moid:
-                    return dict(host)
-    raise AssertionError(f"host {moid} is not in the status document")
 
 
 def test_a_relocated_agent_vm_is_shown_on_its_host_and_resolve_moves_it_back(world: World) -> None:
@@ -401,7 +279,7 @@ def test_a_relocated_agent_vm_is_shown_on_its_host_and_resolve_moves_it_back(wor
     world.stop()  # `agentvm status` and `resolve` alone, no controller to heal behind them
     victim, other = vms[0], vms[1]
     assert victim.host is not None and other.host is not None
-    _relocate(world.session, victim, other.host)
+    relocate(world.session, victim, other.host)
     assert _vm_host(world, victim.moref) == other.host
 
     runner = CliRunner()
@@ -409,10 +287,10 @@ def test_a_relocated_agent_vm_is_shown_on_its_host_and_resolve_moves_it_back(wor
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     jsonschema.validate(document, status_schema())
-    home = _host_doc(document, victim.host.value)
+    home = host_doc(document, victim.host.value)
     assert home["state"] == "misplaced" and home["phase"] == "misplaced", home
     assert home["runsOn"] == {"moid": other.host.value, "name": "DC0_C0_H1"}, home
-    assert _host_doc(document, other.host.value)["state"] == "green"
+    assert host_doc(document, other.host.value)["state"] == "green"
     table = runner.invoke(app, ["status", "-f", str(world.spec)], env=world.info.env())
     assert table.exit_code == 0, table.output
     assert "misplaced" in table.stdout and "resolve --all" in table.stdout, table.stdout
@@ -424,7 +302,7 @@ def test_a_relocated_agent_vm_is_shown_on_its_host_and_resolve_moves_it_back(wor
     again = json.loads(
         runner.invoke(app, ["status", "-f", str(world.spec), "--json"], env=world.info.env()).stdout
     )
-    assert _host_doc(again, victim.host.value)["state"] == "green"
+    assert host_doc(again, victim.host.value)["state"] == "green"
 
 
 def test_the_controller_moves_a_relocated_agent_vm_back_to_its_host(world: World) -> None:
@@ -435,7 +313,7 @@ def test_the_controller_moves_a_relocated_agent_vm_back_to_its_host(world: World
     assert victim.host is not None and other.host is not None
     first = controller.events.last_id
     started = time.monotonic()
-    _relocate(world.session, victim, other.host)
+    relocate(world.session, victim, other.host)
     wait_for(lambda: _vm_host(world, victim.moref) == victim.host, "the agent VM moved back to its host", 60)
     print(f"relocation -> moved back: {time.monotonic() - started:.2f} s")
     new = [e.as_json() for e in controller.events.recent(after=first)]
@@ -445,7 +323,7 @@ def test_the_controller_moves_a_relocated_agent_vm_back_to_its_host(world: World
     assert controller.metrics.resolves_attempted.value(kind="VmOnWrongHost") == 1
     wait_for(world.all_green, "all green again", 60)
     wait_for(
-        lambda: _host_doc(dict(controller.status()), victim.host.value).get("state") == "green",  # type: ignore[union-attr]
+        lambda: host_doc(dict(controller.status()), victim.host.value).get("state") == "green",  # type: ignore[union-attr]
         "the host green again in the status",
         30,
     )
@@ -529,7 +407,7 @@ def test_a_flapping_agent_is_powered_on_a_bounded_number_of_times_then_flagged(w
     ]
     document = dict(controller.status())
     jsonschema.validate(document, status_schema())
-    assert _host_doc(document, victim.host.value)["state"] == "flapping"
+    assert host_doc(document, victim.host.value)["state"] == "flapping"
     with ApiServer(Api(**api_callables(controller)), port=0) as server:
         metrics = httpx.get(f"{server.url}/metrics").text
     assert f'agentvm_agent_flapping{{agency="contrail",host="{victim.host.value}"}} 1' in metrics, metrics

@@ -19,11 +19,17 @@ from agentvm.controller.run import api_callables
 from agentvm.core.heal import Backoff, HealPolicy
 from agentvm.model.agency import PowerState
 from agentvm.vsphere.vms import ensure_powered_off
-from tests.integration.test_controller import World, deployed, wait_for
-from tests.integration.test_controller import world as world  # the fixture
 from tests.support.cdp import Browser
+from tests.support.controller_lab import World, deployed, wait_for
 
 pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def world(controller_world: World) -> World:
+    """The controller's lab world (tests/integration/conftest.py)."""
+    return controller_world
+
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "controller-dashboard"
 

@@ -9,8 +9,6 @@ separate vCenter session. Restarting it on the same state dir must neither redep
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -19,64 +17,21 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from agentvm.cli.main import app
-from agentvm.cli.run import DirectEngine, engine_state_file, open_direct_engine
+from agentvm.cli.run import engine_state_file, open_direct_engine
 from agentvm.controller.run import Controller
 from agentvm.controller.status import status_schema
-from agentvm.lab.packages import PackageServer
-from agentvm.lab.vcsim import VcsimInfo
 from agentvm.model.agency import PowerState
-from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.errors import ConfigurationError
 from agentvm.model.inventory import VirtualMachine
 from agentvm.spec import load_spec
 from agentvm.vsphere.extensions import find_extension
-from agentvm.vsphere.inventory import read_inventory
-from agentvm.vsphere.session import Session
 from agentvm.vsphere.vms import ensure_powered_off
-from tests.integration.test_controller import EXAMPLES, FAST, wait_for
+from tests.support.controller_lab import EXAMPLES, Process, wait_for
+from tests.support.direct_lab import Direct, connection, green
 
 pytestmark = pytest.mark.lab
 
 PLANNED = [f"10.10.0.{n}" for n in range(10, 16)]  # examples/contrail.yaml's IP plan, six hosts
-
-
-def connection(info: VcsimInfo) -> VCenterConnection:
-    return VCenterConnection(
-        url=info.url, username=info.username, password=Secret(info.password), thumbprint=info.thumbprint
-    )
-
-
-@dataclass
-class Direct:
-    vcsim: VcsimInfo
-    env: dict[str, str]
-    session: Session  # the test's own: to look and to break things
-    state_dir: Path
-    running: list[tuple[Controller, DirectEngine, Session]] = field(default_factory=list)
-
-    def start(self) -> Controller:
-        """A controller with the direct backend on ``state_dir``, as ``agentvm run --backend direct``."""
-        desired = load_spec(EXAMPLES / "contrail.yaml", env=self.env)
-        conn = connection(self.vcsim)
-        engine = open_direct_engine(conn, desired, self.state_dir, timeout=30.0)
-        session = Session.connect(conn, timeout=30.0)
-        controller = Controller(desired, session, backend=engine.backend, settings=FAST).start()
-        self.running.append((controller, engine, session))
-        return controller
-
-    def stop(self) -> None:
-        while self.running:
-            controller, engine, session = self.running.pop()
-            try:
-                controller.stop()
-                assert not controller.join(0), "the controller did not stop"
-            finally:
-                engine.close()
-                session.logout()
-
-    def agent_vms(self) -> list[VirtualMachine]:
-        vms = read_inventory(self.session, extra_config_prefix="guestinfo.").vms
-        return sorted((v for v in vms if v.name.startswith("contrail-vm")), key=lambda v: v.name)
 
 
 def status_addresses(controller: Controller) -> dict[str, str]:
@@ -90,41 +45,6 @@ def status_addresses(controller: Controller) -> dict[str, str]:
         for h in c["hosts"]
         if h["vm"] is not None and h["address"]
     }
-
-
-def green(direct: Direct, controller: Controller) -> list[VirtualMachine] | None:
-    """The six agent VMs when the controller reports every agent green and each VM is on, else None."""
-    if not controller.ready():
-        return None
-    report = controller.reconciler.report
-    if not report.agencies or not all(a.status.green for a in report.agencies):
-        return None
-    vms = direct.agent_vms()
-    if len(vms) != 6 or any(v.power_state is not PowerState.POWERED_ON for v in vms):
-        return None
-    return vms
-
-
-@pytest.fixture
-def direct(vcsim: VcsimInfo, tmp_path: Path) -> Iterator[Direct]:
-    packages = PackageServer().start()
-    env = {
-        "AGENTVM_URL": vcsim.url,
-        "AGENTVM_USERNAME": vcsim.username,
-        "AGENTVM_PASSWORD": vcsim.password,
-        "AGENTVM_THUMBPRINT": vcsim.thumbprint,
-        "AGENTVM_LAB_OVF_URL": packages.url,
-    }
-    session = Session.connect(connection(vcsim))
-    world = Direct(vcsim, env, session, tmp_path / "state")
-    try:
-        yield world
-    finally:
-        try:
-            world.stop()
-        finally:
-            session.logout()
-            packages.stop()
 
 
 def test_the_direct_backend_deploys_heals_and_survives_a_restart_on_its_state_dir(direct: Direct) -> None:
@@ -186,8 +106,6 @@ def test_agentvm_run_backend_direct_keeps_its_state_in_state_dir_across_processe
 ) -> None:
     import signal
     from types import SimpleNamespace
-
-    from tests.integration.test_controller_process import Process
 
     spec = tmp_path / "contrail.yaml"
     spec.write_text((EXAMPLES / "contrail.yaml").read_text())

@@ -17,12 +17,16 @@ from agentvm.controller.status import status_schema
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.model.inventory import VirtualMachine
 from agentvm.vsphere.tasks import wait_for_task
-from tests.integration.test_controller import World, _host_doc, _relocate, deployed, wait_for, world
-from tests.integration.test_controller_direct import Direct, direct, green
+from tests.support.controller_lab import World, deployed, host_doc, relocate, wait_for
+from tests.support.direct_lab import Direct, green
 
 pytestmark = pytest.mark.lab
 
-__all__ = ["direct", "world"]  # the fixtures, used by name
+
+@pytest.fixture
+def world(controller_world: World) -> World:
+    """The controller's lab world (tests/integration/conftest.py)."""
+    return controller_world
 
 
 def test_the_direct_backend_moves_a_relocated_agent_vm_back(direct: Direct, vcsim: VcsimInfo) -> None:
@@ -32,7 +36,7 @@ def test_the_direct_backend_moves_a_relocated_agent_vm_back(direct: Direct, vcsi
     assert victim.host is not None and other.host is not None and victim.host != other.host
     first = controller.events.last_id
     started = time.monotonic()
-    _relocate(direct.session, victim, other.host)
+    relocate(direct.session, victim, other.host)
 
     def host_of(vm: VirtualMachine) -> object:
         return next(v.host for v in direct.agent_vms() if v.moref == vm.moref)
@@ -45,7 +49,7 @@ def test_the_direct_backend_moves_a_relocated_agent_vm_back(direct: Direct, vcsi
     document = dict(controller.status())
     jsonschema.validate(document, status_schema())
     wait_for(
-        lambda: _host_doc(dict(controller.status()), victim.host.value).get("state") == "green",  # type: ignore[union-attr]
+        lambda: host_doc(dict(controller.status()), victim.host.value).get("state") == "green",  # type: ignore[union-attr]
         "the host green again",
         30,
     )

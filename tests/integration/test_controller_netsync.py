@@ -22,12 +22,16 @@ from agentvm.model.agency import PowerState
 from agentvm.model.network import SdnVirtualNetwork, SdnVmi
 from agentvm.sdn.config_api import ConfigApiClient
 from agentvm.vsphere.vms import ensure_powered_off
-from tests.integration.test_controller import World, wait_for
-from tests.integration.test_controller_process import Process
-from tests.integration.test_controller_process import world as world  # the fixture
-from tests.integration.test_netsync_vcenter import VCenter
+from tests.support.controller_lab import Process, World, wait_for
+from tests.support.netsync_lab import VCenter
 
 pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def world(controller_world: World) -> World:
+    """The controller's lab world (tests/integration/conftest.py)."""
+    return controller_world
 
 
 def ports_of(lab: Lab, host: str, vm: str) -> dict[str, dict[str, Any]]:

@@ -6,91 +6,21 @@ API address from the ``listen`` log line (``--listen 127.0.0.1:0``), and checks 
 
 from __future__ import annotations
 
-import json
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-import agentvm
-from agentvm.lab.world import Lab
-from tests.integration.test_controller import ONE_CLUSTER, World, connect, spec_text, wait_for
+from tests.support.controller_lab import Process, World, wait_for
 
 pytestmark = pytest.mark.lab
 
 
-class Process:
-    """One ``agentvm run`` child; its JSON log lines collected by a reader thread."""
-
-    def __init__(self, world: World, *extra: str) -> None:
-        env = {**world.info.env(), "AGENTVM_API_TOKEN": "test-token-123", "PATH": "/usr/bin:/bin"}
-        env["PYTHONPATH"] = str(Path(agentvm.__file__).resolve().parents[1])  # the agentvm under test
-        env.setdefault("AGENTVM_STATE_DIR", os.environ["AGENTVM_STATE_DIR"])  # the test's (conftest), never ~
-        args = ["run", "-f", str(world.spec), "--listen", "127.0.0.1:0", "--log-format", "json"]
-        args += ["--poll", "0.2", "--idle-poll", "0.5", "--resync", "2", *extra]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentvm.cli.main", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[dict[str, object]] = queue.Queue()
-        self.seen: list[dict[str, object]] = []
-        self.raw: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        listening = self.wait_line(lambda r: r.get("action") == "listen", 60)
-        self.url = str(listening["message"]).rsplit(" ", 1)[-1]
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.raw.append(line)
-            try:
-                self.lines.put(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-
-    def wait_line(self, match: object, timeout: float) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                record = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            self.seen.append(record)
-            if match(record):  # type: ignore[operator]
-                return record
-        raise AssertionError(f"no such log line within {timeout} s; stderr:\n{''.join(self.raw[-40:])}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    lab = Lab()
-    info = lab.start()
-    session = connect(info)
-    spec = tmp_path / "contrail.yaml"
-    spec.write_text(spec_text(**ONE_CLUSTER))
-    try:
-        yield World(lab, info, session, spec)
-    finally:
-        session.logout()
-        lab.stop()
+def world(controller_world: World) -> World:
+    """The controller's lab world (tests/integration/conftest.py)."""
+    return controller_world
 
 
 def test_sigterm_stops_the_controller_cleanly_with_exit_0(world: World) -> None:

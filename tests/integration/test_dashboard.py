@@ -20,31 +20,41 @@ from agentvm.api.server import Api, ApiServer
 from agentvm.controller.events import EventLog
 from agentvm.model.errors import TransientError
 from tests.support.cdp import Browser, Page
+from tests.support.schemas import valid
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "dashboard"
 
 
 def _host(n: int, state: str, issues: list[dict[str, object]] | None = None) -> dict[str, object]:
+    """A host of cluster C0 as status-v1.json has it, its colour in ``state``."""
     power = "poweredOn" if state == "green" else "poweredOff"
     return {
         "name": f"/DC0/host/C0/H{n}",
         "moid": f"host-{21 + n}",
+        "path": f"/DC0/host/C0/H{n}",
+        "phase": "ready" if state == "green" else "issue",
+        "status": state if state in ("green", "red") else None,
         "state": state,
-        "vm": {"name": f"contrail-vrouter ({n + 1})", "moid": f"vm-{40 + n}", "powerState": power},
+        "vm": {"name": f"contrail-vrouter ({n + 1})", "moid": f"vm-{40 + n}"},
+        "powerState": power,
+        "hookPending": None,
         "address": f"10.10.0.{10 + n}",
-        "hookPending": False,
         "issues": issues or [],
     }
 
 
 def _status(h1_state: str) -> dict[str, object]:
+    """The status of one agency over two clusters (C0: 4 hosts, H1 in ``h1_state``, H2 in maintenance
+    mode; C1: 3 green hosts), validated against status-v1.json."""
     issues = (
         [
             {
                 "key": 17,
                 "kind": "VmPoweredOff",
                 "message": "agent VM contrail-vrouter (2) is powered off",
-                "fix": "agentvm powers the agent VM on",
+                "remedy": "power-on",
+                "host": "host-22",
+                "vm": "vm-41",
             }
         ]
         if h1_state == "red"
@@ -52,22 +62,38 @@ def _status(h1_state: str) -> dict[str, object]:
     )
     hosts_c0 = [_host(0, "green"), _host(1, h1_state, issues), _host(2, "maintenance"), _host(3, "green")]
     hosts_c1 = [
-        {**_host(n, "green"), "name": f"/DC0/host/C1/H{n}", "moid": f"host-{31 + n}"} for n in range(3)
+        {
+            **_host(n, "green"),
+            "name": f"/DC0/host/C1/H{n}",
+            "path": f"/DC0/host/C1/H{n}",
+            "moid": f"host-{31 + n}",
+        }
+        for n in range(3)
     ]
-    return {
-        "apiVersion": "agentvm/v1",
-        "kind": "Status",
-        "agencies": [
-            {
-                "name": "contrail-vrouter",
-                "status": "red" if h1_state == "red" else "green",
-                "clusters": [
-                    {"name": "C0", "path": "/DC0/host/C0", "hosts": hosts_c0},
-                    {"name": "C1", "path": "/DC0/host/C1", "hosts": hosts_c1},
-                ],
-            }
-        ],
-    }
+    return valid(
+        {
+            "apiVersion": "agentvm/v1",
+            "kind": "Status",
+            "vcenter": "https://127.0.0.1:8989/sdk",
+            "generatedAt": "2026-12-01T21:00:00Z",
+            "missing": [],
+            "agencies": [
+                {
+                    "name": "contrail-vrouter",
+                    "id": "agency-1",
+                    "status": "red" if h1_state == "red" else "green",
+                    "goalState": "enabled",
+                    "issues": [],
+                    "summary": {"hosts": 7, "ready": 6 if h1_state == "red" else 7, "issues": len(issues)}
+                    | {"hooksPending": 0, "addresses": 7},
+                    "clusters": [
+                        {"name": "C0", "path": "/DC0/host/C0", "standalone": False, "hosts": hosts_c0},
+                        {"name": "C1", "path": "/DC0/host/C1", "standalone": False, "hosts": hosts_c1},
+                    ],
+                }
+            ],
+        }
+    )
 
 
 class World:
@@ -166,7 +192,14 @@ def test_a_host_turns_red_then_green_live(world: World, server: ApiServer, page:
     detail = page.wait_for(
         "!document.getElementById('detail').hidden && document.getElementById('detail').textContent"
     )
-    for expected in ("contrail-vrouter (2)", "vm-41", "10.10.0.11", "poweredOff", "VmPoweredOff", "powers"):
+    for expected in (
+        "contrail-vrouter (2)",
+        "vm-41",
+        "10.10.0.11",
+        "poweredOff",
+        "VmPoweredOff",
+        "remedy: power-on",
+    ):
         assert expected in detail
     assert "is powered off" in page.evaluate("document.getElementById('detail-events').textContent")
     dom = _keep(page, "2-host-red")
@@ -185,6 +218,7 @@ def test_a_host_turns_red_then_green_live(world: World, server: ApiServer, page:
 
 
 def test_the_page_tolerates_a_sparse_status(world: World, server: ApiServer, page: Page) -> None:
+    # deliberately not a status-v1.json document: the page must survive fields missing or of a wrong type
     world.set_status(
         {
             "agencies": [
@@ -234,31 +268,40 @@ def test_the_page_reads_the_status_v1_schema_shape(world: World, server: ApiServ
         }
 
     in_mm = {"key": 5, "kind": "HostInMaintenanceMode", "message": "host in MM", "remedy": "exit-maintenance"}
+    in_mm |= {"host": "host-2", "vm": "vm-2"}
     world.set_status(
-        {
-            "apiVersion": "agentvm/v1",
-            "kind": "Status",
-            "agencies": [
-                {
-                    "name": "hello",
-                    "id": "agency-1",
-                    "status": "yellow",
-                    "clusters": [
-                        {
-                            "name": "DC0_C0",
-                            "path": "/DC0/host/DC0_C0",
-                            "standalone": False,
-                            "hosts": [
-                                host(1, "green", []),
-                                host(2, "red", [in_mm]),
-                                host(3, "yellow", []),
-                                host(4, None, []),
-                            ],
-                        }
-                    ],
-                }
-            ],
-        }
+        valid(
+            {
+                "apiVersion": "agentvm/v1",
+                "kind": "Status",
+                "vcenter": "https://127.0.0.1:8989/sdk",
+                "generatedAt": "2026-12-01T21:00:00Z",
+                "missing": [],
+                "agencies": [
+                    {
+                        "name": "hello",
+                        "id": "agency-1",
+                        "status": "yellow",
+                        "goalState": "enabled",
+                        "issues": [],
+                        "summary": {"hosts": 4, "ready": 1, "issues": 1, "hooksPending": 1, "addresses": 4},
+                        "clusters": [
+                            {
+                                "name": "DC0_C0",
+                                "path": "/DC0/host/DC0_C0",
+                                "standalone": False,
+                                "hosts": [
+                                    host(1, "green", []),
+                                    host(2, "red", [in_mm]),
+                                    host(3, "yellow", []),
+                                    host(4, None, []),
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
     )
     _navigate(page, f"{server.url}/")
     page.wait_for("document.querySelectorAll('.host').length === 4")
@@ -289,7 +332,7 @@ def test_flapping_and_misplaced_hosts_are_shown_with_what_agentvm_found(
     hosts[3]["problems"] = [
         {"kind": "VmOnWrongHost", "message": "the agent VM contrail-vrouter (4) runs on H0"}
     ]
-    world.set_status(status)
+    world.set_status(valid(status))
     _open(page, f"{server.url}/")
     assert "state-flapping" in _class_of(page, "host-22")
     assert "state-misplaced" in _class_of(page, "host-24")

@@ -20,9 +20,9 @@ from pyVmomi import SoapStubAdapter, eam, vim
 from agentvm.lab.eam_emulator import EmulatorServer, VcenterSessionChecker, start
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.model.agency import MoRef
-from tests.integration.test_lab_vcsim import extension, login_by_certificate
 from tests.support.certs import make_certificate
 from tests.support.memory_agent_manager import MemoryAgentManager
+from tests.support.vcsim_soap import extension, login_by_certificate
 
 pytestmark = pytest.mark.lab
 

@@ -11,16 +11,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
-from referencing import Registry, Resource
 
-from agentvm.api.schemas import schema_for, schemas
-from tests.integration.test_lab_cli import agentvm, env
+from tests.support.lab_cli import agentvm
+from tests.support.schemas import valid
 
 pytestmark = pytest.mark.lab
 
-__all__ = ["env"]  # the fixture
+
+@pytest.fixture
+def env(lab_env: dict[str, str]) -> dict[str, str]:
+    """The environment of ``agentvm lab`` commands (tests/integration/conftest.py)."""
+    return lab_env
+
+
 SPEC = str(Path(__file__).resolve().parents[2] / "examples" / "contrail.yaml")
 
 
@@ -31,10 +35,7 @@ def document(environment: dict[str, str], *args: str, kind: str, code: int = 0) 
     assert done.returncode == code, f"{args}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     parsed: dict[str, Any] = json.loads(done.stdout)
     assert (parsed["apiVersion"], parsed["kind"]) == ("agentvm/v1", kind)
-    registry: Registry[Any] = Registry().with_resources(
-        (s["$id"], Resource.from_contents(s)) for s in schemas().values()
-    )
-    jsonschema.Draft202012Validator(schema_for(kind), registry=registry).validate(parsed)
+    valid(parsed)
     assert [key for key in _keys(parsed) if "_" in key] == []  # camelCase
     return parsed
 

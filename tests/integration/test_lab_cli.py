@@ -3,37 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agentvm.lab.runner import pid_alive
+from tests.support.lab_cli import agentvm
 from tests.support.terminal import tmux_screen
 
 pytestmark = pytest.mark.lab
 
 
-def agentvm(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentvm.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    environment = dict(os.environ, AGENTVM_LAB_DIR=str(tmp_path / "lab"), COLUMNS="200")
-    yield environment
-    agentvm("lab", "down", env=environment)  # whatever a test left running
+def env(lab_env: dict[str, str]) -> dict[str, str]:
+    """The environment of ``agentvm lab`` commands (tests/integration/conftest.py)."""
+    return lab_env
 
 
 def listening(port: int) -> bool:
@@ -56,7 +42,7 @@ def test_up_status_env_down_leaves_nothing_listening(env: dict[str, str]) -> Non
         "AGENTVM_PASSWORD",
         "AGENTVM_THUMBPRINT",
         "AGENTVM_LAB_OVF_URL",
-        "AGENTVM_SDN_URL",  # netsync: the SDN config-API emulator
+        "AGENTVM_SDN_URL",  # netsync
         "AGENTVM_VROUTER_MAP",
     }
     assert variables["AGENTVM_URL"].startswith("https://127.0.0.1:")

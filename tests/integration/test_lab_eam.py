@@ -9,169 +9,27 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pyVim.connect import Connect, Disconnect
 from pyVmomi import SoapStubAdapter, eam, vim, vmodl
 
 from agentvm.core.heal import Backoff
-from agentvm.lab.world import Lab, LabInfo
+from tests.support.lab_eam import TIMEOUT, World, after_two_passes, config, green, runtimes, wait_until
 from tests.support.packages import cut_off_server
 
 pytestmark = pytest.mark.lab
 
-TIMEOUT = 60.0
-
-
-@dataclass
-class World:
-    lab: Lab
-    info: LabInfo
-    si: Any
-    eam: Any  # eam.EsxAgentManager
-
-    @property
-    def ovf(self) -> str:
-        return f"{self.info.ovf_url}/hello-agent/hello-agent.ovf"
-
-    def names(self, kind: type) -> list[str]:
-        """The names of every object of ``kind``, in one property-collector read (no race with deletes)."""
-        content = self.si.content
-        view = content.viewManager.CreateContainerView(content.rootFolder, [kind], True)
-        pc = vmodl.query.PropertyCollector
-        spec = pc.FilterSpec(
-            objectSet=[
-                pc.ObjectSpec(
-                    obj=view,
-                    skip=True,
-                    selectSet=[
-                        pc.TraversalSpec(name="v", path="view", skip=False, type=vim.view.ContainerView)
-                    ],
-                )
-            ],
-            propSet=[pc.PropertySpec(type=kind, pathSet=["name"])],
-        )
-        try:
-            result = content.propertyCollector.RetrievePropertiesEx([spec], pc.RetrieveOptions())
-            return sorted(o.propSet[0].val for o in (result.objects if result else []) if o.propSet)
-        finally:
-            view.Destroy()
-
-    def agent_vm_names(self) -> list[str]:
-        return [n for n in self.names(vim.VirtualMachine) if n.startswith("hello-agent")]
-
-    def objects(self, kind: type) -> list[Any]:
-        view = self.si.content.viewManager.CreateContainerView(self.si.content.rootFolder, [kind], True)
-        try:
-            return sorted(view.view, key=lambda o: o.name)
-        finally:
-            view.Destroy()
-
-
-def vcenter(info: LabInfo) -> Any:
-    ctx = ssl.create_default_context()
-    return Connect(
-        host=info.vcsim.host,
-        port=info.vcsim.port,
-        user=info.vcsim.username,
-        pwd=info.vcsim.password,
-        thumbprint=info.vcsim.thumbprint.replace(":", "").lower(),
-        sslContext=ctx,
-        version="vim.version.version11",
-    )
-
-
-def eam_manager(info: LabInfo, si: Any) -> Any:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # the vCenter connection above pinned this very certificate
-    stub = SoapStubAdapter(
-        host=info.vcsim.host,
-        port=info.vcsim.port,
-        path="/eam/sdk",
-        version="eam.version.version7_5",
-        sslContext=ctx,
-    )
-    stub.cookie = si._stub.cookie
-    return eam.EsxAgentManager("EsxAgentManager", stub)
-
 
 @pytest.fixture
-def world() -> Iterator[World]:
-    lab = Lab()
-    info = lab.start()
-    si = vcenter(info)
-    try:
-        yield World(lab, info, si, eam_manager(info, si))
-    finally:
-        Disconnect(si)
-        lab.stop()
-
-
-def config(
-    world: World,
-    *,
-    ovf: str | None = None,
-    lists: bool = True,
-    hook: bool = False,
-    clusters: list[Any] | None = None,
-) -> Any:
-    clusters = clusters if clusters is not None else world.objects(vim.ClusterComputeResource)
-    host = world.objects(vim.HostSystem)[0]
-    cfg = eam.Agency.ConfigInfo(
-        agencyName="hello",
-        agentName="hello-agent",
-        scope=eam.Agency.ComputeResourceScope(computeResource=clusters),
-        agentConfig=[
-            eam.Agent.ConfigInfo(
-                ovfPackageUrl=ovf or world.ovf,
-                ovfEnvironment=eam.Agent.OvfEnvironmentInfo(
-                    ovfProperty=[eam.Agent.OvfEnvironmentInfo.OvfProperty(key="agent.message", value="hi")]
-                ),
-            )
-        ],
-        manuallyMarkAgentVmAvailableAfterProvisioning=hook,
-    )
-    if lists:
-        cfg.agentVmDatastore = [host.datastore[0]]
-        cfg.agentVmNetwork = [
-            n
-            for n in host.network
-            if isinstance(n, vim.Network) and not isinstance(n, vim.dvs.DistributedVirtualPortgroup)
-        ][:1]
-    return cfg
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def runtimes(agency: Any) -> list[Any]:
-    return [a.AgentQueryRuntime() for a in agency.QueryAgent()]
+def world(lab_eam_world: World) -> World:
+    """The lab with its EAM, seen with pyVmomi (tests/integration/conftest.py)."""
+    return lab_eam_world
 
 
 def on_vcenter(world: World, ref: Any) -> Any:
     """References EAM returns are bound to the EAM stub: rebind them to vCenter to read them."""
     return type(ref)(ref._moId, world.si._stub)
-
-
-def green(agency: Any, count: int | None = None) -> bool:
-    rts = runtimes(agency)
-    return (
-        agency.AgencyQueryRuntime().status == "green"
-        and (count is None or len(rts) == count)
-        and all(r.status == "green" and r.vmPowerState == "poweredOn" for r in rts)
-    )
 
 
 def issue_types(obj: Any) -> list[str]:
@@ -202,7 +60,7 @@ def test_a_provisioned_hook_holds_power_on_until_marked_available(world: World) 
         config(world, hook=True, clusters=world.objects(vim.ClusterComputeResource)[:1]), "enabled"
     )
     wait_until("3 pending hooks", lambda: len([r for r in runtimes(agency) if r.vmHook]) == 3)
-    time.sleep(1.0)  # EAM waits for as long as it takes: nothing powers on meanwhile
+    after_two_passes(world, agency)  # EAM waits for as long as it takes: nothing powers on meanwhile
     rts = runtimes(agency)
     assert all(r.vmHook.vmState == "provisioned" for r in rts)
     assert all(r.vmPowerState == "poweredOff" and r.status == "yellow" for r in rts)
@@ -235,7 +93,7 @@ def test_maintenance_mode_powers_the_agent_off_and_on_without_an_issue(world: Wo
     task = host.EnterMaintenanceMode_Task(timeout=0)
     wait_until("maintenance mode", lambda: host.runtime.inMaintenanceMode)
     wait_until("agent off", lambda: vm.runtime.powerState == "poweredOff")
-    time.sleep(0.5)
+    after_two_passes(world, agency)
     assert agency.QueryIssue() == []
     assert task.info.state in ("success", "running")
     host.ExitMaintenanceMode_Task(timeout=0)
@@ -252,7 +110,7 @@ def test_powered_off_agent_is_an_issue_until_resolved(world: World) -> None:
     vm.PowerOffVM_Task()
     wait_until("VmPoweredOff", lambda: issue_types(agency) == ["VmPoweredOff"])
     assert agency.AgencyQueryRuntime().status == "red"
-    time.sleep(1.0)  # no silent self-healing: the VM stays off until someone resolves
+    after_two_passes(world, agency)  # no silent self-healing: the VM stays off until someone resolves
     assert vm.runtime.powerState == "poweredOff"
     key = agency.QueryIssue()[0].key
     assert agency.Resolve([key]) == []

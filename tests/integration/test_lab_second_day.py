@@ -21,14 +21,20 @@ from typing import Any
 import pytest
 
 from agentvm.lab.runner import LabState, pid_alive, read_state
-from tests.integration.test_lab_cli import agentvm, env
-from tests.integration.test_netsync_vcenter import VCenter
+from tests.support.lab_cli import agentvm
+from tests.support.netsync_lab import VCenter
 
 pytestmark = pytest.mark.lab
 
+
+@pytest.fixture
+def env(lab_env: dict[str, str]) -> dict[str, str]:
+    """The environment of ``agentvm lab`` commands (tests/integration/conftest.py)."""
+    return lab_env
+
+
 SPEC = str(Path(__file__).resolve().parents[2] / "examples" / "contrail.yaml")
 SDN_TYPES = ("virtual-network", "virtual-machine", "virtual-machine-interface", "instance-ip")
-__all__ = ["env"]  # the fixture, shared with test_lab_cli
 
 
 def lab_up(env: dict[str, str]) -> tuple[LabState, dict[str, str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import ssl
 import tempfile
@@ -14,17 +13,13 @@ from typing import Any
 
 import pytest
 from pyVim.connect import Connect, Disconnect
-from pyVmomi import Security, SoapStubAdapter, vim, vmodl
+from pyVmomi import vim, vmodl
 
 from agentvm.lab.vcsim import VcsimInfo
 from tests.support.certs import make_certificate
+from tests.support.vcsim_soap import extension, login_by_certificate, plain_thumbprint
 
 pytestmark = pytest.mark.lab
-
-
-def plain_thumbprint(info: VcsimInfo) -> str:
-    """pyVmomi wants the thumbprint lower case without colons (vSphere shows it AA:BB:...)."""
-    return info.thumbprint.replace(":", "").lower()
 
 
 def connect(info: VcsimInfo, user: str | None = None, pwd: str | None = None, **kw: Any) -> Any:
@@ -150,17 +145,6 @@ def test_model_shape_comes_from_flags(vcsim_factory: Callable[..., VcsimInfo]) -
         Disconnect(conn)
 
 
-def extension(key: str, version: str = "1.0.0") -> Any:
-    return vim.Extension(
-        key=key,
-        version=version,
-        company="agentvm",
-        description=vim.Description(label="agentvm test", summary="test extension"),
-        lastHeartbeatTime=datetime.datetime.now(datetime.UTC),
-        shownInSolutionManager=True,
-    )
-
-
 def test_extension_register_find_update_unregister(si: Any) -> None:
     em = si.content.extensionManager
     key = "io.agentvm.test"
@@ -244,20 +228,6 @@ def wait(task: Any, timeout: float = 30.0) -> None:
         assert time.monotonic() < deadline, "task did not finish"
         time.sleep(0.05)
     assert task.info.state == "success", task.info.error
-
-
-def login_by_certificate(info: VcsimInfo, key: str, cert_file: Path, key_file: Path) -> Any:
-    """Log in as a solution: TLS client certificate + LoginExtensionByCertificate, server pinned."""
-    peer = ssl.get_server_certificate((info.host, info.port))
-    Security.VerifyCertThumbprint(ssl.PEM_cert_to_DER_cert(peer), plain_thumbprint(info))
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # pinned by thumbprint just above
-    ctx.load_cert_chain(str(cert_file), str(key_file))
-    stub = SoapStubAdapter(host=info.host, port=info.port, sslContext=ctx, version="vim.version.version11")
-    conn = vim.ServiceInstance("ServiceInstance", stub)
-    conn.content.sessionManager.LoginExtensionByCertificate(key)
-    return conn
 
 
 def test_login_as_an_extension_by_certificate(si: Any, vcsim: VcsimInfo) -> None:

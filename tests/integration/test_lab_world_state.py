@@ -18,7 +18,7 @@ from agentvm.lab.vcsim import LabError, Shape, Vcsim
 from agentvm.lab.world import Lab
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.vsphere.session import Session
-from tests.integration.test_lab_eam import World, config, eam_manager, green, vcenter, wait_until
+from tests.support.lab_eam import World, config, eam_manager, green, vcenter, wait_until
 
 SMALL = Shape(clusters=1, hosts=2)
 

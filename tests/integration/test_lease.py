@@ -34,14 +34,14 @@ from agentvm.lab.world import Lab, LabInfo
 from agentvm.spec import load_spec
 from agentvm.vsphere.extensions import read_lease_records, register_extension
 from agentvm.vsphere.inventory import read_inventory
-from tests.integration.test_controller import connect, spec_text, wait_for
+from tests.support.controller_lab import connect, spec_text, wait_for
 
 pytestmark = pytest.mark.lab
 
 ONE_HOST = {"      - /DC0/host/DC0_C1\n": ""}
 KEY = "org.tungsten.agentvm"
 # 20 trials take about 110 s on a loaded 2-core machine (about 5.5 s each: four processes, one deploy):
-# CI runs 6; AGENTVM_TEST_LEASE_TRIALS=20 gives the 20-trial figure.
+# CI runs 6; AGENTVM_TEST_LEASE_TRIALS=20 gives the figure of 20 trials.
 TRIALS = int(os.environ.get("AGENTVM_TEST_LEASE_TRIALS", "6"))
 _PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
 _STATE = {"AGENTVM_STATE_DIR": os.environ.get("AGENTVM_STATE_DIR", "")}  # the test's (conftest), not ~

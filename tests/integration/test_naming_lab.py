@@ -16,12 +16,17 @@ import pytest
 from pyVmomi import vim
 
 from agentvm.lab.world import Lab
-from tests.integration.test_cli_solution import TIMEOUT, World, connect, contrail_text, ok
-from tests.integration.test_cli_validation_lab import world
+from tests.support.cli_lab import TIMEOUT, World, connect, contrail_text, ok
 from tests.support.terminal import tmux_screen
 
 pytestmark = pytest.mark.lab
-__all__ = ["world"]  # one lab per module, shared with test_cli_validation_lab: these tests only plan and read
+
+
+@pytest.fixture(scope="module")
+def world(cli_world_per_module: World) -> World:
+    """One lab for the module (tests/integration/conftest.py): these tests only plan and read."""
+    return cli_world_per_module
+
 
 BOTH = "      - /DC0/host/DC0_C0\n      - /DC0/host/DC0_C1\n"
 

@@ -19,11 +19,15 @@ from agentvm.core.retry import Retries
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.vsphere.networks import read_dv_port_vlans
 from agentvm.vsphere.session import Session
-from tests.integration.test_netsync_vcenter import Sdn, VCenter, login, world
-from tests.integration.test_netsync_watch import eventually
+from tests.support.netsync_lab import Sdn, VCenter, eventually, login
 
 pytestmark = pytest.mark.lab
-__all__ = ["world"]  # the fixture, shared with test_netsync_vcenter
+
+
+@pytest.fixture
+def world(netsync_world: tuple[VCenter, Sdn]) -> tuple[VCenter, Sdn]:
+    """vcsim and the SDN emulators (tests/integration/conftest.py)."""
+    return netsync_world
 
 
 def test_the_dv_port_is_set_and_read_back_before_the_vrouter_is_told(world: tuple[VCenter, Sdn]) -> None:

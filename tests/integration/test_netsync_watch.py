@@ -3,8 +3,7 @@ VMs they touch and calls the config-API and vRouter-agent emulators. Nobody call
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,20 +13,15 @@ from agentvm.controller.netsync import NetsyncWatch
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.model.network import SdnVirtualMachine, SdnVmi
 from agentvm.vsphere.session import Session
-from tests.integration.test_netsync_vcenter import Sdn, VCenter, login, world
+from tests.support.netsync_lab import Sdn, VCenter, eventually, login
 
 pytestmark = pytest.mark.lab
-__all__ = ["world"]  # the fixture, shared with test_netsync_vcenter
 
 
-def eventually(check: Callable[[], bool], timeout: float = 15.0) -> float:
-    """Seconds until ``check()`` holds; fails after ``timeout``."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {timeout} s: {check.__doc__ or check}")
+@pytest.fixture
+def world(netsync_world: tuple[VCenter, Sdn]) -> tuple[VCenter, Sdn]:
+    """vcsim and the SDN emulators (tests/integration/conftest.py)."""
+    return netsync_world
 
 
 @pytest.fixture

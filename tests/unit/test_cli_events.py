@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from agentvm.cli.events import event_document, event_line, parse_since
 from agentvm.model.errors import ConfigurationError
+from tests.support.schemas import valid_event
 
 NOW = 1_800_000_000.0
 
@@ -57,10 +58,12 @@ def test_an_event_line_names_agency_and_host_path_and_escapes_control_characters
         "host": "host-21",
         "host_name": "/DC0/host/C0/H10",
     }
+    valid_event(event_document(event))  # an event the API serves, as the schema has it
     line = event_line(event)
     assert line.startswith("2026-12-01T21:00:05Z warning heal       contrail /DC0/host/C0/H10 VmPoweredOff")
     assert "\x1b" not in line and line.endswith("is gone\\x1b[2J")
-    bare = event_line({"id": 1, "time": 0, "type": "resync", "level": "info", "message": "m"})
+    bare_event = valid_event({"id": 1, "time": 0, "type": "resync", "level": "info", "message": "m"})
+    bare = event_line(bare_event)
     assert bare == "1970-01-01T00:00:00Z info    resync     - - m"
 
 

@@ -7,66 +7,22 @@ from __future__ import annotations
 import io
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from agentvm.backends.base import AgencyStatus
 from agentvm.cli.output import PIPE_WIDTH, console
 from agentvm.cli.render import live_view
 from agentvm.cli.status import _render
-from agentvm.controller.status import AgencyReport, StatusReport
 from agentvm.core.heal import HostConditions
-from agentvm.core.progress import HostProgress, Phase, Progress, host_rows
-from agentvm.model.agency import AgencyRuntime, GoalState, Issue, IssueKind, MoRef, PowerState, Status
+from agentvm.core.progress import Phase, Progress, host_rows
+from agentvm.model.agency import MoRef
 from agentvm.model.desired import ScopeHost
+from tests.support.status_fakes import HOSTS, sixteen_with_one_issue
+from tests.support.status_fakes import progress_row as _row
+from tests.support.status_fakes import status_report as _report
 from tests.support.terminal import tmux_screen
-
-HOSTS = 16
-
-
-def _row(i: int, *, name: str | None = None, phase: Phase = Phase.READY, **kw: object) -> HostProgress:
-    host = name or f"DC0_C0_H{i}"
-    kw.setdefault("status", Status.GREEN)
-    return HostProgress(
-        agency="contrail-vrouter",
-        host=f"host-{100 + i}",
-        label=f"/DC0/host/DC0_C0/{host}",
-        cluster="DC0_C0",
-        phase=phase,
-        vm=kw.pop("vm", f"vm-{200 + i}"),  # type: ignore[arg-type]
-        vm_name=kw.pop("vm_name", f"contrail-vrouter ({i})"),  # type: ignore[arg-type]
-        power=kw.pop("power", PowerState.POWERED_ON),  # type: ignore[arg-type]
-        address=f"10.10.0.{10 + i}",
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-def _issue(i: int) -> Issue:
-    return Issue(
-        key=7,
-        kind=IssueKind.VM_POWERED_OFF,
-        time=datetime(2026, 1, 1, tzinfo=UTC),
-        agency="agency-1",
-        agency_name="contrail-vrouter",
-        agent="agent-1",
-        host=MoRef("HostSystem", f"host-{100 + i}"),
-        host_name=f"DC0_C0_H{i}",
-        vm=MoRef("VirtualMachine", f"vm-{200 + i}"),
-        vm_name=f"contrail-vrouter ({i})",
-    )
-
-
-def _report(rows: list[HostProgress], conditions: HostConditions | None = None) -> StatusReport:
-    runtime = AgencyRuntime(
-        "agency-1", GoalState.ENABLED, Status.YELLOW, tuple(i for r in rows for i in r.issues)
-    )
-    status = AgencyStatus(agency="agency-1", name="contrail-vrouter", runtime=runtime, agents=())
-    return StatusReport(
-        "https://127.0.0.1/sdk", (AgencyReport(status, tuple(rows)),), (), conditions or HostConditions()
-    )
 
 
 def _draw(renderable: object, width: int = 80, height: int = 24) -> str:
@@ -77,14 +33,8 @@ def _draw(renderable: object, width: int = 80, height: int = 24) -> str:
     return text
 
 
-def _sixteen_with_one_issue() -> list[HostProgress]:
-    rows = [_row(i) for i in range(HOSTS)]
-    rows[12] = _row(12, phase=Phase.ISSUE, power=PowerState.POWERED_OFF, issues=(_issue(12),))
-    return rows
-
-
 def test_status_at_80_columns_shows_every_identifier_whole() -> None:
-    text = _draw(_render(_report(_sixteen_with_one_issue())))
+    text = _draw(_render(_report(sixteen_with_one_issue())))
     words = set(text.replace("│", " ").split())
     for i in range(HOSTS):
         assert f"DC0_C0_H{i}" in words
@@ -181,9 +131,10 @@ def test_piped_output_is_not_wrapped_at_80_columns(
 SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
-from tests.unit.test_cli_render import _render, _report, _sixteen_with_one_issue
+from agentvm.cli.status import _render
+from tests.support.status_fakes import sixteen_with_one_issue, status_report
 from agentvm.cli.output import console
-console.print(_render(_report(_sixteen_with_one_issue())))
+console.print(_render(status_report(sixteen_with_one_issue())))
 """
 
 
@@ -202,7 +153,7 @@ def test_status_in_a_real_80x24_terminal(tmp_path: Path) -> None:
 LIVE_SCRIPT = """
 import sys, pathlib
 sys.path.insert(0, {root!r})
-from tests.unit.test_cli_render import _row
+from tests.support.status_fakes import progress_row as _row
 from agentvm.cli.render import ProgressView
 from agentvm.core.progress import Phase, Progress
 rows = tuple(_row(i, phase=Phase.DEPLOYING if i % 2 else Phase.READY) for i in range(64))

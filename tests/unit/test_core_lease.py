@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentvm.core.lease import (
-    FENCE_FRACTION,
     LeaseVerdict,
     Sighting,
     confirm,
@@ -147,8 +146,8 @@ def test_still_mine_after_a_renewal() -> None:
 
 
 def test_a_holder_renews_and_fences_well_within_the_ttl() -> None:
-    assert renew_every(TTL) * 2 < TTL * FENCE_FRACTION < TTL
-    assert valid_until(100.0, TTL) == 100.0 + TTL * FENCE_FRACTION
+    assert renew_every(TTL) * 2 < TTL * 0.75 < TTL
+    assert valid_until(100.0, TTL) == 100.0 + TTL * 0.75  # a holder stops acting at 3/4 of the TTL
 
 
 # -- the protocol --------------------------------------------------------------------------------------

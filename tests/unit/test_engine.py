@@ -1,4 +1,5 @@
-"""The engine against an in-memory vSphere: the EAM behaviours of docs/eam.md, at engine level."""
+"""The engine against an in-memory vSphere: the EAM behaviours agentvm relies on (docs/eam.md), at
+engine level."""
 
 from __future__ import annotations
 

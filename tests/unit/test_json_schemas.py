@@ -6,16 +6,15 @@ The documents themselves are validated against them in tests/integration/test_js
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
 
 import jsonschema
 import pytest
-from referencing import Registry, Resource
 
-from agentvm.api.schemas import schema_for, schemas
+from agentvm.api.schemas import schemas
+from tests.support.schemas import validator
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-# every kind a --json prints (README; Events comes with `agentvm events`)
+# the kinds of the documents ``--json`` prints (Events comes with `agentvm events`)
 KINDS = [
     "Plan",
     "ApplyResult",
@@ -50,15 +49,6 @@ def test_each_schema_is_a_valid_draft_2020_12_schema_in_the_status_style(name: s
     assert {"apiVersion", "kind"} <= set(schema["required"])
     assert schema["additionalProperties"] is False
     assert schema["title"] and schema["description"]
-
-
-def _registry() -> Registry[Any]:
-    return Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas().values())
-
-
-def validator(kind: str) -> jsonschema.Draft202012Validator:
-    """A validator for ``kind`` that resolves references to the other schemas (ApplyResult -> Plan)."""
-    return jsonschema.Draft202012Validator(schema_for(kind), registry=_registry())
 
 
 def test_a_document_of_the_wrong_kind_or_casing_is_rejected() -> None:

@@ -184,7 +184,7 @@ def converged(index: NetsyncIndex) -> bool:
     return netsync.plan(index.inventory(), index.controller_state(), index.ports, index.config).is_noop
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # about 7 s
 @given(worlds(), st.data())
 def test_incremental_plans_equal_full_plans(
     world: tuple[NetworkInventory, ControllerState, NetsyncConfig], data: st.DataObject

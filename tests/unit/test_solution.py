@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentvm.backends.base import AgencyStatus
-from agentvm.controller.observe import ADDRESS_KEY, extension_state, read_addresses
+from agentvm.controller.observe import extension_state, read_addresses
 from agentvm.controller.status import AgencyReport, StatusReport, status_document, status_schema
 from agentvm.controller.targets import (
     config_differences,
@@ -39,16 +39,11 @@ from agentvm.model.agency import (
 from agentvm.model.desired import DesiredState, ObservedState, SolutionSpec
 from agentvm.model.errors import ConfigurationError, NotFoundError
 from agentvm.model.inventory import (
-    Cluster,
-    Datacenter,
-    Datastore,
-    Host,
-    InventorySnapshot,
-    Network,
     VirtualMachine,
 )
 from agentvm.spec import load_spec_text
 from agentvm.vsphere.extensions import RegisteredExtension
+from tests.support.inventory_fakes import DS, NET, agent, snapshot
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ENV = {
@@ -58,42 +53,6 @@ ENV = {
     "AGENTVM_THUMBPRINT": "AB:" * 19 + "AB",
     "AGENTVM_LAB_OVF_URL": "http://127.0.0.1:8000",
 }
-DC = MoRef("Datacenter", "datacenter-2")
-DS = MoRef("Datastore", "datastore-1")
-NET = MoRef("Network", "network-7")
-
-
-def snapshot(hosts_per_cluster: int = 3, *, hidden_datastore_on: str | None = None) -> InventorySnapshot:
-    clusters, hosts = [], []
-    for c in range(2):
-        cref = MoRef("ClusterComputeResource", f"domain-c{c}")
-        members = []
-        for h in range(hosts_per_cluster):
-            href = MoRef("HostSystem", f"host-{c}{h}")
-            members.append(href)
-            name = f"DC0_C{c}_H{h}"
-            hosts.append(
-                Host(
-                    href,
-                    name,
-                    f"/DC0/host/DC0_C{c}/{name}",
-                    datacenter=DC,
-                    parent=cref,
-                    cluster=cref,
-                    datastores=() if name == hidden_datastore_on else (DS,),
-                    networks=(NET,),
-                )
-            )
-        clusters.append(
-            Cluster(cref, f"DC0_C{c}", f"/DC0/host/DC0_C{c}", datacenter=DC, hosts=tuple(members))
-        )
-    return InventorySnapshot(
-        datacenters=(Datacenter(DC, "DC0", "/DC0"),),
-        clusters=tuple(clusters),
-        hosts=tuple(hosts),
-        datastores=(Datastore(DS, "LocalDS_0", "/DC0/datastore/LocalDS_0", datacenter=DC),),
-        networks=(Network(NET, "VM Network", "/DC0/network/VM Network", datacenter=DC),),
-    )
 
 
 def contrail(text: str | None = None) -> DesiredState:
@@ -201,22 +160,6 @@ def test_an_empty_summary_registered_as_the_label_reads_back_as_empty() -> None:
 # ----------------------------------------------------------------------------------- progress and status
 
 
-def agent(host: str, **fields: object) -> AgentRuntime:
-    values: dict[str, object] = {
-        "agent": f"agent-{host}",
-        "agency": "agency-1",
-        "host": MoRef("HostSystem", host),
-        "host_name": host,
-        "goal_state": GoalState.ENABLED,
-        "status": Status.GREEN,
-        "power_state": PowerState.POWERED_ON,
-        "vm_name": f"contrail-vm ({host})",
-        "vm": MoRef("VirtualMachine", f"vm-{host}"),
-    }
-    values.update(fields)
-    return AgentRuntime(**values)  # type: ignore[arg-type]
-
-
 def issue(kind: IssueKind, host: str = "host-00", key: int = 7) -> Issue:
     return Issue(
         key=key,
@@ -273,19 +216,19 @@ def test_addresses_are_read_back_from_the_agent_vms_and_a_hook_vm_counts_during_
             MoRef("VirtualMachine", "vm-host-00"),
             "contrail-vm (1)",
             "/DC0/vm/contrail-vm (1)",
-            extra_config=MappingProxyType({ADDRESS_KEY: "10.10.0.10"}),
+            extra_config=MappingProxyType({"guestinfo.agentvm.address": "10.10.0.10"}),
         ),
         VirtualMachine(
             MoRef("VirtualMachine", "vm-new"),
             "contrail-vm (9)",
             "/DC0/vm/contrail-vm (9)",
-            extra_config=MappingProxyType({ADDRESS_KEY: "10.10.0.11"}),
+            extra_config=MappingProxyType({"guestinfo.agentvm.address": "10.10.0.11"}),
         ),
         VirtualMachine(
             MoRef("VirtualMachine", "vm-host-02"),
             "x",
             "/DC0/vm/x",
-            extra_config=MappingProxyType({ADDRESS_KEY: "not an address"}),
+            extra_config=MappingProxyType({"guestinfo.agentvm.address": "not an address"}),
         ),
     )
     inventory = dataclasses.replace(inventory, vms=vms)

@@ -26,13 +26,15 @@ from agentvm.controller.identity import (
     solution_dir,
     thumbprints,
 )
-from agentvm.controller.observe import ADDRESS_KEY, AGENCY_KEY, marked_vms, read_addresses
+from agentvm.controller.observe import marked_vms, read_addresses
 from agentvm.model.agency import AgencyRuntime, GoalState, MoRef, Status
 from agentvm.model.inventory import VirtualMachine
 from tests.support.certs import make_certificate
-from tests.unit.test_solution import agent, snapshot
+from tests.support.inventory_fakes import agent, snapshot
 
 KEY = "org.tungsten.agentvm"
+# the guestinfo keys agentvm marks its agent VMs with
+ADDRESS, AGENCY = "guestinfo.agentvm.address", "guestinfo.agentvm.agency"
 
 
 def test_the_generated_certificate_is_private_named_for_the_solution_and_made_once(tmp_path: Path) -> None:
@@ -108,10 +110,10 @@ def test_agent_vms_an_agency_status_does_not_show_keep_their_hosts_addresses() -
     inventory = dataclasses.replace(
         snapshot(),
         vms=(
-            vm("vm-a", "host-00", **{ADDRESS_KEY: "10.10.0.16", AGENCY_KEY: "contrail"}),
-            vm("vm-b", "host-01", **{ADDRESS_KEY: "10.10.0.13", AGENCY_KEY: "contrail"}),
-            vm("vm-c", "host-02", **{ADDRESS_KEY: "10.10.0.20", AGENCY_KEY: "other"}),
-            vm("vm-d", "host-10", **{ADDRESS_KEY: "10.10.0.21"}),
+            vm("vm-a", "host-00", **{ADDRESS: "10.10.0.16", AGENCY: "contrail"}),
+            vm("vm-b", "host-01", **{ADDRESS: "10.10.0.13", AGENCY: "contrail"}),
+            vm("vm-c", "host-02", **{ADDRESS: "10.10.0.20", AGENCY: "other"}),
+            vm("vm-d", "host-10", **{ADDRESS: "10.10.0.21"}),
         ),
     )
     # no status (an agency the session cannot see): the marked VMs of that agency keep their addresses

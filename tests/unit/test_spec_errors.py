@@ -8,29 +8,7 @@ import pytest
 
 from agentvm.model.errors import ConfigurationError
 from agentvm.spec import SpecError, load_spec, load_spec_text
-from agentvm.spec.errors import MAX_PROBLEMS
-
-GOOD = """\
-vcenter:
-  url: https://vc.example.com/sdk
-  username: admin
-  passwordEnv: PW
-solution:
-  key: org.example.t
-  version: "1.0"
-agencies:
-  - name: contrail
-    ovf:
-      url: http://127.0.0.1/c.ovf
-    scope:
-      - /DC0/host/DC0_C0
-    ipPlan:
-      cidr: 10.10.0.0/24
-      gateway: 10.10.0.1
-      range: 10.10.0.10-10.10.0.200
-    perHost:
-      fabricIp: "{ip}"
-"""
+from tests.support.specs import GOOD
 
 
 def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
@@ -152,13 +130,13 @@ def test_several_problems_are_reported_together_in_line_order() -> None:
 
 
 def test_too_many_problems_are_counted_not_listed() -> None:
-    many = "".join(f"  extra{i}: 1\n" for i in range(MAX_PROBLEMS + 5))
+    many = "".join(f"  extra{i}: 1\n" for i in range(20 + 5))  # 20 problems are listed, at most
     text = GOOD.replace("solution:\n", "solution:\n" + many)
     with pytest.raises(SpecError) as caught:
         load_spec_text(text, "contrail.yaml", env={"PW": "x"})
     lines = str(caught.value).splitlines()
-    assert len(caught.value.problems) == MAX_PROBLEMS + 5
-    assert len(lines) == MAX_PROBLEMS + 1
+    assert len(caught.value.problems) == 20 + 5
+    assert len(lines) == 20 + 1
     assert lines[-1] == "... and 5 more problems; fix these first"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agentvm.spec import SpecError, load_spec, load_spec_text
-from tests.unit.test_spec_errors import GOOD
+from tests.support.specs import GOOD
 
 ENV = {"PW": "x"}
 # the documented limits (docs/spec.md), written out: the tests do not take them from the code

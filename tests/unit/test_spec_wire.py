@@ -151,7 +151,7 @@ def test_extension_key_that_vcenter_refuses() -> None:
 
 
 def test_ovf_property_value_with_a_control_character() -> None:
-    # this once passed plan, and apply changed vCenter before EAM refused the agency
+    # it used to pass plan, and apply changed vCenter before EAM refused the agency
     assert one_problem(GOOD.replace("dns: 10.0.0.2", 'dns: "10.0.0.2\\x01"')) == (
         "c.yaml:11: agencies[0].ovfProperties.dns: has the control character U+0001, which vCenter and "
         "EAM refuse; remove it"

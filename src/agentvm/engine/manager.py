@@ -127,6 +127,9 @@ class Engine:
         self._wake_at: datetime | None = None  # a held retry falls due then: step again
         self._observe_failures = 0  # observations in a row that failed (vSphere unreachable)
         self._observe_at: datetime | None = None  # after a failed one, no observation before then
+        # steps that observed vSphere and reconciled (read by tests, which wait for one more pass rather
+        # than sleep to show that a pass did not do something)
+        self.passes = 0
 
     # ============================================================================ the loop's side
     def step(self) -> bool:
@@ -185,6 +188,7 @@ class Engine:
                     # so this ends at a fixpoint
                     self._dirty = True
                 self._save()
+                self.passes += 1
             return bool(plan.actions) or not settled
 
     def _due(self) -> bool:
