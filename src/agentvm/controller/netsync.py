@@ -26,18 +26,19 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from pyVmomi import vim
 
 from agentvm.controller.observe import ADDRESS_KEY
 from agentvm.core import netsync, netsync_incremental
+from agentvm.core.netsync import hold_back
 from agentvm.core.netsync_incremental import NetsyncIndex, NetworksChange
 from agentvm.core.retry import Retries
 from agentvm.model.agency import MoRef
@@ -45,14 +46,10 @@ from agentvm.model.errors import AgentvmError, AuthenticationError, TransientErr
 from agentvm.model.network import (
     ControllerState,
     DvPortVlan,
+    ItemKey,
     NetsyncConfig,
     NetworkInventory,
-    PortAction,
-    PortChange,
-    SdnInstanceIp,
-    SdnObject,
     SdnVirtualNetwork,
-    SdnVmi,
     SyncPlan,
     Vm,
 )
@@ -82,8 +79,6 @@ FULL_RESYNC_SECONDS = 3600.0
 """How often the netsync watch reads everything again by default (``agentvm run --netsync-resync``): the
 safety net of a level-triggered sync; failed items do not wait for it (their retries are seconds apart)."""
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
 
 @dataclass(frozen=True)
 class NetsyncReport:
@@ -95,7 +90,7 @@ class NetsyncReport:
     dv_ports_done: int = 0
     dv_port_failures: tuple[ApplyFailure, ...] = ()
     unreachable_agents: Mapping[str, str] = field(default_factory=dict)
-    deferred: tuple[str, ...] = ()  # items held back by their backoff
+    deferred: tuple[ItemKey, ...] = ()  # items held back by their backoff
 
     @property
     def failures(self) -> tuple[ApplyFailure, ...]:
@@ -105,10 +100,6 @@ class NetsyncReport:
     def ok(self) -> bool:
         """Everything planned was done (plan errors such as bad input are reported, not counted)."""
         return not self.failures and not (self.applied and self.applied.skipped) and not self.deferred
-
-
-def dv_port_key(change: DvPortVlan) -> str:
-    return f"dvport:{change.port_key}"
 
 
 @dataclass(frozen=True)
@@ -193,12 +184,7 @@ def _set_switch_vlans(
 
 
 def _dv_failure(change: DvPortVlan, message: str, transient: bool = False) -> ApplyFailure:
-    return ApplyFailure(
-        f"set VLAN {change.vlan} on DV port {change.port_key} of {change.port_group_key} "
-        f"(interface {change.vmi_uuid}, host {change.host})",
-        message,
-        transient,
-    )
+    return ApplyFailure(change, message, transient)
 
 
 def sync_once(
@@ -209,11 +195,12 @@ def sync_once(
     config: NetsyncConfig | None = None,
     apply: bool = True,
     map_fn: MapFn = map,
-    hold: Callable[[SyncPlan], tuple[SyncPlan, tuple[str, ...]]] | None = None,
+    held: Collection[ItemKey] = (),
 ) -> NetsyncReport:
     """One full sync (or, with ``apply=False``, only the plan). ``agents``: host moid -> its agent's client.
 
-    ``hold`` lets the runner take items still in backoff out of the plan. Raises only when reading fails
+    ``held``: the keys of items still in backoff, taken out of the plan (``core.netsync.hold_back``) and
+    listed in the report's ``deferred``. Raises only when reading fails
     (vCenter or the controller unreachable: TransientError; bad credentials: AuthenticationError; the
     project missing: ConfigurationError); failures of single items are in the report.
     """
@@ -229,9 +216,7 @@ def sync_once(
         log.warning("netsync: %s: %s: %s", error.kind.value, error.item, error.message)
     if not apply:
         return NetsyncReport(inventory, plan, unreachable_agents=unreachable)
-    deferred: tuple[str, ...] = ()
-    if hold is not None:
-        plan, deferred = hold(plan)
+    plan, deferred = hold_back(plan, held)
     vlans = VlanResult()
 
     def dv_ports_first() -> frozenset[str]:  # the old ports are off the agents, the new not yet on
@@ -244,177 +229,6 @@ def sync_once(
     for failure in report.failures:
         log.warning("netsync: %s failed: %s", failure.item, failure.message)
     return report
-
-
-# -- retries ----------------------------------------------------------------------------------------------
-
-
-def failure_key(failure: ApplyFailure) -> str:
-    """The backoff key of a failed item: ``obj:<uuid>``, ``port:<uuid>`` or ``dvport:<key>``.
-
-    ``sdn.sync`` names every item with its uuid (object uuid, or the port's VMI uuid) first.
-    """
-    if failure.item.startswith("set VLAN "):
-        return f"dvport:{failure.item.split(' on DV port ', 1)[1].split(' ', 1)[0]}"
-    found = _UUID.search(failure.item)
-    ident = found.group(0) if found else failure.item
-    return f"port:{ident}" if " port " in f" {failure.item} " else f"obj:{ident}"
-
-
-def hold_back(plan: SyncPlan, keys: set[str]) -> tuple[SyncPlan, tuple[str, ...]]:
-    """``plan`` without the items whose backoff key is in ``keys`` (and the creates and ports that need
-    them: an interface whose DV port change is held is not added to or enabled on its agent either);
-    returns the trimmed plan and the keys actually held back."""
-    if not keys:
-        return plan, ()
-    held: set[str] = set()
-    blocked = {k.split(":", 1)[1] for k in keys if k.startswith("obj:")}
-
-    def keep_obj(obj: SdnObject) -> bool:
-        deps: tuple[str | None, ...] = ()
-        if isinstance(obj, SdnVmi):
-            deps = (obj.vn_uuid, obj.vm_uuid)
-        elif isinstance(obj, SdnInstanceIp):
-            deps = (obj.vn_uuid, obj.vmi_uuid)
-        if obj.uuid in blocked or any(d in blocked for d in deps if d):
-            blocked.add(obj.uuid)
-            held.add(f"obj:{obj.uuid}")
-            return False
-        return True
-
-    create = tuple(o for o in plan.create if keep_obj(o))  # in dependency order: blocks propagate
-    update = tuple(o for o in plan.update if keep_obj(o))
-    delete = tuple(o for o in plan.delete if keep_obj(o))
-
-    waiting_vlan: set[str] = set()  # interfaces whose DV port change is held: their agent is not told
-
-    def keep_vlan(change: DvPortVlan) -> bool:
-        if dv_port_key(change) in keys:
-            held.add(dv_port_key(change))
-            waiting_vlan.add(change.vmi_uuid)
-            return False
-        return True
-
-    def keep_port(change: PortChange) -> bool:
-        key = f"port:{change.port.id}"
-        if key in keys or change.port.id in blocked:
-            held.add(key)
-            return False
-        return change.port.id not in waiting_vlan or change.action is PortAction.DELETE
-
-    dv_port_vlans = tuple(c for c in plan.dv_port_vlans if keep_vlan(c))
-    trimmed = replace(
-        plan,
-        create=create,
-        update=update,
-        delete=delete,
-        ports=tuple(c for c in plan.ports if keep_port(c)),
-        dv_port_vlans=dv_port_vlans,
-    )
-    return trimmed, tuple(sorted(held & keys))
-
-
-# -- the runner -------------------------------------------------------------------------------------------
-
-
-class NetsyncRunner:
-    """Keeps vCenter networking mirrored: syncs on ``notify()``/``resync()``, every ``interval`` seconds,
-    and when a failed item's backoff is over. ``run(stop)`` is the loop (a thread of the controller).
-
-    ``session`` re-logs in by itself; ``agents`` is called before every sync for the current host moid ->
-    agent client map (a host's agent address is its agent VM's fabric IP, which may change).
-    """
-
-    def __init__(
-        self,
-        session: Session,
-        api: ConfigApiClient,
-        agents: Callable[[], Mapping[str, VrouterAgentClient]],
-        *,
-        config: NetsyncConfig | None = None,
-        interval: float = 300.0,
-        backoff: Retries | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        map_fn: MapFn = map,
-    ) -> None:
-        self.session = session
-        self.api = api
-        self.agents = agents
-        self.config = config or api.config
-        self.interval = interval
-        self.backoff = backoff if backoff is not None else Retries()
-        self.clock = clock
-        self.map_fn = map_fn
-        self.last_report: NetsyncReport | None = None
-        self.last_error: str | None = None
-        self.syncs = 0
-        self._last_sync: float | None = None
-        self._wake = threading.Event()
-        self._sync_lock = threading.Lock()
-
-    def notify(self) -> None:
-        """Something changed in vCenter (a watch event): sync soon. Many calls before the sync = one sync."""
-        self._wake.set()
-
-    def resync(self) -> None:
-        """A (re)connect: every sync is a full one, so this is a notify that also forgets the backoff of
-        items, since what failed before the reconnect may well work now."""
-        self.backoff.clear()
-        self._wake.set()
-
-    def sync(self) -> NetsyncReport | None:
-        """One sync now, items in backoff held back. Returns its report, or None when reading failed (the
-        reason is in ``last_error`` and the whole sync is retried with backoff)."""
-        with self._sync_lock:
-            self._wake.clear()
-            now = self.clock()
-            waiting = self.backoff.waiting(now)
-            self.syncs += 1
-            self._last_sync = now
-            try:
-                report = sync_once(
-                    self.session,
-                    self.api,
-                    self.agents(),
-                    config=self.config,
-                    map_fn=self.map_fn,
-                    hold=lambda plan: hold_back(plan, waiting),
-                )
-            except AgentvmError as exc:
-                self.last_error = str(exc)
-                delay = self.backoff.failed("sync", now)
-                log.warning("netsync: sync failed, retrying in %.0f s: %s", delay, exc)
-                return None
-            self.backoff.succeeded("sync")
-            self.last_error = None
-            failed = {failure_key(f) for f in report.failures}
-            for key in sorted(failed):
-                self.backoff.failed(key, now)
-            for key in list(self.backoff.due):  # attempted and done, or no longer planned at all
-                if key not in failed and key not in waiting:
-                    self.backoff.succeeded(key)
-            self.last_report = report
-            return report
-
-    def seconds_to_next(self) -> float:
-        """How long the loop may sleep: until the earliest backoff is over, at most ``interval``."""
-        now = self.clock()
-        if self._last_sync is None:
-            return 0.0
-        due = self.backoff.next_due()
-        wait = self._last_sync + self.interval - now
-        if due is not None:
-            wait = min(wait, due - now)
-        return max(0.0, wait)
-
-    def run(self, stop: threading.Event) -> None:
-        """Sync at once (a start is a (re)connect), then whenever woken, until ``stop`` is set."""
-        self.resync()
-        while not stop.is_set():
-            if self._wake.is_set() or self.seconds_to_next() == 0.0:
-                self.sync()
-                continue
-            self._wake.wait(min(self.seconds_to_next(), 1.0))  # bounded: ``stop`` is noticed within 1 s
 
 
 # -- the vRouter agents' addresses --------------------------------------------------------------------------
@@ -455,6 +269,16 @@ def agent_urls_from_agent_vms(
 # -- the watch-driven sync ------------------------------------------------------------------------------
 
 
+class LoopKey(StrEnum):
+    """The watch's own retry keys, next to its items' ``ItemKey``s."""
+
+    WATCH = "watch"  # the watch failed: it reconnects once the delay is over
+    AGENTS = "agents"  # a full sync could not read every vRouter agent: the next one waits for the delay
+
+
+NetsyncKey = ItemKey | LoopKey
+
+
 @dataclass(frozen=True)
 class BatchTiming:
     """One incremental sync of the watch, for metrics and the latency benchmark (``clock`` seconds).
@@ -492,7 +316,7 @@ class NetsyncWatch:
         agents: Callable[[], Mapping[str, VrouterAgentClient]],
         *,
         config: NetsyncConfig | None = None,
-        backoff: Retries | None = None,
+        backoff: Retries[NetsyncKey] | None = None,
         networks_interval: float = 30.0,
         resync_interval: float = FULL_RESYNC_SECONDS,
         max_wait_seconds: int = 1,
@@ -505,7 +329,7 @@ class NetsyncWatch:
         self.api = api
         self.agents = agents
         self.config = config or api.config
-        self.backoff = backoff if backoff is not None else Retries()
+        self.backoff: Retries[NetsyncKey] = backoff if backoff is not None else Retries()
         self.networks_interval = networks_interval
         self.resync_interval = resync_interval
         self.max_wait_seconds = max_wait_seconds
@@ -596,7 +420,7 @@ class NetsyncWatch:
         if not isinstance(exc, AgentvmError):
             log.exception("netsync watch: unexpected error")
         self.last_error = str(exc)
-        delay = self.backoff.failed("watch", self.clock())
+        delay = self.backoff.failed(LoopKey.WATCH, self.clock())
         log.warning("netsync watch: %s; reconnecting in %.0f s", exc, delay)
         self._needs_full = True  # every (re)connect is a full resync
         self._stop.wait(delay)
@@ -689,11 +513,11 @@ class NetsyncWatch:
         self._vns = ControllerState(state.project_uuid, virtual_networks=state.virtual_networks)
         report = self._apply(plan, index, waiting, snapshot.inventory, now)
         self.last_report = replace(report, unreachable_agents=unreachable)
-        self.backoff.succeeded("watch")
+        self.backoff.succeeded(LoopKey.WATCH)
         self.last_error = None
         self._lost = 0
         if unreachable:
-            self.backoff.failed("agents", now)
+            self.backoff.failed(LoopKey.AGENTS, now)
             self._needs_full = True
 
     def _incremental(self, dirty: set[str], refresh: bool, received: float) -> None:
@@ -767,7 +591,7 @@ class NetsyncWatch:
         self,
         plan: SyncPlan,
         after: NetsyncIndex,
-        waiting: set[str],
+        waiting: set[NetsyncKey],
         networking: NetworkInventory,
         now: float,
     ) -> NetsyncReport:
@@ -775,7 +599,7 @@ class NetsyncWatch:
         done, else keep it but ask for a full resync once the failed items' backoff is over."""
         for error in plan.errors:
             log.debug("netsync: %s: %s: %s", error.kind.value, error.item, error.message)
-        trimmed, deferred = hold_back(plan, waiting)
+        trimmed, deferred = hold_back(plan, {k for k in waiting if isinstance(k, ItemKey)})
         if any(isinstance(o, SdnVirtualNetwork) for o in (*plan.create, *plan.delete, *plan.update)):
             vns = tuple(o for o in after.existing.values() if isinstance(o, SdnVirtualNetwork))
             self._vns = ControllerState(after.project_uuid, virtual_networks=vns)
@@ -792,19 +616,16 @@ class NetsyncWatch:
 
         result = apply_plan(trimmed, self.api, self.agents(), state, self.map_fn, before_ports=dv_ports_first)
         report = NetsyncReport(networking, plan, result, vlans.done, vlans.failures, {}, deferred)
-        failed = {failure_key(f) for f in report.failures}
+        failed = {f.key for f in report.failures}
+        self.backoff.settle(failed, waiting, now, keep=tuple(LoopKey))
         for key in sorted(failed):
-            self.backoff.failed(key, now)
             log.warning("netsync: %s failed", key)
-        for key in list(self.backoff.due):
-            if key not in failed and key not in waiting and key not in ("watch", "agents"):
-                self.backoff.succeeded(key)
         self.index = after
         if failed or deferred or result.skipped:
             self._needs_full = True  # the index assumed success: read the truth once the backoff is over
         else:
             self._needs_full = False
-            self.backoff.succeeded("agents")
+            self.backoff.succeeded(LoopKey.AGENTS)
         return report
 
 

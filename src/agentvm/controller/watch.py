@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pyVmomi import vim
 
 from agentvm.core.heal import HostConditions
+from agentvm.core.retry import WATCH_BACKOFF, Retries
 from agentvm.model.agency import MoRef
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchSpec
@@ -73,12 +74,16 @@ class InventoryWatch:
         *,
         max_wait_seconds: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        backoff: Retries[str] | None = None,
     ) -> None:
+        """``backoff``: the delays before a new watch after a failure (default ``core.retry.WATCH_BACKOFF``,
+        seed 0); ``clock`` stamps the batches and the failures."""
         self._session = session
         self._on_batch = on_batch
         self._on_error = on_error
         self._max_wait = max_wait_seconds
         self._clock = clock
+        self._backoff: Retries[str] = backoff if backoff is not None else Retries(WATCH_BACKOFF)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._hosts: dict[MoRef, _HostState] = {}
@@ -125,7 +130,6 @@ class InventoryWatch:
             return {vm: host for vm in vms if (host := self._vm_hosts.get(vm)) is not None}
 
     def _run(self) -> None:
-        pause = 0.5
         while not self._stopping.is_set():
             try:
                 with Watcher(self._session, SPECS, max_wait_seconds=self._max_wait) as watcher:
@@ -137,7 +141,7 @@ class InventoryWatch:
                     for changes in watcher:
                         received = self._clock()
                         self.connected = True
-                        pause = 0.5
+                        self._backoff.succeeded("watch")
                         if changes or first:
                             self._on_batch(self._classify(changes, received, first))
                         first = False
@@ -145,10 +149,10 @@ class InventoryWatch:
                 self.connected = False
                 if self._stopping.is_set():
                     break
+                pause = self._backoff.failed("watch", self._clock())
                 log.warning("vCenter watch failed, starting a new one in %.1f s: %s", pause, exc)
                 self._on_error(exc)
                 self._stopping.wait(pause)
-                pause = min(pause * 2, 10.0)
             finally:
                 with self._lock:
                     self._watcher = None
