@@ -34,9 +34,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from pyVmomi import vim
-
-from agentvm.controller.observe import ADDRESS_KEY
 from agentvm.core import netsync, netsync_incremental
 from agentvm.core.netsync import hold_back
 from agentvm.core.netsync_incremental import NetsyncIndex, NetworksChange
@@ -44,6 +41,7 @@ from agentvm.core.retry import Retries
 from agentvm.model.agency import MoRef
 from agentvm.model.errors import AgentvmError, AuthenticationError, TransientError
 from agentvm.model.network import (
+    ADDRESS_KEY,
     ControllerState,
     DvPortVlan,
     ItemKey,
@@ -57,21 +55,21 @@ from agentvm.sdn.config_api import ConfigApiClient
 from agentvm.sdn.sync import ApplyFailure, ApplyResult, MapFn, apply_plan, read_controller_state, read_ports
 from agentvm.sdn.vrouter import VrouterAgentClient
 from agentvm.vsphere.networks import (
-    PORTGROUP_PROPS,
-    VM_WATCH,
+    NETSYNC_WATCH,
     NetworkSnapshot,
     NetworksRead,
     fetch_port_vlans,
-    network_vm,
     read_agent_vm_addresses,
     read_dv_port_vlans,
     read_network_snapshot,
     read_networks,
     set_dv_port_vlans,
+    vm_port_groups,
     vm_port_keys,
+    watched_vm,
 )
 from agentvm.vsphere.session import Session
-from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchLost, WatchSpec
+from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchLost
 
 log = logging.getLogger(__name__)
 
@@ -426,12 +424,7 @@ class NetsyncWatch:
         self._stop.wait(delay)
 
     def _watch(self) -> None:
-        specs = [
-            WatchSpec(vim.VirtualMachine, VM_WATCH),
-            WatchSpec(vim.dvs.DistributedVirtualPortgroup, PORTGROUP_PROPS),
-            WatchSpec(vim.DistributedVirtualSwitch, ("name", "uuid")),
-        ]
-        with Watcher(self.session, specs, max_wait_seconds=self.max_wait_seconds) as watcher:
+        with Watcher(self.session, NETSYNC_WATCH, max_wait_seconds=self.max_wait_seconds) as watcher:
             self._watcher = watcher
             if self._stop.is_set():
                 return
@@ -566,7 +559,7 @@ class NetsyncWatch:
                 continue
             before = index.vms.get(moid)
             had = {(n.port_group_key, n.port_key): n.port_vlan_id for n in before.nics} if before else {}
-            pg_of_port = _port_groups_of(props)
+            pg_of_port = vm_port_groups(props)
             for dvs, key in vm_port_keys(props, by_uuid):
                 pg = pg_of_port.get(key, "")
                 if (pg, key) in had:
@@ -581,10 +574,7 @@ class NetsyncWatch:
         out: dict[str, Vm | None] = {}
         for moid in sorted(dirty):
             props = self._props.get(moid)
-            if props is None or bool(props.get("config.template", False)):
-                out[moid] = None
-            else:
-                out[moid] = network_vm(moid, props, by_uuid, known)
+            out[moid] = None if props is None else watched_vm(moid, props, by_uuid, known)
         return out, seconds
 
     def _apply(
@@ -627,14 +617,3 @@ class NetsyncWatch:
             self._needs_full = False
             self.backoff.succeeded(LoopKey.AGENTS)
         return report
-
-
-def _port_groups_of(props: Mapping[str, Any]) -> dict[str, str]:
-    """DV port key -> its port group key, from a VM's NIC backings."""
-    out: dict[str, str] = {}
-    for device in props.get("config.hardware.device") or ():
-        backing = getattr(device, "backing", None)
-        port = getattr(backing, "port", None)
-        if port is not None and getattr(port, "portKey", None):
-            out[str(port.portKey)] = str(port.portgroupKey or "")
-    return out

@@ -27,22 +27,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pyVmomi import vim
-
 from agentvm.core.heal import HostConditions
 from agentvm.core.retry import WATCH_BACKOFF, Retries
 from agentvm.model.agency import MoRef
+from agentvm.model.inventory import Host
 from agentvm.vsphere.session import Session
-from agentvm.vsphere.watch import Change, ChangeKind, Watcher, WatchSpec
+from agentvm.vsphere.watch import INVENTORY_WATCH, Change, ChangeKind, Watcher, host_runtime
 
 log = logging.getLogger(__name__)
-
-HOST_PROPERTIES = ("runtime.inMaintenanceMode", "runtime.connectionState", "runtime.powerState", "parent")
-SPECS = (
-    WatchSpec(vim.HostSystem, HOST_PROPERTIES),
-    WatchSpec(vim.ClusterComputeResource, ("host",)),
-    WatchSpec(vim.VirtualMachine, ("runtime.powerState", "runtime.host")),
-)
 
 
 @dataclass(frozen=True)
@@ -54,13 +46,6 @@ class Batch:
     hosts: bool  # a host's maintenance / connection / power state changed
     vms: tuple[MoRef, ...]  # VMs whose power changed, or that appeared or disappeared
     changes: int
-
-
-@dataclass
-class _HostState:
-    maintenance: bool = False
-    connection: str = "connected"
-    power: str = "poweredOn"
 
 
 class InventoryWatch:
@@ -86,7 +71,7 @@ class InventoryWatch:
         self._backoff: Retries[str] = backoff if backoff is not None else Retries(WATCH_BACKOFF)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._hosts: dict[MoRef, _HostState] = {}
+        self._hosts: dict[MoRef, Host] = {}  # each host's state as last reported (name and path unknown)
         self._vm_hosts: dict[MoRef, MoRef] = {}
         self._watcher: Watcher | None = None
         self._thread: threading.Thread | None = None
@@ -110,16 +95,8 @@ class InventoryWatch:
     def conditions(self) -> HostConditions:
         """The hosts in maintenance mode, standby or unreachable, as last reported."""
         with self._lock:
-            hosts = dict(self._hosts)
-        return HostConditions(
-            maintenance=frozenset(h for h, s in hosts.items() if s.maintenance),
-            standby=frozenset(h for h, s in hosts.items() if s.power == "standBy"),
-            unreachable=frozenset(
-                h
-                for h, s in hosts.items()
-                if s.power != "standBy" and (s.connection != "connected" or s.power != "poweredOn")
-            ),
-        )
+            hosts = list(self._hosts.values())
+        return HostConditions.of(hosts)
 
     def vm_hosts(self, vms: Iterable[MoRef] | None = None) -> dict[MoRef, MoRef]:
         """The ``runtime.host`` of ``vms`` (every VM when None) as last reported; a VM the watch has not
@@ -132,7 +109,7 @@ class InventoryWatch:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                with Watcher(self._session, SPECS, max_wait_seconds=self._max_wait) as watcher:
+                with Watcher(self._session, INVENTORY_WATCH, max_wait_seconds=self._max_wait) as watcher:
                     with self._lock:
                         self._watcher = watcher
                     if self._stopping.is_set():
@@ -171,17 +148,14 @@ class InventoryWatch:
                         self._hosts.pop(ref, None)
                         topology = True
                         continue
-                    state = self._hosts.setdefault(ref, _HostState())
+                    state = self._hosts.setdefault(
+                        ref, Host(ref, "", "")
+                    )  # connected, on, not in maintenance
                     if change.kind is ChangeKind.ENTER or "parent" in props:
                         topology = True
-                    if "runtime.inMaintenanceMode" in props:
-                        state.maintenance = bool(props["runtime.inMaintenanceMode"])
-                        hosts_changed = True
-                    if "runtime.connectionState" in props:
-                        state.connection = str(props["runtime.connectionState"])
-                        hosts_changed = True
-                    if "runtime.powerState" in props:
-                        state.power = str(props["runtime.powerState"])
+                    updated = host_runtime(state, props)
+                    if updated is not None:
+                        self._hosts[ref] = updated
                         hosts_changed = True
                 elif ref.type == "ClusterComputeResource":
                     topology = True

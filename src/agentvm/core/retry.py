@@ -1,4 +1,5 @@
-"""Per-key retry bookkeeping on the project's one backoff policy (``core.heal.Backoff``).
+"""The project's one backoff policy (``Backoff``, also reached as ``core.heal.Backoff``) and per-key retry
+bookkeeping on it (``Retries``).
 
 The heal policy keeps its attempts in ``HealState``; every other retry path that needs "this failed, when
 may it be tried again?" uses ``Retries``: the network sync (``controller.netsync``: a failed SDN object,
@@ -16,13 +17,61 @@ until it succeeds or is forgotten (its cause may be fixed any time, and one item
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from agentvm.core.heal import Backoff, jitter_fraction
-
 K = TypeVar("K", bound=Hashable)
+
+
+def jitter_fraction(seed: int, key: str, attempt: int) -> float:
+    """A fraction in [0, 1) fixed by the seed, the key and the attempt: same inputs, same jitter.
+
+    The jitter of every backoff in agentvm (heals, the engine's retries, the network sync's items): no
+    randomness, so the same inputs always give the same delays, and controllers with other seeds (or other
+    keys) do not retry in step.
+    """
+    digest = hashlib.blake2b(f"{seed}|{key}|{attempt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The project's one retry timing (heals per issue kind, the engine's actions, the network sync's items,
+    the controller's reconnects): delays ``base * factor**(n-1)``, stretched by up to ``jitter``, capped.
+
+    ``factor >= 1 + jitter`` is required so that jittered delays still never decrease from one attempt to
+    the next (the largest stretch of delay n is at most the smallest delay n+1).
+    """
+
+    base: float = 5.0  # seconds between the first and the second resolve
+    factor: float = 2.0
+    cap: float = 300.0  # no delay is longer
+    jitter: float = 0.25  # each delay is stretched by a fraction in [0, jitter)
+    max_attempts: int = 5  # resolves before giving up
+    grace: float = 0.0  # seconds an issue must stay before its first resolve (0: at once)
+
+    def __post_init__(self) -> None:
+        if self.base <= 0 or self.cap < self.base:
+            raise ValueError(f"backoff needs 0 < base <= cap, got base={self.base}, cap={self.cap}")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"backoff jitter must be in [0, 1), got {self.jitter}")
+        if self.factor < 1 + self.jitter:
+            raise ValueError(
+                f"backoff factor {self.factor} must be at least 1 + jitter ({1 + self.jitter}) so that "
+                "delays never decrease"
+            )
+        if self.max_attempts < 1:
+            raise ValueError(f"backoff max_attempts must be at least 1, got {self.max_attempts}")
+        if self.grace < 0:
+            raise ValueError(f"backoff grace must be 0 or more, got {self.grace}")
+
+    def delay(self, attempt: int, fraction: float) -> float:
+        """Seconds to wait after resolve number ``attempt`` (1-based); ``fraction`` in [0, 1): jitter."""
+        raw = self.base * self.factor ** (attempt - 1) * (1 + self.jitter * fraction)
+        return min(self.cap, raw)
+
 
 NETSYNC_BACKOFF = Backoff(base=1.0, factor=2.0, cap=30.0, jitter=0.25)
 """The network sync's items: a DV port or vRouter port that failed is tried again within 30 s at most, so a
