@@ -1,16 +1,16 @@
 """The network sync: vCenter -> Tungsten Fabric config API, vRouter agents and DV port VLANs.
 
-Two entry points:
+Two entry points (docs/architecture.md, section "Netsync"):
 
 * ``sync_once(...)`` — one full sync, used by ``agentvm netsync plan|apply``: read vCenter
   (``vsphere.networks``), the controller and the agents' ports (``sdn.sync``), compute the plan
   (``core.netsync.plan``) and carry it out (``sdn.sync.apply_plan``). Never raises for one failed item.
-* ``NetsyncRunner`` — the same sync driven by events (``notify()`` from the controller's watch, de-duplicated:
-  many notifications while a sync runs give one more sync), a full resync on every (re)connect
-  (``resync()``), and a retry with jittered, capped exponential backoff (``core.retry.Retries``, on the
-  project's ``core.heal.Backoff``) of each failed item: an item that failed is held
-  out of the following syncs until its backoff is over, so a broken object or an agent that is down is
-  not hammered while the rest goes on.
+* ``NetsyncWatch`` — the controller's ``netsync`` thread: the same sync driven by a vCenter watch, a full
+  sync on every (re)connect and incremental plans in between, and a retry with jittered, capped
+  exponential backoff (``core.retry.Retries`` on the project's one ``Backoff``) of each failed item: an
+  item that failed is held out of the following syncs until its backoff is over
+  (``core.netsync.hold_back``), so a broken object or an agent that is down is not hammered while the rest
+  goes on. Items and their failures are keyed by ``model.network.ItemKey`` (``port:<uuid>``, ...).
 
 The DV port first, then the vRouter: within a sync, old ports come off the agents, then the DV port VLANs
 are set (one ReconfigureDVPort task per switch) and read back (one FetchDVPorts per switch), and only then

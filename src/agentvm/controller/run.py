@@ -24,7 +24,8 @@ renewal succeeds; a lease lost to another holder stops the controller (``lease_l
 there are never two actors on one solution.
 
 Failures (vCenter or EAM unreachable, a session that cannot log in again) are logged, published as one
-``connection`` error event per outage, make ``/readyz`` false, and are retried with capped backoff; the
+``connection`` error event per outage, make ``/readyz`` false, and are retried with jittered, capped backoff
+(``core.retry.reconnect_backoff``, up to ``Settings.retry_max``; one jitter seed per controller); the
 controller never exits for them. ``stop()`` (SIGTERM/SIGINT in the CLI) ends every thread within a few
 seconds. Nothing is kept across restarts: every pass recomputes from what it reads.
 """

@@ -14,9 +14,14 @@ is not reported as a change. The host conditions seen last are kept (``condition
 can tell maintenance mode from a failure between full passes, and so is every VM's host (``vm_hosts()``) so
 an agent VM moved to another host by hand is seen without reading the inventory again.
 
+The watch specs and the reading of a host's runtime properties into a model ``Host`` are the vSphere
+adapter's (``vsphere.watch.INVENTORY_WATCH``, ``host_runtime``); ``conditions()`` classifies those hosts with
+the heal policy's own ``HostConditions.of`` (docs/architecture.md, section "Observation").
+
 After any error (vCenter unreachable, session terminated: the collector died with it) the watch closes its
-collector, reports the error through ``on_error``, waits with a capped backoff and starts a new one; the
-batch of a new watch is reported as ``topology`` because changes may have been missed.
+collector, reports the error through ``on_error``, waits with jittered, capped backoff
+(``core.retry.WATCH_BACKOFF``; the controller gives it its seed) and starts a new one; the batch of a new
+watch is reported as ``topology`` because changes may have been missed.
 """
 
 from __future__ import annotations

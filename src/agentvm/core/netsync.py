@@ -5,7 +5,7 @@ Called by ``agentvm netsync plan|apply`` and by the controller's network sync, w
 vRouter agent holds now. Returns a ``SyncPlan`` that ``agentvm.sdn.sync.apply_plan`` carries out. Pure: no
 I/O, no clock; the same inputs always give the same plan.
 
-Mapping (DESIGN.md, "Networks to the SDN controller"):
+Mapping (docs/architecture.md, section "Netsync"):
 
 * port group -> virtual network ``[domain, project, port-group name]``; its IP pool -> the network's subnet;
 * VM -> virtual machine ``[uuid]``; NIC -> virtual-machine-interface ``[domain, project, uuid]`` (its MAC) and

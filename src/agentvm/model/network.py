@@ -7,7 +7,8 @@ Three groups, read top to bottom:
 * the **SDN** side (what the SDN adapter reads from / writes to the controller and the vRouter agents):
   virtual network (+ subnets), virtual machine, virtual-machine-interface, instance IP, vRouter port;
 * the **plan** (what ``agentvm.core.netsync`` decides and ``agentvm.sdn.sync`` carries out): objects to
-  create / update / delete, vRouter port calls, DV port VLANs, and per-item errors.
+  create / update / delete, vRouter port calls, DV port VLANs, and per-item errors. Each item has a typed
+  key (``ItemKey``: what retries, holds and events name it by) and a ``label()`` for a person.
 
 Field names follow the vSphere and Tungsten Fabric APIs in snake_case. Addresses are strings in their usual
 text form (``10.0.0.5``, ``10.0.0.0/24``, ``00:50:56:aa:bb:cc``); the core parses them where it needs to.

@@ -402,11 +402,6 @@ def set_dv_port_vlans(
         wait_for_task(session, task, what=what, timeout=timeout)
 
 
-def set_dv_port_vlan(session: Session, dvs: MoRef | str, port_key: str, vlan: int) -> None:
-    """Set the VLAN of one DV port (``set_dv_port_vlans`` with one entry)."""
-    set_dv_port_vlans(session, dvs, {port_key: vlan})
-
-
 def read_dv_port_vlans(session: Session, dvs: MoRef | str, port_keys: Iterable[str]) -> dict[str, int | None]:
     """The VLAN each of ``port_keys`` carries now (one ``FetchDVPorts``); absent keys: no such port."""
     ref = dvs if isinstance(dvs, MoRef) else MoRef("VmwareDistributedVirtualSwitch", dvs)
