@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import secrets
 import threading
 import time
 from collections import defaultdict
@@ -301,10 +302,11 @@ class NetsyncWatch:
     the VMs it touched (many updates of one VM: one plan), carried out with ``sdn.sync.apply_plan`` and the
     DV port VLANs. Port groups and IP pools are re-read when a port group or switch changes and every
     ``networks_interval`` seconds (IP pools are not managed objects: nothing can watch them). An item that
-    fails is held back with jittered, capped exponential backoff (``core.retry.Retries``), and a full
-    resync follows once its delay is over (seconds, not the next ``resync_interval``). While ``may_act()``
-    is False (the controller's lease is not known valid) nothing is changed; a full sync follows once it is
-    True again. ``stop()`` ends the thread; ``wait_idle()`` is for tests.
+    fails is held back with jittered, capped exponential backoff (``backoff``: ``core.retry.Retries`` keyed
+    by ``ItemKey`` and the watch's own ``LoopKey``s; by default ``NETSYNC_BACKOFF`` with a random seed),
+    and a full resync follows once its delay is over (seconds, not the next ``resync_interval``). While
+    ``may_act()`` is False (the controller's lease is not known valid) nothing is changed; a full sync
+    follows once it is True again. ``stop()`` ends the thread; ``wait_idle()`` is for tests.
     """
 
     def __init__(
@@ -327,7 +329,10 @@ class NetsyncWatch:
         self.api = api
         self.agents = agents
         self.config = config or api.config
-        self.backoff: Retries[NetsyncKey] = backoff if backoff is not None else Retries()
+        # a seed of its own by default, as the heal policy's: controllers do not retry in step
+        self.backoff: Retries[NetsyncKey] = (
+            backoff if backoff is not None else Retries(seed=secrets.randbits(32))
+        )
         self.networks_interval = networks_interval
         self.resync_interval = resync_interval
         self.max_wait_seconds = max_wait_seconds

@@ -153,9 +153,8 @@ class InventoryWatch:
                         self._hosts.pop(ref, None)
                         topology = True
                         continue
-                    state = self._hosts.setdefault(
-                        ref, Host(ref, "", "")
-                    )  # connected, on, not in maintenance
+                    # until told otherwise: connected, powered on, not in maintenance mode
+                    state = self._hosts.setdefault(ref, Host(ref, "", ""))
                     if change.kind is ChangeKind.ENTER or "parent" in props:
                         topology = True
                     updated = host_runtime(state, props)
