@@ -125,10 +125,7 @@ class _Run:
         self.failures: list[ApplyFailure] = []
         self.failed: set[str] = set()  # uuids whose create/delete failed: dependents are skipped
 
-    def record(self, subject: SyncItem, key: str, error: AgentvmError | None) -> None:
-        if error is None:
-            self.done += 1
-            return
+    def fail(self, subject: SyncItem, key: str, error: AgentvmError) -> None:
         self.failed.add(key)
         self.failures.append(ApplyFailure(subject, str(error), isinstance(error, TransientError)))
 
@@ -186,7 +183,10 @@ def apply_plan(
 
         errors: list[AgentvmError | None] = list(map_fn(attempt, items))
         for item, error in zip(items, errors, strict=True):
-            run.record(subject(item), key(item), error)
+            if error is None:
+                run.done += 1
+            else:  # the failed item's value is made only for a failure
+                run.fail(subject(item), key(item), error)
 
     def port_subject(change: PortChange) -> SyncItem:
         return change
