@@ -13,12 +13,12 @@ import httpx
 import pytest
 from pyVmomi import vim
 
-from agentvm.controller.netsync import NetsyncReport, NetsyncRunner, sync_once
+from agentvm.controller.netsync import NetsyncReport, sync_once
 from agentvm.core.heal import Backoff
 from agentvm.core.retry import Retries
 from agentvm.lab import vrouter_emulator
 from agentvm.lab.vcsim import VcsimInfo
-from agentvm.model.network import SdnInstanceIp, SdnVirtualMachine, SdnVirtualNetwork, SdnVmi
+from agentvm.model.network import ItemKey, SdnInstanceIp, SdnVirtualMachine, SdnVirtualNetwork, SdnVmi
 from agentvm.sdn.vrouter import VrouterAgentClient
 from agentvm.vsphere.networks import read_dv_port_vlans
 from agentvm.vsphere.session import Session
@@ -188,28 +188,30 @@ def test_an_agent_that_is_down_is_retried_with_backoff(world: tuple[VCenter, Sdn
     clients = sdn.clients()
     sdn.agents[second].stop()
     now = [1000.0]
-    runner = NetsyncRunner(
-        vc.session,
-        sdn.api,
-        lambda: clients,
-        backoff=Retries(Backoff(base=10, cap=60, jitter=0)),
-        clock=lambda: now[0],
-    )
-    report = runner.sync()
+    retries: Retries[ItemKey] = Retries(Backoff(base=10, cap=60, jitter=0))
+
+    def sync_with_backoff() -> NetsyncReport:
+        """One sync with the items in backoff held back and its failures recorded, as the watch does."""
+        waiting = retries.waiting(now[0])
+        report = sync_once(vc.session, sdn.api, clients, held=waiting)
+        retries.settle({f.key for f in report.failures}, waiting, now[0])
+        return report
+
+    report = sync_with_backoff()
     assert report is not None and report.failures
     assert {f.item.rsplit(" on ", 1)[-1] for f in report.failures} == {second}
     assert len(sdn.ports()[first]) == 2  # the rest went on
-    assert runner.seconds_to_next() == 10.0
+    assert retries.next_due() == now[0] + 10.0
 
     sdn.agents[second] = vrouter_emulator.start(second)
     clients[second] = VrouterAgentClient(sdn.agents[second].url)
-    report = runner.sync()  # still in backoff: held back, not retried
+    report = sync_with_backoff()  # still in backoff: held back, not retried
     assert report is not None and report.deferred and sdn.agents[second].ports() == {}
     now[0] += 10
-    report = runner.sync()
+    report = sync_with_backoff()
     assert report is not None and report.ok
     assert len(sdn.agents[second].ports()) == 2
-    assert runner.backoff.due == {}
+    assert retries.due == {}
 
 
 def dataclasses_replace(obj: Any, **changes: Any) -> Any:

@@ -8,13 +8,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyVmomi import vim
 
-from agentvm.controller.netsync import failure_key, hold_back
 from agentvm.core.heal import Backoff
 from agentvm.core.ipalloc import PoolError, pool_subnet
+from agentvm.core.netsync import hold_back
 from agentvm.core.retry import Retries
 from agentvm.model.network import (
     DvPortVlan,
     IpRange,
+    ItemKey,
+    ItemKind,
+    ObjectCall,
+    ObjectVerb,
     PortAction,
     PortChange,
     SdnVirtualNetwork,
@@ -98,20 +102,26 @@ UUID_B = "22222222-2222-4222-8222-222222222222"
 
 
 def test_failure_keys_follow_the_item_names_of_the_sdn_adapter() -> None:
-    assert failure_key(ApplyFailure(f"create virtual-network {UUID_A} (a:b:c)", "x", True)) == f"obj:{UUID_A}"
-    assert failure_key(ApplyFailure(f"add port {UUID_A} on host-1", "x", True)) == f"port:{UUID_A}"
-    assert failure_key(
-        ApplyFailure("set VLAN 5 on DV port 12 of pg-1 (interface u, host h)", "x", False)
-    ) == ("dvport:12")
+    vn = SdnVirtualNetwork(UUID_A, ("a", "b", "c"))
+    created = ApplyFailure(ObjectCall(ObjectVerb.CREATE, "virtual-network", vn), "x", True)
+    assert str(created.key) == f"obj:{UUID_A}"
+    assert created.item == f"create virtual-network {UUID_A} (a:b:c)"
+    port = VrouterPort(UUID_A, UUID_B, UUID_B, UUID_B, "vm", "10.0.0.5", "00:50:56:00:00:01", UUID_A, 5, 5)
+    added = ApplyFailure(PortChange(PortAction.ADD, "host-1", port), "x", True)
+    assert str(added.key) == f"port:{UUID_A}"
+    assert added.item == f"add port {UUID_A} on host-1"
+    vlan = ApplyFailure(DvPortVlan("h", "pg-1", "12", 5, "u"), "x", False)
+    assert str(vlan.key) == ("dvport:12")
+    assert vlan.item == "set VLAN 5 on DV port 12 of pg-1 (interface u, host h)"
 
 
 def test_holding_back_a_network_holds_back_its_interfaces_and_their_ports() -> None:
     vn = SdnVirtualNetwork(UUID_A, ("d", "p", "n"))
     vmi = SdnVmi(UUID_B, ("d", "p", UUID_B), "00:50:56:00:00:01", UUID_A, None)
     plan = SyncPlan(create=(vn, vmi), dv_port_vlans=(DvPortVlan("h", "pg", "7", 5, UUID_B),))
-    trimmed, held = hold_back(plan, {f"obj:{UUID_A}", "dvport:7"})
+    trimmed, held = hold_back(plan, {ItemKey(ItemKind.OBJECT, UUID_A), ItemKey(ItemKind.DV_PORT, "7")})
     assert trimmed.create == () and trimmed.dv_port_vlans == ()
-    assert held == ("dvport:7", f"obj:{UUID_A}")
+    assert [str(k) for k in held] == ["dvport:7", f"obj:{UUID_A}"]
     assert hold_back(plan, set()) == (plan, ())
 
 
@@ -133,6 +143,6 @@ def test_holding_back_a_dv_port_change_holds_back_telling_its_agent_but_not_remo
         ),
         dv_port_vlans=(DvPortVlan("h", "pg", "7", 5, UUID_B),),
     )
-    trimmed, held = hold_back(plan, {"dvport:7"})
-    assert held == ("dvport:7",)
+    trimmed, held = hold_back(plan, {ItemKey(ItemKind.DV_PORT, "7")})
+    assert [str(k) for k in held] == ["dvport:7"]
     assert trimmed.dv_port_vlans == () and [c.action for c in trimmed.ports] == [PortAction.DELETE]

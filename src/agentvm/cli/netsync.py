@@ -28,7 +28,7 @@ from agentvm.model.errors import AgentvmError, ConfigurationError
 from agentvm.model.network import NetsyncConfig, SdnObject
 from agentvm.sdn.config_api import ConfigApiClient
 from agentvm.sdn.vrouter import VrouterAgentClient
-from agentvm.vsphere.collector import property_spec, retrieve
+from agentvm.vsphere.networks import read_host_moids
 from agentvm.vsphere.session import Session
 
 app = typer.Typer(help="Mirror vCenter port groups, VMs and NICs into the SDN controller (one shot).")
@@ -113,10 +113,7 @@ def agent_clients(session: Session, urls: Mapping[str, str]) -> dict[str, Vroute
     """Host moid -> agent client; map keys may be host moids or host names (one bulk read of names)."""
     if not urls:
         return {}
-    import pyVmomi
-
-    hosts = retrieve(session, [pyVmomi.vim.HostSystem], [property_spec(pyVmomi.vim.HostSystem, ["name"])])
-    moid_of = {str(h.get("name")): str(h.obj._moId) for h in hosts}
+    moid_of = read_host_moids(session)
     moids = set(moid_of.values())
     clients: dict[str, VrouterAgentClient] = {}
     for key, url in urls.items():

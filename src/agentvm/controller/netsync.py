@@ -1,16 +1,16 @@
 """The network sync: vCenter -> Tungsten Fabric config API, vRouter agents and DV port VLANs.
 
-Two entry points:
+Two entry points (docs/architecture.md, section "Netsync"):
 
 * ``sync_once(...)`` — one full sync, used by ``agentvm netsync plan|apply``: read vCenter
   (``vsphere.networks``), the controller and the agents' ports (``sdn.sync``), compute the plan
   (``core.netsync.plan``) and carry it out (``sdn.sync.apply_plan``). Never raises for one failed item.
-* ``NetsyncRunner`` — the same sync driven by events (``notify()`` from the controller's watch, de-duplicated:
-  many notifications while a sync runs give one more sync), a full resync on every (re)connect
-  (``resync()``), and a retry with jittered, capped exponential backoff (``core.retry.Retries``, on the
-  project's ``core.heal.Backoff``) of each failed item: an item that failed is held
-  out of the following syncs until its backoff is over, so a broken object or an agent that is down is
-  not hammered while the rest goes on.
+* ``NetsyncWatch`` — the controller's ``netsync`` thread: the same sync driven by a vCenter watch, a full
+  sync on every (re)connect and incremental plans in between, and a retry with jittered, capped
+  exponential backoff (``core.retry.Retries`` on the project's one ``Backoff``) of each failed item: an
+  item that failed is held out of the following syncs until its backoff is over
+  (``core.netsync.hold_back``), so a broken object or an agent that is down is not hammered while the rest
+  goes on. Items and their failures are keyed by ``model.network.ItemKey`` (``port:<uuid>``, ...).
 
 The DV port first, then the vRouter: within a sync, old ports come off the agents, then the DV port VLANs
 are set (one ReconfigureDVPort task per switch) and read back (one FetchDVPorts per switch), and only then
@@ -26,33 +26,29 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
+import secrets
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
-from pyVmomi import vim
-
-from agentvm.controller.observe import ADDRESS_KEY
 from agentvm.core import netsync, netsync_incremental
+from agentvm.core.netsync import hold_back
 from agentvm.core.netsync_incremental import NetsyncIndex, NetworksChange
 from agentvm.core.retry import Retries
 from agentvm.model.agency import MoRef
 from agentvm.model.errors import AgentvmError, AuthenticationError, TransientError
 from agentvm.model.network import (
+    ADDRESS_KEY,
     ControllerState,
     DvPortVlan,
+    ItemKey,
     NetsyncConfig,
     NetworkInventory,
-    PortAction,
-    PortChange,
-    SdnInstanceIp,
-    SdnObject,
     SdnVirtualNetwork,
-    SdnVmi,
     SyncPlan,
     Vm,
 )
@@ -60,29 +56,27 @@ from agentvm.sdn.config_api import ConfigApiClient
 from agentvm.sdn.sync import ApplyFailure, MapFn, SyncResult, apply_plan, read_controller_state, read_ports
 from agentvm.sdn.vrouter import VrouterAgentClient
 from agentvm.vsphere.networks import (
-    PORTGROUP_PROPS,
-    VM_WATCH,
+    NETSYNC_WATCH,
     NetworkSnapshot,
     NetworksRead,
     fetch_port_vlans,
-    network_vm,
     read_agent_vm_addresses,
     read_dv_port_vlans,
     read_network_snapshot,
     read_networks,
     set_dv_port_vlans,
+    vm_port_groups,
     vm_port_keys,
+    watched_vm,
 )
 from agentvm.vsphere.session import Session
-from agentvm.vsphere.watch import WatchChange, WatchChangeKind, Watcher, WatchLost, WatchSpec
+from agentvm.vsphere.watch import WatchChange, WatchChangeKind, Watcher, WatchLost
 
 log = logging.getLogger(__name__)
 
 FULL_RESYNC_SECONDS = 3600.0
 """How often the netsync watch reads everything again by default (``agentvm run --netsync-resync``): the
 safety net of a level-triggered sync; failed items do not wait for it (their retries are seconds apart)."""
-
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,7 @@ class NetsyncReport:
     dv_ports_done: int = 0
     dv_port_failures: tuple[ApplyFailure, ...] = ()
     unreachable_agents: Mapping[str, str] = field(default_factory=dict)
-    deferred: tuple[str, ...] = ()  # items held back by their backoff
+    deferred: tuple[ItemKey, ...] = ()  # items held back by their backoff
 
     @property
     def failures(self) -> tuple[ApplyFailure, ...]:
@@ -105,10 +99,6 @@ class NetsyncReport:
     def ok(self) -> bool:
         """Everything planned was done (plan errors such as bad input are reported, not counted)."""
         return not self.failures and not (self.applied and self.applied.skipped) and not self.deferred
-
-
-def dv_port_key(change: DvPortVlan) -> str:
-    return f"dvport:{change.port_key}"
 
 
 @dataclass(frozen=True)
@@ -193,12 +183,7 @@ def _set_switch_vlans(
 
 
 def _dv_failure(change: DvPortVlan, message: str, transient: bool = False) -> ApplyFailure:
-    return ApplyFailure(
-        f"set VLAN {change.vlan} on DV port {change.port_key} of {change.port_group_key} "
-        f"(interface {change.vmi_uuid}, host {change.host})",
-        message,
-        transient,
-    )
+    return ApplyFailure(change, message, transient)
 
 
 def sync_once(
@@ -209,11 +194,12 @@ def sync_once(
     config: NetsyncConfig | None = None,
     apply: bool = True,
     map_fn: MapFn = map,
-    hold: Callable[[SyncPlan], tuple[SyncPlan, tuple[str, ...]]] | None = None,
+    held: Collection[ItemKey] = (),
 ) -> NetsyncReport:
     """One full sync (or, with ``apply=False``, only the plan). ``agents``: host moid -> its agent's client.
 
-    ``hold`` lets the runner take items still in backoff out of the plan. Raises only when reading fails
+    ``held``: the keys of items still in backoff, taken out of the plan (``core.netsync.hold_back``) and
+    listed in the report's ``deferred``. Raises only when reading fails
     (vCenter or the controller unreachable: TransientError; bad credentials: AuthenticationError; the
     project missing: ConfigurationError); failures of single items are in the report.
     """
@@ -229,9 +215,7 @@ def sync_once(
         log.warning("netsync: %s: %s: %s", error.kind.value, error.item, error.message)
     if not apply:
         return NetsyncReport(inventory, plan, unreachable_agents=unreachable)
-    deferred: tuple[str, ...] = ()
-    if hold is not None:
-        plan, deferred = hold(plan)
+    plan, deferred = hold_back(plan, held)
     vlans = VlanResult()
 
     def dv_ports_first() -> frozenset[str]:  # the old ports are off the agents, the new not yet on
@@ -244,177 +228,6 @@ def sync_once(
     for failure in report.failures:
         log.warning("netsync: %s failed: %s", failure.item, failure.message)
     return report
-
-
-# -- retries ----------------------------------------------------------------------------------------------
-
-
-def failure_key(failure: ApplyFailure) -> str:
-    """The backoff key of a failed item: ``obj:<uuid>``, ``port:<uuid>`` or ``dvport:<key>``.
-
-    ``sdn.sync`` names every item with its uuid (object uuid, or the port's VMI uuid) first.
-    """
-    if failure.item.startswith("set VLAN "):
-        return f"dvport:{failure.item.split(' on DV port ', 1)[1].split(' ', 1)[0]}"
-    found = _UUID.search(failure.item)
-    ident = found.group(0) if found else failure.item
-    return f"port:{ident}" if " port " in f" {failure.item} " else f"obj:{ident}"
-
-
-def hold_back(plan: SyncPlan, keys: set[str]) -> tuple[SyncPlan, tuple[str, ...]]:
-    """``plan`` without the items whose backoff key is in ``keys`` (and the creates and ports that need
-    them: an interface whose DV port change is held is not added to or enabled on its agent either);
-    returns the trimmed plan and the keys actually held back."""
-    if not keys:
-        return plan, ()
-    held: set[str] = set()
-    blocked = {k.split(":", 1)[1] for k in keys if k.startswith("obj:")}
-
-    def keep_obj(obj: SdnObject) -> bool:
-        deps: tuple[str | None, ...] = ()
-        if isinstance(obj, SdnVmi):
-            deps = (obj.vn_uuid, obj.vm_uuid)
-        elif isinstance(obj, SdnInstanceIp):
-            deps = (obj.vn_uuid, obj.vmi_uuid)
-        if obj.uuid in blocked or any(d in blocked for d in deps if d):
-            blocked.add(obj.uuid)
-            held.add(f"obj:{obj.uuid}")
-            return False
-        return True
-
-    create = tuple(o for o in plan.create if keep_obj(o))  # in dependency order: blocks propagate
-    update = tuple(o for o in plan.update if keep_obj(o))
-    delete = tuple(o for o in plan.delete if keep_obj(o))
-
-    waiting_vlan: set[str] = set()  # interfaces whose DV port change is held: their agent is not told
-
-    def keep_vlan(change: DvPortVlan) -> bool:
-        if dv_port_key(change) in keys:
-            held.add(dv_port_key(change))
-            waiting_vlan.add(change.vmi_uuid)
-            return False
-        return True
-
-    def keep_port(change: PortChange) -> bool:
-        key = f"port:{change.port.id}"
-        if key in keys or change.port.id in blocked:
-            held.add(key)
-            return False
-        return change.port.id not in waiting_vlan or change.action is PortAction.DELETE
-
-    dv_port_vlans = tuple(c for c in plan.dv_port_vlans if keep_vlan(c))
-    trimmed = replace(
-        plan,
-        create=create,
-        update=update,
-        delete=delete,
-        ports=tuple(c for c in plan.ports if keep_port(c)),
-        dv_port_vlans=dv_port_vlans,
-    )
-    return trimmed, tuple(sorted(held & keys))
-
-
-# -- the runner -------------------------------------------------------------------------------------------
-
-
-class NetsyncRunner:
-    """Keeps vCenter networking mirrored: syncs on ``notify()``/``resync()``, every ``interval`` seconds,
-    and when a failed item's backoff is over. ``run(stop)`` is the loop (a thread of the controller).
-
-    ``session`` re-logs in by itself; ``agents`` is called before every sync for the current host moid ->
-    agent client map (a host's agent address is its agent VM's fabric IP, which may change).
-    """
-
-    def __init__(
-        self,
-        session: Session,
-        api: ConfigApiClient,
-        agents: Callable[[], Mapping[str, VrouterAgentClient]],
-        *,
-        config: NetsyncConfig | None = None,
-        interval: float = 300.0,
-        backoff: Retries | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        map_fn: MapFn = map,
-    ) -> None:
-        self.session = session
-        self.api = api
-        self.agents = agents
-        self.config = config or api.config
-        self.interval = interval
-        self.backoff = backoff if backoff is not None else Retries()
-        self.clock = clock
-        self.map_fn = map_fn
-        self.last_report: NetsyncReport | None = None
-        self.last_error: str | None = None
-        self.syncs = 0
-        self._last_sync: float | None = None
-        self._wake = threading.Event()
-        self._sync_lock = threading.Lock()
-
-    def notify(self) -> None:
-        """Something changed in vCenter (a watch event): sync soon. Many calls before the sync = one sync."""
-        self._wake.set()
-
-    def resync(self) -> None:
-        """A (re)connect: every sync is a full one, so this is a notify that also forgets the backoff of
-        items, since what failed before the reconnect may well work now."""
-        self.backoff.clear()
-        self._wake.set()
-
-    def sync(self) -> NetsyncReport | None:
-        """One sync now, items in backoff held back. Returns its report, or None when reading failed (the
-        reason is in ``last_error`` and the whole sync is retried with backoff)."""
-        with self._sync_lock:
-            self._wake.clear()
-            now = self.clock()
-            waiting = self.backoff.waiting(now)
-            self.syncs += 1
-            self._last_sync = now
-            try:
-                report = sync_once(
-                    self.session,
-                    self.api,
-                    self.agents(),
-                    config=self.config,
-                    map_fn=self.map_fn,
-                    hold=lambda plan: hold_back(plan, waiting),
-                )
-            except AgentvmError as exc:
-                self.last_error = str(exc)
-                delay = self.backoff.failed("sync", now)
-                log.warning("netsync: sync failed, retrying in %.0f s: %s", delay, exc)
-                return None
-            self.backoff.succeeded("sync")
-            self.last_error = None
-            failed = {failure_key(f) for f in report.failures}
-            for key in sorted(failed):
-                self.backoff.failed(key, now)
-            for key in list(self.backoff.due):  # attempted and done, or no longer planned at all
-                if key not in failed and key not in waiting:
-                    self.backoff.succeeded(key)
-            self.last_report = report
-            return report
-
-    def seconds_to_next(self) -> float:
-        """How long the loop may sleep: until the earliest backoff is over, at most ``interval``."""
-        now = self.clock()
-        if self._last_sync is None:
-            return 0.0
-        due = self.backoff.next_due()
-        wait = self._last_sync + self.interval - now
-        if due is not None:
-            wait = min(wait, due - now)
-        return max(0.0, wait)
-
-    def run(self, stop: threading.Event) -> None:
-        """Sync at once (a start is a (re)connect), then whenever woken, until ``stop`` is set."""
-        self.resync()
-        while not stop.is_set():
-            if self._wake.is_set() or self.seconds_to_next() == 0.0:
-                self.sync()
-                continue
-            self._wake.wait(min(self.seconds_to_next(), 1.0))  # bounded: ``stop`` is noticed within 1 s
 
 
 # -- the vRouter agents' addresses --------------------------------------------------------------------------
@@ -455,6 +268,16 @@ def agent_urls_from_agent_vms(
 # -- the watch-driven sync ------------------------------------------------------------------------------
 
 
+class LoopKey(StrEnum):
+    """The watch's own retry keys, next to its items' ``ItemKey``s."""
+
+    WATCH = "watch"  # the watch failed: it reconnects once the delay is over
+    AGENTS = "agents"  # a full sync could not read every vRouter agent: the next one waits for the delay
+
+
+NetsyncKey = ItemKey | LoopKey
+
+
 @dataclass(frozen=True)
 class BatchTiming:
     """One incremental sync of the watch, for metrics and the latency benchmark (``clock`` seconds).
@@ -479,10 +302,11 @@ class NetsyncWatch:
     the VMs it touched (many updates of one VM: one plan), carried out with ``sdn.sync.apply_plan`` and the
     DV port VLANs. Port groups and IP pools are re-read when a port group or switch changes and every
     ``networks_interval`` seconds (IP pools are not managed objects: nothing can watch them). An item that
-    fails is held back with jittered, capped exponential backoff (``core.retry.Retries``), and a full
-    resync follows once its delay is over (seconds, not the next ``resync_interval``). While ``may_act()``
-    is False (the controller's lease is not known valid) nothing is changed; a full sync follows once it is
-    True again. ``stop()`` ends the thread; ``wait_idle()`` is for tests.
+    fails is held back with jittered, capped exponential backoff (``backoff``: ``core.retry.Retries`` keyed
+    by ``ItemKey`` and the watch's own ``LoopKey``s; by default ``NETSYNC_BACKOFF`` with a random seed),
+    and a full resync follows once its delay is over (seconds, not the next ``resync_interval``). While
+    ``may_act()`` is False (the controller's lease is not known valid) nothing is changed; a full sync
+    follows once it is True again. ``stop()`` ends the thread; ``wait_idle()`` is for tests.
     """
 
     def __init__(
@@ -492,7 +316,7 @@ class NetsyncWatch:
         agents: Callable[[], Mapping[str, VrouterAgentClient]],
         *,
         config: NetsyncConfig | None = None,
-        backoff: Retries | None = None,
+        backoff: Retries[NetsyncKey] | None = None,
         networks_interval: float = 30.0,
         resync_interval: float = FULL_RESYNC_SECONDS,
         max_wait_seconds: int = 1,
@@ -505,7 +329,10 @@ class NetsyncWatch:
         self.api = api
         self.agents = agents
         self.config = config or api.config
-        self.backoff = backoff if backoff is not None else Retries()
+        # a seed of its own by default, as the heal policy's: controllers do not retry in step
+        self.backoff: Retries[NetsyncKey] = (
+            backoff if backoff is not None else Retries(seed=secrets.randbits(32))
+        )
         self.networks_interval = networks_interval
         self.resync_interval = resync_interval
         self.max_wait_seconds = max_wait_seconds
@@ -596,18 +423,13 @@ class NetsyncWatch:
         if not isinstance(exc, AgentvmError):
             log.exception("netsync watch: unexpected error")
         self.last_error = str(exc)
-        delay = self.backoff.failed("watch", self.clock())
+        delay = self.backoff.failed(LoopKey.WATCH, self.clock())
         log.warning("netsync watch: %s; reconnecting in %.0f s", exc, delay)
         self._needs_full = True  # every (re)connect is a full resync
         self._stop.wait(delay)
 
     def _watch(self) -> None:
-        specs = [
-            WatchSpec(vim.VirtualMachine, VM_WATCH),
-            WatchSpec(vim.dvs.DistributedVirtualPortgroup, PORTGROUP_PROPS),
-            WatchSpec(vim.DistributedVirtualSwitch, ("name", "uuid")),
-        ]
-        with Watcher(self.session, specs, max_wait_seconds=self.max_wait_seconds) as watcher:
+        with Watcher(self.session, NETSYNC_WATCH, max_wait_seconds=self.max_wait_seconds) as watcher:
             self._watcher = watcher
             if self._stop.is_set():
                 return
@@ -689,11 +511,11 @@ class NetsyncWatch:
         self._vns = ControllerState(state.project_uuid, virtual_networks=state.virtual_networks)
         report = self._apply(plan, index, waiting, snapshot.inventory, now)
         self.last_report = replace(report, unreachable_agents=unreachable)
-        self.backoff.succeeded("watch")
+        self.backoff.succeeded(LoopKey.WATCH)
         self.last_error = None
         self._lost = 0
         if unreachable:
-            self.backoff.failed("agents", now)
+            self.backoff.failed(LoopKey.AGENTS, now)
             self._needs_full = True
 
     def _incremental(self, dirty: set[str], refresh: bool, received: float) -> None:
@@ -742,7 +564,7 @@ class NetsyncWatch:
                 continue
             before = index.vms.get(moid)
             had = {(n.port_group_key, n.port_key): n.port_vlan_id for n in before.nics} if before else {}
-            pg_of_port = _port_groups_of(props)
+            pg_of_port = vm_port_groups(props)
             for dvs, key in vm_port_keys(props, by_uuid):
                 pg = pg_of_port.get(key, "")
                 if (pg, key) in had:
@@ -757,17 +579,14 @@ class NetsyncWatch:
         out: dict[str, Vm | None] = {}
         for moid in sorted(dirty):
             props = self._props.get(moid)
-            if props is None or bool(props.get("config.template", False)):
-                out[moid] = None
-            else:
-                out[moid] = network_vm(moid, props, by_uuid, known)
+            out[moid] = None if props is None else watched_vm(moid, props, by_uuid, known)
         return out, seconds
 
     def _apply(
         self,
         plan: SyncPlan,
         after: NetsyncIndex,
-        waiting: set[str],
+        waiting: set[NetsyncKey],
         networking: NetworkInventory,
         now: float,
     ) -> NetsyncReport:
@@ -775,7 +594,7 @@ class NetsyncWatch:
         done, else keep it but ask for a full resync once the failed items' backoff is over."""
         for error in plan.errors:
             log.debug("netsync: %s: %s: %s", error.kind.value, error.item, error.message)
-        trimmed, deferred = hold_back(plan, waiting)
+        trimmed, deferred = hold_back(plan, {k for k in waiting if isinstance(k, ItemKey)})
         if any(isinstance(o, SdnVirtualNetwork) for o in (*plan.create, *plan.delete, *plan.update)):
             vns = tuple(o for o in after.existing.values() if isinstance(o, SdnVirtualNetwork))
             self._vns = ControllerState(after.project_uuid, virtual_networks=vns)
@@ -792,28 +611,14 @@ class NetsyncWatch:
 
         result = apply_plan(trimmed, self.api, self.agents(), state, self.map_fn, before_ports=dv_ports_first)
         report = NetsyncReport(networking, plan, result, vlans.done, vlans.failures, {}, deferred)
-        failed = {failure_key(f) for f in report.failures}
+        failed = {f.key for f in report.failures}
+        self.backoff.settle(failed, waiting, now, keep=tuple(LoopKey))
         for key in sorted(failed):
-            self.backoff.failed(key, now)
             log.warning("netsync: %s failed", key)
-        for key in list(self.backoff.due):
-            if key not in failed and key not in waiting and key not in ("watch", "agents"):
-                self.backoff.succeeded(key)
         self.index = after
         if failed or deferred or result.skipped:
             self._needs_full = True  # the index assumed success: read the truth once the backoff is over
         else:
             self._needs_full = False
-            self.backoff.succeeded("agents")
+            self.backoff.succeeded(LoopKey.AGENTS)
         return report
-
-
-def _port_groups_of(props: Mapping[str, Any]) -> dict[str, str]:
-    """DV port key -> its port group key, from a VM's NIC backings."""
-    out: dict[str, str] = {}
-    for device in props.get("config.hardware.device") or ():
-        backing = getattr(device, "backing", None)
-        port = getattr(backing, "port", None)
-        if port is not None and getattr(port, "portKey", None):
-            out[str(port.portKey)] = str(port.portgroupKey or "")
-    return out

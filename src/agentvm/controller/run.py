@@ -24,7 +24,8 @@ renewal succeeds; a lease lost to another holder stops the controller (``lease_l
 there are never two actors on one solution.
 
 Failures (vCenter or EAM unreachable, a session that cannot log in again) are logged, published as one
-``connection`` error event per outage, make ``/readyz`` false, and are retried with capped backoff; the
+``connection`` error event per outage, make ``/readyz`` false, and are retried with jittered, capped backoff
+(``core.retry.reconnect_backoff``, up to ``Settings.retry_max``; one jitter seed per controller); the
 controller never exits for them. ``stop()`` (SIGTERM/SIGINT in the CLI) ends every thread within a few
 seconds. Nothing is kept across restarts: every pass recomputes from what it reads.
 """
@@ -32,6 +33,7 @@ seconds. Nothing is kept across restarts: every pass recomputes from what it rea
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections import deque
@@ -47,11 +49,12 @@ from agentvm.controller.events import EventLog
 from agentvm.controller.lease import Lease
 from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
-from agentvm.controller.netsync import BatchTiming, NetsyncWatch, failure_key
+from agentvm.controller.netsync import BatchTiming, NetsyncKey, NetsyncWatch
 from agentvm.controller.reconcile import PassReport, Reconciler
 from agentvm.controller.status import status_document
 from agentvm.controller.watch import Batch, InventoryWatch
 from agentvm.core.heal import HealPolicy
+from agentvm.core.retry import WATCH_BACKOFF, Retries, reconnect_backoff
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import AgentvmError, AuthenticationError, TransientError
 from agentvm.model.network import SyncError, SyncErrorKind
@@ -118,12 +121,16 @@ class Controller:
         self.metrics = (
             metrics if metrics is not None else ControllerMetrics(agencies=[a.name for a in desired.agencies])
         )
+        # one jitter seed for this controller's retries (the heal policy's when given: tests fix it)
+        seed = policy.seed if policy is not None else secrets.randbits(32)
+        self._reconnect: Retries[str] = Retries(reconnect_backoff(settings.retry_max), seed)
         self.watch = InventoryWatch(
             session,
             self._on_batch,
             self._on_watch_error,
             max_wait_seconds=settings.watch_max_wait,
             clock=time.perf_counter,
+            backoff=Retries(WATCH_BACKOFF, seed),
         )
         self.reconciler = Reconciler(
             desired,
@@ -234,11 +241,12 @@ class Controller:
                     self._failed(exc, failures)
                     with self._lock:
                         self._want_full = True  # after a reconnect: one full resync
-                    interval = min(self.settings.retry_max, 0.5 * 2 ** min(failures, 10))
+                    interval = self._reconnect.failed("pass", time.monotonic())
                 else:
                     if failures or self._outage:
                         self._recovered()
                     failures = 0
+                    self._reconnect.succeeded("pass")
                     if full:
                         next_full = time.monotonic() + self.settings.full_resync
                     interval = self._interval(report)
@@ -455,7 +463,7 @@ class _NetsyncSeen:
     def __init__(self) -> None:
         self.report: object | None = None
         self.error: str | None = None
-        self.failing: dict[str, str] = {}  # backoff key -> the failure's message
+        self.failing: dict[NetsyncKey, str] = {}  # backoff key -> the failure's message
         self.plan_errors: set[tuple[str, str, str]] = set()
         self.syncs = {"full": 0, "incremental": 0}
 
@@ -512,7 +520,7 @@ class _NetsyncSeen:
         if failures:
             metrics.netsync().failures.inc(len(failures))
         for failure in failures:
-            key = failure_key(failure)
+            key = failure.key
             if self.failing.get(key) == failure.message:
                 continue  # the same failure again, on retry: said already
             self.failing[key] = failure.message
@@ -531,7 +539,7 @@ class _NetsyncSeen:
                 "netsync",
                 f"network sync of {failure.item} failed: {failure.message}{retry}",
                 level="warning" if failure.transient else "error",
-                data={"item": failure.item, "key": key, "transient": failure.transient},
+                data={"item": failure.item, "key": str(key), "transient": failure.transient},
             )
         if len(self.plan_errors) > self.MAX_REMEMBERED:
             self.plan_errors.clear()

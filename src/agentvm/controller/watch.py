@@ -14,9 +14,14 @@ is not reported as a change. The host conditions seen last are kept (``condition
 can tell maintenance mode from a failure between full passes, and so is every VM's host (``vm_hosts()``) so
 an agent VM moved to another host by hand is seen without reading the inventory again.
 
+The watch specs and the reading of a host's runtime properties into a model ``Host`` are the vSphere
+adapter's (``vsphere.watch.INVENTORY_WATCH``, ``host_runtime``); ``conditions()`` classifies those hosts with
+the heal policy's own ``HostConditions.of`` (docs/architecture.md, section "Observation").
+
 After any error (vCenter unreachable, session terminated: the collector died with it) the watch closes its
-collector, reports the error through ``on_error``, waits with a capped backoff and starts a new one; the
-batch of a new watch is reported as ``topology`` because changes may have been missed.
+collector, reports the error through ``on_error``, waits with jittered, capped backoff
+(``core.retry.WATCH_BACKOFF``; the controller gives it its seed) and starts a new one; the batch of a new
+watch is reported as ``topology`` because changes may have been missed.
 """
 
 from __future__ import annotations
@@ -27,21 +32,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pyVmomi import vim
-
 from agentvm.core.heal import HostConditions
+from agentvm.core.retry import WATCH_BACKOFF, Retries
 from agentvm.model.agency import MoRef
+from agentvm.model.inventory import Host
 from agentvm.vsphere.session import Session
-from agentvm.vsphere.watch import WatchChange, WatchChangeKind, Watcher, WatchSpec
+from agentvm.vsphere.watch import INVENTORY_WATCH, WatchChange, WatchChangeKind, Watcher, host_runtime
 
 log = logging.getLogger(__name__)
-
-HOST_PROPERTIES = ("runtime.inMaintenanceMode", "runtime.connectionState", "runtime.powerState", "parent")
-SPECS = (
-    WatchSpec(vim.HostSystem, HOST_PROPERTIES),
-    WatchSpec(vim.ClusterComputeResource, ("host",)),
-    WatchSpec(vim.VirtualMachine, ("runtime.powerState", "runtime.host")),
-)
 
 
 @dataclass(frozen=True)
@@ -55,13 +53,6 @@ class Batch:
     changes: int
 
 
-@dataclass
-class _HostState:
-    maintenance: bool = False
-    connection: str = "connected"
-    power: str = "poweredOn"
-
-
 class InventoryWatch:
     """``InventoryWatch(session, on_batch, on_error).start()``; ``stop()`` ends it within ``max_wait`` s."""
 
@@ -73,15 +64,19 @@ class InventoryWatch:
         *,
         max_wait_seconds: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        backoff: Retries[str] | None = None,
     ) -> None:
+        """``backoff``: the delays before a new watch after a failure (default ``core.retry.WATCH_BACKOFF``,
+        seed 0); ``clock`` stamps the batches and the failures."""
         self._session = session
         self._on_batch = on_batch
         self._on_error = on_error
         self._max_wait = max_wait_seconds
         self._clock = clock
+        self._backoff: Retries[str] = backoff if backoff is not None else Retries(WATCH_BACKOFF)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._hosts: dict[MoRef, _HostState] = {}
+        self._hosts: dict[MoRef, Host] = {}  # each host's state as last reported (name and path unknown)
         self._vm_hosts: dict[MoRef, MoRef] = {}
         self._watcher: Watcher | None = None
         self._thread: threading.Thread | None = None
@@ -105,16 +100,8 @@ class InventoryWatch:
     def conditions(self) -> HostConditions:
         """The hosts in maintenance mode, standby or unreachable, as last reported."""
         with self._lock:
-            hosts = dict(self._hosts)
-        return HostConditions(
-            maintenance=frozenset(h for h, s in hosts.items() if s.maintenance),
-            standby=frozenset(h for h, s in hosts.items() if s.power == "standBy"),
-            unreachable=frozenset(
-                h
-                for h, s in hosts.items()
-                if s.power != "standBy" and (s.connection != "connected" or s.power != "poweredOn")
-            ),
-        )
+            hosts = list(self._hosts.values())
+        return HostConditions.of(hosts)
 
     def vm_hosts(self, vms: Iterable[MoRef] | None = None) -> dict[MoRef, MoRef]:
         """The ``runtime.host`` of ``vms`` (every VM when None) as last reported; a VM the watch has not
@@ -125,10 +112,9 @@ class InventoryWatch:
             return {vm: host for vm in vms if (host := self._vm_hosts.get(vm)) is not None}
 
     def _run(self) -> None:
-        pause = 0.5
         while not self._stopping.is_set():
             try:
-                with Watcher(self._session, SPECS, max_wait_seconds=self._max_wait) as watcher:
+                with Watcher(self._session, INVENTORY_WATCH, max_wait_seconds=self._max_wait) as watcher:
                     with self._lock:
                         self._watcher = watcher
                     if self._stopping.is_set():
@@ -137,7 +123,7 @@ class InventoryWatch:
                     for changes in watcher:
                         received = self._clock()
                         self.connected = True
-                        pause = 0.5
+                        self._backoff.succeeded("watch")
                         if changes or first:
                             self._on_batch(self._classify(changes, received, first))
                         first = False
@@ -145,10 +131,10 @@ class InventoryWatch:
                 self.connected = False
                 if self._stopping.is_set():
                     break
+                pause = self._backoff.failed("watch", self._clock())
                 log.warning("vCenter watch failed, starting a new one in %.1f s: %s", pause, exc)
                 self._on_error(exc)
                 self._stopping.wait(pause)
-                pause = min(pause * 2, 10.0)
             finally:
                 with self._lock:
                     self._watcher = None
@@ -167,17 +153,13 @@ class InventoryWatch:
                         self._hosts.pop(ref, None)
                         topology = True
                         continue
-                    state = self._hosts.setdefault(ref, _HostState())
+                    # until told otherwise: connected, powered on, not in maintenance mode
+                    state = self._hosts.setdefault(ref, Host(ref, "", ""))
                     if change.kind is WatchChangeKind.ENTER or "parent" in props:
                         topology = True
-                    if "runtime.inMaintenanceMode" in props:
-                        state.maintenance = bool(props["runtime.inMaintenanceMode"])
-                        hosts_changed = True
-                    if "runtime.connectionState" in props:
-                        state.connection = str(props["runtime.connectionState"])
-                        hosts_changed = True
-                    if "runtime.powerState" in props:
-                        state.power = str(props["runtime.powerState"])
+                    updated = host_runtime(state, props)
+                    if updated is not None:
+                        self._hosts[ref] = updated
                         hosts_changed = True
                 elif ref.type == "ClusterComputeResource":
                     topology = True

@@ -37,12 +37,13 @@ after a resolve) or ``Verdict.GAVE_UP`` (it never went away), says so once, and 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, Self
 
+from agentvm.core.retry import Backoff as Backoff  # the one backoff; heal, engine and netsync use it
+from agentvm.core.retry import jitter_fraction as jitter_fraction
 from agentvm.model.agency import (
     DETAIL_DOWNLOAD_URL,
     DETAIL_ERROR,
@@ -156,53 +157,6 @@ def fix_for(issue: Issue) -> str:
 # ------------------------------------------------------------------------------------------ policy
 
 
-def jitter_fraction(seed: int, key: str, attempt: int) -> float:
-    """A fraction in [0, 1) fixed by the seed, the key and the attempt: same inputs, same jitter.
-
-    The jitter of every backoff in agentvm (heals, the engine's retries, the network sync's items): no
-    randomness, so the same inputs always give the same delays, and controllers with other seeds (or other
-    keys) do not retry in step.
-    """
-    digest = hashlib.blake2b(f"{seed}|{key}|{attempt}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Retry timing for one issue kind: delays ``base * factor**(n-1)``, stretched by up to ``jitter``.
-
-    ``factor >= 1 + jitter`` is required so that jittered delays still never decrease from one attempt to
-    the next (the largest stretch of delay n is at most the smallest delay n+1).
-    """
-
-    base: float = 5.0  # seconds between the first and the second resolve
-    factor: float = 2.0
-    cap: float = 300.0  # no delay is longer
-    jitter: float = 0.25  # each delay is stretched by a fraction in [0, jitter)
-    max_attempts: int = 5  # resolves before giving up
-    grace: float = 0.0  # seconds an issue must stay before its first resolve (0: at once)
-
-    def __post_init__(self) -> None:
-        if self.base <= 0 or self.cap < self.base:
-            raise ValueError(f"backoff needs 0 < base <= cap, got base={self.base}, cap={self.cap}")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"backoff jitter must be in [0, 1), got {self.jitter}")
-        if self.factor < 1 + self.jitter:
-            raise ValueError(
-                f"backoff factor {self.factor} must be at least 1 + jitter ({1 + self.jitter}) so that "
-                "delays never decrease"
-            )
-        if self.max_attempts < 1:
-            raise ValueError(f"backoff max_attempts must be at least 1, got {self.max_attempts}")
-        if self.grace < 0:
-            raise ValueError(f"backoff grace must be 0 or more, got {self.grace}")
-
-    def delay(self, attempt: int, fraction: float) -> float:
-        """Seconds to wait after resolve number ``attempt`` (1-based); ``fraction`` in [0, 1): jitter."""
-        raw = self.base * self.factor ** (attempt - 1) * (1 + self.jitter * fraction)
-        return min(self.cap, raw)
-
-
 @dataclass(frozen=True)
 class HealPolicy:
     """Backoff per issue kind (``default`` for the others) and the seed that makes jitter deterministic.
@@ -213,7 +167,7 @@ class HealPolicy:
     key within that many seconds, settle periods or not, before agentvm gives up on it as flapping.
     """
 
-    default: Backoff = Backoff()
+    default: Backoff = field(default_factory=Backoff)
     per_kind: Mapping[HealKind, Backoff] = field(
         default_factory=lambda: {
             # redeploying cannot fix a host version no agent config matches: try twice, then say so

@@ -5,7 +5,7 @@ Called by ``agentvm netsync plan|apply`` and by the controller's network sync, w
 vRouter agent holds now. Returns a ``SyncPlan`` that ``agentvm.sdn.sync.apply_plan`` carries out. Pure: no
 I/O, no clock; the same inputs always give the same plan.
 
-Mapping (DESIGN.md, "Networks to the SDN controller"):
+Mapping (docs/architecture.md, section "Netsync"):
 
 * port group -> virtual network ``[domain, project, port-group name]``; its IP pool -> the network's subnet;
 * VM -> virtual machine ``[uuid]``; NIC -> virtual-machine-interface ``[domain, project, uuid]`` (its MAC) and
@@ -25,7 +25,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agentvm.core.ipalloc import PoolError, SubnetAddresses, pool_subnet
 from agentvm.core.vlan import HostVlans, excluded_vlans
@@ -33,6 +33,8 @@ from agentvm.model.agency import PowerState
 from agentvm.model.network import (
     ControllerState,
     DvPortVlan,
+    ItemKey,
+    ItemKind,
     NetsyncConfig,
     NetworkInventory,
     Nic,
@@ -50,6 +52,7 @@ from agentvm.model.network import (
     SyncPlan,
     Vm,
     VrouterPort,
+    object_key,
 )
 
 AGENTVM_NAMESPACE = uuid.UUID("5a1e3c6e-7f0b-5d7e-9a43-6167656e7476")
@@ -644,3 +647,55 @@ def port_candidates(
             if nic.mac and _valid_mac(normalize_mac(nic.mac)):
                 result[vm.host].add(ids.vmi(nic.mac))
     return dict(result)
+
+
+def hold_back(plan: SyncPlan, keys: Collection[ItemKey]) -> tuple[SyncPlan, tuple[ItemKey, ...]]:
+    """``plan`` without the items whose key is in ``keys`` (items in backoff), nor the creates and ports that
+    need them: an interface whose DV port change is held is not added to or enabled on its agent either.
+    Returns the trimmed plan and the keys actually held back, sorted."""
+    if not keys:
+        return plan, ()
+    held: set[ItemKey] = set()
+    blocked = {k.id for k in keys if k.kind is ItemKind.OBJECT}
+
+    def keep_obj(obj: SdnObject) -> bool:
+        deps: tuple[str | None, ...] = ()
+        if isinstance(obj, SdnVmi):
+            deps = (obj.vn_uuid, obj.vm_uuid)
+        elif isinstance(obj, SdnInstanceIp):
+            deps = (obj.vn_uuid, obj.vmi_uuid)
+        if obj.uuid in blocked or any(d in blocked for d in deps if d):
+            blocked.add(obj.uuid)
+            held.add(object_key(obj))
+            return False
+        return True
+
+    create = tuple(o for o in plan.create if keep_obj(o))  # in dependency order: blocks propagate
+    update = tuple(o for o in plan.update if keep_obj(o))
+    delete = tuple(o for o in plan.delete if keep_obj(o))
+
+    waiting_vlan: set[str] = set()  # interfaces whose DV port change is held: their agent is not told
+
+    def keep_vlan(change: DvPortVlan) -> bool:
+        if change.key in keys:
+            held.add(change.key)
+            waiting_vlan.add(change.vmi_uuid)
+            return False
+        return True
+
+    def keep_port(change: PortChange) -> bool:
+        if change.key in keys or change.port.id in blocked:
+            held.add(change.key)
+            return False
+        return change.port.id not in waiting_vlan or change.action is PortAction.DELETE
+
+    dv_port_vlans = tuple(c for c in plan.dv_port_vlans if keep_vlan(c))
+    trimmed = replace(
+        plan,
+        create=create,
+        update=update,
+        delete=delete,
+        ports=tuple(c for c in plan.ports if keep_port(c)),
+        dv_port_vlans=dv_port_vlans,
+    )
+    return trimmed, tuple(sorted(held & set(keys)))

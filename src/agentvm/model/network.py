@@ -7,7 +7,8 @@ Three groups, read top to bottom:
 * the **SDN** side (what the SDN adapter reads from / writes to the controller and the vRouter agents):
   virtual network (+ subnets), virtual machine, virtual-machine-interface, instance IP, vRouter port;
 * the **plan** (what ``agentvm.core.netsync`` decides and ``agentvm.sdn.sync`` carries out): objects to
-  create / update / delete, vRouter port calls, DV port VLANs, and per-item errors.
+  create / update / delete, vRouter port calls, DV port VLANs, and per-item errors. Each item has a typed
+  key (``ItemKey``: what retries, holds and events name it by) and a ``label()`` for a person.
 
 Field names follow the vSphere and Tungsten Fabric APIs in snake_case. Addresses are strings in their usual
 text form (``10.0.0.5``, ``10.0.0.0/24``, ``00:50:56:aa:bb:cc``); the core parses them where it needs to.
@@ -22,6 +23,10 @@ from agentvm.model.agency import PowerState
 
 CREATOR = "agentvm"
 """What agentvm writes into ``id_perms.creator``; only objects carrying it are ever updated or deleted."""
+
+ADDRESS_KEY = "guestinfo.agentvm.address"
+"""The agent VM's extraConfig key for its host's address from the IP plan (written when agentvm answers the
+VM's hook): the network sync's fallback for where that host's vRouter agent listens."""
 
 # ---------------------------------------------------------------------------------------------------------
 # inventory (vCenter side)
@@ -234,11 +239,83 @@ class PortAction(StrEnum):
     DELETE = "delete"  # DELETE /port/{id}
 
 
+class ItemKind(StrEnum):
+    """What a planned item acts on, as its key names it."""
+
+    OBJECT = "obj"  # a config-API object (virtual network, VM, interface, instance IP), by uuid
+    PORT = "port"  # a vRouter agent's port, by its interface (VMI) uuid
+    DV_PORT = "dvport"  # a DV port's VLAN, by the port's key
+
+
+@dataclass(frozen=True, order=True)
+class ItemKey:
+    """The identity of a planned item across syncs: what its retries, holds and events are keyed by.
+
+    ``str(key)`` is ``<kind>:<id>`` (``port:<uuid>``, ``obj:<uuid>``, ``dvport:<port key>``): the form the
+    controller's events (``data.key``) and logs show; ``ItemKey.parse`` reads it back.
+    """
+
+    kind: ItemKind
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.id}"
+
+    @classmethod
+    def parse(cls, text: str) -> ItemKey:
+        """The key ``str(key)`` rendered. Raises ValueError naming ``text`` when it is not one."""
+        kind, sep, ident = text.partition(":")
+        try:
+            if sep and ident:
+                return cls(ItemKind(kind), ident)
+        except ValueError:
+            pass
+        kinds = ", ".join(k.value for k in ItemKind)
+        raise ValueError(f"{text!r} is not an item key: expected <kind>:<id> with kind one of {kinds}")
+
+
+def object_key(obj: SdnObject) -> ItemKey:
+    """The key of a config-API object's create, update or delete."""
+    return ItemKey(ItemKind.OBJECT, obj.uuid)
+
+
+class ObjectVerb(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class ObjectCall:
+    """One config-API call of a plan: ``verb`` an object; ``type_name`` is its config-API type
+    (``virtual-network``), which the SDN adapter knows."""
+
+    verb: ObjectVerb
+    type_name: str
+    obj: SdnObject
+
+    @property
+    def key(self) -> ItemKey:
+        return object_key(self.obj)
+
+    def label(self) -> str:
+        """For a person: ``create virtual-network <uuid> (<fq name>)``."""
+        return f"{self.verb.value} {self.type_name} {self.obj.uuid} ({':'.join(self.obj.fq_name)})"
+
+
 @dataclass(frozen=True)
 class PortChange:
     action: PortAction
     host: str  # host moid; the caller maps it to that host's agent address
     port: VrouterPort
+
+    @property
+    def key(self) -> ItemKey:
+        return ItemKey(ItemKind.PORT, self.port.id)
+
+    def label(self) -> str:
+        """For a person: ``add port <uuid> on <host>``."""
+        return f"{self.action.value} port {self.port.id} on {self.host}"
 
 
 @dataclass(frozen=True)
@@ -250,6 +327,21 @@ class DvPortVlan:
     port_key: str
     vlan: int
     vmi_uuid: str
+
+    @property
+    def key(self) -> ItemKey:
+        return ItemKey(ItemKind.DV_PORT, self.port_key)
+
+    def label(self) -> str:
+        """For a person: ``set VLAN <n> on DV port <key> of <port group> (interface <uuid>, host <moid>)``."""
+        return (
+            f"set VLAN {self.vlan} on DV port {self.port_key} of {self.port_group_key} "
+            f"(interface {self.vmi_uuid}, host {self.host})"
+        )
+
+
+SyncItem = ObjectCall | PortChange | DvPortVlan
+"""One planned item as carried out: what a failure names (``ApplyFailure.subject``)."""
 
 
 class SyncErrorKind(StrEnum):

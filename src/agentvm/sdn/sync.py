@@ -20,6 +20,9 @@ from typing import Any, TypeVar
 from agentvm.model.errors import AgentvmError, TransientError
 from agentvm.model.network import (
     ControllerState,
+    ItemKey,
+    ObjectCall,
+    ObjectVerb,
     PortAction,
     PortChange,
     SdnInstanceIp,
@@ -27,6 +30,7 @@ from agentvm.model.network import (
     SdnVirtualMachine,
     SdnVirtualNetwork,
     SdnVmi,
+    SyncItem,
     SyncPlan,
     VrouterPort,
 )
@@ -42,9 +46,20 @@ MapFn = Callable[[Callable[[Any], Any], Sequence[Any]], Iterable[Any]]
 
 @dataclass(frozen=True)
 class ApplyFailure:
-    item: str  # "create virtual-network 1b2c... (default-domain:default-project:pg-1)"
+    """One planned item that failed: the item itself (its key for retries, its label for a person)."""
+
+    subject: SyncItem
     message: str
     transient: bool  # retry with backoff; False: fix the input (or the other owner's object) first
+
+    @property
+    def key(self) -> ItemKey:
+        return self.subject.key
+
+    @property
+    def item(self) -> str:
+        """The item for a person: ``create virtual-network 1b2c... (default-domain:default-project:pg-1)``."""
+        return self.subject.label()
 
 
 @dataclass(frozen=True)
@@ -97,8 +112,8 @@ def read_ports(
     return ports, unreachable
 
 
-def _describe(obj: SdnObject) -> str:
-    return f"{wire.type_name(obj)} {obj.uuid} ({':'.join(obj.fq_name)})"
+def _call(verb: ObjectVerb) -> Callable[[SdnObject], ObjectCall]:
+    return lambda obj: ObjectCall(verb, wire.type_name(obj), obj)
 
 
 class _Run:
@@ -110,12 +125,9 @@ class _Run:
         self.failures: list[ApplyFailure] = []
         self.failed: set[str] = set()  # uuids whose create/delete failed: dependents are skipped
 
-    def record(self, item: str, key: str, error: AgentvmError | None) -> None:
-        if error is None:
-            self.done += 1
-            return
+    def fail(self, subject: SyncItem, key: str, error: AgentvmError) -> None:
         self.failed.add(key)
-        self.failures.append(ApplyFailure(item, str(error), isinstance(error, TransientError)))
+        self.failures.append(ApplyFailure(subject, str(error), isinstance(error, TransientError)))
 
 
 def _attempt(call: Callable[[], object]) -> AgentvmError | None:
@@ -161,17 +173,23 @@ def apply_plan(
     fq_names.update((o.uuid, o.fq_name) for o in plan.create if isinstance(o, SdnVirtualNetwork))
 
     def phase(
-        items: Sequence[A], label: Callable[[A], str], key: Callable[[A], str], call: Callable[[A], object]
+        items: Sequence[A],
+        subject: Callable[[A], SyncItem],
+        key: Callable[[A], str],
+        call: Callable[[A], object],
     ) -> None:
         def attempt(item: A) -> AgentvmError | None:
             return _attempt(lambda: call(item))
 
         errors: list[AgentvmError | None] = list(map_fn(attempt, items))
         for item, error in zip(items, errors, strict=True):
-            run.record(label(item), key(item), error)
+            if error is None:
+                run.done += 1
+            else:  # the failed item's value is made only for a failure
+                run.fail(subject(item), key(item), error)
 
-    def port_label(change: PortChange) -> str:
-        return f"{change.action.value} port {change.port.id} on {change.host}"
+    def port_subject(change: PortChange) -> SyncItem:
+        return change
 
     def port_call(change: PortChange) -> None:
         agent = agents.get(change.host)
@@ -187,7 +205,7 @@ def apply_plan(
             agent.delete_port(change.port.id)
 
     port_deletes = [c for c in plan.ports if c.action is PortAction.DELETE]
-    phase(port_deletes, port_label, lambda c: f"port-delete:{c.port.id}", port_call)
+    phase(port_deletes, port_subject, lambda c: f"port-delete:{c.port.id}", port_call)
 
     # Deletes by type, reverse dependency order. An interface whose old port could not be removed stays
     # (the agent would otherwise keep a port of an interface the controller no longer has).
@@ -200,7 +218,7 @@ def apply_plan(
                 run.skipped += 1
                 continue
             batch.append(obj)
-        phase(batch, lambda o: f"delete {_describe(o)}", lambda o: o.uuid, api.delete)
+        phase(batch, _call(ObjectVerb.DELETE), lambda o: o.uuid, api.delete)
 
     def create(obj: SdnObject) -> None:
         try:
@@ -222,11 +240,11 @@ def apply_plan(
                 run.failed.add(obj.uuid)
                 continue
             batch.append(obj)
-        phase(batch, lambda o: f"create {_describe(o)}", lambda o: o.uuid, create)
+        phase(batch, _call(ObjectVerb.CREATE), lambda o: o.uuid, create)
 
     phase(
         list(plan.update),
-        lambda o: f"update {_describe(o)}",
+        _call(ObjectVerb.UPDATE),
         lambda o: o.uuid,
         lambda o: api.update(o, fq_names),
     )
@@ -245,6 +263,6 @@ def apply_plan(
                 run.skipped += 1  # its DV port does not carry the VLAN yet: retried with it
                 continue
             batch_ports.append(change)
-        phase(batch_ports, port_label, lambda c: f"port:{c.port.id}", port_call)
+        phase(batch_ports, port_subject, lambda c: f"port:{c.port.id}", port_call)
 
     return SyncResult(done=run.done, failures=tuple(run.failures), skipped=run.skipped)

@@ -36,10 +36,12 @@ from agentvm.vsphere.collector import (
     container_view,
     paged,
     property_spec,
+    retrieve,
     view_filter_spec,
 )
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.tasks import wait_for_task
+from agentvm.vsphere.watch import WatchSpec
 
 log = logging.getLogger(__name__)
 
@@ -406,6 +408,36 @@ def read_dv_port_vlans(session: Session, dvs: MoRef | str, port_keys: Iterable[s
 VM_WATCH = VM_PROPS
 """The VM properties the netsync watch follows (NIC backings and MACs, power, host, guest addresses)."""
 
+NETSYNC_WATCH = (
+    WatchSpec(vim.VirtualMachine, VM_WATCH),
+    WatchSpec(vim.dvs.DistributedVirtualPortgroup, PORTGROUP_PROPS),
+    WatchSpec(vim.DistributedVirtualSwitch, ("name", "uuid")),
+)
+"""What the netsync watch's ``Watcher`` follows: VMs, DV port groups and switches."""
+
+
+def watched_vm(
+    moid: str,
+    props: Mapping[str, Any],
+    dvs_moid_by_uuid: Mapping[str, str],
+    port_vlans: Mapping[tuple[str, str], int | None],
+) -> Vm | None:
+    """``network_vm`` of a VM's merged watch updates; None for a template (netsync mirrors no template)."""
+    if bool(props.get("config.template", False)):
+        return None
+    return network_vm(moid, props, dvs_moid_by_uuid, port_vlans)
+
+
+def vm_port_groups(props: Mapping[str, Any]) -> dict[str, str]:
+    """DV port key -> its port group key, from the NIC backings of a VM's ``VM_PROPS``. Pure."""
+    out: dict[str, str] = {}
+    for device in props.get("config.hardware.device") or ():
+        backing = getattr(device, "backing", None)
+        port = getattr(backing, "port", None)
+        if port is not None and getattr(port, "portKey", None):
+            out[str(port.portKey)] = str(port.portgroupKey or "")
+    return out
+
 
 @dataclass(frozen=True)
 class NetworksRead:
@@ -531,3 +563,9 @@ def read_agent_vm_addresses(
                     )
                     break
     return sorted(found, key=lambda a: (a.host, a.vm))
+
+
+def read_host_moids(session: Session) -> dict[str, str]:
+    """Host name -> host moid of every host (one bulk read of the names): for maps keyed by host name."""
+    hosts = retrieve(session, [vim.HostSystem], [property_spec(vim.HostSystem, ["name"])])
+    return {str(h.get("name")): str(h.obj._moId) for h in hosts}

@@ -14,15 +14,16 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from pyVmomi import vmodl
+from pyVmomi import vim, vmodl
 
 from agentvm.model.agency import MoRef
 from agentvm.model.errors import AgentvmError, NotFoundError, TransientError
+from agentvm.model.inventory import ConnectionState, Host, HostPowerState
 from agentvm.vsphere.collector import property_spec, view_filter_spec
 from agentvm.vsphere.session import Session
 
@@ -189,3 +190,43 @@ def _convert(value: Any) -> Any:
     if isinstance(value, list) and value and all(hasattr(v, "_moId") for v in value):
         return tuple(MoRef(str(v._wsdlName), str(v._moId)) for v in value)
     return value
+
+
+# -- the controller's inventory watch (controller.watch.InventoryWatch) --------------------------------------
+
+HOST_RUNTIME = ("runtime.inMaintenanceMode", "runtime.connectionState", "runtime.powerState")
+"""A host's state as the heal policy classifies it (``core.heal.HostConditions.of``)."""
+
+INVENTORY_WATCH = (
+    WatchSpec(vim.HostSystem, (*HOST_RUNTIME, "parent")),
+    WatchSpec(vim.ClusterComputeResource, ("host",)),
+    WatchSpec(vim.VirtualMachine, ("runtime.powerState", "runtime.host")),
+)
+"""Hosts (state, and where they are), clusters' host lists and VMs' power and host."""
+
+
+def host_runtime(host: Host, properties: Mapping[str, Any]) -> Host | None:
+    """``host`` with the ``HOST_RUNTIME`` values among ``properties`` (a watch update; the others keep their
+    value), or None when the update carries none of them. A value vSphere does not define (or a removed
+    property) counts as a host that cannot be reached: disconnected, power unknown. Pure."""
+    if not any(p in properties for p in HOST_RUNTIME):
+        return None
+    changed: dict[str, Any] = {}
+    if "runtime.inMaintenanceMode" in properties:
+        changed["in_maintenance_mode"] = bool(properties["runtime.inMaintenanceMode"])
+    if "runtime.connectionState" in properties:
+        changed["connection_state"] = _state(
+            ConnectionState, properties["runtime.connectionState"], ConnectionState.DISCONNECTED
+        )
+    if "runtime.powerState" in properties:
+        changed["power_state"] = _state(
+            HostPowerState, properties["runtime.powerState"], HostPowerState.UNKNOWN
+        )
+    return replace(host, **changed)
+
+
+def _state(enum: type[StrEnum], value: Any, default: Any) -> Any:
+    try:
+        return enum(str(value)) if value is not None else default
+    except ValueError:
+        return default
