@@ -1,8 +1,8 @@
 """Build and run the lab's vCenter simulator (our Go main over Debian's govmomi 0.24.2 simulator).
 
 Called by ``agentvm lab build|up``, the lab runner and the pytest fixtures. The binary is cached by the
-hash of its Go source, so it is rebuilt only when ``vcsim/main.go`` changes; concurrent builders (pytest
-workers) serialise on a file lock.
+hash of its Go sources (every non-test ``.go`` file in ``vcsim/``), so it is rebuilt only when one of them
+changes; concurrent builders (pytest workers) serialise on a file lock.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
-GO_SOURCE = Path(__file__).parent / "vcsim" / "main.go"
+GO_PACKAGE = Path(__file__).parent / "vcsim"
 # Debian's golang-github-vmware-govmomi-dev installs govmomi here; $AGENTVM_GOPATH overrides it.
 GOPATH = Path(os.environ.get("AGENTVM_GOPATH") or "/usr/share/gocode")
 GOVMOMI_SIMULATOR = GOPATH / "src/github.com/vmware/govmomi/simulator"
@@ -106,9 +106,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agentvm"
 
 
+def go_sources() -> list[Path]:
+    """The files the simulator is built from: every ``.go`` file of ``vcsim/`` but its ``_test.go`` ones."""
+    return sorted(p for p in GO_PACKAGE.glob("*.go") if not p.name.endswith("_test.go"))
+
+
 def binary_path() -> Path:
-    digest = hashlib.sha256(GO_SOURCE.read_bytes()).hexdigest()[:16]
-    return cache_dir() / f"agentvm-vcsim-{digest}"
+    """Where the binary built from the current sources is cached: named by a hash of their names and bytes."""
+    digest = hashlib.sha256()
+    for source in go_sources():
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    return cache_dir() / f"agentvm-vcsim-{digest.hexdigest()[:16]}"
+
+
+def go_env() -> dict[str, str]:
+    """The environment every ``go`` command on the simulator runs in: GOPATH mode over Debian's govmomi."""
+    env = dict(os.environ, GO111MODULE="off", GOPATH=str(GOPATH), CGO_ENABLED="0", GOFLAGS="")
+    env.setdefault("GOCACHE", str(cache_dir() / "go-build"))
+    return env
 
 
 def check_toolchain() -> str:
@@ -139,12 +154,11 @@ def build(force: bool = False) -> tuple[Path, float]:
             return target, 0.0
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="agentvm-vcsim-") as work:
-            shutil.copy(GO_SOURCE, Path(work) / "main.go")
+            for source in go_sources():
+                shutil.copy(source, Path(work) / source.name)
             out = Path(work) / "vcsim"
-            env = dict(os.environ, GO111MODULE="off", GOPATH=str(GOPATH), CGO_ENABLED="0", GOFLAGS="")
-            env.setdefault("GOCACHE", str(cache_dir() / "go-build"))
             proc = subprocess.run(
-                [go, "build", "-o", str(out), "."], cwd=work, env=env, capture_output=True, text=True
+                [go, "build", "-o", str(out), "."], cwd=work, env=go_env(), capture_output=True, text=True
             )
             if proc.returncode != 0:
                 raise LabError(f"building the simulator failed:\n{proc.stderr.strip()}", 5)
