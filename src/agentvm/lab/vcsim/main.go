@@ -32,13 +32,11 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25"
-	"github.com/vmware/govmomi/vim25/types"
 )
 
 // exit codes, so the Python side can tell the causes apart
@@ -137,14 +135,7 @@ func main() {
 		fail(exitModel, "building the inventory: %v", err)
 	}
 	defer m.Remove()
-	// A vCenter's about.instanceUuid names its installation (agentvm derives SDN ids from it); 0.24.2
-	// assigns a random one to a copy of the content and serves a fixed one, so every simulator looks like
-	// the same vCenter. The lab gives each world its own.
-	si := simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance)
-	if *instanceUUID != "" {
-		si.Content.About.InstanceUuid = strings.ToLower(*instanceUUID)
-	}
-	markUplinks()
+	mgrs := extend(m, *instanceUUID)
 
 	m.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, password)}
 	var cert tls.Certificate
@@ -155,16 +146,6 @@ func main() {
 		}
 		m.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-
-	// Replace the inert ExtensionManager with ours, under the same reference.
-	em := &ExtensionManager{}
-	em.Self = *m.ServiceContent.ExtensionManager
-	simulator.Map.Put(em)
-	if pc, ok := simulator.Map.Get(m.ServiceContent.PropertyCollector).(*simulator.PropertyCollector); ok {
-		simulator.Map.Put(&pagingCollector{PropertyCollector: *pc})
-	}
-	mgrs := &agentManagers{done: map[types.ManagedObjectReference]bool{}}
-	mgrs.ensure()
 
 	ctx := context.Background()
 	c, err := vim25.NewClient(ctx, m.Service)
@@ -194,7 +175,7 @@ func main() {
 	info := readyInfo{
 		URL: u.String(), Username: *user, Password: password, PID: os.Getpid(),
 		Datacenters: *dcs, Clusters: *clusters, Hosts: *hosts, Standalone: *standalone, VMs: *vms, DVS: *dvs,
-		InstanceUUID: si.Content.About.InstanceUuid,
+		InstanceUUID: simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance).Content.About.InstanceUuid,
 	}
 	eam := u
 	eam.Path = "/eam/sdk"
