@@ -55,8 +55,10 @@ func selfSigned() (tls.Certificate, error) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
+// peerThumbprint returns the SHA-1 thumbprint and the DER bytes of the TLS client certificate of r, or
+// ("", nil) when there is none (plain HTTP, no certificate, or no request).
 func peerThumbprint(r *http.Request) (string, []byte) {
-	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+	if r == nil || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return "", nil
 	}
 	der := r.TLS.PeerCertificates[0].Raw

@@ -121,19 +121,22 @@ func (m *ExtensionManager) UpdateExtension(req *types.UpdateExtension) soap.HasF
 	return body
 }
 
-func (m *ExtensionManager) SetExtensionCertificate(req *types.SetExtensionCertificate) soap.HasFault {
+func (m *ExtensionManager) SetExtensionCertificate(ctx *simulator.Context, req *types.SetExtensionCertificate) soap.HasFault {
 	body := new(methods.SetExtensionCertificateBody)
 	if m.find(req.ExtensionKey) < 0 {
 		body.Fault_ = notFound(fmt.Sprintf("extension %q", req.ExtensionKey))
 		return body
 	}
-	// With no certificatePem the API takes the caller's TLS client certificate; the HTTP front
-	// (frontHandler) has put it into the request, so an empty one here means there was none.
-	if req.CertificatePem == "" {
+	// With no certificatePem the API takes the caller's TLS client certificate.
+	certificatePem := req.CertificatePem
+	if _, der := peerThumbprint(requestOf(ctx)); certificatePem == "" && der != nil {
+		certificatePem = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	}
+	if certificatePem == "" {
 		body.Fault_ = simulator.Fault("no certificatePem and no TLS client certificate", new(types.NoClientCertificate))
 		return body
 	}
-	block, _ := pem.Decode([]byte(req.CertificatePem))
+	block, _ := pem.Decode([]byte(certificatePem))
 	if block == nil {
 		body.Fault_ = simulator.Fault("certificatePem is not a PEM certificate",
 			&types.InvalidArgument{InvalidProperty: "certificatePem"})

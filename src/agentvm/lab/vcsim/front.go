@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,13 +12,11 @@ import (
 	"time"
 )
 
-// the HTTP front: extension certificate checks, host watch, /eam/sdk
+// the HTTP front: certificate login routing, host watch, DV port routing, /eam/sdk
 
 var (
-	reLoginExt  = regexp.MustCompile(`(?s)<LoginExtensionByCertificate\b.*?<extensionKey\b[^>]*>([^<]*)</extensionKey>`)
-	reSetCert   = regexp.MustCompile(`(?s)<SetExtensionCertificate\b.*?</SetExtensionCertificate>`)
-	reAddHost   = regexp.MustCompile(`<(AddHost_Task|AddStandaloneHost_Task)\b`)
-	rePemInBody = regexp.MustCompile(`<certificatePem\b`)
+	reLoginExt = regexp.MustCompile(`<LoginExtensionByCertificate\b`)
+	reAddHost  = regexp.MustCompile(`<(AddHost_Task|AddStandaloneHost_Task)\b`)
 )
 
 type front struct {
@@ -64,28 +61,8 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
-	if m := reLoginExt.FindSubmatchIndex(body); m != nil {
-		key := string(body[m[2]:m[3]])
-		tp, _ := peerThumbprint(r)
-		want, ok := certs.get(key)
-		if tp != "" && (!ok || want != tp) {
-			// Not the certificate registered for this extension: blank the key, which the
-			// simulator answers with InvalidLogin, the fault a real vCenter gives.
-			body = append(append([]byte{}, body[:m[2]]...), body[m[3]:]...)
-		}
-	}
-	if loc := reSetCert.FindIndex(body); loc != nil && !rePemInBody.Match(body[loc[0]:loc[1]]) {
-		if _, der := peerThumbprint(r); der != nil {
-			p := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-			end := loc[1] - len("</SetExtensionCertificate>")
-			var b bytes.Buffer
-			b.Write(body[:end])
-			b.WriteString("<certificatePem>")
-			b.Write(p)
-			b.WriteString("</certificatePem>")
-			b.Write(body[end:])
-			body = b.Bytes()
-		}
+	if reLoginExt.Match(body) {
+		r.URL.Path = certificateLoginPath // to certificateLogin (session.go)
 	}
 	if reAddHost.Match(body) {
 		f.mu.Lock()

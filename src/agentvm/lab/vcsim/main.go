@@ -160,6 +160,7 @@ func main() {
 	go publisher.run(200 * time.Millisecond)
 
 	srv := m.Service.NewServer()
+	serveCertificateLogin(m.Service)
 	f := &front{sim: srv.Config.Handler, eam: eamProxy(*eamBackend), agentMgr: mgrs}
 	// Nobody knows the port before the ready line below, so no request can race this assignment.
 	srv.Config.Handler = f
