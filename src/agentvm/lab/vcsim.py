@@ -12,12 +12,13 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -166,6 +167,24 @@ def build(force: bool = False) -> tuple[Path, float]:
         return target, time.monotonic() - started
 
 
+_METHOD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def _delay_args(delay: int, method_delay: Mapping[str, int]) -> list[str]:
+    """The simulator's ``--delay``/``--method-delay`` flags; LabError (exit 2) naming a bad value."""
+    if delay < 0:
+        raise LabError(f"delay must be 0 or more milliseconds (got {delay})", 2)
+    for method, ms in method_delay.items():
+        if not _METHOD_NAME.fullmatch(method):
+            raise LabError(f"method_delay: {method!r} is not a SOAP method name like RetrievePropertiesEx", 2)
+        if ms < 0:
+            raise LabError(f"method_delay: {method} must be 0 or more milliseconds (got {ms})", 2)
+    args = [f"--delay={delay}"] if delay else []
+    if method_delay:
+        args.append("--method-delay=" + ",".join(f"{m}:{ms}" for m, ms in method_delay.items()))
+    return args
+
+
 class Vcsim:
     """A running simulator process. Use as a context manager, or call ``stop()``.
 
@@ -185,9 +204,17 @@ class Vcsim:
         detach: bool = False,
         timeout: float = 120.0,
         instance_uuid: str | None = None,
+        delay: int = 0,
+        method_delay: Mapping[str, int] | None = None,
     ) -> None:
-        """``instance_uuid`` gives this simulator's world its own about.instanceUuid (``Lab`` does)."""
+        """``instance_uuid`` gives this simulator's world its own about.instanceUuid (``Lab`` does).
+
+        ``delay`` (milliseconds added to every SOAP call) and ``method_delay`` (milliseconds added to the
+        SOAP methods it names, e.g. ``{"RetrievePropertiesEx": 50}``) model a real vCenter's latency, for
+        benchmarks; they apply once the inventory is built. Raises LabError (exit 2) for a bad value.
+        """
         shape.validate()
+        delay_args = _delay_args(delay, method_delay or {})
         binary, _ = build()
         self._tmp = tempfile.TemporaryDirectory(prefix="agentvm-vcsim-run-")
         info_file = Path(self._tmp.name) / "ready.json"
@@ -207,6 +234,7 @@ class Vcsim:
             args.append(f"--eam-backend={eam_backend}")
         if instance_uuid:
             args.append(f"--instance-uuid={instance_uuid}")
+        args += delay_args
         env = dict(os.environ)
         if password:
             env["AGENTVM_VCSIM_PASSWORD"] = password  # by environment, never on the command line

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vmware/govmomi/simulator"
 )
 
 // the HTTP front: certificate login routing, host watch, DV port routing, /eam/sdk
@@ -25,6 +27,16 @@ type front struct {
 	agentMgr *agentManagers
 	hostWait time.Time
 	mu       sync.Mutex
+}
+
+// serve starts the server of a model built and extended (extend) as the lab runs it: 0.24.2's handlers
+// behind the front, with the certificate login registry. Called by main and the Go tests, before any
+// client knows the server's address.
+func serve(m *simulator.Model, eam http.Handler, agentMgr *agentManagers) *simulator.Server {
+	srv := m.Service.NewServer()
+	serveCertificateLogin(m.Service)
+	srv.Config.Handler = &front{sim: srv.Config.Handler, eam: eam, agentMgr: agentMgr}
+	return srv
 }
 
 // soapPanic answers a request whose handler panicked inside the 0.24.2 simulator (e.g. a Fetch of an

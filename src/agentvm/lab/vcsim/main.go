@@ -88,6 +88,9 @@ func main() {
 	instanceUUID := flag.String("instance-uuid", "",
 		"about.instanceUuid of this world (default: vcsim's own, the same in every simulator)")
 	exitWithParent := flag.Bool("exit-with-parent", true, "stop when the process that started us is gone")
+	delay := flag.Int("delay", 0, "milliseconds added to every SOAP call, to model a real vCenter's latency")
+	methodDelay := flag.String("method-delay", "",
+		"milliseconds added to given SOAP methods (on top of --delay), like RetrievePropertiesEx:50,WaitForUpdatesEx:10")
 	flag.Parse()
 
 	for name, v := range map[string]int{"--datacenters": *dcs, "--clusters": *clusters, "--hosts": *hosts,
@@ -95,6 +98,13 @@ func main() {
 		if v < 0 {
 			fail(exitUsage, "%s must be 0 or more (got %d)", name, v)
 		}
+	}
+	if *delay < 0 {
+		fail(exitUsage, "--delay must be 0 or more milliseconds (got %d)", *delay)
+	}
+	perMethod, err := parseMethodDelay(*methodDelay)
+	if err != nil {
+		fail(exitUsage, "%v", err)
 	}
 	if *dcs < 1 {
 		fail(exitUsage, "--datacenters must be 1 or more (got %d)", *dcs)
@@ -156,14 +166,13 @@ func main() {
 		fail(exitModel, "creating workload VMs: %v", err)
 	}
 
+	setDelay(m, *delay, perMethod)
+
 	publisher := newRuntimePublisher()
 	go publisher.run(200 * time.Millisecond)
 
-	srv := m.Service.NewServer()
-	serveCertificateLogin(m.Service)
-	f := &front{sim: srv.Config.Handler, eam: eamProxy(*eamBackend), agentMgr: mgrs}
-	// Nobody knows the port before the ready line below, so no request can race this assignment.
-	srv.Config.Handler = f
+	// Nobody knows the port before the ready line below, so no request can race the front's assignment.
+	srv := serve(m, eamProxy(*eamBackend), mgrs)
 	// Keep a host scan going for hosts added outside SOAP calls we see (defensive; cheap).
 	go func() {
 		for range time.Tick(time.Second) {
