@@ -5,10 +5,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"reflect"
 	"testing"
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/task"
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -22,6 +25,7 @@ func extended(t *testing.T, m *simulator.Model) *agentManagers {
 	if err := m.Create(); err != nil {
 		t.Fatalf("building the model: %v", err)
 	}
+	certs = &certStore{tp: map[string]string{}} // no certificate set by an earlier test's model
 	return extend(m, "")
 }
 
@@ -29,12 +33,28 @@ func extended(t *testing.T, m *simulator.Model) *agentManagers {
 // default user; everything is stopped and removed when the test ends.
 func served(ctx context.Context, t *testing.T, m *simulator.Model) *govmomi.Client {
 	t.Helper()
+	return login(ctx, t, serveModel(t, m, false))
+}
+
+// serveModel builds, extends and serves m behind the front (over HTTPS with useTLS, asking for client
+// certificates as main does), until the test ends.
+func serveModel(t *testing.T, m *simulator.Model, useTLS bool) *simulator.Server {
+	t.Helper()
 	mgrs := extended(t, m)
+	if useTLS {
+		m.Service.TLS = new(tls.Config) // 0.24.2's server then uses a certificate of its own
+	}
 	srv := serve(m, eamProxy(""), mgrs)
 	t.Cleanup(func() {
 		srv.Close()
 		m.Remove()
 	})
+	return srv
+}
+
+// login logs in to srv with 0.24.2's default user.
+func login(ctx context.Context, t *testing.T, srv *simulator.Server) *govmomi.Client {
+	t.Helper()
 	c, err := govmomi.NewClient(ctx, srv.URL, true)
 	if err != nil {
 		t.Fatalf("logging in: %v", err)
@@ -64,8 +84,12 @@ func viewSpec(v *view.ContainerView, kind string, paths ...string) types.Propert
 	}
 }
 
-// faultOf returns the vim fault an error of a SOAP call carries (nil for none or another error).
+// faultOf returns the vim fault (a value, e.g. types.InvalidArgument) that the error of a SOAP call or of
+// a task carries; nil for no error or another one.
 func faultOf(err error) types.AnyType {
+	if te, ok := err.(task.Error); ok && te.Fault() != nil {
+		return reflect.ValueOf(te.Fault()).Elem().Interface()
+	}
 	if err == nil || !soap.IsSoapFault(err) {
 		return nil
 	}
