@@ -7,6 +7,7 @@ changes; concurrent builders (pytest workers) serialise on a file lock.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -16,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -185,6 +187,52 @@ def _delay_args(delay: int, method_delay: Mapping[str, int]) -> list[str]:
     return args
 
 
+def check() -> int:
+    """``gofmt -l``, ``go vet`` and ``go test`` on the simulator's Go package, in ``build()``'s GOPATH mode.
+
+    Called by ``python -m agentvm.lab.vcsim --check`` (scripts/test). Prints each step and what it found;
+    returns 0 when all are clean, else 1 (after running every step). Raises LabError without Go.
+    """
+    go = check_toolchain()
+    gofmt = Path(os.path.realpath(go)).parent / "gofmt"
+    env = go_env()
+    failed = False
+    steps: list[tuple[str, list[str]]] = [
+        ("gofmt -l", [str(gofmt), "-l", "."]),
+        ("go vet", [go, "vet", "."]),
+        ("go test", [go, "test", "."]),
+    ]
+    for name, command in steps:
+        proc = subprocess.run(command, cwd=GO_PACKAGE, env=env, capture_output=True, text=True)
+        output = (proc.stdout + proc.stderr).strip()
+        # gofmt -l exits 0 when it lists files: a file it lists is a finding
+        bad = proc.returncode != 0 or (name == "gofmt -l" and bool(output))
+        failed |= bad
+        print(
+            f"{name}: {'FAILED' if bad else 'ok'}"
+            + (f"\n{output}" if output and (bad or name == "go test") else "")
+        )
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m agentvm.lab.vcsim --check`` (see ``check``), or ``--build`` the cached binary."""
+    parser = argparse.ArgumentParser(prog="python -m agentvm.lab.vcsim", description=__doc__.splitlines()[0])
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--check", action="store_true", help="gofmt -l, go vet and go test on the Go sources")
+    action.add_argument("--build", action="store_true", help="build the binary if missing; print its path")
+    args = parser.parse_args(argv)
+    try:
+        if args.check:
+            return check()
+        path, _ = build()
+        print(path)
+        return 0
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
 class Vcsim:
     """A running simulator process. Use as a context manager, or call ``stop()``.
 
@@ -297,3 +345,7 @@ def running(shape: Shape = Shape(), **kwargs: object) -> Iterator[VcsimInfo]:
         yield sim.info
     finally:
         sim.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
