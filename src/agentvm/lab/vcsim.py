@@ -172,6 +172,22 @@ def build(force: bool = False) -> tuple[Path, float]:
 _METHOD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
+def parse_method_delay(text: str) -> dict[str, int]:
+    """``"RetrievePropertiesEx:50,WaitForUpdatesEx:10"`` → ``method_delay`` for ``Vcsim``, for command lines
+    (bench/); LabError (exit 2) saying what the option takes."""
+    delays: dict[str, int] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        method, _, ms = pair.partition(":")
+        if not _METHOD_NAME.fullmatch(method.strip()) or not ms.strip().isdigit():
+            raise LabError(
+                "--method-delay takes METHOD:MS pairs like RetrievePropertiesEx:50,WaitForUpdatesEx:10 "
+                f"(got {pair!r})",
+                2,
+            )
+        delays[method.strip()] = int(ms)
+    return delays
+
+
 def _delay_args(delay: int, method_delay: Mapping[str, int]) -> list[str]:
     """The simulator's ``--delay``/``--method-delay`` flags; LabError (exit 2) naming a bad value."""
     if delay < 0:
