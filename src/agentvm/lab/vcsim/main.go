@@ -5,6 +5,10 @@
 //   - HostEsxAgentHostManager on every host (configManager.esxAgentHostManager, configInfo,
 //     EsxAgentHostManagerUpdateConfig), mirrored in summary.config.agentVmDatastore/agentVmNetwork.
 //   - LoginExtensionByCertificate checked against the certificate set with SetExtensionCertificate.
+//   - RetrievePropertiesEx paging (maxObjects, Continue/Cancel) and a WaitForUpdatesEx that stays cheap
+//     on a large inventory; host runtime and cluster membership changes told to the property collector.
+//   - DV ports (ReconfigureDVPort_Task, FetchDVPorts by port key) and marked uplink port groups.
+//   - Latency injection (--delay, --method-delay), so benchmarks can model a real vCenter.
 //   - /eam/sdk forwarded to an EAM backend (agentvm's EAM emulator), so vim25 and EAM share one
 //     endpoint and one session cookie, as on a real vCenter. The backend learns who a cookie belongs
 //     to by reading sessionManager.currentSession with that cookie.
@@ -13,6 +17,13 @@
 //
 //	{"url": "https://127.0.0.1:PORT/sdk", "username": ..., "password": ..., "thumbprint": ...,
 //	 "instance_uuid": ..., ...}
+//
+// One file per concern: main.go (flags, start-up, the ready line), world.go (what is added to 0.24.2's
+// model), front.go (the HTTP front: routing, panics), eam.go (the /eam/sdk proxy), certificates.go (TLS
+// certificates, thumbprints), extension_manager.go, session.go (certificate login),
+// agent_host_manager.go, paging.go, batching.go (WaitForUpdatesEx), runtime.go (host runtime changes),
+// dvports.go, delay.go, workload.go (--vms). The *_test.go files test them with 0.24.2's own simulator
+// helpers (`python -m agentvm.lab.vcsim --check` runs gofmt -l, go vet and go test).
 //
 // Built by `agentvm lab build` with GO111MODULE=off GOPATH=/usr/share/gocode.
 package main
