@@ -210,7 +210,11 @@ def check() -> int:
     returns 0 when all are clean, else 1 (after running every step). Raises LabError without Go.
     """
     go = check_toolchain()
-    gofmt = Path(os.path.realpath(go)).parent / "gofmt"
+    gofmt = Path(os.path.realpath(go)).parent / "gofmt"  # gofmt ships next to go in every toolchain
+    if not os.access(gofmt, os.X_OK):
+        raise LabError(
+            f"gofmt is missing next to {go}: reinstall the Go toolchain (`apt-get install golang-go`)", 5
+        )
     env = go_env()
     failed = False
     steps: list[tuple[str, list[str]]] = [
