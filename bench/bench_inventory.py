@@ -1,11 +1,14 @@
 """Inventory read: agentvm's ``read_inventory`` vs a bare pyVmomi ``RetrievePropertiesEx`` (same properties).
 
     .venv/bin/python bench/bench_inventory.py [--sizes 2x3x1,4x25x4] [--repeat 5]
+        [--delay MS] [--method-delay RetrievePropertiesEx:50,...]
 
 Each size is CLUSTERSxHOSTSxVMS (hosts per cluster, VMs per host). For each, a fresh lab vcsim is started;
 both readers run ``--repeat`` times in the same process and the best wall time is reported. The bare
 reader is the floor: one container view, one ``RetrievePropertiesEx`` per object kind with the same
-PropertySpecs, no conversion. Round trips are counted at the HTTP level for both.
+PropertySpecs, no conversion. Round trips are counted at the HTTP level for both. ``--delay`` (ms added
+to every SOAP call) and ``--method-delay`` (ms added to the methods named) make the simulator answer with
+a real vCenter's latency, so the round trips cost what they would there.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from urllib.parse import urlsplit
 from pyVmomi import vim, vmodl
 from pyVmomi.SoapAdapter import SoapStubAdapter
 
-from agentvm.lab.vcsim import Shape, running
+from agentvm.lab.vcsim import LabError, Shape, parse_method_delay, running
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.vsphere.inventory import KINDS, read_inventory
 from agentvm.vsphere.session import Session
@@ -65,11 +68,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="2x3x1,4x25x4,8x50x5")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--delay", type=int, default=0, help="ms the simulator adds to every SOAP call")
+    parser.add_argument(
+        "--method-delay", default="", help="ms it adds to given methods: RetrievePropertiesEx:50,..."
+    )
     args = parser.parse_args()
+    try:
+        latency = {"delay": args.delay, "method_delay": parse_method_delay(args.method_delay)}
+        if args.delay < 0:
+            raise LabError(f"--delay must be 0 or more milliseconds (got {args.delay})", 2)
+    except LabError as e:
+        parser.error(str(e))
     rows = []
     for size in args.sizes.split(","):
         clusters, hosts, vms = (int(x) for x in size.split("x"))
-        with running(Shape(clusters=clusters, hosts=hosts, vms=vms)) as info:
+        with running(Shape(clusters=clusters, hosts=hosts, vms=vms), **latency) as info:
             conn = VCenterConnection(
                 url=info.url,
                 username=info.username,

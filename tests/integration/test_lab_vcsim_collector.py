@@ -1,4 +1,4 @@
-"""The lab vcsim's own WaitForUpdatesEx (``batchingCollector`` in ``lab/vcsim/main.go``): it reports the
+"""The lab vcsim's own WaitForUpdatesEx (``batchingCollector`` in ``lab/vcsim/batching.go``): it reports the
 difference from what it reported before (enter, modify with only the changed properties, leave), and task
 churn on other objects reports nothing to an inventory watch. (A host added to a cluster is still not
 reported: 0.24.2's container views never take it in; see ``VSphereInfrastructure``.)"""

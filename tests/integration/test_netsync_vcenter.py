@@ -1,7 +1,7 @@
 """The vCenter plugin end to end: vcsim (SOAP) -> netsync -> config-API emulator + vRouter-agent emulators.
 
 vcsim 0.24.2 has no ReconfigureDVPort_Task and a FetchDVPorts that ignores the ports' own settings; the
-lab's Go main adds both (see ``routeDVPortCalls`` in src/agentvm/lab/vcsim/main.go).
+lab's Go main adds both (see ``routeDVPortCalls`` in src/agentvm/lab/vcsim/dvports.go).
 """
 
 from __future__ import annotations

@@ -1,29 +1,32 @@
 """Build and run the lab's vCenter simulator (our Go main over Debian's govmomi 0.24.2 simulator).
 
 Called by ``agentvm lab build|up``, the lab runner and the pytest fixtures. The binary is cached by the
-hash of its Go source, so it is rebuilt only when ``vcsim/main.go`` changes; concurrent builders (pytest
-workers) serialise on a file lock.
+hash of its Go sources (every non-test ``.go`` file in ``vcsim/``), so it is rebuilt only when one of them
+changes; concurrent builders (pytest workers) serialise on a file lock.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
-GO_SOURCE = Path(__file__).parent / "vcsim" / "main.go"
+GO_PACKAGE = Path(__file__).parent / "vcsim"
 # Debian's golang-github-vmware-govmomi-dev installs govmomi here; $AGENTVM_GOPATH overrides it.
 GOPATH = Path(os.environ.get("AGENTVM_GOPATH") or "/usr/share/gocode")
 GOVMOMI_SIMULATOR = GOPATH / "src/github.com/vmware/govmomi/simulator"
@@ -106,9 +109,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agentvm"
 
 
+def go_sources() -> list[Path]:
+    """The files the simulator is built from: every ``.go`` file of ``vcsim/`` but its ``_test.go`` ones."""
+    return sorted(p for p in GO_PACKAGE.glob("*.go") if not p.name.endswith("_test.go"))
+
+
 def binary_path() -> Path:
-    digest = hashlib.sha256(GO_SOURCE.read_bytes()).hexdigest()[:16]
-    return cache_dir() / f"agentvm-vcsim-{digest}"
+    """Where the binary built from the current sources is cached: named by a hash of their names and bytes."""
+    digest = hashlib.sha256()
+    for source in go_sources():
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    return cache_dir() / f"agentvm-vcsim-{digest.hexdigest()[:16]}"
+
+
+def go_env() -> dict[str, str]:
+    """The environment every ``go`` command on the simulator runs in: GOPATH mode over Debian's govmomi."""
+    env = dict(os.environ, GO111MODULE="off", GOPATH=str(GOPATH), CGO_ENABLED="0", GOFLAGS="")
+    env.setdefault("GOCACHE", str(cache_dir() / "go-build"))
+    return env
 
 
 def check_toolchain() -> str:
@@ -139,17 +157,100 @@ def build(force: bool = False) -> tuple[Path, float]:
             return target, 0.0
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="agentvm-vcsim-") as work:
-            shutil.copy(GO_SOURCE, Path(work) / "main.go")
+            for source in go_sources():
+                shutil.copy(source, Path(work) / source.name)
             out = Path(work) / "vcsim"
-            env = dict(os.environ, GO111MODULE="off", GOPATH=str(GOPATH), CGO_ENABLED="0", GOFLAGS="")
-            env.setdefault("GOCACHE", str(cache_dir() / "go-build"))
             proc = subprocess.run(
-                [go, "build", "-o", str(out), "."], cwd=work, env=env, capture_output=True, text=True
+                [go, "build", "-o", str(out), "."], cwd=work, env=go_env(), capture_output=True, text=True
             )
             if proc.returncode != 0:
                 raise LabError(f"building the simulator failed:\n{proc.stderr.strip()}", 5)
             os.replace(out, target)
         return target, time.monotonic() - started
+
+
+_METHOD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def parse_method_delay(text: str) -> dict[str, int]:
+    """``"RetrievePropertiesEx:50,WaitForUpdatesEx:10"`` → ``method_delay`` for ``Vcsim``, for command lines
+    (bench/); LabError (exit 2) saying what the option takes."""
+    delays: dict[str, int] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        method, _, ms = pair.partition(":")
+        if not _METHOD_NAME.fullmatch(method.strip()) or not ms.strip().isdigit():
+            raise LabError(
+                "--method-delay takes METHOD:MS pairs like RetrievePropertiesEx:50,WaitForUpdatesEx:10 "
+                f"(got {pair!r})",
+                2,
+            )
+        delays[method.strip()] = int(ms)
+    return delays
+
+
+def _delay_args(delay: int, method_delay: Mapping[str, int]) -> list[str]:
+    """The simulator's ``--delay``/``--method-delay`` flags; LabError (exit 2) naming a bad value."""
+    if delay < 0:
+        raise LabError(f"delay must be 0 or more milliseconds (got {delay})", 2)
+    for method, ms in method_delay.items():
+        if not _METHOD_NAME.fullmatch(method):
+            raise LabError(f"method_delay: {method!r} is not a SOAP method name like RetrievePropertiesEx", 2)
+        if ms < 0:
+            raise LabError(f"method_delay: {method} must be 0 or more milliseconds (got {ms})", 2)
+    args = [f"--delay={delay}"] if delay else []
+    if method_delay:
+        args.append("--method-delay=" + ",".join(f"{m}:{ms}" for m, ms in method_delay.items()))
+    return args
+
+
+def check() -> int:
+    """``gofmt -l``, ``go vet`` and ``go test`` on the simulator's Go package, in ``build()``'s GOPATH mode.
+
+    Called by ``python -m agentvm.lab.vcsim --check`` (scripts/test). Prints each step and what it found;
+    returns 0 when all are clean, else 1 (after running every step). Raises LabError without Go.
+    """
+    go = check_toolchain()
+    gofmt = Path(os.path.realpath(go)).parent / "gofmt"  # gofmt ships next to go in every toolchain
+    if not os.access(gofmt, os.X_OK):
+        raise LabError(
+            f"gofmt is missing next to {go}: reinstall the Go toolchain (`apt-get install golang-go`)", 5
+        )
+    env = go_env()
+    failed = False
+    steps: list[tuple[str, list[str]]] = [
+        ("gofmt -l", [str(gofmt), "-l", "."]),
+        ("go vet", [go, "vet", "."]),
+        ("go test", [go, "test", "."]),
+    ]
+    for name, command in steps:
+        proc = subprocess.run(command, cwd=GO_PACKAGE, env=env, capture_output=True, text=True)
+        output = (proc.stdout + proc.stderr).strip()
+        # gofmt -l exits 0 when it lists files: a file it lists is a finding
+        bad = proc.returncode != 0 or (name == "gofmt -l" and bool(output))
+        failed |= bad
+        print(
+            f"{name}: {'FAILED' if bad else 'ok'}"
+            + (f"\n{output}" if output and (bad or name == "go test") else "")
+        )
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m agentvm.lab.vcsim --check`` (see ``check``), or ``--build`` the cached binary."""
+    parser = argparse.ArgumentParser(prog="python -m agentvm.lab.vcsim", description=__doc__.splitlines()[0])
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--check", action="store_true", help="gofmt -l, go vet and go test on the Go sources")
+    action.add_argument("--build", action="store_true", help="build the binary if missing; print its path")
+    args = parser.parse_args(argv)
+    try:
+        if args.check:
+            return check()
+        path, _ = build()
+        print(path)
+        return 0
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 class Vcsim:
@@ -171,9 +272,17 @@ class Vcsim:
         detach: bool = False,
         timeout: float = 120.0,
         instance_uuid: str | None = None,
+        delay: int = 0,
+        method_delay: Mapping[str, int] | None = None,
     ) -> None:
-        """``instance_uuid`` gives this simulator's world its own about.instanceUuid (``Lab`` does)."""
+        """``instance_uuid`` gives this simulator's world its own about.instanceUuid (``Lab`` does).
+
+        ``delay`` (milliseconds added to every SOAP call) and ``method_delay`` (milliseconds added to the
+        SOAP methods it names, e.g. ``{"RetrievePropertiesEx": 50}``) model a real vCenter's latency, for
+        benchmarks; they apply once the inventory is built. Raises LabError (exit 2) for a bad value.
+        """
         shape.validate()
+        delay_args = _delay_args(delay, method_delay or {})
         binary, _ = build()
         self._tmp = tempfile.TemporaryDirectory(prefix="agentvm-vcsim-run-")
         info_file = Path(self._tmp.name) / "ready.json"
@@ -193,6 +302,7 @@ class Vcsim:
             args.append(f"--eam-backend={eam_backend}")
         if instance_uuid:
             args.append(f"--instance-uuid={instance_uuid}")
+        args += delay_args
         env = dict(os.environ)
         if password:
             env["AGENTVM_VCSIM_PASSWORD"] = password  # by environment, never on the command line
@@ -255,3 +365,7 @@ def running(shape: Shape = Shape(), **kwargs: object) -> Iterator[VcsimInfo]:
         yield sim.info
     finally:
         sim.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

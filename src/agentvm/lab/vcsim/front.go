@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmware/govmomi/simulator"
+)
+
+// the HTTP front: certificate login routing, host watch, DV port routing, /eam/sdk
+
+var (
+	reLoginExt = regexp.MustCompile(`<LoginExtensionByCertificate\b`)
+	reAddHost  = regexp.MustCompile(`<(AddHost_Task|AddStandaloneHost_Task)\b`)
+)
+
+type front struct {
+	sim      http.Handler
+	eam      http.Handler
+	agentMgr *agentManagers
+	hostWait time.Time
+	mu       sync.Mutex
+}
+
+// serve starts the server of a model built and extended (extend) as the lab runs it: 0.24.2's handlers
+// behind the front, with the certificate login registry. Called by main and the Go tests, before any
+// client knows the server's address.
+func serve(m *simulator.Model, eam http.Handler, agentMgr *agentManagers) *simulator.Server {
+	srv := m.Service.NewServer()
+	serveCertificateLogin(m.Service)
+	srv.Config.Handler = &front{sim: srv.Config.Handler, eam: eam, agentMgr: agentMgr}
+	return srv
+}
+
+// soapPanic answers a request whose handler panicked inside the 0.24.2 simulator (e.g. a Fetch of an
+// object it cannot find) with a SystemError fault, instead of the dropped connection net/http gives.
+func soapPanic(w http.ResponseWriter, cause interface{}) {
+	msg := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(fmt.Sprint(cause))
+	fmt.Fprintf(os.Stderr, "agentvm-vcsim: recovered from a simulator panic: %s\n", msg)
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusInternalServerError)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" `+
+		`xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">`+
+		`<soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>simulator error: %s</faultstring>`+
+		`<detail><SystemErrorFault xmlns="urn:vim25" xsi:type="SystemError"><reason>%s</reason></SystemErrorFault>`+
+		`</detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>`, msg, msg)
+}
+
+func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if cause := recover(); cause != nil {
+			soapPanic(w, cause)
+		}
+	}()
+	if strings.HasPrefix(r.URL.Path, "/eam/") || r.URL.Path == "/eam" {
+		f.eam.ServeHTTP(w, r)
+		return
+	}
+	if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/sdk") {
+		f.sim.ServeHTTP(w, r)
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	if reLoginExt.Match(body) {
+		r.URL.Path = certificateLoginPath // to certificateLogin (session.go)
+	}
+	if reAddHost.Match(body) {
+		f.mu.Lock()
+		f.hostWait = time.Now().Add(30 * time.Second)
+		f.mu.Unlock()
+	}
+	f.mu.Lock()
+	scan := time.Now().Before(f.hostWait)
+	f.mu.Unlock()
+	if scan {
+		// a host added by a task is given its agent manager before anyone can read it
+		f.agentMgr.ensure()
+	}
+	routed, kind := routeDVPortCalls(body)
+	r.Body = io.NopCloser(bytes.NewReader(routed))
+	r.ContentLength = int64(len(routed))
+	if kind == "" {
+		f.sim.ServeHTTP(w, r)
+		return
+	}
+	rw := &routedWriter{ResponseWriter: w, kind: kind}
+	f.sim.ServeHTTP(rw, r)
+	rw.flush()
+}
