@@ -53,6 +53,7 @@ from agentvm.model.agency import (
     Issue,
     IssueKind,
     MoRef,
+    Status,
 )
 from agentvm.model.inventory import ConnectionState, Host, HostPowerState
 
@@ -738,15 +739,39 @@ def agent_state(
     """``maintenance`` when the agent's host is in maintenance mode or standby (or an issue says so) —
     not a failure, whatever EAM's status — else ``flapping`` / ``misplaced`` when the agent's id is in
     those, else the agent's own status (green / yellow / red)."""
-    if agent.host in hosts.maintenance or agent.host in hosts.standby:
+    shown = display_state(
+        agent.host in hosts.maintenance or agent.host in hosts.standby,
+        agent.issues,
+        agent.status,
+        flapping=agent.agent in flapping,
+        misplaced=agent.agent in misplaced,
+    )
+    assert shown is not None  # an agent always has a status
+    return shown
+
+
+def display_state(
+    host_away: bool,
+    issues: Iterable[Issue],
+    status: Status | None,
+    *,
+    flapping: bool = False,
+    misplaced: bool = False,
+) -> AgentDisplayState | None:
+    """The one rule for how an agent (or a host row) is shown, for the metrics, the status document, the
+    dashboard and the CLI: ``maintenance`` when the host is in maintenance mode or standby or an issue
+    says so (not a failure, whatever EAM's status), else ``flapping``, else ``misplaced``, else the
+    agent's own status; None when there is no agent (no status) and nothing else applies. ``host_away``:
+    the agent's host is in maintenance mode or standby (``HostConditions``)."""
+    if host_away:
         return AgentDisplayState.MAINTENANCE
-    if any(heal_class(i.kind) is HealClass.MAINTENANCE for i in agent.issues):
+    if any(heal_class(i.kind) is HealClass.MAINTENANCE for i in issues):
         return AgentDisplayState.MAINTENANCE
-    if agent.agent in flapping:
+    if flapping:
         return AgentDisplayState.FLAPPING
-    if agent.agent in misplaced:
+    if misplaced:
         return AgentDisplayState.MISPLACED
-    return AgentDisplayState(agent.status.value)
+    return AgentDisplayState(status.value) if status is not None else None
 
 
 def count_states(

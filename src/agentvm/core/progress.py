@@ -22,10 +22,9 @@ from typing import Protocol
 from agentvm.core.heal import (
     AgentDisplayState,
     Finding,
-    HealClass,
     HostConditions,
     Misplaced,
-    heal_class,
+    display_state,
 )
 from agentvm.model.agency import (
     DETAIL_DOWNLOAD_URL,
@@ -289,19 +288,15 @@ def host_rows(
 def host_state(
     row: HostProgress, conditions: HostConditions, flapping: Mapping[tuple[str, str], str] | None = None
 ) -> AgentDisplayState | None:
-    """The dashboard colour of one host row (as ``core.heal.agent_state``): ``maintenance`` when the host is
-    in maintenance mode or standby or an issue of its agent says so, ``flapping`` when the controller gave up
-    on its agent for flapping, ``misplaced`` when its agent VM runs elsewhere, else the agent's status; None
-    when the host has no agent (yet) and is not in maintenance mode."""
-    if any(m.value == row.host for m in (*conditions.maintenance, *conditions.standby)):
-        return AgentDisplayState.MAINTENANCE
-    if any(heal_class(i.kind) is HealClass.MAINTENANCE for i in row.issues):
-        return AgentDisplayState.MAINTENANCE
-    if flapping and (row.agency, row.host) in flapping:
-        return AgentDisplayState.FLAPPING
-    if row.misplaced is not None:
-        return AgentDisplayState.MISPLACED
-    return AgentDisplayState(row.status.value) if row.status is not None else None
+    """The dashboard colour of one host row: ``core.heal.display_state`` (the rule the metrics' per-agent
+    state follows too) of the row's host, issues, status, flapping and misplaced VM."""
+    return display_state(
+        any(m.value == row.host for m in (*conditions.maintenance, *conditions.standby)),
+        row.issues,
+        row.status,
+        flapping=flapping is not None and (row.agency, row.host) in flapping,
+        misplaced=row.misplaced is not None,
+    )
 
 
 def state_word(row: HostProgress, conditions: HostConditions | None = None) -> str:
