@@ -18,8 +18,6 @@ from agentvm.model.network import VrouterPort
 from agentvm.sdn import wire
 from agentvm.sdn.http import send
 
-DEFAULT_PORT = 9091
-
 _AGENT_VALIDATION_WORDS = ("Invalid", "missing", "Incorrect Port type")
 
 
