@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import assert_never
 
 from agentvm.backends.base import AgencyStatus, ApplyResult, Backend
-from agentvm.controller.identity import Adopted, SolutionIdentity, certificate_record, thumbprints
+from agentvm.backends.eam import EamBackend
+from agentvm.controller.identity import (
+    Adopted,
+    SolutionIdentity,
+    certificate_record,
+    default_state_dir,
+    solution_dir,
+    thumbprints,
+)
 from agentvm.controller.observe import ADDRESS_KEY, AGENCY_KEY, read_snapshot
 from agentvm.controller.targets import ResolvedAgency, resolve_agency
 from agentvm.core.heal import HostConditions
@@ -167,6 +175,22 @@ class Executor:
         client = backend.eam_client
         self.user_client: EamClient | None = None if session.conn.by_certificate else client
         self.ownership_notes: list[str] = []
+
+    @classmethod
+    def open(
+        cls,
+        desired: DesiredState,
+        session: Session,
+        *,
+        backend: Backend | None = None,
+        state_dir: Path | None = None,
+    ) -> Executor:
+        """The executor of ``desired`` on ``session``'s vCenter: through ``backend`` (default: EAM on
+        ``session``), with the solution's identity under ``state_dir`` (default ``$AGENTVM_STATE_DIR`` or
+        ``~/.local/state/agentvm``)."""
+        base = state_dir if state_dir is not None else default_state_dir()
+        identity = SolutionIdentity(solution_dir(base, session.url, desired.solution.key))
+        return cls(desired, session, backend if backend is not None else EamBackend(session), identity)
 
     def close(self) -> None:
         """Log out the sessions the executor opened itself (the extension's), never the one it was given."""

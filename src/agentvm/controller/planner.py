@@ -265,7 +265,7 @@ class Planner:
         among them but agent VMs carry its name, it exists and belongs to someone else. Creating it would
         give every host a second agent VM (and the plan other addresses): refuse, with the fix."""
         ex = self.executor
-        if ex.user_client is not None:
+        if not ex.session.conn.by_certificate:
             return  # a user login sees every agency: what it does not see does not exist
         for agency in observation.agencies:
             if agency.status is not None:

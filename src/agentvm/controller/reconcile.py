@@ -41,10 +41,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from agentvm.backends.base import AgencyStatus, Backend
-from agentvm.backends.eam import EamBackend
 from agentvm.controller.events import EventLog
 from agentvm.controller.executor import AgencyWait, Executor
-from agentvm.controller.identity import SolutionIdentity, default_state_dir, solution_dir
 from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
 from agentvm.controller.observe import read_addresses
@@ -134,10 +132,7 @@ class Reconciler:
         self.desired = desired
         self.session = session
         self._clock = clock
-        base = state_dir if state_dir is not None else default_state_dir()
-        identity = SolutionIdentity(solution_dir(base, session.url, desired.solution.key))
-        chosen = backend if backend is not None else EamBackend(session)
-        self.executor = Executor(desired, session, chosen, identity)
+        self.executor = Executor.open(desired, session, backend=backend, state_dir=state_dir)
         # a host that left the scope is a warning: the others stay managed
         self.planner = Planner(desired, self.executor, strict_static_hosts=False)
         self._warned: set[str] = set()  # plan warnings published as events, until they go away

@@ -33,11 +33,10 @@ from pathlib import Path
 from types import TracebackType
 
 from agentvm.backends.base import Backend
-from agentvm.backends.eam import EamBackend
 from agentvm.controller.executor import EAM_METHODS as EAM_METHODS
 from agentvm.controller.executor import AgencyWait, Executor
 from agentvm.controller.executor import extension_spec as extension_spec
-from agentvm.controller.identity import SolutionIdentity, default_state_dir, solution_dir
+from agentvm.controller.identity import SolutionIdentity
 from agentvm.controller.lease import holding
 from agentvm.controller.observe import AgencyObservation, Observation, read_addresses, read_snapshot
 from agentvm.controller.planner import AGENCY_KINDS, Planner, SolutionPlan
@@ -97,8 +96,8 @@ class ApplyReport:
 class Solution:
     """One spec's solution on one vCenter. ``with Solution(desired, session) as s: s.apply()``.
 
-    ``strict_static_hosts``: an ``ipPlan.addresses`` entry naming no host in scope is an error (``plan``,
-    ``apply``); the controller makes it a warning, so one host leaving a cluster never stops it.
+    Plans with a ``Planner`` (strict: an ``ipPlan.addresses`` entry naming no host in scope is an error)
+    and acts with an ``Executor``; what it adds is the wait.
 
     ``session`` is logged in (user, or the extension by certificate). Closing the Solution logs out the
     sessions it opened itself (the extension's), never ``session``.
@@ -123,10 +122,7 @@ class Solution:
         self.session = session
         self._clock = clock
         self._sleep = sleep
-        base = state_dir if state_dir is not None else default_state_dir()
-        identity = SolutionIdentity(solution_dir(base, session.url, desired.solution.key))
-        chosen = backend if backend is not None else EamBackend(session)
-        self.executor = Executor(desired, session, chosen, identity)
+        self.executor = Executor.open(desired, session, backend=backend, state_dir=state_dir)
         self.planner = Planner(desired, self.executor)
         self.policy = policy if policy is not None else HealPolicy(seed=secrets.randbits(32))
 
