@@ -54,10 +54,9 @@ def desired() -> DesiredState:
 def every_change(desired: DesiredState) -> list[Change]:
     """One change of each kind, as the planner makes them."""
     solution, agency = desired.solution, desired.agencies[0]
-    issue = Issue(
-        7, IssueKind.VM_POWERED_OFF, datetime(2026, 1, 1, tzinfo=UTC), "agency-1", agency.name, "agent-3",
-        host=MoRef("HostSystem", "host-21"),
-    )  # fmt: skip
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    on = MoRef("HostSystem", "host-21")
+    issue = Issue(7, IssueKind.VM_POWERED_OFF, when, "agency-1", agency.name, "agent-3", host=on)
     return [
         RegisterExtension(solution),
         UpdateExtension(solution, (FieldChange("version", "1.0", "1.1"), FieldChange("label", "a", "b"))),

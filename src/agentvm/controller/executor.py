@@ -488,10 +488,9 @@ class Executor:
             raise ValueError(f"agent {agent.agent} has no pending hook")
         moid = agent.host.value
         if hook.state is HookState.POWERED_ON:
-            return AnswerHook(
-                wait.name, agent.agent, hook.vm, hook.state, moid, wait.resolved.host(moid),
-                address=wait.addresses.get(moid),
-            )  # fmt: skip
+            host = wait.resolved.host(moid)
+            address = wait.addresses.get(moid)
+            return AnswerHook(wait.name, agent.agent, hook.vm, hook.state, moid, host, address=address)
         return self.host_values(wait, hook.vm, moid, agent=agent.agent, state=hook.state)
 
     def host_values(
