@@ -68,7 +68,6 @@ POLL_FIRST = 0.25
 POLL_MAX = 2.0
 
 ProgressCallback = Callable[[Progress], None]
-__all__ = ["EAM_METHODS", "ApplyReport", "DestroyReport", "Solution", "SolutionPlan", "extension_spec"]
 
 
 # ----------------------------------------------------------------------------------------------- apply
