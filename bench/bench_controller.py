@@ -77,7 +77,7 @@ def pct(values: list[float], p: float) -> float:
 def call_counts(controller: Controller) -> Counter[str]:
     """Every call the controller's sessions made so far, by method."""
     reconciler = controller.reconciler
-    sessions = {id(s): s for s in (reconciler.session, reconciler._eam_session, *reconciler._own)}
+    sessions = {id(s): s for s in reconciler.executor.sessions()}
     total: Counter[str] = Counter()
     for session in sessions.values():
         total.update(session.stats.snapshot())

@@ -10,6 +10,7 @@ import pytest
 
 from agentvm.core.ipplan import IpPlanExhausted
 from agentvm.core.plan import ChangeKind, agency_view, make_plan
+from agentvm.core.plan_text import describe, describe_all
 from agentvm.model.desired import (
     DesiredState,
     ExtensionState,
@@ -75,7 +76,7 @@ def test_fresh_vcenter_gets_everything_in_order(desired: DesiredState) -> None:
         + [ChangeKind.CREATE_AGENCY]
         + [ChangeKind.ASSIGN_ADDRESS] * 6
     )
-    lines = plan.describe()
+    lines = describe_all(plan.changes)
     assert lines[0] == "register extension org.tungsten.agentvm version 1.0.0"
     assert lines[1] == (
         "set AgentVM settings on host-0 (/DC0/host/DC0_C0/DC0_C0_H0): datastore LocalDS_0, network VM Network"
@@ -91,7 +92,7 @@ def test_fresh_vcenter_gets_everything_in_order(desired: DesiredState) -> None:
 def test_second_apply_with_nothing_changed_plans_nothing(desired: DesiredState) -> None:
     plan = make_plan(desired, converged(desired, lab_hosts()))
     assert plan.empty
-    assert plan.describe() == ["no changes"]
+    assert describe_all(plan.changes) == ["no changes"]
 
 
 def test_added_host_gets_the_next_address_and_keeps_the_others(desired: DesiredState) -> None:
@@ -101,7 +102,7 @@ def test_added_host_gets_the_next_address_and_keeps_the_others(desired: DesiredS
     )
     grown = dataclasses.replace(observed, hosts={"contrail": (*lab_hosts(), new)})
     plan = make_plan(desired, grown)
-    assert plan.describe() == [
+    assert describe_all(plan.changes) == [
         "set AgentVM settings on host-3 (/DC0/host/DC0_C0/DC0_C0_H3): datastore LocalDS_0, "
         "network VM Network",
         "contrail: host-3 (/DC0/host/DC0_C0/DC0_C0_H3) gets address 10.10.0.16",
@@ -115,7 +116,7 @@ def test_changed_ovf_url_is_an_upgrade(desired: DesiredState) -> None:
     )
     plan = make_plan(desired, dataclasses.replace(observed, agencies={"contrail": old}))
     assert [c.kind for c in plan.changes] == [ChangeKind.UPGRADE_AGENCY]
-    assert plan.describe() == [
+    assert describe_all(plan.changes) == [
         "upgrade agency contrail: http://127.0.0.1:18080/contrail-vm/old.ovf → "
         "http://127.0.0.1:18080/contrail-vm/contrail-vm.ovf"
     ]
@@ -125,7 +126,7 @@ def test_other_agency_differences_are_an_update_naming_the_fields(desired: Desir
     observed = converged(desired, lab_hosts())
     old = dataclasses.replace(observed.agencies["contrail"], scope=("/DC0/host/DC0_C0",), ovf_properties=())
     plan = make_plan(desired, dataclasses.replace(observed, agencies={"contrail": old}))
-    assert plan.describe() == ["update agency contrail: scope, ovfProperties changed"]
+    assert describe_all(plan.changes) == ["update agency contrail: scope, ovfProperties changed"]
 
 
 def test_order_of_observed_lists_does_not_matter(desired: DesiredState) -> None:
@@ -141,7 +142,7 @@ def test_extension_version_change_is_an_update(desired: DesiredState) -> None:
     observed = converged(desired, lab_hosts())
     assert observed.extension is not None
     older = dataclasses.replace(observed, extension=dataclasses.replace(observed.extension, version="0.9.0"))
-    assert make_plan(desired, older).describe() == [
+    assert describe_all(make_plan(desired, older).changes) == [
         "update extension org.tungsten.agentvm: version 0.9.0 → 1.0.0"
     ]
 
@@ -151,7 +152,7 @@ def test_host_settings_set_by_an_admin_are_never_overwritten(desired: DesiredSta
     settings = dict(observed.host_settings)
     settings["host-0"] = HostAgentSettings("OtherDS", None)
     plan = make_plan(desired, dataclasses.replace(observed, host_settings=settings))
-    assert plan.describe() == [
+    assert describe_all(plan.changes) == [
         "set AgentVM settings on host-0 (/DC0/host/DC0_C0/DC0_C0_H0): network VM Network"
     ]
 
@@ -165,7 +166,7 @@ def test_use_host_settings_without_them_is_a_warning_not_a_change(desired: Desir
     observed = converged(state, lab_hosts(1))
     observed = dataclasses.replace(observed, host_settings={})
     plan = make_plan(state, observed)
-    assert [c.description for c in plan.changes if c.kind is ChangeKind.SET_HOST_SETTINGS] == [
+    assert [describe(c) for c in plan.changes if c.kind is ChangeKind.SET_HOST_SETTINGS] == [
         "set AgentVM settings on host-0 (/DC0/host/DC0_C0/DC0_C0_H0): network VM Network",
         "set AgentVM settings on host-10 (/DC0/host/DC0_C1/DC0_C1_H0): network VM Network",
     ]
@@ -180,7 +181,7 @@ def test_address_outside_a_narrowed_range_is_replaced(desired: DesiredState) -> 
     addresses = dict(observed.addresses["contrail"])
     addresses["host-1"] = A("10.10.0.250")
     plan = make_plan(desired, dataclasses.replace(observed, addresses={"contrail": addresses}))
-    assert plan.describe() == [
+    assert describe_all(plan.changes) == [
         "contrail: host-1 (/DC0/host/DC0_C0/DC0_C0_H1) address 10.10.0.250 → 10.10.0.11 "
         "(the old one is no longer in the plan)"
     ]

@@ -18,10 +18,11 @@ from agentvm.backends.base import AgencyStatus
 from agentvm.controller.observe import extension_state, read_addresses
 from agentvm.controller.status import AgencyReport, StatusReport, status_document, status_schema
 from agentvm.controller.targets import (
-    config_differences,
     observed_agency,
 )
+from agentvm.core.agency_diff import config_changes
 from agentvm.core.plan import ChangeKind, make_plan
+from agentvm.core.plan_text import describe
 from agentvm.core.progress import ISSUE_SENTENCES, Phase, host_rows, issue_sentence, phase_of
 from agentvm.core.scope import resolve_agency
 from agentvm.model.agency import (
@@ -108,7 +109,7 @@ def test_an_applied_config_reads_back_as_no_change_whatever_the_list_order() -> 
     inventory = snapshot()
     resolved = resolve_agency(desired.agencies[0], inventory)
     shuffled = dataclasses.replace(resolved.config, scope=tuple(reversed(resolved.config.scope)))
-    assert config_differences(shuffled, resolved.config) == ()
+    assert config_changes(shuffled, resolved.config) == ()
     observed = ObservedState(
         extension=extension_state(_registered(desired.solution), desired.solution),
         agencies={"contrail": observed_agency(shuffled, resolved, inventory)},
@@ -128,12 +129,12 @@ def test_a_new_ovf_url_is_an_upgrade_and_a_dropped_hook_an_update() -> None:
         resolved.config,
         agent_configs=(dataclasses.replace(resolved.config.agent_configs[0], ovf_package_url="http://old"),),
     )
-    assert config_differences(old, resolved.config) == ("agent_configs",)
+    assert config_changes(old, resolved.config) == ("agent_configs",)
     seen = observed_agency(old, resolved, inventory)
     plan = make_plan(desired, ObservedState(agencies={"contrail": seen}, hosts={"contrail": resolved.hosts}))
-    assert any(c.kind is ChangeKind.UPGRADE_AGENCY and "http://old →" in c.description for c in plan.changes)
+    assert any(c.kind is ChangeKind.UPGRADE_AGENCY and "http://old →" in describe(c) for c in plan.changes)
     no_hook = dataclasses.replace(resolved.config, manually_mark_available_after_provisioning=False)
-    assert config_differences(no_hook, resolved.config) == ("manually_mark_available_after_provisioning",)
+    assert config_changes(no_hook, resolved.config) == ("manually_mark_available_after_provisioning",)
 
 
 def _registered(solution: SolutionSpec) -> RegisteredExtension:

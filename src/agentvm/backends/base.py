@@ -15,13 +15,13 @@ input), TransientError (retry later), AuthenticationError.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from agentvm.core.agency_diff import config_changes, is_upgrade
 from agentvm.model.agency import (
     AgencyConfig,
     AgencyRuntime,
@@ -32,6 +32,10 @@ from agentvm.model.agency import (
     Status,
 )
 from agentvm.model.errors import ConfigurationError, NotFoundError
+
+if TYPE_CHECKING:
+    from agentvm.eam.client import EamClient
+    from agentvm.vsphere.session import Session
 
 # ------------------------------------------------------------------------------------------------ values
 
@@ -117,6 +121,27 @@ class Backend(Protocol):
     """Observe and drive the agencies of one vCenter. Every call is safe to repeat (level-triggered)."""
 
     kind: str  # "eam" or "direct"
+
+    @property
+    def login_owns_agencies(self) -> bool:
+        """True when an agency belongs to the login that creates it (EAM: so agentvm logs in as its
+        extension, and a login sees only its own agencies); False when they belong to the solution key
+        whatever the login (the engine)."""
+        ...
+
+    @property
+    def eam_client(self) -> EamClient | None:
+        """The EAM client when the agencies live in vCenter's EAM (ownership and adoption), else None."""
+        ...
+
+    def with_login(self, session: Session) -> Backend:
+        """This backend through another logged-in session (the extension's); itself when logins do not
+        matter (``login_owns_agencies`` False)."""
+        ...
+
+    def agency_config(self, agency: str) -> AgencyConfig:
+        """The config the agency with id ``agency`` holds now. NotFoundError when it is gone."""
+        ...
 
     def find(self, name: str) -> str | None:
         """The id of the agency named ``name``, or None. ConfigurationError when two have that name."""
@@ -213,22 +238,6 @@ class AgencyPort(Protocol):
     def resolve_all(self, obj: MoRef | None) -> None: ...
 
 
-def changed_fields(current: AgencyConfig, desired: AgencyConfig) -> tuple[str, ...]:
-    """The AgencyConfig field names whose values differ, in declaration order."""
-    return tuple(
-        f.name
-        for f in dataclasses.fields(AgencyConfig)
-        if getattr(current, f.name) != getattr(desired, f.name)
-    )
-
-
-def is_upgrade(current: AgencyConfig, desired: AgencyConfig) -> bool:
-    """True when an OVF URL changed (EAM then provisions a new VM per host: an upgrade)."""
-    return {a.ovf_package_url for a in current.agent_configs} != {
-        a.ovf_package_url for a in desired.agent_configs
-    }
-
-
 class AgencyBackend:
     """``Backend``'s agency logic over an ``AgencyPort``; subclasses add ``kind`` and the loop methods."""
 
@@ -248,6 +257,9 @@ class AgencyBackend:
     def forget(self) -> None:
         """Drop the reused agent runtimes: the next observe reads every agent (a full pass calls this)."""
         self._green.clear()
+
+    def agency_config(self, agency: str) -> AgencyConfig:
+        return self._port.agency_config(agency)
 
     # -- lookups --------------------------------------------------------------------------------------
 
@@ -316,7 +328,7 @@ class AgencyBackend:
                 "`agentvm destroy`, then apply to create it anew"
             )
         current = self._port.agency_config(agency)
-        changed = changed_fields(current, config)
+        changed = config_changes(current, config)
         if changed:
             self._port.update_agency(agency, config)
         enabled = runtime.goal_state is GoalState.DISABLED

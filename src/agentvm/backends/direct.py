@@ -25,6 +25,7 @@ from agentvm.engine.infra import InfraError
 from agentvm.engine.manager import Engine
 from agentvm.model.agency import AgencyConfig, AgencyRuntime, AgentRuntime, GoalState, MoRef
 from agentvm.model.errors import AgentvmError, ConfigurationError, NotFoundError, TransientError
+from agentvm.vsphere.session import Session
 
 T = TypeVar("T")
 
@@ -153,6 +154,17 @@ class DirectBackend(AgencyBackend):
     @property
     def self_driving(self) -> bool:
         return False
+
+    @property
+    def login_owns_agencies(self) -> bool:
+        return False  # the agencies belong to ``solution_id`` whatever the vCenter login
+
+    @property
+    def eam_client(self) -> None:
+        return None
+
+    def with_login(self, session: Session) -> DirectBackend:
+        return self  # the engine has no vCenter login of its own to hand over
 
     def tick(self) -> bool:
         """One ``Engine.step``: True when it acted (tick again soon). TransientError when vSphere fails."""

@@ -35,6 +35,17 @@ class EamBackend(AgencyBackend):
     def self_driving(self) -> bool:
         return True
 
+    @property
+    def login_owns_agencies(self) -> bool:
+        return True  # EAM gives an agency to the session that creates it
+
+    @property
+    def eam_client(self) -> EamClient:
+        return self.client
+
+    def with_login(self, session: Session) -> EamBackend:
+        return EamBackend(session)
+
     def tick(self) -> bool:
         """Nothing to do: EAM runs its own agent lifecycle."""
         return False

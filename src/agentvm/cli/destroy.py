@@ -1,6 +1,6 @@
 """``agentvm destroy -f SPEC``: uninstall the agents, destroy the agencies, unregister the solution.
 
-EAM's order (EAM.md section 2): Uninstall → wait until green → DestroyAgency; then the extension goes.
+EAM's order (docs/eam.md): Uninstall → wait until green → DestroyAgency; then the extension goes.
 It asks first, unless ``--yes``; without a terminal to ask on and without ``--yes`` it refuses.
 
 ``--backend direct`` does the same through agentvm's own engine on its ``--state-dir`` (as ``run --backend

@@ -28,22 +28,17 @@ from agentvm.cli.solution import (
     load,
     session_for,
 )
-from agentvm.controller.solution import DEFAULT_TIMEOUT, ApplyReport, Solution, SolutionPlan
+from agentvm.controller.planner import SolutionPlan
+from agentvm.controller.solution import DEFAULT_TIMEOUT, ApplyReport, Solution
+from agentvm.core.plan import ChangeKind
+from agentvm.core.plan_text import describe
 from agentvm.model.errors import AgentvmError
 
 MARKS = {
-    "register-extension": "+",
-    "create-agency": "+",
-    "assign-address": "+",
-    "update-extension": "~",
-    "update-agency": "~",
-    "upgrade-agency": "~",
-    "set-host-settings": "~",
-    "set-certificate": "~",
-    "record-certificate": "~",
-    "answer-hook": "~",
-    "resolve-issue": "~",
-}
+    ChangeKind.REGISTER_EXTENSION: "+",
+    ChangeKind.CREATE_AGENCY: "+",
+    ChangeKind.ASSIGN_ADDRESS: "+",
+}  # every other kind changes what is there: "~"
 
 
 def _warn(plan: SolutionPlan) -> None:
@@ -55,10 +50,10 @@ def _print_plan(plan: SolutionPlan) -> None:
     if plan.empty:
         console.print("no changes", highlight=False)
         return
-    for line in plan.lines:
-        mark = MARKS.get(line.kind, "~")
-        console.print(f"{mark} {line.description}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"{len(plan.lines)} change(s)", style="bold", highlight=False)
+    for change in plan.changes:
+        mark = MARKS.get(change.kind, "~")
+        console.print(f"{mark} {describe(change)}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{len(plan.changes)} change(s)", style="bold", highlight=False)
 
 
 @guard

@@ -14,14 +14,15 @@ someone the session cannot see, or EAM lost the agent) still keeps its host's ad
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from agentvm.backends.base import AgencyStatus, Backend
 from agentvm.controller.targets import observed_agency
 from agentvm.core.scope import ResolvedAgency, resolve_agency
-from agentvm.model.agency import AgencyConfig
+from agentvm.model import names
+from agentvm.model.agency import AgencyConfig, MoRef
 from agentvm.model.desired import (
     DesiredState,
     ExtensionState,
@@ -73,7 +74,12 @@ class Observation:
             ds = self.snapshot.get(host.agent_vm_datastore) if host.agent_vm_datastore else None
             nw = self.snapshot.get(host.agent_vm_network) if host.agent_vm_network else None
             settings[host.moref.value] = HostAgentSettings(
-                datastore=ds.name if ds else None, network=nw.name if nw else None
+                datastore=ds.name if ds else None,
+                network=nw.name if nw else None,
+                datastore_ref=host.agent_vm_datastore,
+                network_ref=host.agent_vm_network,
+                datastores=self._attached(host.datastores),
+                networks=self._attached(host.networks),
             )
         agencies = {
             a.name: observed_agency(a.config, a.resolved, self.snapshot)
@@ -86,7 +92,16 @@ class Observation:
             agencies=agencies,
             hosts={a.name: a.resolved.hosts for a in self.agencies},
             addresses={a.name: a.addresses for a in self.agencies},
+            datacenters=self.snapshot.datacenter_paths,
+            configs={a.name: a.config for a in self.agencies if a.config is not None},
+            wanted={a.name: a.resolved.config for a in self.agencies},
         )
+
+    def _attached(self, refs: Iterable[MoRef]) -> tuple[names.NamedRef, ...]:
+        """The objects of ``refs`` the inventory read holds, in the host's order, as the planner matches
+        the spec's names against them."""
+        found = (self.snapshot.get(ref) for ref in refs)
+        return tuple(names.NamedRef(o.moref, o.name, o.path) for o in found if o is not None)
 
 
 def extension_state(found: RegisteredExtension | None, solution: SolutionSpec) -> ExtensionState | None:

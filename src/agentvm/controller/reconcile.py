@@ -1,27 +1,30 @@
 """One level-triggered pass of ``agentvm run``: observe, decide, act — nothing kept but what is read back.
 
 Called by ``controller.run.Controller`` on its loop thread only (not thread-safe; the API reads the
-published ``StatusReport`` and metrics, which are immutable / locked). ``Reconciler`` is a ``Solution``
-(``controller.solution``), so it plans and acts with exactly the code of ``agentvm apply``:
+published ``StatusReport`` and metrics, which are immutable / locked). ``Reconciler`` has a
+``controller.planner.Planner`` and a ``controller.executor.Executor``, so it plans and acts with exactly the
+code of ``agentvm apply``:
 
-- ``full_pass()``: ``Solution.plan`` (one bulk inventory read, the extension, every agency and its config),
-  then the plan's actions — register/update the extension, set the AgentVM settings of hosts that joined
+- ``full_pass()``: ``Planner.plan`` (one bulk inventory read, the extension, every agency and its config),
+  then the plan's changes — register/update the extension, set the AgentVM settings of hosts that joined
   the scope (before EAM needs them), create/update/enable the agencies — then ``poll``.
-- ``poll()``: observe every agency through the backend, answer each pending hook (write the host's values
-  into ``vmHook.vm``, then MarkAsAvailable: ``Solution._write_values``), and heal with ``core.heal``
-  (resolve active issues with backoff, give up after N and say so, report passive ones with their fix,
-  leave hosts in maintenance mode alone). Before resolving, the hosts concerned are read again (one call
-  each) so a host that just entered maintenance mode is never taken for a failure. An agent VM that runs
-  on another host than its agent's (moved by hand; EAM raises no issue for it and does not undo it) is
-  found from vCenter's ``runtime.host`` (the watch's, else the last full pass's) and moved back
-  (``vsphere.vms.ensure_on_host``) under the same backoff; an agent that keeps coming back broken after
-  each heal is given up on as flapping (``core.heal``), shown so on its host and in
-  ``agentvm_agent_flapping``.
+- ``poll()``: observe every agency through the backend, answer each pending hook when ``core.hooks`` says
+  it is due (the host's values written into ``vmHook.vm``, then MarkAsAvailable: ``Executor.answer_hook``),
+  and heal with ``core.heal`` (resolve active issues with backoff, give up after N and say so, report
+  passive ones with their fix, leave hosts in maintenance mode alone). Before resolving, the hosts
+  concerned are read again (one call for all, ``vsphere.hosts.read_hosts``, classified by
+  ``core.heal.HostConditions.of``) so a host that just entered maintenance mode is never taken for a
+  failure. An agent VM that runs on another host than its agent's (moved by hand; EAM raises no issue for
+  it and does not undo it) is found from vCenter's ``runtime.host`` (the watch's, else the last full
+  pass's) and moved back (``vsphere.vms.ensure_on_host``) under the same backoff; an agent that keeps
+  coming back broken after each heal is given up on as flapping (``core.heal``), shown so on its host and
+  in ``agentvm_agent_flapping``.
 
 Every action is one structured log line and one event with a correlation id: the vCenter/EAM calls of the
 action carry it as their SOAP ``operationID`` prefix. Duplicates never cause a second action: a hook is
-answered once per (agent, VM) until it stays pending ``REANSWER_AFTER`` seconds; an issue is resolved
-under the heal policy's backoff per agent and kind; every other action is an idempotent ``ensure_*``.
+answered once per (agent, VM) until it stays pending ``core.hooks.REANSWER_AFTER`` seconds; an issue is
+resolved under the heal policy's backoff per agent and kind; every other action is an idempotent
+``ensure_*``. See docs/architecture.md, "Plans and the executor".
 """
 
 from __future__ import annotations
@@ -38,12 +41,12 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from agentvm.backends.base import AgencyStatus, Backend
-from agentvm.backends.direct import DirectBackend
 from agentvm.controller.events import EventLog
+from agentvm.controller.executor import AgencyWait, Executor
 from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
-from agentvm.controller.observe import Observation, read_addresses
-from agentvm.controller.solution import REANSWER_AFTER, Solution, SolutionPlan, _Wait
+from agentvm.controller.observe import read_addresses
+from agentvm.controller.planner import AGENCY_KINDS, Planner, SolutionPlan
 from agentvm.controller.status import AgencyReport, StatusReport
 from agentvm.core.heal import (
     Finding,
@@ -62,19 +65,20 @@ from agentvm.core.heal import (
     observed_issues,
     plan_heal_agencies,
 )
-from agentvm.core.plan import ChangeKind
+from agentvm.core.hooks import hook_key, hooks_due
+from agentvm.core.plan import ChangeKind, SetHostSettings, UpdateAgency
 from agentvm.core.progress import host_rows
-from agentvm.model.agency import AgencyConfig, HookState, Issue, MoRef
+from agentvm.model.agency import AgentRuntime, GoalState, Issue, MoRef
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError, NotFoundError, TransientError
 from agentvm.model.inventory import InventorySnapshot, VirtualMachine
-from agentvm.vsphere.collector import read_one
+from agentvm.vsphere.hosts import read_host_runtime
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.vms import ensure_on_host
 
 log = logging.getLogger(__name__)
 
-HOST_RUNTIME = ("runtime.inMaintenanceMode", "runtime.connectionState", "runtime.powerState")
+CERTIFICATE_KINDS = frozenset({ChangeKind.SET_CERTIFICATE, ChangeKind.RECORD_CERTIFICATE})
 
 
 @dataclass(frozen=True)
@@ -99,14 +103,15 @@ class _Tracked:
     misplaced: dict[tuple[str, str], Misplaced] = field(default_factory=dict)  # (agency, agent) -> found
 
 
-class Reconciler(Solution):
+class Reconciler:
     """``Reconciler(desired, session, events=..., metrics=...)``: ``full_pass()`` / ``poll()``.
 
-    ``backend``: None for EAM on ``session`` (``Solution``'s own), or a ``DirectBackend``. ``conditions``
-    gives the host conditions the watch saw last (maintenance, standby, unreachable); ``placements`` the
-    hosts of the given VMs as the watch saw them last (without it, the last full pass's inventory);
-    ``clock`` is monotonic seconds (faked in tests); ``state_dir`` is where the solution's generated
-    certificate is kept (``Solution``; ``agentvm run --state-dir``).
+    Plans with a ``controller.planner.Planner`` and acts with a ``controller.executor.Executor`` (the
+    code of ``agentvm apply``) over ``backend``: None for EAM on ``session``, or a ``DirectBackend``.
+    ``conditions`` gives the host conditions the watch saw last (maintenance, standby, unreachable);
+    ``placements`` the hosts of the given VMs as the watch saw them last (without it, the last full pass's
+    inventory); ``clock`` is monotonic seconds (faked in tests); ``state_dir`` is where the solution's
+    generated certificate is kept (``agentvm run --state-dir``).
     """
 
     def __init__(
@@ -124,19 +129,20 @@ class Reconciler(Solution):
         check_packages: bool = True,
         state_dir: Path | None = None,
     ) -> None:
-        super().__init__(desired, session, clock=clock, state_dir=state_dir)
-        self.strict_static_hosts = False  # a host that left the scope is a warning: the others stay managed
+        self.desired = desired
+        self.session = session
+        self._clock = clock
+        self.executor = Executor.open(desired, session, backend=backend, state_dir=state_dir)
+        # a host that left the scope is a warning: the others stay managed
+        self.planner = Planner(desired, self.executor, strict_static_hosts=False)
         self._warned: set[str] = set()  # plan warnings published as events, until they go away
-        self._direct = backend is not None and backend.kind == "direct"
-        if backend is not None:
-            self.backend = backend  # type: ignore[assignment]
         self.events = events
         self.metrics = metrics
         self.policy = policy if policy is not None else HealPolicy(seed=secrets.randbits(32))
         self._conditions = conditions or HostConditions
         self._placements = placements
         self._check_packages = check_packages
-        self._waits: dict[str, _Wait] = {}
+        self._waits: dict[str, AgencyWait] = {}
         self._heal = HealState()
         self._tracked = _Tracked()
         self._cid = f"agentvm-run-{secrets.token_hex(3)}"
@@ -145,20 +151,18 @@ class Reconciler(Solution):
         self.report: StatusReport = StatusReport(session.url, ())
         self._resolve_started: float | None = None
 
-    # -- Solution hooks for the direct backend ---------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        """The backend the executor acts through now (the extension's login once it logged in)."""
+        return self.executor.backend
 
-    def _wants_certificate(self) -> bool:
-        # the engine has no vCenter login of its own to hand over: agencies belong to the solution key
-        return False if self._direct else super()._wants_certificate()
+    def close(self) -> None:
+        """Log out the sessions the executor opened (the extension's), never ``session``."""
+        self.executor.close()
 
-    def observe(self, snapshot: InventorySnapshot | None = None) -> Observation:
-        if not self._direct:
-            return super().observe(snapshot)
-        from agentvm.controller.observe import observe
-
-        backend = self.backend
-        assert isinstance(backend, DirectBackend)
-        return observe(self.session, backend, self.desired, snapshot=snapshot, config_of=_config_of(backend))
+    def add_call_listener(self, listener: Callable[[str, float, str | None], None]) -> None:
+        """Call ``listener(method, seconds, fault)`` after every call of every session (``Executor``)."""
+        self.executor.add_call_listener(listener)
 
     # -- passes ---------------------------------------------------------------------------------------
 
@@ -166,19 +170,19 @@ class Reconciler(Solution):
         """Plan against everything observed now, act on the plan, then ``poll``. Raises adapters' errors."""
         started, calls = self._clock(), self._calls()
         self.backend.forget()  # a full pass reads every agent, whatever was reused between polls
-        plan = self.plan(check_packages=self._check_packages)
+        plan = self.planner.plan(check_packages=self._check_packages)
         for warning in plan.warnings:  # each once, while it lasts (an unknown ipPlan host, say)
             if warning not in self._warned:
                 self.events.publish("warning", warning, level="warning")
         self._warned = set(plan.warnings)
         actions = self._act_on_plan(plan)
         self.snapshot = plan.observation.snapshot
-        waits: dict[str, _Wait] = {}
+        waits: dict[str, AgencyWait] = {}
         for agency in plan.observation.agencies:
-            assignment = plan.plan.addresses.get(agency.name)
+            assignment = plan.spec_plan.addresses.get(agency.name)
             addresses = {h.host.moid: h.address for h in assignment.addresses} if assignment else {}
             old = self._waits.get(agency.name)
-            waits[agency.name] = _Wait(
+            waits[agency.name] = AgencyWait(
                 agency.resolved,
                 addresses=addresses,
                 snapshot=self.snapshot,
@@ -229,47 +233,35 @@ class Reconciler(Solution):
     # -- acting on the plan ---------------------------------------------------------------------------
 
     def _act_on_plan(self, plan: SolutionPlan) -> int:
-        kinds = plan.kinds()
+        """Carry out the plan's changes (hooks and issues are the poll's), one action each; an agency
+        found disabled is enabled even when its config is right."""
         done = 0
-        if kinds & {ChangeKind.REGISTER_EXTENSION.value, ChangeKind.UPDATE_EXTENSION.value}:
-            self._act("extension", lambda: self._ensure_extension(plan))
-            done += 1
-        if "set-certificate" in kinds:
-            self._act("certificate", self._set_certificate)
-            done += 1
-        if "record-certificate" in kinds:
-            self._act("certificate", self._record_certificate)
-            done += 1
-        for line in plan.lines:
-            if line.kind == ChangeKind.SET_HOST_SETTINGS.value and line.host and line.agency:
-                name, moid, text = line.agency, line.host, line.description
+        snapshot = plan.observation.snapshot
+        for change in plan.changes:
+            if change.agency is None:
+                action = "certificate" if change.kind in CERTIFICATE_KINDS else "extension"
+                self._act(action, functools.partial(self.executor.carry_out, change))
+                done += 1
+            elif isinstance(change, SetHostSettings):
                 self._act(
                     "host-settings",
-                    functools.partial(self._set_host_settings, plan, name, moid, text),
-                    agency=name,
-                    host=self._host_path(plan.observation.snapshot, moid),
-                    host_moid=moid,
+                    functools.partial(self.executor.carry_out, change),
+                    agency=change.agency,
+                    host=self._host_path(snapshot, change.host),
+                    host_moid=change.host,
                 )
                 done += 1
-        agency_kinds = {
-            ChangeKind.CREATE_AGENCY.value,
-            ChangeKind.UPDATE_AGENCY.value,
-            ChangeKind.UPGRADE_AGENCY.value,
-        }
         for agency in plan.observation.agencies:
-            if plan.kinds(agency.name) & agency_kinds or (
-                agency.status is not None and agency.status.goal_state.value == "disabled"
-            ):
-                self._act(
-                    "agency",
-                    functools.partial(self._apply_config, agency.resolved.config),
-                    agency=agency.name,
-                )
+            planned = next(
+                (c for c in plan.changes if c.agency == agency.name and c.kind in AGENCY_KINDS), None
+            )
+            disabled = agency.status is not None and agency.status.goal_state is GoalState.DISABLED
+            if planned is None and disabled:
+                planned = UpdateAgency(agency.name, (), agency.resolved.config)
+            if planned is not None:
+                self._act("agency", functools.partial(self.executor.carry_out, planned), agency=agency.name)
                 done += 1
         return done
-
-    def _apply_config(self, config: AgencyConfig) -> str:
-        return self.backend.apply(config).describe()
 
     def _act(
         self,
@@ -298,46 +290,39 @@ class Reconciler(Solution):
 
     # -- hooks ----------------------------------------------------------------------------------------
 
-    def _answer(self, wait: _Wait) -> int:
-        """Answer the agency's pending hooks once each (again only after ``REANSWER_AFTER`` s)."""
+    def _answer(self, wait: AgencyWait) -> int:
+        """Answer the agency's pending hooks that ``core.hooks`` says are due, one action each."""
         status = wait.status
         if status is None:
             return 0
         now = self._clock()
-        pending = {(a.agent, a.hook.vm.value) for a in status.pending_hooks if a.hook is not None}
+        pending = {hook_key(a) for a in status.pending_hooks}
         for key in [k for k in self._tracked.hook_seen if k not in pending]:
             del self._tracked.hook_seen[key]
-        done = 0
         for agent in status.pending_hooks:
-            hook = agent.hook
-            assert hook is not None
-            key = (agent.agent, hook.vm.value)
-            seen = self._tracked.hook_seen.setdefault(key, now)
-            if now - wait.answered.get(key, -REANSWER_AFTER) < REANSWER_AFTER:
-                continue  # answered already: EAM has not caught up yet (a duplicate, not a new hook)
+            self._tracked.hook_seen.setdefault(hook_key(agent), now)
+        done = 0
+        for agent in hooks_due(status.pending_hooks, wait.answered, now):
+            key = hook_key(agent)
             moid = agent.host.value
             path = self._host_path(wait.snapshot, moid) or agent.host_name
 
-            def answer(
-                agent_id: str = agent.agent,
-                vm: MoRef = hook.vm,
-                host: str = moid,
-                state: HookState = hook.state,
-                path: str = path,
-            ) -> str:
-                if state is not HookState.POWERED_ON:
-                    self._write_values(wait, vm, host)
-                self.backend.mark_available(agent_id)
-                planned = wait.addresses.get(host)
+            def answer(agent: AgentRuntime = agent, path: str = path) -> str:
+                change = self.executor.hook_answer(wait, agent)
+                self.executor.answer_hook(change)
+                planned = wait.addresses.get(change.host_moid)
                 address = f" with address {planned}" if planned else ""
-                return f"{wait.name}: answered the {state.value} hook of {vm.value} on {path}{address}"
+                return (
+                    f"{wait.name}: answered the {change.state.value} hook of {change.vm.value} on {path}"
+                    f"{address}"
+                )
 
             try:
                 self._act("answer-hook", answer, agency=wait.name, host=path, host_moid=moid)
             except NotFoundError:
                 continue  # the agent went away (its host left the scope)
             wait.answered[key] = now
-            self.metrics.hook_latency.observe(max(0.0, self._clock() - seen))
+            self.metrics.hook_latency.observe(max(0.0, self._clock() - self._tracked.hook_seen[key]))
             done += 1
         return done
 
@@ -366,21 +351,17 @@ class Reconciler(Solution):
         )
         for host in hosts:
             try:
-                props = read_one(self.session, self.session.mo(host), HOST_RUNTIME)
+                read = HostConditions.of([read_host_runtime(self.session, host)])
             except NotFoundError:
                 unreachable.add(host)
                 continue
-            for group in (maintenance, standby, unreachable):
-                group.discard(host)
-            if props.get("runtime.inMaintenanceMode"):
-                maintenance.add(host)
-            power = str(props.get("runtime.powerState", "poweredOn"))
-            if power == "standBy":
-                standby.add(host)
-            elif (
-                power != "poweredOn" or str(props.get("runtime.connectionState", "connected")) != "connected"
+            for group, now in (
+                (maintenance, read.maintenance),
+                (standby, read.standby),
+                (unreachable, read.unreachable),
             ):
-                unreachable.add(host)
+                group.discard(host)
+                group.update(now)
         return HostConditions(frozenset(maintenance), frozenset(standby), frozenset(unreachable))
 
     def _misplaced(self, statuses: Sequence[AgencyStatus]) -> tuple[Misplaced, ...]:
@@ -722,8 +703,7 @@ class Reconciler(Solution):
         return result
 
     def _calls(self) -> int:
-        sessions = {id(s): s for s in (self.session, self._eam_session, *self._own)}
-        return sum(s.stats.total for s in sessions.values())
+        return self.executor.calls()
 
     def host_path(self, moid: str) -> str | None:
         """The inventory path of host ``moid`` as the last full pass read it (None: unknown). Any thread."""
@@ -742,10 +722,6 @@ class Reconciler(Solution):
         if issue.host is None:
             return None
         return self._host_path(self.snapshot, issue.host.value) or issue.host_name
-
-
-def _config_of(backend: DirectBackend) -> Callable[[str], AgencyConfig]:
-    return backend.port.agency_config
 
 
 def now_utc() -> datetime:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from agentvm.core.agency_diff import canonical
 from agentvm.core.plan import agency_view
 from agentvm.core.scope import ResolvedAgency
 from agentvm.model.agency import (
@@ -21,41 +22,6 @@ from agentvm.model.desired import ObservedAgency
 from agentvm.model.inventory import (
     InventorySnapshot,
 )
-
-# ------------------------------------------------------------------------------------------ comparison
-
-
-def config_differences(current: AgencyConfig, desired: AgencyConfig) -> tuple[str, ...]:
-    """The AgencyConfig fields that differ, ignoring the order of lists (EAM gives no meaning to it)."""
-
-    def norm(value: object) -> object:
-        if isinstance(value, tuple):
-            return sorted(repr(v) for v in value)
-        return value
-
-    names = (
-        "agent_name",
-        "scope",
-        "use_uuid_vm_name",
-        "agent_vm_datastores",
-        "agent_vm_networks",
-        "prefer_host_configuration",
-        "folders",
-        "resource_pools",
-        "manually_mark_available_after_provisioning",
-        "manually_mark_available_after_power_on",
-    )
-    changed = [n for n in names if norm(getattr(current, n)) != norm(getattr(desired, n))]
-    if _agent_configs(current) != _agent_configs(desired):
-        changed.append("agent_configs")
-    return tuple(changed)
-
-
-def _agent_configs(config: AgencyConfig) -> list[tuple[str, list[tuple[str, str]]]]:
-    return sorted(
-        (a.ovf_package_url or "", sorted((p.key, p.value) for p in a.ovf_environment))
-        for a in config.agent_configs
-    )
 
 
 def observed_agency(
@@ -70,7 +36,7 @@ def observed_agency(
     desired = resolved.config
 
     def same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
-        return sorted(map(repr, a)) == sorted(map(repr, b))
+        return canonical(a) == canonical(b)  # as sets: the spec's words stand for the whole list
 
     def paths(refs: Iterable[MoRef]) -> tuple[str, ...]:
         return tuple(sorted(_path(snapshot, r) for r in refs))

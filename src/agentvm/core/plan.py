@@ -1,19 +1,25 @@
-"""What ``apply`` would change: desired state vs an observed-state summary → an ordered list of changes. Pure.
+"""What ``apply`` would change: desired state vs an observed-state summary → an ordered list of typed changes.
+Pure.
 
-Called by the CLI's ``plan`` (which prints the descriptions and changes nothing) and by ``apply`` (which
-carries the changes out in this order: extension, host AgentVM settings, then per agency the agency itself
-and each host's address). The observed summary (``model.desired.ObservedState``) is read by the backends;
-this module only compares. Running out of addresses raises ``IpPlanExhausted`` here, before anything changes,
-and so does an ``ipPlan.addresses`` entry for a host that is not in scope (``UnknownIpPlanHost``).
+Called by ``controller.planner`` (for ``agentvm plan``, ``apply`` and the controller's full pass). Each
+change is a frozen value holding everything ``controller.executor`` needs to carry it out, in this order:
+extension, host AgentVM settings, then per agency the agency itself and each host's address; the sentence
+``agentvm plan`` prints is rendered from it by ``core.plan_text``. The observed summary
+(``model.desired.ObservedState``) is read by ``controller.observe``; this module only compares (one config
+comparison for all: ``core.agency_diff``). Running out of addresses raises ``IpPlanExhausted`` here, before
+anything changes, and so does an ``ipPlan.addresses`` entry for a host that is not in scope
+(``UnknownIpPlanHost``). See docs/architecture.md, "Plans and the executor".
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from ipaddress import IPv4Address
+from typing import ClassVar
 
+from agentvm.core.agency_diff import config_changes, summary_changes
 from agentvm.core.ipplan import (
     AddressSource,
     Assignment,
@@ -22,6 +28,8 @@ from agentvm.core.ipplan import (
     canonical_order,
     check_static_hosts,
 )
+from agentvm.model import names
+from agentvm.model.agency import AgencyConfig, HookState, Issue, MoRef
 from agentvm.model.desired import (
     AgencySpec,
     DesiredState,
@@ -35,29 +43,309 @@ from agentvm.model.desired import (
 
 
 class ChangeKind(StrEnum):
+    """Every kind of change a plan holds: the ``kind`` of ``agentvm plan --json``."""
+
     REGISTER_EXTENSION = "register-extension"
     UPDATE_EXTENSION = "update-extension"
+    SET_CERTIFICATE = "set-certificate"  # the extension's login certificate (so it owns its agencies)
+    RECORD_CERTIFICATE = "record-certificate"  # our working certificate, recorded in the extension
     SET_HOST_SETTINGS = "set-host-settings"
     CREATE_AGENCY = "create-agency"
     UPDATE_AGENCY = "update-agency"
     UPGRADE_AGENCY = "upgrade-agency"  # the OVF URL changed: EAM replaces every agent VM
     ASSIGN_ADDRESS = "assign-address"  # a host gets an address it does not carry yet
+    ANSWER_HOOK = "answer-hook"  # a pending provisioned / powered-on hook
+    RESOLVE_ISSUE = "resolve-issue"  # an active EAM issue apply resolves
+
+
+# Every change is a frozen value holding what the executor (``controller.executor``) needs to carry it
+# out; ``target``, ``agency`` and ``host`` are what ``agentvm plan --json`` lists, and the sentence a
+# person reads is rendered from the value by ``core.plan_text.describe``.
 
 
 @dataclass(frozen=True)
-class Change:
-    """One planned change; ``description`` is the line ``agentvm plan`` prints."""
+class FieldChange:
+    """One extension field whose registered value differs from the spec's."""
 
-    kind: ChangeKind
-    target: str  # the extension key, agency name or host moid
-    description: str
-    agency: str | None = None
-    host: str | None = None  # host moid
+    name: str
+    old: str | None
+    new: str | None
 
 
 @dataclass(frozen=True)
-class Plan:
-    """The ordered changes, each agency's address assignment, and warnings that apply cannot fix."""
+class RegisterExtension:
+    solution: SolutionSpec
+    kind: ClassVar[ChangeKind] = ChangeKind.REGISTER_EXTENSION
+    agency: ClassVar[None] = None
+    host: ClassVar[None] = None
+
+    @property
+    def target(self) -> str:
+        return self.solution.key
+
+
+@dataclass(frozen=True)
+class UpdateExtension:
+    solution: SolutionSpec
+    differences: tuple[FieldChange, ...]
+    kind: ClassVar[ChangeKind] = ChangeKind.UPDATE_EXTENSION
+    agency: ClassVar[None] = None
+    host: ClassVar[None] = None
+
+    @property
+    def target(self) -> str:
+        return self.solution.key
+
+
+@dataclass(frozen=True)
+class HeldCertificate:
+    """The login certificate an extension records as set (by another machine's agentvm, say)."""
+
+    host: str
+    sha1: str
+    file: str
+    generated: bool
+
+
+@dataclass(frozen=True)
+class SetCertificate:
+    """Set the extension's login certificate: the spec's ``certificate`` file, else the generated one in
+    ``state_dir`` (``generated``: its file when it exists already, None when apply generates it)."""
+
+    key: str
+    certificate: str | None
+    state_dir: str
+    generated: str | None = None
+    replaces: HeldCertificate | None = None  # the one set before, whose logins then fail
+    kind: ClassVar[ChangeKind] = ChangeKind.SET_CERTIFICATE
+    agency: ClassVar[None] = None
+    host: ClassVar[None] = None
+
+    @property
+    def target(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True)
+class RecordCertificate:
+    """Record in the extension the certificate ``file`` (SHA-1 ``sha1``) our login works with."""
+
+    key: str
+    sha1: str
+    file: str
+    kind: ClassVar[ChangeKind] = ChangeKind.RECORD_CERTIFICATE
+    agency: ClassVar[None] = None
+    host: ClassVar[None] = None
+
+    @property
+    def target(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True)
+class HostSetting:
+    """One AgentVM setting to fill in: the spec's ``name`` and the object of the host it picks (None: the
+    host is attached to none of that name)."""
+
+    name: str
+    ref: MoRef | None
+
+
+@dataclass(frozen=True)
+class SetHostSettings:
+    """Fill in the AgentVM settings ``host`` lacks, for ``agency`` (the first one whose scope has it).
+
+    ``datastore``/``network``: what to set (None: the host keeps its own, ``kept_*``). Only what is set
+    here is agentvm's: ``destroy --host-settings`` clears those and no others.
+    """
+
+    scope_host: ScopeHost
+    agency_name: str
+    datastore: HostSetting | None = None
+    network: HostSetting | None = None
+    kept_datastore: MoRef | None = None
+    kept_network: MoRef | None = None
+    kind: ClassVar[ChangeKind] = ChangeKind.SET_HOST_SETTINGS
+
+    @property
+    def target(self) -> str:
+        return self.scope_host.moid
+
+    @property
+    def agency(self) -> str:
+        return self.agency_name
+
+    @property
+    def host(self) -> str:
+        return self.scope_host.moid
+
+
+@dataclass(frozen=True)
+class CreateAgency:
+    """Create ``spec``'s agency with ``config`` on ``host_count`` hosts.
+
+    ``config`` is the spec resolved against the inventory; None only in a plan made without one (shown,
+    never carried out).
+    """
+
+    spec: AgencySpec
+    host_count: int
+    config: AgencyConfig | None = None
+    kind: ClassVar[ChangeKind] = ChangeKind.CREATE_AGENCY
+    host: ClassVar[None] = None
+
+    @property
+    def target(self) -> str:
+        return self.spec.name
+
+    @property
+    def agency(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class UpdateAgency:
+    """Update the agency ``name`` to ``config``; ``changed`` names what differs (spec keys, or
+    ``AgencyConfig`` fields where the spec's summary shows no difference)."""
+
+    name: str
+    changed: tuple[str, ...]
+    config: AgencyConfig | None = None
+    kind: ClassVar[ChangeKind] = ChangeKind.UPDATE_AGENCY
+    host: ClassVar[None] = None
+
+    @property
+    def target(self) -> str:
+        return self.name
+
+    @property
+    def agency(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class UpgradeAgency:
+    """Update the agency ``name`` to ``config`` whose OVF URL changed from ``old_url``: every agent VM is
+    replaced. ``also``: the other spec keys that changed."""
+
+    name: str
+    old_url: str
+    new_url: str
+    also: tuple[str, ...] = ()
+    config: AgencyConfig | None = None
+    kind: ClassVar[ChangeKind] = ChangeKind.UPGRADE_AGENCY
+    host: ClassVar[None] = None
+
+    @property
+    def target(self) -> str:
+        return self.name
+
+    @property
+    def agency(self) -> str:
+        return self.name
+
+
+AgencyChange = CreateAgency | UpdateAgency | UpgradeAgency
+
+
+@dataclass(frozen=True)
+class AssignAddress:
+    """``host`` gets ``address`` from ``agency``'s IP plan (``previous``: what its VM carries now)."""
+
+    agency_name: str
+    scope_host: ScopeHost
+    address: IPv4Address
+    source: AddressSource
+    previous: object = None
+    kind: ClassVar[ChangeKind] = ChangeKind.ASSIGN_ADDRESS
+
+    @property
+    def target(self) -> str:
+        return self.scope_host.moid
+
+    @property
+    def agency(self) -> str:
+        return self.agency_name
+
+    @property
+    def host(self) -> str:
+        return self.scope_host.moid
+
+
+@dataclass(frozen=True)
+class AnswerHook:
+    """Answer ``agent``'s pending hook: write ``properties`` (vApp) and ``extra_config`` into ``vm``
+    (nothing to write after a power-on hook), then MarkAsAvailable.
+
+    ``host_moid`` is the agent's host; ``scope_host`` the scope host it is (None: not in the scope read).
+    """
+
+    agency_name: str
+    agent: str
+    vm: MoRef
+    state: HookState
+    host_moid: str
+    scope_host: ScopeHost | None = None
+    properties: tuple[tuple[str, str], ...] = ()
+    extra_config: tuple[tuple[str, str], ...] = ()
+    address: IPv4Address | None = None
+    kind: ClassVar[ChangeKind] = ChangeKind.ANSWER_HOOK
+
+    @property
+    def target(self) -> str:
+        return self.agent
+
+    @property
+    def agency(self) -> str:
+        return self.agency_name
+
+    @property
+    def host(self) -> str:
+        return self.host_moid
+
+
+@dataclass(frozen=True)
+class ResolveIssue:
+    """Resolve ``issue`` of ``agency`` (active: EAM can fix it); ``scope_host`` is the scope host it is on."""
+
+    agency_name: str
+    issue: Issue
+    scope_host: ScopeHost | None = None
+    kind: ClassVar[ChangeKind] = ChangeKind.RESOLVE_ISSUE
+
+    @property
+    def target(self) -> str:
+        return str(self.issue.key)
+
+    @property
+    def agency(self) -> str:
+        return self.agency_name
+
+    @property
+    def host(self) -> str | None:
+        return self.issue.host.value if self.issue.host is not None else None
+
+
+Change = (
+    RegisterExtension
+    | UpdateExtension
+    | SetCertificate
+    | RecordCertificate
+    | SetHostSettings
+    | CreateAgency
+    | UpdateAgency
+    | UpgradeAgency
+    | AssignAddress
+    | AnswerHook
+    | ResolveIssue
+)
+
+
+@dataclass(frozen=True)
+class SpecPlan:
+    """What the spec asks for that vCenter lacks: the ordered changes, each agency's address assignment,
+    and warnings that apply cannot fix. ``controller.planner`` adds the certificate, hook and issue
+    changes to make a ``SolutionPlan``."""
 
     changes: tuple[Change, ...]
     addresses: Mapping[str, Assignment] = field(default_factory=dict)  # agency name -> assignment
@@ -67,17 +355,13 @@ class Plan:
     def empty(self) -> bool:
         return not self.changes
 
-    def describe(self) -> list[str]:
-        """One line per change, or ``["no changes"]``."""
-        return [c.description for c in self.changes] or ["no changes"]
-
 
 def host_label(host: ScopeHost) -> str:
     """``host-21 (/DC0/host/DC0_C0/H0)``: how every message names a host."""
     return f"{host.moid} ({host.path or host.name})"
 
 
-def make_plan(desired: DesiredState, observed: ObservedState, *, strict_static: bool = True) -> Plan:
+def make_plan(desired: DesiredState, observed: ObservedState, *, strict_static: bool = True) -> SpecPlan:
     """Compare ``desired`` with ``observed``.
 
     Raises IpPlanExhausted when an agency's plan is too small, UnknownIpPlanHost when an
@@ -94,7 +378,7 @@ def make_plan(desired: DesiredState, observed: ObservedState, *, strict_static: 
     assignments: dict[str, Assignment] = {}
     for agency in desired.agencies:
         hosts = canonical_order(observed.hosts.get(agency.name, ()))
-        change = _agency_change(agency, observed.agencies.get(agency.name), len(hosts))
+        change = _agency_change(agency, observed, len(hosts))
         if change is not None:
             changes.append(change)
         if agency.ip_plan is not None:
@@ -108,18 +392,16 @@ def make_plan(desired: DesiredState, observed: ObservedState, *, strict_static: 
             assignment = assign_addresses(agency.ip_plan, hosts, previous, agency=agency.name)
             assignments[agency.name] = assignment
             changes += _address_changes(agency, assignment, previous)
-    return Plan(tuple(changes), assignments, tuple(warnings))
+    return SpecPlan(tuple(changes), assignments, tuple(warnings))
 
 
-def _extension_change(solution: SolutionSpec, found: ExtensionState | None) -> Change | None:
+def _extension_change(
+    solution: SolutionSpec, found: ExtensionState | None
+) -> RegisterExtension | UpdateExtension | None:
     if found is None:
-        return Change(
-            ChangeKind.REGISTER_EXTENSION,
-            solution.key,
-            f"register extension {solution.key} version {solution.version}",
-        )
-    differences = [
-        f"{name} {old!r} → {new!r}" if name != "version" else f"version {old} → {new}"
+        return RegisterExtension(solution)
+    differences = tuple(
+        FieldChange(name, old, new)
         for name, old, new in (
             ("version", found.version, solution.version),
             ("label", found.label, solution.label),
@@ -127,14 +409,8 @@ def _extension_change(solution: SolutionSpec, found: ExtensionState | None) -> C
             ("company", found.company, solution.company),
         )
         if old != new
-    ]
-    if not differences:
-        return None
-    return Change(
-        ChangeKind.UPDATE_EXTENSION,
-        solution.key,
-        f"update extension {solution.key}: {', '.join(differences)}",
     )
+    return UpdateExtension(solution, differences) if differences else None
 
 
 def _host_settings_changes(
@@ -150,16 +426,16 @@ def _host_settings_changes(
             seen.add(host.moid)
             current = observed.host_settings.get(host.moid, HostAgentSettings())
             wanted = {
-                "datastore": (agency.datastore, current.datastore),
-                "network": (agency.network, current.network),
+                "datastore": (agency.datastore, current.datastore, current.datastores),
+                "network": (agency.network, current.network, current.networks),
             }
-            setting: dict[str, str] = {}
-            for what, (placement, have) in wanted.items():
+            setting: dict[str, HostSetting] = {}
+            for what, (placement, have, attached) in wanted.items():
                 if have:
                     continue
                 value = placement.for_host(host)
                 if value is not None:
-                    setting[what] = value
+                    setting[what] = HostSetting(value, _pick(value, attached, observed.datacenters))
                 elif placement.use_host_settings:
                     warnings.append(
                         f"{host_label(host)} has no AgentVM {what} and agency {agency.name} uses the host's "
@@ -167,17 +443,23 @@ def _host_settings_changes(
                         f"or name a {what} in the spec"
                     )
             if setting:
-                text = ", ".join(f"{k} {v}" for k, v in setting.items())
                 changes.append(
-                    Change(
-                        ChangeKind.SET_HOST_SETTINGS,
-                        host.moid,
-                        f"set AgentVM settings on {host_label(host)}: {text}",
-                        agency=agency.name,
-                        host=host.moid,
+                    SetHostSettings(
+                        host,
+                        agency.name,
+                        datastore=setting.get("datastore"),
+                        network=setting.get("network"),
+                        kept_datastore=current.datastore_ref,
+                        kept_network=current.network_ref,
                     )
                 )
     return changes
+
+
+def _pick(word: str, attached: Sequence[names.NamedRef], datacenters: Sequence[str]) -> MoRef | None:
+    """The object the host is attached to that ``word`` names, in every form the spec accepts."""
+    wanted = names.parse(word)
+    return next((obj.moref for obj in attached if names.matches(wanted, obj, datacenters)), None)
 
 
 def agency_view(agency: AgencySpec) -> ObservedAgency:
@@ -204,75 +486,34 @@ def _candidates(default: str | None, by_target: tuple[tuple[str, str], ...]) -> 
     return tuple(sorted({v for _, v in by_target} | ({default} if default else set())))
 
 
-_FIELD_NAMES = {
-    "agent_name": "agentName",
-    "scope": "scope",
-    "ovf_properties": "ovfProperties",
-    "datastores": "datastore",
-    "networks": "network",
-    "folder": "folder",
-    "resource_pool": "resourcePool",
-    "provisioned_hook": "hooks.provisioned",
-    "use_uuid_vm_name": "useUuidVmName",
-}
-
-
-def _agency_change(agency: AgencySpec, found: ObservedAgency | None, host_count: int) -> Change | None:
-    want = agency_view(agency)
+def _agency_change(agency: AgencySpec, observed: ObservedState, host_count: int) -> AgencyChange | None:
+    found = observed.agencies.get(agency.name)
+    config = observed.wanted.get(agency.name)
     if found is None:
-        scope = ", ".join(s.text for s in agency.scope)
-        return Change(
-            ChangeKind.CREATE_AGENCY,
-            agency.name,
-            f"create agency {agency.name}: {agency.agent_name} on {host_count} "
-            f"host{'s' if host_count != 1 else ''} of {scope} from {agency.ovf.url}",
-            agency=agency.name,
-        )
-    normalised = dataclasses.replace(  # order carries no meaning in these lists
-        found,
-        scope=tuple(sorted(found.scope)),
-        ovf_properties=tuple(sorted(found.ovf_properties, key=lambda p: p.key)),
-        datastores=tuple(sorted(found.datastores)),
-        networks=tuple(sorted(found.networks)),
-    )
-    changed = [
-        label for attr, label in _FIELD_NAMES.items() if getattr(normalised, attr) != getattr(want, attr)
-    ]
-    if normalised.ovf_url != want.ovf_url:
-        also = f" (also {', '.join(changed)})" if changed else ""
-        return Change(
-            ChangeKind.UPGRADE_AGENCY,
-            agency.name,
-            f"upgrade agency {agency.name}: {found.ovf_url} → {agency.ovf.url}{also}",
-            agency=agency.name,
-        )
+        return CreateAgency(agency, host_count, config)
+    changed = summary_changes(found, agency_view(agency))
+    if found.ovf_url != agency.ovf.url:
+        return UpgradeAgency(agency.name, found.ovf_url, agency.ovf.url, changed, config)
     if changed:
-        return Change(
-            ChangeKind.UPDATE_AGENCY,
-            agency.name,
-            f"update agency {agency.name}: {', '.join(changed)} changed",
-            agency=agency.name,
-        )
+        return UpdateAgency(agency.name, changed, config)
+    held = observed.configs.get(agency.name)
+    if held is not None and config is not None:
+        # fields the summary does not show (e.g. preferHostConfiguration) still need an Update
+        differs = config_changes(held, config)
+        if differs:
+            return UpdateAgency(agency.name, differs, config)
     return None
 
 
 def _address_changes(
     agency: AgencySpec, assignment: Assignment, previous: Mapping[str, object]
 ) -> list[Change]:
-    changes = []
+    changes: list[Change] = []
     for held in assignment.addresses:
         if held.source is AddressSource.KEPT:
             continue
         old = previous.get(held.host.moid)
         if old == held.address:
             continue
-        why = " (ipPlan.addresses)" if held.source is AddressSource.STATIC else ""
-        if old is None:
-            text = f"{agency.name}: {host_label(held.host)} gets address {held.address}{why}"
-        else:
-            reason = why or " (the old one is no longer in the plan)"
-            text = f"{agency.name}: {host_label(held.host)} address {old} → {held.address}{reason}"
-        changes.append(
-            Change(ChangeKind.ASSIGN_ADDRESS, held.host.moid, text, agency=agency.name, host=held.host.moid)
-        )
+        changes.append(AssignAddress(agency.name, held.host, held.address, held.source, old))
     return changes

@@ -14,7 +14,7 @@ from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
 
 from agentvm.model import names
-from agentvm.model.agency import MoRef, OvfProperty
+from agentvm.model.agency import AgencyConfig, MoRef, OvfProperty
 from agentvm.model.connection import VCenterConnection
 
 # --------------------------------------------------------------------------------------------- vcenter
@@ -229,10 +229,19 @@ class ExtensionState:
 
 @dataclass(frozen=True)
 class HostAgentSettings:
-    """One host's AgentVM settings (EsxAgentHostManager.configInfo) by name; None when unset."""
+    """One host's AgentVM settings (EsxAgentHostManager.configInfo) by name; None when unset.
+
+    ``datastore_ref``/``network_ref`` are the settings as read (also when the object is not in the
+    inventory read, so has no name); ``datastores``/``networks`` what the host is attached to, which the
+    planner picks the spec's datastore and network from.
+    """
 
     datastore: str | None = None
     network: str | None = None
+    datastore_ref: MoRef | None = None
+    network_ref: MoRef | None = None
+    datastores: tuple[names.NamedRef, ...] = ()
+    networks: tuple[names.NamedRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -265,3 +274,7 @@ class ObservedState:
     agencies: Mapping[str, ObservedAgency] = field(default_factory=dict)
     hosts: Mapping[str, tuple[ScopeHost, ...]] = field(default_factory=dict)
     addresses: Mapping[str, Mapping[str, IPv4Address]] = field(default_factory=dict)
+    datacenters: tuple[str, ...] = ()  # inventory paths of the datacenters (relative names start there)
+    configs: Mapping[str, AgencyConfig] = field(default_factory=dict)  # agency name -> the config EAM holds
+    # agency name -> the spec's agency resolved against the inventory: the config apply hands to EAM
+    wanted: Mapping[str, AgencyConfig] = field(default_factory=dict)

@@ -14,6 +14,7 @@ from pyVmomi import vim
 
 from agentvm.model.agency import MoRef
 from agentvm.model.errors import ConfigurationError, NotFoundError
+from agentvm.model.inventory import ConnectionState, Host, HostPowerState
 from agentvm.vsphere.collector import read_one
 from agentvm.vsphere.faults import fault_name
 from agentvm.vsphere.session import Session
@@ -120,6 +121,36 @@ def clear_agent_vm_settings(
     )
     manager.EsxAgentHostManagerUpdateConfig(configInfo=config)
     return cleared
+
+
+HOST_RUNTIME = ("runtime.inMaintenanceMode", "runtime.connectionState", "runtime.powerState")
+
+
+def read_host_runtime(session: Session, host: MoRef) -> Host:
+    """Host ``host`` as a model ``Host`` carrying only its runtime state (maintenance mode, connection and
+    power state), read now in one call; name and path are left empty. NotFoundError when it is gone.
+
+    For the controller, which reads the hosts it is about to act on again (vcsim reports no update for
+    maintenance mode) and classifies them with ``core.heal.HostConditions.of``.
+    """
+    props = read_one(session, _host(session, host), HOST_RUNTIME)
+    connection = str(props.get("runtime.connectionState", "connected"))
+    power = str(props.get("runtime.powerState", "poweredOn"))  # absent: a host that runs
+    return Host(
+        host,
+        "",
+        "",
+        # a state this code does not know is taken as unreachable: never acted on as if it were well
+        connection_state=(
+            ConnectionState(connection)
+            if connection in ConnectionState.__members__.values()
+            else ConnectionState.NOT_RESPONDING
+        ),
+        in_maintenance_mode=bool(props.get("runtime.inMaintenanceMode", False)),
+        power_state=(
+            HostPowerState(power) if power in HostPowerState.__members__.values() else HostPowerState.UNKNOWN
+        ),
+    )
 
 
 def in_maintenance_mode(session: Session, host: MoRef) -> bool:

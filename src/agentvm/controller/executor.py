@@ -1,0 +1,566 @@
+"""Carry out a typed plan (``core.plan``) with the backend it is given: the one executor of apply, destroy
+and the controller.
+
+``Executor(desired, session, backend, identity)`` holds the vim25 ``Session`` it was given (never logged
+out here), the backend (EAM, or agentvm's own engine) and the solution's identity (its certificate and
+records, ``controller.identity``). ``carry_out(change)`` does one change and returns the sentence that says
+what was done; ``answer_hook`` answers one hook. The executor decides nothing: every value it needs is in
+the change. Where the backends differ it asks the backend (``login_owns_agencies``, ``eam_client``).
+
+**Who owns the agencies.** EAM gives an agency to the session that creates it, and a solution's QueryAgency
+lists only its own (docs/eam.md). So with such a backend every EAM call goes through the extension's own
+session (``LoginExtensionByCertificate``): with ``solution.certFile``/``keyFile`` from the spec, else with a
+certificate the first apply generates under the state dir. ``prepare_login`` logs in as the extension when
+it can and ``adopt`` makes agencies of the spec's names that someone else owns visible: with a user login
+they are found (a user sees every agency), kept managed through that login and recorded; a certificate-only
+login reads the recorded ones by id. See docs/architecture.md, "Plans and the executor".
+
+Callers: ``controller.solution.Solution`` (the CLI's one-shot apply/destroy with its waiter) and
+``controller.reconcile.Reconciler`` (the controller's passes); ``controller.planner`` reads the login state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import assert_never
+
+from agentvm.backends.base import AgencyStatus, ApplyResult, Backend
+from agentvm.backends.eam import EamBackend
+from agentvm.controller.identity import (
+    Adopted,
+    SolutionIdentity,
+    certificate_record,
+    default_state_dir,
+    solution_dir,
+    thumbprints,
+)
+from agentvm.controller.observe import ADDRESS_KEY, AGENCY_KEY, read_snapshot
+from agentvm.core.heal import HostConditions
+from agentvm.core.ipplan import assign_addresses, render_per_host
+from agentvm.core.plan import (
+    AnswerHook,
+    AssignAddress,
+    Change,
+    CreateAgency,
+    RecordCertificate,
+    RegisterExtension,
+    ResolveIssue,
+    SetCertificate,
+    SetHostSettings,
+    UpdateAgency,
+    UpdateExtension,
+    UpgradeAgency,
+    host_label,
+)
+from agentvm.core.plan_text import host_settings_text
+from agentvm.core.scope import ResolvedAgency, resolve_agency
+from agentvm.eam.client import EamClient
+from agentvm.model.agency import AgentRuntime, HookState, MoRef, Status
+from agentvm.model.connection import VCenterConnection
+from agentvm.model.desired import DesiredState, ScopeHost, SolutionSpec
+from agentvm.model.errors import AuthenticationError, ConfigurationError, NotFoundError
+from agentvm.model.inventory import InventorySnapshot, describe
+from agentvm.vsphere.extensions import (
+    ExtensionSpec,
+    ManagedEntityType,
+    record_extension_certificate,
+    register_extension,
+    set_extension_certificate,
+    update_extension,
+)
+from agentvm.vsphere.hosts import AgentVmSettings, clear_agent_vm_settings, ensure_agent_vm_settings
+from agentvm.vsphere.ovf import configure_vm
+from agentvm.vsphere.session import Session
+
+log = logging.getLogger(__name__)
+
+MANAGED_ENTITY_TYPE = "agent"  # config.managedBy.type of agent VMs (docs/eam.md)
+
+EAM_METHODS = frozenset(
+    {
+        "CreateAgency",
+        "QueryAgency",
+        "QueryConfig",
+        "AgencyQueryRuntime",
+        "QueryAgent",
+        "QuerySolutionId",
+        "Update",
+        "Agency_Enable",
+        "Agency_Disable",
+        "Uninstall",
+        "DestroyAgency",
+        "AgentQueryConfig",
+        "AgentQueryRuntime",
+        "MarkAsAvailable",
+        "QueryIssue",
+        "Resolve",
+        "ResolveAll",
+    }
+)
+
+CallListener = Callable[[str, float, str | None], None]
+
+
+@dataclass
+class AgencyWait:
+    """One agency that apply/destroy waits on, or that the controller polls: what was resolved and planned
+    for it, and what was last seen (mutable bookkeeping of one wait loop or controller process only)."""
+
+    resolved: ResolvedAgency
+    uninstall: bool = False
+    replaced_vms: set[str] = field(default_factory=set)  # VMs an upgrade must replace
+    addresses: dict[str, IPv4Address] = field(default_factory=dict)  # host moid -> planned address
+    answered: dict[tuple[str, str], float] = field(default_factory=dict)  # (agent, vm) -> when
+    status: AgencyStatus | None = None
+    snapshot: InventorySnapshot | None = None
+
+    @property
+    def name(self) -> str:
+        return self.resolved.spec.name
+
+    def done(self) -> bool:
+        status = self.status
+        if self.uninstall:
+            return status is None or (
+                status.runtime.status is Status.GREEN and all(a.vm is None for a in status.agents)
+            )
+        if status is None:
+            return False
+        away = self.away()
+        if not away and (not status.green or status.pending_hooks):
+            return False
+        # a host in maintenance mode or standby, or unreachable, gets its agent when it is back (EAM, or
+        # the controller): apply does not wait for it (the plan warned); every other host must be ready
+        agents = {a.host.value: a for a in status.agents}
+        for moid in {h.moid for h in self.resolved.hosts} - away:
+            agent = agents.get(moid)
+            if agent is None or agent.status is not Status.GREEN or agent.hook is not None:
+                return False
+        return not any(
+            a.vm is not None and a.vm.value in self.replaced_vms and a.host.value not in away
+            for a in status.agents
+        )
+
+    def away(self) -> frozenset[str]:
+        """Moids of the hosts in scope that are in maintenance mode or standby, or unreachable, as last
+        read (``snapshot``)."""
+        if self.snapshot is None:
+            return frozenset()
+        conditions = HostConditions.of(self.snapshot.hosts)
+        gone = conditions.maintenance | conditions.standby | conditions.unreachable
+        return frozenset(h.moid for h in self.resolved.hosts) & {ref.value for ref in gone}
+
+
+class Executor:
+    """Carries out typed changes on one vCenter for one solution, through ``backend``."""
+
+    def __init__(
+        self, desired: DesiredState, session: Session, backend: Backend, identity: SolutionIdentity
+    ) -> None:
+        self.desired = desired
+        self.solution = desired.solution
+        self.session = session
+        self.backend = backend
+        self.identity = identity
+        self.eam_session = session  # the session EAM calls go through (the extension's once logged in)
+        self._own: list[Session] = []
+        self._call_listeners: list[CallListener] = []
+        self.certificate_accepted: bool | None = True if session.conn.by_certificate else None
+        # a user login sees every agency (docs/eam.md): it finds the ones the solution does not own
+        client = backend.eam_client
+        self.user_client: EamClient | None = None if session.conn.by_certificate else client
+        self.ownership_notes: list[str] = []
+
+    @classmethod
+    def open(
+        cls,
+        desired: DesiredState,
+        session: Session,
+        *,
+        backend: Backend | None = None,
+        state_dir: Path | None = None,
+    ) -> Executor:
+        """The executor of ``desired`` on ``session``'s vCenter: through ``backend`` (default: EAM on
+        ``session``), with the solution's identity under ``state_dir`` (default ``$AGENTVM_STATE_DIR`` or
+        ``~/.local/state/agentvm``)."""
+        base = state_dir if state_dir is not None else default_state_dir()
+        identity = SolutionIdentity(solution_dir(base, session.url, desired.solution.key))
+        return cls(desired, session, backend if backend is not None else EamBackend(session), identity)
+
+    def close(self) -> None:
+        """Log out the sessions the executor opened itself (the extension's), never the one it was given."""
+        for session in self._own:
+            session.logout()
+        self._own.clear()
+
+    # -- sessions and calls ---------------------------------------------------------------------------
+
+    def sessions(self) -> list[Session]:
+        """Every session of this executor, each once: the given one, the extension's it opened."""
+        return list({id(s): s for s in (self.session, self.eam_session, *self._own)}.values())
+
+    def call_counts(self) -> tuple[int, int]:
+        """(vim25 calls, EAM calls) made so far by every session of this executor."""
+        counts: Counter[str] = Counter()
+        for session in self.sessions():
+            counts.update(session.stats.snapshot())
+        eam = sum(n for method, n in counts.items() if method in EAM_METHODS)
+        return sum(counts.values()) - eam, eam
+
+    def calls(self) -> int:
+        return sum(s.stats.total for s in self.sessions())
+
+    def add_call_listener(self, listener: CallListener) -> None:
+        """Call ``listener(method, seconds, fault)`` after every call of every session of this executor,
+        also of the extension's session it opens later (the controller's metrics and timings)."""
+        self._call_listeners.append(listener)
+        for session in self.sessions():
+            session.call_listeners.append(listener)
+
+    # -- the extension's own session ------------------------------------------------------------------
+
+    def wants_certificate(self) -> bool:
+        """True when EAM calls go through the extension's own session, so that the solution owns the
+        agencies it creates: when the backend's agencies belong to their creator's login, except over
+        plain HTTP, where vCenter has no certificate login."""
+        return self.backend.login_owns_agencies and self.session.conn.scheme == "https"
+
+    def spec_certificate(self) -> bool:
+        return bool(self.solution.cert_file and self.solution.key_file)
+
+    def certificate_files(self) -> tuple[str, str]:
+        """The certificate and key the extension logs in with: the spec's, else the generated ones."""
+        if self.solution.cert_file and self.solution.key_file:
+            return self.solution.cert_file, self.solution.key_file
+        return str(self.identity.cert_file), str(self.identity.key_file)
+
+    def our_thumbprint(self) -> str | None:
+        """SHA-256 of the certificate the extension logs in with (``certificate_files``); None when there
+        is none yet (generated by the first apply) or it cannot be read (apply then says why)."""
+        try:
+            return thumbprints(Path(self.certificate_files()[0]).read_bytes())[0]
+        except (OSError, ValueError):
+            return None
+
+    def _extension_connection(self) -> VCenterConnection:
+        conn = self.session.conn
+        cert_file, key_file = self.certificate_files()
+        return VCenterConnection(
+            url=conn.url,
+            thumbprint=conn.thumbprint,
+            ca_file=conn.ca_file,
+            insecure=conn.insecure,
+            extension_key=self.solution.key,
+            cert_file=cert_file,
+            key_file=key_file,
+        )
+
+    def try_extension_login(self) -> bool:
+        """Log in as the extension and use that session for EAM; False when refused (or there is no
+        certificate yet). The caller then calls ``adopt``."""
+        if self.eam_session is not self.session:
+            return True
+        if not self.spec_certificate() and not self.identity.has_certificate():
+            return False  # generated by the first apply (``SetCertificate``)
+        try:
+            ext = Session.connect(
+                self._extension_connection(),
+                timeout=self.session.timeout,  # the caller's bound on every exchange holds for EAM too
+                correlation_prefix="agentvm-solution",
+            )
+        except AuthenticationError as exc:
+            log.info("extension login of %s refused: %s", self.solution.key, exc)
+            return False
+        ext.call_listeners.extend(self._call_listeners)
+        self._own.append(ext)
+        self.eam_session = ext
+        self.backend = self.backend.with_login(ext)
+        return True
+
+    def prepare_login(self) -> None:
+        """Before reading: log in as the extension when the backend wants it, then ``adopt``."""
+        if self.wants_certificate() and not self.session.conn.by_certificate:
+            self.certificate_accepted = self.try_extension_login()
+        self.adopt()
+
+    def adopt(self) -> None:
+        """Make the agencies of the spec's names that the solution does not own visible to its session.
+
+        With a user login: every agency of such a name the user sees and the solution does not is adopted:
+        listed with the solution's own, changed through the user's session, and recorded (id and owner) in
+        the state dir. With a certificate login alone: the recorded ones are read by id. Two agencies of
+        one name then stay two, and ``find`` stops apply with its fix, as for any duplicate.
+        """
+        client = self.backend.eam_client
+        if client is None or not self.eam_session.conn.by_certificate:
+            return  # EAM calls go through a user session: it sees every agency already
+        self.ownership_notes = []
+        record = self.identity.adopted()
+        names = client.agency_names()
+        adopted = client.adopted()
+        for name in (a.name for a in self.desired.agencies):
+            visible = {i for i, n in names.items() if n == name}
+            if self.user_client is None:
+                found = record.get(name)
+                if found is not None and found.agency not in visible:
+                    client.also_see(found.agency)
+                    self.ownership_notes.append(
+                        f'agency "{name}" ({found.agency}) belongs to {found.owner}, not to the solution '
+                        f"{self.solution.key}: found through {self.identity.directory}; changing it needs "
+                        "the owner's login (vcenter.login: password)"
+                    )
+                continue
+            foreign = [i for i in self.user_client.find_agencies(name) if i not in visible - set(adopted)]
+            owned_by_others = []
+            for agency in foreign:
+                owner = self.user_client.agency_solution_id(agency)
+                if owner != self.solution.key:
+                    owned_by_others.append((agency, owner))
+            for agency, owner in owned_by_others:
+                client.also_see(agency, via=self.user_client)
+                self.identity.record_adopted(name, Adopted(agency, owner))
+                self.ownership_notes.append(self.adopted_note(name, agency, owner))
+            if not owned_by_others and visible - set(adopted):
+                self.identity.record_adopted(name, None)  # the solution owns its agency of that name
+
+    def adopted_note(self, name: str, agency: str, owner: str) -> str:
+        return (
+            f'agency "{name}" ({agency}) belongs to {owner}, not to the solution {self.solution.key} '
+            "(created with a user login): agentvm keeps managing it with this login and records it in "
+            f"{self.identity.directory} for certificate logins; to give it to the solution, destroy it "
+            "and apply again (every agent VM is redeployed)"
+        )
+
+    # -- carrying out changes -------------------------------------------------------------------------
+
+    def carry_out(self, change: Change) -> str:
+        """Make ``change`` in vCenter; returns one sentence saying what was done. Raises adapters' errors."""
+        match change:
+            case RegisterExtension():
+                spec = extension_spec(change.solution)
+                register_extension(self.session, spec)
+                return f"registered extension {spec.key} version {spec.version}"
+            case UpdateExtension():
+                spec = extension_spec(change.solution)
+                update_extension(self.session, spec)
+                return f"updated extension {spec.key} to version {spec.version}"
+            case SetCertificate():
+                return self._set_certificate()
+            case RecordCertificate():
+                return self._record_certificate()
+            case SetHostSettings():
+                return self._set_host_settings(change)
+            case CreateAgency() | UpdateAgency() | UpgradeAgency():
+                return self.apply_agency(change).describe()
+            case AnswerHook():
+                self.answer_hook(change)
+                return f"{change.agency_name}: answered the {change.state.value} hook of {change.vm.value}"
+            case ResolveIssue():
+                left = self.backend.resolve([change.issue])
+                kept = " (EAM could not start it now)" if left else ""
+                return f"{change.agency_name}: resolved {change.issue.kind.value} #{change.issue.key}{kept}"
+            case AssignAddress():
+                # an address reaches vCenter with its host's values, when the host's hook is answered
+                raise ValueError(f"{change.agency_name}: an address is written by answering its host's hook")
+        assert_never(change)
+
+    def apply_agency(self, change: CreateAgency | UpdateAgency | UpgradeAgency) -> ApplyResult:
+        """Create or update the agency to the change's config (and enable it when disabled)."""
+        if change.config is None:
+            raise ConfigurationError(
+                f"agency {change.agency}: the plan holds no config (made without an inventory); plan again"
+            )
+        return self.backend.apply(change.config)
+
+    def _set_certificate(self) -> str:
+        """Set the extension's login certificate (the spec's, else a generated one), log in with it and
+        make EAM calls through that session from now on. Returns what was done, naming the files."""
+        generated = False
+        if self.spec_certificate():
+            cert_file = self.solution.cert_file
+            assert cert_file is not None
+            where = "solution.certFile"
+        else:
+            generated = self.identity.ensure_certificate(self.solution.key)
+            cert_file = str(self.identity.cert_file)
+            where = "the generated certificate"
+        try:
+            pem = Path(cert_file).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(
+                f"cannot read {where} {cert_file} ({exc}); fix the path or the file"
+            ) from None
+        try:
+            record = certificate_record(pem.encode("ascii"), cert_file, generated=not self.spec_certificate())
+        except ValueError:
+            raise ConfigurationError(f"{where} {cert_file} holds no PEM certificate; fix the file") from None
+        # the record first: should the set fail, the extension still holds the old certificate (whose
+        # machine still logs in) and a retry sets ours; the other order could leave ours unrecorded
+        record_extension_certificate(self.session, self.solution.key, record)
+        set_extension_certificate(self.session, self.solution.key, pem)
+        if not self.try_extension_login():
+            raise AuthenticationError(
+                f"vCenter refused the login of extension {self.solution.key} with {cert_file} right after "
+                "its certificate was set; check that the key file belongs to the certificate"
+            )
+        self.adopt()
+        if self.spec_certificate():
+            key = self.solution.key
+            return f"set the login certificate of extension {key}; agencies are now the solution's"
+        made = "generated" if generated else "kept"
+        return (
+            f"set the login certificate of extension {self.solution.key} ({made} {cert_file}, key "
+            f"{self.identity.key_file}, mode 0600); agencies are now the solution's. For login: certificate, "
+            "name these two files as solution.certFile and solution.keyFile"
+        )
+
+    def _record_certificate(self) -> str:
+        """Record in the extension the certificate our login works with."""
+        cert_file = self.certificate_files()[0]
+        record = certificate_record(
+            Path(cert_file).read_bytes(), cert_file, generated=not self.spec_certificate()
+        )
+        record_extension_certificate(self.session, self.solution.key, record)
+        return (
+            f"recorded the login certificate of extension {self.solution.key} (SHA-1 {record.sha1}, "
+            f"{record.file}) in the extension"
+        )
+
+    def _set_host_settings(self, change: SetHostSettings) -> str:
+        host = change.scope_host
+        ref = MoRef("HostSystem", host.moid)
+        # never overwrite what an admin set: a setting the host has is sent back as it is
+        settings = AgentVmSettings(
+            datastore=change.kept_datastore or (change.datastore.ref if change.datastore else None),
+            network=change.kept_network or (change.network.ref if change.network else None),
+        )
+        ensure_agent_vm_settings(self.session, ref, settings, label=describe(ref, host.path or None))
+        # only what was unset before is agentvm's: destroy --host-settings clears those and no others
+        ours = {
+            name: str(value)
+            for name, before, value in (
+                ("datastore", change.kept_datastore, settings.datastore),
+                ("network", change.kept_network, settings.network),
+            )
+            if before is None and value is not None
+        }
+        self.identity.record_host_settings(host.moid, ours)
+        return f"set the AgentVM settings on {host_label(host)}: {host_settings_text(change)}"
+
+    def clear_host_settings(self, snapshot: InventorySnapshot) -> list[str]:
+        """Clear the AgentVM settings apply recorded as its own, where they are still what it set."""
+        actions = []
+        for moid, fields in sorted(self.identity.host_settings().items()):
+            try:
+                host = snapshot.find_host(moid)
+            except NotFoundError:  # the host left vCenter: its settings went with it
+                self.identity.record_host_settings(moid, None)
+                continue
+            ours = AgentVmSettings(
+                datastore=MoRef.parse(fields["datastore"]) if "datastore" in fields else None,
+                network=MoRef.parse(fields["network"]) if "network" in fields else None,
+            )
+            cleared = clear_agent_vm_settings(self.session, host.moref, ours, label=host.describe())
+            names = [n for n, ref in (("datastore", cleared.datastore), ("network", cleared.network)) if ref]
+            changed = [n for n in ("datastore", "network") if n in fields and n not in names]
+            if names:
+                what = f"cleared the AgentVM {' and '.join(names)} of {host.describe()}"
+                if changed:
+                    what += f" (its {' and '.join(changed)} changed since apply: kept)"
+                actions.append(what)
+            elif changed:
+                actions.append(f"kept the AgentVM settings of {host.describe()}: changed since apply")
+            self.identity.record_host_settings(moid, None)
+        return actions
+
+    # -- hooks ----------------------------------------------------------------------------------------
+
+    def hook_answer(self, wait: AgencyWait, agent: AgentRuntime) -> AnswerHook:
+        """What answering ``agent``'s pending hook writes: the host's values (``host_values``), nothing
+        after a power-on hook."""
+        hook = agent.hook
+        if hook is None:
+            raise ValueError(f"agent {agent.agent} has no pending hook")
+        moid = agent.host.value
+        if hook.state is HookState.POWERED_ON:
+            host = wait.resolved.host(moid)
+            address = wait.addresses.get(moid)
+            return AnswerHook(wait.name, agent.agent, hook.vm, hook.state, moid, host, address=address)
+        return self.host_values(wait, hook.vm, moid, agent=agent.agent, state=hook.state)
+
+    def host_values(
+        self,
+        wait: AgencyWait,
+        vm: MoRef,
+        moid: str,
+        *,
+        agent: str = "",
+        state: HookState = HookState.PROVISIONED,
+    ) -> AnswerHook:
+        """Host ``moid``'s values for ``vm``: vApp properties, their ``guestinfo.*`` copies, the planned
+        address and the agency's name. A host that joined the scope meanwhile is resolved now and gets
+        the next address of the plan (``scope_host``)."""
+        host, address = self.scope_host(wait, moid)
+        spec = wait.resolved.spec
+        properties = {p.key: p.value for p in render_per_host(spec, host, address)}
+        extra = {f"guestinfo.{k}": v for k, v in properties.items()}
+        if address is not None:
+            extra[ADDRESS_KEY] = str(address)
+            extra[AGENCY_KEY] = spec.name
+        return AnswerHook(
+            wait.name, agent, vm, state, moid, host, tuple(properties.items()), tuple(extra.items()), address
+        )
+
+    def write_values(self, change: AnswerHook) -> None:
+        """Write the change's values into its VM: vApp properties and guestinfo.* extraConfig."""
+        if not change.properties and not change.extra_config:
+            return
+        path = change.scope_host.path if change.scope_host is not None else change.host_moid
+        configure_vm(
+            self.session,
+            change.vm,
+            values=dict(change.properties),
+            extra_config=dict(change.extra_config),
+            label=f"{change.vm.value} on {path}",
+        )
+
+    def answer_hook(self, change: AnswerHook) -> None:
+        """Write the hook's values into its VM, then MarkAsAvailable. NotFoundError when the agent is gone."""
+        self.write_values(change)
+        self.backend.mark_available(change.agent)
+
+    def scope_host(self, wait: AgencyWait, moid: str) -> tuple[ScopeHost, IPv4Address | None]:
+        """The host and its planned address; a host that joined the scope meanwhile gets the next one."""
+        host = wait.resolved.host(moid)
+        spec = wait.resolved.spec
+        if host is None or (spec.ip_plan is not None and moid not in wait.addresses):
+            snapshot = read_snapshot(self.session)
+            wait.resolved = resolve_agency(spec, snapshot)
+            wait.snapshot = snapshot
+            host = wait.resolved.host(moid)
+            if host is None:
+                raise NotFoundError(f'agency "{spec.name}": host {moid} is not in its scope any more')
+            if spec.ip_plan is not None:
+                assignment = assign_addresses(
+                    spec.ip_plan, wait.resolved.hosts, wait.addresses, agency=spec.name
+                )
+                wait.addresses = {h.host.moid: h.address for h in assignment.addresses}
+        return host, wait.addresses.get(moid)
+
+
+def extension_spec(solution: SolutionSpec) -> ExtensionSpec:
+    """The extension agentvm registers for ``solution``: shown in the solution manager, owning agent VMs."""
+    return ExtensionSpec(
+        key=solution.key,
+        version=solution.version,
+        label=solution.label,
+        summary=solution.summary or solution.label,
+        company=solution.company,
+        managed_entity_types=(ManagedEntityType(MANAGED_ENTITY_TYPE, f"{solution.label} agent VM"),),
+        shown_in_solution_manager=True,
+    )

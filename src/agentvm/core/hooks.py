@@ -1,0 +1,43 @@
+"""When a pending EAM hook is answered (again): the one policy of ``apply``'s wait and the controller. Pure.
+
+EAM reports a hook as pending until it has processed MarkAsAvailable, so the same hook is seen pending for
+a while after it was answered: that is a duplicate, not a new hook, and answering it again would configure
+the VM twice. A hook still pending ``REANSWER_AFTER`` seconds after its answer is answered again (the answer
+was lost, or the VM was replaced under the same agent). A hook is known by (agent id, hook VM moid), so a
+new VM of the same agent (an upgrade) is a new hook.
+
+Callers: ``controller.solution`` (apply's wait) and ``controller.reconcile`` (each poll); both keep the
+``answered`` times themselves (monotonic seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from agentvm.model.agency import AgentRuntime
+
+REANSWER_AFTER = 10.0  # a hook still pending this long after MarkAsAvailable is answered again
+
+HookKey = tuple[str, str]  # (agent id, hook VM moid)
+
+
+def hook_key(agent: AgentRuntime) -> HookKey:
+    """The key of ``agent``'s pending hook; ValueError when it has none."""
+    if agent.hook is None:
+        raise ValueError(f"agent {agent.agent} has no pending hook")
+    return agent.agent, agent.hook.vm.value
+
+
+def answer_due(answered_at: float | None, now: float, after: float = REANSWER_AFTER) -> bool:
+    """True when a pending hook answered at ``answered_at`` (None: never) is to be answered at ``now``."""
+    return answered_at is None or now - answered_at >= after
+
+
+def hooks_due(
+    agents: Iterable[AgentRuntime],
+    answered: Mapping[HookKey, float],
+    now: float,
+    after: float = REANSWER_AFTER,
+) -> list[AgentRuntime]:
+    """The agents of ``agents`` whose pending hook is to be answered now, in the order given."""
+    return [a for a in agents if a.hook is not None and answer_due(answered.get(hook_key(a)), now, after)]
