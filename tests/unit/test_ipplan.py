@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agentvm.core.hooks import answer_for
 from agentvm.core.ipplan import (
     AddressSource,
     IpPlanExhausted,
@@ -17,7 +18,7 @@ from agentvm.core.ipplan import (
     per_host_values,
     render_per_host,
 )
-from agentvm.model.agency import OvfProperty
+from agentvm.model.agency import HookState, MoRef, OvfProperty
 from agentvm.model.desired import AgencySpec, IpPlanSpec, OvfSource, ScopeEntry, ScopeHost
 
 A = IPv4Address
@@ -262,3 +263,39 @@ def test_per_host_values_assign_then_render_for_every_host() -> None:
         "10.10.0.10",
         "10.10.0.11",
     ]
+
+
+def test_a_provisioned_hook_is_answered_with_the_hosts_values_and_its_address() -> None:
+    answer = answer_for(AGENCY, MoRef("VirtualMachine", "vm-3"), host(7, 1), A("10.10.0.11"), agent="agent-1")
+    assert (answer.agency, answer.agent, answer.vm.value, answer.host, answer.address) == (
+        "contrail",
+        "agent-1",
+        "vm-3",
+        "host-7",
+        A("10.10.0.11"),
+    )
+    assert dict(answer.properties)["fabricIp"] == "10.10.0.11"
+    extra = dict(answer.extra_config)
+    assert extra["guestinfo.fabricIp"] == "10.10.0.11" and extra["guestinfo.hostname"] == "contrail-esx-7"
+    assert extra["guestinfo.agentvm.address"] == "10.10.0.11"
+    assert extra["guestinfo.agentvm.agency"] == "contrail"
+    assert len(extra) == len(AGENCY.per_host) + 2
+
+
+def test_a_power_on_hook_is_answered_without_writing_anything() -> None:
+    answer = answer_for(
+        AGENCY, MoRef("VirtualMachine", "vm-3"), host(7), A("10.10.0.11"), state=HookState.POWERED_ON
+    )
+    assert answer.properties == () and answer.extra_config == () and answer.state is HookState.POWERED_ON
+
+
+def test_without_an_ip_plan_no_address_is_recorded() -> None:
+    no_plan = AgencySpec(
+        name="hello",
+        agent_name="hello",
+        ovf=OvfSource("http://127.0.0.1/h.ovf"),
+        scope=AGENCY.scope,
+        per_host=(("name", "{host}"),),
+    )
+    answer = answer_for(no_plan, MoRef("VirtualMachine", "vm-3"), host(7), None)
+    assert dict(answer.extra_config) == {"guestinfo.name": "esx-7.lab.local"}

@@ -39,9 +39,10 @@ from agentvm.controller.identity import (
     solution_dir,
     thumbprints,
 )
-from agentvm.controller.observe import ADDRESS_KEY, AGENCY_KEY, read_snapshot
+from agentvm.controller.observe import read_snapshot
 from agentvm.core.heal import HostConditions
-from agentvm.core.ipplan import assign_addresses, render_per_host
+from agentvm.core.hooks import answer_for
+from agentvm.core.ipplan import assign_addresses
 from agentvm.core.plan import (
     AnswerHook,
     AssignAddress,
@@ -481,8 +482,8 @@ class Executor:
     # -- hooks ----------------------------------------------------------------------------------------
 
     def hook_answer(self, wait: AgencyWait, agent: AgentRuntime) -> AnswerHook:
-        """What answering ``agent``'s pending hook writes: the host's values (``host_values``), nothing
-        after a power-on hook."""
+        """What answering ``agent``'s pending hook writes (``core.hooks.answer_for``): the host's values,
+        nothing after a power-on hook."""
         hook = agent.hook
         if hook is None:
             raise ValueError(f"agent {agent.agent} has no pending hook")
@@ -502,19 +503,10 @@ class Executor:
         agent: str = "",
         state: HookState = HookState.PROVISIONED,
     ) -> AnswerHook:
-        """Host ``moid``'s values for ``vm``: vApp properties, their ``guestinfo.*`` copies, the planned
-        address and the agency's name. A host that joined the scope meanwhile is resolved now and gets
-        the next address of the plan (``scope_host``)."""
+        """Host ``moid``'s values for ``vm`` (``core.hooks.answer_for``). A host that joined the scope
+        meanwhile is resolved now and gets the next address of the plan (``scope_host``)."""
         host, address = self.scope_host(wait, moid)
-        spec = wait.resolved.spec
-        properties = {p.key: p.value for p in render_per_host(spec, host, address)}
-        extra = {f"guestinfo.{k}": v for k, v in properties.items()}
-        if address is not None:
-            extra[ADDRESS_KEY] = str(address)
-            extra[AGENCY_KEY] = spec.name
-        return AnswerHook(
-            wait.name, agent, vm, state, moid, host, tuple(properties.items()), tuple(extra.items()), address
-        )
+        return answer_for(wait.resolved.spec, vm, host, address, agent=agent, state=state)
 
     def write_values(self, change: AnswerHook) -> None:
         """Write the change's values into its VM: vApp properties and guestinfo.* extraConfig."""

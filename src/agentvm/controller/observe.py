@@ -32,13 +32,13 @@ from agentvm.model.desired import (
 )
 from agentvm.model.inventory import InventorySnapshot, VirtualMachine
 from agentvm.model.network import ADDRESS_KEY as ADDRESS_KEY  # the host's address from the IP plan
+from agentvm.model.network import AGENCY_KEY as AGENCY_KEY
 from agentvm.vsphere.extensions import RegisteredExtension, find_extension
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
 
 # extraConfig keys agentvm writes into each agent VM besides the guestinfo.<property> copies
 AGENTVM_GUESTINFO = "guestinfo.agentvm."
-AGENCY_KEY = "guestinfo.agentvm.agency"  # the agency whose plan gave it
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -722,7 +721,3 @@ class Reconciler:
         if issue.host is None:
             return None
         return self._host_path(self.snapshot, issue.host.value) or issue.host_name
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

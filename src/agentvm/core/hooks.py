@@ -13,8 +13,13 @@ Callers: ``controller.solution`` (apply's wait) and ``controller.reconcile`` (ea
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from ipaddress import IPv4Address
 
-from agentvm.model.agency import AgentRuntime
+from agentvm.core.ipplan import render_per_host
+from agentvm.core.plan import AnswerHook
+from agentvm.model.agency import AgentRuntime, HookState, MoRef
+from agentvm.model.desired import AgencySpec, ScopeHost
+from agentvm.model.network import ADDRESS_KEY, AGENCY_KEY
 
 REANSWER_AFTER = 10.0  # a hook still pending this long after MarkAsAvailable is answered again
 
@@ -41,3 +46,28 @@ def hooks_due(
 ) -> list[AgentRuntime]:
     """The agents of ``agents`` whose pending hook is to be answered now, in the order given."""
     return [a for a in agents if a.hook is not None and answer_due(answered.get(hook_key(a)), now, after)]
+
+
+def answer_for(
+    spec: AgencySpec,
+    vm: MoRef,
+    host: ScopeHost,
+    address: IPv4Address | None,
+    *,
+    agent: str = "",
+    state: HookState = HookState.PROVISIONED,
+) -> AnswerHook:
+    """The answer to a hook of ``spec``'s agent on ``host``: after provisioning, the host's values for ``vm``
+    (the agency's ``perHost`` templates as vApp properties, each also as ``guestinfo.<key>``, and the
+    planned ``address`` with the agency's name in ``guestinfo.agentvm.*``, read back on the next
+    observation so the IP plan stays stable); after a power-on hook, nothing to write."""
+    if state is HookState.POWERED_ON:
+        return AnswerHook(spec.name, agent, vm, state, host.moid, host, address=address)
+    properties = {p.key: p.value for p in render_per_host(spec, host, address)}
+    extra = {f"guestinfo.{k}": v for k, v in properties.items()}
+    if address is not None:
+        extra[ADDRESS_KEY] = str(address)
+        extra[AGENCY_KEY] = spec.name
+    return AnswerHook(
+        spec.name, agent, vm, state, host.moid, host, tuple(properties.items()), tuple(extra.items()), address
+    )

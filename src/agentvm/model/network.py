@@ -25,6 +25,7 @@ CREATOR = "agentvm"
 """What agentvm writes into ``id_perms.creator``; only objects carrying it are ever updated or deleted."""
 
 ADDRESS_KEY = "guestinfo.agentvm.address"
+AGENCY_KEY = "guestinfo.agentvm.agency"  # the agency whose IP plan gave that address
 """The agent VM's extraConfig key for its host's address from the IP plan (written when agentvm answers the
 VM's hook): the network sync's fallback for where that host's vRouter agent listens."""
 
