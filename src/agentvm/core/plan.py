@@ -63,6 +63,47 @@ class ChangeKind(StrEnum):
 # person reads is rendered from the value by ``core.plan_text.describe``.
 
 
+class _OnHostOfAgency:
+    """``target``, ``agency`` and ``host`` of a change about one scope host of one agency."""
+
+    agency_name: str
+    scope_host: ScopeHost
+
+    @property
+    def target(self) -> str:
+        return self.scope_host.moid
+
+    @property
+    def agency(self) -> str:
+        return self.agency_name
+
+    @property
+    def host(self) -> str:
+        return self.scope_host.moid
+
+
+class _OfAgency:
+    """``target`` and ``agency`` of a change to the agency ``name`` as a whole."""
+
+    name: str
+    host: ClassVar[None] = None
+
+    @property
+    def target(self) -> str:
+        return self.name
+
+    @property
+    def agency(self) -> str:
+        return self.name
+
+
+class _SolutionWide:
+    """A change to the solution itself: about no agency and no host."""
+
+    agency: ClassVar[None] = None
+    host: ClassVar[None] = None
+
+
 @dataclass(frozen=True)
 class FieldChange:
     """One extension field whose registered value differs from the spec's."""
@@ -73,11 +114,9 @@ class FieldChange:
 
 
 @dataclass(frozen=True)
-class RegisterExtension:
+class RegisterExtension(_SolutionWide):
     solution: SolutionSpec
     kind: ClassVar[ChangeKind] = ChangeKind.REGISTER_EXTENSION
-    agency: ClassVar[None] = None
-    host: ClassVar[None] = None
 
     @property
     def target(self) -> str:
@@ -85,12 +124,10 @@ class RegisterExtension:
 
 
 @dataclass(frozen=True)
-class UpdateExtension:
+class UpdateExtension(_SolutionWide):
     solution: SolutionSpec
     differences: tuple[FieldChange, ...]
     kind: ClassVar[ChangeKind] = ChangeKind.UPDATE_EXTENSION
-    agency: ClassVar[None] = None
-    host: ClassVar[None] = None
 
     @property
     def target(self) -> str:
@@ -108,7 +145,7 @@ class HeldCertificate:
 
 
 @dataclass(frozen=True)
-class SetCertificate:
+class SetCertificate(_SolutionWide):
     """Set the extension's login certificate: the spec's ``certificate`` file, else the generated one in
     ``state_dir`` (``generated``: its file when it exists already, None when apply generates it)."""
 
@@ -118,8 +155,6 @@ class SetCertificate:
     generated: str | None = None
     replaces: HeldCertificate | None = None  # the one set before, whose logins then fail
     kind: ClassVar[ChangeKind] = ChangeKind.SET_CERTIFICATE
-    agency: ClassVar[None] = None
-    host: ClassVar[None] = None
 
     @property
     def target(self) -> str:
@@ -127,15 +162,13 @@ class SetCertificate:
 
 
 @dataclass(frozen=True)
-class RecordCertificate:
+class RecordCertificate(_SolutionWide):
     """Record in the extension the certificate ``file`` (SHA-1 ``sha1``) our login works with."""
 
     key: str
     sha1: str
     file: str
     kind: ClassVar[ChangeKind] = ChangeKind.RECORD_CERTIFICATE
-    agency: ClassVar[None] = None
-    host: ClassVar[None] = None
 
     @property
     def target(self) -> str:
@@ -152,7 +185,7 @@ class HostSetting:
 
 
 @dataclass(frozen=True)
-class SetHostSettings:
+class SetHostSettings(_OnHostOfAgency):
     """Fill in the AgentVM settings ``host`` lacks, for ``agency`` (the first one whose scope has it).
 
     ``datastore``/``network``: what to set (None: the host keeps its own, ``kept_*``). Only what is set
@@ -166,18 +199,6 @@ class SetHostSettings:
     kept_datastore: MoRef | None = None
     kept_network: MoRef | None = None
     kind: ClassVar[ChangeKind] = ChangeKind.SET_HOST_SETTINGS
-
-    @property
-    def target(self) -> str:
-        return self.scope_host.moid
-
-    @property
-    def agency(self) -> str:
-        return self.agency_name
-
-    @property
-    def host(self) -> str:
-        return self.scope_host.moid
 
 
 @dataclass(frozen=True)
@@ -204,7 +225,7 @@ class CreateAgency:
 
 
 @dataclass(frozen=True)
-class UpdateAgency:
+class UpdateAgency(_OfAgency):
     """Update the agency ``name`` to ``config``; ``changed`` names what differs (spec keys, or
     ``AgencyConfig`` fields where the spec's summary shows no difference)."""
 
@@ -212,19 +233,10 @@ class UpdateAgency:
     changed: tuple[str, ...]
     config: AgencyConfig | None = None
     kind: ClassVar[ChangeKind] = ChangeKind.UPDATE_AGENCY
-    host: ClassVar[None] = None
-
-    @property
-    def target(self) -> str:
-        return self.name
-
-    @property
-    def agency(self) -> str:
-        return self.name
 
 
 @dataclass(frozen=True)
-class UpgradeAgency:
+class UpgradeAgency(_OfAgency):
     """Update the agency ``name`` to ``config`` whose OVF URL changed from ``old_url``: every agent VM is
     replaced. ``also``: the other spec keys that changed."""
 
@@ -234,22 +246,13 @@ class UpgradeAgency:
     also: tuple[str, ...] = ()
     config: AgencyConfig | None = None
     kind: ClassVar[ChangeKind] = ChangeKind.UPGRADE_AGENCY
-    host: ClassVar[None] = None
-
-    @property
-    def target(self) -> str:
-        return self.name
-
-    @property
-    def agency(self) -> str:
-        return self.name
 
 
 AgencyChange = CreateAgency | UpdateAgency | UpgradeAgency
 
 
 @dataclass(frozen=True)
-class AssignAddress:
+class AssignAddress(_OnHostOfAgency):
     """``host`` gets ``address`` from ``agency``'s IP plan (``previous``: what its VM carries now)."""
 
     agency_name: str
@@ -258,18 +261,6 @@ class AssignAddress:
     source: AddressSource
     previous: object = None
     kind: ClassVar[ChangeKind] = ChangeKind.ASSIGN_ADDRESS
-
-    @property
-    def target(self) -> str:
-        return self.scope_host.moid
-
-    @property
-    def agency(self) -> str:
-        return self.agency_name
-
-    @property
-    def host(self) -> str:
-        return self.scope_host.moid
 
 
 @dataclass(frozen=True)
