@@ -14,7 +14,7 @@ from rich.console import Console
 
 from agentvm.cli.output import PIPE_WIDTH, console
 from agentvm.cli.render import live_view
-from agentvm.cli.status import _render
+from agentvm.cli.status import status_view
 from agentvm.core.heal import HostConditions
 from agentvm.core.progress import Phase, Progress, host_rows
 from agentvm.model.agency import MoRef
@@ -34,7 +34,7 @@ def _draw(renderable: object, width: int = 80, height: int = 24) -> str:
 
 
 def test_status_at_80_columns_shows_every_identifier_whole() -> None:
-    text = _draw(_render(_report(sixteen_with_one_issue())))
+    text = _draw(status_view(_report(sixteen_with_one_issue())))
     words = set(text.replace("│", " ").split())
     for i in range(HOSTS):
         assert f"DC0_C0_H{i}" in words
@@ -55,7 +55,9 @@ def test_hosts_are_listed_in_natural_order() -> None:
 def test_a_host_in_maintenance_mode_reads_maintenance() -> None:
     rows = [_row(0), _row(1, phase=Phase.WAITING, status=None, vm=None, vm_name=None, power=None)]
     conditions = HostConditions(maintenance=frozenset({MoRef("HostSystem", "host-101")}))
-    lines = [line for line in _draw(_render(_report(rows, conditions))).splitlines() if "DC0_C0_H1" in line]
+    lines = [
+        line for line in _draw(status_view(_report(rows, conditions))).splitlines() if "DC0_C0_H1" in line
+    ]
     assert len(lines) == 1 and "maintenance" in lines[0]
 
 
@@ -88,7 +90,7 @@ def test_apply_progress_shows_a_host_in_maintenance_mode_as_maintenance(
     out = capsys.readouterr().out
     assert "DC0_C0_H1: maintenance" in out
     assert "DC0_C0_H0: ready" in out
-    summary = _draw(_render(_report(list(rows))))
+    summary = _draw(status_view(_report(list(rows))))
     (line,) = [x for x in summary.splitlines() if "DC0_C0_H1" in x]
     assert "maintenance" in line
 
@@ -98,7 +100,7 @@ HOSTILE = "[bold]x[/bold] :ab: \x1b[31mred"
 
 def test_names_from_vcenter_are_shown_literally_and_escape_sequences_escaped() -> None:
     row = _row(0, name=f"H{HOSTILE}", vm_name=f"vm {HOSTILE}")
-    for text in (_draw(_render(_report([row]))), _draw(live_view(Progress((row,), 1.0), height=24))):
+    for text in (_draw(status_view(_report([row]))), _draw(live_view(Progress((row,), 1.0), height=24))):
         flat = "".join(text.split())  # a long cell may fold onto two lines
         assert "[bold]x[/bold]" in flat
         assert ":ab:" in flat
@@ -131,10 +133,10 @@ def test_piped_output_is_not_wrapped_at_80_columns(
 SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
-from agentvm.cli.status import _render
+from agentvm.cli.status import status_view
 from tests.support.status_fakes import sixteen_with_one_issue, status_report
 from agentvm.cli.output import console
-console.print(_render(status_report(sixteen_with_one_issue())))
+console.print(status_view(status_report(sixteen_with_one_issue())))
 """
 
 

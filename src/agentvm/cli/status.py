@@ -44,7 +44,7 @@ from agentvm.vsphere.session import Session
 from agentvm.vsphere.vms import ensure_on_host
 
 
-def _render(report: StatusReport) -> Group:
+def status_view(report: StatusReport) -> Group:
     """The status of every agency as tables (``cli.render``: identifiers never cut, hosts in maintenance
     mode read "maintenance") and one line per issue; every name from vCenter or the spec as ``Text``."""
     parts: list[RenderableType] = []
@@ -107,7 +107,7 @@ def status(
             if json_:
                 print_json(status_document(report, datetime.now(UTC)))
             else:
-                console.print(_render(report))
+                console.print(status_view(report))
             return
         drawn = 0
         live = Live(console=console, auto_refresh=False) if console.is_terminal and not json_ else None
@@ -119,9 +119,9 @@ def status(
                 if json_:
                     print_json(status_document(report, datetime.now(UTC)))
                 elif live is not None:
-                    live.update(_render(report), refresh=True)
+                    live.update(status_view(report), refresh=True)
                 else:
-                    console.print(_render(report))
+                    console.print(status_view(report))
                 drawn += 1
                 if count == 0 or drawn < count:
                     time.sleep(interval)

@@ -99,13 +99,13 @@ def normalize_mac(mac: str) -> str:
     return mac.strip().lower().replace("-", ":")
 
 
-def _valid_mac(mac: str) -> bool:
+def valid_mac(mac: str) -> bool:
     parts = mac.split(":")
     return len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in parts)
 
 
 @dataclass(frozen=True)
-class _Interface:
+class MirroredNic:
     """One NIC that will be mirrored: its VM, NIC, network and ids."""
 
     vm: Vm
@@ -119,7 +119,7 @@ class _Interface:
         return f"NIC {self.nic.device_key} ({self.mac}) of {self.vm.label()}"
 
 
-class _Planner:
+class FullSyncPlanner:
     """The state of one ``plan`` call. Not shared, not reused: ``plan()`` makes one and drops it."""
 
     def __init__(
@@ -223,10 +223,10 @@ class _Planner:
 
     def interfaces(
         self, vns: Mapping[str, SdnVirtualNetwork]
-    ) -> tuple[dict[str, SdnVirtualMachine], list[_Interface]]:
+    ) -> tuple[dict[str, SdnVirtualMachine], list[MirroredNic]]:
         known_pgs = {pg.key for pg in self.inv.port_groups}
         machines: dict[str, SdnVirtualMachine] = {}
-        interfaces: list[_Interface] = []
+        interfaces: list[MirroredNic] = []
         macs: dict[str, str] = {}
         for vm in sorted(self.inv.vms, key=lambda v: v.moid):
             machine, items = self.vm_interfaces(vm, vns, known_pgs, macs)
@@ -241,7 +241,7 @@ class _Planner:
         vns: Mapping[str, SdnVirtualNetwork],
         known_pgs: Collection[str],
         macs: dict[str, str],
-    ) -> tuple[SdnVirtualMachine | None, list[_Interface]]:
+    ) -> tuple[SdnVirtualMachine | None, list[MirroredNic]]:
         """One VM's machine (None: not mirrored) and interfaces. ``macs`` (MAC -> NIC label) carries the
         MACs claimed by the VMs before this one in moid order: a MAC seen twice is an error for the later."""
         vm_uuid = self.ids.virtual_machine(vm.moid)
@@ -255,7 +255,7 @@ class _Planner:
             self._protect_nics(mirrored)
             return None, []
         machine = SdnVirtualMachine(vm_uuid, (vm_uuid,), vm.name, self.cfg.creator)
-        interfaces: list[_Interface] = []
+        interfaces: list[MirroredNic] = []
         for nic in sorted(mirrored, key=lambda n: n.device_key):
             item = self._interface(vm, nic, vns, macs)
             if item is not None:
@@ -270,7 +270,7 @@ class _Planner:
 
     def _interface(
         self, vm: Vm, nic: Nic, vns: Mapping[str, SdnVirtualNetwork], macs: dict[str, str]
-    ) -> _Interface | None:
+    ) -> MirroredNic | None:
         label = f"NIC {nic.device_key} of {vm.label()}"
         if not nic.mac:
             self.error(
@@ -278,7 +278,7 @@ class _Planner:
             )
             return None
         mac = normalize_mac(nic.mac)
-        if not _valid_mac(mac):
+        if not valid_mac(mac):
             self.error(SyncErrorKind.BAD_INPUT, label, f"its MAC {nic.mac!r} is not like 00:50:56:aa:bb:cc")
             return None
         if mac in macs:
@@ -297,13 +297,13 @@ class _Planner:
                 self.error(SyncErrorKind.CONFLICT, label, conflict)
                 self._protect_nics([nic])
                 return None
-        return _Interface(vm, nic, mac, vn, vmi_uuid, iip_uuid)
+        return MirroredNic(vm, nic, mac, vn, vmi_uuid, iip_uuid)
 
     # -- addresses ---------------------------------------------------------------------------------------
 
-    def addresses(self, interfaces: list[_Interface]) -> dict[str, str]:
+    def addresses(self, interfaces: list[MirroredNic]) -> dict[str, str]:
         """The instance-IP address of each interface by VMI uuid (absent: no address, error recorded)."""
-        by_vn: dict[str, list[_Interface]] = defaultdict(list)
+        by_vn: dict[str, list[MirroredNic]] = defaultdict(list)
         for item in interfaces:
             if item.vn.subnets:
                 by_vn[item.vn.uuid].append(item)
@@ -346,12 +346,12 @@ class _Planner:
                     result[item.vmi_uuid] = allocated
         return result
 
-    def _pool_is_external(self, item: _Interface) -> bool:
+    def _pool_is_external(self, item: MirroredNic) -> bool:
         pg = self.pg_by_key.get(item.nic.port_group_key)
         pool = self.pool_by_id.get(pg.ip_pool_id) if pg is not None and pg.ip_pool_id else None
         return pool is not None and pool.external_ipam
 
-    def _guest_address(self, item: _Interface, pool: SubnetAddresses, result: dict[str, str]) -> None:
+    def _guest_address(self, item: MirroredNic, pool: SubnetAddresses, result: dict[str, str]) -> None:
         for address in item.nic.guest_ips:
             if pool.contains(address) and pool.keep(address):
                 result[item.vmi_uuid] = address
@@ -366,12 +366,12 @@ class _Planner:
 
     # -- VLANs -------------------------------------------------------------------------------------------
 
-    def vlans(self, interfaces: list[_Interface]) -> dict[str, int]:
+    def vlans(self, interfaces: list[MirroredNic]) -> dict[str, int]:
         """The VLAN of each interface on its host, by VMI uuid (absent: no host, or exhausted: error)."""
         excluded = excluded_vlans(
             (v for dvs in self.inv.dvses for v in dvs.pvlan_ids), self.cfg.reserved_vlans
         )
-        by_host: dict[str, list[_Interface]] = defaultdict(list)
+        by_host: dict[str, list[MirroredNic]] = defaultdict(list)
         for item in interfaces:
             if item.vm.host is not None:
                 by_host[item.vm.host].append(item)
@@ -415,13 +415,13 @@ def _ranges(subnet: SdnSubnet) -> str:
 _CREATE_ORDER = (SdnVirtualNetwork, SdnVirtualMachine, SdnVmi, SdnInstanceIp)
 
 
-def _order(objs: Iterable[SdnObject], reverse: bool = False) -> tuple[SdnObject, ...]:
+def dependency_order(objs: Iterable[SdnObject], reverse: bool = False) -> tuple[SdnObject, ...]:
     """Dependency order (networks first), or its reverse for deletes; by uuid within a type."""
     sign = -1 if reverse else 1
     return tuple(sorted(objs, key=lambda o: (sign * _CREATE_ORDER.index(type(o)), o.uuid)))
 
 
-def _needs_replace(old: SdnObject, new: SdnObject) -> bool:
+def needs_replace(old: SdnObject, new: SdnObject) -> bool:
     """True when the controller would refuse the change as an update (an immutable field changed)."""
     if old.fq_name != new.fq_name:
         return True
@@ -444,7 +444,7 @@ def existing_objects(controller: ControllerState) -> dict[str, SdnObject]:
 
 
 @dataclass(frozen=True)
-class _InterfaceObjects:
+class NicObjects:
     """What one mirrored NIC becomes: its interface, address, vRouter port and DV port VLAN to set."""
 
     vmi: SdnVmi
@@ -453,14 +453,14 @@ class _InterfaceObjects:
     dv_port_vlan: DvPortVlan | None
 
 
-def _interface_objects(
-    item: _Interface,
+def nic_objects(
+    item: MirroredNic,
     vm_uuid: str,
     address: str | None,
     vlan: int | None,
     project_uuid: str,
     cfg: NetsyncConfig,
-) -> _InterfaceObjects:
+) -> NicObjects:
     """The desired objects of one interface given its address and VLAN (shared by ``plan`` and the
     incremental planner, so both build them the same way)."""
     host = item.vm.host if vlan is not None else None
@@ -481,7 +481,7 @@ def _interface_objects(
             item.iip_uuid, (item.iip_uuid,), address, item.vn.uuid, item.vmi_uuid, cfg.creator
         )
     if host is None or vlan is None:
-        return _InterfaceObjects(vmi, iip, None, None)
+        return NicObjects(vmi, iip, None, None)
     port = VrouterPort(
         id=item.vmi_uuid,
         instance_id=vm_uuid,
@@ -499,7 +499,7 @@ def _interface_objects(
     dv = None
     if item.nic.port_key is not None and item.nic.port_vlan_id != vlan:
         dv = DvPortVlan(host, item.nic.port_group_key, item.nic.port_key, vlan, item.vmi_uuid)
-    return _InterfaceObjects(vmi, iip, PortChange(PortAction.ADD, host, port), dv)
+    return NicObjects(vmi, iip, PortChange(PortAction.ADD, host, port), dv)
 
 
 def plan(
@@ -515,7 +515,7 @@ def plan(
     raises for bad input: each bad item is a ``SyncError`` in the plan and its existing objects are kept.
     """
     cfg = config or NetsyncConfig()
-    planner = _Planner(inventory, controller, cfg)
+    planner = FullSyncPlanner(inventory, controller, cfg)
     vns = planner.networks()
     machines, interfaces = planner.interfaces(vns)
     addresses = planner.addresses(interfaces)
@@ -527,7 +527,7 @@ def plan(
     desired_ports: dict[str, tuple[str, VrouterPort]] = {}
     dv_port_vlans: list[DvPortVlan] = []
     for item in interfaces:
-        objs = _interface_objects(
+        objs = nic_objects(
             item,
             vm_uuid_by_moid[item.vm.moid],
             addresses.get(item.vmi_uuid),
@@ -546,9 +546,9 @@ def plan(
     create, update, delete = _diff_objects(planner, desired)
     port_changes = _diff_ports(planner, desired_ports, ports)
     return SyncPlan(
-        create=_order(create),
-        update=_order(update),
-        delete=_order(delete, reverse=True),
+        create=dependency_order(create),
+        update=dependency_order(update),
+        delete=dependency_order(delete, reverse=True),
         ports=tuple(port_changes),
         dv_port_vlans=tuple(sorted(dv_port_vlans, key=lambda d: (d.host, d.port_key))),
         errors=tuple(planner.errors),
@@ -556,7 +556,7 @@ def plan(
 
 
 def _diff_objects(
-    planner: _Planner, desired: Mapping[str, SdnObject]
+    planner: FullSyncPlanner, desired: Mapping[str, SdnObject]
 ) -> tuple[list[SdnObject], list[SdnObject], list[SdnObject]]:
     create: list[SdnObject] = []
     update: list[SdnObject] = []
@@ -565,7 +565,7 @@ def _diff_objects(
     for obj in desired.values():
         if isinstance(obj, SdnVirtualNetwork):
             old = planner.existing.get(obj.uuid)
-            if old is not None and _needs_replace(old, obj):
+            if old is not None and needs_replace(old, obj):
                 replaced_vns.add(obj.uuid)
     for obj in desired.values():
         old = planner.existing.get(obj.uuid)
@@ -573,7 +573,7 @@ def _diff_objects(
             create.append(obj)
         elif old == obj:
             continue
-        elif type(old) is not type(obj) or _needs_replace(old, obj) or _vn_of(obj) in replaced_vns:
+        elif type(old) is not type(obj) or needs_replace(old, obj) or vn_of(obj) in replaced_vns:
             delete.append(old)
             create.append(obj)
         else:
@@ -585,20 +585,20 @@ def _diff_objects(
     return create, update, delete
 
 
-def _vn_of(obj: SdnObject) -> str | None:
+def vn_of(obj: SdnObject) -> str | None:
     if isinstance(obj, SdnVmi | SdnInstanceIp):
         return obj.vn_uuid
     return None
 
 
 def _diff_ports(
-    planner: _Planner, desired: Mapping[str, tuple[str, VrouterPort]], observed: HostPorts
+    planner: FullSyncPlanner, desired: Mapping[str, tuple[str, VrouterPort]], observed: HostPorts
 ) -> list[PortChange]:
     ours = {o.uuid for o in planner.existing.values() if isinstance(o, SdnVmi) and planner.ours(o)}
-    return _port_changes(ours, planner.protected, desired, observed)
+    return nic_port_changes(ours, planner.protected, desired, observed)
 
 
-def _port_changes(
+def nic_port_changes(
     ours_vmis: Collection[str],
     protected: Collection[str],
     desired: Mapping[str, tuple[str, VrouterPort]],
@@ -644,7 +644,7 @@ def port_candidates(
         if vm.host is None:
             continue
         for nic in vm.nics:
-            if nic.mac and _valid_mac(normalize_mac(nic.mac)):
+            if nic.mac and valid_mac(normalize_mac(nic.mac)):
                 result[vm.host].add(ids.vmi(nic.mac))
     return dict(result)
 

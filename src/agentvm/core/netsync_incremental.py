@@ -31,19 +31,19 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from agentvm.core.netsync import (
+    FullSyncPlanner,
     HostPorts,
     Ids,
-    _Interface,
-    _interface_objects,
-    _InterfaceObjects,
-    _needs_replace,
-    _order,
-    _Planner,
-    _port_changes,
-    _valid_mac,
-    _vn_of,
+    MirroredNic,
+    NicObjects,
+    dependency_order,
     existing_objects,
+    needs_replace,
+    nic_objects,
+    nic_port_changes,
     normalize_mac,
+    valid_mac,
+    vn_of,
 )
 from agentvm.model.network import (
     ControllerState,
@@ -103,12 +103,12 @@ class NetsyncIndex:
     net_errors: tuple[SyncError, ...]
     net_protected: frozenset[str]
     machines: Mapping[str, SdnVirtualMachine]  # moid -> machine
-    vm_items: Mapping[str, tuple[_Interface, ...]]  # moid -> its interfaces
+    vm_items: Mapping[str, tuple[MirroredNic, ...]]  # moid -> its interfaces
     vm_errors: Mapping[str, tuple[SyncError, ...]]  # moid -> its errors (only VMs with some)
     vm_protected: Mapping[str, frozenset[str]]
     pg_vms: Mapping[str, frozenset[str]]  # port group key -> moids with a NIC on it
     mac_vms: Mapping[str, frozenset[str]]  # normalized MAC -> moids with a NIC of that MAC
-    items: Mapping[str, _Interface]  # vmi uuid -> interface
+    items: Mapping[str, MirroredNic]  # vmi uuid -> interface
     vn_members: Mapping[str, frozenset[str]]  # vn uuid -> vmi uuids
     host_members: Mapping[str, frozenset[str]]  # host -> vmi uuids
     addresses: Mapping[str, str]  # vmi uuid -> address
@@ -249,7 +249,7 @@ class _Step:
         self._close_over_macs(changed)
 
         # interfaces of the changed VMs, in moid order (the MAC check depends on it)
-        planner = _Planner(base, ControllerState(old.project_uuid), self.cfg, old.existing)
+        planner = FullSyncPlanner(base, ControllerState(old.project_uuid), self.cfg, old.existing)
         known_pgs = {pg.key for pg in base.port_groups}
         macs: dict[str, str] = {}
         vms = dict(old.vms)
@@ -329,7 +329,7 @@ class _Step:
                 key=lambda i: (i.vm.moid, i.nic.device_key),
             )
             ctl = ControllerState(old.project_uuid, instance_ips=old.foreign_iips.get(vn_uuid, ()))
-            vn_planner = _Planner(base, ctl, self.cfg, old.existing)
+            vn_planner = FullSyncPlanner(base, ctl, self.cfg, old.existing)
             result = vn_planner.addresses(members)
             for member in members:
                 address = result.get(member.vmi_uuid)
@@ -351,7 +351,7 @@ class _Step:
         # VLANs: every interface of each affected host
         vlans = dict(old.vlans)
         vlan_errors = dict(old.vlan_errors)
-        host_planner = _Planner(base, ControllerState(old.project_uuid), self.cfg, old.existing)
+        host_planner = FullSyncPlanner(base, ControllerState(old.project_uuid), self.cfg, old.existing)
         for host in sorted(affected_hosts):
             vlan_errors.pop(host, None)
             members = [items[u] for u in host_members.get(host, ())]
@@ -385,7 +385,7 @@ class _Step:
             if found is None:
                 continue
             scope.add(found.iip_uuid)
-            objs: _InterfaceObjects = _interface_objects(
+            objs: NicObjects = nic_objects(
                 found,
                 machines[found.vm.moid].uuid,
                 addresses.get(uuid_),
@@ -415,9 +415,9 @@ class _Step:
         create, update, delete = self._diff_objects(scope, desired, is_protected)
         port_changes = self._diff_ports(port_scope, desired_ports, is_protected)
         plan = SyncPlan(
-            create=_order(create),
-            update=_order(update),
-            delete=_order(delete, reverse=True),
+            create=dependency_order(create),
+            update=dependency_order(update),
+            delete=dependency_order(delete, reverse=True),
             ports=tuple(port_changes),
             dv_port_vlans=tuple(sorted(dv_port_vlans, key=lambda d: (d.host, d.port_key))),
         )
@@ -459,7 +459,7 @@ class _Step:
         self, base: NetworkInventory
     ) -> tuple[Mapping[str, SdnVirtualNetwork], tuple[SyncError, ...], frozenset[str]]:
         known = tuple(o for o in self.old.existing.values() if isinstance(o, SdnVirtualNetwork))
-        planner = _Planner(
+        planner = FullSyncPlanner(
             base, ControllerState(self.old.project_uuid, virtual_networks=known), self.cfg, self.old.existing
         )
         vns = planner.networks()
@@ -484,7 +484,7 @@ class _Step:
         """vmi, iip, vmi, iip, ... uuids of the VM's NICs that have a valid MAC."""
         out: list[str] = []
         for nic in vm.nics:
-            if nic.mac and _valid_mac(normalize_mac(nic.mac)):
+            if nic.mac and valid_mac(normalize_mac(nic.mac)):
                 out += [self.ids.vmi(nic.mac), self.ids.instance_ip(nic.mac)]
         return out
 
@@ -513,7 +513,7 @@ class _Step:
         replaced_vns = {
             u
             for u, obj in desired.items()
-            if isinstance(obj, SdnVirtualNetwork) and u in existing and _needs_replace(existing[u], obj)
+            if isinstance(obj, SdnVirtualNetwork) and u in existing and needs_replace(existing[u], obj)
         }
         create: list[SdnObject] = []
         update: list[SdnObject] = []
@@ -528,9 +528,7 @@ class _Step:
                 create.append(new)
             elif current == new:
                 continue
-            elif (
-                type(current) is not type(new) or _needs_replace(current, new) or _vn_of(new) in replaced_vns
-            ):
+            elif type(current) is not type(new) or needs_replace(current, new) or vn_of(new) in replaced_vns:
                 delete.append(current)
                 create.append(new)
             else:
@@ -550,21 +548,21 @@ class _Step:
             current = old.existing.get(port_id)
             if isinstance(current, SdnVmi) and current.creator == self.cfg.creator:
                 ours.add(port_id)
-        return _port_changes(ours, protected, desired, observed)
+        return nic_port_changes(ours, protected, desired, observed)
 
 
 def _macs(vm: Vm | None) -> set[str]:
     if vm is None:
         return set()
-    return {normalize_mac(n.mac) for n in vm.nics if n.mac and _valid_mac(normalize_mac(n.mac))}
+    return {normalize_mac(n.mac) for n in vm.nics if n.mac and valid_mac(normalize_mac(n.mac))}
 
 
 def _regroup(
     groups: Mapping[str, frozenset[str]],
     old: NetsyncIndex,
-    items: Mapping[str, _Interface],
+    items: Mapping[str, MirroredNic],
     touched: Iterable[str],
-    get: Callable[[_Interface], str | None],
+    get: Callable[[MirroredNic], str | None],
 ) -> Mapping[str, frozenset[str]]:
     """``groups`` (group -> vmi uuids) with the touched interfaces moved to their new group (``get``)."""
     out = dict(groups)
