@@ -208,7 +208,8 @@ class Backend(Protocol):
     def tick(self) -> bool:
         """Do one round of agent work (observe vSphere, act); True when it acted and another should follow.
 
-        The controller calls it in its loop. Raises TransientError when vSphere cannot be observed.
+        The controller calls it in its loop, ``Solution``'s wait in its pauses. Raises TransientError when
+        vSphere cannot be observed.
         """
         ...
 

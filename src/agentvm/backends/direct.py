@@ -1,8 +1,9 @@
 """``DirectBackend``: agents run by agentvm's own ``engine.Engine`` on vim25, for vCenters without EAM.
 
 Built by the controller with ``--backend direct`` (and by the CLI for apply/status/destroy in that mode).
-The engine has no thread of its own: the controller drives it through ``tick`` (one ``Engine.step``) and
-``wait_for_work`` (``Engine.wait_for_work``), in its loop:
+The engine has no thread of its own: the controller (and ``controller.solution.Solution``'s wait, for
+``destroy --backend direct``) drives it through ``tick`` (one ``Engine.step``) and ``wait_for_work``
+(``Engine.wait_for_work``), in a loop:
 
     while not stopping:
         if not backend.tick():
