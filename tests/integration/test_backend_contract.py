@@ -357,6 +357,7 @@ def test_uninstall_removes_every_agent_then_destroy_forgets_the_agency(contract:
     assert backend.uninstall("hello") is False and backend.destroy("hello") is False
     backend.apply(contract.config())
     vms = [a.vm for a in contract.until("4 green agents", lambda: contract.green("hello", 4)).agents]
+    assert backend.purge_orphans("hello") is None and backend.orphans("hello") == 0, "its agency holds them"
 
     assert backend.uninstall("hello") is True
 
@@ -375,6 +376,8 @@ def test_uninstall_removes_every_agent_then_destroy_forgets_the_agency(contract:
     assert backend.destroy("hello") is True
     assert backend.find("hello") is None and backend.observe("hello") is None
     assert backend.observe_all() == []
+    # nothing of it left for destroy to purge or to wait for
+    assert backend.purge_orphans("hello") is None and backend.orphans("hello") == 0
 
 
 def test_a_self_driving_backend_ignores_the_loop_and_a_driven_one_acts_on_tick(contract: Contract) -> None:

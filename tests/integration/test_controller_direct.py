@@ -18,13 +18,15 @@ from typer.testing import CliRunner, Result
 
 from agentvm.cli.main import app
 from agentvm.cli.run import engine_state_file, open_direct_engine
+from agentvm.controller.lease import Keeper, Lease
 from agentvm.controller.run import Controller
 from agentvm.controller.status import status_schema
-from agentvm.model.agency import PowerState
+from agentvm.model.agency import MoRef, PowerState
 from agentvm.model.errors import ConfigurationError
 from agentvm.model.inventory import VirtualMachine
 from agentvm.spec import load_spec
 from agentvm.vsphere.extensions import find_extension
+from agentvm.vsphere.hosts import AgentVmSettings, get_agent_vm_settings
 from agentvm.vsphere.vms import ensure_powered_off
 from tests.support.controller_lab import EXAMPLES, Process, wait_for
 from tests.support.direct_lab import Direct, connection, green
@@ -186,3 +188,54 @@ def test_destroy_with_the_direct_backend_and_a_lost_state_dir_removes_every_agen
     assert direct.agent_vms() == [], "found by their owner marker and deleted"
     again = destroy_cli(direct)
     assert again.exit_code == 0, again.output
+
+
+def deployed_with_host_settings(direct: Direct, monkeypatch: pytest.MonkeyPatch) -> list[MoRef]:
+    """Six agents green through a direct controller, which set each host's AgentVM datastore and network
+    and recorded them in the state dir destroy reads; the controller is stopped. Returns the hosts."""
+    monkeypatch.setenv("AGENTVM_STATE_DIR", str(direct.state_dir))  # the controller's records, too
+    controller = direct.start()
+    vms = wait_for(lambda: green(direct, controller), "six agents green through the engine", 180)
+    hosts = sorted({v.host for v in vms if v.host is not None}, key=lambda h: h.value)
+    assert len(hosts) == 6
+    for host in hosts:  # the lab's hosts had none: the controller set the spec's datastore and network
+        settings = get_agent_vm_settings(direct.session, host)
+        assert settings.datastore is not None and settings.network is not None, host
+    direct.stop()
+    return hosts
+
+
+def test_destroy_with_the_direct_backend_waits_for_the_lease_another_apply_holds(
+    direct: Direct, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployed_with_host_settings(direct, monkeypatch)
+    lease = Lease(direct.session, "org.tungsten.agentvm", "apply", ttl=15.0)
+    lease.acquire(wait=30.0)
+    keeper = Keeper(lease).start()
+    try:
+        refused = destroy_cli(direct, "--timeout", "2")
+    finally:
+        keeper.stop()
+        lease.release()
+    assert refused.exit_code == 3, refused.output
+    assert "holds the lease of solution org.tungsten.agentvm" in refused.output
+    assert "waited 2 s: let it finish and try again" in refused.output
+    assert len(direct.agent_vms()) == 6, "nothing removed while another holds the lease"
+    assert find_extension(direct.session, "org.tungsten.agentvm") is not None
+
+    released = destroy_cli(direct)
+    assert released.exit_code == 0, released.output
+    assert direct.agent_vms() == []
+
+
+def test_destroy_with_the_direct_backend_clears_the_host_settings_the_controller_set(
+    direct: Direct, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hosts = deployed_with_host_settings(direct, monkeypatch)
+
+    result = destroy_cli(direct, "--host-settings")
+
+    assert result.exit_code == 0, result.output
+    assert direct.agent_vms() == []
+    assert result.output.count("cleared the AgentVM datastore and network of") == 6, result.output
+    assert [get_agent_vm_settings(direct.session, h) for h in hosts] == [AgentVmSettings()] * 6

@@ -7,6 +7,7 @@ controller's side of the loop: ``tick`` until quiet, ``wait_for_work`` for vSphe
 from __future__ import annotations
 
 from collections.abc import Collection
+from pathlib import Path
 
 import pytest
 
@@ -190,6 +191,41 @@ def test_uninstall_then_destroy_leaves_no_vm_and_no_agency(infra: FakeInfra, bac
     assert backend.observe("hello") is None and backend.observe_all() == []
     with pytest.raises(NotFoundError, match=rf"agency {agency} does not exist"):
         backend.port.agency_runtime(agency)
+
+
+def test_the_vms_of_an_agency_whose_state_was_lost_are_purged_and_counted_until_gone(
+    infra: FakeInfra, tmp_path: Path
+) -> None:
+    cluster = infra.add_cluster(2)
+    first = DirectBackend(Engine(infra, tmp_path / "engine.json", namespace=SOLUTION), solution_id=SOLUTION)
+    first.apply(config(cluster))
+    settle(first)
+    assert first.purge_orphans("hello") is None and first.orphans("hello") == 0, "its agency holds them"
+    (tmp_path / "engine.json").unlink()
+    lost = DirectBackend(Engine(infra, tmp_path / "engine.json", namespace=SOLUTION), solution_id=SOLUTION)
+    assert lost.orphans("hello") == 0 and lost.purge_orphans("hello") is None, "before it looked"
+    lost.tick()
+    assert lost.find("hello") is None and lost.orphans("hello") == 2 and len(infra.vms) == 2
+
+    assert lost.purge_orphans("hello") == "removing the agent VMs of agency hello"
+    assert lost.purge_orphans("other") is None, "no VM of that name"
+    settle(lost)
+
+    assert infra.vms == {} and lost.orphans("hello") == 0
+    assert lost.purge_orphans("hello") is None, "nothing left to purge"
+
+
+def test_a_purge_asked_for_counts_until_the_engine_has_looked(infra: FakeInfra, tmp_path: Path) -> None:
+    cluster = infra.add_cluster(1)
+    first = DirectBackend(Engine(infra, tmp_path / "engine.json", namespace=SOLUTION), solution_id=SOLUTION)
+    first.apply(config(cluster))
+    settle(first)
+    (tmp_path / "engine.json").unlink()
+    lost = DirectBackend(Engine(infra, tmp_path / "engine.json", namespace=SOLUTION), solution_id=SOLUTION)
+    lost.engine.purge_unclaimed(lost.caller, "hello")  # asked for before any look at vSphere
+    assert lost.orphans("hello") == 1
+    settle(lost)
+    assert lost.orphans("hello") == 0 and infra.vms == {}
 
 
 def test_invalid_url_and_unknown_scope_name_the_agency_and_the_fix(

@@ -188,6 +188,18 @@ class Backend(Protocol):
         """Destroy the agency (call ``uninstall`` and wait for green first); False when there is none."""
         ...
 
+    def purge_orphans(self, name: str) -> str | None:
+        """Start deleting the agent VMs of agency ``name`` that no agency holds any more (the backend lost
+        its record of the agency: the engine's state dir); returns what was started, or None when there
+        are none. Called by destroy for a name ``find`` does not know. EAM keeps its agencies: None."""
+        ...
+
+    def orphans(self, name: str) -> int:
+        """How many agent VMs of agency ``name`` no agency holds are still there, as last seen, a purge
+        asked for and not carried out yet counting at least one; destroy waits for 0 before it
+        unregisters. EAM: 0."""
+        ...
+
     @property
     def self_driving(self) -> bool:
         """True when the agents are driven elsewhere (EAM): ``tick`` and ``wait_for_work`` do nothing."""
@@ -196,7 +208,8 @@ class Backend(Protocol):
     def tick(self) -> bool:
         """Do one round of agent work (observe vSphere, act); True when it acted and another should follow.
 
-        The controller calls it in its loop. Raises TransientError when vSphere cannot be observed.
+        The controller calls it in its loop, ``Solution``'s wait in its pauses. Raises TransientError when
+        vSphere cannot be observed.
         """
         ...
 

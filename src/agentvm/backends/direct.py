@@ -1,8 +1,9 @@
 """``DirectBackend``: agents run by agentvm's own ``engine.Engine`` on vim25, for vCenters without EAM.
 
 Built by the controller with ``--backend direct`` (and by the CLI for apply/status/destroy in that mode).
-The engine has no thread of its own: the controller drives it through ``tick`` (one ``Engine.step``) and
-``wait_for_work`` (``Engine.wait_for_work``), in its loop:
+The engine has no thread of its own: the controller (and ``controller.solution.Solution``'s wait, for
+``destroy --backend direct``) drives it through ``tick`` (one ``Engine.step``) and ``wait_for_work``
+(``Engine.wait_for_work``), in a loop:
 
     while not stopping:
         if not backend.tick():
@@ -177,31 +178,21 @@ class DirectBackend(AgencyBackend):
         """Block up to ``timeout`` s until the engine has work (an API call or a vSphere change)."""
         return self.engine.wait_for_work(timeout)
 
-    # -- destroy (``agentvm destroy --backend direct``): the caller ticks until ``removed`` -----------------
+    # -- agent VMs whose agency the engine forgot (its state was lost) ------------------------------------
 
-    def remove(self, name: str) -> str:
-        """Start removing agency ``name`` and every agent VM of it; returns what was started.
-
-        An agency the engine knows is uninstalled (then destroyed by ``finish_removal``); one it does not
-        know (its state was lost) has its VMs, found by their owner marker, deleted by a purge.
-        """
-        if self.find(name) is not None:
-            self.uninstall(name)
-            return f"uninstalled agency {name}"
+    def purge_orphans(self, name: str) -> str | None:
+        """Have the engine delete the VMs carrying its owner marker for agency ``name`` when it knows no
+        agency of that name (``Engine.purge_unclaimed``); None when it knows one, or saw no such VM at its
+        last ``tick``."""
+        if self.find(name) is not None or self.engine.owned_vms(name) == 0:
+            return None
         self.engine.purge_unclaimed(self.caller, name)
         return f"removing the agent VMs of agency {name}"
 
-    def finish_removal(self, name: str) -> bool:
-        """Destroy agency ``name`` once its agents are gone; True when nothing of it is left.
-
-        Nothing left: the engine forgot the agency, no purge of its name is pending, and no VM the engine
-        owns carries its name.
-        """
-        status = self.observe(name)
-        if status is not None:
-            gone = all(a.vm is None for a in status.agents)
-            if status.goal_state is GoalState.UNINSTALLED and status.green and gone:
-                self.destroy(name)
-            return False
-        state = self.engine.state
-        return name not in state.purge and self.engine.owned_vms(name) == 0
+    def orphans(self, name: str) -> int:
+        """The VMs carrying the engine's marker for agency ``name`` at the last ``tick`` while no agency of
+        that name is known; at least 1 while a purge of that name is pending."""
+        if self.find(name) is not None:
+            return 0
+        owned = self.engine.owned_vms(name)
+        return max(owned, 1) if name in self.engine.state.purge else owned

@@ -46,6 +46,14 @@ class EamBackend(AgencyBackend):
     def with_login(self, session: Session) -> EamBackend:
         return EamBackend(session)
 
+    def purge_orphans(self, name: str) -> None:
+        """Nothing to purge: EAM keeps every agency it deployed VMs for."""
+        return None
+
+    def orphans(self, name: str) -> int:
+        """0: an EAM agent VM belongs to an agency until EAM removes it."""
+        return 0
+
     def tick(self) -> bool:
         """Nothing to do: EAM runs its own agent lifecycle."""
         return False

@@ -3,9 +3,10 @@
 EAM's order (docs/eam.md): Uninstall → wait until green → DestroyAgency; then the extension goes.
 It asks first, unless ``--yes``; without a terminal to ask on and without ``--yes`` it refuses.
 
-``--backend direct`` does the same through agentvm's own engine on its ``--state-dir`` (as ``run --backend
-direct``), driving it until every agent VM is gone; an agency whose engine state was lost is removed by the
-owner marker its VMs carry.
+``--backend direct`` does the same, through the same ``Solution.destroy`` and under the same lease, with
+agentvm's own engine on its ``--state-dir`` (as ``run --backend direct``, whose state-dir lock it takes)
+as the backend, which the wait drives until every agent VM is gone; the VMs of an agency whose engine
+state was lost are found by the owner marker they carry and purged.
 
 ``--state-dir`` is the one state dir of agentvm on this machine, as for ``run``: with EAM it holds the
 solution's login certificate (and its record of adopted agencies), with ``--backend direct`` the engine's
@@ -14,17 +15,18 @@ state as well.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-import time
-from pathlib import Path
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
+from agentvm.backends.base import Backend
 from agentvm.cli import exitcodes
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
 from agentvm.cli.output import console, fail, print_document
-from agentvm.cli.run import BackendKind, default_state_dir, open_direct_engine
+from agentvm.cli.run import BackendKind, DirectEngine, default_state_dir, open_direct_engine
 from agentvm.cli.solution import (
     ConnectionFlags,
     EngineStateDir,
@@ -37,11 +39,7 @@ from agentvm.cli.solution import (
     load,
     session_for,
 )
-from agentvm.controller.solution import DEFAULT_TIMEOUT, DestroyReport, Solution
-from agentvm.model.desired import DesiredState
-from agentvm.model.errors import TransientError
-from agentvm.vsphere.extensions import unregister_extension
-from agentvm.vsphere.session import Session
+from agentvm.controller.solution import DEFAULT_TIMEOUT, Solution
 
 
 @guard
@@ -85,18 +83,24 @@ def destroy(
         if not typer.confirm(f"Remove {what}?", default=False):
             fail("nothing destroyed", exitcodes.FAILED)
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
-    if backend is BackendKind.DIRECT:
-        with session_for(desired, flags) as session:
-            report = destroy_direct(desired, session, state_dir or default_state_dir(), timeout=timeout)
-    else:
+    with session_for(desired, flags) as session, contextlib.ExitStack() as stack:
+        chosen: Backend | None = None
+        direct: DirectEngine | None = None
+        if backend is BackendKind.DIRECT:  # the engine's state-dir lock first: refused while a run holds it
+            direct = open_direct_engine(
+                session.conn, desired, state_dir or default_state_dir(), timeout=min(timeout, 30.0)
+            )
+            stack.callback(direct.close)
+            chosen = direct.backend
         with (
-            session_for(desired, flags) as session,
-            Solution(desired, session, state_dir=state_dir) as solution,
+            Solution(desired, session, backend=chosen, state_dir=state_dir) as solution,
             ProgressView(live=False if json_ else None) as view,
         ):
             report = solution.destroy(
                 timeout=timeout, on_progress=None if json_ else view, host_settings=host_settings
             )
+        if direct is not None:  # the engine's own session deleted the VMs: count its calls too
+            report = replace(report, vim_calls=report.vim_calls + direct.session.stats.total)
     if json_:
         print_document(
             "DestroyResult",
@@ -124,36 +128,3 @@ def destroy(
             highlight=False,
             soft_wrap=True,
         )
-
-
-def destroy_direct(
-    desired: DesiredState, session: Session, state_dir: Path, *, timeout: float = DEFAULT_TIMEOUT
-) -> DestroyReport:
-    """Remove the spec's agencies and their agent VMs through the direct backend's engine, then unregister
-    the extension. Called by ``destroy --backend direct`` (and tests). Takes the engine's state-dir lock,
-    so it refuses while an ``agentvm run --backend direct`` holds it. Raises TransientError when agent VMs
-    are still there after ``timeout`` seconds (the extension is then left in place)."""
-    started = time.monotonic()
-    direct = open_direct_engine(session.conn, desired, state_dir, timeout=min(timeout, 30.0))
-    try:
-        backend = direct.backend
-        backend.tick()  # observe first: which agencies and VMs exist
-        actions = [backend.remove(spec.name) for spec in desired.agencies]
-        pending = [spec.name for spec in desired.agencies]
-        deadline = started + timeout
-        while pending:
-            if not backend.tick():
-                backend.wait_for_work(0.5)
-            pending = [name for name in pending if not backend.finish_removal(name)]
-            if pending and time.monotonic() > deadline:
-                left = sum(direct.backend.engine.owned_vms(name) for name in pending)
-                raise TransientError(
-                    f"{left} agent VM(s) of {', '.join(pending)} still there after {timeout:.0f} s; see "
-                    "agentvm status and run destroy again"
-                )
-        vim_calls = direct.session.stats.total
-    finally:
-        direct.close()
-    if unregister_extension(session, desired.solution.key, missing_ok=True):
-        actions.append(f"unregistered extension {desired.solution.key}")
-    return DestroyReport(tuple(actions), time.monotonic() - started, vim_calls + session.stats.total, 0)

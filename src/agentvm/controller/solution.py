@@ -16,10 +16,13 @@ module adds is the waiter on top.
   active issues (VmPoweredOff, VmNotDeployed, …) are resolved with backoff and a bounded number of tries;
   a passive issue (a person must act), or an active one given up on, stops the wait at once: the report's
   ``problems`` name the issue, the host and the fix.
-- ``destroy()``: Uninstall → wait until green → DestroyAgency → unregister the extension.
+- ``destroy()``: Uninstall → wait until green → DestroyAgency → unregister the extension. Agent VMs left
+  by an agency the backend no longer knows (the direct engine's lost state) are purged and waited for too.
 
 EAM has no push notifications for hooks (docs/eam.md), so the wait polls: every 0.25 s while something
-changes, backing off to 2 s while nothing does. See docs/architecture.md, "Plans and the executor".
+changes, backing off to 2 s while nothing does. A backend that is not ``self_driving`` (the direct
+engine) is driven in the pauses instead of sleeping: ``tick``, and ``wait_for_work`` when it had nothing to
+do. See docs/architecture.md, "Plans and the executor".
 """
 
 from __future__ import annotations
@@ -342,7 +345,16 @@ class Solution:
             pause = min(interval, max(0.0, deadline - now))
             if wake_at is not None:
                 pause = min(pause, max(0.0, wake_at - now))
-            self._sleep(pause)
+            self._pause(pause)
+
+    def _pause(self, seconds: float) -> None:
+        """Let up to ``seconds`` pass before the next look. A backend that is not ``self_driving`` does its
+        agent work meanwhile: one ``tick``, and when that did nothing, ``wait_for_work`` for the rest (it
+        returns as soon as there is work); a self-driving one (EAM) is left to itself: sleep."""
+        if self.backend.self_driving:
+            self._sleep(seconds)
+        elif not self.backend.tick():
+            self.backend.wait_for_work(seconds)
 
     def _heal_step(self, waits: list[AgencyWait], state: HealState, actions: list[str] | None) -> HealPlan:
         """One heal decision over the waits' last observations; resolves what it says to resolve now."""
@@ -399,8 +411,10 @@ class Solution:
     ) -> DestroyReport:
         """Uninstall every agency of the spec, wait until green, destroy them, unregister the extension.
 
-        Agencies that do not exist are skipped, so a second destroy does nothing. Raises TransientError when
-        the agents are not gone within ``timeout`` (the agencies and the extension are then left in place).
+        Agencies that do not exist are skipped, so a second destroy does nothing, except that the agent
+        VMs the backend still sees for such a name are purged (``Backend.purge_orphans``). Raises
+        TransientError when the agents are not gone within ``timeout`` (the agencies and the extension are
+        then left in place).
         Holds the solution's lease as ``apply`` does, and removes its records at the very end. The hosts'
         AgentVM settings stay unless ``host_settings``: then those apply recorded as set by agentvm and
         still equal to what it set are cleared (``DestroyReport.host_settings_left`` counts the others).
@@ -419,11 +433,18 @@ class Solution:
         if self.executor.wants_certificate() and not self.session.conn.by_certificate:
             self.executor.try_extension_login()
         self.executor.adopt()
+        if not self.backend.self_driving:
+            self.backend.tick()  # a backend driven from here looks first: which agencies and VMs exist
         snapshot = read_snapshot(self.session)
         actions: list[str] = []
         waits = []
+        orphaned: list[str] = []
         for spec in self.desired.agencies:
             if self.backend.find(spec.name) is None:
+                purging = self.backend.purge_orphans(spec.name)
+                if purging is not None:
+                    actions.append(purging)
+                    orphaned.append(spec.name)
                 continue
             try:
                 resolved = resolve_agency(spec, snapshot)
@@ -445,7 +466,16 @@ class Solution:
         deadline = self._clock() + timeout
         for wait in waits:  # DestroyAgency is asynchronous: wait until EAM forgets the agency
             while self.backend.find(wait.name) is not None and self._clock() < deadline:
-                self._sleep(POLL_FIRST)
+                self._pause(POLL_FIRST)
+        names = [w.name for w in waits] + orphaned
+        while (pending := [n for n in names if self.backend.orphans(n)]) and self._clock() < deadline:
+            self._pause(POLL_FIRST)
+        if pending:
+            left = sum(self.backend.orphans(n) for n in pending)
+            raise TransientError(
+                f"{left} agent VM(s) of {', '.join(pending)} still there after {timeout:.0f} s; see "
+                "agentvm status and run destroy again"
+            )
         left = len(self.identity.host_settings())
         if host_settings:
             actions += self.executor.clear_host_settings(snapshot)
