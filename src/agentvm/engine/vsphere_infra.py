@@ -127,8 +127,8 @@ class VSphereInfrastructure:
     ``resync_seconds`` bumps the generation that often even when the watcher reports nothing (checked
     after each wait, so at ``watch_max_wait`` granularity; None: never): a level-triggered safety net for
     changes a server does not report. vcsim 0.24.2 is such a server: it publishes no update for maintenance
-    mode, host connection state, hosts added to a cluster, or (as the lab's ``main.go`` writes it) the
-    agent VM settings in ``summary.config``.
+    mode, host connection state, hosts added to a cluster, or (as the lab's ``agent_host_manager.go`` writes
+    it) the agent VM settings in ``summary.config``.
     """
 
     def __init__(
