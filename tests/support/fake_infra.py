@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
 from agentvm.core.agent_state import AgentVm, EngineObservation, VmMarker
@@ -59,6 +59,9 @@ class FakeInfra:
         self.malformed: set[str] = set()
         self.refused: set[str] = set()  # OVF URLs whose import vCenter refuses (a plain DeployError)
         self.flaky: set[str] = set()  # OVF URLs whose import fails for a transient reason (InfraError)
+        # called once in the middle of the next observe (after the scope is read): what another thread
+        # does while a step looks at vSphere
+        self.during_observe: Callable[[], None] | None = None
         self.power_fails: set[MoRef] = set()  # VMs whose power-on/off fails for a transient reason
         self.down = False  # vCenter unreachable: observe fails
         self.calls: Counter[str] = Counter()
@@ -177,6 +180,9 @@ class FakeInfra:
             raise InfraError("vCenter does not answer")
         wanted = {cr: tuple(self.clusters[cr]) for cr in scope if cr in self.clusters}
         hosts = {h: self.hosts[h] for hs in wanted.values() for h in hs}
+        meanwhile, self.during_observe = self.during_observe, None
+        if meanwhile is not None:
+            meanwhile()
         return EngineObservation(
             scope=wanted,
             hosts=hosts,

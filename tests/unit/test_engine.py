@@ -634,6 +634,36 @@ def test_a_lost_state_adopts_the_marked_vms_by_agency_name_and_host_and_redeploy
     assert sorted(v.name for v in infra.vms.values()) == [f"hello-agent ({n})" for n in (2, 3, 4)]
 
 
+def test_an_agency_created_while_a_step_looks_at_vsphere_still_adopts_the_vms_of_a_lost_state(
+    infra: FakeInfra, tmp_path: Path
+) -> None:
+    # the controller creates the agency on its thread while the engine's step is reading vSphere for the
+    # scope it had (none): that step must not judge the new agency's VMs by an observation made without
+    # its hosts (they looked like second VMs of the agency and were deleted, then all redeployed)
+    state = tmp_path / "engine.json"
+    cluster = infra.add_cluster(3)
+    engine = engine_for(infra, state)
+    engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    before = {vm: v.host for vm, v in infra.vms.items()}
+    deploys = infra.calls["deploy_agent_vm"]
+
+    state.unlink()
+    fresh = engine_for(infra, state)
+    created: list[str] = []
+    infra.during_observe = lambda: created.append(
+        fresh.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    )
+    fresh.step()
+    assert created, "the agency was created during the step's observation"
+    fresh.run_until_quiet()
+
+    assert infra.calls["destroy_vm"] == 0, "no VM deleted"
+    assert infra.calls["deploy_agent_vm"] == deploys, "nothing redeployed"
+    agents = [fresh.agent_runtime(a) for a in fresh.agency_agents(created[0])]
+    assert {a.vm: a.host for a in agents} == before, "each host's own VM, adopted"
+
+
 def test_a_lost_state_never_adopts_another_agencys_vms(infra: FakeInfra, tmp_path: Path) -> None:
     state = tmp_path / "engine.json"
     cluster = infra.add_cluster(1)

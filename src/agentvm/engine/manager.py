@@ -146,7 +146,7 @@ class Engine:
                 if not self._dirty and generation == self._seen and not self._due():
                     return False
                 self._dirty = False
-                scope = tuple(dict.fromkeys(cr for a in self._state.agencies for cr in a.config.scope))
+                scope = self._scope()
             try:
                 obs = self._infra.observe(scope)
                 obs = EngineObservation(
@@ -167,6 +167,12 @@ class Engine:
                 raise
             with self._lock:
                 self._observe_failures, self._observe_at = 0, None
+                if self._scope() != scope:
+                    # an agency was created, rescoped or forgotten while we looked: this observation has
+                    # not seen its hosts, and judging its VMs by it would take them for strays (and delete
+                    # them). Look again, with the scope as it is now.
+                    self._dirty = True
+                    return True
                 self._obs = obs
                 self._seen = generation
                 plan = reconcile(self._state, obs, self._clock())
@@ -190,6 +196,10 @@ class Engine:
                 self._save()
                 self.passes += 1
             return bool(plan.actions) or not settled
+
+    def _scope(self) -> tuple[MoRef, ...]:
+        """The compute resources of every agency, in order, each once (lock held)."""
+        return tuple(dict.fromkeys(cr for a in self._state.agencies for cr in a.config.scope))
 
     def _due(self) -> bool:
         """A held retry has fallen due (lock held)."""
