@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -40,7 +40,7 @@ from agentvm.controller.identity import (
     thumbprints,
 )
 from agentvm.controller.observe import read_snapshot
-from agentvm.core.heal import HostConditions
+from agentvm.core.heal import HostConditions, Misplaced
 from agentvm.core.hooks import answer_for
 from agentvm.core.ipplan import assign_addresses
 from agentvm.core.plan import (
@@ -61,7 +61,7 @@ from agentvm.core.plan import (
 from agentvm.core.plan_text import host_settings_text
 from agentvm.core.scope import ResolvedAgency, resolve_agency
 from agentvm.eam.client import EamClient
-from agentvm.model.agency import AgentRuntime, HookState, MoRef, Status
+from agentvm.model.agency import AgentRuntime, HookState, Issue, MoRef, Status
 from agentvm.model.connection import VCenterConnection
 from agentvm.model.desired import DesiredState, ScopeHost, SolutionSpec
 from agentvm.model.errors import AuthenticationError, ConfigurationError, NotFoundError
@@ -77,6 +77,7 @@ from agentvm.vsphere.extensions import (
 from agentvm.vsphere.hosts import AgentVmSettings, clear_agent_vm_settings, ensure_agent_vm_settings
 from agentvm.vsphere.ovf import configure_vm
 from agentvm.vsphere.session import Session
+from agentvm.vsphere.vms import ensure_on_host
 
 log = logging.getLogger(__name__)
 
@@ -519,6 +520,19 @@ class Executor:
             values=dict(change.properties),
             extra_config=dict(change.extra_config),
             label=f"{change.vm.value} on {path}",
+        )
+
+    # -- heals (what ``core.heal`` decided: apply's wait and the controller carry them out here) ---------
+
+    def resolve(self, issues: Sequence[Issue]) -> tuple[int, ...]:
+        """Resolve ``issues`` in one call per agency or agent; the keys that could not be resolved now."""
+        return tuple(self.backend.resolve(issues))
+
+    def move_back(self, found: Misplaced) -> bool:
+        """Move a misplaced agent VM back to its agent's host (RelocateVM); False when it was there already.
+        NotFoundError when the VM or host is gone."""
+        return ensure_on_host(
+            self.session, found.vm, found.host, pool=found.resource_pool, label=found.vm_name
         )
 
     def answer_hook(self, change: AnswerHook) -> None:

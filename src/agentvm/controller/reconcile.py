@@ -16,7 +16,7 @@ code of ``agentvm apply``:
   ``core.heal.HostConditions.of``) so a host that just entered maintenance mode is never taken for a
   failure. An agent VM that runs on another host than its agent's (moved by hand; EAM raises no issue for
   it and does not undo it) is found from vCenter's ``runtime.host`` (the watch's, else the last full
-  pass's) and moved back (``vsphere.vms.ensure_on_host``) under the same backoff; an agent that keeps
+  pass's) and moved back (``Executor.move_back``) under the same backoff; an agent that keeps
   coming back broken after each heal is given up on as flapping (``core.heal``), shown so on its host and
   in ``agentvm_agent_flapping``.
 
@@ -73,7 +73,6 @@ from agentvm.model.errors import ConfigurationError, NotFoundError, TransientErr
 from agentvm.model.inventory import InventorySnapshot, VirtualMachine
 from agentvm.vsphere.hosts import read_host_runtime
 from agentvm.vsphere.session import Session
-from agentvm.vsphere.vms import ensure_on_host
 
 log = logging.getLogger(__name__)
 
@@ -421,7 +420,7 @@ class Reconciler:
 
         def resolve() -> str:
             self._resolve_started = self._resolve_started or time.perf_counter()
-            left = self.backend.resolve(issues)
+            left = self.executor.resolve(issues)
             for issue in issues:
                 self.metrics.resolves_attempted.inc(kind=issue.kind.value)
             reasons = "; ".join(d.reason for d in resolving)
@@ -444,9 +443,7 @@ class Reconciler:
 
         def move() -> str:
             self.metrics.resolves_attempted.inc(kind=Finding.VM_ON_WRONG_HOST.value)
-            moved = ensure_on_host(
-                self.session, found.vm, found.host, pool=found.resource_pool, label=found.vm_name
-            )
+            moved = self.executor.move_back(found)
             where = found.runs_on_name or found.runs_on.value
             done = "moved" if moved else "found"
             return (
@@ -679,7 +676,7 @@ class Reconciler:
 
         def resolve() -> str:
             nonlocal left
-            left = self.backend.resolve(chosen)
+            left = self.executor.resolve(chosen)
             return f"resolved {len(chosen)} issue(s) on request: {', '.join(str(i.key) for i in chosen)}"
 
         agencies = {i.agency_name for i in chosen}

@@ -363,7 +363,7 @@ class Solution:
         conditions = HostConditions.of(snapshot.hosts) if snapshot is not None else HostConditions()
         decided = plan_heal_agencies(statuses, state, self._clock(), self.policy, conditions)
         if decided.resolves:
-            left = set(self.backend.resolve(decided.resolves))
+            left = set(self.executor.resolve(decided.resolves))
             for decision in decided.by_verdict(Verdict.RESOLVE):
                 issue = decision.issues[-1]
                 where = self._where(waits, issue)
