@@ -17,14 +17,18 @@ from agentvm.core.plan import (
     Change,
     ChangeKind,
     CreateAgency,
+    DestroyAgency,
     FieldChange,
     HeldCertificate,
     HostSetting,
+    PurgeOrphans,
     RecordCertificate,
     RegisterExtension,
     ResolveIssue,
     SetCertificate,
     SetHostSettings,
+    UninstallAgency,
+    UnregisterExtension,
     UpdateAgency,
     UpdateExtension,
     UpgradeAgency,
@@ -69,6 +73,10 @@ def every_change(desired: DesiredState) -> list[Change]:
         AssignAddress(agency.name, HOST, IPv4Address("10.10.0.10"), AddressSource.NEW),
         AnswerHook(agency.name, "agent-3", VM, HookState.PROVISIONED, HOST.moid, HOST),
         ResolveIssue(agency.name, issue, HOST),
+        PurgeOrphans(agency.name),
+        UninstallAgency(agency.name),
+        DestroyAgency(agency.name),
+        UnregisterExtension(solution.key),
     ]
 
 
@@ -100,7 +108,21 @@ def test_the_sentences_read_as_before(desired: DesiredState) -> None:
     assert lines[10].startswith(
         "contrail: resolve VmPoweredOff #7 on host host-21 (/DC0/host/DC0_C0/DC0_C0_H0): "
     )
+    assert lines[11:] == [
+        "remove the agent VMs of agency contrail, whose engine state was lost",
+        "uninstall agency contrail: remove every agent VM",
+        "destroy agency contrail",
+        "unregister extension org.tungsten.agentvm",
+    ]
     assert describe_all([]) == ["no changes"]
+
+
+def test_destroys_changes_name_their_agency_or_extension(desired: DesiredState) -> None:
+    name, key = desired.agencies[0].name, desired.solution.key
+    for change in (PurgeOrphans(name), UninstallAgency(name), DestroyAgency(name)):
+        assert (change.target, change.agency, change.host) == ("contrail", "contrail", None)
+    unregister = UnregisterExtension(key)
+    assert (unregister.target, unregister.agency, unregister.host) == ("org.tungsten.agentvm", None, None)
 
 
 def test_a_spec_certificate_names_whose_logins_fail(desired: DesiredState) -> None:

@@ -48,16 +48,22 @@ from agentvm.core.plan import (
     AssignAddress,
     Change,
     CreateAgency,
+    DestroyAgency,
+    PurgeOrphans,
     RecordCertificate,
     RegisterExtension,
+    Removal,
     ResolveIssue,
     SetCertificate,
     SetHostSettings,
+    UninstallAgency,
+    UnregisterExtension,
     UpdateAgency,
     UpdateExtension,
     UpgradeAgency,
     host_label,
 )
+from agentvm.core.plan_text import describe as describe_change
 from agentvm.core.plan_text import host_settings_text
 from agentvm.core.scope import ResolvedAgency, resolve_agency
 from agentvm.eam.client import EamClient
@@ -72,6 +78,7 @@ from agentvm.vsphere.extensions import (
     record_extension_certificate,
     register_extension,
     set_extension_certificate,
+    unregister_extension,
     update_extension,
 )
 from agentvm.vsphere.hosts import AgentVmSettings, clear_agent_vm_settings, ensure_agent_vm_settings
@@ -369,6 +376,30 @@ class Executor:
             case AssignAddress():
                 # an address reaches vCenter with its host's values, when the host's hook is answered
                 raise ValueError(f"{change.agency_name}: an address is written by answering its host's hook")
+            case PurgeOrphans() | UninstallAgency() | DestroyAgency() | UnregisterExtension():
+                return self.remove(change) or f"nothing to do: {describe_change(change)}"
+        assert_never(change)
+
+    def remove(self, change: Removal) -> str | None:
+        """Carry out one of destroy's changes; the sentence saying what was done, None when there was
+        nothing to remove (a second destroy changes nothing and says so)."""
+        match change:
+            case PurgeOrphans(name=name):
+                return self.backend.purge_orphans(name)
+            case UninstallAgency(name=name):
+                self.backend.uninstall(name)
+                return f"uninstalled agency {name}"
+            case DestroyAgency(name=name):
+                if not self.backend.destroy(name):
+                    return None
+                self.identity.record_adopted(name, None)
+                return f"destroyed agency {name}"
+            case UnregisterExtension(key=key):
+                return (
+                    f"unregistered extension {key}"
+                    if unregister_extension(self.session, key, missing_ok=True)
+                    else None
+                )
         assert_never(change)
 
     def apply_agency(self, change: CreateAgency | UpdateAgency | UpgradeAgency) -> ApplyResult:

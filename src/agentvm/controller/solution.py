@@ -53,7 +53,14 @@ from agentvm.core.heal import (
     plan_heal_agencies,
 )
 from agentvm.core.hooks import hook_key, hooks_due
-from agentvm.core.plan import SetHostSettings, UpgradeAgency
+from agentvm.core.plan import (
+    DestroyAgency,
+    PurgeOrphans,
+    SetHostSettings,
+    UninstallAgency,
+    UnregisterExtension,
+    UpgradeAgency,
+)
 from agentvm.core.plan_text import issue_label
 from agentvm.core.progress import HostProgress, Progress, host_rows
 from agentvm.core.scope import ResolvedAgency, resolve_agency
@@ -61,7 +68,6 @@ from agentvm.model.agency import AgencyConfig, Issue
 from agentvm.model.desired import DesiredState, SolutionSpec
 from agentvm.model.errors import NotFoundError, TransientError
 from agentvm.model.inventory import InventorySnapshot
-from agentvm.vsphere.extensions import unregister_extension
 from agentvm.vsphere.session import Session
 
 log = logging.getLogger(__name__)
@@ -441,7 +447,7 @@ class Solution:
         orphaned: list[str] = []
         for spec in self.desired.agencies:
             if self.backend.find(spec.name) is None:
-                purging = self.backend.purge_orphans(spec.name)
+                purging = self.executor.remove(PurgeOrphans(spec.name))
                 if purging is not None:
                     actions.append(purging)
                     orphaned.append(spec.name)
@@ -450,8 +456,7 @@ class Solution:
                 resolved = resolve_agency(spec, snapshot)
             except NotFoundError:  # the scope is gone from the inventory: nothing to show per host
                 resolved = ResolvedAgency(spec, _empty_config(spec.name), (), ())
-            self.backend.uninstall(spec.name)
-            actions.append(f"uninstalled agency {spec.name}")
+            actions.append(self.executor.carry_out(UninstallAgency(spec.name)))
             waits.append(AgencyWait(resolved, uninstall=True, snapshot=snapshot))
         if not self._wait(waits, timeout=timeout, started=started, on_progress=on_progress).done:
             left = sum(1 for w in waits for a in (w.status.agents if w.status else ()) if a.vm is not None)
@@ -460,9 +465,8 @@ class Solution:
                 "issues and run destroy again"
             )
         for wait in waits:
-            if self.backend.destroy(wait.name):
-                actions.append(f"destroyed agency {wait.name}")
-                self.identity.record_adopted(wait.name, None)
+            if (destroyed := self.executor.remove(DestroyAgency(wait.name))) is not None:
+                actions.append(destroyed)
         deadline = self._clock() + timeout
         for wait in waits:  # DestroyAgency is asynchronous: wait until EAM forgets the agency
             while self.backend.find(wait.name) is not None and self._clock() < deadline:
@@ -480,8 +484,8 @@ class Solution:
         if host_settings:
             actions += self.executor.clear_host_settings(snapshot)
             left = 0
-        if unregister_extension(self.session, self.solution.key, missing_ok=True):
-            actions.append(f"unregistered extension {self.solution.key}")
+        if (unregistered := self.executor.remove(UnregisterExtension(self.solution.key))) is not None:
+            actions.append(unregistered)
         vim, eam = self.call_counts()
         return DestroyReport(tuple(actions), self._clock() - started, vim, eam, host_settings_left=left)
 

@@ -56,6 +56,11 @@ class ChangeKind(StrEnum):
     ASSIGN_ADDRESS = "assign-address"  # a host gets an address it does not carry yet
     ANSWER_HOOK = "answer-hook"  # a pending provisioned / powered-on hook
     RESOLVE_ISSUE = "resolve-issue"  # an active EAM issue apply resolves
+    # destroy's changes, in the order it makes them
+    PURGE_ORPHANS = "purge-orphans"  # the agent VMs of an agency whose engine state was lost
+    UNINSTALL_AGENCY = "uninstall-agency"
+    DESTROY_AGENCY = "destroy-agency"
+    UNREGISTER_EXTENSION = "unregister-extension"
 
 
 # Every change is a frozen value holding what the executor (``controller.executor``) needs to carry it
@@ -317,6 +322,45 @@ class ResolveIssue:
         return self.issue.host.value if self.issue.host is not None else None
 
 
+@dataclass(frozen=True)
+class PurgeOrphans(_OfAgency):
+    """Delete the agent VMs of the agency ``name`` that the backend marks as its own but knows no agency
+    for (the direct engine's state was lost); nothing where there are none."""
+
+    name: str
+    kind: ClassVar[ChangeKind] = ChangeKind.PURGE_ORPHANS
+
+
+@dataclass(frozen=True)
+class UninstallAgency(_OfAgency):
+    """Set the agency ``name``'s goal to uninstalled: every agent VM is removed."""
+
+    name: str
+    kind: ClassVar[ChangeKind] = ChangeKind.UNINSTALL_AGENCY
+
+
+@dataclass(frozen=True)
+class DestroyAgency(_OfAgency):
+    """Destroy the agency ``name`` (once its agent VMs are gone)."""
+
+    name: str
+    kind: ClassVar[ChangeKind] = ChangeKind.DESTROY_AGENCY
+
+
+@dataclass(frozen=True)
+class UnregisterExtension(_SolutionWide):
+    """Unregister the solution's extension ``key``."""
+
+    key: str
+    kind: ClassVar[ChangeKind] = ChangeKind.UNREGISTER_EXTENSION
+
+    @property
+    def target(self) -> str:
+        return self.key
+
+
+Removal = PurgeOrphans | UninstallAgency | DestroyAgency | UnregisterExtension
+
 Change = (
     RegisterExtension
     | UpdateExtension
@@ -329,6 +373,10 @@ Change = (
     | AssignAddress
     | AnswerHook
     | ResolveIssue
+    | PurgeOrphans
+    | UninstallAgency
+    | DestroyAgency
+    | UnregisterExtension
 )
 
 

@@ -16,11 +16,15 @@ from agentvm.core.plan import (
     AssignAddress,
     Change,
     CreateAgency,
+    DestroyAgency,
+    PurgeOrphans,
     RecordCertificate,
     RegisterExtension,
     ResolveIssue,
     SetCertificate,
     SetHostSettings,
+    UninstallAgency,
+    UnregisterExtension,
     UpdateAgency,
     UpdateExtension,
     UpgradeAgency,
@@ -69,6 +73,14 @@ def describe(change: Change) -> str:
         case ResolveIssue(agency_name=name, issue=issue):
             where = issue_label(issue, change.scope_host)
             return f"{name}: resolve {issue.kind.value} #{issue.key} on {where}: {fix_for(issue)}"
+        case PurgeOrphans(name=name):
+            return f"remove the agent VMs of agency {name}, whose engine state was lost"
+        case UninstallAgency(name=name):
+            return f"uninstall agency {name}: remove every agent VM"
+        case DestroyAgency(name=name):
+            return f"destroy agency {name}"
+        case UnregisterExtension(key=key):
+            return f"unregister extension {key}"
     assert_never(change)
 
 
