@@ -286,11 +286,10 @@ class Solution:
         now = self._clock()
         for agent in hooks_due(wait.status.pending_hooks, wait.answered, now):
             answer = self.executor.hook_answer(wait, agent)
-            self.executor.write_values(answer)
             try:
-                self.backend.mark_available(agent.agent)
+                self.executor.answer_hook(answer)  # its values into the VM, then MarkAsAvailable
             except NotFoundError:
-                continue  # the agent went away (host left the scope)
+                continue  # the agent or its VM went away (host left the scope), as the controller says
             wait.answered[hook_key(agent)] = now
             acted = True
             log.info("%s: answered the %s hook of %s", wait.name, answer.state.value, agent.host.value)
