@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"net/url"
 	"reflect"
 	"testing"
 
@@ -44,6 +45,7 @@ func serveModel(t *testing.T, m *simulator.Model, useTLS bool) *simulator.Server
 	if useTLS {
 		m.Service.TLS = new(tls.Config) // 0.24.2's server then uses a certificate of its own
 	}
+	m.Service.Listen = &url.URL{Host: "127.0.0.1:0"} // loopback, a free port, as main insists
 	srv := serve(m, eamProxy(""), mgrs)
 	t.Cleanup(func() {
 		srv.Close()
