@@ -33,8 +33,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from agentvm.controller.executor import EAM_METHODS
 from agentvm.controller.run import Controller, Settings
-from agentvm.controller.solution import EAM_METHODS
 from agentvm.lab.vcsim import Shape
 from agentvm.lab.world import Lab
 from agentvm.model.agency import PowerState

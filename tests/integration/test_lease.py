@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agentvm.controller.solution import extension_spec
+from agentvm.controller.executor import extension_spec
 from agentvm.eam.client import EamClient
 from agentvm.lab.vcsim import Shape
 from agentvm.lab.world import Lab, LabInfo

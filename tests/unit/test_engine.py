@@ -601,19 +601,25 @@ def test_restart_after_vm_deleted_while_down_reports_vm_not_deployed(
     assert infra.vms == {}
 
 
+def deployed_then_state_lost(infra: FakeInfra, state: Path, hosts: int) -> tuple[MoRef, dict[MoRef, MoRef]]:
+    """An agency on a cluster of ``hosts`` hosts, deployed by an engine whose state file is then lost:
+    (the cluster, each agent VM's host)."""
+    cluster = infra.add_cluster(hosts)
+    engine = engine_for(infra, state)
+    engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    state.unlink()
+    return cluster, {vm: v.host for vm, v in infra.vms.items()}
+
+
 def test_a_lost_state_adopts_the_marked_vms_by_agency_name_and_host_and_redeploys_none(
     infra: FakeInfra, tmp_path: Path
 ) -> None:
     state = tmp_path / "engine.json"
-    cluster = infra.add_cluster(3)
-    engine = engine_for(infra, state)
-    engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
-    engine.run_until_quiet()
-    before = {vm: v.host for vm, v in infra.vms.items()}
+    cluster, before = deployed_then_state_lost(infra, state, 3)
     deploys = infra.calls["deploy_agent_vm"]
     assert len(before) == 3
 
-    state.unlink()
     fresh = engine_for(infra, state)
     fresh.run_until_quiet()
     assert {vm: v.host for vm, v in infra.vms.items()} == before, "VMs of an unknown agency are kept"
@@ -641,14 +647,9 @@ def test_an_agency_created_while_a_step_looks_at_vsphere_still_adopts_the_vms_of
     # scope it had (none): that step must not judge the new agency's VMs by an observation made without
     # its hosts (they looked like second VMs of the agency and were deleted, then all redeployed)
     state = tmp_path / "engine.json"
-    cluster = infra.add_cluster(3)
-    engine = engine_for(infra, state)
-    engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
-    engine.run_until_quiet()
-    before = {vm: v.host for vm, v in infra.vms.items()}
+    cluster, before = deployed_then_state_lost(infra, state, 3)
     deploys = infra.calls["deploy_agent_vm"]
 
-    state.unlink()
     fresh = engine_for(infra, state)
     created: list[str] = []
     infra.during_observe = lambda: created.append(

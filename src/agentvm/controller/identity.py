@@ -98,6 +98,28 @@ class Adopted:
     owner: str  # QuerySolutionId: the user who created it
 
 
+def self_signed_certificate(common_name: str, *, days: int) -> tuple[bytes, bytes]:
+    """A fresh self-signed certificate for ``common_name`` (EC P-256, SHA-256, valid from an hour ago for
+    ``days`` days) and its unencrypted PKCS#8 key, both PEM: (certificate, key)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
 @dataclass(frozen=True)
 class SolutionIdentity:
     """Where the solution's generated certificate lives (or will), and the adopted-agency record."""
@@ -126,26 +148,11 @@ class SolutionIdentity:
         """
         if self.has_certificate():
             return False
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, solution_key)])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
-            .sign(key, hashes.SHA256())
-        )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        cert_pem, key_pem = self_signed_certificate(solution_key, days=CERT_DAYS)
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             _write_private(self.key_file, key_pem)
-            _write_private(self.cert_file, cert.public_bytes(serialization.Encoding.PEM))
+            _write_private(self.cert_file, cert_pem)
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot write the solution's certificate into {self.directory}: {exc.strerror}; choose a "

@@ -36,9 +36,7 @@ from pathlib import Path
 from types import TracebackType
 
 from agentvm.backends.base import Backend
-from agentvm.controller.executor import EAM_METHODS as EAM_METHODS
 from agentvm.controller.executor import AgencyWait, Executor
-from agentvm.controller.executor import extension_spec as extension_spec
 from agentvm.controller.identity import SolutionIdentity
 from agentvm.controller.lease import holding
 from agentvm.controller.observe import AgencyObservation, Observation, read_addresses, read_snapshot
