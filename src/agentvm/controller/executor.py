@@ -21,9 +21,13 @@ Callers: ``controller.solution.Solution`` (the CLI's one-shot apply/destroy with
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -113,6 +117,20 @@ EAM_METHODS = frozenset(
 )
 
 CallListener = Callable[[str, float, str | None], None]
+WaitListener = Callable[[float], None]
+
+DEFAULT_WORKERS = 8  # changes of one batch carried out at once (``Executor.carry_out_all``); 1: in turn
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one change of a batch (``Executor.carry_out_all``) came to: the sentence ``carry_out`` returned,
+    or the error it raised; ``operation`` is the correlation id its calls carried (None: the caller's)."""
+
+    change: Change
+    operation: str | None = None
+    text: str | None = None
+    error: Exception | None = None
 
 
 @dataclass
@@ -169,8 +187,18 @@ class Executor:
     """Carries out typed changes on one vCenter for one solution, through ``backend``."""
 
     def __init__(
-        self, desired: DesiredState, session: Session, backend: Backend, identity: SolutionIdentity
+        self,
+        desired: DesiredState,
+        session: Session,
+        backend: Backend,
+        identity: SolutionIdentity,
+        *,
+        workers: int = DEFAULT_WORKERS,
     ) -> None:
+        """``workers``: how many changes of one batch ``carry_out_all`` carries out at once (1: in turn)."""
+        if workers < 1:
+            raise ConfigurationError(f"workers must be 1 or more (got {workers})")
+        self.workers = workers
         self.desired = desired
         self.solution = desired.solution
         self.session = session
@@ -179,6 +207,11 @@ class Executor:
         self.eam_session = session  # the session EAM calls go through (the extension's once logged in)
         self._own: list[Session] = []
         self._call_listeners: list[CallListener] = []
+        self._wait_listeners: list[WaitListener] = []
+        # guards what the pool's threads share: the waits' scope (``scope_host``) and the host-settings
+        # record of the batch running (host moid -> what was set; None outside a batch)
+        self._lock = threading.Lock()
+        self._batch_records: dict[str, dict[str, str] | None] | None = None
         self.certificate_accepted: bool | None = True if session.conn.by_certificate else None
         # a user login sees every agency (docs/eam.md): it finds the ones the solution does not own
         client = backend.eam_client
@@ -193,13 +226,15 @@ class Executor:
         *,
         backend: Backend | None = None,
         state_dir: Path | None = None,
+        workers: int = DEFAULT_WORKERS,
     ) -> Executor:
         """The executor of ``desired`` on ``session``'s vCenter: through ``backend`` (default: EAM on
         ``session``), with the solution's identity under ``state_dir`` (default ``$AGENTVM_STATE_DIR`` or
-        ``~/.local/state/agentvm``)."""
+        ``~/.local/state/agentvm``), carrying out up to ``workers`` changes of a batch at once."""
         base = state_dir if state_dir is not None else default_state_dir()
         identity = SolutionIdentity(solution_dir(base, session.url, desired.solution.key))
-        return cls(desired, session, backend if backend is not None else EamBackend(session), identity)
+        backend = backend if backend is not None else EamBackend(session)
+        return cls(desired, session, backend, identity, workers=workers)
 
     def close(self) -> None:
         """Log out the sessions the executor opened itself (the extension's), never the one it was given."""
@@ -230,6 +265,12 @@ class Executor:
         self._call_listeners.append(listener)
         for session in self.sessions():
             session.call_listeners.append(listener)
+
+    def add_wait_listener(self, listener: WaitListener) -> None:
+        """Call ``listener(seconds)`` after each batch ``carry_out_all`` ran on its pool, with the seconds
+        the caller waited for it. Those calls ran on the pool's threads, so a call listener that keeps
+        one thread's time spent in calls (the controller's own-time samples) adds this instead."""
+        self._wait_listeners.append(listener)
 
     # -- the extension's own session ------------------------------------------------------------------
 
@@ -380,6 +421,63 @@ class Executor:
                 return self.remove(change) or f"nothing to do: {describe_change(change)}"
         assert_never(change)
 
+    def carry_out_all(
+        self, changes: Sequence[Change], *, operations: Sequence[str | None] | None = None
+    ) -> list[Outcome]:
+        """Carry out independent changes — the host settings of different hosts, the hook answers of
+        different agents — up to ``workers`` at once; each one's ``Outcome``, in the order given.
+
+        Change ``i`` runs under the correlation id ``operations[i]`` (``Session.operation``; None, or no
+        ``operations``: the caller's), set in the thread that runs it. One change's error never stops
+        the others: it is that change's outcome, for the caller to report (and raise, or not). With one
+        worker, or one change, they run in turn on the caller's thread, as ``carry_out`` does. The
+        host-settings record (``destroy --host-settings``) is written once, after the batch. Interrupted
+        (KeyboardInterrupt), the changes not started yet are dropped and the running ones finish first.
+        Called by apply (``controller.solution``) and the controller (``controller.reconcile``).
+        """
+        ops = list(operations) if operations is not None else [None] * len(changes)
+        if len(ops) != len(changes):
+            raise ValueError(f"{len(changes)} change(s) but {len(ops)} correlation id(s)")
+        with self._lock:
+            self._batch_records = {}
+        try:
+            if self.workers == 1 or len(changes) <= 1:
+                return [self._outcome(change, op) for change, op in zip(changes, ops, strict=True)]
+            started = time.perf_counter()
+            pool = ThreadPoolExecutor(
+                max_workers=min(self.workers, len(changes)), thread_name_prefix="agentvm-executor"
+            )
+            try:
+                # each change in a copy of the caller's context: a worker's correlation id is its own
+                futures = [
+                    pool.submit(contextvars.copy_context().run, self._outcome, change, op)
+                    for change, op in zip(changes, ops, strict=True)
+                ]
+                outcomes = [future.result() for future in futures]
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+            waited = time.perf_counter() - started
+            for listener in self._wait_listeners:
+                listener(waited)
+            return outcomes
+        finally:
+            with self._lock:
+                records, self._batch_records = self._batch_records, None
+            if records:
+                self.identity.record_many_host_settings(records)
+
+    def _outcome(self, change: Change, operation: str | None) -> Outcome:
+        """``carry_out(change)`` under ``operation``, its error caught: one change of a batch."""
+        try:
+            if operation is None:
+                text = self.carry_out(change)
+            else:
+                with self.session.operation(operation):
+                    text = self.carry_out(change)
+        except Exception as exc:  # the caller reports it: one change's failure never stops the others
+            return Outcome(change, operation, error=exc)
+        return Outcome(change, operation, text=text)
+
     def remove(self, change: Removal) -> str | None:
         """Carry out one of destroy's changes; the sentence saying what was done, None when there was
         nothing to remove (a second destroy changes nothing and says so)."""
@@ -482,7 +580,12 @@ class Executor:
             )
             if before is None and value is not None
         }
-        self.identity.record_host_settings(host.moid, ours)
+        with self._lock:
+            batch = self._batch_records
+            if batch is not None:  # a batch writes the record once, at its end
+                batch[host.moid] = {**(batch.get(host.moid) or {}), **ours}
+        if batch is None:
+            self.identity.record_host_settings(host.moid, ours)
         return f"set the AgentVM settings on {host_label(host)}: {host_settings_text(change)}"
 
     def clear_host_settings(self, snapshot: InventorySnapshot) -> list[str]:
@@ -572,7 +675,12 @@ class Executor:
         self.backend.mark_available(change.agent)
 
     def scope_host(self, wait: AgencyWait, moid: str) -> tuple[ScopeHost, IPv4Address | None]:
-        """The host and its planned address; a host that joined the scope meanwhile gets the next one."""
+        """The host and its planned address; a host that joined the scope meanwhile gets the next one.
+        Locked: the wait's scope and addresses are shared by the threads of a batch."""
+        with self._lock:
+            return self._scope_host(wait, moid)
+
+    def _scope_host(self, wait: AgencyWait, moid: str) -> tuple[ScopeHost, IPv4Address | None]:
         host = wait.resolved.host(moid)
         spec = wait.resolved.spec
         if host is None or (spec.ip_plan is not None and moid not in wait.addresses):

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,14 +207,21 @@ class SolutionIdentity:
     def record_host_settings(self, host: str, fields: dict[str, str] | None) -> None:
         """Add what apply set on ``host`` to the record (None: forget the host). Best effort, as
         ``record_adopted``: without the record, ``destroy --host-settings`` clears nothing on that host."""
+        self.record_many_host_settings({host: fields})
+
+    def record_many_host_settings(self, hosts: Mapping[str, dict[str, str] | None]) -> None:
+        """``record_host_settings`` for many hosts in one read and one write of the record (the
+        executor's concurrent batches: one write per host would cost O(hosts²) at thousands of hosts)."""
         record = self.host_settings()
-        if fields is None:
-            if record.pop(host, None) is None:
-                return
-        elif not fields:
+        changed = False
+        for host, fields in hosts.items():
+            if fields is None:
+                changed = record.pop(host, None) is not None or changed
+            elif fields:
+                record[host] = {**record.get(host, {}), **fields}
+                changed = True
+        if not changed:
             return
-        else:
-            record[host] = {**record.get(host, {}), **fields}
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             text = json.dumps(dict(sorted(record.items())), indent=2) + "\n"

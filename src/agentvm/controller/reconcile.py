@@ -41,7 +41,7 @@ from pathlib import Path
 
 from agentvm.backends.base import AgencyStatus, Backend
 from agentvm.controller.events import EventLog
-from agentvm.controller.executor import AgencyWait, Executor
+from agentvm.controller.executor import DEFAULT_WORKERS, AgencyWait, Executor
 from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
 from agentvm.controller.observe import read_addresses
@@ -65,7 +65,7 @@ from agentvm.core.heal import (
     plan_heal_agencies,
 )
 from agentvm.core.hooks import hook_key, hooks_due
-from agentvm.core.plan import ChangeKind, SetHostSettings, UpdateAgency
+from agentvm.core.plan import AnswerHook, ChangeKind, SetHostSettings, UpdateAgency
 from agentvm.core.progress import host_rows
 from agentvm.model.agency import AgentRuntime, GoalState, Issue, MoRef
 from agentvm.model.desired import DesiredState
@@ -109,7 +109,8 @@ class Reconciler:
     ``conditions`` gives the host conditions the watch saw last (maintenance, standby, unreachable);
     ``placements`` the hosts of the given VMs as the watch saw them last (without it, the last full pass's
     inventory); ``clock`` is monotonic seconds (faked in tests); ``state_dir`` is where the solution's
-    generated certificate is kept (``agentvm run --state-dir``).
+    generated certificate is kept (``agentvm run --state-dir``); ``workers`` how many due hooks, and how
+    many hosts' settings, are answered or set at once (``Executor.carry_out_all``; 1: one after the other).
     """
 
     def __init__(
@@ -126,11 +127,12 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
         check_packages: bool = True,
         state_dir: Path | None = None,
+        workers: int = DEFAULT_WORKERS,
     ) -> None:
         self.desired = desired
         self.session = session
         self._clock = clock
-        self.executor = Executor.open(desired, session, backend=backend, state_dir=state_dir)
+        self.executor = Executor.open(desired, session, backend=backend, state_dir=state_dir, workers=workers)
         # a host that left the scope is a warning: the others stay managed
         self.planner = Planner(desired, self.executor, strict_static_hosts=False)
         self._warned: set[str] = set()  # plan warnings published as events, until they go away
@@ -235,20 +237,18 @@ class Reconciler:
         found disabled is enabled even when its config is right."""
         done = 0
         snapshot = plan.observation.snapshot
+        hosts: list[SetHostSettings] = []  # set together, concurrently, in their place in the plan
         for change in plan.changes:
+            if isinstance(change, SetHostSettings):
+                hosts.append(change)
+                continue
+            done += self._set_host_settings(hosts, snapshot)
+            hosts = []
             if change.agency is None:
                 action = "certificate" if change.kind in CERTIFICATE_KINDS else "extension"
                 self._act(action, functools.partial(self.executor.carry_out, change))
                 done += 1
-            elif isinstance(change, SetHostSettings):
-                self._act(
-                    "host-settings",
-                    functools.partial(self.executor.carry_out, change),
-                    agency=change.agency,
-                    host=self._host_path(snapshot, change.host),
-                    host_moid=change.host,
-                )
-                done += 1
+        done += self._set_host_settings(hosts, snapshot)
         for agency in plan.observation.agencies:
             planned = next(
                 (c for c in plan.changes if c.agency == agency.name and c.kind in AGENCY_KINDS), None
@@ -261,6 +261,36 @@ class Reconciler:
                 done += 1
         return done
 
+    def _set_host_settings(self, changes: Sequence[SetHostSettings], snapshot: InventorySnapshot) -> int:
+        """Set these hosts' AgentVM settings concurrently (``Executor.carry_out_all``), one action each
+        (its own correlation id, log line and event). A host that fails is reported and does not stop
+        the others; once they are done, the first error is raised (the pass fails and is retried)."""
+        if not changes:
+            return 0
+        cids = [self._new_cid() for _ in changes]
+        outcomes = self.executor.carry_out_all(changes, operations=cids)
+        done = 0
+        failed: Exception | None = None
+        for change, cid, outcome in zip(changes, cids, outcomes, strict=True):
+            where = {
+                "agency": change.agency,
+                "host": self._host_path(snapshot, change.host),
+                "host_moid": change.host,
+            }
+            if outcome.error is not None:
+                self._report_failure("host-settings", outcome.error, cid, **where)
+                failed = failed or outcome.error
+                continue
+            assert outcome.text is not None
+            self._report("host-settings", outcome.text, cid, **where)
+            done += 1
+        if failed is not None:
+            raise failed
+        return done
+
+    def _new_cid(self) -> str:
+        return f"{self._cid}-{next(self._seq)}"
+
     def _act(
         self,
         action: str,
@@ -271,9 +301,23 @@ class Reconciler:
         host_moid: str | None = None,
     ) -> str:
         """Run one action under a fresh correlation id; log it and publish it as an event."""
-        cid = f"{self._cid}-{next(self._seq)}"
+        cid = self._new_cid()
         with self.session.operation(cid):
             text = do()
+        self._report(action, text, cid, agency=agency, host=host, host_moid=host_moid)
+        return cid
+
+    def _report(
+        self,
+        action: str,
+        text: str,
+        cid: str,
+        *,
+        agency: str | None = None,
+        host: str | None = None,
+        host_moid: str | None = None,
+    ) -> None:
+        """One action line and one event for an action done under ``cid``."""
         action_log(text, action=action, correlation_id=cid, agency=agency, host=host, host_moid=host_moid)
         self.events.publish(
             "action",
@@ -284,7 +328,38 @@ class Reconciler:
             correlation_id=cid,
             data={"action": action},
         )
-        return cid
+
+    def _report_failure(
+        self,
+        action: str,
+        error: Exception,
+        cid: str,
+        *,
+        agency: str | None = None,
+        host: str | None = None,
+        host_moid: str | None = None,
+    ) -> None:
+        """One error line and one error event for an action of a batch that failed under ``cid``."""
+        text = f"{action} failed on {host or host_moid or agency}: {error}"
+        action_log(
+            text,
+            action=action,
+            correlation_id=cid,
+            agency=agency,
+            host=host,
+            host_moid=host_moid,
+            level=logging.ERROR,
+        )
+        self.events.publish(
+            "action",
+            text,
+            level="error",
+            agency=agency,
+            host=host_moid,
+            host_name=host,
+            correlation_id=cid,
+            data={"action": action, "failed": True},
+        )
 
     # -- hooks ----------------------------------------------------------------------------------------
 
@@ -299,29 +374,47 @@ class Reconciler:
             del self._tracked.hook_seen[key]
         for agent in status.pending_hooks:
             self._tracked.hook_seen.setdefault(hook_key(agent), now)
-        done = 0
+        # every due hook of the poll at once (``Executor.carry_out_all``), each its own action: its values
+        # worked out here under its correlation id, written into its VM and marked available on the pool
+        due: list[tuple[AgentRuntime, str, str, str, AnswerHook]] = []  # agent, moid, path, cid, change
+        failed: Exception | None = None
         for agent in hooks_due(status.pending_hooks, wait.answered, now):
-            key = hook_key(agent)
             moid = agent.host.value
             path = self._host_path(wait.snapshot, moid) or agent.host_name
-
-            def answer(agent: AgentRuntime = agent, path: str = path) -> str:
-                change = self.executor.hook_answer(wait, agent)
-                self.executor.answer_hook(change)
-                planned = wait.addresses.get(change.host_moid)
-                address = f" with address {planned}" if planned else ""
-                return (
-                    f"{wait.name}: answered the {change.state.value} hook of {change.vm.value} on {path}"
-                    f"{address}"
-                )
-
+            cid = self._new_cid()
             try:
-                self._act("answer-hook", answer, agency=wait.name, host=path, host_moid=moid)
+                with self.session.operation(cid):
+                    change = self.executor.hook_answer(wait, agent)
             except NotFoundError:
                 continue  # the agent went away (its host left the scope)
+            except Exception as exc:  # reported now, raised once the others are answered
+                self._report_failure("answer-hook", exc, cid, agency=wait.name, host=path, host_moid=moid)
+                failed = failed or exc
+                continue
+            due.append((agent, moid, path, cid, change))
+        outcomes = self.executor.carry_out_all([d[4] for d in due], operations=[d[3] for d in due])
+        done = 0
+        for (agent, moid, path, cid, change), outcome in zip(due, outcomes, strict=True):
+            if isinstance(outcome.error, NotFoundError):
+                continue  # the agent went away (its host left the scope)
+            if outcome.error is not None:
+                self._report_failure(
+                    "answer-hook", outcome.error, cid, agency=wait.name, host=path, host_moid=moid
+                )
+                failed = failed or outcome.error
+                continue
+            planned = wait.addresses.get(change.host_moid)
+            address = f" with address {planned}" if planned else ""
+            text = (
+                f"{wait.name}: answered the {change.state.value} hook of {change.vm.value} on {path}{address}"
+            )
+            self._report("answer-hook", text, cid, agency=wait.name, host=path, host_moid=moid)
+            key = hook_key(agent)
             wait.answered[key] = now
             self.metrics.hook_latency.observe(max(0.0, self._clock() - self._tracked.hook_seen[key]))
             done += 1
+        if failed is not None:
+            raise failed
         return done
 
     # -- healing --------------------------------------------------------------------------------------

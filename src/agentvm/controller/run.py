@@ -46,6 +46,7 @@ from typing import Any
 
 from agentvm.backends.base import Backend
 from agentvm.controller.events import EventLog
+from agentvm.controller.executor import DEFAULT_WORKERS
 from agentvm.controller.lease import Lease
 from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
@@ -77,6 +78,7 @@ class Settings:
     watch_max_wait: int = 1  # WaitForUpdatesEx bound: how soon the watch notices a stop
     check_packages: bool = True  # download and check the OVF before an agency change
     fast_after_change: float = 10.0  # poll fast this long after a vCenter change (EAM reacts to it later)
+    workers: int = DEFAULT_WORKERS  # hooks answered / hosts' settings set at once (1: one after the other)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ class Controller:
             placements=self.watch.vm_hosts,
             check_packages=settings.check_packages,
             state_dir=state_dir,
+            workers=settings.workers,
         )
         self.backend = self.reconciler.backend
         self._stop = threading.Event()
@@ -164,6 +167,7 @@ class Controller:
         self._pass_call_seconds = 0.0
         self._first_resolve: tuple[float, float] | None = None
         self.reconciler.add_call_listener(self._on_call)  # the extension's session too, opened later
+        self.reconciler.executor.add_wait_listener(self._on_pool_wait)
         self.netsync = netsync
         self._netsync_seen = _NetsyncSeen()
         if netsync is not None:
@@ -377,6 +381,12 @@ class Controller:
         if method == "Resolve" and self._first_resolve is None:
             self._first_resolve = (time.perf_counter() - seconds, self._pass_call_seconds)
         self._pass_call_seconds += seconds
+
+    def _on_pool_wait(self, seconds: float) -> None:
+        """The loop thread waited ``seconds`` for a batch whose calls ran on the executor's pool: call
+        time, not agentvm's own (``_on_call`` counts the loop thread's calls only)."""
+        if threading.get_ident() == self._loop_ident:
+            self._pass_call_seconds += seconds
 
     # -- the network sync ------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 
 from agentvm.backends.base import Backend
-from agentvm.controller.executor import AgencyWait, Executor
+from agentvm.controller.executor import DEFAULT_WORKERS, AgencyWait, Executor, Outcome
 from agentvm.controller.identity import SolutionIdentity
 from agentvm.controller.lease import holding
 from agentvm.controller.observe import AgencyObservation, Observation, read_addresses, read_snapshot
@@ -119,16 +119,18 @@ class Solution:
         sleep: Callable[[float], None] = time.sleep,
         state_dir: Path | None = None,
         policy: HealPolicy | None = None,
+        workers: int = DEFAULT_WORKERS,
     ) -> None:
         """``backend``: what runs the agents (default: EAM on ``session``). ``state_dir``: where the
         solution's generated certificate is kept (``controller.identity``; default ``$AGENTVM_STATE_DIR``
         or ``~/.local/state/agentvm``). ``policy``: the heal policy of apply's wait (default: the
-        controller's, with a random jitter seed)."""
+        controller's, with a random jitter seed). ``workers``: how many hosts' settings, and how many
+        hooks, apply sets or answers at once (``Executor.carry_out_all``; 1: one after the other)."""
         self.desired = desired
         self.session = session
         self._clock = clock
         self._sleep = sleep
-        self.executor = Executor.open(desired, session, backend=backend, state_dir=state_dir)
+        self.executor = Executor.open(desired, session, backend=backend, state_dir=state_dir, workers=workers)
         self.planner = Planner(desired, self.executor)
         self.policy = policy if policy is not None else HealPolicy(seed=secrets.randbits(32))
 
@@ -206,9 +208,17 @@ class Solution:
         actions: list[str] = []
         if self._nothing_to_do(plan):  # another apply did it while this one waited for the lease
             return self._unchanged(plan, started)
-        for change in plan.changes:  # the solution-wide changes first, in plan order
-            if change.agency is None or isinstance(change, SetHostSettings):
+        # the solution-wide changes first, in plan order; the hosts' settings together, concurrently
+        settings: list[SetHostSettings] = []
+        for change in plan.changes:
+            if isinstance(change, SetHostSettings):
+                settings.append(change)
+                continue
+            actions += self._set_host_settings(settings)
+            settings = []
+            if change.agency is None:
                 actions.append(self.executor.carry_out(change))
+        actions += self._set_host_settings(settings)
         waits: list[AgencyWait] = []
         for agency in plan.observation.agencies:
             wait = self._apply_agency(plan, agency, actions)
@@ -230,6 +240,13 @@ class Solution:
             tuple(self._problem_line(waits, d) for d in outcome.stopped),
             outcome.polls,
         )
+
+    def _set_host_settings(self, changes: list[SetHostSettings]) -> list[str]:
+        """Set these hosts' AgentVM settings concurrently (``Executor.carry_out_all``); what was done.
+        A host that fails does not stop the others: once they are done, its error is raised."""
+        outcomes = self.executor.carry_out_all(changes)
+        _raise_first_error(outcomes)
+        return [o.text for o in outcomes if o.text is not None]
 
     def _where(self, waits: list[AgencyWait], issue: Issue) -> str:
         wait = next((w for w in waits if w.status is not None and w.status.agency == issue.agency), None)
@@ -282,15 +299,17 @@ class Solution:
             return False
         acted = False
         now = self._clock()
-        for agent in hooks_due(wait.status.pending_hooks, wait.answered, now):
-            answer = self.executor.hook_answer(wait, agent)
-            try:
-                self.executor.answer_hook(answer)  # its values into the VM, then MarkAsAvailable
-            except NotFoundError:
-                continue  # the agent or its VM went away (host left the scope), as the controller says
+        due = list(hooks_due(wait.status.pending_hooks, wait.answered, now))
+        answers = [self.executor.hook_answer(wait, agent) for agent in due]
+        # concurrently: each answer writes its values into its VM, then MarkAsAvailable
+        outcomes = self.executor.carry_out_all(answers)
+        for agent, answer, outcome in zip(due, answers, outcomes, strict=True):
+            if outcome.error is not None:
+                continue  # NotFoundError: gone (its host left the scope), as the controller says; else raised
             wait.answered[hook_key(agent)] = now
             acted = True
             log.info("%s: answered the %s hook of %s", wait.name, answer.state.value, agent.host.value)
+        _raise_first_error(outcomes, ignore=NotFoundError)
         return acted
 
     # -- waiting ------------------------------------------------------------------------------------
@@ -485,6 +504,17 @@ class Solution:
             actions.append(unregistered)
         vim, eam = self.call_counts()
         return DestroyReport(tuple(actions), self._clock() - started, vim, eam, host_settings_left=left)
+
+
+def _raise_first_error(outcomes: list[Outcome], ignore: type[Exception] | None = None) -> None:
+    """Raise the first error of a batch, once every change of it was carried out (the others are
+    logged); errors of type ``ignore`` are none."""
+    errors = [o.error for o in outcomes if o.error is not None]
+    errors = [e for e in errors if ignore is None or not isinstance(e, ignore)]
+    for error in errors[1:]:
+        log.warning("%s", error)
+    if errors:
+        raise errors[0]
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,11 @@ call made on them:
 - raises only agentvm errors (``faults.to_agentvm_error``), with the vSphere fault as ``__cause__``.
 
 Session ids are secrets: they appear in logs only truncated (``session_hint``).
+
+A session is shared by threads (the executor's pool carries out changes concurrently): pyVmomi's stub keeps
+a locked pool of HTTP connections and a per-thread request context (where the opId goes); the call counts
+are locked; one re-login serves every thread that saw the session expire (``_generation``); the correlation
+id is a ContextVar, so a thread runs under the caller's only if it runs in a copy of the caller's context.
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ _OPERATION: contextvars.ContextVar[str | None] = contextvars.ContextVar("agentvm
 _LOGIN_METHODS = frozenset({"Login", "LoginExtensionByCertificate", "RetrieveServiceContent", "Logout"})
 _SESSION_FAULTS = frozenset({"NotAuthenticated", "EamInvalidLogin"})
 _OPID_HEADER = "operationID"
+# HTTP connections kept open per endpoint: enough for the executor's pool (8 workers by default) and its
+# caller; past it, a concurrent call opens (and closes) a connection of its own: one TLS handshake each
+_CONNECTIONS = 16
 
 
 class CallStats:
@@ -102,7 +110,7 @@ class Session:
         self.timeout = timeout
         self.stats = CallStats()
         self._prefix = f"{correlation_prefix}-{secrets.token_hex(3)}"
-        self._seq = itertools.count(1)
+        self._seq = itertools.count(1)  # next() on it is atomic: opIds stay unique across threads
         self._pinned = tls.normalize_thumbprint(conn.thumbprint) if conn.thumbprint else None
         self._check_login_settings()
         self._ssl: ssl.SSLContext | None = tls.ssl_context(conn) if conn.scheme == "https" else None
@@ -355,7 +363,7 @@ class Session:
 
     def _new_soap(self, *, path: str, version: str) -> Any:
         conn = self.conn
-        kwargs: dict[str, Any] = {"httpConnectionTimeout": self.timeout}
+        kwargs: dict[str, Any] = {"httpConnectionTimeout": self.timeout, "poolSize": _CONNECTIONS}
         if conn.scheme == "https":
             kwargs["sslContext"] = self._ssl
             port = conn.port
