@@ -4,8 +4,10 @@ and the controller.
 ``Executor(desired, session, backend, identity)`` holds the vim25 ``Session`` it was given (never logged
 out here), the backend (EAM, or agentvm's own engine) and the solution's identity (its certificate and
 records, ``controller.identity``). ``carry_out(change)`` does one change and returns the sentence that says
-what was done; ``answer_hook`` answers one hook. The executor decides nothing: every value it needs is in
-the change. Where the backends differ it asks the backend (``login_owns_agencies``, ``eam_client``).
+what was done; ``answer_hook`` answers one hook; ``carry_out_all(changes)`` carries out independent changes
+(hosts' settings, hook answers) concurrently, up to ``workers`` at once, each its own ``Outcome``. The
+executor decides nothing: every value it needs is in the change. Where the backends differ it asks the
+backend (``login_owns_agencies``, ``eam_client``).
 
 **Who owns the agencies.** EAM gives an agency to the session that creates it, and a solution's QueryAgency
 lists only its own (docs/eam.md). So with such a backend every EAM call goes through the extension's own

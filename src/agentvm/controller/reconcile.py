@@ -9,7 +9,9 @@ code of ``agentvm apply``:
   then the plan's changes — register/update the extension, set the AgentVM settings of hosts that joined
   the scope (before EAM needs them), create/update/enable the agencies — then ``poll``.
 - ``poll()``: observe every agency through the backend, answer each pending hook when ``core.hooks`` says
-  it is due (the host's values written into ``vmHook.vm``, then MarkAsAvailable: ``Executor.answer_hook``),
+  it is due (the host's values written into ``vmHook.vm``, then MarkAsAvailable: ``Executor.answer_hook``;
+  all those due at once through the executor's bounded pool, ``Executor.carry_out_all``, as are the
+  hosts' settings of a full pass),
   and heal with ``core.heal`` (resolve active issues with backoff, give up after N and say so, report
   passive ones with their fix, leave hosts in maintenance mode alone). Before resolving, the hosts
   concerned are read again (one call for all, ``vsphere.hosts.read_hosts``, classified by

@@ -11,11 +11,12 @@ module adds is the waiter on top.
 - ``apply()`` plans first — every validation error is raised before the first change — then carries out
   the plan's changes in order (extension, certificate, hosts' AgentVM settings, agencies), answers each
   pending ``provisioned`` hook (the host's values written into the hook's VM, then MarkAsAvailable; again
-  only as ``core.hooks`` says), and waits until every agency is green or the timeout passes, reporting a
-  ``Progress`` after each poll. While it waits it heals with ``core.heal`` — the controller's policy:
-  active issues (VmPoweredOff, VmNotDeployed, …) are resolved with backoff and a bounded number of tries;
-  a passive issue (a person must act), or an active one given up on, stops the wait at once: the report's
-  ``problems`` name the issue, the host and the fix.
+  only as ``core.hooks`` says) — the hosts' settings, and the hooks due at one poll, concurrently through
+  the executor's bounded pool (``Executor.carry_out_all``) — and waits until every agency is green or
+  the timeout passes, reporting a ``Progress`` after each poll. While it waits it heals with
+  ``core.heal`` — the controller's policy: active issues (VmPoweredOff, VmNotDeployed, …) are resolved
+  with backoff and a bounded number of tries; a passive issue (a person must act), or an active one given
+  up on, stops the wait at once: the report's ``problems`` name the issue, the host and the fix.
 - ``destroy()``: Uninstall → wait until green → DestroyAgency → unregister the extension. Agent VMs left
   by an agency the backend no longer knows (the direct engine's lost state) are purged and waited for too.
 

@@ -1,0 +1,248 @@
+"""What the executor's bounded pool (``Executor.carry_out_all``) gains: hosts' AgentVM settings and apply.
+
+Two tables, each with the pool at 1 worker (one change after the other, as before the pool) and at 8:
+
+- host settings alone: every host of a fresh vcsim gets its AgentVM datastore and network
+  (``SetHostSettings`` through ``carry_out_all``), with the simulator answering at once and with
+  ``--delay`` milliseconds per call (a real vCenter answers in milliseconds). The floor, same run: a bare
+  pyVmomi client that reads every host's EsxAgentHostManager in one call and then sends one
+  ``EsxAgentHostManagerUpdateConfig`` per host, in turn and on 8 threads.
+- apply: ``Solution.apply`` of the contrail example (provisioned hook) over every host of the lab, through
+  the lab's EAM, to all green; the floor is the lab's own deploy (a bare pyVmomi CreateAgency without
+  hooks, to all green: bench/bench_eam_deploy.py).
+
+Run: .venv/bin/python bench/bench_apply_pool.py [--settings 64,500] [--apply 64] [--delay 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench_eam_deploy import measure as lab_deploy
+from pyVim.connect import Connect, Disconnect
+from pyVmomi import vim, vmodl
+
+from agentvm.controller.executor import Executor
+from agentvm.controller.solution import Solution
+from agentvm.core.plan import HostSetting, SetHostSettings
+from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo
+from agentvm.lab.world import Lab
+from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.model.desired import ScopeHost
+from agentvm.spec import load_spec_text
+from agentvm.vsphere.inventory import read_inventory
+from agentvm.vsphere.session import Session
+
+MANAGER = "configManager.esxAgentHostManager"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "contrail.yaml"
+WIDE = {  # the example over every cluster of the lab, with addresses for 958 hosts
+    "    scope:\n      - /DC0/host/DC0_C0\n      - /DC0/host/DC0_C1\n": '    scope: ["/DC0/host/*"]\n',
+    "cidr: 10.10.0.0/24": "cidr: 10.10.0.0/22",
+    "range: 10.10.0.10-10.10.0.200": "range: 10.10.0.10-10.10.3.200",
+}
+
+
+def shape(hosts: int) -> Shape:
+    """Clusters of at most 100 hosts."""
+    clusters = max(1, -(-hosts // 100))
+    return Shape(clusters=clusters, hosts=hosts // clusters, dvs=False)
+
+
+def conn(info: VcsimInfo) -> VCenterConnection:
+    return VCenterConnection(
+        url=info.url, username=info.username, password=Secret(info.password), thumbprint=info.thumbprint
+    )
+
+
+def spec_text() -> str:
+    text = EXAMPLE.read_text()
+    for old, new in WIDE.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def env(info: VcsimInfo, ovf_url: str = "http://127.0.0.1:9") -> dict[str, str]:
+    return {
+        **os.environ,
+        "AGENTVM_URL": info.url,
+        "AGENTVM_USERNAME": info.username,
+        "AGENTVM_PASSWORD": info.password,
+        "AGENTVM_THUMBPRINT": info.thumbprint,
+        "AGENTVM_LAB_OVF_URL": ovf_url,
+    }
+
+
+# ------------------------------------------------------------------------------------------ host settings
+
+
+def agentvm_settings(hosts: int, delay: int, workers: int) -> tuple[float, int]:
+    """(seconds, vim25 calls) to set every host's settings through the executor's pool."""
+    with Vcsim(shape(hosts), delay=delay) as sim, Session(conn(sim.info)) as session:
+        desired = load_spec_text(spec_text(), env=env(sim.info))
+        found = sorted(read_inventory(session).hosts, key=lambda h: h.name)
+        changes = [
+            SetHostSettings(
+                ScopeHost(h.moref.value, h.name, h.path),
+                "contrail",
+                datastore=HostSetting("LocalDS_0", h.datastores[0]),
+                network=HostSetting("VM Network", h.networks[0]),
+            )
+            for h in found
+        ]
+        with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:
+            executor = Executor.open(desired, session, state_dir=Path(tmp), workers=workers)
+            before = session.stats.total
+            started = time.perf_counter()
+            outcomes = executor.carry_out_all(changes)
+            seconds = time.perf_counter() - started
+            assert all(o.error is None for o in outcomes), [o.error for o in outcomes if o.error][:3]
+            return seconds, session.stats.total - before
+
+
+def floor_settings(hosts: int, delay: int, threads: int) -> tuple[float, int]:
+    """(seconds, calls) of bare pyVmomi: one bulk read of the managers, one UpdateConfig per host."""
+    with Vcsim(shape(hosts), delay=delay) as sim:
+        info = sim.info
+        si = Connect(
+            host=info.host,
+            port=info.port,
+            user=info.username,
+            pwd=info.password,
+            sslContext=ssl._create_unverified_context(),  # noqa: S323 - loopback lab
+        )
+        try:
+            content = si.RetrieveContent()
+            view = content.viewManager.CreateContainerView(content.rootFolder, [vim.HostSystem], True)
+            pc = vmodl.query.PropertyCollector
+            spec = pc.FilterSpec(
+                objectSet=[
+                    pc.ObjectSpec(
+                        obj=view,
+                        skip=True,
+                        selectSet=[pc.TraversalSpec(type=vim.view.ContainerView, path="view", skip=False)],
+                    )
+                ],
+                propSet=[
+                    pc.PropertySpec(
+                        type=vim.HostSystem,
+                        pathSet=["configManager.esxAgentHostManager", "datastore", "network"],
+                    )
+                ],
+            )
+            started = time.perf_counter()
+            result = content.propertyCollector.RetrievePropertiesEx([spec], pc.RetrieveOptions())
+            objects = list(result.objects)
+            calls = 1
+            while result.token:
+                result = content.propertyCollector.ContinueRetrievePropertiesEx(result.token)
+                objects += result.objects
+                calls += 1
+            jobs: list[Callable[[], Any]] = []
+            for obj in objects:
+                props = {p.name: p.val for p in obj.propSet}
+                manager = props[MANAGER]
+                config = vim.host.EsxAgentHostManager.ConfigInfo(
+                    agentVmDatastore=props["datastore"][0], agentVmNetwork=props["network"][0]
+                )
+                jobs.append(lambda m=manager, c=config: m.EsxAgentHostManagerUpdateConfig(configInfo=c))
+            run_all(jobs, threads)
+            seconds = time.perf_counter() - started
+            return seconds, calls + len(jobs)
+        finally:
+            Disconnect(si)
+
+
+def run_all(jobs: list[Callable[[], Any]], threads: int) -> None:
+    if threads == 1:
+        for job in jobs:
+            job()
+        return
+    lock = threading.Lock()
+    pending = list(jobs)
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                job = pending.pop()
+            job()
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+# -------------------------------------------------------------------------------------------------- apply
+
+
+def agentvm_apply(hosts: int, workers: int) -> tuple[bool, float, int, int, int]:
+    """(green, seconds, vim25 calls, EAM calls, polls) of apply over every host."""
+    lab = Lab(shape(hosts), netsync=False)
+    info = lab.start()
+    try:
+        desired = load_spec_text(spec_text(), env={**os.environ, **info.env()})
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp,
+            Session(conn(info.vcsim)) as session,
+            Solution(desired, session, state_dir=Path(tmp), workers=workers) as solution,
+        ):
+            started = time.perf_counter()
+            report = solution.apply(timeout=3600)
+            seconds = time.perf_counter() - started
+            return report.green, seconds, report.vim_calls, report.eam_calls, report.polls
+    finally:
+        lab.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", default="64,500", help="host counts for the host-settings table")
+    parser.add_argument("--apply", default="64", help="host counts for the apply table ('' for none)")
+    parser.add_argument("--delay", type=int, default=10, help="ms per SOAP call in the second settings run")
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.settings.split(",") if n]
+    print("host settings: seconds (vim25 calls)")
+    print(f"{'hosts':>6} {'delay':>6} {'pool 1':>14} {'pool 8':>14} {'floor, 1 thread':>16} {'floor, 8':>14}")
+    for hosts in sizes:
+        for delay in (0, args.delay):
+            cells = [
+                agentvm_settings(hosts, delay, 1),
+                agentvm_settings(hosts, delay, 8),
+                floor_settings(hosts, delay, 1),
+                floor_settings(hosts, delay, 8),
+            ]
+            text = " ".join(
+                f"{f'{s:.2f} ({c})':>{w}}" for (s, c), w in zip(cells, (14, 14, 16, 14), strict=True)
+            )
+            print(f"{hosts:>6} {delay:>4}ms {text}", flush=True)
+    applies = [int(n) for n in args.apply.split(",") if n]
+    if applies:
+        print("\napply to all green (contrail, provisioned hook, lab's EAM)")
+        print(f"{'hosts':>6} {'workers':>8} {'green':>6} {'seconds':>8} {'vim25':>7} {'EAM':>7} {'polls':>6}")
+    for hosts in applies:
+        for workers in (1, 8):
+            green, seconds, vim_calls, eam_calls, polls = agentvm_apply(hosts, workers)
+            print(
+                f"{hosts:>6} {workers:>8} {green!s:>6} {seconds:>8.1f} {vim_calls:>7} {eam_calls:>7} "
+                f"{polls:>6}",
+                flush=True,
+            )
+        s = shape(hosts)
+        total, seconds, _, _ = lab_deploy(s.clusters, s.hosts, 0)
+        print(f"{total:>6} {'floor':>8} {'True':>6} {seconds:>8.1f}   (the lab's own deploy, no hooks)")
+
+
+if __name__ == "__main__":
+    main()
