@@ -144,3 +144,34 @@ def test_thumbprints_are_the_certificates_digests_as_vsphere_shows_them(tmp_path
     assert record.host == socket.gethostname() and record.file == str(cert_file)
     with pytest.raises(ValueError):
         thumbprints(b"not a certificate")
+
+
+_FIELDS = st.dictionaries(
+    st.sampled_from(["datastore", "network"]), st.sampled_from(["Datastore:datastore-1", "Network:network-2"])
+)
+_RECORDS = st.dictionaries(st.sampled_from([f"host-{i}" for i in range(6)]), st.none() | _FIELDS, max_size=6)
+
+
+@settings(max_examples=30)
+@given(before=_RECORDS, batch=_RECORDS)
+def test_recording_many_hosts_settings_at_once_is_recording_them_one_by_one(
+    tmp_path_factory: pytest.TempPathFactory,
+    before: dict[str, dict[str, str] | None],
+    batch: dict[str, dict[str, str] | None],
+) -> None:
+    one_by_one = SolutionIdentity(tmp_path_factory.mktemp("one"))
+    at_once = SolutionIdentity(tmp_path_factory.mktemp("many"))
+    for identity in (one_by_one, at_once):
+        for host, fields in before.items():
+            identity.record_host_settings(host, fields)
+    for host, fields in batch.items():
+        one_by_one.record_host_settings(host, fields)
+    at_once.record_many_host_settings(batch)
+    assert at_once.host_settings() == one_by_one.host_settings()
+    expected = {h: dict(f) for h, f in before.items() if f}
+    for host, fields in batch.items():
+        if fields is None:
+            expected.pop(host, None)
+        elif fields:
+            expected[host] = {**expected.get(host, {}), **fields}
+    assert at_once.host_settings() == expected
