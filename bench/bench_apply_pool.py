@@ -7,11 +7,14 @@ Two tables, each with the pool at 1 worker (one change after the other, as befor
   ``--delay`` milliseconds per call (a real vCenter answers in milliseconds). The floor, same run: a bare
   pyVmomi client that reads every host's EsxAgentHostManager in one call and then sends one
   ``EsxAgentHostManagerUpdateConfig`` per host, in turn and on 8 threads.
+- hooks alone: every agent's provisioned hook pending at once (nobody answered them), answered a quarter
+  each way: the executor's pool at 1 and 8 workers, and the floor, bare pyVmomi (ReconfigVM_Task of one
+  guestinfo value, polling its task, MarkAsAvailable) in turn and on 8 threads.
 - apply: ``Solution.apply`` of the contrail example (provisioned hook) over every host of the lab, through
   the lab's EAM, to all green; the floor is the lab's own deploy (a bare pyVmomi CreateAgency without
   hooks, to all green: bench/bench_eam_deploy.py).
 
-Run: .venv/bin/python bench/bench_apply_pool.py [--settings 64,500] [--apply 64] [--delay 10]
+Run: .venv/bin/python bench/bench_apply_pool.py [--settings 64,500] [--delay 10] [--hooks 128] [--apply 64]
 """
 
 from __future__ import annotations
@@ -28,13 +31,15 @@ from typing import Any
 
 from bench_eam_deploy import measure as lab_deploy
 from pyVim.connect import Connect, Disconnect
-from pyVmomi import vim, vmodl
+from pyVmomi import SoapStubAdapter, eam, vim, vmodl
 
-from agentvm.controller.executor import Executor
+from agentvm.controller.executor import AgencyWait, Executor
+from agentvm.controller.planner import AGENCY_KINDS
 from agentvm.controller.solution import Solution
 from agentvm.core.plan import HostSetting, SetHostSettings
 from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo
-from agentvm.lab.world import Lab
+from agentvm.lab.world import Lab, LabInfo
+from agentvm.model.agency import AgentRuntime
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.desired import ScopeHost
 from agentvm.spec import load_spec_text
@@ -184,6 +189,91 @@ def run_all(jobs: list[Callable[[], Any]], threads: int) -> None:
         w.join()
 
 
+# ------------------------------------------------------------------------------------------------- hooks
+
+
+def hooks_alone(hosts: int) -> list[tuple[str, float, int]]:
+    """Every agent's provisioned hook pending at once, answered a quarter each way: agentvm's pool at 1
+    and 8 workers, bare pyVmomi in turn and on 8 threads; (how, seconds, hooks) per quarter."""
+    lab = Lab(shape(hosts), netsync=False)
+    info = lab.start()
+    try:
+        desired = load_spec_text(spec_text(), env={**os.environ, **info.env()})
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp,
+            Session(conn(info.vcsim)) as session,
+            Solution(desired, session, state_dir=Path(tmp)) as solution,
+        ):
+            plan = solution.plan()
+            for change in plan.changes:  # what apply does before its wait; nobody answers the hooks
+                if (
+                    change.agency is None
+                    or isinstance(change, SetHostSettings)
+                    or change.kind in AGENCY_KINDS
+                ):
+                    solution.executor.carry_out(change)
+            agency = plan.observation.agencies[0]
+            assignment = plan.spec_plan.addresses[agency.name]
+            wait = AgencyWait(
+                agency.resolved,
+                addresses={h.host.moid: h.address for h in assignment.addresses},
+                snapshot=plan.observation.snapshot,
+            )
+            deadline = time.monotonic() + 1800
+            while True:
+                wait.status = solution.backend.observe(agency.name)
+                if wait.status is not None and len(wait.status.pending_hooks) == hosts:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the hooks were not all pending within 1800 s")
+                time.sleep(1.0)
+            agents = list(wait.status.pending_hooks)
+            quarter = len(agents) // 4
+            rows = []
+            for n, workers in enumerate((1, 8)):
+                part = agents[n * quarter : (n + 1) * quarter]
+                answers = [solution.executor.hook_answer(wait, a) for a in part]
+                solution.executor.workers = workers
+                started = time.perf_counter()
+                outcomes = solution.executor.carry_out_all(answers)
+                rows.append((f"agentvm, pool {workers}", time.perf_counter() - started, len(part)))
+                assert all(o.error is None for o in outcomes), [o.error for o in outcomes if o.error][:3]
+            for n, threads in ((2, 1), (3, 8)):
+                part = agents[n * quarter : (n + 1) * quarter]
+                rows.append((f"floor, {threads} thread(s)", floor_hooks(info, part, threads), len(part)))
+            return rows
+    finally:
+        lab.stop()
+
+
+def floor_hooks(info: LabInfo, agents: list[AgentRuntime], threads: int) -> float:
+    """Bare pyVmomi answering these hooks: ReconfigVM_Task (a guestinfo value), its wait, MarkAsAvailable."""
+    vc = info.vcsim
+    ctx = ssl._create_unverified_context()  # noqa: S323 - loopback lab
+    si = Connect(host=vc.host, port=vc.port, user=vc.username, pwd=vc.password, sslContext=ctx)
+    try:
+        stub = SoapStubAdapter(
+            host=vc.host, port=vc.port, path="/eam/sdk", version="eam.version.version7_5", sslContext=ctx
+        )
+        stub.cookie = si._stub.cookie
+
+        def answer(agent: AgentRuntime) -> None:
+            assert agent.hook is not None
+            vm = vim.VirtualMachine(agent.hook.vm.value, si._stub)
+            spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key="guestinfo.floor", value="1")])
+            task = vm.ReconfigVM_Task(spec=spec)
+            while task.info.state in ("queued", "running"):  # pyVim's WaitForTask shares one collector
+                time.sleep(0.005)
+            assert task.info.state == "success", task.info.error
+            eam.Agent(agent.agent, stub).MarkAsAvailable()
+
+        started = time.perf_counter()
+        run_all([lambda a=a: answer(a) for a in agents], threads)
+        return time.perf_counter() - started
+    finally:
+        Disconnect(si)
+
+
 # -------------------------------------------------------------------------------------------------- apply
 
 
@@ -211,6 +301,7 @@ def main() -> None:
     parser.add_argument("--settings", default="64,500", help="host counts for the host-settings table")
     parser.add_argument("--apply", default="64", help="host counts for the apply table ('' for none)")
     parser.add_argument("--delay", type=int, default=10, help="ms per SOAP call in the second settings run")
+    parser.add_argument("--hooks", default="128", help="host counts for the hooks table ('' for none)")
     args = parser.parse_args()
     sizes = [int(n) for n in args.settings.split(",") if n]
     print("host settings: seconds (vim25 calls)")
@@ -227,6 +318,10 @@ def main() -> None:
                 f"{f'{s:.2f} ({c})':>{w}}" for (s, c), w in zip(cells, (14, 14, 16, 14), strict=True)
             )
             print(f"{hosts:>6} {delay:>4}ms {text}", flush=True)
+    for hosts in [int(n) for n in args.hooks.split(",") if n]:
+        print(f"\nhooks alone: {hosts} provisioned hooks pending at once, a quarter answered each way")
+        for how, seconds, count in hooks_alone(hosts):
+            print(f"{how:>22} {count:>4} hooks {seconds:>7.2f} s {count / seconds:>7.1f} hooks/s", flush=True)
     applies = [int(n) for n in args.apply.split(",") if n]
     if applies:
         print("\napply to all green (contrail, provisioned hook, lab's EAM)")
