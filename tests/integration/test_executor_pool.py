@@ -28,7 +28,7 @@ from agentvm.lab.vcsim import VcsimInfo
 from agentvm.model.agency import HookState, MoRef
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.desired import DesiredState, ScopeHost
-from agentvm.model.errors import ConfigurationError
+from agentvm.model.errors import ConfigurationError, TransientError
 from agentvm.model.inventory import Host
 from agentvm.spec import load_spec_text
 from agentvm.vsphere.hosts import AgentVmSettings, get_agent_vm_settings
@@ -68,6 +68,24 @@ class InFlight:
         finally:
             with self._lock:
                 self._now -= 1
+
+
+class FailOnce:
+    """A call listener that makes the first call of ``method`` fail (after vCenter carried it out), as a
+    fault on the way back would: the change that made it fails, and only that one."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self._lock = threading.Lock()
+        self.failed = False
+
+    def __call__(self, method: str, seconds: float, fault: str | None) -> None:
+        if method != self.method:
+            return
+        with self._lock:
+            first, self.failed = not self.failed, True
+        if first:
+            raise TransientError(f"injected fault: the first {method} of the test")
 
 
 # ------------------------------------------------------------------------------------------ host settings
@@ -127,6 +145,8 @@ def test_hosts_settings_are_set_concurrently_never_more_at_once_than_the_bound(
     pool = executor(session, desired, tmp_path, workers=3)
     listener = InFlight("EsxAgentHostManagerUpdateConfig", meet=3)
     pool.add_call_listener(listener)
+    waited: list[float] = []
+    pool.add_wait_listener(waited.append)
 
     outcomes = pool.carry_out_all([settings_of(h) for h in hosts])
 
@@ -137,6 +157,7 @@ def test_hosts_settings_are_set_concurrently_never_more_at_once_than_the_bound(
     assert listener.calls == 6
     assert listener.most == 3  # three met at the barrier, and never a fourth
     assert len(listener.threads) == 3
+    assert len(waited) == 1  # the caller waited once, for the whole batch on the pool's threads
     for host in hosts:
         assert get_agent_vm_settings(session, host.moref) == AgentVmSettings(
             datastore=host.datastores[0], network=host.networks[0]
@@ -152,6 +173,8 @@ def test_one_worker_sets_the_hosts_one_after_the_other_on_the_callers_thread(
     pool = executor(session, desired, tmp_path, workers=1)
     listener = InFlight("EsxAgentHostManagerUpdateConfig")
     pool.add_call_listener(listener)
+    waited: list[float] = []
+    pool.add_wait_listener(waited.append)
 
     outcomes = pool.carry_out_all([settings_of(h) for h in hosts])
 
@@ -159,6 +182,7 @@ def test_one_worker_sets_the_hosts_one_after_the_other_on_the_callers_thread(
     assert listener.calls == 6
     assert listener.most == 1
     assert listener.threads == {threading.current_thread().name}
+    assert waited == []  # its calls were the caller's own
 
 
 def test_a_host_that_fails_does_not_stop_the_others_and_is_its_own_outcome(
@@ -284,3 +308,37 @@ def test_the_controller_answers_every_due_hook_at_once_each_under_its_own_correl
     for cid in cids:
         methods = [m for m, opid in opids if opid.startswith(f"{cid}-")]
         assert methods.count("ReconfigVM_Task") == 1 and methods.count("MarkAsAvailable") == 1, (cid, methods)
+
+
+def test_a_hook_answer_that_fails_is_reported_and_the_others_of_its_poll_are_answered(world: World) -> None:
+    solution, wait = pending_hooks(world, workers=3)
+    solution.close()
+    desired = load_spec_text(world.spec.read_text(), env=world.info.env())
+    world.controller_session = connect(world.info)
+    controller = Controller(desired, world.controller_session, settings=replace(FAST, workers=3))
+    controller.reconciler.add_call_listener(FailOnce("ReconfigVM_Task"))
+    world.controller = controller.start()
+
+    wait_for(world.all_green, "the controller to answer the hooks and turn green", 120)
+
+    events = sorted(world.events(type="action", action="answer-hook"), key=lambda e: int(str(e["id"])))
+    failed = [e for e in events if e["level"] == "error"]
+    answered = [e for e in events if e["level"] == "info"]
+    assert len(failed) == 1, events
+    assert "injected fault" in str(failed[0]["message"]) and failed[0]["data"] == {
+        "action": "answer-hook",
+        "failed": True,
+    }
+    # the other two hooks of that poll were answered all the same, the failed one on a later poll (a
+    # correlation id of its own), and each hook once
+    assert len(answered) == 3, events
+    assert {e["host"] for e in answered} == {h.moid for h in wait.resolved.hosts}
+    retried = next(e for e in answered if e["host"] == failed[0]["host"])
+    others = [e for e in answered if e is not retried]
+
+    def number(event: dict[str, object]) -> int:  # correlation ids are <prefix>-<n>, n counting up
+        return int(str(event["correlation_id"]).rsplit("-", 1)[1])
+
+    first_poll = sorted(number(e) for e in [failed[0], *others])
+    assert first_poll == list(range(first_poll[0], first_poll[0] + 3))  # one batch: three ids in a row
+    assert number(retried) > first_poll[-1]
