@@ -280,6 +280,7 @@ class AgencyBackend:
         self._reads: dict[str, AgencyReads] = {}  # agency id -> its agents as last read
         self._look: Look | None = None  # the watching caller's last look (None: unwatched)
         self._ids: dict[str, str] = {}  # agency name -> id, reused between a watching caller's full passes
+        self._moved = False  # set by another thread: the agents changed where no watch sees it (the engine)
 
     def forget(self) -> None:
         """Read every agent and agent list again at the next observe (a full sweep calls this)."""
@@ -290,6 +291,16 @@ class AgencyBackend:
         self._look = look
         if look is not None and look.changes:
             self._reads = {a: r.noted(look.changes) for a, r in self._reads.items()}
+
+    def _agents_moved(self) -> None:
+        """The agents changed in a way no vCenter watch shows (the engine acted): the next observe reads
+        every agent again. Any thread; the flag is only cleared by the observing thread, before it reads."""
+        self._moved = True
+
+    def _forget_if_moved(self) -> None:
+        if self._moved:
+            self._moved = False
+            self.forget()
 
     def _forget_agency(self, agency: str | None) -> None:
         if agency is not None and agency in self._reads:
@@ -317,6 +328,7 @@ class AgencyBackend:
         return ids[0] if ids else None
 
     def observe(self, name: str) -> AgencyStatus | None:
+        self._forget_if_moved()
         look = self._look
         known = self._ids.get(name) if look is not None and not look.relist else None
         if known is not None:
@@ -336,6 +348,7 @@ class AgencyBackend:
         return status
 
     def observe_all(self) -> list[AgencyStatus]:
+        self._forget_if_moved()
         found = []
         for agency, name in sorted(self._port.agency_names().items(), key=lambda item: (item[1], item[0])):
             try:

@@ -13,8 +13,9 @@ Watched, an agency's look costs one AgencyQueryRuntime (its issue list) plus one
   reconfigured: EAM (or the engine) deployed a VM there, whose hook may be pending;
 - (c) is named by an issue of the agency that was not there at its last read, or whose issue went away;
 - (d/e) was last seen not settled — a pending hook, or neither green nor holding an issue (EAM has not caught
-  up with the change yet) — read again with a per-agent backoff (``first_retry`` doubling to ``max_retry``)
-  so that the cost is bounded by the agents in transition;
+  up with the change yet) — read again with a per-agent backoff (``first_retry``, doubling to ``max_retry``
+  while it reads the same, back to ``first_retry`` when it moved or was acted on) so that the cost is
+  bounded by the agents in transition;
 - was marked stale by an action on it (a hook answered, an issue resolved), or is new (not read yet);
 - is next in the spread sweep: ``sweep_per_minute`` agents a minute at most, oldest read first, and no
   faster than every agent once per ``sweep_period`` — the safety net that heals a lost watch update.
@@ -254,8 +255,14 @@ def after_reads(
             if settled(runtime, keys):
                 agents[agent] = AgentSeen(runtime, now, keys)
             else:
+                # doubling while nothing moves; an agent that moved, or was acted on, is followed closely
                 delay = policy.first_retry
-                if old is not None and old.delay > 0:
+                if (
+                    old is not None
+                    and old.delay > 0
+                    and agent not in previous.stale
+                    and old.runtime == runtime
+                ):
                     delay = min(policy.max_retry, old.delay * 2)
                 agents[agent] = AgentSeen(runtime, now, keys, now + delay, delay)
         elif agent in previous.agents:
