@@ -101,7 +101,14 @@ def test_a_power_off_and_a_deleted_vm_cost_the_same_agent_reads_at_any_size(
             if not world.all_green():
                 return []
             vms = world.one_agent_per_host(hosts)
-            return [v for v in vms if v.host == victim.host and v.moref != victim.moref]
+            # answered: the host's values are written into the new VM before EAM powers it on
+            return [
+                v
+                for v in vms
+                if v.host == victim.host
+                and v.moref != victim.moref
+                and v.extra_config.get("guestinfo.fabricIp")
+            ]
 
         replaced = wait_for(redeployed, "the deleted agent VM redeployed, its hook answered and on", 90)
         deleted = calls.since(before)
@@ -109,13 +116,12 @@ def test_a_power_off_and_a_deleted_vm_cost_the_same_agent_reads_at_any_size(
         assert power_off["Resolve"] >= 1 and deleted["Resolve"] >= 1
         assert power_off["AgentQueryRuntime"] <= AGENT_READS_PER_CHANGE, power_off
         # the redeployed VM's hook was answered (its host's address written) reading a few agents only
-        assert replaced[0].extra_config.get("guestinfo.fabricIp")
-        assert deleted["MarkAsAvailable"] == 1
+        assert len(replaced) == 1 and deleted["MarkAsAvailable"] == 1
         assert deleted["AgentQueryRuntime"] <= AGENT_READS_PER_CHANGE, deleted
         assert deleted["QueryAgent"] <= 2, deleted  # the agent list only for a new agent VM's host
 
-        # apply's wait, on a broken agent: the plan reads every agent once, the wait one more time at its
-        # first look, then only what changes; one WaitForUpdatesEx per look
+        # apply's wait, on a broken agent: the plan reads every agent (twice: before the lease and under
+        # it), the wait once more at its first look, then only what changes; one WaitForUpdatesEx per look
         world.stop()
         ensure_powered_off(world.session, vms[2].moref)
         desired = load_spec(world.spec, env=world.info.env())
@@ -124,8 +130,8 @@ def test_a_power_off_and_a_deleted_vm_cost_the_same_agent_reads_at_any_size(
             solution.executor.add_call_listener(counted)
             report = solution.apply(timeout=120)
         assert report.green, report.problems
-        assert counted.counts["WaitForUpdatesEx"] == report.polls
-        assert counted.counts["AgentQueryRuntime"] <= 2 * hosts + AGENT_READS_PER_CHANGE, counted.counts
+        assert counted.counts["WaitForUpdatesEx"] == report.polls >= 2
+        assert counted.counts["AgentQueryRuntime"] <= 3 * hosts + AGENT_READS_PER_CHANGE, counted.counts
 
 
 # ------------------------------------------------------------------------- a lost update: only delayed
