@@ -30,6 +30,7 @@ from agentvm.model.agency import (
     VmHook,
 )
 
+NONE = Changes()
 POLICY = ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=60.0, sweep_period=60.0)
 SIZES = st.integers(min_value=1, max_value=300)
 
@@ -77,7 +78,7 @@ class Agency:
         self.reads: list[tuple[float, str]] = []
         self.lists = 0
 
-    def look(self, now: float, changes: Changes = Changes(), *, relist: bool = False) -> tuple[str, ...]:
+    def look(self, now: float, changes: Changes = NONE, *, relist: bool = False) -> tuple[str, ...]:
         look = Look(now, changes, self.policy, relist)
         if self.state is not None:
             self.state = self.state.noted(changes)
@@ -179,6 +180,25 @@ def test_an_unsettled_agent_is_read_again_with_a_doubling_capped_backoff(looks: 
     while not agency.look(now := now + 0.25):
         pass
     assert all(agency.look(now + 0.25 * i) == () for i in range(1, 40))  # green: settled, not read again
+
+
+@given(st.integers(min_value=2, max_value=12))
+def test_an_unsettled_agent_that_moved_or_was_acted_on_is_followed_closely_again(looks: int) -> None:
+    agency = Agency(2, ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=0.0))
+    agency.world["agent-1"] = agent(1, Status.YELLOW)
+    agency.look(0.0)
+    now = 0.0
+    for _ in range(looks * 4):  # backing off while it reads the same
+        agency.look(now := now + 0.5)
+    assert agency.state is not None
+    assert agency.state.agents["agent-1"].delay > 0.5
+    agency.world["agent-1"] = agent(1, Status.YELLOW, hook=True)  # it moved on: a hook is pending
+    agency.state = agency.state.marked_stale(["agent-1"])
+    now += 0.25
+    assert agency.look(now) == ("agent-1",)
+    assert agency.state.agents["agent-1"].delay == 0.5  # acted on / moved: back to the first retry
+    assert agency.look(now + 0.25) == ()
+    assert agency.look(now + 0.5) == ("agent-1",)
 
 
 @given(st.integers(min_value=1, max_value=150), st.sampled_from([0.5, 1.0, 5.0]))
