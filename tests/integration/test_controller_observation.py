@@ -182,6 +182,12 @@ def test_a_dropped_watch_update_is_healed_by_the_next_sweep_not_by_polls(tmp_pat
             polled = calls.since(before)
             assert polled["AgentQueryRuntime"] == 0 and polled["MarkAsAvailable"] == 0, polled
             assert polled["AgencyQueryRuntime"] == 15
+            # nor does a re-plan (a topology change): it reads the agent list, not every agent
+            before = Counter(calls.counts)
+            reconciler.full_pass(sweep=False)
+            replanned = calls.since(before)
+            assert replanned["QueryAgent"] == 1 and replanned["AgentQueryRuntime"] == 0, replanned
+            assert replanned["MarkAsAvailable"] == 0
             still = _hooked(oob, victim.host)  # still pending: the action only waits
             assert still is not None and still.hook == hooked.hook
 
