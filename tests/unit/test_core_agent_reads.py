@@ -165,7 +165,7 @@ def test_an_agent_is_read_when_an_issue_names_it_and_when_it_goes_not_while_it_s
 
 @given(st.integers(min_value=1, max_value=30))
 def test_an_unsettled_agent_is_read_again_with_a_doubling_capped_backoff(looks: int) -> None:
-    agency = Agency(3, ReadPolicy(first_retry=0.5, max_retry=4.0, sweep_per_minute=0.0))
+    agency = Agency(3, ReadPolicy(first_retry=0.5, follow=2, max_retry=4.0, sweep_per_minute=0.0))
     agency.world["agent-1"] = agent(1, Status.YELLOW)  # EAM working on it: no hook, no issue yet
     agency.look(0.0)
     now, gaps, last = 0.0, [], 0.0
@@ -174,8 +174,9 @@ def test_an_unsettled_agent_is_read_again_with_a_doubling_capped_backoff(looks: 
         if agency.look(now):
             gaps.append(now - last)
             last = now
-    assert gaps[: min(len(gaps), 4)] == [0.5, 1.0, 2.0, 4.0][: min(len(gaps), 4)]
-    assert all(g == 4.0 for g in gaps[4:])
+    expected = [0.5, 0.5, 0.5, 1.0, 2.0, 4.0]  # followed ``follow`` more times, then doubling to the cap
+    assert gaps[: len(expected)] == expected[: len(gaps)]
+    assert all(g == 4.0 for g in gaps[len(expected) :])
     agency.world["agent-1"] = agent(1)
     while not agency.look(now := now + 0.25):
         pass

@@ -13,9 +13,9 @@ Watched, an agency's look costs one AgencyQueryRuntime (its issue list) plus one
   reconfigured: EAM (or the engine) deployed a VM there, whose hook may be pending;
 - (c) is named by an issue of the agency that was not there at its last read, or whose issue went away;
 - (d/e) was last seen not settled — a pending hook, or neither green nor holding an issue (EAM has not caught
-  up with the change yet) — read again with a per-agent backoff (``first_retry``, doubling to ``max_retry``
-  while it reads the same, back to ``first_retry`` when it moved or was acted on) so that the cost is
-  bounded by the agents in transition;
+  up with the change yet) — read again with a per-agent backoff (every ``first_retry`` for ``follow``
+  reads, then doubling to ``max_retry`` while it reads the same; back to the start when it moved or was
+  acted on) so that the cost is bounded by the agents in transition;
 - was marked stale by an action on it (a hook answered, an issue resolved), or is new (not read yet);
 - is next in the spread sweep: ``sweep_per_minute`` agents a minute at most, oldest read first, and no
   faster than every agent once per ``sweep_period`` — the safety net that heals a lost watch update.
@@ -42,7 +42,8 @@ from agentvm.model.agency import AgentRuntime, Issue, MoRef, Status
 class ReadPolicy:
     """How often agents are read again. Seconds; ``sweep_per_minute`` agents per minute."""
 
-    first_retry: float = 0.5  # an agent seen unsettled is read again this soon, then doubling
+    first_retry: float = 0.5  # an agent seen unsettled is read again this soon...
+    follow: int = 3  # ...this many more times while it reads the same, then doubling
     max_retry: float = 8.0
     sweep_per_minute: float = 60.0  # the spread sweep's rate at most (idle cost, whatever the agents)
     sweep_period: float = 60.0  # ...and no agent re-read by the sweep more often than this
@@ -83,6 +84,7 @@ class AgentSeen:
     issues: frozenset[int]  # keys of the agency's issues naming this agent when it was read
     retry_at: float | None = None  # not settled: read again at this time
     delay: float = 0.0  # the backoff's current delay (0: settled)
+    same: int = 0  # reads in a row that found it unchanged and not settled
 
     @property
     def vms(self) -> frozenset[MoRef]:
@@ -255,16 +257,17 @@ def after_reads(
             if settled(runtime, keys):
                 agents[agent] = AgentSeen(runtime, now, keys)
             else:
-                # doubling while nothing moves; an agent that moved, or was acted on, is followed closely
-                delay = policy.first_retry
+                # followed closely after it moved or was acted on, then doubling while nothing moves
+                same = 0
                 if (
                     old is not None
                     and old.delay > 0
                     and agent not in previous.stale
                     and old.runtime == runtime
                 ):
-                    delay = min(policy.max_retry, old.delay * 2)
-                agents[agent] = AgentSeen(runtime, now, keys, now + delay, delay)
+                    same = old.same + 1
+                delay = min(policy.max_retry, policy.first_retry * 2 ** max(0, same - policy.follow))
+                agents[agent] = AgentSeen(runtime, now, keys, now + delay, delay, same)
         elif agent in previous.agents:
             agents[agent] = previous.agents[agent]
     if not look.watched:
