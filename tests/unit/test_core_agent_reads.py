@@ -73,6 +73,7 @@ class Agency:
     def __init__(self, agents: int, policy: ReadPolicy = POLICY) -> None:
         self.world: dict[str, AgentRuntime] = {f"agent-{n}": agent(n) for n in range(agents)}
         self.issues: list[Issue] = []
+        self.status = Status.GREEN  # the agency's, as AgencyQueryRuntime says
         self.state: AgencyReads | None = None
         self.policy = policy
         self.reads: list[tuple[float, str]] = []
@@ -86,10 +87,12 @@ class Agency:
         if listed:
             self.lists += 1
         ids = tuple(self.world) if listed or self.state is None else self.state.ids
-        plan = plan_reads(self.state, ids, self.issues, look)
+        plan = plan_reads(self.state, ids, self.issues, look, status=self.status)
         read: Mapping[str, AgentRuntime] = {a: self.world[a] for a in plan.read if a in self.world}
         self.reads += [(now, a) for a in plan.read]
-        self.state = after_reads(self.state, ids, read, self.issues, look, plan, listed=listed)
+        self.state = after_reads(
+            self.state, ids, read, self.issues, look, plan, listed=listed, status=self.status
+        )
         return plan.read
 
     def seen(self, name: str) -> AgentRuntime:
@@ -200,6 +203,25 @@ def test_an_unsettled_agent_that_moved_or_was_acted_on_is_followed_closely_again
     assert agency.state.agents["agent-1"].delay == 0.5  # acted on / moved: back to the first retry
     assert agency.look(now + 0.25) == ()
     assert agency.look(now + 0.5) == ("agent-1",)
+
+
+@given(SIZES, st.sets(st.integers(min_value=0, max_value=299), min_size=1, max_size=5))
+def test_when_the_agency_status_changes_every_unsettled_agent_is_read_and_only_those(
+    agents: int, moving: set[int]
+) -> None:
+    agency = Agency(agents, ReadPolicy(first_retry=0.5, follow=0, max_retry=60.0, sweep_per_minute=0.0))
+    yellow = {n for n in moving if n < agents} or {0}
+    for n in yellow:
+        agency.world[f"agent-{n}"] = agent(n, Status.YELLOW)
+    agency.status = Status.YELLOW
+    agency.look(0.0)
+    for now in (0.5, 1.5, 3.5):  # backing off to 4 s
+        agency.look(now)
+    for n in yellow:
+        agency.world[f"agent-{n}"] = agent(n)
+    agency.status = Status.GREEN  # the last of them went green: no VM changed, the agency says so
+    assert set(agency.look(4.0)) == {f"agent-{n}" for n in yellow}
+    assert agency.look(4.5) == ()
 
 
 @given(st.integers(min_value=1, max_value=150), st.sampled_from([0.5, 1.0, 5.0]))

@@ -368,14 +368,16 @@ class AgencyBackend:
         listed = state is None or must_list(state, look)
         ids = tuple(self._port.agency_agents(agency)) if listed or state is None else state.ids
         quiet = runtime.status is Status.GREEN and not runtime.issues
-        plan = plan_reads(state, ids, runtime.issues, look, quiet=quiet)
+        plan = plan_reads(state, ids, runtime.issues, look, quiet=quiet, status=runtime.status)
         read: dict[str, AgentRuntime] = {}
         for agent in plan.read:
             try:
                 read[agent] = self._port.agent_runtime(agent, agency)
             except NotFoundError:
                 continue  # removed between QueryAgent and its runtime (host left the scope)
-        reads = after_reads(state, ids, read, runtime.issues, look, plan, listed=listed)
+        reads = after_reads(
+            state, ids, read, runtime.issues, look, plan, listed=listed, status=runtime.status
+        )
         self._reads[agency] = reads
         agents = sorted(reads.runtimes(), key=lambda a: (a.host.value, a.agent))
         return AgencyStatus(agency, name, runtime, tuple(agents))

@@ -95,6 +95,7 @@ class InventoryWatch:
         self._lock = threading.Lock()
         self._hosts: dict[MoRef, Host] = {}  # each host's state as last reported (name and path unknown)
         self._vm_hosts: dict[MoRef, MoRef] = {}
+        self._marked: set[MoRef] = set()  # VMs carrying an owner marker
         self._changes = Changes()  # the VM changes since the last ``changes()``
         self._watcher: Watcher | None = None
         self._thread: threading.Thread | None = None
@@ -170,6 +171,7 @@ class InventoryWatch:
         with self._lock:
             if first:
                 self._vm_hosts.clear()  # a new watch reports every VM again
+                self._marked.clear()
             for change in changes:
                 ref, props = change.moref, change.properties
                 if ref.type == "HostSystem":
@@ -189,7 +191,7 @@ class InventoryWatch:
                     topology = True
             vm_changes = [c for c in changes if c.moref.type == "VirtualMachine"]
             vms = [c.moref for c in vm_changes]
-            marked = vm_changed(vm_changes, self._vm_hosts)
+            marked = vm_changed(vm_changes, self._vm_hosts, self._marked)
             if not first:
                 self._changes = self._changes | marked
         return Batch(
@@ -197,10 +199,11 @@ class InventoryWatch:
         )
 
 
-def vm_changed(changes: Iterable[WatchChange], vm_hosts: dict[MoRef, MoRef]) -> Changes:
+def vm_changed(changes: Iterable[WatchChange], vm_hosts: dict[MoRef, MoRef], marked: set[MoRef]) -> Changes:
     """The agent-relevant ``Changes`` of these VM updates, keeping ``vm_hosts`` (each VM's ``runtime.host``)
-    up to date: every VM named, and the host of each VM that carries an owner marker (``config.managedBy``)
-    in this update — EAM or the engine created or reconfigured it."""
+    and ``marked`` (the VMs that carry an owner marker) up to date: every VM named, and the host of each VM
+    that got an owner marker (``config.managedBy``: EAM or the engine created or reconfigured it) or, carrying
+    one, got a host (vCenter may report a new VM's host after the VM itself)."""
     vms: set[MoRef] = set()
     hosts: set[MoRef] = set()
     for change in changes:
@@ -208,6 +211,7 @@ def vm_changed(changes: Iterable[WatchChange], vm_hosts: dict[MoRef, MoRef]) -> 
         vms.add(ref)
         if change.kind is WatchChangeKind.LEAVE:
             vm_hosts.pop(ref, None)
+            marked.discard(ref)
             continue
         if "runtime.host" in props:
             host = props["runtime.host"]
@@ -215,7 +219,14 @@ def vm_changed(changes: Iterable[WatchChange], vm_hosts: dict[MoRef, MoRef]) -> 
                 vm_hosts[ref] = host
             else:
                 vm_hosts.pop(ref, None)
-        if props.get("config.managedBy") is not None and ref in vm_hosts:
+        newly = False
+        if "config.managedBy" in props:
+            if props["config.managedBy"] is not None:
+                marked.add(ref)
+                newly = True
+            else:
+                marked.discard(ref)
+        if (newly or ("runtime.host" in props and ref in marked)) and ref in vm_hosts:
             hosts.add(vm_hosts[ref])
     return Changes(frozenset(vms), frozenset(hosts))
 
@@ -231,6 +242,7 @@ class VmWatch:
         self._session = session
         self._watcher: Watcher | None = None
         self._vm_hosts: dict[MoRef, MoRef] = {}
+        self._marked: set[MoRef] = set()
 
     def __enter__(self) -> VmWatch:
         return self
@@ -248,7 +260,8 @@ class VmWatch:
             if self._watcher is None:
                 self._watcher = Watcher(self._session, VM_WATCH, max_wait_seconds=0)
                 self._vm_hosts.clear()
-            changed = vm_changed(self._watcher.poll(), self._vm_hosts)
+                self._marked.clear()
+            changed = vm_changed(self._watcher.poll(), self._vm_hosts, self._marked)
         except Exception as exc:  # a lost watch costs a full read, never the wait itself
             log.warning("the VM watch of the wait failed, reading every agent: %s", exc)
             self.close()

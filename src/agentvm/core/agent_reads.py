@@ -12,10 +12,11 @@ Watched, an agency's look costs one AgencyQueryRuntime (its issue list) plus one
 - (b) sits on a host where a VM carrying an owner marker (``config.managedBy``) appeared or was
   reconfigured: EAM (or the engine) deployed a VM there, whose hook may be pending;
 - (c) is named by an issue of the agency that was not there at its last read, or whose issue went away;
-- (d/e) was last seen not settled — a pending hook, or neither green nor holding an issue (EAM has not caught
-  up with the change yet) — read again with a per-agent backoff (every ``first_retry`` for ``follow``
-  reads, then doubling to ``max_retry`` while it reads the same; back to the start when it moved or was
-  acted on) so that the cost is bounded by the agents in transition;
+- (d/e) was last seen not settled — a pending hook, or neither green nor holding an issue (EAM has not
+  caught up with the change yet) — read again with a per-agent backoff (every ``first_retry`` for
+  ``follow`` reads, then doubling to ``max_retry`` while it reads the same; back to the start when it moved
+  or was acted on), and all of them at once when the agency's status changed, so that the cost is bounded
+  by the agents in transition;
 - was marked stale by an action on it (a hook answered, an issue resolved), or is new (not read yet);
 - is next in the spread sweep: ``sweep_per_minute`` agents a minute at most, oldest read first, and no
   faster than every agent once per ``sweep_period`` — the safety net that heals a lost watch update.
@@ -107,6 +108,7 @@ class AgencyReads:
     credit: float = 0.0  # the sweep's reads earned and not spent
     credited_at: float | None = None
     watched: bool = False  # the last look was a watched one
+    status: Status | None = None  # the agency's status at the last look
 
     def noted(self, changes: Changes) -> AgencyReads:
         """These reads with more watch changes to look at."""
@@ -167,11 +169,14 @@ def plan_reads(
     look: Look,
     *,
     quiet: bool = False,
+    status: Status | None = None,
 ) -> ReadPlan:
     """Which of ``ids`` (the agent list, fresh or as last read) to read now.
 
     ``issues``: the agency's issue list as just read; ``quiet``: the agency is green with no issue, the only
-    reason an unwatched look reuses what was read.
+    reason an unwatched look reuses what was read; ``status``: the agency's status as just read — when it
+    differs from the last look's, every agent not settled is read now (the last of them may just have
+    turned green).
     """
     known = state.agents if state is not None else {}
     if not look.watched:
@@ -181,6 +186,7 @@ def plan_reads(
         return ReadPlan(tuple(ids), credit=0.0)
     named = issues_by_agent(issues)
     pending = state.pending
+    moved = status is not None and status is not state.status
     chosen: list[str] = []
     for agent in ids:
         seen = known.get(agent)
@@ -190,7 +196,7 @@ def plan_reads(
             or bool(seen.vms & pending.vms)
             or seen.runtime.host in pending.marked_hosts
             or named.get(agent, frozenset()) != seen.issues
-            or (seen.retry_at is not None and seen.retry_at <= now)
+            or (seen.retry_at is not None and (moved or seen.retry_at <= now))
         ):
             chosen.append(agent)
     credit = _credit(state, len(ids), now, policy)
@@ -240,6 +246,7 @@ def after_reads(
     plan: ReadPlan,
     *,
     listed: bool,
+    status: Status | None = None,
 ) -> AgencyReads:
     """The reads after this look: ``read`` holds the runtimes read now (an agent of ``plan.read`` missing
     from it is gone); ``ids`` the agent list used. The watch changes and stale marks are spent."""
@@ -286,4 +293,5 @@ def after_reads(
         credit=credit,
         credited_at=credited_at,
         watched=look.watched,
+        status=status,
     )
