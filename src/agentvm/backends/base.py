@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from agentvm.core.agency_diff import config_changes, is_upgrade
+from agentvm.core.agent_reads import AgencyReads, Look, ReadPolicy, after_reads, must_list, plan_reads
 from agentvm.model.agency import (
     AgencyConfig,
     AgencyRuntime,
@@ -159,6 +160,12 @@ class Backend(Protocol):
         """Read every agent again at the next observe (agent runtimes may be reused while all is green)."""
         ...
 
+    def note(self, look: Look | None) -> None:
+        """What a caller that watches vCenter saw since its last look (``core.agent_reads``): from now on,
+        observes reuse agent runtimes and read only the agents that this and earlier looks say to read.
+        None: the caller stopped watching; observes read as for an unwatched caller again."""
+        ...
+
     def apply(self, config: AgencyConfig) -> ApplyResult:
         """Create the agency, or update it when its config differs, and enable it when disabled.
 
@@ -252,7 +259,12 @@ class AgencyPort(Protocol):
 
 
 class AgencyBackend:
-    """``Backend``'s agency logic over an ``AgencyPort``; subclasses add ``kind`` and the loop methods."""
+    """``Backend``'s agency logic over an ``AgencyPort``; subclasses add ``kind`` and the loop methods.
+
+    Keeps, per agency, the agent runtimes it read last and reads again only those that
+    ``core.agent_reads.plan_reads`` names: for a watching caller (``note``) the agents that changed, are in
+    transition or are next in the spread sweep; for others every agent unless all was green just now.
+    """
 
     kind = "?"
 
@@ -260,16 +272,46 @@ class AgencyBackend:
         self, port: AgencyPort, *, clock: Callable[[], float] = time.monotonic, green_max_age: float = 5.0
     ) -> None:
         self._port = port
-        # While an agency is green with no issue, EAM has nothing to say about any agent (a hook pending makes
-        # it yellow, an issue red), so its agents' runtimes are reused for up to ``green_max_age`` seconds:
-        # a poll costs 3 calls instead of 3 + one per agent. Every change through this backend forgets them.
+        # Unwatched, while an agency is green with no issue EAM has nothing to say about any agent (a hook
+        # pending makes it yellow, an issue red), so its agents' runtimes are reused for up to
+        # ``green_max_age`` seconds: a poll costs 3 calls instead of 3 + one per agent.
         self._clock = clock
         self._green_max_age = green_max_age
-        self._green: dict[str, tuple[float, tuple[str, ...], tuple[AgentRuntime, ...]]] = {}
+        self._reads: dict[str, AgencyReads] = {}  # agency id -> its agents as last read
+        self._look: Look | None = None  # the watching caller's last look (None: unwatched)
+        self._ids: dict[str, str] = {}  # agency name -> id, reused between a watching caller's full passes
+        self._moved = False  # set by another thread: the agents changed where no watch sees it (the engine)
 
     def forget(self) -> None:
-        """Drop the reused agent runtimes: the next observe reads every agent (a full pass calls this)."""
-        self._green.clear()
+        """Read every agent and agent list again at the next observe (a full sweep calls this)."""
+        self._reads = {a: r.forgotten() for a, r in self._reads.items()}
+        self._ids.clear()
+
+    def note(self, look: Look | None) -> None:
+        self._look = look
+        if look is not None and look.changes:
+            self._reads = {a: r.noted(look.changes) for a, r in self._reads.items()}
+
+    def _agents_moved(self) -> None:
+        """The agents changed in a way no vCenter watch shows (the engine acted): the next observe reads
+        every agent again. Any thread; the flag is only cleared by the observing thread, before it reads."""
+        self._moved = True
+
+    def _forget_if_moved(self) -> None:
+        if self._moved:
+            self._moved = False
+            self.forget()
+
+    def _forget_agency(self, agency: str | None) -> None:
+        if agency is not None and agency in self._reads:
+            self._reads[agency] = self._reads[agency].forgotten()
+
+    def _mark_stale(self, agency: str | None, agents: Sequence[str]) -> None:
+        for key, reads in self._reads.items():
+            if agency is None or key == agency:
+                mine = [a for a in agents if a in reads.agents]
+                if mine:
+                    self._reads[key] = reads.marked_stale(mine)
 
     def agency_config(self, agency: str) -> AgencyConfig:
         return self._port.agency_config(agency)
@@ -286,15 +328,27 @@ class AgencyBackend:
         return ids[0] if ids else None
 
     def observe(self, name: str) -> AgencyStatus | None:
+        self._forget_if_moved()
+        look = self._look
+        known = self._ids.get(name) if look is not None and not look.relist else None
+        if known is not None:
+            try:
+                return self._observe(known, name)
+            except NotFoundError:
+                self._ids.pop(name, None)  # destroyed, or another agency now has the name: look it up
         agency = self.find(name)
         if agency is None:
             return None
         try:
-            return self._observe(agency, name)
+            status = self._observe(agency, name)
         except NotFoundError:
             return None  # destroyed while we looked
+        if look is not None:
+            self._ids[name] = agency
+        return status
 
     def observe_all(self) -> list[AgencyStatus]:
+        self._forget_if_moved()
         found = []
         for agency, name in sorted(self._port.agency_names().items(), key=lambda item: (item[1], item[0])):
             try:
@@ -304,33 +358,36 @@ class AgencyBackend:
         return found
 
     def _observe(self, agency: str, name: str) -> AgencyStatus:
-        """One agency runtime and its agent list, plus one runtime per agent unless all was green just now."""
+        """One agency runtime; the agent list when ``core.agent_reads.must_list`` says so (else as last
+        read), and one runtime per agent ``plan_reads`` names; the others as last read."""
+        look = self._look or Look(
+            self._clock(), policy=ReadPolicy(green_max_age=self._green_max_age), watched=False
+        )
         runtime = self._port.agency_runtime(agency)
-        ids = tuple(self._port.agency_agents(agency))
-        now = self._clock()
+        state = self._reads.get(agency)
+        listed = state is None or must_list(state, look)
+        ids = tuple(self._port.agency_agents(agency)) if listed or state is None else state.ids
         quiet = runtime.status is Status.GREEN and not runtime.issues
-        cached = self._green.get(agency)
-        if quiet and cached is not None and cached[1] == ids and now - cached[0] <= self._green_max_age:
-            return AgencyStatus(agency, name, runtime, cached[2])
-        agents = []
-        for agent in ids:
+        plan = plan_reads(state, ids, runtime.issues, look, quiet=quiet, status=runtime.status)
+        read: dict[str, AgentRuntime] = {}
+        for agent in plan.read:
             try:
-                agents.append(self._port.agent_runtime(agent, agency))
+                read[agent] = self._port.agent_runtime(agent, agency)
             except NotFoundError:
                 continue  # removed between QueryAgent and its runtime (host left the scope)
-        agents.sort(key=lambda a: (a.host.value, a.agent))
-        if quiet and all(a.status is Status.GREEN and a.hook is None for a in agents):
-            self._green[agency] = (now, ids, tuple(agents))
-        else:
-            self._green.pop(agency, None)
+        reads = after_reads(
+            state, ids, read, runtime.issues, look, plan, listed=listed, status=runtime.status
+        )
+        self._reads[agency] = reads
+        agents = sorted(reads.runtimes(), key=lambda a: (a.host.value, a.agent))
         return AgencyStatus(agency, name, runtime, tuple(agents))
 
     # -- changes --------------------------------------------------------------------------------------
 
     def apply(self, config: AgencyConfig) -> ApplyResult:
-        self.forget()
         name = config.agency_name
         agency = self.find(name)
+        self._forget_agency(agency)  # its agents change with their agency's config (the others do not)
         if agency is None:
             created = self._port.create_agency(config, GoalState.ENABLED)
             return ApplyResult(created, name, ApplyAction.CREATED)
@@ -358,11 +415,15 @@ class AgencyBackend:
         )
 
     def mark_available(self, agent: str) -> None:
-        self.forget()
+        self._mark_stale(None, [agent])
         self._port.mark_as_available(agent)
 
     def resolve(self, issues: Sequence[Issue]) -> tuple[int, ...]:
-        self.forget()
+        for issue in issues:  # what was resolved is read again at the next observe, nothing else
+            if issue.agent:
+                self._mark_stale(issue.agency, [issue.agent])
+            else:
+                self._forget_agency(issue.agency)
         # each issue goes to the object that holds it (EAM documents Resolve per object; resolving an agent's
         # issue through its agency is only an inference), one call per holder
         by_holder: dict[MoRef, list[int]] = {}
@@ -378,25 +439,25 @@ class AgencyBackend:
         return tuple(left)
 
     def resolve_all(self, name: str) -> bool:
-        self.forget()
         agency = self.find(name)
         if agency is None:
             return False
+        self._forget_agency(agency)
         self._port.resolve_all(MoRef("Agency", agency))
         return True
 
     def uninstall(self, name: str) -> bool:
-        self.forget()
         agency = self.find(name)
         if agency is None:
             return False
+        self._forget_agency(agency)
         self._port.set_goal_state(agency, GoalState.UNINSTALLED)
         return True
 
     def destroy(self, name: str) -> bool:
-        self.forget()
         agency = self.find(name)
         if agency is None:
             return False
+        self._forget_agency(agency)
         self._port.destroy_agency(agency)
         return True

@@ -168,11 +168,17 @@ class DirectBackend(AgencyBackend):
         return self  # the engine has no vCenter login of its own to hand over
 
     def tick(self) -> bool:
-        """One ``Engine.step``: True when it acted (tick again soon). TransientError when vSphere fails."""
+        """One ``Engine.step``: True when it acted (tick again soon). TransientError when vSphere fails.
+
+        An engine that acted changed its agents in ways no VM watch shows (an adopted VM, a new issue): the
+        next observe reads them all again, in-process calls that cost no round trip."""
         try:
-            return self.engine.step()
+            acted = self.engine.step()
         except InfraError as exc:
             raise TransientError(f"the agent engine cannot observe vSphere: {exc}; will retry") from exc
+        if acted:
+            self._agents_moved()
+        return acted
 
     def wait_for_work(self, timeout: float) -> bool:
         """Block up to ``timeout`` s until the engine has work (an API call or a vSphere change)."""

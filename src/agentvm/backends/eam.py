@@ -4,8 +4,10 @@ Built by the CLI (apply, status, resolve, destroy) and by the controller with ``
 default). EAM drives the agents itself, so ``tick`` and ``wait_for_work`` do nothing: the controller polls
 ``observe`` on its own schedule.
 
-Cost of ``observe(name)`` in EAM calls: QueryAgency, AgencyQueryRuntime, QueryAgent and one
-AgentQueryRuntime per agent (3 + agents), plus one QueryConfig per agency the client has not seen before.
+Cost of ``observe(name)`` in EAM calls, for a caller without a watch: QueryAgency, AgencyQueryRuntime,
+QueryAgent and one AgentQueryRuntime per agent (3 + agents), plus one QueryConfig per agency the client has
+not seen before. For a caller that hands it the VM watch's changes (``note``): AgencyQueryRuntime plus one
+AgentQueryRuntime per agent ``core.agent_reads`` names (docs/architecture.md, "Observation").
 """
 
 from __future__ import annotations

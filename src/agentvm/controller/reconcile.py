@@ -7,7 +7,10 @@ code of ``agentvm apply``:
 
 - ``full_pass()``: ``Planner.plan`` (one bulk inventory read, the extension, every agency and its config),
   then the plan's changes — register/update the extension, set the AgentVM settings of hosts that joined
-  the scope (before EAM needs them), create/update/enable the agencies — then ``poll``.
+  the scope (before EAM needs them), create/update/enable the agencies — then ``poll``. A sweeping one
+  (the default) reads every agent again; one that only re-plans (a topology change) reads the agent lists.
+  Given ``changes`` (the VM watch's), observing reads only the agents that changed, are in transition or
+  are next in the spread sweep (``core.agent_reads``).
 - ``poll()``: observe every agency through the backend, answer each pending hook when ``core.hooks`` says
   it is due (the host's values written into ``vmHook.vm``, then MarkAsAvailable: ``Executor.answer_hook``;
   all those due at once through the executor's bounded pool, ``Executor.carry_out_all``, as are the
@@ -49,6 +52,7 @@ from agentvm.controller.metrics import ControllerMetrics
 from agentvm.controller.observe import read_addresses
 from agentvm.controller.planner import AGENCY_KINDS, Planner, SolutionPlan
 from agentvm.controller.status import AgencyReport, StatusReport
+from agentvm.core.agent_reads import Changes, Look, ReadPolicy
 from agentvm.core.heal import (
     Finding,
     HealClass,
@@ -110,9 +114,11 @@ class Reconciler:
     code of ``agentvm apply``) over ``backend``: None for EAM on ``session``, or a ``DirectBackend``.
     ``conditions`` gives the host conditions the watch saw last (maintenance, standby, unreachable);
     ``placements`` the hosts of the given VMs as the watch saw them last (without it, the last full pass's
-    inventory); ``clock`` is monotonic seconds (faked in tests); ``state_dir`` is where the solution's
-    generated certificate is kept (``agentvm run --state-dir``); ``workers`` how many due hooks, and how
-    many hosts' settings, are answered or set at once (``Executor.carry_out_all``; 1: one after the other).
+    inventory); ``changes`` the VM watch's changes since it was last called (without it every poll reads
+    every agent unless all is green, as ``agentvm status`` does), read as ``reads`` says; ``clock`` is
+    monotonic seconds (faked in tests); ``state_dir`` is where the solution's generated certificate is kept
+    (``agentvm run --state-dir``); ``workers`` how many due hooks, and how many hosts' settings, are
+    answered or set at once (``Executor.carry_out_all``; 1: one after the other).
     """
 
     def __init__(
@@ -126,6 +132,8 @@ class Reconciler:
         policy: HealPolicy | None = None,
         conditions: Callable[[], HostConditions] | None = None,
         placements: Callable[[Collection[MoRef]], Mapping[MoRef, MoRef]] | None = None,
+        changes: Callable[[], Changes] | None = None,
+        reads: ReadPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         check_packages: bool = True,
         state_dir: Path | None = None,
@@ -143,6 +151,8 @@ class Reconciler:
         self.policy = policy if policy is not None else HealPolicy(seed=secrets.randbits(32))
         self._conditions = conditions or HostConditions
         self._placements = placements
+        self._changes = changes
+        self.reads = reads if reads is not None else ReadPolicy()
         self._check_packages = check_packages
         self._waits: dict[str, AgencyWait] = {}
         self._heal = HealState()
@@ -168,10 +178,15 @@ class Reconciler:
 
     # -- passes ---------------------------------------------------------------------------------------
 
-    def full_pass(self) -> PassReport:
-        """Plan against everything observed now, act on the plan, then ``poll``. Raises adapters' errors."""
+    def full_pass(self, *, sweep: bool = True) -> PassReport:
+        """Plan against everything observed now, act on the plan, then ``poll``. Raises adapters' errors.
+
+        ``sweep``: read every agent again (after a reconnect, a new watch, a resync request); False: only
+        re-plan, reading each agency's agent list (a topology change, the periodic pass)."""
         started, calls = self._clock(), self._calls()
-        self.backend.forget()  # a full pass reads every agent, whatever was reused between polls
+        if sweep:
+            self.backend.forget()  # every agent read again, whatever was reused between polls
+        self._note(relist=True)
         plan = self.planner.plan(check_packages=self._check_packages)
         for warning in plan.warnings:  # each once, while it lasts (an unknown ipPlan host, say)
             if warning not in self._warned:
@@ -206,6 +221,7 @@ class Reconciler:
         """Observe the agencies, answer hooks, heal, publish status and metrics. Raises adapters' errors."""
         started, calls = self._clock(), self._calls()
         self._resolve_started = None
+        self._note(relist=False)
         statuses: list[AgencyStatus] = []
         actions = 0
         for wait in self._waits.values():
@@ -231,6 +247,11 @@ class Reconciler:
             self._calls() - calls,
             self._resolve_started,
         )
+
+    def _note(self, *, relist: bool) -> None:
+        """Hand the backend what the VM watch saw since the last look (nothing without a watch)."""
+        if self._changes is not None:
+            self.backend.note(Look(self._clock(), self._changes(), self.reads, relist))
 
     # -- acting on the plan ---------------------------------------------------------------------------
 

@@ -6,7 +6,11 @@ run it in a thread with short intervals. The only place with loops, threads and 
 - the loop thread runs ``Reconciler.full_pass`` at start, after every failure (reconnect = one full
   resync), when the watch reports a topology change, on ``POST /api/v1/resync`` and every
   ``full_resync`` seconds (vcsim publishes no update for maintenance mode or added hosts, so the period is
-  the safety net of a level-triggered controller); in between ``Reconciler.poll`` at an adaptive interval:
+  the safety net of a level-triggered controller). Every agent is read again (a sweep) at start, after a
+  failure, after a new watch's first batch and on a resync request; a topology change and the periodic pass
+  only re-plan, and the polls re-read ``sweep_per_minute`` agents a minute, oldest first, so that a lost
+  watch update delays an action until that agent's turn and never loses it. In between
+  ``Reconciler.poll`` at an adaptive interval, reading the agents the watch says changed:
   ``fast_poll`` while anything is yellow, a hook is pending or a retry is due, ``slow_poll`` when all is
   green. A vCenter change (``controller.watch``) wakes it at once.
 - the watch thread (``InventoryWatch``) pushes vCenter changes;
@@ -54,6 +58,7 @@ from agentvm.controller.netsync import BatchTiming, NetsyncKey, NetsyncWatch
 from agentvm.controller.reconcile import PassReport, Reconciler
 from agentvm.controller.status import status_document
 from agentvm.controller.watch import Batch, InventoryWatch
+from agentvm.core.agent_reads import ReadPolicy
 from agentvm.core.heal import HealPolicy
 from agentvm.core.retry import WATCH_BACKOFF, Retries, reconnect_backoff
 from agentvm.model.desired import DesiredState
@@ -79,6 +84,11 @@ class Settings:
     check_packages: bool = True  # download and check the OVF before an agency change
     fast_after_change: float = 10.0  # poll fast this long after a vCenter change (EAM reacts to it later)
     workers: int = DEFAULT_WORKERS  # hooks answered / hosts' settings set at once (1: one after the other)
+    sweep_per_minute: float = 60.0  # agents re-read a minute at most between sweeps, whatever the agents
+
+    def reads(self) -> ReadPolicy:
+        """The backends' read policy: the spread sweep re-reads an agent once per ``full_resync`` at most."""
+        return ReadPolicy(sweep_per_minute=self.sweep_per_minute, sweep_period=self.full_resync)
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,8 @@ class Controller:
             policy=policy,
             conditions=self.watch.conditions,
             placements=self.watch.vm_hosts,
+            changes=self.watch.changes,
+            reads=settings.reads(),
             check_packages=settings.check_packages,
             state_dir=state_dir,
             workers=settings.workers,
@@ -152,6 +164,7 @@ class Controller:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._want_full = True
+        self._want_sweep = True  # read every agent at the next full pass
         self._ready = False
         self._healthy = False
         self._outage: str | None = None
@@ -235,16 +248,19 @@ class Controller:
                 now = time.monotonic()
                 with self._lock:
                     full = self._want_full or now >= next_full
+                    sweep = full and self._want_sweep
                     self._want_full = False
+                    if full:
+                        self._want_sweep = False
                     self._wake.clear()
                     update = self._last_update
                 try:
-                    report = self._pass(full, update)
+                    report = self._pass(full, update, sweep)
                 except Exception as exc:  # the controller outlives every failure
                     failures += 1
                     self._failed(exc, failures)
                     with self._lock:
-                        self._want_full = True  # after a reconnect: one full resync
+                        self._want_full = self._want_sweep = True  # after a reconnect: one full resync
                     interval = self._reconnect.failed("pass", time.monotonic())
                 else:
                     if failures or self._outage:
@@ -293,11 +309,11 @@ class Controller:
 
     # -- one pass -------------------------------------------------------------------------------------
 
-    def _pass(self, full: bool, update: float) -> PassReport:
+    def _pass(self, full: bool, update: float, sweep: bool = True) -> PassReport:
         self._pass_call_seconds = 0.0
         self._first_resolve = None
         started = time.perf_counter()
-        report = self.reconciler.full_pass() if full else self.reconciler.poll()
+        report = self.reconciler.full_pass(sweep=sweep) if full else self.reconciler.poll()
         self.passes += 1
         if full:
             self._ready = True
@@ -347,13 +363,15 @@ class Controller:
         with self._lock:
             if batch.topology:
                 self._want_full = True
+            if batch.first:
+                self._want_sweep = True  # changes may have gone unseen before this watch
             if batch.vms or batch.hosts or batch.topology:
                 self._last_update = batch.received
         self._wake.set()
 
     def _on_watch_error(self, exc: Exception) -> None:
         with self._lock:
-            self._want_full = True  # changes may have gone unseen while the watch was down
+            self._want_full = self._want_sweep = True  # changes may have gone unseen while the watch was down
         self._wake.set()
 
     def _drive_engine(self) -> None:
@@ -421,7 +439,7 @@ class Controller:
         """Ask for a full pass now (``POST /api/v1/resync``); returns at once (202)."""
         _ = body
         with self._lock:
-            self._want_full = True
+            self._want_full = self._want_sweep = True
         if self.netsync is not None:
             self.netsync.resync()  # the network sync too, its items in backoff retried at once
         self._wake.set()

@@ -42,6 +42,8 @@ from agentvm.controller.identity import SolutionIdentity
 from agentvm.controller.lease import holding
 from agentvm.controller.observe import AgencyObservation, Observation, read_addresses, read_snapshot
 from agentvm.controller.planner import AGENCY_KINDS, Planner, SolutionPlan
+from agentvm.controller.watch import VmWatch
+from agentvm.core.agent_reads import Changes, Look, ReadPolicy
 from agentvm.core.heal import (
     HealDecision,
     HealPlan,
@@ -134,6 +136,7 @@ class Solution:
         self.executor = Executor.open(desired, session, backend=backend, state_dir=state_dir, workers=workers)
         self.planner = Planner(desired, self.executor)
         self.policy = policy if policy is not None else HealPolicy(seed=secrets.randbits(32))
+        self.reads = ReadPolicy()  # how the wait re-reads agents between the VM watch's changes
 
     def __enter__(self) -> Solution:
         return self
@@ -332,6 +335,34 @@ class Solution:
         per resolve), and stop at once on a failure — a passive issue, or an active one resolved
         ``max_attempts`` times in vain — since no amount of waiting fixes those.
         """
+        backend = self.backend
+        try:
+            with VmWatch(self.session) as watch:
+                return self._wait_loop(
+                    waits,
+                    watch,
+                    timeout=timeout,
+                    started=started,
+                    on_progress=on_progress,
+                    heal=heal,
+                    actions=actions,
+                )
+        finally:
+            backend.note(None)  # observes after the wait read as without a watch again
+
+    def _wait_loop(
+        self,
+        waits: list[AgencyWait],
+        watch: VmWatch,
+        *,
+        timeout: float,
+        started: float,
+        on_progress: ProgressCallback | None,
+        heal: bool,
+        actions: list[str] | None,
+    ) -> _Outcome:
+        """``_wait``'s polls: each look reads the agents the VM watch says changed, those not settled yet
+        (not done) and the sweep's (``core.agent_reads``), as the controller's polls do."""
         deadline = self._clock() + timeout
         interval = POLL_FIRST
         previous: object = None
@@ -339,6 +370,10 @@ class Solution:
         polls = 0
         while True:
             acted = False
+            changes = watch.take()
+            if changes is None:  # the watch (re)started: what happened before it is unknown
+                self.backend.forget()
+            self.backend.note(Look(self._clock(), changes or Changes(), self.reads))
             for wait in waits:
                 wait.status = self.backend.observe(wait.name)
                 if self._answer_hooks(wait):

@@ -5,14 +5,17 @@ property collector, ``WaitForUpdatesEx`` with the version tracked and a bounded 
 
 - hosts: ``runtime.inMaintenanceMode``, ``runtime.connectionState``, ``runtime.powerState``, ``parent``;
 - clusters: ``host`` (a host added or removed);
-- VMs: ``runtime.powerState`` and ``runtime.host`` (an agent VM powered off, moved, deleted or added).
+- VMs: ``runtime.powerState``, ``runtime.host`` and ``config.managedBy`` (an agent VM powered off, moved,
+  deleted or added; a VM created or reconfigured by EAM or the engine carries the owner marker).
 
 Each batch is classified and handed to ``on_batch``: ``topology`` (a host or cluster entered, left or moved:
 the controller runs a full pass), ``hosts`` (a host's condition changed) or ``vms`` (a VM's power changed or
-it appeared/disappeared: the controller polls the agents now). The first batch is the initial state and
-is not reported as a change. The host conditions seen last are kept (``conditions()``) so the heal policy
-can tell maintenance mode from a failure between full passes, and so is every VM's host (``vm_hosts()``) so
-an agent VM moved to another host by hand is seen without reading the inventory again.
+it appeared/disappeared: the controller polls the agents now, reading those VMs' agents: ``changes()``,
+``core.agent_reads.Changes``). The first batch is the initial state and is not reported as a change (the
+controller reads every agent after it: ``Batch.first``). The host conditions seen last are kept
+(``conditions()``) so the heal policy can tell maintenance mode from a failure between full passes, and so
+is every VM's host (``vm_hosts()``) so an agent VM moved to another host by hand is seen without reading the
+inventory again.
 
 The watch specs and the reading of a host's runtime properties into a model ``Host`` are the vSphere
 adapter's (``vsphere.watch.INVENTORY_WATCH``, ``host_runtime``); ``conditions()`` classifies those hosts with
@@ -22,6 +25,9 @@ After any error (vCenter unreachable, session terminated: the collector died wit
 collector, reports the error through ``on_error``, waits with jittered, capped backoff
 (``core.retry.WATCH_BACKOFF``; the controller gives it its seed) and starts a new one; the batch of a new
 watch is reported as ``topology`` because changes may have been missed.
+
+``VmWatch`` is the same VM watch without a thread, for apply's wait: one ``WaitForUpdatesEx`` that does
+not wait, per look.
 """
 
 from __future__ import annotations
@@ -31,13 +37,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import TracebackType
 
+from agentvm.core.agent_reads import Changes
 from agentvm.core.heal import HostConditions
 from agentvm.core.retry import WATCH_BACKOFF, Retries
 from agentvm.model.agency import MoRef
 from agentvm.model.inventory import Host
 from agentvm.vsphere.session import Session
-from agentvm.vsphere.watch import INVENTORY_WATCH, WatchChange, WatchChangeKind, Watcher, host_runtime
+from agentvm.vsphere.watch import (
+    INVENTORY_WATCH,
+    VM_WATCH,
+    WatchChange,
+    WatchChangeKind,
+    Watcher,
+    host_runtime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +66,8 @@ class Batch:
     hosts: bool  # a host's maintenance / connection / power state changed
     vms: tuple[MoRef, ...]  # VMs whose power changed, or that appeared or disappeared
     changes: int
+    marked_hosts: tuple[MoRef, ...] = ()  # hosts where a VM carrying an owner marker appeared or changed
+    first: bool = False  # the initial state of a new watch: changes may have been missed before it
 
 
 class InventoryWatch:
@@ -78,6 +95,8 @@ class InventoryWatch:
         self._lock = threading.Lock()
         self._hosts: dict[MoRef, Host] = {}  # each host's state as last reported (name and path unknown)
         self._vm_hosts: dict[MoRef, MoRef] = {}
+        self._marked: set[MoRef] = set()  # VMs carrying an owner marker
+        self._changes = Changes()  # the VM changes since the last ``changes()``
         self._watcher: Watcher | None = None
         self._thread: threading.Thread | None = None
         self.connected = False
@@ -110,6 +129,12 @@ class InventoryWatch:
             if vms is None:
                 return dict(self._vm_hosts)
             return {vm: host for vm in vms if (host := self._vm_hosts.get(vm)) is not None}
+
+    def changes(self) -> Changes:
+        """The VM changes reported since the last call (and forgets them). Any thread."""
+        with self._lock:
+            taken, self._changes = self._changes, Changes()
+        return taken
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -146,6 +171,7 @@ class InventoryWatch:
         with self._lock:
             if first:
                 self._vm_hosts.clear()  # a new watch reports every VM again
+                self._marked.clear()
             for change in changes:
                 ref, props = change.moref, change.properties
                 if ref.type == "HostSystem":
@@ -163,14 +189,86 @@ class InventoryWatch:
                         hosts_changed = True
                 elif ref.type == "ClusterComputeResource":
                     topology = True
-                elif ref.type == "VirtualMachine":
-                    vms.append(ref)
-                    if change.kind is WatchChangeKind.LEAVE:
-                        self._vm_hosts.pop(ref, None)
-                    elif "runtime.host" in props:
-                        host = props["runtime.host"]
-                        if isinstance(host, MoRef):
-                            self._vm_hosts[ref] = host
-                        else:
-                            self._vm_hosts.pop(ref, None)
-        return Batch(received, topology, hosts_changed, tuple(vms), len(changes))
+            vm_changes = [c for c in changes if c.moref.type == "VirtualMachine"]
+            vms = [c.moref for c in vm_changes]
+            marked = vm_changed(vm_changes, self._vm_hosts, self._marked)
+            if not first:
+                self._changes = self._changes | marked
+        return Batch(
+            received, topology, hosts_changed, tuple(vms), len(changes), tuple(marked.marked_hosts), first
+        )
+
+
+def vm_changed(changes: Iterable[WatchChange], vm_hosts: dict[MoRef, MoRef], marked: set[MoRef]) -> Changes:
+    """The agent-relevant ``Changes`` of these VM updates, keeping ``vm_hosts`` (each VM's ``runtime.host``)
+    and ``marked`` (the VMs that carry an owner marker) up to date: every VM named, and the host of each VM
+    that got an owner marker (``config.managedBy``: EAM or the engine created or reconfigured it) or, carrying
+    one, got a host (vCenter may report a new VM's host after the VM itself)."""
+    vms: set[MoRef] = set()
+    hosts: set[MoRef] = set()
+    for change in changes:
+        ref, props = change.moref, change.properties
+        vms.add(ref)
+        if change.kind is WatchChangeKind.LEAVE:
+            vm_hosts.pop(ref, None)
+            marked.discard(ref)
+            continue
+        if "runtime.host" in props:
+            host = props["runtime.host"]
+            if isinstance(host, MoRef):
+                vm_hosts[ref] = host
+            else:
+                vm_hosts.pop(ref, None)
+        newly = False
+        if "config.managedBy" in props:
+            if props["config.managedBy"] is not None:
+                marked.add(ref)
+                newly = True
+            else:
+                marked.discard(ref)
+        if (newly or ("runtime.host" in props and ref in marked)) and ref in vm_hosts:
+            hosts.add(vm_hosts[ref])
+    return Changes(frozenset(vms), frozenset(hosts))
+
+
+class VmWatch:
+    """The VM watch for a caller's own loop (apply's wait): ``take()`` asks vCenter once, without waiting.
+
+    ``with VmWatch(session) as watch: ... watch.take()``. Costs three calls to start, then one
+    ``WaitForUpdatesEx`` per ``take()``, two to close.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._watcher: Watcher | None = None
+        self._vm_hosts: dict[MoRef, MoRef] = {}
+        self._marked: set[MoRef] = set()
+
+    def __enter__(self) -> VmWatch:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def take(self) -> Changes | None:
+        """The VM changes since the last ``take()``; None when changes may have been missed (the first
+        look of a new watch, or the watch failed and starts again at the next call): read everything."""
+        first = self._watcher is None
+        try:
+            if self._watcher is None:
+                self._watcher = Watcher(self._session, VM_WATCH, max_wait_seconds=0)
+                self._vm_hosts.clear()
+                self._marked.clear()
+            changed = vm_changed(self._watcher.poll(), self._vm_hosts, self._marked)
+        except Exception as exc:  # a lost watch costs a full read, never the wait itself
+            log.warning("the VM watch of the wait failed, reading every agent: %s", exc)
+            self.close()
+            return None
+        return None if first else changed
+
+    def close(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()

@@ -82,7 +82,7 @@ class Watcher:
         self._session = session
         self._specs = tuple(specs)
         self._root = root
-        self._max_wait = max(1, int(max_wait_seconds))
+        self._max_wait = max(0, int(max_wait_seconds))  # 0: answer at once (a caller polling in its loop)
         self._stop = threading.Event()
         self._pc: Any = None
         self._view: Any = None
@@ -197,12 +197,19 @@ def _convert(value: Any) -> Any:
 HOST_RUNTIME = ("runtime.inMaintenanceMode", "runtime.connectionState", "runtime.powerState")
 """A host's state as the heal policy classifies it (``core.heal.HostConditions.of``)."""
 
+AGENT_VM_PROPERTIES = ("runtime.powerState", "runtime.host", "config.managedBy")
+"""What says an agent VM changed: power, host, and (for a VM EAM or the engine created or reconfigured) its
+owner marker, which vcsim reports in the VM's first update."""
+
 INVENTORY_WATCH = (
     WatchSpec(vim.HostSystem, (*HOST_RUNTIME, "parent")),
     WatchSpec(vim.ClusterComputeResource, ("host",)),
-    WatchSpec(vim.VirtualMachine, ("runtime.powerState", "runtime.host")),
+    WatchSpec(vim.VirtualMachine, AGENT_VM_PROPERTIES),
 )
-"""Hosts (state, and where they are), clusters' host lists and VMs' power and host."""
+"""Hosts (state, and where they are), clusters' host lists and VMs' power, host and owner marker."""
+
+VM_WATCH = (WatchSpec(vim.VirtualMachine, AGENT_VM_PROPERTIES),)
+"""VMs only: apply's wait, polled without waiting (``controller.watch.VmWatch``)."""
 
 
 def host_runtime(host: Host, properties: Mapping[str, Any]) -> Host | None:

@@ -1,0 +1,297 @@
+"""Which agents' runtimes to read now: observation that costs per change, not per agent. Pure.
+
+The backend (``backends.base.AgencyBackend``) keeps, per agency, the agent runtimes it read last
+(``AgencyReads``) and asks this module, at every observe, which agents to read again (``plan_reads``); it
+carries the answer out (one AgentQueryRuntime each) and records what it read (``after_reads``). Callers that
+watch vCenter (the controller's loop, apply's wait) hand the backend what the VM watch saw (``Changes``)
+and their clock's ``now``; nothing here reads a clock.
+
+Watched, an agency's look costs one AgencyQueryRuntime (its issue list) plus one read per agent that:
+
+- (a) the VM watch says changed: its VM or its hook's VM was powered on/off, moved or is gone;
+- (b) sits on a host where a VM carrying an owner marker (``config.managedBy``) appeared or was
+  reconfigured: EAM (or the engine) deployed a VM there, whose hook may be pending;
+- (c) is named by an issue of the agency that was not there at its last read, or whose issue went away;
+- (d/e) was last seen not settled — a pending hook, or neither green nor holding an issue (EAM has not
+  caught up with the change yet) — read again with a per-agent backoff (every ``first_retry`` for
+  ``follow`` reads, then doubling to ``max_retry`` while it reads the same; back to the start when it moved
+  or was acted on), and all of them at once when the agency's status changed, so that the cost is bounded
+  by the agents in transition;
+- was marked stale by an action on it (a hook answered, an issue resolved), or is new (not read yet);
+- is next in the spread sweep: ``sweep_per_minute`` agents a minute at most, oldest read first, and no
+  faster than every agent once per ``sweep_period`` — the safety net that heals a lost watch update.
+
+The agent list (QueryAgent) is read only when the caller re-plans (``relist``), after ``forgotten``, at the
+first look, or when a marked VM appeared on a host with no known agent (a new agent). ``forgotten`` (a full
+sweep) reads every agent at the next look.
+
+Unwatched (a caller without a watch: ``agentvm status``), every look lists the agents and reads every one,
+unless the agency is green with no issue and every agent was read green within ``green_max_age`` s with
+the same agent list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from agentvm.model.agency import AgentRuntime, Issue, MoRef, Status
+
+
+@dataclass(frozen=True)
+class ReadPolicy:
+    """How often agents are read again. Seconds; ``sweep_per_minute`` agents per minute."""
+
+    first_retry: float = 0.5  # an agent seen unsettled is read again this soon...
+    follow: int = 3  # ...this many more times while it reads the same, then doubling
+    max_retry: float = 8.0
+    sweep_per_minute: float = 60.0  # the spread sweep's rate at most (idle cost, whatever the agents)
+    sweep_period: float = 60.0  # ...and no agent re-read by the sweep more often than this
+    green_max_age: float = 5.0  # unwatched: a green agency's agents are reused this long
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What the VM watch saw since the caller's last look (``controller.watch.InventoryWatch``)."""
+
+    vms: frozenset[MoRef] = frozenset()  # VMs whose power or host changed, or that appeared or disappeared
+    marked_hosts: frozenset[MoRef] = frozenset()  # hosts where a VM with config.managedBy appeared/changed
+
+    def __or__(self, other: Changes) -> Changes:
+        return Changes(self.vms | other.vms, self.marked_hosts | other.marked_hosts)
+
+    def __bool__(self) -> bool:
+        return bool(self.vms or self.marked_hosts)
+
+
+@dataclass(frozen=True)
+class Look:
+    """One caller's look through the backend: what changed, its ``now``, its policy, whether it re-plans."""
+
+    now: float
+    changes: Changes = Changes()
+    policy: ReadPolicy = ReadPolicy()
+    relist: bool = False  # a full pass re-plans: read the agent list (QueryAgent) again
+    watched: bool = True  # False: a caller without a watch (every look lists and reads, see the module)
+
+
+@dataclass(frozen=True)
+class AgentSeen:
+    """One agent as last read, and when to read it again."""
+
+    runtime: AgentRuntime
+    read_at: float
+    issues: frozenset[int]  # keys of the agency's issues naming this agent when it was read
+    retry_at: float | None = None  # not settled: read again at this time
+    delay: float = 0.0  # the backoff's current delay (0: settled)
+    same: int = 0  # reads in a row that found it unchanged and not settled
+
+    @property
+    def vms(self) -> frozenset[MoRef]:
+        vms = {self.runtime.vm} if self.runtime.vm is not None else set()
+        if self.runtime.hook is not None:
+            vms.add(self.runtime.hook.vm)
+        return frozenset(vms)
+
+
+@dataclass(frozen=True)
+class AgencyReads:
+    """What the backend knows of one agency's agents between looks."""
+
+    ids: tuple[str, ...] = ()  # the agent list as last read (QueryAgent)
+    agents: Mapping[str, AgentSeen] = field(default_factory=dict)
+    listed: bool = False  # the agent list was read at least once
+    full: bool = True  # read every agent (and the list) at the next look
+    stale: frozenset[str] = frozenset()  # agents to read at the next look (acted on)
+    pending: Changes = Changes()  # watch changes not looked at yet
+    credit: float = 0.0  # the sweep's reads earned and not spent
+    credited_at: float | None = None
+    watched: bool = False  # the last look was a watched one
+    status: Status | None = None  # the agency's status at the last look
+
+    def noted(self, changes: Changes) -> AgencyReads:
+        """These reads with more watch changes to look at."""
+        return replace(self, pending=self.pending | changes) if changes else self
+
+    def forgotten(self) -> AgencyReads:
+        """Read every agent and the agent list at the next look (a full sweep)."""
+        return replace(self, full=True)
+
+    def marked_stale(self, agents: Iterable[str]) -> AgencyReads:
+        """Read these agents at the next look (an action changed them)."""
+        return replace(self, stale=self.stale | frozenset(agents))
+
+    def runtimes(self) -> tuple[AgentRuntime, ...]:
+        """The agents as last read, in the agent list's order."""
+        return tuple(self.agents[a].runtime for a in self.ids if a in self.agents)
+
+
+def settled(agent: AgentRuntime, named: Collection[int]) -> bool:
+    """True when nothing about ``agent`` is expected to change by itself: green with no hook, or holding an
+    issue (its next change shows in the agency's issue list). A pending hook is not settled."""
+    if agent.hook is not None:
+        return False
+    return (agent.status is Status.GREEN) or bool(agent.issues) or bool(named)
+
+
+def issues_by_agent(issues: Iterable[Issue]) -> dict[str, frozenset[int]]:
+    """The agency's issue keys per agent they name (agency-level issues name none)."""
+    out: dict[str, set[int]] = {}
+    for issue in issues:
+        if issue.agent:
+            out.setdefault(issue.agent, set()).add(issue.key)
+    return {a: frozenset(keys) for a, keys in out.items()}
+
+
+def must_list(state: AgencyReads | None, look: Look) -> bool:
+    """True when this look reads the agent list (QueryAgent) before deciding."""
+    if state is None or not look.watched or state.full or not state.listed or look.relist:
+        return True
+    hosts = {s.runtime.host for s in state.agents.values()}
+    return any(h not in hosts for h in state.pending.marked_hosts)
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """The agents to read now, in order, and the sweep's remaining credit."""
+
+    read: tuple[str, ...]
+    swept: tuple[str, ...] = ()  # those of ``read`` that only the sweep chose
+    credit: float = 0.0
+    reuse: bool = False  # unwatched: nothing to read, the agents as last read stand
+
+
+def plan_reads(
+    state: AgencyReads | None,
+    ids: Sequence[str],
+    issues: Sequence[Issue],
+    look: Look,
+    *,
+    quiet: bool = False,
+    status: Status | None = None,
+) -> ReadPlan:
+    """Which of ``ids`` (the agent list, fresh or as last read) to read now.
+
+    ``issues``: the agency's issue list as just read; ``quiet``: the agency is green with no issue, the only
+    reason an unwatched look reuses what was read; ``status``: the agency's status as just read — when it
+    differs from the last look's, every agent not settled is read now (the last of them may just have
+    turned green).
+    """
+    known = state.agents if state is not None else {}
+    if not look.watched:
+        return _plan_unwatched(state, ids, quiet, look)
+    now, policy = look.now, look.policy
+    if state is None or state.full or not state.watched:
+        return ReadPlan(tuple(ids), credit=0.0)
+    named = issues_by_agent(issues)
+    pending = state.pending
+    moved = status is not None and status is not state.status
+    chosen: list[str] = []
+    for agent in ids:
+        seen = known.get(agent)
+        if (
+            seen is None
+            or agent in state.stale
+            or bool(seen.vms & pending.vms)
+            or seen.runtime.host in pending.marked_hosts
+            or named.get(agent, frozenset()) != seen.issues
+            or (seen.retry_at is not None and (moved or seen.retry_at <= now))
+        ):
+            chosen.append(agent)
+    credit = _credit(state, len(ids), now, policy)
+    budget = math.floor(credit)
+    picked = set(chosen)
+    order = sorted((a for a in ids if a not in picked and a in known), key=lambda a: (known[a].read_at, a))
+    swept = tuple(order[:budget])
+    return ReadPlan((*chosen, *swept), swept, credit - len(swept))
+
+
+def _plan_unwatched(state: AgencyReads | None, ids: Sequence[str], quiet: bool, look: Look) -> ReadPlan:
+    if state is None or state.full or state.watched or state.stale or not quiet or tuple(ids) != state.ids:
+        return ReadPlan(tuple(ids))
+    oldest = look.now - look.policy.green_max_age
+    seen = [state.agents.get(a) for a in ids]
+    if all(
+        s is not None and s.runtime.status is Status.GREEN and s.runtime.hook is None and s.read_at >= oldest
+        for s in seen
+    ):
+        return ReadPlan((), reuse=True)
+    return ReadPlan(tuple(ids))
+
+
+def sweep_rate(agents: int, policy: ReadPolicy) -> float:
+    """Agents per second the spread sweep reads: every agent once per ``sweep_period`` when that stays
+    within ``sweep_per_minute``, else ``sweep_per_minute`` (so every agent within agents / rate minutes)."""
+    if agents <= 0 or policy.sweep_per_minute <= 0:
+        return 0.0
+    per_period = agents / policy.sweep_period if policy.sweep_period > 0 else math.inf
+    return min(policy.sweep_per_minute / 60.0, per_period)
+
+
+def _credit(state: AgencyReads, agents: int, now: float, policy: ReadPolicy) -> float:
+    rate = sweep_rate(agents, policy)
+    if state.credited_at is None or rate == 0.0:
+        return 0.0 if rate == 0.0 else state.credit
+    earned = state.credit + rate * max(0.0, now - state.credited_at)
+    return min(earned, 1.0 + rate * 10.0)  # a long pause does not turn into a burst
+
+
+def after_reads(
+    state: AgencyReads | None,
+    ids: Sequence[str],
+    read: Mapping[str, AgentRuntime],
+    issues: Sequence[Issue],
+    look: Look,
+    plan: ReadPlan,
+    *,
+    listed: bool,
+    status: Status | None = None,
+) -> AgencyReads:
+    """The reads after this look: ``read`` holds the runtimes read now (an agent of ``plan.read`` missing
+    from it is gone); ``ids`` the agent list used. The watch changes and stale marks are spent."""
+    previous = state if state is not None else AgencyReads()
+    now, policy = look.now, look.policy
+    named = issues_by_agent(issues)
+    gone = {a for a in plan.read if a not in read}
+    kept_ids = tuple(a for a in ids if a not in gone)
+    agents: dict[str, AgentSeen] = {}
+    for agent in kept_ids:
+        if agent in read:
+            runtime = read[agent]
+            keys = named.get(agent, frozenset())
+            old = previous.agents.get(agent)
+            if settled(runtime, keys):
+                agents[agent] = AgentSeen(runtime, now, keys)
+            else:
+                # followed closely after it moved or was acted on, then doubling while nothing moves
+                same = 0
+                if (
+                    old is not None
+                    and old.delay > 0
+                    and agent not in previous.stale
+                    and old.runtime == runtime
+                ):
+                    same = old.same + 1
+                delay = min(policy.max_retry, policy.first_retry * 2 ** max(0, same - policy.follow))
+                agents[agent] = AgentSeen(runtime, now, keys, now + delay, delay, same)
+        elif agent in previous.agents:
+            agents[agent] = previous.agents[agent]
+    if not look.watched:
+        credit, credited_at = 0.0, None
+    elif not previous.watched or previous.full:
+        credit, credited_at = 0.0, now
+    else:
+        credit, credited_at = plan.credit, now
+    return AgencyReads(
+        ids=kept_ids,
+        agents=agents,
+        listed=previous.listed or listed,
+        full=False,
+        stale=frozenset(),
+        pending=Changes(),
+        credit=credit,
+        credited_at=credited_at,
+        watched=look.watched,
+        status=status,
+    )

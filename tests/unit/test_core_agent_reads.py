@@ -1,0 +1,294 @@
+"""core.agent_reads: a look reads the agents that changed, are in transition or are due in the sweep — never
+every agent because one changed, and every agent within the sweep's period however many there are."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentvm.core.agent_reads import (
+    AgencyReads,
+    Changes,
+    Look,
+    ReadPolicy,
+    after_reads,
+    must_list,
+    plan_reads,
+)
+from agentvm.model.agency import (
+    AgentRuntime,
+    GoalState,
+    HookState,
+    Issue,
+    IssueKind,
+    MoRef,
+    PowerState,
+    Status,
+    VmHook,
+)
+
+NONE = Changes()
+POLICY = ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=60.0, sweep_period=60.0)
+SIZES = st.integers(min_value=1, max_value=300)
+
+
+def vm(n: int) -> MoRef:
+    return MoRef("VirtualMachine", f"vm-{n}")
+
+
+def host(n: int) -> MoRef:
+    return MoRef("HostSystem", f"host-{n}")
+
+
+def agent(
+    n: int, status: Status = Status.GREEN, *, hook: bool = False, vm_n: int | None = None
+) -> AgentRuntime:
+    return AgentRuntime(
+        agent=f"agent-{n}",
+        agency="agency-1",
+        host=host(n),
+        host_name=f"esx-{n}",
+        goal_state=GoalState.ENABLED,
+        status=status,
+        power_state=PowerState.POWERED_ON,
+        vm_name=f"hello ({n})",
+        vm=vm(n if vm_n is None else vm_n),
+        hook=VmHook(vm(1000 + n), HookState.PROVISIONED) if hook else None,
+    )
+
+
+def issue(key: int, n: int) -> Issue:
+    return Issue(
+        key, IssueKind.VM_POWERED_OFF, datetime(2025, 1, 1, tzinfo=UTC), "agency-1", "hello", f"agent-{n}"
+    )
+
+
+class Agency:
+    """One agency's agents as EAM would report them, looked at through the pure functions as the backend
+    does; ``reads`` counts AgentQueryRuntime calls and ``lists`` QueryAgent calls."""
+
+    def __init__(self, agents: int, policy: ReadPolicy = POLICY) -> None:
+        self.world: dict[str, AgentRuntime] = {f"agent-{n}": agent(n) for n in range(agents)}
+        self.issues: list[Issue] = []
+        self.status = Status.GREEN  # the agency's, as AgencyQueryRuntime says
+        self.state: AgencyReads | None = None
+        self.policy = policy
+        self.reads: list[tuple[float, str]] = []
+        self.lists = 0
+
+    def look(self, now: float, changes: Changes = NONE, *, relist: bool = False) -> tuple[str, ...]:
+        look = Look(now, changes, self.policy, relist)
+        if self.state is not None:
+            self.state = self.state.noted(changes)
+        listed = must_list(self.state, look)
+        if listed:
+            self.lists += 1
+        ids = tuple(self.world) if listed or self.state is None else self.state.ids
+        plan = plan_reads(self.state, ids, self.issues, look, status=self.status)
+        read: Mapping[str, AgentRuntime] = {a: self.world[a] for a in plan.read if a in self.world}
+        self.reads += [(now, a) for a in plan.read]
+        self.state = after_reads(
+            self.state, ids, read, self.issues, look, plan, listed=listed, status=self.status
+        )
+        return plan.read
+
+    def seen(self, name: str) -> AgentRuntime:
+        assert self.state is not None
+        return self.state.agents[name].runtime
+
+
+@given(SIZES, st.integers(min_value=1, max_value=50))
+def test_a_quiet_agency_is_read_once_then_costs_no_agent_read_while_time_stands(
+    agents: int, looks: int
+) -> None:
+    agency = Agency(agents)
+    assert len(agency.look(0.0)) == agents  # the first look reads every agent
+    for _ in range(looks):
+        assert agency.look(0.0) == ()
+    assert agency.lists == 1
+
+
+@given(SIZES, st.data())
+def test_a_changed_vm_costs_the_read_of_its_own_agent_only(agents: int, data: st.DataObject) -> None:
+    agency = Agency(agents)
+    agency.look(0.0)
+    victim = data.draw(st.integers(min_value=0, max_value=agents - 1))
+    others = data.draw(st.sets(st.integers(min_value=agents, max_value=agents + 50), max_size=5))
+    # a VM powered off (the victim's) and workload VMs that are no agent's
+    read = agency.look(0.0, Changes(frozenset({vm(victim), *(vm(o) for o in others)})))
+    assert read == (f"agent-{victim}",)
+    assert agency.lists == 1  # and no QueryAgent
+
+
+@given(SIZES, st.data())
+def test_a_hook_vm_change_reads_the_agent_waiting_on_it(agents: int, data: st.DataObject) -> None:
+    agency = Agency(agents)
+    n = data.draw(st.integers(min_value=0, max_value=agents - 1))
+    agency.world[f"agent-{n}"] = agent(n, Status.YELLOW, hook=True)
+    agency.look(0.0)
+    assert agency.look(0.25, Changes(frozenset({vm(1000 + n)}))) == (f"agent-{n}",)
+
+
+@given(SIZES, st.data())
+def test_a_marked_vm_on_a_known_host_reads_that_hosts_agent_and_on_a_new_host_lists_the_agents(
+    agents: int, data: st.DataObject
+) -> None:
+    agency = Agency(agents)
+    agency.look(0.0)
+    n = data.draw(st.integers(min_value=0, max_value=agents - 1))
+    agency.world[f"agent-{n}"] = agent(n, Status.YELLOW, hook=True, vm_n=5000)  # EAM redeployed it
+    assert agency.look(0.0, Changes(marked_hosts=frozenset({host(n)}))) == (f"agent-{n}",)
+    assert agency.seen(f"agent-{n}").hook is not None
+    assert agency.lists == 1
+    agency.world[f"agent-{agents}"] = agent(agents, Status.YELLOW, hook=True)  # a host added: a new agent
+    read = agency.look(0.0, Changes(marked_hosts=frozenset({host(agents)})))
+    assert agency.lists == 2
+    assert f"agent-{agents}" in read and len(read) <= 2  # the new agent (and the one still in transition)
+
+
+@given(SIZES, st.data())
+def test_an_agent_is_read_when_an_issue_names_it_and_when_it_goes_not_while_it_stays(
+    agents: int, data: st.DataObject
+) -> None:
+    agency = Agency(agents)
+    agency.look(0.0)
+    n = data.draw(st.integers(min_value=0, max_value=agents - 1))
+    agency.world[f"agent-{n}"] = agent(n, Status.RED)
+    agency.issues = [issue(7, n)]
+    assert agency.look(0.0) == (f"agent-{n}",)
+    for _ in range(3):
+        assert agency.look(0.0) == ()  # red with its issue: settled until the issue changes
+    agency.issues = []
+    agency.world[f"agent-{n}"] = agent(n)
+    assert agency.look(0.0) == (f"agent-{n}",)
+
+
+@given(st.integers(min_value=1, max_value=30))
+def test_an_unsettled_agent_is_read_again_with_a_doubling_capped_backoff(looks: int) -> None:
+    agency = Agency(3, ReadPolicy(first_retry=0.5, follow=2, max_retry=4.0, sweep_per_minute=0.0))
+    agency.world["agent-1"] = agent(1, Status.YELLOW)  # EAM working on it: no hook, no issue yet
+    agency.look(0.0)
+    now, gaps, last = 0.0, [], 0.0
+    for _ in range(looks * 8):
+        now += 0.25
+        if agency.look(now):
+            gaps.append(now - last)
+            last = now
+    expected = [0.5, 0.5, 0.5, 1.0, 2.0, 4.0]  # followed ``follow`` more times, then doubling to the cap
+    assert gaps[: len(expected)] == expected[: len(gaps)]
+    assert all(g == 4.0 for g in gaps[len(expected) :])
+    agency.world["agent-1"] = agent(1)
+    while not agency.look(now := now + 0.25):
+        pass
+    assert all(agency.look(now + 0.25 * i) == () for i in range(1, 40))  # green: settled, not read again
+
+
+@given(st.integers(min_value=2, max_value=12))
+def test_an_unsettled_agent_that_moved_or_was_acted_on_is_followed_closely_again(looks: int) -> None:
+    agency = Agency(2, ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=0.0))
+    agency.world["agent-1"] = agent(1, Status.YELLOW)
+    agency.look(0.0)
+    now = 0.0
+    for _ in range(looks * 4):  # backing off while it reads the same
+        agency.look(now := now + 0.5)
+    assert agency.state is not None
+    assert agency.state.agents["agent-1"].delay > 0.5
+    agency.world["agent-1"] = agent(1, Status.YELLOW, hook=True)  # it moved on: a hook is pending
+    agency.state = agency.state.marked_stale(["agent-1"])
+    now += 0.25
+    assert agency.look(now) == ("agent-1",)
+    assert agency.state.agents["agent-1"].delay == 0.5  # acted on / moved: back to the first retry
+    assert agency.look(now + 0.25) == ()
+    assert agency.look(now + 0.5) == ("agent-1",)
+
+
+@given(SIZES, st.sets(st.integers(min_value=0, max_value=299), min_size=1, max_size=5))
+def test_when_the_agency_status_changes_every_unsettled_agent_is_read_and_only_those(
+    agents: int, moving: set[int]
+) -> None:
+    agency = Agency(agents, ReadPolicy(first_retry=0.5, follow=0, max_retry=60.0, sweep_per_minute=0.0))
+    yellow = {n for n in moving if n < agents} or {0}
+    for n in yellow:
+        agency.world[f"agent-{n}"] = agent(n, Status.YELLOW)
+    agency.status = Status.YELLOW
+    agency.look(0.0)
+    for now in (0.5, 1.5, 3.5):  # backing off to 4 s
+        agency.look(now)
+    for n in yellow:
+        agency.world[f"agent-{n}"] = agent(n)
+    agency.status = Status.GREEN  # the last of them went green: no VM changed, the agency says so
+    assert set(agency.look(4.0)) == {f"agent-{n}" for n in yellow}
+    assert agency.look(4.5) == ()
+
+
+@given(st.integers(min_value=1, max_value=90), st.sampled_from([0.5, 1.0, 5.0]))
+def test_the_sweep_reads_every_agent_within_its_period_at_a_bounded_rate(agents: int, every: float) -> None:
+    agency = Agency(agents)
+    agency.look(0.0)
+    rate = POLICY.sweep_per_minute / 60.0
+    period = max(POLICY.sweep_period, agents / rate)
+    now, end = 0.0, 3 * period
+    while now < end:
+        now += every
+        agency.look(now)
+    swept = [t for t, _ in agency.reads if t > 0]
+    assert len(swept) <= rate * now + 1  # idle reads a minute bounded by the rate, whatever the agents
+    last = dict.fromkeys(agency.world, 0.0)
+    worst = 0.0
+    for t, name in sorted(agency.reads):
+        worst = max(worst, t - last[name])
+        last[name] = t
+    worst = max([worst, *(now - t for t in last.values())])
+    assert worst <= period + 2 * every + 1.0 / rate
+
+
+@given(SIZES)
+def test_forgetting_reads_every_agent_and_the_list_again(agents: int) -> None:
+    agency = Agency(agents)
+    agency.look(0.0)
+    assert agency.state is not None
+    agency.state = agency.state.forgotten()
+    assert len(agency.look(0.0)) == agents and agency.lists == 2
+
+
+@given(SIZES, st.data())
+def test_an_agent_marked_stale_by_an_action_is_read_at_the_next_look_only(
+    agents: int, data: st.DataObject
+) -> None:
+    agency = Agency(agents)
+    agency.look(0.0)
+    n = data.draw(st.integers(min_value=0, max_value=agents - 1))
+    assert agency.state is not None
+    agency.state = agency.state.marked_stale([f"agent-{n}"])
+    assert agency.look(0.0) == (f"agent-{n}",)
+    assert agency.look(0.0) == ()
+
+
+@given(SIZES)
+def test_a_relist_reads_the_agent_list_and_only_the_new_agents(agents: int) -> None:
+    agency = Agency(agents)
+    agency.look(0.0)
+    agency.world[f"agent-{agents}"] = agent(agents)
+    del agency.world["agent-0"]
+    assert agency.look(0.0, relist=True) == (f"agent-{agents}",)
+    assert agency.lists == 2
+    assert agency.state is not None and "agent-0" not in agency.state.ids
+
+
+def test_unwatched_looks_reuse_a_green_agency_for_green_max_age_only() -> None:
+    policy = ReadPolicy(green_max_age=5.0)
+    world = {f"agent-{n}": agent(n) for n in range(3)}
+    state: AgencyReads | None = None
+    counts = []
+    for now, quiet in ((0.0, True), (1.0, True), (6.0, True), (6.5, False), (7.0, False)):
+        look = Look(now, policy=policy, watched=False)
+        assert must_list(state, look)
+        plan = plan_reads(state, tuple(world), (), look, quiet=quiet)
+        counts.append(len(plan.read))
+        state = after_reads(
+            state, tuple(world), {a: world[a] for a in plan.read}, (), look, plan, listed=True
+        )
+    assert counts == [3, 0, 3, 3, 3]
