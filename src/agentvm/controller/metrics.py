@@ -370,8 +370,8 @@ class ControllerMetrics:
     - ``agentvm_vcenter_call_duration_seconds{method}`` and ``agentvm_vcenter_errors_total{fault}``;
     - ``agentvm_last_full_resync_timestamp_seconds``: unix time of the last full resync (0: none yet);
     - ``agentvm_pass_own_seconds{pass}``: agentvm's own time in each pass (``full`` or ``poll``), its wall
-      time less the calls it made, and ``agentvm_resolve_own_seconds``: the same from a pass's start to its
-      first Resolve (for benchmarks run against a separate ``agentvm run`` process, e.g. bench/bench_scale.py);
+      time less the calls it made, and ``agentvm_resolve_own_seconds``: the same from a pass's start to
+      its first Resolve (for benchmarks of a separate ``agentvm run`` process: bench/bench_scale.py);
     - with ``--netsync`` (registered by ``netsync()``, so they only show when the sync runs):
       ``agentvm_netsync_syncs_total{kind}`` (full / incremental syncs made), ``agentvm_netsync_batch_seconds``
       (a watch batch: updates received → every call of its plan returned), ``agentvm_netsync_failures_total``

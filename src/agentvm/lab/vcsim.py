@@ -71,7 +71,9 @@ class Shape:
         benchmarks with one agency over every cluster (bench/bench_scale.py). A count with no such split
         into bigger clusters gets more, smaller ones (101 → 101 × 1). LabError (exit 2) below 1."""
         if hosts < 1 or per_cluster < 1:
-            raise LabError(f"a clustered lab needs 1 or more hosts per cluster (got {hosts}, {per_cluster})", 2)
+            raise LabError(
+                f"a clustered lab needs 1 or more hosts, per cluster too (got {hosts}, {per_cluster})", 2
+            )
         clusters = next(c for c in range(-(-hosts // per_cluster), hosts + 1) if hosts % c == 0)
         return cls(clusters=clusters, hosts=hosts // clusters, vms=vms)
 
