@@ -89,6 +89,7 @@ from agentvm.vsphere.vms import destroy, ensure_powered_off, power_state
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("power-off", "deleted", "host-added", "maint-in", "maint-out")
 AGENCY = "contrail"
+QUIET = 15.0  # seconds after the deploy settled before the idle measure: fast_after_change (10 s) + a poll
 POLL = 0.1  # how often the bench looks at the controller's events and metrics while waiting
 
 SPEC = """\
@@ -372,6 +373,7 @@ class SizeResult:
     kinds: dict[str, KindResult] = field(default_factory=dict)
     floor: dict[str, KindResult] = field(default_factory=dict)
     log_dir: Path | None = None
+    load: tuple[float, ...] = ()  # the machine's 1-minute load average at the start and at the end
 
 
 class Bench:
@@ -417,6 +419,7 @@ class Bench:
 
     def measure(self) -> SizeResult:
         r = self.result
+        r.load = (os.getloadavg()[0],)
         started = time.monotonic()
         lab = Lab(self.shape, netsync=False, log_dir=self.work)
         try:
@@ -427,6 +430,7 @@ class Bench:
             self._with_lab(lab, info)
         finally:
             lab.stop()
+            r.load = (*r.load[:1], os.getloadavg()[0])
         return r
 
     def _with_lab(self, lab: Lab, info: LabInfo) -> None:
@@ -485,6 +489,7 @@ class Bench:
     def _idle(self, run: RunProcess) -> None:
         r = self.result
         self.settle(run, run.metrics().passes, "deploy")
+        time.sleep(QUIET)  # past the controller's fast polling after the last change (Settings)
         before = run.metrics()
         time.sleep(self.args.idle)
         after = run.metrics()
@@ -548,6 +553,7 @@ class Bench:
             )
             at_action = run.metrics()
             e2e = float(resolved["time"]) - t0
+            res.to_resolve.append(e2e)
         elif kind == "deleted":
             assert victim.vm is not None
             destroy(tester, MoRef("VirtualMachine", victim.vm))
@@ -557,6 +563,7 @@ class Bench:
                 self.args.change_timeout,
                 f"a resolve of the deleted VM on {victim.path}",
             )
+            res.to_resolve.append(float(resolved["time"]) - t0)
             passes = run.metrics().passes
             at_action = self.settle(run, passes, f"the deleted VM on {victim.path}")
             e2e = time.time() - t0
@@ -728,8 +735,8 @@ class Floor:
             calls["WaitForUpdatesEx"] += 1
             try:
                 update = self.collector.WaitForUpdatesEx(self.version, options)
-            except vmodl.fault.SystemError:  # vcsim, a filter's VM deleted: the wake-up all the same
-                return True
+            except (vmodl.fault.SystemError, vmodl.fault.ManagedObjectNotFound):
+                return True  # vcsim 0.24.2 fails the wait of a filter whose VM was deleted: the wake-up
             if update is None:
                 if not self.version:
                     return False  # the initial read, nothing to report
@@ -833,6 +840,7 @@ def mean(values: list[int] | list[float]) -> str:
 
 def print_size(r: SizeResult) -> None:
     shape = f"{r.shape.clusters}x{r.shape.hosts}"
+    load = ", ".join(f"{x:.1f}" for x in r.load)
     print(
         f"\n{r.hosts} hosts ({shape}, {r.shape.vms} workload VMs per host): lab start {r.lab_start:.1f} s, "
         f"vcsim {r.vcsim_rss:.0f} MB; deploy "
@@ -843,7 +851,7 @@ def print_size(r: SizeResult) -> None:
         )
         + f"; idle {r.idle_vim:.0f} vim25 + {r.idle_eam:.0f} EAM calls/min; agentvm run RSS MB "
         + ", ".join(f"{k} {v:.0f}" for k, v in r.rss.items())
-        + f" (logs: {r.log_dir})"
+        + f"; load average {load} (logs: {r.log_dir})"
     )
     if r.idle_methods:
         print(
@@ -926,8 +934,8 @@ def main(argv: list[str]) -> int:
         bench = Bench(args, hosts, work)
         try:
             results.append(bench.measure())
-        except (BenchError, OSError) as exc:
-            print(f"{hosts} hosts: {exc}", flush=True)
+        except Exception as exc:  # the next size still runs; the lab and agentvm run are stopped already
+            print(f"{hosts} hosts: failed: {type(exc).__name__}: {exc}", flush=True)
             results.append(bench.result)
         print_size(results[-1])
     print_summary(results)
