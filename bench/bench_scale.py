@@ -404,11 +404,16 @@ class Bench:
         )
         return scrape
 
-    def resolve_event(self, run: RunProcess, after: int, host: str) -> dict[str, Any] | None:
+    def resolve_event(
+        self, run: RunProcess, after: int, host: str, since: float = 0.0
+    ) -> dict[str, Any] | None:
+        """The controller's first ``resolve`` action event for ``host`` after event ``after``, at or after
+        unix time ``since``."""
         events, _ = run.events(after)
         for event in events:
             if (
-                event.get("type") == "action"
+                float(event.get("time", 0)) >= since
+                and event.get("type") == "action"
                 and (event.get("data") or {}).get("action") == "resolve"
                 and event.get("host") == host
             ):
@@ -559,7 +564,8 @@ class Bench:
             destroy(tester, MoRef("VirtualMachine", victim.vm))
             t0 = time.time()
             resolved = wait(
-                lambda: self.resolve_event(run, mark, victim.host),
+                # not the resolve of the power-off before the Destroy_Task, if the controller was that quick
+                lambda: self.resolve_event(run, mark, victim.host, since=t0),
                 self.args.change_timeout,
                 f"a resolve of the deleted VM on {victim.path}",
             )
