@@ -470,12 +470,13 @@ class Bench:
         r = self.result
         timeout = self.args.deploy_timeout
         last = -1
+        step = max(1, self.expected // 10)
 
         def all_ready() -> bool:
             nonlocal last
             rows = host_rows(run.status())
             ready = sum(row.ready for row in rows)
-            if ready != last and ready % max(1, self.expected // 10) == 0:
+            if ready // step != last // step:  # progress, every tenth
                 print(f"  deploy: {ready}/{self.expected} ready after {time.monotonic() - run.started:.0f} s")
             last = ready
             return ready == self.expected and len(rows) == self.expected
@@ -620,6 +621,7 @@ class Bench:
             )
         cpu = cpu_seconds(run.pid) - cpu0
         self._record(res, before, at_action, settled, e2e, resolved, cpu, lab, lab_eam0)
+        print(f"    {kind} {i + 1}: {e2e:.2f} s, {sum(res.vim[-1:]) + sum(res.eam[-1:])} calls", flush=True)
 
     def _record(
         self,
@@ -931,6 +933,8 @@ def main(argv: list[str]) -> int:
         "--change-timeout", type=float, default=120.0, help="seconds to wait for each change's action (120)"
     )
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so that agentvm run and the lab are stopped on the way out
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     logs = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     print(f"logs and state in {logs}", flush=True)
     results = []
