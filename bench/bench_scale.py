@@ -27,12 +27,14 @@ that process exposes: ``/api/v1/status``, ``/api/v1/events`` (unix timestamps), 
   - ``maint-in`` (EnterMaintenanceMode_Task on a host with an agent): the metrics show that host's agent in
     ``state="maintenance"``; then ``maint-out`` (ExitMaintenanceMode_Task): every agent green again, the
     agent back on with its hook answered, after a pass that ended after the exit.
-  A change is settled when a controller pass that ended after the action shows every agent green.
+  A change is settled when a controller pass that ended after the action shows every agent green (for
+  ``maint-in``: when the host is shown in maintenance). ``→res`` is change → the controller's Resolve
+  answered (power-off, deleted), from the same events.
 - own: agentvm's own time, from the process's ``agentvm_pass_own_seconds`` histogram (each pass's wall
   time less its calls): the sum over the passes from the change to its action; for power-off also
   ``agentvm_resolve_own_seconds`` (the resolving pass's start → its Resolve, calls excluded, as
   bench_controller.py's); cpu = the process's user+system CPU seconds (``/proc/PID/stat``) from the change
-  to its settling (every thread: watch, API, SOAP parsing).
+  to its settling (every thread: watch, API, SOAP parsing, the bench's own scrapes).
 - calls: ``agentvm_vcenter_call_duration_seconds_count{method}`` (vim25 and EAM calls by method: the EAM
   calls go through the same instrumented sessions) scraped before the change and once it settled;
   labEAM = vim25 calls the lab's EAM (in this process) made meanwhile.
@@ -42,7 +44,8 @@ that process exposes: ``/api/v1/status``, ``/api/v1/events`` (unix timestamps), 
   update, AgencyQueryRuntime (EAM SOAP through pyVmomi's eam stubs) until the issue is raised (polled every
   0.05 s: most of its time is the lab's EAM noticing), one Resolve; for ``deleted`` also, after the Resolve,
   AgentQueryRuntime until the redeployed VM's hook is pending, one MarkAsAvailable, and AgentQueryRuntime
-  until green (the floor's "redeployed VM green"). Timed and counted the same way (t0 = task completed).
+  until green (the floor's "redeployed VM green"; it writes no per-host values: the bare minimum). Timed and
+  counted the same way (t0 = task completed). Host-added and maintenance mode involve no Resolve: no floor.
 
 Robust by construction: every wait is bounded (``--deploy-timeout``, ``--change-timeout``) and says what it
 waited for; a size whose deploy times out is reported as such and the next size runs; ``agentvm run`` is
