@@ -53,6 +53,7 @@ stopped with SIGTERM (then SIGKILL) and the lab (vcsim) stopped in every case. L
 directory (printed), as does the solution's certificate (the run's ``--state-dir``).
 
 Run: .venv/bin/python bench/bench_scale.py [HOSTS ...] [--changes 20] [--deploy-timeout 900] [--idle 60]
+(``--lab-only``: start and stop the lab at each size, printing its start time and memory.)
 """
 
 from __future__ import annotations
@@ -434,8 +435,13 @@ class Bench:
             info = lab.start()
             r.lab_start = time.monotonic() - started
             r.vcsim_rss = proc_status(lab.pids["vcsim"], "VmRSS")
-            print(f"{r.hosts} hosts: lab up in {r.lab_start:.1f} s (vcsim {r.vcsim_rss:.0f} MB)", flush=True)
-            self._with_lab(lab, info)
+            print(
+                f"{r.hosts} hosts: lab up in {r.lab_start:.1f} s (vcsim {r.vcsim_rss:.0f} MB, this process "
+                f"with the lab's EAM {proc_status(os.getpid(), 'VmRSS'):.0f} MB)",
+                flush=True,
+            )
+            if not self.args.lab_only:
+                self._with_lab(lab, info)
         finally:
             lab.stop()
             r.load = (*r.load[:1], os.getloadavg()[0])
@@ -935,6 +941,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--change-timeout", type=float, default=120.0, help="seconds to wait for each change's action (120)"
     )
+    parser.add_argument(
+        "--lab-only", action="store_true", help="only start and stop the lab at each size (its time, memory)"
+    )
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so that agentvm run and the lab are stopped on the way out
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -950,8 +959,10 @@ def main(argv: list[str]) -> int:
         except Exception as exc:  # the next size still runs; the lab and agentvm run are stopped already
             print(f"{hosts} hosts: failed: {type(exc).__name__}: {exc}", flush=True)
             results.append(bench.result)
-        print_size(results[-1])
-    print_summary(results)
+        if not args.lab_only:
+            print_size(results[-1])
+    if not args.lab_only:
+        print_summary(results)
     return 0
 
 
