@@ -73,6 +73,9 @@ def test_controller_deploys_and_powers_a_powered_off_agent_on_again(world: World
     families = parse(controller.metrics.registry.render())
     assert sample(families, "agentvm_vcenter_call_duration_seconds_count", method="Resolve") >= 1
     assert sample(families, "agentvm_vcenter_call_duration_seconds_count", method="AgencyQueryRuntime") >= 1
+    # agentvm's own time: of every pass, and of the pass that resolved up to its Resolve
+    assert sample(families, "agentvm_pass_own_seconds_count", **{"pass": "full"}) >= 1
+    assert sample(families, "agentvm_resolve_own_seconds_count") >= 1
     assert controller.metrics.resolves_attempted.value(kind="VmPoweredOff") >= 1
     wait_for(lambda: controller.metrics.resolves_succeeded.value(kind="VmPoweredOff") >= 1, "a healed count")
     assert not world.events(level="error")

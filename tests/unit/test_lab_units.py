@@ -40,6 +40,33 @@ def test_host_count(dcs: int, clusters: int, hosts: int, standalone: int) -> Non
     assert shape.host_count == dcs * clusters * hosts + dcs * standalone
 
 
+@pytest.mark.parametrize(("hosts", "clusters", "per"), [(64, 1, 64), (500, 5, 100), (2500, 25, 100)])
+def test_clustered_shapes_of_the_scale_benchmark(hosts: int, clusters: int, per: int) -> None:
+    shape = Shape.clustered(hosts, vms=2)
+    assert (shape.datacenters, shape.clusters, shape.hosts, shape.standalone, shape.vms) == (
+        1,
+        clusters,
+        per,
+        0,
+        2,
+    )
+
+
+@given(st.integers(1, 3000), st.integers(1, 150))
+def test_a_clustered_shape_holds_every_host_in_clusters_no_bigger_than_asked(hosts: int, per: int) -> None:
+    shape = Shape.clustered(hosts, per_cluster=per)
+    assert shape.host_count == hosts and shape.standalone == 0
+    assert shape.hosts <= per
+    # the fewest such clusters: no smaller count of clusters splits the hosts evenly within the bound
+    assert all(hosts % c or hosts // c > per for c in range(1, shape.clusters))
+
+
+def test_a_clustered_shape_needs_a_host() -> None:
+    with pytest.raises(LabError, match="1 or more hosts") as err:
+        Shape.clustered(0)
+    assert err.value.exit_code == 2
+
+
 def test_vcsim_info_never_shows_the_password() -> None:
     assert "s3cret" not in repr(INFO)
     assert INFO.port == 8989 and INFO.host == "127.0.0.1" and not INFO.plain_http

@@ -153,6 +153,8 @@ def test_the_controller_metrics_have_the_names_issue_5_asks_for() -> None:
     metrics.vcenter_call_duration.observe(0.01, method="RetrievePropertiesEx")
     metrics.vcenter_errors.inc(fault="NotAuthenticated")
     metrics.last_full_resync.set(1_700_000_000)
+    metrics.pass_own.observe(0.003, **{"pass": "poll"})
+    metrics.resolve_own.observe(0.02)
     metrics.set_flapping({("contrail", "host-21"): True, ("contrail", "host-22"): False})
     families = parse(metrics.render())
 
@@ -168,6 +170,8 @@ def test_the_controller_metrics_have_the_names_issue_5_asks_for() -> None:
         "agentvm_vcenter_call_duration_seconds": "histogram",
         "agentvm_vcenter_errors_total": "counter",
         "agentvm_last_full_resync_timestamp_seconds": "gauge",
+        "agentvm_pass_own_seconds": "histogram",
+        "agentvm_resolve_own_seconds": "histogram",
         "process_resident_memory_bytes": "gauge",
         "process_cpu_seconds_total": "counter",
         "process_start_time_seconds": "gauge",
@@ -184,6 +188,9 @@ def test_the_controller_metrics_have_the_names_issue_5_asks_for() -> None:
     assert sample(families, "agentvm_vcenter_call_duration_seconds_count", method="RetrievePropertiesEx") == 1
     assert sample(families, "agentvm_vcenter_errors_total", fault="NotAuthenticated") == 1
     assert sample(families, "agentvm_last_full_resync_timestamp_seconds") == 1_700_000_000
+    assert sample(families, "agentvm_pass_own_seconds_bucket", **{"pass": "poll", "le": "0.0025"}) == 0
+    assert sample(families, "agentvm_pass_own_seconds_bucket", **{"pass": "poll", "le": "0.005"}) == 1
+    assert sample(families, "agentvm_resolve_own_seconds_count") == 1
     assert sample(families, "agentvm_agent_flapping", agency="contrail", host="host-21") == 1
     assert sample(families, "agentvm_agent_flapping", agency="contrail", host="host-22") == 0
 

@@ -347,6 +347,9 @@ RESOLVED_KINDS: tuple[str, ...] = (
     Finding.VM_ON_WRONG_HOST.value,
 )
 
+# own time of a pass: from a millisecond (a quiet poll) to seconds (a full pass over thousands of agents)
+OWN_TIME_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
 AGENT_STATES = ("green", "yellow", "red", "maintenance", "flapping", "misplaced")
 
 
@@ -366,6 +369,9 @@ class ControllerMetrics:
     - ``agentvm_hook_latency_seconds``: from a hook seen pending to its ``MarkAsAvailable``;
     - ``agentvm_vcenter_call_duration_seconds{method}`` and ``agentvm_vcenter_errors_total{fault}``;
     - ``agentvm_last_full_resync_timestamp_seconds``: unix time of the last full resync (0: none yet);
+    - ``agentvm_pass_own_seconds{pass}``: agentvm's own time in each pass (``full`` or ``poll``), its wall
+      time less the calls it made, and ``agentvm_resolve_own_seconds``: the same from a pass's start to
+      its first Resolve (for benchmarks of a separate ``agentvm run`` process: bench/bench_scale.py);
     - with ``--netsync`` (registered by ``netsync()``, so they only show when the sync runs):
       ``agentvm_netsync_syncs_total{kind}`` (full / incremental syncs made), ``agentvm_netsync_batch_seconds``
       (a watch batch: updates received → every call of its plan returned), ``agentvm_netsync_failures_total``
@@ -414,6 +420,17 @@ class ControllerMetrics:
         )
         self.last_full_resync = r.gauge(
             "agentvm_last_full_resync_timestamp_seconds", "Unix time of the last full resync (0: none yet)."
+        )
+        self.pass_own = r.histogram(
+            "agentvm_pass_own_seconds",
+            "agentvm's own time in each controller pass (full or poll): its wall time less its calls' time.",
+            ("pass",),
+            buckets=OWN_TIME_BUCKETS,
+        )
+        self.resolve_own = r.histogram(
+            "agentvm_resolve_own_seconds",
+            "agentvm's own time from a pass's start to its first Resolve, calls excluded.",
+            buckets=OWN_TIME_BUCKETS,
         )
         for kind in RESOLVED_KINDS:
             self.resolves_attempted.declare(kind=kind)

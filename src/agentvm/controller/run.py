@@ -320,10 +320,13 @@ class Controller:
             self.metrics.last_full_resync.set(time.time())
         self._healthy = True
         self.metrics.vcenter_connected.set(1)
+        own_pass = max(0.0, time.perf_counter() - started - self._pass_call_seconds)
+        self.metrics.pass_own.observe(own_pass, **{"pass": "full" if full else "poll"})
         if self._first_resolve is not None:
             sent, calls_before = self._first_resolve
             own = max(0.0, sent - started - calls_before)
             self.samples.append(Sample(update, started, sent, own, report.calls))
+            self.metrics.resolve_own.observe(own)
         return report
 
     def _interval(self, report: PassReport) -> float:

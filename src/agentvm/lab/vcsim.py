@@ -64,6 +64,19 @@ class Shape:
     def host_count(self) -> int:
         return self.datacenters * (self.clusters * self.hosts + self.standalone)
 
+    @classmethod
+    def clustered(cls, hosts: int, *, per_cluster: int = 100, vms: int = 0) -> Shape:
+        """``hosts`` hosts in the fewest equal clusters of at most ``per_cluster`` hosts, one datacenter, no
+        standalone host: 64 → 1 × 64, 500 → 5 × 100, 2,500 → 25 × 100 (vCenter's maximum of hosts). For
+        benchmarks with one agency over every cluster (bench/bench_scale.py). A count with no such split
+        into bigger clusters gets more, smaller ones (101 → 101 × 1). LabError (exit 2) below 1."""
+        if hosts < 1 or per_cluster < 1:
+            raise LabError(
+                f"a clustered lab needs 1 or more hosts, per cluster too (got {hosts}, {per_cluster})", 2
+            )
+        clusters = next(c for c in range(-(-hosts // per_cluster), hosts + 1) if hosts % c == 0)
+        return cls(clusters=clusters, hosts=hosts // clusters, vms=vms)
+
 
 @dataclass(frozen=True)
 class VcsimInfo:
