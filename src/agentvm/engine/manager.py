@@ -3,8 +3,15 @@
 Callers: the lab's EAM emulator (a SOAP face on it) and ``backends.direct``. They also own the loop: the
 engine has no thread of its own. Run ``step()`` whenever ``wait_for_work()`` says there is something to do;
 ``step`` observes vSphere (through an ``Infrastructure``), reconciles with ``core.agents`` and carries out
-the actions, one by one, recording each outcome. A step with nothing changed (no inventory change, no API
-call, no action left) costs one ``generation()`` call.
+the actions, recording each outcome as it finishes. A step with nothing changed (no inventory change, no
+API call, no action left) costs one ``generation()`` call.
+
+The actions of one step run concurrently, as vCenter's EAM deploys: at most ``deploy_per_cluster`` at a
+time in one cluster (the host's compute resource; a standalone host is its own) and ``deploy_total`` in
+all; the actions on one host run one after the other, in the plan's order. ``step`` returns only when all
+of them have finished, and steps never overlap (a step lock), so no action is in flight when the next
+reconcile plans: a host never gets a second deploy while its first is running, and a rolling upgrade
+stays one host at a time per agency (``core.agents`` plans one per agency per reconcile).
 
 API calls and ``step`` may come from different threads: the state is guarded by a lock that is never held
 across a vSphere call. State is saved to a JSON file (``engine.store``) after every change.
@@ -23,7 +30,9 @@ import logging
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -79,9 +88,31 @@ log = logging.getLogger(__name__)
 
 PRODUCT_LINES = ("esx", "embeddedEsx")
 
+# how many actions (deploys, power operations, deletes) run at once: per cluster, and in all
+DEPLOY_PER_CLUSTER = 4
+DEPLOY_TOTAL = 32
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _by_host(actions: Sequence[Action], obs: EngineObservation) -> list[tuple[MoRef, MoRef, list[Action]]]:
+    """The actions grouped by the host they act on, in plan order: (its cluster, the host, its actions).
+
+    The cluster is the host's compute resource (a standalone host's is its own); a VM whose host is not
+    observed counts as a host of its own.
+    """
+    vm_hosts = {v.vm: v.host for v in obs.vms if v.host is not None}
+    units: dict[MoRef, tuple[MoRef, MoRef, list[Action]]] = {}
+    for action in actions:
+        host = action.host if isinstance(action, DeployVm) else vm_hosts.get(action.vm, action.vm)
+        if host not in units:
+            observed = obs.hosts.get(host)
+            cluster = observed.parent if observed is not None and observed.parent is not None else host
+            units[host] = (cluster, host, [])
+        units[host][2].append(action)
+    return list(units.values())
 
 
 class Engine:
@@ -96,14 +127,22 @@ class Engine:
         clock: Callable[[], datetime] = _utcnow,
         retry: Backoff = agent_ops.ENGINE_RETRY,
         retry_seed: int | None = None,
+        deploy_per_cluster: int = DEPLOY_PER_CLUSTER,
+        deploy_total: int = DEPLOY_TOTAL,
     ) -> None:
         """Load the state file if there is one (ValueError when it is unreadable or of another namespace).
 
         The VMs are re-read from vSphere at the first ``step``, which reconciles the file with them.
         ``retry``: how an action that failed for a transient reason is retried, and when the engine gives
         up with an issue (tests shorten it); ``retry_seed`` fixes its jitter (default: random per engine,
-        so that engines do not retry in step).
+        so that engines do not retry in step). ``deploy_per_cluster`` / ``deploy_total``: how many of a
+        step's actions run at once in one cluster and in all (ValueError below 1; 1 and 1: one by one).
         """
+        for name, value in (("deploy_per_cluster", deploy_per_cluster), ("deploy_total", deploy_total)):
+            if value < 1:
+                raise ValueError(f"{name} must be 1 or more (got {value}): it bounds the actions run at once")
+        self.deploy_per_cluster = deploy_per_cluster
+        self.deploy_total = deploy_total
         self._infra = infra
         self._store = StateFile(state_file) if state_file is not None else None
         loaded = self._store.load() if self._store else None
@@ -181,12 +220,7 @@ class Engine:
                 self._plan = plan
                 self._wake_at = plan.wake_at
                 self._stale.clear()
-            for action in plan.actions:
-                outcome = self._execute(action)
-                with self._lock:
-                    self._state = agent_ops.record(
-                        self._state, action, outcome, self._clock(), retry=self.retry, seed=self._seed
-                    )
+            self._carry_out(plan.actions, obs)
             with self._lock:
                 if plan.actions or not settled:
                     # look again: the world changed under our own hands, or the state moved on (e.g. an
@@ -229,6 +263,56 @@ class Engine:
                 continue
             # short slices, so that an API call (which sets _dirty) is noticed soon too
             self._infra.wait_for_change(seen, min(remaining, 0.05))
+
+    def _carry_out(self, actions: Sequence[Action], obs: EngineObservation) -> None:
+        """Run a plan's actions, at most ``deploy_per_cluster`` per cluster and ``deploy_total`` at once,
+        those on one host in order; record each outcome as it finishes. Returns when all have finished
+        (an unexpected exception of one is raised then; the others still run)."""
+        units = _by_host(actions, obs)
+        if not units:
+            return
+        workers = min(self.deploy_total, len(units))
+        if workers == 1:
+            for _, _, steps in units:
+                for action in steps:
+                    self._record(action, self._execute(action))
+            return
+        cond = threading.Condition()
+        pending = list(units)
+        running: Counter[MoRef] = Counter()
+
+        def take() -> tuple[MoRef, list[Action]] | None:
+            with cond:
+                while pending:
+                    for i, (cluster, _, steps) in enumerate(pending):
+                        if running[cluster] < self.deploy_per_cluster:
+                            running[cluster] += 1
+                            del pending[i]
+                            return cluster, steps
+                    cond.wait()
+                return None
+
+        def work() -> None:
+            while (unit := take()) is not None:
+                cluster, steps = unit
+                try:
+                    for action in steps:
+                        self._record(action, self._execute(action))
+                finally:
+                    with cond:
+                        running[cluster] -= 1
+                        cond.notify_all()
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="agentvm-engine-action") as pool:
+            futures = [pool.submit(work) for _ in range(workers)]
+        for future in futures:
+            future.result()
+
+    def _record(self, action: Action, outcome: Outcome) -> None:
+        with self._lock:
+            self._state = agent_ops.record(
+                self._state, action, outcome, self._clock(), retry=self.retry, seed=self._seed
+            )
 
     def _execute(self, action: Action) -> Outcome:
         """Carry out one action; ``Failed`` when it failed for a transient reason (``agent_ops.record``
