@@ -169,6 +169,9 @@ class Engine:
         # steps that observed vSphere and reconciled (read by tests, which wait for one more pass rather
         # than sleep to show that a pass did not do something)
         self.passes = 0
+        # the most actions ever in flight at once, in all and in one cluster (read by tests and benchmarks)
+        self.peak_in_flight = 0
+        self.peak_in_flight_per_cluster = 0
 
     # ============================================================================ the loop's side
     def step(self) -> bool:
@@ -273,6 +276,8 @@ class Engine:
             return
         workers = min(self.deploy_total, len(units))
         if workers == 1:
+            self.peak_in_flight = max(self.peak_in_flight, 1)
+            self.peak_in_flight_per_cluster = max(self.peak_in_flight_per_cluster, 1)
             for _, _, steps in units:
                 for action in steps:
                     self._record(action, self._execute(action))
@@ -288,6 +293,10 @@ class Engine:
                         if running[cluster] < self.deploy_per_cluster:
                             running[cluster] += 1
                             del pending[i]
+                            self.peak_in_flight = max(self.peak_in_flight, sum(running.values()))
+                            self.peak_in_flight_per_cluster = max(
+                                self.peak_in_flight_per_cluster, running[cluster]
+                            )
                             return cluster, steps
                     cond.wait()
                 return None
