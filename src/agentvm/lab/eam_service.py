@@ -79,6 +79,11 @@ class LabEam:
         return self._session.stats.total if self._session is not None else 0
 
     @property
+    def infra(self) -> VSphereInfrastructure | None:
+        """The engine's vSphere side while running (for benchmarks that time its reads)."""
+        return self._infra
+
+    @property
     def url(self) -> str:
         assert self._server is not None, "not started"
         return self._server.url
