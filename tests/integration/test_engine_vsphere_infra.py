@@ -601,3 +601,98 @@ def test_a_disk_that_404s_is_cannot_access_agent_ovf_and_leaves_no_vm(
             assert all_vms(session) == before
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------------------ reads that cost what changed
+
+
+def full_read(info: VcsimInfo) -> list[tuple[MoRef, str, VmMarker, MoRef | None, PowerState, bool]]:
+    """What a fresh infrastructure (no watcher: every read a full one) finds."""
+    with connect(info) as session:
+        found = VSphereInfrastructure(session).find_owned_vms(NAMESPACE)
+    return sorted((a.vm, a.name, a.marker, a.host, a.power_state, a.complete) for a in found)
+
+
+def test_a_watched_find_owned_vms_reads_only_what_it_has_not_seen_and_sees_its_own_writes(
+    world: World,
+) -> None:
+    session, infra = world.session, world.infra
+    t = target(read_inventory(session))
+    vm = deploy(world, t)
+    infra.power_on(vm)
+
+    before = session.stats.snapshot()
+    found = infra.find_owned_vms(NAMESPACE)
+    again = infra.find_owned_vms(NAMESPACE)
+    calls = session.stats.snapshot() - before
+
+    assert (
+        [(a.vm, a.power_state) for a in found]
+        == [(vm, PowerState.POWERED_ON)]
+        == [(a.vm, a.power_state) for a in again]
+    )
+    assert sorted((a.vm, a.name, a.marker, a.host, a.power_state, a.complete) for a in again) == full_read(
+        world.info
+    )
+    assert sum(calls.values()) == 0, "the watcher's VMs and the marks the deploy wrote: no read"
+
+    infra.power_off(vm)  # read-your-writes: the next read sees it, still without a call
+    before = session.stats.snapshot()
+    assert [a.power_state for a in infra.find_owned_vms(NAMESPACE)] == [PowerState.POWERED_OFF]
+    assert sum((session.stats.snapshot() - before).values()) == 0
+
+    # someone else powers it on and deploys one more VM of ours (another process of this engine, say)
+    with connect(world.info) as someone_else:
+        vms.ensure_powered_on(someone_else, vm)
+        other = VSphereInfrastructure(someone_else).deploy_agent_vm(
+            host=t.host,
+            ovf_url=f"{world.packages}/{HELLO}",
+            ovf_properties=(),
+            name="hello (2)",
+            datastore=t.datastore,
+            network=t.network,
+            folder=t.folder,
+            pool=t.pool,
+            marker=VmMarker(NAMESPACE, "agency-1", "agent-3"),
+        )
+    quiet_generation(infra)
+    before = session.stats.snapshot()
+    watched = infra.find_owned_vms(NAMESPACE)
+    calls = session.stats.snapshot() - before
+    assert sorted((a.vm, a.name, a.marker, a.host, a.power_state, a.complete) for a in watched) == full_read(
+        world.info
+    )
+    assert {a.vm: a.power_state for a in watched} == {
+        vm: PowerState.POWERED_ON,
+        other: PowerState.POWERED_OFF,
+    }
+    assert calls == {"RetrievePropertiesEx": 1}, "the marks of the one VM it had not seen"
+
+    with connect(world.info) as someone_else:
+        vms.destroy(someone_else, other)
+    quiet_generation(infra)
+    before = session.stats.snapshot()
+    assert [a.vm for a in infra.find_owned_vms(NAMESPACE)] == [vm], "a deleted VM is gone from the watch"
+    assert sum((session.stats.snapshot() - before).values()) == 0
+
+
+def test_a_watched_observe_reads_nothing_while_nothing_changes_and_sees_maintenance_mode(
+    vcsim: VcsimInfo,
+) -> None:
+    with connect(vcsim) as session:
+        host = read_inventory(session, kinds={"hosts"}).hosts[0]
+        assert host.cluster is not None
+        with VSphereInfrastructure(session, watch_max_wait=1, resync_seconds=1.0) as infra:
+            seen = infra.wait_for_change(infra.generation(), 5.0)  # the watcher's first batch
+            first = infra.observe([host.cluster])
+            before = session.stats.snapshot()
+            assert infra.observe([host.cluster]) == first
+            assert sum((session.stats.snapshot() - before).values()) == 0, "nothing changed: no call"
+
+            seen = quiet_generation(infra)  # resyncs that found nothing new bump nothing
+            hosts.ensure_maintenance_mode(session, host.moref, True)  # vcsim publishes no update for it
+            after = infra.wait_for_change(seen, 5.0)
+            observed = infra.observe([host.cluster]).hosts[host.moref]
+
+    assert after > seen
+    assert observed.in_maintenance_mode is True
