@@ -960,7 +960,7 @@ def test_a_steps_deploys_run_at_once_within_the_bounds_and_readers_see_each_as_i
     engine.run_until_quiet()
 
     assert infra.max_in_flight == 5
-    assert sorted(infra.max_in_flight_by_cluster.values()) == [2, 2, 2]
+    assert max(infra.max_in_flight_by_cluster.values()) == 2  # never more than 2 in one cluster
     assert infra.calls["deploy_agent_vm"] == 15
     assert all(len(infra.vms_on(h)) == 1 for h in infra.hosts)
     assert engine.agency_runtime(agency).status is Status.GREEN

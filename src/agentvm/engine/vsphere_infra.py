@@ -26,9 +26,10 @@ Built by whoever runs an ``Engine`` against a vCenter (the lab's EAM emulator, `
   the watcher reports no change on a host or compute resource, and the periodic resync re-reads that
   scope in a thread of its own (off the engine's step) and bumps the generation only if it differs.
   Every ``vm_resync_seconds`` the next ``find_owned_vms`` reads everything again, as the safety net for
-  what the watch does not carry (extraConfig written by someone else). Own writes wait (briefly) until
-  the watcher has reported them, so a read after a write sees it; a write it did not report in time
-  makes the next ``find_owned_vms`` a full read. Not started (no watcher), every read is a full one.
+  what the watch does not carry (extraConfig written by someone else). An own write's result stands in
+  for the watcher's report of it until that comes, so a read after a write sees it without waiting; a
+  write the watcher does not report in time makes the next ``find_owned_vms`` a full read. Not started
+  (no watcher), every read is a full one.
 
 Every method raises only ``engine.infra`` errors: ``InfraError`` for "retry next step", a ``DeployError``
 subclass when a deploy fails in a way that becomes an issue on the agent.
@@ -126,8 +127,8 @@ _WATCH = (
     WatchSpec(vim.ComputeResource, ("host",)),
     WatchSpec(vim.VirtualMachine, _VM_PROPERTIES),
 )
-# how long an own write waits for the watcher to report it before the next read becomes a full one
-_CONFIRM_SECONDS = 2.0
+# how long an own write's result stands in for the watcher's report of it; after that, a full read
+_CONFIRM_SECONDS = 10.0
 
 
 class VSphereInfrastructure:
@@ -177,6 +178,7 @@ class VSphereInfrastructure:
         self._marks: dict[MoRef, dict[str, str]] = {}  # agentvm.* extraConfig of VMs managed by a namespace
         self._full_read_at = time.monotonic() + (vm_resync_seconds or 0.0)
         self._full_read_due = False  # an own write the watcher did not report in time
+        self._own: dict[MoRef, tuple[dict[str, Any] | None, float]] = {}  # see _wrote
         self._observed: tuple[tuple[MoRef, ...], EngineObservation] | None = None  # the last observe
         self._host_epoch = 0  # grows with every host / compute resource change the watcher reports
 
@@ -267,6 +269,9 @@ class VSphereInfrastructure:
                     if "config.managedBy" in change.properties and changed_owner:
                         self._marks.pop(change.moref, None)  # another owner: its marks are read again
                     props.update(change.properties)
+                own = self._own.get(change.moref)
+                if own is not None and _confirmed(own[0], self._vms.get(change.moref)):
+                    del self._own[change.moref]
             if hosts_changed:
                 self._host_epoch += 1
                 self._observed = None
@@ -277,6 +282,7 @@ class VSphereInfrastructure:
         """The watch ended: what it knew may be stale, so every read is a full one until it is back."""
         with self._cache:
             self._vms_ready = False
+            self._own.clear()
             self._observed = None
             self._host_epoch += 1
             self._cache.notify_all()
@@ -311,14 +317,32 @@ class VSphereInfrastructure:
             if differs:
                 self._bump()
 
-    def _confirm(self, vm: MoRef, seen: Any) -> None:
-        """After an own write on ``vm``: wait until the watcher reports it (``seen(props or None)``), so
-        that a read after it sees it; if it does not in time, the next ``find_owned_vms`` reads all."""
+    def _wrote(self, vm: MoRef, props: dict[str, Any] | None) -> None:
+        """After an own write on ``vm``: its result (``props``; None: deleted) stands in for the watcher's
+        report until the watcher reports it (reads see their writes without waiting for the watcher); if
+        it does not within ``_CONFIRM_SECONDS``, the next ``find_owned_vms`` is a full read."""
         with self._cache:
-            if not self._vms_ready:
-                return
-            if not self._cache.wait_for(lambda: seen(self._vms.get(vm)), timeout=_CONFIRM_SECONDS):
+            earlier = self._own.get(vm)
+            if props is not None and earlier is not None and earlier[0] is not None:
+                props = {**earlier[0], **props}  # a write on a VM whose deploy is not reported yet
+            if self._vms_ready and not _confirmed(props, self._vms.get(vm)):
+                self._own[vm] = (props, time.monotonic() + _CONFIRM_SECONDS)
+            else:
+                self._own.pop(vm, None)
+
+    def _watched_vms(self) -> dict[MoRef, dict[str, Any]]:
+        """The watcher's VMs with the own writes it has not reported yet (lock held)."""
+        vms = dict(self._vms)
+        now = time.monotonic()
+        for vm, (props, until) in list(self._own.items()):
+            if now >= until:
+                del self._own[vm]
                 self._full_read_due = True
+            elif props is None:
+                vms.pop(vm, None)
+            else:
+                vms[vm] = {**vms.get(vm, {}), **props}
+        return vms
 
     def _bump(self) -> None:
         with self._cond:
@@ -414,8 +438,8 @@ class VSphereInfrastructure:
                 watched = False
             if watched:
                 candidates = {
-                    ref: dict(props)
-                    for ref, props in self._vms.items()
+                    ref: props
+                    for ref, props in self._watched_vms().items()
                     if _key(props) == namespace and not props.get("config.template", False)
                 }
                 missing = [ref for ref in candidates if ref not in self._marks]
@@ -573,7 +597,18 @@ class VSphereInfrastructure:
                 AGENCY_NAME_KEY: marker.agency_name,
                 OVF_URL_KEY: ovf_url,
             }
-        self._confirm(result.vm, lambda p: p is not None and p.get("runtime.host") is not None)
+        self._wrote(
+            result.vm,
+            {
+                "name": name,
+                "config.managedBy": vim.ext.ManagedByInfo(
+                    extensionKey=marker.namespace, type=MANAGED_BY_TYPE
+                ),
+                "config.template": False,
+                "runtime.host": host,
+                "runtime.powerState": PowerState.POWERED_OFF.value,
+            },
+        )
         log.info("deployed %s (%s) on %s from %s", name, result.vm, host, ovf_url)
         return result.vm
 
@@ -674,14 +709,12 @@ class VSphereInfrastructure:
     def power_on(self, vm: MoRef) -> None:
         with _infra_errors(f"powering on {vm}"):
             vms.ensure_powered_on(self._session, vm, timeout=self._task_timeout)
-        self._confirm(vm, lambda p: p is None or _power(p.get("runtime.powerState")) is PowerState.POWERED_ON)
+        self._wrote(vm, {"runtime.powerState": PowerState.POWERED_ON.value})
 
     def power_off(self, vm: MoRef) -> None:
         with _infra_errors(f"powering off {vm}"):
             vms.ensure_powered_off(self._session, vm, timeout=self._task_timeout)
-        self._confirm(
-            vm, lambda p: p is None or _power(p.get("runtime.powerState")) is PowerState.POWERED_OFF
-        )
+        self._wrote(vm, {"runtime.powerState": PowerState.POWERED_OFF.value})
 
     def destroy_vm(self, vm: MoRef) -> None:
         """Power off and delete; a VM that is already gone is fine."""
@@ -690,7 +723,7 @@ class VSphereInfrastructure:
             vms.destroy(self._session, vm, timeout=self._task_timeout)
         with self._lock:
             self._vm_cluster.pop(vm, None)
-        self._confirm(vm, lambda p: p is None)
+        self._wrote(vm, None)
 
 
 # ==================================================================================== helpers
@@ -739,6 +772,22 @@ def _agent_vm(
         ip=str(ip) if ip else None,
         complete=not marks.get(IMPORT_KEY),
     )
+
+
+def _confirmed(expected: Mapping[str, Any] | None, known: Mapping[str, Any] | None) -> bool:
+    """Whether the watcher's ``known`` properties of a VM show an own write's result (None: deleted)."""
+    if expected is None:
+        return known is None
+    return known is not None and all(_same(known.get(k), v) for k, v in expected.items())
+
+
+def _same(a: Any, b: Any) -> bool:
+    if hasattr(a, "extensionKey") or hasattr(b, "extensionKey"):  # ManagedByInfo: by key and type
+        return (getattr(a, "extensionKey", None), getattr(a, "type", None)) == (
+            getattr(b, "extensionKey", None),
+            getattr(b, "type", None),
+        )
+    return bool(a == b)
 
 
 def _key(props: Mapping[str, Any]) -> str | None:
