@@ -10,11 +10,13 @@ Columns: deploy s = CreateAgency → every agent green (the client polls AgencyQ
 agents/s; vim/host = vim25 calls the lab's EAM made per host deployed; peak = most actions in flight at
 once (in all / in one cluster). Then, on the green agency, N times: an agent VM is powered off through
 another vCenter session and the time from the power-off task done to VmPoweredOff in the agency's
-QueryIssue is taken (p50 / p99, the client polls every 20 ms); the floor beside it is a bare pyVmomi
+QueryIssue is taken (p50 / p99, the client polls every 50 ms); the floor beside it is a bare pyVmomi
 WaitForUpdatesEx on the same VM's runtime.powerState (task done → update). Last, the engine's own costs
 at that size, the parts of a step that observes and reconciles (a quiet step reads only the watcher's
 generation), each on its own: ``Infrastructure.observe`` of the scope, ``find_owned_vms``, the CPU time of
-``core.agents.reconcile`` and one state-file save (and its size).
+``core.agents.reconcile`` and one state-file save (and its size); beside them the same two reads by an
+infrastructure without its watcher (full obs, full VMs: every read a full one, what each step paid before
+the reads followed the watcher).
 
 Run: .venv/bin/python bench/bench_eam_deploy.py [CxH ...] [--modes serial,parallel] [--trials N]
 (default: 2x32 5x100; 25x100 is vCenter's maximum of 2,500 hosts, about 10 min in parallel mode; serial
@@ -38,9 +40,12 @@ from pyVmomi import SoapStubAdapter, eam, vim, vmodl
 
 from agentvm.core.agents import reconcile
 from agentvm.engine.store import StateFile
+from agentvm.engine.vsphere_infra import VSphereInfrastructure
 from agentvm.lab.eam_service import EAM_NAMESPACE
 from agentvm.lab.vcsim import Shape
 from agentvm.lab.world import Lab
+from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.vsphere.session import Session
 
 MODES = {"serial": (1, 1), "parallel": (4, 32)}
 SERIAL_MAX_HOSTS = 500
@@ -181,7 +186,7 @@ def measure(clusters: int, hosts: int, mode: str, trials: int) -> dict[str, Any]
                     for i in agency.QueryIssue()
                 ),
                 timeout=120,
-                every=0.02,
+                every=0.05,
             )
             latencies.append(time.monotonic() - done)
         row["issue_p50"], row["issue_p99"] = pct(latencies, 50), pct(latencies, 99)
@@ -195,6 +200,17 @@ def measure(clusters: int, hosts: int, mode: str, trials: int) -> dict[str, Any]
         owned: list[Any] = []
         row["owned_vms"] = timed(lambda: owned.extend(infra.find_owned_vms(EAM_NAMESPACE)))
         obs = dataclasses.replace(infra.observe(refs), vms=tuple(owned))
+        # the same reads by an infrastructure without its watcher: every read a full one (as before)
+        conn = VCenterConnection(
+            url=info.vcsim.url,
+            username=info.vcsim.username,
+            password=Secret(info.vcsim.password),
+            thumbprint=info.vcsim.thumbprint or None,
+        )
+        with Session(conn) as session:
+            bare = VSphereInfrastructure(session)
+            row["full_observe"] = timed(lambda: bare.observe(refs))
+            row["full_vms"] = timed(lambda: bare.find_owned_vms(EAM_NAMESPACE))
         row["reconcile"] = timed(lambda: reconcile(state, obs, datetime.now(UTC)))
         with TemporaryDirectory() as tmp:
             path = Path(tmp) / "state.json"
@@ -215,7 +231,7 @@ def main() -> None:
     head = (
         f"{'hosts':>5} {'mode':>8} {'lab s':>6} {'deploy s':>9} {'agents/s':>8} {'vim/host':>8} {'peak':>6} "
         f"{'issue p50/p99 s':>15} {'floor s':>7} | {'observe':>7} {'ownVMs':>6} "
-        f"{'reconc':>6} {'save':>6} {'state':>7}"
+        f"{'reconc':>6} {'save':>6} {'state':>7} | {'full obs':>8} {'full VMs':>8}"
     )
     print(
         f"power-off → VmPoweredOff: {args.trials} trials per row; engine costs in seconds\n{head}", flush=True
@@ -231,7 +247,8 @@ def main() -> None:
                 f"{r['agents_s']:>8.2f} "
                 f"{r['vim_host']:>8.1f} {r['peak']:>6} {r['issue_p50']:>7.2f}/{r['issue_p99']:<7.2f} "
                 f"{r['floor_s']:>7.3f} | {r['observe']:>7.3f} "
-                f"{r['owned_vms']:>6.3f} {r['reconcile']:>6.3f} {r['save']:>6.3f} {r['state_kb']:>5.0f}kB",
+                f"{r['owned_vms']:>6.3f} {r['reconcile']:>6.3f} {r['save']:>6.3f} {r['state_kb']:>5.0f}kB | "
+                f"{r['full_observe']:>8.3f} {r['full_vms']:>8.3f}",
                 flush=True,
             )
 
