@@ -7,13 +7,14 @@ from __future__ import annotations
 import shutil
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from agentvm.core.agent_state import VmMarker
+from agentvm.core.agent_state import AgentVm, VmMarker
 from agentvm.core.heal import Backoff
 from agentvm.engine.api import Caller, InvalidUrl
 from agentvm.engine.infra import OvfInvalid, OvfUnreachable
@@ -601,3 +602,123 @@ def test_a_disk_that_404s_is_cannot_access_agent_ovf_and_leaves_no_vm(
             assert all_vms(session) == before
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------------------ reads that cost what changed
+
+
+def full_read(info: VcsimInfo) -> list[tuple[MoRef, str, VmMarker, MoRef | None, PowerState, bool]]:
+    """What a fresh infrastructure (no watcher: every read a full one) finds."""
+    with connect(info) as session:
+        found = VSphereInfrastructure(session).find_owned_vms(NAMESPACE)
+    return sorted((a.vm, a.name, a.marker, a.host, a.power_state, a.complete) for a in found)
+
+
+def reads(calls: Counter[str]) -> dict[str, int]:
+    """The calls of a read, without the watcher's own waits (it shares the session)."""
+    return {method: n for method, n in calls.items() if method != "WaitForUpdatesEx" and n}
+
+
+def until_found(infra: VSphereInfrastructure, check: Callable[[list[AgentVm]], bool]) -> list[AgentVm]:
+    """``find_owned_vms`` once the watcher has taken in what ``check`` waits for (each change wakes it)."""
+    deadline = time.monotonic() + 15
+    while not check(found := infra.find_owned_vms(NAMESPACE)):
+        assert time.monotonic() < deadline, f"the watcher never showed it: {found}"
+        infra.wait_for_change(infra.generation(), 1.0)
+    return found
+
+
+def test_a_watched_find_owned_vms_reads_only_what_it_has_not_seen_and_sees_its_own_writes(
+    world: World,
+) -> None:
+    session, infra = world.session, world.infra
+    t = target(read_inventory(session))
+    vm = deploy(world, t)
+    infra.power_on(vm)
+
+    before = session.stats.snapshot()
+    found = infra.find_owned_vms(NAMESPACE)
+    again = infra.find_owned_vms(NAMESPACE)
+    calls = session.stats.snapshot() - before
+
+    assert (
+        [(a.vm, a.power_state) for a in found]
+        == [(vm, PowerState.POWERED_ON)]
+        == [(a.vm, a.power_state) for a in again]
+    )
+    assert sorted((a.vm, a.name, a.marker, a.host, a.power_state, a.complete) for a in again) == full_read(
+        world.info
+    )
+    assert reads(calls) == {}, "the watcher's VMs and the marks the deploy wrote: no read"
+
+    infra.power_off(vm)  # read-your-writes: the next read sees it, still without a call
+    before = session.stats.snapshot()
+    assert [a.power_state for a in infra.find_owned_vms(NAMESPACE)] == [PowerState.POWERED_OFF]
+    assert reads(session.stats.snapshot() - before) == {}
+
+    # someone else powers it on and deploys one more VM of ours (another process of this engine, say)
+    with connect(world.info) as someone_else:
+        vms.ensure_powered_on(someone_else, vm)
+        other = VSphereInfrastructure(someone_else).deploy_agent_vm(
+            host=t.host,
+            ovf_url=f"{world.packages}/{HELLO}",
+            ovf_properties=(),
+            name="hello (2)",
+            datastore=t.datastore,
+            network=t.network,
+            folder=t.folder,
+            pool=t.pool,
+            marker=VmMarker(NAMESPACE, "agency-1", "agent-3"),
+        )
+    expected = {vm: PowerState.POWERED_ON, other: PowerState.POWERED_OFF}
+    before = session.stats.snapshot()
+    watched = until_found(infra, lambda found: {a.vm: a.power_state for a in found} == expected)
+    calls = session.stats.snapshot() - before
+    assert sorted((a.vm, a.name, a.marker, a.host, a.power_state, a.complete) for a in watched) == full_read(
+        world.info
+    )
+    assert reads(calls) == {"RetrievePropertiesEx": 1}, "the marks of the one VM it had not seen, once"
+
+    with connect(world.info) as someone_else:
+        vms.destroy(someone_else, other)
+    until_found(infra, lambda found: [a.vm for a in found] == [vm])  # a deleted VM is gone from the watch
+    before = session.stats.snapshot()
+    assert [a.vm for a in infra.find_owned_vms(NAMESPACE)] == [vm]
+    assert reads(session.stats.snapshot() - before) == {}
+
+
+def test_a_watched_observe_reads_nothing_while_nothing_changes_and_sees_maintenance_mode(
+    vcsim: VcsimInfo,
+) -> None:
+    with connect(vcsim) as session:
+        host = read_inventory(session, kinds={"hosts"}).hosts[0]
+        assert host.cluster is not None
+        with VSphereInfrastructure(session, watch_max_wait=1, resync_seconds=1.0) as infra:
+            seen = infra.wait_for_change(infra.generation(), 5.0)  # the watcher's first batch
+            first = infra.observe([host.cluster])
+            before = session.stats.snapshot()
+            assert infra.observe([host.cluster]) == first
+            assert reads(session.stats.snapshot() - before) == {}, "nothing changed: no call"
+
+            seen = quiet_generation(infra)  # resyncs that found nothing new bump nothing
+            hosts.ensure_maintenance_mode(session, host.moref, True)  # vcsim publishes no update for it
+            after = infra.wait_for_change(seen, 5.0)
+            observed = infra.observe([host.cluster]).hosts[host.moref]
+
+    assert after > seen
+    assert observed.in_maintenance_mode is True
+
+
+def test_a_change_someone_makes_right_after_an_own_write_wakes_the_engine_and_is_seen(world: World) -> None:
+    infra = world.infra
+    vm = deploy(world, target(read_inventory(world.session)))
+    infra.power_on(vm)
+    with connect(world.info) as someone_else:  # at once: the watcher may report both as no change at all
+        vms.ensure_powered_off(someone_else, vm)
+
+    deadline = time.monotonic() + 20
+    seen = infra.generation()
+    while [a.power_state for a in infra.find_owned_vms(NAMESPACE)] != [PowerState.POWERED_OFF]:
+        woke = infra.wait_for_change(seen, max(0.0, deadline - time.monotonic()))
+        assert woke != seen, "the engine was never woken to see the power-off"
+        seen = woke

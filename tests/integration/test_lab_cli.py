@@ -100,6 +100,14 @@ def test_negative_counts_are_refused_with_the_fix(env: dict[str, str]) -> None:
     assert not (Path(env["AGENTVM_LAB_DIR"]) / "state.json").exists()
 
 
+@pytest.mark.parametrize("flag", ["--deploy-per-cluster", "--deploy-total"])
+def test_eam_bounds_below_one_are_refused_with_the_fix(env: dict[str, str], flag: str) -> None:
+    result = agentvm("lab", "up", flag, "0", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"agentvm: {flag} must be 1 or more (got 0)"
+    assert not (Path(env["AGENTVM_LAB_DIR"]) / "state.json").exists()
+
+
 def test_a_port_in_use_is_named(env: dict[str, str]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

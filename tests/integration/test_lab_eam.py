@@ -15,7 +15,17 @@ import pytest
 from pyVmomi import SoapStubAdapter, eam, vim, vmodl
 
 from agentvm.core.heal import Backoff
-from tests.support.lab_eam import TIMEOUT, World, after_two_passes, config, green, runtimes, wait_until
+from agentvm.lab.vcsim import Shape
+from tests.support.lab_eam import (
+    TIMEOUT,
+    World,
+    after_two_passes,
+    config,
+    green,
+    lab_eam_world,
+    runtimes,
+    wait_until,
+)
 from tests.support.packages import cut_off_server
 
 pytestmark = pytest.mark.lab
@@ -288,3 +298,22 @@ def test_an_import_cut_off_half_way_gives_up_with_ovf_invalid_format_and_leaves_
         again = wait_until("OvfInvalidFormat again after Resolve", raised_again)
         assert len(again) == 3
         assert world.names(vim.VirtualMachine) == before
+
+
+def test_the_labs_eam_deploys_at_once_within_its_bounds_one_vm_per_host() -> None:
+    worlds = lab_eam_world(Shape(clusters=2, hosts=3), deploy_per_cluster=2, deploy_total=3)
+    world = next(worlds)
+    try:
+        lab_eam = world.lab.eam
+        assert lab_eam is not None and lab_eam.engine is not None
+        agency = world.eam.CreateAgency(config(world), "enabled")
+        wait_until("6 green agents", lambda: green(agency, 6))
+
+        engine = lab_eam.engine
+        assert (engine.peak_in_flight, engine.peak_in_flight_per_cluster) == (3, 2)
+        hosts = [r.host._moId for r in runtimes(agency)]
+        assert sorted(hosts) == sorted(h._moId for h in world.objects(vim.HostSystem))
+        assert len(world.agent_vm_names()) == 6, "one agent VM per host, no more"
+        assert agency.QueryIssue() == []
+    finally:
+        worlds.close()

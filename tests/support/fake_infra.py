@@ -4,13 +4,18 @@ A test double for the engine's unit tests. Tests build a world (``add_cluster``)
 as vCenter would (``user_power_off``, ``delete_vm``, ``enter_maintenance``, ``add_host``,
 ``make_unreachable``…) and look at what the engine did (``vms``, ``calls``). Every change bumps the
 generation, as the WaitForUpdatesEx watcher of the real implementation does.
+
+The engine runs a step's actions concurrently: every action counts itself in flight (``max_in_flight``,
+``max_in_flight_by_cluster``, ``max_deploys_in_flight``) and, after ``hold()``, waits at its start until
+``let_finish`` lets it go, so that a test sees a step with its actions in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from agentvm.core.agent_state import AgentVm, EngineObservation, VmMarker
@@ -66,12 +71,85 @@ class FakeInfra:
         self.down = False  # vCenter unreachable: observe fails
         self.calls: Counter[str] = Counter()
         self.power_log: list[tuple[str, MoRef]] = []  # ("on"/"off"/"deploy"/"destroy", vm) in order
+        # concurrency, as the engine's actions see it (guarded by _cond)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.in_flight_by_cluster: Counter[MoRef] = Counter()
+        self.max_in_flight_by_cluster: Counter[MoRef] = Counter()
+        self.deploys_in_flight = 0
+        self.max_deploys_in_flight = 0
+        self._held = False
+        self._passes = 0  # held actions allowed to go on
 
     # ------------------------------------------------------------------------------- world building
     def _id(self, prefix: str) -> str:
-        value = f"{prefix}-{self._next}"
-        self._next += 1
-        return value
+        with self._cond:
+            value = f"{prefix}-{self._next}"
+            self._next += 1
+            return value
+
+    # ------------------------------------------------------------------------------- concurrency
+    def hold(self) -> None:
+        """From now on every action waits at its start (counted in flight) until ``let_finish``."""
+        with self._cond:
+            self._held = True
+
+    def let_finish(self, count: int | None = None) -> None:
+        """Let ``count`` held actions go on (None: all of them, and hold no more)."""
+        with self._cond:
+            if count is None:
+                self._held = False
+            else:
+                self._passes += count
+            self._cond.notify_all()
+
+    def wait_in_flight(self, count: int, timeout: float = 10.0) -> bool:
+        """Wait until ``count`` actions are in flight at once; False if that did not happen in time."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.in_flight == count, timeout=timeout)
+
+    def reset_concurrency(self) -> None:
+        with self._cond:
+            self.max_in_flight = self.max_deploys_in_flight = 0
+            self.max_in_flight_by_cluster.clear()
+
+    def _cluster(self, host: MoRef | None) -> MoRef | None:
+        h = self.hosts.get(host) if host is not None else None
+        return h.parent if h is not None else host
+
+    @contextlib.contextmanager
+    def _action(self, host: MoRef | None, *, deploy: bool = False) -> Iterator[None]:
+        cluster = self._cluster(host)
+        with self._cond:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if cluster is not None:
+                self.in_flight_by_cluster[cluster] += 1
+                self.max_in_flight_by_cluster[cluster] = max(
+                    self.max_in_flight_by_cluster[cluster], self.in_flight_by_cluster[cluster]
+                )
+            if deploy:
+                self.deploys_in_flight += 1
+                self.max_deploys_in_flight = max(self.max_deploys_in_flight, self.deploys_in_flight)
+            self._cond.notify_all()
+            while self._held and self._passes == 0:
+                self._cond.wait()
+            if self._held:
+                self._passes -= 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_flight -= 1
+                if cluster is not None:
+                    self.in_flight_by_cluster[cluster] -= 1
+                if deploy:
+                    self.deploys_in_flight -= 1
+                self._cond.notify_all()
+
+    def _vm_host(self, vm: MoRef) -> MoRef | None:
+        v = self.vms.get(vm)
+        return v.host if v is not None else None
 
     def _changed(self) -> None:
         with self._cond:
@@ -171,7 +249,7 @@ class FakeInfra:
         self._changed()
 
     def vms_on(self, host: MoRef) -> list[FakeVm]:
-        return [v for v in self.vms.values() if v.host == host]
+        return [v for v in list(self.vms.values()) if v.host == host]
 
     # ------------------------------------------------------------------------------- Infrastructure
     def observe(self, scope: Collection[MoRef]) -> EngineObservation:
@@ -195,7 +273,7 @@ class FakeInfra:
         self.calls["find_owned_vms"] += 1
         return [
             AgentVm(v.vm, v.name, v.marker, v.host, v.power, v.ovf_url, complete=v.complete)
-            for v in self.vms.values()
+            for v in list(self.vms.values())
             if v.marker.namespace == namespace
         ]
 
@@ -218,6 +296,21 @@ class FakeInfra:
         marker: VmMarker,
         disk_provisioning: str | None = None,
     ) -> MoRef:
+        with self._action(host, deploy=True):
+            return self._deploy(host, ovf_url, ovf_properties, name, datastore, network, folder, pool, marker)
+
+    def _deploy(
+        self,
+        host: MoRef,
+        ovf_url: str,
+        ovf_properties: Sequence[OvfProperty],
+        name: str,
+        datastore: MoRef,
+        network: MoRef,
+        folder: MoRef | None,
+        pool: MoRef | None,
+        marker: VmMarker,
+    ) -> MoRef:
         self.calls["deploy_agent_vm"] += 1
         h = self.hosts.get(host)
         if h is None or h.connection_state is not ConnectionState.CONNECTED:
@@ -233,6 +326,17 @@ class FakeInfra:
             raise DeployError(f"deploying {name} on {host}: vCenter refused the import")
         if ovf_url in self.flaky:
             raise InfraError(f"deploying {name} on {host}: the upload was cut off; retry")
+        # never two agent VMs of one agency on one host, unless one replaces the other (an upgrade); a
+        # half-deployed VM is no agent (the engine deletes it)
+        mine = [
+            v
+            for v in self.vms_on(host)
+            if v.complete
+            and (v.marker.namespace, v.marker.agency_name or v.marker.agency)
+            == (marker.namespace, marker.agency_name or marker.agency)
+        ]
+        assert len(mine) < 2, f"a third VM of {marker.agency} on {host}"
+        assert all(v.ovf_url != ovf_url for v in mine), f"a second VM of {marker.agency} on {host}"
         vm = MoRef("VirtualMachine", self._id("vm"))
         self.vms[vm] = FakeVm(
             vm, name, host, PowerState.POWERED_OFF, marker, ovf_url, tuple(ovf_properties),
@@ -251,6 +355,10 @@ class FakeInfra:
         self.vms[vm].ha_top = True
 
     def power_on(self, vm: MoRef) -> None:
+        with self._action(self._vm_host(vm)):
+            self._power_on(vm)
+
+    def _power_on(self, vm: MoRef) -> None:
         self.calls["power_on"] += 1
         v = self.vms.get(vm)
         if v is None or vm in self.power_fails:
@@ -262,6 +370,10 @@ class FakeInfra:
         self._changed()
 
     def power_off(self, vm: MoRef) -> None:
+        with self._action(self._vm_host(vm)):
+            self._power_off(vm)
+
+    def _power_off(self, vm: MoRef) -> None:
         self.calls["power_off"] += 1
         v = self.vms.get(vm)
         if v is None or vm in self.power_fails:
@@ -271,6 +383,10 @@ class FakeInfra:
         self._changed()
 
     def destroy_vm(self, vm: MoRef) -> None:
+        with self._action(self._vm_host(vm)):
+            self._destroy_vm(vm)
+
+    def _destroy_vm(self, vm: MoRef) -> None:
         self.calls["destroy_vm"] += 1
         if self.vms.pop(vm, None) is not None:
             self.power_log.append(("destroy", vm))

@@ -16,6 +16,7 @@ from typing import Any
 from pyVim.connect import Connect, Disconnect
 from pyVmomi import SoapStubAdapter, eam, vim, vmodl
 
+from agentvm.lab.vcsim import Shape
 from agentvm.lab.world import Lab, LabInfo
 
 TIMEOUT = 60.0
@@ -94,9 +95,12 @@ def eam_manager(info: LabInfo, si: Any) -> Any:
     return eam.EsxAgentManager("EsxAgentManager", stub)
 
 
-def lab_eam_world() -> Iterator[World]:
-    """A fresh lab, a pyVmomi vCenter connection and the lab's EAM behind vcsim's /eam/sdk."""
-    lab = Lab()
+def lab_eam_world(shape: Shape = Shape(), **options: Any) -> Iterator[World]:
+    """A fresh lab, a pyVmomi vCenter connection and the lab's EAM behind vcsim's /eam/sdk.
+
+    ``options``: more arguments of ``Lab`` (the lab's EAM's bounds, say).
+    """
+    lab = Lab(shape, **options)
     info = lab.start()
     si = vcenter(info)
     try:

@@ -3,6 +3,9 @@ engine level."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -918,3 +921,121 @@ def test_retries_are_jittered_exponential_capped_never_shorter_and_end_in_one_is
         assert early.wake_at == (None if held.gave_up else held.not_before)
     issues = agent_ops.issues_of(state, action.agency)
     assert [i.kind for i in issues] == [IssueKind.OVF_INVALID_FORMAT]
+
+
+# ============================================================================ actions run at once, bounded
+
+
+def _step_in_thread(engine: Engine) -> threading.Thread:
+    thread = threading.Thread(target=engine.step, daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait(what: str, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_a_steps_deploys_run_at_once_within_the_bounds_and_readers_see_each_as_it_finishes(
+    infra: FakeInfra,
+) -> None:
+    clusters = [infra.add_cluster(5) for _ in range(3)]
+    engine = Engine(infra, None, namespace="ns", clock=clock, deploy_per_cluster=2, deploy_total=5)
+    agency = engine.create_agency(SOLUTION, config(*clusters), GoalState.ENABLED)
+    infra.hold()
+    stepping = _step_in_thread(engine)
+
+    assert infra.wait_in_flight(5), "5 deploys at once"
+    assert max(infra.max_in_flight_by_cluster.values()) == 2
+    infra.let_finish(1)
+    _wait("one agent deployed", lambda: any(engine.agent_runtime(a).vm for a in engine.agency_agents(agency)))
+    assert stepping.is_alive(), "recorded while the step's other deploys are still running"
+    deployed = [a for a in engine.agency_agents(agency) if engine.agent_runtime(a).vm is not None]
+    assert len(deployed) == 1
+    infra.let_finish()
+    stepping.join(10)
+    engine.run_until_quiet()
+
+    assert infra.max_in_flight == 5
+    assert max(infra.max_in_flight_by_cluster.values()) == 2  # never more than 2 in one cluster
+    assert infra.calls["deploy_agent_vm"] == 15
+    assert all(len(infra.vms_on(h)) == 1 for h in infra.hosts)
+    assert engine.agency_runtime(agency).status is Status.GREEN
+
+
+def test_power_operations_and_deletes_are_bounded_too(infra: FakeInfra) -> None:
+    clusters = [infra.add_cluster(4) for _ in range(2)]
+    engine = Engine(infra, None, namespace="ns", clock=clock, deploy_per_cluster=3, deploy_total=4)
+    agency = engine.create_agency(SOLUTION, config(*clusters), GoalState.ENABLED)
+    engine.run_until_quiet()
+    assert infra.calls["power_on"] == 8
+    infra.reset_concurrency()
+
+    engine.set_goal_state(SOLUTION, agency, GoalState.UNINSTALLED)
+    infra.hold()
+    stepping = _step_in_thread(engine)
+    assert infra.wait_in_flight(4), "4 deletes at once"
+    infra.let_finish()
+    stepping.join(10)
+    engine.run_until_quiet()
+
+    assert infra.calls["destroy_vm"] == 8 and not infra.vms
+    assert infra.max_in_flight == 4
+    assert max(infra.max_in_flight_by_cluster.values()) == 3
+
+
+def test_one_by_one_when_both_bounds_are_one(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(4)
+    engine = Engine(infra, None, namespace="ns", clock=clock, deploy_per_cluster=1, deploy_total=1)
+    engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    engine.run_until_quiet()
+    assert infra.max_in_flight == 1 and infra.calls["deploy_agent_vm"] == 4
+
+
+def test_a_step_that_starts_while_another_deploys_plans_nothing_again(infra: FakeInfra) -> None:
+    c1, c2 = infra.add_cluster(3), infra.add_cluster(3)
+    engine = engine_for(infra)
+    agency = engine.create_agency(SOLUTION, config(c1, c2), GoalState.ENABLED)
+    infra.hold()
+    first = _step_in_thread(engine)
+    assert infra.wait_in_flight(6), "every host's deploy at once (4 per cluster, 32 in all)"
+    # vSphere changes meanwhile (a cluster out of scope), and the loop and an API caller both step
+    infra.add_cluster(1)
+    second, third = _step_in_thread(engine), _step_in_thread(engine)
+    infra.let_finish()
+    for thread in (first, second, third):
+        thread.join(10)
+    engine.run_until_quiet()
+
+    assert infra.calls["deploy_agent_vm"] == 6, "no deploy planned twice"
+    assert all(len(infra.vms_on(h)) == 1 for h in infra.clusters[c1] + infra.clusters[c2])
+    assert engine.agency_runtime(agency).status is Status.GREEN
+
+
+def test_an_upgrade_stays_one_host_at_a_time_while_actions_run_at_once(infra: FakeInfra) -> None:
+    c1, c2 = infra.add_cluster(3), infra.add_cluster(3)
+    engine = engine_for(infra)  # the default bounds: 4 per cluster, 32 in all
+    agency = engine.create_agency(SOLUTION, config(c1, c2), GoalState.ENABLED)
+    infra.hold()
+    stepping = _step_in_thread(engine)
+    assert infra.wait_in_flight(6), "the first deploys run at once"
+    infra.let_finish()
+    stepping.join(10)
+    engine.run_until_quiet()
+    infra.reset_concurrency()
+
+    engine.update_agency(SOLUTION, agency, config(c1, c2, url=OVF2))
+    engine.run_until_quiet()
+
+    assert infra.max_deploys_in_flight == 1
+    assert {v.ovf_url for v in infra.vms.values()} == {OVF2} and len(infra.vms) == 6
+    assert engine.agency_runtime(agency).status is Status.GREEN
+
+
+@pytest.mark.parametrize("bound", ["deploy_per_cluster", "deploy_total"])
+def test_a_bound_below_one_is_refused_by_name(infra: FakeInfra, bound: str) -> None:
+    with pytest.raises(ValueError, match=f"{bound} must be 1 or more \\(got 0\\)"):
+        Engine(infra, None, namespace="ns", **{bound: 0})  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from agentvm.cli import exitcodes
 from agentvm.cli.output import console, fail, print_document
+from agentvm.engine.manager import DEPLOY_PER_CLUSTER, DEPLOY_TOTAL
 from agentvm.lab import runner, vcsim
 from agentvm.lab.vcsim import LabError, Shape
 
@@ -47,6 +48,12 @@ def up(
     dvs: Annotated[bool, typer.Option(help="A distributed switch per datacenter.")] = True,
     port: Annotated[int, typer.Option(help="vCenter port on 127.0.0.1 (0 = any free port).")] = 0,
     plain_http: Annotated[bool, typer.Option(help="Serve plain HTTP instead of HTTPS.")] = False,
+    deploy_per_cluster: Annotated[
+        int, typer.Option(help="The lab's EAM: agent VMs deployed at once per cluster.")
+    ] = DEPLOY_PER_CLUSTER,
+    deploy_total: Annotated[
+        int, typer.Option(help="The lab's EAM: agent VMs deployed at once in all.")
+    ] = DEPLOY_TOTAL,
     state_dir: StateDir = None,
 ) -> None:
     """Start the lab (building the simulator first if needed); a running lab is reused."""
@@ -54,7 +61,14 @@ def up(
     if not 0 <= port <= 65535:
         fail(f"--port must be 0-65535 (got {port})", exitcodes.BAD_INPUT)
     try:
-        state, started = runner.up(_dir(state_dir), shape, port=port, plain_http=plain_http)
+        state, started = runner.up(
+            _dir(state_dir),
+            shape,
+            port=port,
+            plain_http=plain_http,
+            deploy_per_cluster=deploy_per_cluster,
+            deploy_total=deploy_total,
+        )
     except LabError as exc:
         fail(str(exc), exc.exit_code)
     verb = f"started in {state.start_seconds:.2f} s" if started else "already running"

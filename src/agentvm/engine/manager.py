@@ -3,11 +3,19 @@
 Callers: the lab's EAM emulator (a SOAP face on it) and ``backends.direct``. They also own the loop: the
 engine has no thread of its own. Run ``step()`` whenever ``wait_for_work()`` says there is something to do;
 ``step`` observes vSphere (through an ``Infrastructure``), reconciles with ``core.agents`` and carries out
-the actions, one by one, recording each outcome. A step with nothing changed (no inventory change, no API
-call, no action left) costs one ``generation()`` call.
+the actions, recording each outcome as it finishes. A step with nothing changed (no inventory change, no
+API call, no action left) costs one ``generation()`` call.
+
+The actions of one step run concurrently, as vCenter's EAM deploys: at most ``deploy_per_cluster`` at a
+time in one cluster (the host's compute resource; a standalone host is its own) and ``deploy_total`` in
+all; the actions on one host run one after the other, in the plan's order. ``step`` returns only when all
+of them have finished, and steps never overlap (a step lock), so no action is in flight when the next
+reconcile plans: a host never gets a second deploy while its first is running, and a rolling upgrade
+stays one host at a time per agency (``core.agents`` plans one per agency per reconcile).
 
 API calls and ``step`` may come from different threads: the state is guarded by a lock that is never held
-across a vSphere call. State is saved to a JSON file (``engine.store``) after every change.
+across a vSphere call. State is saved to a JSON file (``engine.store``) after every API change (before the
+call returns) and at the end of every step that changed it, outside that lock.
 
 An action that fails for a transient reason (``InfraError``) is held back with jittered, capped exponential
 backoff (``retry``, a ``core.heal.Backoff``; the decision is ``core.agent_ops.record``'s, the clock is
@@ -19,11 +27,14 @@ given up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,6 +45,7 @@ from agentvm.core.agent_state import (
     Action,
     AgencyState,
     AgentState,
+    AgentVm,
     Deployed,
     DeployFailed,
     DeployVm,
@@ -79,9 +91,31 @@ log = logging.getLogger(__name__)
 
 PRODUCT_LINES = ("esx", "embeddedEsx")
 
+# how many actions (deploys, power operations, deletes) run at once: per cluster, and in all
+DEPLOY_PER_CLUSTER = 4
+DEPLOY_TOTAL = 32
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _by_host(actions: Sequence[Action], obs: EngineObservation) -> list[tuple[MoRef, MoRef, list[Action]]]:
+    """The actions grouped by the host they act on, in plan order: (its cluster, the host, its actions).
+
+    The cluster is the host's compute resource (a standalone host's is its own); a VM whose host is not
+    observed counts as a host of its own.
+    """
+    vm_hosts = {v.vm: v.host for v in obs.vms if v.host is not None}
+    units: dict[MoRef, tuple[MoRef, MoRef, list[Action]]] = {}
+    for action in actions:
+        host = action.host if isinstance(action, DeployVm) else vm_hosts.get(action.vm, action.vm)
+        if host not in units:
+            observed = obs.hosts.get(host)
+            cluster = observed.parent if observed is not None and observed.parent is not None else host
+            units[host] = (cluster, host, [])
+        units[host][2].append(action)
+    return list(units.values())
 
 
 class Engine:
@@ -96,14 +130,22 @@ class Engine:
         clock: Callable[[], datetime] = _utcnow,
         retry: Backoff = agent_ops.ENGINE_RETRY,
         retry_seed: int | None = None,
+        deploy_per_cluster: int = DEPLOY_PER_CLUSTER,
+        deploy_total: int = DEPLOY_TOTAL,
     ) -> None:
         """Load the state file if there is one (ValueError when it is unreadable or of another namespace).
 
         The VMs are re-read from vSphere at the first ``step``, which reconciles the file with them.
         ``retry``: how an action that failed for a transient reason is retried, and when the engine gives
         up with an issue (tests shorten it); ``retry_seed`` fixes its jitter (default: random per engine,
-        so that engines do not retry in step).
+        so that engines do not retry in step). ``deploy_per_cluster`` / ``deploy_total``: how many of a
+        step's actions run at once in one cluster and in all (ValueError below 1; 1 and 1: one by one).
         """
+        for name, value in (("deploy_per_cluster", deploy_per_cluster), ("deploy_total", deploy_total)):
+            if value < 1:
+                raise ValueError(f"{name} must be 1 or more (got {value}): it bounds the actions run at once")
+        self.deploy_per_cluster = deploy_per_cluster
+        self.deploy_total = deploy_total
         self._infra = infra
         self._store = StateFile(state_file) if state_file is not None else None
         loaded = self._store.load() if self._store else None
@@ -117,7 +159,10 @@ class Engine:
         self._clock = clock
         self._lock = threading.Lock()
         self._step_lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one state-file write at a time (``_persist``)
         self._obs: EngineObservation | None = None
+        self._vms_by_ref: dict[MoRef, AgentVm] = {}  # the last observation's VMs, by reference
+        self._agent_index: tuple[EngineState | None, dict[str, tuple[AgencyState, AgentState]]] = (None, {})
         self._plan: EnginePlan | None = None
         self._seen: int | None = None
         self._dirty = True
@@ -130,6 +175,9 @@ class Engine:
         # steps that observed vSphere and reconciled (read by tests, which wait for one more pass rather
         # than sleep to show that a pass did not do something)
         self.passes = 0
+        # the most actions ever in flight at once, in all and in one cluster (read by tests and benchmarks)
+        self.peak_in_flight = 0
+        self.peak_in_flight_per_cluster = 0
 
     # ============================================================================ the loop's side
     def step(self) -> bool:
@@ -174,6 +222,7 @@ class Engine:
                     self._dirty = True
                     return True
                 self._obs = obs
+                self._vms_by_ref = {v.vm: v for v in obs.vms}
                 self._seen = generation
                 plan = reconcile(self._state, obs, self._clock())
                 settled = plan.state == self._state
@@ -181,20 +230,15 @@ class Engine:
                 self._plan = plan
                 self._wake_at = plan.wake_at
                 self._stale.clear()
-            for action in plan.actions:
-                outcome = self._execute(action)
-                with self._lock:
-                    self._state = agent_ops.record(
-                        self._state, action, outcome, self._clock(), retry=self.retry, seed=self._seed
-                    )
+            self._carry_out(plan.actions, obs)
             with self._lock:
                 if plan.actions or not settled:
                     # look again: the world changed under our own hands, or the state moved on (e.g. an
                     # upgrade finished on one host, so the next host may start); state changes are finite,
                     # so this ends at a fixpoint
                     self._dirty = True
-                self._save()
                 self.passes += 1
+            self._persist()
             return bool(plan.actions) or not settled
 
     def _scope(self) -> tuple[MoRef, ...]:
@@ -229,6 +273,62 @@ class Engine:
                 continue
             # short slices, so that an API call (which sets _dirty) is noticed soon too
             self._infra.wait_for_change(seen, min(remaining, 0.05))
+
+    def _carry_out(self, actions: Sequence[Action], obs: EngineObservation) -> None:
+        """Run a plan's actions, at most ``deploy_per_cluster`` per cluster and ``deploy_total`` at once,
+        those on one host in order; record each outcome as it finishes. Returns when all have finished
+        (an unexpected exception of one is raised then; the others still run)."""
+        units = _by_host(actions, obs)
+        if not units:
+            return
+        workers = min(self.deploy_total, len(units))
+        if workers == 1:
+            self.peak_in_flight = max(self.peak_in_flight, 1)
+            self.peak_in_flight_per_cluster = max(self.peak_in_flight_per_cluster, 1)
+            for _, _, steps in units:
+                for action in steps:
+                    self._record(action, self._execute(action))
+            return
+        cond = threading.Condition()
+        pending = list(units)
+        running: Counter[MoRef] = Counter()
+
+        def take() -> tuple[MoRef, list[Action]] | None:
+            with cond:
+                while pending:
+                    for i, (cluster, _, steps) in enumerate(pending):
+                        if running[cluster] < self.deploy_per_cluster:
+                            running[cluster] += 1
+                            del pending[i]
+                            self.peak_in_flight = max(self.peak_in_flight, sum(running.values()))
+                            self.peak_in_flight_per_cluster = max(
+                                self.peak_in_flight_per_cluster, running[cluster]
+                            )
+                            return cluster, steps
+                    cond.wait()
+                return None
+
+        def work() -> None:
+            while (unit := take()) is not None:
+                cluster, steps = unit
+                try:
+                    for action in steps:
+                        self._record(action, self._execute(action))
+                finally:
+                    with cond:
+                        running[cluster] -= 1
+                        cond.notify_all()
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="agentvm-engine-action") as pool:
+            futures = [pool.submit(work) for _ in range(workers)]
+        for future in futures:
+            future.result()
+
+    def _record(self, action: Action, outcome: Outcome) -> None:
+        with self._lock:
+            self._state = agent_ops.record(
+                self._state, action, outcome, self._clock(), retry=self.retry, seed=self._seed
+            )
 
     def _execute(self, action: Action) -> Outcome:
         """Carry out one action; ``Failed`` when it failed for a transient reason (``agent_ops.record``
@@ -278,18 +378,36 @@ class Engine:
             log.warning("pinning %s to %s failed: %s", vm, action.host, e)
         return Deployed(vm)
 
-    def _save(self) -> None:
-        """Write the state file when the state changed (called with the lock held)."""
-        if self._store is not None and self._state != self._saved:
-            self._store.save(self._state)
-            self._saved = self._state
+    def _persist(self) -> None:
+        """Write the state file when the state changed, without the lock (API readers go on meanwhile;
+        JSON of 2,500 agents takes tens of ms). Writers take turns and each writes the state as it is
+        then, so the file never goes back to an older state, and a change made before the call is in the
+        file when it returns."""
+        if self._store is None:
+            return
+        with self._save_lock:
+            with self._lock:
+                state = self._state
+            if state is not self._saved and state != self._saved:
+                self._store.save(state)
+            self._saved = state
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """The lock, for an API call that changes the state (``_changed``); the state file is written
+        once it is released, before the call returns: an acknowledged change is never lost."""
+        try:
+            with self._lock:
+                yield
+        finally:
+            self._persist()
 
     def _changed(self, agency_id: str | None = None) -> None:
-        """After an API call changed the state (lock held): step again; the agency is yellow till then."""
+        """After an API call changed the state (lock held, by ``_changing``): step again; the agency is
+        yellow till then."""
         self._dirty = True
         if agency_id is not None:
             self._stale.add(agency_id)
-        self._save()
 
     def _status(self, agency: AgencyState, planned: Status | None, issues: bool) -> Status:
         if issues:
@@ -306,10 +424,18 @@ class Engine:
         return agency
 
     def _agent(self, agent_id: str) -> tuple[AgencyState, AgentState]:
-        found = self._state.find_agent(agent_id)
+        found = self._agents().get(agent_id)
         if found is None:
             raise ManagedObjectNotFound(MoRef("Agent", agent_id))
         return found
+
+    def _agents(self) -> dict[str, tuple[AgencyState, AgentState]]:
+        """Agent id → its agency and itself in the current state (lock held): built once per state, so
+        that AgentQueryRuntime over 2,500 agents is not 2,500 scans of them."""
+        if self._agent_index[0] is not self._state:
+            index = {a.id: (agency, a) for agency in self._state.agencies for a in agency.agents}
+            self._agent_index = (self._state, index)
+        return self._agent_index[1]
 
     def _writable(self, caller: Caller, agency_id: str) -> AgencyState:
         agency = self._agency(agency_id)
@@ -367,7 +493,7 @@ class Engine:
         self._validate(config)
         if goal is GoalState.UNINSTALLED:
             raise InvalidArgument("initialGoalState must be enabled or disabled", "initialGoalState")
-        with self._lock:
+        with self._changing():
             self._state, agency_id = agent_ops.add_agency(self._state, config, goal, caller.user)
             self._changed(agency_id)
             return agency_id
@@ -410,13 +536,13 @@ class Engine:
         with self._lock:
             self._writable(caller, agency)
         self._validate(config)
-        with self._lock:
+        with self._changing():
             self._writable(caller, agency)
             self._state = agent_ops.update_config(self._state, agency, config)
             self._changed(agency)
 
     def set_goal_state(self, caller: Caller, agency: str, goal: GoalState) -> None:
-        with self._lock:
+        with self._changing():
             current = self._writable(caller, agency)
             if current.goal is GoalState.UNINSTALLED and goal is not GoalState.UNINSTALLED:
                 raise InvalidState(
@@ -426,7 +552,7 @@ class Engine:
             self._changed(agency)
 
     def destroy_agency(self, caller: Caller, agency: str) -> None:
-        with self._lock:
+        with self._changing():
             a = self._agency(agency)
             if caller.extension and a.solution_id != caller.user:
                 raise NotAuthorized(f"agency {agency} belongs to {a.solution_id}, not to {caller.user}")
@@ -438,7 +564,7 @@ class Engine:
         whose state is lost): for ``destroy`` with the direct backend. Not part of EAM's API. An agency of
         that name created afterwards adopts them instead."""
         del caller  # the namespace is the owner: every VM it marks is this engine's
-        with self._lock:
+        with self._changing():
             self._state = agent_ops.purge(self._state, agency_name)
             self._changed()
 
@@ -449,7 +575,7 @@ class Engine:
             return sum(1 for v in vms if v.marker.agency_name == agency_name)
 
     def add_issue(self, agency: str, issue: Issue) -> Issue:
-        with self._lock:
+        with self._changing():
             self._agency(agency)
             self._state, stored = agent_ops.add_agency_issue(self._state, agency, issue, self._clock())
             self._changed()
@@ -468,7 +594,7 @@ class Engine:
             agency, a = self._agent(agent)
             obs = self._obs
             host = obs.hosts.get(a.host) if obs else None
-            vm = next((v for v in obs.vms if v.vm == a.vm), None) if obs and a.vm else None
+            vm = self._vms_by_ref.get(a.vm) if a.vm else None
             planned = self._plan.agent_status.get(a.id) if self._plan else None
             status = self._status(agency, planned, bool(a.issues))
             goal = (
@@ -490,7 +616,7 @@ class Engine:
             )
 
     def mark_as_available(self, agent: str) -> None:
-        with self._lock:
+        with self._changing():
             agency, a = self._agent(agent)
             if a.hook is None:
                 return  # nothing pending: a no-op
@@ -499,7 +625,7 @@ class Engine:
 
     # ============================================================================ EamObject
     def _check_obj(self, obj: str | None) -> None:
-        if obj is not None and self._state.agency(obj) is None and self._state.find_agent(obj) is None:
+        if obj is not None and self._state.agency(obj) is None and obj not in self._agents():
             kind = "Agent" if obj.startswith("agent-") else "Agency"
             raise ManagedObjectNotFound(MoRef(kind, obj))
 
@@ -518,7 +644,7 @@ class Engine:
         """
         if not keys:
             raise InvalidArgument("Resolve needs at least one issue key", "issueKey")
-        with self._lock:
+        with self._changing():
             self._check_obj(obj)
             by_key = {i.key: i for i in agent_ops.issues_of(self._state, obj)}
             self._state, not_found = agent_ops.resolve(self._state, obj, keys)

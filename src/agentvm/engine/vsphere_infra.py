@@ -19,7 +19,17 @@ Built by whoever runs an ``Engine`` against a vCenter (the lab's EAM emulator, `
   The OVF environment goes into vApp properties and, for guests that read it with VMware Tools,
   ``guestinfo.<property id>``.
 - ``generation()`` grows with every change a background ``Watcher`` (its own property collector) reports
-  on hosts and VMs.
+  on hosts, compute resources and VMs.
+- Once started, reads cost what changed, not the inventory's size (2,500 hosts and their agent VMs):
+  the watcher keeps every VM's ``_VM_PROPERTIES`` up to date, so ``find_owned_vms`` reads only the
+  extraConfig of VMs it has not seen before; ``observe`` returns the last read of the same scope while
+  the watcher reports no change on a host or compute resource, and the periodic resync re-reads that
+  scope in a thread of its own (off the engine's step) and bumps the generation only if it differs.
+  Every ``vm_resync_seconds`` the next ``find_owned_vms`` reads everything again, as the safety net for
+  what the watch does not carry (extraConfig written by someone else). An own write's result stands in
+  for the watcher's view of the VM until the watcher has polled from a moment after the write, so a read
+  after a write sees it without waiting, and a change someone else makes after it is never hidden by it.
+  Not started (no watcher), every read is a full one.
 
 Every method raises only ``engine.infra`` errors: ``InfraError`` for "retry next step", a ``DeployError``
 subclass when a deploy fails in a way that becomes an issue on the agent.
@@ -61,7 +71,7 @@ from agentvm.vsphere.collector import (
 from agentvm.vsphere.faults import fault_name
 from agentvm.vsphere.inventory import KINDS, build_snapshot
 from agentvm.vsphere.session import Session
-from agentvm.vsphere.watch import Watcher, WatchSpec
+from agentvm.vsphere.watch import WatchChange, WatchChangeKind, Watcher, WatchSpec
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +124,8 @@ _WATCH = (
             "summary.config.agentVmNetwork",
         ),
     ),
-    WatchSpec(vim.VirtualMachine, ("runtime.powerState",)),
+    WatchSpec(vim.ComputeResource, ("host",)),
+    WatchSpec(vim.VirtualMachine, _VM_PROPERTIES),
 )
 
 
@@ -128,7 +139,8 @@ class VSphereInfrastructure:
     after each wait, so at ``watch_max_wait`` granularity; None: never): a level-triggered safety net for
     changes a server does not report. vcsim 0.24.2 is such a server: it publishes no update for maintenance
     mode, host connection state, hosts added to a cluster, or (as the lab's ``agent_host_manager.go`` writes
-    it) the agent VM settings in ``summary.config``.
+    it) the agent VM settings in ``summary.config``. ``vm_resync_seconds``: how often (at most) the next
+    ``find_owned_vms`` reads every VM again instead of using the watcher's (None: never).
     """
 
     def __init__(
@@ -139,12 +151,14 @@ class VSphereInfrastructure:
         task_timeout: float = 300.0,
         watch_max_wait: int = 5,
         resync_seconds: float | None = 60.0,
+        vm_resync_seconds: float | None = 300.0,
     ) -> None:
         self._session = session
         self._download_timeout = download_timeout
         self._task_timeout = task_timeout
         self._watch_max_wait = watch_max_wait
         self._resync = resync_seconds
+        self._vm_resync = vm_resync_seconds
         self._cond = threading.Condition()
         self._generation = 0
         self._lock = threading.Lock()
@@ -152,7 +166,18 @@ class VSphereInfrastructure:
         self._vm_cluster: dict[MoRef, MoRef | None] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._refresher: threading.Thread | None = None
+        self._refresh_wanted = threading.Event()
         self._watcher: Watcher | None = None
+        # what the watcher knows (guarded by _cache): every VM's _VM_PROPERTIES, once its first batch is in
+        self._cache = threading.Condition()
+        self._vms: dict[MoRef, dict[str, Any]] = {}
+        self._vms_ready = False
+        self._marks: dict[MoRef, dict[str, str]] = {}  # agentvm.* extraConfig of VMs managed by a namespace
+        self._full_read_at = time.monotonic() + (vm_resync_seconds or 0.0)
+        self._own: dict[MoRef, tuple[dict[str, Any] | None, float]] = {}  # see _wrote
+        self._observed: tuple[tuple[MoRef, ...], EngineObservation] | None = None  # the last observe
+        self._host_epoch = 0  # grows with every host / compute resource change the watcher reports
 
     # ================================================================================ watcher lifecycle
     def start(self) -> None:
@@ -162,18 +187,22 @@ class VSphereInfrastructure:
                 return
             self._thread = threading.Thread(target=self._watch, name="agentvm-infra-watch", daemon=True)
             self._thread.start()
+            self._refresher = threading.Thread(target=self._refresh, name="agentvm-infra-resync", daemon=True)
+            self._refresher.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """End the watcher: its wait is cancelled on the server and the thread joined. Final."""
         self._stopping.set()
+        self._refresh_wanted.set()
         with self._lock:
-            watcher, thread = self._watcher, self._thread
+            watcher, thread, refresher = self._watcher, self._thread, self._refresher
         if watcher is not None:
             watcher.stop()
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                log.warning("the inventory watcher did not stop within %g s", timeout)
+        for t in (thread, refresher):
+            if t is not None:
+                t.join(timeout)
+                if t.is_alive():
+                    log.warning("%s did not stop within %g s", t.name, timeout)
 
     def __enter__(self) -> VSphereInfrastructure:
         self.start()
@@ -193,22 +222,138 @@ class VSphereInfrastructure:
                     if self._stopping.is_set():
                         watcher.stop()
                     last = time.monotonic()
-                    for batch in watcher:
+                    first = True
+                    while not watcher.stopped:
+                        issued = time.monotonic()  # every wait of this poll starts after this
+                        batch = watcher.poll()
                         now = time.monotonic()
-                        if batch or (self._resync is not None and now - last >= self._resync):
+                        news = self._take_in(batch, first=first, issued=issued)
+                        first = False
+                        if batch or news:
                             self._bump()
+                        if self._resync is not None and now - last >= self._resync:
+                            self._refresh_wanted.set()  # the resync thread looks, and bumps if it differs
                             last = now
                         pause = 0.5
             except Exception as exc:  # this thread must outlive any failure, or changes go unseen
                 if self._stopping.is_set():
                     break
                 log.warning("inventory watch failed, restarting in %g s: %s", pause, exc)
+                self._forget()
                 self._bump()  # something may have changed unseen: let the engine look again
                 self._stopping.wait(pause)
                 pause = min(pause * 2, 30.0)
             finally:
                 with self._lock:
                     self._watcher = None
+        self._forget()
+
+    def _take_in(self, batch: list[WatchChange], *, first: bool, issued: float) -> bool:
+        """Apply a watcher batch to what the watcher knows; ``first``: the watch's initial state;
+        ``issued``: when its poll began, so it holds every change made before then, own writes included.
+        True when an own write's stand-in was dropped for a different value (the engine must look)."""
+        with self._cache:
+            if first:  # the whole state: VMs not in it are gone (their marks too)
+                self._vms = {}
+                present = {c.moref for c in batch}
+                self._marks = {ref: m for ref, m in self._marks.items() if ref in present}
+            hosts_changed = False
+            for change in batch:
+                if change.moref.type != "VirtualMachine":
+                    hosts_changed = True
+                elif change.kind is WatchChangeKind.LEAVE:
+                    self._vms.pop(change.moref, None)
+                    self._marks.pop(change.moref, None)
+                else:
+                    props = self._vms.setdefault(change.moref, {})
+                    changed_owner = _key(change.properties) != _key(props) is not None
+                    if "config.managedBy" in change.properties and changed_owner:
+                        self._marks.pop(change.moref, None)  # another owner: its marks are read again
+                    props.update(change.properties)
+            if hosts_changed:
+                self._host_epoch += 1
+                self._observed = None
+            # own writes done before this poll began are in what the watcher knows now: their stand-ins
+            # go, and if the watcher says otherwise (someone else changed the VM since), the engine looks
+            news = False
+            for vm, (expected, written) in list(self._own.items()):
+                if written <= issued:
+                    del self._own[vm]
+                    known = self._vms.get(vm)
+                    if expected is None:
+                        news = news or known is not None
+                    else:
+                        news = news or known is None or any(known.get(k) != v for k, v in expected.items())
+            self._vms_ready = True
+            self._cache.notify_all()
+            return news
+
+    def _forget(self) -> None:
+        """The watch ended: what it knew may be stale, so every read is a full one until it is back."""
+        with self._cache:
+            self._vms_ready = False
+            self._own.clear()
+            self._observed = None
+            self._host_epoch += 1
+            self._cache.notify_all()
+
+    def _refresh(self) -> None:
+        """The resync thread: re-read the last observed scope when a resync falls due; bump if it differs
+        (or when nothing was observed yet: the engine then looks with a full read). After a read that took
+        d seconds it reads again no sooner than 9·d later: on a large inventory (2,500 hosts: seconds per
+        read) the resync stays a tenth of the time, however short ``resync_seconds`` is."""
+        rest_until = 0.0
+        while True:
+            self._refresh_wanted.wait()
+            if self._stopping.wait(max(0.0, rest_until - time.monotonic())):
+                return
+            self._refresh_wanted.clear()
+            with self._cache:
+                observed, epoch = self._observed, self._host_epoch
+            if observed is None:
+                self._bump()
+                continue
+            started = time.monotonic()
+            try:
+                fresh = self._read_scope(observed[0])
+                rest_until = time.monotonic() + 9 * (time.monotonic() - started)
+            except Exception as exc:  # the next step reads again, and reports the failure
+                log.warning("resync read failed: %s", exc)
+                with self._cache:
+                    self._observed = None
+                self._bump()
+                continue
+            with self._cache:
+                if self._host_epoch != epoch or self._observed is None:
+                    continue  # the watcher reported a change meanwhile: it invalidated and bumped
+                differs = fresh != observed[1]
+                if differs:
+                    self._observed = (observed[0], fresh)
+            if differs:
+                self._bump()
+
+    def _wrote(self, vm: MoRef, props: dict[str, Any] | None) -> None:
+        """After an own write on ``vm`` finished: its result (``props``; None: deleted) stands in for the
+        watcher's view of the VM until the watcher has polled from a moment after it (``_take_in``), so a
+        read after a write sees it without waiting for the watcher, and a change someone else makes after
+        it is never hidden by it."""
+        with self._cache:
+            if not self._vms_ready:
+                return
+            earlier = self._own.get(vm)
+            if props is not None and earlier is not None and earlier[0] is not None:
+                props = {**earlier[0], **props}  # a write on a VM whose deploy is not polled yet
+            self._own[vm] = (props, time.monotonic())
+
+    def _watched_vms(self) -> dict[MoRef, dict[str, Any]]:
+        """The watcher's VMs with the own writes it has not polled yet standing in (lock held)."""
+        vms = dict(self._vms)
+        for vm, (props, _) in self._own.items():
+            if props is None:
+                vms.pop(vm, None)
+            else:
+                vms[vm] = {**vms.get(vm, {}), **props}
+        return vms
 
     def _bump(self) -> None:
         with self._cond:
@@ -228,7 +373,21 @@ class VSphereInfrastructure:
 
     # ================================================================================ reads
     def observe(self, scope: Collection[MoRef]) -> EngineObservation:
-        """One view and one paged read: everything the engine needs about the scope's compute resources."""
+        """One view and one paged read: everything the engine needs about the scope's compute resources;
+        no call at all while the watcher runs and has reported no host change since the last read of the
+        same scope."""
+        key = tuple(scope)
+        with self._cache:
+            if self._observed is not None and self._observed[0] == key:
+                return self._observed[1]
+            epoch, ready = self._host_epoch, self._vms_ready
+        observation = self._read_scope(key)
+        with self._cache:
+            if ready and self._vms_ready and self._host_epoch == epoch:
+                self._observed = (key, observation)
+        return observation
+
+    def _read_scope(self, scope: Collection[MoRef]) -> EngineObservation:
         with _infra_errors("reading the inventory"):
             snapshot, vm_folders = self._read_observation(scope)
         by_value: dict[str, Any] = {
@@ -281,7 +440,38 @@ class VSphereInfrastructure:
         return build_snapshot(raw, root_folder=root), vm_folders
 
     def find_owned_vms(self, namespace: str) -> list[AgentVm]:
-        """VMs managed by ``namespace`` with its extraConfig marker: two bulk reads (plus the view)."""
+        """VMs managed by ``namespace`` with its extraConfig marker: two bulk reads (plus the view), or,
+        while the watcher runs, its VMs and one read of the extraConfig of those not seen before."""
+        with self._cache:
+            now = time.monotonic()
+            watched = self._vms_ready
+            if watched and self._vm_resync is not None and now >= self._full_read_at:
+                watched = False
+            if watched:
+                candidates = {
+                    ref: props
+                    for ref, props in self._watched_vms().items()
+                    if _key(props) == namespace and not props.get("config.template", False)
+                }
+                missing = [ref for ref in candidates if ref not in self._marks]
+                marks = {ref: self._marks[ref] for ref in candidates if ref in self._marks}
+        if watched:
+            with _infra_errors(f"reading the VMs of {namespace}"):
+                try:
+                    read = self._extra_config([self._session.mo(ref) for ref in missing]) if missing else {}
+                except NotFoundError:
+                    read = None  # one was deleted meanwhile: read everything
+            if read is not None:
+                with self._cache:
+                    self._marks.update({ref: m for ref, m in read.items() if ref in self._vms})
+                marks.update(read)
+                return [
+                    vm
+                    for ref, props in candidates.items()
+                    if (vm := _agent_vm(ref, props, marks.get(ref, {}), namespace)) is not None
+                ]
+        with self._cache:
+            self._full_read_at = time.monotonic() + (self._vm_resync or 0.0)
         with _infra_errors(f"reading the VMs of {namespace}"):
             for attempt in range(3):
                 try:
@@ -306,26 +496,17 @@ class VSphereInfrastructure:
         if not candidates:
             return []
         extra = self._extra_config([o.obj for o in candidates])
+        with self._cache:
+            self._marks.update({ref: m for ref, m in extra.items() if ref in self._vms})
         found: list[AgentVm] = []
         for o in candidates:
             ref = _ref(o.obj)
-            marks = extra.get(ref, {})
-            if marks.get(OWNER_KEY) != namespace or not marks.get(AGENCY_KEY) or not marks.get(AGENT_KEY):
-                continue  # managed by our key, but not deployed by this engine (e.g. by EAM for us)
-            found.append(
-                AgentVm(
-                    vm=ref,
-                    name=str(o.get("name", "")),
-                    marker=VmMarker(
-                        namespace, marks[AGENCY_KEY], marks[AGENT_KEY], marks.get(AGENCY_NAME_KEY, "")
-                    ),
-                    host=_ref(o.get("runtime.host")) if o.get("runtime.host") is not None else None,
-                    power_state=_power(o.get("runtime.powerState")),
-                    ovf_url=marks.get(OVF_URL_KEY) or None,
-                    ip=str(o.get("guest.ipAddress")) if o.get("guest.ipAddress") else None,
-                    complete=not marks.get(IMPORT_KEY),
-                )
-            )
+            props = {p: o.get(p) for p in _VM_PROPERTIES}
+            if props["runtime.host"] is not None:
+                props["runtime.host"] = _ref(props["runtime.host"])
+            vm = _agent_vm(ref, props, extra.get(ref, {}), namespace)
+            if vm is not None:
+                found.append(vm)
         return found
 
     def _extra_config(self, objs: Sequence[Any]) -> dict[MoRef, dict[str, str]]:
@@ -418,6 +599,26 @@ class VSphereInfrastructure:
             parent = self._host_parent.get(host)
             if parent is not None:
                 self._vm_cluster[result.vm] = parent if parent.type == "ClusterComputeResource" else None
+        with self._cache:  # what the final reconfigure wrote: no need to read it back
+            self._marks[result.vm] = {
+                OWNER_KEY: marker.namespace,
+                AGENCY_KEY: marker.agency,
+                AGENT_KEY: marker.agent,
+                AGENCY_NAME_KEY: marker.agency_name,
+                OVF_URL_KEY: ovf_url,
+            }
+        self._wrote(
+            result.vm,
+            {
+                "name": name,
+                "config.managedBy": vim.ext.ManagedByInfo(
+                    extensionKey=marker.namespace, type=MANAGED_BY_TYPE
+                ),
+                "config.template": False,
+                "runtime.host": host,
+                "runtime.powerState": PowerState.POWERED_OFF.value,
+            },
+        )
         log.info("deployed %s (%s) on %s from %s", name, result.vm, host, ovf_url)
         return result.vm
 
@@ -518,10 +719,12 @@ class VSphereInfrastructure:
     def power_on(self, vm: MoRef) -> None:
         with _infra_errors(f"powering on {vm}"):
             vms.ensure_powered_on(self._session, vm, timeout=self._task_timeout)
+        self._wrote(vm, {"runtime.powerState": PowerState.POWERED_ON.value})
 
     def power_off(self, vm: MoRef) -> None:
         with _infra_errors(f"powering off {vm}"):
             vms.ensure_powered_off(self._session, vm, timeout=self._task_timeout)
+        self._wrote(vm, {"runtime.powerState": PowerState.POWERED_OFF.value})
 
     def destroy_vm(self, vm: MoRef) -> None:
         """Power off and delete; a VM that is already gone is fine."""
@@ -530,6 +733,7 @@ class VSphereInfrastructure:
             vms.destroy(self._session, vm, timeout=self._task_timeout)
         with self._lock:
             self._vm_cluster.pop(vm, None)
+        self._wrote(vm, None)
 
 
 # ==================================================================================== helpers
@@ -557,6 +761,33 @@ def _deploy_error(exc: AgentvmError, ovf_url: str, name: str, host: MoRef) -> In
         return DeployError(f"deploying {name} on {host}: {exc}")
     # transient, re-login, or an object that vanished (the next observe will show it): retry
     return InfraError(f"deploying {name} on {host}: {exc}")
+
+
+def _agent_vm(
+    ref: MoRef, props: Mapping[str, Any], marks: Mapping[str, str], namespace: str
+) -> AgentVm | None:
+    """The agent VM of ``namespace`` that a VM's properties and ``agentvm.*`` marks describe, or None
+    for a VM managed by the namespace's key but not deployed by this engine (e.g. by EAM for us)."""
+    if marks.get(OWNER_KEY) != namespace or not marks.get(AGENCY_KEY) or not marks.get(AGENT_KEY):
+        return None
+    host = props.get("runtime.host")
+    ip = props.get("guest.ipAddress")
+    return AgentVm(
+        vm=ref,
+        name=str(props.get("name") or ""),
+        marker=VmMarker(namespace, marks[AGENCY_KEY], marks[AGENT_KEY], marks.get(AGENCY_NAME_KEY, "")),
+        host=host if isinstance(host, MoRef) else None,
+        power_state=_power(props.get("runtime.powerState")),
+        ovf_url=marks.get(OVF_URL_KEY) or None,
+        ip=str(ip) if ip else None,
+        complete=not marks.get(IMPORT_KEY),
+    )
+
+
+def _key(props: Mapping[str, Any]) -> str | None:
+    """The extension key a VM is managed by (None: no one's)."""
+    key = getattr(props.get("config.managedBy"), "extensionKey", None)
+    return str(key) if key is not None else None
 
 
 def _ref(obj: Any) -> MoRef:

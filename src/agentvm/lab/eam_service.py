@@ -3,7 +3,9 @@
 vcsim forwards ``/eam/sdk`` to this service, so a client reaches EAM exactly as on a real vCenter (same
 endpoint, same session cookie). The engine logs in to vcsim with the lab's administrator account (a real
 EAM acts as its own extension, ``com.vmware.vim.eam``), keeps its agencies in a state file so that a
-restart loses nothing, and runs its reconcile loop in one thread. Started by ``agentvm.lab.world.Lab``.
+restart loses nothing, and runs its reconcile loop in one thread; each step's actions run at once, as a
+real EAM deploys, at most ``deploy_per_cluster`` per cluster and ``deploy_total`` in all (``Engine``).
+Started by ``agentvm.lab.world.Lab``.
 The state file lives in a world directory (``agentvm.lab.world_state``): it is loaded only if that
 directory records the very vCenter world this EAM's session is connected to.
 """
@@ -17,11 +19,11 @@ import threading
 from pathlib import Path
 
 from agentvm.engine.infra import InfraError
-from agentvm.engine.manager import Engine
+from agentvm.engine.manager import DEPLOY_PER_CLUSTER, DEPLOY_TOTAL, Engine
 from agentvm.engine.vsphere_infra import VSphereInfrastructure
 from agentvm.lab import world_state
 from agentvm.lab.eam_emulator import EmulatorServer, VcenterSessionChecker, start
-from agentvm.lab.vcsim import VcsimInfo
+from agentvm.lab.vcsim import LabError, VcsimInfo
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.errors import AgentvmError
 from agentvm.vsphere.session import Session
@@ -32,15 +34,34 @@ log = logging.getLogger(__name__)
 EAM_NAMESPACE = "com.vmware.vim.eam"
 
 
+def check_bounds(deploy_per_cluster: int, deploy_total: int) -> None:
+    """Raise LabError (exit 2) naming the first bound below 1 (the flag of ``agentvm lab up``)."""
+    for flag, value in (("--deploy-per-cluster", deploy_per_cluster), ("--deploy-total", deploy_total)):
+        if value < 1:
+            raise LabError(f"{flag} must be 1 or more (got {value})", 2)
+
+
 class LabEam:
     """``LabEam(vcsim, state_file, port).start()``; ``stop()`` ends the loop and the server.
 
-    ``start`` raises LabError when the state file's directory records another vCenter world.
+    ``deploy_per_cluster`` / ``deploy_total``: how many deploys (and power operations, deletes) the
+    engine runs at once per cluster and in all (LabError below 1). ``start`` raises LabError when the state
+    file's directory records another vCenter world.
     """
 
     def __init__(
-        self, vcsim: VcsimInfo, state_file: Path, port: int = 0, sock: socket.socket | None = None
+        self,
+        vcsim: VcsimInfo,
+        state_file: Path,
+        port: int = 0,
+        sock: socket.socket | None = None,
+        *,
+        deploy_per_cluster: int = DEPLOY_PER_CLUSTER,
+        deploy_total: int = DEPLOY_TOTAL,
     ) -> None:
+        check_bounds(deploy_per_cluster, deploy_total)
+        self.deploy_per_cluster = deploy_per_cluster
+        self.deploy_total = deploy_total
         self.vcsim = vcsim
         self.state_file = state_file
         self.port = port
@@ -56,6 +77,11 @@ class LabEam:
     def vim_calls(self) -> int:
         """vim25 calls the lab's EAM has made so far (for benchmarks)."""
         return self._session.stats.total if self._session is not None else 0
+
+    @property
+    def infra(self) -> VSphereInfrastructure | None:
+        """The engine's vSphere side while running (for benchmarks that time its reads)."""
+        return self._infra
 
     @property
     def url(self) -> str:
@@ -76,7 +102,13 @@ class LabEam:
             # a periodic full re-check on top of the watcher, as a safety net (cheap at lab sizes)
             self._infra = VSphereInfrastructure(self._session, resync_seconds=5.0)
             self._infra.start()
-            self.engine = Engine(self._infra, self.state_file, namespace=EAM_NAMESPACE)
+            self.engine = Engine(
+                self._infra,
+                self.state_file,
+                namespace=EAM_NAMESPACE,
+                deploy_per_cluster=self.deploy_per_cluster,
+                deploy_total=self.deploy_total,
+            )
             checker = VcenterSessionChecker(self.vcsim.url, self.vcsim.thumbprint or None)
             sock, self._sock = self._sock, None
             self._server = start(self.engine, checker, port=self.port, sock=sock)

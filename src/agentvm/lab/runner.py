@@ -24,6 +24,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from agentvm.engine.manager import DEPLOY_PER_CLUSTER, DEPLOY_TOTAL
+from agentvm.lab.eam_service import check_bounds
 from agentvm.lab.vcsim import LabError, Shape, VcsimInfo, build
 from agentvm.lab.world import Lab, LabInfo
 
@@ -48,6 +50,9 @@ class LabState:
     eam_backend: str = ""
     sdn_url: str = ""  # netsync: the SDN config-API emulator
     vrouter_map: str = ""
+    # the lab's EAM: deploys run at once per cluster and in all
+    deploy_per_cluster: int = DEPLOY_PER_CLUSTER
+    deploy_total: int = DEPLOY_TOTAL
 
     @property
     def info(self) -> LabInfo:
@@ -76,6 +81,8 @@ class LabState:
             eam_backend=str(raw.get("eam_backend", "")),
             sdn_url=str(raw.get("sdn_url", "")),
             vrouter_map=str(raw.get("vrouter_map", "")),
+            deploy_per_cluster=int(raw.get("deploy_per_cluster", DEPLOY_PER_CLUSTER)),  # type: ignore[call-overload]
+            deploy_total=int(raw.get("deploy_total", DEPLOY_TOTAL)),  # type: ignore[call-overload]
         )
 
 
@@ -114,16 +121,34 @@ def _write_state(state_dir: Path, state: LabState) -> None:
 
 
 def up(
-    state_dir: Path, shape: Shape, *, port: int = 0, plain_http: bool = False, timeout: float = 300.0
+    state_dir: Path,
+    shape: Shape,
+    *,
+    port: int = 0,
+    plain_http: bool = False,
+    timeout: float = 300.0,
+    deploy_per_cluster: int = DEPLOY_PER_CLUSTER,
+    deploy_total: int = DEPLOY_TOTAL,
 ) -> tuple[LabState, bool]:
-    """Start a lab unless one runs; return (state, started_now). Raises LabError with the fix."""
+    """Start a lab unless one runs; return (state, started_now). Raises LabError with the fix.
+
+    ``deploy_per_cluster`` / ``deploy_total``: the lab's EAM's bounds on deploys run at once.
+    """
     shape.validate()
+    check_bounds(deploy_per_cluster, deploy_total)
     existing = read_state(state_dir)
     if existing is not None:
         if pid_alive(existing.supervisor_pid):
             if existing.shape != shape:
                 raise LabError(
                     f"a lab of another shape is already running ({existing.vcsim.url}): "
+                    "run `agentvm lab down` first",
+                    1,
+                )
+            if (existing.deploy_per_cluster, existing.deploy_total) != (deploy_per_cluster, deploy_total):
+                raise LabError(
+                    f"a lab whose EAM deploys {existing.deploy_per_cluster} per cluster and "
+                    f"{existing.deploy_total} in all is already running ({existing.vcsim.url}): "
                     "run `agentvm lab down` first",
                     1,
                 )
@@ -143,6 +168,8 @@ def up(
         f"--standalone={shape.standalone}",
         f"--vms={shape.vms}",
         f"--port={port}",
+        f"--deploy-per-cluster={deploy_per_cluster}",
+        f"--deploy-total={deploy_total}",
     ]
     if not shape.dvs:
         args.append("--no-dvs")
@@ -217,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dvs", action="store_true")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--plain-http", action="store_true")
+    parser.add_argument("--deploy-per-cluster", type=int, default=DEPLOY_PER_CLUSTER)
+    parser.add_argument("--deploy-total", type=int, default=DEPLOY_TOTAL)
     args = parser.parse_args(argv)
     # runner.log: warnings of every part, and the lab's own notes (which world runs, what was discarded)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -227,10 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     started = time.monotonic()
-    lab = Lab(
-        shape, port=args.port, plain_http=args.plain_http, log_dir=args.state_dir, state_dir=args.state_dir
-    )
     try:
+        lab = Lab(
+            shape,
+            port=args.port,
+            plain_http=args.plain_http,
+            log_dir=args.state_dir,
+            state_dir=args.state_dir,
+            deploy_per_cluster=args.deploy_per_cluster,
+            deploy_total=args.deploy_total,
+        )
         info = lab.start()
     except LabError as exc:
         print(exc, file=sys.stderr)
@@ -248,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                 eam_backend=info.eam_backend,
                 sdn_url=info.sdn_url,
                 vrouter_map=info.vrouter_map,
+                deploy_per_cluster=args.deploy_per_cluster,
+                deploy_total=args.deploy_total,
             ),
         )
         stop.wait()

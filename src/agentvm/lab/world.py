@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from agentvm.engine.manager import DEPLOY_PER_CLUSTER, DEPLOY_TOTAL
 from agentvm.lab import sdn_emulator, vrouter_emulator, world_state
-from agentvm.lab.eam_service import LabEam
+from agentvm.lab.eam_service import LabEam, check_bounds
 from agentvm.lab.packages import PackageServer
 from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo
 
@@ -48,7 +49,11 @@ class LabInfo:
 
 
 class Lab:
-    """Start with ``Lab(shape).start()`` or ``with Lab(shape) as info:``; ``stop()`` always cleans up."""
+    """Start with ``Lab(shape).start()`` or ``with Lab(shape) as info:``; ``stop()`` always cleans up.
+
+    ``deploy_per_cluster`` / ``deploy_total``: the lab's EAM's bounds on deploys run at once, per cluster
+    and in all (LabError, exit 2, below 1).
+    """
 
     def __init__(
         self,
@@ -60,9 +65,14 @@ class Lab:
         log_dir: Path | None = None,
         state_dir: Path | None = None,
         netsync: bool = True,
+        deploy_per_cluster: int = DEPLOY_PER_CLUSTER,
+        deploy_total: int = DEPLOY_TOTAL,
     ) -> None:
         shape.validate()
+        check_bounds(deploy_per_cluster, deploy_total)
         self.shape = shape
+        self.deploy_per_cluster = deploy_per_cluster
+        self.deploy_total = deploy_total
         self._port = port
         self._plain_http = plain_http
         self._password = password
@@ -100,7 +110,14 @@ class Lab:
                 instance_uuid=str(uuid.uuid4()),
             )
             self.world_dir = world_state.claim(self.state_dir, self._vcsim.info.instance_uuid)
-            self.eam = LabEam(self._vcsim.info, self._eam_state_file, eam_port, eam_socket).start()
+            self.eam = LabEam(
+                self._vcsim.info,
+                self._eam_state_file,
+                eam_port,
+                eam_socket,
+                deploy_per_cluster=self.deploy_per_cluster,
+                deploy_total=self.deploy_total,
+            ).start()
             vrouter_map = self._start_sdn() if self._netsync else None
         except BaseException:
             self.stop()
@@ -139,7 +156,13 @@ class Lab:
         assert self.eam is not None and self._vcsim is not None, "the lab is not running"
         port = self.eam.port
         self.eam.stop()
-        self.eam = LabEam(self._vcsim.info, self._eam_state_file, port).start()
+        self.eam = LabEam(
+            self._vcsim.info,
+            self._eam_state_file,
+            port,
+            deploy_per_cluster=self.deploy_per_cluster,
+            deploy_total=self.deploy_total,
+        ).start()
 
     @property
     def _eam_state_file(self) -> Path:
