@@ -70,7 +70,7 @@ from agentvm.core.progress import host_rows
 from agentvm.model.agency import AgentRuntime, GoalState, Issue, MoRef
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError, NotFoundError, TransientError
-from agentvm.model.inventory import InventorySnapshot, VirtualMachine
+from agentvm.model.inventory import Host, InventorySnapshot, VirtualMachine
 from agentvm.vsphere.hosts import read_host_runtime
 from agentvm.vsphere.session import Session
 
@@ -709,6 +709,9 @@ class Reconciler:
     def _host_path(snapshot: InventorySnapshot | None, moid: str) -> str | None:
         if snapshot is None:
             return None
+        found = snapshot.get(MoRef("HostSystem", moid))  # by moid in one lookup: called per host and hook
+        if isinstance(found, Host):
+            return found.path or None
         try:
             return snapshot.find_host(moid).path or None
         except (NotFoundError, ConfigurationError):

@@ -37,7 +37,7 @@ from agentvm.core.scope import resolve_agency, scope_host
 from agentvm.model.agency import Issue, MoRef
 from agentvm.model.desired import DesiredState, ScopeHost
 from agentvm.model.errors import NotFoundError
-from agentvm.model.inventory import InventorySnapshot
+from agentvm.model.inventory import Host, InventorySnapshot
 from agentvm.vsphere.session import Session
 
 API_VERSION = "agentvm/v1"
@@ -125,7 +125,9 @@ def _agent_hosts(snapshot: InventorySnapshot, status: AgencyStatus) -> tuple[Sco
     hosts = []
     for agent in status.agents:
         host = snapshot.get(agent.host)
-        if host is not None:
+        if isinstance(host, Host):
+            hosts.append(scope_host(snapshot, host))
+        elif host is not None:
             hosts.append(scope_host(snapshot, snapshot.find_host(host.moref.value)))
     return tuple(hosts)
 
