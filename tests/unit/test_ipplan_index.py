@@ -77,7 +77,9 @@ def test_static_entries_are_those_a_scan_of_every_entry_finds(data: st.DataObjec
 
 def test_an_entry_per_host_gives_each_host_its_own_address() -> None:
     hosts = [
-        ScopeHost(moid=f"host-{i}", name=f"H{i}", path=f"/DC0/host/C{i // 10}/H{i}", cluster_name=f"C{i // 10}")
+        ScopeHost(
+            moid=f"host-{i}", name=f"H{i}", path=f"/DC0/host/C{i // 10}/H{i}", cluster_name=f"C{i // 10}"
+        )
         for i in range(300)
     ]
     plan = IpPlanSpec(
