@@ -181,14 +181,14 @@ def assign_addresses(
 
 def _static_for(plan: IpPlanSpec, hosts: list[ScopeHost]) -> dict[str, IPv4Address]:
     """Static entries by host moid; a moid entry beats a path entry beats a name entry."""
-    best: dict[str, tuple[int, int]] = {}  # host moid -> (rank, entry index) of the entry that wins
+    best: dict[int, tuple[int, int]] = {}  # host's position -> (rank, entry index) of the entry that wins
     index = HostIndex(hosts if plan.static else ())
     for i, (key, _) in enumerate(plan.static):
-        for host in index.named(key):
-            rank = (_rank(key, host), i)
-            if host.moid not in best or rank < best[host.moid]:
-                best[host.moid] = rank
-    return {host.moid: plan.static[best[host.moid][1]][1] for host in hosts if host.moid in best}
+        for at in index.positions(key):
+            rank = (_rank(key, hosts[at]), i)
+            if at not in best or rank < best[at]:
+                best[at] = rank
+    return {hosts[at].moid: plan.static[best[at][1]][1] for at in sorted(best)}
 
 
 def _host_ref(host: ScopeHost) -> names.NamedRef:
@@ -210,14 +210,17 @@ class HostIndex:
 
     def named(self, key: str) -> list[ScopeHost]:
         """The hosts ``key`` names (as ``_names`` decides), in the order the hosts were given."""
+        return [self.hosts[i] for i in self.positions(key)]
+
+    def positions(self, key: str) -> list[int]:
+        """Where the hosts ``key`` names are in the hosts given, in order."""
         ref = names.parse(key)
         if ref.kind == "glob":
-            candidates: Iterable[ScopeHost] = self.hosts
+            candidates: Iterable[int] = range(len(self.hosts))
         else:
             # every form names a host by one of the words indexed, spelt as the key's value or its text
-            found = self._by.get(ref.value, set()) | self._by.get(ref.text, set())
-            candidates = [self.hosts[i] for i in sorted(found)]
-        return [h for h in candidates if names.matches(ref, _host_ref(h))]
+            candidates = sorted(self._by.get(ref.value, set()) | self._by.get(ref.text, set()))
+        return [i for i in candidates if names.matches(ref, _host_ref(self.hosts[i]))]
 
 
 def _names(key: str, host: ScopeHost) -> bool:
