@@ -623,7 +623,9 @@ class Reconciler:
                 missing.append(wait.name)
                 continue
             reports.append(
-                live.report(wait.status, wait.resolved.hosts, wait.addresses, self.snapshot, misplaced)
+                live.report(
+                    wait.name, wait.status, wait.resolved.hosts, wait.addresses, self.snapshot, misplaced
+                )
             )
         self.report = StatusReport(self.session.url, tuple(reports), tuple(missing), conditions, flapping)
 

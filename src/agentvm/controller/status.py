@@ -151,14 +151,15 @@ class LiveStatus:
 
     def report(
         self,
+        name: str,
         status: AgencyStatus,
         hosts: Iterable[ScopeHost],
         planned: Mapping[str, IPv4Address],
         snapshot: InventorySnapshot | None,
         misplaced: Sequence[Misplaced] = (),
     ) -> AgencyReport:
-        """One agency's rows: the addresses its agent VMs carried at the last full read (``snapshot``), else,
-        for a VM configured since, the ``planned`` one (host moid -> address)."""
+        """The rows of the spec's agency ``name``: the addresses its agent VMs carried at the last full read
+        (``snapshot``), else, for a VM configured since, the ``planned`` one (host moid -> address)."""
         if snapshot is not self._snapshot:
             self._snapshot = snapshot
             self._carried = vm_addresses(snapshot) if snapshot is not None else {}
@@ -170,9 +171,9 @@ class LiveStatus:
             if address is not None and agent.vm is not None and agent.hook is None:
                 addresses.setdefault(agent.host.value, address)
         rows = update_host_rows(
-            self._rows.get(status.name), status.name, status, hosts, addresses, snapshot, misplaced=misplaced
+            self._rows.get(name), name, status, hosts, addresses, snapshot, misplaced=misplaced
         )
-        self._rows[status.name] = rows
+        self._rows[name] = rows
         return AgencyReport(status, rows.rows)
 
     def forget(self, keep: Iterable[str]) -> None:
