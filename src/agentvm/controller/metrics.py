@@ -436,6 +436,7 @@ class ControllerMetrics:
             self.resolves_attempted.declare(kind=kind)
             self.resolves_succeeded.declare(kind=kind)
         self._netsync: NetsyncMetrics | None = None
+        self._flapping: Mapping[tuple[str, str], bool] | None = None  # as last set
         self.set_agents_by_state({name: {} for name in agencies})
         self.set_issues_by_kind({})
         register_process_metrics(r)
@@ -458,7 +459,11 @@ class ControllerMetrics:
         self.issues.replace(({"kind": k}, counts.get(k, 0)) for k in kinds)
 
     def set_flapping(self, agents: Mapping[tuple[str, str], bool]) -> None:
-        """(agency name, host moid) -> flapping, for every agent observed now (the others disappear)."""
+        """(agency name, host moid) -> flapping, for every agent observed now (the others disappear).
+        Called after every poll: the series are replaced only when one of them changed."""
+        if agents == self._flapping:
+            return
+        self._flapping = dict(agents)
         self.agent_flapping.replace(
             ({"agency": agency, "host": host}, 1 if flapping else 0)
             for (agency, host), flapping in agents.items()

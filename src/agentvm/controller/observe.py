@@ -117,19 +117,25 @@ def extension_state(found: RegisteredExtension | None, solution: SolutionSpec) -
 
 
 def read_addresses(
-    snapshot: InventorySnapshot, status: AgencyStatus | None, agency: str | None = None
+    snapshot: InventorySnapshot,
+    status: AgencyStatus | None,
+    agency: str | None = None,
+    *,
+    carried: Mapping[str, IPv4Address] | None = None,
 ) -> dict[str, IPv4Address]:
     """Host moid -> the address the agency's agent VM on that host carries (hook VM first: an upgrade).
 
     ``agency``: the agency's name; hosts the status does not cover (or no status at all) then take the
     address of a VM on them that carries that name (``marked_vms``), so a plan never hands a host with
-    a running agent VM another address.
+    a running agent VM another address. ``carried``: ``vm_addresses(snapshot)``, when the caller keeps it
+    between calls (the controller, on every poll), so that no VM's address is parsed again.
     """
+    if carried is None:
+        carried = vm_addresses(snapshot)
     found: dict[str, IPv4Address] = {}
     for agent in status.agents if status is not None else ():
         for vm_ref in (agent.vm, agent.hook.vm if agent.hook else None):
-            vm = snapshot.get(vm_ref) if vm_ref is not None else None
-            address = _address(vm) if isinstance(vm, VirtualMachine) else None
+            address = carried.get(vm_ref.value) if vm_ref is not None else None
             if address is not None:
                 found[agent.host.value] = address
                 break
@@ -139,6 +145,17 @@ def read_addresses(
         address = _address(vm)
         if host is not None and host not in covered and address is not None:
             found.setdefault(host, address)
+    return found
+
+
+def vm_addresses(snapshot: InventorySnapshot) -> dict[str, IPv4Address]:
+    """VM moid -> the address the VM carries (``guestinfo.agentvm.address``), for every VM of ``snapshot``
+    that carries a valid one."""
+    found: dict[str, IPv4Address] = {}
+    for vm in snapshot.vms:
+        address = _address(vm) if ADDRESS_KEY in vm.extra_config else None
+        if address is not None and snapshot.get(vm.moref) is vm:
+            found[vm.moref.value] = address
     return found
 
 

@@ -301,9 +301,8 @@ class Planner:
             render_per_host(agency.resolved.spec, host, held.address if held else None)
         changes += [c for c in mine if c.kind is ChangeKind.ASSIGN_ADDRESS]
         if agency.status is not None and agency.resolved.spec.provisioned_hook:
-            pending = [
-                a for a in agency.status.pending_hooks if not any(c.host == a.host.value for c in changes)
-            ]
+            planned = {c.host for c in changes}
+            pending = [a for a in agency.status.pending_hooks if a.host.value not in planned]
             for agent in pending:
                 assert agent.hook is not None
                 moid = agent.host.value

@@ -41,7 +41,6 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 from pathlib import Path
 
 from agentvm.backends.base import AgencyStatus, Backend
@@ -49,9 +48,8 @@ from agentvm.controller.events import EventLog
 from agentvm.controller.executor import DEFAULT_WORKERS, AgencyWait, Executor
 from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
-from agentvm.controller.observe import read_addresses
 from agentvm.controller.planner import AGENCY_KINDS, Planner, SolutionPlan
-from agentvm.controller.status import AgencyReport, StatusReport
+from agentvm.controller.status import LiveStatus, StatusReport
 from agentvm.core.agent_reads import Changes, Look, ReadPolicy
 from agentvm.core.heal import (
     Finding,
@@ -64,7 +62,6 @@ from agentvm.core.heal import (
     Misplaced,
     Verdict,
     count_kinds,
-    count_states,
     find_misplaced,
     heal_class,
     observed_issues,
@@ -72,11 +69,10 @@ from agentvm.core.heal import (
 )
 from agentvm.core.hooks import hook_key, hooks_due
 from agentvm.core.plan import AnswerHook, ChangeKind, SetHostSettings, UpdateAgency
-from agentvm.core.progress import host_rows
 from agentvm.model.agency import AgentRuntime, GoalState, Issue, MoRef
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError, NotFoundError, TransientError
-from agentvm.model.inventory import InventorySnapshot, VirtualMachine
+from agentvm.model.inventory import Host, InventorySnapshot, VirtualMachine
 from agentvm.vsphere.hosts import read_host_runtime
 from agentvm.vsphere.session import Session
 
@@ -707,25 +703,33 @@ class Reconciler:
         conditions: HostConditions,
         misplaced: Sequence[Misplaced] = (),
     ) -> None:
+        """Publish the status report and the agents' metrics of this poll. Only what changed since the last
+        poll is computed again (``controller.status.LiveStatus``): a poll that saw no change costs a lookup
+        per host, whatever the number of agents."""
+        if self._live is None:
+            self._live = LiveStatus()
+        live = self._live
+        live.forget(w.name for w in self._waits.values())
         given_up = dict(self._flapping_decisions())  # keys agentvm gave up on as flapping -> why
-        flapping_agents = {k.agent for k in given_up if k.agent is not None}
-        moved = {m.agent for m in misplaced}
+        flapping_agents = frozenset(k.agent for k in given_up if k.agent is not None)
+        moved = frozenset(m.agent for m in misplaced)
         by_agency: dict[str, Mapping[str, int]] = {
             w.name: {} for w in self._waits.values()
         }  # not observed yet: every state at 0
         for s in statuses:
-            by_agency[s.name] = count_states(s.agents, conditions, flapping=flapping_agents, misplaced=moved)
+            by_agency[s.name] = live.counts(s, conditions, flapping_agents, moved)
         self.metrics.set_agents_by_state(by_agency)
         self.metrics.set_issues_by_kind(count_kinds(observed_issues(statuses)))
         self.metrics.set_flapping(
             {(s.name, a.host.value): a.agent in flapping_agents for s in statuses for a in s.agents}
         )
+        why_of: dict[tuple[str, str | None], str] = {}  # (agency id, agent id) -> why, the first key's
+        for k, t in given_up.items():
+            why_of.setdefault((k.agency, k.agent), t)
         flapping: dict[tuple[str, str], str] = {}
-        for s in statuses:
+        for s in statuses if why_of else ():
             for a in s.agents:
-                why = next(
-                    (t for k, t in given_up.items() if (k.agency, k.agent) == (s.agency, a.agent)), None
-                )
+                why = why_of.get((s.agency, a.agent))
                 if why is not None:
                     flapping[(s.name, a.host.value)] = why
         reports = []
@@ -734,19 +738,14 @@ class Reconciler:
             if wait.status is None:
                 missing.append(wait.name)
                 continue
-            # what the VMs carry as last read; a VM configured since then carries its planned address
-            addresses: dict[str, IPv4Address] = (
-                read_addresses(self.snapshot, wait.status) if self.snapshot is not None else {}
+            reports.append(
+                live.report(
+                    wait.name, wait.status, wait.resolved.hosts, wait.addresses, self.snapshot, misplaced
+                )
             )
-            for agent in wait.status.agents:
-                planned = wait.addresses.get(agent.host.value)
-                if planned is not None and agent.vm is not None and agent.hook is None:
-                    addresses.setdefault(agent.host.value, planned)
-            rows = host_rows(
-                wait.name, wait.status, wait.resolved.hosts, addresses, self.snapshot, misplaced=misplaced
-            )
-            reports.append(AgencyReport(wait.status, rows))
         self.report = StatusReport(self.session.url, tuple(reports), tuple(missing), conditions, flapping)
+
+    _live: LiveStatus | None = None  # made by the first _publish
 
     def _flapping_decisions(self) -> list[tuple[HealKey, str]]:
         """(key, sentence) of every key the heal state gave up on as flapping."""
@@ -825,6 +824,9 @@ class Reconciler:
     def _host_path(snapshot: InventorySnapshot | None, moid: str) -> str | None:
         if snapshot is None:
             return None
+        found = snapshot.get(MoRef("HostSystem", moid))  # by moid in one lookup: called per host and hook
+        if isinstance(found, Host):
+            return found.path or None
         try:
             return snapshot.find_host(moid).path or None
         except (NotFoundError, ConfigurationError):

@@ -19,25 +19,35 @@ listed as ``problems`` with their sentence. See docs/architecture.md, "Observati
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
+from ipaddress import IPv4Address
 from typing import Any
 
 from agentvm.backends.base import AgencyStatus, Backend
-from agentvm.controller.observe import read_addresses, read_snapshot
+from agentvm.controller.observe import read_addresses, read_snapshot, vm_addresses
 from agentvm.core.heal import (
     HostConditions,
     Misplaced,
+    count_states,
     find_misplaced,
 )
-from agentvm.core.progress import HostProgress, host_rows, issue_sentence, status_row, summarize
+from agentvm.core.progress import (
+    HostProgress,
+    HostRows,
+    host_rows,
+    issue_sentence,
+    status_row,
+    summarize,
+    update_host_rows,
+)
 from agentvm.core.scope import resolve_agency, scope_host
 from agentvm.model.agency import Issue, MoRef
 from agentvm.model.desired import DesiredState, ScopeHost
 from agentvm.model.errors import NotFoundError
-from agentvm.model.inventory import InventorySnapshot
+from agentvm.model.inventory import Host, InventorySnapshot
 from agentvm.vsphere.session import Session
 
 API_VERSION = "agentvm/v1"
@@ -111,6 +121,69 @@ def collect_status(session: Session, backend: Backend, desired: DesiredState | N
     return StatusReport(session.url, tuple(reports), tuple(missing), conditions)
 
 
+class LiveStatus:
+    """The agencies' rows and agent counts of the controller's ``StatusReport``, kept from poll to poll:
+    each poll makes again only the rows of the hosts whose inputs changed (``core.progress.update_host_rows``)
+    and counts again only an agency whose agents or host conditions changed, so that a poll that saw no
+    change costs a lookup per host. Called by ``controller.reconcile.Reconciler`` on its loop thread only.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[str, HostRows] = {}  # agency name -> its rows as last made
+        self._counts: dict[str, tuple[tuple[object, ...], dict[str, int]]] = {}  # name -> (inputs, counts)
+        self._snapshot: InventorySnapshot | None = None
+        self._carried: dict[str, IPv4Address] = {}  # VM moid -> address, of ``_snapshot``
+
+    def counts(
+        self,
+        status: AgencyStatus,
+        conditions: HostConditions,
+        flapping: frozenset[str],
+        misplaced: frozenset[str],
+    ) -> dict[str, int]:
+        """``core.heal.count_states`` of the agency's agents (``flapping``/``misplaced``: agent ids)."""
+        key: tuple[object, ...] = (status.agents, conditions, flapping, misplaced)
+        known = self._counts.get(status.name)
+        if known is None or known[0] != key:
+            known = (key, count_states(status.agents, conditions, flapping=flapping, misplaced=misplaced))
+            self._counts[status.name] = known
+        return dict(known[1])
+
+    def report(
+        self,
+        name: str,
+        status: AgencyStatus,
+        hosts: Iterable[ScopeHost],
+        planned: Mapping[str, IPv4Address],
+        snapshot: InventorySnapshot | None,
+        misplaced: Sequence[Misplaced] = (),
+    ) -> AgencyReport:
+        """The rows of the spec's agency ``name``: the addresses its agent VMs carried at the last full read
+        (``snapshot``), else, for a VM configured since, the ``planned`` one (host moid -> address)."""
+        if snapshot is not self._snapshot:
+            self._snapshot = snapshot
+            self._carried = vm_addresses(snapshot) if snapshot is not None else {}
+        addresses: dict[str, IPv4Address] = (
+            read_addresses(snapshot, status, carried=self._carried) if snapshot is not None else {}
+        )
+        for agent in status.agents:
+            address = planned.get(agent.host.value)
+            if address is not None and agent.vm is not None and agent.hook is None:
+                addresses.setdefault(agent.host.value, address)
+        rows = update_host_rows(
+            self._rows.get(name), name, status, hosts, addresses, snapshot, misplaced=misplaced
+        )
+        self._rows[name] = rows
+        return AgencyReport(status, rows.rows)
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop what is kept for agencies not in ``keep`` (names), so that memory follows the spec."""
+        names = set(keep)
+        for table in (self._rows, self._counts):
+            for name in [n for n in table if n not in names]:
+                del table[name]
+
+
 def vm_hosts(snapshot: InventorySnapshot) -> dict[MoRef, MoRef]:
     """VM -> the host it runs on (``runtime.host``), from one inventory read."""
     return {vm.moref: vm.host for vm in snapshot.vms if vm.host is not None}
@@ -125,7 +198,9 @@ def _agent_hosts(snapshot: InventorySnapshot, status: AgencyStatus) -> tuple[Sco
     hosts = []
     for agent in status.agents:
         host = snapshot.get(agent.host)
-        if host is not None:
+        if isinstance(host, Host):
+            hosts.append(scope_host(snapshot, host))
+        elif host is not None:
             hosts.append(scope_host(snapshot, snapshot.find_host(host.moref.value)))
     return tuple(hosts)
 

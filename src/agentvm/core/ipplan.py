@@ -20,6 +20,7 @@ Called by ``core.plan`` (to show each host's address before anything changes) an
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,7 +57,15 @@ class Assignment:
         return {a.host.moid: a for a in self.addresses}
 
     def get(self, moid: str) -> HostAddress | None:
-        return next((a for a in self.addresses if a.host.moid == moid), None)
+        return self._index.get(moid)
+
+    @functools.cached_property
+    def _index(self) -> Mapping[str, HostAddress]:
+        # the first address of a moid, as a scan would find it; built once (frozen: it never changes)
+        index: dict[str, HostAddress] = {}
+        for held in self.addresses:
+            index.setdefault(held.host.moid, held)
+        return index
 
 
 class IpPlanExhausted(ConfigurationError):
@@ -76,8 +85,9 @@ def check_static_hosts(plan: IpPlanSpec, hosts: Iterable[ScopeHost], *, agency: 
     ordered = canonical_order(hosts)
     who = f'agency "{agency}": ' if agency else ""
     unknown = []
+    index = HostIndex(ordered if plan.static else ())
     for key, _ in plan.static:
-        named = [h for h in ordered if _names(key, h)]
+        named = index.named(key)
         if len(named) > 1:
             paths = ", ".join(h.path or h.name for h in named)
             raise UnknownIpPlanHost(
@@ -171,16 +181,46 @@ def assign_addresses(
 
 def _static_for(plan: IpPlanSpec, hosts: list[ScopeHost]) -> dict[str, IPv4Address]:
     """Static entries by host moid; a moid entry beats a path entry beats a name entry."""
-    found: dict[str, IPv4Address] = {}
-    for host in hosts:
-        keys = sorted((_rank(key, host), i) for i, (key, _) in enumerate(plan.static) if _names(key, host))
-        if keys:
-            found[host.moid] = plan.static[keys[0][1]][1]
-    return found
+    best: dict[int, tuple[int, int]] = {}  # host's position -> (rank, entry index) of the entry that wins
+    index = HostIndex(hosts if plan.static else ())
+    for i, (key, _) in enumerate(plan.static):
+        for at in index.positions(key):
+            rank = (_rank(key, hosts[at]), i)
+            if at not in best or rank < best[at]:
+                best[at] = rank
+    return {hosts[at].moid: plan.static[best[at][1]][1] for at in sorted(best)}
 
 
 def _host_ref(host: ScopeHost) -> names.NamedRef:
     return names.NamedRef(MoRef("HostSystem", host.moid), host.name, host.path)
+
+
+class HostIndex:
+    """Hosts by moid, name, path and path under the datacenter, so that finding the hosts an
+    ``ipPlan.addresses`` key names costs a few dict lookups rather than a scan of every host (a plan may
+    hold an entry per host: thousands of keys against thousands of hosts)."""
+
+    def __init__(self, hosts: Iterable[ScopeHost]) -> None:
+        self.hosts = tuple(hosts)
+        self._by: dict[str, set[int]] = {}  # moid, name, path or relative path -> positions in hosts
+        for i, host in enumerate(self.hosts):
+            for word in (host.moid, host.name, host.path, names.relative_path(host.path)):
+                if word is not None:
+                    self._by.setdefault(word, set()).add(i)
+
+    def named(self, key: str) -> list[ScopeHost]:
+        """The hosts ``key`` names (as ``_names`` decides), in the order the hosts were given."""
+        return [self.hosts[i] for i in self.positions(key)]
+
+    def positions(self, key: str) -> list[int]:
+        """Where the hosts ``key`` names are in the hosts given, in order."""
+        ref = names.parse(key)
+        if ref.kind == "glob":
+            candidates: Iterable[int] = range(len(self.hosts))
+        else:
+            # every form names a host by one of the words indexed, spelt as the key's value or its text
+            candidates = sorted(self._by.get(ref.value, set()) | self._by.get(ref.text, set()))
+        return [i for i in candidates if names.matches(ref, _host_ref(self.hosts[i]))]
 
 
 def _names(key: str, host: ScopeHost) -> bool:

@@ -13,8 +13,9 @@ its fix (``issue_sentence``). See docs/architecture.md, "Observation".
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address
 from typing import Protocol
@@ -235,51 +236,122 @@ def host_rows(
     that names the agent VMs. ``misplaced``: agent VMs found on another host (``core.heal.find_misplaced``);
     their hosts' rows are in phase ``misplaced`` and carry it. ``conditions``: the hosts in maintenance mode
     or standby, whose rows say so (default: as ``snapshot`` has them)."""
+    return update_host_rows(
+        None,
+        agency,
+        status,
+        hosts,
+        addresses,
+        snapshot,
+        uninstall=uninstall,
+        misplaced=misplaced,
+        conditions=conditions,
+    ).rows
+
+
+@dataclass(frozen=True)
+class HostRows:
+    """``host_rows``' rows together with what each row was made from, for ``update_host_rows``."""
+
+    rows: tuple[HostProgress, ...] = ()
+    inputs: Mapping[str, tuple[object, ...]] = field(default_factory=dict)  # moid -> what its row is of
+    labels: Mapping[str, str] = field(default_factory=dict)  # moid -> the label its row is ordered by
+    snapshot: InventorySnapshot | None = None  # the inventory read ``resting`` was taken from
+    resting: frozenset[str] = frozenset()  # moids in maintenance mode or standby, as ``snapshot`` has them
+
+    def row(self, moid: str) -> HostProgress | None:
+        return self._by_moid.get(moid)
+
+    @functools.cached_property
+    def _by_moid(self) -> Mapping[str, HostProgress]:
+        return {r.host: r for r in self.rows}
+
+
+def update_host_rows(
+    previous: HostRows | None,
+    agency: str,
+    status: ObservedAgents | None,
+    hosts: Iterable[ScopeHost],
+    addresses: Mapping[str, IPv4Address],
+    snapshot: InventorySnapshot | None,
+    *,
+    uninstall: bool = False,
+    misplaced: Iterable[Misplaced] = (),
+    conditions: HostConditions | None = None,
+) -> HostRows:
+    """``host_rows`` of these arguments, its rows made again only for the hosts whose inputs differ from
+    ``previous``' (the others are reused) and sorted again only when the hosts or their labels changed.
+    The controller calls it on every poll: an unchanged agency then costs a lookup per host, not a row."""
     moved = {m.host.value: m for m in misplaced if status is None or m.agency == status.agency}
     goal = GoalState.UNINSTALLED if uninstall else (status.goal_state if status else None)
     agents: dict[str, AgentRuntime] = {a.host.value: a for a in status.agents} if status else {}
     by_moid = {h.moid: h for h in hosts}
-    if conditions is None:
-        conditions = HostConditions.of(snapshot.hosts if snapshot is not None else ())
-    resting = {ref.value for ref in (*conditions.maintenance, *conditions.standby)}
-    rows = []
-
-    def order(moid: str) -> tuple[tuple[tuple[int, int | str], ...], ...]:
-        host, agent = by_moid.get(moid), agents.get(moid)
-        label = (host.path or host.name) if host else (agent.host_name if agent and agent.host_name else moid)
-        return natural_key(label), natural_key(moid)
-
-    for moid in sorted(set(by_moid) | set(agents), key=order):
+    if conditions is not None:
+        resting = frozenset(ref.value for ref in (*conditions.maintenance, *conditions.standby))
+    elif previous is not None and snapshot is not None and snapshot is previous.snapshot:
+        resting = previous.resting  # the same inventory read: the same hosts at rest
+    else:
+        read = HostConditions.of(snapshot.hosts if snapshot is not None else ())
+        resting = frozenset(ref.value for ref in (*read.maintenance, *read.standby))
+    old_inputs = previous.inputs if previous is not None else {}
+    inputs: dict[str, tuple[object, ...]] = {}
+    labels: dict[str, str] = {}
+    made: dict[str, HostProgress] = {}
+    for moid in by_moid.keys() | agents.keys():
         agent = agents.get(moid)
         host = by_moid.get(moid)
-        address = addresses.get(moid)
         vm_name = None
         if agent is not None and agent.vm is not None and snapshot is not None:
             vm = snapshot.get(agent.vm)
             vm_name = vm.name if vm is not None else None
-        phase = phase_of(agent, goal)
         away = moved.get(moid) if agent is not None and agent.vm is not None else None
-        if away is not None and phase not in (Phase.REMOVING, Phase.REMOVED):
-            phase = Phase.MISPLACED
-        rows.append(
-            HostProgress(
-                agency=agency,
-                host=moid,
-                label=(host.path or host.name) if host else (agent.host_name if agent else moid),
-                cluster=(host.cluster_name or "") if host else "",
-                phase=phase,
-                status=agent.status if agent else None,
-                vm=agent.vm.value if agent and agent.vm else None,
-                vm_name=vm_name or (agent.vm_name if agent and agent.vm else None),
-                power=agent.power_state if agent else None,
-                hook=agent.hook.state if agent and agent.hook else None,
-                address=str(address) if address is not None and not uninstall else None,
-                issues=agent.issues if agent else (),
-                misplaced=away,
-                maintenance=moid in resting,
-            )
+        address = addresses.get(moid)
+        key = (agency, agent, host, address, vm_name, goal, away, moid in resting, uninstall)
+        inputs[moid] = key
+        labels[moid] = (
+            (host.path or host.name) if host else (agent.host_name if agent and agent.host_name else moid)
         )
-    return tuple(rows)
+        kept = previous.row(moid) if previous is not None and old_inputs.get(moid) == key else None
+        made[moid] = kept or _row(agency, moid, agent, host, vm_name, goal, away, address, key[7], uninstall)
+    if previous is not None and labels == previous.labels:
+        order = [r.host for r in previous.rows]
+    else:
+        order = sorted(labels, key=lambda moid: (natural_key(labels[moid]), natural_key(moid)))
+    return HostRows(tuple(made[moid] for moid in order), inputs, labels, snapshot, resting)
+
+
+def _row(
+    agency: str,
+    moid: str,
+    agent: AgentRuntime | None,
+    host: ScopeHost | None,
+    vm_name: str | None,
+    goal: GoalState | None,
+    away: Misplaced | None,
+    address: IPv4Address | None,
+    resting: bool,
+    uninstall: bool,
+) -> HostProgress:
+    """The row of one host (``update_host_rows``)."""
+    phase = phase_of(agent, goal)
+    if away is not None and phase not in (Phase.REMOVING, Phase.REMOVED):
+        phase = Phase.MISPLACED
+    return HostProgress(
+        agency=agency,
+        host=moid,
+        label=(host.path or host.name) if host else (agent.host_name if agent else moid),
+        cluster=(host.cluster_name or "") if host else "",
+        phase=phase,
+        status=agent.status if agent else None,
+        vm=agent.vm.value if agent and agent.vm else None,
+        vm_name=vm_name or (agent.vm_name if agent and agent.vm else None),
+        power=agent.power_state if agent else None,
+        hook=agent.hook.state if agent and agent.hook else None,
+        address=str(address) if address is not None and not uninstall else None,
+        issues=agent.issues if agent else (),
+        misplaced=away,
+        maintenance=resting,
+    )
 
 
 # ------------------------------------------------------------------------------------------- status

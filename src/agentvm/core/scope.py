@@ -13,6 +13,7 @@ summary.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -47,7 +48,15 @@ class ResolvedAgency:
     words: Mapping[str, str] = field(default_factory=dict)
 
     def host(self, moid: str) -> ScopeHost | None:
-        return next((h for h in self.hosts if h.moid == moid), None)
+        return self._by_moid.get(moid)
+
+    @functools.cached_property
+    def _by_moid(self) -> Mapping[str, ScopeHost]:
+        # the first host of a moid, as a scan would find it; built once (frozen: it never changes)
+        index: dict[str, ScopeHost] = {}
+        for host in self.hosts:
+            index.setdefault(host.moid, host)
+        return index
 
 
 def scope_host(snapshot: InventorySnapshot, host: Host) -> ScopeHost:
@@ -124,9 +133,14 @@ def resolve_agency(spec: AgencySpec, snapshot: InventorySnapshot) -> ResolvedAge
     """
     scope = _scope_words(snapshot, spec.scope, spec.name)
     resources = tuple(resource for resource, _ in scope)
+    in_scope = {resource.moref.value for resource in resources}
+    by_parent: dict[str, list[Host]] = {}  # what snapshot.hosts_of gives, for every resource in one pass
+    for host in snapshot.hosts:
+        if host.parent is not None and host.parent.value in in_scope:
+            by_parent.setdefault(host.parent.value, []).append(host)
     hosts: list[Host] = []
     for resource in resources:
-        hosts.extend(snapshot.hosts_of(resource.moref))
+        hosts.extend(by_parent.get(resource.moref.value, ()))
     scope_hosts = tuple(scope_host(snapshot, h) for h in hosts)
     datacenters = {r.datacenter.value for r in resources if r.datacenter is not None}
     words: dict[str, str] = {}

@@ -20,6 +20,7 @@ A reference is one of, tried in this order:
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ def specificity(ref: Reference, obj: Named) -> int:
     return 2 if "/" in ref.value else 3
 
 
+@functools.lru_cache(maxsize=4096)  # the same spec words are matched against every host of every pass
 def parse(text: str) -> Reference:
     """Classify ``text`` (see the module docstring); a trailing ``/`` is dropped."""
     ref = text.rstrip("/") if text != "/" else text
@@ -224,6 +226,7 @@ def _hint(ref: Reference, items: Sequence[Named], datacenters: Sequence[str]) ->
     )
 
 
+@functools.lru_cache(maxsize=16384)  # hosts are sorted on every pass and poll: each label split once
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
     """Natural order for names people read (``DC0_C0_H2`` before ``DC0_C0_H10``): runs of digits compare
     as numbers, the rest as text. Used wherever hosts or objects are listed (the IP plan's canonical order,

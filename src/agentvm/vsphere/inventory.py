@@ -2,9 +2,11 @@
 
 Called by the engine, the backends and the controller (on start and after every reconnect: a full resync).
 Cost: one ContainerView, then one ``RetrievePropertiesEx`` per object kind (paged with
-``ContinueRetrievePropertiesEx``), then the view is destroyed: about 11 round trips whatever the size of the
-inventory (plus one per extra page). Inventory paths are computed from the parent chain of the objects
-read, with no further calls. VM ``extraConfig`` is heavy, so it is read only when a key prefix is asked for.
+``ContinueRetrievePropertiesEx``), then the view is destroyed: 11 round trips whatever the size of the
+inventory, plus one per extra page. Pages hold up to ``INVENTORY_PAGE_SIZE`` objects, so that at vCenter's
+maximum of 2,500 hosts every kind, VMs included up to 10,000 of them, is one page (vCenter may still return
+smaller pages; every page is read). Inventory paths are computed from the parent chain of the objects read,
+with no further calls. VM ``extraConfig`` is heavy, so it is read only when a key prefix is asked for.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from agentvm.model.inventory import (
     VirtualMachine,
 )
 from agentvm.vsphere.collector import (
-    DEFAULT_PAGE_SIZE,
     ObjectProps,
     container_view,
     paged,
@@ -135,6 +136,9 @@ KINDS: tuple[Kind, ...] = (
     Kind("resource_pools", ((vim.ResourcePool, ("name", "parent", "owner")),)),
 )
 KIND_NAMES = frozenset(k.name for k in KINDS)
+# objects per page of the full read: vCenter's maximum of 2,500 hosts, and up to 10,000 VMs (an agent VM on
+# every host and three times as many others), fit one page per kind; parsing such a page costs a few MB
+INVENTORY_PAGE_SIZE = 10_000
 _ALWAYS = frozenset({"folders", "datacenters", "compute"})  # needed for every path
 
 
@@ -143,7 +147,7 @@ def read_inventory(
     *,
     kinds: Collection[str] | None = None,
     extra_config_prefix: str | None = None,
-    page_size: int = DEFAULT_PAGE_SIZE,
+    page_size: int = INVENTORY_PAGE_SIZE,
 ) -> InventorySnapshot:
     """The inventory under the root folder, read in bulk.
 
