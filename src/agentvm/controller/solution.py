@@ -224,6 +224,12 @@ class Solution:
         """Hand the backend what the VM watch saw since the last look (one WaitForUpdatesEx): the next
         observes read the agents it names, those not settled and the sweep's (``core.agent_reads``);
         every agent when the watch (re)started. ``relist``: the agent lists are read again (a plan)."""
+        ex = self.executor
+        # the plan's extension login replaces the backend: log in first, so that the look reaches the
+        # backend that observes (a login already made is kept; a refused one the plan tries again)
+        unlogged = ex.wants_certificate() and not self.session.conn.by_certificate
+        if relist and unlogged and ex.eam_session is ex.session:
+            ex.certificate_accepted = ex.try_extension_login()
         changes = watch.take()
         if changes is None:  # the watch (re)started: what happened before it is unknown
             self.backend.forget()
