@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from agentvm.controller.lease import Lease
 from agentvm.controller.solution import Solution
 from agentvm.lab.vcsim import Shape
 from agentvm.lab.world import Lab
@@ -89,3 +90,35 @@ def test_apply_reads_each_agent_once_and_beyond_that_the_same_at_any_size(tmp_pa
         assert calls.counts["WaitForUpdatesEx"] == report.polls >= 3
         reads = calls.counts["AgentQueryRuntime"]
         assert hosts <= reads <= hosts + EXTRA_READS, calls.counts
+
+
+def test_apply_reads_every_agent_again_under_the_lease_when_another_held_it_since_its_first_plan(
+    tmp_path: Path,
+) -> None:
+    hosts = 4
+    with lab_world(tmp_path, hosts) as world:
+        desired = load_spec(world.spec, env=world.info.env())
+        with Solution(desired, connect(world.info)) as first:
+            assert first.apply(timeout=240).green
+        vms = world.one_agent_per_host(hosts)
+        ensure_powered_off(world.session, vms[0].moref)
+        other = Lease(connect(world.info), desired.solution.key, "apply")  # another apply, acting meanwhile
+        other.acquire(wait=30)
+
+        with Solution(desired, connect(world.info)) as solution:
+            order: list[str] = []
+
+            def listen(method: str, seconds: float, fault: str | None) -> None:
+                order.append(method)
+                if method == "AgentQueryRuntime" and other.held:
+                    other.release()  # done while this apply's first plan reads the agents
+
+            solution.executor.add_call_listener(listen)
+            report = solution.apply(timeout=120)
+
+        assert report.green, report.problems
+        # under the lease (its RegisterExtension) up to the first Resolve: the plan and the wait's first
+        # look; the other apply may have changed anything, so every agent was read again
+        taken = order.index("RegisterExtension")
+        resolved = order.index("Resolve", taken)
+        assert order[taken:resolved].count("AgentQueryRuntime") >= hosts, order

@@ -648,7 +648,9 @@ def _nobody_acted(before: list[LeaseRecord], generation: int | None) -> bool:
     random one, see ``controller.lease``). With no record then, unknown: False."""
     if generation is None or not before:
         return False
-    return all(r.released for r in before) and generation == max(r.generation for r in before) + 1
+    # a record agentvm did not write (holder None) counts for the numbering only: nobody holds it
+    released = all(r.released or r.holder is None for r in before)
+    return released and generation == max(r.generation for r in before) + 1
 
 
 @dataclass(frozen=True)
