@@ -4,7 +4,8 @@ On the lab (vcsim + the lab's EAM), counting the calls of the apply's own Soluti
 call listener: an apply that finds one agent VM powered off behind its back reads each agent's runtime once
 (its first plan), and beyond that a number of AgentQueryRuntime calls that is the same at 4 and at 24
 hosts — the plan under the lease and the wait read only the agents the VM watch saw change, those not
-settled and the spread sweep's. Nothing is mocked.
+settled and the spread sweep's; when another apply held the lease since the first plan, every agent is
+read again under it. The due hooks of every agency are answered in one pool batch. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from agentvm.controller.executor import AgencyWait
 from agentvm.controller.lease import Lease
+from agentvm.controller.planner import AGENCY_KINDS
 from agentvm.controller.solution import Solution
+from agentvm.core.plan import SetHostSettings
 from agentvm.lab.vcsim import Shape
 from agentvm.lab.world import Lab
 from agentvm.model.agency import PowerState
-from agentvm.spec import load_spec
+from agentvm.spec import load_spec, load_spec_text
 from agentvm.vsphere.vms import ensure_powered_off
 from tests.support.controller_lab import ONE_CLUSTER, World, connect, spec_text, wait_for
 
@@ -122,3 +126,66 @@ def test_apply_reads_every_agent_again_under_the_lease_when_another_held_it_sinc
         taken = order.index("RegisterExtension")
         resolved = order.index("Resolve", taken)
         assert order[taken:resolved].count("AgentQueryRuntime") >= hosts, order
+
+
+# ------------------------------------------------------------------------------ hooks across agencies
+
+SECOND_AGENCY = """  - name: contrail-b
+    agentName: contrail-b-vm
+    ovf:
+      url: ${AGENTVM_LAB_OVF_URL}/contrail-vm/contrail-vm.ovf
+    scope: [/DC0/host/DC0_C1]
+    datastore: LocalDS_0
+    network: VM Network
+    hooks:
+      provisioned: true
+    ipPlan:
+      cidr: 10.20.0.0/24
+      gateway: 10.20.0.1
+      range: 10.20.0.10-10.20.0.200
+    perHost:
+      fabricIp: "{ip}"
+"""
+
+
+def test_the_due_hooks_of_every_agency_are_answered_in_one_batch(tmp_path: Path) -> None:
+    lab = Lab(Shape(clusters=2, hosts=2), netsync=False)
+    info = lab.start()
+    try:
+        text = spec_text(**ONE_CLUSTER) + SECOND_AGENCY
+        desired = load_spec_text(text, env=info.env())
+        with Solution(desired, connect(info), state_dir=tmp_path, workers=4) as solution:
+            plan = solution.plan()
+            for change in plan.changes:  # what apply carries out before its wait; nobody answers the hooks
+                if (
+                    change.agency is None
+                    or isinstance(change, SetHostSettings)
+                    or change.kind in AGENCY_KINDS
+                ):
+                    solution.executor.carry_out(change)
+            waits = []
+            for agency in plan.observation.agencies:
+                assignment = plan.spec_plan.addresses[agency.name]
+                addresses = {h.host.moid: h.address for h in assignment.addresses}
+                waits.append(
+                    AgencyWait(agency.resolved, addresses=addresses, snapshot=plan.observation.snapshot)
+                )
+
+            def all_pending() -> bool:
+                for wait in waits:
+                    wait.status = solution.backend.observe(wait.name)
+                return all(w.status is not None and len(w.status.pending_hooks) == 2 for w in waits)
+
+            wait_for(all_pending, "two provisioned hooks pending in each agency", 120)
+            batches: list[float] = []
+            marks = Calls()
+            solution.executor.add_wait_listener(batches.append)
+            solution.executor.add_call_listener(marks)
+
+            assert solution._answer_hooks(waits)
+
+        assert marks.counts["MarkAsAvailable"] == 4 and marks.counts["ReconfigVM_Task"] == 4, marks.counts
+        assert len(batches) == 1  # one pool batch for both agencies' hooks, not one per agency
+        assert all(len(w.answered) == 2 for w in waits)
+    finally:
+        lab.stop()
