@@ -440,11 +440,34 @@ class Executor:
         ops = list(operations) if operations is not None else [None] * len(changes)
         if len(ops) != len(changes):
             raise ValueError(f"{len(changes)} change(s) but {len(ops)} correlation id(s)")
+        return self._run_all(changes, ops, self._outcome)
+
+    def write_all(self, changes: Sequence[AnswerHook]) -> list[Outcome]:
+        """Write each change's values into its VM (``write_values``: no MarkAsAvailable), up to ``workers``
+        at once as ``carry_out_all`` does; each one's ``Outcome``, in the order given. Called by apply for
+        the running agent VMs whose planned address changed."""
+        return self._run_all(changes, [None] * len(changes), self._written)
+
+    def _written(self, change: Change, operation: str | None) -> Outcome:
+        assert isinstance(change, AnswerHook)
+        try:
+            self.write_values(change)
+        except Exception as exc:  # the caller reports it: one write's failure never stops the others
+            return Outcome(change, operation, error=exc)
+        return Outcome(change, operation, text=f"wrote the values of {change.vm.value}")
+
+    def _run_all(
+        self,
+        changes: Sequence[Change],
+        ops: Sequence[str | None],
+        run: Callable[[Change, str | None], Outcome],
+    ) -> list[Outcome]:
+        """``run`` each change under its correlation id, up to ``workers`` at once (see ``carry_out_all``)."""
         with self._lock:
             self._batch_records = {}
         try:
             if self.workers == 1 or len(changes) <= 1:
-                return [self._outcome(change, op) for change, op in zip(changes, ops, strict=True)]
+                return [run(change, op) for change, op in zip(changes, ops, strict=True)]
             started = time.perf_counter()
             pool = ThreadPoolExecutor(
                 max_workers=min(self.workers, len(changes)), thread_name_prefix="agentvm-executor"
@@ -452,7 +475,7 @@ class Executor:
             try:
                 # each change in a copy of the caller's context: a worker's correlation id is its own
                 futures = [
-                    pool.submit(contextvars.copy_context().run, self._outcome, change, op)
+                    pool.submit(contextvars.copy_context().run, run, change, op)
                     for change, op in zip(changes, ops, strict=True)
                 ]
                 outcomes = [future.result() for future in futures]

@@ -8,7 +8,10 @@ module adds is the waiter on top.
 
 - ``plan()`` validates everything (inventory names, OVF URL and sha256, IP plan size, per-host templates,
   duplicate agencies, EAM reachable) and changes nothing.
-- ``apply()`` plans first — every validation error is raised before the first change — then carries out
+- ``apply()`` starts a VM watch (``controller.watch.VmWatch``) and plans first — every validation error is
+  raised before the first change; the plan under the lease, and the wait after it, read only the agents
+  that the watch saw change or that are not settled (``core.agent_reads``), every agent again only when
+  another actor held the lease in between — then carries out
   the plan's changes in order (extension, certificate, hosts' AgentVM settings, agencies), answers each
   pending ``provisioned`` hook (the host's values written into the hook's VM, then MarkAsAvailable; again
   only as ``core.hooks`` says) — the hosts' settings, and the hooks due at one poll, concurrently through
@@ -55,6 +58,7 @@ from agentvm.core.heal import (
 )
 from agentvm.core.hooks import hook_key, hooks_due
 from agentvm.core.plan import (
+    AnswerHook,
     DestroyAgency,
     PurgeOrphans,
     SetHostSettings,
@@ -69,6 +73,8 @@ from agentvm.model.agency import AgencyConfig, Issue
 from agentvm.model.desired import DesiredState, SolutionSpec
 from agentvm.model.errors import NotFoundError, TransientError
 from agentvm.model.inventory import InventorySnapshot
+from agentvm.model.lease import LeaseRecord
+from agentvm.vsphere.extensions import read_lease_records
 from agentvm.vsphere.session import Session
 
 log = logging.getLogger(__name__)
@@ -95,7 +101,7 @@ class ApplyReport:
     vim_calls: int
     eam_calls: int
     problems: tuple[str, ...] = ()  # why the wait stopped early: issue, host and fix, one line each
-    polls: int = 0  # observations made while waiting
+    polls: int = 0  # looks through the VM watch, the plans' and the wait's: one WaitForUpdatesEx each
 
     @property
     def changed(self) -> bool:
@@ -190,28 +196,68 @@ class Solution:
         fix (``problems`` then says which, where, and the fix).
         """
         started = self._clock()
-        # validate before the lease: a spec error must leave vCenter as it was, not even a lease record
-        plan = self.plan()
-        if self._nothing_to_do(plan):
-            return self._unchanged(plan, started)
-        with holding(self.session, self.solution.key, "apply", wait=timeout) as lease:
-            return self._apply(timeout=timeout, on_progress=lease.guard(on_progress))
+        # the VM watch starts before the first read of the agents: from then on every agent VM's change is
+        # seen, so the plan under the lease and the wait read only the agents that changed (or are not
+        # settled), not every agent again
+        try:
+            with VmWatch(self.session) as watch:
+                # the lease's records before the first read: unchanged but for ours once we hold it, nobody
+                # else can have acted in between (``_nobody_acted``)
+                before = read_lease_records(self.session, self.solution.key)
+                self._look(watch, relist=True)
+                # validate before the lease: a spec error must leave vCenter as it was, not even a lease
+                # record
+                plan = self.plan()
+                if self._nothing_to_do(plan):
+                    return self._unchanged(plan, started, polls=1)
+                with holding(self.session, self.solution.key, "apply", wait=timeout) as lease:
+                    return self._apply(
+                        watch,
+                        quiet=_nobody_acted(before, lease.generation),
+                        timeout=timeout,
+                        on_progress=lease.guard(on_progress),
+                    )
+        finally:
+            self.backend.note(None)  # observes after apply read as without a watch again
+
+    def _look(self, watch: VmWatch, *, relist: bool = False) -> None:
+        """Hand the backend what the VM watch saw since the last look (one WaitForUpdatesEx): the next
+        observes read the agents it names, those not settled and the sweep's (``core.agent_reads``);
+        every agent when the watch (re)started. ``relist``: the agent lists are read again (a plan)."""
+        ex = self.executor
+        # the plan's extension login replaces the backend: log in first, so that the look reaches the
+        # backend that observes (a login already made is kept; a refused one the plan tries again)
+        unlogged = ex.wants_certificate() and not self.session.conn.by_certificate
+        if relist and unlogged and ex.eam_session is ex.session:
+            ex.certificate_accepted = ex.try_extension_login()
+        changes = watch.take()
+        if changes is None:  # the watch (re)started: what happened before it is unknown
+            self.backend.forget()
+        self.backend.note(Look(self._clock(), changes or Changes(), self.reads, relist=relist))
 
     @staticmethod
     def _nothing_to_do(plan: SolutionPlan) -> bool:
         return plan.empty and all(a.status is None or a.status.green for a in plan.observation.agencies)
 
-    def _unchanged(self, plan: SolutionPlan, started: float) -> ApplyReport:
+    def _unchanged(self, plan: SolutionPlan, started: float, *, polls: int = 0) -> ApplyReport:
         hosts = self._final_hosts(plan.observation)
         vim, eam = self.call_counts()
-        return ApplyReport(plan, (), hosts, True, self._clock() - started, vim, eam)
+        return ApplyReport(plan, (), hosts, True, self._clock() - started, vim, eam, polls=polls)
 
-    def _apply(self, *, timeout: float, on_progress: ProgressCallback | None) -> ApplyReport:
+    def _apply(
+        self, watch: VmWatch, *, quiet: bool, timeout: float, on_progress: ProgressCallback | None
+    ) -> ApplyReport:
+        """Plan again under the lease and carry it out. ``quiet``: nobody else held the lease since the
+        first plan, so the agents it read stand but for what the VM watch saw change (and what is not
+        settled); otherwise another apply or destroy may have acted unseen: every agent is read again."""
         started = self._clock()
+        if not quiet:
+            self.backend.forget()
+        self._look(watch, relist=True)
         plan = self.plan()
         actions: list[str] = []
         if self._nothing_to_do(plan):  # another apply did it while this one waited for the lease
-            return self._unchanged(plan, started)
+            return self._unchanged(plan, started, polls=2)
         # the solution-wide changes first, in plan order; the hosts' settings together, concurrently
         settings: list[SetHostSettings] = []
         for change in plan.changes:
@@ -224,12 +270,21 @@ class Solution:
                 actions.append(self.executor.carry_out(change))
         actions += self._set_host_settings(settings)
         waits: list[AgencyWait] = []
+        rewrites: list[tuple[AnswerHook, str]] = []
         for agency in plan.observation.agencies:
-            wait = self._apply_agency(plan, agency, actions)
+            wait = self._apply_agency(plan, agency, actions, rewrites)
             if wait is not None:
                 waits.append(wait)
+        actions += self._rewrite_addresses(rewrites)
         outcome = self._wait(
-            waits, timeout=timeout, started=started, on_progress=on_progress, heal=True, actions=actions
+            waits,
+            timeout=timeout,
+            started=started,
+            on_progress=on_progress,
+            heal=True,
+            actions=actions,
+            watch=watch,
+            polls=2,
         )
         hosts = tuple(h for w in waits for h in self._progress_rows(w))
         vim, eam = self.call_counts()
@@ -266,9 +321,23 @@ class Solution:
             return f"{name}: {decision.reason}; fix: {decision.fix}"
         return f"{name}: {issue.kind.value} #{issue.key} on {where} needs a person; fix: {decision.fix}"
 
+    def _rewrite_addresses(self, rewrites: list[tuple[AnswerHook, str]]) -> list[str]:
+        """Write the planned values into these running agent VMs concurrently (``Executor.write_all``);
+        what was done. A VM that fails does not stop the others: once they are done, its error is raised."""
+        outcomes = self.executor.write_all([change for change, _ in rewrites])
+        done = [text for (_, text), o in zip(rewrites, outcomes, strict=True) if o.error is None]
+        _raise_first_error(outcomes)
+        return done
+
     def _apply_agency(
-        self, plan: SolutionPlan, agency: AgencyObservation, actions: list[str]
+        self,
+        plan: SolutionPlan,
+        agency: AgencyObservation,
+        actions: list[str],
+        rewrites: list[tuple[AnswerHook, str]],
     ) -> AgencyWait | None:
+        """Carry out the agency's change (in ``actions``); the address rewrites it needs go to
+        ``rewrites`` (the values, and the line saying so) for ``_rewrite_addresses``; its wait, or None."""
         name = agency.name
         kinds = plan.kinds(name)
         assignment = plan.spec_plan.addresses.get(name)
@@ -285,29 +354,36 @@ class Solution:
         elif not kinds and (agency.status is None or agency.status.green):
             return None  # nothing to do and nothing to wait for
         # a host whose running VM carries another address than planned (a static entry changed, a range
-        # shrank): write the new values into that VM now; the guest reads them at its next boot
+        # shrank): write the new values into that VM now (all agencies' together, concurrently); the guest
+        # reads them at its next boot
         if agency.status is not None and change is None:
             for agent in agency.status.agents:
                 planned = wait.addresses.get(agent.host.value)
                 carried = agency.addresses.get(agent.host.value)
                 if agent.vm is not None and agent.hook is None and carried and planned and carried != planned:
-                    self.executor.write_values(self.executor.host_values(wait, agent.vm, agent.host.value))
-                    actions.append(f"{name}: wrote {planned} into {agent.vm_name} ({agent.vm.value})")
+                    values = self.executor.host_values(wait, agent.vm, agent.host.value)
+                    rewrites.append(
+                        (values, f"{name}: wrote {planned} into {agent.vm_name} ({agent.vm.value})")
+                    )
         return wait
 
     # -- hooks --------------------------------------------------------------------------------------
 
-    def _answer_hooks(self, wait: AgencyWait) -> bool:
-        """Answer the agency's pending hooks that ``core.hooks`` says are due; True when any was answered."""
-        if wait.status is None or wait.uninstall:
-            return False
+    def _answer_hooks(self, waits: list[AgencyWait]) -> bool:
+        """Answer the agencies' pending hooks that ``core.hooks`` says are due, every agency's in one batch;
+        True when any was answered."""
         acted = False
         now = self._clock()
-        due = list(hooks_due(wait.status.pending_hooks, wait.answered, now))
-        answers = [self.executor.hook_answer(wait, agent) for agent in due]
+        due = [
+            (wait, agent)
+            for wait in waits
+            if wait.status is not None and not wait.uninstall
+            for agent in hooks_due(wait.status.pending_hooks, wait.answered, now)
+        ]
+        answers = [self.executor.hook_answer(wait, agent) for wait, agent in due]
         # concurrently: each answer writes its values into its VM, then MarkAsAvailable
         outcomes = self.executor.carry_out_all(answers)
-        for agent, answer, outcome in zip(due, answers, outcomes, strict=True):
+        for (wait, agent), answer, outcome in zip(due, answers, outcomes, strict=True):
             if outcome.error is not None:
                 continue  # NotFoundError: gone (its host left the scope), as the controller says; else raised
             wait.answered[hook_key(agent)] = now
@@ -327,25 +403,42 @@ class Solution:
         on_progress: ProgressCallback | None,
         heal: bool = False,
         actions: list[str] | None = None,
+        watch: VmWatch | None = None,
+        polls: int = 0,
     ) -> _Outcome:
         """Poll until every wait is done or ``timeout`` (from now) passes.
+
+        ``watch``: the VM watch to look through (apply's, started before its plans; ``polls`` its looks so
+        far); None: one of its own, for the wait.
 
         ``heal``: after each observation, decide with ``core.heal.plan_heal_agencies`` (the controller's
         policy and backoff, ``self.policy``): resolve what it says to resolve now (one line in ``actions``
         per resolve), and stop at once on a failure — a passive issue, or an active one resolved
         ``max_attempts`` times in vain — since no amount of waiting fixes those.
         """
+        if watch is not None:
+            return self._wait_loop(
+                waits,
+                watch,
+                timeout=timeout,
+                started=started,
+                on_progress=on_progress,
+                heal=heal,
+                actions=actions,
+                polls=polls,
+            )
         backend = self.backend
         try:
-            with VmWatch(self.session) as watch:
+            with VmWatch(self.session) as own:
                 return self._wait_loop(
                     waits,
-                    watch,
+                    own,
                     timeout=timeout,
                     started=started,
                     on_progress=on_progress,
                     heal=heal,
                     actions=actions,
+                    polls=polls,
                 )
         finally:
             backend.note(None)  # observes after the wait read as without a watch again
@@ -360,6 +453,7 @@ class Solution:
         on_progress: ProgressCallback | None,
         heal: bool,
         actions: list[str] | None,
+        polls: int,
     ) -> _Outcome:
         """``_wait``'s polls: each look reads the agents the VM watch says changed, those not settled yet
         (not done) and the sweep's (``core.agent_reads``), as the controller's polls do."""
@@ -367,17 +461,11 @@ class Solution:
         interval = POLL_FIRST
         previous: object = None
         healing = HealState()
-        polls = 0
         while True:
-            acted = False
-            changes = watch.take()
-            if changes is None:  # the watch (re)started: what happened before it is unknown
-                self.backend.forget()
-            self.backend.note(Look(self._clock(), changes or Changes(), self.reads))
+            self._look(watch)
             for wait in waits:
                 wait.status = self.backend.observe(wait.name)
-                if self._answer_hooks(wait):
-                    acted = True
+            acted = self._answer_hooks(waits)
             polls += 1
             wake_at: float | None = None
             stopped: tuple[HealDecision, ...] = ()
@@ -551,6 +639,18 @@ def _raise_first_error(outcomes: list[Outcome], ignore: type[Exception] | None =
         log.warning("%s", error)
     if errors:
         raise errors[0]
+
+
+def _nobody_acted(before: list[LeaseRecord], generation: int | None) -> bool:
+    """True when no other apply, destroy or run can have held the solution's lease between the read of
+    ``before`` (its records then) and this process taking ``generation``: every record then was released
+    and ours is the very next number (numbers only grow; a series started anew after a destroy starts at a
+    random one, see ``controller.lease``). With no record then, unknown: False."""
+    if generation is None or not before:
+        return False
+    # a record agentvm did not write (holder None) counts for the numbering only: nobody holds it
+    released = all(r.released or r.holder is None for r in before)
+    return released and generation == max(r.generation for r in before) + 1
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,191 @@
+"""apply reads every agent once, then only what changes: the VM watch starts before its first plan.
+
+On the lab (vcsim + the lab's EAM), counting the calls of the apply's own Solution through the executor's
+call listener: an apply that finds one agent VM powered off behind its back reads each agent's runtime once
+(its first plan), and beyond that a number of AgentQueryRuntime calls that is the same at 4 and at 24
+hosts — the plan under the lease and the wait read only the agents the VM watch saw change, those not
+settled and the spread sweep's; when another apply held the lease since the first plan, every agent is
+read again under it. The due hooks of every agency are answered in one pool batch. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentvm.controller.executor import AgencyWait
+from agentvm.controller.lease import Lease
+from agentvm.controller.planner import AGENCY_KINDS
+from agentvm.controller.solution import Solution
+from agentvm.core.plan import SetHostSettings
+from agentvm.lab.vcsim import Shape
+from agentvm.lab.world import Lab
+from agentvm.model.agency import PowerState
+from agentvm.spec import load_spec, load_spec_text
+from agentvm.vsphere.vms import ensure_powered_off
+from tests.support.controller_lab import ONE_CLUSTER, World, connect, spec_text, wait_for
+
+pytestmark = pytest.mark.lab
+
+# AgentQueryRuntime calls an apply may make beyond one per agent, whatever the number of agents: the
+# broken agent's reads while it comes back, and the sweep's few
+EXTRA_READS = 12
+
+
+@contextlib.contextmanager
+def lab_world(tmp_path: Path, hosts: int) -> Iterator[World]:
+    """A fresh lab with one cluster of ``hosts`` hosts in scope (a second, out of scope, of one host)."""
+    lab = Lab(Shape(clusters=2, hosts=hosts), netsync=False)
+    info = lab.start()
+    session = connect(info)
+    spec = tmp_path / "contrail.yaml"
+    spec.write_text(spec_text(**ONE_CLUSTER))
+    world = World(lab, info, session, spec)
+    try:
+        yield world
+    finally:
+        try:
+            world.stop()
+        finally:
+            session.logout()
+            lab.stop()
+
+
+class Calls:
+    """Counts the calls of every session of an executor, by method (``add_call_listener``)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, method: str, seconds: float, fault: str | None) -> None:
+        self.counts[method] += 1
+
+
+@pytest.mark.parametrize("hosts", [4, 24])
+def test_apply_reads_each_agent_once_and_beyond_that_the_same_at_any_size(tmp_path: Path, hosts: int) -> None:
+    with lab_world(tmp_path, hosts) as world:
+        desired = load_spec(world.spec, env=world.info.env())
+        with Solution(desired, connect(world.info)) as first:
+            assert first.apply(timeout=240).green
+        vms = world.one_agent_per_host(hosts)
+        name = desired.agencies[0].name
+        ensure_powered_off(world.session, vms[0].moref)
+        with Solution(desired, world.session) as probe:  # EAM has raised the issue: apply has work to do
+
+            def issue_raised() -> bool:
+                status = probe.backend.observe(name)
+                return status is not None and bool(status.runtime.issues)
+
+            wait_for(issue_raised, "the lab's EAM to raise the powered-off agent's issue", 60)
+
+        with Solution(desired, connect(world.info)) as solution:
+            calls = Calls()
+            solution.executor.add_call_listener(calls)
+            report = solution.apply(timeout=120)
+
+        assert report.green, report.problems
+        assert any("resolved" in a for a in report.actions), report.actions
+        assert {v.moref: v.power_state for v in world.agent_vms()}[vms[0].moref] is PowerState.POWERED_ON
+        # one WaitForUpdatesEx per look (both plans' and the wait's), so the watch ran from the first plan
+        assert calls.counts["WaitForUpdatesEx"] == report.polls >= 3
+        reads = calls.counts["AgentQueryRuntime"]
+        assert hosts <= reads <= hosts + EXTRA_READS, calls.counts
+
+
+def test_apply_reads_every_agent_again_under_the_lease_when_another_held_it_since_its_first_plan(
+    tmp_path: Path,
+) -> None:
+    hosts = 4
+    with lab_world(tmp_path, hosts) as world:
+        desired = load_spec(world.spec, env=world.info.env())
+        with Solution(desired, connect(world.info)) as first:
+            assert first.apply(timeout=240).green
+        vms = world.one_agent_per_host(hosts)
+        ensure_powered_off(world.session, vms[0].moref)
+        other = Lease(connect(world.info), desired.solution.key, "apply")  # another apply, acting meanwhile
+        other.acquire(wait=30)
+
+        with Solution(desired, connect(world.info)) as solution:
+            order: list[str] = []
+
+            def listen(method: str, seconds: float, fault: str | None) -> None:
+                order.append(method)
+                if method == "AgentQueryRuntime" and other.held:
+                    other.release()  # done while this apply's first plan reads the agents
+
+            solution.executor.add_call_listener(listen)
+            report = solution.apply(timeout=120)
+
+        assert report.green, report.problems
+        # under the lease (its RegisterExtension) up to the first Resolve: the plan and the wait's first
+        # look; the other apply may have changed anything, so every agent was read again
+        taken = order.index("RegisterExtension")
+        resolved = order.index("Resolve", taken)
+        assert order[taken:resolved].count("AgentQueryRuntime") >= hosts, order
+
+
+# ------------------------------------------------------------------------------ hooks across agencies
+
+SECOND_AGENCY = """  - name: contrail-b
+    agentName: contrail-b-vm
+    ovf:
+      url: ${AGENTVM_LAB_OVF_URL}/contrail-vm/contrail-vm.ovf
+    scope: [/DC0/host/DC0_C1]
+    datastore: LocalDS_0
+    network: VM Network
+    hooks:
+      provisioned: true
+    ipPlan:
+      cidr: 10.20.0.0/24
+      gateway: 10.20.0.1
+      range: 10.20.0.10-10.20.0.200
+    perHost:
+      fabricIp: "{ip}"
+"""
+
+
+def test_the_due_hooks_of_every_agency_are_answered_in_one_batch(tmp_path: Path) -> None:
+    lab = Lab(Shape(clusters=2, hosts=2), netsync=False)
+    info = lab.start()
+    try:
+        text = spec_text(**ONE_CLUSTER) + SECOND_AGENCY
+        desired = load_spec_text(text, env=info.env())
+        with Solution(desired, connect(info), state_dir=tmp_path, workers=4) as solution:
+            plan = solution.plan()
+            for change in plan.changes:  # what apply carries out before its wait; nobody answers the hooks
+                if (
+                    change.agency is None
+                    or isinstance(change, SetHostSettings)
+                    or change.kind in AGENCY_KINDS
+                ):
+                    solution.executor.carry_out(change)
+            waits = []
+            for agency in plan.observation.agencies:
+                assignment = plan.spec_plan.addresses[agency.name]
+                addresses = {h.host.moid: h.address for h in assignment.addresses}
+                waits.append(
+                    AgencyWait(agency.resolved, addresses=addresses, snapshot=plan.observation.snapshot)
+                )
+
+            def all_pending() -> bool:
+                for wait in waits:
+                    wait.status = solution.backend.observe(wait.name)
+                return all(w.status is not None and len(w.status.pending_hooks) == 2 for w in waits)
+
+            wait_for(all_pending, "two provisioned hooks pending in each agency", 120)
+            batches: list[float] = []
+            marks = Calls()
+            solution.executor.add_wait_listener(batches.append)
+            solution.executor.add_call_listener(marks)
+
+            assert solution._answer_hooks(waits)
+
+        assert marks.counts["MarkAsAvailable"] == 4 and marks.counts["ReconfigVM_Task"] == 4, marks.counts
+        assert len(batches) == 1  # one pool batch for both agencies' hooks, not one per agency
+        assert all(len(w.answered) == 2 for w in waits)
+    finally:
+        lab.stop()
