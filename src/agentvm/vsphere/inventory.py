@@ -5,8 +5,8 @@ Cost: one ContainerView, then ONE ``RetrievePropertiesEx`` whose filter spec hol
 spec (paged with ``ContinueRetrievePropertiesEx``), then the view is destroyed: 3 round trips whatever the
 size of the inventory, plus one per extra page. Pages hold up to ``INVENTORY_PAGE_SIZE`` objects of any
 kind, so that at vCenter's maximum of 2,500 hosts the whole inventory is a page or two (vCenter may still
-return smaller pages; every page is read). Inventory paths are computed from the parent chain of the objects read,
-with no further calls. VM ``extraConfig`` is heavy, so it is read only when a key prefix is asked for.
+return smaller pages; every page is read). Inventory paths are computed from the parent chain of the objects
+read, with no further calls. VM ``extraConfig`` is heavy, so it is read only when a key prefix is asked for.
 """
 
 from __future__ import annotations
