@@ -77,9 +77,7 @@ def ensure_agent_vm_settings(
     return True
 
 
-def set_agent_vm_settings(
-    session: Session, manager: MoRef, settings: AgentVmSettings, *, label: str
-) -> None:
+def set_agent_vm_settings(session: Session, manager: MoRef, settings: AgentVmSettings, *, label: str) -> None:
     """Set the agent VM datastore/network through the host's EsxAgentHostManager ``manager``, as they are
     (an unset one is cleared): one call, no read. For a caller that read the host's manager and current
     settings already (the controller's plan, from its inventory read) and sends back what it keeps.
