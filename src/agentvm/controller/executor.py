@@ -384,6 +384,8 @@ class Executor:
                 self.ownership_notes.append(self.adopted_note(name, agency, owner))
             if not owned_by_others and visible - set(adopted):
                 self.identity.record_adopted(name, None)  # the solution owns its agency of that name
+        if client.adopted() == adopted:  # nothing newly adopted: the list just read is this pass's
+            self.backend.listed(names)
 
     def adopted_note(self, name: str, agency: str, owner: str) -> str:
         return (
