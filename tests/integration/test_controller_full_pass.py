@@ -1,6 +1,6 @@
 """What one re-plan of the controller (a full pass that is not a sweep: a topology change, the periodic
 pass) costs on the lab, counted through the executor's call listener: one inventory read in three round
-trips, the agency list read once per session, the AgentVM settings of a host that joined in one call.
+trips, the agency list read once per session, the agency's runtime once.
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ def test_a_replan_reads_the_inventory_in_three_round_trips_and_lists_agencies_on
         # by the user's (agencies of the spec's names that the solution does not own)
         assert replanned["QueryAgency"] == 2, replanned
         assert replanned["QueryAgent"] == 1, replanned  # the agency's agent list: a re-plan reads it
+        # the agency's runtime once: the plan's read serves the pass's poll when the plan changed nothing
+        assert replanned["AgencyQueryRuntime"] == 1, replanned
     finally:
         watch.close()
         reconciler.close()

@@ -202,7 +202,10 @@ class Reconciler:
                 answered=dict(old.answered) if old else {},
             )
         self._waits = waits
-        polled = self.poll()
+        # nothing carried out: the agencies as the plan just observed them are still what EAM holds, so the
+        # poll does not read them again (an action makes the poll read them afresh)
+        observed = {a.name: a.status for a in plan.observation.agencies} if not actions else None
+        polled = self.poll(observed=observed)
         return PassReport(
             True,
             actions + polled.actions,
@@ -213,15 +216,23 @@ class Reconciler:
             polled.resolve_started,
         )
 
-    def poll(self) -> PassReport:
-        """Observe the agencies, answer hooks, heal, publish status and metrics. Raises adapters' errors."""
+    def poll(self, *, observed: Mapping[str, AgencyStatus | None] | None = None) -> PassReport:
+        """Observe the agencies, answer hooks, heal, publish status and metrics. Raises adapters' errors.
+
+        ``observed``: the agencies as the full pass that calls this just read them (none of its changes
+        carried out since), used instead of observing them again."""
         started, calls = self._clock(), self._calls()
         self._resolve_started = None
-        self._note(relist=False)
+        if observed is None:
+            self._note(relist=False)
         statuses: list[AgencyStatus] = []
         actions = 0
         for wait in self._waits.values():
-            wait.status = self.backend.observe(wait.name)
+            wait.status = (
+                observed[wait.name]
+                if observed is not None and wait.name in observed
+                else self.backend.observe(wait.name)
+            )
             if wait.status is not None:
                 statuses.append(wait.status)
                 actions += self._answer(wait)
