@@ -151,6 +151,7 @@ class Reconciler:
         self.reads = reads if reads is not None else ReadPolicy()
         self._check_packages = check_packages
         self._waits: dict[str, AgencyWait] = {}
+        self._acted_on: set[str] = set()  # agencies the last full pass changed: its poll reads them again
         self._heal = HealState()
         self._tracked = _Tracked()
         self._cid = f"agentvm-run-{secrets.token_hex(3)}"
@@ -202,9 +203,10 @@ class Reconciler:
                 answered=dict(old.answered) if old else {},
             )
         self._waits = waits
-        # nothing carried out: the agencies as the plan just observed them are still what EAM holds, so the
-        # poll does not read them again (an action makes the poll read them afresh)
-        observed = {a.name: a.status for a in plan.observation.agencies} if not actions else None
+        # an agency the plan did not change is, as the plan just observed it, what EAM holds: the poll does
+        # not read it again (the hosts' settings and the extension change no agency; a changed agency is
+        # read afresh)
+        observed = {a.name: a.status for a in plan.observation.agencies if a.name not in self._acted_on}
         polled = self.poll(observed=observed)
         return PassReport(
             True,
@@ -219,11 +221,11 @@ class Reconciler:
     def poll(self, *, observed: Mapping[str, AgencyStatus | None] | None = None) -> PassReport:
         """Observe the agencies, answer hooks, heal, publish status and metrics. Raises adapters' errors.
 
-        ``observed``: the agencies as the full pass that calls this just read them (none of its changes
-        carried out since), used instead of observing them again."""
+        ``observed``: agencies as the full pass that calls this just read them (none changed since), used
+        instead of observing them again."""
         started, calls = self._clock(), self._calls()
         self._resolve_started = None
-        if observed is None:
+        if observed is None or any(name not in observed for name in self._waits):
             self._note(relist=False)
         statuses: list[AgencyStatus] = []
         actions = 0
@@ -266,6 +268,7 @@ class Reconciler:
         """Carry out the plan's changes (hooks and issues are the poll's), one action each; an agency
         found disabled is enabled even when its config is right."""
         done = 0
+        self._acted_on = set()
         snapshot = plan.observation.snapshot
         hosts: list[SetHostSettings] = []  # set together, concurrently, in their place in the plan
         for change in plan.changes:
@@ -287,6 +290,7 @@ class Reconciler:
             if planned is None and disabled:
                 planned = UpdateAgency(agency.name, (), agency.resolved.config)
             if planned is not None:
+                self._acted_on.add(agency.name)
                 self._act("agency", functools.partial(self.executor.carry_out, planned), agency=agency.name)
                 done += 1
         return done
