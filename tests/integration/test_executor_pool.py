@@ -20,11 +20,12 @@ import pytest
 
 from agentvm.controller.executor import AgencyWait, Executor
 from agentvm.controller.identity import SolutionIdentity
-from agentvm.controller.planner import AGENCY_KINDS
+from agentvm.controller.planner import AGENCY_KINDS, Planner
 from agentvm.controller.run import Controller
 from agentvm.controller.solution import Solution
 from agentvm.core.plan import HostSetting, SetHostSettings
 from agentvm.lab.vcsim import VcsimInfo
+from agentvm.lab.world import LabInfo
 from agentvm.model.agency import HookState, MoRef
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.desired import DesiredState, ScopeHost
@@ -164,6 +165,35 @@ def test_hosts_settings_are_set_concurrently_never_more_at_once_than_the_bound(
         )
     # what was set is recorded for destroy --host-settings, in one write after the batch
     assert sorted(pool.identity.host_settings()) == sorted(h.moref.value for h in hosts)
+
+
+def test_a_planned_host_setting_is_one_call_per_host(lab: LabInfo, tmp_path: Path) -> None:
+    info = lab.vcsim
+    text = SPEC.format(url=info.url, username=info.username, thumbprint=info.thumbprint)
+    desired = load_spec_text(text, env={"PW": info.password})
+    conn = VCenterConnection(
+        url=info.url, username=info.username, password=Secret(info.password), thumbprint=info.thumbprint
+    )
+    with Session(conn) as session:
+        hosts = [h for h in read_inventory(session).hosts if h.path.startswith("/DC0/host/DC0_C0/")]
+        assert len(hosts) > 1
+        pool = executor(session, desired, tmp_path, workers=1)
+        plan = Planner(desired, pool).plan(check_packages=False)
+        changes = [c for c in plan.changes if isinstance(c, SetHostSettings)]
+        assert sorted(c.target for c in changes) == sorted(h.moref.value for h in hosts)
+        before = session.stats.snapshot()
+
+        outcomes = pool.carry_out_all(changes)
+
+        calls = session.stats.snapshot() - before
+        assert [o.error for o in outcomes] == [None] * len(hosts)
+        # the plan's inventory read gave each host's manager and settings: one write each, no read
+        assert calls == {"EsxAgentHostManagerUpdateConfig": len(hosts)}
+        for host in hosts:
+            assert get_agent_vm_settings(session, host.moref) == AgentVmSettings(
+                datastore=host.datastores[0], network=host.networks[0]
+            )
+        assert sorted(pool.identity.host_settings()) == sorted(h.moref.value for h in hosts)
 
 
 def test_one_worker_sets_the_hosts_one_after_the_other_on_the_callers_thread(

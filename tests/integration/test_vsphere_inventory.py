@@ -24,14 +24,14 @@ def login(info: VcsimInfo) -> Session:
     return Session.connect(conn)
 
 
-def test_two_clusters_of_three_hosts_in_one_round_trip_per_kind(vcsim: VcsimInfo) -> None:
+def test_two_clusters_of_three_hosts_in_one_read_of_every_kind(vcsim: VcsimInfo) -> None:
     with login(vcsim) as session:
         before = session.stats.snapshot()
         inventory = read_inventory(session)
         calls = session.stats.snapshot() - before
-    # one RetrievePropertiesEx per kind: folders, datacenters, compute resources, hosts, VMs, networks,
-    # distributed switches, datastores, resource pools
-    assert calls == {"CreateContainerView": 1, "RetrievePropertiesEx": 9, "DestroyView": 1}
+    # one RetrievePropertiesEx for every kind together: folders, datacenters, compute resources, hosts, VMs,
+    # networks, distributed switches, datastores, resource pools
+    assert calls == {"CreateContainerView": 1, "RetrievePropertiesEx": 1, "DestroyView": 1}
     assert "Fetch" not in calls  # no attribute read, ever
     assert [c.path for c in inventory.clusters] == ["/DC0/host/DC0_C0", "/DC0/host/DC0_C1"]
     assert len(inventory.hosts) == 6
@@ -62,7 +62,7 @@ def test_round_trips_do_not_grow_with_the_inventory(vcsim_factory: Callable[...,
         before = session.stats.snapshot()
         inventory = read_inventory(session, extra_config_prefix="govcsim")
         calls = session.stats.snapshot() - before
-    assert calls.total() == 9 + 2
+    assert calls.total() == 1 + 2
     assert len(inventory.hosts) == 26 and len(inventory.vms) == 52
     assert len(inventory.compute_resources) == 2 and len(inventory.clusters) == 3
     standalone = inventory.compute_resources[0]
@@ -85,7 +85,7 @@ def test_partial_read_keeps_paths(vcsim: VcsimInfo) -> None:
         before = session.stats.snapshot()
         inventory = read_inventory(session, kinds={"hosts"})
         calls = session.stats.snapshot() - before
-    assert calls["RetrievePropertiesEx"] == 4  # folders, datacenters, compute resources, hosts
+    assert calls["RetrievePropertiesEx"] == 1  # folders, datacenters, compute resources, hosts together
     assert inventory.vms == () and inventory.hosts[0].path.startswith("/DC0/host/DC0_C")
 
 
@@ -105,6 +105,10 @@ def test_paged_reads_follow_tokens_on_the_lab(vcsim_factory: Callable[..., Vcsim
         calls = session.stats.snapshot() - before
     assert len(whole.vms) == len(paged.vms) == 12
     assert {v.moref for v in paged.vms} == {v.moref for v in whole.vms}
-    # 12 VMs in pages of 5: the first page, then two ContinueRetrievePropertiesEx (5 + 2)
-    assert calls["ContinueRetrievePropertiesEx"] == 2
+    # 12 VMs and the folders, datacenter and cluster their paths need, in pages of 5 of any kind: the first
+    # page, then one ContinueRetrievePropertiesEx per further page
+    objects = len(paged.folders) + len(paged.datacenters) + len(paged.clusters) + len(paged.vms)
+    assert len(paged.compute_resources) == 0 and objects > 15
+    assert calls["RetrievePropertiesEx"] == 1
+    assert calls["ContinueRetrievePropertiesEx"] == (objects - 1) // 5
     assert "CancelRetrievePropertiesEx" not in calls  # read to the end: nothing left to cancel

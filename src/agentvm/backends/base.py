@@ -16,7 +16,7 @@ input), TransientError (retry later), AuthenticationError.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
@@ -166,6 +166,12 @@ class Backend(Protocol):
         None: the caller stopped watching; observes read as for an unwatched caller again."""
         ...
 
+    def listed(self, names: Mapping[str, str]) -> None:
+        """Agency id -> name of every visible agency, as the caller just read it (``EamClient.agency_names``
+        of this backend's client) after its ``note`` of a relisting look: that look's observes find the
+        agencies by it instead of reading the list again. The next ``note`` drops it."""
+        ...
+
     def apply(self, config: AgencyConfig) -> ApplyResult:
         """Create the agency, or update it when its config differs, and enable it when disabled.
 
@@ -281,6 +287,8 @@ class AgencyBackend:
         self._look: Look | None = None  # the watching caller's last look (None: unwatched)
         self._ids: dict[str, str] = {}  # agency name -> id, reused between a watching caller's full passes
         self._moved = False  # set by another thread: the agents changed where no watch sees it (the engine)
+        # agency id -> name as listed during the current relisting look (``listed``); None: not listed yet
+        self._listed: Mapping[str, str] | None = None
 
     def forget(self) -> None:
         """Read every agent and agent list again at the next observe (a full sweep calls this)."""
@@ -289,6 +297,7 @@ class AgencyBackend:
 
     def note(self, look: Look | None) -> None:
         self._look = look
+        self._listed = None  # a listing serves the look it was read in, never a later one
         if look is not None and look.changes:
             self._reads = {a: r.noted(look.changes) for a, r in self._reads.items()}
 
@@ -303,6 +312,7 @@ class AgencyBackend:
             self.forget()
 
     def _forget_agency(self, agency: str | None) -> None:
+        self._listed = None  # agencies change: the next find reads the list again
         if agency is not None and agency in self._reads:
             self._reads[agency] = self._reads[agency].forgotten()
 
@@ -318,8 +328,14 @@ class AgencyBackend:
 
     # -- lookups --------------------------------------------------------------------------------------
 
+    def listed(self, names: Mapping[str, str]) -> None:
+        if self._look is not None and self._look.relist:
+            self._listed = dict(names)
+
     def find(self, name: str) -> str | None:
-        ids = self._port.find_agencies(name)
+        return self._one(name, self._port.find_agencies(name))
+
+    def _one(self, name: str, ids: Sequence[str]) -> str | None:
         if len(ids) > 1:
             raise ConfigurationError(
                 f"{len(ids)} agencies are named {name!r} ({', '.join(ids)}): agentvm manages one agency per "
@@ -336,7 +352,11 @@ class AgencyBackend:
                 return self._observe(known, name)
             except NotFoundError:
                 self._ids.pop(name, None)  # destroyed, or another agency now has the name: look it up
-        agency = self.find(name)
+        listed = self._listed if look is not None and look.relist else None
+        if listed is not None:  # this full pass read the agency list already (the executor's adopt)
+            agency = self._one(name, [i for i, n in listed.items() if n == name])
+        else:
+            agency = self.find(name)
         if agency is None:
             return None
         try:

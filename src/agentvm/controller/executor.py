@@ -87,7 +87,12 @@ from agentvm.vsphere.extensions import (
     unregister_extension,
     update_extension,
 )
-from agentvm.vsphere.hosts import AgentVmSettings, clear_agent_vm_settings, ensure_agent_vm_settings
+from agentvm.vsphere.hosts import (
+    AgentVmSettings,
+    clear_agent_vm_settings,
+    ensure_agent_vm_settings,
+    set_agent_vm_settings,
+)
 from agentvm.vsphere.ovf import configure_vm
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.vms import ensure_on_host
@@ -379,6 +384,8 @@ class Executor:
                 self.ownership_notes.append(self.adopted_note(name, agency, owner))
             if not owned_by_others and visible - set(adopted):
                 self.identity.record_adopted(name, None)  # the solution owns its agency of that name
+        if client.adopted() == adopted:  # nothing newly adopted: the list just read is this pass's
+            self.backend.listed(names)
 
     def adopted_note(self, name: str, agency: str, owner: str) -> str:
         return (
@@ -595,7 +602,12 @@ class Executor:
             datastore=change.kept_datastore or (change.datastore.ref if change.datastore else None),
             network=change.kept_network or (change.network.ref if change.network else None),
         )
-        ensure_agent_vm_settings(self.session, ref, settings, label=describe(ref, host.path or None))
+        label = describe(ref, host.path or None)
+        if change.manager is not None:
+            # the plan read the manager and the current settings: one write, what is kept sent back as is
+            set_agent_vm_settings(self.session, change.manager, settings, label=label)
+        else:
+            ensure_agent_vm_settings(self.session, ref, settings, label=label)
         # only what was unset before is agentvm's: destroy --host-settings clears those and no others
         ours = {
             name: str(value)

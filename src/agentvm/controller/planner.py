@@ -22,7 +22,7 @@ Callers: ``controller.solution.Solution`` (``agentvm plan | apply``) and ``contr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agentvm.controller.executor import Executor
@@ -39,6 +39,7 @@ from agentvm.core.plan import (
     RecordCertificate,
     ResolveIssue,
     SetCertificate,
+    SetHostSettings,
     SpecPlan,
     make_plan,
 )
@@ -156,7 +157,12 @@ class Planner:
             changes.append(self._certificate_change(replaced))
         elif self._needs_record(observation):
             changes.append(self._record_change())
-        changes += [c for c in core.changes if c.kind is ChangeKind.SET_HOST_SETTINGS]
+        managers = {h.moref.value: h.esx_agent_host_manager for h in observation.snapshot.hosts}
+        changes += [
+            replace(c, manager=managers.get(c.target))  # carried out in one call: see SetHostSettings
+            for c in core.changes
+            if isinstance(c, SetHostSettings)
+        ]
         for agency in observation.agencies:
             changes += self._agency_changes(agency, core, warnings, check_packages)
         return SolutionPlan(observation, core, tuple(changes), tuple(dict.fromkeys(warnings)))

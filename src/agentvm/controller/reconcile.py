@@ -151,6 +151,7 @@ class Reconciler:
         self.reads = reads if reads is not None else ReadPolicy()
         self._check_packages = check_packages
         self._waits: dict[str, AgencyWait] = {}
+        self._acted_on: set[str] = set()  # agencies the last full pass changed: its poll reads them again
         self._heal = HealState()
         self._tracked = _Tracked()
         self._cid = f"agentvm-run-{secrets.token_hex(3)}"
@@ -202,7 +203,11 @@ class Reconciler:
                 answered=dict(old.answered) if old else {},
             )
         self._waits = waits
-        polled = self.poll()
+        # an agency the plan did not change is, as the plan just observed it, what EAM holds: the poll does
+        # not read it again (the hosts' settings and the extension change no agency; a changed agency is
+        # read afresh)
+        observed = {a.name: a.status for a in plan.observation.agencies if a.name not in self._acted_on}
+        polled = self.poll(observed=observed)
         return PassReport(
             True,
             actions + polled.actions,
@@ -213,15 +218,23 @@ class Reconciler:
             polled.resolve_started,
         )
 
-    def poll(self) -> PassReport:
-        """Observe the agencies, answer hooks, heal, publish status and metrics. Raises adapters' errors."""
+    def poll(self, *, observed: Mapping[str, AgencyStatus | None] | None = None) -> PassReport:
+        """Observe the agencies, answer hooks, heal, publish status and metrics. Raises adapters' errors.
+
+        ``observed``: agencies as the full pass that calls this just read them (none changed since), used
+        instead of observing them again."""
         started, calls = self._clock(), self._calls()
         self._resolve_started = None
-        self._note(relist=False)
+        if observed is None or any(name not in observed for name in self._waits):
+            self._note(relist=False)
         statuses: list[AgencyStatus] = []
         actions = 0
         for wait in self._waits.values():
-            wait.status = self.backend.observe(wait.name)
+            wait.status = (
+                observed[wait.name]
+                if observed is not None and wait.name in observed
+                else self.backend.observe(wait.name)
+            )
             if wait.status is not None:
                 statuses.append(wait.status)
                 actions += self._answer(wait)
@@ -255,6 +268,7 @@ class Reconciler:
         """Carry out the plan's changes (hooks and issues are the poll's), one action each; an agency
         found disabled is enabled even when its config is right."""
         done = 0
+        self._acted_on = set()
         snapshot = plan.observation.snapshot
         hosts: list[SetHostSettings] = []  # set together, concurrently, in their place in the plan
         for change in plan.changes:
@@ -276,6 +290,7 @@ class Reconciler:
             if planned is None and disabled:
                 planned = UpdateAgency(agency.name, (), agency.resolved.config)
             if planned is not None:
+                self._acted_on.add(agency.name)
                 self._act("agency", functools.partial(self.executor.carry_out, planned), agency=agency.name)
                 done += 1
         return done

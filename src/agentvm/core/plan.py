@@ -194,7 +194,9 @@ class SetHostSettings(_OnHostOfAgency):
     """Fill in the AgentVM settings ``host`` lacks, for ``agency`` (the first one whose scope has it).
 
     ``datastore``/``network``: what to set (None: the host keeps its own, ``kept_*``). Only what is set
-    here is agentvm's: ``destroy --host-settings`` clears those and no others.
+    here is agentvm's: ``destroy --host-settings`` clears those and no others. ``manager``: the host's
+    EsxAgentHostManager as the plan's inventory read showed it (the planner fills it in), so carrying the
+    change out is one call; None: it is looked up first.
     """
 
     scope_host: ScopeHost
@@ -203,6 +205,7 @@ class SetHostSettings(_OnHostOfAgency):
     network: HostSetting | None = None
     kept_datastore: MoRef | None = None
     kept_network: MoRef | None = None
+    manager: MoRef | None = None
     kind: ClassVar[ChangeKind] = ChangeKind.SET_HOST_SETTINGS
 
 

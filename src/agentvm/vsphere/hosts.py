@@ -73,6 +73,21 @@ def ensure_agent_vm_settings(
     )
     if _values(current) == _values(settings):
         return False
+    _update_config(session, manager, settings, label)
+    return True
+
+
+def set_agent_vm_settings(session: Session, manager: MoRef, settings: AgentVmSettings, *, label: str) -> None:
+    """Set the agent VM datastore/network through the host's EsxAgentHostManager ``manager``, as they are
+    (an unset one is cleared): one call, no read. For a caller that read the host's manager and current
+    settings already (the controller's plan, from its inventory read) and sends back what it keeps.
+
+    Raises ConfigurationError naming the host (``label``) when it cannot see the datastore or network.
+    """
+    _update_config(session, session.mo(manager), settings, label)
+
+
+def _update_config(session: Session, manager: Any, settings: AgentVmSettings, label: str) -> None:
     config = vim.host.EsxAgentHostManager.ConfigInfo(
         agentVmDatastore=session.mo(settings.datastore) if settings.datastore else None,
         agentVmNetwork=session.mo(settings.network) if settings.network else None,
@@ -88,7 +103,6 @@ def ensure_agent_vm_settings(
                 f"({exc}); choose a datastore and network mounted on this host"
             ) from exc
         raise
-    return True
 
 
 def clear_agent_vm_settings(

@@ -1,12 +1,12 @@
 """Read a vCenter inventory in bulk into an ``InventorySnapshot``.
 
 Called by the engine, the backends and the controller (on start and after every reconnect: a full resync).
-Cost: one ContainerView, then one ``RetrievePropertiesEx`` per object kind (paged with
-``ContinueRetrievePropertiesEx``), then the view is destroyed: 11 round trips whatever the size of the
-inventory, plus one per extra page. Pages hold up to ``INVENTORY_PAGE_SIZE`` objects, so that at vCenter's
-maximum of 2,500 hosts every kind, VMs included up to 10,000 of them, is one page (vCenter may still return
-smaller pages; every page is read). Inventory paths are computed from the parent chain of the objects read,
-with no further calls. VM ``extraConfig`` is heavy, so it is read only when a key prefix is asked for.
+Cost: one ContainerView, then ONE ``RetrievePropertiesEx`` whose filter spec holds every kind's property
+spec (paged with ``ContinueRetrievePropertiesEx``), then the view is destroyed: 3 round trips whatever the
+size of the inventory, plus one per extra page. Pages hold up to ``INVENTORY_PAGE_SIZE`` objects of any
+kind, so that at vCenter's maximum of 2,500 hosts the whole inventory is a page or two (vCenter may still
+return smaller pages; every page is read). Inventory paths are computed from the parent chain of the objects
+read, with no further calls. VM ``extraConfig`` is heavy, so it is read only when a key prefix is asked for.
 """
 
 from __future__ import annotations
@@ -136,8 +136,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("resource_pools", ((vim.ResourcePool, ("name", "parent", "owner")),)),
 )
 KIND_NAMES = frozenset(k.name for k in KINDS)
-# objects per page of the full read: vCenter's maximum of 2,500 hosts, and up to 10,000 VMs (an agent VM on
-# every host and three times as many others), fit one page per kind; parsing such a page costs a few MB
+# objects per page of the full read (all kinds together): 2,500 hosts and their agent VMs fit one page, and
+# up to 10,000 VMs two; parsing such a page costs a few MB
 INVENTORY_PAGE_SIZE = 10_000
 _ALWAYS = frozenset({"folders", "datacenters", "compute"})  # needed for every path
 
@@ -163,16 +163,23 @@ def read_inventory(
     types: list[type] = []
     for kind in selected:
         types.extend(t for t, _ in kind.specs if t not in types)
-    raw: dict[str, list[ObjectProps]] = {}
-    with container_view(session, types) as view:
-        for kind in selected:
-            specs = []
-            for kind_type, paths in kind.specs:
-                if kind.name == "vms" and extra_config_prefix is not None:
-                    paths = (*paths, VM_EXTRA_CONFIG)
-                specs.append(property_spec(kind_type, paths))
-            with paged(session, view_filter_spec(view, specs), page_size=page_size) as items:
-                raw[kind.name] = list(items)
+    specs = []
+    for kind in selected:
+        for kind_type, paths in kind.specs:
+            if kind.name == "vms" and extra_config_prefix is not None:
+                paths = (*paths, VM_EXTRA_CONFIG)
+            specs.append(property_spec(kind_type, paths))
+    # the kinds' types are disjoint hierarchies, so an object's kind is the one whose first type it is
+    by_type = [(kind.specs[0][0], kind.name) for kind in selected]
+    raw: dict[str, list[ObjectProps]] = {kind.name: [] for kind in selected}
+    with (
+        container_view(session, types) as view,
+        paged(session, view_filter_spec(view, specs), page_size=page_size) as items,
+    ):
+        for item in items:
+            name = next((name for kind_type, name in by_type if isinstance(item.obj, kind_type)), None)
+            if name is not None:
+                raw[name].append(item)
     root = Session.moref(session.content.rootFolder).value
     return build_snapshot(raw, root_folder=root, extra_config_prefix=extra_config_prefix)
 
