@@ -20,14 +20,14 @@ import (
 // (tasks, task manager, events, views included), to find objects that entered the filter: a watch on all
 // hosts and VMs of a 2,500-host lab costs updates x 2,500 objects, so a deploy (thousands of task
 // updates) made one WaitForUpdatesEx last minutes, past the client's HTTP timeout, and the backlog only
-// grew (the lab's EAM and the controller hung). This collector instead notes what changed and, at most
-// every 250 ms, reports the difference from what it reported before: enter for new objects, modify with
-// the changed properties (remove for a property that became unset), leave for objects gone. When only
-// objects it already reported changed (a power-off, a rename), it retrieves just those objects (every
-// property the filters ask for), so an answer costs the changes, not the filter's size; when the set of
+// grew (the lab's EAM and the controller hung). This collector instead notes what changed and reports
+// the difference from what it reported before: enter for new objects, modify with the changed properties
+// (remove for a property that became unset), leave for objects gone. When only objects it already
+// reported changed (a power-off, a rename), it retrieves just those objects (every property the filters
+// ask for, at most every 50 ms), so an answer costs the changes, not the filter's size; when the set of
 // objects may have changed (an object of a type its filters select or traverse created, removed, or
 // updated before it was reported; a traversed object or a container view updated), it retrieves each
-// filter whole. Other methods (CreateFilter, RetrievePropertiesEx, ...) are 0.24.2's.
+// filter whole, at most every 250 ms. Other methods (CreateFilter, RetrievePropertiesEx, ...) are 0.24.2's.
 type batchingCollector struct {
 	simulator.PropertyCollector // first field: the simulator finds the mo type by walking first fields
 
@@ -40,6 +40,7 @@ type batchingCollector struct {
 	cancel    context.CancelFunc
 	known     map[types.ManagedObjectReference]map[types.ManagedObjectReference]map[string]types.AnyType
 	seq       int
+	wholeAt   time.Time // when the last whole retrieve began
 }
 
 // changed notes a change of ref; update: only its properties changed (not created or removed).
@@ -111,7 +112,8 @@ func (pc *batchingCollector) diff(ctx *simulator.Context, reset bool, touched ma
 		if touched != nil {
 			spec = types.PropertyFilterSpec{PropSet: filter.Spec.PropSet}
 			for obj := range touched {
-				if _, ok := before[obj]; ok {
+				// one removed since is left to the whole retrieve its removal asks for
+				if _, ok := before[obj]; ok && ctx.Map.Get(obj) != nil {
 					spec.ObjectSet = append(spec.ObjectSet, types.ObjectSpec{Obj: obj})
 				}
 			}
@@ -121,6 +123,13 @@ func (pc *batchingCollector) diff(ctx *simulator.Context, reset bool, touched ma
 		}
 		res := pc.PropertyCollector.RetrievePropertiesEx(ctx, &types.RetrievePropertiesEx{SpecSet: []types.PropertyFilterSpec{spec}})
 		body := res.(*methods.RetrievePropertiesExBody)
+		if body.Fault_ != nil && touched != nil {
+			// an object removed meanwhile (ManagedObjectNotFound): a whole retrieve reports it gone
+			pc.mu.Lock()
+			pc.dirty, pc.wholeAt = true, time.Time{}
+			pc.mu.Unlock()
+			continue
+		}
 		if body.Fault_ != nil {
 			return nil, body.Fault_.VimFault().(types.BaseMethodFault)
 		}
@@ -136,8 +145,7 @@ func (pc *batchingCollector) diff(ctx *simulator.Context, reset bool, touched ma
 		}
 		fu := types.PropertyFilterUpdate{Filter: ref}
 		if touched != nil {
-			// the others are as reported; one not retrieved was removed meanwhile: its removal makes
-			// the next answer a whole one, which reports it gone
+			// the others are as reported
 			for obj, props := range before {
 				if _, ok := now[obj]; !ok {
 					now[obj] = props
@@ -206,6 +214,9 @@ func (pc *batchingCollector) WaitForUpdatesEx(ctx *simulator.Context, r *types.W
 	}
 	if r.Version == "" {
 		ctx.Map.AddHandler(pc) // from now on, note relevant changes (before the read: none is lost)
+		pc.mu.Lock()
+		pc.wholeAt = time.Now()
+		pc.mu.Unlock()
 		updates, fault := pc.diff(ctx, true, nil)
 		if fault != nil {
 			return fail(fault)
@@ -226,16 +237,20 @@ func (pc *batchingCollector) WaitForUpdatesEx(ctx *simulator.Context, r *types.W
 	pc.cancel = cancel
 	pc.mu.Unlock()
 
-	ticker := time.NewTicker(250 * time.Millisecond) // let changes accumulate, as 0.24.2 does
+	// let changes accumulate, as 0.24.2 does: answers of a few changed objects are cheap and come every
+	// 50 ms; a whole retrieve (its cost grows with the filters) at most every 250 ms, except in a check
+	ticker := time.NewTicker(50 * time.Millisecond)
 	defer ticker.Stop()
 	for {
 		pc.mu.Lock()
-		dirty, touched := pc.dirty, pc.touched
-		pc.dirty, pc.touched = false, nil
-		pc.mu.Unlock()
+		dirty := pc.dirty && (once || time.Since(pc.wholeAt) >= 250*time.Millisecond)
+		touched := pc.touched
+		pc.touched = nil
 		if dirty {
+			pc.dirty, pc.wholeAt = false, time.Now()
 			touched = nil // a whole retrieve covers the touched objects too
 		}
+		pc.mu.Unlock()
 		if dirty || touched != nil {
 			updates, fault := pc.diff(ctx, false, touched)
 			if fault != nil {
