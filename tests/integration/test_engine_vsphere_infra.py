@@ -687,6 +687,33 @@ def test_a_watched_find_owned_vms_reads_only_what_it_has_not_seen_and_sees_its_o
     assert reads(session.stats.snapshot() - before) == {}
 
 
+def test_a_watched_find_owned_vms_builds_again_only_the_vm_that_changed(world: World) -> None:
+    infra = world.infra
+    t = target(read_inventory(world.session))
+    changed, kept = deploy(world, t), deploy(world, t, name="hello (2)")
+
+    def someone_else_powers(state: PowerState) -> dict[MoRef, AgentVm]:
+        with connect(world.info) as someone_else:
+            if state is PowerState.POWERED_ON:
+                vms.ensure_powered_on(someone_else, changed)
+            else:
+                vms.ensure_powered_off(someone_else, changed)
+        found = until_found(infra, lambda found: {a.vm: a.power_state for a in found}.get(changed) is state)
+        return {a.vm: a for a in found}
+
+    # the watcher has long taken in both deploys (the own writes' stand-ins are gone) after two changes
+    someone_else_powers(PowerState.POWERED_ON)
+    first = someone_else_powers(PowerState.POWERED_OFF)
+    later = someone_else_powers(PowerState.POWERED_ON)
+
+    assert later[kept] is first[kept], "a VM the watcher reported no change of is not built again"
+    assert first[changed].power_state is PowerState.POWERED_OFF
+    assert later[changed].power_state is PowerState.POWERED_ON
+    assert sorted((a.vm, a.name, a.marker, a.host, a.power_state, a.complete) for a in later.values()) == (
+        full_read(world.info)
+    )
+
+
 def test_a_watched_observe_reads_nothing_while_nothing_changes_and_sees_maintenance_mode(
     vcsim: VcsimInfo,
 ) -> None:

@@ -174,6 +174,12 @@ class VSphereInfrastructure:
         self._vms: dict[MoRef, dict[str, Any]] = {}
         self._vms_ready = False
         self._marks: dict[MoRef, dict[str, str]] = {}  # agentvm.* extraConfig of VMs managed by a namespace
+        # every VM's stamp: a counter value taken at its last change the watcher reported, so that
+        # find_owned_vms builds again only the agent VMs that changed (_built: ref → the stamp, marks and
+        # namespace it was built from, and the result; only find_owned_vms uses it)
+        self._stamp = 0
+        self._vm_stamps: dict[MoRef, int] = {}
+        self._built: dict[MoRef, tuple[int | None, dict[str, str], str, AgentVm | None]] = {}
         self._full_read_at = time.monotonic() + (vm_resync_seconds or 0.0)
         self._own: dict[MoRef, tuple[dict[str, Any] | None, float]] = {}  # see _wrote
         self._observed: tuple[tuple[MoRef, ...], EngineObservation] | None = None  # the last observe
@@ -255,6 +261,7 @@ class VSphereInfrastructure:
         with self._cache:
             if first:  # the whole state: VMs not in it are gone (their marks too)
                 self._vms = {}
+                self._vm_stamps = {}
                 present = {c.moref for c in batch}
                 self._marks = {ref: m for ref, m in self._marks.items() if ref in present}
             hosts_changed = False
@@ -264,7 +271,10 @@ class VSphereInfrastructure:
                 elif change.kind is WatchChangeKind.LEAVE:
                     self._vms.pop(change.moref, None)
                     self._marks.pop(change.moref, None)
+                    self._vm_stamps.pop(change.moref, None)
                 else:
+                    self._stamp += 1
+                    self._vm_stamps[change.moref] = self._stamp
                     props = self._vms.setdefault(change.moref, {})
                     changed_owner = _key(change.properties) != _key(props) is not None
                     if "config.managedBy" in change.properties and changed_owner:
@@ -455,6 +465,8 @@ class VSphereInfrastructure:
                 }
                 missing = [ref for ref in candidates if ref not in self._marks]
                 marks = {ref: self._marks[ref] for ref in candidates if ref in self._marks}
+                # an own write's stand-in is not stamped: such a VM is built again
+                stamps = {ref: None if ref in self._own else self._vm_stamps.get(ref) for ref in candidates}
         if watched:
             with _infra_errors(f"reading the VMs of {namespace}"):
                 try:
@@ -465,11 +477,7 @@ class VSphereInfrastructure:
                 with self._cache:
                     self._marks.update({ref: m for ref, m in read.items() if ref in self._vms})
                 marks.update(read)
-                return [
-                    vm
-                    for ref, props in candidates.items()
-                    if (vm := _agent_vm(ref, props, marks.get(ref, {}), namespace)) is not None
-                ]
+                return self._build_agent_vms(candidates, marks, stamps, namespace)
         with self._cache:
             self._full_read_at = time.monotonic() + (self._vm_resync or 0.0)
         with _infra_errors(f"reading the VMs of {namespace}"):
@@ -481,6 +489,37 @@ class VSphereInfrastructure:
                     if attempt == 2:
                         raise
         raise AssertionError("unreachable")
+
+    def _build_agent_vms(
+        self,
+        candidates: Mapping[MoRef, Mapping[str, Any]],
+        marks: Mapping[MoRef, dict[str, str]],
+        stamps: Mapping[MoRef, int | None],
+        namespace: str,
+    ) -> list[AgentVm]:
+        """``_agent_vm`` of each candidate, reusing the last result of a VM whose stamp, marks and
+        namespace are the same (called by find_owned_vms from the engine's step, one at a time)."""
+        built: dict[MoRef, tuple[int | None, dict[str, str], str, AgentVm | None]] = {}
+        found: list[AgentVm] = []
+        last = self._built
+        for ref, props in candidates.items():
+            stamp, mark = stamps.get(ref), marks.get(ref, _NO_MARKS)
+            kept = last.get(ref)
+            if (
+                kept is not None
+                and stamp is not None
+                and kept[0] == stamp
+                and kept[1] is mark
+                and kept[2] == namespace
+            ):
+                vm = kept[3]
+            else:
+                vm = _agent_vm(ref, props, mark, namespace)
+            built[ref] = (stamp, mark, namespace, vm)
+            if vm is not None:
+                found.append(vm)
+        self._built = built
+        return found
 
     def _owned_vms(self, namespace: str) -> list[AgentVm]:
         session = self._session
@@ -782,6 +821,9 @@ def _agent_vm(
         ip=str(ip) if ip else None,
         complete=not marks.get(IMPORT_KEY),
     )
+
+
+_NO_MARKS: dict[str, str] = {}  # the marks of a VM without any (one object, so that a kept build matches)
 
 
 def _key(props: Mapping[str, Any]) -> str | None:

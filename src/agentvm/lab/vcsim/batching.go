@@ -20,36 +20,50 @@ import (
 // (tasks, task manager, events, views included), to find objects that entered the filter: a watch on all
 // hosts and VMs of a 2,500-host lab costs updates x 2,500 objects, so a deploy (thousands of task
 // updates) made one WaitForUpdatesEx last minutes, past the client's HTTP timeout, and the backlog only
-// grew (the lab's EAM and the controller hung). This collector instead notes that something relevant
-// changed (an object of a type its filters select or traverse, or a container view) and, at most every
-// 250 ms, retrieves each filter once and reports the difference from what it reported before: enter for
-// new objects, modify with the changed properties (remove for a property that became unset), leave for
-// objects gone. Other methods (CreateFilter, RetrievePropertiesEx, ...) are 0.24.2's.
+// grew (the lab's EAM and the controller hung). This collector instead notes what changed and reports
+// the difference from what it reported before: enter for new objects, modify with the changed properties
+// (remove for a property that became unset), leave for objects gone. When only objects it already
+// reported changed (a power-off, a rename), it retrieves just those objects (every property the filters
+// ask for, at most every 50 ms), so an answer costs the changes, not the filter's size; when the set of
+// objects may have changed (an object of a type its filters select or traverse created, removed, or
+// updated before it was reported; a traversed object or a container view updated), it retrieves each
+// filter whole, at most every 250 ms. Other methods (CreateFilter, RetrievePropertiesEx, ...) are 0.24.2's.
 type batchingCollector struct {
 	simulator.PropertyCollector // first field: the simulator finds the mo type by walking first fields
 
-	mu     sync.Mutex
-	dirty  bool
-	types  map[string]bool // object types whose changes may change a filter's result
-	cancel context.CancelFunc
-	known  map[types.ManagedObjectReference]map[types.ManagedObjectReference]map[string]types.AnyType
-	seq    int
+	mu        sync.Mutex
+	dirty     bool                                  // the filters' objects may have changed: retrieve them whole
+	touched   map[types.ManagedObjectReference]bool // reported objects updated since: retrieve just them
+	types     map[string]bool                       // object types whose changes may change a filter's result
+	traversed map[string]bool                       // of those, the types the filters traverse
+	members   map[types.ManagedObjectReference]bool // the objects some filter reported
+	cancel    context.CancelFunc
+	known     map[types.ManagedObjectReference]map[types.ManagedObjectReference]map[string]types.AnyType
+	seq       int
+	wholeAt   time.Time // when the last whole retrieve began
 }
 
-func (pc *batchingCollector) changed(kind string) {
+// changed notes a change of ref; update: only its properties changed (not created or removed).
+func (pc *batchingCollector) changed(ref types.ManagedObjectReference, update bool) {
 	pc.mu.Lock()
-	if kind == "ContainerView" || pc.types[kind] {
+	switch {
+	case update && pc.members[ref] && !pc.traversed[ref.Type]:
+		if pc.touched == nil {
+			pc.touched = map[types.ManagedObjectReference]bool{}
+		}
+		pc.touched[ref] = true
+	case ref.Type == "ContainerView" || pc.types == nil || pc.types[ref.Type]:
 		pc.dirty = true
 	}
 	pc.mu.Unlock()
 }
 
 // PutObject, UpdateObject, RemoveObject: the registry's handlers (simulator.RegisterObject).
-func (pc *batchingCollector) PutObject(o mo.Reference) { pc.changed(o.Reference().Type) }
+func (pc *batchingCollector) PutObject(o mo.Reference) { pc.changed(o.Reference(), false) }
 func (pc *batchingCollector) UpdateObject(o mo.Reference, _ []types.PropertyChange) {
-	pc.changed(o.Reference().Type)
+	pc.changed(o.Reference(), true)
 }
-func (pc *batchingCollector) RemoveObject(ref types.ManagedObjectReference) { pc.changed(ref.Type) }
+func (pc *batchingCollector) RemoveObject(ref types.ManagedObjectReference) { pc.changed(ref, false) }
 
 func (pc *batchingCollector) CancelWaitForUpdates(r *types.CancelWaitForUpdates) soap.HasFault {
 	pc.mu.Lock()
@@ -65,37 +79,57 @@ func (pc *batchingCollector) DestroyPropertyCollector(ctx *simulator.Context, c 
 	return pc.PropertyCollector.DestroyPropertyCollector(ctx, c) // also removes the registry handler
 }
 
-// diff retrieves every filter once and returns what changed since the last call (all of it as enter
-// when reset). A filter destroyed meanwhile is skipped.
-func (pc *batchingCollector) diff(ctx *simulator.Context, reset bool) ([]types.PropertyFilterUpdate, types.BaseMethodFault) {
+// diff returns what changed since the last call (all of it as enter when reset): with touched nil, it
+// retrieves every filter whole; otherwise only the touched objects each filter reported before (their
+// properties changed, the set of objects did not). A filter destroyed meanwhile is skipped.
+func (pc *batchingCollector) diff(ctx *simulator.Context, reset bool, touched map[types.ManagedObjectReference]bool) ([]types.PropertyFilterUpdate, types.BaseMethodFault) {
 	pc.mu.Lock()
 	if reset || pc.known == nil {
 		pc.known = map[types.ManagedObjectReference]map[types.ManagedObjectReference]map[string]types.AnyType{}
 	}
-	pc.types = map[string]bool{}
 	filters := append([]types.ManagedObjectReference(nil), pc.Filter...)
 	pc.mu.Unlock()
 
+	kinds, traversed := map[string]bool{}, map[string]bool{}
 	var updates []types.PropertyFilterUpdate
 	for _, ref := range filters {
 		filter, ok := ctx.Session.Get(ref).(*simulator.PropertyFilter)
 		if !ok {
 			continue
 		}
-		pc.mu.Lock()
 		for _, ps := range filter.Spec.PropSet {
-			pc.types[ps.Type] = true
+			kinds[ps.Type] = true
 		}
 		for _, os := range filter.Spec.ObjectSet {
 			for _, sel := range os.SelectSet {
 				if ts, ok := sel.(*types.TraversalSpec); ok {
-					pc.types[ts.Type] = true
+					kinds[ts.Type], traversed[ts.Type] = true, true
 				}
 			}
 		}
-		pc.mu.Unlock()
-		res := pc.PropertyCollector.RetrievePropertiesEx(ctx, &types.RetrievePropertiesEx{SpecSet: []types.PropertyFilterSpec{filter.Spec}})
+		before := pc.known[ref]
+		spec := filter.Spec
+		if touched != nil {
+			spec = types.PropertyFilterSpec{PropSet: filter.Spec.PropSet}
+			for obj := range touched {
+				// one removed since is left to the whole retrieve its removal asks for
+				if _, ok := before[obj]; ok && ctx.Map.Get(obj) != nil {
+					spec.ObjectSet = append(spec.ObjectSet, types.ObjectSpec{Obj: obj})
+				}
+			}
+			if len(spec.ObjectSet) == 0 {
+				continue
+			}
+		}
+		res := pc.PropertyCollector.RetrievePropertiesEx(ctx, &types.RetrievePropertiesEx{SpecSet: []types.PropertyFilterSpec{spec}})
 		body := res.(*methods.RetrievePropertiesExBody)
+		if body.Fault_ != nil && touched != nil {
+			// an object removed meanwhile (ManagedObjectNotFound): a whole retrieve reports it gone
+			pc.mu.Lock()
+			pc.dirty, pc.wholeAt = true, time.Time{}
+			pc.mu.Unlock()
+			continue
+		}
 		if body.Fault_ != nil {
 			return nil, body.Fault_.VimFault().(types.BaseMethodFault)
 		}
@@ -109,8 +143,15 @@ func (pc *batchingCollector) diff(ctx *simulator.Context, reset bool) ([]types.P
 				now[o.Obj] = props
 			}
 		}
-		before := pc.known[ref]
 		fu := types.PropertyFilterUpdate{Filter: ref}
+		if touched != nil {
+			// the others are as reported
+			for obj, props := range before {
+				if _, ok := now[obj]; !ok {
+					now[obj] = props
+				}
+			}
+		}
 		for obj, props := range now {
 			old, seen := before[obj]
 			ou := types.ObjectUpdate{Obj: obj, Kind: types.ObjectUpdateKindModify}
@@ -141,6 +182,17 @@ func (pc *batchingCollector) diff(ctx *simulator.Context, reset bool) ([]types.P
 			updates = append(updates, fu)
 		}
 	}
+	if touched == nil {
+		members := map[types.ManagedObjectReference]bool{}
+		for _, objs := range pc.known {
+			for obj := range objs {
+				members[obj] = true
+			}
+		}
+		pc.mu.Lock()
+		pc.types, pc.traversed, pc.members = kinds, traversed, members
+		pc.mu.Unlock()
+	}
 	return updates, nil
 }
 
@@ -162,7 +214,10 @@ func (pc *batchingCollector) WaitForUpdatesEx(ctx *simulator.Context, r *types.W
 	}
 	if r.Version == "" {
 		ctx.Map.AddHandler(pc) // from now on, note relevant changes (before the read: none is lost)
-		updates, fault := pc.diff(ctx, true)
+		pc.mu.Lock()
+		pc.wholeAt = time.Now()
+		pc.mu.Unlock()
+		updates, fault := pc.diff(ctx, true, nil)
 		if fault != nil {
 			return fail(fault)
 		}
@@ -182,15 +237,22 @@ func (pc *batchingCollector) WaitForUpdatesEx(ctx *simulator.Context, r *types.W
 	pc.cancel = cancel
 	pc.mu.Unlock()
 
-	ticker := time.NewTicker(250 * time.Millisecond) // let changes accumulate, as 0.24.2 does
+	// let changes accumulate, as 0.24.2 does: answers of a few changed objects are cheap and come every
+	// 50 ms; a whole retrieve (its cost grows with the filters) at most every 250 ms, except in a check
+	ticker := time.NewTicker(50 * time.Millisecond)
 	defer ticker.Stop()
 	for {
 		pc.mu.Lock()
-		dirty := pc.dirty
-		pc.dirty = false
-		pc.mu.Unlock()
+		dirty := pc.dirty && (once || time.Since(pc.wholeAt) >= 250*time.Millisecond)
+		touched := pc.touched
+		pc.touched = nil
 		if dirty {
-			updates, fault := pc.diff(ctx, false)
+			pc.dirty, pc.wholeAt = false, time.Now()
+			touched = nil // a whole retrieve covers the touched objects too
+		}
+		pc.mu.Unlock()
+		if dirty || touched != nil {
+			updates, fault := pc.diff(ctx, false, touched)
 			if fault != nil {
 				return fail(fault)
 			}

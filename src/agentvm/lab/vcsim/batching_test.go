@@ -166,3 +166,51 @@ func TestCancelWaitForUpdatesEndsAWaitWithRequestCanceled(t *testing.T) {
 		t.Fatal("the wait did not end within 10 s of CancelWaitForUpdates")
 	}, m)
 }
+
+func TestWaitForUpdatesExReportsAReconfiguredVMsManagedByAlone(t *testing.T) {
+	m := simulator.VPX()
+	m.Cluster, m.ClusterHost, m.Host, m.Machine = 1, 2, 0, 2
+	extended(t, m)
+	simulator.Test(func(ctx context.Context, c *vim25.Client) {
+		created, err := methods.CreatePropertyCollector(ctx, c, &types.CreatePropertyCollector{This: c.ServiceContent.PropertyCollector})
+		if err != nil {
+			t.Fatalf("CreatePropertyCollector: %v", err)
+		}
+		pc := created.Returnval
+		v := containerView(ctx, t, c, "VirtualMachine")
+		if _, err := methods.CreateFilter(ctx, c, &types.CreateFilter{This: pc, Spec: viewSpec(v, "VirtualMachine", "name", "config.managedBy")}); err != nil {
+			t.Fatalf("CreateFilter: %v", err)
+		}
+		first, err := waitEx(ctx, c, pc, "", 10)
+		if err != nil {
+			t.Fatalf("the first WaitForUpdatesEx: %v", err)
+		}
+		var target types.ManagedObjectReference
+		for _, ref := range names("VirtualMachine") {
+			target = ref
+			break
+		}
+		// a property changed on an object reported before: the answer retrieves that object alone
+		owner := types.ManagedByInfo{ExtensionKey: "com.example.owner", Type: "agent"}
+		task, err := object.NewVirtualMachine(c, target).Reconfigure(ctx, types.VirtualMachineConfigSpec{ManagedBy: &owner})
+		if err == nil {
+			err = task.Wait(ctx)
+		}
+		if err != nil {
+			t.Fatalf("reconfiguring: %v", err)
+		}
+		second, err := waitEx(ctx, c, pc, first.Version, 10)
+		if err != nil {
+			t.Fatalf("WaitForUpdatesEx after the reconfigure: %v", err)
+		}
+		updates := objectUpdates(second)
+		ou, ok := updates[target]
+		if len(updates) != 1 || !ok || ou.Kind != types.ObjectUpdateKindModify || len(ou.ChangeSet) != 1 ||
+			ou.ChangeSet[0].Name != "config.managedBy" {
+			t.Fatalf("want one modify of the reconfigured VM's config.managedBy, got %+v", second)
+		}
+		if got, _ := ou.ChangeSet[0].Val.(types.ManagedByInfo); got != owner {
+			t.Fatalf("want managedBy %+v, got %+v", owner, ou.ChangeSet[0].Val)
+		}
+	}, m)
+}
