@@ -55,10 +55,10 @@ from agentvm.vsphere.session import Session
 
 MANAGER = "configManager.esxAgentHostManager"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "contrail.yaml"
-WIDE = {  # the example over every cluster of the lab, with addresses for 958 hosts
+WIDE = {  # the example over every cluster of the lab, with addresses for 4,031 hosts (25 x 100 fits)
     "    scope:\n      - /DC0/host/DC0_C0\n      - /DC0/host/DC0_C1\n": '    scope: ["/DC0/host/*"]\n',
-    "cidr: 10.10.0.0/24": "cidr: 10.10.0.0/22",
-    "range: 10.10.0.10-10.10.0.200": "range: 10.10.0.10-10.10.3.200",
+    "cidr: 10.10.0.0/24": "cidr: 10.10.0.0/20",
+    "range: 10.10.0.10-10.10.0.200": "range: 10.10.0.10-10.10.15.200",
 }
 
 

@@ -10,9 +10,6 @@ read again under it. The due hooks of every agency are answered in one pool batc
 
 from __future__ import annotations
 
-import contextlib
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,42 +24,13 @@ from agentvm.lab.world import Lab
 from agentvm.model.agency import PowerState
 from agentvm.spec import load_spec, load_spec_text
 from agentvm.vsphere.vms import ensure_powered_off
-from tests.support.controller_lab import ONE_CLUSTER, World, connect, spec_text, wait_for
+from tests.support.controller_lab import ONE_CLUSTER, Calls, connect, lab_world, spec_text, wait_for
 
 pytestmark = pytest.mark.lab
 
 # AgentQueryRuntime calls an apply may make beyond one per agent, whatever the number of agents: the
 # broken agent's reads while it comes back, and the sweep's few
 EXTRA_READS = 12
-
-
-@contextlib.contextmanager
-def lab_world(tmp_path: Path, hosts: int) -> Iterator[World]:
-    """A fresh lab with one cluster of ``hosts`` hosts in scope (a second, out of scope, of one host)."""
-    lab = Lab(Shape(clusters=2, hosts=hosts), netsync=False)
-    info = lab.start()
-    session = connect(info)
-    spec = tmp_path / "contrail.yaml"
-    spec.write_text(spec_text(**ONE_CLUSTER))
-    world = World(lab, info, session, spec)
-    try:
-        yield world
-    finally:
-        try:
-            world.stop()
-        finally:
-            session.logout()
-            lab.stop()
-
-
-class Calls:
-    """Counts the calls of every session of an executor, by method (``add_call_listener``)."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-
-    def __call__(self, method: str, seconds: float, fault: str | None) -> None:
-        self.counts[method] += 1
 
 
 @pytest.mark.parametrize("hosts", [4, 24])

@@ -20,22 +20,9 @@ from agentvm.lab.vcsim import Shape
 from agentvm.lab.world import Lab
 from agentvm.model.agency import PowerState
 from agentvm.spec import load_spec
-from tests.support.controller_lab import ONE_CLUSTER, World, connect, spec_text
+from tests.support.controller_lab import ONE_CLUSTER, Calls, World, connect, spec_text
 
 pytestmark = pytest.mark.lab
-
-
-class Calls:
-    """Counts the calls of every session of an executor, by method (``add_call_listener``)."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-
-    def __call__(self, method: str, seconds: float, fault: str | None) -> None:
-        self.counts[method] += 1
-
-    def since(self, before: Counter[str]) -> Counter[str]:
-        return self.counts - before
 
 
 def test_a_replan_reads_the_inventory_in_three_round_trips_and_lists_agencies_once_a_session(

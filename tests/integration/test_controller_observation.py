@@ -9,10 +9,8 @@ reaches the agent.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,51 +24,17 @@ from agentvm.controller.run import Settings
 from agentvm.controller.solution import Solution
 from agentvm.controller.watch import VmWatch
 from agentvm.core.agent_reads import Changes, ReadPolicy
-from agentvm.lab.vcsim import Shape
-from agentvm.lab.world import Lab
 from agentvm.model.agency import AgentRuntime, IssueKind, MoRef, PowerState
 from agentvm.model.inventory import VirtualMachine
 from agentvm.spec import load_spec
 from agentvm.vsphere.vms import destroy, ensure_powered_off
-from tests.support.controller_lab import ONE_CLUSTER, World, connect, spec_text, wait_for
+from tests.support.controller_lab import Calls, World, connect, lab_world, wait_for
 
 pytestmark = pytest.mark.lab
 
 # full passes and the sweep far apart, so that what a change costs is what is counted
 QUIET = Settings(fast_poll=0.2, slow_poll=0.5, full_resync=60.0, retry_max=1.0, sweep_per_minute=6.0)
 AGENT_READS_PER_CHANGE = 12  # AgentQueryRuntime calls one change may cost, whatever the number of agents
-
-
-@contextlib.contextmanager
-def lab_world(tmp_path: Path, hosts: int) -> Iterator[World]:
-    """A fresh lab with one cluster of ``hosts`` hosts in scope (a second, out of scope, of one host)."""
-    lab = Lab(Shape(clusters=2, hosts=hosts), netsync=False)
-    info = lab.start()
-    session = connect(info)
-    spec = tmp_path / "contrail.yaml"
-    spec.write_text(spec_text(**ONE_CLUSTER))
-    world = World(lab, info, session, spec)
-    try:
-        yield world
-    finally:
-        try:
-            world.stop()
-        finally:
-            session.logout()
-            lab.stop()
-
-
-class Calls:
-    """Counts the calls of every session of an executor, by method (``add_call_listener``)."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-
-    def __call__(self, method: str, seconds: float, fault: str | None) -> None:
-        self.counts[method] += 1
-
-    def since(self, before: Counter[str]) -> Counter[str]:
-        return self.counts - before
 
 
 # ------------------------------------------------------------------------------------ calls per change

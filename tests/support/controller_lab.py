@@ -6,6 +6,7 @@ fixture is ``controller_world`` in tests/integration/conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from pyVmomi import vim
 import agentvm
 from agentvm.controller.run import Controller, Settings
 from agentvm.core.heal import HealPolicy
+from agentvm.lab.vcsim import Shape
 from agentvm.lab.world import Lab, LabInfo
 from agentvm.model.agency import MoRef, PowerState
 from agentvm.model.connection import Secret, VCenterConnection
@@ -208,9 +211,10 @@ class Process:
             self.proc.wait(10)
 
 
-def controller_world(tmp_path: Path) -> Iterator[World]:
-    """A fresh lab and a spec of examples/contrail.yaml on one cluster; the controller stopped at the end."""
-    lab = Lab()
+def controller_world(tmp_path: Path, shape: Shape | None = None, *, netsync: bool = True) -> Iterator[World]:
+    """A fresh lab (``shape``, default the lab's own) and a spec of examples/contrail.yaml on one cluster;
+    the controller stopped at the end."""
+    lab = Lab(shape, netsync=netsync) if shape is not None else Lab(netsync=netsync)
     info = lab.start()
     session = connect(info)
     spec = tmp_path / "contrail.yaml"
@@ -224,3 +228,23 @@ def controller_world(tmp_path: Path) -> Iterator[World]:
         finally:
             session.logout()
             lab.stop()
+
+
+@contextlib.contextmanager
+def lab_world(tmp_path: Path, hosts: int) -> Iterator[World]:
+    """A fresh lab with one cluster of ``hosts`` hosts in scope (a second, out of scope, of one host), without
+    the SDN and vRouter emulators."""
+    yield from controller_world(tmp_path, Shape(clusters=2, hosts=hosts), netsync=False)
+
+
+class Calls:
+    """Counts the calls of every session of an executor, by method (``add_call_listener``)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, method: str, seconds: float, fault: str | None) -> None:
+        self.counts[method] += 1
+
+    def since(self, before: Counter[str]) -> Counter[str]:
+        return self.counts - before

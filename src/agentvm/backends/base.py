@@ -15,6 +15,7 @@ input), TransientError (retry later), AuthenticationError.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -284,6 +285,8 @@ class AgencyBackend:
         self._clock = clock
         self._green_max_age = green_max_age
         self._reads: dict[str, AgencyReads] = {}  # agency id -> its agents as last read
+        # the executor's pool answers hooks from several threads at once: their stale marks are taken in turn
+        self._marks = threading.Lock()
         self._look: Look | None = None  # the watching caller's last look (None: unwatched)
         self._ids: dict[str, str] = {}  # agency name -> id, reused between a watching caller's full passes
         self._moved = False  # set by another thread: the agents changed where no watch sees it (the engine)
@@ -313,15 +316,17 @@ class AgencyBackend:
 
     def _forget_agency(self, agency: str | None) -> None:
         self._listed = None  # agencies change: the next find reads the list again
-        if agency is not None and agency in self._reads:
-            self._reads[agency] = self._reads[agency].forgotten()
+        with self._marks:
+            if agency is not None and agency in self._reads:
+                self._reads[agency] = self._reads[agency].forgotten()
 
     def _mark_stale(self, agency: str | None, agents: Sequence[str]) -> None:
-        for key, reads in self._reads.items():
-            if agency is None or key == agency:
-                mine = [a for a in agents if a in reads.agents]
-                if mine:
-                    self._reads[key] = reads.marked_stale(mine)
+        with self._marks:
+            for key, reads in list(self._reads.items()):
+                if agency is None or key == agency:
+                    mine = [a for a in agents if a in reads.agents]
+                    if mine:
+                        self._reads[key] = reads.marked_stale(mine)
 
     def agency_config(self, agency: str) -> AgencyConfig:
         return self._port.agency_config(agency)
