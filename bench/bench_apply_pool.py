@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import ssl
 import tempfile
 import threading
 import time
@@ -36,9 +35,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench_eam_deploy import bare_clients
 from bench_eam_deploy import measure as lab_deploy
-from pyVim.connect import Connect, Disconnect
-from pyVmomi import SoapStubAdapter, eam, vim, vmodl
+from pyVim.connect import Disconnect
+from pyVmomi import eam, vim, vmodl
 
 from agentvm.controller.executor import AgencyWait, Executor
 from agentvm.controller.planner import AGENCY_KINDS
@@ -124,13 +124,7 @@ def floor_settings(hosts: int, delay: int, threads: int) -> tuple[float, int]:
     """(seconds, calls) of bare pyVmomi: one bulk read of the managers, one UpdateConfig per host."""
     with Vcsim(shape(hosts), delay=delay) as sim:
         info = sim.info
-        si = Connect(
-            host=info.host,
-            port=info.port,
-            user=info.username,
-            pwd=info.password,
-            sslContext=ssl._create_unverified_context(),  # noqa: S323 - loopback lab
-        )
+        si, _ = bare_clients(info)
         try:
             content = si.RetrieveContent()
             view = content.viewManager.CreateContainerView(content.rootFolder, [vim.HostSystem], True)
@@ -255,14 +249,9 @@ def hooks_alone(hosts: int) -> list[tuple[str, float, int]]:
 
 def floor_hooks(info: LabInfo, agents: list[AgentRuntime], threads: int) -> float:
     """Bare pyVmomi answering these hooks: ReconfigVM_Task (a guestinfo value), its wait, MarkAsAvailable."""
-    vc = info.vcsim
-    ctx = ssl._create_unverified_context()  # noqa: S323 - loopback lab
-    si = Connect(host=vc.host, port=vc.port, user=vc.username, pwd=vc.password, sslContext=ctx)
+    si, manager = bare_clients(info.vcsim)
     try:
-        stub = SoapStubAdapter(
-            host=vc.host, port=vc.port, path="/eam/sdk", version="eam.version.version7_5", sslContext=ctx
-        )
-        stub.cookie = si._stub.cookie
+        stub = manager._stub
 
         def answer(agent: AgentRuntime) -> None:
             assert agent.hook is not None

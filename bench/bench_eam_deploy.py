@@ -52,25 +52,33 @@ SERIAL_MAX_HOSTS = 500
 PC = vmodl.query.PropertyCollector
 
 
-def connect(info: Any) -> tuple[Any, Any]:
+def bare_clients(vcsim: Any) -> tuple[Any, Any]:
+    """The bare-pyVmomi floor's clients on the lab's simulator (a ``VcsimInfo``): a vim25 session (pyVim's
+    ``Connect``) and EAM's EsxAgentManager through pyVmomi's eam stubs on that session's cookie, as
+    eam/client.py reaches EAM. The other benchmarks' floors use these too."""
     ctx = ssl._create_unverified_context()  # noqa: S323 - loopback lab
     si = Connect(
-        host=info.vcsim.host,
-        port=info.vcsim.port,
-        user=info.vcsim.username,
-        pwd=info.vcsim.password,
+        host=vcsim.host,
+        port=vcsim.port,
+        user=vcsim.username,
+        pwd=vcsim.password,
         sslContext=ctx,
         version="vim.version.version11",
     )
     stub = SoapStubAdapter(
-        host=info.vcsim.host,
-        port=info.vcsim.port,
+        host=vcsim.host,
+        port=vcsim.port,
         path="/eam/sdk",
         version="eam.version.version7_5",
         sslContext=ctx,
     )
     stub.cookie = si._stub.cookie
     return si, eam.EsxAgentManager("EsxAgentManager", stub)
+
+
+def connect(info: Any) -> tuple[Any, Any]:
+    """``bare_clients`` of a running ``Lab``'s simulator."""
+    return bare_clients(info.vcsim)
 
 
 def wait(what: str, check: Callable[[], Any], timeout: float, every: float) -> Any:

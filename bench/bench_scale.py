@@ -65,7 +65,6 @@ import math
 import os
 import re
 import signal
-import ssl
 import statistics
 import subprocess
 import sys
@@ -78,8 +77,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyVim.connect import Connect, Disconnect
-from pyVmomi import SoapStubAdapter, eam, vim, vmodl  # type: ignore[attr-defined]
+from bench_eam_deploy import bare_clients
+from pyVim.connect import Disconnect
+from pyVmomi import vim, vmodl
 
 from agentvm.controller.executor import EAM_METHODS
 from agentvm.lab.vcsim import Shape
@@ -690,24 +690,7 @@ class Floor:
     collector of its own with one filter on the agent VMs' ``runtime.powerState``. Counts its calls."""
 
     def __init__(self, info: LabInfo, rows: list[Row]) -> None:
-        ctx = ssl._create_unverified_context()  # noqa: S323 - the loopback lab
-        self.si = Connect(
-            host=info.vcsim.host,
-            port=info.vcsim.port,
-            user=info.vcsim.username,
-            pwd=info.vcsim.password,
-            sslContext=ctx,
-            version="vim.version.version11",
-        )
-        stub = SoapStubAdapter(
-            host=info.vcsim.host,
-            port=info.vcsim.port,
-            path="/eam/sdk",
-            version="eam.version.version7_5",
-            sslContext=ctx,
-        )
-        stub.cookie = self.si._stub.cookie
-        manager = eam.EsxAgentManager("EsxAgentManager", stub)
+        self.si, manager = bare_clients(info.vcsim)
         self.agency = next(a for a in manager.QueryAgency() if a.QueryConfig().agencyName == AGENCY)
         # set-up, not timed: which agent serves which host, and its VM
         self.agent_of_host: dict[str, Any] = {}
