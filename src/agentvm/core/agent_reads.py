@@ -32,6 +32,7 @@ the same agent list.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -148,6 +149,8 @@ def must_list(state: AgencyReads | None, look: Look) -> bool:
     """True when this look reads the agent list (QueryAgent) before deciding."""
     if state is None or not look.watched or state.full or not state.listed or look.relist:
         return True
+    if not state.pending.marked_hosts:
+        return False
     hosts = {s.runtime.host for s in state.agents.values()}
     return any(h not in hosts for h in state.pending.marked_hosts)
 
@@ -201,9 +204,11 @@ def plan_reads(
             chosen.append(agent)
     credit = _credit(state, len(ids), now, policy)
     budget = math.floor(credit)
-    picked = set(chosen)
-    order = sorted((a for a in ids if a not in picked and a in known), key=lambda a: (known[a].read_at, a))
-    swept = tuple(order[:budget])
+    swept: tuple[str, ...] = ()
+    if budget > 0:  # the oldest few, without sorting every agent at every look
+        picked = set(chosen)
+        candidates = (a for a in ids if a not in picked and a in known)
+        swept = tuple(heapq.nsmallest(budget, candidates, key=lambda a: (known[a].read_at, a)))
     return ReadPlan((*chosen, *swept), swept, credit - len(swept))
 
 
