@@ -45,8 +45,9 @@ class LabEam:
     """``LabEam(vcsim, state_file, port).start()``; ``stop()`` ends the loop and the server.
 
     ``deploy_per_cluster`` / ``deploy_total``: how many deploys (and power operations, deletes) the
-    engine runs at once per cluster and in all (LabError below 1). ``start`` raises LabError when the state
-    file's directory records another vCenter world.
+    engine runs at once per cluster and in all (``Lab`` and ``agentvm lab up`` refuse a bound below 1
+    before anything starts, ``check_bounds``; the engine itself raises ValueError). ``start`` raises
+    LabError when the state file's directory records another vCenter world.
     """
 
     def __init__(
@@ -59,7 +60,6 @@ class LabEam:
         deploy_per_cluster: int = DEPLOY_PER_CLUSTER,
         deploy_total: int = DEPLOY_TOTAL,
     ) -> None:
-        check_bounds(deploy_per_cluster, deploy_total)
         self.deploy_per_cluster = deploy_per_cluster
         self.deploy_total = deploy_total
         self.vcsim = vcsim
