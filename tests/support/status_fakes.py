@@ -5,15 +5,34 @@ Shared by the renderer tests and the scripts they draw in a real terminal.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from agentvm.backends.base import AgencyStatus
 from agentvm.controller.status import AgencyReport, StatusReport
 from agentvm.core.heal import HostConditions
 from agentvm.core.progress import HostProgress, Phase
-from agentvm.model.agency import AgencyRuntime, GoalState, Issue, IssueKind, MoRef, PowerState, Status
+from agentvm.model.agency import (
+    AgencyRuntime,
+    AgentRuntime,
+    GoalState,
+    Issue,
+    IssueKind,
+    MoRef,
+    PowerState,
+    Status,
+)
 
 HOSTS = 16
+
+
+@dataclass(frozen=True)
+class Observed:
+    """An observed agency as ``host_rows`` reads it (``backends.base.AgencyStatus`` has the same)."""
+
+    agency: str
+    goal_state: GoalState
+    agents: tuple[AgentRuntime, ...]
 
 
 def progress_row(

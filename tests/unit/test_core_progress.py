@@ -39,15 +39,7 @@ from agentvm.model.agency import (
 )
 from agentvm.model.desired import ScopeHost
 from agentvm.model.inventory import Host, HostPowerState, InventorySnapshot, VirtualMachine
-
-
-@dataclass(frozen=True)
-class Observed:
-    """An observed agency as ``host_rows`` reads it (``backends.base.AgencyStatus`` has the same)."""
-
-    agency: str
-    goal_state: GoalState
-    agents: tuple[AgentRuntime, ...]
+from tests.support.status_fakes import Observed
 
 
 def _host(i: int) -> MoRef:

@@ -3,7 +3,6 @@ changed, must be the rows ``host_rows`` makes from scratch, whatever changed bet
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
 
@@ -25,17 +24,9 @@ from agentvm.model.agency import (
 )
 from agentvm.model.desired import ScopeHost
 from agentvm.model.inventory import Host, InventorySnapshot, VirtualMachine
+from tests.support.status_fakes import Observed
 
 HOSTS = 6
-
-
-@dataclass(frozen=True)
-class Observed:
-    """An observed agency as ``host_rows`` reads it (``backends.base.AgencyStatus`` has the same)."""
-
-    agency: str
-    goal_state: GoalState
-    agents: tuple[AgentRuntime, ...]
 
 
 def _ref(i: int) -> MoRef:
