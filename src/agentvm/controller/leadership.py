@@ -27,10 +27,17 @@ a restart, their TTL counted afresh), the key attached to it is still this repli
 is right: nobody else could have created that key while it existed. If the lease expired meanwhile, the
 keepalive says so (TTL ≤ 0): the replica joins again with a new lease and campaigns like a newcomer.
 
+## Rounds
+The loop runs a round at every keepalive and at once when something changed: it reads the prefix (one
+range request) when it may be stale, and asks ``core.spread.plan`` what to campaign for and what to
+resign. After each read it keeps one watch on the prefix from the next revision, so a change (a leader
+that stopped, a member that joined) wakes every replica at once, and an idle round costs one keepalive
+and nothing else: no read while the watch is up. A watch that ends, or any failed request, brings the
+read back.
+
 ## Spreading (``core.spread``, pure)
-Each round (every keepalive, and at once after a change it made) the loop reads the prefix once and asks
-``core.spread.plan`` what to campaign for and what to resign; see there for the rules and why they
-converge. ``hold_down`` (default one TTL) is how long an imbalance must last before a seat moves.
+See there for the rules and why they converge. ``hold_down`` (default one TTL) is how long an imbalance
+must last before a seat moves.
 
 Callers: ``agentvm run`` (controller.run) and the tests. Listeners and ``on_event`` are called on the
 Coordinator's threads (or the caller's, for ``stop``/``release``): they must not block.
@@ -53,7 +60,7 @@ from urllib.parse import quote, unquote
 
 from agentvm.core.fence import fence_deadline, keepalive_every, lease_seconds
 from agentvm.core.spread import View, plan
-from agentvm.etcd.client import Entry, EtcdClient, EtcdError
+from agentvm.etcd.client import Entry, EtcdClient, EtcdError, Watch
 from agentvm.model.coordination import Endpoint, LeaderInfo, SeatKey
 from agentvm.model.errors import ConfigurationError
 
@@ -239,6 +246,8 @@ class Coordinator:
         self._leaders: dict[SeatKey, _Leader] = {}
         self._members: dict[str, frozenset[SeatKey]] = {}
         self._member_dirty = True
+        self._dirty = True  # something under the prefix may have changed since the last read
+        self._watch: Watch | None = None
         self._imbalanced_since: float | None = None
         self._reported: dict[SeatKey, bool] = {}
         self._last_leader: dict[SeatKey, str] = {}
@@ -253,6 +262,12 @@ class Coordinator:
     def lease_id(self) -> int | None:
         """This replica's etcd lease (None before it joined, or after it lost it)."""
         return self._lease
+
+    @property
+    def watching(self) -> bool:
+        """True while the watch on the prefix is up (rounds then read only when something changed)."""
+        with self._lock:
+            return self._watch is not None and self._watch.alive
 
     @property
     def fence_deadline(self) -> float:
@@ -280,6 +295,7 @@ class Coordinator:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(self._client.timeout * 4 + 1.0)
+        self._drop_watch()
         with self._lock:
             lease, self._lease = self._lease, None
             led = sorted(self._led)
@@ -419,7 +435,11 @@ class Coordinator:
             return
         if dirty:
             self._client.put(MEMBERS + self.replica, self._member_value(), lease)
-        self._read(lease)
+        with self._lock:
+            watching = self._watch is not None and self._watch.alive
+            stale, self._dirty = self._dirty or not watching, False
+        if stale:  # idle, with the watch up, a round costs one keepalive and nothing else
+            self._read(lease)
         self._spread(lease)
 
     def _join(self) -> None:
@@ -462,7 +482,8 @@ class Coordinator:
             )
 
     def _read(self, lease: int) -> None:
-        _, entries = self._client.range_prefix(PREFIX)
+        revision, entries = self._client.range_prefix(PREFIX)
+        self._ensure_watch(revision)
         members: dict[str, frozenset[SeatKey]] = {}
         leaders: dict[SeatKey, _Leader] = {}
         for entry in entries:
@@ -488,6 +509,38 @@ class Coordinator:
                 None, "info", f"etcd answers again; replica {self.replica} leads {len(self._led)} seats"
             )
         self._seen(leaders)
+
+    def _ensure_watch(self, revision: int) -> None:
+        """Watch the prefix from just after the read at ``revision``: every later change wakes the loop
+        for a read at once (a leader that stops is replaced now, not at the next keepalive)."""
+        with self._lock:
+            if self._watch is not None or self._stopping.is_set():
+                return
+            holder: list[Watch] = []
+
+            def changed() -> None:
+                with self._lock:
+                    self._dirty = True
+                self._wake.set()
+
+            def ended(why: str) -> None:
+                log.debug("%s", why)
+                with self._lock:
+                    if holder and self._watch is holder[0]:
+                        self._watch = None
+                    self._dirty = True
+                self._wake.set()
+
+            watch = self._client.watch_prefix(PREFIX, revision + 1, changed, ended)
+            holder.append(watch)
+            self._watch = watch
+
+    def _drop_watch(self) -> None:
+        with self._lock:
+            watch, self._watch = self._watch, None
+            self._dirty = True
+        if watch is not None:
+            watch.cancel()
 
     def _seen(self, leaders: dict[SeatKey, _Leader]) -> None:
         changes: list[tuple[SeatKey, LeaderInfo]] = []
@@ -548,6 +601,8 @@ class Coordinator:
         if won:
             self._seen(won)
         if decided.resign or decided.campaign:
+            with self._lock:
+                self._dirty = True
             self._wake.set()  # read again at once: the others' moves follow ours
 
     def _member_value(self) -> bytes:
@@ -563,6 +618,7 @@ class Coordinator:
         return json.dumps(raw).encode()
 
     def _fail(self, why: str) -> None:
+        self._drop_watch()
         with self._lock:
             first = self._trouble is None
             lost = sorted(self._led)

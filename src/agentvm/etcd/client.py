@@ -16,7 +16,9 @@ runs on threads.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -176,9 +178,138 @@ class EtcdClient:
         revision = int(raw.get("header", {}).get("revision", 0))
         return revision, tuple(_entry(kv) for kv in raw.get("kvs", []))
 
+    def watch_prefix(
+        self,
+        prefix: str,
+        start_revision: int,
+        on_change: Callable[[], None],
+        on_end: Callable[[str], None],
+    ) -> Watch:
+        """Watch every key under ``prefix`` from ``start_revision`` on (one request, counted as ``watch``,
+        on a connection of its own): ``on_change()`` after every batch of events, ``on_end(why)`` once
+        when the stream ends for any reason but ``cancel()``. Both are called on the watch's thread."""
+        with self._lock:
+            self.calls["watch"] += 1
+            where = self.endpoint
+        return Watch(where, self.timeout, prefix, start_revision, on_change, on_end).start()
+
     def close(self) -> None:
         with self._lock:
             self._client.session.close()
+
+
+class Watch:
+    """One watch stream of etcd's JSON gateway (``/v3/watch``), read on a thread of its own.
+
+    ``created`` is set once etcd confirmed the watch: from then on no change under the prefix goes
+    unreported (etcd delivers a watch's events in order, from its start revision, without gaps) until
+    the stream ends, which ``on_end`` reports. A silent stream (etcd paused) is not detected here: the
+    caller's keepalives are.
+    """
+
+    def __init__(
+        self,
+        where: Endpoint,
+        timeout: float,
+        prefix: str,
+        start_revision: int,
+        on_change: Callable[[], None],
+        on_end: Callable[[str], None],
+    ) -> None:
+        self.where = where
+        self._timeout = timeout
+        self._body = {
+            "create_request": {
+                "key": _b64(prefix),
+                "range_end": _prefix_end(prefix),
+                "start_revision": start_revision,
+            }
+        }
+        self._on_change = on_change
+        self._on_end = on_end
+        self.created = threading.Event()
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._response: Any = None
+        self._client = etcd3gw.Etcd3Client(
+            host=where.host, port=where.port, timeout=timeout, api_path=API_PATH
+        )
+        self._thread = threading.Thread(target=self._run, name=f"agentvm-etcd-watch-{where}", daemon=True)
+
+    def start(self) -> Watch:
+        self._thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.created.is_set() and self._thread.is_alive() and not self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """End the stream (no ``on_end``); safe from any thread, idempotent."""
+        self._cancelled.set()
+        with self._lock:
+            response = self._response
+        if response is not None:
+            _shutdown(response)
+        with contextlib.suppress(Exception):
+            self._client.session.close()
+
+    def _run(self) -> None:
+        why = "the stream ended"
+        try:
+            client = self._client
+            response = client.session.post(
+                client.get_url("/watch"),
+                data=json.dumps(self._body),
+                stream=True,
+                timeout=(self._timeout, None),
+            )
+            with self._lock:
+                self._response = response
+            if self._cancelled.is_set():
+                _shutdown(response)
+                return
+            if response.status_code != 200:
+                why = f"etcd answered HTTP {response.status_code}"
+                return
+            buffer = b""
+            for chunk in response.iter_content(chunk_size=None):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                if buffer.strip().endswith(b"}"):  # a whole message without its newline yet
+                    with contextlib.suppress(ValueError):
+                        json.loads(buffer)
+                        lines.append(buffer)
+                        buffer = b""
+                for line in lines:
+                    if line.strip() and not self._handle(json.loads(line)):
+                        why = "etcd cancelled the watch"
+                        return
+        except Exception as exc:
+            why = _reason(exc)
+        finally:
+            if not self._cancelled.is_set():
+                self._on_end(f"the watch on etcd at {self.where} ended: {why}")
+
+    def _handle(self, message: dict[str, Any]) -> bool:
+        result = message.get("result", {})
+        if "error" in message or result.get("canceled"):
+            return False
+        if result.get("created"):
+            self.created.set()
+        if result.get("events"):
+            self._on_change()
+        return True
+
+
+def _shutdown(response: Any) -> None:
+    """Interrupt a thread blocked reading ``response`` (closing it from another thread does not)."""
+    with contextlib.suppress(Exception):
+        sock = socket.fromfd(response.raw._fp.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+    with contextlib.suppress(Exception):
+        response.close()
 
 
 def _reason(exc: BaseException) -> str:
