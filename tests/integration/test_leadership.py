@@ -206,3 +206,21 @@ def test_idle_replica_calls_to_etcd_per_keepalive_period(etcd: Etcd) -> None:
                 f"{c.replica}: {dict(spent)} over {spent['keepalive']} periods = "
                 f"{per_period * 60 / keepalive_every(15):.0f} calls/min at TTL 15 s"
             )
+
+
+def test_a_second_process_with_the_same_replica_id_acts_on_nothing_until_the_first_stops(etcd: Etcd) -> None:
+    first = Coordinator(parse_coordination(etcd.url), ttl=2, replica="same").start()
+    second = Coordinator(parse_coordination(etcd.url), ttl=2, replica="same")
+    try:
+        mine = first.seat(SEAT)
+        until(mine.valid, "the first to lead")
+        second.start()
+        theirs = second.seat(SEAT)
+        until(lambda: second.trouble and "in use by another process" in second.trouble, "the clash named")
+        assert f"pid {first.pid}" in (theirs.why or "")
+        assert not theirs.valid() and not second.healthy() and mine.valid()
+        first.stop()
+        until(theirs.valid, "the second to lead once the first stopped")
+    finally:
+        first.stop()
+        second.stop()

@@ -83,6 +83,7 @@ MEMBERS = PREFIX + "members/"
 LEADERS = PREFIX + "leaders/"
 SCHEME = "etcd://"
 EXAMPLE = "etcd://127.0.0.1:2379"
+UNREACHABLE = "etcd unreachable"
 
 EventSink = Callable[[SeatKey | None, str, str], None]  # (seat or None for the replica, level, text)
 
@@ -151,6 +152,14 @@ def _leader_of(entry: Entry) -> _Leader | None:
     except (ValueError, KeyError, TypeError):
         return None
     return _Leader(info, entry.lease)
+
+
+def _member_pid(entry: Entry | None) -> str:
+    try:
+        raw = json.loads(entry.value) if entry is not None else {}
+        return f" (pid {int(raw['pid'])} on {raw['host']})"
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def _member_of(entry: Entry) -> tuple[str, frozenset[SeatKey]] | None:
@@ -246,6 +255,7 @@ class Coordinator:
         self._leaders: dict[SeatKey, _Leader] = {}
         self._members: dict[str, frozenset[SeatKey]] = {}
         self._member_dirty = True
+        self._member_lease: int | None = None  # the lease this replica's member key is attached to
         self._dirty = True  # something under the prefix may have changed since the last read
         self._watch: Watch | None = None
         self._imbalanced_since: float | None = None
@@ -375,7 +385,7 @@ class Coordinator:
                 return None
             trouble = self.trouble
             if trouble is not None and trouble != "not started":
-                return f"etcd unreachable: {trouble}" if self._lease is not None else trouble
+                return trouble
             leader = self._leaders.get(key)
             if leader is not None and leader.info.replica != self.replica:
                 return f"led by {leader.info.describe()}"
@@ -433,7 +443,10 @@ class Coordinator:
             self._member_dirty = False
         if lease is None or self._stopping.is_set():
             return
-        if dirty:
+        if self._member_lease != lease:
+            if not self._claim_member(lease):
+                return
+        elif dirty:
             self._client.put(MEMBERS + self.replica, self._member_value(), lease)
         with self._lock:
             watching = self._watch is not None and self._watch.alive
@@ -441,6 +454,28 @@ class Coordinator:
         if stale:  # idle, with the watch up, a round costs one keepalive and nothing else
             self._read(lease)
         self._spread(lease)
+
+    def _claim_member(self, lease: int) -> bool:
+        """Create this replica's member key (one transaction). Another live process with the same replica
+        id holds it: then act on nothing and try again each round (a restarted replica of fixed id waits
+        there for its previous life's lease to expire)."""
+        ok, current = self._client.create(MEMBERS + self.replica, self._member_value(), lease)
+        if ok or (current is not None and current.lease == lease):
+            with self._lock:
+                self._member_lease = lease
+            return True
+        holder = _member_pid(current)
+        text = (
+            f"replica id {self.replica} is in use by another process{holder}: not acting until it stops "
+            "(or its etcd lease expires); give each replica its own id"
+        )
+        with self._lock:
+            first = self._trouble != text
+            self._trouble = text
+            self._led.clear()
+        if first:
+            self._event(None, "error", text)
+        return False
 
     def _join(self) -> None:
         started = self._clock()
@@ -502,7 +537,7 @@ class Coordinator:
             self._members = members
             self._leaders = leaders
             self._led = {s for s, leader in leaders.items() if leader.lease == lease and s in self._wants}
-            recovered = self._trouble is not None
+            recovered = (self._trouble or "").startswith(UNREACHABLE)
             self._trouble = None
         if recovered:
             self._event(
@@ -620,10 +655,10 @@ class Coordinator:
     def _fail(self, why: str) -> None:
         self._drop_watch()
         with self._lock:
-            first = self._trouble is None
+            first = not (self._trouble or "").startswith(UNREACHABLE)
             lost = sorted(self._led)
             self._led.clear()
-            self._trouble = why
+            self._trouble = f"{UNREACHABLE}: {why}"
             self._member_dirty = True
             self._keepalive_at = self._clock() + keepalive_every(self._granted)
         if first:
