@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from agentvm.controller.leadership import Coordinator, Seat, SeatKey, parse_coordination
+from agentvm.controller.leadership import UNREACHABLE, Coordinator, Seat, SeatKey, parse_coordination
 from agentvm.core.fence import keepalive_every
 from agentvm.etcd.client import EtcdClient
 from agentvm.lab.etcd import Etcd
@@ -224,3 +224,44 @@ def test_a_second_process_with_the_same_replica_id_acts_on_nothing_until_the_fir
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_keepalive_that_hangs_past_the_deadline_fences_at_the_deadline_while_etcd_still_holds_the_lease(
+    etcd: Etcd,
+) -> None:
+    """The request timeout (5 s) is longer than the margin: the fence thread, not the failed request, stops
+    the replica, and etcd still counts the lease alive then."""
+    check = etcd_client(etcd)
+    with TcpProxy("127.0.0.1", etcd.client_port) as proxy:
+        events: list[str] = []
+        stalled = Coordinator(
+            parse_coordination(proxied(proxy.port)),
+            ttl=4,
+            replica="stalled",
+            timeout=5.0,
+            on_event=lambda seat, level, text: events.append(text),
+        )
+        try:
+            stalled.start()
+            seat = stalled.seat(SEAT)
+            until(seat.valid, "it to lead")
+            lease = stalled.lease_id
+            assert lease is not None
+            seen: list[tuple[int, str | None]] = []
+
+            def fenced(valid: bool) -> None:
+                if not valid:
+                    seen.append((check.time_to_live(lease)[0], seat.why))
+
+            seat.add_listener(fenced)
+            proxy.stall()
+            until(lambda: seen, "the stalled replica to fence")
+            left, why = seen[0]
+            assert left > 0  # etcd still held the lease: the replica stopped acting first
+            assert why is not None and "could not be renewed in time" in why
+            # no request had failed yet (each hangs for 5 s): the deadline alone fenced it
+            assert not any(UNREACHABLE in text for text in events)
+            assert not stalled.healthy()
+        finally:
+            proxy.restore()
+            stalled.stop()

@@ -497,6 +497,7 @@ class Coordinator:
         ttl = self._client.keepalive(lease)
         deadline = fence_deadline(started, ttl)
         with self._lock:
+            late = self._trouble is None and self._clock() >= self._deadline
             if deadline is None:
                 lost = sorted(self._led)
                 self._lease = None
@@ -507,6 +508,8 @@ class Coordinator:
                 self._deadline = deadline
                 self._keepalive_at = started + keepalive_every(ttl)
         self._fence_wake.set()
+        if late and deadline is not None:
+            self._event(None, "info", f"the etcd lease of replica {self.replica} is renewed again")
         if deadline is None:
             self._notify()
             self._event(
