@@ -6,6 +6,7 @@ partitioned from etcd goes through a loopback proxy the test cuts (``tests.suppo
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 from agentvm.controller.leadership import UNREACHABLE, Coordinator, Seat, SeatKey, parse_coordination
@@ -109,22 +110,24 @@ def test_a_replica_cut_from_etcd_fences_before_its_lease_can_expire_and_only_the
 
 
 def test_fence_deadline_is_before_the_lease_expires_as_etcd_reports_it(etcd: Etcd) -> None:
-    """At any moment, etcd's own count of the lease's remaining seconds ends after the fence deadline."""
-    import time
+    """At any moment, the lease lives longer, by etcd's own count, than the replica's right to act.
 
+    etcd reports the seconds left rounded down, so ``asked + left`` is a lower bound of the expiry; with a
+    TTL of 5 s the margin (1.25 s) covers the rounding (under 1 s) and the query's own latency, and the
+    bound alone proves it.
+    """
     check = etcd_client(etcd)
-    with coordinators(etcd.url, 1, ttl=3.0) as [c]:
+    with coordinators(etcd.url, 1, ttl=5.0) as [c]:
         seat = c.seat(SEAT)
         until(seat.valid, "it to lead")
-        for _ in range(10):
+        for _ in range(3):
             lease = c.lease_id
             assert lease is not None
             deadline = c.fence_deadline
             asked = time.monotonic()
             left, granted = check.time_to_live(lease)
-            # etcd rounds the remaining TTL down to whole seconds: the lease lives at least `left` more
-            assert granted == 3
-            assert deadline <= asked + left + 1.0 - 0.25 * granted
+            assert granted == 5
+            assert deadline <= asked + left
             until(lambda d=deadline: c.fence_deadline > d, "the next keepalive")
 
 
