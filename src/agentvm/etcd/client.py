@@ -3,9 +3,12 @@
 Every request goes through ``EtcdClient._call``, which counts it by name in ``calls`` (the figure "calls to
 etcd per replica per minute"), serialises requests (one HTTP session per client; callers are the
 Coordinator's loop and the threads that stop or release), bounds each by ``timeout`` seconds and turns
-any failure into ``EtcdError`` (transient, naming the endpoint). With several endpoints, a request that
-cannot reach one moves the client on to the next for the following requests: a keepalive is never retried
-within the same request (its caller's fence deadline counts from when it began).
+any failure into ``EtcdError`` (transient, naming the endpoint). With several endpoints (members of one etcd
+cluster, any of which answers linearizably), a request that cannot reach one is sent to the next, each
+endpoint at most once per request, and the client stays on the one that answered. Retrying is safe for
+the Coordinator: a keepalive's fence deadline counts from when the first attempt began (earlier than
+the one that succeeded), a create that did land the first time is seen as held by the caller's own
+lease, and the other writes are idempotent.
 
 Why etcd3gw (pinned in pyproject): it is maintained (OpenStack's tooz uses it), pure Python over etcd's
 JSON gateway with ``requests`` (no grpc wheel to build), and works with etcd 3.4 as Debian ships it.
@@ -31,6 +34,8 @@ from agentvm.model.coordination import Endpoint
 from agentvm.model.errors import TransientError
 
 T = TypeVar("T")
+
+_UNREACHABLE = (etcd3gw.exceptions.ConnectionFailedError, etcd3gw.exceptions.ConnectionTimeoutError)
 
 API_PATH = "/v3/"  # etcd >= 3.4; fixed, so that no request is spent discovering it
 
@@ -101,17 +106,22 @@ class EtcdClient:
 
     def _call(self, name: str, request: Callable[[etcd3gw.Etcd3Client], T]) -> T:
         with self._lock:
-            self.calls[name] += 1
-            client = self._client
-            try:
-                return request(client)
-            except Exception as exc:  # etcd3gw raises its own errors, requests' and JSON's: all transient
-                where = self.endpoint
-                if len(self.endpoints) > 1:
+            failures: list[str] = []
+            for _ in self.endpoints:
+                self.calls[name] += 1
+                client = self._client
+                try:
+                    return request(client)
+                except _UNREACHABLE as exc:
+                    failures.append(f"etcd at {self.endpoint} did not answer {name}: {_reason(exc)}")
+                    if len(self.endpoints) == 1:
+                        break
                     client.session.close()
                     self._index = (self._index + 1) % len(self.endpoints)
                     self._client = self._connect()
-                raise EtcdError(f"etcd at {where} did not answer {name}: {_reason(exc)}") from None
+                except Exception as exc:  # etcd answered an error, or not JSON: transient too
+                    raise EtcdError(f"etcd at {self.endpoint} refused {name}: {_reason(exc)}") from None
+            raise EtcdError("; ".join(failures))
 
     def _post(self, client: etcd3gw.Etcd3Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = client.post(client.get_url(path), data=json.dumps(body))
@@ -128,12 +138,13 @@ class EtcdClient:
         """Renew ``lease``: its TTL again, counted from when etcd received this request; 0 or less when
         the lease no longer exists (it expired, or was revoked)."""
         raw = self._call("keepalive", lambda c: self._post(c, "/lease/keepalive", {"ID": lease}))
-        return int(raw.get("result", {}).get("TTL", -1))
+        return int(raw.get("result", {}).get("TTL", 0))  # the gateway leaves zero values out
 
     def time_to_live(self, lease: int) -> tuple[int, int]:
-        """(seconds left, granted TTL) of ``lease`` as etcd sees it now; (-1, 0) when it does not exist."""
+        """(seconds left, rounded down, granted TTL) of ``lease`` as etcd sees it now; (-1, 0) when it does
+        not exist. The gateway leaves zero values out: a lease in its last second answers no TTL (0 here)."""
         raw = self._call("timetolive", lambda c: self._post(c, "/kv/lease/timetolive", {"ID": lease}))
-        return int(raw.get("TTL", -1)), int(raw.get("grantedTTL", 0))
+        return int(raw.get("TTL", 0)), int(raw.get("grantedTTL", 0))
 
     def revoke(self, lease: int) -> None:
         """Revoke ``lease``: etcd deletes every key attached to it, at once."""
