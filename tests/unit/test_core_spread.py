@@ -1,7 +1,9 @@
 """``core.spread``: replicas share the seats out without talking, through one create transaction per seat.
 
-The model: etcd is a dict seat → leader (a create succeeds only on an absent key, as etcd's transaction
-does); each replica acts only on its last read, which may be stale; members join and leave (leaving deletes
+The model: etcd is a dict seat → leader's lease (a create succeeds only on an absent key, as etcd's
+transaction does; a create may land without its answer reaching the replica); each replica acts only on
+its last read, which may be stale, and believes it leads exactly what ``led_after_read`` and
+``led_after_campaign`` (the Coordinator's own rules) tell it; members join and leave (leaving deletes
 their keys, as a revoked or expired lease does). Under any such schedule, a replica never believes it
 leads a seat etcd does not give it, ``plan`` never campaigns for a seat it saw led nor resigns one it did
 not see itself lead; and once the schedule stops, fair rounds converge to every wanted seat led and the
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentvm.core.spread import Round, View, counts, plan, score
+from agentvm.core.spread import Round, View, counts, led_after_campaign, led_after_read, plan, score
 from agentvm.model.coordination import SeatKey
 
 HOLD = 1.0
@@ -26,6 +28,7 @@ SEATS = [SeatKey(f"vc-{i}", "contrail") for i in range(7)] + [SeatKey("vc-0", "o
 class Replica:
     name: str
     wants: frozenset[SeatKey]
+    lease: int = 0
     view: View = field(default_factory=lambda: View({}, {}))
     believes: set[SeatKey] = field(default_factory=set)
     since: float | None = None
@@ -37,11 +40,15 @@ class World:
     replicas: dict[str, Replica] = field(default_factory=dict)
     now: float = 0.0
 
+    def lease_of(self, name: str) -> int:
+        return self.replicas[name].lease
+
     def read(self, r: Replica) -> None:
         r.view = View({m: x.wants for m, x in self.replicas.items()}, dict(self.etcd))
-        r.believes = {s for s, leader in self.etcd.items() if leader == r.name}
+        leases = {s: self.lease_of(leader) for s, leader in self.etcd.items()}
+        r.believes = set(led_after_read(leases, r.lease, r.wants))
 
-    def act(self, r: Replica) -> Round:
+    def act(self, r: Replica, lost_answers: int = 0) -> Round:
         decided = plan(r.view, r.name, now=self.now, imbalanced_since=r.since, hold_down=HOLD)
         r.since = decided.imbalanced_since
         seen_mine = {s for s, leader in r.view.leaders.items() if leader == r.name}
@@ -52,10 +59,16 @@ class World:
             r.believes.discard(seat)  # stop acting first
             if self.etcd.get(seat) == r.name:  # delete only if attached to my lease
                 del self.etcd[seat]
-        for seat in decided.campaign:
-            if seat not in self.etcd:  # create_revision == 0
+        for n, seat in enumerate(decided.campaign):
+            won = seat not in self.etcd  # create_revision == 0
+            if won:
                 self.etcd[seat] = r.name
-                r.believes.add(seat)
+            if n < lost_answers:  # the answer was lost: the replica learns nothing from this one
+                continue
+            holder = None if won else self.lease_of(self.etcd[seat])
+            r.believes = set(
+                led_after_campaign(r.believes, seat, won=won, holder=holder, lease=r.lease, wants=r.wants)
+            )
         return decided
 
     def leave(self, name: str) -> None:
@@ -94,10 +107,13 @@ def schedules(draw: st.DrawFn) -> tuple[World, bool, list[tuple[str, str]]]:
     all_seats = SEATS[: draw(st.integers(min_value=1, max_value=len(SEATS)))]
     world = World()
     for i in range(draw(st.integers(min_value=1, max_value=4))):
-        world.replicas[f"r{i}"] = Replica(f"r{i}", wants_of(draw, homogeneous, all_seats))
+        world.replicas[f"r{i}"] = Replica(f"r{i}", wants_of(draw, homogeneous, all_seats), lease=100 + i)
     steps = draw(
         st.lists(
-            st.tuples(st.sampled_from(["read", "act", "tick", "join", "leave"]), st.sampled_from("012345")),
+            st.tuples(
+                st.sampled_from(["read", "act", "act-lossy", "tick", "join", "leave"]),
+                st.sampled_from("012345"),
+            ),
             max_size=60,
         )
     )
@@ -120,10 +136,12 @@ def test_any_schedule_is_safe_and_then_converges_to_every_seat_led_and_fair_shar
             world.read(r)
         elif op == "act" and r is not None:
             world.act(r)  # on a possibly stale read
+        elif op == "act-lossy" and r is not None:
+            world.act(r, lost_answers=1)  # its first campaign lands, but the answer does not reach it
         elif op == "tick":
             world.now += HOLD / 2
         elif op == "join" and r is None:
-            world.replicas[name] = Replica(name, joiners[n])
+            world.replicas[name] = Replica(name, joiners[n], lease=1000 + n)  # a new life, a new lease
         elif op == "leave" and r is not None and len(world.replicas) > 1:
             world.leave(name)
         world.check_safety()
@@ -178,3 +196,34 @@ def test_free_seats_are_taken_at_once_by_the_least_loaded() -> None:
 def test_a_seat_it_leads_but_no_longer_wants_is_resigned_at_once() -> None:
     view = View({"a": frozenset({SEATS[0]})}, {SEATS[0]: "a", SEATS[1]: "a"})
     assert plan(view, "a", now=0.0, imbalanced_since=None, hold_down=5.0).resign == (SEATS[1],)
+
+
+def test_a_replica_leads_only_what_etcd_attached_to_its_own_lease() -> None:
+    a, b = SEATS[0], SEATS[1]
+    assert led_after_read({a: 7, b: 8}, 7, {a, b}) == {a}
+    assert led_after_read({a: 7}, 7, {b}) == frozenset()  # no longer wanted
+    assert led_after_campaign(set(), a, won=False, holder=8, lease=7, wants={a}) == frozenset()
+    assert led_after_campaign(set(), a, won=False, holder=None, lease=7, wants={a}) == frozenset()
+    assert led_after_campaign(set(), a, won=False, holder=7, lease=7, wants={a}) == {a}  # landed earlier
+    assert led_after_campaign({b}, a, won=True, holder=None, lease=7, wants={a, b}) == {a, b}
+
+
+def test_two_replicas_on_the_same_stale_read_one_wins_and_the_other_believes_nothing() -> None:
+    world = World()
+    for i in range(2):
+        world.replicas[f"r{i}"] = Replica(f"r{i}", frozenset(SEATS[:1]), lease=100 + i)
+    r0, r1 = world.replicas["r0"], world.replicas["r1"]
+    world.read(r0)
+    world.read(r1)
+    assert world.act(r0).campaign == (SEATS[0],)
+    assert world.act(r1).campaign == (SEATS[0],)  # on its stale read the seat looked free
+    world.check_safety()
+    assert world.etcd == {SEATS[0]: "r0"} and r0.believes == {SEATS[0]} and r1.believes == set()
+    # the winner whose answer was lost learns it leads on its next campaign or read, not before
+    world = World(replicas={"r0": Replica("r0", frozenset(SEATS[:1]), lease=100)})
+    r0 = world.replicas["r0"]
+    world.read(r0)
+    world.act(r0, lost_answers=1)
+    assert world.etcd == {SEATS[0]: "r0"} and r0.believes == set()
+    world.act(r0)  # same stale read: campaigns again, loses to its own key
+    assert r0.believes == {SEATS[0]}

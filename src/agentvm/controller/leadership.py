@@ -59,7 +59,7 @@ from datetime import UTC, datetime
 from urllib.parse import quote, unquote
 
 from agentvm.core.fence import fence_deadline, keepalive_every, lease_seconds
-from agentvm.core.spread import View, plan
+from agentvm.core.spread import View, led_after_campaign, led_after_read, plan
 from agentvm.etcd.client import Entry, EtcdClient, EtcdError, Watch
 from agentvm.model.coordination import Endpoint, LeaderInfo, SeatKey
 from agentvm.model.errors import ConfigurationError
@@ -539,7 +539,8 @@ class Coordinator:
                 return
             self._members = members
             self._leaders = leaders
-            self._led = {s for s, leader in leaders.items() if leader.lease == lease and s in self._wants}
+            leases = {s: leader.lease for s, leader in leaders.items()}
+            self._led = set(led_after_read(leases, lease, self._wants))
             recovered = (self._trouble or "").startswith(UNREACHABLE)
             self._trouble = None
         if recovered:
@@ -624,14 +625,15 @@ class Coordinator:
             with self._lock:
                 if self._lease != lease:
                     return
+                found = _leader_of(current) if current is not None else None
+                holder = current.lease if current is not None else None
+                self._led = set(
+                    led_after_campaign(self._led, seat, won=ok, holder=holder, lease=lease, wants=self._wants)
+                )
                 if ok:
                     leader = _Leader(LeaderInfo(self.replica, self.host, self.pid, since), lease)
-                    if seat in self._wants:
-                        self._led.add(seat)
-                elif current is not None and (found := _leader_of(current)) is not None:
+                elif found is not None:
                     leader = found
-                    if leader.lease == lease and seat in self._wants:
-                        self._led.add(seat)
                 else:
                     continue
                 self._leaders[seat] = leader
