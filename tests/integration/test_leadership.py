@@ -6,7 +6,11 @@ partitioned from etcd goes through a loopback proxy the test cuts (``tests.suppo
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -284,3 +288,53 @@ def test_with_several_endpoints_a_dead_one_is_passed_over_without_fencing(etcd: 
             until(seat.valid, "it to lead through the live endpoint")
             assert c.calls["grant"] == 2  # the dead endpoint, then the live one, within one request
             assert journal.texts(c.replica, "error") == []
+
+
+CHILD = """
+import sys, threading
+from agentvm.controller.leadership import Coordinator, SeatKey, parse_coordination
+c = Coordinator(parse_coordination(sys.argv[1]), ttl=2, replica="child").start()
+seats = [c.seat(SeatKey(v, "contrail")) for v in sys.argv[2:]]
+led = threading.Event()
+for seat in seats:
+    seat.add_listener(lambda valid: valid and led.set())
+led.wait(30)
+print(c.lease_id, flush=True)
+threading.Event().wait()
+"""
+
+
+def test_a_replica_killed_with_sigkill_is_replaced_once_its_lease_expired_and_for_every_seat(
+    etcd: Etcd,
+) -> None:
+    keys = [SeatKey("vc-a", "contrail"), SeatKey("vc-b", "contrail")]
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, etcd.url, *(k.vcenter for k in keys)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    try:
+        assert child.stdout is not None
+        lease = int(child.stdout.readline())  # it leads (both: it is alone)
+        check = etcd_client(etcd)
+        with coordinators(etcd.url, 1, hold_down=60.0) as [survivor]:  # no spreading to it meanwhile
+            mine = [survivor.seat(k) for k in keys]
+            until(lambda: all(s.leader() is not None for s in mine), "the survivor to see the child lead")
+            assert {s.leader().replica for s in mine if s.leader()} == {"child"}
+            gone_when_won: list[int] = []
+
+            def won(valid: bool) -> None:
+                if valid and not gone_when_won:
+                    gone_when_won.append(check.time_to_live(lease)[0])
+
+            for seat in mine:
+                seat.add_listener(won)
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+            until(lambda: all(s.valid() for s in mine), "the survivor to lead both")
+            assert gone_when_won == [-1]  # it won only once etcd had let the dead replica's lease go
+            assert survivor.members() == (survivor.replica,)
+    finally:
+        child.kill()
+        child.wait(10)
