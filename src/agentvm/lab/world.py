@@ -129,7 +129,9 @@ class Lab:
             vrouter_map = self._start_sdn() if self._netsync else None
             if self._want_etcd:
                 log_file = self._log_dir / "etcd.log" if self._log_dir else None
-                self.etcd = Etcd(self.state_dir / "etcd", log_file=log_file).start()
+                self.etcd = Etcd(self.state_dir / "etcd", log_file=log_file)
+                self.etcd.remove()  # what a killed supervisor left: its leaderships named another world
+                self.etcd.start()
         except BaseException:
             self.stop()
             raise
