@@ -338,3 +338,13 @@ def test_a_replica_killed_with_sigkill_is_replaced_once_its_lease_expired_and_fo
     finally:
         child.kill()
         child.wait(10)
+
+
+def test_a_listener_may_release_its_seat_from_its_own_callback(etcd: Etcd) -> None:
+    with coordinators(etcd.url, 2) as [first, second]:
+        mine = first.seat(SEAT)
+        mine.add_listener(lambda valid: valid and mine.release())
+        until(lambda: mine.released, "the first to lead, then release from its listener")
+        theirs = second.seat(SEAT)
+        until(theirs.valid, "the second to lead")
+        assert not mine.valid() and mine.why == "released by this replica"

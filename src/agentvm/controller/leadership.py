@@ -238,7 +238,7 @@ class Coordinator:
         self._clock = clock
         self._client = EtcdClient(endpoints, timeout=timeout or max(0.5, keepalive_every(self.ttl)))
         self._lock = threading.RLock()
-        self._notify_lock = threading.Lock()
+        self._notify_lock = threading.RLock()  # a listener may release its seat (or stop) from its callback
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._fence_wake = threading.Event()
