@@ -22,9 +22,10 @@ to this replica's lease — and (b) the clock is before 3/4 TTL after the start 
 keepalive: etcd counts the TTL from when it received that keepalive, later than we sent it, so the lease
 cannot have expired before then. Any failed request to etcd fences every seat at once (an event says
 why), and a seat becomes valid again only after etcd answers again and a read (or a new campaign) shows
-the key is this replica's — and still only until the deadline of the last keepalive etcd answered. If etcd restarted and kept the lease (it does: leases survive
-a restart, their TTL counted afresh), the key attached to it is still this replica's and holding it again
-is right: nobody else could have created that key while it existed. If the lease expired meanwhile, the
+the key is this replica's — and still only until the deadline of the last keepalive etcd answered. If
+etcd restarted and kept the lease (it does: leases survive a restart, their TTL counted afresh), the key
+attached to it is still this replica's and holding it again is right: nobody else could have created
+that key while it existed. If the lease expired meanwhile, the
 keepalive says so (TTL ≤ 0): the replica joins again with a new lease and campaigns like a newcomer.
 
 ## Rounds
