@@ -154,6 +154,7 @@ class Controller:
             conditions=self.watch.conditions,
             placements=self.watch.vm_hosts,
             changes=self.watch.changes,
+            inventory=self.watch.inventory_delta,
             reads=settings.reads(),
             check_packages=settings.check_packages,
             state_dir=state_dir,
@@ -247,7 +248,8 @@ class Controller:
                 self._serve_requests()
                 now = time.monotonic()
                 with self._lock:
-                    full = self._want_full or now >= next_full
+                    periodic = now >= next_full  # the whole inventory read again: the safety net
+                    full = self._want_full or periodic
                     sweep = full and self._want_sweep
                     self._want_full = False
                     if full:
@@ -255,7 +257,7 @@ class Controller:
                     self._wake.clear()
                     update = self._last_update
                 try:
-                    report = self._pass(full, update, sweep)
+                    report = self._pass(full, update, sweep, read=sweep or periodic)
                 except Exception as exc:  # the controller outlives every failure
                     failures += 1
                     self._failed(exc, failures)
@@ -267,7 +269,7 @@ class Controller:
                         self._recovered()
                     failures = 0
                     self._reconnect.succeeded("pass")
-                    if full:
+                    if sweep or periodic:
                         next_full = time.monotonic() + self.settings.full_resync
                     interval = self._interval(report)
                 self._publish_netsync()
@@ -309,11 +311,11 @@ class Controller:
 
     # -- one pass -------------------------------------------------------------------------------------
 
-    def _pass(self, full: bool, update: float, sweep: bool = True) -> PassReport:
+    def _pass(self, full: bool, update: float, sweep: bool = True, *, read: bool = True) -> PassReport:
         self._pass_call_seconds = 0.0
         self._first_resolve = None
         started = time.perf_counter()
-        report = self.reconciler.full_pass(sweep=sweep) if full else self.reconciler.poll()
+        report = self.reconciler.full_pass(sweep=sweep, read=read) if full else self.reconciler.poll()
         self.passes += 1
         if full:
             self._ready = True

@@ -41,6 +41,7 @@ from types import TracebackType
 
 from agentvm.core.agent_reads import Changes
 from agentvm.core.heal import HostConditions
+from agentvm.core.inventory_patch import InventoryDelta
 from agentvm.core.retry import WATCH_BACKOFF, Retries
 from agentvm.model.agency import MoRef
 from agentvm.model.inventory import Host
@@ -97,6 +98,7 @@ class InventoryWatch:
         self._vm_hosts: dict[MoRef, MoRef] = {}
         self._marked: set[MoRef] = set()  # VMs carrying an owner marker
         self._changes = Changes()  # the VM changes since the last ``changes()``
+        self._delta = InventoryDelta(exact=False)  # the objects named since the last ``inventory_delta()``
         self._watcher: Watcher | None = None
         self._thread: threading.Thread | None = None
         self.connected = False
@@ -136,6 +138,14 @@ class InventoryWatch:
             taken, self._changes = self._changes, Changes()
         return taken
 
+    def inventory_delta(self) -> InventoryDelta:
+        """The hosts, clusters and VMs that entered, changed or left since the last call (and forgets
+        them), for ``controller.observe.InventoryKeeper``; not exact before a first batch, or when a
+        failure or a new watch may have hidden some. Any thread."""
+        with self._lock:
+            taken, self._delta = self._delta, InventoryDelta()
+        return taken
+
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
@@ -154,6 +164,8 @@ class InventoryWatch:
                         first = False
             except Exception as exc:  # the watch must outlive every failure, or changes go unseen
                 self.connected = False
+                with self._lock:
+                    self._delta = InventoryDelta(exact=False)
                 if self._stopping.is_set():
                     break
                 pause = self._backoff.failed("watch", self._clock())
@@ -189,6 +201,12 @@ class InventoryWatch:
                         hosts_changed = True
                 elif ref.type == "ClusterComputeResource":
                     topology = True
+            named = InventoryDelta(
+                frozenset(c.moref for c in changes if c.kind is not WatchChangeKind.LEAVE),
+                frozenset(c.moref for c in changes if c.kind is WatchChangeKind.LEAVE),
+                not first,
+            )
+            self._delta = named if first else self._delta | named
             vm_changes = [c for c in changes if c.moref.type == "VirtualMachine"]
             vms = [c.moref for c in vm_changes]
             marked = vm_changed(vm_changes, self._vm_hosts, self._marked)
