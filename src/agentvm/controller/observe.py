@@ -20,7 +20,7 @@ from ipaddress import IPv4Address
 
 from agentvm.backends.base import AgencyStatus, Backend
 from agentvm.controller.targets import observed_agency
-from agentvm.core.inventory_patch import InventoryDelta, patch_inventory
+from agentvm.core.inventory_patch import InventoryDelta, objects_of, patch_inventory
 from agentvm.core.scope import ResolvedAgency, resolve_agency
 from agentvm.model import names
 from agentvm.model.agency import AgencyConfig, MoRef
@@ -204,8 +204,9 @@ class InventoryKeeper:
         self._delta = delta
         self._named = InventoryDelta()
         self.snapshot: InventorySnapshot | None = None
-        self.full_reads = 0
+        self.full_reads = 0  # reads of the whole inventory, and patches, so far (tests and benchmarks)
         self.patches = 0
+        self.last_read: tuple[MoRef, ...] = ()  # the objects the last patch read
 
     def acted_on(self, refs: Iterable[MoRef]) -> None:
         """Objects agentvm changed (hosts whose AgentVM settings it set): read again at the next patch."""
@@ -235,6 +236,7 @@ class InventoryKeeper:
             read = read_objects(self._session, changed, known=snapshot, extra_config_prefix=AGENTVM_GUESTINFO)
         except NotFoundError:
             return None  # one of them went meanwhile: the whole inventory, then
+        self.last_read = tuple(o.moref for o in objects_of(read))
         return patch_inventory(snapshot, read, named.gone)
 
 

@@ -97,6 +97,7 @@ class InventoryWatch:
         self._hosts: dict[MoRef, Host] = {}  # each host's state as last reported (name and path unknown)
         self._vm_hosts: dict[MoRef, MoRef] = {}
         self._marked: set[MoRef] = set()  # VMs carrying an owner marker
+        self._cluster_hosts: dict[MoRef, tuple[MoRef, ...]] = {}  # each cluster's host list, as reported
         self._changes = Changes()  # the VM changes since the last ``changes()``
         self._delta = InventoryDelta(exact=False)  # the objects named since the last ``inventory_delta()``
         self._watcher: Watcher | None = None
@@ -180,10 +181,12 @@ class InventoryWatch:
         topology = first
         hosts_changed = False
         vms: list[MoRef] = []
+        moved: set[MoRef] = set()  # hosts that entered or left a cluster's host list
         with self._lock:
             if first:
                 self._vm_hosts.clear()  # a new watch reports every VM again
                 self._marked.clear()
+                self._cluster_hosts.clear()
             for change in changes:
                 ref, props = change.moref, change.properties
                 if ref.type == "HostSystem":
@@ -201,8 +204,16 @@ class InventoryWatch:
                         hosts_changed = True
                 elif ref.type == "ClusterComputeResource":
                     topology = True
+                    if "host" in props or change.kind is WatchChangeKind.LEAVE:
+                        # a host added to a cluster may not be in the watch's view (vcsim): read it, and
+                        # a host that left the list too (moved, or gone: that read says so)
+                        listed = props.get("host")
+                        now = set(listed) if isinstance(listed, tuple) else set()
+                        moved.update(now ^ set(self._cluster_hosts.get(ref, ())))
+                        self._cluster_hosts[ref] = tuple(now)
             named = InventoryDelta(
-                frozenset(c.moref for c in changes if c.kind is not WatchChangeKind.LEAVE),
+                frozenset(c.moref for c in changes if c.kind is not WatchChangeKind.LEAVE)
+                | frozenset(() if first else moved),
                 frozenset(c.moref for c in changes if c.kind is WatchChangeKind.LEAVE),
                 not first,
             )

@@ -49,6 +49,11 @@ class InventoryDelta:
 _KINDS = tuple(f.name for f in fields(InventorySnapshot) if f.init)
 
 
+def objects_of(snapshot: InventorySnapshot) -> tuple[InventoryObject, ...]:
+    """Every object of ``snapshot``, kind by kind."""
+    return tuple(o for kind in _KINDS for o in getattr(snapshot, kind))
+
+
 def patch_inventory(
     snapshot: InventorySnapshot, read: InventorySnapshot, gone: Collection[MoRef]
 ) -> InventorySnapshot | None:
@@ -60,7 +65,7 @@ def patch_inventory(
     resource's host or resource pool, a VM's host): the caller reads the whole inventory instead.
     """
     out = {ref.value for ref in gone}
-    fresh = {o.moref.value for kind in _KINDS for o in getattr(read, kind)}
+    fresh = {o.moref.value for o in objects_of(read)}
     out -= fresh
     out |= {vm.moref.value for vm in snapshot.vms if vm.host is not None and vm.host.value in out}
     # a standalone compute resource lives as long as its one host

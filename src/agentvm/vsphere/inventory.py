@@ -234,7 +234,7 @@ def read_objects(
         for name, kind_type, path, then in _ALONG
     ]
     objects = [
-        PC.ObjectSpec(obj=session.mo(r), skip=False, selectSet=along)
+        PC.ObjectSpec(obj=session.mo(r), skip=False, selectSet=along if r.type == "HostSystem" else [])
         for r in sorted(refs, key=lambda r: (r.type, r.value))
     ]
     by_type = [(kind.specs[0][0], kind.name) for kind in KINDS]
