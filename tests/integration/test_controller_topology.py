@@ -2,21 +2,29 @@
 
 On the lab (vcsim + the lab's EAM): a host added to the cluster in scope is read with what it brings along
 (its cluster, datastores and networks) in one ``RetrievePropertiesEx``, at 3 and at 12 hosts alike, and
-gets its agent as before; the full read stays the safety net.
+gets its agent as before. The full read stays the safety net: a topology update lost on the way is seen
+by the next full read, never lost.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from agentvm.controller.events import EventLog
+from agentvm.controller.metrics import ControllerMetrics
+from agentvm.controller.reconcile import Reconciler
 from agentvm.controller.run import Settings
-from agentvm.model.agency import PowerState
+from agentvm.controller.watch import InventoryWatch
+from agentvm.core.inventory_patch import InventoryDelta
+from agentvm.model.agency import MoRef, PowerState
 from agentvm.model.inventory import VirtualMachine
+from agentvm.spec import load_spec
 from agentvm.vsphere.hosts import add_host
-from tests.support.controller_lab import Calls, lab_world, wait_for
+from tests.support.controller_lab import Calls, World, connect, lab_world, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -71,3 +79,83 @@ def test_a_host_added_re_plans_reading_only_that_hosts_objects(tmp_path: Path, h
         assert added["RetrievePropertiesEx"] <= 2 * (keeper.patches - patches) + 1, added
         assert "CreateContainerView" not in added, added
         assert keeper.snapshot is not None and keeper.snapshot.get(new_host) is not None
+
+
+def test_a_dropped_topology_update_is_healed_by_the_next_full_read(tmp_path: Path) -> None:
+    with lab_world(tmp_path, 3) as world:
+        desired = load_spec(world.spec, env=world.info.env())
+        session = connect(world.info)
+        now = [time.monotonic()]
+        watch = InventoryWatch(world.session, lambda batch: None, lambda exc: None).start()
+        dropping = [False]
+        dropped: set[MoRef] = set()
+
+        def named() -> InventoryDelta:  # the watch, with every update dropped while ``dropping``
+            delta = watch.inventory_delta()
+            if not dropping[0]:
+                return delta
+            dropped.update(delta.changed)
+            return InventoryDelta()
+
+        reconciler = Reconciler(
+            desired,
+            session,
+            events=EventLog(),
+            metrics=ControllerMetrics(agencies=[a.name for a in desired.agencies]),
+            inventory=named,
+            clock=lambda: now[0],
+        )
+        calls = Calls()
+        reconciler.add_call_listener(calls)
+        try:
+            wait_for(lambda: watch.connected, "the watch's first batch", 30)
+            _heal_until_green(world, reconciler, now, 3)
+            reconciler.full_pass()  # a full read once every host's settings are set: nothing named since
+            keeper = reconciler.inventory
+            cluster = world.snapshot().find_cluster("/DC0/host/DC0_C0")
+            dropping[0] = True
+            new_host = add_host(world.session, cluster.moref, "esx-new.lab", username="root", password="x")
+            wait_for(lambda: named().empty and new_host in dropped, "the watch to name the new host", 30)
+
+            # a re-plan patches only what it is told: the host stays unseen, and nothing is done for it
+            before, full_reads = Counter(calls.counts), keeper.full_reads
+            reconciler.full_pass(sweep=False, read=False)
+            replanned = calls.since(before)
+            assert keeper.snapshot is not None and keeper.snapshot.get(new_host) is None
+            assert replanned["EsxAgentHostManagerUpdateConfig"] == 0, replanned
+            assert keeper.full_reads == full_reads
+
+            # the periodic full read: the host is seen, its AgentVM settings set, and it gets its agent
+            dropping[0] = False
+            before = Counter(calls.counts)
+            reconciler.full_pass(sweep=False, read=True)
+            healed = calls.since(before)
+            assert keeper.full_reads == full_reads + 1
+            assert keeper.snapshot is not None and keeper.snapshot.get(new_host) is not None
+            assert healed["EsxAgentHostManagerUpdateConfig"] == 1, healed
+            _heal_until_green(world, reconciler, now, 4)
+            assert any(vm.host == new_host for vm in world.agent_vms())
+        finally:
+            watch.stop()
+            reconciler.close()
+            session.logout()
+
+
+def _heal_until_green(world: World, reconciler: Reconciler, now: list[float], agents: int) -> None:
+    """Run the reconciler as the controller would, its clock following real time, until all is green."""
+    deadline = time.monotonic() + 180
+    reconciler.full_pass()
+    while True:
+        now[0] = max(now[0], time.monotonic())
+        reconciler.poll()
+        report = reconciler.report
+        vms = world.agent_vms()
+        if (
+            report.agencies
+            and all(a.status.green for a in report.agencies)
+            and len(vms) == agents
+            and all(v.power_state is PowerState.POWERED_ON for v in vms)
+        ):
+            return
+        assert time.monotonic() < deadline, "timed out waiting for the reconciler to turn green"
+        time.sleep(0.2)
