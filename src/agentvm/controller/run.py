@@ -8,8 +8,10 @@ run it in a thread with short intervals. The only place with loops, threads and 
   ``full_resync`` seconds (vcsim publishes no update for maintenance mode or added hosts, so the period is
   the safety net of a level-triggered controller). Every agent is read again (a sweep) at start, after a
   failure, after a new watch's first batch and on a resync request; a topology change and the periodic pass
-  only re-plan, and the polls re-read ``sweep_per_minute`` agents a minute, oldest first, so that a lost
-  watch update delays an action until that agent's turn and never loses it. In between
+  only re-plan (a topology change reads only the objects the watch named: ``controller.observe.
+  InventoryKeeper``; the whole inventory is read at the times above and every ``full_resync`` seconds),
+  and the polls re-read ``sweep_per_minute`` agents a minute, oldest first, so that a lost watch update
+  delays an action until that agent's turn and never loses it. In between
   ``Reconciler.poll`` at an adaptive interval, reading the agents the watch says changed:
   ``fast_poll`` while anything is yellow, a hook is pending or a retry is due, ``slow_poll`` when all is
   green. A vCenter change (``controller.watch``) wakes it at once.

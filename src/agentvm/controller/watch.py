@@ -9,7 +9,7 @@ property collector, ``WaitForUpdatesEx`` with the version tracked and a bounded 
   deleted or added; a VM created or reconfigured by EAM or the engine carries the owner marker).
 
 Each batch is classified and handed to ``on_batch``: ``topology`` (a host or cluster entered, left or moved:
-the controller runs a full pass), ``hosts`` (a host's condition changed) or ``vms`` (a VM's power changed or
+the controller re-plans, patching its inventory with the objects named: ``inventory_delta()``), ``hosts`` (a host's condition changed) or ``vms`` (a VM's power changed or
 it appeared/disappeared: the controller polls the agents now, reading those VMs' agents: ``changes()``,
 ``core.agent_reads.Changes``). The first batch is the initial state and is not reported as a change (the
 controller reads every agent after it: ``Batch.first``). The host conditions seen last are kept
