@@ -9,13 +9,13 @@ property collector, ``WaitForUpdatesEx`` with the version tracked and a bounded 
   deleted or added; a VM created or reconfigured by EAM or the engine carries the owner marker).
 
 Each batch is classified and handed to ``on_batch``: ``topology`` (a host or cluster entered, left or moved:
-the controller re-plans, patching its inventory with the objects named: ``inventory_delta()``), ``hosts`` (a host's condition changed) or ``vms`` (a VM's power changed or
-it appeared/disappeared: the controller polls the agents now, reading those VMs' agents: ``changes()``,
-``core.agent_reads.Changes``). The first batch is the initial state and is not reported as a change (the
-controller reads every agent after it: ``Batch.first``). The host conditions seen last are kept
-(``conditions()``) so the heal policy can tell maintenance mode from a failure between full passes, and so
-is every VM's host (``vm_hosts()``) so an agent VM moved to another host by hand is seen without reading the
-inventory again.
+the controller re-plans, patching its inventory with the objects named: ``inventory_delta()``), ``hosts``
+(a host's condition changed) or ``vms`` (a VM's power changed or it appeared/disappeared: the controller
+polls the agents now, reading those VMs' agents: ``changes()``, ``core.agent_reads.Changes``). The first
+batch is the initial state and is not reported as a change (the controller reads every agent after it:
+``Batch.first``). The host conditions seen last are kept (``conditions()``) so the heal policy can tell
+maintenance mode from a failure between full passes, and so is every VM's host (``vm_hosts()``) so an agent
+VM moved to another host by hand is seen without reading the inventory again.
 
 The watch specs and the reading of a host's runtime properties into a model ``Host`` are the vSphere
 adapter's (``vsphere.watch.INVENTORY_WATCH``, ``host_runtime``); ``conditions()`` classifies those hosts with
