@@ -69,8 +69,9 @@ def test_a_host_added_re_plans_reading_only_that_hosts_objects(tmp_path: Path, h
         after = world.snapshot()
         host = after.find_host(new_host.value)
         # the new host and what it brings along (its cluster and that one's resource pool, its datastores
-        # and networks): nothing else, whatever the size of the inventory
+        # and networks) and, when a second batch came, its new agent VM: nothing else, whatever the size
         along = {new_host, cluster.moref, *host.datastores, *host.networks}
+        along.update(vm.moref for vm in after.vms_on(new_host))
         if cluster.resource_pool is not None:
             along.add(cluster.resource_pool)
         assert {r.value for r in along} >= {r.value for r in read} >= {new_host.value, cluster.moref.value}
