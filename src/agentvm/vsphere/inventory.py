@@ -7,6 +7,9 @@ size of the inventory, plus one per extra page. Pages hold up to ``INVENTORY_PAG
 kind, so that at vCenter's maximum of 2,500 hosts the whole inventory is a page or two (vCenter may still
 return smaller pages; every page is read). Inventory paths are computed from the parent chain of the objects
 read, with no further calls. VM ``extraConfig`` is heavy, so it is read only when a key prefix is asked for.
+
+``read_objects`` reads a few hosts, clusters and VMs again the same way (one ``RetrievePropertiesEx``, no
+view), for the controller's re-plan on a topology change (``controller.observe.InventoryKeeper``).
 """
 
 from __future__ import annotations
