@@ -6,9 +6,11 @@
 Each size is CLUSTERSxHOSTSxVMS (hosts per cluster, VMs per host). For each, a fresh lab vcsim is started;
 both readers run ``--repeat`` times in the same process and the best wall time is reported. The bare
 reader is the floor: one container view, one ``RetrievePropertiesEx`` per object kind with the same
-PropertySpecs, no conversion. Round trips are counted at the HTTP level for both. ``--delay`` (ms added
-to every SOAP call) and ``--method-delay`` (ms added to the methods named) make the simulator answer with
-a real vCenter's latency, so the round trips cost what they would there.
+PropertySpecs, no conversion. ``patch``: what a topology change costs the controller instead: one host and
+its cluster read again (``read_objects``) and patched into the snapshot (``patch_inventory``), checked
+equal to the full read. Round trips are counted at the HTTP level for both. ``--delay`` (ms added to every
+SOAP call) and ``--method-delay`` (ms added to the methods named) make the simulator answer with a real
+vCenter's latency, so the round trips cost what they would there.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from urllib.parse import urlsplit
 from pyVmomi import vim, vmodl
 from pyVmomi.SoapAdapter import SoapStubAdapter
 
+from agentvm.core.inventory_patch import patch_inventory
 from agentvm.lab.vcsim import LabError, Shape, parse_method_delay, running
 from agentvm.model.connection import Secret, VCenterConnection
-from agentvm.vsphere.inventory import KINDS, read_inventory
+from agentvm.vsphere.inventory import KINDS, read_inventory, read_objects
 from agentvm.vsphere.session import Session
 
 PC = vmodl.query.PropertyCollector
@@ -94,6 +97,17 @@ def main() -> None:
                 read_inventory(session)  # warm-up (connection pool, caches)
                 per_read = session.stats.total - before
                 t_agentvm, inv = best(lambda s=session: read_inventory(s), args.repeat)
+                # a topology change as the controller handles it: one host and its cluster read again
+                # (with what a host brings along) and patched into the snapshot
+                host = inv.hosts[len(inv.hosts) // 2]
+                named = [host.moref] + ([host.cluster] if host.cluster is not None else [])
+                before = session.stats.total
+                t_patch, patched = best(
+                    lambda s=session, i=inv, n=named: patch_inventory(i, read_objects(s, n, known=i), ()),
+                    args.repeat,
+                )
+                per_patch = (session.stats.total - before) // args.repeat
+                assert patched == inv, "the patched snapshot differs from the full read"
             url = urlsplit(info.url)
             stub = SoapStubAdapter(
                 host=url.hostname,
@@ -106,7 +120,20 @@ def main() -> None:
             content.sessionManager.Login(info.username, info.password)
             t_bare, (objects, bare_trips) = best(lambda c=content: bare_read(c), args.repeat)
             content.sessionManager.Logout()
-        rows.append((size, len(inv.hosts), len(inv.vms), objects, t_bare, bare_trips, t_agentvm, per_read))
+        rows.append(
+            (
+                size,
+                len(inv.hosts),
+                len(inv.vms),
+                objects,
+                t_bare,
+                bare_trips,
+                t_agentvm,
+                per_read,
+                t_patch,
+                per_patch,
+            )
+        )
     header = (
         "size",
         "hosts",
@@ -117,10 +144,12 @@ def main() -> None:
         "agentvm s",
         "agentvm trips",
         "ratio",
+        "patch s",
+        "patch trips",
     )
     print(" | ".join(f"{h:>13}" for h in header))
-    for size, h, v, o, tb, rb, ta, ra in rows:
-        cells = (size, h, v, o, f"{tb:.4f}", rb, f"{ta:.4f}", ra, f"{ta / tb:.2f}x")
+    for size, h, v, o, tb, rb, ta, ra, tp, rp in rows:
+        cells = (size, h, v, o, f"{tb:.4f}", rb, f"{ta:.4f}", ra, f"{ta / tb:.2f}x", f"{tp:.4f}", rp)
         print(" | ".join(f"{c!s:>13}" for c in cells))
 
 

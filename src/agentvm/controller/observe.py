@@ -20,6 +20,7 @@ from ipaddress import IPv4Address
 
 from agentvm.backends.base import AgencyStatus, Backend
 from agentvm.controller.targets import observed_agency
+from agentvm.core.inventory_patch import InventoryDelta, objects_of, patch_inventory
 from agentvm.core.scope import ResolvedAgency, resolve_agency
 from agentvm.model import names
 from agentvm.model.agency import AgencyConfig, MoRef
@@ -30,11 +31,12 @@ from agentvm.model.desired import (
     ObservedState,
     SolutionSpec,
 )
+from agentvm.model.errors import NotFoundError
 from agentvm.model.inventory import InventorySnapshot, VirtualMachine
 from agentvm.model.network import ADDRESS_KEY as ADDRESS_KEY  # the host's address from the IP plan
 from agentvm.model.network import AGENCY_KEY as AGENCY_KEY
 from agentvm.vsphere.extensions import RegisteredExtension, find_extension
-from agentvm.vsphere.inventory import read_inventory
+from agentvm.vsphere.inventory import read_inventory, read_objects
 from agentvm.vsphere.session import Session
 
 # extraConfig keys agentvm writes into each agent VM besides the guestinfo.<property> copies
@@ -180,6 +182,62 @@ def marked_vms(snapshot: InventorySnapshot, agency: str) -> list[VirtualMachine]
 def read_snapshot(session: Session) -> InventorySnapshot:
     """The inventory with each VM's ``guestinfo.agentvm.*`` keys (one bulk read per object type)."""
     return read_inventory(session, extra_config_prefix=AGENTVM_GUESTINFO)
+
+
+class InventoryKeeper:
+    """The controller's inventory snapshot, kept up to date from what its watch names.
+
+    ``InventoryKeeper(session, delta)``; ``delta()`` hands over what the watch saw since it was last called
+    (``controller.watch.InventoryWatch.inventory_delta``; None: no watch, every read is a full one).
+    ``read(full=False)`` (a topology change) reads again only the objects named since the last full read,
+    plus the hosts agentvm acted on (``acted_on``), in one ``RetrievePropertiesEx``
+    (``vsphere.inventory.read_objects``), and patches the last snapshot (``core.inventory_patch``). It
+    reads everything (``read_snapshot``) when asked (``full=True``: the periodic pass, a reconnect, a new
+    watch, a resync request), when the watch cannot say exactly what changed, when there is no snapshot
+    yet, and when the objects read do not fit the snapshot. Named objects stay named until the next full
+    read, so a reconfiguration the watch does not report (an agent VM's address written after it was
+    created) is read again at every patch until then. Called by the controller's loop thread only.
+    """
+
+    def __init__(self, session: Session, delta: Callable[[], InventoryDelta] | None = None) -> None:
+        self._session = session
+        self._delta = delta
+        self._named = InventoryDelta()
+        self.snapshot: InventorySnapshot | None = None
+        self.full_reads = 0  # reads of the whole inventory, and patches, so far (tests and benchmarks)
+        self.patches = 0
+        self.last_read: tuple[MoRef, ...] = ()  # the objects the last patch read
+
+    def acted_on(self, refs: Iterable[MoRef]) -> None:
+        """Objects agentvm changed (hosts whose AgentVM settings it set): read again at the next patch."""
+        self._named = self._named | InventoryDelta(changed=frozenset(refs))
+
+    def read(self, *, full: bool = True) -> InventorySnapshot:
+        """The inventory now: patched (``full=False``, when it can be) or read whole. Raises the session's
+        agentvm errors (nothing is kept then: the next read is a full one)."""
+        named = self._named | (self._delta() if self._delta is not None else InventoryDelta(exact=False))
+        self._named = InventoryDelta(exact=False)  # until this read succeeds
+        snapshot = None
+        if not full and named.exact and self.snapshot is not None:
+            snapshot = self._patch(self.snapshot, named)
+        if snapshot is None:
+            snapshot = read_snapshot(self._session)
+            named = InventoryDelta()
+            self.full_reads += 1
+        else:
+            self.patches += 1
+        self.snapshot, self._named = snapshot, named
+        return snapshot
+
+    def _patch(self, snapshot: InventorySnapshot, named: InventoryDelta) -> InventorySnapshot | None:
+        gone = {ref.value for ref in named.gone}
+        changed = [ref for ref in named.changed if ref.value not in gone]
+        try:
+            read = read_objects(self._session, changed, known=snapshot, extra_config_prefix=AGENTVM_GUESTINFO)
+        except NotFoundError:
+            return None  # one of them went meanwhile: the whole inventory, then
+        self.last_read = tuple(o.moref for o in objects_of(read))
+        return patch_inventory(snapshot, read, named.gone)
 
 
 def observe(

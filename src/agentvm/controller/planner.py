@@ -128,14 +128,16 @@ class Planner:
             certificate_accepted=ex.certificate_accepted if ex.wants_certificate() else None,
         )
 
-    def plan(self, *, check_packages: bool = True) -> SolutionPlan:
+    def plan(self, *, check_packages: bool = True, snapshot: InventorySnapshot | None = None) -> SolutionPlan:
         """Observe and compare; validate what apply needs. Raises the validation errors; changes nothing.
 
         ``check_packages``: download each OVF that an agency change would hand to EAM (and check its sha256).
+        ``snapshot``: the inventory as the caller holds it now (the controller's ``InventoryKeeper``);
+        None: read it.
         """
         ex = self.executor
         solution = self.desired.solution
-        observation = self.observe()
+        observation = self.observe(snapshot)
         replaced = None
         if ex.wants_certificate() and observation.certificate_accepted is False:
             replaced = self._held_by_another(observation)  # raises for a generated certificate

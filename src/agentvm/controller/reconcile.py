@@ -48,6 +48,7 @@ from agentvm.controller.events import EventLog
 from agentvm.controller.executor import DEFAULT_WORKERS, AgencyWait, Executor
 from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
+from agentvm.controller.observe import InventoryKeeper
 from agentvm.controller.planner import AGENCY_KINDS, Planner, SolutionPlan
 from agentvm.controller.status import LiveStatus, StatusReport
 from agentvm.core.agent_reads import Changes, Look, ReadPolicy
@@ -68,6 +69,7 @@ from agentvm.core.heal import (
     plan_heal_agencies,
 )
 from agentvm.core.hooks import hook_key, hooks_due
+from agentvm.core.inventory_patch import InventoryDelta
 from agentvm.core.plan import AnswerHook, ChangeKind, SetHostSettings, UpdateAgency
 from agentvm.model.agency import AgentRuntime, GoalState, Issue, MoRef
 from agentvm.model.desired import DesiredState
@@ -129,6 +131,7 @@ class Reconciler:
         conditions: Callable[[], HostConditions] | None = None,
         placements: Callable[[Collection[MoRef]], Mapping[MoRef, MoRef]] | None = None,
         changes: Callable[[], Changes] | None = None,
+        inventory: Callable[[], InventoryDelta] | None = None,
         reads: ReadPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         check_packages: bool = True,
@@ -157,6 +160,7 @@ class Reconciler:
         self._cid = f"agentvm-run-{secrets.token_hex(3)}"
         self._seq = itertools.count(1)
         self.snapshot: InventorySnapshot | None = None
+        self.inventory = InventoryKeeper(session, inventory)  # the snapshot a re-plan patches
         self.report: StatusReport = StatusReport(session.url, ())
         self._resolve_started: float | None = None
 
@@ -175,16 +179,19 @@ class Reconciler:
 
     # -- passes ---------------------------------------------------------------------------------------
 
-    def full_pass(self, *, sweep: bool = True) -> PassReport:
+    def full_pass(self, *, sweep: bool = True, read: bool = True) -> PassReport:
         """Plan against everything observed now, act on the plan, then ``poll``. Raises adapters' errors.
 
         ``sweep``: read every agent again (after a reconnect, a new watch, a resync request); False: only
-        re-plan, reading each agency's agent list (a topology change, the periodic pass)."""
+        re-plan, reading each agency's agent list (a topology change, the periodic pass). ``read``: read the
+        whole inventory (always with ``sweep``); False (a topology change): read only what ``inventory``
+        named since (``controller.observe.InventoryKeeper``)."""
         started, calls = self._clock(), self._calls()
         if sweep:
             self.backend.forget()  # every agent read again, whatever was reused between polls
         self._note(relist=True)
-        plan = self.planner.plan(check_packages=self._check_packages)
+        snapshot = self.inventory.read(full=read or sweep)
+        plan = self.planner.plan(check_packages=self._check_packages, snapshot=snapshot)
         for warning in plan.warnings:  # each once, while it lasts (an unknown ipPlan host, say)
             if warning not in self._warned:
                 self.events.publish("warning", warning, level="warning")
@@ -274,6 +281,7 @@ class Reconciler:
         for change in plan.changes:
             if isinstance(change, SetHostSettings):
                 hosts.append(change)
+                self.inventory.acted_on([MoRef("HostSystem", change.host)])  # its settings read again
                 continue
             done += self._set_host_settings(hosts, snapshot)
             hosts = []

@@ -8,8 +8,10 @@ run it in a thread with short intervals. The only place with loops, threads and 
   ``full_resync`` seconds (vcsim publishes no update for maintenance mode or added hosts, so the period is
   the safety net of a level-triggered controller). Every agent is read again (a sweep) at start, after a
   failure, after a new watch's first batch and on a resync request; a topology change and the periodic pass
-  only re-plan, and the polls re-read ``sweep_per_minute`` agents a minute, oldest first, so that a lost
-  watch update delays an action until that agent's turn and never loses it. In between
+  only re-plan (a topology change reads only the objects the watch named: ``controller.observe.
+  InventoryKeeper``; the whole inventory is read at the times above and every ``full_resync`` seconds),
+  and the polls re-read ``sweep_per_minute`` agents a minute, oldest first, so that a lost watch update
+  delays an action until that agent's turn and never loses it. In between
   ``Reconciler.poll`` at an adaptive interval, reading the agents the watch says changed:
   ``fast_poll`` while anything is yellow, a hook is pending or a retry is due, ``slow_poll`` when all is
   green. A vCenter change (``controller.watch``) wakes it at once.
@@ -154,6 +156,7 @@ class Controller:
             conditions=self.watch.conditions,
             placements=self.watch.vm_hosts,
             changes=self.watch.changes,
+            inventory=self.watch.inventory_delta,
             reads=settings.reads(),
             check_packages=settings.check_packages,
             state_dir=state_dir,
@@ -247,7 +250,8 @@ class Controller:
                 self._serve_requests()
                 now = time.monotonic()
                 with self._lock:
-                    full = self._want_full or now >= next_full
+                    periodic = now >= next_full  # the whole inventory read again: the safety net
+                    full = self._want_full or periodic
                     sweep = full and self._want_sweep
                     self._want_full = False
                     if full:
@@ -255,7 +259,7 @@ class Controller:
                     self._wake.clear()
                     update = self._last_update
                 try:
-                    report = self._pass(full, update, sweep)
+                    report = self._pass(full, update, sweep, read=sweep or periodic)
                 except Exception as exc:  # the controller outlives every failure
                     failures += 1
                     self._failed(exc, failures)
@@ -267,7 +271,7 @@ class Controller:
                         self._recovered()
                     failures = 0
                     self._reconnect.succeeded("pass")
-                    if full:
+                    if sweep or periodic:
                         next_full = time.monotonic() + self.settings.full_resync
                     interval = self._interval(report)
                 self._publish_netsync()
@@ -309,11 +313,11 @@ class Controller:
 
     # -- one pass -------------------------------------------------------------------------------------
 
-    def _pass(self, full: bool, update: float, sweep: bool = True) -> PassReport:
+    def _pass(self, full: bool, update: float, sweep: bool = True, *, read: bool = True) -> PassReport:
         self._pass_call_seconds = 0.0
         self._first_resolve = None
         started = time.perf_counter()
-        report = self.reconciler.full_pass(sweep=sweep) if full else self.reconciler.poll()
+        report = self.reconciler.full_pass(sweep=sweep, read=read) if full else self.reconciler.poll()
         self.passes += 1
         if full:
             self._ready = True

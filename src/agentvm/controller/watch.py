@@ -9,13 +9,13 @@ property collector, ``WaitForUpdatesEx`` with the version tracked and a bounded 
   deleted or added; a VM created or reconfigured by EAM or the engine carries the owner marker).
 
 Each batch is classified and handed to ``on_batch``: ``topology`` (a host or cluster entered, left or moved:
-the controller runs a full pass), ``hosts`` (a host's condition changed) or ``vms`` (a VM's power changed or
-it appeared/disappeared: the controller polls the agents now, reading those VMs' agents: ``changes()``,
-``core.agent_reads.Changes``). The first batch is the initial state and is not reported as a change (the
-controller reads every agent after it: ``Batch.first``). The host conditions seen last are kept
-(``conditions()``) so the heal policy can tell maintenance mode from a failure between full passes, and so
-is every VM's host (``vm_hosts()``) so an agent VM moved to another host by hand is seen without reading the
-inventory again.
+the controller re-plans, patching its inventory with the objects named: ``inventory_delta()``), ``hosts``
+(a host's condition changed) or ``vms`` (a VM's power changed or it appeared/disappeared: the controller
+polls the agents now, reading those VMs' agents: ``changes()``, ``core.agent_reads.Changes``). The first
+batch is the initial state and is not reported as a change (the controller reads every agent after it:
+``Batch.first``). The host conditions seen last are kept (``conditions()``) so the heal policy can tell
+maintenance mode from a failure between full passes, and so is every VM's host (``vm_hosts()``) so an agent
+VM moved to another host by hand is seen without reading the inventory again.
 
 The watch specs and the reading of a host's runtime properties into a model ``Host`` are the vSphere
 adapter's (``vsphere.watch.INVENTORY_WATCH``, ``host_runtime``); ``conditions()`` classifies those hosts with
@@ -41,6 +41,7 @@ from types import TracebackType
 
 from agentvm.core.agent_reads import Changes
 from agentvm.core.heal import HostConditions
+from agentvm.core.inventory_patch import InventoryDelta
 from agentvm.core.retry import WATCH_BACKOFF, Retries
 from agentvm.model.agency import MoRef
 from agentvm.model.inventory import Host
@@ -96,7 +97,9 @@ class InventoryWatch:
         self._hosts: dict[MoRef, Host] = {}  # each host's state as last reported (name and path unknown)
         self._vm_hosts: dict[MoRef, MoRef] = {}
         self._marked: set[MoRef] = set()  # VMs carrying an owner marker
+        self._cluster_hosts: dict[MoRef, tuple[MoRef, ...]] = {}  # each cluster's host list, as reported
         self._changes = Changes()  # the VM changes since the last ``changes()``
+        self._delta = InventoryDelta(exact=False)  # the objects named since the last ``inventory_delta()``
         self._watcher: Watcher | None = None
         self._thread: threading.Thread | None = None
         self.connected = False
@@ -136,6 +139,14 @@ class InventoryWatch:
             taken, self._changes = self._changes, Changes()
         return taken
 
+    def inventory_delta(self) -> InventoryDelta:
+        """The hosts, clusters and VMs that entered, changed or left since the last call (and forgets
+        them), for ``controller.observe.InventoryKeeper``; not exact before a first batch, or when a
+        failure or a new watch may have hidden some. Any thread."""
+        with self._lock:
+            taken, self._delta = self._delta, InventoryDelta()
+        return taken
+
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
@@ -154,6 +165,8 @@ class InventoryWatch:
                         first = False
             except Exception as exc:  # the watch must outlive every failure, or changes go unseen
                 self.connected = False
+                with self._lock:
+                    self._delta = InventoryDelta(exact=False)
                 if self._stopping.is_set():
                     break
                 pause = self._backoff.failed("watch", self._clock())
@@ -168,10 +181,12 @@ class InventoryWatch:
         topology = first
         hosts_changed = False
         vms: list[MoRef] = []
+        moved: set[MoRef] = set()  # hosts that entered or left a cluster's host list
         with self._lock:
             if first:
                 self._vm_hosts.clear()  # a new watch reports every VM again
                 self._marked.clear()
+                self._cluster_hosts.clear()
             for change in changes:
                 ref, props = change.moref, change.properties
                 if ref.type == "HostSystem":
@@ -189,6 +204,20 @@ class InventoryWatch:
                         hosts_changed = True
                 elif ref.type == "ClusterComputeResource":
                     topology = True
+                    if "host" in props or change.kind is WatchChangeKind.LEAVE:
+                        # a host added to a cluster may not be in the watch's view (vcsim): read it, and
+                        # a host that left the list too (moved, or gone: that read says so)
+                        listed = props.get("host")
+                        now = set(listed) if isinstance(listed, tuple) else set()
+                        moved.update(now ^ set(self._cluster_hosts.get(ref, ())))
+                        self._cluster_hosts[ref] = tuple(now)
+            named = InventoryDelta(
+                frozenset(c.moref for c in changes if c.kind is not WatchChangeKind.LEAVE)
+                | frozenset(() if first else moved),
+                frozenset(c.moref for c in changes if c.kind is WatchChangeKind.LEAVE),
+                not first,
+            )
+            self._delta = named if first else self._delta | named
             vm_changes = [c for c in changes if c.moref.type == "VirtualMachine"]
             vms = [c.moref for c in vm_changes]
             marked = vm_changed(vm_changes, self._vm_hosts, self._marked)

@@ -7,6 +7,9 @@ size of the inventory, plus one per extra page. Pages hold up to ``INVENTORY_PAG
 kind, so that at vCenter's maximum of 2,500 hosts the whole inventory is a page or two (vCenter may still
 return smaller pages; every page is read). Inventory paths are computed from the parent chain of the objects
 read, with no further calls. VM ``extraConfig`` is heavy, so it is read only when a key prefix is asked for.
+
+``read_objects`` reads a few hosts, clusters and VMs again the same way (one ``RetrievePropertiesEx``, no
+view), for the controller's re-plan on a topology change (``controller.observe.InventoryKeeper``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from agentvm.model.inventory import (
     VirtualMachine,
 )
 from agentvm.vsphere.collector import (
+    PC,
     ObjectProps,
     container_view,
     paged,
@@ -184,11 +188,88 @@ def read_inventory(
     return build_snapshot(raw, root_folder=root, extra_config_prefix=extra_config_prefix)
 
 
-def build_snapshot(
-    raw: Mapping[str, Sequence[ObjectProps]], *, root_folder: str, extra_config_prefix: str | None = None
+# what an object read again brings along: a host its compute resource (and that one's resource pool: a new
+# standalone host's), its datastores and its networks, so that a host added is read whole in one call
+_ALONG = (
+    ("hostParent", vim.HostSystem, "parent", ("computePool",)),
+    ("hostDatastores", vim.HostSystem, "datastore", ()),
+    ("hostNetworks", vim.HostSystem, "network", ()),
+    ("computePool", vim.ComputeResource, "resourcePool", ()),
+)
+_TYPES = frozenset({"HostSystem", "ClusterComputeResource", "ComputeResource", "VirtualMachine"})
+
+
+def read_objects(
+    session: Session,
+    refs: Collection[MoRef],
+    *,
+    known: InventorySnapshot,
+    extra_config_prefix: str | None = None,
 ) -> InventorySnapshot:
-    """Turn the raw property sets into the frozen snapshot (pure; unit-testable without a server)."""
+    """These hosts, clusters, compute resources and VMs (and what a host brings along: its compute
+    resource and that one's resource pool, its datastores and networks) as ``read_inventory`` would read
+    them, in ONE ``RetrievePropertiesEx`` whatever the size of the inventory; paths and datacenters are
+    taken from ``known`` (the snapshot these objects are patched into: ``core.inventory_patch``).
+
+    Called by ``controller.observe.InventoryKeeper`` for a topology change. Raises ValueError for a
+    reference of another type, and the session's agentvm errors (NotFoundError when one of them is gone
+    meanwhile: read everything instead).
+    """
+    if not refs:
+        return InventorySnapshot()
+    unknown = sorted({r.type for r in refs} - set(_TYPES))
+    if unknown:
+        raise ValueError(f"cannot read objects of type {unknown} alone; choose from {sorted(_TYPES)}")
+    specs = []
+    for kind in KINDS:
+        for kind_type, paths in kind.specs:
+            if kind.name == "vms" and extra_config_prefix is not None:
+                paths = (*paths, VM_EXTRA_CONFIG)
+            specs.append(property_spec(kind_type, paths))
+    along = [
+        PC.TraversalSpec(
+            name=name,
+            type=kind_type,
+            path=path,
+            skip=False,
+            selectSet=[PC.SelectionSpec(name=n) for n in then],
+        )
+        for name, kind_type, path, then in _ALONG
+    ]
+    objects = [
+        PC.ObjectSpec(obj=session.mo(r), skip=False, selectSet=along if r.type == "HostSystem" else [])
+        for r in sorted(refs, key=lambda r: (r.type, r.value))
+    ]
+    by_type = [(kind.specs[0][0], kind.name) for kind in KINDS]
+    raw: dict[str, list[ObjectProps]] = {kind.name: [] for kind in KINDS}
+    seen: set[str] = set()
+    with paged(
+        session, PC.FilterSpec(objectSet=objects, propSet=specs), page_size=INVENTORY_PAGE_SIZE
+    ) as items:
+        for item in items:
+            moid = str(item.obj._moId)
+            name = next((name for kind_type, name in by_type if isinstance(item.obj, kind_type)), None)
+            if name is not None and moid not in seen:
+                seen.add(moid)
+                raw[name].append(item)
+    root = Session.moref(session.content.rootFolder).value
+    return build_snapshot(raw, root_folder=root, extra_config_prefix=extra_config_prefix, known=known)
+
+
+def build_snapshot(
+    raw: Mapping[str, Sequence[ObjectProps]],
+    *,
+    root_folder: str,
+    extra_config_prefix: str | None = None,
+    known: InventorySnapshot | None = None,
+) -> InventorySnapshot:
+    """Turn the raw property sets into the frozen snapshot (pure; unit-testable without a server).
+
+    ``known``: a snapshot whose paths and datacenters the objects of ``raw`` may hang from (``raw`` is then
+    a few objects read again: ``read_objects``); the objects of ``raw`` itself are taken as read."""
     tree = _Tree(root_folder)
+    if known is not None:
+        tree.seed(known, {str(o.obj._moId) for items in raw.values() for o in items})
     for items in raw.values():
         for item in items:
             tree.add(item)
@@ -241,6 +322,39 @@ class _Tree:
         self.is_dc: set[str] = set()
         self.dvs_uuid: dict[str, str] = {}
         self._paths: dict[str, str] = {root_folder: ""}
+        self._dc: dict[str, MoRef | None] = {}  # datacenters of objects known from an earlier snapshot
+
+    def seed(self, known: InventorySnapshot, fresh: Collection[str]) -> None:
+        """What ``known`` says of its objects' paths, parents and datacenters, except for ``fresh`` (the
+        objects read again: they may have moved)."""
+        for kind in (
+            known.datacenters,
+            known.folders,
+            known.clusters,
+            known.compute_resources,
+            known.hosts,
+            known.vms,
+            known.networks,
+            known.dvswitches,
+            known.datastores,
+            known.resource_pools,
+        ):
+            for o in kind:
+                moid = o.moref.value
+                if moid in fresh:
+                    continue
+                self.name[moid] = o.name
+                if o.path:
+                    self._paths[moid] = o.path
+                parent = getattr(o, "parent", None)
+                if isinstance(parent, MoRef):
+                    self.parent[moid] = parent.value
+                if isinstance(o, Datacenter):
+                    self.is_dc.add(moid)
+                elif hasattr(o, "datacenter"):
+                    self._dc[moid] = o.datacenter
+                if isinstance(o, DistributedSwitch) and o.uuid:
+                    self.dvs_uuid[moid] = o.uuid
 
     def add(self, item: ObjectProps) -> None:
         moid = str(item.obj._moId)
@@ -278,6 +392,8 @@ class _Tree:
                 return None
             if cursor in self.is_dc:
                 return MoRef("Datacenter", cursor)
+            if cursor in self._dc:
+                return self._dc[cursor]
             cursor = self.parent.get(cursor)
         return None
 
