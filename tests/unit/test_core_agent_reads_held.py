@@ -14,7 +14,9 @@ POLICY = ReadPolicy(first_retry=0.5, follow=3, max_retry=8.0, sweep_per_minute=0
 
 
 @given(SIZES, st.data())
-def test_a_held_agent_is_read_when_its_vm_changes_not_on_its_backoff(agents: int, data: st.DataObject) -> None:
+def test_a_held_agent_is_read_when_its_vm_changes_not_on_its_backoff(
+    agents: int, data: st.DataObject
+) -> None:
     agency = Agency(agents, POLICY)
     agency.look(0.0)
     held = data.draw(st.sets(st.integers(min_value=0, max_value=agents - 1), min_size=1, max_size=20))
