@@ -1,5 +1,9 @@
-"""Task waits share one property collector per session: a wait costs one ModifyListView and its share of
-the collector's WaitForUpdatesEx, under concurrency, after a re-login, and for a task already finished."""
+"""A task wait costs one read when the task has ended already; waits for running tasks share one property
+collector per session (one ModifyListView each and a share of its WaitForUpdatesEx), under concurrency,
+after a re-login, and for a task that ends before it is added.
+
+vcsim's tasks end before their call returns, so the shared collector is exercised with a ``TaskWaiter``
+that does not read first (``read_first=False``)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from agentvm.model.errors import TransientError
 from agentvm.vsphere import vms
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
-from agentvm.vsphere.tasks import wait_for_task
+from agentvm.vsphere.tasks import TaskWaiter, wait_for_task
 
 pytestmark = pytest.mark.lab
 
@@ -56,14 +60,28 @@ def _wait_calls(since: Counter[str], now: Counter[str]) -> Counter[str]:
     return out
 
 
-def test_waits_in_turn_share_one_collector_and_cost_two_calls_each(session: Session) -> None:
+def test_a_task_that_has_ended_costs_one_read(session: Session) -> None:
     vm = _vms(session)[0]
     before = session.stats.snapshot()
     waits = 6
     for i in range(waits):
         mo = session.mo(vm)
         task = mo.PowerOffVM_Task() if i % 2 == 0 else mo.PowerOnVM_Task()
-        wait_for_task(session, task, what=f"power {vm.value}", timeout=30)
+        assert wait_for_task(session, task, what=f"power {vm.value}", timeout=30) is None
+    calls = _wait_calls(before, session.stats.snapshot())
+    assert calls == Counter({"RetrievePropertiesEx": waits}), calls
+    assert vms.power_state(session, vm) is PowerState.POWERED_ON
+
+
+def test_waits_in_turn_share_one_collector_and_cost_two_calls_each(session: Session) -> None:
+    vm = _vms(session)[0]
+    waiter = TaskWaiter(session, read_first=False)
+    before = session.stats.snapshot()
+    waits = 6
+    for i in range(waits):
+        mo = session.mo(vm)
+        task = mo.PowerOffVM_Task() if i % 2 == 0 else mo.PowerOnVM_Task()
+        waiter.wait(task, what=f"power {vm.value}", timeout=30)
     calls = _wait_calls(before, session.stats.snapshot())
     assert calls["CreatePropertyCollector"] == 1, calls
     assert calls["DestroyPropertyCollector"] == 0, calls
@@ -76,6 +94,7 @@ def test_waits_in_turn_share_one_collector_and_cost_two_calls_each(session: Sess
 def test_concurrent_waits_each_get_their_own_task(session: Session) -> None:
     morefs = _vms(session)
     assert len(morefs) == 8
+    waiter = TaskWaiter(session, read_first=False)
     before = session.stats.snapshot()
     start = threading.Barrier(len(morefs))
     errors: list[BaseException] = []
@@ -84,9 +103,9 @@ def test_concurrent_waits_each_get_their_own_task(session: Session) -> None:
         try:
             task = session.mo(vm).PowerOffVM_Task()
             start.wait(10)
-            wait_for_task(session, task, what=f"power off {vm.value}", timeout=30)
+            waiter.wait(task, what=f"power off {vm.value}", timeout=30)
             task = session.mo(vm).PowerOnVM_Task()
-            wait_for_task(session, task, what=f"power on {vm.value}", timeout=30)
+            waiter.wait(task, what=f"power on {vm.value}", timeout=30)
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
 
@@ -103,26 +122,31 @@ def test_concurrent_waits_each_get_their_own_task(session: Session) -> None:
     assert calls["ModifyListView"] <= 2 * len(morefs), calls
 
 
-def test_a_task_already_finished_and_a_failed_task(session: Session, small: VcsimInfo) -> None:
+@pytest.mark.parametrize("read_first", [True, False])
+def test_a_task_already_finished_and_a_failed_task(
+    session: Session, small: VcsimInfo, read_first: bool
+) -> None:
     vm = _vms(session)[0]
+    waiter = TaskWaiter(session, read_first=read_first)
     task = session.mo(vm).PowerOffVM_Task()
     other = _connect(small)
     try:  # another session sees it end first: it has ended when this session starts waiting
         wait_for_task(other, other.mo(MoRef("Task", task._moId)), what="power off, seen elsewhere")
     finally:
         other.logout()
-    assert wait_for_task(session, task, what=f"power off {vm.value}", timeout=30) is None
+    assert waiter.wait(task, what=f"power off {vm.value}", timeout=30) is None
     task = session.mo(vm).PowerOffVM_Task()  # off already: the task fails
     with pytest.raises(TransientError) as caught:
-        wait_for_task(session, task, what=f"power off {vm.value} again", timeout=30)
+        waiter.wait(task, what=f"power off {vm.value} again", timeout=30)
     assert "power off vm" in str(caught.value) and "InvalidPowerState" in str(caught.value)
     # the failed wait left the collector usable
-    assert wait_for_task(session, session.mo(vm).PowerOnVM_Task(), what="power on", timeout=30) is None
+    assert waiter.wait(session.mo(vm).PowerOnVM_Task(), what="power on", timeout=30) is None
 
 
 def test_a_session_that_expired_gets_a_new_collector(session: Session, small: VcsimInfo) -> None:
     vm = _vms(session)[0]
-    wait_for_task(session, session.mo(vm).PowerOffVM_Task(), what="power off", timeout=30)
+    waiter = TaskWaiter(session, read_first=False)
+    waiter.wait(session.mo(vm).PowerOffVM_Task(), what="power off", timeout=30)
     key = session.content.sessionManager.currentSession.key
     admin = _connect(small)
     try:
@@ -130,7 +154,7 @@ def test_a_session_that_expired_gets_a_new_collector(session: Session, small: Vc
     finally:
         admin.logout()
     before = session.stats.snapshot()
-    wait_for_task(session, session.mo(vm).PowerOnVM_Task(), what="power on", timeout=30)
+    waiter.wait(session.mo(vm).PowerOnVM_Task(), what="power on", timeout=30)
     calls = _wait_calls(before, session.stats.snapshot())
     assert calls["Login"] == 1, calls
     assert calls["CreatePropertyCollector"] == 1, calls  # the old one died with the old session

@@ -1,13 +1,15 @@
 """Wait for a vCenter task by push (``WaitForUpdatesEx`` on ``task.info``), not by polling.
 
 Used by every operation here that starts a ``*_Task`` method, and by the engine for its own tasks (OVF
-import, reconfigure, power). The waits of one session share one long-lived property collector
-(``TaskWaiter``): a ListView holds the tasks being waited on, and one filter over it reports their
-``info``. A wait costs one ``ModifyListView`` (adding its task, and removing the tasks of waits that have
-ended) plus its share of the collector's ``WaitForUpdatesEx``, which one waiting thread at a time makes
-on behalf of all. Each ``WaitForUpdatesEx`` is bounded so every wait's timeout is honoured. When the
-collector is lost (the session expired and was logged in again, vCenter restarted), the next call that
-notices builds a new one holding every task still waited on.
+import, reconfigure, power). A wait first reads the task's ``info`` (one ``RetrievePropertiesEx``): a
+task that has ended already (most small ones by the time their call returns) costs nothing more. Waits
+for tasks still running share the session's one long-lived property collector (``TaskWaiter``): a
+ListView holds the tasks being waited on, and one filter over it reports their ``info``. Such a wait
+costs one ``ModifyListView`` (adding its task, and removing the tasks of waits that have ended) plus its
+share of the collector's ``WaitForUpdatesEx``, which one waiting thread at a time makes on behalf of all.
+Each ``WaitForUpdatesEx`` is bounded so every wait's timeout is honoured. When the collector is lost (the
+session expired and was logged in again, vCenter restarted), the next call that notices builds a new one
+holding every task still waited on.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from agentvm.model.errors import AgentvmError, TransientError
-from agentvm.vsphere.collector import dedicated_collector
+from agentvm.vsphere.collector import dedicated_collector, read_one
 from agentvm.vsphere.faults import to_agentvm_error
 from agentvm.vsphere.session import Session
 
@@ -65,8 +67,12 @@ class TaskWaiter:
     told. A task that has ended before it is added still reports its ``info`` on entering the view.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, read_first: bool = True) -> None:
+        """``read_first``: read a task's ``info`` before anything else, and return at once when it has
+        ended (False: every wait goes through the shared collector; tests use it to exercise that path
+        on a lab whose tasks end before their call returns)."""
         self._session = session
+        self._read_first = read_first
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._build_lock = threading.Lock()  # one rebuild at a time; never taken under _lock
@@ -84,6 +90,10 @@ class TaskWaiter:
         """``wait_for_task`` for this session."""
         deadline = time.monotonic() + timeout
         task_id = str(getattr(task, "_moId", "?"))
+        if self._read_first:
+            info = read_one(self._session, task, ["info"]).get("info")
+            if info is not None and str(info.state) in _FINISHED:
+                return self._outcome(info, what, task_id)
         with self._lock:
             self._tasks[task_id] = task
             self._waits[task_id] = self._waits.get(task_id, 0) + 1
@@ -100,6 +110,10 @@ class TaskWaiter:
                 f"{what}: task {task_id} did not finish within {timeout:g} s; it may still be running "
                 "(see Recent Tasks in vCenter); retry later"
             )
+        return self._outcome(info, what, task_id)
+
+    def _outcome(self, info: Any, what: str, task_id: str) -> Any:
+        """The result of a task that ended (``info``), or the agentvm error its fault maps to."""
         if str(info.state) == "success":
             return info.result
         fault = info.error
