@@ -183,7 +183,14 @@ class Backend(Protocol):
         ...
 
     def mark_available(self, agent: str) -> None:
-        """Answer the agent's pending hook. The caller has already written the hook's VM."""
+        """Answer the agent's pending hook. The caller has already written the hook's VM. A watching
+        caller's next looks read the agent when the watch shows its VM change (EAM powers it on), not on
+        its backoff (``core.agent_reads``, ``held_back``); others read it at the next look."""
+        ...
+
+    def hold(self, agency: str, agents: Sequence[str]) -> None:
+        """A watching caller will answer these agents' pending hooks itself (due, queued for a later
+        poll): do not read them again on their backoff meanwhile. Without a watch: nothing."""
         ...
 
     def resolve(self, issues: Sequence[Issue]) -> tuple[int, ...]:
@@ -320,6 +327,24 @@ class AgencyBackend:
             if agency is not None and agency in self._reads:
                 self._reads[agency] = self._reads[agency].forgotten()
 
+    def _watched(self) -> bool:
+        return self._look is not None and self._look.watched
+
+    def hold(self, agency: str, agents: Sequence[str]) -> None:
+        if not self._watched():
+            return
+        with self._marks:
+            reads = self._reads.get(agency)
+            if reads is not None:
+                self._reads[agency] = reads.held_back([a for a in agents if a in reads.agents])
+
+    def _hold_any(self, agents: Sequence[str]) -> None:
+        with self._marks:
+            for key, reads in list(self._reads.items()):
+                mine = [a for a in agents if a in reads.agents]
+                if mine:
+                    self._reads[key] = reads.held_back(mine)
+
     def _mark_stale(self, agency: str | None, agents: Sequence[str]) -> None:
         with self._marks:
             for key, reads in list(self._reads.items()):
@@ -440,13 +465,19 @@ class AgencyBackend:
         )
 
     def mark_available(self, agent: str) -> None:
-        self._mark_stale(None, [agent])
+        # watched, its VM's power-on (or an issue) is the next change to read, not a poll's backoff
+        if self._watched():
+            self._hold_any([agent])
+        else:
+            self._mark_stale(None, [agent])
         self._port.mark_as_available(agent)
 
     def resolve(self, issues: Sequence[Issue]) -> tuple[int, ...]:
         for issue in issues:  # what was resolved is read again at the next observe, nothing else
             if issue.agent:
-                self._mark_stale(issue.agency, [issue.agent])
+                # watched: read when the issue leaves the agency's list, or the watch shows its VM change
+                if not self._watched():
+                    self._mark_stale(issue.agency, [issue.agent])
             else:
                 self._forget_agency(issue.agency)
         # each issue goes to the object that holds it (EAM documents Resolve per object; resolving an agent's

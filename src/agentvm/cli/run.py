@@ -7,8 +7,9 @@ agentvm's own engine, whose state file lives in ``--state-dir``), ``--netsync`` 
 network sync alongside, configured as ``agentvm netsync``: ``--sdn-url``/``$AGENTVM_SDN_URL``,
 ``$AGENTVM_SDN_TOKEN``, ``--vrouter-map``/``$AGENTVM_VROUTER_MAP`` or the agent VMs' fabric IPs,
 ``--reserve-vlans``), the API's limits (``--max-streams``/``$AGENTVM_MAX_STREAMS`` event streams and
-``--max-requests``/``$AGENTVM_MAX_REQUESTS`` other requests at once, more are answered 503), and
-SIGTERM/SIGINT, which stop everything and exit 0.
+``--max-requests``/``$AGENTVM_MAX_REQUESTS`` other requests at once, more are answered 503), the
+controller's pool (``--workers``/``$AGENTVM_WORKERS``) and spread sweep (``--sweep-per-minute``/
+``$AGENTVM_SWEEP_PER_MINUTE``), and SIGTERM/SIGINT, which stop everything and exit 0.
 
 Before anything acts, it takes the solution's lease in vCenter (``controller.lease``; TTL ``--lease-ttl`` or
 ``$AGENTVM_LEASE_TTL``): while another agentvm holds it and is seen renewing it, ``run`` refuses, naming
@@ -89,6 +90,8 @@ TOKEN_ENV = "AGENTVM_API_TOKEN"  # noqa: S105 (the variable's name, not a token)
 STATE_DIR_ENV = "AGENTVM_STATE_DIR"
 MAX_STREAMS_ENV = "AGENTVM_MAX_STREAMS"
 MAX_REQUESTS_ENV = "AGENTVM_MAX_REQUESTS"
+WORKERS_ENV = "AGENTVM_WORKERS"
+SWEEP_ENV = "AGENTVM_SWEEP_PER_MINUTE"
 SDN_TOKEN_ENV = "AGENTVM_SDN_TOKEN"  # noqa: S105 (the variable's name, not a token)
 
 
@@ -444,6 +447,24 @@ def run(
             help="Other API requests answered at once (/healthz is not counted); more are answered 503.",
         ),
     ] = Limits.max_requests,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            envvar=WORKERS_ENV,
+            help="Hooks answered, and hosts' AgentVM settings set, at once (1: one after the other).",
+        ),
+    ] = Settings.workers,
+    sweep_per_minute: Annotated[
+        float,
+        typer.Option(
+            "--sweep-per-minute",
+            min=1.0,
+            envvar=SWEEP_ENV,
+            help="Agents re-read a minute at most between full sweeps (the safety net for a lost update).",
+        ),
+    ] = Settings.sweep_per_minute,
     state_dir: EngineStateDir = None,
     netsync: Annotated[
         bool,
@@ -521,7 +542,13 @@ def run(
             action_log(f"engine state in {direct.state_file}", action="state")
             chosen = direct.backend
         watch = open_netsync(conn, options, stack, timeout=call_timeout) if options else None
-        settings = Settings(fast_poll=poll, slow_poll=idle_poll, full_resync=resync)
+        settings = Settings(
+            fast_poll=poll,
+            slow_poll=idle_poll,
+            full_resync=resync,
+            workers=workers,
+            sweep_per_minute=sweep_per_minute,
+        )
         controller = Controller(
             desired,
             session,

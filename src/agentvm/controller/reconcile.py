@@ -81,6 +81,9 @@ from agentvm.vsphere.session import Session
 log = logging.getLogger(__name__)
 
 CERTIFICATE_KINDS = frozenset({ChangeKind.SET_CERTIFICATE, ChangeKind.RECORD_CERTIFICATE})
+# hooks one poll answers at most: a few rounds of the executor's pool, so that a poll during a mass deploy
+# ends (status, metrics) within seconds; the rest are answered by the next polls
+DEFAULT_HOOKS_PER_POLL = 4 * DEFAULT_WORKERS
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,9 @@ class Reconciler:
     every agent unless all is green, as ``agentvm status`` does), read as ``reads`` says; ``clock`` is
     monotonic seconds (faked in tests); ``state_dir`` is where the solution's generated certificate is kept
     (``agentvm run --state-dir``); ``workers`` how many due hooks, and how many hosts' settings, are
-    answered or set at once (``Executor.carry_out_all``; 1: one after the other).
+    answered or set at once (``Executor.carry_out_all``; 1: one after the other); ``hooks_per_poll`` how
+    many hooks one poll answers at most (the others wait for the next poll, held back from the backend's
+    re-reads meanwhile, so that a mass deploy's status and metrics move between batches).
     """
 
     def __init__(
@@ -137,7 +142,11 @@ class Reconciler:
         check_packages: bool = True,
         state_dir: Path | None = None,
         workers: int = DEFAULT_WORKERS,
+        hooks_per_poll: int = DEFAULT_HOOKS_PER_POLL,
     ) -> None:
+        if hooks_per_poll < 1:
+            raise ConfigurationError(f"hooks_per_poll must be 1 or more (got {hooks_per_poll})")
+        self._hooks_per_poll = hooks_per_poll
         self.desired = desired
         self.session = session
         self._clock = clock
@@ -236,6 +245,7 @@ class Reconciler:
             self._note(relist=False)
         statuses: list[AgencyStatus] = []
         actions = 0
+        budget = self._hooks_per_poll
         for wait in self._waits.values():
             wait.status = (
                 observed[wait.name]
@@ -244,7 +254,8 @@ class Reconciler:
             )
             if wait.status is not None:
                 statuses.append(wait.status)
-                actions += self._answer(wait)
+                answered, budget = self._answer(wait, budget)
+                actions += answered
         conditions = self._host_conditions()
         misplaced = self._misplaced(statuses)
         self._track_issues(statuses, conditions)
@@ -405,11 +416,13 @@ class Reconciler:
 
     # -- hooks ----------------------------------------------------------------------------------------
 
-    def _answer(self, wait: AgencyWait) -> int:
-        """Answer the agency's pending hooks that ``core.hooks`` says are due, one action each."""
+    def _answer(self, wait: AgencyWait, budget: int) -> tuple[int, int]:
+        """Answer the agency's pending hooks that ``core.hooks`` says are due, one action each, ``budget``
+        at most; the due ones beyond it are held back (``Backend.hold``) for the next poll. Returns the
+        hooks answered and the budget left."""
         status = wait.status
         if status is None:
-            return 0
+            return 0, budget
         now = self._clock()
         pending = {hook_key(a) for a in status.pending_hooks}
         for key in [k for k in self._tracked.hook_seen if k not in pending]:
@@ -420,7 +433,11 @@ class Reconciler:
         # worked out here under its correlation id, written into its VM and marked available on the pool
         due: list[tuple[AgentRuntime, str, str, str, AnswerHook]] = []  # agent, moid, path, cid, change
         failed: Exception | None = None
-        for agent in hooks_due(status.pending_hooks, wait.answered, now):
+        due_now = hooks_due(status.pending_hooks, wait.answered, now)
+        later = due_now[budget:]
+        if later:  # agentvm answers them at the next polls: nothing to read meanwhile
+            self.backend.hold(status.agency, [a.agent for a in later])
+        for agent in due_now[:budget]:
             moid = agent.host.value
             path = self._host_path(wait.snapshot, moid) or agent.host_name
             cid = self._new_cid()
@@ -457,7 +474,7 @@ class Reconciler:
             done += 1
         if failed is not None:
             raise failed
-        return done
+        return done, budget - len(due_now[:budget])
 
     # -- healing --------------------------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ from agentvm.controller.lease import Lease
 from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
 from agentvm.controller.netsync import BatchTiming, NetsyncKey, NetsyncWatch
-from agentvm.controller.reconcile import PassReport, Reconciler
+from agentvm.controller.reconcile import DEFAULT_HOOKS_PER_POLL, PassReport, Reconciler
 from agentvm.controller.status import status_document
 from agentvm.controller.watch import Batch, InventoryWatch
 from agentvm.core.agent_reads import ReadPolicy
@@ -87,6 +87,8 @@ class Settings:
     fast_after_change: float = 10.0  # poll fast this long after a vCenter change (EAM reacts to it later)
     workers: int = DEFAULT_WORKERS  # hooks answered / hosts' settings set at once (1: one after the other)
     sweep_per_minute: float = 60.0  # agents re-read a minute at most between sweeps, whatever the agents
+    hooks_per_poll: int = DEFAULT_HOOKS_PER_POLL  # hooks one poll answers at most (the rest: next polls)
+    coalesce: float = 0.1  # VM updates within this long of the first cost one poll (the watch holds them)
 
     def reads(self) -> ReadPolicy:
         """The backends' read policy: the spread sweep re-reads an agent once per ``full_resync`` at most."""
@@ -145,6 +147,7 @@ class Controller:
             max_wait_seconds=settings.watch_max_wait,
             clock=time.perf_counter,
             backoff=Retries(WATCH_BACKOFF, seed),
+            coalesce=settings.coalesce,
         )
         self.reconciler = Reconciler(
             desired,
@@ -161,6 +164,7 @@ class Controller:
             check_packages=settings.check_packages,
             state_dir=state_dir,
             workers=settings.workers,
+            hooks_per_poll=settings.hooks_per_poll,
         )
         self.backend = self.reconciler.backend
         self._stop = threading.Event()

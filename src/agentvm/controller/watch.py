@@ -13,9 +13,12 @@ the controller re-plans, patching its inventory with the objects named: ``invent
 (a host's condition changed) or ``vms`` (a VM's power changed or it appeared/disappeared: the controller
 polls the agents now, reading those VMs' agents: ``changes()``, ``core.agent_reads.Changes``). The first
 batch is the initial state and is not reported as a change (the controller reads every agent after it:
-``Batch.first``). The host conditions seen last are kept (``conditions()``) so the heal policy can tell
-maintenance mode from a failure between full passes, and so is every VM's host (``vm_hosts()``) so an agent
-VM moved to another host by hand is seen without reading the inventory again.
+``Batch.first``). Batches of VM changes only are held for ``coalesce`` seconds after the first of them and
+handed over as one (``Batch.merged``): the VM updates of one change (a delete is a power-off then a removal;
+a redeploy a creation then a power-on) cost the controller one poll, not one each; any other batch is handed
+over at once, with whatever was held. The host conditions seen last are kept (``conditions()``) so the heal
+policy can tell maintenance mode from a failure between full passes, and so is every VM's host
+(``vm_hosts()``) so an agent VM moved to another host by hand is seen without reading the inventory again.
 
 The watch specs and the reading of a host's runtime properties into a model ``Host`` are the vSphere
 adapter's (``vsphere.watch.INVENTORY_WATCH``, ``host_runtime``); ``conditions()`` classifies those hosts with
@@ -70,6 +73,18 @@ class Batch:
     marked_hosts: tuple[MoRef, ...] = ()  # hosts where a VM carrying an owner marker appeared or changed
     first: bool = False  # the initial state of a new watch: changes may have been missed before it
 
+    def merged(self, later: Batch) -> Batch:
+        """This batch and a later one as one: the earlier receipt time, every change of both."""
+        return Batch(
+            min(self.received, later.received),
+            self.topology or later.topology,
+            self.hosts or later.hosts,
+            tuple(dict.fromkeys((*self.vms, *later.vms))),
+            self.changes + later.changes,
+            tuple(dict.fromkeys((*self.marked_hosts, *later.marked_hosts))),
+            self.first or later.first,
+        )
+
 
 class InventoryWatch:
     """``InventoryWatch(session, on_batch, on_error).start()``; ``stop()`` ends it within ``max_wait`` s."""
@@ -83,9 +98,16 @@ class InventoryWatch:
         max_wait_seconds: int = 1,
         clock: Callable[[], float] = time.monotonic,
         backoff: Retries[str] | None = None,
+        coalesce: float = 0.0,
     ) -> None:
         """``backoff``: the delays before a new watch after a failure (default ``core.retry.WATCH_BACKOFF``,
-        seed 0); ``clock`` stamps the batches and the failures."""
+        seed 0); ``clock`` stamps the batches and the failures; ``coalesce``: seconds a batch of VM changes
+        waits for more before it is handed over (0: at once)."""
+        if coalesce < 0:
+            raise ValueError(f"coalesce must be 0 or more seconds (got {coalesce})")
+        self._coalesce = coalesce
+        self._held: Batch | None = None  # VM changes waiting for the end of their window
+        self._timer: threading.Timer | None = None
         self._session = session
         self._on_batch = on_batch
         self._on_error = on_error
@@ -110,10 +132,13 @@ class InventoryWatch:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Cancel the current wait on the server and join the thread."""
+        """Cancel the current wait on the server and join the thread (a held batch is dropped)."""
         self._stopping.set()
         with self._lock:
             watcher = self._watcher
+            timer, self._timer, self._held = self._timer, None, None
+        if timer is not None:
+            timer.cancel()
         if watcher is not None:
             watcher.stop()
         if self._thread is not None:
@@ -161,7 +186,7 @@ class InventoryWatch:
                         self.connected = True
                         self._backoff.succeeded("watch")
                         if changes or first:
-                            self._on_batch(self._classify(changes, received, first))
+                            self._hand_over(self._classify(changes, received, first))
                         first = False
             except Exception as exc:  # the watch must outlive every failure, or changes go unseen
                 self.connected = False
@@ -176,6 +201,31 @@ class InventoryWatch:
             finally:
                 with self._lock:
                     self._watcher = None
+
+    def _hand_over(self, batch: Batch) -> None:
+        """Give ``batch`` to ``on_batch`` now, or, for VM changes only, at the end of its window."""
+        vms_only = not (batch.topology or batch.hosts or batch.first)
+        with self._lock:
+            if self._held is not None:
+                batch = self._held.merged(batch)
+            if vms_only and self._coalesce > 0:
+                self._held = batch
+                if self._timer is None:
+                    self._timer = threading.Timer(self._coalesce, self._flush)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+            self._held = None
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self._on_batch(batch)
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._held, self._timer = self._held, None, None
+        if batch is not None and not self._stopping.is_set():
+            self._on_batch(batch)
 
     def _classify(self, changes: list[WatchChange], received: float, first: bool) -> Batch:
         topology = first

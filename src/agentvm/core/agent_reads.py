@@ -17,9 +17,15 @@ Watched, an agency's look costs one AgencyQueryRuntime (its issue list) plus one
   ``follow`` reads, then doubling to ``max_retry`` while it reads the same; back to the start when it moved
   or was acted on), and all of them at once when the agency's status changed, so that the cost is bounded
   by the agents in transition;
-- was marked stale by an action on it (a hook answered, an issue resolved), or is new (not read yet);
+- was marked stale by an action on it (unwatched callers: a hook answered, an issue resolved), or is new
+  (not read yet);
 - is next in the spread sweep: ``sweep_per_minute`` agents a minute at most, oldest read first, and no
   faster than every agent once per ``sweep_period`` — the safety net that heals a lost watch update.
+
+An agent the caller holds (``held_back``: its hook answered, or due and queued for agentvm to answer) is
+not read on its backoff nor when the agency's status changes: agentvm itself is what changes it next, and
+the watch shows the result (EAM powers the VM on: (a)). Still held at the next look, it is read after
+``max_retry`` at most (a fallback), and at once for any reason above but the backoff.
 
 The agent list (QueryAgent) is read only when the caller re-plans (``relist``), after ``forgotten``, at the
 first look, or when a marked VM appeared on a host with no known agent (a new agent). ``forgotten`` (a full
@@ -87,6 +93,7 @@ class AgentSeen:
     retry_at: float | None = None  # not settled: read again at this time
     delay: float = 0.0  # the backoff's current delay (0: settled)
     same: int = 0  # reads in a row that found it unchanged and not settled
+    held: bool = False  # held back by the caller: ``retry_at`` is only a fallback, a status change is not
 
     @property
     def vms(self) -> frozenset[MoRef]:
@@ -105,6 +112,7 @@ class AgencyReads:
     listed: bool = False  # the agent list was read at least once
     full: bool = True  # read every agent (and the list) at the next look
     stale: frozenset[str] = frozenset()  # agents to read at the next look (acted on)
+    hold: frozenset[str] = frozenset()  # agents held back since the last look (``held_back``)
     pending: Changes = Changes()  # watch changes not looked at yet
     credit: float = 0.0  # the sweep's reads earned and not spent
     credited_at: float | None = None
@@ -122,6 +130,12 @@ class AgencyReads:
     def marked_stale(self, agents: Iterable[str]) -> AgencyReads:
         """Read these agents at the next look (an action changed them)."""
         return replace(self, stale=self.stale | frozenset(agents))
+
+    def held_back(self, agents: Iterable[str]) -> AgencyReads:
+        """Do not read these agents on their backoff nor on a status change: their hook was answered, or
+        is due and queued, and agentvm (not EAM) is what changes them next. Read them when the watch or an
+        issue says they changed, else after ``max_retry`` at most."""
+        return replace(self, hold=self.hold | frozenset(agents))
 
     def runtimes(self) -> tuple[AgentRuntime, ...]:
         """The agents as last read, in the agent list's order."""
@@ -199,7 +213,7 @@ def plan_reads(
             or bool(seen.vms & pending.vms)
             or seen.runtime.host in pending.marked_hosts
             or named.get(agent, frozenset()) != seen.issues
-            or (seen.retry_at is not None and (moved or seen.retry_at <= now))
+            or (agent not in state.hold and _retry_due(seen, moved, now))
         ):
             chosen.append(agent)
     credit = _credit(state, len(ids), now, policy)
@@ -210,6 +224,12 @@ def plan_reads(
         candidates = (a for a in ids if a not in picked and a in known)
         swept = tuple(heapq.nsmallest(budget, candidates, key=lambda a: (known[a].read_at, a)))
     return ReadPlan((*chosen, *swept), swept, credit - len(swept))
+
+
+def _retry_due(seen: AgentSeen, moved: bool, now: float) -> bool:
+    if seen.retry_at is None:
+        return False
+    return seen.retry_at <= now or (moved and not seen.held)
 
 
 def _plan_unwatched(state: AgencyReads | None, ids: Sequence[str], quiet: bool, look: Look) -> ReadPlan:
@@ -254,7 +274,8 @@ def after_reads(
     status: Status | None = None,
 ) -> AgencyReads:
     """The reads after this look: ``read`` holds the runtimes read now (an agent of ``plan.read`` missing
-    from it is gone); ``ids`` the agent list used. The watch changes and stale marks are spent."""
+    from it is gone); ``ids`` the agent list used. The watch changes, stale marks and holds are spent (an
+    agent held and not read now keeps its last read, to be read again after ``max_retry`` at most)."""
     previous = state if state is not None else AgencyReads()
     now, policy = look.now, look.policy
     named = issues_by_agent(issues)
@@ -280,6 +301,11 @@ def after_reads(
                     same = old.same + 1
                 delay = min(policy.max_retry, policy.first_retry * 2 ** max(0, same - policy.follow))
                 agents[agent] = AgentSeen(runtime, now, keys, now + delay, delay, same)
+        elif agent in previous.hold and agent in previous.agents:
+            fallback = now + policy.max_retry
+            agents[agent] = replace(
+                previous.agents[agent], retry_at=fallback, delay=policy.max_retry, held=True
+            )
         elif agent in previous.agents:
             agents[agent] = previous.agents[agent]
     if not look.watched:

@@ -1,0 +1,130 @@
+"""What a change costs the controller in vCenter + EAM calls, counted on the lab, and how a mass deploy's
+hooks are answered: a bounded number per poll, the others held back from re-reads, so that the status
+moves between batches.
+
+A deleted agent VM: EAM raises VmNotDeployed, agentvm resolves it, EAM deploys a new VM whose provisioned
+hook agentvm answers (its host's values written into the VM, then MarkAsAvailable), EAM powers it on. The
+count runs from the delete until the controller shows the agency green again with the new VM on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from agentvm.backends.eam import EamBackend
+from agentvm.controller.events import EventLog
+from agentvm.controller.metrics import ControllerMetrics
+from agentvm.controller.reconcile import Reconciler
+from agentvm.controller.run import Settings
+from agentvm.controller.watch import VmWatch
+from agentvm.core.agent_reads import Changes, ReadPolicy
+from agentvm.model.agency import Status
+from agentvm.model.inventory import VirtualMachine
+from agentvm.spec import load_spec
+from agentvm.vsphere.vms import destroy
+from tests.support.controller_lab import Calls, connect, lab_world, wait_for
+
+pytestmark = pytest.mark.lab
+
+# full passes and the sweep far apart, so that what a change costs is what is counted
+QUIET = Settings(fast_poll=0.2, slow_poll=0.5, full_resync=60.0, retry_max=1.0, sweep_per_minute=6.0)
+
+
+def test_a_deleted_agent_vm_costs_few_calls(tmp_path: Path) -> None:
+    with lab_world(tmp_path, 4) as world:
+        controller = world.start(settings=QUIET)
+        calls = Calls()
+        controller.reconciler.add_call_listener(calls)
+        wait_for(world.all_green, "4 agents green", 240)
+        vms = wait_for(lambda: world.one_agent_per_host(4), "4 agent VMs")
+        victim = vms[1]
+        before = Counter(calls.counts)
+        destroy(world.session, victim.moref)
+
+        def redeployed() -> list[VirtualMachine]:
+            if not world.all_green():
+                return []
+            return [
+                v
+                for v in world.one_agent_per_host(4)
+                if v.host == victim.host
+                and v.moref != victim.moref
+                and v.extra_config.get("guestinfo.fabricIp")
+            ]
+
+        wait_for(redeployed, "the deleted agent VM redeployed, its hook answered and on", 90)
+        deleted = calls.since(before)
+        assert deleted["MarkAsAvailable"] == 1 and deleted["Resolve"] >= 1, deleted
+        # the hook's write waited for its task (ended by then, in the lab) with one read: no collector or
+        # filter made and destroyed for it
+        assert deleted["ReconfigVM_Task"] == 1 and deleted["ModifyListView"] == 0, deleted
+        made = (
+            "CreatePropertyCollector",
+            "CreateFilter",
+            "DestroyPropertyCollector",
+            "DestroyPropertyFilter",
+        )
+        assert not any(deleted[m] for m in made), deleted
+        # the resolved agent is read when its issue leaves the list (or its new VM shows), not also because
+        # it was resolved; the answered one when its VM powers on, not also on its backoff
+        assert deleted["AgentQueryRuntime"] <= 6, deleted
+
+
+def test_a_mass_deploy_answers_a_few_hooks_a_poll_and_its_status_moves_between(tmp_path: Path) -> None:
+    hosts, per_poll = 6, 2
+    with lab_world(tmp_path, hosts) as world:
+        desired = load_spec(world.spec, env=world.info.env())
+        session = connect(world.info)
+        watch = VmWatch(world.session)
+
+        def changes() -> Changes:
+            seen = watch.take()
+            return Changes() if seen is None else seen
+
+        reconciler = Reconciler(
+            desired,
+            session,
+            events=EventLog(),
+            metrics=ControllerMetrics(agencies=[a.name for a in desired.agencies]),
+            changes=changes,
+            reads=ReadPolicy(sweep_per_minute=1.0),
+            workers=per_poll,
+            hooks_per_poll=per_poll,
+        )
+        calls = Calls()
+        reconciler.add_call_listener(calls)
+        try:
+            reconciler.full_pass()  # creates the agency; EAM deploys every agent VM, each stops at its hook
+            oob = EamBackend(reconciler.executor.eam_session)
+
+            def all_hooked() -> bool:
+                oob.forget()
+                status = oob.observe("contrail")
+                return status is not None and sum(a.hook is not None for a in status.agents) == hosts
+
+            wait_for(all_hooked, f"{hosts} hooks pending at once", 120)
+            answered: list[int] = []
+            seen_midway = False
+            deadline = time.monotonic() + 120
+            while True:
+                before = Counter(calls.counts)
+                reconciler.poll()
+                answered.append(calls.since(before)["MarkAsAvailable"])
+                status = reconciler.report.agencies[0].status
+                ready = sum(a.status is Status.GREEN and a.hook is None for a in status.agents)
+                pending = len(status.pending_hooks)
+                seen_midway = seen_midway or (ready > 0 and pending > 0)
+                if status.green and ready == hosts:
+                    break
+                assert time.monotonic() < deadline, f"not green: {answered}"
+                time.sleep(0.2)
+            assert sum(answered) == hosts and max(answered) == per_poll, answered
+            assert seen_midway, "the status never showed agents ready while others' hooks were pending"
+        finally:
+            watch.close()
+            reconciler.close()
+            session.logout()
