@@ -27,20 +27,26 @@ Run: .venv/bin/python bench/bench_apply_pool.py [--settings 64,500] [--delay 10]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench_eam_deploy import bare_clients
-from bench_eam_deploy import measure as lab_deploy
+from bench_eam_deploy import deploy as eam_deploy
 from pyVim.connect import Disconnect
 from pyVmomi import eam, vim, vmodl
 
-from agentvm.controller.executor import AgencyWait, Executor
+from agentvm.controller.executor import DEFAULT_WORKERS, AgencyWait, Executor
 from agentvm.controller.planner import AGENCY_KINDS
 from agentvm.controller.solution import Solution
 from agentvm.core.plan import HostSetting, SetHostSettings
@@ -54,7 +60,8 @@ from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
 
 MANAGER = "configManager.esxAgentHostManager"
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "contrail.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "contrail.yaml"
 WIDE = {  # the example over every cluster of the lab, with addresses for 4,031 hosts (25 x 100 fits)
     "    scope:\n      - /DC0/host/DC0_C0\n      - /DC0/host/DC0_C1\n": '    scope: ["/DC0/host/*"]\n',
     "cidr: 10.10.0.0/24": "cidr: 10.10.0.0/20",
@@ -273,29 +280,122 @@ def floor_hooks(info: LabInfo, agents: list[AgentRuntime], threads: int) -> floa
 # -------------------------------------------------------------------------------------------------- apply
 
 
-def agentvm_apply(hosts: int, workers: int) -> tuple[bool, float, int, int, int, int]:
-    """(green, seconds, vim25 calls, EAM calls, polls, AgentQueryRuntime calls) of apply over every host."""
+class LabProcess:
+    """A lab of ``hosts`` hosts (vcsim, the lab's EAM, the package server; no SDN emulators) in a Python
+    process of its own (this file with ``--serve-lab``), so that what is measured against it does not
+    share a process, nor the GIL, with the lab's EAM. ``close()`` (or this process ending: its stdin
+    closes) stops it."""
+
+    def __init__(self, hosts: int) -> None:
+        child_env = dict(os.environ)
+        child_env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve-lab", str(hosts)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._in, self._out = self.process.stdin, self.process.stdout
+        line = self._out.readline()
+        if not line:
+            self.close()
+            raise RuntimeError(f"the lab process exited {self.process.poll()} before it was up")
+        raw = json.loads(line)
+        self.vcsim = VcsimInfo(**raw["vcsim"])
+        self.env: dict[str, str] = raw["env"]
+        self.ovf_url: str = raw["ovf_url"]
+
+    def eam_calls(self) -> Counter[str]:
+        """EAM requests the lab's EAM answered so far, by method, from every client."""
+        self._in.write("calls\n")
+        self._in.flush()
+        return Counter(json.loads(self._out.readline()))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                self._in.close()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def serve_lab(hosts: int) -> None:
+    """The child of ``LabProcess``: run the lab, answer ``calls`` lines, stop at the end of stdin."""
     lab = Lab(shape(hosts), netsync=False)
     info = lab.start()
     try:
-        desired = load_spec_text(spec_text(), env={**os.environ, **info.env()})
-        with (
-            tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp,
-            Session(conn(info.vcsim)) as session,
-            Solution(desired, session, state_dir=Path(tmp), workers=workers) as solution,
-        ):
-            reads = [0]
-
-            def count(method: str, seconds: float, fault: str | None) -> None:
-                reads[0] += method == "AgentQueryRuntime"
-
-            solution.executor.add_call_listener(count)
-            started = time.perf_counter()
-            report = solution.apply(timeout=3600)
-            seconds = time.perf_counter() - started
-            return report.green, seconds, report.vim_calls, report.eam_calls, report.polls, reads[0]
+        print(
+            json.dumps({"vcsim": dataclasses.asdict(info.vcsim), "env": info.env(), "ovf_url": info.ovf_url})
+        )
+        sys.stdout.flush()
+        for line in sys.stdin:
+            if line.strip() == "calls":
+                assert lab.eam is not None
+                print(json.dumps(lab.eam.eam_calls()), flush=True)
     finally:
         lab.stop()
+
+
+def lab_own_deploy(hosts: int) -> float:
+    """Seconds of the lab's own deploy (bare pyVmomi CreateAgency, no hooks, to all green: the floor),
+    against a lab in its own process."""
+    lab = LabProcess(hosts)
+    try:
+        si, manager = bare_clients(lab.vcsim)
+        try:
+            _, seconds = eam_deploy(si, manager, lab.ovf_url, hosts)
+            return seconds
+        finally:
+            Disconnect(si)
+    finally:
+        lab.close()
+
+
+def agentvm_apply(hosts: int, workers: int) -> tuple[bool, float, int, int, int, int]:
+    """(green, seconds, vim25 calls, EAM calls, polls, AgentQueryRuntime calls) of ``agentvm apply`` over
+    every host, run as a user runs it: its own process, against a lab in another. The seconds are the
+    command's whole run (start-up and login included)."""
+    lab = LabProcess(hosts)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:
+            spec = Path(tmp) / "contrail.yaml"
+            spec.write_text(spec_text())
+            child_env = {**os.environ, **lab.env, "AGENTVM_STATE_DIR": str(Path(tmp) / "state")}
+            child_env["PYTHONPATH"] = os.pathsep.join(
+                [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
+            command = [
+                sys.executable,
+                "-c",
+                "import sys; from agentvm.cli.main import main; sys.argv[0] = 'agentvm'; sys.exit(main())",
+                "apply",
+                "-f",
+                str(spec),
+                "--json",
+                "--timeout",
+                "3600",
+            ]
+            if workers != DEFAULT_WORKERS:
+                raise SystemExit(f"agentvm apply runs {DEFAULT_WORKERS} workers; --apply-workers {workers}")
+            before = lab.eam_calls()
+            started = time.perf_counter()
+            done = subprocess.run(command, env=child_env, capture_output=True, text=True, check=False)
+            seconds = time.perf_counter() - started
+            reads = (lab.eam_calls() - before)["AgentQueryRuntime"]
+            if done.returncode not in (0, 1):
+                raise RuntimeError(f"agentvm apply exited {done.returncode}: {done.stderr.strip()[-500:]}")
+            report = json.loads(done.stdout)
+            calls = report["calls"]
+            return report["green"], seconds, calls["vim25"], calls["eam"], report["polls"], reads
+    finally:
+        lab.close()
 
 
 def main() -> None:
@@ -305,7 +405,11 @@ def main() -> None:
     parser.add_argument("--apply-workers", default="8", help="pool sizes for the apply table, e.g. 1,8")
     parser.add_argument("--delay", type=int, default=10, help="ms per SOAP call in the second settings run")
     parser.add_argument("--hooks", default="128", help="host counts for the hooks table ('' for none)")
+    parser.add_argument("--serve-lab", type=int, help=argparse.SUPPRESS)  # LabProcess's child
     args = parser.parse_args()
+    if args.serve_lab is not None:
+        serve_lab(args.serve_lab)
+        return
     sizes = [int(n) for n in args.settings.split(",") if n]
     print("host settings: seconds (vim25 calls)")
     print(f"{'hosts':>6} {'delay':>6} {'pool 1':>14} {'pool 8':>14} {'floor, 1 thread':>16} {'floor, 8':>14}")
@@ -333,9 +437,9 @@ def main() -> None:
             f"{'AgentQR':>8} {'polls':>6}"
         )
     for hosts in applies:
-        s = shape(hosts)
-        # the floor: the lab's own deploy (bare pyVmomi CreateAgency, no hooks, to all green), same bounds
-        floor = float(lab_deploy(s.clusters, s.hosts, "parallel", 1)["deploy_s"])
+        # the floor: the lab's own deploy (bare pyVmomi CreateAgency, no hooks, to all green), same bounds,
+        # the lab in a process of its own as for apply
+        floor = lab_own_deploy(hosts)
         for workers in [int(n) for n in args.apply_workers.split(",") if n]:
             green, seconds, vim_calls, eam_calls, polls, reads = agentvm_apply(hosts, workers)
             print(
