@@ -26,8 +26,9 @@ from agentvm.lab.vcsim import Shape
 from agentvm.lab.world import Lab
 from agentvm.model.agency import PowerState
 from agentvm.spec import load_spec, load_spec_text
+from agentvm.vsphere.extensions import read_lease_records, remove_lease_record
 from agentvm.vsphere.vms import ensure_powered_off
-from tests.support.controller_lab import ONE_CLUSTER, Calls, connect, lab_world, spec_text, wait_for
+from tests.support.controller_lab import ONE_CLUSTER, Calls, World, connect, lab_world, spec_text, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -94,6 +95,75 @@ def test_apply_reads_every_agent_again_under_the_lease_when_another_held_it_sinc
         assert report.green, report.problems
         # under the lease (its RegisterExtension) up to the first Resolve: the plan and the wait's first
         # look; the other apply may have changed anything, so every agent was read again
+        taken = order.index("RegisterExtension")
+        resolved = order.index("Resolve", taken)
+        assert order[taken:resolved].count("AgentQueryRuntime") >= hosts, order
+
+
+def _remove_lease_records(world: World, key: str) -> None:
+    """As on a vCenter where no apply ran yet, or after a destroy: no record of the solution's lease."""
+    for record in read_lease_records(world.session, key):
+        remove_lease_record(world.session, record)
+    assert read_lease_records(world.session, key) == []
+
+
+def test_an_apply_that_finds_no_lease_record_reads_each_agent_once_when_nobody_took_it_meanwhile(
+    tmp_path: Path,
+) -> None:
+    hosts = 24  # one read per agent plus EXTRA_READS, where reading every agent again is two per agent
+    with lab_world(tmp_path, hosts) as world:
+        desired = load_spec(world.spec, env=world.info.env())
+        with Solution(desired, connect(world.info)) as first:
+            assert first.apply(timeout=240).green
+        _remove_lease_records(world, desired.solution.key)
+        vms = world.one_agent_per_host(hosts)
+        ensure_powered_off(world.session, vms[0].moref)
+        name = desired.agencies[0].name
+        with Solution(desired, world.session) as probe:
+
+            def issue_raised() -> bool:
+                status = probe.backend.observe(name)
+                return status is not None and bool(status.runtime.issues)
+
+            wait_for(issue_raised, "the lab's EAM to raise the powered-off agent's issue", 60)
+
+        with Solution(desired, connect(world.info)) as solution:
+            calls = Calls()
+            solution.executor.add_call_listener(calls)
+            report = solution.apply(timeout=120)
+
+        assert report.green, report.problems
+        assert any("resolved" in a for a in report.actions), report.actions
+        reads = calls.counts["AgentQueryRuntime"]
+        assert hosts <= reads <= hosts + EXTRA_READS, calls.counts
+
+
+def test_an_apply_that_finds_no_lease_record_reads_every_agent_again_when_another_took_it_meanwhile(
+    tmp_path: Path,
+) -> None:
+    hosts = 4
+    with lab_world(tmp_path, hosts) as world:
+        desired = load_spec(world.spec, env=world.info.env())
+        with Solution(desired, connect(world.info)) as first:
+            assert first.apply(timeout=240).green
+        _remove_lease_records(world, desired.solution.key)
+        vms = world.one_agent_per_host(hosts)
+        ensure_powered_off(world.session, vms[0].moref)
+        other = Lease(connect(world.info), desired.solution.key, "apply")  # another apply, acting meanwhile
+
+        with Solution(desired, connect(world.info)) as solution:
+            order: list[str] = []
+
+            def listen(method: str, seconds: float, fault: str | None) -> None:
+                order.append(method)
+                if method == "AgentQueryRuntime" and other.last is None:
+                    other.acquire(wait=30)  # taken and released while this apply's first plan reads
+                    other.release()
+
+            solution.executor.add_call_listener(listen)
+            report = solution.apply(timeout=120)
+
+        assert report.green, report.problems
         taken = order.index("RegisterExtension")
         resolved = order.index("Resolve", taken)
         assert order[taken:resolved].count("AgentQueryRuntime") >= hosts, order

@@ -35,7 +35,7 @@ import contextvars
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,7 +218,9 @@ class Solution:
                 with holding(self.session, self.solution.key, "apply", wait=timeout) as lease:
                     return self._apply(
                         watch,
-                        quiet=_nobody_acted(before, lease.generation),
+                        quiet=_nobody_acted(
+                            before, lease.generation, lease.last.judged if lease.last else None
+                        ),
                         timeout=timeout,
                         on_progress=lease.guard(on_progress),
                     )
@@ -742,13 +744,25 @@ def _raise_first_error(outcomes: list[Outcome], ignore: type[Exception] | None =
         raise errors[0]
 
 
-def _nobody_acted(before: list[LeaseRecord], generation: int | None) -> bool:
+def _nobody_acted(
+    before: list[LeaseRecord], generation: int | None, judged: Sequence[LeaseRecord] | None
+) -> bool:
     """True when no other apply, destroy or run can have held the solution's lease between the read of
-    ``before`` (its records then) and this process taking ``generation``: every record then was released
-    and ours is the very next number (numbers only grow; a series started anew after a destroy starts at a
-    random one, see ``controller.lease``). With no record then, unknown: False."""
-    if generation is None or not before:
+    ``before`` (its records then) and this process taking ``generation``.
+
+    With records then: every one was released and ours is the very next number (numbers only grow; a
+    series started anew after a destroy starts at a random one, see ``controller.lease``).
+
+    With no record then (the first apply on this vCenter, or after a destroy removed them): when this
+    process's winning attempt still judged no record of ours (``judged``, the records it read just before
+    registering, which its confirmation checked unchanged after). Whoever held the lease in between left
+    a record — released, unless a destroy removed its own at the end; what such a destroy did (agent VMs
+    removed: the VM watch saw it; the agency destroyed: the plan under the lease lists the agencies again)
+    is seen without reading every agent. None (unknown): False."""
+    if generation is None:
         return False
+    if not before:
+        return judged is not None and not judged
     # a record agentvm did not write (holder None) counts for the numbering only: nobody holds it
     released = all(r.released or r.holder is None for r in before)
     return released and generation == max(r.generation for r in before) + 1
