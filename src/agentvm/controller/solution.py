@@ -14,8 +14,10 @@ module adds is the waiter on top.
   another actor held the lease in between — then carries out
   the plan's changes in order (extension, certificate, hosts' AgentVM settings, agencies), answers each
   pending ``provisioned`` hook (the host's values written into the hook's VM, then MarkAsAvailable; again
-  only as ``core.hooks`` says) — the hosts' settings, and the hooks due at one poll, concurrently through
-  the executor's bounded pool (``Executor.carry_out_all``) — and waits until every agency is green or
+  only as ``core.hooks`` says) — the hosts' settings concurrently through the executor's bounded pool
+  (``Executor.carry_out_all``), each due hook as soon as a poll finds it on a pool as bounded
+  (``_Answering``) while the wait looks on, not reading the agents being answered — and waits until every
+  agency is green or
   the timeout passes, reporting a ``Progress`` after each poll. While it waits it heals with
   ``core.heal`` — the controller's policy: active issues (VmPoweredOff, VmNotDeployed, …) are resolved
   with backoff and a bounded number of tries; a passive issue (a person must act), or an active one given
