@@ -361,6 +361,8 @@ class VSphereInfrastructure:
         in the lab's EAM (seconds of Python each, that a power-off landing meanwhile waited on). A value
         it cannot compare counts as different: then the whole scope is read, as before."""
         scope, observation = observed
+        if not scope:  # no agency: no compute resource and no host to compare (and nothing to read)
+            return not observation.scope and not observation.hosts
         session = self._session
         to_hosts = PC.TraversalSpec(name="hosts", type=vim.ComputeResource, path="host", skip=False)
         spec = PC.FilterSpec(
