@@ -20,9 +20,12 @@ Three tables, each with the pool at 1 worker (one change after the other, as bef
 
 Measured on the lab (2 shared cores, load ~20): 500 hosts' settings with 10 ms per call took 17.3 s with
 the pool at 1 and 3.3 s at 8 (floor 6.9 s in turn, 1.2 s on 8 threads; agentvm makes 3 calls per host, the
-floor 1); 32 hooks 2.71 s at 1, 1.19 s at 8 (floor 2.84 / 1.89 s). apply at 8 workers, with the lab's EAM
-deploying in parallel (load ~20): 64 hosts 12.8 s against the floor's 10.0 s (1.29x), 500 hosts 126.5 s
-against 85.6 s (1.48x), 1,142 AgentQueryRuntime calls for 500 agents.
+floor 1); 32 hooks 2.71 s at 1, 1.19 s at 8 (floor 2.84 / 1.89 s). apply, with the lab in a process of
+its own (loaded machine, figures vary by 30 % between runs): 500 hosts 58.0 s against the floor's 45.1 s
+(1.29x, 1,264 AgentQueryRuntime, 7 polls) with the hooks answered in one blocking batch per poll; 48.4 s
+against 32.9 s (1.47x, 1,603 AgentQueryRuntime, 9 polls) with each hook answered as it appears; 2,500
+hosts 455.0 s against 222.5 s (2.04x, 11,954 AgentQueryRuntime, 16 polls): the wait is bound by its
+agent reads, one after the other (~38 ms each against the lab's EAM).
 Run: .venv/bin/python bench/bench_apply_pool.py [--settings 64,500] [--delay 10] [--hooks 128]
 [--apply 64,500]
 """
