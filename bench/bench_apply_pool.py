@@ -10,37 +10,49 @@ Three tables, each with the pool at 1 worker (one change after the other, as bef
 - hooks alone: every agent's provisioned hook pending at once (nobody answered them), answered a quarter
   each way: the executor's pool at 1 and 8 workers, and the floor, bare pyVmomi (ReconfigVM_Task of one
   guestinfo value, polling its task, MarkAsAvailable) in turn and on 8 threads.
-- apply: ``Solution.apply`` of the contrail example (provisioned hook) over every host of the lab, through
-  the lab's EAM (deploying in parallel, its default bounds), to all green, with its AgentQueryRuntime calls;
-  the floor, same run and same bounds, is the lab's own deploy (a bare pyVmomi CreateAgency without hooks,
-  to all green: bench/bench_eam_deploy.py ``measure``), and "x floor" is apply's time over it.
+- apply: ``agentvm apply --json`` of the contrail example (provisioned hook) over every host of the lab, run
+  as a user runs it (its own process; the seconds are the whole command), through the lab's EAM (deploying
+  in parallel, its default bounds), to all green, with its AgentQueryRuntime calls (counted by the lab's
+  EAM); the floor, same run and same bounds, is the lab's own deploy (a bare pyVmomi CreateAgency without
+  hooks, to all green: bench/bench_eam_deploy.py ``deploy``), and "x floor" is apply's time over it. Both
+  run against a fresh lab (vcsim, the lab's EAM, the package server) in a process of its own
+  (``LabProcess``), so neither shares the lab EAM's process or GIL. The pool size is apply's (8).
 
 Measured on the lab (2 shared cores, load ~20): 500 hosts' settings with 10 ms per call took 17.3 s with
 the pool at 1 and 3.3 s at 8 (floor 6.9 s in turn, 1.2 s on 8 threads; agentvm makes 3 calls per host, the
-floor 1); 32 hooks 2.71 s at 1, 1.19 s at 8 (floor 2.84 / 1.89 s). apply at 8 workers, with the lab's EAM
-deploying in parallel (load ~20): 64 hosts 12.8 s against the floor's 10.0 s (1.29x), 500 hosts 126.5 s
-against 85.6 s (1.48x), 1,142 AgentQueryRuntime calls for 500 agents.
+floor 1); 32 hooks 2.71 s at 1, 1.19 s at 8 (floor 2.84 / 1.89 s). apply, with the lab in a process of
+its own (loaded machine, figures vary by 30 % between runs): 500 hosts 58.0 s against the floor's 45.1 s
+(1.29x, 1,264 AgentQueryRuntime, 7 polls) with the hooks answered in one blocking batch per poll; 48.4 s
+against 32.9 s (1.47x, 1,603 AgentQueryRuntime, 9 polls) with each hook answered as it appears; 2,500
+hosts 455.0 s against 222.5 s (2.04x, 11,954 AgentQueryRuntime, 16 polls): the wait is bound by its
+agent reads, one after the other (~38 ms each against the lab's EAM).
 Run: .venv/bin/python bench/bench_apply_pool.py [--settings 64,500] [--delay 10] [--hooks 128]
-[--apply 64,500] [--apply-workers 1,8]
+[--apply 64,500]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench_eam_deploy import bare_clients
-from bench_eam_deploy import measure as lab_deploy
+from bench_eam_deploy import deploy as eam_deploy
 from pyVim.connect import Disconnect
 from pyVmomi import eam, vim, vmodl
 
-from agentvm.controller.executor import AgencyWait, Executor
+from agentvm.controller.executor import DEFAULT_WORKERS, AgencyWait, Executor
 from agentvm.controller.planner import AGENCY_KINDS
 from agentvm.controller.solution import Solution
 from agentvm.core.plan import HostSetting, SetHostSettings
@@ -54,7 +66,8 @@ from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
 
 MANAGER = "configManager.esxAgentHostManager"
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "contrail.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "contrail.yaml"
 WIDE = {  # the example over every cluster of the lab, with addresses for 4,031 hosts (25 x 100 fits)
     "    scope:\n      - /DC0/host/DC0_C0\n      - /DC0/host/DC0_C1\n": '    scope: ["/DC0/host/*"]\n',
     "cidr: 10.10.0.0/24": "cidr: 10.10.0.0/20",
@@ -273,39 +286,133 @@ def floor_hooks(info: LabInfo, agents: list[AgentRuntime], threads: int) -> floa
 # -------------------------------------------------------------------------------------------------- apply
 
 
-def agentvm_apply(hosts: int, workers: int) -> tuple[bool, float, int, int, int, int]:
-    """(green, seconds, vim25 calls, EAM calls, polls, AgentQueryRuntime calls) of apply over every host."""
+class LabProcess:
+    """A lab of ``hosts`` hosts (vcsim, the lab's EAM, the package server; no SDN emulators) in a Python
+    process of its own (this file with ``--serve-lab``), so that what is measured against it does not
+    share a process, nor the GIL, with the lab's EAM. ``close()`` (or this process ending: its stdin
+    closes) stops it."""
+
+    def __init__(self, hosts: int) -> None:
+        child_env = dict(os.environ)
+        child_env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve-lab", str(hosts)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._in, self._out = self.process.stdin, self.process.stdout
+        line = self._out.readline()
+        if not line:
+            self.close()
+            raise RuntimeError(f"the lab process exited {self.process.poll()} before it was up")
+        raw = json.loads(line)
+        self.vcsim = VcsimInfo(**raw["vcsim"])
+        self.env: dict[str, str] = raw["env"]
+        self.ovf_url: str = raw["ovf_url"]
+
+    def eam_calls(self) -> Counter[str]:
+        """EAM requests the lab's EAM answered so far, by method, from every client."""
+        self._in.write("calls\n")
+        self._in.flush()
+        return Counter(json.loads(self._out.readline()))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                self._in.close()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def serve_lab(hosts: int) -> None:
+    """The child of ``LabProcess``: run the lab, answer ``calls`` lines, stop at the end of stdin."""
     lab = Lab(shape(hosts), netsync=False)
     info = lab.start()
     try:
-        desired = load_spec_text(spec_text(), env={**os.environ, **info.env()})
-        with (
-            tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp,
-            Session(conn(info.vcsim)) as session,
-            Solution(desired, session, state_dir=Path(tmp), workers=workers) as solution,
-        ):
-            reads = [0]
-
-            def count(method: str, seconds: float, fault: str | None) -> None:
-                reads[0] += method == "AgentQueryRuntime"
-
-            solution.executor.add_call_listener(count)
-            started = time.perf_counter()
-            report = solution.apply(timeout=3600)
-            seconds = time.perf_counter() - started
-            return report.green, seconds, report.vim_calls, report.eam_calls, report.polls, reads[0]
+        print(
+            json.dumps({"vcsim": dataclasses.asdict(info.vcsim), "env": info.env(), "ovf_url": info.ovf_url})
+        )
+        sys.stdout.flush()
+        for line in sys.stdin:
+            if line.strip() == "calls":
+                assert lab.eam is not None
+                print(json.dumps(lab.eam.eam_calls()), flush=True)
     finally:
         lab.stop()
+
+
+def lab_own_deploy(hosts: int) -> float:
+    """Seconds of the lab's own deploy (bare pyVmomi CreateAgency, no hooks, to all green: the floor),
+    against a lab in its own process."""
+    lab = LabProcess(hosts)
+    try:
+        si, manager = bare_clients(lab.vcsim)
+        try:
+            _, seconds = eam_deploy(si, manager, lab.ovf_url, hosts)
+            return seconds
+        finally:
+            Disconnect(si)
+    finally:
+        lab.close()
+
+
+def agentvm_apply(hosts: int) -> tuple[bool, float, int, int, int, int]:
+    """(green, seconds, vim25 calls, EAM calls, polls, AgentQueryRuntime calls) of ``agentvm apply`` over
+    every host, run as a user runs it: its own process, against a lab in another. The seconds are the
+    command's whole run (start-up and login included)."""
+    lab = LabProcess(hosts)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:
+            spec = Path(tmp) / "contrail.yaml"
+            spec.write_text(spec_text())
+            child_env = {**os.environ, **lab.env, "AGENTVM_STATE_DIR": str(Path(tmp) / "state")}
+            child_env["PYTHONPATH"] = os.pathsep.join(
+                [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
+            command = [
+                sys.executable,
+                "-c",
+                "import sys; from agentvm.cli.main import main; sys.argv[0] = 'agentvm'; sys.exit(main())",
+                "apply",
+                "-f",
+                str(spec),
+                "--json",
+                "--timeout",
+                "3600",
+            ]
+            before = lab.eam_calls()
+            started = time.perf_counter()
+            done = subprocess.run(command, env=child_env, capture_output=True, text=True, check=False)
+            seconds = time.perf_counter() - started
+            reads = (lab.eam_calls() - before)["AgentQueryRuntime"]
+            if done.returncode not in (0, 1):
+                raise RuntimeError(f"agentvm apply exited {done.returncode}: {done.stderr.strip()[-500:]}")
+            report = json.loads(done.stdout)
+            calls = report["calls"]
+            return report["green"], seconds, calls["vim25"], calls["eam"], report["polls"], reads
+    finally:
+        lab.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", default="64,500", help="host counts for the host-settings table")
     parser.add_argument("--apply", default="64,500", help="host counts for the apply table ('' for none)")
-    parser.add_argument("--apply-workers", default="8", help="pool sizes for the apply table, e.g. 1,8")
     parser.add_argument("--delay", type=int, default=10, help="ms per SOAP call in the second settings run")
     parser.add_argument("--hooks", default="128", help="host counts for the hooks table ('' for none)")
+    parser.add_argument("--serve-lab", type=int, help=argparse.SUPPRESS)  # LabProcess's child
     args = parser.parse_args()
+    if args.serve_lab is not None:
+        serve_lab(args.serve_lab)
+        return
     sizes = [int(n) for n in args.settings.split(",") if n]
     print("host settings: seconds (vim25 calls)")
     print(f"{'hosts':>6} {'delay':>6} {'pool 1':>14} {'pool 8':>14} {'floor, 1 thread':>16} {'floor, 8':>14}")
@@ -333,11 +440,11 @@ def main() -> None:
             f"{'AgentQR':>8} {'polls':>6}"
         )
     for hosts in applies:
-        s = shape(hosts)
-        # the floor: the lab's own deploy (bare pyVmomi CreateAgency, no hooks, to all green), same bounds
-        floor = float(lab_deploy(s.clusters, s.hosts, "parallel", 1)["deploy_s"])
-        for workers in [int(n) for n in args.apply_workers.split(",") if n]:
-            green, seconds, vim_calls, eam_calls, polls, reads = agentvm_apply(hosts, workers)
+        # the floor: the lab's own deploy (bare pyVmomi CreateAgency, no hooks, to all green), same bounds,
+        # the lab in a process of its own as for apply
+        floor = lab_own_deploy(hosts)
+        for workers in (DEFAULT_WORKERS,):  # apply's pool size
+            green, seconds, vim_calls, eam_calls, polls, reads = agentvm_apply(hosts)
             print(
                 f"{hosts:>6} {workers:>8} {green!s:>6} {seconds:>8.1f} {seconds / floor:>8.2f} "
                 f"{vim_calls:>7} {eam_calls:>7} {reads:>8} {polls:>6}",

@@ -10,6 +10,8 @@ read again under it. The due hooks of every agency are answered in one pool batc
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,14 +19,16 @@ import pytest
 from agentvm.controller.executor import AgencyWait
 from agentvm.controller.lease import Lease
 from agentvm.controller.planner import AGENCY_KINDS
-from agentvm.controller.solution import Solution
+from agentvm.controller.solution import Solution, _Answering
 from agentvm.core.plan import SetHostSettings
+from agentvm.core.progress import Progress
 from agentvm.lab.vcsim import Shape
 from agentvm.lab.world import Lab
 from agentvm.model.agency import PowerState
 from agentvm.spec import load_spec, load_spec_text
+from agentvm.vsphere.extensions import read_lease_records, remove_lease_record
 from agentvm.vsphere.vms import ensure_powered_off
-from tests.support.controller_lab import ONE_CLUSTER, Calls, connect, lab_world, spec_text, wait_for
+from tests.support.controller_lab import ONE_CLUSTER, Calls, World, connect, lab_world, spec_text, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -96,6 +100,114 @@ def test_apply_reads_every_agent_again_under_the_lease_when_another_held_it_sinc
         assert order[taken:resolved].count("AgentQueryRuntime") >= hosts, order
 
 
+def _remove_lease_records(world: World, key: str) -> None:
+    """As on a vCenter where no apply ran yet, or after a destroy: no record of the solution's lease."""
+    for record in read_lease_records(world.session, key):
+        remove_lease_record(world.session, record)
+    assert read_lease_records(world.session, key) == []
+
+
+def test_an_apply_that_finds_no_lease_record_reads_each_agent_once_when_nobody_took_it_meanwhile(
+    tmp_path: Path,
+) -> None:
+    hosts = 24  # one read per agent plus EXTRA_READS, where reading every agent again is two per agent
+    with lab_world(tmp_path, hosts) as world:
+        desired = load_spec(world.spec, env=world.info.env())
+        with Solution(desired, connect(world.info)) as first:
+            assert first.apply(timeout=240).green
+        _remove_lease_records(world, desired.solution.key)
+        vms = world.one_agent_per_host(hosts)
+        ensure_powered_off(world.session, vms[0].moref)
+        name = desired.agencies[0].name
+        with Solution(desired, world.session) as probe:
+
+            def issue_raised() -> bool:
+                status = probe.backend.observe(name)
+                return status is not None and bool(status.runtime.issues)
+
+            wait_for(issue_raised, "the lab's EAM to raise the powered-off agent's issue", 60)
+
+        with Solution(desired, connect(world.info)) as solution:
+            calls = Calls()
+            solution.executor.add_call_listener(calls)
+            report = solution.apply(timeout=120)
+
+        assert report.green, report.problems
+        assert any("resolved" in a for a in report.actions), report.actions
+        reads = calls.counts["AgentQueryRuntime"]
+        assert hosts <= reads <= hosts + EXTRA_READS, calls.counts
+
+
+def test_an_apply_that_finds_no_lease_record_reads_every_agent_again_when_another_took_it_meanwhile(
+    tmp_path: Path,
+) -> None:
+    hosts = 4
+    with lab_world(tmp_path, hosts) as world:
+        desired = load_spec(world.spec, env=world.info.env())
+        with Solution(desired, connect(world.info)) as first:
+            assert first.apply(timeout=240).green
+        _remove_lease_records(world, desired.solution.key)
+        vms = world.one_agent_per_host(hosts)
+        ensure_powered_off(world.session, vms[0].moref)
+        other = Lease(connect(world.info), desired.solution.key, "apply")  # another apply, acting meanwhile
+
+        with Solution(desired, connect(world.info)) as solution:
+            order: list[str] = []
+
+            def listen(method: str, seconds: float, fault: str | None) -> None:
+                order.append(method)
+                if method == "AgentQueryRuntime" and other.last is None:
+                    other.acquire(wait=30)  # taken and released while this apply's first plan reads
+                    other.release()
+
+            solution.executor.add_call_listener(listen)
+            report = solution.apply(timeout=120)
+
+        assert report.green, report.problems
+        taken = order.index("RegisterExtension")
+        resolved = order.index("Resolve", taken)
+        assert order[taken:resolved].count("AgentQueryRuntime") >= hosts, order
+
+
+def test_the_wait_looks_on_while_hooks_are_answered_and_reads_no_agent_whose_answer_runs(
+    tmp_path: Path,
+) -> None:
+    hosts = 2
+    with lab_world(tmp_path, hosts) as world:
+        desired = load_spec(world.spec, env=world.info.env())
+        lock = threading.Lock()
+        held = Counter[str]()
+        release = threading.Event()  # the answers go on once the wait has looked 3 times meanwhile
+
+        def listen(method: str, seconds: float, fault: str | None) -> None:
+            if method == "ReconfigVM_Task" and not release.is_set():  # an answer's write, in the pool
+                with lock:
+                    held["waiting"] += 1
+                release.wait(30)  # the fallback only: the wait's looks set it
+                with lock:
+                    held["waiting"] -= 1
+            elif method == "AgentQueryRuntime":
+                with lock:
+                    if held["waiting"] == hosts:
+                        held["reads"] += 1
+
+        def progress(_: Progress) -> None:  # once per look of the wait
+            with lock:
+                if held["waiting"] == hosts and not release.is_set():
+                    held["looks"] += 1
+                    if held["looks"] >= 3:
+                        release.set()
+
+        with Solution(desired, connect(world.info)) as solution:
+            solution.executor.add_call_listener(listen)
+            report = solution.apply(timeout=240, on_progress=progress)
+
+        assert report.green, report.problems
+        # every hook's answer in flight at once, and the wait looked on meanwhile, reading none of them
+        assert held["looks"] >= 3, held
+        assert held["reads"] == 0, held
+
+
 # ------------------------------------------------------------------------------ hooks across agencies
 
 SECOND_AGENCY = """  - name: contrail-b
@@ -145,15 +257,20 @@ def test_the_due_hooks_of_every_agency_are_answered_in_one_batch(tmp_path: Path)
                 return all(w.status is not None and len(w.status.pending_hooks) == 2 for w in waits)
 
             wait_for(all_pending, "two provisioned hooks pending in each agency", 120)
-            batches: list[float] = []
             marks = Calls()
-            solution.executor.add_wait_listener(batches.append)
             solution.executor.add_call_listener(marks)
 
-            assert solution._answer_hooks(waits)
+            answering = _Answering(solution.executor)
+            try:
+                assert solution._answer_hooks(waits, answering)
+                started = answering.agents()  # what the one call started, before any is taken in
+                assert solution._answered(answering, everything=True)
+            finally:
+                answering.close()
 
         assert marks.counts["MarkAsAvailable"] == 4 and marks.counts["ReconfigVM_Task"] == 4, marks.counts
-        assert len(batches) == 1  # one pool batch for both agencies' hooks, not one per agency
+        # one pool for both agencies' hooks, started by one call, not one agency after the other
+        assert len(started) == 4
         assert all(len(w.answered) == 2 for w in waits)
     finally:
         lab.stop()

@@ -736,6 +736,28 @@ def test_a_watched_observe_reads_nothing_while_nothing_changes_and_sees_maintena
     assert observed.in_maintenance_mode is True
 
 
+def test_a_resync_that_finds_nothing_new_reads_only_the_hosts_state_not_the_whole_scope(
+    vcsim: VcsimInfo,
+) -> None:
+    with connect(vcsim) as session:
+        host = read_inventory(session, kinds={"hosts"}).hosts[0]
+        assert host.cluster is not None
+        with VSphereInfrastructure(session, watch_max_wait=1, resync_seconds=1.0) as infra:
+            infra.wait_for_change(infra.generation(), 5.0)  # the watcher's first batch
+            first = infra.observe([host.cluster])
+            before = session.stats.snapshot()
+            deadline = time.monotonic() + 30
+            while (session.stats.snapshot() - before)["RetrievePropertiesEx"] < 3:  # three resyncs
+                assert time.monotonic() < deadline, "no resync within 30 s"
+                infra.wait_for_change(infra.generation(), 0.5)
+            calls = reads(session.stats.snapshot() - before)
+            assert infra.observe([host.cluster]) == first
+
+    # one compact read each: no container view (the whole scope's read opens one), nothing paged on
+    assert "CreateContainerView" not in calls, calls
+    assert set(calls) == {"RetrievePropertiesEx"}, calls
+
+
 def test_a_change_someone_makes_right_after_an_own_write_wakes_the_engine_and_is_seen(world: World) -> None:
     infra = world.infra
     vm = deploy(world, target(read_inventory(world.session)))

@@ -79,8 +79,10 @@ class Agency:
         self.reads: list[tuple[float, str]] = []
         self.lists = 0
 
-    def look(self, now: float, changes: Changes = NONE, *, relist: bool = False) -> tuple[str, ...]:
-        look = Look(now, changes, self.policy, relist)
+    def look(
+        self, now: float, changes: Changes = NONE, *, relist: bool = False, busy: frozenset[str] = frozenset()
+    ) -> tuple[str, ...]:
+        look = Look(now, changes, self.policy, relist, busy=busy)
         if self.state is not None:
             self.state = self.state.noted(changes)
         listed = must_list(self.state, look)
@@ -292,3 +294,23 @@ def test_unwatched_looks_reuse_a_green_agency_for_green_max_age_only() -> None:
             state, tuple(world), {a: world[a] for a in plan.read}, (), look, plan, listed=True
         )
     assert counts == [3, 0, 3, 3, 3]
+
+
+@given(SIZES, st.data())
+def test_an_agent_the_caller_is_acting_on_is_not_read_until_its_action_marks_it(
+    agents: int, data: st.DataObject
+) -> None:
+    agency = Agency(agents, ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=6000.0))
+    n = data.draw(st.integers(min_value=0, max_value=agents - 1))
+    agency.world[f"agent-{n}"] = agent(n, Status.YELLOW, hook=True)
+    agency.look(0.0)
+    busy = frozenset({f"agent-{n}"})
+    now = 0.0
+    for _ in range(40):  # its backoff falls due, the sweep has credit, its VM changes: still not read
+        now += 0.25
+        read = agency.look(now, Changes(frozenset({vm(1000 + n)})), busy=busy)
+        assert f"agent-{n}" not in read
+    agency.world[f"agent-{n}"] = agent(n, Status.YELLOW)  # answered: no hook now
+    assert agency.state is not None
+    agency.state = agency.state.marked_stale([f"agent-{n}"])
+    assert f"agent-{n}" in agency.look(now + 0.25)

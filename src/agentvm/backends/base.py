@@ -428,7 +428,13 @@ class AgencyBackend:
         reads = after_reads(
             state, ids, read, runtime.issues, look, plan, listed=listed, status=runtime.status
         )
-        self._reads[agency] = reads
+        with self._marks:  # marks made by other threads while this look read (hooks answered meanwhile)
+            current = self._reads.get(agency)
+            if current is not None and current is not state:
+                reads = reads.marked_stale(
+                    current.stale - (state.stale if state is not None else frozenset())
+                )
+            self._reads[agency] = reads
         agents = sorted(reads.runtimes(), key=lambda a: (a.host.value, a.agent))
         return AgencyStatus(agency, name, runtime, tuple(agents))
 

@@ -14,8 +14,10 @@ module adds is the waiter on top.
   another actor held the lease in between — then carries out
   the plan's changes in order (extension, certificate, hosts' AgentVM settings, agencies), answers each
   pending ``provisioned`` hook (the host's values written into the hook's VM, then MarkAsAvailable; again
-  only as ``core.hooks`` says) — the hosts' settings, and the hooks due at one poll, concurrently through
-  the executor's bounded pool (``Executor.carry_out_all``) — and waits until every agency is green or
+  only as ``core.hooks`` says) — the hosts' settings concurrently through the executor's bounded pool
+  (``Executor.carry_out_all``), each due hook as soon as a poll finds it on a pool as bounded
+  (``_Answering``) while the wait looks on, not reading the agents being answered — and waits until every
+  agency is green or
   the timeout passes, reporting a ``Progress`` after each poll. While it waits it heals with
   ``core.heal`` — the controller's policy: active issues (VmPoweredOff, VmNotDeployed, …) are resolved
   with backoff and a bounded number of tries; a passive issue (a person must act), or an active one given
@@ -31,10 +33,12 @@ do. See docs/architecture.md, "Plans and the executor".
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -56,7 +60,7 @@ from agentvm.core.heal import (
     Verdict,
     plan_heal_agencies,
 )
-from agentvm.core.hooks import hook_key, hooks_due
+from agentvm.core.hooks import HookKey, hook_key, hooks_due
 from agentvm.core.plan import (
     AnswerHook,
     DestroyAgency,
@@ -69,7 +73,7 @@ from agentvm.core.plan import (
 from agentvm.core.plan_text import issue_label
 from agentvm.core.progress import HostProgress, Progress, host_rows
 from agentvm.core.scope import ResolvedAgency, resolve_agency
-from agentvm.model.agency import AgencyConfig, Issue
+from agentvm.model.agency import AgencyConfig, AgentRuntime, Issue
 from agentvm.model.desired import DesiredState, SolutionSpec
 from agentvm.model.errors import NotFoundError, TransientError
 from agentvm.model.inventory import InventorySnapshot
@@ -213,17 +217,20 @@ class Solution:
                 with holding(self.session, self.solution.key, "apply", wait=timeout) as lease:
                     return self._apply(
                         watch,
-                        quiet=_nobody_acted(before, lease.generation),
+                        quiet=_nobody_acted(
+                            before, lease.generation, lease.last.judged if lease.last else None
+                        ),
                         timeout=timeout,
                         on_progress=lease.guard(on_progress),
                     )
         finally:
             self.backend.note(None)  # observes after apply read as without a watch again
 
-    def _look(self, watch: VmWatch, *, relist: bool = False) -> None:
+    def _look(self, watch: VmWatch, *, relist: bool = False, busy: frozenset[str] = frozenset()) -> None:
         """Hand the backend what the VM watch saw since the last look (one WaitForUpdatesEx): the next
         observes read the agents it names, those not settled and the sweep's (``core.agent_reads``);
-        every agent when the watch (re)started. ``relist``: the agent lists are read again (a plan)."""
+        every agent when the watch (re)started. ``relist``: the agent lists are read again (a plan).
+        ``busy``: the agents whose hook answer is in flight, not read now (their answer marks them stale)."""
         ex = self.executor
         # the plan's extension login replaces the backend: log in first, so that the look reaches the
         # backend that observes (a login already made is kept; a refused one the plan tries again)
@@ -233,7 +240,7 @@ class Solution:
         changes = watch.take()
         if changes is None:  # the watch (re)started: what happened before it is unknown
             self.backend.forget()
-        self.backend.note(Look(self._clock(), changes or Changes(), self.reads, relist=relist))
+        self.backend.note(Look(self._clock(), changes or Changes(), self.reads, relist=relist, busy=busy))
 
     @staticmethod
     def _nothing_to_do(plan: SolutionPlan) -> bool:
@@ -369,27 +376,42 @@ class Solution:
 
     # -- hooks --------------------------------------------------------------------------------------
 
-    def _answer_hooks(self, waits: list[AgencyWait]) -> bool:
-        """Answer the agencies' pending hooks that ``core.hooks`` says are due, every agency's in one batch;
-        True when any was answered."""
-        acted = False
+    def _answer_hooks(self, waits: list[AgencyWait], answering: _Answering) -> bool:
+        """Start answering the agencies' pending hooks that ``core.hooks`` says are due and that are not
+        being answered already, every agency's on the one bounded pool (``answering``); True when any was
+        started. Returns at once: the answers run while the wait goes on polling (``_answered``)."""
         now = self._clock()
-        due = [
-            (wait, agent)
-            for wait in waits
-            if wait.status is not None and not wait.uninstall
-            for agent in hooks_due(wait.status.pending_hooks, wait.answered, now)
-        ]
-        answers = [self.executor.hook_answer(wait, agent) for wait, agent in due]
-        # concurrently: each answer writes its values into its VM, then MarkAsAvailable
-        outcomes = self.executor.carry_out_all(answers)
-        for (wait, agent), answer, outcome in zip(due, answers, outcomes, strict=True):
+        started = False
+        for wait in waits:
+            if wait.status is None or wait.uninstall:
+                continue
+            for agent in hooks_due(wait.status.pending_hooks, wait.answered, now):
+                if hook_key(agent) in answering:
+                    continue
+                answering.start(wait, agent, self.executor.hook_answer(wait, agent))
+                started = True
+        return started
+
+    def _answered(self, answering: _Answering, *, everything: bool = False) -> bool:
+        """Take in the hook answers that finished since the last look (``everything``: wait for those
+        still running first): each is recorded as answered now, in ``core.hooks``' terms; True when any
+        was. A failed one (other than NotFoundError: the agent is gone, its host left the scope, as the
+        controller says) is raised once every answer started has finished, the others logged."""
+        finished = answering.finished(wait=everything)
+        if any(o.error is not None and not isinstance(o.error, NotFoundError) for _, _, o in finished):
+            finished += answering.finished(wait=True)  # the others finish first, as in one batch
+        now = self._clock()
+        acted = False
+        for wait, agent, outcome in finished:
             if outcome.error is not None:
-                continue  # NotFoundError: gone (its host left the scope), as the controller says; else raised
+                continue
             wait.answered[hook_key(agent)] = now
             acted = True
-            log.info("%s: answered the %s hook of %s", wait.name, answer.state.value, agent.host.value)
-        _raise_first_error(outcomes, ignore=NotFoundError)
+            assert isinstance(outcome.change, AnswerHook)
+            log.info(
+                "%s: answered the %s hook of %s", wait.name, outcome.change.state.value, agent.host.value
+            )
+        _raise_first_error([o for _, _, o in finished], ignore=NotFoundError)
         return acted
 
     # -- waiting ------------------------------------------------------------------------------------
@@ -457,15 +479,48 @@ class Solution:
     ) -> _Outcome:
         """``_wait``'s polls: each look reads the agents the VM watch says changed, those not settled yet
         (not done) and the sweep's (``core.agent_reads``), as the controller's polls do."""
+        answering = _Answering(self.executor)
+        try:
+            return self._polls(
+                waits,
+                watch,
+                answering,
+                timeout=timeout,
+                started=started,
+                on_progress=on_progress,
+                heal=heal,
+                actions=actions,
+                polls=polls,
+            )
+        finally:
+            answering.close()
+
+    def _polls(
+        self,
+        waits: list[AgencyWait],
+        watch: VmWatch,
+        answering: _Answering,
+        *,
+        timeout: float,
+        started: float,
+        on_progress: ProgressCallback | None,
+        heal: bool,
+        actions: list[str] | None,
+        polls: int,
+    ) -> _Outcome:
+        """``_wait_loop``'s polls, with the hook answers of ``answering`` running meanwhile."""
         deadline = self._clock() + timeout
         interval = POLL_FIRST
         previous: object = None
         healing = HealState()
         while True:
-            self._look(watch)
+            # an agent whose answer is in flight is not read: it would read pending still, and its answer
+            # marks it to be read once done
+            self._look(watch, busy=answering.agents())
             for wait in waits:
                 wait.status = self.backend.observe(wait.name)
-            acted = self._answer_hooks(waits)
+            acted = self._answered(answering)
+            acted = self._answer_hooks(waits, answering) or acted or bool(answering)
             polls += 1
             wake_at: float | None = None
             stopped: tuple[HealDecision, ...] = ()
@@ -630,6 +685,53 @@ class Solution:
         return DestroyReport(tuple(actions), self._clock() - started, vim, eam, host_settings_left=left)
 
 
+class _Answering:
+    """The hook answers apply's wait has in flight: a bounded pool of ``Executor.workers`` threads (as
+    ``Executor.carry_out_all``'s) that answers each due hook as soon as a poll finds it — its values written
+    into its VM, then MarkAsAvailable, one ``Executor.carry_out`` each — while the wait goes on polling.
+    Used by one wait loop's thread; ``close()`` drops the answers not started and waits for the others."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._pool = ThreadPoolExecutor(max_workers=executor.workers, thread_name_prefix="agentvm-hook")
+        self._running: dict[HookKey, tuple[AgencyWait, AgentRuntime, Future[Outcome]]] = {}
+
+    def __contains__(self, key: HookKey) -> bool:
+        return key in self._running
+
+    def __bool__(self) -> bool:
+        return bool(self._running)
+
+    def agents(self) -> frozenset[str]:
+        """The agents whose answer is queued or running."""
+        return frozenset(agent for agent, _ in self._running)
+
+    def start(self, wait: AgencyWait, agent: AgentRuntime, answer: AnswerHook) -> None:
+        # in a copy of the caller's context: the correlation id the answer runs under is the caller's
+        future = self._pool.submit(contextvars.copy_context().run, self._answer, answer)
+        self._running[hook_key(agent)] = (wait, agent, future)
+
+    def _answer(self, answer: AnswerHook) -> Outcome:
+        try:
+            text = self._executor.carry_out(answer)
+        except Exception as exc:  # the wait reports it: one answer's failure never stops the others
+            return Outcome(answer, None, error=exc)
+        return Outcome(answer, None, text=text)
+
+    def finished(self, *, wait: bool = False) -> list[tuple[AgencyWait, AgentRuntime, Outcome]]:
+        """The answers done since the last call, in the order they were started (``wait``: all of them,
+        once those still running are done)."""
+        done = [key for key, (_, _, f) in self._running.items() if wait or f.done()]
+        out = []
+        for key in done:
+            wait_, agent, future = self._running.pop(key)
+            out.append((wait_, agent, future.result()))
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _raise_first_error(outcomes: list[Outcome], ignore: type[Exception] | None = None) -> None:
     """Raise the first error of a batch, once every change of it was carried out (the others are
     logged); errors of type ``ignore`` are none."""
@@ -641,13 +743,25 @@ def _raise_first_error(outcomes: list[Outcome], ignore: type[Exception] | None =
         raise errors[0]
 
 
-def _nobody_acted(before: list[LeaseRecord], generation: int | None) -> bool:
+def _nobody_acted(
+    before: list[LeaseRecord], generation: int | None, judged: Sequence[LeaseRecord] | None
+) -> bool:
     """True when no other apply, destroy or run can have held the solution's lease between the read of
-    ``before`` (its records then) and this process taking ``generation``: every record then was released
-    and ours is the very next number (numbers only grow; a series started anew after a destroy starts at a
-    random one, see ``controller.lease``). With no record then, unknown: False."""
-    if generation is None or not before:
+    ``before`` (its records then) and this process taking ``generation``.
+
+    With records then: every one was released and ours is the very next number (numbers only grow; a
+    series started anew after a destroy starts at a random one, see ``controller.lease``).
+
+    With no record then (the first apply on this vCenter, or after a destroy removed them): when this
+    process's winning attempt still judged no record of ours (``judged``, the records it read just before
+    registering, which its confirmation checked unchanged after). Whoever held the lease in between left
+    a record — released, unless a destroy removed its own at the end; what such a destroy did (agent VMs
+    removed: the VM watch saw it; the agency destroyed: the plan under the lease lists the agencies again)
+    is seen without reading every agent. None (unknown): False."""
+    if generation is None:
         return False
+    if not before:
+        return judged is not None and not judged
     # a record agentvm did not write (holder None) counts for the numbering only: nobody holds it
     released = all(r.released or r.holder is None for r in before)
     return released and generation == max(r.generation for r in before) + 1

@@ -18,7 +18,8 @@ Watched, an agency's look costs one AgencyQueryRuntime (its issue list) plus one
   or was acted on), and all of them at once when the agency's status changed, so that the cost is bounded
   by the agents in transition;
 - was marked stale by an action on it (unwatched callers: a hook answered, an issue resolved), or is new
-  (not read yet);
+  (not read yet); but none that the caller is acting on right now (``Look.busy``: apply's hook answers in
+  flight; the answer holds it back or marks it stale when done);
 - is next in the spread sweep: ``sweep_per_minute`` agents a minute at most, oldest read first, and no
   faster than every agent once per ``sweep_period`` — the safety net that heals a lost watch update.
 
@@ -81,6 +82,9 @@ class Look:
     policy: ReadPolicy = ReadPolicy()
     relist: bool = False  # a full pass re-plans: read the agent list (QueryAgent) again
     watched: bool = True  # False: a caller without a watch (every look lists and reads, see the module)
+    # agents the caller is acting on right now (apply's hook answers in flight): a watched look does not
+    # read them, not even for the sweep; the action marks them stale when it is done, and they are read then
+    busy: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,8 @@ def plan_reads(
     chosen: list[str] = []
     for agent in ids:
         seen = known.get(agent)
+        if agent in look.busy:
+            continue
         if (
             seen is None
             or agent in state.stale
@@ -221,7 +227,7 @@ def plan_reads(
     swept: tuple[str, ...] = ()
     if budget > 0:  # the oldest few, without sorting every agent at every look
         picked = set(chosen)
-        candidates = (a for a in ids if a not in picked and a in known)
+        candidates = (a for a in ids if a not in picked and a in known and a not in look.busy)
         swept = tuple(heapq.nsmallest(budget, candidates, key=lambda a: (known[a].read_at, a)))
     return ReadPlan((*chosen, *swept), swept, credit - len(swept))
 

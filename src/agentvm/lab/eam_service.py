@@ -78,6 +78,10 @@ class LabEam:
         """vim25 calls the lab's EAM has made so far (for benchmarks)."""
         return self._session.stats.total if self._session is not None else 0
 
+    def eam_calls(self) -> dict[str, int]:
+        """EAM requests answered so far by method, from every client (for benchmarks)."""
+        return self._server.service.calls() if self._server is not None else {}
+
     @property
     def infra(self) -> VSphereInfrastructure | None:
         """The engine's vSphere side while running (for benchmarks that time its reads)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -85,9 +86,19 @@ class EamService:
         self.manager = manager
         self._lock = threading.Lock()
         self._maintenance_mode_policy = "singleHost"
+        self._calls: Counter[str] = Counter()  # requests by method, answered or refused (benchmarks)
+        self._counting = threading.Lock()
+
+    def calls(self) -> dict[str, int]:
+        """How many requests of each method (wsdl name) this service was asked so far, by every client:
+        what a benchmark in another process counts (``LabEam.eam_calls``)."""
+        with self._counting:
+            return dict(self._calls)
 
     def call(self, caller: Caller, request: Request, version: str) -> tuple[Any, type | None]:
         """Run one request: (reply value, its pyVmomi type); raises SoapFault for every failure."""
+        with self._counting:
+            self._calls[request.method] += 1
         this = request.this
         if this is None:
             raise SoapFault(faults.invalid_request("the request has no _this"))
