@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from agentvm.lab.etcd import Etcd
 from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo, build
 from agentvm.lab.world import Lab, LabInfo
 
@@ -106,3 +108,14 @@ def lab(request: pytest.FixtureRequest) -> Iterator[LabInfo]:
     _needs_the_lab_marker(request)
     with Lab() as info:
         yield info
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[Etcd]:
+    """A running etcd (Debian's /usr/bin/etcd) on free loopback ports, data under the test's tmp_path;
+    stopped and removed after the test (tests may pause, kill or restart it meanwhile)."""
+    server = Etcd(tmp_path / "etcd").start()
+    try:
+        yield server
+    finally:
+        server.remove()
