@@ -118,7 +118,7 @@ def powered_on(info: LabInfo) -> bool:
     session = connect(info)
     try:
         vms = [v for v in read_inventory(session).vms if v.name.startswith("contrail-vm")]
-        return len(vms) == 2 and all(v.power.value == "poweredOn" for v in vms)
+        return len(vms) == 2 and all(v.power_state.value == "poweredOn" for v in vms)
     finally:
         session.logout()
 
@@ -139,7 +139,10 @@ def test_three_replicas_one_acts_and_a_sigkilled_leader_is_replaced_with_each_ca
     assert metric(leader.get("/metrics").text, "agentvm_leader", solution=KEY) == 1
     writers = {c.process for c in eam_calls.writes()}
     assert len(writers) == 1  # one actor: every write from one process's reconciler
-    assert sorted(c.method for c in eam_calls.writes() if c.method == "MarkAsAvailable") == ["MarkAsAvailable"] * 2
+    assert (
+        sorted(c.method for c in eam_calls.writes() if c.method == "MarkAsAvailable")
+        == ["MarkAsAvailable"] * 2
+    )
 
     before = len(eam_calls.calls)
     power_off_an_agent(lab)
@@ -195,7 +198,9 @@ def test_a_leader_partitioned_from_etcd_fences_before_another_acts(
         leader = wait_for(lambda: the_leader(runs) if green(runs[0]) else None, "one leader, green", 180)
         other = next(r for r in runs if r is not leader)
         proxies[runs.index(leader)].cut()
-        leader.wait_line(lambda r: r.get("action") == "leadership" and "not acting" in str(r.get("message")), 30)
+        leader.wait_line(
+            lambda r: r.get("action") == "leadership" and "not acting" in str(r.get("message")), 30
+        )
         wait_for(lambda: role(other) == "leader", "the other replica leading", 60)
         power_off_an_agent(lab)
         wait_for(lambda: powered_on(lab), "healed by the new leader", 60)
@@ -216,7 +221,9 @@ def test_two_vcenters_two_replicas_one_leadership_each_and_a_kill_moves_it(
     try:
         infos = [lab.start() for lab in labs]
         text = spec_text(**ONE_CLUSTER)
-        specs = [spec_for(info, tmp_path / f"{i}.yaml", text, f"LAB_PASSWORD_{i}") for i, info in enumerate(infos)]
+        specs = [
+            spec_for(info, tmp_path / f"{i}.yaml", text, f"LAB_PASSWORD_{i}") for i, info in enumerate(infos)
+        ]
         env = {f"LAB_PASSWORD_{i}": info.vcsim.password for i, info in enumerate(infos)}
         args = ("-f", str(specs[0]), "-f", str(specs[1]), "--coordination", etcd.url)
         runs = [replicas.start(env, *args) for _ in range(2)]
@@ -229,7 +236,9 @@ def test_two_vcenters_two_replicas_one_leadership_each_and_a_kill_moves_it(
         wait_for(lambda: green(runs[0]) and green(runs[1]), "both vCenters green", 180)
         runs[0].proc.send_signal(signal.SIGKILL)
         runs[0].proc.wait(10)
-        wait_for(lambda: [role(runs[1], i) for i in range(2)] == ["leader", "leader"], "the other leads both", 60)
+        wait_for(
+            lambda: [role(runs[1], i) for i in range(2)] == ["leader", "leader"], "the other leads both", 60
+        )
         wait_for(lambda: green(runs[1]), "both green", 60)
         assert metric(runs[1].get("/metrics").text, "agentvm_leader", vcenter=infos[0].vcsim.url) == 1
         assert metric(runs[1].get("/metrics").text, "agentvm_leader", vcenter=infos[1].vcsim.url) == 1

@@ -3,7 +3,8 @@
 ``RunProcess``: one ``python -m agentvm.cli.main run`` child with JSON logs (its API address read from the
 ``listen`` line). ``EamCalls``: every SOAP call the lab's EAM answered, with its ``operationID`` (each
 ``agentvm run`` process's opIds carry its own random prefix, so the calls of two replicas are told apart)
-and when it started and ended, recorded inside the lab (which runs in the test process). The opId travels in the SOAP header.
+and when it started and ended, recorded inside the lab (which runs in the test process). The opId travels
+in the SOAP header.
 """
 
 from __future__ import annotations

@@ -670,9 +670,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/healthz":
             self._send(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
         elif path == "/readyz":
-            readiness = (
-                dict(api.readiness()) if api.readiness is not None else {"ready": bool(api.ready())}
-            )
+            readiness = dict(api.readiness()) if api.readiness is not None else {"ready": bool(api.ready())}
             ready = bool(readiness.get("ready"))
             self._send_json(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, readiness)
         elif path == "/api/v1/status":

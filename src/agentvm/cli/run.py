@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -63,6 +63,7 @@ from agentvm.cli.solution import (
     spec_connection,
 )
 from agentvm.controller.events import EventLog
+from agentvm.controller.leadership import Coordinator, SeatKey, parse_coordination
 from agentvm.controller.lease import Keeper, Lease, LeaseHeldError, LeaseLostError, lease_ttl
 from agentvm.controller.logs import action_log, configure
 from agentvm.controller.netsync import (
@@ -76,6 +77,7 @@ from agentvm.controller.run import Controller, Settings
 from agentvm.engine.manager import Engine
 from agentvm.engine.vsphere_infra import VSphereInfrastructure
 from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.model.coordination import Endpoint
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError
 from agentvm.model.lease import LeaseHolder
@@ -83,9 +85,6 @@ from agentvm.model.network import NetsyncConfig
 from agentvm.sdn.config_api import ConfigApiClient
 from agentvm.sdn.vrouter import VrouterAgentClient
 from agentvm.vsphere.session import Session
-
-if TYPE_CHECKING:
-    from agentvm.controller.leadership import Coordinator
 
 log = logging.getLogger(__name__)
 
@@ -525,8 +524,6 @@ def run(
     )
     endpoints = None
     if coordination is not None and coordination.strip():
-        from agentvm.controller.leadership import parse_coordination
-
         endpoints = parse_coordination(coordination.strip())
         if backend is BackendKind.DIRECT:
             raise ConfigurationError(
@@ -645,16 +642,15 @@ def distinct(specs: list[tuple[str, str, str]], what: str) -> None:
             )
 
 
-def start_coordinator(endpoints: Sequence[object], ttl: float, events: EventLog) -> Coordinator:
+def start_coordinator(endpoints: Sequence[Endpoint], ttl: float, events: EventLog) -> Coordinator:
     """This replica's Coordinator on etcd, started (its membership and keepalive); its events published."""
-    from agentvm.controller.leadership import Coordinator
 
-    def on_event(seat: object, level: str, text: str) -> None:
+    def on_event(seat: SeatKey | None, level: str, text: str) -> None:
         where = f"{seat}: " if seat is not None else ""
         action_log(f"{where}{text}", action="coordination", level=_LEVELS.get(level, logging.INFO))
         events.publish("coordination", f"{where}{text}", level=level)
 
-    coordinator = Coordinator(tuple(endpoints), ttl=ttl, on_event=on_event)  # type: ignore[arg-type]
+    coordinator = Coordinator(tuple(endpoints), ttl=ttl, on_event=on_event)
     coordinator.start()
     action_log(
         f"replica {coordinator.replica} coordinating through etcd (TTL {ttl:g} s)", action="coordination"
@@ -666,8 +662,6 @@ def open_leadership(
     coordinator: Coordinator, session: Session, desired: DesiredState, uuid: str, ttl: float, events: EventLog
 ) -> Leadership:
     """The spec's seat and vCenter lease for this replica (not started)."""
-    from agentvm.controller.leadership import SeatKey
-
     key = desired.solution.key
     seat = coordinator.seat(SeatKey(uuid, key))
     data = {"vcenter": session.url, "solution": key}
