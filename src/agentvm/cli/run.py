@@ -611,7 +611,12 @@ def run(
             if leadership is not None:
                 leadership.start()
             members.append(member)
-        replica = Replica(members, events, replica=replica_id)
+        replica = Replica(
+            members,
+            events,
+            replica=replica_id,
+            etcd_calls=(lambda: coordinator.calls) if coordinator is not None else None,
+        )
         limits = Limits(max_streams=max_streams, max_requests=max_requests)
         api = Api(**replica.api_callables(), token=token)
         server = ApiServer(api, host=host, port=port, limits=limits, listener=listener)

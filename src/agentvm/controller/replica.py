@@ -305,10 +305,20 @@ class Replica:
     series with ``vcenter`` and ``solution``, and resync/resolve go to every controller (or the one a body's
     ``solution``/``vcenter`` names)."""
 
-    def __init__(self, members: Sequence[Member], events: EventLog, *, replica: str) -> None:
+    def __init__(
+        self,
+        members: Sequence[Member],
+        events: EventLog,
+        *,
+        replica: str,
+        etcd_calls: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
+        """``etcd_calls``: the Coordinator's requests to etcd by kind so far (with coordination), shown as
+        ``agentvm_etcd_requests_total{kind}``."""
         self.members = tuple(members)
         self.events = events
         self.replica = replica
+        self._etcd_calls = etcd_calls
         self.registry = Registry()
         self.leader = self.registry.gauge(
             "agentvm_leader",
@@ -321,8 +331,22 @@ class Replica:
             ("vcenter", "solution"),
         )
         self._counted: dict[int, int] = {}
+        self.etcd_requests = (
+            self.registry.counter(
+                "agentvm_etcd_requests_total", "Requests this replica sent to etcd, by kind.", ("kind",)
+            )
+            if etcd_calls is not None
+            else None
+        )
+        self._etcd_counted: dict[str, int] = {}
 
     def _update_leader_metrics(self) -> None:
+        if self._etcd_calls is not None and self.etcd_requests is not None:
+            for kind, count in dict(self._etcd_calls()).items():
+                delta = count - self._etcd_counted.get(kind, 0)
+                if delta > 0:
+                    self.etcd_requests.inc(delta, kind=kind)
+                    self._etcd_counted[kind] = count
         for i, m in enumerate(self.members):
             labels = m.labels()
             self.leader.set(1 if m.leads() else 0, **labels)
