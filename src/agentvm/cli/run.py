@@ -14,6 +14,14 @@ Before anything acts, it takes the solution's lease in vCenter (``controller.lea
 ``$AGENTVM_LEASE_TTL``): while another agentvm holds it and is seen renewing it, ``run`` refuses, naming
 the holder (host, pid, command, since), exit 3; with ``--standby`` it waits and takes over once the holder
 releases it or stops renewing it for one TTL. It renews the lease for its life and exits 3 if it loses it.
+
+``-f`` may be repeated: one controller per spec (each its own session, backend, watch and lease), one API
+over them all (``controller.replica.Replica``); two specs of one solution on one vCenter are refused by
+name, exit 2, before any login. With ``--coordination etcd://HOST:PORT[,…]`` (or ``$AGENTVM_COORDINATION``)
+this process is one replica of several: it never refuses and never exits for a lost leadership; for each
+spec it acts only while it leads the spec's etcd seat and holds the solution's lease in vCenter
+(``controller.replica.Leadership``), and follows (read-only status) otherwise. ``--lease-ttl`` is the TTL
+of both.
 """
 
 from __future__ import annotations
