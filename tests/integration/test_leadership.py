@@ -6,9 +6,15 @@ partitioned from etcd goes through a loopback proxy the test cuts (``tests.suppo
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections import Counter
 
-from agentvm.controller.leadership import Coordinator, Seat, SeatKey, parse_coordination
+from agentvm.controller.leadership import UNREACHABLE, Coordinator, Seat, SeatKey, parse_coordination
 from agentvm.core.fence import keepalive_every
 from agentvm.etcd.client import EtcdClient
 from agentvm.lab.etcd import Etcd
@@ -91,7 +97,7 @@ def test_a_replica_cut_from_etcd_fences_before_its_lease_can_expire_and_only_the
             proxy.cut()
             until(lambda: left_when_fenced, "the cut replica to fence")
             # etcd still held its lease (and so its key) when it stopped acting
-            assert left_when_fenced[0] > 0
+            assert left_when_fenced[0] >= 0  # -1: no such lease
             assert not mine.valid()
             assert mine.why is not None and mine.why.startswith("etcd unreachable")
             assert any("etcd unreachable" in t for t in journal.texts(cut.replica, "error"))
@@ -109,22 +115,24 @@ def test_a_replica_cut_from_etcd_fences_before_its_lease_can_expire_and_only_the
 
 
 def test_fence_deadline_is_before_the_lease_expires_as_etcd_reports_it(etcd: Etcd) -> None:
-    """At any moment, etcd's own count of the lease's remaining seconds ends after the fence deadline."""
-    import time
+    """At any moment, the lease lives longer, by etcd's own count, than the replica's right to act.
 
+    etcd reports the seconds left rounded down, so ``asked + left`` is a lower bound of the expiry; with a
+    TTL of 5 s the margin (1.25 s) covers the rounding (under 1 s) and the query's own latency, and the
+    bound alone proves it.
+    """
     check = etcd_client(etcd)
-    with coordinators(etcd.url, 1, ttl=3.0) as [c]:
+    with coordinators(etcd.url, 1, ttl=5.0) as [c]:
         seat = c.seat(SEAT)
         until(seat.valid, "it to lead")
-        for _ in range(10):
+        for _ in range(3):
             lease = c.lease_id
             assert lease is not None
             deadline = c.fence_deadline
             asked = time.monotonic()
             left, granted = check.time_to_live(lease)
-            # etcd rounds the remaining TTL down to whole seconds: the lease lives at least `left` more
-            assert granted == 3
-            assert deadline <= asked + left + 1.0 - 0.25 * granted
+            assert granted == 5
+            assert deadline <= asked + left
             until(lambda d=deadline: c.fence_deadline > d, "the next keepalive")
 
 
@@ -182,10 +190,13 @@ def test_four_seats_spread_over_two_then_three_replicas_and_move_when_one_stops(
 
 
 def test_idle_replica_calls_to_etcd_per_keepalive_period(etcd: Etcd) -> None:
-    """Idle (leadership settled), a replica sends one keepalive and one read per keepalive period."""
+    """Idle (leadership settled, the watch up), a replica sends one keepalive per period and nothing else."""
     with coordinators(etcd.url, 2) as cs:
         mine = seats(cs, SEAT)
         until(lambda: valid(mine) and all(s.leader() for s in mine), "a settled leadership")
+        until(lambda: all(c.watching for c in cs), "both watches up")
+        ready = [c.calls["keepalive"] for c in cs]
+        until(lambda: all(c.calls["keepalive"] > k for c, k in zip(cs, ready, strict=True)), "one round more")
         before = [Counter(c.calls) for c in cs]
         periods = 8
         until(
@@ -198,9 +209,132 @@ def test_idle_replica_calls_to_etcd_per_keepalive_period(etcd: Etcd) -> None:
             spent = Counter(c.calls)
             spent.subtract(b)
             per_period = sum(spent.values()) / spent["keepalive"]
-            assert per_period <= 2.0, spent
-            assert spent["txn"] == 0 and spent["put"] == 0 and spent["grant"] == 0, spent
+            assert +spent == Counter(keepalive=spent["keepalive"]), spent
             print(  # the figure for the docs: calls per minute at the default TTL of 15 s
                 f"{c.replica}: {dict(spent)} over {spent['keepalive']} periods = "
                 f"{per_period * 60 / keepalive_every(15):.0f} calls/min at TTL 15 s"
             )
+
+
+def test_a_second_process_with_the_same_replica_id_acts_on_nothing_until_the_first_stops(etcd: Etcd) -> None:
+    first = Coordinator(parse_coordination(etcd.url), ttl=2, replica="same").start()
+    second = Coordinator(parse_coordination(etcd.url), ttl=2, replica="same")
+    try:
+        mine = first.seat(SEAT)
+        until(mine.valid, "the first to lead")
+        second.start()
+        theirs = second.seat(SEAT)
+        until(lambda: second.trouble and "in use by another process" in second.trouble, "the clash named")
+        assert f"pid {first.pid}" in (theirs.why or "")
+        assert not theirs.valid() and not second.healthy() and mine.valid()
+        first.stop()
+        until(theirs.valid, "the second to lead once the first stopped")
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_a_keepalive_that_hangs_past_the_deadline_fences_at_the_deadline_while_etcd_still_holds_the_lease(
+    etcd: Etcd,
+) -> None:
+    """The request timeout (5 s) is longer than the margin: the fence thread, not the failed request, stops
+    the replica, and etcd still counts the lease alive then."""
+    check = etcd_client(etcd)
+    with TcpProxy("127.0.0.1", etcd.client_port) as proxy:
+        events: list[str] = []
+        stalled = Coordinator(
+            parse_coordination(proxied(proxy.port)),
+            ttl=4,
+            replica="stalled",
+            timeout=5.0,
+            on_event=lambda seat, level, text: events.append(text),
+        )
+        try:
+            stalled.start()
+            seat = stalled.seat(SEAT)
+            until(seat.valid, "it to lead")
+            lease = stalled.lease_id
+            assert lease is not None
+            seen: list[tuple[int, str | None]] = []
+
+            def fenced(valid: bool) -> None:
+                if not valid:
+                    seen.append((check.time_to_live(lease)[0], seat.why))
+
+            seat.add_listener(fenced)
+            proxy.stall()
+            until(lambda: seen, "the stalled replica to fence")
+            left, why = seen[0]
+            assert (
+                left >= 0
+            )  # etcd still held the lease (-1: no such lease): the replica stopped acting first
+            assert why is not None and "could not be renewed in time" in why
+            # no request had failed yet (each hangs for 5 s): the deadline alone fenced it
+            assert not any(UNREACHABLE in text for text in events)
+            assert not stalled.healthy()
+        finally:
+            proxy.restore()
+            stalled.stop()
+
+
+def test_with_several_endpoints_a_dead_one_is_passed_over_without_fencing(etcd: Etcd) -> None:
+    with socket.socket() as placeholder:  # a port nothing listens on
+        placeholder.bind(("127.0.0.1", 0))
+        dead = placeholder.getsockname()[1]
+        journal = Journal()
+        url = f"etcd://127.0.0.1:{dead},127.0.0.1:{etcd.client_port}"
+        with coordinators(url, 1, journal=journal) as [c]:
+            seat = c.seat(SEAT)
+            until(seat.valid, "it to lead through the live endpoint")
+            assert c.calls["grant"] == 2  # the dead endpoint, then the live one, within one request
+            assert journal.texts(c.replica, "error") == []
+
+
+CHILD = """
+import sys, threading
+from agentvm.controller.leadership import Coordinator, SeatKey, parse_coordination
+c = Coordinator(parse_coordination(sys.argv[1]), ttl=2, replica="child").start()
+seats = [c.seat(SeatKey(v, "contrail")) for v in sys.argv[2:]]
+led = threading.Event()
+for seat in seats:
+    seat.add_listener(lambda valid: valid and led.set())
+led.wait(30)
+print(c.lease_id, flush=True)
+threading.Event().wait()
+"""
+
+
+def test_a_replica_killed_with_sigkill_is_replaced_once_its_lease_expired_and_for_every_seat(
+    etcd: Etcd,
+) -> None:
+    keys = [SeatKey("vc-a", "contrail"), SeatKey("vc-b", "contrail")]
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, etcd.url, *(k.vcenter for k in keys)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    try:
+        assert child.stdout is not None
+        lease = int(child.stdout.readline())  # it leads (both: it is alone)
+        check = etcd_client(etcd)
+        with coordinators(etcd.url, 1, hold_down=60.0) as [survivor]:  # no spreading to it meanwhile
+            mine = [survivor.seat(k) for k in keys]
+            until(lambda: all(s.leader() is not None for s in mine), "the survivor to see the child lead")
+            assert {s.leader().replica for s in mine if s.leader()} == {"child"}
+            gone_when_won: list[int] = []
+
+            def won(valid: bool) -> None:
+                if valid and not gone_when_won:
+                    gone_when_won.append(check.time_to_live(lease)[0])
+
+            for seat in mine:
+                seat.add_listener(won)
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+            until(lambda: all(s.valid() for s in mine), "the survivor to lead both")
+            assert gone_when_won == [-1]  # it won only once etcd had let the dead replica's lease go
+            assert survivor.members() == (survivor.replica,)
+    finally:
+        child.kill()
+        child.wait(10)

@@ -1,7 +1,9 @@
 """A loopback TCP proxy the tests control: 127.0.0.1:<free> → a target, with ``cut()`` and ``restore()``.
 
 Used to partition one client (a replica's Coordinator) from etcd while the others still reach it: ``cut()``
-drops every open connection and refuses new ones (accepted and closed at once) until ``restore()``.
+drops every open connection and refuses new ones (accepted and closed at once) until ``restore()``;
+``stall()`` keeps the connections but forwards nothing (requests hang, as behind a silent partition)
+until ``restore()``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class TcpProxy:
         self._open: set[socket.socket] = set()
         self._cut = False
         self._closed = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.accepted = 0
         self.refused = 0
         self._thread = threading.Thread(target=self._accept, name="tcp-proxy", daemon=True)
@@ -38,12 +42,18 @@ class TcpProxy:
         for sock in sockets:
             _close(sock)
 
+    def stall(self) -> None:
+        """Forward nothing, in either direction, until ``restore()`` (connections stay open)."""
+        self._flowing.clear()
+
     def restore(self) -> None:
         with self._lock:
             self._cut = False
+        self._flowing.set()
 
     def close(self) -> None:
         self.cut()
+        self._flowing.set()
         with self._lock:
             self._closed = True
         _close(self._server)
@@ -78,6 +88,7 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass

@@ -54,6 +54,13 @@ def up(
     deploy_total: Annotated[
         int, typer.Option(help="The lab's EAM: agent VMs deployed at once in all.")
     ] = DEPLOY_TOTAL,
+    etcd: Annotated[
+        bool,
+        typer.Option(
+            "--etcd",
+            help="Also run etcd on 127.0.0.1, for `agentvm run --coordination` (Debian's etcd-server).",
+        ),
+    ] = False,
     state_dir: StateDir = None,
 ) -> None:
     """Start the lab (building the simulator first if needed); a running lab is reused."""
@@ -68,13 +75,16 @@ def up(
             plain_http=plain_http,
             deploy_per_cluster=deploy_per_cluster,
             deploy_total=deploy_total,
+            etcd=etcd,
         )
     except LabError as exc:
         fail(str(exc), exc.exit_code)
     verb = f"started in {state.start_seconds:.2f} s" if started else "already running"
     console.print(
         f"lab {verb}: vCenter {state.vcsim.url} ({shape.host_count} hosts), "
-        f"packages {state.ovf_url}\nrun `eval $(agentvm lab env)` to use it; `agentvm lab down` to stop it",
+        f"packages {state.ovf_url}"
+        + (f", etcd {state.coordination}" if state.coordination else "")
+        + "\nrun `eval $(agentvm lab env)` to use it; `agentvm lab down` to stop it",
         highlight=False,
     )
 
@@ -140,6 +150,10 @@ def status(
             f"{state.vcsim.eam_url} -> {state.eam_backend}",
         )
         table.add_row("packages", str(state.supervisor_pid), _yes(alive["supervisor"]), state.ovf_url)
+        if state.coordination:
+            table.add_row(
+                "etcd", str(state.pids.get("etcd", "")), _yes(alive.get("etcd", False)), state.coordination
+            )
         console.print(table)
     if not running:
         raise typer.Exit(exitcodes.FAILED)

@@ -27,10 +27,17 @@ a restart, their TTL counted afresh), the key attached to it is still this repli
 is right: nobody else could have created that key while it existed. If the lease expired meanwhile, the
 keepalive says so (TTL ≤ 0): the replica joins again with a new lease and campaigns like a newcomer.
 
+## Rounds
+The loop runs a round at every keepalive and at once when something changed: it reads the prefix (one
+range request) when it may be stale, and asks ``core.spread.plan`` what to campaign for and what to
+resign. After each read it keeps one watch on the prefix from the next revision, so a change (a leader
+that stopped, a member that joined) wakes every replica at once, and an idle round costs one keepalive
+and nothing else: no read while the watch is up. A watch that ends, or any failed request, brings the
+read back.
+
 ## Spreading (``core.spread``, pure)
-Each round (every keepalive, and at once after a change it made) the loop reads the prefix once and asks
-``core.spread.plan`` what to campaign for and what to resign; see there for the rules and why they
-converge. ``hold_down`` (default one TTL) is how long an imbalance must last before a seat moves.
+See there for the rules and why they converge. ``hold_down`` (default one TTL) is how long an imbalance
+must last before a seat moves.
 
 Callers: ``agentvm run`` (controller.run) and the tests. Listeners and ``on_event`` are called on the
 Coordinator's threads (or the caller's, for ``stop``/``release``): they must not block.
@@ -52,8 +59,8 @@ from datetime import UTC, datetime
 from urllib.parse import quote, unquote
 
 from agentvm.core.fence import fence_deadline, keepalive_every, lease_seconds
-from agentvm.core.spread import View, plan
-from agentvm.etcd.client import Entry, EtcdClient, EtcdError
+from agentvm.core.spread import View, led_after_campaign, led_after_read, plan
+from agentvm.etcd.client import Entry, EtcdClient, EtcdError, Watch
 from agentvm.model.coordination import Endpoint, LeaderInfo, SeatKey
 from agentvm.model.errors import ConfigurationError
 
@@ -76,6 +83,7 @@ MEMBERS = PREFIX + "members/"
 LEADERS = PREFIX + "leaders/"
 SCHEME = "etcd://"
 EXAMPLE = "etcd://127.0.0.1:2379"
+UNREACHABLE = "etcd unreachable"
 
 EventSink = Callable[[SeatKey | None, str, str], None]  # (seat or None for the replica, level, text)
 
@@ -144,6 +152,14 @@ def _leader_of(entry: Entry) -> _Leader | None:
     except (ValueError, KeyError, TypeError):
         return None
     return _Leader(info, entry.lease)
+
+
+def _member_pid(entry: Entry | None) -> str:
+    try:
+        raw = json.loads(entry.value) if entry is not None else {}
+        return f" (pid {int(raw['pid'])} on {raw['host']})"
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def _member_of(entry: Entry) -> tuple[str, frozenset[SeatKey]] | None:
@@ -239,6 +255,9 @@ class Coordinator:
         self._leaders: dict[SeatKey, _Leader] = {}
         self._members: dict[str, frozenset[SeatKey]] = {}
         self._member_dirty = True
+        self._member_lease: int | None = None  # the lease this replica's member key is attached to
+        self._dirty = True  # something under the prefix may have changed since the last read
+        self._watch: Watch | None = None
         self._imbalanced_since: float | None = None
         self._reported: dict[SeatKey, bool] = {}
         self._last_leader: dict[SeatKey, str] = {}
@@ -253,6 +272,12 @@ class Coordinator:
     def lease_id(self) -> int | None:
         """This replica's etcd lease (None before it joined, or after it lost it)."""
         return self._lease
+
+    @property
+    def watching(self) -> bool:
+        """True while the watch on the prefix is up (rounds then read only when something changed)."""
+        with self._lock:
+            return self._watch is not None and self._watch.alive
 
     @property
     def fence_deadline(self) -> float:
@@ -280,6 +305,7 @@ class Coordinator:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(self._client.timeout * 4 + 1.0)
+        self._drop_watch()
         with self._lock:
             lease, self._lease = self._lease, None
             led = sorted(self._led)
@@ -359,7 +385,7 @@ class Coordinator:
                 return None
             trouble = self.trouble
             if trouble is not None and trouble != "not started":
-                return f"etcd unreachable: {trouble}" if self._lease is not None else trouble
+                return trouble
             leader = self._leaders.get(key)
             if leader is not None and leader.info.replica != self.replica:
                 return f"led by {leader.info.describe()}"
@@ -417,10 +443,39 @@ class Coordinator:
             self._member_dirty = False
         if lease is None or self._stopping.is_set():
             return
-        if dirty:
+        if self._member_lease != lease:
+            if not self._claim_member(lease):
+                return
+        elif dirty:
             self._client.put(MEMBERS + self.replica, self._member_value(), lease)
-        self._read(lease)
+        with self._lock:
+            watching = self._watch is not None and self._watch.alive
+            stale, self._dirty = self._dirty or not watching, False
+        if stale:  # idle, with the watch up, a round costs one keepalive and nothing else
+            self._read(lease)
         self._spread(lease)
+
+    def _claim_member(self, lease: int) -> bool:
+        """Create this replica's member key (one transaction). Another live process with the same replica
+        id holds it: then act on nothing and try again each round (a restarted replica of fixed id waits
+        there for its previous life's lease to expire)."""
+        ok, current = self._client.create(MEMBERS + self.replica, self._member_value(), lease)
+        if ok or (current is not None and current.lease == lease):
+            with self._lock:
+                self._member_lease = lease
+            return True
+        holder = _member_pid(current)
+        text = (
+            f"replica id {self.replica} is in use by another process{holder}: not acting until it stops "
+            "(or its etcd lease expires); give each replica its own id"
+        )
+        with self._lock:
+            first = self._trouble != text
+            self._trouble = text
+            self._led.clear()
+        if first:
+            self._event(None, "error", text)
+        return False
 
     def _join(self) -> None:
         started = self._clock()
@@ -442,6 +497,7 @@ class Coordinator:
         ttl = self._client.keepalive(lease)
         deadline = fence_deadline(started, ttl)
         with self._lock:
+            late = self._trouble is None and self._clock() >= self._deadline
             if deadline is None:
                 lost = sorted(self._led)
                 self._lease = None
@@ -452,6 +508,8 @@ class Coordinator:
                 self._deadline = deadline
                 self._keepalive_at = started + keepalive_every(ttl)
         self._fence_wake.set()
+        if late and deadline is not None:
+            self._event(None, "info", f"the etcd lease of replica {self.replica} is renewed again")
         if deadline is None:
             self._notify()
             self._event(
@@ -462,7 +520,8 @@ class Coordinator:
             )
 
     def _read(self, lease: int) -> None:
-        _, entries = self._client.range_prefix(PREFIX)
+        revision, entries = self._client.range_prefix(PREFIX)
+        self._ensure_watch(revision)
         members: dict[str, frozenset[SeatKey]] = {}
         leaders: dict[SeatKey, _Leader] = {}
         for entry in entries:
@@ -480,14 +539,47 @@ class Coordinator:
                 return
             self._members = members
             self._leaders = leaders
-            self._led = {s for s, leader in leaders.items() if leader.lease == lease and s in self._wants}
-            recovered = self._trouble is not None
+            leases = {s: leader.lease for s, leader in leaders.items()}
+            self._led = set(led_after_read(leases, lease, self._wants))
+            recovered = (self._trouble or "").startswith(UNREACHABLE)
             self._trouble = None
         if recovered:
             self._event(
                 None, "info", f"etcd answers again; replica {self.replica} leads {len(self._led)} seats"
             )
         self._seen(leaders)
+
+    def _ensure_watch(self, revision: int) -> None:
+        """Watch the prefix from just after the read at ``revision``: every later change wakes the loop
+        for a read at once (a leader that stops is replaced now, not at the next keepalive)."""
+        with self._lock:
+            if self._watch is not None or self._stopping.is_set():
+                return
+            holder: list[Watch] = []
+
+            def changed() -> None:
+                with self._lock:
+                    self._dirty = True
+                self._wake.set()
+
+            def ended(why: str) -> None:
+                log.debug("%s", why)
+                with self._lock:
+                    if holder and self._watch is holder[0]:
+                        self._watch = None
+                    self._dirty = True
+                self._wake.set()
+
+            watch = self._client.watch_prefix(PREFIX, revision + 1, changed, ended)
+            holder.append(watch)
+            self._watch = watch
+
+    def _drop_watch(self) -> None:
+        with self._lock:
+            watch, self._watch = self._watch, None
+            self._dirty = True
+        if watch is not None:
+            watch.cancel()
 
     def _seen(self, leaders: dict[SeatKey, _Leader]) -> None:
         changes: list[tuple[SeatKey, LeaderInfo]] = []
@@ -533,14 +625,15 @@ class Coordinator:
             with self._lock:
                 if self._lease != lease:
                     return
+                found = _leader_of(current) if current is not None else None
+                holder = current.lease if current is not None else None
+                self._led = set(
+                    led_after_campaign(self._led, seat, won=ok, holder=holder, lease=lease, wants=self._wants)
+                )
                 if ok:
                     leader = _Leader(LeaderInfo(self.replica, self.host, self.pid, since), lease)
-                    if seat in self._wants:
-                        self._led.add(seat)
-                elif current is not None and (found := _leader_of(current)) is not None:
+                elif found is not None:
                     leader = found
-                    if leader.lease == lease and seat in self._wants:
-                        self._led.add(seat)
                 else:
                     continue
                 self._leaders[seat] = leader
@@ -548,6 +641,8 @@ class Coordinator:
         if won:
             self._seen(won)
         if decided.resign or decided.campaign:
+            with self._lock:
+                self._dirty = True
             self._wake.set()  # read again at once: the others' moves follow ours
 
     def _member_value(self) -> bytes:
@@ -563,11 +658,12 @@ class Coordinator:
         return json.dumps(raw).encode()
 
     def _fail(self, why: str) -> None:
+        self._drop_watch()
         with self._lock:
-            first = self._trouble is None
+            first = not (self._trouble or "").startswith(UNREACHABLE)
             lost = sorted(self._led)
             self._led.clear()
-            self._trouble = why
+            self._trouble = f"{UNREACHABLE}: {why}"
             self._member_dirty = True
             self._keepalive_at = self._clock() + keepalive_every(self._granted)
         if first:

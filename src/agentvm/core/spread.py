@@ -3,8 +3,8 @@
 Called by ``controller.leadership`` once per round, with what it last read from etcd: the live members
 (each publishes the seats it wants to lead) and who leads each seat. Every replica runs the same rules on
 the same view, so they agree without talking; etcd's create transaction settles any race, and this module
-never assumes a campaign was won (``plan`` only proposes; the caller leads a seat only after its
-transaction succeeded, or after a read shows the key attached to its own lease).
+never assumes a campaign was won: ``plan`` only proposes, and the seats a replica leads are only ever
+what ``led_after_read`` and ``led_after_campaign`` say — keys etcd showed attached to its own lease.
 
 The rules, for replica ``me`` leading ``c`` seats:
 - **Campaign** for a free seat it wants (nobody leads it) only while it leads no more than any other member
@@ -25,7 +25,7 @@ member leading ``floor(S/M)`` or ``ceil(S/M)`` of the ``S`` seats.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from agentvm.model.coordination import SeatKey
@@ -91,3 +91,28 @@ def plan(view: View, me: str, *, now: float, imbalanced_since: float | None, hol
         return Round(tuple(campaign), unwanted, since)
     give = min(movable, key=lambda s: (score(s, me), s))
     return Round(tuple(campaign), (*unwanted, give), since)
+
+
+def led_after_read(
+    leases: Mapping[SeatKey, int], lease: int, wants: Collection[SeatKey]
+) -> frozenset[SeatKey]:
+    """After a read of the leader keys (seat → the lease its key is attached to): the seats this replica
+    (holding ``lease``) leads. Only keys on its own lease count, and only seats it still wants."""
+    return frozenset(seat for seat, held in leases.items() if held == lease and seat in wants)
+
+
+def led_after_campaign(
+    led: Collection[SeatKey],
+    seat: SeatKey,
+    *,
+    won: bool,
+    holder: int | None,
+    lease: int,
+    wants: Collection[SeatKey],
+) -> frozenset[SeatKey]:
+    """After the create transaction for ``seat``: ``won`` when it succeeded; otherwise ``holder`` is the
+    lease the existing key is attached to (None: unknown). A lost campaign leads nothing, unless the key
+    was already on this replica's own lease (an earlier attempt that landed without its answer)."""
+    if seat in wants and (won or holder == lease):
+        return frozenset((*led, seat))
+    return frozenset(led)

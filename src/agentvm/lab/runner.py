@@ -26,6 +26,7 @@ from pathlib import Path
 
 from agentvm.engine.manager import DEPLOY_PER_CLUSTER, DEPLOY_TOTAL
 from agentvm.lab.eam_service import check_bounds
+from agentvm.lab.etcd import etcd_binary
 from agentvm.lab.vcsim import LabError, Shape, VcsimInfo, build
 from agentvm.lab.world import Lab, LabInfo
 
@@ -53,6 +54,7 @@ class LabState:
     # the lab's EAM: deploys run at once per cluster and in all
     deploy_per_cluster: int = DEPLOY_PER_CLUSTER
     deploy_total: int = DEPLOY_TOTAL
+    coordination: str = ""  # the lab's etcd (``lab up --etcd``): etcd://127.0.0.1:PORT
 
     @property
     def info(self) -> LabInfo:
@@ -63,6 +65,7 @@ class LabState:
             eam_backend=self.eam_backend,
             sdn_url=self.sdn_url,
             vrouter_map=self.vrouter_map,
+            coordination=self.coordination,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -83,6 +86,7 @@ class LabState:
             vrouter_map=str(raw.get("vrouter_map", "")),
             deploy_per_cluster=int(raw.get("deploy_per_cluster", DEPLOY_PER_CLUSTER)),  # type: ignore[call-overload]
             deploy_total=int(raw.get("deploy_total", DEPLOY_TOTAL)),  # type: ignore[call-overload]
+            coordination=str(raw.get("coordination", "")),
         )
 
 
@@ -129,10 +133,12 @@ def up(
     timeout: float = 300.0,
     deploy_per_cluster: int = DEPLOY_PER_CLUSTER,
     deploy_total: int = DEPLOY_TOTAL,
+    etcd: bool = False,
 ) -> tuple[LabState, bool]:
     """Start a lab unless one runs; return (state, started_now). Raises LabError with the fix.
 
-    ``deploy_per_cluster`` / ``deploy_total``: the lab's EAM's bounds on deploys run at once.
+    ``deploy_per_cluster`` / ``deploy_total``: the lab's EAM's bounds on deploys run at once. ``etcd``:
+    run etcd too (``lab up --etcd``); a running lab without it is not reused.
     """
     shape.validate()
     check_bounds(deploy_per_cluster, deploy_total)
@@ -152,8 +158,16 @@ def up(
                     "run `agentvm lab down` first",
                     1,
                 )
+            if etcd and not existing.coordination:
+                raise LabError(
+                    f"a lab without etcd is already running ({existing.vcsim.url}): "
+                    "run `agentvm lab down` first, then `agentvm lab up --etcd`",
+                    1,
+                )
             return existing, False
         _cleanup_stale(state_dir, existing)
+    if etcd:
+        etcd_binary()  # in the foreground too: a missing etcd-server is named here
     build()  # in the foreground, so a missing toolchain is reported here, not in a log
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / "runner.log"
@@ -175,6 +189,8 @@ def up(
         args.append("--no-dvs")
     if plain_http:
         args.append("--plain-http")
+    if etcd:
+        args.append("--etcd")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             args, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
@@ -246,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain-http", action="store_true")
     parser.add_argument("--deploy-per-cluster", type=int, default=DEPLOY_PER_CLUSTER)
     parser.add_argument("--deploy-total", type=int, default=DEPLOY_TOTAL)
+    parser.add_argument("--etcd", action="store_true")
     args = parser.parse_args(argv)
     # runner.log: warnings of every part, and the lab's own notes (which world runs, what was discarded)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -265,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             state_dir=args.state_dir,
             deploy_per_cluster=args.deploy_per_cluster,
             deploy_total=args.deploy_total,
+            etcd=args.etcd,
         )
         info = lab.start()
     except LabError as exc:
@@ -285,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 vrouter_map=info.vrouter_map,
                 deploy_per_cluster=args.deploy_per_cluster,
                 deploy_total=args.deploy_total,
+                coordination=info.coordination,
             ),
         )
         stop.wait()

@@ -1,4 +1,5 @@
-"""The whole lab in one object: vcsim, the lab's EAM (engine + SOAP emulator), the package server.
+"""The whole lab in one object: vcsim, the lab's EAM (engine + SOAP emulator), the package server, and
+optionally etcd (``etcd=True``: ``agentvm lab up --etcd``, where replicas of ``agentvm run`` elect leaders).
 
 Used in-process by the pytest fixtures and by the detached lab runner behind ``agentvm lab up``.
 Everything listens on 127.0.0.1 only. Every start is a new world (vcsim keeps nothing): it gets its own
@@ -19,6 +20,7 @@ from types import TracebackType
 from agentvm.engine.manager import DEPLOY_PER_CLUSTER, DEPLOY_TOTAL
 from agentvm.lab import sdn_emulator, vrouter_emulator, world_state
 from agentvm.lab.eam_service import LabEam, check_bounds
+from agentvm.lab.etcd import Etcd
 from agentvm.lab.packages import PackageServer
 from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo
 
@@ -34,6 +36,7 @@ class LabInfo:
     # netsync: the SDN config-API emulator and the host moid -> vRouter-agent emulator URL file
     sdn_url: str = ""
     vrouter_map: str = ""
+    coordination: str = ""  # etcd://127.0.0.1:PORT when the lab runs etcd: $AGENTVM_COORDINATION
 
     def env(self) -> dict[str, str]:
         """The environment a user (or a spec file) needs to reach this lab, as in ``agentvm lab env``."""
@@ -45,6 +48,7 @@ class LabInfo:
             "AGENTVM_LAB_OVF_URL": self.ovf_url,
             **({"AGENTVM_SDN_URL": self.sdn_url} if self.sdn_url else {}),
             **({"AGENTVM_VROUTER_MAP": self.vrouter_map} if self.vrouter_map else {}),
+            **({"AGENTVM_COORDINATION": self.coordination} if self.coordination else {}),
         }
 
 
@@ -52,7 +56,8 @@ class Lab:
     """Start with ``Lab(shape).start()`` or ``with Lab(shape) as info:``; ``stop()`` always cleans up.
 
     ``deploy_per_cluster`` / ``deploy_total``: the lab's EAM's bounds on deploys run at once, per cluster
-    and in all (LabError, exit 2, below 1).
+    and in all (LabError, exit 2, below 1). ``etcd``: also run etcd, its data in ``<state_dir>/etcd/``
+    (LabError naming the package when /usr/bin/etcd is missing).
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class Lab:
         netsync: bool = True,
         deploy_per_cluster: int = DEPLOY_PER_CLUSTER,
         deploy_total: int = DEPLOY_TOTAL,
+        etcd: bool = False,
     ) -> None:
         shape.validate()
         check_bounds(deploy_per_cluster, deploy_total)
@@ -92,6 +98,8 @@ class Lab:
         self.info: LabInfo | None = None
         self.sdn: sdn_emulator.RunningConfigApi | None = None  # netsync's SDN controller
         self.vrouters: dict[str, vrouter_emulator.RunningAgent] = {}
+        self._want_etcd = etcd
+        self.etcd: Etcd | None = None
 
     def start(self) -> LabInfo:
         try:
@@ -119,6 +127,11 @@ class Lab:
                 deploy_total=self.deploy_total,
             ).start()
             vrouter_map = self._start_sdn() if self._netsync else None
+            if self._want_etcd:
+                log_file = self._log_dir / "etcd.log" if self._log_dir else None
+                self.etcd = Etcd(self.state_dir / "etcd", log_file=log_file)
+                self.etcd.remove()  # what a killed supervisor left: its leaderships named another world
+                self.etcd.start()
         except BaseException:
             self.stop()
             raise
@@ -129,6 +142,7 @@ class Lab:
             eam_backend=self.eam.url,
             sdn_url=self.sdn.url if self.sdn is not None else "",
             vrouter_map=str(vrouter_map) if vrouter_map is not None else "",
+            coordination=self.etcd.url if self.etcd is not None else "",
         )
         return self.info
 
@@ -172,9 +186,15 @@ class Lab:
     @property
     def pids(self) -> dict[str, int]:
         """The child processes this lab started (the package server runs in-process)."""
-        return {"vcsim": self._vcsim.process.pid} if self._vcsim else {}
+        pids = {"vcsim": self._vcsim.process.pid} if self._vcsim else {}
+        if self.etcd is not None and self.etcd.pid is not None:
+            pids["etcd"] = self.etcd.pid
+        return pids
 
     def stop(self) -> None:
+        if self.etcd is not None:  # its leaderships name this world's vCenter: they end with it
+            self.etcd.remove()
+            self.etcd = None
         self._stop_sdn()
         if self.eam is not None:
             self.eam.stop()
