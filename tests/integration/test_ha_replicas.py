@@ -10,6 +10,9 @@ lease TTL (etcd's and vCenter's) is 3 s.
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -139,10 +142,17 @@ def test_three_replicas_one_acts_and_a_sigkilled_leader_is_replaced_with_each_ca
     assert metric(leader.get("/metrics").text, "agentvm_leader", solution=KEY) == 1
     writers = {c.process for c in eam_calls.writes()}
     assert len(writers) == 1  # one actor: every write from one process's reconciler
-    assert (
-        sorted(c.method for c in eam_calls.writes() if c.method == "MarkAsAvailable")
-        == ["MarkAsAvailable"] * 2
+    assert [c.method for c in eam_calls.writes()].count("MarkAsAvailable") == 2  # one per agent
+    shown = subprocess.run(
+        [sys.executable, "-m", "agentvm.cli.main", "status", "-f", str(spec)],
+        env={**RunProcess.base_env(), **lab.env(), "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
+    assert shown.returncode == 0, shown.stderr
+    named = f"controller of {KEY}: agentvm run (host {socket.gethostname()}, pid {leader.proc.pid}, since "
+    assert named in shown.stdout  # agentvm status names the leader
 
     before = len(eam_calls.calls)
     power_off_an_agent(lab)

@@ -178,6 +178,8 @@ class Leadership:
             if lease.lost is not None:
                 self._lease = None  # taken by another holder; judged afresh
                 self._set("waiting", f"the solution's lease in vCenter was {lease.lost}")
+            else:  # vCenter did not answer in time: not acting until a renewal succeeds
+                self._set("fenced", "the solution's lease in vCenter could not be renewed in time")
             return min(every, 1.0)
         observer = self._observer if self._observer is not None else self._make_lease()
         self._observer = observer
