@@ -15,7 +15,7 @@ TTL ``--ttl`` (etcd's and vCenter's, default 3 s). Once one leads and every agen
 The floor (no agentvm): the TTL itself. A takeover cannot come earlier than the dead leader's etcd lease
 expiring, one TTL after its last keepalive (up to TTL/4 before the kill), plus the first full pass.
 
-Run: flock /work/brief/bench.lock .venv/bin/python bench/bench_failover.py [--trials 20] [--ttl 3]
+Run: .venv/bin/python bench/bench_failover.py [--trials 20] [--ttl 3]
 [--replicas 3] [--idle 60]
 """
 
