@@ -118,3 +118,28 @@ def test_two_specs_of_one_solution_on_one_vcenter_are_refused_by_name_before_any
             assert read_lease_records(session, KEY) == []  # nothing taken, nothing registered
         finally:
             session.logout()
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--coordination", "http://127.0.0.1:2379"), "coordination 'http://127.0.0.1:2379'"),
+        (
+            ("--coordination", "etcd://127.0.0.1:1", "--backend", "direct"),
+            "--coordination needs --backend eam",
+        ),
+    ],
+)
+def test_a_bad_coordination_is_one_message_and_exit_2_before_the_spec_is_read(
+    tmp_path: Path, args: tuple[str, ...], named: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentvm.cli.main", "run", "-f", str(tmp_path / "missing.yaml"), *args],
+        env=RunProcess.base_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert named in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -518,6 +518,14 @@ def run(
     configure(log_format.value)
     host, port = parse_listen(listen, allow_remote=allow_remote)
     token = read_token(token_file)
+    endpoints = None
+    if coordination is not None and coordination.strip():
+        endpoints = parse_coordination(coordination.strip())
+        if backend is BackendKind.DIRECT:
+            raise ConfigurationError(
+                "--coordination needs --backend eam: the direct engine keeps its state in a file on this "
+                "machine, which another replica cannot take over"
+            )
     if not file:
         raise ConfigurationError("agentvm run needs a spec: pass -f SPEC (repeat -f for several)")
     specs = [(path, load(path)) for path in file]
@@ -530,14 +538,6 @@ def run(
         ],
         "vCenter",
     )
-    endpoints = None
-    if coordination is not None and coordination.strip():
-        endpoints = parse_coordination(coordination.strip())
-        if backend is BackendKind.DIRECT:
-            raise ConfigurationError(
-                "--coordination needs --backend eam: the direct engine keeps its state in a file on this "
-                "machine, which another replica cannot take over"
-            )
     options = (
         netsync_options(sdn_url, vrouter_map, project, reserve_vlans, vrouter_port, netsync_resync)
         if netsync
