@@ -202,7 +202,10 @@ class Leadership:
     def _follow(self) -> None:
         why = self.seat.why
         leader = self.seat.leader()
-        fenced = leader is None or leader.replica == self.replica
+        # fenced: nobody this replica knows of acts, or it cannot reach etcd (what it last read may be old)
+        fenced = (
+            leader is None or leader.replica == self.replica or (why or "").startswith("etcd unreachable")
+        )
         self._set("fenced" if fenced else "follower", why or ("nobody leads" if leader is None else None))
         observer = self._observer if self._observer is not None else self._make_lease()
         self._observer = observer
