@@ -187,6 +187,7 @@ def test_etcd_stopped_fences_the_leader_and_etcd_back_gives_one_leader(
     assert readyz.json()["controllers"][0]["role"] in ("fenced", "follower")
     assert all(r.proc.poll() is None for r in runs)  # losing the seat never ends the process
     wait_for(lambda: all(role(r) != "leader" for r in runs), "nobody leading while etcd is down", 30)
+    wait_for(lambda: all(r.get("/readyz").status_code == 503 for r in runs), "no replica ready", 30)
     power_off_an_agent(lab)  # nobody may heal it while etcd is down
     back = time.perf_counter()
     etcd.restart()
