@@ -354,3 +354,47 @@ def test_flapping_and_misplaced_hosts_are_shown_with_what_agentvm_found(
     assert "runs on H0" in page.evaluate("document.getElementById('detail-issues').textContent")
     _keep(page, "4-flapping-and-misplaced")
     assert page.exceptions() == []
+
+
+def test_several_vcenters_each_show_who_leads_them_and_since_when(
+    world: World, server: ApiServer, page: Page
+) -> None:
+    """A StatusList (``agentvm run -f A -f B``): one section per (vCenter, solution) naming its leader."""
+
+    def doc(vcenter: str, role: str, moid: str) -> dict[str, Any]:
+        one = copy.deepcopy(_status("green"))
+        one["vcenter"] = vcenter
+        one["solution"] = "org.tungsten.agentvm"
+        leader = {"replica": "ctl-a-41", "host": "ctl-a", "pid": 41, "since": "2026-12-02T04:00:00Z"}
+        one["leadership"] = {
+            "replica": "ctl-a-41" if role == "leader" else "ctl-b-7",
+            "role": role,
+            "since": "2026-12-02T04:00:00Z",
+            "why": None if role == "leader" else "led by replica ctl-a-41",
+            "leader": leader,
+        }
+        for agency in one["agencies"]:
+            for cluster in agency["clusters"]:
+                for host in cluster["hosts"]:
+                    host["moid"] = f"{moid}-{host['moid']}"
+        return one
+
+    world.set_status(
+        valid(
+            {
+                "apiVersion": "agentvm/v1",
+                "kind": "StatusList",
+                "items": [doc("https://vc-a/sdk", "leader", "a"), doc("https://vc-b/sdk", "follower", "b")],
+            }
+        )
+    )
+    _navigate(page, f"{server.url}/")
+    page.wait_for("document.querySelectorAll('.controller').length === 2")
+    texts = page.evaluate("[...document.querySelectorAll('.controller')].map(e => e.textContent)")
+    assert "https://vc-a/sdk" in texts[0] and "this replica leads" in texts[0]
+    assert "https://vc-b/sdk" in texts[1] and "this replica: follower" in texts[1]
+    for shown in texts:
+        assert "led by replica ctl-a-41 (pid 41 on ctl-a) since 2026-12-02T04:00:00Z" in shown
+    hosts = page.evaluate("document.querySelectorAll('.host').length")
+    assert hosts == 2 * sum(len(c["hosts"]) for a in _status("green")["agencies"] for c in a["clusters"])
+    assert page.exceptions() == []

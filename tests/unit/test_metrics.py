@@ -21,6 +21,7 @@ from agentvm.controller.metrics import (
     Histogram,
     Registry,
     format_value,
+    merge_expositions,
 )
 from agentvm.model.agency import IssueKind
 from tests.support.exposition import parse, sample
@@ -256,3 +257,35 @@ def test_agents_by_state_carry_their_agency_and_known_agencies_show_from_the_sta
     assert sample(families, "agentvm_agents", agency="contrail", state="green") == 2
     assert sample(families, "agentvm_agents", agency="hello", state="red") == 1
     assert sample(families, "agentvm_agents", agency="hello", state="green") == 0
+
+
+@given(
+    st.lists(
+        st.tuples(st.text(min_size=1, max_size=12), st.integers(min_value=0, max_value=5)),
+        min_size=1,
+        max_size=4,
+        unique_by=lambda t: t[0],
+    )
+)
+def test_several_controllers_merge_into_one_exposition_labelled_by_vcenter_and_solution(
+    controllers: list[tuple[str, int]],
+) -> None:
+    parts = []
+    for url, connected in controllers:
+        metrics = ControllerMetrics(agencies=["contrail"])
+        metrics.vcenter_connected.set(connected)
+        metrics.hook_latency.observe(0.2)
+        metrics.resolves_attempted.inc(connected, kind="VmPoweredOff")
+        parts.append(({"vcenter": url, "solution": "org.x"}, metrics.render()))
+    families = parse(merge_expositions(parts))  # strict: each family once, HELP and TYPE before samples
+    for url, connected in controllers:
+        labels = {"vcenter": url, "solution": "org.x"}
+        assert sample(families, "agentvm_vcenter_connected", **labels) == connected
+        assert (
+            sample(families, "agentvm_resolves_attempted_total", kind="VmPoweredOff", **labels) == connected
+        )
+        assert sample(families, "agentvm_hook_latency_seconds_count", **labels) == 1
+        assert sample(families, "agentvm_agents", agency="contrail", state="green", **labels) == 0
+    assert len(families["process_open_fds"].samples) == 1  # the process's own, once, unlabelled
+    assert families["process_open_fds"].samples[0][1] == {}
+    assert len(families["agentvm_build_info"].samples) == 1

@@ -7,7 +7,8 @@ Routes (``ApiServer`` binds 127.0.0.1 by default):
 
 =======  =====================  ============================================================================
 GET      ``/healthz``           200 while the process serves requests (never refused, never queued)
-GET      ``/readyz``            200 once ``Api.ready()`` says so (a first full sync happened), else 503
+GET      ``/readyz``            200 once ``Api.ready()`` says so (a first full sync happened), else 503;
+                                the body says why (``Api.readiness``: each controller's role, when set)
 GET      ``/api/v1/status``     ``Api.status()`` as JSON
 GET      ``/api/v1/events``     recent events as JSON (``?limit=``, ``?after=``); as server-sent events with
                                 ``Accept: text/event-stream`` or ``?stream=1`` (``Last-Event-ID`` resumes)
@@ -135,6 +136,9 @@ class Api:
     resync: Callable[[JsonObject], JsonObject | None] | None = None  # None: 501
     resolve: Callable[[JsonObject], JsonObject | None] | None = None
     token: BearerToken | None = field(default=None, repr=False)
+    readiness: Callable[[], JsonObject] | None = (
+        None  # /readyz's body (with "ready"); None: {"ready": ready()}
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -666,8 +670,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/healthz":
             self._send(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
         elif path == "/readyz":
-            ready = bool(api.ready())
-            self._send_json(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, {"ready": ready})
+            readiness = dict(api.readiness()) if api.readiness is not None else {"ready": bool(api.ready())}
+            ready = bool(readiness.get("ready"))
+            self._send_json(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, readiness)
         elif path == "/api/v1/status":
             self._send_json(HTTPStatus.OK, _call(api.status))
         elif path == "/metrics":

@@ -15,6 +15,14 @@ Before anything acts, it takes the solution's lease in vCenter (``controller.lea
 ``$AGENTVM_LEASE_TTL``): while another agentvm holds it and is seen renewing it, ``run`` refuses, naming
 the holder (host, pid, command, since), exit 3; with ``--standby`` it waits and takes over once the holder
 releases it or stops renewing it for one TTL. It renews the lease for its life and exits 3 if it loses it.
+
+``-f`` may be repeated: one controller per spec (each its own session, backend, watch and lease), one API
+over them all (``controller.replica.Replica``); two specs of one solution on one vCenter are refused by
+name, exit 2, before any login. With ``--coordination etcd://HOST:PORT[,…]`` (or ``$AGENTVM_COORDINATION``)
+this process is one replica of several: it never refuses and never exits for a lost leadership; for each
+spec it acts only while it leads the spec's etcd seat and holds the solution's lease in vCenter
+(``controller.replica.Leadership``), and follows (read-only status) otherwise. ``--lease-ttl`` is the TTL
+of both.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -58,12 +66,13 @@ from agentvm.cli.netsync import (
 from agentvm.cli.solution import (
     ConnectionFlags,
     EngineStateDir,
-    SpecFile,
     guard,
     load,
     login,
     spec_connection,
 )
+from agentvm.controller.events import EventLog
+from agentvm.controller.leadership import Coordinator, SeatKey, parse_coordination
 from agentvm.controller.lease import Keeper, Lease, LeaseHeldError, LeaseLostError, lease_ttl
 from agentvm.controller.logs import action_log, configure
 from agentvm.controller.netsync import (
@@ -72,10 +81,12 @@ from agentvm.controller.netsync import (
     NetsyncWatch,
     agent_urls_from_agent_vms,
 )
-from agentvm.controller.run import Controller, Settings, api_callables
+from agentvm.controller.replica import Leadership, Member, Replica
+from agentvm.controller.run import Controller, Settings
 from agentvm.engine.manager import Engine
 from agentvm.engine.vsphere_infra import VSphereInfrastructure
 from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.model.coordination import Endpoint
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError
 from agentvm.model.lease import LeaseHolder
@@ -86,6 +97,16 @@ from agentvm.vsphere.session import Session
 
 log = logging.getLogger(__name__)
 
+Specs = Annotated[
+    list[Path],
+    typer.Option(
+        "-f",
+        "--file",
+        help="The spec file (YAML), e.g. examples/contrail.yaml; repeat for several vCenters or solutions "
+        "(one controller each, one API).",
+    ),
+]
+COORDINATION_ENV = "AGENTVM_COORDINATION"
 TOKEN_ENV = "AGENTVM_API_TOKEN"  # noqa: S105 (the variable's name, not a token)
 STATE_DIR_ENV = "AGENTVM_STATE_DIR"
 MAX_STREAMS_ENV = "AGENTVM_MAX_STREAMS"
@@ -400,7 +421,7 @@ def open_netsync(
 
 @guard
 def run(
-    file: SpecFile,
+    file: Specs,
     backend: Annotated[
         BackendKind, typer.Option("--backend", help="eam: vCenter's EAM; direct: agentvm's own engine.")
     ] = BackendKind.EAM,
@@ -490,26 +511,53 @@ def run(
             "(default: refuse and exit 3).",
         ),
     ] = False,
+    coordination: Annotated[
+        str | None,
+        typer.Option(
+            "--coordination",
+            envvar=COORDINATION_ENV,
+            help="etcd://HOST:PORT[,HOST:PORT...]: run as one of several replicas; for each spec only the "
+            "replica that leads it acts, the others follow (read-only status) and take over when it stops.",
+        ),
+    ] = None,
     lease_ttl_seconds: Annotated[
         float | None,
         typer.Option(
             "--lease-ttl",
             min=1.0,
             max=3600.0,
-            help="Seconds without renewal after which the lease is taken over (default "
-            "$AGENTVM_LEASE_TTL or 15).",
+            help="Seconds without renewal after which the lease (and with --coordination the etcd "
+            "leadership) is taken over (default $AGENTVM_LEASE_TTL or 15).",
         ),
     ] = None,
 ) -> None:
     """Keep every agent healthy: watch, heal, answer hooks; serve status, events, metrics and a dashboard.
 
-    With --netsync, also keep the SDN controller and the vRouter agents in step with vCenter's networks."""
+    With several -f, one controller per spec behind one API. With --coordination, one of several replicas:
+    for each spec only its leader acts. With --netsync, also keep the SDN controller and the vRouter agents
+    in step with vCenter's networks."""
     configure(log_format.value)
     host, port = parse_listen(listen, allow_remote=allow_remote)
     token = read_token(token_file)
-    desired = load(file)
-    conn = spec_connection(
-        desired, ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
+    endpoints = None
+    if coordination is not None and coordination.strip():
+        endpoints = parse_coordination(coordination.strip())
+        if backend is BackendKind.DIRECT:
+            raise ConfigurationError(
+                "--coordination needs --backend eam: the direct engine keeps its state in a file on this "
+                "machine, which another replica cannot take over"
+            )
+    if not file:
+        raise ConfigurationError("agentvm run needs a spec: pass -f SPEC (repeat -f for several)")
+    specs = [(path, load(path)) for path in file]
+    flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
+    conns = [spec_connection(desired, flags) for _, desired in specs]
+    distinct(
+        [
+            (str(path), desired.solution.key, vcenter_where(conn.url))
+            for (path, desired), conn in zip(specs, conns, strict=True)
+        ],
+        "vCenter",
     )
     options = (
         netsync_options(sdn_url, vrouter_map, project, reserve_vlans, vrouter_port, netsync_resync)
@@ -518,80 +566,183 @@ def run(
     )
     ttl = lease_ttl_seconds if lease_ttl_seconds is not None else lease_ttl()
     listener = bind_listen(listen, host, port)  # a busy port ends here, before any login
+    controllers: list[Controller] = []
+    leases: list[Lease] = []
     with (
         contextlib.ExitStack() as stack
     ):  # closed in reverse: server, events, netsync, engine, lease, session, listener
         stack.callback(listener.close)  # the server closes it too; closing twice is harmless
-        login(conn).logout()  # a wrong password or certificate ends here, with its message, before any thread
-        session = Session.connect(conn, timeout=call_timeout, correlation_prefix="agentvm-run")
-        stack.callback(session.logout)
-        try:
-            lease = take_lease(session, desired, ttl=ttl, standby=standby)
-        except LeaseHeldError:
-            if standby:  # told to stop while standing by
-                action_log("agentvm run stopped while standing by", action="exit")
-                return
-            raise
-        stack.callback(lease.release)
-        keeper = Keeper(lease).start()  # renewing from now on: opening the engine may take a while
-        stack.callback(keeper.stop)
-        chosen: Backend | None = None
-        if backend is BackendKind.DIRECT:
-            direct = open_direct_engine(conn, desired, state_dir or default_state_dir(), timeout=call_timeout)
-            stack.callback(direct.close)
-            action_log(f"engine state in {direct.state_file}", action="state")
-            chosen = direct.backend
-        watch = open_netsync(conn, options, stack, timeout=call_timeout) if options else None
-        settings = Settings(
-            fast_poll=poll,
-            slow_poll=idle_poll,
-            full_resync=resync,
-            workers=workers,
-            sweep_per_minute=sweep_per_minute,
+        events = EventLog()
+        stack.callback(events.close)
+        coordinator = None
+        replica_id = f"{socket.gethostname()}-{os.getpid()}"
+        if endpoints is not None:
+            coordinator = start_coordinator(endpoints, ttl, events)
+            stack.callback(coordinator.stop)  # resigns every seat: another replica takes over at once
+            replica_id = coordinator.replica
+        members: list[Member] = []
+        seen: list[tuple[str, str, str]] = []
+        for (path, desired), conn in zip(specs, conns, strict=True):
+            login(conn).logout()  # a wrong password or certificate ends here, with its message
+            session = Session.connect(conn, timeout=call_timeout, correlation_prefix="agentvm-run")
+            stack.callback(session.logout)
+            uuid = str(session.content.about.instanceUuid or session.url)
+            seen.append((str(path), desired.solution.key, uuid))
+            distinct(seen, "vCenter (instanceUuid)")
+            leadership: Leadership | None = None
+            keeper: Keeper | None = None
+            lease: Lease | Leadership
+            if coordinator is not None:
+                leadership = open_leadership(coordinator, session, desired, uuid, ttl, events)
+                stack.callback(leadership.stop)  # before the seat is resigned: the lease is released first
+                lease = leadership
+            else:
+                try:
+                    held = take_lease(session, desired, ttl=ttl, standby=standby)
+                except LeaseHeldError:
+                    if standby:  # told to stop while standing by
+                        action_log("agentvm run stopped while standing by", action="exit")
+                        return
+                    raise
+                stack.callback(held.release)
+                leases.append(held)
+                keeper = Keeper(held).start()  # renewing from now on: opening the engine may take a while
+                stack.callback(keeper.stop)
+                lease = held
+            chosen: Backend | None = None
+            if backend is BackendKind.DIRECT:
+                direct = open_direct_engine(
+                    conn, desired, state_dir or default_state_dir(), timeout=call_timeout
+                )
+                stack.callback(direct.close)
+                action_log(f"engine state in {direct.state_file}", action="state")
+                chosen = direct.backend
+            watch = open_netsync(conn, options, stack, timeout=call_timeout) if options else None
+            settings = Settings(
+                fast_poll=poll,
+                slow_poll=idle_poll,
+                full_resync=resync,
+                workers=workers,
+                sweep_per_minute=sweep_per_minute,
+            )
+            controller = Controller(
+                desired,
+                session,
+                backend=chosen,
+                settings=settings,
+                events=events,
+                netsync=watch,
+                lease=lease,
+                state_dir=state_dir,
+            )
+            controllers.append(controller)
+            member = Member(uuid, session.url, desired.solution.key, controller, leadership)
+            if keeper is not None and isinstance(lease, Lease):
+                keeper.on_lost = controller.lease_trouble
+                member.since = lease.me.started
+                controller.events.publish(
+                    "lease", f"holding {lease.where} as {lease.me.describe()} (TTL {lease.ttl:g} s)"
+                )
+            if leadership is not None:
+                leadership.start()
+            members.append(member)
+        replica = Replica(
+            members,
+            events,
+            replica=replica_id,
+            etcd_calls=(lambda: coordinator.calls) if coordinator is not None else None,
         )
-        controller = Controller(
-            desired,
-            session,
-            backend=chosen,
-            settings=settings,
-            netsync=watch,
-            lease=lease,
-            state_dir=state_dir,
-        )
-        keeper.on_lost = controller.lease_trouble
-        controller.events.publish(
-            "lease", f"holding {lease.where} as {lease.me.describe()} (TTL {lease.ttl:g} s)"
-        )
-        stack.callback(controller.events.close)
         limits = Limits(max_streams=max_streams, max_requests=max_requests)
-        api = Api(**api_callables(controller), token=token)
+        api = Api(**replica.api_callables(), token=token)
         server = ApiServer(api, host=host, port=port, limits=limits, listener=listener)
-        _serve(controller, server)
-    if controller.lease_lost is not None:
-        raise LeaseLostError(
-            f"agentvm run stopped: it lost {lease.where} ({controller.lease_lost}); never two controllers"
-        )
+        _serve(controllers, server)
+    for controller, held in zip(controllers, leases, strict=False):
+        if controller.lease_lost is not None:
+            raise LeaseLostError(
+                f"agentvm run stopped: it lost {held.where} ({controller.lease_lost}); never two controllers"
+            )
     action_log("agentvm run stopped", action="exit")
 
 
-def _serve(controller: Controller, server: ApiServer) -> None:
-    """Run the server and the controller until SIGTERM/SIGINT (or the controller ends); stop both."""
+def vcenter_where(url: str) -> str:
+    """A vCenter URL as host[:port], lowercase, for telling two specs' vCenters apart before login."""
+    return re.sub(r"^[a-z]+://", "", url.strip().lower()).split("/", 1)[0]
+
+
+def distinct(specs: list[tuple[str, str, str]], what: str) -> None:
+    """ConfigurationError naming both files when two specs (file, solution key, vCenter) name one solution
+    on one vCenter: one process would run two controllers of it."""
+    first: dict[tuple[str, str], str] = {}
+    for path, solution, vcenter in specs:
+        other = first.setdefault((solution, vcenter), path)
+        if other != path:
+            raise ConfigurationError(
+                f"-f {other} and -f {path} both name solution {solution} on {what} {vcenter}: one controller "
+                "per vCenter and solution; drop one of them, or give it another solution key"
+            )
+
+
+def start_coordinator(endpoints: Sequence[Endpoint], ttl: float, events: EventLog) -> Coordinator:
+    """This replica's Coordinator on etcd, started (its membership and keepalive); its events published."""
+
+    def on_event(seat: SeatKey | None, level: str, text: str) -> None:
+        where = f"{seat}: " if seat is not None else ""
+        action_log(f"{where}{text}", action="coordination", level=_LEVELS.get(level, logging.INFO))
+        events.publish("coordination", f"{where}{text}", level=level)
+
+    coordinator = Coordinator(tuple(endpoints), ttl=ttl, on_event=on_event)
+    coordinator.start()
+    action_log(
+        f"replica {coordinator.replica} coordinating through etcd (TTL {ttl:g} s)", action="coordination"
+    )
+    return coordinator
+
+
+def open_leadership(
+    coordinator: Coordinator, session: Session, desired: DesiredState, uuid: str, ttl: float, events: EventLog
+) -> Leadership:
+    """The spec's seat and vCenter lease for this replica (not started)."""
+    key = desired.solution.key
+    seat = coordinator.seat(SeatKey(uuid, key))
+    data = {"vcenter": session.url, "solution": key}
+
+    def say(level: str, text: str) -> None:
+        message = f"{key} on {session.url}: {text}"
+        action_log(message, action="leadership", level=_LEVELS.get(level, logging.INFO))
+        events.publish("leadership", message, level=level, data=data)
+
+    return Leadership(
+        seat, lambda: Lease(session, key, "run", ttl=ttl), ttl=ttl, replica=coordinator.replica, say=say
+    )
+
+
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _serve(controllers: Sequence[Controller], server: ApiServer) -> None:
+    """Run the server and the controllers until SIGTERM/SIGINT (or a controller ends); stop them all."""
     stop_requested = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         _ = frame
         stop_requested.set()
-        controller.stop(timeout=0)
+        for controller in controllers:
+            controller.stop(timeout=0)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.start()
         action_log(f"API listening on {server.url}", action="listen")
-        controller.start()
+        for controller in controllers:
+            controller.start()
         # the main thread only waits here, so the signal handler never meets a lock it holds
-        while not stop_requested.is_set() and controller.join(0.2):
+        each = 0.2 / max(1, len(controllers))
+        while not stop_requested.is_set() and all(c.join(each) for c in controllers):
             pass
-        controller.stop(timeout=10.0)
+        for controller in controllers:
+            controller.stop(timeout=0)
+        for controller in controllers:
+            controller.stop(timeout=10.0)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

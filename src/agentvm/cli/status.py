@@ -1,8 +1,10 @@
 """``agentvm status`` and ``agentvm resolve``: see the agents and their issues, and ask EAM to fix them.
 
-``status`` shows, per agency, one row per host (cluster, agent VM, power, pending hook, address, issues as
-sentences with their fix); ``--json`` prints the documented ``agentvm/v1`` Status document
-(``agentvm/api/schema/status-v1.json``); ``--watch`` redraws until interrupted (or ``--count`` times).
+``status`` names the solution's controller (with a spec: the ``agentvm run`` holding its lease, which with
+``--coordination`` is the leader), then shows, per agency, one row per host (cluster, agent VM, power,
+pending hook, address, issues as sentences with their fix); ``--json`` prints the documented
+``agentvm/v1`` Status document (``agentvm/api/schema/status-v1.json``); ``--watch`` redraws until
+interrupted (or ``--count`` times).
 ``resolve KEY...`` resolves issues by key, ``resolve --all`` every issue of the agencies and moves every
 agent VM found on another host than its agent's back to its host (EAM raises no issue for that).
 """
@@ -10,6 +12,7 @@ agent VM found on another host than its agent's back to its host (EAM raises no 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -35,19 +38,24 @@ from agentvm.cli.solution import (
     session_for,
 )
 from agentvm.controller.identity import SolutionIdentity, default_state_dir, solution_dir
+from agentvm.controller.lease import current_holder
 from agentvm.controller.status import StatusReport, collect_status, status_document
 from agentvm.core.progress import issue_sentence, summarize
 from agentvm.model.agency import Issue
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError, NotFoundError
+from agentvm.model.lease import LeaseHolder
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.vms import ensure_on_host
 
 
-def status_view(report: StatusReport) -> Group:
+def status_view(report: StatusReport, controller: Controlled | None = None) -> Group:
     """The status of every agency as tables (``cli.render``: identifiers never cut, hosts in maintenance
-    mode read "maintenance") and one line per issue; every name from vCenter or the spec as ``Text``."""
+    mode read "maintenance") and one line per issue; every name from vCenter or the spec as ``Text``.
+    ``controller``: with a spec, the line naming the ``agentvm run`` that leads the solution."""
     parts: list[RenderableType] = []
+    if controller is not None:
+        parts.append(text(controller.line()))
     for agency in report.agencies:
         s = agency.status
         counted = summarize(agency.hosts)
@@ -68,6 +76,40 @@ def status_view(report: StatusReport) -> Group:
     if not report.agencies and not report.missing:
         parts.append(Text("no agencies"))
     return Group(*parts)
+
+
+@dataclass(frozen=True)
+class Controlled:
+    """Who acts on the spec's solution: the holder of its lease in vCenter (None: nobody). With
+    ``agentvm run --coordination`` the seat's leader holds that lease, so this names the leader too."""
+
+    solution: str
+    holder: LeaseHolder | None
+
+    def line(self) -> str:
+        if self.holder is None:
+            return f"controller of {self.solution}: none (no agentvm run holds its lease)"
+        return f"controller of {self.solution}: {self.holder.describe()}"
+
+    def json(self) -> dict[str, object] | None:
+        h = self.holder
+        return {"host": h.host, "pid": h.pid, "command": h.command, "since": h.started} if h else None
+
+
+def _controller(session: Session, desired: DesiredState | None) -> Controlled | None:
+    """The solution's controller, with a spec (one read of the extension list); None without one."""
+    if desired is None:
+        return None
+    return Controlled(desired.solution.key, current_holder(session, desired.solution.key))
+
+
+def _document(report: StatusReport, session: Session, desired: DesiredState | None) -> dict[str, object]:
+    doc = status_document(report, datetime.now(UTC))
+    controlled = _controller(session, desired)
+    if controlled is not None:
+        doc["solution"] = controlled.solution
+        doc["controller"] = controlled.json()
+    return doc
 
 
 def _backend(session: Session, desired: DesiredState | None, state_dir: Path | None) -> EamBackend:
@@ -105,9 +147,9 @@ def status(
         if not watch:
             report = collect_status(session, backend, desired)
             if json_:
-                print_json(status_document(report, datetime.now(UTC)))
+                print_json(_document(report, session, desired))
             else:
-                console.print(status_view(report))
+                console.print(status_view(report, _controller(session, desired)))
             return
         drawn = 0
         live = Live(console=console, auto_refresh=False) if console.is_terminal and not json_ else None
@@ -117,11 +159,11 @@ def status(
             while count == 0 or drawn < count:
                 report = collect_status(session, backend, desired)
                 if json_:
-                    print_json(status_document(report, datetime.now(UTC)))
+                    print_json(_document(report, session, desired))
                 elif live is not None:
-                    live.update(status_view(report), refresh=True)
+                    live.update(status_view(report, _controller(session, desired)), refresh=True)
                 else:
-                    console.print(status_view(report))
+                    console.print(status_view(report, _controller(session, desired)))
                 drawn += 1
                 if count == 0 or drawn < count:
                     time.sleep(interval)

@@ -153,7 +153,12 @@ class Lease:
 
     ``step()`` makes one attempt; ``acquire()`` loops; ``renew()``/``valid()``/``check()`` while held;
     ``release()`` or ``retire()`` at the end. Thread-safe: the ``Keeper`` renews from its own thread.
+    ``observe()`` judges without registering (a follower replica watching the holder's renewals, so that
+    once it may contend its sightings are old already). ``follows`` False: a controller whose lease is lost
+    stops (a replica's ``controller.replica.Leadership`` says True: it turns follower instead).
     """
+
+    follows = False
 
     def __init__(
         self,
@@ -223,6 +228,20 @@ class Lease:
         return guarded
 
     # -- acquire ----------------------------------------------------------------------------------------
+
+    def observe(self) -> Judgement:
+        """One read and judgement, never a write: keeps the sightings ``step()`` judges expiry from, so a
+        replica that observed the holder renewing takes over one TTL after the holder's last renewal was
+        first seen (not one TTL after it started to contend). Raises vCenter's errors."""
+        with self._lock:
+            if self.held:
+                assert self.last is not None
+                return self.last
+            records = read_lease_records(self.session, self.solution_key)
+            verdict = judge(records, token=self.me.token, seen=self._seen, now=self._clock())
+            self._seen = verdict.seen
+            self.last = verdict
+            return verdict
 
     def step(self) -> Judgement:
         """One attempt: read, judge, and when free register the next generation and confirm it.
@@ -439,6 +458,16 @@ class Keeper:
                 if self.on_lost is not None:
                     self.on_lost("could not be renewed in time")
             fenced = not valid
+
+
+def current_holder(session: Session, solution_key: str) -> LeaseHolder | None:
+    """The holder of the highest live lease record of the solution (one read; None: no live record). What
+    ``agentvm status`` names as the solution's controller: with ``--coordination`` the seat's leader takes
+    this lease too, so it is the leader in both modes. A holder that died shows until its record is taken
+    over or released."""
+    live = [r for r in read_lease_records(session, solution_key) if r.ours and not r.released and r.holder]
+    top = max(live, key=lambda r: r.generation, default=None)
+    return top.holder if top is not None else None
 
 
 @contextmanager

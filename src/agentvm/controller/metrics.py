@@ -479,6 +479,53 @@ class ControllerMetrics:
         return self.registry.render()
 
 
+# families every controller of a process renders alike: shown once, unlabelled, in a merged exposition
+PROCESS_FAMILIES = frozenset(
+    {
+        "agentvm_build_info",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_start_time_seconds",
+        "process_open_fds",
+    }
+)
+
+
+def _with_labels(sample: str, labels: str) -> str:
+    name, brace, rest = sample.partition("{")
+    if brace:
+        return f"{name}{{{labels},{rest}" if not rest.startswith("}") else f"{name}{{{labels}{rest}"
+    name, space, value = sample.partition(" ")
+    return f"{name}{{{labels}}}{space}{value}"
+
+
+def merge_expositions(parts: Sequence[tuple[Mapping[str, str], str]]) -> str:
+    """Several registries' ``render()`` as one exposition: each family once (HELP and TYPE from the first
+    part that has it), every sample of part i labelled with its labels (e.g. ``vcenter``, ``solution``:
+    ``agentvm run`` with several specs), and the process families (``PROCESS_FAMILIES``) once, unlabelled,
+    from the first part. Label names already on a sample must differ from the added ones."""
+    headers: dict[str, list[str]] = {}
+    samples: dict[str, list[str]] = {}
+    for index, (labels, text) in enumerate(parts):
+        added = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items())
+        family = ""
+        for line in text.splitlines():
+            if line.startswith("# HELP "):
+                family = line.split(" ", 3)[2]
+                if family not in samples:
+                    headers[family], samples[family] = [line], []
+            elif line.startswith("# TYPE "):
+                if len(headers[family]) == 1:
+                    headers[family].append(line)
+            elif line and family:
+                if family in PROCESS_FAMILIES:
+                    if index == 0:
+                        samples[family].append(line)
+                else:
+                    samples[family].append(_with_labels(line, added) if added else line)
+    return "".join("\n".join(headers[f][:2] + samples[f]) + "\n" for f in samples)
+
+
 class NetsyncMetrics:
     """The metrics of ``agentvm run --netsync`` (see ``ControllerMetrics``), on the controller's registry."""
 

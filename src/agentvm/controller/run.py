@@ -27,7 +27,11 @@ With a ``lease`` (``controller.lease``; ``agentvm run`` always passes one, held 
 built), every pass and every engine step first checks that this process still may act: a lease that could
 not be renewed in time makes the controller skip its passes (``/readyz`` false, one ``lease`` event) until a
 renewal succeeds; a lease lost to another holder stops the controller (``lease_lost`` says why), so that
-there are never two actors on one solution.
+there are never two actors on one solution. A replica's ``controller.replica.Leadership`` (``agentvm run
+--coordination``) is such a lease that ``follows``: while it is not valid the controller is a follower —
+its watch goes on, and instead of passes it reads the status (``controller.status.collect_status``: reads
+only, never an EAM or vCenter write) at the poll interval and on every watch batch; once valid again, its
+first pass is a full pass with the sweep (one full resync: whatever the leader before it did is read anew).
 
 Failures (vCenter or EAM unreachable, a session that cannot log in again) are logged, published as one
 ``connection`` error event per outage, make ``/readyz`` false, and are retried with jittered, capped backoff
@@ -48,7 +52,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agentvm.backends.base import Backend
 from agentvm.controller.events import EventLog
@@ -58,7 +62,7 @@ from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
 from agentvm.controller.netsync import BatchTiming, NetsyncKey, NetsyncWatch
 from agentvm.controller.reconcile import DEFAULT_HOOKS_PER_POLL, PassReport, Reconciler
-from agentvm.controller.status import status_document
+from agentvm.controller.status import StatusReport, collect_status, status_document
 from agentvm.controller.watch import Batch, InventoryWatch
 from agentvm.core.agent_reads import ReadPolicy
 from agentvm.core.heal import HealPolicy
@@ -95,6 +99,19 @@ class Settings:
         return ReadPolicy(sweep_per_minute=self.sweep_per_minute, sweep_period=self.full_resync)
 
 
+class Authority(Protocol):
+    """What lets a controller act: a ``Lease`` (``follows`` False: lost means stop), or a replica's
+    ``controller.replica.Leadership`` (``follows`` True: not valid means follow, read-only)."""
+
+    @property
+    def lost(self) -> str | None: ...
+
+    @property
+    def follows(self) -> bool: ...
+
+    def valid(self) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Sample:
     """The timing of one change handled (for the benchmark): vCenter update → the first Resolve sent."""
@@ -120,7 +137,7 @@ class Controller:
         metrics: ControllerMetrics | None = None,
         policy: HealPolicy | None = None,
         netsync: NetsyncWatch | None = None,
-        lease: Lease | None = None,
+        lease: Lease | Authority | None = None,
         state_dir: Path | None = None,
     ) -> None:
         """``netsync``: the network sync to run alongside (not started yet; the controller starts it in
@@ -181,6 +198,11 @@ class Controller:
         self._threads: list[threading.Thread] = []
         self.lease = lease
         self.lease_lost: str | None = None  # why the controller stopped: its lease went to another
+        self._following = False  # a replica that may not act now: reading status only
+        self._followed: StatusReport | None = None  # the follower's last status read
+        self._follow_at = 0.0  # monotonic time of the follower's next status read
+        self._follow_seen = 0.0  # the watch update the last status read followed
+        self._follow_error: str | None = None
         self.samples: deque[Sample] = deque(maxlen=10_000)
         self.passes = 0
         self._loop_ident: int | None = None
@@ -249,8 +271,14 @@ class Controller:
         try:
             while not self._stop.is_set():
                 if not self._may_act():
+                    if self._following:
+                        self._follow()
                     self._wake.wait(0.2)
                     continue
+                if self._following:  # leading again: one full resync, every agent read
+                    self._following = False
+                    with self._lock:
+                        self._want_full = self._want_sweep = True
                 self._serve_requests()
                 now = time.monotonic()
                 with self._lock:
@@ -289,10 +317,42 @@ class Controller:
         if lease is None or lease.valid():
             return True
         self._healthy = False
+        if lease.follows:
+            if not self._following:
+                self._following = True
+                self._follow_at = 0.0  # read the status at once
+            return False
         if lease.lost is not None:
             self.lease_lost = lease.lost
             self._stop.set()
         return False
+
+    def _follow(self) -> None:
+        """A follower's turn (loop thread): read the status when it is due or the watch saw a change.
+
+        Reads only (one inventory read and the backend's observe per agency), so a follower never acts."""
+        now = time.monotonic()
+        with self._lock:
+            update = self._last_update
+        if now < self._follow_at and update == self._follow_seen:
+            return
+        self._follow_seen = update
+        self._follow_at = now + self.settings.slow_poll
+        try:
+            self._followed = collect_status(self.session, self.backend, self.desired)
+        except Exception as exc:  # the follower outlives every failure, as the loop does
+            text = str(exc) if isinstance(exc, AgentvmError) else f"unexpected {type(exc).__name__}: {exc}"
+            if self._follow_error is None:
+                log.warning("follower cannot read the status: %s", text)
+            self._follow_error = text
+            self._follow_at = now + min(self.settings.retry_max, self.settings.slow_poll)
+            return
+        self._follow_error = None
+
+    @property
+    def following(self) -> bool:
+        """True while this controller may not act and reads the status only (a replica's follower)."""
+        return self._following
 
     def lease_trouble(self, why: str) -> None:
         """The lease's ``Keeper`` could not renew in time, or lost the lease (its thread): say so once."""
@@ -437,9 +497,18 @@ class Controller:
         """True after the first full pass, while passes succeed (and the lease lets this process act)."""
         return self._ready and self._healthy and (self.lease is None or self.lease.valid())
 
+    def following_ready(self) -> bool:
+        """A follower's readiness: it has read the status and its last read succeeded."""
+        return self._following and self._followed is not None and self._follow_error is None
+
     def status(self) -> JsonObject:
-        """The status document of the last pass (schema ``status-v1.json``)."""
+        """The status document of the last pass, or a follower's last status read (``status-v1.json``)."""
+        if self._following and self._followed is not None:
+            return status_document(self._followed, datetime.now(UTC))
         if not self._ready:
+            if self._following:
+                why = self._follow_error or "it has not read the status yet"
+                raise TransientError(f"this replica follows and cannot show the status: {why}; retry shortly")
             raise TransientError("the controller has not finished its first full pass yet; retry shortly")
         return status_document(self.reconciler.report, datetime.now(UTC))
 

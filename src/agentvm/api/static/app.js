@@ -160,9 +160,25 @@
 
   // -- rendering ---------------------------------------------------------------------------------------
 
+  // one Status document, or a StatusList of one per (vCenter, solution) (agentvm run -f A -f B)
+  const docsOf = (status) =>
+    status && status.kind === "StatusList" ? list(status.items).filter(Boolean) : [status || {}];
+
+  // who leads this vCenter's solution and since when, and what this replica does (status `leadership`)
+  function leaderText(doc) {
+    const l = doc.leadership;
+    if (!l || typeof l !== "object") return text(doc.error);
+    const leader = l.leader && typeof l.leader === "object" ? l.leader : null;
+    const who = leader
+      ? `replica ${text(leader.replica, "?")} (pid ${text(leader.pid, "?")} on ${text(leader.host, "?")}) since ${text(leader.since, "?")}`
+      : "nobody";
+    const me = l.role === "leader" ? "this replica leads" : `this replica: ${text(l.role, "?")}${l.why ? ` (${text(l.why)})` : ""}`;
+    return `led by ${who}; ${me}`;
+  }
+
   function allHosts(status) {
     const hosts = [];
-    for (const agency of list(status && status.agencies)) {
+    for (const agency of docsOf(status).flatMap((doc) => list(doc.agencies))) {
       for (const cluster of list(agency && agency.clusters)) {
         for (const host of list(cluster && cluster.hosts)) {
           if (host) hosts.push({ agency, cluster, host });
@@ -173,14 +189,34 @@
   }
 
   function render() {
-    const status = view.status || {};
+    const docs = docsOf(view.status);
     const root = $("agencies");
-    const agencies = list(status.agencies);
     const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
     root.replaceChildren();
-    if (agencies.length === 0) {
-      root.append(el("p", { class: "empty" }, "No agency yet: run `agentvm apply -f SPEC`."));
+    for (const doc of docs) {
+      const agencies = list(doc.agencies);
+      if (docs.length > 1 || doc.leadership) {
+        const role = doc.leadership && typeof doc.leadership === "object" ? text(doc.leadership.role) : "";
+        root.append(
+          el(
+            "div",
+            { class: "controller", "data-solution": text(doc.solution), "data-vcenter": text(doc.vcenter), "data-role": role },
+            el("strong", {}, `${text(doc.solution, "solution")} on ${text(doc.vcenter, "vCenter")}`),
+            " ",
+            el("span", { class: "leader" }, leaderText(doc)),
+          ),
+        );
+      }
+      if (agencies.length === 0) {
+        root.append(el("p", { class: "empty" }, "No agency yet: run `agentvm apply -f SPEC`."));
+      }
+      renderAgencies(root, agencies, counts);
     }
+    renderSummary(counts);
+    renderDetail();
+  }
+
+  function renderAgencies(root, agencies, counts) {
     for (const agency of agencies) {
       if (!agency) continue;
       const section = el(
@@ -227,8 +263,6 @@
       }
       root.append(section);
     }
-    renderSummary(counts);
-    renderDetail();
   }
 
   function countsText(counts, total) {
