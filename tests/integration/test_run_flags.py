@@ -3,6 +3,7 @@ anything starts, and handed to the controller's ``Settings``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -50,9 +51,10 @@ def test_the_pool_and_sweep_reach_the_controller(
 ) -> None:
     seen: list[Settings] = []
 
-    def serve(controller: Controller, server: object) -> None:  # the controller built, not run
-        seen.append(controller.settings)
-        assert controller.reconciler.executor.workers == controller.settings.workers
+    def serve(controllers: Sequence[Controller], server: object) -> None:  # the controllers built, not run
+        for controller in controllers:
+            seen.append(controller.settings)
+            assert controller.reconciler.executor.workers == controller.settings.workers
 
     monkeypatch.setattr(cli_run, "_serve", serve)
     world = controller_world
