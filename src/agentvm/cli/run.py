@@ -441,7 +441,9 @@ def run(
     poll: Annotated[
         float,
         typer.Option(
-            "--poll", min=0.05, help="First poll after a change while busy (s); then doubling up to 2 s."
+            "--poll",
+            min=0.05,
+            help="Poll interval while busy (s): for 4 polls after a change, then doubling up to 2 s.",
         ),
     ] = 0.25,
     idle_poll: Annotated[

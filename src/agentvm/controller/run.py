@@ -13,8 +13,9 @@ run it in a thread with short intervals. The only place with loops, threads and 
   and the polls re-read ``sweep_per_minute`` agents a minute, oldest first, so that a lost watch update
   delays an action until that agent's turn and never loses it. In between
   ``Reconciler.poll`` at an adaptive interval, reading the agents the watch says changed: while anything is
-  yellow, a hook is pending or a vCenter change is recent, ``fast_poll`` after a change the watch saw or an
-  action the controller took, then doubling at each poll up to ``fast_max`` (what agentvm's own actions do
+  yellow, a hook is pending or a vCenter change is recent, every ``fast_poll`` for ``fast_follow`` + 1 polls
+  after a change the watch saw or an action the controller took, then doubling at each poll up to
+  ``fast_max`` (what agentvm's own actions do
   shows in the watch, which wakes the loop; only EAM's issues and hooks need the polls); ``slow_poll`` when
   all is green. A retry due sooner shortens the wait. A vCenter change (``controller.watch``) wakes it at
   once.
@@ -85,8 +86,9 @@ JsonObject = Mapping[str, object]
 class Settings:
     """The controller's timing, in seconds."""
 
-    fast_poll: float = 0.25  # while busy, the first poll after a change or an action comes this soon...
-    fast_max: float = 2.0  # ...then doubling up to this (each poll costs one AgencyQueryRuntime per agency)
+    fast_poll: float = 0.25  # while busy, the polls after a change or an action come this often...
+    fast_follow: int = 3  # ...this many more times (EAM raises an issue within a second), then doubling...
+    fast_max: float = 2.0  # ...up to this (each poll costs one AgencyQueryRuntime per agency)
     slow_poll: float = 5.0  # when everything is green
     full_resync: float = 60.0  # a full pass at least this often
     retry_max: float = 10.0  # longest wait between attempts while vCenter or EAM is unreachable
@@ -203,7 +205,7 @@ class Controller:
         self._outage: str | None = None
         self._requests: deque[tuple[Callable[[], JsonObject], Future[JsonObject]]] = deque()
         self._last_update = 0.0
-        self._backoff = 0  # busy polls since the last change or action: the next waits fast_poll * 2**n
+        self._backoff = 0  # busy polls since the last change or action (the wait doubles past fast_follow)
         self._backoff_seen = 0.0  # the watch update the backoff last started from
         self._loop_thread: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
@@ -415,8 +417,9 @@ class Controller:
         if report.busy or report.actions or recent:
             if report.actions or update != self._backoff_seen:  # something happened: look again soon
                 self._backoff, self._backoff_seen = 0, update
-            interval = min(max(s.fast_poll, s.fast_max), s.fast_poll * 2.0**self._backoff)
-            self._backoff = min(self._backoff + 1, 32)
+            doublings = max(0, self._backoff - s.fast_follow)
+            interval = min(max(s.fast_poll, s.fast_max), s.fast_poll * 2.0**doublings)
+            self._backoff = min(self._backoff + 1, s.fast_follow + 32)
         else:
             interval = s.slow_poll
         if report.wake_at is not None:
