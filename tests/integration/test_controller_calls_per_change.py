@@ -128,3 +128,41 @@ def test_a_mass_deploy_answers_a_few_hooks_a_poll_and_its_status_moves_between(t
             watch.close()
             reconciler.close()
             session.logout()
+
+
+def test_the_polls_after_a_change_back_off_instead_of_running_at_the_fast_rate(tmp_path: Path) -> None:
+    # polls while EAM works on a change and for fast_after_change after it: each costs AgencyQueryRuntime
+    settings = Settings(
+        fast_poll=0.2,
+        slow_poll=5.0,
+        full_resync=60.0,
+        retry_max=1.0,
+        sweep_per_minute=6.0,
+        fast_after_change=6.0,
+    )
+    with lab_world(tmp_path, 2) as world:
+        controller = world.start(settings=settings)
+        calls = Calls()
+        controller.reconciler.add_call_listener(calls)
+        wait_for(world.all_green, "2 agents green", 240)
+        vms = wait_for(lambda: world.one_agent_per_host(2), "2 agent VMs")
+        victim = vms[0]
+        before = Counter(calls.counts)
+        destroy(world.session, victim.moref)
+
+        def redeployed() -> bool:
+            return world.all_green() and any(
+                v.host == victim.host and v.moref != victim.moref for v in world.one_agent_per_host(2)
+            )
+
+        wait_for(redeployed, "the deleted agent VM redeployed and on", 90)
+
+        def quiet() -> bool:  # fast_after_change over since the last vCenter update the controller saw
+            return time.perf_counter() - controller._last_update > settings.fast_after_change + 0.5
+
+        wait_for(quiet, "the change's fast-poll window over", 30)
+        counted = calls.since(before)
+        assert counted["MarkAsAvailable"] == 1 and counted["Resolve"] >= 1, counted
+        # at the fast rate (every 0.2 s) the window holds some 35 polls; backing off from each change or
+        # action (4 polls at the fast rate, then doubling up to 2 s), about half as many
+        assert counted["AgencyQueryRuntime"] <= 18, counted

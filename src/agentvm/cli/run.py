@@ -439,8 +439,13 @@ def run(
         LogFormat, typer.Option("--log-format", help="text or json lines.")
     ] = LogFormat.TEXT,
     poll: Annotated[
-        float, typer.Option("--poll", min=0.05, help="Agent poll interval while busy (s).")
-    ] = 0.5,
+        float,
+        typer.Option(
+            "--poll",
+            min=0.05,
+            help="Poll interval while busy (s): for 4 polls after a change, then doubling up to 2 s.",
+        ),
+    ] = 0.25,
     idle_poll: Annotated[
         float, typer.Option("--idle-poll", min=0.1, help="Poll interval when green (s).")
     ] = 5.0,

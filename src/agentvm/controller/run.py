@@ -12,9 +12,13 @@ run it in a thread with short intervals. The only place with loops, threads and 
   InventoryKeeper``; the whole inventory is read at the times above and every ``full_resync`` seconds),
   and the polls re-read ``sweep_per_minute`` agents a minute, oldest first, so that a lost watch update
   delays an action until that agent's turn and never loses it. In between
-  ``Reconciler.poll`` at an adaptive interval, reading the agents the watch says changed:
-  ``fast_poll`` while anything is yellow, a hook is pending or a retry is due, ``slow_poll`` when all is
-  green. A vCenter change (``controller.watch``) wakes it at once.
+  ``Reconciler.poll`` at an adaptive interval, reading the agents the watch says changed: while anything is
+  yellow, a hook is pending or a vCenter change is recent, every ``fast_poll`` for ``fast_follow`` + 1 polls
+  after a change the watch saw or an action the controller took, then doubling at each poll up to
+  ``fast_max`` (what agentvm's own actions do
+  shows in the watch, which wakes the loop; only EAM's issues and hooks need the polls); ``slow_poll`` when
+  all is green. A retry due sooner shortens the wait. A vCenter change (``controller.watch``) wakes it at
+  once.
 - the watch thread (``InventoryWatch``) pushes vCenter changes;
 - with ``--backend direct`` an engine thread drives ``backend.tick()`` / ``wait_for_work()``;
 - with ``--netsync`` the ``NetsyncWatch`` thread (``controller.netsync``) mirrors vCenter networking into
@@ -82,7 +86,9 @@ JsonObject = Mapping[str, object]
 class Settings:
     """The controller's timing, in seconds."""
 
-    fast_poll: float = 0.5  # while anything is yellow, a hook is pending or a retry is due
+    fast_poll: float = 0.25  # while busy, the polls after a change or an action come this often...
+    fast_follow: int = 3  # ...this many more times (EAM raises an issue within a second), then doubling...
+    fast_max: float = 2.0  # ...up to this (each poll costs one AgencyQueryRuntime per agency)
     slow_poll: float = 5.0  # when everything is green
     full_resync: float = 60.0  # a full pass at least this often
     retry_max: float = 10.0  # longest wait between attempts while vCenter or EAM is unreachable
@@ -95,8 +101,13 @@ class Settings:
     coalesce: float = 0.1  # VM updates within this long of the first cost one poll (the watch holds them)
 
     def reads(self) -> ReadPolicy:
-        """The backends' read policy: the spread sweep re-reads an agent once per ``full_resync`` at most."""
-        return ReadPolicy(sweep_per_minute=self.sweep_per_minute, sweep_period=self.full_resync)
+        """The backends' read policy: the spread sweep re-reads an agent once per ``full_resync`` at most;
+        an agent seen unsettled is due again at the next poll (``fast_poll``), not one poll later."""
+        return ReadPolicy(
+            first_retry=min(ReadPolicy.first_retry, self.fast_poll),
+            sweep_per_minute=self.sweep_per_minute,
+            sweep_period=self.full_resync,
+        )
 
 
 class Authority(Protocol):
@@ -194,6 +205,8 @@ class Controller:
         self._outage: str | None = None
         self._requests: deque[tuple[Callable[[], JsonObject], Future[JsonObject]]] = deque()
         self._last_update = 0.0
+        self._backoff = 0  # busy polls since the last change or action (the wait doubles past fast_follow)
+        self._backoff_seen = 0.0  # the watch update the backoff last started from
         self._loop_thread: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
         self.lease = lease
@@ -305,7 +318,7 @@ class Controller:
                     self._reconnect.succeeded("pass")
                     if sweep or periodic:
                         next_full = time.monotonic() + self.settings.full_resync
-                    interval = self._interval(report)
+                    interval = self._interval(report, update)
                 self._publish_netsync()
                 self._wake.wait(interval)
         finally:
@@ -397,10 +410,18 @@ class Controller:
             self.metrics.resolve_own.observe(own)
         return report
 
-    def _interval(self, report: PassReport) -> float:
+    def _interval(self, report: PassReport, update: float) -> float:
+        """The wait before the next pass, which followed the watch's ``update`` (perf_counter; 0: none)."""
         s = self.settings
         recent = time.perf_counter() - self._last_update < s.fast_after_change if self._last_update else False
-        interval = s.fast_poll if report.busy or report.actions or recent else s.slow_poll
+        if report.busy or report.actions or recent:
+            if report.actions or update != self._backoff_seen:  # something happened: look again soon
+                self._backoff, self._backoff_seen = 0, update
+            doublings = max(0, self._backoff - s.fast_follow)
+            interval = min(max(s.fast_poll, s.fast_max), s.fast_poll * 2.0**doublings)
+            self._backoff = min(self._backoff + 1, s.fast_follow + 32)
+        else:
+            interval = s.slow_poll
         if report.wake_at is not None:
             interval = min(interval, max(0.05, report.wake_at - time.monotonic()))
         return interval
