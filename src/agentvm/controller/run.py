@@ -29,8 +29,10 @@ not be renewed in time makes the controller skip its passes (``/readyz`` false, 
 renewal succeeds; a lease lost to another holder stops the controller (``lease_lost`` says why), so that
 there are never two actors on one solution. A replica's ``controller.replica.Leadership`` (``agentvm run
 --coordination``) is such a lease that ``follows``: while it is not valid the controller is a follower —
-its watch goes on, and instead of passes it reads the status (``controller.status.collect_status``: reads
-only, never an EAM or vCenter write) at the poll interval and on every watch batch; once valid again, its
+its watch goes on, and instead of passes it refreshes the status (``controller.status.report_status``:
+reads only, never an EAM or vCenter write) at the poll interval and on every watch batch, observing as an
+idle leader's poll does (the inventory patched from the watch, the agents it names; everything at the
+full-resync period, on a resync request and after a failure: ``Controller._follow``); once valid again, its
 first pass is a full pass with the sweep (one full resync: whatever the leader before it did is read anew).
 
 Failures (vCenter or EAM unreachable, a session that cannot log in again) are logged, published as one
@@ -62,9 +64,9 @@ from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
 from agentvm.controller.netsync import BatchTiming, NetsyncKey, NetsyncWatch
 from agentvm.controller.reconcile import DEFAULT_HOOKS_PER_POLL, PassReport, Reconciler
-from agentvm.controller.status import StatusReport, collect_status, status_document
+from agentvm.controller.status import StatusReport, report_status, status_document
 from agentvm.controller.watch import Batch, InventoryWatch
-from agentvm.core.agent_reads import ReadPolicy
+from agentvm.core.agent_reads import Look, ReadPolicy
 from agentvm.core.heal import HealPolicy
 from agentvm.core.retry import WATCH_BACKOFF, Retries, reconnect_backoff
 from agentvm.model.desired import DesiredState
@@ -202,6 +204,8 @@ class Controller:
         self._followed: StatusReport | None = None  # the follower's last status read
         self._follow_at = 0.0  # monotonic time of the follower's next status read
         self._follow_seen = 0.0  # the watch update the last status read followed
+        self._follow_full_at = 0.0  # monotonic time of the follower's next full read (the safety net)
+        self.follow_reads = 0  # the follower's status refreshes so far (tests and benchmarks)
         self._follow_error: str | None = None
         self.samples: deque[Sample] = deque(maxlen=10_000)
         self.passes = 0
@@ -320,7 +324,8 @@ class Controller:
         if lease.follows:
             if not self._following:
                 self._following = True
-                self._follow_at = 0.0  # read the status at once
+                self._follow_at = 0.0  # read the status at once, everything: what it kept may be old
+                self._follow_full_at = 0.0
             return False
         if lease.lost is not None:
             self.lease_lost = lease.lost
@@ -328,26 +333,43 @@ class Controller:
         return False
 
     def _follow(self) -> None:
-        """A follower's turn (loop thread): read the status when it is due or the watch saw a change.
+        """A follower's turn (loop thread): refresh the status when it is due or the watch saw a change.
 
-        Reads only (one inventory read and the backend's observe per agency), so a follower never acts."""
+        It observes as the leader's idle poll does, and reads only (never an EAM or vCenter write): the
+        inventory kept from the watch (``controller.observe.InventoryKeeper``: patched with the objects the
+        watch named, nothing read when it named none), the agents through the backend's cache (``note``:
+        only those the watch says changed, plus the spread sweep), every ``slow_poll`` seconds and at every
+        watch batch. It reads everything (the whole inventory, every agent) at first, after a failure or a
+        watch error, on a new watch, on a resync request and every ``full_resync`` seconds, as the leader."""
         now = time.monotonic()
         with self._lock:
             update = self._last_update
-        if now < self._follow_at and update == self._follow_seen:
+            full = self._want_sweep or now >= self._follow_full_at
+        if not full and now < self._follow_at and update == self._follow_seen:
             return
         self._follow_seen = update
         self._follow_at = now + self.settings.slow_poll
         try:
-            self._followed = collect_status(self.session, self.backend, self.desired)
+            if full:
+                self.backend.forget()
+            self.backend.note(Look(now, self.watch.changes(), self.settings.reads(), relist=full))
+            snapshot = self.reconciler.inventory.read(full=full)
+            self._followed = report_status(self.session.url, snapshot, self.backend, self.desired)
         except Exception as exc:  # the follower outlives every failure, as the loop does
             text = str(exc) if isinstance(exc, AgentvmError) else f"unexpected {type(exc).__name__}: {exc}"
             if self._follow_error is None:
                 log.warning("follower cannot read the status: %s", text)
             self._follow_error = text
             self._follow_at = now + min(self.settings.retry_max, self.settings.slow_poll)
+            with self._lock:
+                self._want_sweep = True  # read everything again once it can
             return
+        if full:
+            self._follow_full_at = now + self.settings.full_resync
+            with self._lock:
+                self._want_sweep = False
         self._follow_error = None
+        self.follow_reads += 1
 
     @property
     def following(self) -> bool:
