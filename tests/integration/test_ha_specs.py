@@ -128,6 +128,10 @@ def test_two_specs_of_one_solution_on_one_vcenter_are_refused_by_name_before_any
             ("--coordination", "etcd://127.0.0.1:1", "--backend", "direct"),
             "--coordination needs --backend eam",
         ),
+        (
+            ("--coordination", "etcd://127.0.0.1:1", "--standby"),
+            "--standby does not go with --coordination",
+        ),
     ],
 )
 def test_a_bad_coordination_is_one_message_and_exit_2_before_the_spec_is_read(
