@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from agentvm.controller.events import EventLog
+from agentvm.controller.replica import Leadership, Member, Replica
 from agentvm.controller.run import Controller, Settings
+from agentvm.model.coordination import LeaderInfo
+from agentvm.model.errors import TransientError
 from agentvm.spec import load_spec
 from agentvm.vsphere.vms import ensure_powered_off
 from tests.support.controller_lab import Calls, connect, lab_world, wait_for
@@ -45,6 +49,26 @@ class Follows:
 
     def valid(self) -> bool:
         return False
+
+
+class OtherLeads:
+    """An etcd seat another replica leads (``controller.replica.SeatLike``)."""
+
+    why: str | None = None
+    transitions = 1
+
+    def valid(self) -> bool:
+        return False
+
+    def leader(self) -> LeaderInfo:
+        return LeaderInfo("r-other", "elsewhere", 4242, "2026-01-01T00:00:00Z")
+
+    def add_listener(self, callback: object) -> None:
+        pass
+
+
+def no_lease() -> object:
+    raise AssertionError("a follower of a seat another leads never takes the vCenter lease")
 
 
 def writes(counts: Counter[str]) -> list[str]:
@@ -102,6 +126,25 @@ def test_a_follower_reads_only_what_the_watch_names_and_never_writes(tmp_path: P
             wait_for(lambda: keeper.full_reads == first + 1, "the resync's full read", 30)
             wait_for(lambda: follower.follow_reads >= reads + 8, "refreshes after the resync", 30)
             assert writes(calls.counts) == [], calls.counts
+
+            # through the API of a replica that follows: it says so and names the leader, and queues nothing
+            said: list[tuple[str, str]] = []
+            leadership = Leadership(
+                OtherLeads(),
+                no_lease,
+                ttl=5.0,
+                replica="r-me",
+                say=lambda *a: said.append(a),  # type: ignore[arg-type]
+            )
+            member = Member("uuid", world.info.vcsim.url, desired.solution.key, follower, leadership)
+            replica = Replica([member], EventLog(), replica="r-me")
+            full_reads, reads = keeper.full_reads, follower.follow_reads
+            with pytest.raises(TransientError) as refused:
+                replica.resync({})
+            assert "this replica follows" in str(refused.value)
+            assert "replica r-other (pid 4242 on elsewhere)" in str(refused.value)
+            wait_for(lambda: follower.follow_reads >= reads + 3, "refreshes after the refused resync", 30)
+            assert keeper.full_reads == full_reads
             assert world.snapshot().get(vms[0].moref).power_state.value == "poweredOff"  # type: ignore[union-attr]
         finally:
             follower.stop()
