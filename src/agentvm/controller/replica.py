@@ -43,10 +43,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agentvm.controller.events import EventLog
-from agentvm.controller.lease import Lease
 from agentvm.controller.metrics import Registry, merge_expositions
 from agentvm.controller.run import Controller
-from agentvm.core.lease import LeaseVerdict, renew_every
+from agentvm.core.lease import Judgement, LeaseVerdict, renew_every
 from agentvm.model.errors import AgentvmError, NotFoundError, TransientError
 
 log = logging.getLogger(__name__)
@@ -86,6 +85,23 @@ class SeatLike(Protocol):
     def add_listener(self, callback: Callable[[bool], None]) -> None: ...
 
 
+class LeaseLike(Protocol):
+    """The solution's lease in vCenter as ``Leadership`` uses it (``controller.lease.Lease``)."""
+
+    @property
+    def lost(self) -> str | None: ...
+
+    def valid(self) -> bool: ...
+
+    def renew(self) -> bool: ...
+
+    def step(self) -> Judgement: ...
+
+    def observe(self) -> Judgement: ...
+
+    def release(self) -> None: ...
+
+
 def _now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -103,7 +119,7 @@ class Leadership:
     def __init__(
         self,
         seat: SeatLike,
-        make_lease: Callable[[], Lease],
+        make_lease: Callable[[], LeaseLike],
         *,
         ttl: float,
         replica: str,
@@ -116,8 +132,8 @@ class Leadership:
         self._make_lease = make_lease
         self._say = say
         self._clock = clock
-        self._lease: Lease | None = None  # the vCenter lease while leading
-        self._observer: Lease | None = None  # its sightings, while not holding
+        self._lease: LeaseLike | None = None  # the vCenter lease while leading
+        self._observer: LeaseLike | None = None  # its sightings, while not holding
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
