@@ -90,6 +90,7 @@ class ScriptedLease:
         self.is_valid = False
         if self.world.renewal == "lost":
             self.lost = "taken over by agentvm run (host ctl-2)"
+            self.held = False  # another holds it now
         return False
 
     def observe(self) -> Judgement:
