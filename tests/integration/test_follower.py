@@ -108,10 +108,12 @@ def test_a_follower_reads_only_what_the_watch_names_and_never_writes(tmp_path: P
             assert 1 <= first <= 2  # everything at first, and again after the watch's first batch
             assert set(host_powers(follower).values()) == {"poweredOn"}
 
-            # idle: status refreshes, not one more read of the whole inventory
-            reads = follower.follow_reads
+            # idle: status refreshes, and no inventory read at all (nothing changed)
+            reads, patches, before = follower.follow_reads, keeper.patches, Counter(calls.counts)
             wait_for(lambda: follower.follow_reads >= reads + 4, "four idle refreshes", 30)
             assert keeper.full_reads == first
+            assert keeper.patches == patches
+            assert calls.since(before)["RetrievePropertiesEx"] == 0, calls.since(before)
 
             # a change: the follower sees it through the watch, reading only what it names, and heals nothing
             ensure_powered_off(world.session, vms[0].moref)

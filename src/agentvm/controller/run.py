@@ -275,6 +275,7 @@ class Controller:
         try:
             while not self._stop.is_set():
                 if not self._may_act():
+                    self._wake.clear()  # a watch batch from now on wakes the wait; one before it is seen now
                     if self._following:
                         self._follow()
                     self._wake.wait(0.2)
@@ -324,8 +325,10 @@ class Controller:
         if lease.follows:
             if not self._following:
                 self._following = True
-                self._follow_at = 0.0  # read the status at once, everything: what it kept may be old
+                self._follow_at = 0.0  # read the status at once, every agent: what it kept may be old
                 self._follow_full_at = 0.0
+                with self._lock:
+                    self._want_sweep = True
             return False
         if lease.lost is not None:
             self.lease_lost = lease.lost
@@ -335,25 +338,36 @@ class Controller:
     def _follow(self) -> None:
         """A follower's turn (loop thread): refresh the status when it is due or the watch saw a change.
 
-        It observes as the leader's idle poll does, and reads only (never an EAM or vCenter write): the
-        inventory kept from the watch (``controller.observe.InventoryKeeper``: patched with the objects the
-        watch named, nothing read when it named none), the agents through the backend's cache (``note``:
-        only those the watch says changed, plus the spread sweep), every ``slow_poll`` seconds and at every
-        watch batch. It reads everything (the whole inventory, every agent) at first, after a failure or a
-        watch error, on a new watch, on a resync request and every ``full_resync`` seconds, as the leader."""
+        It observes as the leader's polls and passes do, and reads only (never an EAM or vCenter write):
+        every ``slow_poll`` seconds and at every watch batch, the agents through the backend's cache
+        (``note``: only those the watch says changed, plus the spread sweep) over the inventory kept from
+        the watch (``controller.observe.InventoryKeeper``: patched with the objects the watch named, read
+        only after a watch batch). As the leader's passes, it reads the whole inventory and the agent lists
+        every ``full_resync`` seconds, and every agent too (the sweep) at first, after a failure or a watch
+        error, on a new watch and on a resync request."""
         now = time.monotonic()
         with self._lock:
             update = self._last_update
-            full = self._want_sweep or now >= self._follow_full_at
-        if not full and now < self._follow_at and update == self._follow_seen:
+            sweep, relist = self._want_sweep, self._want_full
+        periodic = now >= self._follow_full_at
+        changed = update != self._follow_seen
+        if not (sweep or periodic or changed) and now < self._follow_at:
             return
+        with self._lock:
+            self._want_sweep = self._want_full = False
         self._follow_seen = update
         self._follow_at = now + self.settings.slow_poll
+        keeper = self.reconciler.inventory
         try:
-            if full:
+            if sweep:
                 self.backend.forget()
-            self.backend.note(Look(now, self.watch.changes(), self.settings.reads(), relist=full))
-            snapshot = self.reconciler.inventory.read(full=full)
+            self.backend.note(
+                Look(now, self.watch.changes(), self.settings.reads(), relist=sweep or relist or periodic)
+            )
+            if sweep or periodic or changed or keeper.snapshot is None:
+                snapshot = keeper.read(full=sweep or periodic)
+            else:
+                snapshot = keeper.snapshot
             self._followed = report_status(self.session.url, snapshot, self.backend, self.desired)
         except Exception as exc:  # the follower outlives every failure, as the loop does
             text = str(exc) if isinstance(exc, AgentvmError) else f"unexpected {type(exc).__name__}: {exc}"
@@ -364,10 +378,8 @@ class Controller:
             with self._lock:
                 self._want_sweep = True  # read everything again once it can
             return
-        if full:
+        if sweep or periodic:
             self._follow_full_at = now + self.settings.full_resync
-            with self._lock:
-                self._want_sweep = False
         self._follow_error = None
         self.follow_reads += 1
 
