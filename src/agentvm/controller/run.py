@@ -31,8 +31,9 @@ there are never two actors on one solution. A replica's ``controller.replica.Lea
 --coordination``) is such a lease that ``follows``: while it is not valid the controller is a follower —
 its watch goes on, and instead of passes it refreshes the status (``controller.status.report_status``:
 reads only, never an EAM or vCenter write) at the poll interval and on every watch batch, observing as an
-idle leader's poll does (the inventory patched from the watch, the agents it names; everything at the
-full-resync period, on a resync request and after a failure: ``Controller._follow``); once valid again, its
+idle leader's poll does (the inventory patched from the watch after a batch, the agents it names and the
+spread sweep; the whole inventory every ``full_resync`` seconds, every agent too at first, on a resync
+request and after a failure: ``Controller._follow``); once valid again, its
 first pass is a full pass with the sweep (one full resync: whatever the leader before it did is read anew).
 
 Failures (vCenter or EAM unreachable, a session that cannot log in again) are logged, published as one
