@@ -95,6 +95,14 @@ def test_a_follower_reads_only_what_the_watch_names_and_never_writes(tmp_path: P
         follower = Controller(desired, connect(world.info), settings=QUIET, lease=Follows())
         calls = Calls()
         follower.reconciler.add_call_listener(calls)
+        turns = Counter[str]()
+        refresh = follower._follow
+
+        def counted() -> None:  # the loop's follower turns: a busy loop would make thousands a refresh
+            turns["turn"] += 1
+            refresh()
+
+        follower._follow = counted  # type: ignore[method-assign]
         follower.start()
         try:
             keeper = follower.reconciler.inventory
@@ -110,7 +118,10 @@ def test_a_follower_reads_only_what_the_watch_names_and_never_writes(tmp_path: P
 
             # idle: status refreshes, and no inventory read at all (nothing changed)
             reads, patches, before = follower.follow_reads, keeper.patches, Counter(calls.counts)
+            turned = turns["turn"]
             wait_for(lambda: follower.follow_reads >= reads + 4, "four idle refreshes", 30)
+            # a turn every 0.2 s wait at most, a refresh every 0.5 s: a few turns each, never a busy loop
+            assert turns["turn"] - turned <= 10 * (follower.follow_reads - reads), turns
             assert keeper.full_reads == first
             assert keeper.patches == patches
             assert calls.since(before)["RetrievePropertiesEx"] == 0, calls.since(before)
