@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agentvm.lab.vcsim import Shape
@@ -18,6 +19,7 @@ from agentvm.lab.world import Lab, LabInfo
 from agentvm.vsphere.extensions import read_lease_records
 from tests.support.controller_lab import connect, spec_text
 from tests.support.replicas import EamCalls, RunProcess, metric, recording, spec_for, wait_for
+from tests.support.schemas import valid
 
 pytestmark = pytest.mark.lab
 
@@ -87,6 +89,14 @@ def test_one_run_with_two_specs_serves_both_vcenters_each_with_its_own_status(
         # every hook answered once on each vCenter: two agents each, one MarkAsAvailable per agent
         marks = [c for c in eam_calls.writes() if c.method == "MarkAsAvailable"]
         assert len(marks) == 4
+        # resolve through the API of both: one result each, a document of its own kind
+        auth = {"Authorization": "Bearer test-token-123"}
+        resolved = httpx.post(f"{run.url}/api/v1/resolve", json={}, headers=auth, timeout=30)
+        assert resolved.status_code == 200, resolved.text
+        doc = valid(resolved.json())
+        assert doc["kind"] == "ResolveList"
+        assert sorted(r["vcenter"] for r in doc["results"]) == sorted([a.vcsim.url, b.vcsim.url])
+        assert all(r["resolved"] == [] and r["moved"] == [] for r in doc["results"])  # all green
         assert run.stop() == 0
     finally:
         run.kill()
@@ -127,6 +137,10 @@ def test_two_specs_of_one_solution_on_one_vcenter_are_refused_by_name_before_any
         (
             ("--coordination", "etcd://127.0.0.1:1", "--backend", "direct"),
             "--coordination needs --backend eam",
+        ),
+        (
+            ("--coordination", "etcd://127.0.0.1:1", "--standby"),
+            "--standby does not go with --coordination",
         ),
     ],
 )

@@ -22,7 +22,8 @@ name, exit 2, before any login. With ``--coordination etcd://HOST:PORT[,…]`` (
 this process is one replica of several: it never refuses and never exits for a lost leadership; for each
 spec it acts only while it leads the spec's etcd seat and holds the solution's lease in vCenter
 (``controller.replica.Leadership``), and follows (read-only status) otherwise. ``--lease-ttl`` is the TTL
-of both.
+of both. ``--standby`` is refused with it (exit 2): every replica already stands by for what it does not
+lead.
 """
 
 from __future__ import annotations
@@ -513,7 +514,7 @@ def run(
         typer.Option(
             "--standby",
             help="When another agentvm holds the solution's lease, wait and take over when it stops "
-            "(default: refuse and exit 3).",
+            "(default: refuse and exit 3). Not with --coordination, where every replica stands by.",
         ),
     ] = False,
     coordination: Annotated[
@@ -551,6 +552,11 @@ def run(
             raise ConfigurationError(
                 "--coordination needs --backend eam: the direct engine keeps its state in a file on this "
                 "machine, which another replica cannot take over"
+            )
+        if standby:
+            raise ConfigurationError(
+                "--standby does not go with --coordination: a replica already stands by for every spec "
+                "it does not lead (it follows and takes over when the leader stops); drop --standby"
             )
     if not file:
         raise ConfigurationError("agentvm run needs a spec: pass -f SPEC (repeat -f for several)")

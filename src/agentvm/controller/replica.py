@@ -43,10 +43,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agentvm.controller.events import EventLog
-from agentvm.controller.lease import Lease
 from agentvm.controller.metrics import Registry, merge_expositions
 from agentvm.controller.run import Controller
-from agentvm.core.lease import LeaseVerdict, renew_every
+from agentvm.core.lease import Judgement, LeaseVerdict, renew_every
 from agentvm.model.errors import AgentvmError, NotFoundError, TransientError
 
 log = logging.getLogger(__name__)
@@ -86,6 +85,23 @@ class SeatLike(Protocol):
     def add_listener(self, callback: Callable[[bool], None]) -> None: ...
 
 
+class LeaseLike(Protocol):
+    """The solution's lease in vCenter as ``Leadership`` uses it (``controller.lease.Lease``)."""
+
+    @property
+    def lost(self) -> str | None: ...
+
+    def valid(self) -> bool: ...
+
+    def renew(self) -> bool: ...
+
+    def step(self) -> Judgement: ...
+
+    def observe(self) -> Judgement: ...
+
+    def release(self) -> None: ...
+
+
 def _now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -103,7 +119,7 @@ class Leadership:
     def __init__(
         self,
         seat: SeatLike,
-        make_lease: Callable[[], Lease],
+        make_lease: Callable[[], LeaseLike],
         *,
         ttl: float,
         replica: str,
@@ -116,8 +132,8 @@ class Leadership:
         self._make_lease = make_lease
         self._say = say
         self._clock = clock
-        self._lease: Lease | None = None  # the vCenter lease while leading
-        self._observer: Lease | None = None  # its sightings, while not holding
+        self._lease: LeaseLike | None = None  # the vCenter lease while leading
+        self._observer: LeaseLike | None = None  # its sightings, while not holding
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -263,6 +279,16 @@ def _leader_json(leader: LeaderLike | None) -> dict[str, object] | None:
     if leader is None:
         return None
     return {"replica": leader.replica, "host": leader.host, "pid": leader.pid, "since": leader.since}
+
+
+def _ask(members: Sequence[Member]) -> str:
+    """Whom to ask instead, for a request this replica does not serve because it follows."""
+    named = []
+    for m in members:
+        leader = m.leadership.seat.leader() if m.leadership is not None else None
+        who = f"replica {leader.replica} (pid {leader.pid} on {leader.host})" if leader else "nobody yet"
+        named.append(f"{m.solution} on {m.url} is led by {who}")
+    return "; ".join(named) + " (retry there, or here once this replica leads)"
 
 
 @dataclass
@@ -426,28 +452,52 @@ class Replica:
         return chosen
 
     def resync(self, body: JsonObject) -> JsonObject | None:
+        """Ask the chosen controllers this replica leads for a full pass (``POST /api/v1/resync``).
+
+        A follower does not take it (nor keep it for later: a replica that wins a seat resyncs anyway):
+        when it leads none of them, TransientError (503) saying so and naming each leader; when it leads
+        some, those resync and the answer (200) lists the others under ``following`` with their leader."""
+        chosen = self._chosen(body)
         rest = {k: v for k, v in body.items() if k not in ("solution", "vcenter")}
-        for m in self._chosen(body):
-            m.controller.resync(rest)
-        return None
+        following = [m for m in chosen if m.leadership is not None and not m.leads()]
+        if len(following) == len(chosen):
+            raise TransientError("this replica follows and only the leader resyncs: " + _ask(following))
+        for m in chosen:
+            if m not in following:
+                m.controller.resync(rest)
+        if not following:
+            return None
+        return {
+            "accepted": True,
+            "following": [
+                {
+                    "solution": m.solution,
+                    "vcenter": m.url,
+                    "leader": _leader_json(m.leadership.seat.leader() if m.leadership else None),
+                }
+                for m in following
+            ],
+        }
 
     def resolve(self, body: JsonObject) -> JsonObject:
+        """Resolve on the chosen controllers this replica leads (``POST /api/v1/resolve``): with one spec
+        its ``Reconciler.resolve_keys`` answer, with several a ``ResolveList`` (``resolvelist-v1.json``).
+        TransientError (503) naming the leaders when it leads none of them."""
         chosen = self._chosen(body)
         rest = {k: v for k, v in body.items() if k not in ("solution", "vcenter")}
         leading = [m for m in chosen if m.leads()]
         if not leading:
-            leaders = [m.leadership.seat.leader() for m in chosen if m.leadership is not None]
-            named = ", ".join(f"replica {x.replica} (pid {x.pid} on {x.host})" for x in leaders if x)
             raise TransientError(
-                "this replica does not lead that solution now and only the leader resolves"
-                + (f": ask {named}" if named else "; retry once a replica leads it")
+                "this replica does not lead that solution now and only the leader resolves: " + _ask(chosen)
             )
         if len(self.members) == 1:
             return leading[0].controller.resolve(rest)
         return {
+            "apiVersion": "agentvm/v1",
+            "kind": "ResolveList",
             "results": [
                 {"solution": m.solution, "vcenter": m.url, **m.controller.resolve(rest)} for m in leading
-            ]
+            ],
         }
 
     def api_callables(self) -> dict[str, Any]:

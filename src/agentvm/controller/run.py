@@ -33,8 +33,11 @@ not be renewed in time makes the controller skip its passes (``/readyz`` false, 
 renewal succeeds; a lease lost to another holder stops the controller (``lease_lost`` says why), so that
 there are never two actors on one solution. A replica's ``controller.replica.Leadership`` (``agentvm run
 --coordination``) is such a lease that ``follows``: while it is not valid the controller is a follower —
-its watch goes on, and instead of passes it reads the status (``controller.status.collect_status``: reads
-only, never an EAM or vCenter write) at the poll interval and on every watch batch; once valid again, its
+its watch goes on, and instead of passes it refreshes the status (``controller.status.report_status``:
+reads only, never an EAM or vCenter write) at the poll interval and on every watch batch, observing as an
+idle leader's poll does (the inventory patched from the watch after a batch, the agents it names and the
+spread sweep; the whole inventory every ``full_resync`` seconds, every agent too at first, on a resync
+request and after a failure: ``Controller._follow``); once valid again, its
 first pass is a full pass with the sweep (one full resync: whatever the leader before it did is read anew).
 
 Failures (vCenter or EAM unreachable, a session that cannot log in again) are logged, published as one
@@ -66,9 +69,9 @@ from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
 from agentvm.controller.netsync import BatchTiming, NetsyncKey, NetsyncWatch
 from agentvm.controller.reconcile import DEFAULT_HOOKS_PER_POLL, PassReport, Reconciler
-from agentvm.controller.status import StatusReport, collect_status, status_document
+from agentvm.controller.status import StatusReport, report_status, status_document
 from agentvm.controller.watch import Batch, InventoryWatch
-from agentvm.core.agent_reads import ReadPolicy
+from agentvm.core.agent_reads import Look, ReadPolicy
 from agentvm.core.heal import HealPolicy
 from agentvm.core.retry import WATCH_BACKOFF, Retries, reconnect_backoff
 from agentvm.model.desired import DesiredState
@@ -215,6 +218,8 @@ class Controller:
         self._followed: StatusReport | None = None  # the follower's last status read
         self._follow_at = 0.0  # monotonic time of the follower's next status read
         self._follow_seen = 0.0  # the watch update the last status read followed
+        self._follow_full_at = 0.0  # monotonic time of the follower's next full read (the safety net)
+        self.follow_reads = 0  # the follower's status refreshes so far (tests and benchmarks)
         self._follow_error: str | None = None
         self.samples: deque[Sample] = deque(maxlen=10_000)
         self.passes = 0
@@ -284,6 +289,7 @@ class Controller:
         try:
             while not self._stop.is_set():
                 if not self._may_act():
+                    self._wake.clear()  # a watch batch from now on wakes the wait; one before it is seen now
                     if self._following:
                         self._follow()
                     self._wake.wait(0.2)
@@ -333,7 +339,10 @@ class Controller:
         if lease.follows:
             if not self._following:
                 self._following = True
-                self._follow_at = 0.0  # read the status at once
+                self._follow_at = 0.0  # read the status at once, every agent: what it kept may be old
+                self._follow_full_at = 0.0
+                with self._lock:
+                    self._want_sweep = True
             return False
         if lease.lost is not None:
             self.lease_lost = lease.lost
@@ -341,26 +350,52 @@ class Controller:
         return False
 
     def _follow(self) -> None:
-        """A follower's turn (loop thread): read the status when it is due or the watch saw a change.
+        """A follower's turn (loop thread): refresh the status when it is due or the watch saw a change.
 
-        Reads only (one inventory read and the backend's observe per agency), so a follower never acts."""
+        It observes as the leader's polls and passes do, and reads only (never an EAM or vCenter write):
+        every ``slow_poll`` seconds and at every watch batch, the agents through the backend's cache
+        (``note``: only those the watch says changed, plus the spread sweep) over the inventory kept from
+        the watch (``controller.observe.InventoryKeeper``: patched with the objects the watch named, read
+        only after a watch batch). As the leader's passes, it reads the whole inventory and the agent lists
+        every ``full_resync`` seconds, and every agent too (the sweep) at first, after a failure or a watch
+        error, on a new watch and on a resync request."""
         now = time.monotonic()
         with self._lock:
             update = self._last_update
-        if now < self._follow_at and update == self._follow_seen:
+            sweep, relist = self._want_sweep, self._want_full
+        periodic = now >= self._follow_full_at
+        changed = update != self._follow_seen
+        if not (sweep or periodic or changed) and now < self._follow_at:
             return
+        with self._lock:
+            self._want_sweep = self._want_full = False
         self._follow_seen = update
         self._follow_at = now + self.settings.slow_poll
+        keeper = self.reconciler.inventory
         try:
-            self._followed = collect_status(self.session, self.backend, self.desired)
+            if sweep:
+                self.backend.forget()
+            self.backend.note(
+                Look(now, self.watch.changes(), self.settings.reads(), relist=sweep or relist or periodic)
+            )
+            if sweep or periodic or changed or keeper.snapshot is None:
+                snapshot = keeper.read(full=sweep or periodic)
+            else:
+                snapshot = keeper.snapshot
+            self._followed = report_status(self.session.url, snapshot, self.backend, self.desired)
         except Exception as exc:  # the follower outlives every failure, as the loop does
             text = str(exc) if isinstance(exc, AgentvmError) else f"unexpected {type(exc).__name__}: {exc}"
             if self._follow_error is None:
                 log.warning("follower cannot read the status: %s", text)
             self._follow_error = text
             self._follow_at = now + min(self.settings.retry_max, self.settings.slow_poll)
+            with self._lock:
+                self._want_sweep = True  # read everything again once it can
             return
+        if sweep or periodic:
+            self._follow_full_at = now + self.settings.full_resync
         self._follow_error = None
+        self.follow_reads += 1
 
     @property
     def following(self) -> bool:

@@ -91,7 +91,15 @@ def collect_status(session: Session, backend: Backend, desired: DesiredState | N
 
     Costs one bulk inventory read plus the backend's observe per agency. Raises the adapters' errors.
     """
-    snapshot = read_snapshot(session)
+    return report_status(session.url, read_snapshot(session), backend, desired)
+
+
+def report_status(
+    vcenter: str, snapshot: InventorySnapshot, backend: Backend, desired: DesiredState | None = None
+) -> StatusReport:
+    """``collect_status`` on an inventory read already: ``snapshot`` (a follower's, kept from its watch by
+    ``controller.observe.InventoryKeeper``). Costs the backend's observe per agency (which reads only the
+    agents its last ``note`` says to, for a watching caller). Raises the adapters' errors."""
     found: list[AgencyStatus] = []
     missing: list[str] = []
     scopes: dict[str, tuple[ScopeHost, ...]] = {}
@@ -118,7 +126,7 @@ def collect_status(session: Session, backend: Backend, desired: DesiredState | N
             status.name, status, hosts, addresses, snapshot, misplaced=moved, conditions=conditions
         )
         reports.append(AgencyReport(status, rows))
-    return StatusReport(session.url, tuple(reports), tuple(missing), conditions)
+    return StatusReport(vcenter, tuple(reports), tuple(missing), conditions)
 
 
 class LiveStatus:
