@@ -183,9 +183,9 @@ class Backend(Protocol):
         ...
 
     def mark_available(self, agent: str) -> None:
-        """Answer the agent's pending hook. The caller has already written the hook's VM. A watching
-        caller's next looks read the agent when the watch shows its VM change (EAM powers it on), not on
-        its backoff (``core.agent_reads``, ``held_back``); others read it at the next look."""
+        """Answer the agent's pending hook. The caller has already written the hook's VM. The agent is
+        read at the next look: only EAM shows the hook cleared (a post-power-on hook changes nothing the
+        VM watch sees), so holding it for a VM change would leave it unread until the fallback."""
         ...
 
     def hold(self, agency: str, agents: Sequence[str]) -> None:
@@ -471,11 +471,7 @@ class AgencyBackend:
         )
 
     def mark_available(self, agent: str) -> None:
-        # watched, its VM's power-on (or an issue) is the next change to read, not a poll's backoff
-        if self._watched():
-            self._hold_any([agent])
-        else:
-            self._mark_stale(None, [agent])
+        self._mark_stale(None, [agent])
         self._port.mark_as_available(agent)
 
     def resolve(self, issues: Sequence[Issue]) -> tuple[int, ...]:
