@@ -17,13 +17,13 @@ Watched, an agency's look costs one AgencyQueryRuntime (its issue list) plus one
   ``follow`` reads, then doubling to ``max_retry`` while it reads the same; back to the start when it moved
   or was acted on), and all of them at once when the agency's status changed, so that the cost is bounded
   by the agents in transition;
-- was marked stale by an action on it (unwatched callers: a hook answered, an issue resolved), or is new
+- was marked stale by an action on it (a hook answered; unwatched callers: an issue resolved), or is new
   (not read yet); but none that the caller is acting on right now (``Look.busy``: apply's hook answers in
   flight; the answer holds it back or marks it stale when done);
 - is next in the spread sweep: ``sweep_per_minute`` agents a minute at most, oldest read first, and no
   faster than every agent once per ``sweep_period`` — the safety net that heals a lost watch update.
 
-An agent the caller holds (``held_back``: its hook answered, or due and queued for agentvm to answer) is
+An agent the caller holds (``held_back``: its hook due and queued for agentvm to answer) is
 not read on its backoff nor when the agency's status changes: agentvm itself is what changes it next, and
 the watch shows the result (EAM powers the VM on: (a)). Still held at the next look, it is read after
 ``max_retry`` at most (a fallback), and at once for any reason above but the backoff.
