@@ -54,8 +54,9 @@ def connect(info: LabInfo, timeout: float = 30.0) -> Session:
     return Session.connect(conn, timeout=timeout)
 
 
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = 90.0) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 90.0, interval: float = 0.2) -> T:
+    """Poll ``check`` every ``interval`` s until it returns something truthy; fail naming ``what`` after
+    ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -63,7 +64,7 @@ def wait_for(check: Callable[[], T | None], what: str, timeout: float = 90.0) ->
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
+        time.sleep(interval)
 
 
 @dataclass

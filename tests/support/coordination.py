@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from agentvm.controller.leadership import Coordinator, Seat, SeatKey, parse_coordination
+from tests.support.controller_lab import wait_for
 
 T = TypeVar("T")
 
@@ -18,14 +18,7 @@ TTL = 2.0  # etcd's minimum with its default heartbeat (it raises 1 to 2)
 
 def until(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
     """Wait for ``check()`` to be truthy (a condition reached: an event, not a delay) and return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+    return wait_for(check, what, timeout, interval=0.02)
 
 
 @dataclass
