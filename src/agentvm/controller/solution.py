@@ -33,6 +33,7 @@ do. See docs/architecture.md, "Plans and the executor".
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import secrets
@@ -438,49 +439,15 @@ class Solution:
         per resolve), and stop at once on a failure — a passive issue, or an active one resolved
         ``max_attempts`` times in vain — since no amount of waiting fixes those.
         """
-        if watch is not None:
-            return self._wait_loop(
-                waits,
-                watch,
-                timeout=timeout,
-                started=started,
-                on_progress=on_progress,
-                heal=heal,
-                actions=actions,
-                polls=polls,
-            )
-        backend = self.backend
-        try:
-            with VmWatch(self.session) as own:
-                return self._wait_loop(
-                    waits,
-                    own,
-                    timeout=timeout,
-                    started=started,
-                    on_progress=on_progress,
-                    heal=heal,
-                    actions=actions,
-                    polls=polls,
-                )
-        finally:
-            backend.note(None)  # observes after the wait read as without a watch again
-
-    def _wait_loop(
-        self,
-        waits: list[AgencyWait],
-        watch: VmWatch,
-        *,
-        timeout: float,
-        started: float,
-        on_progress: ProgressCallback | None,
-        heal: bool,
-        actions: list[str] | None,
-        polls: int,
-    ) -> _Outcome:
-        """``_wait``'s polls: each look reads the agents the VM watch says changed, those not settled yet
-        (not done) and the sweep's (``core.agent_reads``), as the controller's polls do."""
-        answering = _Answering(self.executor)
-        try:
+        with contextlib.ExitStack() as stack:
+            if watch is None:
+                # observes after the wait read as without a watch again (after the watch is closed)
+                stack.callback(self.backend.note, None)
+                watch = stack.enter_context(VmWatch(self.session))
+            # each look reads the agents the VM watch says changed, those not settled yet (not done) and
+            # the sweep's (``core.agent_reads``), as the controller's polls do; hooks answered meanwhile
+            answering = _Answering(self.executor)
+            stack.callback(answering.close)
             return self._polls(
                 waits,
                 watch,
@@ -492,8 +459,6 @@ class Solution:
                 actions=actions,
                 polls=polls,
             )
-        finally:
-            answering.close()
 
     def _polls(
         self,
@@ -508,7 +473,7 @@ class Solution:
         actions: list[str] | None,
         polls: int,
     ) -> _Outcome:
-        """``_wait_loop``'s polls, with the hook answers of ``answering`` running meanwhile."""
+        """``_wait``'s polls, with the hook answers of ``answering`` running meanwhile."""
         deadline = self._clock() + timeout
         interval = POLL_FIRST
         previous: object = None
