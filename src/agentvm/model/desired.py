@@ -16,6 +16,7 @@ from ipaddress import IPv4Address, IPv4Network
 from agentvm.model import names
 from agentvm.model.agency import AgencyConfig, MoRef, OvfProperty
 from agentvm.model.connection import VCenterConnection
+from agentvm.model.hostnet import HostNetworkSpec
 
 # --------------------------------------------------------------------------------------------- vcenter
 
@@ -182,6 +183,7 @@ class AgencySpec:
     provisioned_hook: bool = True  # agentvm writes per-host values, then marks the agent VM available
     ip_plan: IpPlanSpec | None = None
     per_host: tuple[tuple[str, str], ...] = ()  # property key -> template over TEMPLATE_FIELDS
+    host_network: HostNetworkSpec | None = None  # the spec's hostNetwork section (model.hostnet)
 
 
 @dataclass(frozen=True)
