@@ -355,8 +355,9 @@ class KindResult:
     own: list[float] = field(default_factory=list)  # pass own time from change to action
     resolve_own: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
-    vim: list[int] = field(default_factory=list)
-    eam: list[int] = field(default_factory=list)
+    vim: list[int] = field(default_factory=list)  # vim25 calls, change → settled
+    eam: list[int] = field(default_factory=list)  # EAM calls, change → settled
+    to_action: list[int] = field(default_factory=list)  # vim25 + EAM calls, change → action
     lab_eam: list[int] = field(default_factory=list)
     methods: Counter[str] = field(default_factory=Counter)
     error: str = ""
@@ -413,12 +414,19 @@ class Bench:
     ) -> dict[str, Any] | None:
         """The controller's first ``resolve`` action event for ``host`` after event ``after``, at or after
         unix time ``since``."""
+        return self.action_event(run, after, host, ("resolve",), since)
+
+    def action_event(
+        self, run: RunProcess, after: int, host: str, actions: tuple[str, ...], since: float = 0.0
+    ) -> dict[str, Any] | None:
+        """The controller's first action event of one of ``actions`` for ``host`` after event ``after``,
+        at or after unix time ``since``."""
         events, _ = run.events(after)
         for event in events:
             if (
                 float(event.get("time", 0)) >= since
                 and event.get("type") == "action"
-                and (event.get("data") or {}).get("action") == "resolve"
+                and (event.get("data") or {}).get("action") in actions
                 and event.get("host") == host
             ):
                 return event
@@ -566,7 +574,7 @@ class Bench:
                 self.args.change_timeout,
                 f"a resolve of the power-off on {victim.path}",
             )
-            at_action = run.metrics()
+            at_action = acted = run.metrics()
             e2e = float(resolved["time"]) - t0
             res.to_resolve.append(e2e)
         elif kind == "deleted":
@@ -580,8 +588,8 @@ class Bench:
                 f"a resolve of the deleted VM on {victim.path}",
             )
             res.to_resolve.append(float(resolved["time"]) - t0)
-            passes = run.metrics().passes
-            at_action = self.settle(run, passes, f"the deleted VM on {victim.path}")
+            acted = run.metrics()
+            at_action = self.settle(run, acted.passes, f"the deleted VM on {victim.path}")
             e2e = time.time() - t0
         elif kind == "host-added":
             cluster = tester.content.searchIndex.FindByInventoryPath(
@@ -590,9 +598,17 @@ class Bench:
             if cluster is None:
                 raise BenchError(f"no cluster DC0_C{i % self.shape.clusters} in vcsim")
             green0 = before.states.get("green", 0)
-            add_host(tester, Session.moref(cluster), f"bench-added-{i}.lab", username="root", password="x")
+            added = add_host(
+                tester, Session.moref(cluster), f"bench-added-{i}.lab", username="root", password="x"
+            )
             t0 = time.time()
             self.expected += 1
+            wait(  # the action that answers it: the new host's AgentVM settings written
+                lambda: self.action_event(run, mark, added.value, ("host-settings",)),
+                self.args.change_timeout,
+                f"the AgentVM settings of the added host bench-added-{i}.lab",
+            )
+            acted = run.metrics()
             at_action = wait(
                 lambda: s if (s := run.metrics()).states.get("green", 0) > green0 else None,
                 self.args.change_timeout,
@@ -610,13 +626,17 @@ class Bench:
             )
             e2e = time.time() - t0
             cpu = cpu_seconds(run.pid) - cpu0
-            self._record(res, before, at_action, at_action, e2e, None, cpu, lab, lab_eam0)
+            # no action of agentvm's answers a host entering or leaving maintenance mode (EAM powers the
+            # agent off and on): change → action is change → shown
+            self._record(res, before, at_action, at_action, at_action, e2e, None, cpu, lab, lab_eam0)
             res = results["maint-out"]
             before, cpu0 = at_action, cpu_seconds(run.pid)
             lab_eam0 = lab.eam.vim_calls if lab.eam is not None else 0
             ensure_maintenance_mode(tester, host, False, timeout=self.args.change_timeout)
             t0 = time.time()
-            at_action = self.settle(run, run.metrics().passes, f"{victim.path} out of maintenance mode")
+            at_action = acted = self.settle(
+                run, run.metrics().passes, f"{victim.path} out of maintenance mode"
+            )
             e2e = time.time() - t0
         settled = self.settle(run, at_action.passes, f"the {kind} change on {victim.path}")
         if kind == "power-off":
@@ -629,13 +649,18 @@ class Bench:
                 f"the agent VM on {victim.path} on again",
             )
         cpu = cpu_seconds(run.pid) - cpu0
-        self._record(res, before, at_action, settled, e2e, resolved, cpu, lab, lab_eam0)
-        print(f"    {kind} {i + 1}: {e2e:.2f} s, {sum(res.vim[-1:]) + sum(res.eam[-1:])} calls", flush=True)
+        self._record(res, before, acted, at_action, settled, e2e, resolved, cpu, lab, lab_eam0)
+        print(
+            f"    {kind} {i + 1}: {e2e:.2f} s, {sum(res.to_action[-1:])} calls to the action, "
+            f"{sum(res.vim[-1:]) + sum(res.eam[-1:])} to settled",
+            flush=True,
+        )
 
     def _record(
         self,
         res: KindResult,
         before: Scrape,
+        acted: Scrape,
         at_action: Scrape,
         settled: Scrape,
         e2e: float,
@@ -651,6 +676,8 @@ class Bench:
             res.resolve_own.append(
                 (at_action.resolve_own - before.resolve_own) / (at_action.resolves - before.resolves)
             )
+        to_action, _, _ = acted.minus(before)
+        res.to_action.append(sum(to_action.values()))
         calls, _, _ = settled.minus(before)
         vim_calls, eam_calls = split_calls(calls)
         res.vim.append(vim_calls)
@@ -785,6 +812,7 @@ class Floor:
         calls["Resolve"] += 1
         self.agency.Resolve([found.key])
         res.to_resolve.append(time.time() - t0)
+        res.to_action.append(sum(calls.values()))
         if kind == "deleted":
 
             def hook() -> Any:
@@ -812,8 +840,8 @@ class Floor:
                 timeout,
                 f"the agent VM on {row.path} on again (floor)",
             )
-            self._wait_updates(
-                lambda moid, how, state: moid == vm and state == "poweredOn", timeout, Counter()
+            self._wait_updates(  # the wake-up that shows it settled, counted as agentvm's is
+                lambda moid, how, state: moid == vm and state == "poweredOn", timeout, calls
             )
         vim_calls, eam_calls = split_calls(calls)
         res.vim.append(vim_calls)
@@ -859,17 +887,21 @@ def print_size(r: SizeResult) -> None:
         )
     header = (
         f"  {'change':<18} {'n':>3} {'e2e p50':>8} {'e2e p99':>8} {'→res p50':>8} {'→res p99':>8} "
-        f"{'own p50':>8} {'own p99':>8} {'resOwn99':>8} {'cpu/chg':>8} {'vim/chg':>8} {'eam/chg':>8} "
-        f"{'labEAM':>7}"
+        f"{'own p50':>8} {'own p99':>8} {'resOwn99':>8} {'cpu/chg':>8} {'→act':>6} {'vim→set':>8} "
+        f"{'eam→set':>8} {'labEAM':>7}"
     )
-    print(header + "   (times in ms; own, resOwn and cpu: agentvm's)")
+    print(
+        header + "   (times in ms; own, resOwn and cpu: agentvm's; calls per change: vim25 + EAM to the "
+        "action, vim25 and EAM to settled)"
+    )
     for who, kinds in (("agentvm", r.kinds), ("floor", r.floor)):
         for kind, res in kinds.items():
             print(
                 f"  {who + ' ' + kind:<18} {len(res.e2e):>3} {ms(res.e2e, 50):>8} {ms(res.e2e, 99):>8} "
                 f"{ms(res.to_resolve, 50):>8} {ms(res.to_resolve, 99):>8} {ms(res.own, 50):>8} "
                 f"{ms(res.own, 99):>8} {ms(res.resolve_own, 99):>8} "
-                f"{'-' if not res.cpu else f'{statistics.mean(res.cpu) * 1e3:.0f}':>8} {mean(res.vim):>8} "
+                f"{'-' if not res.cpu else f'{statistics.mean(res.cpu) * 1e3:.0f}':>8} "
+                f"{mean(res.to_action):>6} {mean(res.vim):>8} "
                 f"{mean(res.eam):>8} {mean(res.lab_eam):>7}" + (f"   ERROR: {res.error}" if res.error else "")
             )
     for who, kinds in (("agentvm", r.kinds), ("floor", r.floor)):
@@ -877,17 +909,34 @@ def print_size(r: SizeResult) -> None:
             if res.methods and res.e2e:
                 n = len(res.e2e)
                 top = ", ".join(f"{m} {c / n:.1f}" for m, c in res.methods.most_common(6))
-                print(f"  {who} {kind} calls per change by method: {top}")
+                print(f"  {who} {kind} calls per change (to settled) by method: {top}")
+    print("  calls per change, mean (max) to the action / to settled:")
+    for kind, res in r.kinds.items():
+        if not res.e2e:
+            continue
+        line = f"    {kind:<10} agentvm {_per_change(res)}"
+        if kind in r.floor and r.floor[kind].e2e:
+            line += f"   floor {_per_change(r.floor[kind])}"
+        print(line)
+
+
+def _per_change(res: KindResult) -> str:
+    settled = [a + b for a, b in zip(res.vim, res.eam, strict=True)]
+    return (
+        f"{mean(res.to_action)} ({max(res.to_action, default=0)}) / "
+        f"{mean(settled)} ({max(settled, default=0)})"
+    )
 
 
 def print_summary(rows: list[SizeResult]) -> None:
     print(
-        "\nsummary: one agency over every host (p99 in ms; calls per change = vim25 + EAM, agentvm / floor)"
+        "\nsummary: one agency over every host (p99 in ms; calls per change = vim25 + EAM, min-max over "
+        "every kind, change → action (act) and change → settled (set), agentvm then floor)"
     )
     print(
         f"{'hosts':>6} {'shape':>7} {'deploy s':>9} {'ag/s':>6} {'idle/min':>9} {'RSS MB':>7} "
         f"{'off p99':>8} {'floor':>6} {'del p99':>8} {'floor':>6} {'add p99':>8} {'mm p99':>7} "
-        f"{'own p99':>8} {'calls/chg':>10} {'floor':>6}"
+        f"{'own p99':>8} {'act/chg':>8} {'floor':>6} {'set/chg':>8} {'floor':>6}"
     )
     for r in rows:
         kinds, floor = r.kinds, r.floor
@@ -897,6 +946,12 @@ def print_summary(rows: list[SizeResult]) -> None:
 
         per_change = [a + b for res in kinds.values() for a, b in zip(res.vim, res.eam, strict=True)]
         floor_calls = [a + b for res in floor.values() for a, b in zip(res.vim, res.eam, strict=True)]
+        to_action = [n for res in kinds.values() for n in res.to_action]
+        floor_action = [n for res in floor.values() for n in res.to_action]
+
+        def span(values: list[int], width: int) -> str:
+            return f"{(f'{min(values)}-{max(values)}' if values else '-'):>{width}}"
+
         own = [v for res in kinds.values() for v in res.own]
         deploy = f"{r.deploy:.1f}" if not math.isnan(r.deploy) else "timeout"
         rate = f"{r.hosts / r.deploy:.1f}" if not math.isnan(r.deploy) else "-"
@@ -905,9 +960,8 @@ def print_summary(rows: list[SizeResult]) -> None:
             f"{r.idle_vim + r.idle_eam:>9.0f} {r.rss.get('peak', float('nan')):>7.0f} "
             f"{p99(kinds, 'power-off'):>8} {p99(floor, 'power-off'):>6} {p99(kinds, 'deleted'):>8} "
             f"{p99(floor, 'deleted'):>6} {p99(kinds, 'host-added'):>8} {p99(kinds, 'maint-in'):>7} "
-            f"{ms(own, 99):>8} "
-            f"{(f'{min(per_change)}-{max(per_change)}' if per_change else '-'):>10} "
-            f"{(f'{min(floor_calls)}-{max(floor_calls)}' if floor_calls else '-'):>6}"
+            f"{ms(own, 99):>8} {span(to_action, 8)} {span(floor_action, 6)} {span(per_change, 8)} "
+            f"{span(floor_calls, 6)}"
         )
 
 
