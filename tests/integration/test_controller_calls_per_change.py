@@ -22,9 +22,10 @@ from agentvm.controller.reconcile import Reconciler
 from agentvm.controller.run import Settings
 from agentvm.controller.watch import VmWatch
 from agentvm.core.agent_reads import Changes, ReadPolicy
-from agentvm.model.agency import Status
+from agentvm.model.agency import PowerState, Status
 from agentvm.model.inventory import VirtualMachine
 from agentvm.spec import load_spec
+from agentvm.vsphere.hosts import add_host
 from agentvm.vsphere.vms import destroy
 from tests.support.controller_lab import Calls, connect, lab_world, wait_for
 
@@ -166,3 +167,42 @@ def test_the_polls_after_a_change_back_off_instead_of_running_at_the_fast_rate(t
         # at the fast rate (every 0.2 s) the window holds some 35 polls; backing off from each change or
         # action (4 polls at the fast rate, then doubling up to 2 s), about half as many
         assert counted["AgencyQueryRuntime"] <= 18, counted
+
+
+def test_a_host_added_re_plans_without_reading_the_extension_the_configs_or_the_agency_list(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(fast_poll=0.2, slow_poll=0.5, full_resync=120.0, retry_max=1.0, sweep_per_minute=6.0)
+    with lab_world(tmp_path, 3) as world:
+        controller = world.start(settings=settings)
+        calls = Calls()
+        controller.reconciler.add_call_listener(calls)
+        wait_for(world.all_green, "3 agents green", 240)
+        wait_for(lambda: world.one_agent_per_host(3), "3 agent VMs")
+        cluster = world.snapshot().find_cluster("/DC0/host/DC0_C0")
+        before = Counter(calls.counts)
+        new_host = add_host(world.session, cluster.moref, "esx-new.lab", username="root", password="x")
+
+        def agent_on_new_host() -> bool:
+            return world.all_green() and any(
+                v.host == new_host
+                and v.power_state is PowerState.POWERED_ON
+                and v.extra_config.get("guestinfo.fabricIp")
+                for v in world.agent_vms()
+            )
+
+        wait_for(agent_on_new_host, "the new host's agent VM answered and on", 120)
+        added = calls.since(before)
+        # its settings written and its hook answered...
+        assert added["EsxAgentHostManagerUpdateConfig"] == 1 and added["MarkAsAvailable"] == 1, added
+        # ...by a re-plan that took the extension, the agency's config, id and owners from the last pass
+        assert added["FindExtension"] == 0 and added["QueryConfig"] == 0, added
+        assert added["QueryAgency"] == 0, added
+        # the resync (as the periodic full pass) reads them all again: a change by someone else is seen
+        before = Counter(calls.counts)
+        passes = controller.passes
+        controller.resync({})
+        wait_for(lambda: controller.passes > passes + 1, "the resync's full pass", 30)
+        resynced = calls.since(before)
+        assert resynced["FindExtension"] >= 1 and resynced["QueryConfig"] >= 1, resynced
+        assert resynced["QueryAgency"] >= 1, resynced

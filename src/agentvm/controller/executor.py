@@ -339,11 +339,14 @@ class Executor:
         self.backend = self.backend.with_login(ext)
         return True
 
-    def prepare_login(self) -> None:
-        """Before reading: log in as the extension when the backend wants it, then ``adopt``."""
+    def prepare_login(self, *, adopt: bool = True) -> None:
+        """Before reading: log in as the extension when the backend wants it, then ``adopt`` (unless told
+        not to: the controller's re-plan for a topology change keeps what the last adoption found, and the
+        periodic full pass adopts again)."""
         if self.wants_certificate() and not self.session.conn.by_certificate:
             self.certificate_accepted = self.try_extension_login()
-        self.adopt()
+        if adopt:
+            self.adopt()
 
     def adopt(self) -> None:
         """Make the agencies of the spec's names that the solution does not own visible to its session.

@@ -240,6 +240,19 @@ class InventoryKeeper:
         return patch_inventory(snapshot, read, named.gone)
 
 
+@dataclass(frozen=True)
+class Reused:
+    """What a re-plan takes from the last observation instead of reading it again: the extension and the
+    agencies' configs (by agency id). The controller hands it over only on a re-plan for a topology change
+    (a host added or gone changes neither) and only for what its last pass did not change itself: an
+    extension written, or an agency updated, is read again. What someone else changed meanwhile is seen by
+    the next periodic full pass (``Settings.full_resync``): a change of theirs is acted on late, never lost.
+    """
+
+    extension: RegisteredExtension | None
+    configs: Mapping[str, AgencyConfig] = field(default_factory=dict)
+
+
 def observe(
     session: Session,
     backend: Backend,
@@ -248,23 +261,30 @@ def observe(
     snapshot: InventorySnapshot | None = None,
     config_of: Callable[[str], AgencyConfig] | None = None,
     certificate_accepted: bool | None = None,
+    reuse: Reused | None = None,
 ) -> Observation:
     """Read the inventory, the extension and each agency of ``desired``.
 
     ``config_of`` reads an agency's config by id (``EamClient.agency_config``); without it the agencies'
-    configs are not read (enough for status and destroy).
+    configs are not read (enough for status and destroy). ``reuse``: the extension and the configs of
+    agencies (by id) as an earlier observation read them, taken instead of reading them again (the
+    controller's re-plan for a topology change, see ``Reused``).
 
     Raises NotFoundError / ConfigurationError for a spec that does not fit the inventory (unknown cluster,
     datastore a host cannot see, two agencies with one name) and the adapters' errors (TransientError when
     EAM is unreachable, AuthenticationError). Changes nothing.
     """
     snapshot = snapshot if snapshot is not None else read_snapshot(session)
-    extension = find_extension(session, desired.solution.key)
+    extension = reuse.extension if reuse is not None else find_extension(session, desired.solution.key)
     resolved = [resolve_agency(a, snapshot) for a in desired.agencies]
     agencies = []
     for agency in resolved:
         status = backend.observe(agency.spec.name)
-        config = config_of(status.agency) if status is not None and config_of is not None else None
+        config = None
+        if status is not None and reuse is not None:
+            config = reuse.configs.get(status.agency)
+        if config is None and status is not None and config_of is not None:
+            config = config_of(status.agency)
         addresses = read_addresses(snapshot, status, agency.spec.name)
         agencies.append(AgencyObservation(agency, status, config, addresses))
     return Observation(snapshot, extension, tuple(agencies), certificate_accepted)

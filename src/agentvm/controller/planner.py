@@ -27,7 +27,7 @@ from pathlib import Path
 
 from agentvm.controller.executor import Executor
 from agentvm.controller.identity import thumbprints
-from agentvm.controller.observe import AgencyObservation, Observation, marked_vms, observe
+from agentvm.controller.observe import AgencyObservation, Observation, Reused, marked_vms, observe
 from agentvm.controller.ovfcheck import check_ovf
 from agentvm.core.heal import HealClass, HostConditions, fix_for, heal_class, observed_issues
 from agentvm.core.ipplan import render_per_host
@@ -114,11 +114,15 @@ class Planner:
         self.executor = executor
         self.strict_static_hosts = strict_static_hosts
 
-    def observe(self, snapshot: InventorySnapshot | None = None) -> Observation:
+    def observe(
+        self, snapshot: InventorySnapshot | None = None, *, reuse: Reused | None = None
+    ) -> Observation:
         """Read everything the plan needs (see ``controller.observe``), logging in as the extension first
-        when the backend wants it. Changes nothing in vCenter."""
+        when the backend wants it. Changes nothing in vCenter. ``reuse``: the extension and agency configs
+        of the last observation, and no adoption (the agency list and its owners, as the last pass left
+        them): a re-plan for a topology change, see ``controller.observe.Reused``."""
         ex = self.executor
-        ex.prepare_login()
+        ex.prepare_login(adopt=reuse is None)
         return observe(
             ex.session,
             ex.backend,
@@ -126,18 +130,25 @@ class Planner:
             snapshot=snapshot,
             config_of=ex.backend.agency_config,
             certificate_accepted=ex.certificate_accepted if ex.wants_certificate() else None,
+            reuse=reuse,
         )
 
-    def plan(self, *, check_packages: bool = True, snapshot: InventorySnapshot | None = None) -> SolutionPlan:
+    def plan(
+        self,
+        *,
+        check_packages: bool = True,
+        snapshot: InventorySnapshot | None = None,
+        reuse: Reused | None = None,
+    ) -> SolutionPlan:
         """Observe and compare; validate what apply needs. Raises the validation errors; changes nothing.
 
         ``check_packages``: download each OVF that an agency change would hand to EAM (and check its sha256).
         ``snapshot``: the inventory as the caller holds it now (the controller's ``InventoryKeeper``);
-        None: read it.
+        None: read it. ``reuse``: see ``observe``.
         """
         ex = self.executor
         solution = self.desired.solution
-        observation = self.observe(snapshot)
+        observation = self.observe(snapshot, reuse=reuse)
         replaced = None
         if ex.wants_certificate() and observation.certificate_accepted is False:
             replaced = self._held_by_another(observation)  # raises for a generated certificate

@@ -48,7 +48,7 @@ from agentvm.controller.events import EventLog
 from agentvm.controller.executor import DEFAULT_WORKERS, AgencyWait, Executor
 from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
-from agentvm.controller.observe import InventoryKeeper
+from agentvm.controller.observe import InventoryKeeper, Reused
 from agentvm.controller.planner import AGENCY_KINDS, Planner, SolutionPlan
 from agentvm.controller.status import LiveStatus, StatusReport
 from agentvm.core.agent_reads import Changes, Look, ReadPolicy
@@ -172,6 +172,7 @@ class Reconciler:
         self.inventory = InventoryKeeper(session, inventory)  # the snapshot a re-plan patches
         self.report: StatusReport = StatusReport(session.url, ())
         self._resolve_started: float | None = None
+        self._reuse: Reused | None = None  # what a re-plan for a topology change reuses (``_reusable``)
 
     @property
     def backend(self) -> Backend:
@@ -198,14 +199,19 @@ class Reconciler:
         started, calls = self._clock(), self._calls()
         if sweep:
             self.backend.forget()  # every agent read again, whatever was reused between polls
-        self._note(relist=True)
+        # a re-plan for a topology change reuses the extension, the agencies' configs and ids and the last
+        # adoption (a host added or gone changes none of them); the agent list is read when the watch shows
+        # a marked VM on a host with no known agent (the new host's); the periodic pass reads them all
+        reuse = self._reuse if not (read or sweep) else None
+        self._note(relist=reuse is None)
         snapshot = self.inventory.read(full=read or sweep)
-        plan = self.planner.plan(check_packages=self._check_packages, snapshot=snapshot)
+        plan = self.planner.plan(check_packages=self._check_packages, snapshot=snapshot, reuse=reuse)
         for warning in plan.warnings:  # each once, while it lasts (an unknown ipPlan host, say)
             if warning not in self._warned:
                 self.events.publish("warning", warning, level="warning")
         self._warned = set(plan.warnings)
         actions = self._act_on_plan(plan)
+        self._reuse = self._reusable(plan)
         self.snapshot = plan.observation.snapshot
         waits: dict[str, AgencyWait] = {}
         for agency in plan.observation.agencies:
@@ -274,6 +280,19 @@ class Reconciler:
             self._calls() - calls,
             self._resolve_started,
         )
+
+    def _reusable(self, plan: SolutionPlan) -> Reused | None:
+        """What the next re-plan for a topology change may take from this pass's observation: the
+        extension, unless this pass wrote it (or its certificate), and the configs of the agencies it did
+        not change. None: read everything again."""
+        if any(c.agency is None and c.host is None for c in plan.changes):
+            return None
+        configs = {
+            a.status.agency: a.config
+            for a in plan.observation.agencies
+            if a.status is not None and a.config is not None and a.name not in self._acted_on
+        }
+        return Reused(plan.observation.extension, configs)
 
     def _note(self, *, relist: bool) -> None:
         """Hand the backend what the VM watch saw since the last look (nothing without a watch)."""
