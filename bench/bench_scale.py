@@ -36,7 +36,10 @@ that process exposes: ``/api/v1/status``, ``/api/v1/events`` (unix timestamps), 
   bench_controller.py's); cpu = the process's user+system CPU seconds (``/proc/PID/stat``) from the change
   to its settling (every thread: watch, API, SOAP parsing, the bench's own scrapes).
 - calls: ``agentvm_vcenter_call_duration_seconds_count{method}`` (vim25 and EAM calls by method: the EAM
-  calls go through the same instrumented sessions) scraped before the change and once it settled;
+  calls go through the same instrumented sessions) scraped before the change, when the bench sees the
+  action's event (``→act``: change → action; the Resolve for power-off and deleted, the ``host-settings``
+  action on the new host for host-added; maintenance mode needs no action of agentvm's, so its action is
+  the status showing it) and once it settled (``vim→set``, ``eam→set``: change → settled);
   labEAM = vim25 calls the lab's EAM (in this process) made meanwhile.
 - memory: VmRSS of the ``agentvm run`` process after deploy, after idle, at the end; VmHWM (its peak).
 - floor (after ``agentvm run`` stopped, same lab): a bare pyVmomi client that holds a property filter on the
@@ -45,7 +48,8 @@ that process exposes: ``/api/v1/status``, ``/api/v1/events`` (unix timestamps), 
   0.05 s: most of its time is the lab's EAM noticing), one Resolve; for ``deleted`` also, after the Resolve,
   AgentQueryRuntime until the redeployed VM's hook is pending, one MarkAsAvailable, and AgentQueryRuntime
   until green (the floor's "redeployed VM green"; it writes no per-host values: the bare minimum). Timed and
-  counted the same way (t0 = task completed). Host-added and maintenance mode involve no Resolve: no floor.
+  counted the same way (t0 = task completed): to the action (its Resolve) and to settled (for power-off,
+  the WaitForUpdatesEx that shows the VM on again; for deleted, the redeployed VM green). Host-added and maintenance mode involve no Resolve: no floor.
 
 Robust by construction: every wait is bounded (``--deploy-timeout``, ``--change-timeout``) and says what it
 waited for; a size whose deploy times out is reported as such and the next size runs; ``agentvm run`` is
