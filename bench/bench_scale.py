@@ -49,7 +49,8 @@ that process exposes: ``/api/v1/status``, ``/api/v1/events`` (unix timestamps), 
   AgentQueryRuntime until the redeployed VM's hook is pending, one MarkAsAvailable, and AgentQueryRuntime
   until green (the floor's "redeployed VM green"; it writes no per-host values: the bare minimum). Timed and
   counted the same way (t0 = task completed): to the action (its Resolve) and to settled (for power-off,
-  the WaitForUpdatesEx that shows the VM on again; for deleted, the redeployed VM green). Host-added and maintenance mode involve no Resolve: no floor.
+  the WaitForUpdatesEx that shows the VM on again; for deleted, the redeployed VM green). Host-added and
+  maintenance mode involve no Resolve: no floor.
 
 Robust by construction: every wait is bounded (``--deploy-timeout``, ``--change-timeout``) and says what it
 waited for; a size whose deploy times out is reported as such and the next size runs; ``agentvm run`` is
