@@ -5,7 +5,8 @@ call listener: an apply that finds one agent VM powered off behind its back read
 (its first plan), and beyond that a number of AgentQueryRuntime calls that is the same at 4 and at 24
 hosts — the plan under the lease and the wait read only the agents the VM watch saw change, those not
 settled and the spread sweep's; when another apply held the lease since the first plan, every agent is
-read again under it. The due hooks of every agency are answered in one pool batch. Nothing is mocked.
+read again under it. The due hooks of every agency are answered in one pool batch, and an answered agent
+is read at the next look, not held until the fallback. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -274,3 +275,36 @@ def test_the_due_hooks_of_every_agency_are_answered_in_one_batch(tmp_path: Path)
         assert all(len(w.answered) == 2 for w in waits)
     finally:
         lab.stop()
+
+
+# ------------------------------------------------------------------------------ answered hooks
+
+# looks of the wait after the last hook's answer, before apply is done: the one that reads the answered
+# agents, and a few while the lab's EAM clears the hook; holding an answered agent for a VM change its
+# hook never makes leaves it unread until the fallback, dozens of looks later
+LOOKS_AFTER_THE_LAST_ANSWER = 3
+
+
+def test_apply_reads_an_answered_agent_at_the_next_look_not_after_the_fallback(tmp_path: Path) -> None:
+    hosts = 4
+    with lab_world(tmp_path, hosts) as world:
+        desired = load_spec(world.spec, env=world.info.env())
+        assert desired.agencies[0].provisioned_hook
+        lock = threading.Lock()
+        order: list[str] = []
+
+        def listen(method: str, seconds: float, fault: str | None) -> None:
+            with lock:  # the answers run in the hook pool, the looks in apply's thread
+                order.append(method)
+
+        with Solution(desired, connect(world.info)) as solution:
+            solution.executor.add_call_listener(listen)
+            report = solution.apply(timeout=240)
+
+        assert report.green, report.problems
+        assert order.count("MarkAsAvailable") == hosts, Counter(order)
+        last = len(order) - 1 - order[::-1].index("MarkAsAvailable")
+        after = order[last + 1 :]
+        # the answered agents are read again once the answer is in, and apply is done a few looks later
+        assert after.count("AgentQueryRuntime") >= hosts, after
+        assert after.count("WaitForUpdatesEx") <= LOOKS_AFTER_THE_LAST_ANSWER, Counter(after)
