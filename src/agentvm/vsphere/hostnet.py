@@ -1,4 +1,6 @@
-"""Host networking through vim25: read every host's NICs, vSwitches, port groups and DVS memberships in bulk,
+"""**Draft, not yet run against the lab and not used by any command: no test covers it yet.**
+
+Host networking through vim25: read every host's NICs, vSwitches, port groups and DVS memberships in bulk,
 and make one change per call (standard vSwitch / port group, the ownership attribute, DVS membership, DV port
 groups, the agent VM's NICs).
 
