@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from fractions import Fraction
+
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from agentvm.core.fence import fence_deadline, keepalive_every, lease_seconds
@@ -12,14 +14,16 @@ ttls = st.integers(min_value=1, max_value=3600)
 
 
 @given(starts, ttls)
+@example(0.02, 64)  # 0.02 + 48 rounds up: the deadline must not
 def test_the_deadline_ends_before_the_lease_can_expire_with_a_keepalive_period_to_spare(
     started: float, ttl: int
 ) -> None:
-    # etcd counts the TTL from when it received the keepalive: never before it was sent at `started`
+    # etcd counts the TTL from when it received the keepalive: never before it was sent at `started`.
+    # Compared exactly (Fraction): a deadline rounded up by one float ulp is already too late.
     deadline = fence_deadline(started, ttl)
     assert deadline is not None
     assert started < deadline
-    assert deadline + keepalive_every(ttl) <= started + ttl
+    assert Fraction(deadline) + Fraction(keepalive_every(ttl)) <= Fraction(started) + ttl
 
 
 @given(starts, ttls)

@@ -9,7 +9,7 @@ the margin for clock-rate drift and for a call already under way when the right 
 
 from __future__ import annotations
 
-from agentvm.core.lease import FENCE_FRACTION, RENEW_FRACTION
+from agentvm.core.lease import FENCE_FRACTION, RENEW_FRACTION, no_later_than
 
 MIN_TTL = 1  # seconds: etcd's TTLs are whole seconds (and etcd raises small ones to its own minimum)
 
@@ -31,4 +31,4 @@ def fence_deadline(started: float, reported_ttl: int) -> float | None:
     lease no longer exists (a TTL of 0 or less): then nothing it led is its own any more."""
     if reported_ttl <= 0:
         return None
-    return started + reported_ttl * FENCE_FRACTION
+    return no_later_than(started, reported_ttl * FENCE_FRACTION)

@@ -76,6 +76,7 @@ def patch_inventory(
     }
     out |= lone
     out |= {p.moref.value for p in snapshot.resource_pools if p.owner is not None and p.owner.value in lone}
+    out -= fresh  # a VM read again on another host stays in its place, as a full read would list it
     merged = {kind: _merge(getattr(snapshot, kind), getattr(read, kind), out) for kind in _KINDS}
     patched = replace(
         InventorySnapshot(**merged),

@@ -13,9 +13,11 @@ the observer's monotonic time as an argument and keeps no state: the caller carr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from fractions import Fraction
 
 from agentvm.model.lease import LeaseHolder, LeaseRecord
 
@@ -180,4 +182,13 @@ def valid_until(renew_started: float, ttl: float) -> float:
     """Until when (holder's monotonic clock) a holder may act after a renewal begun at ``renew_started``
     and confirmed by ``still_mine``: 3/4 TTL, the last quarter being the margin for clock-rate drift and for
     an action already under way."""
-    return renew_started + max(MIN_TTL, ttl) * FENCE_FRACTION
+    return no_later_than(renew_started, max(MIN_TTL, ttl) * FENCE_FRACTION)
+
+
+def no_later_than(start: float, span: float) -> float:
+    """``start + span`` as a float never later than the exact sum: a deadline rounded up by one ulp
+    would let its holder act a moment after the margin it was promised."""
+    end = start + span
+    if Fraction(end) > Fraction(start) + Fraction(span):
+        end = math.nextafter(end, -math.inf)
+    return end
