@@ -4,6 +4,7 @@ every agent because one changed, and every agent within the sweep's period howev
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from hypothesis import given
@@ -296,6 +297,39 @@ def test_unwatched_looks_reuse_a_green_agency_for_green_max_age_only() -> None:
     assert counts == [3, 0, 3, 3, 3]
 
 
+def undeployed(n: int) -> AgentRuntime:
+    """Agent ``n`` as EAM reports it before its VM exists: yellow, no VM, no hook."""
+    return replace(agent(n, Status.YELLOW), vm=None, vm_name="", power_state=PowerState.POWERED_OFF)
+
+
+@given(SIZES, st.data())
+def test_with_follow_undeployed_off_an_agent_waiting_for_its_vm_is_read_when_one_appears_on_its_host(
+    agents: int, data: st.DataObject
+) -> None:
+    agency = Agency(
+        agents, ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=0.0, follow_undeployed=False)
+    )
+    agency.world = {f"agent-{n}": undeployed(n) for n in range(agents)}  # an agency just created
+    assert len(agency.look(0.0)) == agents
+    now = 0.0
+    for _ in range(80):  # 20 s of looks while EAM deploys elsewhere: no agent read
+        now += 0.25
+        assert agency.look(now) == ()
+    n = data.draw(st.integers(min_value=0, max_value=agents - 1))
+    # a marked VM on its host, EAM not caught up yet: read, then followed until EAM names the VM
+    now += 0.25
+    assert agency.look(now, Changes(marked_hosts=frozenset({host(n)}))) == (f"agent-{n}",)
+    agency.world[f"agent-{n}"] = agent(n, Status.YELLOW, hook=True)
+    while not agency.look(now := now + 0.25):
+        pass
+    assert agency.seen(f"agent-{n}").hook is not None
+    # the same agency with the controller's default (follow_undeployed on) reads them again by backoff
+    default = Agency(agents, ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=0.0))
+    default.world = {f"agent-{n}": undeployed(n) for n in range(agents)}
+    default.look(0.0)
+    assert len(default.look(0.5)) == agents
+
+
 @given(SIZES, st.data())
 def test_an_agent_the_caller_is_acting_on_is_not_read_until_its_action_marks_it(
     agents: int, data: st.DataObject
@@ -314,3 +348,26 @@ def test_an_agent_the_caller_is_acting_on_is_not_read_until_its_action_marks_it(
     assert agency.state is not None
     agency.state = agency.state.marked_stale([f"agent-{n}"])
     assert f"agent-{n}" in agency.look(now + 0.25)
+
+
+@given(SIZES, st.data())
+def test_a_held_agent_whose_vm_changed_while_it_was_busy_is_read_at_the_look_after(
+    agents: int, data: st.DataObject
+) -> None:
+    # apply answers a provisioned hook: the agent is busy while the answer runs, then held (EAM powers its
+    # VM on next); the power-on the watch saw while it was busy must not be spent unread
+    agency = Agency(agents, ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=0.0))
+    n = data.draw(st.integers(min_value=0, max_value=agents - 1))
+    name = f"agent-{n}"
+    agency.world[name] = agent(n, Status.YELLOW, hook=True)
+    agency.look(0.0)
+    busy_looks = data.draw(st.integers(min_value=1, max_value=5))
+    now = 0.0
+    for i in range(busy_looks):  # the power-on comes in one of the looks while the answer is in flight
+        changes = Changes(frozenset({vm(n)})) if i == busy_looks - 1 else NONE
+        assert name not in agency.look(now := now + 0.25, changes, busy=frozenset({name}))
+    agency.world[name] = agent(n, Status.GREEN)
+    assert agency.state is not None
+    agency.state = agency.state.held_back([name])  # the answer is in: held, not stale
+    assert agency.look(now + 0.25) == (name,)
+    assert agency.seen(name).status is Status.GREEN

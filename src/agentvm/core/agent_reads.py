@@ -13,13 +13,15 @@ Watched, an agency's look costs one AgencyQueryRuntime (its issue list) plus one
   reconfigured: EAM (or the engine) deployed a VM there, whose hook may be pending;
 - (c) is named by an issue of the agency that was not there at its last read, or whose issue went away;
 - (d/e) was last seen not settled — a pending hook, or neither green nor holding an issue (EAM has not
-  caught up with the change yet) — read again with a per-agent backoff (every ``first_retry`` for
+  caught up with the change yet; with ``ReadPolicy.follow_undeployed`` off, not an agent that merely waits
+  for its first VM) — read again with a per-agent backoff (every ``first_retry`` for
   ``follow`` reads, then doubling to ``max_retry`` while it reads the same; back to the start when it moved
   or was acted on), and all of them at once when the agency's status changed, so that the cost is bounded
   by the agents in transition;
 - was marked stale by an action on it (a hook answered; unwatched callers: an issue resolved), or is new
   (not read yet); but none that the caller is acting on right now (``Look.busy``: apply's hook answers in
-  flight; the answer holds it back or marks it stale when done);
+  flight; the answer holds it back or marks it stale when done, and what the watch saw of a busy agent
+  meanwhile has it read at the look after: ``ReadPlan.deferred``);
 - is next in the spread sweep: ``sweep_per_minute`` agents a minute at most, oldest read first, and no
   faster than every agent once per ``sweep_period`` — the safety net that heals a lost watch update.
 
@@ -57,6 +59,10 @@ class ReadPolicy:
     sweep_per_minute: float = 60.0  # the spread sweep's rate at most (idle cost, whatever the agents)
     sweep_period: float = 60.0  # ...and no agent re-read by the sweep more often than this
     green_max_age: float = 5.0  # unwatched: a green agency's agents are reused this long
+    # False: a watched look does not follow an agent that has no VM and no hook yet (EAM is still to deploy
+    # it) with the backoff: the watch names its host when a marked VM appears there, and from that read on it
+    # is followed as any other; the sweep reads it meanwhile, oldest first (apply's wait, during a deploy)
+    follow_undeployed: bool = True
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,9 @@ class ReadPlan:
     swept: tuple[str, ...] = ()  # those of ``read`` that only the sweep chose
     credit: float = 0.0
     reuse: bool = False  # unwatched: nothing to read, the agents as last read stand
+    # busy agents (``Look.busy``) that the watch, an issue or a stale mark named: read at the next look,
+    # so that a change seen while the caller acted on them (its hook answer's power-on) is not spent unread
+    deferred: tuple[str, ...] = ()
 
 
 def plan_reads(
@@ -209,15 +218,21 @@ def plan_reads(
     pending = state.pending
     moved = status is not None and status is not state.status
     chosen: list[str] = []
+    deferred: list[str] = []
     for agent in ids:
         seen = known.get(agent)
         if agent in look.busy:
+            if seen is not None and (
+                agent in state.stale
+                or _watch_names(seen, pending)
+                or named.get(agent, frozenset()) != seen.issues
+            ):
+                deferred.append(agent)  # what the watch saw of it is kept for the look after its action
             continue
         if (
             seen is None
             or agent in state.stale
-            or bool(seen.vms & pending.vms)
-            or seen.runtime.host in pending.marked_hosts
+            or _watch_names(seen, pending)
             or named.get(agent, frozenset()) != seen.issues
             or (agent not in state.hold and _retry_due(seen, moved, now))
         ):
@@ -229,7 +244,12 @@ def plan_reads(
         picked = set(chosen)
         candidates = (a for a in ids if a not in picked and a in known and a not in look.busy)
         swept = tuple(heapq.nsmallest(budget, candidates, key=lambda a: (known[a].read_at, a)))
-    return ReadPlan((*chosen, *swept), swept, credit - len(swept))
+    return ReadPlan((*chosen, *swept), swept, credit - len(swept), deferred=tuple(deferred))
+
+
+def _watch_names(seen: AgentSeen, pending: Changes) -> bool:
+    """The watch saw the agent's VM (or its hook's VM) change, or a marked VM on its host."""
+    return bool(seen.vms & pending.vms) or seen.runtime.host in pending.marked_hosts
 
 
 def _retry_due(seen: AgentSeen, moved: bool, now: float) -> bool:
@@ -268,6 +288,22 @@ def _credit(state: AgencyReads, agents: int, now: float, policy: ReadPolicy) -> 
     return min(earned, 1.0 + rate * 10.0)  # a long pause does not turn into a burst
 
 
+def _waits_for_deploy(
+    runtime: AgentRuntime, old: AgentSeen | None, previous: AgencyReads, look: Look
+) -> bool:
+    """True when ``ReadPolicy.follow_undeployed`` is off and this watched read found ``runtime`` waiting for
+    its deploy — no VM, no hook — and nothing says its VM is coming: no marked VM was seen on its host since
+    the last look, and it was not followed already."""
+    return (
+        not look.policy.follow_undeployed
+        and look.watched
+        and runtime.vm is None
+        and runtime.hook is None
+        and runtime.host not in previous.pending.marked_hosts
+        and (old is None or old.delay == 0)
+    )
+
+
 def after_reads(
     state: AgencyReads | None,
     ids: Sequence[str],
@@ -293,7 +329,7 @@ def after_reads(
             runtime = read[agent]
             keys = named.get(agent, frozenset())
             old = previous.agents.get(agent)
-            if settled(runtime, keys):
+            if settled(runtime, keys) or _waits_for_deploy(runtime, old, previous, look):
                 agents[agent] = AgentSeen(runtime, now, keys)
             else:
                 # followed closely after it moved or was acted on, then doubling while nothing moves
@@ -325,7 +361,7 @@ def after_reads(
         agents=agents,
         listed=previous.listed or listed,
         full=False,
-        stale=frozenset(),
+        stale=frozenset(a for a in plan.deferred if a in agents),
         pending=Changes(),
         credit=credit,
         credited_at=credited_at,
