@@ -91,6 +91,8 @@ class AgencyStatus:
     name: str
     runtime: AgencyRuntime
     agents: tuple[AgentRuntime, ...]
+    # the agents this observation read (the others are as last read); None: every one of them
+    fresh: frozenset[str] | None = None
 
     @property
     def status(self) -> Status:
@@ -447,7 +449,7 @@ class AgencyBackend:
                 ).held_back(current.hold - (state.hold if state is not None else frozenset()))
             self._reads[agency] = reads
         agents = sorted(reads.runtimes(), key=lambda a: (a.host.value, a.agent))
-        return AgencyStatus(agency, name, runtime, tuple(agents))
+        return AgencyStatus(agency, name, runtime, tuple(agents), frozenset(read))
 
     def _read_agents(self, agents: Sequence[str], agency: str) -> dict[str, AgentRuntime]:
         """One AgentQueryRuntime per agent, ``readers`` at a time; an agent removed between QueryAgent and

@@ -452,7 +452,7 @@ class Reconciler:
         # worked out here under its correlation id, written into its VM and marked available on the pool
         due: list[tuple[AgentRuntime, str, str, str, AnswerHook]] = []  # agent, moid, path, cid, change
         failed: Exception | None = None
-        due_now = hooks_due(status.pending_hooks, wait.answered, now)
+        due_now = hooks_due(status.pending_hooks, wait.answered, now, fresh=status.fresh)
         later = due_now[budget:]
         if later:  # agentvm answers them at the next polls: nothing to read meanwhile
             self.backend.hold(status.agency, [a.agent for a in later])

@@ -389,7 +389,7 @@ class Solution:
         for wait in waits:
             if wait.status is None or wait.uninstall:
                 continue
-            for agent in hooks_due(wait.status.pending_hooks, wait.answered, now):
+            for agent in hooks_due(wait.status.pending_hooks, wait.answered, now, fresh=wait.status.fresh):
                 if hook_key(agent) in answering:
                     continue
                 answering.start(wait, agent, self.executor.hook_answer(wait, agent))

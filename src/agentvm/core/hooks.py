@@ -12,7 +12,7 @@ Callers: ``controller.solution`` (apply's wait) and ``controller.reconcile`` (ea
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from ipaddress import IPv4Address
 
 from agentvm.core.ipplan import render_per_host
@@ -43,9 +43,22 @@ def hooks_due(
     answered: Mapping[HookKey, float],
     now: float,
     after: float = REANSWER_AFTER,
+    *,
+    fresh: Collection[str] | None = None,
 ) -> list[AgentRuntime]:
-    """The agents of ``agents`` whose pending hook is to be answered now, in the order given."""
-    return [a for a in agents if a.hook is not None and answer_due(answered.get(hook_key(a)), now, after)]
+    """The agents of ``agents`` whose pending hook is to be answered now, in the order given.
+
+    ``fresh``: the agents read by the observation that gave ``agents`` (None: all of them). An answered hook
+    is answered again only when such a read still shows it pending: an agent as last read before its answer
+    shows the hook it had then, which says nothing of the answer.
+    """
+    return [
+        a
+        for a in agents
+        if a.hook is not None
+        and answer_due(answered.get(hook_key(a)), now, after)
+        and (fresh is None or hook_key(a) not in answered or a.agent in fresh)
+    ]
 
 
 def answer_for(
