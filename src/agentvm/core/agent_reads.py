@@ -29,9 +29,7 @@ An agent the caller holds (``held_back``: its hook due and queued for agentvm to
 not read on its backoff nor when the agency's status changes: agentvm itself is what changes it next, and
 the watch shows the result (EAM powers the VM on: (a)). Still held at the next look, it is read after
 ``max_retry`` at most (a fallback), and at once for any reason above but the backoff. Read while its VM is
-still off (EAM has yet to power it on: a real EAM soon, the lab's after the deploys of its step, minutes
-at 2,500 hosts), it stays held with no fallback: the watch shows the power-on, and the sweep reads it if
-that update is lost (every agent is read every ``agents / sweep_per_minute`` minutes at most).
+still off (EAM has yet to power it on), it stays held, its fallback doubling up to 4 x ``max_retry``.
 
 The agent list (QueryAgent) is read only when the caller re-plans (``relist``), after ``forgotten``, at the
 first look, or when a marked VM appeared on a host with no known agent (a new agent). ``forgotten`` (a full
@@ -311,8 +309,8 @@ def _waits_for_deploy(
 
 def _still_held(runtime: AgentRuntime, old: AgentSeen | None, previous: AgencyReads, agent: str) -> bool:
     """A held agent read while its VM is still off: agentvm answered (or is to answer) its hook and EAM is
-    to power the VM on, which the watch shows; it stays held (read then, or by the sweep) instead of being
-    followed by the backoff while it waits in EAM's queue."""
+    to power the VM on, which the watch shows; it stays held (read then, or after ``max_retry``) instead of
+    being followed by the backoff while it waits in EAM's queue."""
     held = agent in previous.hold or (old is not None and old.held)
     return held and runtime.power_state is not PowerState.POWERED_ON
 
@@ -345,8 +343,11 @@ def after_reads(
             if settled(runtime, keys) or _waits_for_deploy(runtime, old, previous, look):
                 agents[agent] = AgentSeen(runtime, now, keys)
             elif look.watched and _still_held(runtime, old, previous, agent):
-                # no backoff and no fallback: the watch shows the power-on; a lost update, the sweep
-                agents[agent] = AgentSeen(runtime, now, keys, held=True)
+                # the fallback doubles while it waits (a lost watch update costs a few of them at most)
+                delay = policy.max_retry
+                if old is not None and old.held and old.runtime == runtime:
+                    delay = min(policy.max_retry * 4, max(delay, old.delay * 2))
+                agents[agent] = AgentSeen(runtime, now, keys, now + delay, delay, held=True)
             else:
                 # followed closely after it moved or was acted on, then doubling while nothing moves
                 same = 0
