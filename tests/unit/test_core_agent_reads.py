@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from itertools import pairwise
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -372,31 +371,3 @@ def test_a_held_agent_whose_vm_changed_while_it_was_busy_is_read_at_the_look_aft
     agency.state = agency.state.held_back([name])  # the answer is in: held, not stale
     assert agency.look(now + 0.25) == (name,)
     assert agency.seen(name).status is Status.GREEN
-
-
-@given(SIZES, st.data())
-def test_a_held_agent_read_while_its_vm_is_still_off_waits_for_the_power_on_not_the_backoff(
-    agents: int, data: st.DataObject
-) -> None:
-    # its hook answered, EAM queues the power-on: reads that find the VM still off do not start the backoff
-    policy = ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=0.0)
-    agency = Agency(agents, policy)
-    n = data.draw(st.integers(min_value=0, max_value=agents - 1))
-    name = f"agent-{n}"
-    agency.world[name] = agent(n, Status.YELLOW, hook=True)
-    agency.look(0.0)
-    off = replace(agent(n, Status.YELLOW), power_state=PowerState.POWERED_OFF)
-    agency.world[name] = off  # answered: no hook, the VM still off
-    assert agency.state is not None
-    agency.state = agency.state.held_back([name])
-    now, reads = 0.0, []
-    while now < 120.0:  # two minutes in EAM's queue, looks every 0.25 s
-        now += 0.25
-        reads += [now] * (name in agency.look(now))
-    # the fallback only, doubling from max_retry to 4 x max_retry: never the backoff's 0.5 s
-    gaps = [b - a for a, b in pairwise(reads)]
-    assert reads and reads[0] <= policy.max_retry + 0.25
-    assert all(g >= policy.max_retry for g in gaps), gaps
-    assert len(reads) <= 120.0 / policy.max_retry
-    agency.world[name] = agent(n, Status.YELLOW)  # EAM powered it on: the watch shows it, read at once
-    assert agency.look(now + 0.25, Changes(frozenset({vm(n)}))) == (name,)

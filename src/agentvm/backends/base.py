@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
@@ -291,19 +290,9 @@ class AgencyBackend:
     kind = "?"
 
     def __init__(
-        self,
-        port: AgencyPort,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        green_max_age: float = 5.0,
-        readers: int = 1,
+        self, port: AgencyPort, *, clock: Callable[[], float] = time.monotonic, green_max_age: float = 5.0
     ) -> None:
         self._port = port
-        # agent runtimes one look reads at once (``readers`` > 1: a pool, made on first need): a server
-        # that answers each call on its own thread (EAM) answers a look's reads in a fraction of the time
-        self._readers = max(1, readers)
-        self._read_pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
         # Unwatched, while an agency is green with no issue EAM has nothing to say about any agent (a hook
         # pending makes it yellow, an issue red), so its agents' runtimes are reused for up to
         # ``green_max_age`` seconds: a poll costs 3 calls instead of 3 + one per agent.
@@ -437,7 +426,12 @@ class AgencyBackend:
         ids = tuple(self._port.agency_agents(agency)) if listed or state is None else state.ids
         quiet = runtime.status is Status.GREEN and not runtime.issues
         plan = plan_reads(state, ids, runtime.issues, look, quiet=quiet, status=runtime.status)
-        read = self._read_agents(plan.read, agency)
+        read: dict[str, AgentRuntime] = {}
+        for agent in plan.read:
+            try:
+                read[agent] = self._port.agent_runtime(agent, agency)
+            except NotFoundError:
+                continue  # removed between QueryAgent and its runtime (host left the scope)
         reads = after_reads(
             state, ids, read, runtime.issues, look, plan, listed=listed, status=runtime.status
         )
@@ -450,41 +444,6 @@ class AgencyBackend:
             self._reads[agency] = reads
         agents = sorted(reads.runtimes(), key=lambda a: (a.host.value, a.agent))
         return AgencyStatus(agency, name, runtime, tuple(agents), frozenset(read))
-
-    def _read_agents(self, agents: Sequence[str], agency: str) -> dict[str, AgentRuntime]:
-        """One AgentQueryRuntime per agent, ``readers`` at a time; an agent removed between QueryAgent and
-        its runtime (its host left the scope) is left out. The first other error is raised once every read
-        has finished."""
-
-        def one(agent: str) -> AgentRuntime | None:
-            try:
-                return self._port.agent_runtime(agent, agency)
-            except NotFoundError:
-                return None
-
-        if self._readers == 1 or len(agents) < 2:
-            runtimes = [one(a) for a in agents]
-        else:
-            futures = [self._pool().submit(one, a) for a in agents]
-            errors = [f.exception() for f in futures]
-            first = next((e for e in errors if e is not None), None)
-            if first is not None:
-                raise first
-            runtimes = [f.result() for f in futures]
-        return {a: r for a, r in zip(agents, runtimes, strict=True) if r is not None}
-
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._read_pool is None:
-                self._read_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="agentvm-read")
-            return self._read_pool
-
-    def close_readers(self) -> None:
-        """Stop the reading pool's threads (a new one is made if this backend reads again)."""
-        with self._pool_lock:
-            pool, self._read_pool = self._read_pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
 
     # -- changes --------------------------------------------------------------------------------------
 

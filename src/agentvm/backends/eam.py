@@ -16,10 +16,6 @@ from agentvm.backends.base import AgencyBackend
 from agentvm.eam.client import EamClient
 from agentvm.vsphere.session import Session
 
-# agent runtimes a look reads at once: EAM answers each call on a thread of its own, and the session holds
-# more connections than the hook pool and these use together
-READERS = 4
-
 
 class EamBackend(AgencyBackend):
     """``Backend`` over EAM. ``EamBackend(session)``, or ``EamBackend(client=EamClient(...))``."""
@@ -31,7 +27,7 @@ class EamBackend(AgencyBackend):
             if session is None:
                 raise ValueError("EamBackend needs a logged-in Session or an EamClient")
             client = EamClient(session)
-        super().__init__(client, readers=READERS)
+        super().__init__(client)
         self.client = client
 
     def __repr__(self) -> str:

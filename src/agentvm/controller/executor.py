@@ -35,7 +35,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import assert_never
 
-from agentvm.backends.base import AgencyBackend, AgencyStatus, ApplyResult, Backend
+from agentvm.backends.base import AgencyStatus, ApplyResult, Backend
 from agentvm.backends.eam import EamBackend
 from agentvm.controller.identity import (
     Adopted,
@@ -244,10 +244,7 @@ class Executor:
         return cls(desired, session, backend, identity, workers=workers)
 
     def close(self) -> None:
-        """Log out the sessions the executor opened itself (the extension's), never the one it was given;
-        stop the backend's reading threads."""
-        if isinstance(self.backend, AgencyBackend):
-            self.backend.close_readers()
+        """Log out the sessions the executor opened itself (the extension's), never the one it was given."""
         for session in self._own:
             session.logout()
         self._own.clear()

@@ -28,8 +28,7 @@ Watched, an agency's look costs one AgencyQueryRuntime (its issue list) plus one
 An agent the caller holds (``held_back``: its hook due and queued for agentvm to answer) is
 not read on its backoff nor when the agency's status changes: agentvm itself is what changes it next, and
 the watch shows the result (EAM powers the VM on: (a)). Still held at the next look, it is read after
-``max_retry`` at most (a fallback), and at once for any reason above but the backoff. Read while its VM is
-still off (EAM has yet to power it on), it stays held, its fallback doubling up to 4 x ``max_retry``.
+``max_retry`` at most (a fallback), and at once for any reason above but the backoff.
 
 The agent list (QueryAgent) is read only when the caller re-plans (``relist``), after ``forgotten``, at the
 first look, or when a marked VM appeared on a host with no known agent (a new agent). ``forgotten`` (a full
@@ -47,7 +46,7 @@ import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from agentvm.model.agency import AgentRuntime, Issue, MoRef, PowerState, Status
+from agentvm.model.agency import AgentRuntime, Issue, MoRef, Status
 
 
 @dataclass(frozen=True)
@@ -223,14 +222,12 @@ def plan_reads(
     for agent in ids:
         seen = known.get(agent)
         if agent in look.busy:
-            # a VM change (its answer's power-on) or an issue seen meanwhile is kept for the look after the
-            # action; a marked VM on its host is not: that is the caller's own reconfigure of its VM
             if seen is not None and (
                 agent in state.stale
-                or bool(seen.vms & pending.vms)
+                or _watch_names(seen, pending)
                 or named.get(agent, frozenset()) != seen.issues
             ):
-                deferred.append(agent)
+                deferred.append(agent)  # what the watch saw of it is kept for the look after its action
             continue
         if (
             seen is None
@@ -307,14 +304,6 @@ def _waits_for_deploy(
     )
 
 
-def _still_held(runtime: AgentRuntime, old: AgentSeen | None, previous: AgencyReads, agent: str) -> bool:
-    """A held agent read while its VM is still off: agentvm answered (or is to answer) its hook and EAM is
-    to power the VM on, which the watch shows; it stays held (read then, or after ``max_retry``) instead of
-    being followed by the backoff while it waits in EAM's queue."""
-    held = agent in previous.hold or (old is not None and old.held)
-    return held and runtime.power_state is not PowerState.POWERED_ON
-
-
 def after_reads(
     state: AgencyReads | None,
     ids: Sequence[str],
@@ -342,12 +331,6 @@ def after_reads(
             old = previous.agents.get(agent)
             if settled(runtime, keys) or _waits_for_deploy(runtime, old, previous, look):
                 agents[agent] = AgentSeen(runtime, now, keys)
-            elif look.watched and _still_held(runtime, old, previous, agent):
-                # the fallback doubles while it waits (a lost watch update costs a few of them at most)
-                delay = policy.max_retry
-                if old is not None and old.held and old.runtime == runtime:
-                    delay = min(policy.max_retry * 4, max(delay, old.delay * 2))
-                agents[agent] = AgentSeen(runtime, now, keys, now + delay, delay, held=True)
             else:
                 # followed closely after it moved or was acted on, then doubling while nothing moves
                 same = 0
