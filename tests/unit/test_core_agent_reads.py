@@ -296,14 +296,20 @@ def test_unwatched_looks_reuse_a_green_agency_for_green_max_age_only() -> None:
     assert counts == [3, 0, 3, 3, 3]
 
 
+def with_a_pending_hook(agents: int, data: st.DataObject, *, sweep_per_minute: float) -> tuple[Agency, int]:
+    """An agency looked at once, one agent of it (drawn, its number returned) with a pending hook."""
+    agency = Agency(agents, ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=sweep_per_minute))
+    n = data.draw(st.integers(min_value=0, max_value=agents - 1))
+    agency.world[f"agent-{n}"] = agent(n, Status.YELLOW, hook=True)
+    agency.look(0.0)
+    return agency, n
+
+
 @given(SIZES, st.data())
 def test_an_agent_the_caller_is_acting_on_is_not_read_until_its_action_marks_it(
     agents: int, data: st.DataObject
 ) -> None:
-    agency = Agency(agents, ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=6000.0))
-    n = data.draw(st.integers(min_value=0, max_value=agents - 1))
-    agency.world[f"agent-{n}"] = agent(n, Status.YELLOW, hook=True)
-    agency.look(0.0)
+    agency, n = with_a_pending_hook(agents, data, sweep_per_minute=6000.0)
     busy = frozenset({f"agent-{n}"})
     now = 0.0
     for _ in range(40):  # its backoff falls due, the sweep has credit, its VM changes: still not read
@@ -320,13 +326,10 @@ def test_an_agent_the_caller_is_acting_on_is_not_read_until_its_action_marks_it(
 def test_a_held_agent_whose_vm_changed_while_it_was_busy_is_read_at_the_look_after(
     agents: int, data: st.DataObject
 ) -> None:
-    # apply answers a provisioned hook: the agent is busy while the answer runs, then held (EAM powers its
-    # VM on next); the power-on the watch saw while it was busy must not be spent unread
-    agency = Agency(agents, ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=0.0))
-    n = data.draw(st.integers(min_value=0, max_value=agents - 1))
+    # the caller acts on the agent (busy while its answer runs), then holds it: a VM change the watch saw
+    # while it was busy (its power-on) must not be spent unread, or it waits for the fallback
+    agency, n = with_a_pending_hook(agents, data, sweep_per_minute=0.0)
     name = f"agent-{n}"
-    agency.world[name] = agent(n, Status.YELLOW, hook=True)
-    agency.look(0.0)
     busy_looks = data.draw(st.integers(min_value=1, max_value=5))
     now = 0.0
     for i in range(busy_looks):  # the power-on comes in one of the looks while the answer is in flight
