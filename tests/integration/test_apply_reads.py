@@ -305,6 +305,7 @@ def test_apply_reads_an_answered_agent_at_the_next_look_not_after_the_fallback(t
         assert order.count("MarkAsAvailable") == hosts, Counter(order)
         last = len(order) - 1 - order[::-1].index("MarkAsAvailable")
         after = order[last + 1 :]
-        # the answered agents are read again once the answer is in, and apply is done a few looks later
-        assert after.count("AgentQueryRuntime") >= hosts, after
+        # the last answered agent is read again once its answer is in (the others may be read before it:
+        # the looks go on while the answers run), and apply is done a few looks later
+        assert after.count("AgentQueryRuntime") >= 1, after
         assert after.count("WaitForUpdatesEx") <= LOOKS_AFTER_THE_LAST_ANSWER, Counter(after)
