@@ -57,7 +57,7 @@ def test_an_answered_hook_is_answered_again_only_when_a_read_since_shows_it_stil
     answered = {hook_key(a): 100.0 for a in agents}
     now = 100.0 + later
     due = hooks_due(agents, answered, now, fresh=frozenset(f"agent-{n}" for n in fresh))
-    expected = [a for n, a in enumerate(agents) if n in fresh] if later >= REANSWER_AFTER else []
+    expected = [a for n, a in enumerate(agents) if n in fresh] if now - 100.0 >= REANSWER_AFTER else []
     assert due == expected
     never = agent(99, 7)  # a hook never answered is due whether or not it was just read
     assert hooks_due([never], answered, now, fresh=frozenset()) == [never]
