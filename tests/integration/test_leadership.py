@@ -333,6 +333,8 @@ def test_a_replica_killed_with_sigkill_is_replaced_once_its_lease_expired_and_fo
             child.send_signal(signal.SIGKILL)
             child.wait(10)
             until(lambda: all(s.valid() for s in mine), "the survivor to lead both")
+            # valid() turns true before the listeners are told (they run on a Coordinator thread after it)
+            until(lambda: gone_when_won, "the survivor's listener to hear it won")
             assert gone_when_won == [-1]  # it won only once etcd had let the dead replica's lease go
             assert survivor.members() == (survivor.replica,)
     finally:

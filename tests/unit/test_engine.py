@@ -952,7 +952,7 @@ def test_a_steps_deploys_run_at_once_within_the_bounds_and_readers_see_each_as_i
     assert max(infra.max_in_flight_by_cluster.values()) == 2
     infra.let_finish(1)
     _wait("one agent deployed", lambda: any(engine.agent_runtime(a).vm for a in engine.agency_agents(agency)))
-    assert stepping.is_alive(), "recorded while the step's other deploys are still running"
+    assert engine.in_flight == 14, "recorded while the step's other deploys are still running"
     deployed = [a for a in engine.agency_agents(agency) if engine.agent_runtime(a).vm is not None]
     assert len(deployed) == 1
     infra.let_finish()
@@ -963,6 +963,56 @@ def test_a_steps_deploys_run_at_once_within_the_bounds_and_readers_see_each_as_i
     assert max(infra.max_in_flight_by_cluster.values()) == 2  # never more than 2 in one cluster
     assert infra.calls["deploy_agent_vm"] == 15
     assert all(len(infra.vms_on(h)) == 1 for h in infra.hosts)
+    assert engine.agency_runtime(agency).status is Status.GREEN
+
+
+def test_an_answered_agent_is_powered_on_while_the_other_deploys_of_its_plan_still_run(
+    infra: FakeInfra,
+) -> None:
+    cluster = infra.add_cluster(4)
+    engine = Engine(infra, None, namespace="ns", clock=clock, deploy_per_cluster=4, deploy_total=4)
+    agency = engine.create_agency(
+        SOLUTION, config(cluster, manually_mark_available_after_provisioning=True), GoalState.ENABLED
+    )
+    infra.hold()
+    _step_in_thread(engine)
+    assert infra.wait_in_flight(4), "the 4 deploys at once"
+    infra.let_finish(1)
+    _wait("one agent deployed", lambda: any(engine.agent_runtime(a).vm for a in engine.agency_agents(agency)))
+    (first,) = [a for a in engine.agency_agents(agency) if engine.agent_runtime(a).vm is not None]
+    engine.mark_as_available(first)
+    _wait("its unit to end", lambda: engine.in_flight == 3)
+
+    _step_in_thread(engine)  # the loop steps again: the answer and the finished deploy made it dirty
+    assert infra.wait_in_flight(4), "its power-on started while the other 3 deploys are held"
+    assert infra.deploys_in_flight == 3
+    infra.let_finish()
+    _wait("all in flight to end", lambda: engine.in_flight == 0)
+    for agent in engine.agency_agents(agency):
+        if agent != first:
+            engine.mark_as_available(agent)
+    engine.run_until_quiet()
+    assert engine.agency_runtime(agency).status is Status.GREEN
+    assert infra.calls["deploy_agent_vm"] == 4 and infra.calls["power_on"] == 4
+
+
+def test_drain_drops_the_units_not_started_and_waits_for_the_running_ones(infra: FakeInfra) -> None:
+    cluster = infra.add_cluster(6)
+    engine = Engine(infra, None, namespace="ns", clock=clock, deploy_per_cluster=2, deploy_total=2)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)
+    infra.hold()
+    _step_in_thread(engine).join(10)
+    assert infra.wait_in_flight(2) and engine.in_flight == 6  # 2 running, 4 queued
+    draining = threading.Thread(target=engine.drain, daemon=True)
+    draining.start()
+    _wait("the queued units to be dropped", lambda: engine.in_flight == 2)
+    infra.let_finish()
+    draining.join(10)
+    assert not draining.is_alive() and engine.in_flight == 0
+    assert infra.calls["deploy_agent_vm"] == 2  # the 4 dropped were never started
+    engine.run_until_quiet()  # a later step plans them again
+    assert infra.calls["deploy_agent_vm"] == 6
+    assert all(len(infra.vms_on(h)) == 1 for h in infra.clusters[cluster])
     assert engine.agency_runtime(agency).status is Status.GREEN
 
 

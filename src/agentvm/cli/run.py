@@ -213,6 +213,10 @@ class DirectEngine:
 
     def close(self) -> None:
         try:
+            # the engine's actions run on its workers: the queued ones are dropped (planned again by the
+            # next run), the running ones get a while to end (one cut off is a half-deployed VM, which the
+            # next run deletes)
+            self.backend.engine.drain(timeout=30.0)
             self.infra.stop()
             self.session.logout()
         finally:

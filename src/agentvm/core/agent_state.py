@@ -295,6 +295,24 @@ Outcome = Deployed | DeployFailed | Done | Failed
 
 
 @dataclass(frozen=True)
+class InFlight:
+    """What the engine still carries out from earlier plans when it reconciles (queued or running).
+
+    ``hosts``: the hosts those actions act on (a VM whose host is not observed stands for a host of its
+    own, by its reference); reconcile leaves every agent and VM there as it is, plans nothing there and
+    counts them as working (yellow), so no second deploy is planned for a host whose first is not recorded
+    yet. ``upgrades``: the agencies with an upgrade deploy among those actions: no other host of theirs
+    starts one (one host at a time per agency).
+    """
+
+    hosts: frozenset[MoRef] = frozenset()
+    upgrades: frozenset[str] = frozenset()
+
+
+NOTHING_IN_FLIGHT = InFlight()
+
+
+@dataclass(frozen=True)
 class EnginePlan:
     """What one reconcile decided: the new state, the actions to carry out, and every status."""
 

@@ -34,6 +34,7 @@ from datetime import datetime
 
 from agentvm.core.agent_placement import AgentPlacement, Detail, choose_placement, match_agent_config, vm_name
 from agentvm.core.agent_state import (
+    NOTHING_IN_FLIGHT,
     POWER_KINDS,
     Action,
     AgencyState,
@@ -44,6 +45,7 @@ from agentvm.core.agent_state import (
     EngineObservation,
     EnginePlan,
     EngineState,
+    InFlight,
     PowerOff,
     PowerOn,
     Retry,
@@ -107,6 +109,7 @@ class _AgencyContext:
     namespace: str
     retries: tuple[Retry, ...] = ()
     claimed: set[MoRef] = field(default_factory=set)  # VMs some agent holds (adoption takes none of them)
+    in_flight: InFlight = NOTHING_IN_FLIGHT
     upgrade_busy: bool = False
     vm_counter: int = 0
     wake_at: datetime | None = None  # the earliest retry this agency holds back
@@ -122,13 +125,19 @@ def host_down(host: Host) -> bool:
     return host.in_maintenance_mode or host.standby
 
 
-def reconcile(state: EngineState, obs: EngineObservation, now: datetime) -> EnginePlan:
+def reconcile(
+    state: EngineState, obs: EngineObservation, now: datetime, in_flight: InFlight = NOTHING_IN_FLIGHT
+) -> EnginePlan:
     """Decide the next actions for every agency from the state and what is observed now.
 
     The returned state already absorbs what was observed (new agents, issues raised or cleared, VMs found
     deleted); it never assumes an action succeeded: ``agent_ops.record`` does that per outcome. So the plan's
     state is consistent whether or not its actions are carried out, and reconciling the same state against
     the same observation gives the same plan.
+
+    ``in_flight``: what earlier plans still carry out. Their hosts are left alone (agents kept as they are,
+    yellow; no action there), and an agency with an upgrade deploy in flight starts no other: a plan made
+    while earlier actions run never repeats or contradicts them, and uses no VM number twice.
     """
     counters = _Counters(state.next_issue_key, state.next_id)
     ours = [v for v in obs.vms if v.marker.namespace == state.namespace]
@@ -144,7 +153,9 @@ def reconcile(state: EngineState, obs: EngineObservation, now: datetime) -> Engi
     agency_status: dict[str, Status] = {}
     wakes: list[datetime] = []
     for agency in state.agencies:
-        ctx = _AgencyContext(agency, obs, vms, by_agent, counters, now, state.namespace, state.retries, held)
+        ctx = _AgencyContext(
+            agency, obs, vms, by_agent, counters, now, state.namespace, state.retries, held, in_flight
+        )
         new_agency, statuses = _reconcile_agency(ctx)
         actions.extend(ctx.actions)
         if ctx.wake_at is not None:
@@ -158,8 +169,8 @@ def reconcile(state: EngineState, obs: EngineObservation, now: datetime) -> Engi
     claimed = {v for agency in agencies for a in agency.agents for v in (a.vm, a.upgrade_vm) if v is not None}
     purging: set[str] = set()
     for v in ours:
-        if v.vm in claimed:
-            continue
+        if v.vm in claimed or v.vm in in_flight.hosts or v.host in in_flight.hosts:
+            continue  # claimed, or on a host whose actions still run (a deploy there not recorded yet)
         host = obs.hosts.get(v.host) if v.host else None
         if host is not None and not connected(host):
             continue  # cannot be deleted now; looked at again once the host is back
@@ -252,10 +263,14 @@ def _reconcile_agency(ctx: _AgencyContext) -> tuple[AgencyState, dict[str, Statu
     by_host = {a.host: a for a in agency.agents}
     ctx.vm_counter = agency.vm_counter
     upgrading = {a.id for a in agency.agents if a.upgrading and a.host in wanted_set}
-    ctx.upgrade_busy = bool(upgrading)
+    upgrade_in_flight = agency.id in ctx.in_flight.upgrades
+    ctx.upgrade_busy = bool(upgrading) or upgrade_in_flight
     agents: list[AgentState] = []
     statuses: dict[str, Status] = {}
     for host_ref in wanted:
+        if host_ref in ctx.in_flight.hosts:
+            _keep_in_flight(by_host.get(host_ref), agents, statuses)
+            continue
         agent = by_host.get(host_ref) or AgentState(id=ctx.counters.new_id("agent"), host=host_ref)
         agent_pass = _AgentPass(ctx, agent, ctx.obs.hosts[host_ref])
         agent, status = agent_pass.run()
@@ -263,17 +278,28 @@ def _reconcile_agency(ctx: _AgencyContext) -> tuple[AgencyState, dict[str, Statu
             upgrading.add(agent.id)
         else:
             upgrading.discard(agent.id)  # its upgrade finished in this pass: the next host may start now
-        ctx.upgrade_busy = bool(upgrading)
+        ctx.upgrade_busy = bool(upgrading) or upgrade_in_flight
         agents.append(agent)
         statuses[agent.id] = status
     for agent in agency.agents:
         if agent.host in wanted_set:
+            continue
+        if agent.host in ctx.in_flight.hosts:
+            _keep_in_flight(agent, agents, statuses)
             continue
         leaving = _remove_agent(ctx, agent)
         if leaving is not None:
             agents.append(leaving[0])
             statuses[agent.id] = leaving[1]
     return agency.with_(agents=tuple(agents), vm_counter=ctx.vm_counter), statuses
+
+
+def _keep_in_flight(agent: AgentState | None, agents: list[AgentState], statuses: dict[str, Status]) -> None:
+    """An agent on a host whose earlier actions still run: kept as it is until their outcomes are recorded
+    (none yet: its agent is made at a later reconcile)."""
+    if agent is not None:
+        agents.append(agent)
+        statuses[agent.id] = Status.RED if agent.issues else Status.YELLOW
 
 
 def _new_issue(

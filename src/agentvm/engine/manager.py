@@ -6,12 +6,17 @@ engine has no thread of its own. Run ``step()`` whenever ``wait_for_work()`` say
 the actions, recording each outcome as it finishes. A step with nothing changed (no inventory change, no
 API call, no action left) costs one ``generation()`` call.
 
-The actions of one step run concurrently, as vCenter's EAM deploys: at most ``deploy_per_cluster`` at a
-time in one cluster (the host's compute resource; a standalone host is its own) and ``deploy_total`` in
-all; the actions on one host run one after the other, in the plan's order. ``step`` returns only when all
-of them have finished, and steps never overlap (a step lock), so no action is in flight when the next
-reconcile plans: a host never gets a second deploy while its first is running, and a rolling upgrade
-stays one host at a time per agency (``core.agents`` plans one per agency per reconcile).
+The actions run concurrently, as vCenter's EAM deploys: at most ``deploy_per_cluster`` at a time in one
+cluster (the host's compute resource; a standalone host is its own) and ``deploy_total`` in all; the
+actions on one host (a unit) run one after the other, in the plan's order, on the engine's workers.
+``step`` hands its plan's units to them and returns; steps never overlap (a step lock). The next step
+plans while earlier units still run (a host whose hook was answered is powered on while other hosts of
+the same plan still deploy): ``core.agents.reconcile`` is told what is in flight (``InFlight``) and
+leaves those hosts alone, so a host never gets a second deploy while its first is running, and an agency
+with an upgrade deploy in flight starts no other (one host at a time per agency). A host counts as in
+flight from before the step observes vSphere, so a unit that finishes while the step looks is judged at
+the next step, by an observation made after it. ``drain`` drops the units not started and waits for the
+running ones (a stop).
 
 API calls and ``step`` may come from different threads: the state is guarded by a lock that is never held
 across a vSphere call. State is saved to a JSON file (``engine.store``) after every API change (before the
@@ -34,7 +39,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -55,6 +59,7 @@ from agentvm.core.agent_state import (
     EnginePlan,
     EngineState,
     Failed,
+    InFlight,
     Outcome,
     PowerOff,
     PowerOn,
@@ -178,6 +183,14 @@ class Engine:
         # the most actions ever in flight at once, in all and in one cluster (read by tests and benchmarks)
         self.peak_in_flight = 0
         self.peak_in_flight_per_cluster = 0
+        # the units handed to the workers (``_dispatch``): queued ones in plan order, and every unit not
+        # finished yet by its host; guarded by ``_units`` (never held with ``_lock`` taken inside it)
+        self._units = threading.Condition()
+        self._queue: list[tuple[MoRef, MoRef, list[Action]]] = []
+        self._in_flight: dict[MoRef, list[Action]] = {}
+        self._running: Counter[MoRef] = Counter()  # units running, by cluster
+        self._workers = 0
+        self._failure: BaseException | None = None  # an unexpected error of a unit: raised by the next step
 
     # ============================================================================ the loop's side
     def step(self) -> bool:
@@ -187,6 +200,12 @@ class Engine:
         backoff as a failed action (``retry``; never given up): a step before then does nothing.
         """
         with self._step_lock:
+            with self._units:
+                failure, self._failure = self._failure, None
+            if failure is not None:
+                with self._lock:
+                    self._dirty = True
+                raise failure
             generation = self._infra.generation()
             with self._lock:
                 if self._backing_off():
@@ -195,6 +214,7 @@ class Engine:
                     return False
                 self._dirty = False
                 scope = self._scope()
+            in_flight = self._in_flight_now()  # before observing: see the module docstring
             try:
                 obs = self._infra.observe(scope)
                 obs = EngineObservation(
@@ -224,20 +244,19 @@ class Engine:
                 self._obs = obs
                 self._vms_by_ref = {v.vm: v for v in obs.vms}
                 self._seen = generation
-                plan = reconcile(self._state, obs, self._clock())
+                plan = reconcile(self._state, obs, self._clock(), in_flight)
                 settled = plan.state == self._state
                 self._state = plan.state
                 self._plan = plan
                 self._wake_at = plan.wake_at
                 self._stale.clear()
-            self._carry_out(plan.actions, obs)
-            with self._lock:
-                if plan.actions or not settled:
-                    # look again: the world changed under our own hands, or the state moved on (e.g. an
-                    # upgrade finished on one host, so the next host may start); state changes are finite,
-                    # so this ends at a fixpoint
+                if not settled:
+                    # look again: the state moved on (e.g. an upgrade finished on one host, so the next
+                    # host may start); state changes are finite, so this ends at a fixpoint. A unit that
+                    # finishes asks for another look too (``_finished``).
                     self._dirty = True
                 self.passes += 1
+            self._dispatch(plan.actions, obs)
             self._persist()
             return bool(plan.actions) or not settled
 
@@ -274,55 +293,94 @@ class Engine:
             # short slices, so that an API call (which sets _dirty) is noticed soon too
             self._infra.wait_for_change(seen, min(remaining, 0.05))
 
-    def _carry_out(self, actions: Sequence[Action], obs: EngineObservation) -> None:
-        """Run a plan's actions, at most ``deploy_per_cluster`` per cluster and ``deploy_total`` at once,
-        those on one host in order; record each outcome as it finishes. Returns when all have finished
-        (an unexpected exception of one is raised then; the others still run)."""
+    def _in_flight_now(self) -> InFlight:
+        """The hosts of the units not finished yet, and the agencies with an upgrade deploy among them."""
+        with self._units:
+            return InFlight(
+                hosts=frozenset(self._in_flight),
+                upgrades=frozenset(
+                    a.agency
+                    for actions in self._in_flight.values()
+                    for a in actions
+                    if isinstance(a, DeployVm) and a.upgrade
+                ),
+            )
+
+    @property
+    def in_flight(self) -> int:
+        """Units (one host's actions) handed to the workers and not finished yet."""
+        with self._units:
+            return len(self._in_flight)
+
+    def _dispatch(self, actions: Sequence[Action], obs: EngineObservation) -> None:
+        """Queue a plan's actions by host and start workers for them: at most ``deploy_per_cluster`` units
+        run at once in one cluster and ``deploy_total`` in all; each outcome is recorded as it finishes."""
         units = _by_host(actions, obs)
         if not units:
             return
-        workers = min(self.deploy_total, len(units))
-        if workers == 1:
-            self.peak_in_flight = max(self.peak_in_flight, 1)
-            self.peak_in_flight_per_cluster = max(self.peak_in_flight_per_cluster, 1)
-            for _, _, steps in units:
+        with self._units:
+            for cluster, host, steps in units:
+                assert host not in self._in_flight, f"{host} planned while its actions still run"
+                self._in_flight[host] = steps
+                self._queue.append((cluster, host, steps))
+            start = min(self.deploy_total - self._workers, len(self._queue))
+            self._workers += max(start, 0)
+        for _ in range(start):
+            threading.Thread(target=self._work, name="agentvm-engine-action", daemon=True).start()
+
+    def _take(self) -> tuple[MoRef, MoRef, list[Action]] | None:
+        """The next queued unit whose cluster has room (waits for room); None when the queue is empty (the
+        worker then ends)."""
+        with self._units:
+            while self._queue:
+                for i, unit in enumerate(self._queue):
+                    cluster = unit[0]
+                    if self._running[cluster] < self.deploy_per_cluster:
+                        self._running[cluster] += 1
+                        del self._queue[i]
+                        self.peak_in_flight = max(self.peak_in_flight, sum(self._running.values()))
+                        self.peak_in_flight_per_cluster = max(
+                            self.peak_in_flight_per_cluster, self._running[cluster]
+                        )
+                        return unit
+                self._units.wait()
+            self._workers -= 1
+            self._units.notify_all()  # ``drain`` waits for the workers to end
+            return None
+
+    def _work(self) -> None:
+        while (unit := self._take()) is not None:
+            cluster, host, steps = unit
+            try:
                 for action in steps:
                     self._record(action, self._execute(action))
-            return
-        cond = threading.Condition()
-        pending = list(units)
-        running: Counter[MoRef] = Counter()
+            except BaseException as exc:  # a bug, not vSphere: the next step raises it, the loop logs it
+                with self._units:
+                    self._failure = self._failure or exc
+            finally:
+                with self._lock:
+                    self._dirty = True  # look again (before it leaves the flight): the world changed
+                with self._units:
+                    self._running[cluster] -= 1
+                    del self._in_flight[host]
+                    self._units.notify_all()
 
-        def take() -> tuple[MoRef, list[Action]] | None:
-            with cond:
-                while pending:
-                    for i, (cluster, _, steps) in enumerate(pending):
-                        if running[cluster] < self.deploy_per_cluster:
-                            running[cluster] += 1
-                            del pending[i]
-                            self.peak_in_flight = max(self.peak_in_flight, sum(running.values()))
-                            self.peak_in_flight_per_cluster = max(
-                                self.peak_in_flight_per_cluster, running[cluster]
-                            )
-                            return cluster, steps
-                    cond.wait()
-                return None
-
-        def work() -> None:
-            while (unit := take()) is not None:
-                cluster, steps = unit
-                try:
-                    for action in steps:
-                        self._record(action, self._execute(action))
-                finally:
-                    with cond:
-                        running[cluster] -= 1
-                        cond.notify_all()
-
-        with ThreadPoolExecutor(workers, thread_name_prefix="agentvm-engine-action") as pool:
-            futures = [pool.submit(work) for _ in range(workers)]
-        for future in futures:
-            future.result()
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Drop the units not started yet (a later step plans them again) and wait up to ``timeout`` s
+        for the running ones to finish; True when none is left. For a stop."""
+        deadline = time.monotonic() + timeout
+        with self._units:
+            for _, host, _ in self._queue:
+                del self._in_flight[host]
+            self._queue.clear()
+            self._units.notify_all()
+            while self._in_flight or self._workers:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._units.wait(remaining)
+        self._persist()
+        return True
 
     def _record(self, action: Action, outcome: Outcome) -> None:
         with self._lock:
@@ -670,8 +728,16 @@ class Engine:
             return self._state
 
     def run_until_quiet(self, max_steps: int = 1000) -> int:
-        """Step until a step does nothing; returns the steps taken. For tests and the lab's tools."""
+        """Step until a step does nothing and no action is in flight; returns the steps taken. For tests
+        and the lab's tools."""
         for n in range(1, max_steps + 1):
-            if not self.step() and not self._dirty:
+            with self._units:
+                idle = not self._in_flight  # read first: a unit finishing during the step makes it dirty
+            if self.step() or self._dirty:
+                continue
+            if idle:
                 return n
+            with self._units:
+                if self._in_flight:
+                    self._units.wait(0.05)
         raise RuntimeError(f"the engine did not settle within {max_steps} steps")

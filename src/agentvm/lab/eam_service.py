@@ -150,6 +150,8 @@ class LabEam:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self.engine is not None:
+            self.engine.drain(timeout=10.0)  # its queued actions dropped, the running ones finished
         if self._infra is not None:
             with contextlib.suppress(Exception):
                 self._infra.stop()
