@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import shutil
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,7 @@ from agentvm.vsphere import hosts, vms
 from agentvm.vsphere.collector import read_one
 from agentvm.vsphere.inventory import read_inventory
 from agentvm.vsphere.session import Session
+from tests.support.coordination import until
 from tests.support.packages import cut_off_server
 
 pytestmark = pytest.mark.lab
@@ -771,3 +774,49 @@ def test_a_change_someone_makes_right_after_an_own_write_wakes_the_engine_and_is
         woke = infra.wait_for_change(seen, max(0.0, deadline - time.monotonic()))
         assert woke != seen, "the engine was never woken to see the power-off"
         seen = woke
+
+
+def test_a_read_of_a_half_deployed_vm_that_ends_after_its_deploy_does_not_undo_the_deploys_marks(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's workers deploy while a step reads: a find_owned_vms that read the extraConfig of a VM
+    still importing, and stored it after the deploy had written the VM's final marks, made the VM look
+    half-deployed until the next full read (the engine then took its agent's VM for deleted)."""
+    infra = world.infra
+    t = target(read_inventory(world.session))
+    read_done, deployed = threading.Event(), threading.Event()
+    seen: list[list[AgentVm]] = []
+    real_configure, real_extra_config = infra._configure, infra._extra_config
+
+    def extra_config_then_wait(objs: Any) -> Any:
+        read = real_extra_config(objs)
+        read_done.set()
+        assert deployed.wait(30), "the deploy never finished"
+        return read
+
+    def reader() -> None:
+        seen.append(infra.find_owned_vms(NAMESPACE))
+
+    def watched(vm: MoRef) -> bool:
+        with infra._cache:
+            return vm in infra._watched_vms()
+
+    def configure_after_a_read_began(vm: MoRef, *args: Any) -> None:
+        # the VM is imported, not configured yet: a step's read sees it half-deployed
+        deadline = time.monotonic() + 15
+        while not watched(vm):
+            assert time.monotonic() < deadline, "the watcher never showed the imported VM"
+            infra.wait_for_change(infra.generation(), 1.0)
+        monkeypatch.setattr(infra, "_extra_config", extra_config_then_wait)
+        threading.Thread(target=reader, daemon=True).start()
+        assert read_done.wait(30), "the read never happened"
+        monkeypatch.setattr(infra, "_extra_config", real_extra_config)
+        real_configure(vm, *args)
+
+    monkeypatch.setattr(infra, "_configure", configure_after_a_read_began)
+    vm = deploy(world, t)
+    deployed.set()
+    until(lambda: seen, "the read to end")
+
+    assert [a.complete for a in seen[0] if a.vm == vm] == [False]  # it did see the VM half-deployed
+    assert [a.complete for a in infra.find_owned_vms(NAMESPACE) if a.vm == vm] == [True]

@@ -996,6 +996,34 @@ def test_an_answered_agent_is_powered_on_while_the_other_deploys_of_its_plan_sti
     assert infra.calls["deploy_agent_vm"] == 4 and infra.calls["power_on"] == 4
 
 
+def test_a_queued_power_on_goes_before_the_queued_deploys_and_the_loop_is_paced_meanwhile(
+    infra: FakeInfra,
+) -> None:
+    cluster = infra.add_cluster(3)
+    engine = Engine(infra, None, namespace="ns", clock=clock, deploy_per_cluster=1, deploy_total=1)
+    agency = engine.create_agency(
+        SOLUTION, config(cluster, manually_mark_available_after_provisioning=True), GoalState.ENABLED
+    )
+    assert engine.pace() == 0.0  # nothing in flight: the loop waits for work as before
+    infra.hold()
+    _step_in_thread(engine).join(10)
+    assert infra.wait_in_flight(1) and engine.in_flight == 3  # one deploy running, two queued
+    assert 0.1 <= engine.pace() <= 5.0
+    infra.let_finish(1)
+    _wait("the first agent deployed", lambda: engine.in_flight == 2 and infra.wait_in_flight(1))
+    (first,) = [a for a in engine.agency_agents(agency) if engine.agent_runtime(a).vm is not None]
+    engine.mark_as_available(first)
+    _step_in_thread(engine).join(10)  # its power-on is queued behind the third host's deploy
+    assert engine.in_flight == 3
+    infra.let_finish()
+    _wait("all in flight to end", lambda: engine.in_flight == 0)
+
+    first_vm = engine.agent_runtime(first).vm
+    kinds = [(kind, vm == first_vm) for kind, vm in infra.power_log]
+    assert kinds[:4] == [("deploy", True), ("deploy", False), ("on", True), ("deploy", False)]
+    assert engine.pace() == 0.0
+
+
 def test_drain_drops_the_units_not_started_and_waits_for_the_running_ones(infra: FakeInfra) -> None:
     cluster = infra.add_cluster(6)
     engine = Engine(infra, None, namespace="ns", clock=clock, deploy_per_cluster=2, deploy_total=2)

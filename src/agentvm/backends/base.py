@@ -240,6 +240,11 @@ class Backend(Protocol):
         """Block up to ``timeout`` s until ``tick`` has work; True when it has. EAM: False at once."""
         ...
 
+    def pace(self) -> float:
+        """Seconds the loop lets pass before the next ``tick`` while earlier actions still run (0: none
+        run; ``Engine.pace``). EAM: 0."""
+        ...
+
 
 # ------------------------------------------------------------------------------------ shared behaviour
 

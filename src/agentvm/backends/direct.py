@@ -184,6 +184,10 @@ class DirectBackend(AgencyBackend):
         """Block up to ``timeout`` s until the engine has work (an API call or a vSphere change)."""
         return self.engine.wait_for_work(timeout)
 
+    def pace(self) -> float:
+        """``Engine.pace``: while the engine's actions run, tick again once several have finished."""
+        return self.engine.pace()
+
     # -- agent VMs whose agency the engine forgot (its state was lost) ------------------------------------
 
     def purge_orphans(self, name: str) -> str | None:

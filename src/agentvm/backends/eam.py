@@ -63,3 +63,6 @@ class EamBackend(AgencyBackend):
     def wait_for_work(self, timeout: float) -> bool:
         """Returns False at once: there is no local work to wait for (poll ``observe`` instead)."""
         return False
+
+    def pace(self) -> float:
+        return 0.0  # no local actions

@@ -514,7 +514,10 @@ class Controller:
                 continue
             if busy:
                 self._wake.set()  # the agents changed: look at them now
-            else:
+            pace = self.backend.pace()
+            if pace:  # actions run on the engine's workers: step again once several have finished
+                self._stop.wait(pace)
+            elif not busy:
                 self.backend.wait_for_work(0.5)
 
     def _on_call(self, method: str, seconds: float, fault: str | None) -> None:

@@ -183,6 +183,9 @@ class VSphereInfrastructure:
         self._vms: dict[MoRef, dict[str, Any]] = {}
         self._vms_ready = False
         self._marks: dict[MoRef, dict[str, str]] = {}  # agentvm.* extraConfig of VMs managed by a namespace
+        # when an own deploy wrote a VM's marks: a read that began before it (while the deploy ran, on the
+        # engine's workers) must not put back the half-deployed VM's marks over them (``_keep_marks``)
+        self._marked_at: dict[MoRef, float] = {}
         # every VM's stamp: a counter value taken at its last change the watcher reported, so that
         # find_owned_vms builds again only the agent VMs that changed (_built: ref → the stamp, marks and
         # namespace it was built from, and the result; only find_owned_vms uses it)
@@ -273,6 +276,7 @@ class VSphereInfrastructure:
                 self._vm_stamps = {}
                 present = {c.moref for c in batch}
                 self._marks = {ref: m for ref, m in self._marks.items() if ref in present}
+                self._marked_at = {ref: t for ref, t in self._marked_at.items() if ref in present}
             hosts_changed = False
             for change in batch:
                 if change.moref.type != "VirtualMachine":
@@ -280,6 +284,7 @@ class VSphereInfrastructure:
                 elif change.kind is WatchChangeKind.LEAVE:
                     self._vms.pop(change.moref, None)
                     self._marks.pop(change.moref, None)
+                    self._marked_at.pop(change.moref, None)
                     self._vm_stamps.pop(change.moref, None)
                 else:
                     self._stamp += 1
@@ -517,6 +522,7 @@ class VSphereInfrastructure:
                     for ref, props in self._watched_vms().items()
                     if _key(props) == namespace and not props.get("config.template", False)
                 }
+                began = time.monotonic()
                 missing = [ref for ref in candidates if ref not in self._marks]
                 marks = {ref: self._marks[ref] for ref in candidates if ref in self._marks}
                 # an own write's stand-in is not stamped: such a VM is built again
@@ -529,7 +535,7 @@ class VSphereInfrastructure:
                     read = None  # one was deleted meanwhile: read everything
             if read is not None:
                 with self._cache:
-                    self._marks.update({ref: m for ref, m in read.items() if ref in self._vms})
+                    self._keep_marks(read, began)
                 marks.update(read)
                 return self._build_agent_vms(candidates, marks, stamps, namespace)
         with self._cache:
@@ -575,8 +581,16 @@ class VSphereInfrastructure:
         self._built = built
         return found
 
+    def _keep_marks(self, read: Mapping[MoRef, dict[str, str]], began: float) -> None:
+        """Keep the marks read by a read that began at ``began`` (cache lock held), but not over those an
+        own deploy wrote since (the read may have seen the VM half-deployed)."""
+        for ref, mark in read.items():
+            if ref in self._vms and self._marked_at.get(ref, float("-inf")) < began:
+                self._marks[ref] = mark
+
     def _owned_vms(self, namespace: str) -> list[AgentVm]:
         session = self._session
+        began = time.monotonic()
         with container_view(session, [vim.VirtualMachine]) as view:
             spec = view_filter_spec(view, [property_spec(vim.VirtualMachine, _VM_PROPERTIES)])
             with paged(session, spec) as items:
@@ -590,7 +604,7 @@ class VSphereInfrastructure:
             return []
         extra = self._extra_config([o.obj for o in candidates])
         with self._cache:
-            self._marks.update({ref: m for ref, m in extra.items() if ref in self._vms})
+            self._keep_marks(extra, began)
         found: list[AgentVm] = []
         for o in candidates:
             ref = _ref(o.obj)
@@ -693,6 +707,7 @@ class VSphereInfrastructure:
             if parent is not None:
                 self._vm_cluster[result.vm] = parent if parent.type == "ClusterComputeResource" else None
         with self._cache:  # what the final reconfigure wrote: no need to read it back
+            self._marked_at[result.vm] = time.monotonic()
             self._marks[result.vm] = {
                 OWNER_KEY: marker.namespace,
                 AGENCY_KEY: marker.agency,

@@ -139,7 +139,10 @@ class LabEam:
                 log.exception("EAM engine step failed unexpectedly")
                 self._stop.wait(1.0)
                 continue
-            if not busy:
+            pace = engine.pace()
+            if pace:  # actions run on the engine's workers: look again once several have finished
+                self._stop.wait(pace)
+            elif not busy:
                 engine.wait_for_work(0.5)
 
     def stop(self) -> None:
