@@ -280,8 +280,9 @@ def test_the_due_hooks_of_every_agency_are_answered_in_one_batch(tmp_path: Path)
 # ------------------------------------------------------------------------------ answered hooks
 
 # looks of the wait after the last hook's answer, before apply is done: the one that reads the answered
-# agents, and a few while the lab's EAM clears the hook; holding an answered agent for a VM change its
-# hook never makes leaves it unread until the fallback, dozens of looks later
+# agent once the watch shows EAM powering its VM on (or at once, for a hook no power-on follows), and a
+# few while the lab's EAM clears the hook; an answered agent left unread until the fallback (a VM change
+# spent while its answer was in flight, or a hook no VM change follows) is dozens of looks later
 LOOKS_AFTER_THE_LAST_ANSWER = 3
 
 

@@ -4,6 +4,7 @@ every agent because one changed, and every agent within the sweep's period howev
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from hypothesis import given
@@ -303,6 +304,39 @@ def with_a_pending_hook(agents: int, data: st.DataObject, *, sweep_per_minute: f
     agency.world[f"agent-{n}"] = agent(n, Status.YELLOW, hook=True)
     agency.look(0.0)
     return agency, n
+
+
+def undeployed(n: int) -> AgentRuntime:
+    """Agent ``n`` as EAM reports it before its VM exists: yellow, no VM, no hook."""
+    return replace(agent(n, Status.YELLOW), vm=None, vm_name="", power_state=PowerState.POWERED_OFF)
+
+
+@given(SIZES, st.data())
+def test_with_follow_undeployed_off_an_agent_waiting_for_its_vm_is_read_when_one_appears_on_its_host(
+    agents: int, data: st.DataObject
+) -> None:
+    agency = Agency(
+        agents, ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=0.0, follow_undeployed=False)
+    )
+    agency.world = {f"agent-{n}": undeployed(n) for n in range(agents)}  # an agency just created
+    assert len(agency.look(0.0)) == agents
+    now = 0.0
+    for _ in range(80):  # 20 s of looks while EAM deploys elsewhere: no agent read
+        now += 0.25
+        assert agency.look(now) == ()
+    n = data.draw(st.integers(min_value=0, max_value=agents - 1))
+    # a marked VM on its host, EAM not caught up yet: read, then followed until EAM names the VM
+    now += 0.25
+    assert agency.look(now, Changes(marked_hosts=frozenset({host(n)}))) == (f"agent-{n}",)
+    agency.world[f"agent-{n}"] = agent(n, Status.YELLOW, hook=True)
+    while not agency.look(now := now + 0.25):
+        pass
+    assert agency.seen(f"agent-{n}").hook is not None
+    # the same agency with the controller's default (follow_undeployed on) reads them again by backoff
+    default = Agency(agents, ReadPolicy(first_retry=0.5, max_retry=8.0, sweep_per_minute=0.0))
+    default.world = {f"agent-{n}": undeployed(n) for n in range(agents)}
+    default.look(0.0)
+    assert len(default.look(0.5)) == agents
 
 
 @given(SIZES, st.data())

@@ -29,6 +29,7 @@ from agentvm.model.agency import (
     AgencyRuntime,
     AgentRuntime,
     GoalState,
+    HookState,
     Issue,
     MoRef,
     Status,
@@ -279,6 +280,10 @@ class AgencyPort(Protocol):
     def resolve_all(self, obj: MoRef | None) -> None: ...
 
 
+# hooks whose answer EAM follows with a power-on (what a VM watch sees)
+_POWERS_ON_NEXT = frozenset({HookState.PROVISIONED, HookState.PRE_POWER_ON})
+
+
 class AgencyBackend:
     """``Backend``'s agency logic over an ``AgencyPort``; subclasses add ``kind`` and the loop methods.
 
@@ -440,7 +445,7 @@ class AgencyBackend:
             if current is not None and current is not state:
                 reads = reads.marked_stale(
                     current.stale - (state.stale if state is not None else frozenset())
-                )
+                ).held_back(current.hold - (state.hold if state is not None else frozenset()))
             self._reads[agency] = reads
         agents = sorted(reads.runtimes(), key=lambda a: (a.host.value, a.agent))
         return AgencyStatus(agency, name, runtime, tuple(agents), frozenset(read))
@@ -478,8 +483,22 @@ class AgencyBackend:
         )
 
     def mark_available(self, agent: str) -> None:
-        self._mark_stale(None, [agent])
+        if self._watched() and self._hook_state(agent) in _POWERS_ON_NEXT:
+            # EAM powers the VM on next: the watch shows it, and the agent is read then (else after
+            # ``max_retry``); a post-power-on hook's answer changes nothing a watch sees: read it next look
+            self._hold_any([agent])
+        else:
+            self._mark_stale(None, [agent])
         self._port.mark_as_available(agent)
+
+    def _hook_state(self, agent: str) -> HookState | None:
+        """The state of ``agent``'s pending hook as last read (None: none, or not read)."""
+        with self._marks:
+            for reads in self._reads.values():
+                seen = reads.agents.get(agent)
+                if seen is not None:
+                    return seen.runtime.hook.state if seen.runtime.hook is not None else None
+        return None
 
     def resolve(self, issues: Sequence[Issue]) -> tuple[int, ...]:
         for issue in issues:  # what was resolved is read again at the next observe, nothing else

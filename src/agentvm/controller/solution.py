@@ -147,7 +147,10 @@ class Solution:
         self.executor = Executor.open(desired, session, backend=backend, state_dir=state_dir, workers=workers)
         self.planner = Planner(desired, self.executor)
         self.policy = policy if policy is not None else HealPolicy(seed=secrets.randbits(32))
-        self.reads = ReadPolicy()  # how the wait re-reads agents between the VM watch's changes
+        # how the wait re-reads agents between the VM watch's changes: an agent still to be deployed is read
+        # again when a marked VM appears on its host, not at every poll while it waits (at 2,500 hosts a
+        # deploy takes minutes: that was every agent at every poll)
+        self.reads = ReadPolicy(follow_undeployed=False)
 
     def __enter__(self) -> Solution:
         return self

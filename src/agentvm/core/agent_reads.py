@@ -13,7 +13,8 @@ Watched, an agency's look costs one AgencyQueryRuntime (its issue list) plus one
   reconfigured: EAM (or the engine) deployed a VM there, whose hook may be pending;
 - (c) is named by an issue of the agency that was not there at its last read, or whose issue went away;
 - (d/e) was last seen not settled — a pending hook, or neither green nor holding an issue (EAM has not
-  caught up with the change yet) — read again with a per-agent backoff (every ``first_retry`` for
+  caught up with the change yet; with ``ReadPolicy.follow_undeployed`` off, not an agent that merely waits
+  for its first VM) — read again with a per-agent backoff (every ``first_retry`` for
   ``follow`` reads, then doubling to ``max_retry`` while it reads the same; back to the start when it moved
   or was acted on), and all of them at once when the agency's status changed, so that the cost is bounded
   by the agents in transition;
@@ -58,6 +59,10 @@ class ReadPolicy:
     sweep_per_minute: float = 60.0  # the spread sweep's rate at most (idle cost, whatever the agents)
     sweep_period: float = 60.0  # ...and no agent re-read by the sweep more often than this
     green_max_age: float = 5.0  # unwatched: a green agency's agents are reused this long
+    # False: a watched look does not follow an agent that has no VM and no hook yet (EAM is still to deploy
+    # it) with the backoff: the watch names its host when a marked VM appears there, and from that read on it
+    # is followed as any other; the sweep reads it meanwhile, oldest first (apply's wait, during a deploy)
+    follow_undeployed: bool = True
 
 
 @dataclass(frozen=True)
@@ -283,6 +288,22 @@ def _credit(state: AgencyReads, agents: int, now: float, policy: ReadPolicy) -> 
     return min(earned, 1.0 + rate * 10.0)  # a long pause does not turn into a burst
 
 
+def _waits_for_deploy(
+    runtime: AgentRuntime, old: AgentSeen | None, previous: AgencyReads, look: Look
+) -> bool:
+    """True when ``ReadPolicy.follow_undeployed`` is off and this watched read found ``runtime`` waiting for
+    its deploy — no VM, no hook — and nothing says its VM is coming: no marked VM was seen on its host since
+    the last look, and it was not followed already."""
+    return (
+        not look.policy.follow_undeployed
+        and look.watched
+        and runtime.vm is None
+        and runtime.hook is None
+        and runtime.host not in previous.pending.marked_hosts
+        and (old is None or old.delay == 0)
+    )
+
+
 def after_reads(
     state: AgencyReads | None,
     ids: Sequence[str],
@@ -308,7 +329,7 @@ def after_reads(
             runtime = read[agent]
             keys = named.get(agent, frozenset())
             old = previous.agents.get(agent)
-            if settled(runtime, keys):
+            if settled(runtime, keys) or _waits_for_deploy(runtime, old, previous, look):
                 agents[agent] = AgentSeen(runtime, now, keys)
             else:
                 # followed closely after it moved or was acted on, then doubling while nothing moves
