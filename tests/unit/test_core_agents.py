@@ -51,6 +51,30 @@ class World:
             vms=tuple(self.vms.values()),
         )
 
+    def add_host(self, n: int, cluster: MoRef, flags: HostFlags) -> MoRef:
+        """Host ``host-<n>`` in ``cluster``, with datastore ``ds-<n>`` and the network NET."""
+        ref = MoRef("HostSystem", f"host-{n}")
+        ds = MoRef("Datastore", f"ds-{n}")
+        self.hosts[ref] = Host(
+            moref=ref,
+            name=f"esx{n}",
+            path=f"/dc/host/{cluster.value}/esx{n}",
+            datacenter=DC,
+            parent=cluster,
+            cluster=cluster,
+            connection_state=ConnectionState.CONNECTED if flags.connected else ConnectionState.NOT_RESPONDING,
+            in_maintenance_mode=flags.mm,
+            power_state=HostPowerState.STANDBY if flags.standby else HostPowerState.POWERED_ON,
+            datastores=(ds,),
+            networks=(NET,),
+            product_version=flags.version,
+            product_line_id="esx",
+            agent_vm_datastore=ds if flags.settings else None,
+            agent_vm_network=NET if flags.settings else None,
+        )
+        self.clusters.setdefault(cluster, []).append(ref)
+        return ref
+
     def apply(self, action: Action) -> Deployed | Done:
         if isinstance(action, DeployVm):
             self.counter += 1
@@ -91,28 +115,7 @@ def worlds(draw: st.DrawFn) -> tuple[World, AgencyConfig, GoalState]:
         world.clusters[cluster] = []
         for flags in draw(st.lists(host_flags, max_size=4)):
             n += 1
-            ref = MoRef("HostSystem", f"host-{n}")
-            ds = MoRef("Datastore", f"ds-{n}")
-            world.hosts[ref] = Host(
-                moref=ref,
-                name=f"esx{n}",
-                path=f"/dc/host/c{c}/esx{n}",
-                datacenter=DC,
-                parent=cluster,
-                cluster=cluster,
-                connection_state=ConnectionState.CONNECTED
-                if flags.connected
-                else ConnectionState.NOT_RESPONDING,
-                in_maintenance_mode=flags.mm,
-                power_state=HostPowerState.STANDBY if flags.standby else HostPowerState.POWERED_ON,
-                datastores=(ds,),
-                networks=(NET,),
-                product_version=flags.version,
-                product_line_id="esx",
-                agent_vm_datastore=ds if flags.settings else None,
-                agent_vm_network=NET if flags.settings else None,
-            )
-            world.clusters[cluster].append(ref)
+            world.add_host(n, cluster, flags)
     scope = tuple(draw(st.lists(st.sampled_from(sorted(world.clusters)), unique=True, min_size=1)))
     config = AgencyConfig(
         agency_name="a",

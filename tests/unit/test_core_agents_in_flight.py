@@ -16,7 +16,16 @@ from agentvm.core import agent_ops
 from agentvm.core.agent_state import Action, DeployVm, EngineState, InFlight
 from agentvm.core.agents import reconcile
 from agentvm.model.agency import AgencyConfig, AgentConfig, GoalState, MoRef, PowerState
-from tests.unit.test_core_agents import NOW, World, converge, in_scope, new_state, release_hooks, worlds
+from tests.unit.test_core_agents import (
+    NOW,
+    HostFlags,
+    World,
+    converge,
+    in_scope,
+    new_state,
+    release_hooks,
+    worlds,
+)
 
 Unit = tuple[MoRef, list[Action]]
 
@@ -171,33 +180,12 @@ def test_no_second_host_starts_an_upgrade_while_the_first_ones_deploy_runs() -> 
 
 
 def _two_hosts() -> tuple[World, AgencyConfig, GoalState]:
-    from agentvm.model.inventory import ConnectionState, Host, HostPowerState
-    from tests.unit.test_core_agents import DC, NET
-
     world = World()
     cluster = MoRef("ClusterComputeResource", "c0")
-    world.clusters[cluster] = []
     for n in (1, 2):
-        ref = MoRef("HostSystem", f"host-{n}")
-        ds = MoRef("Datastore", f"ds-{n}")
-        world.hosts[ref] = Host(
-            moref=ref,
-            name=f"esx{n}",
-            path=f"/dc/host/c0/esx{n}",
-            datacenter=DC,
-            parent=cluster,
-            cluster=cluster,
-            connection_state=ConnectionState.CONNECTED,
-            in_maintenance_mode=False,
-            power_state=HostPowerState.POWERED_ON,
-            datastores=(ds,),
-            networks=(NET,),
-            product_version="8.0.2",
-            product_line_id="esx",
-            agent_vm_datastore=ds,
-            agent_vm_network=NET,
+        world.add_host(
+            n, cluster, HostFlags(mm=False, standby=False, connected=True, settings=True, version="8.0.2")
         )
-        world.clusters[cluster].append(ref)
     config = AgencyConfig(
         agency_name="a", agent_configs=(AgentConfig(ovf_package_url="http://x/a.ovf"),), scope=(cluster,)
     )

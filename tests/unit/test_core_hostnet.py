@@ -271,16 +271,22 @@ def owned_objects(snapshot: HostNetworkSnapshot) -> set[tuple[str, ...]]:
 # -- properties ----------------------------------------------------------------------------------------------
 
 
+def applied(case: tuple[HostNetworkSpec, HostNetworkSnapshot, list[str]]) -> HostNetworkSnapshot | None:
+    """The world after its plan was carried out; None when the plan is blocked."""
+    spec, snapshot, scope = case
+    plan = plan_host_network(spec, snapshot, scope)
+    return None if plan.blocked else carry_out(snapshot, plan)
+
+
 @settings(max_examples=300, deadline=None)
 @given(worlds())
 def test_an_unblocked_plan_makes_every_host_right_in_one_apply(
     case: tuple[HostNetworkSpec, HostNetworkSnapshot, list[str]],
 ) -> None:
-    spec, snapshot, scope = case
-    plan = plan_host_network(spec, snapshot, scope)
-    if plan.blocked:
+    spec, _, scope = case
+    after = applied(case)  # asserts nothing is created over what exists
+    if after is None:
         return
-    after = carry_out(snapshot, plan)  # asserts nothing is created over what exists
     again = plan_host_network(spec, after, scope)
     assert again.errors == () and again.changes == (), "a second apply would change something"
     assert again.owned == {}
@@ -312,10 +318,9 @@ def test_a_teardown_removes_exactly_what_agentvm_created(
     case: tuple[HostNetworkSpec, HostNetworkSnapshot, list[str]],
 ) -> None:
     spec, snapshot, scope = case
-    plan = plan_host_network(spec, snapshot, scope)
-    if plan.blocked:
+    after = applied(case)
+    if after is None:
         return
-    after = carry_out(snapshot, plan)
     made = objects(after) - objects(snapshot)
     torn = carry_out(after, plan_teardown(spec, after, scope))
 

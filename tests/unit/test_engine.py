@@ -966,14 +966,23 @@ def test_a_steps_deploys_run_at_once_within_the_bounds_and_readers_see_each_as_i
     assert engine.agency_runtime(agency).status is Status.GREEN
 
 
-def test_an_answered_agent_is_powered_on_while_the_other_deploys_of_its_plan_still_run(
-    infra: FakeInfra,
-) -> None:
-    cluster = infra.add_cluster(4)
-    engine = Engine(infra, None, namespace="ns", clock=clock, deploy_per_cluster=4, deploy_total=4)
+def hooked_engine(infra: FakeInfra, *, hosts: int, at_once: int) -> tuple[Engine, str]:
+    """An engine running ``at_once`` actions at once, and an agency over a new cluster of ``hosts`` hosts
+    with a provisioned hook (so that each power-on waits for its answer)."""
+    cluster = infra.add_cluster(hosts)
+    engine = Engine(
+        infra, None, namespace="ns", clock=clock, deploy_per_cluster=at_once, deploy_total=at_once
+    )
     agency = engine.create_agency(
         SOLUTION, config(cluster, manually_mark_available_after_provisioning=True), GoalState.ENABLED
     )
+    return engine, agency
+
+
+def test_an_answered_agent_is_powered_on_while_the_other_deploys_of_its_plan_still_run(
+    infra: FakeInfra,
+) -> None:
+    engine, agency = hooked_engine(infra, hosts=4, at_once=4)
     infra.hold()
     _step_in_thread(engine)
     assert infra.wait_in_flight(4), "the 4 deploys at once"
@@ -999,11 +1008,7 @@ def test_an_answered_agent_is_powered_on_while_the_other_deploys_of_its_plan_sti
 def test_a_queued_power_on_goes_before_the_queued_deploys_and_the_loop_is_paced_meanwhile(
     infra: FakeInfra,
 ) -> None:
-    cluster = infra.add_cluster(3)
-    engine = Engine(infra, None, namespace="ns", clock=clock, deploy_per_cluster=1, deploy_total=1)
-    agency = engine.create_agency(
-        SOLUTION, config(cluster, manually_mark_available_after_provisioning=True), GoalState.ENABLED
-    )
+    engine, agency = hooked_engine(infra, hosts=3, at_once=1)
     assert engine.pace() == 0.0  # nothing in flight: the loop waits for work as before
     infra.hold()
     _step_in_thread(engine).join(10)
