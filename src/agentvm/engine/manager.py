@@ -259,7 +259,7 @@ class Engine:
                 if not settled:
                     # look again: the state moved on (e.g. an upgrade finished on one host, so the next
                     # host may start); state changes are finite, so this ends at a fixpoint. A unit that
-                    # finishes asks for another look too (``_finished``).
+                    # finishes asks for another look too (``_work``).
                     self._dirty = True
                 self.passes += 1
                 self._step_seconds = time.monotonic() - began
