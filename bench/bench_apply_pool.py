@@ -25,7 +25,11 @@ its own (loaded machine, figures vary by 30 % between runs): 500 hosts 58.0 s ag
 (1.29x, 1,264 AgentQueryRuntime, 7 polls) with the hooks answered in one blocking batch per poll; 48.4 s
 against 32.9 s (1.47x, 1,603 AgentQueryRuntime, 9 polls) with each hook answered as it appears; 2,500
 hosts 455.0 s against 222.5 s (2.04x, 11,954 AgentQueryRuntime, 16 polls): the wait is bound by its
-agent reads, one after the other (~38 ms each against the lab's EAM).
+agent reads, one after the other (~38 ms each against the lab's EAM). With the engine no longer waiting
+for its batch (an answered agent powered on while the others deploy) and the wait's reads at scale, on a
+machine about twice as slow: 500 hosts 86.9 s against 69.6 s (1.25x; the code before: 95.4 s against
+71.5 s, 1.33x), 2,500 hosts 885.3 s against 505.1 s (1.75x, 12,363 AgentQueryRuntime, 10 polls); the lab
+process is the bottleneck there (GIL-bound at ~107 % CPU while apply used ~4 %).
 Run: .venv/bin/python bench/bench_apply_pool.py [--settings 64,500] [--delay 10] [--hooks 128]
 [--apply 64,500]
 """
