@@ -39,7 +39,7 @@ import logging
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -189,8 +189,9 @@ class Engine:
         # the units handed to the workers (``_dispatch``): queued ones in plan order, and every unit not
         # finished yet by its host; guarded by ``_units`` (never held with ``_lock`` taken inside it)
         self._units = threading.Condition()
-        self._quick: list[tuple[MoRef, MoRef, list[Action]]] = []  # queued units without a deploy
-        self._queue: list[tuple[MoRef, MoRef, list[Action]]] = []  # queued units with one
+        # queued units by cluster, in plan order: those without a deploy (``_quick``), those with one
+        self._quick: dict[MoRef, deque[tuple[MoRef, MoRef, list[Action]]]] = {}
+        self._queue: dict[MoRef, deque[tuple[MoRef, MoRef, list[Action]]]] = {}
         self._in_flight: dict[MoRef, list[Action]] = {}
         self._running: Counter[MoRef] = Counter()  # units running, by cluster
         self._workers = 0
@@ -339,8 +340,11 @@ class Engine:
                 assert host not in self._in_flight, f"{host} planned while its actions still run"
                 self._in_flight[host] = steps
                 deploys = any(isinstance(a, DeployVm) for a in steps)
-                (self._queue if deploys else self._quick).append((cluster, host, steps))
-            start = min(self.deploy_total - self._workers, len(self._quick) + len(self._queue))
+                (self._queue if deploys else self._quick).setdefault(cluster, deque()).append(
+                    (cluster, host, steps)
+                )
+            queued = sum(map(len, self._quick.values())) + sum(map(len, self._queue.values()))
+            start = min(self.deploy_total - self._workers, queued)
             self._workers += max(start, 0)
         for _ in range(start):
             threading.Thread(target=self._work, name="agentvm-engine-action", daemon=True).start()
@@ -351,17 +355,20 @@ class Engine:
         is queued (the worker then ends)."""
         with self._units:
             while self._quick or self._queue:
-                for queue in (self._quick, self._queue):
-                    for i, unit in enumerate(queue):
-                        cluster = unit[0]
-                        if self._running[cluster] < self.deploy_per_cluster:
-                            self._running[cluster] += 1
-                            del queue[i]
-                            self.peak_in_flight = max(self.peak_in_flight, sum(self._running.values()))
-                            self.peak_in_flight_per_cluster = max(
-                                self.peak_in_flight_per_cluster, self._running[cluster]
-                            )
-                            return unit
+                # a look per cluster, not per queued unit: every finished unit wakes every waiting worker
+                for queues in (self._quick, self._queue):
+                    cluster = next((c for c in queues if self._running[c] < self.deploy_per_cluster), None)
+                    if cluster is None:
+                        continue
+                    unit = queues[cluster].popleft()
+                    if not queues[cluster]:
+                        del queues[cluster]
+                    self._running[cluster] += 1
+                    self.peak_in_flight = max(self.peak_in_flight, sum(self._running.values()))
+                    self.peak_in_flight_per_cluster = max(
+                        self.peak_in_flight_per_cluster, self._running[cluster]
+                    )
+                    return unit
                 self._units.wait()
             self._workers -= 1
             self._units.notify_all()  # ``drain`` waits for the workers to end
@@ -389,8 +396,10 @@ class Engine:
         for the running ones to finish; True when none is left. For a stop."""
         deadline = time.monotonic() + timeout
         with self._units:
-            for _, host, _ in (*self._quick, *self._queue):
-                del self._in_flight[host]
+            for queues in (self._quick, self._queue):
+                for units in queues.values():
+                    for _, host, _ in units:
+                        del self._in_flight[host]
             self._quick.clear()
             self._queue.clear()
             self._units.notify_all()
