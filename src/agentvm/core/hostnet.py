@@ -183,11 +183,10 @@ def _nic_user(host: HostNetworkState, pnic: str) -> str | None:
 
 def _fabric(
     spec: FabricSpec, host: HostNetworkState, changes: list[NetChange], right: list[str], errors: list[str]
-) -> set[str]:
-    """The fabric checks on one host; returns the names of the objects it will create ("vswitch:",
-    "portgroup:" prefixed)."""
+) -> HostNetworkOwned:
+    """The fabric checks on one host; returns what of it agentvm will create."""
     label = host.label()
-    made: set[str] = set()
+    made = HostNetworkOwned()
     devices = [p.device for p in host.pnics]
     if spec.pnic not in devices:
         have = ", ".join(devices) or "none"
@@ -211,7 +210,7 @@ def _fabric(
             )
             return made
         changes.append(CreateVSwitch(host.moid, spec.vswitch, spec.pnic))
-        made.add(f"vswitch:{spec.vswitch}")
+        made = HostNetworkOwned(vswitches=frozenset({spec.vswitch}))
     elif spec.pnic not in vswitch.pnics:
         bound = ", ".join(vswitch.pnics) or "no physical NIC"
         errors.append(
@@ -225,7 +224,7 @@ def _fabric(
     ours = spec.port_group in host.owned.port_groups
     if group is None:
         changes.append(CreatePortGroup(host.moid, spec.port_group, spec.vswitch, spec.vlan, spec.security))
-        made.add(f"portgroup:{spec.port_group}")
+        made = HostNetworkOwned(made.vswitches, frozenset({spec.port_group}))
         return made
     if group.vswitch != spec.vswitch:
         whose = "agentvm's, made for another vSwitch" if ours else "not agentvm's"
@@ -341,31 +340,24 @@ def plan_host_network(
             )
         else:
             _trunk_switch(spec.trunk, dvs, changes, right, errors)
+    by_moid = {h.moid: h for h in snapshot.hosts}
     for moid in hosts:
-        host = snapshot.host(moid)
+        host = by_moid.get(moid)
         if host is None:
             errors.append(f"{moid}: its networking could not be read (is it still in vCenter?); run again")
             continue
-        made: set[str] = set()
-        if spec.fabric is not None:
-            made = _fabric(spec.fabric, host, changes, right, errors)
+        made = _fabric(spec.fabric, host, changes, right, errors) if spec.fabric else HostNetworkOwned()
         joined = False
         if spec.trunk is not None and dvs is not None:
-            claimed = (
-                {spec.fabric.pnic}
-                if spec.fabric is not None and f"vswitch:{spec.fabric.vswitch}" in made
-                else set()
-            )
+            # a NIC the fabric's new vSwitch takes cannot be the switch's uplink too
+            claimed = {spec.fabric.pnic} if spec.fabric is not None and made.vswitches else set()
             joined = _trunk_host(spec.trunk, dvs, host, claimed, changes, right, errors)
         if made or joined:
-            record = HostNetworkOwned(
-                vswitches=host.owned.vswitches
-                | {m.split(":", 1)[1] for m in made if m.startswith("vswitch:")},
-                port_groups=host.owned.port_groups
-                | {m.split(":", 1)[1] for m in made if m.startswith("portgroup:")},
+            owned[moid] = HostNetworkOwned(
+                vswitches=host.owned.vswitches | made.vswitches,
+                port_groups=host.owned.port_groups | made.port_groups,
                 dvs_joined=host.owned.dvs_joined | ({dvs.key} if joined and dvs is not None else set()),
             )
-            owned[moid] = record
     # switch-level changes first: a DV port group exists before any host's NIC is wired to it
     switch_level = (CreateDvPortGroup, RepairDvPortGroup)
     ordered: list[NetChange] = [c for c in changes if isinstance(c, switch_level)]
@@ -378,8 +370,10 @@ def plan_teardown(spec: HostNetworkSpec, snapshot: HostNetworkSnapshot, hosts: S
     changes: list[NetChange] = []
     left: list[str] = []
     owned: dict[str, HostNetworkOwned] = {}
+    by_moid = {h.moid: h for h in snapshot.hosts}
+    dvs = snapshot.dvs_named(spec.trunk.dvs) if spec.trunk is not None else None
     for moid in hosts:
-        host = snapshot.host(moid)
+        host = by_moid.get(moid)
         if host is None:
             continue
         label = host.label()
@@ -406,31 +400,23 @@ def plan_teardown(spec: HostNetworkSpec, snapshot: HostNetworkSnapshot, hosts: S
                 else:
                     changes.append(RemoveVSwitch(moid, fabric.vswitch))
                     removed_switches.add(fabric.vswitch)
-        if spec.trunk is not None:
-            dvs = snapshot.dvs_named(spec.trunk.dvs)
-            if dvs is not None and moid in dvs.hosts:
-                if dvs.key in host.owned.dvs_joined:
-                    changes.append(LeaveDvs(moid, dvs.key))
-                    left_dvs.add(dvs.key)
-                else:
-                    left.append(f"{label}: membership of distributed switch {dvs.name} (not agentvm's)")
+        if dvs is not None and moid in dvs.hosts:
+            if dvs.key in host.owned.dvs_joined:
+                changes.append(LeaveDvs(moid, dvs.key))
+                left_dvs.add(dvs.key)
+            else:
+                left.append(f"{label}: membership of distributed switch {dvs.name} (not agentvm's)")
         if removed_groups or removed_switches or left_dvs:
             owned[moid] = HostNetworkOwned(
                 vswitches=host.owned.vswitches - removed_switches,
                 port_groups=host.owned.port_groups - removed_groups,
                 dvs_joined=host.owned.dvs_joined - left_dvs,
             )
-    if spec.trunk is not None:
-        dvs = snapshot.dvs_named(spec.trunk.dvs)
-        dv_group = (
-            next((g for g in dvs.port_groups if g.name == spec.trunk.port_group), None) if dvs else None
-        )
-        if dv_group is not None and dvs is not None:
-            if dv_group.owned:
-                # before any host leaves: a switch refuses to drop a host whose ports are in use
-                changes.insert(0, DestroyDvPortGroup(dv_group.key, dv_group.name))
-            else:
-                left.append(
-                    f"distributed switch {dvs.label()}: DV port group {dv_group.name} (not agentvm's)"
-                )
+    if spec.trunk is not None and dvs is not None:
+        dv_group = next((g for g in dvs.port_groups if g.name == spec.trunk.port_group), None)
+        if dv_group is not None and dv_group.owned:
+            # before any host leaves: a switch refuses to drop a host whose ports are in use
+            changes.insert(0, DestroyDvPortGroup(dv_group.key, dv_group.name))
+        elif dv_group is not None:
+            left.append(f"distributed switch {dvs.label()}: DV port group {dv_group.name} (not agentvm's)")
     return HostNetPlan(tuple(changes), (), (), owned, tuple(left))
