@@ -24,6 +24,7 @@ from agentvm.model.desired import (
     ScopeEntry,
 )
 from agentvm.spec.addresses import read_ip_plan
+from agentvm.spec.hostnet import read_host_network
 from agentvm.spec.reader import Reader, suggest
 from agentvm.spec.urls import url_problem
 from agentvm.spec.yamlnodes import Node, xml_invalid
@@ -42,6 +43,7 @@ ALLOWED = (
     "hooks",
     "ipPlan",
     "perHost",
+    "hostNetwork",
 )
 MAX_AGENT_NAME = 70  # EAM: VM names "<agentName> (N)"
 MAX_UUID_AGENT_NAME = 43  # EAM: VM names "<agentName>-<uuid>"
@@ -124,8 +126,24 @@ def _agency(r: Reader, node: Node) -> AgencySpec | None:
     hook = _hooks(r, fields["hooks"]) if "hooks" in fields else True
     ip_plan = read_ip_plan(r, fields["ipPlan"]) if "ipPlan" in fields else None
     per_host = _per_host(r, fields, ip_plan, properties or (), hook) if "perHost" in fields else ()
+    host_network = read_host_network(r, fields["hostNetwork"]) if "hostNetwork" in fields else None
     values = (name, use_uuid, agent_name, ovf, scope, properties, hook, per_host, *placements.values())
     if any(v is None for v in values) or ("ipPlan" in fields and ip_plan is None):
+        return None
+    if "hostNetwork" in fields and host_network is None:
+        return None
+    if (
+        host_network is not None
+        and not hook
+        and (host_network.agent_nics.fabric or host_network.agent_nics.trunk)
+    ):
+        nics = fields["hostNetwork"].entries["agentNics"]
+        r.problem(
+            nics.line,
+            nics.path,
+            "wires the agent VM's NICs through the provisioned hook, which hooks.provisioned: false turns off; "
+            "turn the hook on, or remove agentNics",
+        )
         return None
     assert name is not None and agent_name is not None and ovf is not None and scope is not None
     assert properties is not None and hook is not None and per_host is not None
@@ -143,6 +161,7 @@ def _agency(r: Reader, node: Node) -> AgencySpec | None:
         provisioned_hook=hook,
         ip_plan=ip_plan,
         per_host=per_host,
+        host_network=host_network,
     )
 
 
