@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -86,7 +88,7 @@ def test_any_valid_ranges_read_back_as_exactly_the_vlans_written(items: list[tup
     assert network is not None and network.trunk is not None
     read = network.trunk.vlans
     assert {v for a, b in read for v in range(a, b + 1)} == {v for a, b in ranges for v in range(a, b + 1)}
-    assert all(b1 + 1 < a2 for (_, b1), (a2, _) in zip(read, read[1:], strict=False))  # merged, sorted
+    assert all(b1 + 1 < a2 for (_, b1), (a2, _) in itertools.pairwise(read))  # merged, sorted
 
 
 @pytest.mark.parametrize(
@@ -99,7 +101,8 @@ def test_any_valid_ranges_read_back_as_exactly_the_vlans_written(items: list[tup
         ),
         (
             ("vlan: 12", "vlan: 5000"),
-            "contrail.yaml:26: agencies[0].hostNetwork.fabric.vlan: is 5000; a VLAN id is 0 (untagged) to 4094",
+            "contrail.yaml:26: agencies[0].hostNetwork.fabric.vlan: is 5000; a VLAN id is 0 (untagged) to "
+            "4094",
         ),
         (
             ("vlan: 12", "vlan: blue"),
@@ -132,8 +135,9 @@ def test_any_valid_ranges_read_back_as_exactly_the_vlans_written(items: list[tup
         ),
         (
             ("uplink: vmnic2", "uplink: vmnic1"),
-            "contrail.yaml:30: agencies[0].hostNetwork.trunk.uplink: is vmnic1, the fabric's physical NIC too "
-            "(hostNetwork.fabric.pnic); a NIC rides on one switch: give the distributed switch another NIC",
+            "contrail.yaml:30: agencies[0].hostNetwork.trunk.uplink: is vmnic1, the fabric's physical NIC "
+            "too (hostNetwork.fabric.pnic); a NIC rides on one switch: give the distributed switch "
+            "another NIC",
         ),
         (
             ("        uplink: vmnic2\n", ""),
@@ -147,7 +151,8 @@ def test_any_valid_ranges_read_back_as_exactly_the_vlans_written(items: list[tup
         ),
         (
             ("portGroup: contrail-fabric", "portGrup: contrail-fabric"),
-            'contrail.yaml:25: agencies[0].hostNetwork.fabric.portGrup: unknown key; did you mean "portGroup"?',
+            "contrail.yaml:25: agencies[0].hostNetwork.fabric.portGrup: unknown key; did you mean "
+            '"portGroup"?',
         ),
         (
             ("create: true", "create: maybe"),
@@ -166,7 +171,8 @@ def test_a_missing_required_key_says_what_to_add() -> None:
 
 
 def test_agent_nics_need_the_part_they_wire_to_and_the_hook() -> None:
-    no_trunk = "    hostNetwork:\n      fabric: {pnic: vmnic1, vswitch: v, portGroup: p}\n      agentNics: {trunk: t}\n"
+    no_trunk = "    hostNetwork:\n      fabric: {pnic: vmnic1, vswitch: v, portGroup: p}\n"
+    no_trunk += "      agentNics: {trunk: t}\n"
     assert problems(no_trunk) == [
         "contrail.yaml:22: agencies[0].hostNetwork.agentNics.trunk: names the OVF network to wire to the "
         "trunk, but there is no hostNetwork.trunk; add it, or remove agentNics.trunk"

@@ -141,8 +141,8 @@ def _agency(r: Reader, node: Node) -> AgencySpec | None:
         r.problem(
             nics.line,
             nics.path,
-            "wires the agent VM's NICs through the provisioned hook, which hooks.provisioned: false turns off; "
-            "turn the hook on, or remove agentNics",
+            "wires the agent VM's NICs through the provisioned hook, which hooks.provisioned: false turns "
+            "off; turn the hook on, or remove agentNics",
         )
         return None
     assert name is not None and agent_name is not None and ovf is not None and scope is not None
