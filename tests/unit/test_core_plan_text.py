@@ -10,6 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agentvm.core.hostnet import (
+    CreateDvPortGroup,
+    CreatePortGroup,
+    CreateVSwitch,
+    RepairDvPortGroup,
+    RepairPortGroup,
+)
 from agentvm.core.ipplan import AddressSource
 from agentvm.core.plan import (
     AnswerHook,
@@ -21,6 +28,9 @@ from agentvm.core.plan import (
     FieldChange,
     HeldCertificate,
     HostSetting,
+    JoinSwitch,
+    PrepareHostNetwork,
+    PrepareSwitch,
     PurgeOrphans,
     RecordCertificate,
     RegisterExtension,
@@ -36,6 +46,7 @@ from agentvm.core.plan import (
 from agentvm.core.plan_text import describe, describe_all
 from agentvm.model.agency import HookState, Issue, IssueKind, MoRef
 from agentvm.model.desired import DesiredState, ScopeHost
+from agentvm.model.hostnet import HostNetworkOwned, SecurityPolicy
 from agentvm.spec import load_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -80,9 +91,68 @@ def every_change(desired: DesiredState) -> list[Change]:
     ]
 
 
+H21 = "host-21 (/DC0/host/DC0_C0/DC0_C0_H0)"
+TRUSTING = SecurityPolicy(promiscuous=True, forged_transmits=True)
+
+
+def host_network_changes() -> list[Change]:
+    return [
+        PrepareSwitch(
+            "contrail", CreateDvPortGroup("dvs-9", "trunk", ((1, 4094),), TRUSTING), "dvs-9 (DSwitch0)"
+        ),
+        PrepareSwitch(
+            "contrail",
+            RepairDvPortGroup("dvportgroup-3", "trunk", ((1, 4094),), SecurityPolicy(), "VLANs 1-100"),
+            "dvs-9 (DSwitch0)",
+        ),
+        JoinSwitch("contrail", "dvs-9", "dvs-9 (DSwitch0)", (("host-21", H21, "vmnic2"),)),
+        PrepareHostNetwork(
+            "contrail",
+            "host-21",
+            H21,
+            (
+                CreateVSwitch("host-21", "vSwitch1", "vmnic1"),
+                CreatePortGroup("host-21", "fabric", "vSwitch1", 12, SecurityPolicy()),
+            ),
+            HostNetworkOwned(frozenset({"vSwitch1"}), frozenset({"fabric"})),
+        ),
+        PrepareHostNetwork(
+            "contrail",
+            "host-21",
+            H21,
+            (RepairPortGroup("host-21", "fabric", "vSwitch1", 12, TRUSTING, "VLAN 7"),),
+        ),
+    ]
+
+
+def test_host_network_changes_say_what_they_create_where_and_what_they_repair() -> None:
+    changes = host_network_changes()
+    assert describe_all(changes) == [
+        "contrail: create DV port group trunk on distributed switch dvs-9 (DSwitch0): VLANs 1-4094, "
+        "promiscuous true, forgedTransmits true",
+        "contrail: repair DV port group trunk on distributed switch dvs-9 (DSwitch0): VLANs 1-4094 "
+        "(was VLANs 1-100)",
+        f"contrail: add 1 host to distributed switch dvs-9 (DSwitch0): {H21} with vmnic2",
+        f"contrail: on {H21}: create vSwitch vSwitch1 on vmnic1; create port group fabric on vSwitch "
+        "vSwitch1, VLAN 12",
+        f"contrail: on {H21}: repair port group fabric on vSwitch vSwitch1: VLAN 12, promiscuous true, "
+        "forgedTransmits true (was VLAN 7)",
+    ]
+    assert [(c.target, c.agency, c.host) for c in changes] == [
+        ("dvs-9", "contrail", None),
+        ("dvportgroup-3", "contrail", None),
+        ("dvs-9", "contrail", None),
+        ("host-21", "contrail", "host-21"),
+        ("host-21", "contrail", "host-21"),
+    ]
+
+
 def test_one_class_per_kind_and_every_one_renders_one_line(desired: DesiredState) -> None:
-    changes = every_change(desired)
-    assert sorted(c.kind.value for c in changes) == sorted(k.value for k in ChangeKind)
+    one_each = [host_network_changes()[i] for i in (0, 2, 3)]
+    assert sorted(c.kind.value for c in every_change(desired) + one_each) == sorted(
+        k.value for k in ChangeKind
+    )
+    changes = every_change(desired) + host_network_changes()
     for change in changes:
         text = describe(change)
         assert text and "\n" not in text

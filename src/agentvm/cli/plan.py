@@ -47,6 +47,8 @@ def _warn(plan: SolutionPlan) -> None:
 
 
 def _print_plan(plan: SolutionPlan) -> None:
+    for line in plan.host_network.right:  # hostNetwork: what is as asked already, per host
+        console.print(f"= {line}", markup=False, highlight=False, soft_wrap=True)
     if plan.empty:
         console.print("no changes", highlight=False)
         return

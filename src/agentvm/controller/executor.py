@@ -37,6 +37,7 @@ from typing import assert_never
 
 from agentvm.backends.base import AgencyStatus, ApplyResult, Backend
 from agentvm.backends.eam import EamBackend
+from agentvm.controller.hostnet import HostNetworkWriter
 from agentvm.controller.identity import (
     Adopted,
     SolutionIdentity,
@@ -55,6 +56,9 @@ from agentvm.core.plan import (
     Change,
     CreateAgency,
     DestroyAgency,
+    JoinSwitch,
+    PrepareHostNetwork,
+    PrepareSwitch,
     PurgeOrphans,
     RecordCertificate,
     RegisterExtension,
@@ -212,6 +216,7 @@ class Executor:
         self.backend = backend
         self.identity = identity
         self.eam_session = session  # the session EAM calls go through (the extension's once logged in)
+        self.host_network = HostNetworkWriter(session)  # hostNetwork's changes (controller.hostnet)
         self._own: list[Session] = []
         self._call_listeners: list[CallListener] = []
         self._wait_listeners: list[WaitListener] = []
@@ -417,6 +422,8 @@ class Executor:
                 return self._record_certificate()
             case SetHostSettings():
                 return self._set_host_settings(change)
+            case PrepareSwitch() | JoinSwitch() | PrepareHostNetwork():
+                return self.host_network.carry_out(change)
             case CreateAgency() | UpdateAgency() | UpgradeAgency():
                 return self.apply_agency(change).describe()
             case AnswerHook():

@@ -22,10 +22,11 @@ Callers: ``controller.solution.Solution`` (``agentvm plan | apply``) and ``contr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agentvm.controller.executor import Executor
+from agentvm.controller.hostnet import HostNetworkPlan, plan_host_networks
 from agentvm.controller.identity import thumbprints
 from agentvm.controller.observe import AgencyObservation, Observation, Reused, marked_vms, observe
 from agentvm.controller.ovfcheck import check_ovf
@@ -60,6 +61,7 @@ class SolutionPlan:
     spec_plan: SpecPlan
     changes: tuple[Change, ...]
     warnings: tuple[str, ...] = ()
+    host_network: HostNetworkPlan = field(default_factory=HostNetworkPlan)  # hostNetwork: what is right
 
     @property
     def empty(self) -> bool:
@@ -98,8 +100,20 @@ class SolutionPlan:
                 for agency, assignment in self.spec_plan.addresses.items()
             },
             "warnings": list(self.warnings),
+            "hostNetwork": {"right": list(self.host_network.right), "errors": list(self.host_network.errors)},
             "noChanges": self.empty,
         }
+
+
+class HostNetworkError(ConfigurationError):
+    """A ``hostNetwork`` check failed on some host: nothing was changed on any host."""
+
+    def __init__(self, errors: tuple[str, ...]) -> None:
+        self.errors = errors
+        count = len(errors)
+        lines = "\n".join(f"  {e}" for e in errors)
+        checks = f"{count} check{'s' if count != 1 else ''}"
+        super().__init__(f"hostNetwork: {checks} failed; nothing was changed on any host:\n{lines}")
 
 
 class Planner:
@@ -176,9 +190,28 @@ class Planner:
             for c in core.changes
             if isinstance(c, SetHostSettings)
         ]
+        network = self._host_network(observation, warnings)
+        changes += network.changes
         for agency in observation.agencies:
             changes += self._agency_changes(agency, core, warnings, check_packages)
-        return SolutionPlan(observation, core, tuple(changes), tuple(dict.fromkeys(warnings)))
+        return SolutionPlan(observation, core, tuple(changes), tuple(dict.fromkeys(warnings)), network)
+
+    def _host_network(self, observation: Observation, warnings: list[str]) -> HostNetworkPlan:
+        """The agencies' ``hostNetwork`` checks and changes (``controller.hostnet``). A failed check on any
+        host means no host network change on any host: ``plan`` and ``apply`` stop with every failed check
+        (HostNetworkError); the controller (not strict) warns with them and changes no host's networking."""
+        network = plan_host_networks(
+            self.executor.session, [(a.resolved.spec, a.resolved.hosts) for a in observation.agencies]
+        )
+        self.executor.host_network.learn_key(network.owner_field_key)
+        if not network.errors:
+            return network
+        if self.strict_static_hosts:
+            raise HostNetworkError(network.errors)
+        warnings += [
+            f"hostNetwork: {e} (no host's networking is changed until this is fixed)" for e in network.errors
+        ]
+        return HostNetworkPlan(right=network.right, errors=network.errors, snapshot=network.snapshot)
 
     # -- the certificate ------------------------------------------------------------------------------
 

@@ -70,7 +70,15 @@ from agentvm.core.heal import (
 )
 from agentvm.core.hooks import hook_key, hooks_due
 from agentvm.core.inventory_patch import InventoryDelta
-from agentvm.core.plan import AnswerHook, ChangeKind, SetHostSettings, UpdateAgency
+from agentvm.core.plan import (
+    AnswerHook,
+    ChangeKind,
+    JoinSwitch,
+    PrepareHostNetwork,
+    PrepareSwitch,
+    SetHostSettings,
+    UpdateAgency,
+)
 from agentvm.model.agency import AgentRuntime, GoalState, Issue, MoRef
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError, NotFoundError, TransientError
@@ -307,15 +315,20 @@ class Reconciler:
         done = 0
         self._acted_on = set()
         snapshot = plan.observation.snapshot
-        hosts: list[SetHostSettings] = []  # set together, concurrently, in their place in the plan
+        hosts: list[SetHostSettings | PrepareHostNetwork] = []  # together, concurrently, in plan order
         for change in plan.changes:
-            if isinstance(change, SetHostSettings):
+            if isinstance(change, SetHostSettings | PrepareHostNetwork):
                 hosts.append(change)
                 self.inventory.acted_on([MoRef("HostSystem", change.host)])  # its settings read again
                 continue
             done += self._set_host_settings(hosts, snapshot)
             hosts = []
-            if change.agency is None:
+            if isinstance(change, PrepareSwitch | JoinSwitch):
+                self._act(
+                    "host-network", functools.partial(self.executor.carry_out, change), agency=change.agency
+                )
+                done += 1
+            elif change.agency is None:
                 action = "certificate" if change.kind in CERTIFICATE_KINDS else "extension"
                 self._act(action, functools.partial(self.executor.carry_out, change))
                 done += 1
@@ -333,8 +346,11 @@ class Reconciler:
                 done += 1
         return done
 
-    def _set_host_settings(self, changes: Sequence[SetHostSettings], snapshot: InventorySnapshot) -> int:
-        """Set these hosts' AgentVM settings concurrently (``Executor.carry_out_all``), one action each
+    def _set_host_settings(
+        self, changes: Sequence[SetHostSettings | PrepareHostNetwork], snapshot: InventorySnapshot
+    ) -> int:
+        """Set these hosts' AgentVM settings and networking concurrently (``Executor.carry_out_all``), one
+        action each
         (its own correlation id, log line and event). A host that fails is reported and does not stop
         the others; once they are done, the first error is raised (the pass fails and is retried)."""
         if not changes:
@@ -349,12 +365,13 @@ class Reconciler:
                 "host": self._host_path(snapshot, change.host),
                 "host_moid": change.host,
             }
+            action = "host-network" if isinstance(change, PrepareHostNetwork) else "host-settings"
             if outcome.error is not None:
-                self._report_failure("host-settings", outcome.error, cid, **where)
+                self._report_failure(action, outcome.error, cid, **where)
                 failed = failed or outcome.error
                 continue
             assert outcome.text is not None
-            self._report("host-settings", outcome.text, cid, **where)
+            self._report(action, outcome.text, cid, **where)
             done += 1
         if failed is not None:
             raise failed

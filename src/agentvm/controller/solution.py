@@ -65,6 +65,9 @@ from agentvm.core.hooks import HookKey, hook_key, hooks_due
 from agentvm.core.plan import (
     AnswerHook,
     DestroyAgency,
+    JoinSwitch,
+    PrepareHostNetwork,
+    PrepareSwitch,
     PurgeOrphans,
     SetHostSettings,
     UninstallAgency,
@@ -269,15 +272,16 @@ class Solution:
         actions: list[str] = []
         if self._nothing_to_do(plan):  # another apply did it while this one waited for the lease
             return self._unchanged(plan, started, polls=2)
-        # the solution-wide changes first, in plan order; the hosts' settings together, concurrently
-        settings: list[SetHostSettings] = []
+        # the solution-wide and switch changes first, in plan order; the hosts' settings and networking
+        # together, concurrently
+        settings: list[SetHostSettings | PrepareHostNetwork] = []
         for change in plan.changes:
-            if isinstance(change, SetHostSettings):
+            if isinstance(change, SetHostSettings | PrepareHostNetwork):
                 settings.append(change)
                 continue
             actions += self._set_host_settings(settings)
             settings = []
-            if change.agency is None:
+            if change.agency is None or isinstance(change, PrepareSwitch | JoinSwitch):
                 actions.append(self.executor.carry_out(change))
         actions += self._set_host_settings(settings)
         waits: list[AgencyWait] = []
@@ -311,8 +315,9 @@ class Solution:
             outcome.polls,
         )
 
-    def _set_host_settings(self, changes: list[SetHostSettings]) -> list[str]:
-        """Set these hosts' AgentVM settings concurrently (``Executor.carry_out_all``); what was done.
+    def _set_host_settings(self, changes: list[SetHostSettings | PrepareHostNetwork]) -> list[str]:
+        """Set these hosts' AgentVM settings and networking concurrently (``Executor.carry_out_all``); what
+        was done.
         A host that fails does not stop the others: once they are done, its error is raised."""
         outcomes = self.executor.carry_out_all(changes)
         _raise_first_error(outcomes)

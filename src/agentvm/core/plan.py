@@ -20,6 +20,13 @@ from ipaddress import IPv4Address
 from typing import ClassVar
 
 from agentvm.core.agency_diff import config_changes, summary_changes
+from agentvm.core.hostnet import (
+    CreateDvPortGroup,
+    CreatePortGroup,
+    CreateVSwitch,
+    RepairDvPortGroup,
+    RepairPortGroup,
+)
 from agentvm.core.ipplan import (
     AddressSource,
     Assignment,
@@ -40,6 +47,7 @@ from agentvm.model.desired import (
     ScopeHost,
     SolutionSpec,
 )
+from agentvm.model.hostnet import HostNetworkOwned
 
 
 class ChangeKind(StrEnum):
@@ -50,6 +58,11 @@ class ChangeKind(StrEnum):
     SET_CERTIFICATE = "set-certificate"  # the extension's login certificate (so it owns its agencies)
     RECORD_CERTIFICATE = "record-certificate"  # our working certificate, recorded in the extension
     SET_HOST_SETTINGS = "set-host-settings"
+    # hostNetwork (core.hostnet), before the agency: the trunk's DV port group, the hosts joining its switch,
+    # each host's fabric vSwitch and port group (and agentvm's record of what it created there)
+    PREPARE_SWITCH = "prepare-switch"
+    JOIN_SWITCH = "join-switch"
+    PREPARE_HOST_NETWORK = "prepare-host-network"
     CREATE_AGENCY = "create-agency"
     UPDATE_AGENCY = "update-agency"
     UPGRADE_AGENCY = "upgrade-agency"  # the OVF URL changed: EAM replaces every agent VM
@@ -207,6 +220,78 @@ class SetHostSettings(_OnHostOfAgency):
     kept_network: MoRef | None = None
     manager: MoRef | None = None
     kind: ClassVar[ChangeKind] = ChangeKind.SET_HOST_SETTINGS
+
+
+@dataclass(frozen=True)
+class PrepareSwitch:
+    """Create or repair (``step``) the trunk's DV port group for ``agency_name``; ``switch`` names the
+    distributed switch in the plan line."""
+
+    agency_name: str
+    step: CreateDvPortGroup | RepairDvPortGroup
+    switch: str
+    kind: ClassVar[ChangeKind] = ChangeKind.PREPARE_SWITCH
+    host: ClassVar[None] = None
+
+    @property
+    def target(self) -> str:
+        return self.step.dvs if isinstance(self.step, CreateDvPortGroup) else self.step.key
+
+    @property
+    def agency(self) -> str:
+        return self.agency_name
+
+
+@dataclass(frozen=True)
+class JoinSwitch:
+    """Add ``members`` (host moid, host label, uplink NIC) to the distributed switch ``dvs`` (moid) in one
+    reconfigure, after recording ``owned`` (host moid, record) on the hosts whose record this writes."""
+
+    agency_name: str
+    dvs: str
+    switch: str
+    members: tuple[tuple[str, str, str], ...]
+    owned: tuple[tuple[str, HostNetworkOwned], ...] = ()
+    kind: ClassVar[ChangeKind] = ChangeKind.JOIN_SWITCH
+    host: ClassVar[None] = None
+
+    @property
+    def target(self) -> str:
+        return self.dvs
+
+    @property
+    def agency(self) -> str:
+        return self.agency_name
+
+
+@dataclass(frozen=True)
+class PrepareHostNetwork:
+    """On one host, in order: create the fabric vSwitch, create or repair its port group (``steps``), then
+    record ``owned`` (what agentvm created there) in the host's attribute; ``where`` is the host's label,
+    ``network_system`` its HostNetworkSystem (None: looked up), ``owned`` None: the record stays."""
+
+    agency_name: str
+    host_moid: str
+    where: str
+    steps: tuple[CreateVSwitch | CreatePortGroup | RepairPortGroup, ...] = ()
+    owned: HostNetworkOwned | None = None
+    network_system: MoRef | None = None
+    kind: ClassVar[ChangeKind] = ChangeKind.PREPARE_HOST_NETWORK
+
+    @property
+    def target(self) -> str:
+        return self.host_moid
+
+    @property
+    def agency(self) -> str:
+        return self.agency_name
+
+    @property
+    def host(self) -> str:
+        return self.host_moid
+
+
+HostNetworkChange = PrepareSwitch | JoinSwitch | PrepareHostNetwork
 
 
 @dataclass(frozen=True)
@@ -370,6 +455,9 @@ Change = (
     | SetCertificate
     | RecordCertificate
     | SetHostSettings
+    | PrepareSwitch
+    | JoinSwitch
+    | PrepareHostNetwork
     | CreateAgency
     | UpdateAgency
     | UpgradeAgency

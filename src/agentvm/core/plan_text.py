@@ -10,6 +10,14 @@ from collections.abc import Iterable
 from typing import assert_never
 
 from agentvm.core.heal import fix_for
+from agentvm.core.hostnet import (
+    CreateDvPortGroup,
+    CreatePortGroup,
+    CreateVSwitch,
+    RepairDvPortGroup,
+    RepairPortGroup,
+    vlan_text,
+)
 from agentvm.core.ipplan import AddressSource
 from agentvm.core.plan import (
     AnswerHook,
@@ -17,6 +25,10 @@ from agentvm.core.plan import (
     Change,
     CreateAgency,
     DestroyAgency,
+    HostNetworkChange,
+    JoinSwitch,
+    PrepareHostNetwork,
+    PrepareSwitch,
     PurgeOrphans,
     RecordCertificate,
     RegisterExtension,
@@ -32,6 +44,7 @@ from agentvm.core.plan import (
 )
 from agentvm.model.agency import Issue
 from agentvm.model.desired import ScopeHost
+from agentvm.model.hostnet import SecurityPolicy
 
 
 def describe(change: Change) -> str:
@@ -54,6 +67,8 @@ def describe(change: Change) -> str:
             )
         case SetHostSettings():
             return f"set AgentVM settings on {host_label(change.scope_host)}: {host_settings_text(change)}"
+        case PrepareSwitch() | JoinSwitch() | PrepareHostNetwork():
+            return f"{change.agency_name}: {host_network_text(change)}"
         case CreateAgency(spec=spec, host_count=count):
             scope = ", ".join(s.text for s in spec.scope)
             return (
@@ -82,6 +97,52 @@ def describe(change: Change) -> str:
         case UnregisterExtension(key=key):
             return f"unregister extension {key}"
     assert_never(change)
+
+
+def host_network_text(change: HostNetworkChange) -> str:
+    """What one host network change does, as the plan line says it (after the agency's name)."""
+    match change:
+        case PrepareSwitch(step=step, switch=switch):
+            where = f"DV port group {step.name} on distributed switch {switch}: {_trunk_text(step)}"
+            if isinstance(step, RepairDvPortGroup):
+                return f"repair {where} (was {step.was})"
+            return f"create {where}"
+        case JoinSwitch(members=members, switch=switch):
+            shown = ", ".join(f"{label} with {uplink}" for _, label, uplink in members)
+            hosts = f"{len(members)} host{'s' if len(members) != 1 else ''}"
+            return f"add {hosts} to distributed switch {switch}: {shown}"
+        case PrepareHostNetwork(where=where, steps=steps):
+            return f"on {where}: " + "; ".join(_step_text(step) for step in steps)
+    assert_never(change)
+
+
+def _step_text(step: CreateVSwitch | CreatePortGroup | RepairPortGroup) -> str:
+    match step:
+        case CreateVSwitch(name=name, pnic=pnic):
+            return f"create vSwitch {name} on {pnic}"
+        case CreatePortGroup(name=name, vswitch=vswitch, vlan=vlan, security=security):
+            return f"create port group {name} on vSwitch {vswitch}, VLAN {vlan}{_security_text(security)}"
+        case RepairPortGroup(name=name, vswitch=vswitch, vlan=vlan, security=security, was=was):
+            wanted = f"VLAN {vlan}{_security_text(security)}"
+            return f"repair port group {name} on vSwitch {vswitch}: {wanted} (was {was})"
+    assert_never(step)
+
+
+def _trunk_text(step: CreateDvPortGroup | RepairDvPortGroup) -> str:
+    return f"VLANs {vlan_text(step.vlans)}{_security_text(step.security)}"
+
+
+def _security_text(security: SecurityPolicy) -> str:
+    parts = [
+        f"{name} {str(value).lower()}"
+        for name, value in (
+            ("promiscuous", security.promiscuous),
+            ("forgedTransmits", security.forged_transmits),
+            ("macChanges", security.mac_changes),
+        )
+        if value is not None
+    ]
+    return "".join(f", {p}" for p in parts)
 
 
 def describe_all(changes: Iterable[Change]) -> list[str]:

@@ -1,0 +1,203 @@
+"""Host network preparation in plans: read the hosts in scope once, decide with ``core.hostnet``, turn the
+decision into plan changes, and carry those out.
+
+Called by ``controller.planner`` (``plan_host_networks``: what ``agentvm plan`` shows and ``apply`` and the
+controller's full pass do, before the agencies) and ``controller.executor`` (``carry_out``). The read is two
+calls whatever the number of hosts (``vsphere.hostnet.read_host_networks_refs``); the changes are, in order,
+the trunk's DV port group (``PrepareSwitch``), every host that joins the distributed switch in one
+reconfigure (``JoinSwitch``), then each host's vSwitch and port group (``PrepareHostNetwork``, one per host,
+carried out concurrently with the other hosts'). agentvm's record of what it created on a host is written
+*before* the objects it names (once per host, by the first change that touches it), so a create that is
+cut short still leaves the object recognisable as agentvm's; a record naming something missing makes the
+next plan create it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agentvm.core.hostnet import (
+    CreateDvPortGroup,
+    CreatePortGroup,
+    CreateVSwitch,
+    JoinDvs,
+    RepairDvPortGroup,
+    RepairPortGroup,
+    plan_host_network,
+)
+from agentvm.core.plan import HostNetworkChange, JoinSwitch, PrepareHostNetwork, PrepareSwitch
+from agentvm.core.plan_text import host_network_text
+from agentvm.model.agency import MoRef
+from agentvm.model.desired import AgencySpec, ScopeHost
+from agentvm.model.hostnet import HostNetworkOwned, HostNetworkSnapshot
+from agentvm.vsphere import hostnet as vhostnet
+from agentvm.vsphere.collector import read_one
+from agentvm.vsphere.session import Session
+
+
+@dataclass(frozen=True)
+class HostNetworkPlan:
+    """The host network changes of a whole spec, what is right already, and every failed check."""
+
+    changes: tuple[HostNetworkChange, ...] = ()
+    right: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    snapshot: HostNetworkSnapshot | None = None  # None: no agency has a hostNetwork section (nothing read)
+    owner_field_key: int | None = None
+
+
+def plan_host_networks(
+    session: Session, agencies: Sequence[tuple[AgencySpec, Sequence[ScopeHost]]]
+) -> HostNetworkPlan:
+    """Read the hosts of every agency with a ``hostNetwork`` section and decide. Changes nothing."""
+    wanted = [(spec, hosts) for spec, hosts in agencies if spec.host_network is not None]
+    if not wanted:
+        return HostNetworkPlan()
+    paths = {h.moid: h.path for _, hosts in wanted for h in hosts}
+    snapshot, refs = vhostnet.read_host_networks_refs(session, paths)
+    by_moid = {h.moid: h for h in snapshot.hosts}
+    changes: list[HostNetworkChange] = []
+    right: list[str] = []
+    errors: list[str] = []
+    records: dict[str, HostNetworkOwned] = {}
+    per_agency = []
+    for spec, hosts in wanted:
+        assert spec.host_network is not None
+        decided = plan_host_network(spec.host_network, snapshot, [h.moid for h in hosts])
+        per_agency.append((spec.name, decided))
+        right += decided.right
+        errors += decided.errors
+        for moid, owned in decided.owned.items():
+            had = records.get(moid, HostNetworkOwned())
+            records[moid] = HostNetworkOwned(
+                had.vswitches | owned.vswitches,
+                had.port_groups | owned.port_groups,
+                had.dvs_joined | owned.dvs_joined,
+            )
+    recorded: set[str] = set()  # hosts whose record an earlier change writes
+
+    def record(moid: str) -> HostNetworkOwned | None:
+        owned = records.get(moid)
+        host = by_moid.get(moid)
+        if owned is None or moid in recorded or (host is not None and host.owned == owned):
+            return None
+        recorded.add(moid)
+        return owned
+
+    dvs_label = {d.key: d.label() for d in snapshot.dvses}
+    for name, decided in per_agency:
+        joins: dict[str, list[tuple[str, str, str]]] = {}
+        steps: dict[str, list[CreateVSwitch | CreatePortGroup | RepairPortGroup]] = {}
+        for step in decided.changes:
+            if isinstance(step, CreateDvPortGroup):
+                changes.append(PrepareSwitch(name, step, dvs_label.get(step.dvs, step.dvs)))
+            elif isinstance(step, RepairDvPortGroup):
+                switch = next(
+                    (d for d in snapshot.dvses if any(g.key == step.key for g in d.port_groups)), None
+                )
+                changes.append(PrepareSwitch(name, step, switch.label() if switch else step.key))
+            elif isinstance(step, JoinDvs):
+                joins.setdefault(step.dvs, []).append((step.host, by_moid[step.host].label(), step.uplink))
+            elif isinstance(step, CreateVSwitch | CreatePortGroup | RepairPortGroup):
+                steps.setdefault(step.host, []).append(step)
+        for key, members in joins.items():
+            written = tuple((moid, r) for moid, _, _ in members if (r := record(moid)) is not None)
+            changes.append(JoinSwitch(name, key, dvs_label.get(key, key), tuple(members), owned=written))
+        for moid, host_steps in steps.items():
+            changes.append(
+                PrepareHostNetwork(
+                    name,
+                    moid,
+                    by_moid[moid].label(),
+                    tuple(host_steps),
+                    record(moid),
+                    refs.network_systems.get(moid),
+                )
+            )
+    return HostNetworkPlan(tuple(changes), tuple(right), tuple(errors), snapshot, refs.owner_field_key)
+
+
+class HostNetworkWriter:
+    """Carries out host network changes on ``session``; knows the owner attribute's key (``key``: as the
+    plan read it, None: defined at the first record, once, whichever thread gets there first)."""
+
+    def __init__(self, session: Session, key: int | None = None) -> None:
+        self.session = session
+        self._key = key
+        self._lock = threading.Lock()
+
+    def learn_key(self, key: int | None) -> None:
+        """The owner attribute's key as a plan read it (None: not defined yet, or not read)."""
+        if key is not None:
+            with self._lock:
+                self._key = key
+
+    def owner_key(self) -> int:
+        with self._lock:
+            if self._key is None:
+                self._key = vhostnet.ensure_owner_field(self.session)
+            return self._key
+
+    def record(self, host: str, owned: HostNetworkOwned, label: str) -> None:
+        vhostnet.set_owned(self.session, host, owned, key=self.owner_key(), label=label)
+
+    def carry_out(self, change: HostNetworkChange) -> str:
+        """Make ``change``; one sentence saying what was done."""
+        s = self.session
+        match change:
+            case PrepareSwitch(step=CreateDvPortGroup() as step, switch=switch):
+                vhostnet.create_dv_port_group(
+                    s, step.dvs, step.name, vlans=step.vlans, security=step.security, label=switch
+                )
+            case PrepareSwitch(step=RepairDvPortGroup() as step, switch=switch):
+                version = _version(s, MoRef("DistributedVirtualPortgroup", step.key))
+                vhostnet.reconfigure_dv_port_group(
+                    s,
+                    step.key,
+                    step.name,
+                    vlans=step.vlans,
+                    security=step.security,
+                    description=vhostnet.owned_description(),
+                    config_version=version,
+                    label=switch,
+                )
+            case JoinSwitch(dvs=dvs, members=members, switch=switch):
+                labels = {moid: label for moid, label, _ in members}
+                for moid, owned in change.owned:
+                    self.record(moid, owned, labels[moid])
+                version = _version(s, MoRef("VmwareDistributedVirtualSwitch", dvs))
+                uplinks: dict[str, str | None] = {moid: uplink for moid, _, uplink in members}
+                vhostnet.join_dvs(s, dvs, uplinks, config_version=version, label=switch)
+            case PrepareHostNetwork(host_moid=moid, where=where, steps=steps):
+                if change.owned is not None:
+                    self.record(moid, change.owned, where)
+                system = change.network_system or _network_system(s, moid)
+                for host_step in steps:
+                    _host_step(s, system, host_step, where)
+        return host_network_text(change)
+
+
+def _host_step(
+    s: Session, system: MoRef, step: CreateVSwitch | CreatePortGroup | RepairPortGroup, where: str
+) -> None:
+    match step:
+        case CreateVSwitch(name=name, pnic=pnic):
+            vhostnet.add_vswitch(s, system, name, pnic, label=where)
+        case CreatePortGroup(name=name, vswitch=vswitch, vlan=vlan, security=security):
+            vhostnet.add_port_group(s, system, name, vswitch, vlan=vlan, security=security, label=where)
+        case RepairPortGroup(name=name, vswitch=vswitch, vlan=vlan, security=security):
+            vhostnet.update_port_group(s, system, name, vswitch, vlan=vlan, security=security, label=where)
+
+
+def _version(s: Session, ref: MoRef) -> str:
+    """A switch's or DV port group's ``config.configVersion`` now (vCenter refuses a stale one)."""
+    return str(read_one(s, s.mo(ref), ["config.configVersion"]).get("config.configVersion") or "")
+
+
+def _network_system(s: Session, host: str) -> MoRef:
+    found = read_one(s, s.mo(MoRef("HostSystem", host)), ["configManager.networkSystem"]).get(
+        "configManager.networkSystem"
+    )
+    return MoRef("HostNetworkSystem", str(found._moId))
