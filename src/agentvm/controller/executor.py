@@ -30,14 +30,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import assert_never
 
 from agentvm.backends.base import AgencyStatus, ApplyResult, Backend
 from agentvm.backends.eam import EamBackend
-from agentvm.controller.hostnet import HostNetworkWriter
+from agentvm.controller.hostnet import HostNetworkWriter, nic_positions
 from agentvm.controller.identity import (
     Adopted,
     SolutionIdentity,
@@ -47,6 +47,7 @@ from agentvm.controller.identity import (
     thumbprints,
 )
 from agentvm.controller.observe import read_snapshot
+from agentvm.controller.ovfcheck import check_ovf
 from agentvm.core.heal import HostConditions, Misplaced
 from agentvm.core.hooks import answer_for
 from agentvm.core.ipplan import assign_addresses
@@ -79,8 +80,9 @@ from agentvm.core.scope import ResolvedAgency, resolve_agency
 from agentvm.eam.client import EamClient
 from agentvm.model.agency import AgentRuntime, HookState, Issue, MoRef, Status
 from agentvm.model.connection import VCenterConnection
-from agentvm.model.desired import DesiredState, ScopeHost, SolutionSpec
+from agentvm.model.desired import AgencySpec, DesiredState, ScopeHost, SolutionSpec
 from agentvm.model.errors import AuthenticationError, ConfigurationError, NotFoundError
+from agentvm.model.hostnet import AgentNicTarget
 from agentvm.model.inventory import InventorySnapshot, describe
 from agentvm.vsphere.extensions import (
     ExtensionSpec,
@@ -217,6 +219,7 @@ class Executor:
         self.identity = identity
         self.eam_session = session  # the session EAM calls go through (the extension's once logged in)
         self.host_network = HostNetworkWriter(session)  # hostNetwork's changes (controller.hostnet)
+        self._nic_positions: dict[tuple[str, str], dict[str, int]] = {}  # (agency, OVF URL) -> role -> NIC
         self._own: list[Session] = []
         self._call_listeners: list[CallListener] = []
         self._wait_listeners: list[WaitListener] = []
@@ -688,11 +691,45 @@ class Executor:
         """Host ``moid``'s values for ``vm`` (``core.hooks.answer_for``). A host that joined the scope
         meanwhile is resolved now and gets the next address of the plan (``scope_host``)."""
         host, address = self.scope_host(wait, moid)
-        return answer_for(wait.resolved.spec, vm, host, address, agent=agent, state=state)
+        answer = answer_for(wait.resolved.spec, vm, host, address, agent=agent, state=state)
+        if (
+            state is HookState.PROVISIONED
+        ):  # before the VM's first power-on: its NICs go on the host's networks
+            answer = replace(answer, nics=self.agent_nics(wait.resolved.spec))
+        return answer
+
+    def nic_positions(self, spec: AgencySpec) -> dict[str, int]:
+        """``agentNics`` role -> the position of its NIC in ``spec``'s OVF (``controller.hostnet``),
+        downloaded once per agency and URL. ConfigurationError when the OVF has no such NIC."""
+        key = (spec.name, spec.ovf.url)
+        with self._lock:
+            positions = self._nic_positions.get(key)
+        if positions is None:
+            positions = nic_positions(spec, check_ovf(spec)[0])
+            with self._lock:
+                self._nic_positions[key] = positions
+        return positions
+
+    def agent_nics(self, spec: AgencySpec) -> tuple[AgentNicTarget, ...]:
+        """Where ``spec``'s agent VM's NICs go (``hostNetwork.agentNics``): the fabric NIC on the fabric port
+        group (its name is the same on every host), the trunk NIC on the trunk DV port group. The NICs'
+        positions come from the OVF (downloaded once per agency and URL); () without agentNics."""
+        network = spec.host_network
+        if network is None or not (network.agent_nics.fabric or network.agent_nics.trunk):
+            return ()
+        positions = self.nic_positions(spec)
+        out = []
+        nics = network.agent_nics
+        if network.fabric is not None and nics.fabric is not None and "fabric" in positions:
+            out.append(AgentNicTarget(positions["fabric"], nics.fabric, network.fabric.port_group))
+        if network.trunk is not None and nics.trunk is not None and "trunk" in positions:
+            uuid, group = self.host_network.trunk_group(network.trunk.dvs, network.trunk.port_group)
+            out.append(AgentNicTarget(positions["trunk"], nics.trunk, network.trunk.port_group, uuid, group))
+        return tuple(sorted(out, key=lambda n: n.position))
 
     def write_values(self, change: AnswerHook) -> None:
         """Write the change's values into its VM: vApp properties and guestinfo.* extraConfig."""
-        if not change.properties and not change.extra_config:
+        if not change.properties and not change.extra_config and not change.nics:
             return
         path = change.scope_host.path if change.scope_host is not None else change.host_moid
         configure_vm(
@@ -700,6 +737,7 @@ class Executor:
             change.vm,
             values=dict(change.properties),
             extra_config=dict(change.extra_config),
+            nics=change.nics,
             label=f"{change.vm.value} on {path}",
         )
 

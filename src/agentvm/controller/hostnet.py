@@ -31,9 +31,11 @@ from agentvm.core.plan import HostNetworkChange, JoinSwitch, PrepareHostNetwork,
 from agentvm.core.plan_text import host_network_text
 from agentvm.model.agency import MoRef
 from agentvm.model.desired import AgencySpec, ScopeHost
+from agentvm.model.errors import ConfigurationError, NotFoundError
 from agentvm.model.hostnet import HostNetworkOwned, HostNetworkSnapshot
 from agentvm.vsphere import hostnet as vhostnet
 from agentvm.vsphere.collector import read_one
+from agentvm.vsphere.ovf import OvfDescriptor
 from agentvm.vsphere.session import Session
 
 
@@ -119,14 +121,62 @@ def plan_host_networks(
     return HostNetworkPlan(tuple(changes), tuple(right), tuple(errors), snapshot, refs.owner_field_key)
 
 
+def nic_positions(spec: AgencySpec, descriptor: OvfDescriptor) -> dict[str, int]:
+    """``agentNics`` role (fabric, trunk) -> the position of its NIC among the OVF's Ethernet items (the
+    imported VM's NICs in device order). ConfigurationError naming the agency, the network and the fix when
+    the OVF has no NIC on that network."""
+    nics = spec.host_network.agent_nics if spec.host_network is not None else None
+    out: dict[str, int] = {}
+    for role, network in (("fabric", nics.fabric if nics else None), ("trunk", nics.trunk if nics else None)):
+        if network is None:
+            continue
+        if network not in descriptor.nic_networks:
+            have = ", ".join(dict.fromkeys(descriptor.nic_networks)) or "no NIC at all"
+            raise ConfigurationError(
+                f'agency "{spec.name}": hostNetwork.agentNics.{role} is {network}, but the OVF '
+                f"{spec.ovf.url} has no NIC on a network of that name (its NICs are on: {have}); fix "
+                f"hostNetwork.agentNics.{role}, or the OVF"
+            )
+        out[role] = descriptor.nic_networks.index(network)
+    return out
+
+
 class HostNetworkWriter:
     """Carries out host network changes on ``session``; knows the owner attribute's key (``key``: as the
-    plan read it, None: defined at the first record, once, whichever thread gets there first)."""
+    plan read it, None: defined at the first record, once, whichever thread gets there first) and the
+    trunk DV port groups (switch name, group name -> switch uuid, group moid) as read or created."""
 
     def __init__(self, session: Session, key: int | None = None) -> None:
         self.session = session
         self._key = key
         self._lock = threading.Lock()
+        self._groups: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def learn(self, snapshot: HostNetworkSnapshot | None) -> None:
+        """The DV port groups ``snapshot`` shows (a plan's read)."""
+        if snapshot is None:
+            return
+        with self._lock:
+            for dvs in snapshot.dvses:
+                for group in dvs.port_groups:
+                    self._groups[(dvs.name, group.name)] = (dvs.uuid, group.key)
+
+    def trunk_group(self, dvs: str, port_group: str) -> tuple[str, str]:
+        """(switch uuid, DV port group moid) of ``port_group`` on the switch named ``dvs``; read (one call
+        for every switch) when not known. NotFoundError when it is not there (not created yet)."""
+        with self._lock:
+            found = self._groups.get((dvs, port_group))
+        if found is not None:
+            return found
+        self.learn(HostNetworkSnapshot(dvses=vhostnet.read_switches(self.session)))
+        with self._lock:
+            found = self._groups.get((dvs, port_group))
+        if found is None:
+            raise NotFoundError(
+                f"distributed switch {dvs} has no DV port group {port_group} (yet): the agent VM's trunk NIC "
+                "is wired once agentvm has created it (hostNetwork.trunk)"
+            )
+        return found
 
     def learn_key(self, key: int | None) -> None:
         """The owner attribute's key as a plan read it (None: not defined yet, or not read)."""
@@ -151,6 +201,8 @@ class HostNetworkWriter:
                 vhostnet.create_dv_port_group(
                     s, step.dvs, step.name, vlans=step.vlans, security=step.security, label=switch
                 )
+                with self._lock:  # its moid is read when a NIC needs it (vCenter's task result may lack it)
+                    self._groups = {k: v for k, v in self._groups.items() if k[1] != step.name}
             case PrepareSwitch(step=RepairDvPortGroup() as step, switch=switch):
                 version = _version(s, MoRef("DistributedVirtualPortgroup", step.key))
                 vhostnet.reconfigure_dv_port_group(

@@ -204,6 +204,7 @@ class Planner:
             self.executor.session, [(a.resolved.spec, a.resolved.hosts) for a in observation.agencies]
         )
         self.executor.host_network.learn_key(network.owner_field_key)
+        self.executor.host_network.learn(network.snapshot)
         if not network.errors:
             return network
         if self.strict_static_hosts:
@@ -346,6 +347,9 @@ class Planner:
         if changes and check_packages:
             _descriptor, found = check_ovf(agency.resolved.spec)
             warnings += found
+        network = agency.resolved.spec.host_network
+        if check_packages and network is not None and (network.agent_nics.fabric or network.agent_nics.trunk):
+            self.executor.nic_positions(agency.resolved.spec)  # the OVF has the NICs agentNics names
         # render every host's values now: a template that cannot be filled is an error before any change
         assignment = core.addresses.get(name)
         for host in agency.resolved.hosts:

@@ -47,7 +47,7 @@ from agentvm.model.desired import (
     ScopeHost,
     SolutionSpec,
 )
-from agentvm.model.hostnet import HostNetworkOwned
+from agentvm.model.hostnet import AgentNicTarget, HostNetworkOwned
 
 
 class ChangeKind(StrEnum):
@@ -373,6 +373,7 @@ class AnswerHook:
     properties: tuple[tuple[str, str], ...] = ()
     extra_config: tuple[tuple[str, str], ...] = ()
     address: IPv4Address | None = None
+    nics: tuple[AgentNicTarget, ...] = ()  # hostNetwork.agentNics: where the VM's NICs go on its host
     kind: ClassVar[ChangeKind] = ChangeKind.ANSWER_HOOK
 
     @property

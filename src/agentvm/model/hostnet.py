@@ -91,6 +91,19 @@ class AgentNics:
 
 
 @dataclass(frozen=True)
+class AgentNicTarget:
+    """Where the agent VM's NIC ``position`` (its OVF network ``network``, in the OVF's order) goes: the
+    standard port group ``port_group`` of its host, or, with ``dvs_uuid`` and ``dv_port_group`` (moid), the
+    DV port group of that name on that switch."""
+
+    position: int
+    network: str
+    port_group: str
+    dvs_uuid: str | None = None
+    dv_port_group: str | None = None
+
+
+@dataclass(frozen=True)
 class HostNetworkSpec:
     """An agency's ``hostNetwork`` section; either part may be absent."""
 

@@ -30,6 +30,7 @@ from pyVmomi import vim
 
 from agentvm.model.agency import MoRef
 from agentvm.model.errors import AgentvmError, ConfigurationError, NotFoundError
+from agentvm.model.hostnet import AgentNicTarget
 from agentvm.model.inventory import ManagedBy
 from agentvm.vsphere import nfc
 from agentvm.vsphere.collector import read_one
@@ -86,6 +87,9 @@ class OvfPropertyDef:
     label: str = ""
 
 
+ETHERNET_RESOURCE_TYPE = "10"  # CIM ResourceType of an Ethernet adapter item
+
+
 @dataclass(frozen=True)
 class OvfDescriptor:
     """A downloaded descriptor: its text (for CreateImportSpec), its URL, networks and properties."""
@@ -94,6 +98,8 @@ class OvfDescriptor:
     text: str
     networks: tuple[str, ...] = ()
     properties: tuple[OvfPropertyDef, ...] = ()
+    # the network of each Ethernet item, in the VirtualHardwareSection's order: the VM's NICs once imported
+    nic_networks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -207,7 +213,13 @@ def parse_descriptor(text: str, url: str) -> OvfDescriptor:
                     label=(prop.findtext(f"{ovf}Label") or "").strip(),
                 )
             )
-    return OvfDescriptor(url, text, tuple(n for n in networks if n), tuple(properties))
+    rasd = "{http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData}"
+    nics = tuple(
+        (item.findtext(f"{rasd}Connection") or "").strip()
+        for item in root.iterfind(f".//{ovf}VirtualHardwareSection/{ovf}Item")
+        if (item.findtext(f"{rasd}ResourceType") or "").strip() == ETHERNET_RESOURCE_TYPE
+    )
+    return OvfDescriptor(url, text, tuple(n for n in networks if n), tuple(properties), nics)
 
 
 # ------------------------------------------------------------------------------------------ import
@@ -376,16 +388,21 @@ def configure_vm(
     values: Mapping[str, str],
     extra_config: Mapping[str, str],
     managed_by: ManagedBy | None = None,
+    nics: Sequence[AgentNicTarget] = (),
     label: str | None = None,
     timeout: float = 300.0,
 ) -> None:
-    """Set the VM's OVF environment and markers in one ReconfigVM_Task (two calls plus the task wait).
+    """Set the VM's OVF environment and markers in one ReconfigVM_Task (two calls plus the task wait);
+    ``nics`` connects the VM's NICs (by position, in device order) to their port groups in the same one.
 
     vApp properties: every property of ``ovf_properties`` (descriptor defaults) and of ``values`` is set,
     by id: an existing property is edited, a new one added (transport ``com.vmware.guestInfo``).
     ``extra_config`` and ``managed_by`` are written as given. Raises the session's agentvm errors.
     """
-    current = read_one(session, session.mo(vm), ["config.vAppConfig"]).get("config.vAppConfig")
+    read = read_one(
+        session, session.mo(vm), ["config.vAppConfig", *(["config.hardware.device"] if nics else [])]
+    )
+    current = read.get("config.vAppConfig")
     existing = {str(p.id): p for p in getattr(current, "property", None) or ()}
     next_key = max((int(p.key) for p in existing.values()), default=-1) + 1
     defs = {d.id: d for d in ovf_properties}
@@ -417,5 +434,32 @@ def configure_vm(
         )
     if managed_by is not None:
         config.managedBy = vim.ext.ManagedByInfo(extensionKey=managed_by.extension_key, type=managed_by.type)
+    if nics:
+        config.deviceChange = nic_changes(read.get("config.hardware.device") or (), nics, label or vm.value)
     task = session.mo(vm).ReconfigVM_Task(spec=config)
     wait_for_task(session, task, what=f"set the OVF environment of {label or vm.value}", timeout=timeout)
+
+
+def nic_changes(devices: Sequence[Any], nics: Sequence[AgentNicTarget], label: str) -> list[Any]:
+    """The device edits that connect NIC ``n.position`` (the VM's Ethernet cards in device order, which is
+    the OVF's order) to ``n``'s port group: a standard one by name, or the DV port group on its switch.
+    ConfigurationError naming the VM when it has fewer NICs than the positions need."""
+    cards = [d for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+    missing = sorted({n.position for n in nics} - set(range(len(cards))))
+    if missing:
+        raise ConfigurationError(
+            f"VM {label} has {len(cards)} NIC(s), so it has no NIC {missing[0] + 1} for "
+            f"{next(n.network for n in nics if n.position == missing[0])}; check the OVF's networks against "
+            "hostNetwork.agentNics"
+        )
+    changes = []
+    for nic in nics:
+        card = cards[nic.position]
+        if nic.dvs_uuid is not None and nic.dv_port_group is not None:
+            card.backing = vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
+                port=vim.dvs.PortConnection(switchUuid=nic.dvs_uuid, portgroupKey=nic.dv_port_group)
+            )
+        else:
+            card.backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(deviceName=nic.port_group)
+        changes.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=card))
+    return changes
