@@ -88,14 +88,14 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// a host added by a task is given its agent manager before anyone can read it
 		f.agentMgr.ensure()
 	}
-	routed, kind := routeDVPortCalls(body)
+	routed, routedType, kind := routeDVPortCalls(body)
 	r.Body = io.NopCloser(bytes.NewReader(routed))
 	r.ContentLength = int64(len(routed))
 	if kind == "" {
 		f.sim.ServeHTTP(w, r)
 		return
 	}
-	rw := &routedWriter{ResponseWriter: w, kind: kind}
+	rw := &routedWriter{ResponseWriter: w, routed: routedType, kind: kind}
 	f.sim.ServeHTTP(rw, r)
 	rw.flush()
 }
