@@ -316,3 +316,22 @@ func TestSetFieldReplacesTheValueAndWakesAWait(t *testing.T) {
 		t.Fatalf("want ManagedObjectNotFound, got %v", err)
 	}
 }
+
+func TestASwitchCanBeCalledAsVmwareDistributedVirtualSwitch(t *testing.T) {
+	ctx := context.Background()
+	c := served(ctx, t, twoHosts()).Client
+	sw := theSwitchNamed(t, c, "DVS0")
+	ref := types.ManagedObjectReference{Type: "VmwareDistributedVirtualSwitch", Value: sw.Reference().Value}
+	dvs := readSwitch(ctx, t, c, sw)
+	task, err := object.NewDistributedVirtualSwitch(c, ref).Reconfigure(ctx, &types.VMwareDVSConfigSpec{
+		DVSConfigSpec: types.DVSConfigSpec{ConfigVersion: dvs.Config.GetDVSConfigInfo().ConfigVersion, Description: "by its vCenter type"}})
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		t.Fatalf("ReconfigureDvs_Task on %v: %v", ref, err)
+	}
+	if got := readSwitch(ctx, t, c, sw).Config.GetDVSConfigInfo().Description; got != "by its vCenter type" {
+		t.Fatalf("want the description set, got %q", got)
+	}
+}
