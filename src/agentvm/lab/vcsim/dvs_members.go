@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"reflect"
 	"strconv"
 
@@ -98,8 +99,21 @@ type memberChange struct {
 	nics []string
 }
 
-// checkMembers checks every host spec before anything changes (a reconfigure is all or nothing).
-func checkMembers(sw *simulator.DistributedVirtualSwitch, specs []types.DistributedVirtualSwitchHostMemberConfigSpec) ([]memberChange, types.BaseMethodFault) {
+// runTask runs task; when it fails and msg says why, its error carries that message (0.24.2's says only
+// the fault's Go type, "*types.ResourceInUse").
+func runTask(task *simulator.Task, msg *string) types.ManagedObjectReference {
+	ref := task.Run()
+	if *msg != "" && task.Info.Error != nil {
+		e := *task.Info.Error
+		e.LocalizedMessage = *msg
+		simulator.Map.Update(task, []types.PropertyChange{{Name: "info.error", Val: e}})
+	}
+	return ref
+}
+
+// checkMembers checks every host spec before anything changes (a reconfigure is all or nothing); msg
+// says why one is refused.
+func checkMembers(sw *simulator.DistributedVirtualSwitch, specs []types.DistributedVirtualSwitchHostMemberConfigSpec, msg *string) ([]memberChange, types.BaseMethodFault) {
 	var changes []memberChange
 	seen := map[types.ManagedObjectReference]bool{}
 	for _, spec := range specs {
@@ -116,10 +130,12 @@ func checkMembers(sw *simulator.DistributedVirtualSwitch, specs []types.Distribu
 		switch types.ConfigSpecOperation(spec.Operation) {
 		case types.ConfigSpecOperationAdd:
 			if member {
+				*msg = fmt.Sprintf("host %s is a member of switch %s already", host.Name, sw.Name)
 				return nil, &types.AlreadyExists{Name: host.Name}
 			}
 		case types.ConfigSpecOperationEdit, types.ConfigSpecOperationRemove:
 			if !member {
+				*msg = fmt.Sprintf("host %s is not a member of switch %s", host.Name, sw.Name)
 				return nil, &types.NotFound{}
 			}
 		default:
@@ -132,12 +148,13 @@ func checkMembers(sw *simulator.DistributedVirtualSwitch, specs []types.Distribu
 					continue
 				}
 				if pg := simulator.FindReference(vm.Network, sw.Portgroup...); pg != nil {
+					*msg = fmt.Sprintf("VM %s of host %s is connected to port group %s of switch %s", vm.Name, host.Name, pg.Value, sw.Name)
 					return nil, &types.ResourceInUse{Type: pg.Type, Name: pg.Value}
 				}
 			}
 		} else {
 			var fault types.BaseMethodFault
-			simulator.Map.WithLock(host, func() { fault = checkMemberNics(host, sw.Uuid, change.nics) })
+			simulator.Map.WithLock(host, func() { fault = checkMemberNics(host, sw.Uuid, change.nics, msg) })
 			if fault != nil {
 				return nil, fault
 			}
@@ -148,11 +165,12 @@ func checkMembers(sw *simulator.DistributedVirtualSwitch, specs []types.Distribu
 }
 
 // checkMemberNics: each NIC is the host's, named once, and no uplink of a vSwitch or another switch.
-func checkMemberNics(host *simulator.HostSystem, uuid string, nics []string) types.BaseMethodFault {
+func checkMemberNics(host *simulator.HostSystem, uuid string, nics []string, msg *string) types.BaseMethodFault {
 	info := host.Config.Network
 	seen := map[string]bool{}
 	for _, d := range nics {
 		if seen[d] {
+			*msg = fmt.Sprintf("physical NIC %s of host %s is named twice", d, host.Name)
 			return &types.InvalidArgument{InvalidProperty: "spec.host.backing.pnicSpec"}
 		}
 		seen[d] = true
@@ -161,9 +179,11 @@ func checkMemberNics(host *simulator.HostSystem, uuid string, nics []string) typ
 			found = found || p.Device == d
 		}
 		if !found {
+			*msg = fmt.Sprintf("physical NIC %s not found on host %s", d, host.Name)
 			return &types.NotFound{}
 		}
 		if user := pnicUser(info, d); user != "" && user != uuid {
+			*msg = fmt.Sprintf("physical NIC %s of host %s is in use by %s", d, host.Name, user)
 			return &types.ResourceInUse{Type: "PhysicalNic", Name: d}
 		}
 	}
@@ -249,6 +269,7 @@ func applyMember(sw *simulator.DistributedVirtualSwitch, c memberChange) {
 
 func (p *dvPorts) ReconfigureDvsTask(ctx *simulator.Context, req *types.ReconfigureDvs_Task) soap.HasFault {
 	sw := simulator.Map.Get(p.dvs).(*simulator.DistributedVirtualSwitch)
+	var msg string
 	task := simulator.CreateTask(sw, "reconfigureDvs", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
 		hostNetworkMu.Lock()
 		defer hostNetworkMu.Unlock()
@@ -263,9 +284,11 @@ func (p *dvPorts) ReconfigureDvsTask(ctx *simulator.Context, req *types.Reconfig
 			}
 			config = sw.Config.GetDVSConfigInfo()
 			if fault = staleVersion(spec.ConfigVersion, config.ConfigVersion); fault != nil {
+				msg = fmt.Sprintf("switch %s is at configVersion %s, not %s: it changed since it was read", sw.Name,
+					config.ConfigVersion, spec.ConfigVersion)
 				return
 			}
-			changes, fault = checkMembers(sw, spec.Host)
+			changes, fault = checkMembers(sw, spec.Host, &msg)
 		})
 		if fault != nil {
 			return nil, fault
@@ -318,7 +341,7 @@ func (p *dvPorts) ReconfigureDvsTask(ctx *simulator.Context, req *types.Reconfig
 		})
 		return nil, nil
 	})
-	return &methods.ReconfigureDvs_TaskBody{Res: &types.ReconfigureDvs_TaskResponse{Returnval: task.Run()}}
+	return &methods.ReconfigureDvs_TaskBody{Res: &types.ReconfigureDvs_TaskResponse{Returnval: runTask(task, &msg)}}
 }
 
 func (p *dvPorts) CreateDVPortgroupTask(ctx *simulator.Context, req *types.CreateDVPortgroup_Task) soap.HasFault {
@@ -393,6 +416,7 @@ func mergeSetting(base, change types.BaseDVPortSetting) types.BaseDVPortSetting 
 
 func (p *dvPortgroup) ReconfigureDVPortgroupTask(ctx *simulator.Context, req *types.ReconfigureDVPortgroup_Task) soap.HasFault {
 	pg := simulator.Map.Get(p.pg).(*simulator.DistributedVirtualPortgroup)
+	var msg string
 	task := simulator.CreateTask(pg, "reconfigureDvPortgroup", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
 		spec := req.Spec
 		var sw *simulator.DistributedVirtualSwitch
@@ -411,6 +435,8 @@ func (p *dvPortgroup) ReconfigureDVPortgroupTask(ctx *simulator.Context, req *ty
 		simulator.Map.WithLock(pg, func() {
 			config := pg.Config
 			if fault = staleVersion(spec.ConfigVersion, config.ConfigVersion); fault != nil {
+				msg = fmt.Sprintf("port group %s is at configVersion %s, not %s: it changed since it was read", pg.Name,
+					config.ConfigVersion, spec.ConfigVersion)
 				return
 			}
 			config.DefaultPortConfig = mergeSetting(config.DefaultPortConfig, spec.DefaultPortConfig)
@@ -463,11 +489,12 @@ func (p *dvPortgroup) ReconfigureDVPortgroupTask(ctx *simulator.Context, req *ty
 		}
 		return nil, nil
 	})
-	return &methods.ReconfigureDVPortgroup_TaskBody{Res: &types.ReconfigureDVPortgroup_TaskResponse{Returnval: task.Run()}}
+	return &methods.ReconfigureDVPortgroup_TaskBody{Res: &types.ReconfigureDVPortgroup_TaskResponse{Returnval: runTask(task, &msg)}}
 }
 
 func (p *dvPortgroup) DestroyTask(ctx *simulator.Context, req *types.Destroy_Task) soap.HasFault {
 	pg := simulator.Map.Get(p.pg).(*simulator.DistributedVirtualPortgroup)
+	var msg string
 	task := simulator.CreateTask(pg, "destroy", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
 		var vms, hosts []types.ManagedObjectReference
 		simulator.Map.WithLock(pg, func() {
@@ -480,6 +507,7 @@ func (p *dvPortgroup) DestroyTask(ctx *simulator.Context, req *types.Destroy_Tas
 			}
 		}
 		if len(vms) > 0 {
+			msg = fmt.Sprintf("port group %s has %d VM(s) connected", pg.Name, len(vms))
 			return nil, &types.ResourceInUse{Type: pg.Self.Type, Name: pg.Name}
 		}
 		body := pg.DestroyTask(ctx, &types.Destroy_Task{This: pg.Self})
@@ -501,7 +529,7 @@ func (p *dvPortgroup) DestroyTask(ctx *simulator.Context, req *types.Destroy_Tas
 		}
 		return nil, nil
 	})
-	return &methods.Destroy_TaskBody{Res: &types.Destroy_TaskResponse{Returnval: task.Run()}}
+	return &methods.Destroy_TaskBody{Res: &types.Destroy_TaskResponse{Returnval: runTask(task, &msg)}}
 }
 
 // ensureDVPortgroup registers the dvPortgroup object of port group ref (once).

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/vmware/govmomi/object"
@@ -82,8 +83,8 @@ func TestAHostJoinsASwitchWithAFreeNicAndLeavesIt(t *testing.T) {
 
 	for nic, want := range map[string]interface{}{"vmnic0": types.ResourceInUse{}, "vmnic9": types.NotFound{}} {
 		err := members(ctx, c, sw, v0, types.ConfigSpecOperationAdd, map[types.ManagedObjectReference]string{h0: "vmnic1", h1: nic})
-		if got := faultOf(err); reflect.TypeOf(got) != reflect.TypeOf(want) {
-			t.Fatalf("joining on %s: want %T, got %v", nic, want, err)
+		if got := faultOf(err); reflect.TypeOf(got) != reflect.TypeOf(want) || !strings.Contains(err.Error(), nic) {
+			t.Fatalf("joining on %s: want %T naming the NIC, got %v", nic, want, err)
 		}
 	}
 	if got := readSwitch(ctx, t, c, sw); len(got.Summary.HostMember) != 0 || got.Config.GetDVSConfigInfo().ConfigVersion != v0 {
