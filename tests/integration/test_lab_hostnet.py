@@ -298,3 +298,38 @@ def test_ownership_is_recorded_in_a_host_custom_attribute(session: Session, host
     assert not host_state(snapshot, hosts[H1]).owned
     values = [v for v in session.mo(MoRef("HostSystem", hosts[H0])).customValue if v.key == key]
     assert len(values) == 1, "SetField left the old value beside the new one"
+
+
+def test_a_vm_nic_on_the_fabric_port_group_keeps_it(vcsim_factory: Callable[..., VcsimInfo]) -> None:
+    info = vcsim_factory(clusters=1, hosts=1, vms=1)
+    conn = VCenterConnection(
+        url=info.url, username=info.username, password=Secret(info.password), thumbprint=info.thumbprint
+    )
+    with Session(conn) as session:
+        inventory = read_inventory(session)
+        (host,) = inventory.hosts
+        (vm,) = inventory.vms
+        _, refs = read(session, {host.name: host.moref.value})
+        ns = refs.network_systems[host.moref.value]
+        hostnet.add_vswitch(session, ns, "vSwitch1", "vmnic1", label=host.name)
+        hostnet.add_port_group(session, ns, "contrail-fabric", "vSwitch1", vlan=10, label=host.name)
+        hostnet.connect_vm_nics(
+            session,
+            vm.moref.value,
+            {0: hostnet.StandardNicTarget("contrail-fabric")},
+            by_position=True,
+            label=vm.name,
+        )
+        (nic,) = hostnet.read_vm_nics(session, vm.moref.value)
+        assert nic.port_group == "contrail-fabric"
+        with pytest.raises(TransientError, match=vm.name) as in_use:
+            hostnet.remove_port_group(session, ns, "contrail-fabric", label=host.name)
+        assert fault_name(in_use.value) == "ResourceInUse"
+        hostnet.connect_vm_nics(
+            session,
+            vm.moref.value,
+            {0: hostnet.StandardNicTarget("VM Network")},
+            by_position=True,
+            label=vm.name,
+        )
+        hostnet.remove_port_group(session, ns, "contrail-fabric", label=host.name)
