@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 
@@ -90,6 +91,22 @@ func parseHostPnics(values []string) (map[string][]string, error) {
 		}
 	}
 	return hosts, nil
+}
+
+// unknownHosts are the names of hosts that are not in the inventory, sorted (a typo in --host-pnics).
+func unknownHosts(hosts map[string][]string) []string {
+	known := map[string]bool{}
+	for _, e := range simulator.Map.All("HostSystem") {
+		known[e.Entity().Name] = true
+	}
+	var missing []string
+	for name := range hosts {
+		if !known[name] {
+			missing = append(missing, name)
+		}
+	}
+	sort.Strings(missing)
+	return missing
 }
 
 // hostPnicsFlag is the repeatable --host-pnics flag.

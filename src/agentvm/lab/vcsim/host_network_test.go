@@ -387,3 +387,12 @@ func TestAWaitOnConfigNetworkWakesWhenAPortGroupIsAdded(t *testing.T) {
 		t.Fatalf("want config.network with pg-watched, got %#v", u.ChangeSet[0].Val)
 	}
 }
+
+func TestHostPnicsNamingAHostTheInventoryLacksIsFound(t *testing.T) {
+	ctx := context.Background()
+	served(ctx, t, twoHosts())
+	got := unknownHosts(map[string][]string{"DC0_C0_H0": {"vmnic0"}, "DC0_C9_H0": {}, "H": nil})
+	if !reflect.DeepEqual(got, []string{"DC0_C9_H0", "H"}) {
+		t.Fatalf("want DC0_C9_H0 and H unknown, got %v", got)
+	}
+}

@@ -51,6 +51,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
@@ -175,6 +176,10 @@ func main() {
 	}
 	defer m.Remove()
 	mgrs := extend(m, *instanceUUID)
+	if missing := unknownHosts(perHost); len(missing) > 0 {
+		fail(exitUsage, "--host-pnics names no host of this inventory: %s (hosts are named like DC0_C0_H0)",
+			strings.Join(missing, ", "))
+	}
 
 	m.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, password)}
 	var cert tls.Certificate
