@@ -63,7 +63,8 @@ def _needs_the_lab_marker(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture
 def vcsim_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., VcsimInfo]]:
-    """``vcsim_factory(hosts=4, vms=2, eam_backend="http://127.0.0.1:N")`` → a running simulator."""
+    """``vcsim_factory(hosts=4, vms=2, pnics=3, eam_backend="http://127.0.0.1:N")`` → a running simulator;
+    ``host_pnics={"DC0_C0_H0": ["vmnic0"]}`` gives those hosts only the NICs listed."""
     _needs_the_lab_marker(request)
     started: list[Vcsim] = []
 
@@ -72,9 +73,16 @@ def vcsim_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Vcsi
         plain_http: bool = False,
         eam_backend: str | None = None,
         port: int = 0,
+        host_pnics: dict[str, list[str]] | None = None,
         **shape: int | bool,
     ) -> VcsimInfo:
-        sim = Vcsim(Shape(**shape), plain_http=plain_http, eam_backend=eam_backend, port=port)  # type: ignore[arg-type]
+        sim = Vcsim(
+            Shape(**shape),  # type: ignore[arg-type]
+            plain_http=plain_http,
+            eam_backend=eam_backend,
+            port=port,
+            host_pnics=host_pnics,
+        )
         started.append(sim)
         return sim.info
 

@@ -46,6 +46,9 @@ def up(
     standalone: Annotated[int, typer.Option(help="Standalone hosts per datacenter.")] = 0,
     vms: Annotated[int, typer.Option(help="Workload VMs per host.")] = 0,
     dvs: Annotated[bool, typer.Option(help="A distributed switch per datacenter.")] = True,
+    pnics: Annotated[
+        int, typer.Option(help="Physical NICs per host (vmnic0..; vSwitch0 is bound to vmnic0).")
+    ] = 2,
     port: Annotated[int, typer.Option(help="vCenter port on 127.0.0.1 (0 = any free port).")] = 0,
     plain_http: Annotated[bool, typer.Option(help="Serve plain HTTP instead of HTTPS.")] = False,
     deploy_per_cluster: Annotated[
@@ -64,7 +67,7 @@ def up(
     state_dir: StateDir = None,
 ) -> None:
     """Start the lab (building the simulator first if needed); a running lab is reused."""
-    shape = Shape(datacenters, clusters, hosts, standalone, vms, dvs)
+    shape = Shape(datacenters, clusters, hosts, standalone, vms, dvs, pnics)
     if not 0 <= port <= 65535:
         fail(f"--port must be 0-65535 (got {port})", exitcodes.BAD_INPUT)
     try:

@@ -181,6 +181,7 @@ def up(
         f"--hosts={shape.hosts}",
         f"--standalone={shape.standalone}",
         f"--vms={shape.vms}",
+        f"--pnics={shape.pnics}",
         f"--port={port}",
         f"--deploy-per-cluster={deploy_per_cluster}",
         f"--deploy-total={deploy_total}",
@@ -255,7 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     """The detached supervisor: run a Lab until SIGTERM/SIGINT, keeping state.json current."""
     parser = argparse.ArgumentParser(prog="agentvm.lab.runner")
     parser.add_argument("--state-dir", type=Path, required=True)
-    for name, default in (("datacenters", 1), ("clusters", 2), ("hosts", 3), ("standalone", 0), ("vms", 0)):
+    for name, default in (
+        ("datacenters", 1),
+        ("clusters", 2),
+        ("hosts", 3),
+        ("standalone", 0),
+        ("vms", 0),
+        ("pnics", 2),
+    ):
         parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--no-dvs", action="store_true")
     parser.add_argument("--port", type=int, default=0)
@@ -267,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     # runner.log: warnings of every part, and the lab's own notes (which world runs, what was discarded)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("agentvm.lab").setLevel(logging.INFO)
-    shape = Shape(args.datacenters, args.clusters, args.hosts, args.standalone, args.vms, not args.no_dvs)
+    shape = Shape(
+        args.datacenters, args.clusters, args.hosts, args.standalone, args.vms, not args.no_dvs, args.pnics
+    )
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -42,7 +42,8 @@ class LabError(Exception):
 
 @dataclass(frozen=True)
 class Shape:
-    """The simulated inventory: per datacenter, clusters × hosts, plus standalone hosts; VMs per host."""
+    """The simulated inventory: per datacenter, clusters × hosts, plus standalone hosts; VMs per host;
+    physical NICs per host (vmnic0..vmnic{pnics-1}, vSwitch0 bound to vmnic0)."""
 
     datacenters: int = 1
     clusters: int = 2
@@ -50,12 +51,13 @@ class Shape:
     standalone: int = 0
     vms: int = 0
     dvs: bool = True
+    pnics: int = 2
 
     def validate(self) -> None:
         """Raise LabError (exit 2) naming the first bad count and what is allowed."""
         if self.datacenters < 1:
             raise LabError(f"--datacenters must be 1 or more (got {self.datacenters})", 2)
-        for name in ("clusters", "hosts", "standalone", "vms"):
+        for name in ("clusters", "hosts", "standalone", "vms", "pnics"):
             value = getattr(self, name)
             if value < 0:
                 raise LabError(f"--{name} must be 0 or more (got {value})", 2)
@@ -93,6 +95,7 @@ class VcsimInfo:
     start_seconds: float = 0.0
     # about.instanceUuid: names this world (a lab's own, or vcsim's fixed one, the same in every simulator)
     instance_uuid: str = ""
+    pnics: int = 2  # physical NICs per host (but the hosts given their own with ``host_pnics``)
 
     @property
     def host(self) -> str:
@@ -201,6 +204,20 @@ def parse_method_delay(text: str) -> dict[str, int]:
     return delays
 
 
+_PNIC = re.compile(r"vmnic[0-9]+")
+
+
+def _host_pnics_args(host_pnics: Mapping[str, Sequence[str]]) -> list[str]:
+    """``--host-pnics=HOST=vmnic0,vmnic1`` per host; LabError (exit 2) for a NIC not named like vmnic0."""
+    args = []
+    for host, nics in host_pnics.items():
+        bad = [n for n in nics if not _PNIC.fullmatch(n)]
+        if not host or "=" in host or "," in host or bad:
+            raise LabError(f"host_pnics: {host!r}: {nics!r} must be NIC names like vmnic0 of a named host", 2)
+        args.append(f"--host-pnics={host}=" + ",".join(nics))
+    return args
+
+
 def _delay_args(delay: int, method_delay: Mapping[str, int]) -> list[str]:
     """The simulator's ``--delay``/``--method-delay`` flags; LabError (exit 2) naming a bad value."""
     if delay < 0:
@@ -287,8 +304,12 @@ class Vcsim:
         instance_uuid: str | None = None,
         delay: int = 0,
         method_delay: Mapping[str, int] | None = None,
+        host_pnics: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """``instance_uuid`` gives this simulator's world its own about.instanceUuid (``Lab`` does).
+
+        ``host_pnics`` gives the hosts it names (by inventory name, e.g. ``DC0_C0_H0``) exactly the physical
+        NICs listed (``{"DC0_C0_H0": ["vmnic0"]}``; an empty list: none) instead of ``shape.pnics``.
 
         ``delay`` (milliseconds added to every SOAP call) and ``method_delay`` (milliseconds added to the
         SOAP methods it names, e.g. ``{"RetrievePropertiesEx": 50}``) model a real vCenter's latency, for
@@ -308,6 +329,7 @@ class Vcsim:
             f"--standalone={shape.standalone}",
             f"--vms={shape.vms}",
             f"--dvs={'true' if shape.dvs else 'false'}",
+            f"--pnics={shape.pnics}",
             f"--plain-http={'true' if plain_http else 'false'}",
             f"--info-file={info_file}",
         ]
@@ -316,6 +338,7 @@ class Vcsim:
         if instance_uuid:
             args.append(f"--instance-uuid={instance_uuid}")
         args += delay_args
+        args += _host_pnics_args(host_pnics or {})
         env = dict(os.environ)
         if password:
             env["AGENTVM_VCSIM_PASSWORD"] = password  # by environment, never on the command line

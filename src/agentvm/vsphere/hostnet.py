@@ -24,7 +24,7 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from agentvm.model.agency import MoRef
-from agentvm.model.errors import ConfigurationError, NotFoundError
+from agentvm.model.errors import AgentvmError, ConfigurationError, NotFoundError, TransientError
 from agentvm.model.hostnet import (
     OWNER_FIELD,
     OWNER_MARK,
@@ -312,7 +312,7 @@ def dv_port_group_state(o: ObjectProps) -> DvPortGroupState:
 # -- standard vSwitches and port groups (HostNetworkSystem, one call each, no task) --------------------------
 
 
-def _exists(exc: ConfigurationError, what: str) -> ConfigurationError:
+def _exists(exc: AgentvmError, what: str) -> AgentvmError:
     if fault_name(exc) in _EXISTS:
         return AlreadyThere(f"{what}: it exists already and is not recorded as agentvm's ({exc})")
     return exc
@@ -332,7 +332,7 @@ def add_vswitch(
     what = f"create vSwitch {name} on {label} bound to {pnic}"
     try:
         session.mo(network_system).AddVirtualSwitch(vswitchName=name, spec=_vswitch_spec(pnic, mtu))
-    except ConfigurationError as exc:
+    except (ConfigurationError, TransientError) as exc:
         raise _named(_exists(exc, what), what, pnic) from exc
 
 
@@ -343,7 +343,7 @@ def update_vswitch(
     what = f"bind vSwitch {name} on {label} to {pnic}"
     try:
         session.mo(network_system).UpdateVirtualSwitch(vswitchName=name, spec=_vswitch_spec(pnic, mtu))
-    except ConfigurationError as exc:
+    except (ConfigurationError, TransientError) as exc:
         raise _named(exc, what, pnic) from exc
 
 
@@ -352,7 +352,7 @@ def remove_vswitch(session: Session, network_system: MoRef, name: str, *, label:
     what = f"remove vSwitch {name} from {label}"
     try:
         session.mo(network_system).RemoveVirtualSwitch(vswitchName=name)
-    except ConfigurationError as exc:
+    except (ConfigurationError, TransientError) as exc:
         raise _named(exc, what, None) from exc
 
 
@@ -386,7 +386,7 @@ def add_port_group(
     what = f"create port group {name} (VLAN {vlan}) on vSwitch {vswitch} of {label}"
     try:
         session.mo(network_system).AddPortGroup(portgrp=_pg_spec(name, vswitch, vlan, security))
-    except ConfigurationError as exc:
+    except (ConfigurationError, TransientError) as exc:
         raise _named(_exists(exc, what), what, None) from exc
 
 
@@ -406,7 +406,7 @@ def update_port_group(
         session.mo(network_system).UpdatePortGroup(
             pgName=name, portgrp=_pg_spec(name, vswitch, vlan, security)
         )
-    except ConfigurationError as exc:
+    except (ConfigurationError, TransientError) as exc:
         raise _named(exc, what, None) from exc
 
 
@@ -415,23 +415,35 @@ def remove_port_group(session: Session, network_system: MoRef, name: str, *, lab
     what = f"remove port group {name} from {label}"
     try:
         session.mo(network_system).RemovePortGroup(pgName=name)
-    except ConfigurationError as exc:
+    except (ConfigurationError, TransientError) as exc:
         raise _named(exc, what, None) from exc
 
 
-def _named(exc: ConfigurationError, what: str, pnic: str | None) -> ConfigurationError:
+def _named(exc: AgentvmError, what: str, pnic: str | None) -> AgentvmError:
+    """``exc`` (from a HostNetworkSystem or task call) as the error this adapter raises: naming ``what``,
+    keeping its fault name and its kind, except that a physical NIC the host lacks or another switch uses
+    (``NotFound``, ``ResourceInUse``, ``InvalidArgument`` of a call given ``pnic``) is a ConfigurationError
+    naming the NIC: waiting does not free it (vSphere's ``ResourceInUse`` is otherwise TransientError)."""
     if isinstance(exc, AlreadyThere):
         return exc
     name = fault_name(exc)
-    if name in ("NotFound", "ManagedObjectNotFound"):
-        return NotFoundError(
-            f"cannot {what}: not found ({exc}); check the name against the host's networking"
-        )
+    out: AgentvmError
     if pnic is not None and name in ("InvalidArgument", "ResourceInUse", "NotFound"):
-        return ConfigurationError(
-            f"cannot {what}: ({exc}); check that the host has a free physical NIC {pnic}"
-        )
-    return ConfigurationError(f"cannot {what}: {exc}")
+        cls = NotFoundError if name == "NotFound" else ConfigurationError
+        out = cls(f"cannot {what}: ({exc}); check that the host has a free physical NIC {pnic}")
+    elif name in ("NotFound", "ManagedObjectNotFound"):
+        out = NotFoundError(f"cannot {what}: not found ({exc}); check the name against the host's networking")
+    elif isinstance(exc, TransientError):
+        out = TransientError(f"cannot {what}: {exc}")
+    else:
+        out = ConfigurationError(f"cannot {what}: {exc}")
+    return _with_fault(out, name)
+
+
+def _with_fault(error: AgentvmError, name: str | None) -> AgentvmError:
+    """``error`` carrying the fault name of the error it replaces, for ``fault_name``."""
+    error.fault_name = name  # type: ignore[attr-defined]
+    return error
 
 
 # -- the ownership record (custom attribute on the host) -----------------------------------------------------
@@ -540,14 +552,23 @@ def _reconfigure_dvs(
     try:
         task = switch.ReconfigureDvs_Task(spec=spec)
         wait_for_task(session, task, what=what, timeout=timeout)
-    except ConfigurationError as exc:
+    except (ConfigurationError, TransientError) as exc:
         if isinstance(exc, AlreadyThere):
             raise
-        if fault_name(exc) in _EXISTS:
+        name = fault_name(exc)
+        if name in _EXISTS:
             raise AlreadyThere(f"{what}: a host is a member already ({exc})") from exc
-        raise ConfigurationError(
-            f"cannot {what}: {exc}; check the hosts and that each physical NIC is free"
-        ) from exc
+        out: AgentvmError
+        if name == "ConcurrentAccess":
+            out = TransientError(f"cannot {what}: the switch changed since it was read ({exc}); re-read it")
+        elif isinstance(exc, TransientError) and not (name == "ResourceInUse" and operation == "add"):
+            out = TransientError(f"cannot {what}: {exc}")
+        else:
+            # a NIC the host lacks or a vSwitch uses (ResourceInUse): waiting does not free it
+            out = ConfigurationError(
+                f"cannot {what}: {exc}; check the hosts and that each physical NIC is free"
+            )
+        raise _with_fault(out, name) from exc
 
 
 def _dvpg_spec(

@@ -73,7 +73,8 @@ func (m *EsxAgentHostManager) EsxAgentHostManagerUpdateConfig(ctx *simulator.Con
 	return body
 }
 
-// agentManagers gives every host that lacks one its EsxAgentHostManager. It runs after the model is
+// agentManagers gives every host that lacks one its EsxAgentHostManager (and its physical NICs and network
+// system, host_network.go). It runs after the model is
 // built and again whenever hosts may have been added (AddHost_Task, AddStandaloneHost_Task).
 type agentManagers struct {
 	mu   sync.Mutex
@@ -99,6 +100,7 @@ func (a *agentManagers) ensure() {
 		})
 		a.done[host.Self] = true
 		shareClusterStorage(host)
+		setupHostNetwork(host)
 	}
 }
 

@@ -18,12 +18,14 @@ import (
 // each port's own settings and connectee. 0.24.2 has no ReconfigureDVPort_Task, and its FetchDVPorts
 // returns every port group's default setting under per-port-group keys. The simulator's switch type can
 // neither get new methods from here nor be replaced (other simulator code type-asserts it), so the front
-// routes these two calls to a dvPorts object per switch, registered under the moref type "AgentvmDVPorts".
+// routes these two calls (and the switch calls of dvs_members.go) to a dvPorts object per switch,
+// registered under the moref type "AgentvmDVPorts"; routeDVPortCalls also routes a few DV port group and
+// CustomFieldsManager calls the same way.
 
 const dvPortsType = "AgentvmDVPorts"
 
 var reDVPortCall = regexp.MustCompile(
-	`(?s)(<(?:ReconfigureDVPort_Task|FetchDVPorts)\b[^>]*>\s*<_this\b[^>]*?type=")([^"]*)("[^>]*>)([^<]*)(</_this>)`)
+	`(?s)(<(ReconfigureDVPort_Task|FetchDVPorts|ReconfigureDvs_Task|CreateDVPortgroup_Task|ReconfigureDVPortgroup_Task|Destroy_Task|SetField)\b[^>]*>\s*<_this\b[^>]*?type=")([^"]*)("[^>]*>)([^<]*)(</_this>)`)
 
 type dvPorts struct {
 	self     types.ManagedObjectReference
@@ -36,30 +38,50 @@ func (p *dvPorts) Reference() types.ManagedObjectReference { return p.self }
 
 var dvPortsMu sync.Mutex
 
-// routeDVPortCalls rewrites the _this of ReconfigureDVPort_Task / FetchDVPorts to the switch's dvPorts;
-// it returns the body and the switch's own type ("" when nothing was routed).
-func routeDVPortCalls(body []byte) ([]byte, string) {
+// routeDVPortCalls rewrites the _this of the calls 0.24.2 answers differently from vCenter to the object
+// that answers them here: a switch's ReconfigureDVPort_Task, FetchDVPorts, ReconfigureDvs_Task and
+// CreateDVPortgroup_Task to its dvPorts (dvs_members.go has the last two), a DV port group's
+// ReconfigureDVPortgroup_Task and Destroy_Task to its dvPortgroup, the CustomFieldsManager's SetField to
+// customFields (custom_fields.go). It returns the body, the routed type and the object's own type (""
+// when nothing was routed).
+func routeDVPortCalls(body []byte) ([]byte, string, string) {
 	m := reDVPortCall.FindSubmatchIndex(body)
 	if m == nil {
-		return body, ""
+		return body, "", ""
 	}
-	kind, moid := string(body[m[4]:m[5]]), string(body[m[8]:m[9]])
-	dvs := types.ManagedObjectReference{Type: kind, Value: moid}
-	if _, ok := simulator.Map.Get(dvs).(*simulator.DistributedVirtualSwitch); !ok {
-		return body, "" // not a switch: let the simulator answer ManagedObjectNotFound
+	method, kind, moid := string(body[m[4]:m[5]]), string(body[m[6]:m[7]]), string(body[m[10]:m[11]])
+	ref := types.ManagedObjectReference{Type: kind, Value: moid}
+	var routed string
+	switch obj := simulator.Map.Get(ref).(type) {
+	case *simulator.DistributedVirtualSwitch:
+		switch method {
+		case "ReconfigureDVPort_Task", "FetchDVPorts", "ReconfigureDvs_Task", "CreateDVPortgroup_Task":
+			routed = dvPortsType
+			self := types.ManagedObjectReference{Type: dvPortsType, Value: moid}
+			dvPortsMu.Lock()
+			if simulator.Map.Get(self) == nil {
+				simulator.Map.Put(&dvPorts{self: self, dvs: ref,
+					vlans: map[string]types.BaseVmwareDistributedVirtualSwitchVlanSpec{}, versions: map[string]int{}})
+			}
+			dvPortsMu.Unlock()
+		}
+	case *simulator.DistributedVirtualPortgroup:
+		if method == "ReconfigureDVPortgroup_Task" || method == "Destroy_Task" {
+			routed = ensureDVPortgroup(obj.Self).Type
+		}
+	case *simulator.CustomFieldsManager:
+		if method == "SetField" {
+			routed = ensureCustomFields(obj.Self).Type
+		}
 	}
-	self := types.ManagedObjectReference{Type: dvPortsType, Value: moid}
-	dvPortsMu.Lock()
-	if simulator.Map.Get(self) == nil {
-		simulator.Map.Put(&dvPorts{self: self, dvs: dvs,
-			vlans: map[string]types.BaseVmwareDistributedVirtualSwitchVlanSpec{}, versions: map[string]int{}})
+	if routed == "" {
+		return body, "", "" // not ours: let the simulator answer (ManagedObjectNotFound for a missing object)
 	}
-	dvPortsMu.Unlock()
 	var b bytes.Buffer
-	b.Write(body[:m[4]])
-	b.WriteString(dvPortsType)
-	b.Write(body[m[5]:])
-	return b.Bytes(), kind
+	b.Write(body[:m[6]])
+	b.WriteString(routed)
+	b.Write(body[m[7]:])
+	return b.Bytes(), routed, kind
 }
 
 type dvPortInfo struct {
@@ -204,15 +226,16 @@ func markUplinks() {
 // parse — pyVmomi knows no "AgentvmDVPorts".
 type routedWriter struct {
 	http.ResponseWriter
-	kind string
-	buf  bytes.Buffer
+	routed string // the type the call was routed to
+	kind   string // the object's own type
+	buf    bytes.Buffer
 }
 
 func (w *routedWriter) Write(b []byte) (int, error) { return w.buf.Write(b) }
 
 func (w *routedWriter) flush() {
-	body := bytes.ReplaceAll(w.buf.Bytes(), []byte(`type="`+dvPortsType+`"`), []byte(`type="`+w.kind+`"`))
-	body = bytes.ReplaceAll(body, []byte(dvPortsType+":"), []byte(w.kind+":"))
+	body := bytes.ReplaceAll(w.buf.Bytes(), []byte(`type="`+w.routed+`"`), []byte(`type="`+w.kind+`"`))
+	body = bytes.ReplaceAll(body, []byte(w.routed+":"), []byte(w.kind+":"))
 	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 	_, _ = w.ResponseWriter.Write(body)
 }

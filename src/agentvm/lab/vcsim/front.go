@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
 )
 
 // the HTTP front: certificate login routing, host watch, DV port routing, /eam/sdk
 
 var (
-	reLoginExt = regexp.MustCompile(`<LoginExtensionByCertificate\b`)
-	reAddHost  = regexp.MustCompile(`<(AddHost_Task|AddStandaloneHost_Task)\b`)
+	reVmwareSwitch = regexp.MustCompile(`(<_this\b[^>]*?type=")VmwareDistributedVirtualSwitch("[^>]*>)([^<]*)(</_this>)`)
+	reLoginExt     = regexp.MustCompile(`<LoginExtensionByCertificate\b`)
+	reAddHost      = regexp.MustCompile(`<(AddHost_Task|AddStandaloneHost_Task)\b`)
 )
 
 type front struct {
@@ -52,6 +54,26 @@ func soapPanic(w http.ResponseWriter, cause interface{}) {
 		`<soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>simulator error: %s</faultstring>`+
 		`<detail><SystemErrorFault xmlns="urn:vim25" xsi:type="SystemError"><reason>%s</reason></SystemErrorFault>`+
 		`</detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>`, msg, msg)
+}
+
+// aliasSwitchType lets a call name a switch as VmwareDistributedVirtualSwitch, the type a real vCenter
+// gives a VMware distributed switch (clients that know only its moid use it): 0.24.2 registers its
+// switches as DistributedVirtualSwitch and finds objects by type and moid.
+func aliasSwitchType(body []byte) []byte {
+	m := reVmwareSwitch.FindSubmatchIndex(body)
+	if m == nil {
+		return body
+	}
+	moid := string(body[m[6]:m[7]])
+	if simulator.Map.Get(types.ManagedObjectReference{Type: "VmwareDistributedVirtualSwitch", Value: moid}) != nil ||
+		simulator.Map.Get(types.ManagedObjectReference{Type: "DistributedVirtualSwitch", Value: moid}) == nil {
+		return body
+	}
+	var b bytes.Buffer
+	b.Write(body[:m[3]])
+	b.WriteString("DistributedVirtualSwitch")
+	b.Write(body[m[4]:])
+	return b.Bytes()
 }
 
 func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -88,14 +110,15 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// a host added by a task is given its agent manager before anyone can read it
 		f.agentMgr.ensure()
 	}
-	routed, kind := routeDVPortCalls(body)
+	body = aliasSwitchType(body)
+	routed, routedType, kind := routeDVPortCalls(body)
 	r.Body = io.NopCloser(bytes.NewReader(routed))
 	r.ContentLength = int64(len(routed))
 	if kind == "" {
 		f.sim.ServeHTTP(w, r)
 		return
 	}
-	rw := &routedWriter{ResponseWriter: w, kind: kind}
+	rw := &routedWriter{ResponseWriter: w, routed: routedType, kind: kind}
 	f.sim.ServeHTTP(rw, r)
 	rw.flush()
 }

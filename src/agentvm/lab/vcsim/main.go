@@ -8,6 +8,13 @@
 //   - RetrievePropertiesEx paging (maxObjects, Continue/Cancel) and a WaitForUpdatesEx that stays cheap
 //     on a large inventory; host runtime and cluster membership changes told to the property collector.
 //   - DV ports (ReconfigureDVPort_Task, FetchDVPorts by port key) and marked uplink port groups.
+//   - Physical NICs on every host (--pnics, --host-pnics) and a HostNetworkSystem that changes the host's
+//     own config.network (vSwitch uplinks, per-host port groups, faults as ESXi gives them), one Network
+//     per port group name per datacenter shared by the hosts that have it.
+//   - Distributed switch membership (ReconfigureDvs_Task spec.host: config.host, summary.hostMember, the
+//     hosts' proxySwitch, configVersion checked and bumped), CreateDVPortgroup_Task, and a
+//     ReconfigureDVPortgroup_Task that merges the spec and checks configVersion.
+//   - SetField replacing a custom value (not adding a second one), told to the property collector.
 //   - Latency injection (--delay, --method-delay), so benchmarks can model a real vCenter.
 //   - /eam/sdk forwarded to an EAM backend (agentvm's EAM emulator), so vim25 and EAM share one
 //     endpoint and one session cookie, as on a real vCenter. The backend learns who a cookie belongs
@@ -21,7 +28,8 @@
 // One file per concern: main.go (flags, start-up, the ready line), world.go (what is added to 0.24.2's
 // model), front.go (the HTTP front: routing, panics), eam.go (the /eam/sdk proxy), certificates.go (TLS
 // certificates, thumbprints), extension_manager.go, session.go (certificate login),
-// agent_host_manager.go, paging.go, batching.go (WaitForUpdatesEx), runtime.go (host runtime changes),
+// agent_host_manager.go, host_network.go (physical NICs, HostNetworkSystem), dvs_members.go (host
+// membership of distributed switches, DV port groups), custom_fields.go, paging.go, batching.go (WaitForUpdatesEx), runtime.go (host runtime changes),
 // dvports.go, delay.go, workload.go (--vms). The *_test.go files test them with 0.24.2's own simulator
 // helpers (`python -m agentvm.lab.vcsim --check` runs gofmt -l, go vet and go test).
 //
@@ -43,6 +51,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
@@ -80,6 +89,7 @@ type readyInfo struct {
 	Standalone       int     `json:"standalone"`
 	VMs              int     `json:"vms"`
 	DVS              bool    `json:"dvs"`
+	Pnics            int     `json:"pnics"`
 	StartSeconds     float64 `json:"start_seconds"`
 }
 
@@ -100,12 +110,16 @@ func main() {
 		"about.instanceUuid of this world (default: vcsim's own, the same in every simulator)")
 	exitWithParent := flag.Bool("exit-with-parent", true, "stop when the process that started us is gone")
 	delay := flag.Int("delay", 0, "milliseconds added to every SOAP call, to model a real vCenter's latency")
+	pnics := flag.Int("pnics", 2, "physical NICs per host (vmnic0..vmnicN-1); vSwitch0 is bound to vmnic0")
+	var hostPnics hostPnicsFlag
+	flag.Var(&hostPnics, "host-pnics",
+		"give one host only the NICs listed, like DC0_C0_H0=vmnic0 or DC0_C0_H0=vmnic0,vmnic1 (repeatable)")
 	methodDelay := flag.String("method-delay", "",
 		"milliseconds added to given SOAP methods (on top of --delay), like RetrievePropertiesEx:50,WaitForUpdatesEx:10")
 	flag.Parse()
 
 	for name, v := range map[string]int{"--datacenters": *dcs, "--clusters": *clusters, "--hosts": *hosts,
-		"--standalone": *standalone, "--vms": *vms} {
+		"--standalone": *standalone, "--vms": *vms, "--pnics": *pnics} {
 		if v < 0 {
 			fail(exitUsage, "%s must be 0 or more (got %d)", name, v)
 		}
@@ -117,6 +131,11 @@ func main() {
 	if err != nil {
 		fail(exitUsage, "%v", err)
 	}
+	perHost, err := parseHostPnics(hostPnics)
+	if err != nil {
+		fail(exitUsage, "%v", err)
+	}
+	pnicPlan = nicPlan{count: *pnics, hosts: perHost}
 	if *dcs < 1 {
 		fail(exitUsage, "--datacenters must be 1 or more (got %d)", *dcs)
 	}
@@ -157,6 +176,10 @@ func main() {
 	}
 	defer m.Remove()
 	mgrs := extend(m, *instanceUUID)
+	if missing := unknownHosts(perHost); len(missing) > 0 {
+		fail(exitUsage, "--host-pnics names no host of this inventory: %s (hosts are named like DC0_C0_H0)",
+			strings.Join(missing, ", "))
+	}
 
 	m.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, password)}
 	var cert tls.Certificate
@@ -195,7 +218,7 @@ func main() {
 	u.User = nil
 	info := readyInfo{
 		URL: u.String(), Username: *user, Password: password, PID: os.Getpid(),
-		Datacenters: *dcs, Clusters: *clusters, Hosts: *hosts, Standalone: *standalone, VMs: *vms, DVS: *dvs,
+		Datacenters: *dcs, Clusters: *clusters, Hosts: *hosts, Standalone: *standalone, VMs: *vms, DVS: *dvs, Pnics: *pnics,
 		InstanceUUID: simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance).Content.About.InstanceUuid,
 	}
 	eam := u

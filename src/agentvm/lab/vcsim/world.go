@@ -10,7 +10,8 @@ import (
 
 // extend gives a model built by m.Create() what the lab adds to 0.24.2's: its own about.instanceUuid
 // (when instanceUUID is not ""), marked uplink port groups, our ExtensionManager, the paging root
-// collector and an EsxAgentHostManager on every host. main calls it once, before anything connects; the
+// collector, an EsxAgentHostManager, physical NICs and a HostNetworkSystem on every host, and the
+// model's switch members' config.host and proxy switches. main calls it once, before anything connects; the
 // Go tests call it on their own models. It returns the agent managers, for hosts added later.
 func extend(m *simulator.Model, instanceUUID string) *agentManagers {
 	// A vCenter's about.instanceUuid names its installation (agentvm derives SDN ids from it); 0.24.2
@@ -34,6 +35,7 @@ func extend(m *simulator.Model, instanceUUID string) *agentManagers {
 		simulator.Map.Put(paging)
 	}
 	mgrs := &agentManagers{done: map[types.ManagedObjectReference]bool{}}
-	mgrs.ensure()
+	mgrs.ensure() // also gives every host its NICs and network system (host_network.go)
+	memberSwitches()
 	return mgrs
 }
