@@ -18,6 +18,7 @@ from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.errors import ConfigurationError, NotFoundError, TransientError
 from agentvm.model.hostnet import (
     OWNER_MARK,
+    AgentNicTarget,
     HostNetworkOwned,
     HostNetworkSnapshot,
     HostNetworkState,
@@ -314,11 +315,7 @@ def test_a_vm_nic_on_the_fabric_port_group_keeps_it(vcsim_factory: Callable[...,
         hostnet.add_vswitch(session, ns, "vSwitch1", "vmnic1", label=host.name)
         hostnet.add_port_group(session, ns, "contrail-fabric", "vSwitch1", vlan=10, label=host.name)
         hostnet.connect_vm_nics(
-            session,
-            vm.moref.value,
-            {0: hostnet.StandardNicTarget("contrail-fabric")},
-            by_position=True,
-            label=vm.name,
+            session, vm.moref.value, [AgentNicTarget(0, "fabric-net", "contrail-fabric")], label=vm.name
         )
         (nic,) = hostnet.read_vm_nics(session, vm.moref.value)
         assert nic.port_group == "contrail-fabric"
@@ -326,10 +323,6 @@ def test_a_vm_nic_on_the_fabric_port_group_keeps_it(vcsim_factory: Callable[...,
             hostnet.remove_port_group(session, ns, "contrail-fabric", label=host.name)
         assert fault_name(in_use.value) == "ResourceInUse"
         hostnet.connect_vm_nics(
-            session,
-            vm.moref.value,
-            {0: hostnet.StandardNicTarget("VM Network")},
-            by_position=True,
-            label=vm.name,
+            session, vm.moref.value, [AgentNicTarget(0, "fabric-net", "VM Network")], label=vm.name
         )
         hostnet.remove_port_group(session, ns, "contrail-fabric", label=host.name)

@@ -28,6 +28,7 @@ from agentvm.model.errors import AgentvmError, ConfigurationError, NotFoundError
 from agentvm.model.hostnet import (
     OWNER_FIELD,
     OWNER_MARK,
+    AgentNicTarget,
     DvPortGroupState,
     DvsState,
     HostNetworkOwned,
@@ -41,6 +42,7 @@ from agentvm.model.hostnet import (
 )
 from agentvm.vsphere.collector import DEFAULT_PAGE_SIZE, ObjectProps, paged, read_one
 from agentvm.vsphere.faults import fault_name
+from agentvm.vsphere.ovf import nic_changes
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.tasks import wait_for_task
 
@@ -92,6 +94,11 @@ def read_host_networks(
 ) -> HostNetworkSnapshot:
     """The hosts ``hosts`` (moid -> inventory path) and every distributed switch: two calls in all."""
     return read_host_networks_refs(session, hosts, page_size=page_size)[0]
+
+
+def read_switches(session: Session, *, page_size: int = DEFAULT_PAGE_SIZE) -> tuple[DvsState, ...]:
+    """Every distributed switch and its DV port groups: one call."""
+    return _read_switches(session, page_size)[0]
 
 
 def read_host_networks_refs(
@@ -672,26 +679,6 @@ def destroy_dv_port_group(session: Session, port_group: str, *, label: str, time
 
 
 @dataclass(frozen=True)
-class StandardNicTarget:
-    """A standard port group, by name (the host resolves it); ``network`` its Network moid when known."""
-
-    port_group: str
-    network: str | None = None
-
-
-@dataclass(frozen=True)
-class DvNicTarget:
-    """A DV port group on the switch of uuid ``dvs_uuid``; ``port_key`` a free port of it, when given."""
-
-    dvs_uuid: str
-    port_group: str  # moid
-    port_key: str | None = None
-
-
-NicTarget = StandardNicTarget | DvNicTarget
-
-
-@dataclass(frozen=True)
 class VmNic:
     """One NIC of a VM in device order (``position`` = its index in the OVF order of networks)."""
 
@@ -737,45 +724,16 @@ def _nics(devices: Iterable[Any]) -> tuple[VmNic, ...]:
 
 
 def connect_vm_nics(
-    session: Session,
-    vm: str,
-    targets: Mapping[int, NicTarget],
-    *,
-    by_position: bool = False,
-    label: str,
-    timeout: float = 300.0,
+    session: Session, vm: str, nics: Sequence[AgentNicTarget], *, label: str, timeout: float = 300.0
 ) -> None:
-    """Connect the NICs of VM ``vm`` (moid) named in ``targets`` (by device key, or by position in the OVF
-    order with ``by_position``) to their port groups: one read of the devices and one ``ReconfigVM_Task``.
-    ConfigurationError naming the key when the VM has no such NIC."""
+    """Connect the NICs of VM ``vm`` (moid) at the positions ``nics`` name (device order) to their port
+    groups: one read of the devices and one ``ReconfigVM_Task`` (``vsphere.ovf.nic_changes``; the hook
+    does the same inside its ``configure_vm``)."""
     obj = session.mo(MoRef("VirtualMachine", vm))
     devices = read_one(session, obj, ["config.hardware.device"]).get("config.hardware.device")
     if devices is None:
         raise NotFoundError(f"VM {label} has no devices to read: it is gone; re-read the inventory")
-    cards = [d for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)]
-    chosen = {(i if by_position else int(d.key)): d for i, d in enumerate(cards)}
-    missing = sorted(set(targets) - set(chosen))
-    if missing:
-        kind = "position" if by_position else "device key"
-        raise ConfigurationError(
-            f"VM {label} has no NIC at {kind} {', '.join(map(str, missing))} (it has {len(cards)} NIC(s)): "
-            "fix the agent NIC mapping"
-        )
-    changes = []
-    for ref, target in sorted(targets.items()):
-        card = chosen[ref]
-        if isinstance(target, StandardNicTarget):
-            card.backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
-                deviceName=target.port_group,
-                network=vim.Network(target.network) if target.network else None,
-            )
-        else:
-            card.backing = vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
-                port=vim.dvs.PortConnection(
-                    switchUuid=target.dvs_uuid, portgroupKey=target.port_group, portKey=target.port_key
-                )
-            )
-        changes.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=card))
-    what = f"connect the NICs of {label}"
-    task = obj.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=changes))
-    wait_for_task(session, task, what=what, timeout=timeout)
+    spec = vim.vm.ConfigSpec(deviceChange=nic_changes(devices, nics, label))
+    wait_for_task(
+        session, obj.ReconfigVM_Task(spec=spec), what=f"connect the NICs of {label}", timeout=timeout
+    )
