@@ -47,8 +47,12 @@ def up(
     vms: Annotated[int, typer.Option(help="Workload VMs per host.")] = 0,
     dvs: Annotated[bool, typer.Option(help="A distributed switch per datacenter.")] = True,
     pnics: Annotated[
-        int, typer.Option(help="Physical NICs per host (vmnic0..; vSwitch0 is bound to vmnic0).")
-    ] = 2,
+        int,
+        typer.Option(
+            help="Physical NICs per host (vmnic0..; vSwitch0 is bound to vmnic0; examples/contrail.yaml uses "
+            "vmnic1 and vmnic2)."
+        ),
+    ] = 3,
     port: Annotated[int, typer.Option(help="vCenter port on 127.0.0.1 (0 = any free port).")] = 0,
     plain_http: Annotated[bool, typer.Option(help="Serve plain HTTP instead of HTTPS.")] = False,
     deploy_per_cluster: Annotated[

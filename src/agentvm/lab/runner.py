@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         ("hosts", 3),
         ("standalone", 0),
         ("vms", 0),
-        ("pnics", 2),
+        ("pnics", 3),
     ):
         parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--no-dvs", action="store_true")

@@ -51,7 +51,7 @@ class Shape:
     standalone: int = 0
     vms: int = 0
     dvs: bool = True
-    pnics: int = 2
+    pnics: int = 3
 
     def validate(self) -> None:
         """Raise LabError (exit 2) naming the first bad count and what is allowed."""
@@ -95,7 +95,7 @@ class VcsimInfo:
     start_seconds: float = 0.0
     # about.instanceUuid: names this world (a lab's own, or vcsim's fixed one, the same in every simulator)
     instance_uuid: str = ""
-    pnics: int = 2  # physical NICs per host (but the hosts given their own with ``host_pnics``)
+    pnics: int = 3  # physical NICs per host (but the hosts given their own with ``host_pnics``)
 
     @property
     def host(self) -> str:

@@ -110,7 +110,7 @@ func main() {
 		"about.instanceUuid of this world (default: vcsim's own, the same in every simulator)")
 	exitWithParent := flag.Bool("exit-with-parent", true, "stop when the process that started us is gone")
 	delay := flag.Int("delay", 0, "milliseconds added to every SOAP call, to model a real vCenter's latency")
-	pnics := flag.Int("pnics", 2, "physical NICs per host (vmnic0..vmnicN-1); vSwitch0 is bound to vmnic0")
+	pnics := flag.Int("pnics", 3, "physical NICs per host (vmnic0..vmnicN-1); vSwitch0 is bound to vmnic0")
 	var hostPnics hostPnicsFlag
 	flag.Var(&hostPnics, "host-pnics",
 		"give one host only the NICs listed, like DC0_C0_H0=vmnic0 or DC0_C0_H0=vmnic0,vmnic1 (repeatable)")
