@@ -67,10 +67,18 @@ def destroy(
             "where they are still what it set). Without it they stay.",
         ),
     ] = False,
+    host_network: Annotated[
+        bool,
+        typer.Option(
+            "--host-network",
+            help="Also remove the hosts' networking agentvm created for hostNetwork (its port groups, "
+            "vSwitches, DV port group and switch memberships; only those). Without it they stay.",
+        ),
+    ] = False,
 ) -> None:
     """Remove every agent VM of the spec's agencies, destroy the agencies and unregister the extension.
 
-    The hosts' AgentVM settings stay as they are, unless --host-settings."""
+    The hosts' AgentVM settings and networking stay as they are, unless --host-settings / --host-network."""
     desired = load(file)
     names = ", ".join(a.name for a in desired.agencies)
     what = f"agencies {names} (every agent VM) and extension {desired.solution.key}"
@@ -97,7 +105,10 @@ def destroy(
             ProgressView(live=False if json_ else None) as view,
         ):
             report = solution.destroy(
-                timeout=timeout, on_progress=None if json_ else view, host_settings=host_settings
+                timeout=timeout,
+                on_progress=None if json_ else view,
+                host_settings=host_settings,
+                host_network=host_network,
             )
         if direct is not None:  # the engine's own session deleted the VMs: count its calls too
             report = replace(report, vim_calls=report.vim_calls + direct.session.stats.total)
@@ -108,6 +119,7 @@ def destroy(
                 "actions": list(report.actions),
                 "seconds": round(report.seconds, 3),
                 "calls": {"vim25": report.vim_calls, "eam": report.eam_calls},
+                "hostNetworkLeft": list(report.network_left),
             },
         )
         return
@@ -125,6 +137,16 @@ def destroy(
         console.print(
             f"the hosts' AgentVM settings are left as they are{hosts}; `agentvm destroy --host-settings` "
             "clears the ones agentvm set",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for line in report.network_left:
+        console.print(f"left (not agentvm's): {line}", markup=False, highlight=False, soft_wrap=True)
+    if not host_network and report.host_network_left:
+        console.print(
+            f"the hosts' networking agentvm prepared (hostNetwork) is left as it is on "
+            f"{report.host_network_left} host(s); `agentvm destroy --host-network` removes what agentvm "
+            "created",
             highlight=False,
             soft_wrap=True,
         )

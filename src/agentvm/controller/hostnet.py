@@ -22,10 +22,15 @@ from agentvm.core.hostnet import (
     CreateDvPortGroup,
     CreatePortGroup,
     CreateVSwitch,
+    DestroyDvPortGroup,
     JoinDvs,
+    LeaveDvs,
+    RemovePortGroup,
+    RemoveVSwitch,
     RepairDvPortGroup,
     RepairPortGroup,
     plan_host_network,
+    plan_teardown,
 )
 from agentvm.core.plan import HostNetworkChange, JoinSwitch, PrepareHostNetwork, PrepareSwitch
 from agentvm.core.plan_text import host_network_text
@@ -253,3 +258,74 @@ def _network_system(s: Session, host: str) -> MoRef:
         "configManager.networkSystem"
     )
     return MoRef("HostNetworkSystem", str(found._moId))
+
+
+@dataclass(frozen=True)
+class Teardown:
+    """What ``tear_down`` did (one line per action) and what it left because it is not agentvm's."""
+
+    actions: tuple[str, ...] = ()
+    left: tuple[str, ...] = ()
+
+
+def owned_hosts(session: Session, agencies: Sequence[tuple[AgencySpec, Sequence[ScopeHost]]]) -> int:
+    """How many hosts of these agencies carry networking agentvm created: two calls (none without
+    hostNetwork)."""
+    wanted = [(spec, hosts) for spec, hosts in agencies if spec.host_network is not None]
+    if not wanted:
+        return 0
+    paths = {h.moid: h.path for _, hosts in wanted for h in hosts}
+    snapshot = vhostnet.read_host_networks(session, paths)
+    return sum(1 for h in snapshot.hosts if h.owned)
+
+
+def tear_down(session: Session, agencies: Sequence[tuple[AgencySpec, Sequence[ScopeHost]]]) -> Teardown:
+    """Remove what agentvm created for these agencies' ``hostNetwork`` (``core.hostnet.plan_teardown``) and
+    only that, once their agent VMs are gone: the trunk DV port group, then on each host the fabric port group
+    and vSwitch (each host's record updated first), then the hosts agentvm joined leave the switch (one
+    reconfigure per switch). Raises the adapters' errors (destroy stops; a second one goes on from there)."""
+    wanted = [(spec, hosts) for spec, hosts in agencies if spec.host_network is not None]
+    if not wanted:
+        return Teardown()
+    paths = {h.moid: h.path for _, hosts in wanted for h in hosts}
+    snapshot, refs = vhostnet.read_host_networks_refs(session, paths)
+    by_moid = {h.moid: h for h in snapshot.hosts}
+    writer = HostNetworkWriter(session, refs.owner_field_key)
+    actions: list[str] = []
+    left: list[str] = []
+    for spec, hosts in wanted:
+        assert spec.host_network is not None
+        plan = plan_teardown(spec.host_network, snapshot, [h.moid for h in hosts])
+        left += plan.left
+        leaving: dict[str, list[str]] = {}
+        for step in plan.changes:
+            if isinstance(step, DestroyDvPortGroup):
+                vhostnet.destroy_dv_port_group(session, step.key, label=f"{step.name} ({step.key})")
+                actions.append(f"{spec.name}: destroyed DV port group {step.name} ({step.key})")
+            elif isinstance(step, LeaveDvs):
+                leaving.setdefault(step.dvs, []).append(step.host)
+        for moid in sorted({c.host for c in plan.changes if isinstance(c, RemovePortGroup | RemoveVSwitch)}):
+            host = by_moid[moid]
+            system = refs.network_systems.get(moid) or _network_system(session, moid)
+            for step in plan.changes:
+                if isinstance(step, RemovePortGroup) and step.host == moid:
+                    vhostnet.remove_port_group(session, system, step.name, label=host.label())
+                    actions.append(f"{spec.name}: removed port group {step.name} from {host.label()}")
+            for step in plan.changes:
+                if isinstance(step, RemoveVSwitch) and step.host == moid:
+                    vhostnet.remove_vswitch(session, system, step.name, label=host.label())
+                    actions.append(f"{spec.name}: removed vSwitch {step.name} from {host.label()}")
+            if moid not in {h for hosts_ in leaving.values() for h in hosts_}:
+                writer.record(moid, plan.owned.get(moid, HostNetworkOwned()), host.label())
+        for dvs, members in leaving.items():
+            switch = next((d for d in snapshot.dvses if d.key == dvs), None)
+            label = switch.label() if switch is not None else dvs
+            version = _version(session, MoRef("VmwareDistributedVirtualSwitch", dvs))
+            vhostnet.leave_dvs(session, dvs, members, config_version=version, label=label)
+            for moid in members:
+                writer.record(moid, plan.owned.get(moid, HostNetworkOwned()), by_moid[moid].label())
+            shown = ", ".join(by_moid[m].label() for m in members)
+            actions.append(
+                f"{spec.name}: removed {len(members)} host(s) from distributed switch {label}: {shown}"
+            )
+    return Teardown(tuple(actions), tuple(left))

@@ -46,6 +46,7 @@ from types import TracebackType
 
 from agentvm.backends.base import Backend
 from agentvm.controller.executor import DEFAULT_WORKERS, AgencyWait, Executor, Outcome
+from agentvm.controller.hostnet import owned_hosts, tear_down
 from agentvm.controller.identity import SolutionIdentity
 from agentvm.controller.lease import holding
 from agentvm.controller.observe import AgencyObservation, Observation, read_addresses, read_snapshot
@@ -78,7 +79,7 @@ from agentvm.core.plan_text import issue_label
 from agentvm.core.progress import HostProgress, Progress, host_rows
 from agentvm.core.scope import ResolvedAgency, resolve_agency
 from agentvm.model.agency import AgencyConfig, AgentRuntime, Issue
-from agentvm.model.desired import DesiredState, SolutionSpec
+from agentvm.model.desired import AgencySpec, DesiredState, ScopeHost, SolutionSpec
 from agentvm.model.errors import NotFoundError, TransientError
 from agentvm.model.inventory import InventorySnapshot
 from agentvm.model.lease import LeaseRecord
@@ -582,6 +583,7 @@ class Solution:
         timeout: float = DEFAULT_TIMEOUT,
         on_progress: ProgressCallback | None = None,
         host_settings: bool = False,
+        host_network: bool = False,
     ) -> DestroyReport:
         """Uninstall every agency of the spec, wait until green, destroy them, unregister the extension.
 
@@ -592,16 +594,23 @@ class Solution:
         Holds the solution's lease as ``apply`` does, and removes its records at the very end. The hosts'
         AgentVM settings stay unless ``host_settings``: then those apply recorded as set by agentvm and
         still equal to what it set are cleared (``DestroyReport.host_settings_left`` counts the others).
+        So does the hosts' networking (``hostNetwork``) unless ``host_network``: then what agentvm created,
+        and only that, is removed once the agent VMs are gone (``controller.hostnet.tear_down``;
+        ``DestroyReport.host_network_left`` counts the hosts that keep some, ``network_left`` says what was
+        not agentvm's).
         """
         with holding(self.session, self.solution.key, "destroy", wait=timeout) as lease:
             report = self._destroy(
-                timeout=timeout, on_progress=lease.guard(on_progress), host_settings=host_settings
+                timeout=timeout,
+                on_progress=lease.guard(on_progress),
+                host_settings=host_settings,
+                host_network=host_network,
             )
             lease.retire()
             return report
 
     def _destroy(
-        self, *, timeout: float, on_progress: ProgressCallback | None, host_settings: bool
+        self, *, timeout: float, on_progress: ProgressCallback | None, host_settings: bool, host_network: bool
     ) -> DestroyReport:
         started = self._clock()
         if self.executor.wants_certificate() and not self.session.conn.by_certificate:
@@ -652,10 +661,27 @@ class Solution:
         if host_settings:
             actions += self.executor.clear_host_settings(snapshot)
             left = 0
+        scoped = [(spec, _scope_hosts(spec, snapshot)) for spec in self.desired.agencies]
+        network_left: tuple[str, ...] = ()
+        if host_network:
+            teardown = tear_down(self.session, scoped)
+            actions += teardown.actions
+            network_left = teardown.left
+            network_hosts = 0
+        else:
+            network_hosts = owned_hosts(self.session, scoped)
         if (unregistered := self.executor.remove(UnregisterExtension(self.solution.key))) is not None:
             actions.append(unregistered)
         vim, eam = self.call_counts()
-        return DestroyReport(tuple(actions), self._clock() - started, vim, eam, host_settings_left=left)
+        return DestroyReport(
+            tuple(actions),
+            self._clock() - started,
+            vim,
+            eam,
+            host_settings_left=left,
+            host_network_left=network_hosts,
+            network_left=network_left,
+        )
 
 
 class _Answering:
@@ -756,6 +782,16 @@ class DestroyReport:
     vim_calls: int
     eam_calls: int
     host_settings_left: int = 0  # hosts whose AgentVM settings agentvm set and destroy left in place
+    host_network_left: int = 0  # hosts that keep networking agentvm created (destroy without --host-network)
+    network_left: tuple[str, ...] = ()  # --host-network: what it found but left, not being agentvm's
+
+
+def _scope_hosts(spec: AgencySpec, snapshot: InventorySnapshot) -> tuple[ScopeHost, ...]:
+    """The agency's hosts as the inventory shows them now; none when its scope is gone."""
+    try:
+        return resolve_agency(spec, snapshot).hosts
+    except NotFoundError:
+        return ()
 
 
 def _empty_config(name: str) -> AgencyConfig:

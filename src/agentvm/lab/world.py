@@ -13,6 +13,7 @@ import json
 import socket
 import tempfile
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -73,8 +74,10 @@ class Lab:
         deploy_per_cluster: int = DEPLOY_PER_CLUSTER,
         deploy_total: int = DEPLOY_TOTAL,
         etcd: bool = False,
+        host_pnics: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         shape.validate()
+        self._host_pnics = dict(host_pnics or {})  # hosts (by name) with NICs of their own (Vcsim)
         check_bounds(deploy_per_cluster, deploy_total)
         self.shape = shape
         self.deploy_per_cluster = deploy_per_cluster
@@ -116,6 +119,7 @@ class Lab:
                 eam_backend=f"http://127.0.0.1:{eam_port}",
                 log_file=self._log_dir / "vcsim.log" if self._log_dir else None,
                 instance_uuid=str(uuid.uuid4()),
+                host_pnics=self._host_pnics,
             )
             self.world_dir = world_state.claim(self.state_dir, self._vcsim.info.instance_uuid)
             self.eam = LabEam(
