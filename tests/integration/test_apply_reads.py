@@ -21,7 +21,7 @@ from agentvm.controller.executor import AgencyWait
 from agentvm.controller.lease import Lease
 from agentvm.controller.planner import AGENCY_KINDS
 from agentvm.controller.solution import Solution, _Answering
-from agentvm.core.plan import SetHostSettings
+from agentvm.core.plan import JoinSwitch, PrepareHostNetwork, PrepareSwitch, SetHostSettings
 from agentvm.core.progress import Progress
 from agentvm.lab.vcsim import Shape
 from agentvm.lab.world import Lab
@@ -240,7 +240,7 @@ def test_the_due_hooks_of_every_agency_are_answered_in_one_batch(tmp_path: Path)
             for change in plan.changes:  # what apply carries out before its wait; nobody answers the hooks
                 if (
                     change.agency is None
-                    or isinstance(change, SetHostSettings)
+                    or isinstance(change, SetHostSettings | PrepareSwitch | JoinSwitch | PrepareHostNetwork)
                     or change.kind in AGENCY_KINDS
                 ):
                     solution.executor.carry_out(change)

@@ -71,7 +71,8 @@ def test_a_replan_reads_the_inventory_in_three_round_trips_and_lists_agencies_on
         replanned = calls.since(before)
         # the inventory: one view, one read of every kind together, the view destroyed
         assert replanned["CreateContainerView"] == 1 and replanned["DestroyView"] == 1, replanned
-        assert replanned["RetrievePropertiesEx"] == 1, replanned
+        # ...and the hosts' networking (hostNetwork): the hosts in scope in one read, the switches in another
+        assert replanned["RetrievePropertiesEx"] == 1 + 2, replanned
         # the agency list: once by the extension's session (adoption reads it, the plan reuses it) and once
         # by the user's (agencies of the spec's names that the solution does not own)
         assert replanned["QueryAgency"] == 2, replanned

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import ipaddress
 import logging
 import os
@@ -75,7 +76,7 @@ from agentvm.cli.solution import (
 from agentvm.controller.events import EventLog
 from agentvm.controller.leadership import Coordinator, SeatKey, parse_coordination
 from agentvm.controller.lease import Keeper, Lease, LeaseHeldError, LeaseLostError, lease_ttl
-from agentvm.controller.logs import action_log, configure
+from agentvm.controller.logs import action_log, configure, unconfigure
 from agentvm.controller.netsync import (
     AGENT_PORT,
     FULL_RESYNC_SECONDS,
@@ -426,6 +427,7 @@ def open_netsync(
 
 @guard
 def run(
+    ctx: typer.Context,
     file: Specs,
     backend: Annotated[
         BackendKind, typer.Option("--backend", help="eam: vCenter's EAM; direct: agentvm's own engine.")
@@ -546,7 +548,9 @@ def run(
     With several -f, one controller per spec behind one API. With --coordination, one of several replicas:
     for each spec only its leader acts. With --netsync, also keep the SDN controller and the vRouter agents
     in step with vCenter's networks."""
-    configure(log_format.value)
+    handler = configure(log_format.value)
+    # when the command returns, its handler goes: a later command in this process must not log into its stream
+    ctx.call_on_close(functools.partial(unconfigure, handler))
     host, port = parse_listen(listen, allow_remote=allow_remote)
     token = read_token(token_file)
     endpoints = None

@@ -56,14 +56,20 @@ class HostNetworkPlan:
 
 
 def plan_host_networks(
-    session: Session, agencies: Sequence[tuple[AgencySpec, Sequence[ScopeHost]]]
+    session: Session,
+    agencies: Sequence[tuple[AgencySpec, Sequence[ScopeHost]]],
+    *,
+    known: HostNetworkSnapshot | None = None,
 ) -> HostNetworkPlan:
-    """Read the hosts of every agency with a ``hostNetwork`` section and decide. Changes nothing."""
+    """Read the hosts of every agency with a ``hostNetwork`` section and decide. Changes nothing.
+
+    ``known``: a read that still stands for the hosts it holds: only the others are read (with the
+    switches; no call when there are none)."""
     wanted = [(spec, hosts) for spec, hosts in agencies if spec.host_network is not None]
     if not wanted:
         return HostNetworkPlan()
     paths = {h.moid: h.path for _, hosts in wanted for h in hosts}
-    snapshot, refs = vhostnet.read_host_networks_refs(session, paths)
+    snapshot, refs = _read(session, paths, known)
     by_moid = {h.moid: h for h in snapshot.hosts}
     changes: list[HostNetworkChange] = []
     right: list[str] = []
@@ -144,6 +150,23 @@ def nic_positions(spec: AgencySpec, descriptor: OvfDescriptor) -> dict[str, int]
             )
         out[role] = descriptor.nic_networks.index(network)
     return out
+
+
+def _read(
+    session: Session, paths: dict[str, str], known: HostNetworkSnapshot | None
+) -> tuple[HostNetworkSnapshot, vhostnet.HostNetworkRefs]:
+    """The hosts ``paths`` names and the switches; from ``known`` for the hosts it has (see
+    ``plan_host_networks``)."""
+    if known is None:
+        return vhostnet.read_host_networks_refs(session, paths)
+    have = {h.moid: h for h in known.hosts if h.moid in paths}
+    new = {moid: path for moid, path in paths.items() if moid not in have}
+    if not new:
+        # a kept read comes from a plan that changed nothing, so nothing here needs a host's network system
+        return HostNetworkSnapshot(tuple(have.values()), known.dvses), vhostnet.HostNetworkRefs()
+    read, refs = vhostnet.read_host_networks_refs(session, new)
+    hosts = tuple(sorted([*have.values(), *read.hosts], key=lambda h: h.moid))
+    return HostNetworkSnapshot(hosts, read.dvses), refs
 
 
 class HostNetworkWriter:

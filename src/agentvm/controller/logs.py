@@ -59,8 +59,11 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{' '.join(extras)}]" if extras else line
 
 
-def configure(log_format: str = "text", level: int = logging.INFO, stream: TextIO | None = None) -> None:
-    """Send agentvm's logs to ``stream`` (stderr) as ``text`` or ``json`` lines. ValueError otherwise."""
+def configure(
+    log_format: str = "text", level: int = logging.INFO, stream: TextIO | None = None
+) -> logging.Handler:
+    """Send agentvm's logs to ``stream`` (stderr) as ``text`` or ``json`` lines; the handler, for
+    ``unconfigure``. ValueError otherwise."""
     if log_format not in ("text", "json"):
         raise ValueError(f"--log-format must be text or json, not {log_format!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -75,6 +78,12 @@ def configure(log_format: str = "text", level: int = logging.INFO, stream: TextI
     # pyVmomi and the HTTP server are chatty at INFO; their problems surface through agentvm's errors
     for noisy in ("pyVmomi", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    return handler
+
+
+def unconfigure(handler: logging.Handler) -> None:
+    """Take ``configure``'s handler away again (its stream may be closed once the command returns)."""
+    logging.getLogger().removeHandler(handler)
 
 
 def action_log(

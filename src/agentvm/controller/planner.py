@@ -47,6 +47,7 @@ from agentvm.core.plan import (
 from agentvm.core.plan_text import describe, issue_label
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError
+from agentvm.model.hostnet import HostNetworkSnapshot
 from agentvm.model.inventory import InventorySnapshot
 from agentvm.vsphere.extensions import CertificateRecord
 
@@ -127,6 +128,7 @@ class Planner:
         self.desired = desired
         self.executor = executor
         self.strict_static_hosts = strict_static_hosts
+        self._network_read: HostNetworkSnapshot | None = None  # the last plan's, when it changed nothing
 
     def observe(
         self, snapshot: InventorySnapshot | None = None, *, reuse: Reused | None = None
@@ -190,19 +192,28 @@ class Planner:
             for c in core.changes
             if isinstance(c, SetHostSettings)
         ]
-        network = self._host_network(observation, warnings)
+        network = self._host_network(observation, warnings, replan=reuse is not None)
         changes += network.changes
         for agency in observation.agencies:
             changes += self._agency_changes(agency, core, warnings, check_packages)
         return SolutionPlan(observation, core, tuple(changes), tuple(dict.fromkeys(warnings)), network)
 
-    def _host_network(self, observation: Observation, warnings: list[str]) -> HostNetworkPlan:
+    def _host_network(
+        self, observation: Observation, warnings: list[str], *, replan: bool
+    ) -> HostNetworkPlan:
         """The agencies' ``hostNetwork`` checks and changes (``controller.hostnet``). A failed check on any
         host means no host network change on any host: ``plan`` and ``apply`` stop with every failed check
-        (HostNetworkError); the controller (not strict) warns with them and changes no host's networking."""
+        (HostNetworkError); the controller (not strict) warns with them and changes no host's networking.
+
+        ``replan`` (the controller's re-plan for a topology change): the last plan's read stands for the
+        hosts it read, if that plan changed no host's networking; only hosts new since are read (nothing
+        when there are none). A drift on a host read before is found by the next full pass."""
         network = plan_host_networks(
-            self.executor.session, [(a.resolved.spec, a.resolved.hosts) for a in observation.agencies]
+            self.executor.session,
+            [(a.resolved.spec, a.resolved.hosts) for a in observation.agencies],
+            known=self._network_read if replan else None,
         )
+        self._network_read = network.snapshot if not network.changes else None
         self.executor.host_network.learn_key(network.owner_field_key)
         self.executor.host_network.learn(network.snapshot)
         if not network.errors:

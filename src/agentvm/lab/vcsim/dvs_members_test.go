@@ -335,4 +335,9 @@ func TestASwitchCanBeCalledAsVmwareDistributedVirtualSwitch(t *testing.T) {
 	if got := readSwitch(ctx, t, c, sw).Config.GetDVSConfigInfo().Description; got != "by its vCenter type" {
 		t.Fatalf("want the description set, got %q", got)
 	}
+	// the property collector finds it under that type too (a RetrievePropertiesEx obj, not a _this)
+	var read mo.DistributedVirtualSwitch
+	if err := property.DefaultCollector(c).RetrieveOne(ctx, ref, []string{"config.configVersion"}, &read); err != nil {
+		t.Fatalf("RetrievePropertiesEx of %v: %v", ref, err)
+	}
 }

@@ -18,7 +18,7 @@ import (
 // the HTTP front: certificate login routing, host watch, DV port routing, /eam/sdk
 
 var (
-	reVmwareSwitch = regexp.MustCompile(`(<_this\b[^>]*?type=")VmwareDistributedVirtualSwitch("[^>]*>)([^<]*)(</_this>)`)
+	reVmwareSwitch = regexp.MustCompile(`(<[A-Za-z_][\w:.-]*\b[^>]*?type=")VmwareDistributedVirtualSwitch("[^>]*>)([^<]*)<`)
 	reLoginExt     = regexp.MustCompile(`<LoginExtensionByCertificate\b`)
 	reAddHost      = regexp.MustCompile(`<(AddHost_Task|AddStandaloneHost_Task)\b`)
 )
@@ -57,23 +57,25 @@ func soapPanic(w http.ResponseWriter, cause interface{}) {
 }
 
 // aliasSwitchType lets a call name a switch as VmwareDistributedVirtualSwitch, the type a real vCenter
-// gives a VMware distributed switch (clients that know only its moid use it): 0.24.2 registers its
-// switches as DistributedVirtualSwitch and finds objects by type and moid.
+// gives a VMware distributed switch (clients that know only its moid use it), wherever a reference is in
+// the request (the call's _this, a property collector's obj, a spec's dvs): 0.24.2 registers its switches
+// as DistributedVirtualSwitch and finds objects by type and moid.
 func aliasSwitchType(body []byte) []byte {
-	m := reVmwareSwitch.FindSubmatchIndex(body)
-	if m == nil {
-		return body
-	}
-	moid := string(body[m[6]:m[7]])
-	if simulator.Map.Get(types.ManagedObjectReference{Type: "VmwareDistributedVirtualSwitch", Value: moid}) != nil ||
-		simulator.Map.Get(types.ManagedObjectReference{Type: "DistributedVirtualSwitch", Value: moid}) == nil {
-		return body
-	}
-	var b bytes.Buffer
-	b.Write(body[:m[3]])
-	b.WriteString("DistributedVirtualSwitch")
-	b.Write(body[m[4]:])
-	return b.Bytes()
+	return reVmwareSwitch.ReplaceAllFunc(body, func(ref []byte) []byte {
+		m := reVmwareSwitch.FindSubmatch(ref)
+		moid := string(m[3])
+		if simulator.Map.Get(types.ManagedObjectReference{Type: "VmwareDistributedVirtualSwitch", Value: moid}) != nil ||
+			simulator.Map.Get(types.ManagedObjectReference{Type: "DistributedVirtualSwitch", Value: moid}) == nil {
+			return ref
+		}
+		var b bytes.Buffer
+		b.Write(m[1])
+		b.WriteString("DistributedVirtualSwitch")
+		b.Write(m[2])
+		b.Write(m[3])
+		b.WriteString("<")
+		return b.Bytes()
+	})
 }
 
 func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
