@@ -1,0 +1,128 @@
+"""hostNetwork under the controller (the code of ``agentvm run``), on the lab: a host added to the cluster is
+prepared before its agent VM is let on, with both NICs wired; a VLAN changed behind agentvm's back is put
+back on agentvm's own port group and reported, with the fix, on anyone else's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentvm.model.hostnet import HostNetworkSnapshot, HostNetworkState
+from agentvm.model.inventory import PowerState, VirtualMachine
+from agentvm.vsphere import hostnet
+from agentvm.vsphere.hosts import add_host
+from agentvm.vsphere.session import Session
+from tests.support.controller_lab import World, controller_world, deployed, wait_for
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    yield from controller_world(tmp_path)
+
+
+def read(session: Session, world: World) -> HostNetworkSnapshot:
+    return hostnet.read_host_networks(session, {h.moref.value: h.path for h in world.snapshot().hosts})
+
+
+def host(snapshot: HostNetworkSnapshot, moid: str) -> HostNetworkState:
+    return next(h for h in snapshot.hosts if h.moid == moid)
+
+
+def test_a_host_added_is_prepared_then_its_agent_is_let_on_with_both_nics_wired(world: World) -> None:
+    deployed(world)  # the example on one cluster of three hosts
+    cluster = world.snapshot().find_cluster("/DC0/host/DC0_C0")
+    new_host = add_host(world.session, cluster.moref, "esx-new.lab", username="root", password="x")
+
+    def agent_on_new_host() -> VirtualMachine | None:
+        return next(
+            (v for v in world.agent_vms() if v.host == new_host and v.power_state is PowerState.POWERED_ON),
+            None,
+        )
+
+    vm = wait_for(agent_on_new_host, "an agent VM on the new host, powered on", 120)
+    snapshot = read(world.session, world)
+    added = host(snapshot, new_host.value)
+    (dvs,) = [d for d in snapshot.dvses if d.name == "DVS0"]
+    (trunk,) = [g for g in dvs.port_groups if g.name == "contrail-trunk"]
+    assert [(v.name, v.pnics) for v in added.vswitches if v.name == "vSwitch1"] == [("vSwitch1", ("vmnic1",))]
+    assert [g.vswitch for g in added.port_groups if g.name == "contrail-fabric"] == ["vSwitch1"]
+    assert new_host.value in dvs.hosts
+    assert [p.pnics for p in added.proxy_switches if p.dvs_name == "DVS0"] == [("vmnic2",)]
+    assert added.owned.dvs_joined == {dvs.key}  # joined by agentvm: it is agentvm's to undo
+    nics = hostnet.read_vm_nics(world.session, vm.moref.value)
+    assert [(n.port_group, n.dv_port_group) for n in nics] == [("contrail-fabric", None), (None, trunk.key)]
+    # prepared first: the host's networking actions come before the answer that lets its agent VM on
+    prepared = [e["id"] for e in world.events(action="host-network") if e.get("host") == new_host.value]
+    prepared += [
+        e["id"]
+        for e in world.events(action="host-network")
+        if e.get("host") is None and new_host.value in str(e["message"])
+    ]
+    answered = [e["id"] for e in world.events(action="answer-hook", host=new_host.value)]
+    assert prepared and answered and max(prepared) < min(answered), (prepared, answered)
+    wait_for(lambda: world.one_agent_per_host(4), "exactly one agent per host")
+
+
+def test_a_vlan_changed_behind_agentvms_back_is_repaired_on_its_own_port_group_and_reported_on_anyone_elses(
+    world: World,
+) -> None:
+    # someone else made the fabric port group on one host before agentvm came: agentvm finds it right
+    # and leaves it theirs
+    snapshot = world.snapshot()
+    theirs = next(h for h in snapshot.hosts if h.path == "/DC0/host/DC0_C0/DC0_C0_H1")
+    _, refs = hostnet.read_host_networks_refs(world.session, {theirs.moref.value: theirs.path})
+    system = refs.network_systems[theirs.moref.value]
+    hostnet.add_vswitch(world.session, system, "vSwitch1", "vmnic1", label=theirs.name)
+    hostnet.add_port_group(world.session, system, "contrail-fabric", "vSwitch1", label=theirs.name)
+    deployed(world)
+    before = read(world.session, world)
+    assert not host(before, theirs.moref.value).owned
+    ours = next(h for h in before.hosts if h.path == "/DC0/host/DC0_C0/DC0_C0_H0")
+    assert ours.owned.port_groups == {"contrail-fabric"}
+    controller = world.controller
+    assert controller is not None
+    first = controller.events.last_id
+    _, refs = hostnet.read_host_networks_refs(world.session, {ours.moid: ours.path})
+    hostnet.update_port_group(
+        world.session, refs.network_systems[ours.moid], "contrail-fabric", "vSwitch1", vlan=7, label=ours.name
+    )
+
+    def fabric_vlan(moid: str) -> int:
+        groups = host(read(world.session, world), moid).port_groups
+        return next(g.vlan for g in groups if g.name == "contrail-fabric")
+
+    wait_for(lambda: fabric_vlan(ours.moid) == 0, "agentvm to put its port group's VLAN back", 60)
+    repairs = [e["message"] for e in world.events(action="host-network") if int(e["id"]) > first]
+    assert repairs == [
+        f"on {ours.label()}: repair port group contrail-fabric on vSwitch vSwitch1: VLAN 0 (was VLAN 7)"
+    ]
+    # the same on the port group agentvm found and did not make: reported once, with the fix, not changed
+    hostnet.update_port_group(world.session, system, "contrail-fabric", "vSwitch1", vlan=9, label=theirs.name)
+
+    def warned() -> list[dict[str, object]]:
+        return [
+            e
+            for e in world.events(level="warning")
+            if int(e["id"]) > first and theirs.moref.value in str(e["message"])
+        ]
+
+    wait_for(warned, "a warning about the other port group", 30)
+    full_passes = {controller.metrics.last_full_resync.value()}
+
+    def three_more_full_passes() -> bool:
+        full_passes.add(controller.metrics.last_full_resync.value())
+        return len(full_passes) > 3
+
+    wait_for(three_more_full_passes, "three full passes after the warning", 60)
+    (warning,) = warned()
+    assert (
+        f"{theirs.moref.value} ({theirs.path}): port group contrail-fabric has VLAN 9, not VLAN 0 as asked, "
+        "and is not agentvm's (agentvm changes only what it created); fix hostNetwork.fabric.vlan, or the "
+        "port group"
+    ) in str(warning["message"])
+    assert fabric_vlan(theirs.moref.value) == 9
+    assert [e["message"] for e in world.events(action="host-network") if int(e["id"]) > first] == repairs
