@@ -216,7 +216,8 @@ def main() -> None:
         calls, floor_calls = sum(ours["apply_calls"].values()), sum(floor["apply_calls"].values())
         print(
             f"{size}: {ours['hosts']} hosts; agentvm plan {ours['plan_s']:.2f} s ({ours['plan_calls']} "
-            f"calls), apply {ours['apply_s']:.2f} s ({calls} calls: {dict(ours['apply_calls'])}), second plan "
+            f"calls), apply {ours['apply_s']:.2f} s ({calls} calls: {dict(ours['apply_calls'])}), "
+            "second plan "
             f"{ours['replan_s']:.2f} s ({ours['replan_calls']} calls, no changes); floor apply "
             f"{floor['apply_s']:.2f} s ({floor_calls} calls: {dict(floor['apply_calls'])})",
             flush=True,
