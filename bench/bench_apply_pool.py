@@ -92,11 +92,18 @@ def conn(info: VcsimInfo) -> VCenterConnection:
 
 
 def spec_text() -> str:
+    """The example over every cluster, without its ``hostNetwork`` section: this bench measures the agents'
+    deploy against the lab's own (which prepares no host); bench_hostnet.py measures host networking."""
     text = EXAMPLE.read_text()
     for old, new in WIDE.items():
         assert old in text, old
         text = text.replace(old, new)
-    return text
+    lines = text.splitlines(keepends=True)
+    start = next(
+        i for i, line in enumerate(lines) if line == "    hostNetwork:" or line.startswith("    hostNetwork:")
+    )
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("      ")), len(lines))
+    return "".join(lines[:start] + lines[end:])
 
 
 def env(info: VcsimInfo, ovf_url: str = "http://127.0.0.1:9") -> dict[str, str]:
