@@ -3,6 +3,7 @@ with nothing changed, and what destroy removes (only agentvm's). Everything is r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -79,6 +80,9 @@ def test_apply_prepares_every_host_and_wires_each_agent_vms_two_nics_then_change
     assert "no changes" in again
     assert f"= {on(snapshot, 'DC0_C0_H0').label()}: port group contrail-fabric on vSwitch1, VLAN 12" in again
     assert "no changes" in ok(cli_world.run("apply", "-f", str(spec), "--timeout", "60"))
+    status = json.loads(ok(cli_world.run("status", "-f", str(spec), "--json")))
+    networks = [h["network"] for a in status["agencies"] for c in a["clusters"] for h in c["hosts"]]
+    assert networks == [{"state": "ready", "message": None}] * 6
 
 
 def _vswitch_on_another_nic(session: Session, host: HostNetworkState, refs: HostNetworkRefs) -> None:

@@ -5,16 +5,19 @@ back on agentvm's own port group and reported, with the fix, on anyone else's.""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import jsonschema
 import pytest
 
+from agentvm.controller.status import status_document, status_schema
 from agentvm.model.hostnet import HostNetworkSnapshot, HostNetworkState
 from agentvm.model.inventory import PowerState, VirtualMachine
 from agentvm.vsphere import hostnet
 from agentvm.vsphere.hosts import add_host
 from agentvm.vsphere.session import Session
-from tests.support.controller_lab import World, controller_world, deployed, wait_for
+from tests.support.controller_lab import World, controller_world, deployed, host_doc, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -125,4 +128,14 @@ def test_a_vlan_changed_behind_agentvms_back_is_repaired_on_its_own_port_group_a
         "port group"
     ) in str(warning["message"])
     assert fabric_vlan(theirs.moref.value) == 9
+    # status (the API's document, as the dashboard gets it) shows each host's networking
+    document = status_document(controller.reconciler.report, datetime.now(UTC))
+    jsonschema.validate(document, status_schema())
+    shown = {moid: host_doc(document, moid).get("network") for moid in (ours.moid, theirs.moref.value)}
+    assert shown[ours.moid] == {"state": "ready", "message": None}
+    assert shown[theirs.moref.value] == {
+        "state": "error",
+        "message": "port group contrail-fabric has VLAN 9, not VLAN 0 as asked, and is not agentvm's "
+        "(agentvm changes only what it created); fix hostNetwork.fabric.vlan, or the port group",
+    }
     assert [e["message"] for e in world.events(action="host-network") if int(e["id"]) > first] == repairs

@@ -15,8 +15,8 @@ next plan create it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from agentvm.core.hostnet import (
     CreateDvPortGroup,
@@ -53,6 +53,45 @@ class HostNetworkPlan:
     errors: tuple[str, ...] = ()
     snapshot: HostNetworkSnapshot | None = None  # None: no agency has a hostNetwork section (nothing read)
     owner_field_key: int | None = None
+    hosts: Mapping[str, HostNetworkShown] = field(default_factory=dict)  # host moid -> its state, for status
+
+
+@dataclass(frozen=True)
+class HostNetworkShown:
+    """One host's networking as ``status``, the API and the dashboard show it: ``state`` is ``ready`` (as
+    asked), ``preparing`` (this plan changes it), ``held`` (it would, but another host fails a check: nothing
+    changes anywhere) or ``error`` (it fails a check; ``message`` says which and the fix)."""
+
+    state: str
+    message: str = ""
+
+
+def shown_states(
+    hosts: Sequence[str],
+    labels: Mapping[str, str],
+    errors: Sequence[str],
+    changes: Sequence[HostNetworkChange],
+) -> dict[str, HostNetworkShown]:
+    """Each host's ``HostNetworkShown`` from a plan: its first failed check, else what the plan changes
+    there."""
+    changing: dict[str, str] = {}
+    for change in changes:
+        if isinstance(change, PrepareHostNetwork):
+            changing.setdefault(change.host_moid, host_network_text(change))
+        elif isinstance(change, JoinSwitch):
+            for moid, _, uplink in change.members:
+                changing.setdefault(moid, f"join distributed switch {change.switch} with {uplink}")
+    out: dict[str, HostNetworkShown] = {}
+    for moid in hosts:
+        label = labels.get(moid, moid)
+        failed = next((e[len(label) + 2 :] for e in errors if e.startswith(f"{label}: ")), None)
+        if failed is not None:
+            out[moid] = HostNetworkShown("error", failed)
+        elif moid in changing:
+            out[moid] = HostNetworkShown("held" if errors else "preparing", changing[moid])
+        else:
+            out[moid] = HostNetworkShown("ready")
+    return out
 
 
 def plan_host_networks(
@@ -129,7 +168,9 @@ def plan_host_networks(
                     refs.network_systems.get(moid),
                 )
             )
-    return HostNetworkPlan(tuple(changes), tuple(right), tuple(errors), snapshot, refs.owner_field_key)
+    labels = {h.moid: h.label() for h in snapshot.hosts}
+    shown = shown_states(list(paths), labels, errors, changes)
+    return HostNetworkPlan(tuple(changes), tuple(right), tuple(errors), snapshot, refs.owner_field_key, shown)
 
 
 def nic_positions(spec: AgencySpec, descriptor: OvfDescriptor) -> dict[str, int]:

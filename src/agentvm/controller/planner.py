@@ -223,7 +223,9 @@ class Planner:
         warnings += [
             f"hostNetwork: {e} (no host's networking is changed until this is fixed)" for e in network.errors
         ]
-        return HostNetworkPlan(right=network.right, errors=network.errors, snapshot=network.snapshot)
+        return HostNetworkPlan(
+            right=network.right, errors=network.errors, snapshot=network.snapshot, hosts=network.hosts
+        )
 
     # -- the certificate ------------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from pathlib import Path
 from agentvm.backends.base import AgencyStatus, Backend
 from agentvm.controller.events import EventLog
 from agentvm.controller.executor import DEFAULT_WORKERS, AgencyWait, Executor
+from agentvm.controller.hostnet import HostNetworkShown
 from agentvm.controller.logs import action_log
 from agentvm.controller.metrics import ControllerMetrics
 from agentvm.controller.observe import InventoryKeeper, Reused
@@ -219,6 +220,7 @@ class Reconciler:
                 self.events.publish("warning", warning, level="warning")
         self._warned = set(plan.warnings)
         actions = self._act_on_plan(plan)
+        self._host_network = _after(plan.host_network.hosts)
         self._reuse = self._reusable(plan)
         self.snapshot = plan.observation.snapshot
         waits: dict[str, AgencyWait] = {}
@@ -819,9 +821,12 @@ class Reconciler:
                     wait.name, wait.status, wait.resolved.hosts, wait.addresses, self.snapshot, misplaced
                 )
             )
-        self.report = StatusReport(self.session.url, tuple(reports), tuple(missing), conditions, flapping)
+        self.report = StatusReport(
+            self.session.url, tuple(reports), tuple(missing), conditions, flapping, self._host_network
+        )
 
     _live: LiveStatus | None = None  # made by the first _publish
+    _host_network: Mapping[str, HostNetworkShown] = {}  # each host's networking after the last full pass
 
     def _flapping_decisions(self) -> list[tuple[HealKey, str]]:
         """(key, sentence) of every key the heal state gave up on as flapping."""
@@ -912,3 +917,12 @@ class Reconciler:
         if issue.host is None:
             return None
         return self._host_path(self.snapshot, issue.host.value) or issue.host_name
+
+
+def _after(planned: Mapping[str, HostNetworkShown]) -> dict[str, HostNetworkShown]:
+    """Each host's networking once the full pass carried its plan out: what it was preparing is ready (a
+    change that failed failed the pass, which is retried and plans it again)."""
+    return {
+        moid: HostNetworkShown("ready") if shown.state == "preparing" else shown
+        for moid, shown in planned.items()
+    }

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from importlib import resources
 from ipaddress import IPv4Address
 from typing import Any
 
 from agentvm.backends.base import AgencyStatus, Backend
+from agentvm.controller.hostnet import HostNetworkShown, plan_host_networks
 from agentvm.controller.observe import read_addresses, read_snapshot, vm_addresses
 from agentvm.core.heal import (
     HostConditions,
@@ -79,6 +80,8 @@ class StatusReport:
     missing: tuple[str, ...] = ()
     conditions: HostConditions = field(default_factory=HostConditions)
     flapping: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # hostNetwork: host moid -> its networking as the last plan found it (none without hostNetwork)
+    host_network: Mapping[str, HostNetworkShown] = field(default_factory=dict)
 
     @property
     def misplaced(self) -> tuple[Misplaced, ...]:
@@ -91,7 +94,17 @@ def collect_status(session: Session, backend: Backend, desired: DesiredState | N
 
     Costs one bulk inventory read plus the backend's observe per agency. Raises the adapters' errors.
     """
-    return report_status(session.url, read_snapshot(session), backend, desired)
+    snapshot = read_snapshot(session)
+    report = report_status(session.url, snapshot, backend, desired)
+    if desired is None or not any(a.host_network is not None for a in desired.agencies):
+        return report
+    scoped = []
+    for spec in desired.agencies:
+        try:
+            scoped.append((spec, resolve_agency(spec, snapshot).hosts))
+        except NotFoundError:
+            continue
+    return replace(report, host_network=plan_host_networks(session, scoped).hosts)
 
 
 def report_status(
@@ -231,6 +244,7 @@ def host_json(
     row: HostProgress,
     conditions: HostConditions | None = None,
     flapping: Mapping[tuple[str, str], str] | None = None,
+    network: Mapping[str, HostNetworkShown] | None = None,
 ) -> dict[str, Any]:
     """One host of the document (``core.progress.status_row``); ``state`` only when the host has one,
     ``runsOn`` only when the agent VM runs on another host."""
@@ -252,6 +266,9 @@ def host_json(
         out["runsOn"] = {"moid": row.misplaced.runs_on.value, "name": row.misplaced.runs_on_name}
     if shown.state is not None:
         out["state"] = shown.state.value
+    net = (network or {}).get(row.host)
+    if net is not None:
+        out["network"] = {"state": net.state, "message": net.message or None}
     return out
 
 
@@ -259,6 +276,7 @@ def agency_json(
     report: AgencyReport,
     conditions: HostConditions | None = None,
     flapping: Mapping[tuple[str, str], str] | None = None,
+    network: Mapping[str, HostNetworkShown] | None = None,
 ) -> dict[str, Any]:
     status = report.status
     clusters: dict[str, dict[str, Any]] = {}
@@ -268,7 +286,7 @@ def agency_json(
             path,
             {"name": row.cluster or None, "path": path or None, "standalone": not row.cluster, "hosts": []},
         )
-        entry["hosts"].append(host_json(row, conditions, flapping))
+        entry["hosts"].append(host_json(row, conditions, flapping, network))
     counted = summarize(report.hosts)
     return {
         "name": status.name,
@@ -294,7 +312,9 @@ def status_document(report: StatusReport, now: datetime) -> dict[str, Any]:
         "kind": KIND,
         "vcenter": report.vcenter,
         "generatedAt": now.isoformat(),
-        "agencies": [agency_json(a, report.conditions, report.flapping) for a in report.agencies],
+        "agencies": [
+            agency_json(a, report.conditions, report.flapping, report.host_network) for a in report.agencies
+        ],
         "missing": list(report.missing),
     }
 

@@ -294,6 +294,9 @@
       el("span", { class: "vm" }, away ? `VM on ${away}` : powerOf(host) || (host.vm ? "VM" : "no VM")),
       issues.length ? el("span", { class: "badge", "aria-label": "issues" }, String(issues.length)) : null,
       hookOf(host) ? el("span", { class: "hook", title: `hook ${hookOf(host)}` }, "⧗") : null,
+      host.network && host.network.state === "error"
+        ? el("span", { class: "net", title: `network: ${text(host.network.message)}` }, "⚠ network")
+        : null,
     );
     return tile;
   }
@@ -345,6 +348,10 @@
       ["hook", hookOf(host) || "none"],
     ];
     if (runsOnText(host)) facts.push(["runs on", runsOnText(host)]);
+    if (host.network && host.network.state) {
+      // hostNetwork: the host's fabric port group, trunk and switch membership as agentvm last found them
+      facts.push(["network", host.network.message ? `${host.network.state}: ${host.network.message}` : text(host.network.state)]);
+    }
     if (host.phase) facts.push(["phase", text(host.phase)]);
     $("detail-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     const issues = troublesOf(host);
