@@ -139,3 +139,68 @@ def test_a_vlan_changed_behind_agentvms_back_is_repaired_on_its_own_port_group_a
         "(agentvm changes only what it created); fix hostNetwork.fabric.vlan, or the port group",
     }
     assert [e["message"] for e in world.events(action="host-network") if int(e["id"]) > first] == repairs
+
+
+def test_a_host_added_while_another_fails_a_check_waits_with_its_agent_off_until_it_is_fixed(
+    world: World,
+) -> None:
+    deployed(world)
+    controller = world.controller
+    assert controller is not None
+    broken = next(h for h in world.snapshot().hosts if h.path == "/DC0/host/DC0_C0/DC0_C0_H0")
+    _, refs = hostnet.read_host_networks_refs(world.session, {broken.moref.value: broken.path})
+    system = refs.network_systems[broken.moref.value]
+    hostnet.update_vswitch(world.session, system, "vSwitch1", "vmnic2", label=broken.name)  # by hand
+
+    def status_of(moid: str) -> object:
+        document = status_document(controller.reconciler.report, datetime.now(UTC))
+        try:
+            return host_doc(document, moid).get("network")
+        except AssertionError:
+            return None  # not in the report yet
+
+    failed = {
+        "state": "error",
+        "message": "vSwitch vSwitch1 is bound to vmnic2, not vmnic1; fix hostNetwork.fabric.pnic or "
+        "hostNetwork.fabric.vswitch",
+    }
+    wait_for(
+        lambda: status_of(broken.moref.value) == failed, "a full pass to find the host's check failing", 30
+    )
+    cluster = world.snapshot().find_cluster("/DC0/host/DC0_C0")
+    new_host = add_host(world.session, cluster.moref, "esx-new.lab", username="root", password="x")
+    wait_for(
+        lambda: (
+            status_of(new_host.value)
+            == {"state": "held", "message": "join distributed switch dvs-9 (DVS0) with vmnic2"}
+        ),
+        "the new host held",
+        60,
+    )
+    vm = wait_for(
+        lambda: next((v for v in world.agent_vms() if v.host == new_host), None),
+        "EAM to deploy on the new host",
+    )
+    full_passes = {controller.metrics.last_full_resync.value()}
+
+    def three_more_full_passes() -> bool:
+        full_passes.add(controller.metrics.last_full_resync.value())
+        return len(full_passes) > 3
+
+    wait_for(three_more_full_passes, "three full passes while another host fails its check", 60)
+    held = next(v for v in world.agent_vms() if v.moref == vm.moref)
+    assert held.power_state is PowerState.POWERED_OFF, "its hook was answered before its host was prepared"
+    assert not world.events(action="answer-hook", host=new_host.value)
+    assert status_of(broken.moref.value) == failed
+    hostnet.update_vswitch(world.session, system, "vSwitch1", "vmnic1", label=broken.name)  # fixed
+    on = wait_for(
+        lambda: next(
+            (v for v in world.agent_vms() if v.host == new_host and v.power_state is PowerState.POWERED_ON),
+            None,
+        ),
+        "the new host's agent VM on once every host passes its checks",
+        60,
+    )
+    nics = hostnet.read_vm_nics(world.session, on.moref.value)
+    assert [n.port_group for n in nics][:1] == ["contrail-fabric"] and nics[1].dv_port_group is not None
+    assert status_of(new_host.value) == {"state": "ready", "message": None}

@@ -80,7 +80,7 @@ from agentvm.core.plan import (
     SetHostSettings,
     UpdateAgency,
 )
-from agentvm.model.agency import AgentRuntime, GoalState, Issue, MoRef
+from agentvm.model.agency import AgentRuntime, GoalState, HookState, Issue, MoRef
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import ConfigurationError, NotFoundError, TransientError
 from agentvm.model.inventory import Host, InventorySnapshot, VirtualMachine
@@ -454,6 +454,21 @@ class Reconciler:
 
     # -- hooks ----------------------------------------------------------------------------------------
 
+    def _network_unready(self, wait: AgencyWait, due: Sequence[AgentRuntime]) -> list[AgentRuntime]:
+        """The due agents whose provisioned hook wires NICs (``hostNetwork.agentNics``) on a host whose
+        networking the last full pass did not find ready (a failed check, held, or not planned yet)."""
+        network = wait.resolved.spec.host_network
+        if network is None or not (network.agent_nics.fabric or network.agent_nics.trunk):
+            return []
+
+        def unready(agent: AgentRuntime) -> bool:
+            if agent.hook is None or agent.hook.state is not HookState.PROVISIONED:
+                return False
+            shown = self._host_network.get(agent.host.value)
+            return shown is None or shown.state != "ready"
+
+        return [a for a in due if unready(a)]
+
     def _answer(self, wait: AgencyWait, budget: int) -> tuple[int, int]:
         """Answer the agency's pending hooks that ``core.hooks`` says are due, one action each, ``budget``
         at most; the due ones beyond it are held back (``Backend.hold``) for the next poll. Returns the
@@ -472,6 +487,10 @@ class Reconciler:
         due: list[tuple[AgentRuntime, str, str, str, AnswerHook]] = []  # agent, moid, path, cid, change
         failed: Exception | None = None
         due_now = hooks_due(status.pending_hooks, wait.answered, now, fresh=status.fresh)
+        unready = self._network_unready(wait, due_now)
+        if unready:  # its NICs go on networks its host does not have as asked yet: answered once it has
+            self.backend.hold(status.agency, [a.agent for a in unready])
+            due_now = [a for a in due_now if a not in unready]
         later = due_now[budget:]
         if later:  # agentvm answers them at the next polls: nothing to read meanwhile
             self.backend.hold(status.agency, [a.agent for a in later])
