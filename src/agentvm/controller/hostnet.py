@@ -313,8 +313,13 @@ def _host_step(
 
 
 def _version(s: Session, ref: MoRef) -> str:
-    """A switch's or DV port group's ``config.configVersion`` now (vCenter refuses a stale one)."""
-    return str(read_one(s, s.mo(ref), ["config.configVersion"]).get("config.configVersion") or "")
+    """A switch's or DV port group's ``config.configVersion`` now (vCenter refuses a stale one): one read.
+    A collector that cannot follow the path into the switch's config (govmomi's simulator: ``config`` is
+    an interface there) answers nothing for it: then the whole ``config`` is read."""
+    version = read_one(s, s.mo(ref), ["config.configVersion"]).get("config.configVersion")
+    if version is None:
+        version = getattr(read_one(s, s.mo(ref), ["config"]).get("config"), "configVersion", None)
+    return str(version or "")
 
 
 def _network_system(s: Session, host: str) -> MoRef:

@@ -337,7 +337,10 @@ func TestASwitchCanBeCalledAsVmwareDistributedVirtualSwitch(t *testing.T) {
 	}
 	// the property collector finds it under that type too (a RetrievePropertiesEx obj, not a _this)
 	var read mo.DistributedVirtualSwitch
-	if err := property.DefaultCollector(c).RetrieveOne(ctx, ref, []string{"config.configVersion"}, &read); err != nil {
+	if err := property.DefaultCollector(c).RetrieveOne(ctx, ref, []string{"config"}, &read); err != nil {
 		t.Fatalf("RetrievePropertiesEx of %v: %v", ref, err)
+	}
+	if read.Config == nil || read.Config.GetDVSConfigInfo().Description != "by its vCenter type" {
+		t.Fatalf("RetrievePropertiesEx of %v answered no config: %+v", ref, read.Config)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 var (
 	reVmwareSwitch = regexp.MustCompile(`(<[A-Za-z_][\w:.-]*\b[^>]*?type=")VmwareDistributedVirtualSwitch("[^>]*>)([^<]*)<`)
+	reSwitchType   = regexp.MustCompile(`<type>VmwareDistributedVirtualSwitch</type>`)
 	reLoginExt     = regexp.MustCompile(`<LoginExtensionByCertificate\b`)
 	reAddHost      = regexp.MustCompile(`<(AddHost_Task|AddStandaloneHost_Task)\b`)
 )
@@ -61,6 +62,10 @@ func soapPanic(w http.ResponseWriter, cause interface{}) {
 // the request (the call's _this, a property collector's obj, a spec's dvs): 0.24.2 registers its switches
 // as DistributedVirtualSwitch and finds objects by type and moid.
 func aliasSwitchType(body []byte) []byte {
+	if len(simulator.Map.All("VmwareDistributedVirtualSwitch")) == 0 {
+		// a property collector's PropertySpec names the type too: its properties would match no switch
+		body = reSwitchType.ReplaceAll(body, []byte("<type>DistributedVirtualSwitch</type>"))
+	}
 	return reVmwareSwitch.ReplaceAllFunc(body, func(ref []byte) []byte {
 		m := reVmwareSwitch.FindSubmatch(ref)
 		moid := string(m[3])
