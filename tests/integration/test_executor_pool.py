@@ -23,7 +23,7 @@ from agentvm.controller.identity import SolutionIdentity
 from agentvm.controller.planner import AGENCY_KINDS, Planner
 from agentvm.controller.run import Controller
 from agentvm.controller.solution import Solution
-from agentvm.core.plan import HostSetting, SetHostSettings
+from agentvm.core.plan import HostSetting, JoinSwitch, PrepareHostNetwork, PrepareSwitch, SetHostSettings
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.lab.world import LabInfo
 from agentvm.model.agency import HookState, MoRef
@@ -270,7 +270,11 @@ def pending_hooks(world: World, workers: int) -> tuple[Solution, AgencyWait]:
     solution = Solution(desired, world.session, workers=workers)
     plan = solution.plan()
     for change in plan.changes:  # what apply carries out before its wait
-        if change.agency is None or isinstance(change, SetHostSettings) or change.kind in AGENCY_KINDS:
+        if (
+            change.agency is None
+            or isinstance(change, SetHostSettings | PrepareSwitch | JoinSwitch | PrepareHostNetwork)
+            or change.kind in AGENCY_KINDS
+        ):
             solution.executor.carry_out(change)
     agency = plan.observation.agencies[0]
     assignment = plan.spec_plan.addresses[agency.name]

@@ -83,6 +83,10 @@ def test_apply_prepares_every_host_and_wires_each_agent_vms_two_nics_then_change
     status = json.loads(ok(cli_world.run("status", "-f", str(spec), "--json")))
     networks = [h["network"] for a in status["agencies"] for c in a["clusters"] for h in c["hosts"]]
     assert networks == [{"state": "ready", "message": None}] * 6
+    # the vCenter plugin mirrors tenant networks and VMs: not the vRouter's own trunk, nor the agent VMs
+    netsync = json.loads(ok(cli_world.run("netsync", "plan", "--json")))
+    assert netsync["errors"] == [] and netsync["vms"] == 0
+    assert "contrail-trunk" not in json.dumps(netsync["portGroups"])
 
 
 def _vswitch_on_another_nic(session: Session, host: HostNetworkState, refs: HostNetworkRefs) -> None:

@@ -138,6 +138,15 @@ def spec_text(**replace: str) -> str:
 ONE_CLUSTER = {"      - /DC0/host/DC0_C1\n": ""}
 
 
+def without_host_network(text: str) -> str:
+    """The spec without its agency's ``hostNetwork`` section: for tests that count what the agents alone
+    cost (the hosts' networking adds its own reads and writes, counted by the hostnet tests)."""
+    lines = text.splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("    hostNetwork:"))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("      ")), len(lines))
+    return "".join(lines[:start] + lines[end:])
+
+
 def deployed(world: World, hosts: int = 3, policy: HealPolicy | None = None) -> list[VirtualMachine]:
     """Start the controller on an empty lab: it registers, creates the agency and answers every hook."""
     world.start(policy=policy)

@@ -29,6 +29,7 @@ from pyVmomi import vim
 
 from agentvm.model.agency import MoRef, PowerState
 from agentvm.model.errors import ConfigurationError
+from agentvm.model.hostnet import OWNER_MARK
 from agentvm.model.network import Dvs, IpPool, IpRange, NetworkInventory, Nic, PortGroup, Vm
 from agentvm.vsphere.collector import (
     DEFAULT_PAGE_SIZE,
@@ -52,12 +53,14 @@ PORTGROUP_PROPS = (
     "config.distributedVirtualSwitch",
     "config.defaultPortConfig",
     "config.uplink",
+    "config.description",  # agentvm's own (hostNetwork's trunk) starts with OWNER_MARK: not a tenant network
 )
 VM_PROPS = (
     "name",
     "runtime.host",
     "runtime.powerState",
     "config.template",
+    "config.managedBy",  # an agent VM (EAM's, the engine's): infrastructure, not a tenant VM
     "config.hardware.device",
     "guest.net",
 )
@@ -158,7 +161,8 @@ def connected_port_keys(
 
 
 def build_network_inventory(raw: RawNetworkRead) -> NetworkInventory:
-    """Turn the raw reads into the frozen snapshot. Pure. Uplink port groups and templates are left out."""
+    """Turn the raw reads into the frozen snapshot. Pure. Uplink port groups, agentvm's own port groups (the
+    vRouter's trunk, ``hostNetwork``), templates and agent VMs (``config.managedBy``) are left out."""
     dvs_moid_by_uuid = {str(o.get("uuid", "")): str(o.obj._moId) for o in raw.dvses}
     pools, association = _pools(raw.ip_pools)
     uplinks = {
@@ -167,16 +171,14 @@ def build_network_inventory(raw: RawNetworkRead) -> NetworkInventory:
     port_groups = tuple(
         _port_group(o, association)
         for o in raw.port_groups
-        if not o.get("config.uplink", False) and str(o.obj._moId) not in uplinks
+        if not o.get("config.uplink", False) and str(o.obj._moId) not in uplinks and not _agentvms(o.props)
     )
     port_vlans = {
         (dvs_moid, str(port.key)): _port_vlan(port)
         for dvs_moid, ports in raw.dv_ports.items()
         for port in ports
     }
-    vms = tuple(
-        _vm(o, dvs_moid_by_uuid, port_vlans) for o in raw.vms if not bool(o.get("config.template", False))
-    )
+    vms = tuple(_vm(o, dvs_moid_by_uuid, port_vlans) for o in raw.vms if _mirrored(o.props))
     return NetworkInventory(
         vcenter_uuid=raw.vcenter_uuid,
         port_groups=tuple(sorted(port_groups, key=lambda p: p.key)),
@@ -311,6 +313,16 @@ def _vm(
     return network_vm(str(o.obj._moId), o.props, dvs_moid_by_uuid, port_vlans)
 
 
+def _mirrored(props: Mapping[str, Any]) -> bool:
+    """A tenant VM: not a template, and not an agent VM (one an extension manages: EAM's, the engine's)."""
+    return not bool(props.get("config.template", False)) and props.get("config.managedBy") is None
+
+
+def _agentvms(props: Mapping[str, Any]) -> bool:
+    """A DV port group agentvm created (``hostNetwork``'s trunk): its description starts with OWNER_MARK."""
+    return str(props.get("config.description") or "").startswith(OWNER_MARK)
+
+
 def _moid(ref: Any) -> str:
     """A managed object's moid, from a pyVmomi object (``_moId``) or a watch's ``MoRef`` (``value``)."""
     return str(getattr(ref, "_moId", None) or ref.value)
@@ -422,8 +434,9 @@ def watched_vm(
     dvs_moid_by_uuid: Mapping[str, str],
     port_vlans: Mapping[tuple[str, str], int | None],
 ) -> Vm | None:
-    """``network_vm`` of a VM's merged watch updates; None for a template (netsync mirrors no template)."""
-    if bool(props.get("config.template", False)):
+    """``network_vm`` of a VM's merged watch updates; None for a template or an agent VM (netsync mirrors
+    neither)."""
+    if not _mirrored(props):
         return None
     return network_vm(moid, props, dvs_moid_by_uuid, port_vlans)
 
