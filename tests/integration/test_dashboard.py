@@ -398,3 +398,33 @@ def test_several_vcenters_each_show_who_leads_them_and_since_when(
     hosts = page.evaluate("document.querySelectorAll('.host').length")
     assert hosts == 2 * sum(len(c["hosts"]) for a in _status("green")["agencies"] for c in a["clusters"])
     assert page.exceptions() == []
+
+
+def test_each_hosts_networking_is_shown_and_a_failed_check_marks_its_tile(
+    world: World, server: ApiServer, page: Page
+) -> None:
+    """hostNetwork: status-v1's ``network`` per host; a failed check is on the tile, the check and its fix in
+    the host's detail."""
+    status = _status("green")
+    hosts = status["agencies"][0]["clusters"][0]["hosts"]  # type: ignore[index]
+    for host in hosts:
+        host["network"] = {"state": "ready", "message": None}
+    failed = "no physical NIC vmnic1 (the host has vmnic0); fix hostNetwork.fabric.pnic"
+    hosts[2]["network"] = {"state": "error", "message": failed}
+    world.set_status(valid(status))
+    _open(page, f"{server.url}/")
+    tiles = page.evaluate("[...document.querySelectorAll('.host')].map(h => h.textContent)")
+    assert ["network" in t for t in tiles] == [False, False, True, False, False, False, False], tiles
+    page.evaluate("document.querySelector('[data-moid=\"host-23\"]').click()")
+    facts = page.wait_for(
+        "document.getElementById('detail-facts').textContent.includes('network') && "
+        "document.getElementById('detail-facts').textContent"
+    )
+    assert f"networkerror: {failed}" in facts, facts
+    page.evaluate("document.querySelector('[data-moid=\"host-21\"]').click()")
+    facts = page.wait_for(
+        "document.getElementById('detail').dataset.moid === 'host-21' && "
+        "document.getElementById('detail-facts').textContent"
+    )
+    assert "networkready" in facts, facts
+    assert page.exceptions() == []
