@@ -4,6 +4,7 @@ back on agentvm's own port group and reported, with the fix, on anyone else's.""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from agentvm.controller.run import Settings
 from agentvm.controller.status import status_document, status_schema
 from agentvm.model.agency import MoRef
 from agentvm.model.hostnet import AgentNicTarget, HostNetworkSnapshot, HostNetworkState
@@ -18,7 +20,7 @@ from agentvm.model.inventory import PowerState, VirtualMachine
 from agentvm.vsphere import hostnet
 from agentvm.vsphere.hosts import add_host
 from agentvm.vsphere.session import Session
-from tests.support.controller_lab import World, controller_world, deployed, host_doc, wait_for
+from tests.support.controller_lab import Calls, World, controller_world, deployed, host_doc, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -236,3 +238,54 @@ def test_a_host_dropped_from_the_distributed_switch_is_joined_again_with_its_upl
     assert back.owned.dvs_joined == {dvs.key}  # joined by agentvm now: its to undo
     joins = [e["message"] for e in world.events(action="host-network") if int(e["id"]) > first]
     assert joins == [f"add 1 host to distributed switch {dvs.label()}: {dropped.label()} with vmnic2"]
+
+
+def test_a_drift_is_seen_by_the_watch_and_repaired_reading_only_that_hosts_networking(world: World) -> None:
+    # the periodic full pass far apart: what repairs the drift is the watch on the hosts' networking
+    quiet = Settings(fast_poll=0.2, slow_poll=0.5, full_resync=600.0, retry_max=1.0, sweep_per_minute=6.0)
+    world.start(settings=quiet)
+    wait_for(world.all_green, "the controller to deploy every agent and turn green", 120)
+    controller = world.controller
+    assert controller is not None
+    calls = Calls()
+    controller.reconciler.add_call_listener(calls)
+    snapshot = read(world.session, world)
+    ours = next(h for h in snapshot.hosts if h.path == "/DC0/host/DC0_C0/DC0_C0_H0")
+    _, refs = hostnet.read_host_networks_refs(world.session, {ours.moid: ours.path})
+    first, before = controller.events.last_id, Counter(calls.counts)
+    hostnet.update_port_group(
+        world.session, refs.network_systems[ours.moid], "contrail-fabric", "vSwitch1", vlan=5, label=ours.name
+    )
+
+    def fabric_vlan() -> int:
+        groups = host(read(world.session, world), ours.moid).port_groups
+        return next(g.vlan for g in groups if g.name == "contrail-fabric")
+
+    wait_for(lambda: fabric_vlan() == 0, "the watch to show the drift and agentvm to repair it", 30)
+    repairs = [e["message"] for e in world.events(action="host-network") if int(e["id"]) > first]
+    assert repairs == [
+        f"on {ours.label()}: repair port group contrail-fabric on vSwitch vSwitch1: VLAN 0 (was VLAN 5)"
+    ]
+    spent = calls.since(before)
+    # the re-plan read that host's networking (and the switches), not every host's
+    assert spent["UpdatePortGroup"] == 1, spent
+    assert controller.reconciler.planner.network_reads_hosts == 1, spent
+
+
+def test_while_the_watch_follows_the_hosts_networking_the_periodic_pass_reads_none_of_it(
+    world: World,
+) -> None:
+    deployed(world)  # FAST: a full pass every 2 s
+    controller = world.controller
+    assert controller is not None
+    full_passes = {controller.metrics.last_full_resync.value()}
+    reads: list[int] = []
+
+    def three_more_full_passes() -> bool:
+        if controller.metrics.last_full_resync.value() not in full_passes:
+            full_passes.add(controller.metrics.last_full_resync.value())
+            reads.append(controller.reconciler.planner.network_reads_hosts)
+        return len(full_passes) > 3
+
+    wait_for(three_more_full_passes, "three periodic full passes", 60, interval=0.05)
+    assert reads == [0, 0, 0], reads  # every host's networking stands from the last read, the watch on it

@@ -54,6 +54,7 @@ class HostNetworkPlan:
     snapshot: HostNetworkSnapshot | None = None  # None: no agency has a hostNetwork section (nothing read)
     owner_field_key: int | None = None
     hosts: Mapping[str, HostNetworkShown] = field(default_factory=dict)  # host moid -> its state, for status
+    read_hosts: int = 0  # hosts whose networking this plan read (the others from a kept read)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def plan_host_networks(
     if not wanted:
         return HostNetworkPlan()
     paths = {h.moid: h.path for _, hosts in wanted for h in hosts}
-    snapshot, refs = _read(session, paths, known)
+    snapshot, refs, read_hosts = _read(session, paths, known)
     by_moid = {h.moid: h for h in snapshot.hosts}
     changes: list[HostNetworkChange] = []
     right: list[str] = []
@@ -170,7 +171,9 @@ def plan_host_networks(
             )
     labels = {h.moid: h.label() for h in snapshot.hosts}
     shown = shown_states(list(paths), labels, errors, changes)
-    return HostNetworkPlan(tuple(changes), tuple(right), tuple(errors), snapshot, refs.owner_field_key, shown)
+    return HostNetworkPlan(
+        tuple(changes), tuple(right), tuple(errors), snapshot, refs.owner_field_key, shown, read_hosts
+    )
 
 
 def nic_positions(spec: AgencySpec, descriptor: OvfDescriptor) -> dict[str, int]:
@@ -195,19 +198,19 @@ def nic_positions(spec: AgencySpec, descriptor: OvfDescriptor) -> dict[str, int]
 
 def _read(
     session: Session, paths: dict[str, str], known: HostNetworkSnapshot | None
-) -> tuple[HostNetworkSnapshot, vhostnet.HostNetworkRefs]:
-    """The hosts ``paths`` names and the switches; from ``known`` for the hosts it has (see
-    ``plan_host_networks``)."""
+) -> tuple[HostNetworkSnapshot, vhostnet.HostNetworkRefs, int]:
+    """The hosts ``paths`` names and the switches, and how many hosts were read; from ``known`` for the hosts
+    it has (see ``plan_host_networks``)."""
     if known is None:
-        return vhostnet.read_host_networks_refs(session, paths)
+        return (*vhostnet.read_host_networks_refs(session, paths), len(paths))
     have = {h.moid: h for h in known.hosts if h.moid in paths}
     new = {moid: path for moid, path in paths.items() if moid not in have}
     if not new:
         # a kept read comes from a plan that changed nothing, so nothing here needs a host's network system
-        return HostNetworkSnapshot(tuple(have.values()), known.dvses), vhostnet.HostNetworkRefs()
+        return HostNetworkSnapshot(tuple(have.values()), known.dvses), vhostnet.HostNetworkRefs(), 0
     read, refs = vhostnet.read_host_networks_refs(session, new)
     hosts = tuple(sorted([*have.values(), *read.hosts], key=lambda h: h.moid))
-    return HostNetworkSnapshot(hosts, read.dvses), refs
+    return HostNetworkSnapshot(hosts, read.dvses), refs, len(new)
 
 
 class HostNetworkWriter:

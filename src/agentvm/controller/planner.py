@@ -22,6 +22,7 @@ Callers: ``controller.solution.Solution`` (``agentvm plan | apply``) and ``contr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,6 +38,9 @@ from agentvm.core.plan import (
     Change,
     ChangeKind,
     HeldCertificate,
+    JoinSwitch,
+    PrepareHostNetwork,
+    PrepareSwitch,
     RecordCertificate,
     ResolveIssue,
     SetCertificate,
@@ -129,6 +133,7 @@ class Planner:
         self.executor = executor
         self.strict_static_hosts = strict_static_hosts
         self._network_read: HostNetworkSnapshot | None = None  # the last plan's, when it changed nothing
+        self.network_reads_hosts = 0  # hosts whose networking the last plan read (hostNetwork)
 
     def observe(
         self, snapshot: InventorySnapshot | None = None, *, reuse: Reused | None = None
@@ -155,8 +160,13 @@ class Planner:
         check_packages: bool = True,
         snapshot: InventorySnapshot | None = None,
         reuse: Reused | None = None,
+        network_known: bool = False,
     ) -> SolutionPlan:
         """Observe and compare; validate what apply needs. Raises the validation errors; changes nothing.
+
+        ``network_known``: the hosts' networking as the last plans read it still stands but for what the
+        caller's watch named (``forget_network``): a re-plan reads only the hosts new or named since (the
+        controller's periodic pass while its watch on the hosts' networking is live).
 
         ``check_packages``: download each OVF that an agency change would hand to EAM (and check its sha256).
         ``snapshot``: the inventory as the caller holds it now (the controller's ``InventoryKeeper``);
@@ -192,11 +202,18 @@ class Planner:
             for c in core.changes
             if isinstance(c, SetHostSettings)
         ]
-        network = self._host_network(observation, warnings, replan=reuse is not None)
+        network = self._host_network(observation, warnings, replan=reuse is not None or network_known)
         changes += network.changes
         for agency in observation.agencies:
             changes += self._agency_changes(agency, core, warnings, check_packages)
         return SolutionPlan(observation, core, tuple(changes), tuple(dict.fromkeys(warnings)), network)
+
+    def forget_network(self, hosts: Iterable[str]) -> None:
+        """These hosts' networking changed (the controller's watch): the next re-plan reads it again."""
+        known = self._network_read
+        if known is not None:
+            gone = set(hosts)
+            self._network_read = replace(known, hosts=tuple(h for h in known.hosts if h.moid not in gone))
 
     def _host_network(
         self, observation: Observation, warnings: list[str], *, replan: bool
@@ -213,7 +230,8 @@ class Planner:
             [(a.resolved.spec, a.resolved.hosts) for a in observation.agencies],
             known=self._network_read if replan else None,
         )
-        self._network_read = network.snapshot if not network.changes else None
+        self._network_read = _kept(network)
+        self.network_reads_hosts = network.read_hosts
         self.executor.host_network.learn_key(network.owner_field_key)
         self.executor.host_network.learn(network.snapshot)
         if not network.errors:
@@ -423,3 +441,14 @@ def away_warnings(observation: Observation) -> list[str]:
         for host in agency.resolved.hosts
         if host.moid in why
     ]
+
+
+def _kept(network: HostNetworkPlan) -> HostNetworkSnapshot | None:
+    """What a re-plan may take from this plan's host network read once its changes are made: the hosts it
+    does not change (the ones it changes are read again); nothing when it changes a switch."""
+    if network.snapshot is None or any(isinstance(c, PrepareSwitch) for c in network.changes):
+        return None
+    changed = {c.host_moid for c in network.changes if isinstance(c, PrepareHostNetwork)}
+    changed |= {m for c in network.changes if isinstance(c, JoinSwitch) for m, _, _ in c.members}
+    hosts = tuple(h for h in network.snapshot.hosts if h.moid not in changed)
+    return replace(network.snapshot, hosts=hosts)

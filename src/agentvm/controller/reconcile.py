@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -214,7 +215,15 @@ class Reconciler:
         reuse = self._reuse if not (read or sweep) else None
         self._note(relist=reuse is None)
         snapshot = self.inventory.read(full=read or sweep)
-        plan = self.planner.plan(check_packages=self._check_packages, snapshot=snapshot, reuse=reuse)
+        # the hosts' networking: read again only where the watch saw it change, unless a sweep, the watch
+        # not following it, or the last read of every host's being older than ``network_resync``
+        now = self._clock()
+        known = not sweep and self.network_watched and now - self._network_read_at < self.network_resync
+        plan = self.planner.plan(
+            check_packages=self._check_packages, snapshot=snapshot, reuse=reuse, network_known=known
+        )
+        if self.planner.network_reads_hosts and not known and reuse is None:
+            self._network_read_at = now
         for warning in plan.warnings:  # each once, while it lasts (an unknown ipPlan host, say)
             if warning not in self._warned:
                 self.events.publish("warning", warning, level="warning")
@@ -249,6 +258,15 @@ class Reconciler:
             self._calls() - calls,
             polled.resolve_started,
         )
+
+    network_watched = False  # the controller's watch follows the hosts' networking (``network_changed``)
+    network_resync = 600.0  # ...and every host's is read again at least this often (seconds) all the same
+    _network_read_at = -math.inf  # when every host's networking was last read
+
+    def network_changed(self, hosts: Collection[MoRef]) -> None:
+        """The watch saw these hosts' networking change: the next re-plan reads it again (``hostNetwork``)."""
+        if hosts:
+            self.planner.forget_network(h.value for h in hosts)
 
     def poll(self, *, observed: Mapping[str, AgencyStatus | None] | None = None) -> PassReport:
         """Observe the agencies, answer hooks, heal, publish status and metrics. Raises adapters' errors.

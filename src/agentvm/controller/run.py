@@ -74,6 +74,7 @@ from agentvm.controller.watch import Batch, InventoryWatch
 from agentvm.core.agent_reads import Look, ReadPolicy
 from agentvm.core.heal import HealPolicy
 from agentvm.core.retry import WATCH_BACKOFF, Retries, reconnect_backoff
+from agentvm.model.agency import MoRef
 from agentvm.model.desired import DesiredState
 from agentvm.model.errors import AgentvmError, AuthenticationError, TransientError
 from agentvm.model.network import SyncError, SyncErrorKind
@@ -94,6 +95,7 @@ class Settings:
     fast_max: float = 2.0  # ...up to this (each poll costs one AgencyQueryRuntime per agency)
     slow_poll: float = 5.0  # when everything is green
     full_resync: float = 60.0  # a full pass at least this often
+    network_resync: float = 600.0  # hostNetwork: every host's networking read again at least this often
     retry_max: float = 10.0  # longest wait between attempts while vCenter or EAM is unreachable
     watch_max_wait: int = 1  # WaitForUpdatesEx bound: how soon the watch notices a stop
     check_packages: bool = True  # download and check the OVF before an agency change
@@ -171,6 +173,7 @@ class Controller:
         # one jitter seed for this controller's retries (the heal policy's when given: tests fix it)
         seed = policy.seed if policy is not None else secrets.randbits(32)
         self._reconnect: Retries[str] = Retries(reconnect_backoff(settings.retry_max), seed)
+        self._network_watch = any(a.host_network is not None for a in desired.agencies)
         self.watch = InventoryWatch(
             session,
             self._on_batch,
@@ -179,6 +182,7 @@ class Controller:
             clock=time.perf_counter,
             backoff=Retries(WATCH_BACKOFF, seed),
             coalesce=settings.coalesce,
+            network=self._network_watch,
         )
         self.reconciler = Reconciler(
             desired,
@@ -198,11 +202,13 @@ class Controller:
             hooks_per_poll=settings.hooks_per_poll,
         )
         self.backend = self.reconciler.backend
+        self.reconciler.network_resync = settings.network_resync
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._want_full = True
         self._want_sweep = True  # read every agent at the next full pass
+        self._network_hosts: set[MoRef] = set()  # hosts whose networking the watch saw change since
         self._ready = False
         self._healthy = False
         self._outage: str | None = None
@@ -309,6 +315,9 @@ class Controller:
                         self._want_sweep = False
                     self._wake.clear()
                     update = self._last_update
+                    network, self._network_hosts = self._network_hosts, set()
+                self.reconciler.network_changed(network)  # their networking is read again by the re-plan
+                self.reconciler.network_watched = self._network_watch and self.watch.connected
                 try:
                     report = self._pass(full, update, sweep, read=sweep or periodic)
                 except Exception as exc:  # the controller outlives every failure
@@ -488,8 +497,9 @@ class Controller:
 
     def _on_batch(self, batch: Batch) -> None:
         with self._lock:
-            if batch.topology:
+            if batch.topology or batch.network_hosts:  # hostNetwork: a drift (or agentvm's own change)
                 self._want_full = True
+                self._network_hosts.update(batch.network_hosts)
             if batch.first:
                 self._want_sweep = True  # changes may have gone unseen before this watch
             if batch.vms or batch.hosts or batch.topology:

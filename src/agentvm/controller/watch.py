@@ -50,6 +50,8 @@ from agentvm.model.agency import MoRef
 from agentvm.model.inventory import Host
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.watch import (
+    HOST_NETWORK,
+    INVENTORY_NETWORK_WATCH,
     INVENTORY_WATCH,
     VM_WATCH,
     WatchChange,
@@ -72,6 +74,7 @@ class Batch:
     changes: int
     marked_hosts: tuple[MoRef, ...] = ()  # hosts where a VM carrying an owner marker appeared or changed
     first: bool = False  # the initial state of a new watch: changes may have been missed before it
+    network_hosts: tuple[MoRef, ...] = ()  # hosts whose networking changed (a watch with ``network``)
 
     def merged(self, later: Batch) -> Batch:
         """This batch and a later one as one: the earlier receipt time, every change of both."""
@@ -83,6 +86,7 @@ class Batch:
             self.changes + later.changes,
             tuple(dict.fromkeys((*self.marked_hosts, *later.marked_hosts))),
             self.first or later.first,
+            tuple(dict.fromkeys((*self.network_hosts, *later.network_hosts))),
         )
 
 
@@ -99,10 +103,13 @@ class InventoryWatch:
         clock: Callable[[], float] = time.monotonic,
         backoff: Retries[str] | None = None,
         coalesce: float = 0.0,
+        network: bool = False,
     ) -> None:
         """``backoff``: the delays before a new watch after a failure (default ``core.retry.WATCH_BACKOFF``,
         seed 0); ``clock`` stamps the batches and the failures; ``coalesce``: seconds a batch of VM changes
-        waits for more before it is handed over (0: at once)."""
+        waits for more before it is handed over (0: at once); ``network``: also each host's networking
+        (``vsphere.watch.HOST_NETWORK``; ``Batch.network_hosts``)."""
+        self._specs = INVENTORY_NETWORK_WATCH if network else INVENTORY_WATCH
         if coalesce < 0:
             raise ValueError(f"coalesce must be 0 or more seconds (got {coalesce})")
         self._coalesce = coalesce
@@ -175,7 +182,7 @@ class InventoryWatch:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                with Watcher(self._session, INVENTORY_WATCH, max_wait_seconds=self._max_wait) as watcher:
+                with Watcher(self._session, self._specs, max_wait_seconds=self._max_wait) as watcher:
                     with self._lock:
                         self._watcher = watcher
                     if self._stopping.is_set():
@@ -231,6 +238,7 @@ class InventoryWatch:
         topology = first
         hosts_changed = False
         vms: list[MoRef] = []
+        network: list[MoRef] = []
         moved: set[MoRef] = set()  # hosts that entered or left a cluster's host list
         with self._lock:
             if first:
@@ -248,6 +256,8 @@ class InventoryWatch:
                     state = self._hosts.setdefault(ref, Host(ref, "", ""))
                     if change.kind is WatchChangeKind.ENTER or "parent" in props:
                         topology = True
+                    elif not first and any(p in props for p in HOST_NETWORK):
+                        network.append(ref)
                     updated = host_runtime(state, props)
                     if updated is not None:
                         self._hosts[ref] = updated
@@ -274,7 +284,14 @@ class InventoryWatch:
             if not first:
                 self._changes = self._changes | marked
         return Batch(
-            received, topology, hosts_changed, tuple(vms), len(changes), tuple(marked.marked_hosts), first
+            received,
+            topology,
+            hosts_changed,
+            tuple(vms),
+            len(changes),
+            tuple(marked.marked_hosts),
+            first,
+            tuple(network),
         )
 
 

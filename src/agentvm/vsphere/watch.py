@@ -208,6 +208,15 @@ INVENTORY_WATCH = (
 )
 """Hosts (state, and where they are), clusters' host lists and VMs' power, host and owner marker."""
 
+HOST_NETWORK = ("config.network.vswitch", "config.network.portgroup", "config.network.proxySwitch")
+"""A host's networking as ``hostNetwork`` checks it: a change here is a drift to look at, or agentvm's own."""
+
+INVENTORY_NETWORK_WATCH = (
+    WatchSpec(vim.HostSystem, (*HOST_RUNTIME, "parent", *HOST_NETWORK)),
+    *INVENTORY_WATCH[1:],
+)
+"""``INVENTORY_WATCH`` and each host's networking: the controller of a spec with ``hostNetwork``."""
+
 VM_WATCH = (WatchSpec(vim.VirtualMachine, AGENT_VM_PROPERTIES),)
 """VMs only: apply's wait, polled without waiting (``controller.watch.VmWatch``)."""
 
