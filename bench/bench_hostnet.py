@@ -25,14 +25,14 @@ Run: .venv/bin/python bench/bench_hostnet.py [--sizes 1x64,8x64] [--workers 8] [
 from __future__ import annotations
 
 import argparse
-import ssl
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pyVim.connect import Connect, Disconnect
+from bench_eam_deploy import bare_clients
+from pyVim.connect import Disconnect
 from pyVmomi import vim, vmodl
 
 from agentvm.controller.hostnet import HostNetworkWriter, plan_host_networks
@@ -114,15 +114,7 @@ def agentvm_run(info: VcsimInfo, workers: int) -> dict[str, Any]:
 
 
 def floor_run(info: VcsimInfo, workers: int) -> dict[str, Any]:
-    ctx = ssl._create_unverified_context()  # noqa: S323 - loopback lab
-    si = Connect(
-        host=info.host,
-        port=info.port,
-        user=info.username,
-        pwd=info.password,
-        sslContext=ctx,
-        version="vim.version.version11",
-    )
+    si, _eam = bare_clients(info)  # the other benchmarks' floor client (bench_eam_deploy.py)
     calls: Counter[str] = Counter()
     try:
         content = si.RetrieveContent()
