@@ -289,3 +289,38 @@ def test_while_the_watch_follows_the_hosts_networking_the_periodic_pass_reads_no
 
     wait_for(three_more_full_passes, "three periodic full passes", 60, interval=0.05)
     assert reads == [0, 0, 0], reads  # every host's networking stands from the last read, the watch on it
+
+
+def test_a_trunk_changed_behind_agentvms_back_is_seen_by_the_watch_and_repaired(world: World) -> None:
+    quiet = Settings(fast_poll=0.2, slow_poll=0.5, full_resync=600.0, retry_max=1.0, sweep_per_minute=6.0)
+    world.start(settings=quiet)
+    wait_for(world.all_green, "the controller to deploy every agent and turn green", 120)
+    controller = world.controller
+    assert controller is not None
+    (dvs,) = [d for d in read(world.session, world).dvses if d.name == "DVS0"]
+    (trunk,) = [g for g in dvs.port_groups if g.name == "contrail-trunk"]
+    first = controller.events.last_id
+    version = str(world.session.mo(MoRef("DistributedVirtualPortgroup", trunk.key)).config.configVersion)
+    hostnet.reconfigure_dv_port_group(
+        world.session,
+        trunk.key,
+        trunk.name,
+        vlans=((1, 100),),
+        security=trunk.security,
+        description=trunk.description,
+        config_version=version,
+        label=dvs.name,
+    )
+
+    def vlans() -> tuple[tuple[int, int], ...]:
+        (switch,) = [d for d in read(world.session, world).dvses if d.name == "DVS0"]
+        return next(g.vlans for g in switch.port_groups if g.name == "contrail-trunk")
+
+    wait_for(
+        lambda: vlans() == ((1, 4094),), "the watch to show the trunk's change and agentvm to repair it", 30
+    )
+    repairs = [e["message"] for e in world.events(action="host-network") if int(e["id"]) > first]
+    assert repairs == [
+        f"repair DV port group contrail-trunk on distributed switch {dvs.label()}: VLANs 1-4094, promiscuous "
+        "true, forgedTransmits true (was VLANs 1-100)"
+    ], repairs

@@ -208,10 +208,13 @@ class Planner:
             changes += self._agency_changes(agency, core, warnings, check_packages)
         return SolutionPlan(observation, core, tuple(changes), tuple(dict.fromkeys(warnings)), network)
 
-    def forget_network(self, hosts: Iterable[str]) -> None:
-        """These hosts' networking changed (the controller's watch): the next re-plan reads it again."""
+    def forget_network(self, hosts: Iterable[str] | None) -> None:
+        """These hosts' networking changed (the controller's watch): the next re-plan reads it again; None:
+        a switch or DV port group changed, every host's and the switches are read again."""
         known = self._network_read
-        if known is not None:
+        if hosts is None:
+            self._network_read = None
+        elif known is not None:
             gone = set(hosts)
             self._network_read = replace(known, hosts=tuple(h for h in known.hosts if h.moid not in gone))
 

@@ -263,9 +263,12 @@ class Reconciler:
     network_resync = 600.0  # ...and every host's is read again at least this often (seconds) all the same
     _network_read_at = -math.inf  # when every host's networking was last read
 
-    def network_changed(self, hosts: Collection[MoRef]) -> None:
-        """The watch saw these hosts' networking change: the next re-plan reads it again (``hostNetwork``)."""
-        if hosts:
+    def network_changed(self, hosts: Collection[MoRef], *, switches: bool = False) -> None:
+        """The watch saw these hosts' networking change (or, ``switches``, a DV port group): the next re-plan
+        reads it again (every host's and the switches, for a DV port group; ``hostNetwork``)."""
+        if switches:
+            self.planner.forget_network(None)
+        elif hosts:
             self.planner.forget_network(h.value for h in hosts)
 
     def poll(self, *, observed: Mapping[str, AgencyStatus | None] | None = None) -> PassReport:

@@ -209,6 +209,7 @@ class Controller:
         self._want_full = True
         self._want_sweep = True  # read every agent at the next full pass
         self._network_hosts: set[MoRef] = set()  # hosts whose networking the watch saw change since
+        self._switches_changed = False  # ...and whether a DV port group did
         self._ready = False
         self._healthy = False
         self._outage: str | None = None
@@ -316,7 +317,9 @@ class Controller:
                     self._wake.clear()
                     update = self._last_update
                     network, self._network_hosts = self._network_hosts, set()
-                self.reconciler.network_changed(network)  # their networking is read again by the re-plan
+                    switches, self._switches_changed = self._switches_changed, False
+                # their networking is read again by the re-plan (every host's when a DV port group changed)
+                self.reconciler.network_changed(network, switches=switches)
                 self.reconciler.network_watched = self._network_watch and self.watch.connected
                 try:
                     report = self._pass(full, update, sweep, read=sweep or periodic)
@@ -497,9 +500,10 @@ class Controller:
 
     def _on_batch(self, batch: Batch) -> None:
         with self._lock:
-            if batch.topology or batch.network_hosts:  # hostNetwork: a drift (or agentvm's own change)
+            if batch.topology or batch.network_hosts or batch.switches:  # hostNetwork: a drift, or our own
                 self._want_full = True
                 self._network_hosts.update(batch.network_hosts)
+                self._switches_changed = self._switches_changed or batch.switches
             if batch.first:
                 self._want_sweep = True  # changes may have gone unseen before this watch
             if batch.vms or batch.hosts or batch.topology:

@@ -75,6 +75,7 @@ class Batch:
     marked_hosts: tuple[MoRef, ...] = ()  # hosts where a VM carrying an owner marker appeared or changed
     first: bool = False  # the initial state of a new watch: changes may have been missed before it
     network_hosts: tuple[MoRef, ...] = ()  # hosts whose networking changed (a watch with ``network``)
+    switches: bool = False  # a DV port group appeared, changed or went (a watch with ``network``)
 
     def merged(self, later: Batch) -> Batch:
         """This batch and a later one as one: the earlier receipt time, every change of both."""
@@ -87,6 +88,7 @@ class Batch:
             tuple(dict.fromkeys((*self.marked_hosts, *later.marked_hosts))),
             self.first or later.first,
             tuple(dict.fromkeys((*self.network_hosts, *later.network_hosts))),
+            self.switches or later.switches,
         )
 
 
@@ -239,6 +241,7 @@ class InventoryWatch:
         hosts_changed = False
         vms: list[MoRef] = []
         network: list[MoRef] = []
+        switches = False
         moved: set[MoRef] = set()  # hosts that entered or left a cluster's host list
         with self._lock:
             if first:
@@ -262,6 +265,8 @@ class InventoryWatch:
                     if updated is not None:
                         self._hosts[ref] = updated
                         hosts_changed = True
+                elif ref.type == "DistributedVirtualPortgroup":
+                    switches = switches or not first
                 elif ref.type == "ClusterComputeResource":
                     topology = True
                     if "host" in props or change.kind is WatchChangeKind.LEAVE:
@@ -292,6 +297,7 @@ class InventoryWatch:
             tuple(marked.marked_hosts),
             first,
             tuple(network),
+            switches,
         )
 
 

@@ -211,11 +211,16 @@ INVENTORY_WATCH = (
 HOST_NETWORK = ("config.network.vswitch", "config.network.portgroup", "config.network.proxySwitch")
 """A host's networking as ``hostNetwork`` checks it: a change here is a drift to look at, or agentvm's own."""
 
+DV_PORT_GROUP_NETWORK = ("config.defaultPortConfig", "config.description")
+"""A DV port group's VLANs, security policy and owner mark (``hostNetwork``'s trunk)."""
+
 INVENTORY_NETWORK_WATCH = (
     WatchSpec(vim.HostSystem, (*HOST_RUNTIME, "parent", *HOST_NETWORK)),
     *INVENTORY_WATCH[1:],
+    WatchSpec(vim.dvs.DistributedVirtualPortgroup, DV_PORT_GROUP_NETWORK),
 )
-"""``INVENTORY_WATCH`` and each host's networking: the controller of a spec with ``hostNetwork``."""
+"""``INVENTORY_WATCH``, each host's networking and the DV port groups: the controller of a spec with
+``hostNetwork``."""
 
 VM_WATCH = (WatchSpec(vim.VirtualMachine, AGENT_VM_PROPERTIES),)
 """VMs only: apply's wait, polled without waiting (``controller.watch.VmWatch``)."""
