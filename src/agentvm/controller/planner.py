@@ -132,7 +132,7 @@ class Planner:
         self.desired = desired
         self.executor = executor
         self.strict_static_hosts = strict_static_hosts
-        self._network_read: HostNetworkSnapshot | None = None  # the last plan's, when it changed nothing
+        self._network_read: HostNetworkSnapshot | None = None  # the last read, less the hosts it changed
         self.network_reads_hosts = 0  # hosts whose networking the last plan read (hostNetwork)
 
     def observe(
@@ -225,9 +225,10 @@ class Planner:
         host means no host network change on any host: ``plan`` and ``apply`` stop with every failed check
         (HostNetworkError); the controller (not strict) warns with them and changes no host's networking.
 
-        ``replan`` (the controller's re-plan for a topology change): the last plan's read stands for the
-        hosts it read, if that plan changed no host's networking; only hosts new since are read (nothing
-        when there are none). A drift on a host read before is found by the next full pass."""
+        ``replan`` (the controller's re-plans, see ``plan``): the last read stands for the hosts it holds
+        (less those that plan changed and those ``forget_network`` named since, which are read again with
+        any new host; nothing is read when there are none). A drift the watch did not name is found by the
+        next plan that reads every host."""
         network = plan_host_networks(
             self.executor.session,
             [(a.resolved.spec, a.resolved.hosts) for a in observation.agencies],
