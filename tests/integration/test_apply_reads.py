@@ -26,6 +26,7 @@ from agentvm.core.progress import Progress
 from agentvm.lab.vcsim import Shape
 from agentvm.lab.world import Lab
 from agentvm.model.agency import PowerState
+from agentvm.model.desired import DesiredState
 from agentvm.spec import load_spec, load_spec_text
 from agentvm.vsphere.extensions import read_lease_records, remove_lease_record
 from agentvm.vsphere.vms import ensure_powered_off
@@ -45,15 +46,8 @@ def test_apply_reads_each_agent_once_and_beyond_that_the_same_at_any_size(tmp_pa
         with Solution(desired, connect(world.info)) as first:
             assert first.apply(timeout=240).green
         vms = world.one_agent_per_host(hosts)
-        name = desired.agencies[0].name
         ensure_powered_off(world.session, vms[0].moref)
-        with Solution(desired, world.session) as probe:  # EAM has raised the issue: apply has work to do
-
-            def issue_raised() -> bool:
-                status = probe.backend.observe(name)
-                return status is not None and bool(status.runtime.issues)
-
-            wait_for(issue_raised, "the lab's EAM to raise the powered-off agent's issue", 60)
+        _wait_for_the_issue(world, desired)  # EAM has raised it: apply has work to do
 
         with Solution(desired, connect(world.info)) as solution:
             calls = Calls()
@@ -79,6 +73,8 @@ def test_apply_reads_every_agent_again_under_the_lease_when_another_held_it_sinc
             assert first.apply(timeout=240).green
         vms = world.one_agent_per_host(hosts)
         ensure_powered_off(world.session, vms[0].moref)
+        # else, on a loaded machine, the apply could find nothing to do yet and take no lease at all
+        _wait_for_the_issue(world, desired)
         other = Lease(connect(world.info), desired.solution.key, "apply")  # another apply, acting meanwhile
         other.acquire(wait=30)
 
@@ -101,6 +97,18 @@ def test_apply_reads_every_agent_again_under_the_lease_when_another_held_it_sinc
         assert order[taken:resolved].count("AgentQueryRuntime") >= hosts, order
 
 
+def _wait_for_the_issue(world: World, desired: DesiredState) -> None:
+    """Until the lab's EAM has raised the issue of the agent VM the test powered off."""
+    name = desired.agencies[0].name
+    with Solution(desired, world.session) as probe:
+
+        def issue_raised() -> bool:
+            status = probe.backend.observe(name)
+            return status is not None and bool(status.runtime.issues)
+
+        wait_for(issue_raised, "the lab's EAM to raise the powered-off agent's issue", 60)
+
+
 def _remove_lease_records(world: World, key: str) -> None:
     """As on a vCenter where no apply ran yet, or after a destroy: no record of the solution's lease."""
     for record in read_lease_records(world.session, key):
@@ -119,14 +127,7 @@ def test_an_apply_that_finds_no_lease_record_reads_each_agent_once_when_nobody_t
         _remove_lease_records(world, desired.solution.key)
         vms = world.one_agent_per_host(hosts)
         ensure_powered_off(world.session, vms[0].moref)
-        name = desired.agencies[0].name
-        with Solution(desired, world.session) as probe:
-
-            def issue_raised() -> bool:
-                status = probe.backend.observe(name)
-                return status is not None and bool(status.runtime.issues)
-
-            wait_for(issue_raised, "the lab's EAM to raise the powered-off agent's issue", 60)
+        _wait_for_the_issue(world, desired)  # EAM has raised it: apply has work to do
 
         with Solution(desired, connect(world.info)) as solution:
             calls = Calls()
@@ -150,6 +151,8 @@ def test_an_apply_that_finds_no_lease_record_reads_every_agent_again_when_anothe
         _remove_lease_records(world, desired.solution.key)
         vms = world.one_agent_per_host(hosts)
         ensure_powered_off(world.session, vms[0].moref)
+        # else, on a loaded machine, the apply could find nothing to do yet and take no lease at all
+        _wait_for_the_issue(world, desired)
         other = Lease(connect(world.info), desired.solution.key, "apply")  # another apply, acting meanwhile
 
         with Solution(desired, connect(world.info)) as solution:
