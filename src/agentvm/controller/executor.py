@@ -692,9 +692,8 @@ class Executor:
         meanwhile is resolved now and gets the next address of the plan (``scope_host``)."""
         host, address = self.scope_host(wait, moid)
         answer = answer_for(wait.resolved.spec, vm, host, address, agent=agent, state=state)
-        if (
-            state is HookState.PROVISIONED
-        ):  # before the VM's first power-on: its NICs go on the host's networks
+        if state is HookState.PROVISIONED:
+            # before the VM's first power-on: its NICs go on the host's networks (hostNetwork.agentNics)
             answer = replace(answer, nics=self.agent_nics(wait.resolved.spec))
         return answer
 
