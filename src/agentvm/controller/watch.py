@@ -276,10 +276,13 @@ class InventoryWatch:
                         now = set(listed) if isinstance(listed, tuple) else set()
                         moved.update(now ^ set(self._cluster_hosts.get(ref, ())))
                         self._cluster_hosts[ref] = tuple(now)
+            inventory = [
+                c for c in changes if c.moref.type != "DistributedVirtualPortgroup"
+            ]  # not inventory's
             named = InventoryDelta(
-                frozenset(c.moref for c in changes if c.kind is not WatchChangeKind.LEAVE)
+                frozenset(c.moref for c in inventory if c.kind is not WatchChangeKind.LEAVE)
                 | frozenset(() if first else moved),
-                frozenset(c.moref for c in changes if c.kind is WatchChangeKind.LEAVE),
+                frozenset(c.moref for c in inventory if c.kind is WatchChangeKind.LEAVE),
                 not first,
             )
             self._delta = named if first else self._delta | named
