@@ -351,6 +351,9 @@ FABRIC = FabricSpec(pnic="vmnic1", vswitch="vSwitch1", port_group="contrail-fabr
 def _errors(host: HostNetworkState, fabric: FabricSpec = FABRIC) -> tuple[str, ...]:
     plan = plan_host_network(HostNetworkSpec(fabric=fabric), HostNetworkSnapshot((host,)), [host.moid])
     assert plan.blocked == bool(plan.errors)
+    # the host's first failed check, as status shows it: the first message without the host's label
+    expected = {host.moid: plan.errors[0].removeprefix(f"{host.label()}: ")} if plan.errors else {}
+    assert plan.failed == expected
     return plan.errors
 
 

@@ -99,7 +99,7 @@ from agentvm.vsphere.hosts import (
     ensure_agent_vm_settings,
     set_agent_vm_settings,
 )
-from agentvm.vsphere.ovf import configure_vm
+from agentvm.vsphere.ovf import OvfDescriptor, configure_vm
 from agentvm.vsphere.session import Session
 from agentvm.vsphere.vms import ensure_on_host
 
@@ -697,14 +697,15 @@ class Executor:
             answer = replace(answer, nics=self.agent_nics(wait.resolved.spec))
         return answer
 
-    def nic_positions(self, spec: AgencySpec) -> dict[str, int]:
-        """``agentNics`` role -> the position of its NIC in ``spec``'s OVF (``controller.hostnet``),
-        downloaded once per agency and URL. ConfigurationError when the OVF has no such NIC."""
+    def nic_positions(self, spec: AgencySpec, descriptor: OvfDescriptor | None = None) -> dict[str, int]:
+        """``agentNics`` role -> the position of its NIC in ``spec``'s OVF (``controller.hostnet``), from
+        ``descriptor`` when the caller downloaded it, else downloaded: once per agency and URL.
+        ConfigurationError when the OVF has no such NIC."""
         key = (spec.name, spec.ovf.url)
         with self._lock:
             positions = self._nic_positions.get(key)
         if positions is None:
-            positions = nic_positions(spec, check_ovf(spec)[0])
+            positions = nic_positions(spec, descriptor if descriptor is not None else check_ovf(spec)[0])
             with self._lock:
                 self._nic_positions[key] = positions
         return positions

@@ -67,29 +67,31 @@ class HostNetworkShown:
     message: str = ""
 
 
-def shown_states(
-    hosts: Sequence[str],
-    labels: Mapping[str, str],
-    errors: Sequence[str],
-    changes: Sequence[HostNetworkChange],
-) -> dict[str, HostNetworkShown]:
-    """Each host's ``HostNetworkShown`` from a plan: its first failed check, else what the plan changes
-    there."""
-    changing: dict[str, str] = {}
+def changed_hosts(changes: Sequence[HostNetworkChange]) -> dict[str, str]:
+    """The hosts these changes change (host moid -> the first change's words): each one's
+    ``PrepareHostNetwork`` and the members of a ``JoinSwitch``."""
+    out: dict[str, str] = {}
     for change in changes:
         if isinstance(change, PrepareHostNetwork):
-            changing.setdefault(change.host_moid, host_network_text(change))
+            out.setdefault(change.host_moid, host_network_text(change))
         elif isinstance(change, JoinSwitch):
             for moid, _, uplink in change.members:
-                changing.setdefault(moid, f"join distributed switch {change.switch} with {uplink}")
+                out.setdefault(moid, f"join distributed switch {change.switch} with {uplink}")
+    return out
+
+
+def shown_states(
+    hosts: Sequence[str], failed: Mapping[str, str], blocked: bool, changes: Sequence[HostNetworkChange]
+) -> dict[str, HostNetworkShown]:
+    """Each host's ``HostNetworkShown`` from a plan: its first failed check, else what the plan changes
+    there (``held`` when the plan is ``blocked``: a check failed somewhere)."""
+    changing = changed_hosts(changes)
     out: dict[str, HostNetworkShown] = {}
     for moid in hosts:
-        label = labels.get(moid, moid)
-        failed = next((e[len(label) + 2 :] for e in errors if e.startswith(f"{label}: ")), None)
-        if failed is not None:
-            out[moid] = HostNetworkShown("error", failed)
+        if moid in failed:
+            out[moid] = HostNetworkShown("error", failed[moid])
         elif moid in changing:
-            out[moid] = HostNetworkShown("held" if errors else "preparing", changing[moid])
+            out[moid] = HostNetworkShown("held" if blocked else "preparing", changing[moid])
         else:
             out[moid] = HostNetworkShown("ready")
     return out
@@ -115,6 +117,7 @@ def plan_host_networks(
     right: list[str] = []
     errors: list[str] = []
     records: dict[str, HostNetworkOwned] = {}
+    failed: dict[str, str] = {}
     per_agency = []
     for spec, hosts in wanted:
         assert spec.host_network is not None
@@ -122,13 +125,9 @@ def plan_host_networks(
         per_agency.append((spec.name, decided))
         right += decided.right
         errors += decided.errors
+        failed = {**decided.failed, **failed}  # a host's first failed check, of the first agency that has one
         for moid, owned in decided.owned.items():
-            had = records.get(moid, HostNetworkOwned())
-            records[moid] = HostNetworkOwned(
-                had.vswitches | owned.vswitches,
-                had.port_groups | owned.port_groups,
-                had.dvs_joined | owned.dvs_joined,
-            )
+            records[moid] = records.get(moid, HostNetworkOwned()) | owned
     recorded: set[str] = set()  # hosts whose record an earlier change writes
 
     def record(moid: str) -> HostNetworkOwned | None:
@@ -169,8 +168,7 @@ def plan_host_networks(
                     refs.network_systems.get(moid),
                 )
             )
-    labels = {h.moid: h.label() for h in snapshot.hosts}
-    shown = shown_states(list(paths), labels, errors, changes)
+    shown = shown_states(list(paths), failed, bool(errors), changes)
     return HostNetworkPlan(
         tuple(changes), tuple(right), tuple(errors), snapshot, refs.owner_field_key, shown, read_hosts
     )

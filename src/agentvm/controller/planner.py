@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agentvm.controller.executor import Executor
-from agentvm.controller.hostnet import HostNetworkPlan, plan_host_networks
+from agentvm.controller.hostnet import HostNetworkPlan, changed_hosts, plan_host_networks
 from agentvm.controller.identity import thumbprints
 from agentvm.controller.observe import AgencyObservation, Observation, Reused, marked_vms, observe
 from agentvm.controller.ovfcheck import check_ovf
@@ -38,8 +38,6 @@ from agentvm.core.plan import (
     Change,
     ChangeKind,
     HeldCertificate,
-    JoinSwitch,
-    PrepareHostNetwork,
     PrepareSwitch,
     RecordCertificate,
     ResolveIssue,
@@ -245,9 +243,7 @@ class Planner:
         warnings += [
             f"hostNetwork: {e} (no host's networking is changed until this is fixed)" for e in network.errors
         ]
-        return HostNetworkPlan(
-            right=network.right, errors=network.errors, snapshot=network.snapshot, hosts=network.hosts
-        )
+        return replace(network, changes=())
 
     # -- the certificate ------------------------------------------------------------------------------
 
@@ -379,12 +375,14 @@ class Planner:
         name = agency.name
         mine = [c for c in core.changes if c.agency == name and c.kind is not ChangeKind.SET_HOST_SETTINGS]
         changes: list[Change] = [c for c in mine if c.kind is not ChangeKind.ASSIGN_ADDRESS]
+        descriptor = None
         if changes and check_packages:
-            _descriptor, found = check_ovf(agency.resolved.spec)
+            descriptor, found = check_ovf(agency.resolved.spec)
             warnings += found
         network = agency.resolved.spec.host_network
         if check_packages and network is not None and (network.agent_nics.fabric or network.agent_nics.trunk):
-            self.executor.nic_positions(agency.resolved.spec)  # the OVF has the NICs agentNics names
+            # the OVF has the NICs agentNics names (from the descriptor just checked: one download)
+            self.executor.nic_positions(agency.resolved.spec, descriptor)
         # render every host's values now: a template that cannot be filled is an error before any change
         assignment = core.addresses.get(name)
         for host in agency.resolved.hosts:
@@ -452,7 +450,6 @@ def _kept(network: HostNetworkPlan) -> HostNetworkSnapshot | None:
     does not change (the ones it changes are read again); nothing when it changes a switch."""
     if network.snapshot is None or any(isinstance(c, PrepareSwitch) for c in network.changes):
         return None
-    changed = {c.host_moid for c in network.changes if isinstance(c, PrepareHostNetwork)}
-    changed |= {m for c in network.changes if isinstance(c, JoinSwitch) for m, _, _ in c.members}
+    changed = changed_hosts(network.changes)
     hosts = tuple(h for h in network.snapshot.hosts if h.moid not in changed)
     return replace(network.snapshot, hosts=hosts)

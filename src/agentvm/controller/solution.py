@@ -77,9 +77,9 @@ from agentvm.core.plan import (
 )
 from agentvm.core.plan_text import issue_label
 from agentvm.core.progress import HostProgress, Progress, host_rows
-from agentvm.core.scope import ResolvedAgency, resolve_agency
+from agentvm.core.scope import ResolvedAgency, resolve_agency, scoped_hosts
 from agentvm.model.agency import AgencyConfig, AgentRuntime, Issue
-from agentvm.model.desired import AgencySpec, DesiredState, ScopeHost, SolutionSpec
+from agentvm.model.desired import DesiredState, SolutionSpec
 from agentvm.model.errors import NotFoundError, TransientError
 from agentvm.model.inventory import InventorySnapshot
 from agentvm.model.lease import LeaseRecord
@@ -661,7 +661,7 @@ class Solution:
         if host_settings:
             actions += self.executor.clear_host_settings(snapshot)
             left = 0
-        scoped = [(spec, _scope_hosts(spec, snapshot)) for spec in self.desired.agencies]
+        scoped = [(spec, scoped_hosts(spec, snapshot)) for spec in self.desired.agencies]
         network_left: tuple[str, ...] = ()
         if host_network:
             teardown = tear_down(self.session, scoped)
@@ -784,14 +784,6 @@ class DestroyReport:
     host_settings_left: int = 0  # hosts whose AgentVM settings agentvm set and destroy left in place
     host_network_left: int = 0  # hosts that keep networking agentvm created (destroy without --host-network)
     network_left: tuple[str, ...] = ()  # --host-network: what it found but left, not being agentvm's
-
-
-def _scope_hosts(spec: AgencySpec, snapshot: InventorySnapshot) -> tuple[ScopeHost, ...]:
-    """The agency's hosts as the inventory shows them now; none when its scope is gone."""
-    try:
-        return resolve_agency(spec, snapshot).hosts
-    except NotFoundError:
-        return ()
 
 
 def _empty_config(name: str) -> AgencyConfig:

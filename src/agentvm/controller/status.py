@@ -44,10 +44,9 @@ from agentvm.core.progress import (
     summarize,
     update_host_rows,
 )
-from agentvm.core.scope import resolve_agency, scope_host
+from agentvm.core.scope import scope_host, scoped_hosts
 from agentvm.model.agency import Issue, MoRef
 from agentvm.model.desired import DesiredState, ScopeHost
-from agentvm.model.errors import NotFoundError
 from agentvm.model.inventory import Host, InventorySnapshot
 from agentvm.vsphere.session import Session
 
@@ -98,12 +97,7 @@ def collect_status(session: Session, backend: Backend, desired: DesiredState | N
     report = report_status(session.url, snapshot, backend, desired)
     if desired is None or not any(a.host_network is not None for a in desired.agencies):
         return report
-    scoped = []
-    for spec in desired.agencies:
-        try:
-            scoped.append((spec, resolve_agency(spec, snapshot).hosts))
-        except NotFoundError:
-            continue
+    scoped = [(spec, scoped_hosts(spec, snapshot)) for spec in desired.agencies]
     return replace(report, host_network=plan_host_networks(session, scoped).hosts)
 
 
@@ -125,10 +119,7 @@ def report_status(
                 missing.append(spec.name)
                 continue
             found.append(status)
-            try:
-                scopes[spec.name] = resolve_agency(spec, snapshot).hosts
-            except NotFoundError:
-                continue  # the scope changed under the spec: show the agents EAM has
+            scopes[spec.name] = scoped_hosts(spec, snapshot)  # none: the scope changed under the spec
     reports = []
     moved = find_misplaced(found, vm_hosts(snapshot), host_names(snapshot))
     conditions = HostConditions.of(snapshot.hosts)

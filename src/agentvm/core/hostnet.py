@@ -143,6 +143,7 @@ class HostNetPlan:
     errors: tuple[str, ...] = ()
     owned: Mapping[str, HostNetworkOwned] = field(default_factory=dict)
     left: tuple[str, ...] = ()  # teardown: what it leaves because it is not agentvm's
+    failed: Mapping[str, str] = field(default_factory=dict)  # host moid -> its first failed check (no label)
 
     @property
     def blocked(self) -> bool:
@@ -158,14 +159,19 @@ def vlan_text(vlans: Sequence[tuple[int, int]]) -> str:
     return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in vlans) or "none"
 
 
+def security_items(policy: SecurityPolicy) -> tuple[tuple[str, bool | None], ...]:
+    """The policy's settings by the spec's names, e.g. ``("promiscuous", True)``."""
+    return (
+        ("promiscuous", policy.promiscuous),
+        ("forgedTransmits", policy.forged_transmits),
+        ("macChanges", policy.mac_changes),
+    )
+
+
 def _security_differs(want: SecurityPolicy, have: SecurityPolicy) -> list[str]:
     """The settings the spec sets that ``have`` does not match, as ``promiscuous true (is false)``."""
     out: list[str] = []
-    for name, wanted, actual in (
-        ("promiscuous", want.promiscuous, have.promiscuous),
-        ("forgedTransmits", want.forged_transmits, have.forged_transmits),
-        ("macChanges", want.mac_changes, have.mac_changes),
-    ):
+    for (name, wanted), (_, actual) in zip(security_items(want), security_items(have), strict=True):
         if wanted is not None and wanted != actual:
             shown = "unset" if actual is None else str(actual).lower()
             out.append(f"{name} {str(wanted).lower()} (is {shown})")
@@ -341,28 +347,30 @@ def plan_host_network(
         else:
             _trunk_switch(spec.trunk, dvs, changes, right, errors)
     by_moid = {h.moid: h for h in snapshot.hosts}
+    failed: dict[str, str] = {}
     for moid in hosts:
         host = by_moid.get(moid)
         if host is None:
             errors.append(f"{moid}: its networking could not be read (is it still in vCenter?); run again")
+            failed[moid] = errors[-1][len(moid) + 2 :]
             continue
+        before = len(errors)
         made = _fabric(spec.fabric, host, changes, right, errors) if spec.fabric else HostNetworkOwned()
         joined = False
         if spec.trunk is not None and dvs is not None:
             # a NIC the fabric's new vSwitch takes cannot be the switch's uplink too
             claimed = {spec.fabric.pnic} if spec.fabric is not None and made.vswitches else set()
             joined = _trunk_host(spec.trunk, dvs, host, claimed, changes, right, errors)
+        if len(errors) > before:  # every message of a host's check starts with its label
+            failed[moid] = errors[before][len(host.label()) + 2 :]
         if made or joined:
-            owned[moid] = HostNetworkOwned(
-                vswitches=host.owned.vswitches | made.vswitches,
-                port_groups=host.owned.port_groups | made.port_groups,
-                dvs_joined=host.owned.dvs_joined | ({dvs.key} if joined and dvs is not None else set()),
-            )
+            joins = frozenset({dvs.key} if joined and dvs is not None else ())
+            owned[moid] = host.owned | made | HostNetworkOwned(dvs_joined=joins)
     # switch-level changes first: a DV port group exists before any host's NIC is wired to it
     switch_level = (CreateDvPortGroup, RepairDvPortGroup)
     ordered: list[NetChange] = [c for c in changes if isinstance(c, switch_level)]
     ordered += [c for c in changes if not isinstance(c, switch_level)]
-    return HostNetPlan(tuple(ordered), tuple(right), tuple(errors), owned)
+    return HostNetPlan(tuple(ordered), tuple(right), tuple(errors), owned, failed=failed)
 
 
 def plan_teardown(spec: HostNetworkSpec, snapshot: HostNetworkSnapshot, hosts: Sequence[str]) -> HostNetPlan:

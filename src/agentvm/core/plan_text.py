@@ -16,6 +16,7 @@ from agentvm.core.hostnet import (
     CreateVSwitch,
     RepairDvPortGroup,
     RepairPortGroup,
+    security_items,
     vlan_text,
 )
 from agentvm.core.ipplan import AddressSource
@@ -133,15 +134,7 @@ def _trunk_text(step: CreateDvPortGroup | RepairDvPortGroup) -> str:
 
 
 def _security_text(security: SecurityPolicy) -> str:
-    parts = [
-        f"{name} {str(value).lower()}"
-        for name, value in (
-            ("promiscuous", security.promiscuous),
-            ("forgedTransmits", security.forged_transmits),
-            ("macChanges", security.mac_changes),
-        )
-        if value is not None
-    ]
+    parts = [f"{name} {str(value).lower()}" for name, value in security_items(security) if value is not None]
     return "".join(f", {p}" for p in parts)
 
 

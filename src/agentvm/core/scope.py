@@ -125,6 +125,15 @@ def _host_resource(snapshot: InventorySnapshot, entry: ScopeEntry, agency: str) 
     return parent
 
 
+def scoped_hosts(spec: AgencySpec, snapshot: InventorySnapshot) -> tuple[ScopeHost, ...]:
+    """The hosts of ``spec``'s scope as ``snapshot`` shows them; none when its scope is gone from the
+    inventory (callers that only show or clean up, not those that plan)."""
+    try:
+        return resolve_agency(spec, snapshot).hosts
+    except NotFoundError:
+        return ()
+
+
 def resolve_agency(spec: AgencySpec, snapshot: InventorySnapshot) -> ResolvedAgency:
     """Resolve ``spec`` against ``snapshot`` and build its EAM config.
 

@@ -188,6 +188,14 @@ class HostNetworkOwned:
     def __bool__(self) -> bool:
         return bool(self.vswitches or self.port_groups or self.dvs_joined)
 
+    def __or__(self, other: HostNetworkOwned) -> HostNetworkOwned:
+        """Everything either record holds."""
+        return HostNetworkOwned(
+            self.vswitches | other.vswitches,
+            self.port_groups | other.port_groups,
+            self.dvs_joined | other.dvs_joined,
+        )
+
 
 @dataclass(frozen=True)
 class HostNetworkState:
