@@ -76,6 +76,9 @@ def test_controller_deploys_and_powers_a_powered_off_agent_on_again(world: World
     # agentvm's own time: of every pass, and of the pass that resolved up to its Resolve
     assert sample(families, "agentvm_pass_own_seconds_count", **{"pass": "full"}) >= 1
     assert sample(families, "agentvm_resolve_own_seconds_count") >= 1
+    # the agents it read, by why: every agent at the first pass, the powered-off one when the watch named it
+    assert sample(families, "agentvm_agent_reads_total", reason="full") >= 3
+    assert sample(families, "agentvm_agent_reads_total", reason="watch") >= 1
     assert controller.metrics.resolves_attempted.value(kind="VmPoweredOff") >= 1
     wait_for(lambda: controller.metrics.resolves_succeeded.value(kind="VmPoweredOff") >= 1, "a healed count")
     assert not world.events(level="error")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from agentvm.core.agent_reads import Changes, ReadPolicy
 from agentvm.model.agency import AgentRuntime, IssueKind, MoRef, PowerState
 from agentvm.model.inventory import VirtualMachine
 from agentvm.spec import load_spec
+from agentvm.vsphere.hosts import ensure_maintenance_mode
 from agentvm.vsphere.vms import destroy, ensure_powered_off
 from tests.support.controller_lab import Calls, World, connect, lab_world, wait_for
 
@@ -205,3 +207,50 @@ def _hooked(backend: EamBackend, host: MoRef | None) -> AgentRuntime | None:
         return None
     agent = next((a for a in status.agents if a.host == host), None)
     return agent if agent is not None and agent.hook is not None else None
+
+
+# ------------------------------------------------------------------------------------ host conditions
+
+
+def _host_states(document: Mapping[str, object]) -> dict[str, object]:
+    """Host moid -> its ``state`` in a status document."""
+    return {
+        h["moid"]: h.get("state")
+        for a in document["agencies"]  # type: ignore[attr-defined]
+        for c in a["clusters"]
+        for h in c["hosts"]
+    }
+
+
+def test_a_host_that_left_maintenance_mode_after_a_full_pass_read_it_in_is_green_without_another(
+    tmp_path: Path,
+) -> None:
+    # the full pass's read of the host said "in maintenance mode"; the watch saw it leave afterwards: the
+    # watch's word stands, not the full pass's until the next one (600 s away here)
+    settings = Settings(fast_poll=0.2, slow_poll=0.5, full_resync=600.0, retry_max=1.0, sweep_per_minute=6.0)
+    with lab_world(tmp_path, 3) as world:
+        controller = world.start(settings=settings)
+        wait_for(world.all_green, "3 agents green", 120)
+        host = wait_for(lambda: world.one_agent_per_host(3), "3 agent VMs")[0].host
+        assert host is not None
+        ensure_maintenance_mode(world.session, host, True)
+        wait_for(
+            lambda: _host_states(controller.status())[host.value] == "maintenance",
+            "the host shown in maintenance mode",
+            60,
+        )
+        full = controller.metrics.last_full_resync.value()
+        controller.resync({})
+        wait_for(
+            lambda: controller.metrics.last_full_resync.value() > full,
+            "a full pass that reads the host in maintenance mode",
+            60,
+        )
+        read_in = controller.metrics.last_full_resync.value()
+        ensure_maintenance_mode(world.session, host, False)
+        wait_for(
+            lambda: set(_host_states(controller.status()).values()) == {"green"},
+            "every host green again",
+            60,
+        )
+        assert controller.metrics.last_full_resync.value() == read_in  # no full pass since

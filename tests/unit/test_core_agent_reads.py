@@ -3,6 +3,7 @@ every agent because one changed, and every agent within the sweep's period howev
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -79,11 +80,18 @@ class Agency:
         self.policy = policy
         self.reads: list[tuple[float, str]] = []
         self.lists = 0
+        self.why: Counter[str] = Counter()  # the reads by reason (``ReadPlan.reasons``)
 
     def look(
-        self, now: float, changes: Changes = NONE, *, relist: bool = False, busy: frozenset[str] = frozenset()
+        self,
+        now: float,
+        changes: Changes = NONE,
+        *,
+        relist: bool = False,
+        busy: frozenset[str] = frozenset(),
+        parked: frozenset[MoRef] = frozenset(),
     ) -> tuple[str, ...]:
-        look = Look(now, changes, self.policy, relist, busy=busy)
+        look = Look(now, changes, self.policy, relist, busy=busy, parked_hosts=parked)
         if self.state is not None:
             self.state = self.state.noted(changes)
         listed = must_list(self.state, look)
@@ -91,6 +99,8 @@ class Agency:
             self.lists += 1
         ids = tuple(self.world) if listed or self.state is None else self.state.ids
         plan = plan_reads(self.state, ids, self.issues, look, status=self.status)
+        assert sum(plan.reasons.values()) == len(plan.read)  # every read has its one reason
+        self.why.update(plan.reasons)
         read: Mapping[str, AgentRuntime] = {a: self.world[a] for a in plan.read if a in self.world}
         self.reads += [(now, a) for a in plan.read]
         self.state = after_reads(
@@ -374,3 +384,68 @@ def test_a_held_agent_whose_vm_changed_while_it_was_busy_is_read_at_the_look_aft
     agency.state = agency.state.held_back([name])  # the answer is in: held, not stale
     assert agency.look(now + 0.25) == (name,)
     assert agency.seen(name).status is Status.GREEN
+
+
+def powered_off(n: int) -> AgentRuntime:
+    """The agent EAM powered off because its host entered maintenance mode: yellow, no hook, no issue."""
+    return replace(agent(n, Status.YELLOW), power_state=PowerState.POWERED_OFF)
+
+
+@given(SIZES, st.data(), st.integers(min_value=1, max_value=200))
+def test_an_agent_on_a_host_in_maintenance_mode_is_not_followed_until_the_watch_names_its_vm(
+    agents: int, data: st.DataObject, looks: int
+) -> None:
+    agency = Agency(agents, ReadPolicy(first_retry=0.25, max_retry=8.0, sweep_per_minute=0.0))
+    agency.look(0.0)
+    n = data.draw(st.integers(min_value=0, max_value=agents - 1))
+    parked = frozenset({host(n)})
+    agency.world[f"agent-{n}"] = powered_off(n)
+    agency.status = Status.YELLOW
+    assert agency.look(0.1, Changes(frozenset({vm(n)})), parked=parked) == (f"agent-{n}",)
+    now = 0.1
+    for _ in range(looks):  # its host stays in maintenance mode: no backoff read, no status-change read
+        assert agency.look(now := now + 0.25, parked=parked) == ()
+    agency.status = Status.GREEN
+    assert agency.look(now := now + 0.25, parked=parked) == ()
+    # the host left maintenance mode: its agent is read (whatever the order of the host's and the VM's
+    # updates, it is followed from here), then again when EAM powered the VM on and the watch names it
+    assert agency.look(now := now + 0.25) == (f"agent-{n}",)
+    agency.world[f"agent-{n}"] = agent(n)
+    assert agency.look(now + 0.1, Changes(frozenset({vm(n)}))) == (f"agent-{n}",)
+    assert agency.why == Counter({"full": agents, "watch": 2, "host": 1})
+
+
+def test_an_agent_read_powered_on_while_its_host_is_still_shown_in_maintenance_mode_is_followed() -> None:
+    # the host's exit and EAM's power-on can reach the watch in either order: read powered on but not green
+    # yet, the agent is in transition, whatever the host
+    agency = Agency(2, ReadPolicy(first_retry=0.25, follow=3, max_retry=8.0, sweep_per_minute=0.0))
+    agency.look(0.0)
+    parked = frozenset({host(1)})
+    agency.world["agent-1"] = agent(1, Status.YELLOW)  # on again, EAM has not said green yet
+    agency.look(0.1, Changes(frozenset({vm(1)})), parked=parked)
+    assert agency.look(0.35, parked=parked) == ("agent-1",)
+
+
+def test_an_agent_on_a_host_out_of_maintenance_mode_is_followed_as_before() -> None:
+    agency = Agency(2, ReadPolicy(first_retry=0.25, follow=3, max_retry=8.0, sweep_per_minute=0.0))
+    agency.look(0.0)
+    agency.world["agent-1"] = powered_off(1)  # no host parked: EAM has not caught up yet
+    agency.look(0.1, Changes(frozenset({vm(1)})))
+    assert [agency.look(0.1 + 0.25 * i) for i in range(1, 5)] == [("agent-1",)] * 4
+    assert agency.why == Counter({"full": 2, "watch": 1, "retry": 4})
+
+
+def test_each_read_has_its_reason() -> None:
+    agency = Agency(6, ReadPolicy(first_retry=0.5, follow=3, max_retry=8.0, sweep_per_minute=60.0))
+    agency.look(0.0)
+    agency.world["agent-1"] = agent(1, Status.RED)
+    agency.issues = [issue(7, 1)]  # an issue names agent-1
+    agency.world["agent-2"] = agent(2, Status.YELLOW)
+    agency.state = agency.state.marked_stale(["agent-3"]) if agency.state is not None else None
+    agency.world["agent-6"] = agent(6)  # a new agent (a relist finds it)
+    agency.look(0.5, Changes(frozenset({vm(2)})), relist=True)
+    assert agency.why == Counter({"full": 6, "issue": 1, "watch": 1, "stale": 1, "new": 1})
+    agency.look(1.0)  # agent-2 is yellow: its backoff is due
+    assert agency.why["retry"] == 1
+    agency.look(30.0)  # the sweep earned 7 agents / 60 s for 29 s, at most 1 + 10 s of it
+    assert agency.why["sweep"] == 2

@@ -661,3 +661,31 @@ def test_an_issue_that_never_goes_away_is_given_up_on_not_called_flapping() -> N
     verdicts = {d.verdict for _, _, p in plans for d in p.decisions}
     assert Verdict.GAVE_UP in verdicts and Verdict.FLAPPING not in verdicts
     assert plans[-1][2].state.flapping == frozenset()
+
+
+@given(
+    st.lists(st.booleans(), min_size=1, max_size=12),
+    st.lists(st.booleans(), min_size=1, max_size=12),
+    st.data(),
+)
+def test_the_watchs_host_conditions_outweigh_the_last_full_reads_for_the_hosts_it_reported(
+    read_in: list[bool], watched_in: list[bool], data: st.DataObject
+) -> None:
+    # the full pass read each host's maintenance mode (read_in); the watch reported some of them since
+    # (watched_in), e.g. a host that left maintenance mode after that pass
+    def host(n: int, maintenance: bool) -> Host:
+        return Host(
+            MoRef("HostSystem", f"host-{n}"), f"H{n}", f"/DC0/host/C0/H{n}", in_maintenance_mode=maintenance
+        )
+
+    read = [host(n, m) for n, m in enumerate(read_in)]
+    reported = data.draw(st.sets(st.integers(min_value=0, max_value=len(read_in) - 1)))
+    watched = HostConditions.of(host(n, watched_in[n % len(watched_in)]) for n in sorted(reported))
+    combined = watched.over(read)
+    expected = {
+        f"host-{n}"
+        for n in range(len(read_in))
+        if (watched_in[n % len(watched_in)] if n in reported else read_in[n])
+    }
+    assert {h.value for h in combined.maintenance} == expected
+    assert combined.known == frozenset(h.moref for h in read)

@@ -170,6 +170,7 @@ def test_the_controller_metrics_have_the_names_issue_5_asks_for() -> None:
         "agentvm_hook_latency_seconds": "histogram",
         "agentvm_vcenter_call_duration_seconds": "histogram",
         "agentvm_vcenter_errors_total": "counter",
+        "agentvm_agent_reads_total": "counter",
         "agentvm_last_full_resync_timestamp_seconds": "gauge",
         "agentvm_pass_own_seconds": "histogram",
         "agentvm_resolve_own_seconds": "histogram",

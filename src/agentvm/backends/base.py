@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -146,6 +147,11 @@ class Backend(Protocol):
 
     def agency_config(self, agency: str) -> AgencyConfig:
         """The config the agency with id ``agency`` holds now. NotFoundError when it is gone."""
+        ...
+
+    def take_read_reasons(self) -> dict[str, int]:
+        """The agent runtimes read since the last call, counted by why (``core.agent_reads.READ_REASONS``);
+        the count starts again at 0 (the controller's ``agentvm_agent_reads_total``)."""
         ...
 
     def find(self, name: str) -> str | None:
@@ -311,11 +317,19 @@ class AgencyBackend:
         self._moved = False  # set by another thread: the agents changed where no watch sees it (the engine)
         # agency id -> name as listed during the current relisting look (``listed``); None: not listed yet
         self._listed: Mapping[str, str] | None = None
+        # agent runtimes read since ``take_read_reasons``, by why (``core.agent_reads.READ_REASONS``)
+        self._read_reasons: Counter[str] = Counter()
 
     def forget(self) -> None:
         """Read every agent and agent list again at the next observe (a full sweep calls this)."""
         self._reads = {a: r.forgotten() for a, r in self._reads.items()}
         self._ids.clear()
+
+    def take_read_reasons(self) -> dict[str, int]:
+        with self._marks:
+            taken = dict(self._read_reasons)
+            self._read_reasons.clear()
+        return taken
 
     def note(self, look: Look | None) -> None:
         self._look = look
@@ -431,6 +445,8 @@ class AgencyBackend:
         ids = tuple(self._port.agency_agents(agency)) if listed or state is None else state.ids
         quiet = runtime.status is Status.GREEN and not runtime.issues
         plan = plan_reads(state, ids, runtime.issues, look, quiet=quiet, status=runtime.status)
+        with self._marks:
+            self._read_reasons.update(plan.reasons)
         read: dict[str, AgentRuntime] = {}
         for agent in plan.read:
             try:

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from agentvm import __version__
+from agentvm.core.agent_reads import READ_REASONS
 from agentvm.core.heal import Finding, HealClass, heal_class
 from agentvm.model.agency import IssueKind
 
@@ -415,6 +416,13 @@ class ControllerMetrics:
         self.vcenter_call_duration = r.histogram(
             "agentvm_vcenter_call_duration_seconds", "Duration of vCenter and EAM calls.", ("method",)
         )
+        self.agent_reads = r.counter(
+            "agentvm_agent_reads_total",
+            "Agent runtimes read (one AgentQueryRuntime each), by why: full (every agent: start, sweep, "
+            "reconnect), new, stale (acted on), watch (its VM changed), issue (its issues changed), retry "
+            "(in transition), status (its agency's status changed), sweep (the spread sweep).",
+            ("reason",),
+        )
         self.vcenter_errors = r.counter(
             "agentvm_vcenter_errors_total", "vCenter and EAM calls that failed, by fault.", ("fault",)
         )
@@ -432,6 +440,8 @@ class ControllerMetrics:
             "agentvm's own time from a pass's start to its first Resolve, calls excluded.",
             buckets=OWN_TIME_BUCKETS,
         )
+        for reason in READ_REASONS:
+            self.agent_reads.declare(reason=reason)
         for kind in RESOLVED_KINDS:
             self.resolves_attempted.declare(kind=kind)
             self.resolves_succeeded.declare(kind=kind)

@@ -328,7 +328,9 @@ class Reconciler:
     def _note(self, *, relist: bool) -> None:
         """Hand the backend what the VM watch saw since the last look (nothing without a watch)."""
         if self._changes is not None:
-            self.backend.note(Look(self._clock(), self._changes(), self.reads, relist))
+            watched = self._conditions()
+            parked = watched.maintenance | watched.standby
+            self.backend.note(Look(self._clock(), self._changes(), self.reads, relist, parked_hosts=parked))
 
     # -- acting on the plan ---------------------------------------------------------------------------
 
@@ -560,14 +562,7 @@ class Reconciler:
 
     def _host_conditions(self) -> HostConditions:
         watched = self._conditions()
-        if self.snapshot is None:
-            return watched
-        read = HostConditions.of(self.snapshot.hosts)
-        return HostConditions(
-            watched.maintenance | read.maintenance,
-            watched.standby | read.standby,
-            watched.unreachable | read.unreachable,
-        )
+        return watched if self.snapshot is None else watched.over(self.snapshot.hosts)
 
     def _fresh_conditions(self, hosts: Sequence[MoRef], conditions: HostConditions) -> HostConditions:
         """``conditions`` with ``hosts`` read again now (one call each): vcsim reports no update for
@@ -590,7 +585,9 @@ class Reconciler:
             ):
                 group.discard(host)
                 group.update(now)
-        return HostConditions(frozenset(maintenance), frozenset(standby), frozenset(unreachable))
+        return HostConditions(
+            frozenset(maintenance), frozenset(standby), frozenset(unreachable), conditions.known
+        )
 
     def _misplaced(self, statuses: Sequence[AgencyStatus]) -> tuple[Misplaced, ...]:
         """The agents whose VM runs on another host: the watch's ``runtime.host``, else the full pass's.

@@ -13,10 +13,11 @@ run it in a thread with short intervals. The only place with loops, threads and 
   and the polls re-read ``sweep_per_minute`` agents a minute, oldest first, so that a lost watch update
   delays an action until that agent's turn and never loses it. In between
   ``Reconciler.poll`` at an adaptive interval, reading the agents the watch says changed: while anything is
-  yellow, a hook is pending or a vCenter change is recent, every ``fast_poll`` for ``fast_follow`` + 1 polls
-  after a change the watch saw or an action the controller took, then doubling at each poll up to
-  ``fast_max`` (what agentvm's own actions do
-  shows in the watch, which wakes the loop; only EAM's issues and hooks need the polls); ``slow_poll`` when
+  yellow, a hook is pending or a VM or topology change is recent, every ``fast_poll`` for ``fast_follow`` + 1
+  polls after such a change or an action the controller took, then doubling at each poll up to ``fast_max``
+  (what agentvm's own actions do shows in the watch, which wakes the loop; only EAM's issues and hooks need
+  the polls; a host's own change, such as maintenance mode, wakes one poll and starts no fast series: what
+  EAM does next to its agent VM shows in the watch); ``slow_poll`` when
   all is green. A retry due sooner shortens the wait. A vCenter change (``controller.watch``) wakes it at
   once.
 - the watch thread (``InventoryWatch``) pushes vCenter changes;
@@ -91,15 +92,16 @@ class Settings:
     """The controller's timing, in seconds."""
 
     fast_poll: float = 0.25  # while busy, the polls after a change or an action come this often...
-    fast_follow: int = 3  # ...this many more times (EAM raises an issue within a second), then doubling...
+    fast_follow: int = 1  # ...this many more times (EAM raises an issue within a second), then doubling...
     fast_max: float = 2.0  # ...up to this (each poll costs one AgencyQueryRuntime per agency)
     slow_poll: float = 5.0  # when everything is green
     full_resync: float = 60.0  # a full pass at least this often
     network_resync: float = 600.0  # hostNetwork: every host's networking read again at least this often
     retry_max: float = 10.0  # longest wait between attempts while vCenter or EAM is unreachable
-    watch_max_wait: int = 1  # WaitForUpdatesEx bound: how soon the watch notices a stop
+    # WaitForUpdatesEx bound: an idle watch costs 60 / this calls a minute (a stop cancels the wait at once)
+    watch_max_wait: int = 15
     check_packages: bool = True  # download and check the OVF before an agency change
-    fast_after_change: float = 10.0  # poll fast this long after a vCenter change (EAM reacts to it later)
+    fast_after_change: float = 10.0  # poll fast this long after a VM or topology change (EAM reacts later)
     workers: int = DEFAULT_WORKERS  # hooks answered / hosts' settings set at once (1: one after the other)
     sweep_per_minute: float = 60.0  # agents re-read a minute at most between sweeps, whatever the agents
     hooks_per_poll: int = DEFAULT_HOOKS_PER_POLL  # hooks one poll answers at most (the rest: next polls)
@@ -215,6 +217,7 @@ class Controller:
         self._outage: str | None = None
         self._requests: deque[tuple[Callable[[], JsonObject], Future[JsonObject]]] = deque()
         self._last_update = 0.0
+        self._last_vm_update = 0.0  # the last watch batch with VM or topology changes (not hosts' only)
         self._backoff = 0  # busy polls since the last change or action (the wait doubles past fast_follow)
         self._backoff_seen = 0.0  # the watch update the backoff last started from
         self._loop_thread: threading.Thread | None = None
@@ -315,7 +318,7 @@ class Controller:
                     if full:
                         self._want_sweep = False
                     self._wake.clear()
-                    update = self._last_update
+                    update, vm_update = self._last_update, self._last_vm_update
                     network, self._network_hosts = self._network_hosts, set()
                     switches, self._switches_changed = self._switches_changed, False
                 # their networking is read again by the re-plan (every host's when a DV port group changed)
@@ -336,7 +339,7 @@ class Controller:
                     self._reconnect.succeeded("pass")
                     if sweep or periodic:
                         next_full = time.monotonic() + self.settings.full_resync
-                    interval = self._interval(report, update)
+                    interval = self._interval(report, vm_update)
                 self._publish_netsync()
                 self._wake.wait(interval)
         finally:
@@ -387,8 +390,15 @@ class Controller:
         try:
             if sweep:
                 self.backend.forget()
+            watched = self.watch.conditions()
             self.backend.note(
-                Look(now, self.watch.changes(), self.settings.reads(), relist=sweep or relist or periodic)
+                Look(
+                    now,
+                    self.watch.changes(),
+                    self.settings.reads(),
+                    relist=sweep or relist or periodic,
+                    parked_hosts=watched.maintenance | watched.standby,
+                )
             )
             if sweep or periodic or changed or keeper.snapshot is None:
                 snapshot = keeper.read(full=sweep or periodic)
@@ -441,7 +451,11 @@ class Controller:
         self._pass_call_seconds = 0.0
         self._first_resolve = None
         started = time.perf_counter()
-        report = self.reconciler.full_pass(sweep=sweep, read=read) if full else self.reconciler.poll()
+        try:
+            report = self.reconciler.full_pass(sweep=sweep, read=read) if full else self.reconciler.poll()
+        finally:
+            for reason, count in self.reconciler.backend.take_read_reasons().items():
+                self.metrics.agent_reads.inc(count, reason=reason)
         self.passes += 1
         if full:
             self._ready = True
@@ -458,9 +472,10 @@ class Controller:
         return report
 
     def _interval(self, report: PassReport, update: float) -> float:
-        """The wait before the next pass, which followed the watch's ``update`` (perf_counter; 0: none)."""
+        """The wait before the next pass, which followed the watch's last VM or topology ``update``
+        (perf_counter; 0: none)."""
         s = self.settings
-        recent = time.perf_counter() - self._last_update < s.fast_after_change if self._last_update else False
+        recent = update > 0 and time.perf_counter() - update < s.fast_after_change
         if report.busy or report.actions or recent:
             if report.actions or update != self._backoff_seen:  # something happened: look again soon
                 self._backoff, self._backoff_seen = 0, update
@@ -508,6 +523,11 @@ class Controller:
                 self._want_sweep = True  # changes may have gone unseen before this watch
             if batch.vms or batch.hosts or batch.topology:
                 self._last_update = batch.received
+            if batch.vms or batch.topology:
+                # what EAM does next to a VM or a host added shows only in its issues and hooks: poll fast;
+                # a host's own change (maintenance mode, connection) is followed by EAM acting on its
+                # agent VM, which this watch shows
+                self._last_vm_update = batch.received
         self._wake.set()
 
     def _on_watch_error(self, exc: Exception) -> None:

@@ -92,8 +92,12 @@ class Batch:
         )
 
 
+_CANCEL_AGAIN = 0.25  # seconds between CancelWaitForUpdates while a stopped watch's thread still waits
+
+
 class InventoryWatch:
-    """``InventoryWatch(session, on_batch, on_error).start()``; ``stop()`` ends it within ``max_wait`` s."""
+    """``InventoryWatch(session, on_batch, on_error).start()``; ``stop()`` cancels the current wait and ends
+    the thread (within ``timeout``)."""
 
     def __init__(
         self,
@@ -150,8 +154,16 @@ class InventoryWatch:
             timer.cancel()
         if watcher is not None:
             watcher.stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._thread is None:
+            return
+        # a cancel that reached the server before the wait began cancels nothing: ask again until the
+        # thread has ended (a wait lasts up to max_wait seconds otherwise)
+        deadline = time.monotonic() + timeout
+        self._thread.join(min(timeout, _CANCEL_AGAIN))
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            if watcher is not None:
+                watcher.stop()
+            self._thread.join(min(_CANCEL_AGAIN, max(0.0, deadline - time.monotonic())))
 
     def conditions(self) -> HostConditions:
         """The hosts in maintenance mode, standby or unreachable, as last reported."""

@@ -14,10 +14,12 @@ Watched, an agency's look costs one AgencyQueryRuntime (its issue list) plus one
 - (c) is named by an issue of the agency that was not there at its last read, or whose issue went away;
 - (d/e) was last seen not settled — a pending hook, or neither green nor holding an issue (EAM has not
   caught up with the change yet; with ``ReadPolicy.follow_undeployed`` off, not an agent that merely waits
-  for its first VM) — read again with a per-agent backoff (every ``first_retry`` for
-  ``follow`` reads, then doubling to ``max_retry`` while it reads the same; back to the start when it moved
-  or was acted on), and all of them at once when the agency's status changed, so that the cost is bounded
-  by the agents in transition;
+  for its first VM, nor one powered off without a pending hook on a host in maintenance mode or standby
+  (``Look.parked_hosts``), which waits for its host and is read when the host leaves those) — read again
+  with a per-agent backoff (every ``first_retry`` for ``follow`` reads, then doubling to ``max_retry``
+  while it reads the same; back to the start when it moved or was acted on), and all of them at once when
+  the agency's status changed, so that
+  the cost is bounded by the agents in transition;
 - was marked stale by an action on it (a hook answered; unwatched callers: an issue resolved), or is new
   (not read yet); but none that the caller is acting on right now (``Look.busy``: apply's hook answers in
   flight; the answer holds it back or marks it stale when done, and what the watch saw of a busy agent
@@ -46,7 +48,7 @@ import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from agentvm.model.agency import AgentRuntime, Issue, MoRef, Status
+from agentvm.model.agency import AgentRuntime, Issue, MoRef, PowerState, Status
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ class Look:
     # agents the caller is acting on right now (apply's hook answers in flight): a watched look does not
     # read them, not even for the sweep; the action marks them stale when it is done, and they are read then
     busy: frozenset[str] = frozenset()
+    # hosts in maintenance mode or standby (the watch's): an agent there waits for its host, not for EAM, and
+    # is not followed with the backoff; the watch names its VM when EAM powers it on again, the agency's
+    # issues name it if EAM raises one, and the sweep reads it meanwhile
+    parked_hosts: frozenset[MoRef] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class AgencyReads:
     credited_at: float | None = None
     watched: bool = False  # the last look was a watched one
     status: Status | None = None  # the agency's status at the last look
+    parked: frozenset[MoRef] = frozenset()  # ``Look.parked_hosts`` at the last look
 
     def noted(self, changes: Changes) -> AgencyReads:
         """These reads with more watch changes to look at."""
@@ -190,6 +197,15 @@ class ReadPlan:
     # busy agents (``Look.busy``) that the watch, an issue or a stale mark named: read at the next look,
     # so that a change seen while the caller acted on them (its hook answer's power-on) is not spent unread
     deferred: tuple[str, ...] = ()
+    # why the agents of ``read`` are read: a count per reason (``READ_REASONS``)
+    reasons: Mapping[str, int] = field(default_factory=dict)
+
+
+# full (every agent: the first look, a sweep), unwatched (a caller without a watch reads every agent), and
+# for a watched look: new (not read yet), stale (acted on), watch (the VM watch named it), host (its host
+# left maintenance mode or standby), issue (its issues changed), retry (its backoff is due), status (the
+# agency's status changed while it was unsettled), sweep (the spread sweep)
+READ_REASONS = ("full", "unwatched", "new", "stale", "watch", "host", "issue", "retry", "status", "sweep")
 
 
 def plan_reads(
@@ -213,12 +229,14 @@ def plan_reads(
         return _plan_unwatched(state, ids, quiet, look)
     now, policy = look.now, look.policy
     if state is None or state.full or not state.watched:
-        return ReadPlan(tuple(ids), credit=0.0)
+        return ReadPlan(tuple(ids), credit=0.0, reasons=_all(ids, "full"))
     named = issues_by_agent(issues)
     pending = state.pending
     moved = status is not None and status is not state.status
+    unparked = state.parked - look.parked_hosts  # hosts that left maintenance mode or standby
     chosen: list[str] = []
     deferred: list[str] = []
+    reasons: dict[str, int] = {}
     for agent in ids:
         seen = known.get(agent)
         if agent in look.busy:
@@ -229,14 +247,10 @@ def plan_reads(
             ):
                 deferred.append(agent)  # what the watch saw of it is kept for the look after its action
             continue
-        if (
-            seen is None
-            or agent in state.stale
-            or _watch_names(seen, pending)
-            or named.get(agent, frozenset()) != seen.issues
-            or (agent not in state.hold and _retry_due(seen, moved, now))
-        ):
+        why = _why(seen, agent, state, pending, named, moved, now, unparked)
+        if why is not None:
             chosen.append(agent)
+            reasons[why] = reasons.get(why, 0) + 1
     credit = _credit(state, len(ids), now, policy)
     budget = math.floor(credit)
     swept: tuple[str, ...] = ()
@@ -244,7 +258,35 @@ def plan_reads(
         picked = set(chosen)
         candidates = (a for a in ids if a not in picked and a in known and a not in look.busy)
         swept = tuple(heapq.nsmallest(budget, candidates, key=lambda a: (known[a].read_at, a)))
-    return ReadPlan((*chosen, *swept), swept, credit - len(swept), deferred=tuple(deferred))
+    if swept:
+        reasons["sweep"] = len(swept)
+    return ReadPlan((*chosen, *swept), swept, credit - len(swept), deferred=tuple(deferred), reasons=reasons)
+
+
+def _why(
+    seen: AgentSeen | None,
+    agent: str,
+    state: AgencyReads,
+    pending: Changes,
+    named: Mapping[str, frozenset[int]],
+    moved: bool,
+    now: float,
+    unparked: frozenset[MoRef],
+) -> str | None:
+    """Why a watched look reads ``agent`` now (one of ``READ_REASONS``), or None: it is not read."""
+    if seen is None:
+        return "new"
+    if agent in state.stale:
+        return "stale"
+    if _watch_names(seen, pending):
+        return "watch"
+    if seen.runtime.host in unparked:
+        return "host"
+    if named.get(agent, frozenset()) != seen.issues:
+        return "issue"
+    if agent not in state.hold and _retry_due(seen, moved, now):
+        return "retry" if seen.retry_at is not None and seen.retry_at <= now else "status"
+    return None
 
 
 def _watch_names(seen: AgentSeen, pending: Changes) -> bool:
@@ -260,7 +302,7 @@ def _retry_due(seen: AgentSeen, moved: bool, now: float) -> bool:
 
 def _plan_unwatched(state: AgencyReads | None, ids: Sequence[str], quiet: bool, look: Look) -> ReadPlan:
     if state is None or state.full or state.watched or state.stale or not quiet or tuple(ids) != state.ids:
-        return ReadPlan(tuple(ids))
+        return ReadPlan(tuple(ids), reasons=_all(ids, "unwatched"))
     oldest = look.now - look.policy.green_max_age
     seen = [state.agents.get(a) for a in ids]
     if all(
@@ -268,7 +310,11 @@ def _plan_unwatched(state: AgencyReads | None, ids: Sequence[str], quiet: bool, 
         for s in seen
     ):
         return ReadPlan((), reuse=True)
-    return ReadPlan(tuple(ids))
+    return ReadPlan(tuple(ids), reasons=_all(ids, "unwatched"))
+
+
+def _all(ids: Sequence[str], reason: str) -> dict[str, int]:
+    return {reason: len(ids)} if ids else {}
 
 
 def sweep_rate(agents: int, policy: ReadPolicy) -> float:
@@ -304,6 +350,18 @@ def _waits_for_deploy(
     )
 
 
+def _waits_for_host(runtime: AgentRuntime, look: Look) -> bool:
+    """True when this watched read found ``runtime`` powered off with no hook on a host in maintenance mode
+    or standby: it waits for its host, and the watch names its VM when it is powered on again (read now
+    powered on, its host may already be leaving: it is followed as any other)."""
+    return (
+        look.watched
+        and runtime.host in look.parked_hosts
+        and runtime.hook is None
+        and runtime.power_state is not PowerState.POWERED_ON
+    )
+
+
 def after_reads(
     state: AgencyReads | None,
     ids: Sequence[str],
@@ -329,7 +387,11 @@ def after_reads(
             runtime = read[agent]
             keys = named.get(agent, frozenset())
             old = previous.agents.get(agent)
-            if settled(runtime, keys) or _waits_for_deploy(runtime, old, previous, look):
+            if (
+                settled(runtime, keys)
+                or _waits_for_deploy(runtime, old, previous, look)
+                or _waits_for_host(runtime, look)
+            ):
                 agents[agent] = AgentSeen(runtime, now, keys)
             else:
                 # followed closely after it moved or was acted on, then doubling while nothing moves
@@ -367,4 +429,5 @@ def after_reads(
         credited_at=credited_at,
         watched=look.watched,
         status=status,
+        parked=look.parked_hosts,
     )

@@ -277,12 +277,14 @@ class HostConditions:
     maintenance: frozenset[MoRef] = frozenset()
     standby: frozenset[MoRef] = frozenset()
     unreachable: frozenset[MoRef] = frozenset()
+    known: frozenset[MoRef] = frozenset()  # the hosts these conditions speak for (``of``: every host given)
 
     @classmethod
     def of(cls, hosts: Iterable[Host]) -> HostConditions:
         """From the observed inventory's hosts."""
-        maintenance, standby, unreachable = set(), set(), set()
+        maintenance, standby, unreachable, known = set(), set(), set(), set()
         for host in hosts:
+            known.add(host.moref)
             if host.in_maintenance_mode:
                 maintenance.add(host.moref)
             if host.power_state is HostPowerState.STANDBY:
@@ -292,7 +294,18 @@ class HostConditions:
                 or host.power_state is not HostPowerState.POWERED_ON
             ):
                 unreachable.add(host.moref)
-        return cls(frozenset(maintenance), frozenset(standby), frozenset(unreachable))
+        return cls(frozenset(maintenance), frozenset(standby), frozenset(unreachable), frozenset(known))
+
+    def over(self, hosts: Iterable[Host]) -> HostConditions:
+        """These conditions for the hosts they know, ``hosts``' own (an older read: the last full pass) for
+        the others: a watch that saw a host leave maintenance mode outweighs the full pass that read it in."""
+        rest = HostConditions.of(h for h in hosts if h.moref not in self.known)
+        return HostConditions(
+            self.maintenance | rest.maintenance,
+            self.standby | rest.standby,
+            self.unreachable | rest.unreachable,
+            self.known | rest.known,
+        )
 
 
 # ------------------------------------------------------------------------------------------ decisions
