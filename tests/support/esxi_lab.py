@@ -87,3 +87,15 @@ def new_vm(si: Any, name: str) -> Any:
     task = dc.vmFolder.CreateVM_Task(config=spec, pool=cr.resourcePool, host=host)
     WaitForTask(task)
     return task.info.result
+
+
+def collect_host_state(si: Any) -> dict[str, object]:
+    """What agentvm could change on a host: its VMs, vSwitches, port groups and autostart entries."""
+    dc, _, host = the_host(si)
+    network = host.config.network
+    return {
+        "vms": sorted(vm.name for vm in dc.vmFolder.childEntity),
+        "vswitches": sorted(v.name for v in network.vswitch),
+        "portgroups": sorted(p.spec.name for p in network.portgroup),
+        "autostart": [p.key._moId for p in host.configManager.autoStartManager.config.powerInfo],
+    }
