@@ -14,6 +14,9 @@ import pytest
 from agentvm.lab.esxi import EsxiFleet
 from agentvm.lab.packages import PackageServer, examples_dir
 from agentvm.lab.vcsim import VcsimInfo
+from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.model.errors import ConfigurationError
+from agentvm.vsphere.session import Session
 from tests.support.esxi_lab import collect_host_state, connected
 from tests.support.lab_cli import agentvm
 
@@ -65,3 +68,20 @@ def test_a_host_given_as_the_vcenter_is_named_with_the_fix(
     assert host.password not in result.stderr + result.stdout
     with connected(host) as si:
         assert collect_host_state(si) == before  # no VM, no vSwitch, no autostart entry
+
+
+def test_a_host_session_refuses_a_vcenter_and_a_vcenter_session_a_host(
+    vcsim: VcsimInfo, esx: tuple[VcsimInfo, str]
+) -> None:
+    def conn(info: VcsimInfo) -> VCenterConnection:
+        return VCenterConnection(
+            url=info.url, username=info.username, password=Secret(info.password), thumbprint=info.thumbprint
+        )
+
+    with pytest.raises(ConfigurationError, match=r"is a vCenter \(about.apiType VirtualCenter\)"):
+        Session(conn(vcsim), host_agent=True).login()
+    host, _ = esx
+    with pytest.raises(ConfigurationError, match=r"is an ESXi host \(about.apiType HostAgent\)"):
+        Session(conn(host)).login()
+    with Session(conn(host), host_agent=True) as session:
+        assert session.content.about.apiType == "HostAgent" and session.logged_in

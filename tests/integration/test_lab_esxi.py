@@ -23,6 +23,7 @@ from agentvm.lab.runner import pid_alive
 from agentvm.lab.world import Lab, LabInfo
 from agentvm.model.agency import MoRef
 from agentvm.model.connection import Secret, VCenterConnection
+from agentvm.spec import load_spec
 from agentvm.vsphere import ovf
 from agentvm.vsphere.session import Session
 from tests.support.esxi_lab import connected, new_vm, reachable, restart_host, served_thumbprint, the_host
@@ -89,7 +90,7 @@ def test_import_vapp_into_the_host_pool_with_the_lease_upload(hosts: LabInfo) ->
     conn = VCenterConnection(
         url=info.url, username=info.username, password=Secret(info.password), thumbprint=info.thumbprint
     )
-    with Session(conn) as session, connected(info) as si:
+    with Session(conn, host_agent=True) as session, connected(info) as si:
         dc, cr, host = the_host(si)
         target = ovf.ImportTarget(
             host=MoRef("HostSystem", host._moId),
@@ -288,3 +289,14 @@ def test_lab_up_esxi_env_status_restart_and_down_through_the_cli(lab_env: dict[s
     assert down.returncode == 0, down.stderr
     assert not any(pid_alive(pid) for pid in pids)
     assert not (Path(lab_env["AGENTVM_LAB_DIR"]) / "state.json").exists()
+
+
+def test_the_standalone_example_parses_with_the_labs_environment(hosts: LabInfo) -> None:
+    desired = load_spec(
+        Path(__file__).resolve().parents[2] / "examples" / "contrail-esxi.yaml", env=hosts.env()
+    )
+    assert [h.name for h in desired.esxi] == [h.host_name for h in hosts.esxi]
+    assert [(h.connection.url, h.connection.thumbprint) for h in desired.esxi] == [
+        (h.url, h.thumbprint) for h in hosts.esxi
+    ]
+    assert desired.agencies[0].standalone == ("esx-01", "esx-02", "esx-03")
