@@ -62,29 +62,12 @@ func TestMergeDefaultsReplacesOnlyTheFieldsSet(t *testing.T) {
 	}
 }
 
-func TestReconfigureAutostartIsToldToTheCollector(t *testing.T) {
+func TestReconfigureAutostartIsReadBackThroughTheCollector(t *testing.T) {
 	ctx := context.Background()
 	c, _, vm := servedESX(ctx, t)
 	host := esxHost()
 	mgr := *host.ConfigManager.AutoStartManager
 	pc := property.DefaultCollector(c.Client)
-	filter := new(property.WaitFilter).Add(mgr, "HostAutoStartManager", []string{"config"})
-	updates := make(chan types.HostAutoStartManagerConfig, 4)
-	waitCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		_ = property.WaitForUpdates(waitCtx, pc, filter, func(us []types.ObjectUpdate) bool {
-			for _, u := range us {
-				for _, ch := range u.ChangeSet {
-					if cfg, ok := ch.Val.(types.HostAutoStartManagerConfig); ok {
-						updates <- cfg
-					}
-				}
-			}
-			return false
-		})
-	}()
-	<-updates // the initial value
 	spec := types.HostAutoStartManagerConfig{
 		Defaults:  &types.AutoStartDefaults{Enabled: types.NewBool(true), StartDelay: 10},
 		PowerInfo: []types.AutoStartPowerInfo{entry(vm.Reference().Value, 1, "powerOn", "systemDefault")},
@@ -92,7 +75,11 @@ func TestReconfigureAutostartIsToldToTheCollector(t *testing.T) {
 	if _, err := methods.ReconfigureAutostart(ctx, c.Client, &types.ReconfigureAutostart{This: mgr, Spec: spec}); err != nil {
 		t.Fatalf("ReconfigureAutostart: %v", err)
 	}
-	got := <-updates
+	var m mo.HostAutoStartManager
+	if err := pc.RetrieveOne(ctx, mgr, []string{"config"}, &m); err != nil {
+		t.Fatal(err)
+	}
+	got := m.Config
 	if got.Defaults == nil || !*got.Defaults.Enabled || got.Defaults.StartDelay != 10 || got.Defaults.StopDelay != 120 {
 		t.Errorf("defaults told %+v, want enabled, start delay 10, the stop delay kept (120)", got.Defaults)
 	}
