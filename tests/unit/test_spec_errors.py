@@ -248,5 +248,6 @@ def test_missing_file_and_empty_file(tmp_path: Path) -> None:
 
 def test_top_level_not_a_mapping() -> None:
     assert problems("- a\n- b\n") == [
-        "contrail.yaml:1: must be a mapping (with keys agencies, apiVersion, solution, vcenter), not a list"
+        "contrail.yaml:1: must be a mapping (with keys agencies, apiVersion, esxi, solution, vcenter), "
+        "not a list"
     ]

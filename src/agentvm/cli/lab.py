@@ -68,12 +68,28 @@ def up(
             help="Also run etcd on 127.0.0.1, for `agentvm run --coordination` (Debian's etcd-server).",
         ),
     ] = False,
+    esxi: Annotated[
+        int,
+        typer.Option(
+            "--esxi",
+            help="Standalone ESXi hosts (esx-01..esx-N), each a host-agent simulator on its own port "
+            "with its own certificate.",
+        ),
+    ] = 0,
+    vcenter: Annotated[
+        bool,
+        typer.Option(help="Run the vCenter (with EAM and the SDN emulators); --no-vcenter: hosts alone."),
+    ] = True,
     state_dir: StateDir = None,
 ) -> None:
     """Start the lab (building the simulator first if needed); a running lab is reused."""
     shape = Shape(datacenters, clusters, hosts, standalone, vms, dvs, pnics)
     if not 0 <= port <= 65535:
         fail(f"--port must be 0-65535 (got {port})", exitcodes.BAD_INPUT)
+    if esxi < 0:
+        fail(f"--esxi must be 0 or more (got {esxi})", exitcodes.BAD_INPUT)
+    if not vcenter and esxi == 0:
+        fail("--no-vcenter needs standalone hosts: add --esxi N (1 or more)", exitcodes.BAD_INPUT)
     try:
         state, started = runner.up(
             _dir(state_dir),
@@ -83,12 +99,19 @@ def up(
             deploy_per_cluster=deploy_per_cluster,
             deploy_total=deploy_total,
             etcd=etcd,
+            esxi=esxi,
+            vcenter=vcenter,
         )
     except LabError as exc:
         fail(str(exc), exc.exit_code)
     verb = f"started in {state.start_seconds:.2f} s" if started else "already running"
+    parts = [f"vCenter {state.vcsim.url} ({shape.host_count} hosts)"] if state.vcsim is not None else []
+    if state.esxi:
+        parts.append(
+            f"{len(state.esxi)} standalone ESXi hosts ({state.esxi[0].host_name}..{state.esxi[-1].host_name})"
+        )
     console.print(
-        f"lab {verb}: vCenter {state.vcsim.url} ({shape.host_count} hosts), "
+        f"lab {verb}: {', '.join(parts)}, "
         f"packages {state.ovf_url}"
         + (f", etcd {state.coordination}" if state.coordination else "")
         + "\nrun `eval $(agentvm lab env)` to use it; `agentvm lab down` to stop it",
@@ -137,9 +160,27 @@ def status(
                     name: {"pid": pid, "running": alive.get(name, False)}
                     for name, pid in {"supervisor": state.supervisor_pid, **state.pids}.items()
                 },
-                "vcenter": state.vcsim.url,
-                "world": state.vcsim.instance_uuid,  # vCenter about.instanceUuid: new on every `lab up`
-                "eam": state.vcsim.eam_url,
+                **(
+                    {
+                        "vcenter": state.vcsim.url,
+                        # vCenter about.instanceUuid: new on every `lab up`
+                        "world": state.vcsim.instance_uuid,
+                        "eam": state.vcsim.eam_url,
+                    }
+                    if state.vcsim is not None
+                    else {}
+                ),
+                "esxi": [
+                    {
+                        "name": h.host_name,
+                        "url": h.url,
+                        "thumbprint": h.thumbprint,
+                        "hostUuid": h.host_uuid,
+                        "pid": state.pids.get(h.host_name, h.pid),
+                        "running": alive.get(h.host_name, False),
+                    }
+                    for h in state.esxi
+                ],
                 "packages": state.ovf_url,
                 "shape": state.info.shape.__dict__,
             },
@@ -147,15 +188,20 @@ def status(
     else:
         table = Table("part", "pid", "running", "address")
         table.add_row("supervisor", str(state.supervisor_pid), _yes(alive["supervisor"]), "")
-        table.add_row(
-            "vcsim", str(state.pids.get("vcsim", "")), _yes(alive.get("vcsim", False)), state.vcsim.url
-        )
-        table.add_row(
-            "EAM",
-            str(state.supervisor_pid),
-            _yes(alive["supervisor"]),
-            f"{state.vcsim.eam_url} -> {state.eam_backend}",
-        )
+        if state.vcsim is not None:
+            table.add_row(
+                "vcsim", str(state.pids.get("vcsim", "")), _yes(alive.get("vcsim", False)), state.vcsim.url
+            )
+            table.add_row(
+                "EAM",
+                str(state.supervisor_pid),
+                _yes(alive["supervisor"]),
+                f"{state.vcsim.eam_url} -> {state.eam_backend}",
+            )
+        for h in state.esxi:
+            table.add_row(
+                h.host_name, str(state.pids.get(h.host_name, "")), _yes(alive.get(h.host_name, False)), h.url
+            )
         table.add_row("packages", str(state.supervisor_pid), _yes(alive["supervisor"]), state.ovf_url)
         if state.coordination:
             table.add_row(
@@ -188,3 +234,42 @@ def env(
     else:
         for key, value in variables.items():
             typer.echo(f"export {key}={shlex.quote(value)}")
+
+
+esxi_app = typer.Typer(
+    help="Stop or start one of the lab's standalone ESXi hosts (a host restart).", no_args_is_help=True
+)
+app.add_typer(esxi_app, name="esxi")
+
+
+@esxi_app.command("stop")
+def esxi_stop(
+    name: Annotated[str, typer.Argument(help="The host, as `agentvm lab status` names it (esx-01).")],
+    state_dir: StateDir = None,
+) -> None:
+    """Stop one standalone host's simulator: the host is unreachable until `agentvm lab esxi start`."""
+    try:
+        host, running = runner.esxi_stop(_dir(state_dir), name)
+    except LabError as exc:
+        fail(str(exc), exc.exit_code)
+    console.print(
+        f"{name} ({host.url}) " + ("stopped" if running else "was not running; nothing to stop"),
+        highlight=False,
+    )
+
+
+@esxi_app.command("start")
+def esxi_start(
+    name: Annotated[str, typer.Argument(help="The host, as `agentvm lab status` names it (esx-01).")],
+    state_dir: StateDir = None,
+) -> None:
+    """Start a stopped standalone host again, on its port with its certificate (an empty inventory)."""
+    try:
+        host, started = runner.esxi_start(_dir(state_dir), name)
+    except LabError as exc:
+        fail(str(exc), exc.exit_code)
+    console.print(
+        f"{name} ({host.url}) "
+        + ("started, thumbprint " + host.thumbprint if started else "is already running"),
+        highlight=False,
+    )

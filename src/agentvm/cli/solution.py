@@ -83,8 +83,15 @@ def guard(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def load(path: Path) -> DesiredState:
-    """Load the spec and print its warnings on stderr. Raises SpecError (exit 2)."""
+    """Load the spec and print its warnings on stderr. Raises SpecError (exit 2), and ConfigurationError
+    (exit 2) for a spec with standalone hosts (``esxi:``), which the commands cannot carry out yet."""
     desired = load_spec(path)
+    if desired.esxi:
+        names = ", ".join(h.name for h in desired.esxi)
+        raise ConfigurationError(
+            f"{path}: esxi: standalone ESXi hosts ({names}) are valid in a spec but not supported by "
+            "plan, apply, run, status or destroy yet (issue 15); for now list hosts under a vCenter"
+        )
     for warning in desired.warnings:
         err_console.print(f"agentvm: warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     return desired

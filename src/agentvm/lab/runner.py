@@ -7,6 +7,12 @@ started, by pid, and removes the state. Each ``up`` is a new vcsim world: the la
 ``<state dir>/world/`` start fresh with it (``agentvm.lab.world_state``); the supervisor removes them when
 it stops, and a world left behind by a killed supervisor is discarded by the next ``up``, in
 ``runner.log``. Called by the CLI; ``main()`` is the supervisor itself.
+
+Standalone ESXi hosts (``up(esxi=N)``, ``vcenter=False`` for those alone) are children of the supervisor
+too, recorded in ``state.json`` under ``esxi`` (one simulator's ready info each) and ``pids`` (by host
+name). ``esxi_stop``/``esxi_start`` stop one and start it again on its port with its certificate (a
+host restart), for ``agentvm lab esxi stop|start NAME``: the simulator started again is this caller's
+detached child, recorded in ``state.json`` so that ``down`` stops it like the others.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from agentvm.engine.manager import DEPLOY_PER_CLUSTER, DEPLOY_TOTAL
 from agentvm.lab.eam_service import check_bounds
+from agentvm.lab.esxi import start_host
 from agentvm.lab.etcd import etcd_binary
 from agentvm.lab.vcsim import LabError, Shape, VcsimInfo, build
 from agentvm.lab.world import Lab, LabInfo
@@ -43,7 +50,7 @@ class LabState:
 
     supervisor_pid: int
     pids: dict[str, int]
-    vcsim: VcsimInfo
+    vcsim: VcsimInfo | None  # None: no vCenter (``lab up --esxi N --no-vcenter``)
     ovf_url: str
     shape: Shape
     start_seconds: float
@@ -55,6 +62,18 @@ class LabState:
     deploy_per_cluster: int = DEPLOY_PER_CLUSTER
     deploy_total: int = DEPLOY_TOTAL
     coordination: str = ""  # the lab's etcd (``lab up --etcd``): etcd://127.0.0.1:PORT
+    esxi: tuple[VcsimInfo, ...] = ()  # the standalone ESXi hosts (``lab up --esxi N``), esx-01 first
+
+    @property
+    def vcenter(self) -> bool:
+        return self.vcsim is not None
+
+    @property
+    def address(self) -> str:
+        """What names this lab in messages: its vCenter's URL, else its first host's."""
+        if self.vcsim is not None:
+            return self.vcsim.url
+        return self.esxi[0].url if self.esxi else "no vCenter"
 
     @property
     def info(self) -> LabInfo:
@@ -66,6 +85,7 @@ class LabState:
             sdn_url=self.sdn_url,
             vrouter_map=self.vrouter_map,
             coordination=self.coordination,
+            esxi=self.esxi,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -76,7 +96,7 @@ class LabState:
         return cls(
             supervisor_pid=int(raw["supervisor_pid"]),  # type: ignore[call-overload]
             pids={str(k): int(v) for k, v in dict(raw["pids"]).items()},  # type: ignore[call-overload]
-            vcsim=VcsimInfo(**raw["vcsim"]),  # type: ignore[arg-type]
+            vcsim=VcsimInfo(**raw["vcsim"]) if raw.get("vcsim") else None,  # type: ignore[arg-type]
             ovf_url=str(raw["ovf_url"]),
             shape=Shape(**raw["shape"]),  # type: ignore[arg-type]
             start_seconds=float(raw["start_seconds"]),  # type: ignore[arg-type]
@@ -87,6 +107,7 @@ class LabState:
             deploy_per_cluster=int(raw.get("deploy_per_cluster", DEPLOY_PER_CLUSTER)),  # type: ignore[call-overload]
             deploy_total=int(raw.get("deploy_total", DEPLOY_TOTAL)),  # type: ignore[call-overload]
             coordination=str(raw.get("coordination", "")),
+            esxi=tuple(VcsimInfo(**h) for h in raw.get("esxi") or ()),  # type: ignore[attr-defined]
         )
 
 
@@ -134,33 +155,48 @@ def up(
     deploy_per_cluster: int = DEPLOY_PER_CLUSTER,
     deploy_total: int = DEPLOY_TOTAL,
     etcd: bool = False,
+    esxi: int = 0,
+    vcenter: bool = True,
 ) -> tuple[LabState, bool]:
     """Start a lab unless one runs; return (state, started_now). Raises LabError with the fix.
 
     ``deploy_per_cluster`` / ``deploy_total``: the lab's EAM's bounds on deploys run at once. ``etcd``:
-    run etcd too (``lab up --etcd``); a running lab without it is not reused.
+    run etcd too (``lab up --etcd``); a running lab without it is not reused. ``esxi``: standalone ESXi
+    hosts beside the vCenter, or instead of it with ``vcenter=False``; a running lab with another count
+    is not reused.
     """
     shape.validate()
+    if esxi < 0:
+        raise LabError(f"--esxi must be 0 or more (got {esxi})", 2)
+    if not vcenter and esxi == 0:
+        raise LabError("--no-vcenter needs standalone hosts: add --esxi N (1 or more)", 2)
     check_bounds(deploy_per_cluster, deploy_total)
     existing = read_state(state_dir)
     if existing is not None:
         if pid_alive(existing.supervisor_pid):
+            if (len(existing.esxi), existing.vcenter) != (esxi, vcenter):
+                raise LabError(
+                    f"a lab with {len(existing.esxi)} standalone hosts"
+                    + ("" if existing.vcenter else " and no vCenter")
+                    + f" is already running ({existing.address}): run `agentvm lab down` first",
+                    1,
+                )
             if existing.shape != shape:
                 raise LabError(
-                    f"a lab of another shape is already running ({existing.vcsim.url}): "
+                    f"a lab of another shape is already running ({existing.address}): "
                     "run `agentvm lab down` first",
                     1,
                 )
             if (existing.deploy_per_cluster, existing.deploy_total) != (deploy_per_cluster, deploy_total):
                 raise LabError(
                     f"a lab whose EAM deploys {existing.deploy_per_cluster} per cluster and "
-                    f"{existing.deploy_total} in all is already running ({existing.vcsim.url}): "
+                    f"{existing.deploy_total} in all is already running ({existing.address}): "
                     "run `agentvm lab down` first",
                     1,
                 )
             if etcd and not existing.coordination:
                 raise LabError(
-                    f"a lab without etcd is already running ({existing.vcsim.url}): "
+                    f"a lab without etcd is already running ({existing.address}): "
                     "run `agentvm lab down` first, then `agentvm lab up --etcd`",
                     1,
                 )
@@ -185,7 +221,10 @@ def up(
         f"--port={port}",
         f"--deploy-per-cluster={deploy_per_cluster}",
         f"--deploy-total={deploy_total}",
+        f"--esxi={esxi}",
     ]
+    if not vcenter:
+        args.append("--no-vcenter")
     if not shape.dvs:
         args.append("--no-dvs")
     if plain_http:
@@ -252,6 +291,58 @@ def status(state_dir: Path) -> tuple[LabState | None, dict[str, bool]]:
     return state, alive
 
 
+def _running_state(state_dir: Path) -> LabState:
+    state = read_state(state_dir)
+    if state is None or not pid_alive(state.supervisor_pid):
+        raise LabError("no lab is running: start one with `agentvm lab up --esxi N`", 2)
+    return state
+
+
+def _esxi_host(state: LabState, name: str) -> VcsimInfo:
+    for host in state.esxi:
+        if host.host_name == name:
+            return host
+    names = ", ".join(h.host_name for h in state.esxi) or "none: start the lab with `agentvm lab up --esxi N`"
+    raise LabError(f"the lab has no standalone host {name!r} (its hosts: {names})", 2)
+
+
+def esxi_stop(state_dir: Path, name: str) -> tuple[VcsimInfo, bool]:
+    """Stop the simulator of standalone host ``name`` (its port and certificate are kept); return its info
+    and whether it was running. LabError (exit 2) without a lab or such a host."""
+    state = _running_state(state_dir)
+    host = _esxi_host(state, name)
+    pid = state.pids.get(name)
+    running = pid is not None and pid_alive(pid)
+    if pid is not None and running:
+        _kill(pid)
+    return host, running
+
+
+def esxi_start(state_dir: Path, name: str) -> tuple[VcsimInfo, bool]:
+    """Start standalone host ``name`` again on its port with its certificate, hardware UUID and password
+    (a fresh inventory); return its info and whether it was started now (False: it was running).
+    LabError (exit 2) without a lab or such a host; exit 3 when its port was taken meanwhile."""
+    state = _running_state(state_dir)
+    host = _esxi_host(state, name)
+    pid = state.pids.get(name)
+    if pid is not None and pid_alive(pid):
+        return host, False
+    sim = start_host(
+        name,
+        cert_dir=state_dir / "esxi",
+        password=host.password,
+        host_uuid=host.host_uuid,
+        port=host.port,
+        pnics=state.shape.pnics,
+        log_dir=state_dir / "esxi",
+        detach=True,
+    )
+    info = sim.info
+    esxi = tuple(info if h.host_name == name else h for h in state.esxi)
+    _write_state(state_dir, replace(state, pids={**state.pids, name: info.pid}, esxi=esxi))
+    return info, True
+
+
 def main(argv: list[str] | None = None) -> int:
     """The detached supervisor: run a Lab until SIGTERM/SIGINT, keeping state.json current."""
     parser = argparse.ArgumentParser(prog="agentvm.lab.runner")
@@ -271,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deploy-per-cluster", type=int, default=DEPLOY_PER_CLUSTER)
     parser.add_argument("--deploy-total", type=int, default=DEPLOY_TOTAL)
     parser.add_argument("--etcd", action="store_true")
+    parser.add_argument("--esxi", type=int, default=0)
+    parser.add_argument("--no-vcenter", action="store_true")
     args = parser.parse_args(argv)
     # runner.log: warnings of every part, and the lab's own notes (which world runs, what was discarded)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -293,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             deploy_per_cluster=args.deploy_per_cluster,
             deploy_total=args.deploy_total,
             etcd=args.etcd,
+            esxi=args.esxi,
+            vcenter=not args.no_vcenter,
         )
         info = lab.start()
     except LabError as exc:
@@ -314,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                 deploy_per_cluster=args.deploy_per_cluster,
                 deploy_total=args.deploy_total,
                 coordination=info.coordination,
+                esxi=info.esxi,
             ),
         )
         stop.wait()

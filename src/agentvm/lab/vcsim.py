@@ -96,6 +96,9 @@ class VcsimInfo:
     # about.instanceUuid: names this world (a lab's own, or vcsim's fixed one, the same in every simulator)
     instance_uuid: str = ""
     pnics: int = 3  # physical NICs per host (but the hosts given their own with ``host_pnics``)
+    api_type: str = "VirtualCenter"  # about.apiType: "HostAgent" for a standalone ESXi (``esx=True``)
+    host_name: str = ""  # ``esx=True``: the host's name (``esx_name``)
+    host_uuid: str = ""  # ``esx=True``: its hardware.systemInfo.uuid
 
     @property
     def host(self) -> str:
@@ -305,8 +308,21 @@ class Vcsim:
         delay: int = 0,
         method_delay: Mapping[str, int] | None = None,
         host_pnics: Mapping[str, Sequence[str]] | None = None,
+        esx: bool = False,
+        esx_name: str = "esx-01",
+        host_uuid: str | None = None,
+        certificate: Path | None = None,
+        username: str | None = None,
+        exit_with_parent: bool = True,
     ) -> None:
-        """``instance_uuid`` gives this simulator's world its own about.instanceUuid (``Lab`` does).
+        """``esx=True`` makes it one standalone ESXi host agent named ``esx_name`` instead of a vCenter
+        (``shape``, ``eam_backend`` and ``instance_uuid`` are then unused): about.apiType HostAgent, user
+        ``root`` unless ``username`` says otherwise, hardware UUID ``host_uuid`` (default: a random one).
+        ``certificate``: a PEM file with the TLS certificate and key, used when it exists and made there
+        when it does not, so that a simulator started again with it keeps its thumbprint.
+        ``exit_with_parent=False`` lets it outlive this process (``agentvm lab esxi start``).
+
+        ``instance_uuid`` gives this simulator's world its own about.instanceUuid (``Lab`` does).
 
         ``host_pnics`` gives the hosts it names (by inventory name, e.g. ``DC0_C0_H0``) exactly the physical
         NICs listed (``{"DC0_C0_H0": ["vmnic0"]}``; an empty list: none) instead of ``shape.pnics``.
@@ -323,6 +339,7 @@ class Vcsim:
         args = [
             str(binary),
             f"--listen=127.0.0.1:{port}",
+            f"--exit-with-parent={'true' if exit_with_parent else 'false'}",
             f"--datacenters={shape.datacenters}",
             f"--clusters={shape.clusters}",
             f"--hosts={shape.hosts}",
@@ -333,9 +350,17 @@ class Vcsim:
             f"--plain-http={'true' if plain_http else 'false'}",
             f"--info-file={info_file}",
         ]
-        if eam_backend:
+        if esx:
+            args += ["--esx", f"--esx-name={esx_name}"]
+            if host_uuid:
+                args.append(f"--host-uuid={host_uuid}")
+        if certificate is not None:
+            args.append(f"--certificate={certificate}")
+        if username:
+            args.append(f"--username={username}")
+        if eam_backend and not esx:
             args.append(f"--eam-backend={eam_backend}")
-        if instance_uuid:
+        if instance_uuid and not esx:
             args.append(f"--instance-uuid={instance_uuid}")
         args += delay_args
         args += _host_pnics_args(host_pnics or {})

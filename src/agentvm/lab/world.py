@@ -1,5 +1,7 @@
 """The whole lab in one object: vcsim, the lab's EAM (engine + SOAP emulator), the package server, and
-optionally etcd (``etcd=True``: ``agentvm lab up --etcd``, where replicas of ``agentvm run`` elect leaders).
+optionally etcd (``etcd=True``: ``agentvm lab up --etcd``, where replicas of ``agentvm run`` elect leaders)
+and standalone ESXi hosts (``esxi=N``: ``agentvm lab up --esxi N``; ``vcenter=False``: those alone, no
+vCenter, no EAM, no SDN emulators).
 
 Used in-process by the pytest fixtures and by the detached lab runner behind ``agentvm lab up``.
 Everything listens on 127.0.0.1 only. Every start is a new world (vcsim keeps nothing): it gets its own
@@ -21,16 +23,17 @@ from types import TracebackType
 from agentvm.engine.manager import DEPLOY_PER_CLUSTER, DEPLOY_TOTAL
 from agentvm.lab import sdn_emulator, vrouter_emulator, world_state
 from agentvm.lab.eam_service import LabEam, check_bounds
+from agentvm.lab.esxi import EsxiFleet
 from agentvm.lab.etcd import Etcd
 from agentvm.lab.packages import PackageServer
-from agentvm.lab.vcsim import Shape, Vcsim, VcsimInfo
+from agentvm.lab.vcsim import LabError, Shape, Vcsim, VcsimInfo
 
 
 @dataclass(frozen=True)
 class LabInfo:
     """Where each part of a running lab is."""
 
-    vcsim: VcsimInfo
+    vcsim: VcsimInfo | None  # None: no vCenter (``vcenter=False``)
     ovf_url: str  # base URL of the package server: $AGENTVM_LAB_OVF_URL
     shape: Shape
     eam_backend: str = ""  # where vcsim forwards /eam/sdk (clients use vcsim.eam_url)
@@ -38,19 +41,47 @@ class LabInfo:
     sdn_url: str = ""
     vrouter_map: str = ""
     coordination: str = ""  # etcd://127.0.0.1:PORT when the lab runs etcd: $AGENTVM_COORDINATION
+    esxi: tuple[VcsimInfo, ...] = ()  # the standalone ESXi hosts, esx-01 first
 
     def env(self) -> dict[str, str]:
-        """The environment a user (or a spec file) needs to reach this lab, as in ``agentvm lab env``."""
+        """The environment a user (or a spec file) needs to reach this lab, as in ``agentvm lab env``.
+
+        With standalone hosts: ``AGENTVM_ESXI_URLS`` and ``AGENTVM_ESXI_THUMBPRINTS`` (comma-separated, in
+        the same order), ``AGENTVM_ESXI_USERNAME``, ``AGENTVM_ESXI_PASSWORD`` (every host's), and per host
+        ``AGENTVM_ESXI_<i>_URL``, ``_THUMBPRINT`` and ``_NAME`` (i from 1)."""
+        vcenter = (
+            {
+                "AGENTVM_URL": self.vcsim.url,
+                "AGENTVM_USERNAME": self.vcsim.username,
+                "AGENTVM_PASSWORD": self.vcsim.password,
+                "AGENTVM_THUMBPRINT": self.vcsim.thumbprint,
+            }
+            if self.vcsim is not None
+            else {}
+        )
         return {
-            "AGENTVM_URL": self.vcsim.url,
-            "AGENTVM_USERNAME": self.vcsim.username,
-            "AGENTVM_PASSWORD": self.vcsim.password,
-            "AGENTVM_THUMBPRINT": self.vcsim.thumbprint,
+            **vcenter,
+            **self.esxi_env(),
             "AGENTVM_LAB_OVF_URL": self.ovf_url,
             **({"AGENTVM_SDN_URL": self.sdn_url} if self.sdn_url else {}),
             **({"AGENTVM_VROUTER_MAP": self.vrouter_map} if self.vrouter_map else {}),
             **({"AGENTVM_COORDINATION": self.coordination} if self.coordination else {}),
         }
+
+    def esxi_env(self) -> dict[str, str]:
+        if not self.esxi:
+            return {}
+        env = {
+            "AGENTVM_ESXI_URLS": ",".join(h.url for h in self.esxi),
+            "AGENTVM_ESXI_THUMBPRINTS": ",".join(h.thumbprint for h in self.esxi),
+            "AGENTVM_ESXI_USERNAME": self.esxi[0].username,
+            "AGENTVM_ESXI_PASSWORD": self.esxi[0].password,
+        }
+        for i, host in enumerate(self.esxi, 1):
+            env[f"AGENTVM_ESXI_{i}_URL"] = host.url
+            env[f"AGENTVM_ESXI_{i}_THUMBPRINT"] = host.thumbprint
+            env[f"AGENTVM_ESXI_{i}_NAME"] = host.host_name
+        return env
 
 
 class Lab:
@@ -75,8 +106,17 @@ class Lab:
         deploy_total: int = DEPLOY_TOTAL,
         etcd: bool = False,
         host_pnics: Mapping[str, Sequence[str]] | None = None,
+        esxi: int = 0,
+        vcenter: bool = True,
     ) -> None:
         shape.validate()
+        if esxi < 0:
+            raise LabError(f"--esxi must be 0 or more (got {esxi})", 2)
+        if not vcenter and esxi == 0:
+            raise LabError("a lab without a vCenter needs standalone hosts: add --esxi N (1 or more)", 2)
+        self._esxi_count = esxi
+        self._want_vcenter = vcenter
+        self.esxi: EsxiFleet | None = None
         self._host_pnics = dict(host_pnics or {})  # hosts (by name) with NICs of their own (Vcsim)
         check_bounds(deploy_per_cluster, deploy_total)
         self.shape = shape
@@ -103,10 +143,24 @@ class Lab:
         self.vrouters: dict[str, vrouter_emulator.RunningAgent] = {}
         self._want_etcd = etcd
         self.etcd: Etcd | None = None
+        self._vrouter_map: Path | None = None
 
     def start(self) -> LabInfo:
         try:
             self._packages = PackageServer().start()
+            if self._esxi_count:
+                self.esxi = EsxiFleet(
+                    self._esxi_count,
+                    self.state_dir / "esxi",
+                    password=self._password,
+                    pnics=self.shape.pnics,
+                    log_dir=self._log_dir / "esxi" if self._log_dir else None,
+                )
+                self.esxi.start()
+            if not self._want_vcenter:
+                if self._want_etcd:
+                    self._start_etcd()
+                return self._started()
             # vcsim must know where EAM is before EAM can log in to vcsim: bind EAM's socket first, so that
             # no other process (a parallel test's client, say) can take the port in between
             eam_socket = socket.create_server(("127.0.0.1", 0))
@@ -130,25 +184,46 @@ class Lab:
                 deploy_per_cluster=self.deploy_per_cluster,
                 deploy_total=self.deploy_total,
             ).start()
-            vrouter_map = self._start_sdn() if self._netsync else None
+            self._vrouter_map = self._start_sdn() if self._netsync else None
             if self._want_etcd:
-                log_file = self._log_dir / "etcd.log" if self._log_dir else None
-                self.etcd = Etcd(self.state_dir / "etcd", log_file=log_file)
-                self.etcd.remove()  # what a killed supervisor left: its leaderships named another world
-                self.etcd.start()
+                self._start_etcd()
         except BaseException:
             self.stop()
             raise
+        return self._started()
+
+    def _start_etcd(self) -> None:
+        log_file = self._log_dir / "etcd.log" if self._log_dir else None
+        self.etcd = Etcd(self.state_dir / "etcd", log_file=log_file)
+        self.etcd.remove()  # what a killed supervisor left: its leaderships named another world
+        self.etcd.start()
+
+    def _started(self) -> LabInfo:
+        assert self._packages is not None
+        vrouter_map = self._vrouter_map
         self.info = LabInfo(
-            vcsim=self._vcsim.info,
+            vcsim=self._vcsim.info if self._vcsim is not None else None,
             ovf_url=self._packages.url,
             shape=self.shape,
-            eam_backend=self.eam.url,
+            eam_backend=self.eam.url if self.eam is not None else "",
             sdn_url=self.sdn.url if self.sdn is not None else "",
             vrouter_map=str(vrouter_map) if vrouter_map is not None else "",
             coordination=self.etcd.url if self.etcd is not None else "",
+            esxi=tuple(self.esxi.hosts) if self.esxi is not None else (),
         )
         return self.info
+
+    def stop_esxi(self, name: str) -> None:
+        """Stop standalone host ``name`` (a host down); ``start_esxi`` brings it back."""
+        if self.esxi is None:
+            raise LabError("this lab has no standalone hosts (Lab(esxi=N))", 2)
+        self.esxi.stop_host(name)
+
+    def start_esxi(self, name: str) -> VcsimInfo:
+        """Start standalone host ``name`` again on its port with its certificate (a fresh inventory)."""
+        if self.esxi is None:
+            raise LabError("this lab has no standalone hosts (Lab(esxi=N))", 2)
+        return self.esxi.start_host(name)
 
     # -- netsync: the SDN controller and one vRouter agent per host ------------------------------------------
 
@@ -191,6 +266,8 @@ class Lab:
     def pids(self) -> dict[str, int]:
         """The child processes this lab started (the package server runs in-process)."""
         pids = {"vcsim": self._vcsim.process.pid} if self._vcsim else {}
+        if self.esxi is not None:
+            pids.update(self.esxi.pids)
         if self.etcd is not None and self.etcd.pid is not None:
             pids["etcd"] = self.etcd.pid
         return pids
@@ -206,6 +283,9 @@ class Lab:
         if self._vcsim is not None:
             self._vcsim.stop()
             self._vcsim = None
+        if self.esxi is not None:
+            self.esxi.stop()
+            self.esxi = None
         if self.world_dir is not None:  # the world ended with its vcsim: nothing can use its state again
             with contextlib.suppress(OSError):
                 world_state.release(self.world_dir)

@@ -44,6 +44,21 @@ class VCenterSpec:
         return self.password_source is PasswordSource.PROMPT
 
 
+@dataclass(frozen=True)
+class StandaloneHostSpec:
+    """One entry of ``esxi``: a standalone ESXi host agentvm reaches directly (no vCenter), by the name
+    agency scopes use for it (``esx-01``; default: the URL's host name)."""
+
+    name: str
+    connection: VCenterConnection  # the host's own SDK URL, user (root) and TLS pinning
+    password_source: PasswordSource
+    password_origin: str | None = None  # the variable or file name, for messages; never the password
+
+    @property
+    def needs_password_prompt(self) -> bool:
+        return self.password_source is PasswordSource.PROMPT
+
+
 # -------------------------------------------------------------------------------------------- solution
 
 
@@ -184,6 +199,8 @@ class AgencySpec:
     ip_plan: IpPlanSpec | None = None
     per_host: tuple[tuple[str, str], ...] = ()  # property key -> template over TEMPLATE_FIELDS
     host_network: HostNetworkSpec | None = None  # the spec's hostNetwork section (model.hostnet)
+    # the standalone hosts (``esxi`` names) in scope, in the order of ``esxi``; ``scope`` keeps the rest
+    standalone: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,6 +212,7 @@ class DesiredState:
     agencies: tuple[AgencySpec, ...]
     vcenter: VCenterSpec | None = None  # None: the CLI takes the connection from flags / AGENTVM_* variables
     warnings: tuple[str, ...] = ()
+    esxi: tuple[StandaloneHostSpec, ...] = ()  # the ``esxi`` section: standalone hosts, beside or instead
 
     def agency(self, name: str) -> AgencySpec | None:
         return next((a for a in self.agencies if a.name == name), None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import string
+from dataclasses import replace
 
 from agentvm.model.agency import MoRef, OvfProperty
 from agentvm.model.desired import (
@@ -66,8 +67,15 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _PROPERTY_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
 
 
-def read_agencies(r: Reader, node: Node) -> tuple[AgencySpec, ...] | None:
-    """Validate the list; two agencies with one name are a problem (on the second, naming the first)."""
+def read_agencies(
+    r: Reader, node: Node, esxi: tuple[str, ...] | None = (), vcenter: bool = True
+) -> tuple[AgencySpec, ...] | None:
+    """Validate the list; two agencies with one name are a problem (on the second, naming the first).
+
+    ``esxi``: the names of the spec's standalone hosts, which scopes may name (``scope: all`` is all of
+    them); ``vcenter=False``: there is no vCenter, so every scope entry must be one of them. ``esxi=None``:
+    the ``esxi`` section has problems already, so scopes are not checked against it.
+    """
     items = r.sequence(node, "{name: contrail, ...}")
     if items is None:
         return None
@@ -80,7 +88,7 @@ def read_agencies(r: Reader, node: Node) -> tuple[AgencySpec, ...] | None:
     first_line: dict[str, int] = {}
     ok = True
     for item in items:
-        agency = _agency(r, item)
+        agency = _agency(r, item, esxi, vcenter)
         if agency is None:
             ok = False
             continue
@@ -99,7 +107,7 @@ def read_agencies(r: Reader, node: Node) -> tuple[AgencySpec, ...] | None:
     return tuple(result) if ok else None
 
 
-def _agency(r: Reader, node: Node) -> AgencySpec | None:
+def _agency(r: Reader, node: Node, esxi: tuple[str, ...] | None, vcenter: bool) -> AgencySpec | None:
     fields = r.mapping(
         node,
         ALLOWED,
@@ -115,7 +123,9 @@ def _agency(r: Reader, node: Node) -> AgencySpec | None:
     use_uuid = r.boolean(fields["useUuidVmName"]) if "useUuidVmName" in fields else False
     agent_name = _agent_name(r, node, fields, name, bool(use_uuid))
     ovf = _ovf(r, fields["ovf"]) if "ovf" in fields else None
-    scope = _scope(r, fields["scope"]) if "scope" in fields else None
+    scope, standalone = _split_scope(r, fields["scope"], esxi, vcenter) if "scope" in fields else (None, ())
+    if scope is not None and not scope and not check_standalone_agency(r, fields):
+        return None
     placements = {
         key: _placement(r, fields[key], allow_host=key in ("datastore", "network"))
         if key in fields
@@ -162,7 +172,104 @@ def _agency(r: Reader, node: Node) -> AgencySpec | None:
         ip_plan=ip_plan,
         per_host=per_host,
         host_network=host_network,
+        standalone=standalone,
     )
+
+
+def _split_scope(
+    r: Reader, node: Node, esxi: tuple[str, ...] | None, vcenter: bool
+) -> tuple[tuple[ScopeEntry, ...] | None, tuple[str, ...]]:
+    """(the vCenter scope entries, the standalone hosts named), or (None, ()) after a problem.
+
+    ``scope: all`` is every standalone host; a list names standalone hosts by their ``esxi`` name
+    (case-blind), and with a vCenter anything else is a vCenter scope entry."""
+    if esxi is None:  # the esxi section has problems: its names are not known
+        return None, ()
+    if node.kind == "scalar" and isinstance(node.scalar, str) and node.scalar.strip().lower() == "all":
+        if not esxi:
+            r.problem(
+                node.line,
+                node.path,
+                "all means every standalone host of esxi:, and this spec lists none; list the clusters "
+                "(e.g. [/DC0/host/DC0_C0]) or add an esxi: section",
+            )
+            return None, ()
+        return (), esxi
+    if not esxi:
+        return _scope(r, node), ()
+    items = r.sequence(node, "esx-01")
+    if items is None:
+        return None, ()
+    by_name = {name.lower(): name for name in esxi}
+    named: list[str] = []
+    rest: list[Node] = []
+    ok = True
+    for item in items:
+        text = item.scalar.strip() if item.kind == "scalar" and isinstance(item.scalar, str) else None
+        if text is not None and text.lower() in by_name:
+            host = by_name[text.lower()]
+            if host in named:
+                r.problem(item.line, item.path, f'"{text}" is already listed; list it once')
+                ok = False
+            named.append(host)
+        elif not vcenter:
+            guess = suggest(text or "", esxi)
+            hint = f"did you mean {guess}?" if guess else "name one of them, or write scope: all"
+            r.problem(
+                item.line,
+                item.path,
+                f'"{text if text is not None else item.type_name()}" is not a host of esxi: '
+                f"({', '.join(esxi)}), and this spec has no vcenter; {hint}",
+            )
+            ok = False
+        else:
+            rest.append(item)
+    if not ok:
+        return None, ()
+    entries: tuple[ScopeEntry, ...] = ()
+    if rest:
+        vcenter_scope = _scope(r, replace(node, items=rest))
+        if vcenter_scope is None:
+            return None, ()
+        entries = vcenter_scope
+    order = {name: i for i, name in enumerate(esxi)}
+    return entries, tuple(sorted(named, key=order.__getitem__))
+
+
+def check_standalone_agency(r: Reader, fields: dict[str, Node]) -> bool:
+    """Refuse, for an agency whose scope is standalone hosts only, the options that only vCenter, EAM,
+    DRS or HA carry out, each naming the fix; True when there is none."""
+    ok = True
+    if "hooks" in fields:
+        node = fields["hooks"]
+        r.problem(
+            node.line,
+            node.path,
+            "hooks are EAM's, and standalone hosts have no EAM: agentvm writes the per-host values before "
+            "the agent VM's first power-on; remove hooks",
+        )
+        ok = False
+    for key in ("datastore", "network"):
+        given = fields.get(key)
+        if given is not None and given.kind == "scalar" and given.scalar == USE_HOST_SETTINGS:
+            r.problem(
+                given.line,
+                given.path,
+                f"{key}: host means each host's AgentVM settings, which only vCenter keeps; name the "
+                f"{key} (e.g. {'datastore1' if key == 'datastore' else 'VM Network'})",
+            )
+            ok = False
+    network = fields.get("hostNetwork")
+    if network is not None and network.kind == "map" and "trunk" in network.entries:
+        node = network.entries["trunk"]
+        r.problem(
+            node.line,
+            node.path,
+            "is a port group of a distributed switch, which only vCenter has; standalone hosts take "
+            "hostNetwork.fabric (a standard vSwitch) alone: remove trunk",
+        )
+        ok = False
+    return ok
 
 
 def _agent_name(

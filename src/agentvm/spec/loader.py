@@ -13,13 +13,14 @@ from pathlib import Path
 from agentvm.model.desired import DesiredState
 from agentvm.spec.agencies import read_agencies
 from agentvm.spec.errors import Problem, SpecError
+from agentvm.spec.esxi import read_esxi
 from agentvm.spec.reader import Reader
 from agentvm.spec.solution import read_solution
 from agentvm.spec.vcenter import read_vcenter
-from agentvm.spec.yamlnodes import MAX_BYTES, parse_yaml, too_big
+from agentvm.spec.yamlnodes import MAX_BYTES, Node, parse_yaml, too_big
 
 API_VERSION = "agentvm/v1"
-ALLOWED = ("apiVersion", "vcenter", "solution", "agencies")
+ALLOWED = ("apiVersion", "vcenter", "esxi", "solution", "agencies")
 
 
 def load_spec(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> DesiredState:
@@ -81,9 +82,34 @@ def load_spec_text(
             )
     solution = read_solution(r, fields["solution"]) if "solution" in fields else None
     vcenter = read_vcenter(r, fields["vcenter"], solution) if "vcenter" in fields else None
-    agencies = read_agencies(r, fields["agencies"]) if "agencies" in fields else None
-    if r.problems or solution is None or agencies is None or ("vcenter" in fields and vcenter is None):
+    esxi = read_esxi(r, fields["esxi"]) if "esxi" in fields else ()
+    # without a vcenter section but with esxi, the hosts are all there is (no vCenter from flags either)
+    has_vcenter = "vcenter" in fields or "esxi" not in fields
+    if esxi and not has_vcenter and solution is not None:
+        _no_extension_certificate(r, fields["solution"])
+    names = None if esxi is None else tuple(h.name for h in esxi)
+    agencies = read_agencies(r, fields["agencies"], names, has_vcenter) if "agencies" in fields else None
+    invalid = ("vcenter" in fields and vcenter is None) or esxi is None
+    if r.problems or solution is None or agencies is None or invalid:
         raise SpecError(r.problems or [Problem(file, 0, "", "is not valid")])
     return DesiredState(
-        source=file, solution=solution, agencies=agencies, vcenter=vcenter, warnings=tuple(r.warnings)
+        source=file,
+        solution=solution,
+        agencies=agencies,
+        vcenter=vcenter,
+        warnings=tuple(r.warnings),
+        esxi=esxi or (),
     )
+
+
+def _no_extension_certificate(r: Reader, solution: Node) -> None:
+    """With standalone hosts alone, the solution's extension certificate has nothing to log in to."""
+    for key in ("certFile", "keyFile"):
+        node = solution.entries.get(key) if solution.kind == "map" else None
+        if node is not None:
+            r.problem(
+                node.line,
+                node.path,
+                "is the certificate of a vCenter extension, and this spec has standalone hosts only "
+                "(esxi:, no vcenter:); remove it",
+            )

@@ -41,8 +41,8 @@ def read_vcenter(r: Reader, node: Node, solution: SolutionSpec | None) -> VCente
     fields = r.mapping(node, ALLOWED, required={"url": "${AGENTVM_URL}"})
     if fields is None:
         return None
-    url = _url(r, fields["url"]) if "url" in fields else None
-    tls = _tls(r, fields)
+    url = read_url(r, fields["url"]) if "url" in fields else None
+    tls = read_tls(r, fields)
     login = "password"
     if "login" in fields:
         login = (r.text(fields["login"], "password") or "password").lower()
@@ -56,7 +56,7 @@ def read_vcenter(r: Reader, node: Node, solution: SolutionSpec | None) -> VCente
     if login == "certificate":
         credentials = _certificate_login(r, node, fields, solution)
     else:
-        credentials = _password_login(r, node, fields)
+        credentials = read_password_login(r, node, fields)
     if url is None or tls is None or credentials is None:
         return None
     connection, source, origin = credentials
@@ -75,22 +75,26 @@ def read_vcenter(r: Reader, node: Node, solution: SolutionSpec | None) -> VCente
     return VCenterSpec(connection=full, password_source=source, password_origin=origin)
 
 
-def _url(r: Reader, node: Node) -> str | None:
+def read_url(
+    r: Reader, node: Node, example: str = VCENTER_EXAMPLE, credentials: str = VCENTER_CREDENTIALS
+) -> str | None:
+    """An SDK URL (``vcenter.url``, an ``esxi`` entry's ``url``); None after a problem."""
     if node.kind == "scalar" and node.scalar is not None and not isinstance(node.scalar, str):
         # url: 42 is a number, and a socket would take it for host 0.0.0.42
-        r.problem(node.line, node.path, f"must be a URL, e.g. {VCENTER_EXAMPLE}, not {node.type_name()}")
+        r.problem(node.line, node.path, f"must be a URL, e.g. {example}, not {node.type_name()}")
         return None
-    text = r.text(node, VCENTER_EXAMPLE)
+    text = r.text(node, example)
     if text is None:
         return None
-    problem = url_problem(text, VCENTER_EXAMPLE, credentials=VCENTER_CREDENTIALS)
+    problem = url_problem(text, example, credentials=credentials)
     if problem is not None:
         r.problem(node.line, node.path, problem)
         return None
     return text
 
 
-def _tls(r: Reader, fields: dict[str, Node]) -> tuple[str | None, str | None, bool] | None:
+def read_tls(r: Reader, fields: dict[str, Node]) -> tuple[str | None, str | None, bool] | None:
+    """``thumbprint``/``caFile``/``insecure`` (vcenter, an esxi entry); None after a problem."""
     thumbprint = ca_file = None
     insecure = False
     ok = True
@@ -132,7 +136,11 @@ def _tls(r: Reader, fields: dict[str, Node]) -> tuple[str | None, str | None, bo
 _PasswordLogin = tuple[VCenterConnection, PasswordSource, str | None]
 
 
-def _password_login(r: Reader, node: Node, fields: dict[str, Node]) -> _PasswordLogin | None:
+def read_password_login(
+    r: Reader, node: Node, fields: dict[str, Node], default_env: str = DEFAULT_PASSWORD_ENV
+) -> _PasswordLogin | None:
+    """``username`` and the password one way (``password``, ``passwordEnv``, ``passwordFile``,
+    ``passwordPrompt``; else ``default_env``); None after a problem. The password is never shown."""
     username = None
     if "username" not in fields:
         r.problem(
@@ -145,7 +153,7 @@ def _password_login(r: Reader, node: Node, fields: dict[str, Node]) -> _Password
         second = fields[given[1]]
         r.problem(second.line, second.path, f"conflicts with {given[0]}; give the password one way only")
         return None
-    source = _password(r, node, fields, given[0] if given else None)
+    source = _password(r, node, fields, given[0] if given else None, default_env)
     if username is None or source is None:
         return None
     password, kind, origin = source
@@ -153,7 +161,7 @@ def _password_login(r: Reader, node: Node, fields: dict[str, Node]) -> _Password
 
 
 def _password(
-    r: Reader, vcenter: Node, fields: dict[str, Node], how: str | None
+    r: Reader, vcenter: Node, fields: dict[str, Node], how: str | None, default_env: str
 ) -> tuple[Secret | None, PasswordSource, str | None] | None:
     if how == "password":
         node = fields["password"]
@@ -172,7 +180,7 @@ def _password(
             node.line,
             node.path,
             "the password is written in the spec file; use passwordEnv (default "
-            f"{DEFAULT_PASSWORD_ENV}) or passwordFile instead",
+            f"{default_env}) or passwordFile instead",
         )
         return Secret(str(node.scalar)), PasswordSource.LITERAL, None
     if how == "passwordFile":
@@ -195,15 +203,15 @@ def _password(
             return None
         if flag:
             return None, PasswordSource.PROMPT, None
-    name = DEFAULT_PASSWORD_ENV
+    name = default_env
     if how == "passwordEnv":
         node = fields["passwordEnv"]
-        name = r.text(node, DEFAULT_PASSWORD_ENV) or ""
+        name = r.text(node, default_env) or ""
         if not _ENV_NAME.fullmatch(name):
             r.problem(
                 node.line,
                 node.path,
-                f'"{name}" is not an environment variable name; e.g. {DEFAULT_PASSWORD_ENV}',
+                f'"{name}" is not an environment variable name; e.g. {default_env}',
             )
             return None
     value = r.env.get(name)

@@ -103,9 +103,17 @@ class Session:
     """
 
     def __init__(
-        self, conn: VCenterConnection, *, timeout: float = 60.0, correlation_prefix: str = "agentvm"
+        self,
+        conn: VCenterConnection,
+        *,
+        timeout: float = 60.0,
+        correlation_prefix: str = "agentvm",
+        host_agent: bool = False,
     ) -> None:
+        """``host_agent``: the server must be a standalone ESXi host (about.apiType HostAgent), else a
+        vCenter; ``login`` refuses the other kind (ConfigurationError) before sending any credential."""
         self.conn = conn
+        self.host_agent = host_agent
         self.url = f"{conn.scheme}://{_host_port(conn)}{conn.path}"
         self.timeout = timeout
         self.stats = CallStats()
@@ -257,6 +265,7 @@ class Session:
     def _login_locked(self) -> None:
         si = self._service_instance()
         self._content = si.RetrieveContent()
+        self._check_api_type(str(self._content.about.apiType or ""))
         manager = self._content.sessionManager
         try:
             if self.conn.by_certificate:
@@ -271,6 +280,22 @@ class Session:
         for sibling in self._siblings:
             sibling.SetSessionId(self._soap.GetSessionId())
         log.info("logged in to %s as %s (session %s)", self.url, self.user, self.session_hint)
+
+    def _check_api_type(self, api_type: str) -> None:
+        """Refuse a host agent where a vCenter is expected, and the other way round (ConfigurationError
+        naming the URL and what to write instead): everything a vCenter session does (extensions, EAM,
+        clusters) is missing on a host, and a host's own calls make no sense on a vCenter."""
+        if api_type == "HostAgent" and not self.host_agent:
+            raise ConfigurationError(
+                f"{self.url} is an ESXi host (about.apiType HostAgent), not a vCenter: name it in the spec's "
+                "esxi: list instead of vcenter.url/AGENTVM_URL, e.g. "
+                f"`esxi: [{{url: {self.url}, username: root, passwordEnv: ESXI_PASSWORD, thumbprint: ...}}]`"
+            )
+        if api_type == "VirtualCenter" and self.host_agent:
+            raise ConfigurationError(
+                f"{self.url} is a vCenter (about.apiType VirtualCenter), not an ESXi host: name it as "
+                "vcenter.url in the spec instead of in the esxi: list"
+            )
 
     def _login_refused(self, exc: AuthenticationError) -> AuthenticationError:
         if fault_name(exc) != "InvalidLogin":

@@ -9,9 +9,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 )
@@ -63,4 +65,28 @@ func peerThumbprint(r *http.Request) (string, []byte) {
 	}
 	der := r.TLS.PeerCertificates[0].Raw
 	return thumbprint(der), der
+}
+
+// certificateFile is the certificate kept in path (PEM: the certificate, then its key), made with
+// selfSigned and written there (mode 0600) when path does not exist yet: a simulator started again with
+// the same file serves the same certificate (a host restart keeps its thumbprint).
+func certificateFile(path string) (tls.Certificate, error) {
+	if _, err := os.Stat(path); err == nil {
+		return tls.LoadX509KeyPair(path, path)
+	}
+	cert, err := selfSigned()
+	if err != nil {
+		return cert, err
+	}
+	key, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		return cert, err
+	}
+	data := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
+	data = append(data, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: key})...)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return cert, err
+	}
+	return cert, os.Rename(tmp, path)
 }

@@ -30,6 +30,7 @@ type front struct {
 	agentMgr *agentManagers
 	hostWait time.Time
 	mu       sync.Mutex
+	esx      bool // a host agent (esx.go): no /eam, no certificate login, PowerOn guarded (maintenance.go)
 }
 
 // serve starts the server of a model built and extended (extend) as the lab runs it: 0.24.2's handlers
@@ -40,6 +41,26 @@ func serve(m *simulator.Model, eam http.Handler, agentMgr *agentManagers) *simul
 	serveCertificateLogin(m.Service)
 	srv.Config.Handler = &front{sim: srv.Config.Handler, eam: eam, agentMgr: agentMgr}
 	return srv
+}
+
+// serveESX starts the server of an ESX model built and extended (extendESX) as the lab runs it: 0.24.2's
+// handlers behind the front in its host agent mode. Called by main and the Go tests.
+func serveESX(m *simulator.Model) *simulator.Server {
+	srv := m.Service.NewServer()
+	srv.Config.Handler = &front{sim: srv.Config.Handler, esx: true}
+	return srv
+}
+
+// soapFault answers a request with the SOAP fault of a vim fault type that has no fields of its own.
+func soapFault(w http.ResponseWriter, kind, message string) {
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusInternalServerError)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" `+
+		`xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">`+
+		`<soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>%s</faultstring>`+
+		`<detail><%sFault xmlns="urn:vim25" xsi:type="%s"></%sFault>`+
+		`</detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>`, message, kind, kind, kind)
 }
 
 // soapPanic answers a request whose handler panicked inside the 0.24.2 simulator (e.g. a Fetch of an
@@ -90,6 +111,10 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if strings.HasPrefix(r.URL.Path, "/eam/") || r.URL.Path == "/eam" {
+		if f.esx { // a host has no EAM
+			http.NotFound(w, r)
+			return
+		}
 		f.eam.ServeHTTP(w, r)
 		return
 	}
@@ -103,7 +128,24 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if reLoginExt.Match(body) {
+		if f.esx { // extensions are vCenter's; 0.24.2 would log in any certificate
+			soapFault(w, "NotSupported", "extension login is not supported by a host agent")
+			return
+		}
 		r.URL.Path = certificateLoginPath // to certificateLogin (session.go)
+	}
+	if f.esx {
+		routed, kind := routePowerOn(body)
+		r.Body = io.NopCloser(bytes.NewReader(routed))
+		r.ContentLength = int64(len(routed))
+		if kind == "" {
+			f.sim.ServeHTTP(w, r)
+			return
+		}
+		rw := &routedWriter{ResponseWriter: w, routed: kind, kind: "VirtualMachine"}
+		f.sim.ServeHTTP(rw, r)
+		rw.flush()
+		return
 	}
 	if reAddHost.Match(body) {
 		f.mu.Lock()

@@ -16,6 +16,11 @@
 //     ReconfigureDVPortgroup_Task that merges the spec and checks configVersion.
 //   - SetField replacing a custom value (not adding a second one), told to the property collector.
 //   - Latency injection (--delay, --method-delay), so benchmarks can model a real vCenter.
+//   - --esx: one standalone ESXi host agent instead (esx.go: 0.24.2's ESX model, the host's own name,
+//     hardware UUID and physical NICs; autostart.go: HostAutoStartManager; maintenance.go: PowerOn refused
+//     in maintenance mode; vapp.go: vApp options set by ReconfigVM_Task), with none of the vCenter
+//     additions above. --certificate keeps the TLS certificate in a file, so a restarted host keeps its
+//     thumbprint.
 //   - /eam/sdk forwarded to an EAM backend (agentvm's EAM emulator), so vim25 and EAM share one
 //     endpoint and one session cookie, as on a real vCenter. The backend learns who a cookie belongs
 //     to by reading sessionManager.currentSession with that cookie.
@@ -23,7 +28,7 @@
 // It listens on loopback only and prints one JSON line when ready:
 //
 //	{"url": "https://127.0.0.1:PORT/sdk", "username": ..., "password": ..., "thumbprint": ...,
-//	 "instance_uuid": ..., ...}
+//	 "instance_uuid": ..., "api_type": "VirtualCenter" or "HostAgent", "host_name": ..., "host_uuid": ..., ...}
 //
 // One file per concern: main.go (flags, start-up, the ready line), world.go (what is added to 0.24.2's
 // model), front.go (the HTTP front: routing, panics), eam.go (the /eam/sdk proxy), certificates.go (TLS
@@ -71,6 +76,18 @@ func fail(code int, format string, args ...interface{}) {
 	os.Exit(code)
 }
 
+var reHostName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$`)
+
+// newUUID is a random (version 4) UUID.
+func newUUID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
 var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 type readyInfo struct {
@@ -91,6 +108,9 @@ type readyInfo struct {
 	DVS              bool    `json:"dvs"`
 	Pnics            int     `json:"pnics"`
 	StartSeconds     float64 `json:"start_seconds"`
+	APIType          string  `json:"api_type"`            // about.apiType: VirtualCenter, or HostAgent (--esx)
+	HostName         string  `json:"host_name,omitempty"` // --esx: the host's name
+	HostUUID         string  `json:"host_uuid,omitempty"` // --esx: its hardware.systemInfo.uuid
 }
 
 func main() {
@@ -114,9 +134,22 @@ func main() {
 	var hostPnics hostPnicsFlag
 	flag.Var(&hostPnics, "host-pnics",
 		"give one host only the NICs listed, like DC0_C0_H0=vmnic0 or DC0_C0_H0=vmnic0,vmnic1 (repeatable)")
+	esxMode := flag.Bool("esx", false,
+		"be one standalone ESXi host agent (about.apiType HostAgent) instead of a vCenter; the inventory flags are ignored")
+	esxName := flag.String("esx-name", "esx-01", "--esx: the host's name")
+	hostUUID := flag.String("host-uuid", "", "--esx: the host's hardware UUID (default: a random one)")
+	certFile := flag.String("certificate", "",
+		"PEM file with the TLS certificate and key: used when it exists, else a new one is made and kept there")
 	methodDelay := flag.String("method-delay", "",
 		"milliseconds added to given SOAP methods (on top of --delay), like RetrievePropertiesEx:50,WaitForUpdatesEx:10")
 	flag.Parse()
+	if *esxMode {
+		userSet := false
+		flag.Visit(func(f *flag.Flag) { userSet = userSet || f.Name == "username" })
+		if !userSet {
+			*user = "root" // a host's own administrator
+		}
+	}
 
 	for name, v := range map[string]int{"--datacenters": *dcs, "--clusters": *clusters, "--hosts": *hosts,
 		"--standalone": *standalone, "--vms": *vms, "--pnics": *pnics} {
@@ -139,6 +172,12 @@ func main() {
 	if *dcs < 1 {
 		fail(exitUsage, "--datacenters must be 1 or more (got %d)", *dcs)
 	}
+	if *hostUUID != "" && !uuidPattern.MatchString(*hostUUID) {
+		fail(exitUsage, "--host-uuid must be a UUID like 8d8f5c1e-0b7a-4d2e-9c3f-1a2b3c4d5e6f (got %q)", *hostUUID)
+	}
+	if *esxMode && !reHostName.MatchString(*esxName) {
+		fail(exitUsage, "--esx-name must be a host name like esx-01 or esx-01.lab (got %q)", *esxName)
+	}
 	if *instanceUUID != "" && !uuidPattern.MatchString(*instanceUUID) {
 		fail(exitUsage, "--instance-uuid must be a UUID like 8d8f5c1e-0b7a-4d2e-9c3f-1a2b3c4d5e6f (got %q)",
 			*instanceUUID)
@@ -160,31 +199,55 @@ func main() {
 	}
 	_ = probe.Close()
 
-	m := simulator.VPX()
-	m.Datacenter = *dcs
-	m.Cluster = *clusters
-	m.ClusterHost = *hosts
-	m.Host = *standalone
-	m.Machine = 0
-	m.Autostart = false
-	m.Portgroup = 0
-	if *dvs {
-		m.Portgroup = 1
-	}
-	if err := m.Create(); err != nil {
-		fail(exitModel, "building the inventory: %v", err)
+	var m *simulator.Model
+	var mgrs *agentManagers
+	var esxHostSystem *simulator.HostSystem
+	if *esxMode {
+		m = simulator.ESX()
+		m.Machine = 0
+		m.Autostart = false
+		if err := m.Create(); err != nil {
+			fail(exitModel, "building the host: %v", err)
+		}
+		if *hostUUID == "" {
+			*hostUUID = newUUID()
+		}
+		esxHostSystem = extendESX(m, *esxName, *hostUUID)
+		if missing := unknownHosts(perHost); len(missing) > 0 {
+			fail(exitUsage, "--host-pnics names no host of this inventory: %s (the host is named %s)",
+				strings.Join(missing, ", "), *esxName)
+		}
+	} else {
+		m = simulator.VPX()
+		m.Datacenter = *dcs
+		m.Cluster = *clusters
+		m.ClusterHost = *hosts
+		m.Host = *standalone
+		m.Machine = 0
+		m.Autostart = false
+		m.Portgroup = 0
+		if *dvs {
+			m.Portgroup = 1
+		}
+		if err := m.Create(); err != nil {
+			fail(exitModel, "building the inventory: %v", err)
+		}
+		mgrs = extend(m, *instanceUUID)
+		if missing := unknownHosts(perHost); len(missing) > 0 {
+			fail(exitUsage, "--host-pnics names no host of this inventory: %s (hosts are named like DC0_C0_H0)",
+				strings.Join(missing, ", "))
+		}
 	}
 	defer m.Remove()
-	mgrs := extend(m, *instanceUUID)
-	if missing := unknownHosts(perHost); len(missing) > 0 {
-		fail(exitUsage, "--host-pnics names no host of this inventory: %s (hosts are named like DC0_C0_H0)",
-			strings.Join(missing, ", "))
-	}
 
 	m.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, password)}
 	var cert tls.Certificate
 	if !*plain {
-		cert, err = selfSigned()
+		if *certFile != "" {
+			cert, err = certificateFile(*certFile)
+		} else {
+			cert, err = selfSigned()
+		}
 		if err != nil {
 			fail(exitModel, "making a TLS certificate: %v", err)
 		}
@@ -206,13 +269,18 @@ func main() {
 	go publisher.run(200 * time.Millisecond)
 
 	// Nobody knows the port before the ready line below, so no request can race the front's assignment.
-	srv := serve(m, eamProxy(*eamBackend), mgrs)
-	// Keep a host scan going for hosts added outside SOAP calls we see (defensive; cheap).
-	go func() {
-		for range time.Tick(time.Second) {
-			mgrs.ensure()
-		}
-	}()
+	var srv *simulator.Server
+	if *esxMode {
+		srv = serveESX(m)
+	} else {
+		srv = serve(m, eamProxy(*eamBackend), mgrs)
+		// Keep a host scan going for hosts added outside SOAP calls we see (defensive; cheap).
+		go func() {
+			for range time.Tick(time.Second) {
+				mgrs.ensure()
+			}
+		}()
+	}
 
 	u := *srv.URL
 	u.User = nil
@@ -221,9 +289,16 @@ func main() {
 		Datacenters: *dcs, Clusters: *clusters, Hosts: *hosts, Standalone: *standalone, VMs: *vms, DVS: *dvs, Pnics: *pnics,
 		InstanceUUID: simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance).Content.About.InstanceUuid,
 	}
-	eam := u
-	eam.Path = "/eam/sdk"
-	info.EAMURL = eam.String()
+	info.APIType = simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance).Content.About.ApiType
+	if *esxMode {
+		info.Datacenters, info.Clusters, info.Hosts, info.Standalone, info.DVS = 1, 0, 0, 1, false
+		info.HostName = esxHostSystem.Name
+		info.HostUUID = esxHostSystem.Summary.Hardware.Uuid
+	} else {
+		eam := u
+		eam.Path = "/eam/sdk"
+		info.EAMURL = eam.String()
+	}
 	if !*plain {
 		der := cert.Certificate[0]
 		info.Thumbprint = thumbprint(der)

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+const testHostUUID = "4c4c4544-0042-3510-8052-b3c04f4e3332"
+
+// servedESX builds an ESX model with one VM, extends it as main does in --esx mode and serves it behind
+// the front; it returns a logged-in client, the server and the VM.
+func servedESX(ctx context.Context, t *testing.T) (*govmomi.Client, *simulator.Server, *object.VirtualMachine) {
+	t.Helper()
+	withPlan(t, nicPlan{count: 3})
+	m := simulator.ESX()
+	m.Machine, m.Autostart = 1, false
+	if err := m.Create(); err != nil {
+		t.Fatalf("building the host: %v", err)
+	}
+	extendESX(m, "esx-07.lab", testHostUUID)
+	m.Service.Listen = &url.URL{Host: "127.0.0.1:0"}
+	srv := serveESX(m)
+	t.Cleanup(func() {
+		srv.Close()
+		m.Remove()
+	})
+	c := login(ctx, t, srv)
+	vms := simulator.Map.All("VirtualMachine")
+	if len(vms) != 1 {
+		t.Fatalf("the model has %d VMs, want 1", len(vms))
+	}
+	return c, srv, object.NewVirtualMachine(c.Client, vms[0].Reference())
+}
+
+func TestESXIsAHostAgentWithNoVCenterParts(t *testing.T) {
+	ctx := context.Background()
+	c, _, _ := servedESX(ctx, t)
+	sc := c.ServiceContent
+	if sc.About.ApiType != "HostAgent" {
+		t.Errorf("about.apiType = %q, want HostAgent", sc.About.ApiType)
+	}
+	if sc.ExtensionManager != nil || sc.CustomFieldsManager != nil || sc.IpPoolManager != nil {
+		t.Errorf("content has vCenter-only managers: %v %v %v", sc.ExtensionManager, sc.CustomFieldsManager, sc.IpPoolManager)
+	}
+	host := esxHost()
+	var h mo.HostSystem
+	if err := property.DefaultCollector(c.Client).RetrieveOne(ctx, host.Self,
+		[]string{"name", "summary", "hardware.systemInfo", "config.network", "configManager"}, &h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Name != "esx-07.lab" || h.Summary.Config.Name != "esx-07.lab" {
+		t.Errorf("name %q, summary.config.name %q, want esx-07.lab", h.Name, h.Summary.Config.Name)
+	}
+	if h.Hardware.SystemInfo.Uuid != testHostUUID || h.Summary.Hardware.Uuid != testHostUUID {
+		t.Errorf("hardware uuid %q / %q, want %s", h.Hardware.SystemInfo.Uuid, h.Summary.Hardware.Uuid, testHostUUID)
+	}
+	if dns := h.Config.Network.DnsConfig.GetHostDnsConfig(); dns.HostName != "esx-07" || dns.DomainName != "lab" {
+		t.Errorf("dns %q %q, want esx-07 lab", dns.HostName, dns.DomainName)
+	}
+	if got := nicDevices(h.Config.Network); strings.Join(got, ",") != "vmnic0,vmnic1,vmnic2" {
+		t.Errorf("pnics %v, want vmnic0..2", got)
+	}
+	if h.ConfigManager.EsxAgentHostManager != nil {
+		t.Errorf("configManager.esxAgentHostManager = %v on a host agent", h.ConfigManager.EsxAgentHostManager)
+	}
+	ns := object.NewHostNetworkSystem(c.Client, *h.ConfigManager.NetworkSystem)
+	err := ns.AddVirtualSwitch(ctx, "vSwitch1", &types.HostVirtualSwitchSpec{NumPorts: 64,
+		Bridge: &types.HostVirtualSwitchBondBridge{NicDevice: []string{"vmnic1"}}})
+	if err != nil {
+		t.Fatalf("AddVirtualSwitch: %v", err)
+	}
+	if err := ns.AddPortGroup(ctx, types.HostPortGroupSpec{Name: "fabric", VlanId: 10, VswitchName: "vSwitch1"}); err != nil {
+		t.Fatalf("AddPortGroup: %v", err)
+	}
+	if portGroupIndex(host.Config.Network, "fabric") < 0 {
+		t.Errorf("the port group is not in the host's config.network")
+	}
+}
+
+func TestESXHasNoEAMAndRefusesExtensionLogin(t *testing.T) {
+	ctx := context.Background()
+	c, srv, _ := servedESX(ctx, t)
+	u := *srv.URL
+	u.Path, u.User = "/eam/sdk", nil
+	resp, err := http.Post(u.String(), "text/xml", strings.NewReader("<x/>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("/eam/sdk answered %d, want 404", resp.StatusCode)
+	}
+	_, err = methods.LoginExtensionByCertificate(ctx, c.Client, &types.LoginExtensionByCertificate{
+		This: *c.ServiceContent.SessionManager, ExtensionKey: "org.tungsten.agentvm"})
+	if _, ok := faultOf(err).(types.NotSupported); !ok {
+		t.Errorf("LoginExtensionByCertificate: %v, want NotSupported", err)
+	}
+}
+
+func TestESXRefusesPowerOnInMaintenanceMode(t *testing.T) {
+	ctx := context.Background()
+	c, _, vm := servedESX(ctx, t)
+	host := object.NewHostSystem(c.Client, esxHost().Self)
+	task, err := host.EnterMaintenanceMode(ctx, 0, false, nil)
+	if err != nil || task.Wait(ctx) != nil {
+		t.Fatalf("entering maintenance mode: %v", err)
+	}
+	task, err = vm.PowerOn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fault, ok := faultOf(task.Wait(ctx)).(types.InvalidHostState)
+	if !ok || fault.Host == nil || *fault.Host != host.Reference() {
+		t.Fatalf("power-on in maintenance mode: %#v, want InvalidHostState of the host", faultOf(task.Wait(ctx)))
+	}
+	if state, _ := vm.PowerState(ctx); state != types.VirtualMachinePowerStatePoweredOff {
+		t.Errorf("the VM is %s, want poweredOff", state)
+	}
+	task, _ = host.ExitMaintenanceMode(ctx, 0)
+	_ = task.Wait(ctx)
+	task, _ = vm.PowerOn(ctx)
+	if err := task.Wait(ctx); err != nil {
+		t.Fatalf("power-on out of maintenance mode: %v", err)
+	}
+	if state, _ := vm.PowerState(ctx); state != types.VirtualMachinePowerStatePoweredOn {
+		t.Errorf("the VM is %s, want poweredOn", state)
+	}
+}
+
+func TestESXReconfigSetsVAppProperties(t *testing.T) {
+	ctx := context.Background()
+	_, _, vm := servedESX(ctx, t)
+	reconfig := func(spec types.VirtualMachineConfigSpec) error {
+		task, err := vm.Reconfigure(ctx, spec)
+		if err != nil {
+			return err
+		}
+		return task.Wait(ctx)
+	}
+	add := types.VirtualMachineConfigSpec{
+		ExtraConfig: []types.BaseOptionValue{&types.OptionValue{Key: "guestinfo.fabricIp", Value: "10.0.0.5"}},
+		VAppConfig: &types.VmConfigSpec{Property: []types.VAppPropertySpec{
+			{ArrayUpdateSpec: types.ArrayUpdateSpec{Operation: types.ArrayUpdateOperationAdd},
+				Info: &types.VAppPropertyInfo{Key: 1, Id: "fabricIp", Type: "string", Value: "10.0.0.5"}},
+			{ArrayUpdateSpec: types.ArrayUpdateSpec{Operation: types.ArrayUpdateOperationAdd},
+				Info: &types.VAppPropertyInfo{Key: 2, Id: "gateway", Type: "string", Value: "10.0.0.1"}},
+		}},
+	}
+	if err := reconfig(add); err != nil {
+		t.Fatalf("adding: %v", err)
+	}
+	edit := types.VirtualMachineConfigSpec{VAppConfig: &types.VmConfigSpec{Property: []types.VAppPropertySpec{
+		{ArrayUpdateSpec: types.ArrayUpdateSpec{Operation: types.ArrayUpdateOperationEdit},
+			Info: &types.VAppPropertyInfo{Key: 1, Value: "10.0.0.6"}},
+		{ArrayUpdateSpec: types.ArrayUpdateSpec{Operation: types.ArrayUpdateOperationRemove, RemoveKey: int32(2)}},
+	}}}
+	if err := reconfig(edit); err != nil {
+		t.Fatalf("editing: %v", err)
+	}
+	var got mo.VirtualMachine
+	if err := vm.Properties(ctx, vm.Reference(), []string{"config.vAppConfig", "config.extraConfig"}, &got); err != nil {
+		t.Fatal(err)
+	}
+	props := got.Config.VAppConfig.GetVmConfigInfo().Property
+	if len(props) != 1 || props[0].Id != "fabricIp" || props[0].Value != "10.0.0.6" || props[0].Type != "string" {
+		t.Errorf("properties %+v, want fabricIp=10.0.0.6 alone", props)
+	}
+	found := false
+	for _, o := range got.Config.ExtraConfig {
+		found = found || o.GetOptionValue().Key == "guestinfo.fabricIp"
+	}
+	if !found {
+		t.Errorf("extraConfig lost guestinfo.fabricIp: %v", got.Config.ExtraConfig)
+	}
+	again := types.VirtualMachineConfigSpec{VAppConfig: &types.VmConfigSpec{Property: []types.VAppPropertySpec{
+		{ArrayUpdateSpec: types.ArrayUpdateSpec{Operation: types.ArrayUpdateOperationAdd},
+			Info: &types.VAppPropertyInfo{Key: 1, Id: "other"}}}}}
+	if _, ok := faultOf(reconfig(again)).(types.InvalidArgument); !ok {
+		t.Errorf("adding a key twice was not refused with InvalidArgument")
+	}
+}
