@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 
 from agentvm.backends.base import Backend
-from agentvm.cli import exitcodes
+from agentvm.cli import esxi, exitcodes
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
 from agentvm.cli.output import console, fail, print_document
 from agentvm.cli.run import BackendKind, DirectEngine, default_state_dir, open_direct_engine
@@ -75,13 +75,18 @@ def destroy(
             "vSwitches, DV port group and switch memberships; only those). Without it they stay.",
         ),
     ] = False,
+    hosts_at_once: esxi.HostsAtOnce = esxi.DEFAULT_HOSTS_AT_ONCE,
 ) -> None:
     """Remove every agent VM of the spec's agencies, destroy the agencies and unregister the extension.
 
-    The hosts' AgentVM settings and networking stay as they are, unless --host-settings / --host-network."""
+    The hosts' AgentVM settings and networking stay as they are, unless --host-settings / --host-network.
+    With esxi: hosts in the spec: every agency off every standalone host, with agentvm's own engine (as
+    apply used it), --hosts-at-once at a time."""
     desired = load(file)
     names = ", ".join(a.name for a in desired.agencies)
     what = f"agencies {names} (every agent VM) and extension {desired.solution.key}"
+    if desired.esxi:
+        what = f"agencies {names} (every agent VM) on {len(desired.esxi)} standalone host(s)"
     if not yes:
         if not sys.stdin.isatty():
             fail(
@@ -90,6 +95,9 @@ def destroy(
             )
         if not typer.confirm(f"Remove {what}?", default=False):
             fail("nothing destroyed", exitcodes.FAILED)
+    if desired.esxi:
+        esxi.run_destroy(desired, json_=json_, state_dir=state_dir, at_once=hosts_at_once, timeout=timeout)
+        return
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     with session_for(desired, flags) as session, contextlib.ExitStack() as stack:
         chosen: Backend | None = None

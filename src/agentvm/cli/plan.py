@@ -12,11 +12,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from agentvm.cli import exitcodes
+from agentvm.cli import esxi, exitcodes
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
 from agentvm.cli.output import console, err_console, fail, print_document, print_json
 from agentvm.cli.solution import (
     ConnectionFlags,
+    EngineStateDir,
     Json,
     ProgressView,
     SpecFile,
@@ -74,10 +75,23 @@ def plan(
         "--detailed-exitcode",
         help="Exit 0 when there are no changes, 2 when there are, 1 on any error (as terraform plan).",
     ),
+    hosts_at_once: esxi.HostsAtOnce = esxi.DEFAULT_HOSTS_AT_ONCE,
 ) -> None:
-    """Show what apply would change (extension, host settings, agencies, addresses); change nothing."""
+    """Show what apply would change (extension, host settings, agencies, addresses); change nothing.
+
+    With esxi: hosts in the spec, per standalone host (their own connections; --url and the other
+    vCenter flags are not used)."""
     try:
         desired = load(file)
+        if desired.esxi:
+            esxi.run_plan(
+                desired,
+                json_=json_,
+                state_dir=state_dir,
+                at_once=hosts_at_once,
+                detailed_exitcode=detailed_exitcode,
+            )
+            return
         flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
         with (
             session_for(desired, flags) as session,
@@ -120,14 +134,20 @@ def apply(
     thumbprint: Thumbprint = None,
     ca_file: CaFile = None,
     insecure: Insecure = False,
-    state_dir: StateDir = None,
+    state_dir: EngineStateDir = None,
+    hosts_at_once: esxi.HostsAtOnce = esxi.DEFAULT_HOSTS_AT_ONCE,
 ) -> None:
     """Register the solution, prepare the hosts, create/update the agencies, configure each agent; wait.
 
     Agencies belong to the solution: EAM calls log in as the extension, with solution.certFile/keyFile or
-    a certificate generated on the first apply under --state-dir (printed)."""
+    a certificate generated on the first apply under --state-dir (printed). With esxi: hosts in the spec:
+    every standalone host planned first, then each applied with agentvm's own engine (its state under
+    --state-dir), --hosts-at-once at a time."""
     _ = yes  # apply is declarative and idempotent: nothing to confirm
     desired = load(file)
+    if desired.esxi:
+        esxi.run_apply(desired, json_=json_, state_dir=state_dir, at_once=hosts_at_once, timeout=timeout)
+        return
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     with (
         session_for(desired, flags) as session,

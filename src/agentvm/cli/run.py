@@ -227,7 +227,12 @@ class DirectEngine:
 
 
 def open_direct_engine(
-    conn: VCenterConnection, desired: DesiredState, state_dir: Path, *, timeout: float = 30.0
+    conn: VCenterConnection,
+    desired: DesiredState,
+    state_dir: Path,
+    *,
+    timeout: float = 30.0,
+    host_agent: bool = False,
 ) -> DirectEngine:
     """Log in, lock ``state_dir``'s state file for this solution and vCenter, and build the engine on it.
 
@@ -235,6 +240,7 @@ def open_direct_engine(
     dir). The engine reloads its agencies, agents and issue keys from the file and checks them against the
     VMs it owns in vCenter, so a restart neither redeploys nor orphans agents. Raises ConfigurationError
     when the dir cannot be created, another controller holds the file, or the file is unreadable.
+    ``host_agent``: ``conn`` is a standalone ESXi host (``esxi:``; ``cli.esxi``), whose state file is its own.
     """
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -260,7 +266,9 @@ def open_direct_engine(
     session: Session | None = None
     infra: VSphereInfrastructure | None = None
     try:
-        session = Session.connect(conn, timeout=timeout, correlation_prefix="agentvm-engine")
+        session = Session.connect(
+            conn, timeout=timeout, correlation_prefix="agentvm-engine", host_agent=host_agent
+        )
         infra = VSphereInfrastructure(session)
         try:
             engine = Engine(infra, state_file, namespace=desired.solution.key)
@@ -569,6 +577,13 @@ def run(
     if not file:
         raise ConfigurationError("agentvm run needs a spec: pass -f SPEC (repeat -f for several)")
     specs = [(path, load(path)) for path in file]
+    for path, desired in specs:
+        if desired.esxi:
+            names = ", ".join(h.name for h in desired.esxi)
+            raise ConfigurationError(
+                f"{path}: esxi: standalone ESXi hosts ({names}) are not supported by agentvm run yet "
+                "(issue 15); agentvm plan, apply, status and destroy carry them out"
+            )
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     conns = [spec_connection(desired, flags) for _, desired in specs]
     distinct(

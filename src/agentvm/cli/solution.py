@@ -25,6 +25,7 @@ from agentvm.cli.render import ProgressView as ProgressView  # re-exported: plan
 from agentvm.cli.render import hosts_table as hosts_table
 from agentvm.cli.render import issue_lines as issue_lines
 from agentvm.controller.identity import STATE_DIR_ENV
+from agentvm.core.standalone import check_spec
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.desired import DesiredState, PasswordSource
 from agentvm.model.errors import AgentvmError, AuthenticationError, ConfigurationError
@@ -83,15 +84,12 @@ def guard(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def load(path: Path) -> DesiredState:
-    """Load the spec and print its warnings on stderr. Raises SpecError (exit 2), and ConfigurationError
-    (exit 2) for a spec with standalone hosts (``esxi:``), which the commands cannot carry out yet."""
+    """Load the spec and print its warnings on stderr. Raises SpecError (exit 2); for a spec with
+    standalone hosts (``esxi:``, carried out by ``cli.esxi``) ConfigurationError (exit 2) for what they
+    cannot do yet (``cli.esxi.check_spec``)."""
     desired = load_spec(path)
     if desired.esxi:
-        names = ", ".join(h.name for h in desired.esxi)
-        raise ConfigurationError(
-            f"{path}: esxi: standalone ESXi hosts ({names}) are valid in a spec but not supported by "
-            "plan, apply, run, status or destroy yet (issue 15); for now list hosts under a vCenter"
-        )
+        check_spec(desired)
     for warning in desired.warnings:
         err_console.print(f"agentvm: warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     return desired

@@ -23,11 +23,12 @@ from rich.live import Live
 from rich.text import Text
 
 from agentvm.backends.eam import EamBackend
-from agentvm.cli import exitcodes
+from agentvm.cli import esxi, exitcodes
 from agentvm.cli.connect import CaFile, Insecure, PasswordFile, Thumbprint, Url, Username
 from agentvm.cli.output import console, fail, print_document, print_json, text
 from agentvm.cli.solution import (
     ConnectionFlags,
+    EngineStateDir,
     Json,
     OptionalSpecFile,
     StateDir,
@@ -137,10 +138,18 @@ def status(
     thumbprint: Thumbprint = None,
     ca_file: CaFile = None,
     insecure: Insecure = False,
-    state_dir: StateDir = None,
+    state_dir: EngineStateDir = None,
+    hosts_at_once: esxi.HostsAtOnce = esxi.DEFAULT_HOSTS_AT_ONCE,
 ) -> None:
-    """Per cluster and host: agent VM, power state, pending hook, address, issues (with their fix)."""
+    """Per cluster and host: agent VM, power state, pending hook, address, issues (with their fix).
+
+    With esxi: hosts in the spec: per standalone host, grouped as standalone (no --watch yet)."""
     desired = load(file) if file is not None else None
+    if desired is not None and desired.esxi:
+        if watch:
+            raise ConfigurationError("--watch is not supported with esxi: hosts yet; run status again")
+        esxi.run_status(desired, json_=json_, state_dir=state_dir, at_once=hosts_at_once)
+        return
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     with session_for(desired, flags) as session:
         backend = _backend(session, desired, state_dir)

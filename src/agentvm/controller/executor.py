@@ -538,6 +538,8 @@ class Executor:
                 self.identity.record_adopted(name, None)
                 return f"destroyed agency {name}"
             case UnregisterExtension(key=key):
+                if self.session.host_agent:  # a standalone host has no extensions: nothing registered
+                    return None
                 return (
                     f"unregistered extension {key}"
                     if unregister_extension(self.session, key, missing_ok=True)

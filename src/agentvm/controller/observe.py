@@ -263,7 +263,8 @@ def observe(
     certificate_accepted: bool | None = None,
     reuse: Reused | None = None,
 ) -> Observation:
-    """Read the inventory, the extension and each agency of ``desired``.
+    """Read the inventory, the extension and each agency of ``desired`` (on a standalone host's session,
+    ``Session.host_agent``, no extension: a host has no ExtensionManager).
 
     ``config_of`` reads an agency's config by id (``EamClient.agency_config``); without it the agencies'
     configs are not read (enough for status and destroy). ``reuse``: the extension and the configs of
@@ -275,7 +276,14 @@ def observe(
     EAM is unreachable, AuthenticationError). Changes nothing.
     """
     snapshot = snapshot if snapshot is not None else read_snapshot(session)
-    extension = reuse.extension if reuse is not None else find_extension(session, desired.solution.key)
+    # a standalone host (host agent) has no ExtensionManager: nothing is registered there
+    extension = (
+        None
+        if session.host_agent
+        else reuse.extension
+        if reuse is not None
+        else find_extension(session, desired.solution.key)
+    )
     resolved = [resolve_agency(a, snapshot) for a in desired.agencies]
     agencies = []
     for agency in resolved:

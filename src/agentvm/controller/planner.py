@@ -178,11 +178,14 @@ class Planner:
             replaced = self._held_by_another(observation)  # raises for a generated certificate
         self._refuse_unseen_agencies(observation)
         core = make_plan(
-            self.desired, observation.observed_state(solution), strict_static=self.strict_static_hosts
+            self.desired,
+            observation.observed_state(solution),
+            strict_static=self.strict_static_hosts,
+            standalone=ex.session.host_agent,
         )
         warnings = [*self.desired.warnings, *core.warnings, *ex.ownership_notes]
         warnings += self._owners_before_certificate(observation)
-        if not ex.wants_certificate() and not ex.session.conn.by_certificate:
+        if not ex.wants_certificate() and not ex.session.conn.by_certificate and not ex.session.host_agent:
             warnings.append(
                 f"vCenter {ex.session.url} is not HTTPS, so extension {solution.key} cannot log in "
                 f"with a certificate: the agencies apply creates belong to {ex.session.user}, not to the "

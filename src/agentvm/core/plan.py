@@ -492,20 +492,25 @@ def host_label(host: ScopeHost) -> str:
     return f"{host.moid} ({host.path or host.name})"
 
 
-def make_plan(desired: DesiredState, observed: ObservedState, *, strict_static: bool = True) -> SpecPlan:
+def make_plan(
+    desired: DesiredState, observed: ObservedState, *, strict_static: bool = True, standalone: bool = False
+) -> SpecPlan:
     """Compare ``desired`` with ``observed``.
 
     Raises IpPlanExhausted when an agency's plan is too small, UnknownIpPlanHost when an
     ``ipPlan.addresses`` entry names no host in the agency's scope (both ConfigurationErrors). With
     ``strict_static`` False (the controller: a host that left the scope must not stop it managing the
-    others) the unknown entry is a warning instead.
+    others) the unknown entry is a warning instead. ``standalone``: the plan of one standalone ESXi host
+    (``esxi:``), which has no vCenter extension and no EAM AgentVM settings: neither is planned
+    (``STANDALONE_SKIPPED`` says why).
     """
     changes: list[Change] = []
     warnings: list[str] = []
-    extension = _extension_change(desired.solution, observed.extension)
-    if extension is not None:
-        changes.append(extension)
-    changes += _host_settings_changes(desired, observed, warnings)
+    if not standalone:
+        extension = _extension_change(desired.solution, observed.extension)
+        if extension is not None:
+            changes.append(extension)
+        changes += _host_settings_changes(desired, observed, warnings)
     assignments: dict[str, Assignment] = {}
     for agency in desired.agencies:
         hosts = canonical_order(observed.hosts.get(agency.name, ()))
@@ -524,6 +529,14 @@ def make_plan(desired: DesiredState, observed: ObservedState, *, strict_static: 
             assignments[agency.name] = assignment
             changes += _address_changes(agency, assignment, previous)
     return SpecPlan(tuple(changes), assignments, tuple(warnings))
+
+
+# What a standalone host's plan leaves out, and why: ``agentvm plan`` prints it once per spec.
+STANDALONE_SKIPPED = (
+    "extension registration and the hosts' AgentVM settings are skipped on standalone hosts: they have no "
+    "vCenter and no EAM, so agentvm's own engine runs the agent VMs and writes each host's values into its "
+    "agent VM before the first power-on"
+)
 
 
 def _extension_change(

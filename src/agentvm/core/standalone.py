@@ -1,0 +1,132 @@
+"""A spec's standalone ESXi hosts (``esxi:``) as one fleet: its IP plan, and each host's own spec. Pure.
+
+Called by ``cli.esxi`` (``agentvm plan | apply | status | destroy`` of a spec with ``esxi:``), which runs
+one ``controller.solution.Solution`` per host, each on that host's own session and engine, with the spec
+``host_spec`` derives for it. Each host is a small vCenter of one host (``ha-host`` in ``ha-datacenter``,
+the same moids on every host), so nothing here is keyed by moid across hosts: hosts are named by their
+``esxi`` name.
+
+- **The IP plan is the fleet's**, not each host's: ``fleet_addresses`` gives every host in an agency's
+  scope its own address with ``core.ipplan.assign_addresses`` (its rules: an ``ipPlan.addresses`` entry
+  naming the host by its ``esxi`` name wins; an address the host's agent VM already carries is kept while
+  valid; the others get the lowest free addresses), hosts taken in the natural order of their ``esxi``
+  names (``esx-2`` before ``esx-10``), so that the answer does not depend on the order of the list and
+  adding a host never moves another one.
+- ``host_spec`` pins each host's address in its own spec (an ``ipPlan.addresses`` entry of that host's
+  moid) and fills ``{host}``, ``{host_short}`` and ``{host_moid}`` of ``perHost`` with the ``esxi`` name,
+  so that the host's Solution writes the fleet's values into its agent VM before the first power-on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+from collections.abc import Iterable, Mapping
+from ipaddress import IPv4Address
+
+from agentvm.core.ipplan import _short_name, assign_addresses, check_static_hosts
+from agentvm.model.desired import AgencySpec, DesiredState, ScopeEntry, ScopeHost
+from agentvm.model.errors import ConfigurationError
+
+# what every host's own spec scopes: the one compute resource of a host agent
+ALL_OF_THE_HOST = ScopeEntry(text="*")
+
+
+def fleet_host(name: str) -> ScopeHost:
+    """A standalone host as the fleet's IP plan sees it: its ``esxi`` name is its id, name and path."""
+    return ScopeHost(moid=name, name=name)
+
+
+def fleet_addresses(
+    agency: AgencySpec, previous: Mapping[str, IPv4Address] | None = None
+) -> dict[str, IPv4Address]:
+    """``esxi`` name → address, for every standalone host in ``agency``'s scope (``core.ipplan`` rules,
+    hosts in natural name order). ``previous``: the address each host's agent VM carries now, by ``esxi``
+    name. Empty without an IP plan. Raises IpPlanExhausted / UnknownIpPlanHost (ConfigurationErrors)."""
+    if agency.ip_plan is None or not agency.standalone:
+        return {}
+    hosts = [fleet_host(name) for name in agency.standalone]
+    check_static_hosts(agency.ip_plan, hosts, agency=agency.name)
+    assignment = assign_addresses(agency.ip_plan, hosts, previous, agency=agency.name)
+    return {held.host.moid: held.address for held in assignment.addresses}
+
+
+def host_spec(
+    desired: DesiredState,
+    name: str,
+    *,
+    addresses: Mapping[str, IPv4Address] | None = None,
+    host_moid: str | None = None,
+    every_agency: bool = False,
+) -> DesiredState:
+    """The spec of standalone host ``name`` alone: its agencies (those whose scope names it; with
+    ``every_agency`` all of them, for destroy and status), each scoped to the host's one compute resource,
+    without ``esxi:``.
+
+    ``addresses``: agency name → the host's address from ``fleet_addresses``, pinned as an
+    ``ipPlan.addresses`` entry of ``host_moid`` (the host's moid on its own host agent, ``ha-host``) and
+    the fleet's only one; without them the agency keeps its plan (an observation only). ``perHost``'s
+    ``{host}``, ``{host_short}`` and ``{host_moid}`` become the ``esxi`` name."""
+    pinned = {"host": name, "host_short": _short_name(name), "host_moid": name}
+    agencies = []
+    for agency in desired.agencies:
+        if not every_agency and name not in agency.standalone:
+            continue
+        ip_plan = agency.ip_plan
+        address = (addresses or {}).get(agency.name)
+        if ip_plan is not None and address is not None and host_moid is not None:
+            ip_plan = dataclasses.replace(ip_plan, static=((host_moid, address),))
+        agencies.append(
+            dataclasses.replace(
+                agency,
+                scope=(ALL_OF_THE_HOST,),
+                standalone=(),
+                ip_plan=ip_plan,
+                per_host=tuple((key, pin_fields(text, pinned)) for key, text in agency.per_host),
+            )
+        )
+    return dataclasses.replace(desired, agencies=tuple(agencies), esxi=(), vcenter=None)
+
+
+def pin_fields(template: str, values: Mapping[str, str]) -> str:
+    """``template`` with the fields named in ``values`` filled in and every other field left as it was
+    (``"contrail-{host_short}/{ip}"`` → ``"contrail-esx-01/{ip}"``); literal braces stay escaped."""
+    out: list[str] = []
+    for literal, field, spec, conversion in string.Formatter().parse(template):
+        out.append(_escape(literal))
+        if field is None:
+            continue
+        if field in values:
+            out.append(_escape(format(values[field], spec or "")))
+            continue
+        conv = f"!{conversion}" if conversion else ""
+        out.append("{" + field + conv + (f":{spec}" if spec else "") + "}")
+    return "".join(out)
+
+
+def _escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def in_scope(desired: DesiredState) -> Iterable[str]:
+    """The ``esxi`` names some agency scopes, in the order of ``esxi:``."""
+    named = {name for agency in desired.agencies for name in agency.standalone}
+    return [host.name for host in desired.esxi if host.name in named]
+
+
+def check_spec(desired: DesiredState) -> None:
+    """Refuse what standalone hosts cannot do yet, before any connection (ConfigurationError, exit 2):
+    an agency scoping both a vCenter's clusters and standalone hosts in one spec, and ``hostNetwork``."""
+    for agency in desired.agencies:
+        if agency.scope and desired.esxi:
+            raise ConfigurationError(
+                f'{desired.source}: agency "{agency.name}" scopes vCenter clusters or hosts, and the spec '
+                "has esxi: hosts; a spec with both a vcenter and esxi: hosts is not supported by plan, "
+                "apply, status or destroy yet: put the standalone hosts' agencies in a spec of their own"
+            )
+        if agency.standalone and agency.host_network is not None:
+            raise ConfigurationError(
+                f'{desired.source}: agency "{agency.name}": hostNetwork is not supported on standalone '
+                "hosts yet; remove the hostNetwork section (prepare the hosts' vSwitch and port group "
+                "yourself) or scope the agency to a vCenter's clusters"
+            )
