@@ -44,10 +44,10 @@ from agentvm.cli.run import DirectEngine, default_state_dir, open_direct_engine
 from agentvm.controller.planner import SolutionPlan
 from agentvm.controller.solution import ApplyReport, DestroyReport, Solution
 from agentvm.controller.status import StatusReport, collect_status, status_document
-from agentvm.core.plan import STANDALONE_SKIPPED
+from agentvm.core.plan import STANDALONE_SKIPPED, AssignAddress
 from agentvm.core.plan_text import describe
 from agentvm.core.progress import summarize
-from agentvm.core.standalone import fleet_addresses, host_spec
+from agentvm.core.standalone import fleet_addresses, host_spec, with_fleet_sources
 from agentvm.model.connection import Secret
 from agentvm.model.desired import DesiredState, PasswordSource, StandaloneHostSpec
 from agentvm.model.errors import (
@@ -91,10 +91,34 @@ class HostError(AgentvmError):
         self.exit_code = exit_code
 
 
+def _host_fix(message: str, host: StandaloneHostSpec) -> str:
+    """The session's fixes, written for a vCenter from flags, as the fixes of ``host``'s esxi: entry."""
+    entry = f"esxi: entry {host.name} of the spec"
+    match host.password_source:
+        case PasswordSource.ENVIRONMENT:
+            password = f"${host.password_origin}"
+        case PasswordSource.FILE:
+            password = f"passwordFile {host.password_origin}"
+        case _:
+            password = "the password"  # noqa: S105 (words of a message, not a password)
+    for vcenter, fix in (
+        ("check AGENTVM_USERNAME/AGENTVM_PASSWORD", f"check the username and {password} of {entry}"),
+        (
+            "set AGENTVM_THUMBPRINT/--thumbprint to the new one",
+            f"set the thumbprint of {entry} to the new one",
+        ),
+        ("is vCenter up at that address?", f"is the host up at that address (the url of {entry})?"),
+        ("vCenter's certificate", "the host's certificate"),
+    ):
+        message = message.replace(vcenter, fix)
+    return message
+
+
 def _named(host: StandaloneHostSpec, exc: BaseException) -> AgentvmError:
-    """``exc`` as one line naming ``host``, of the same kind (so the same exit code)."""
+    """``exc`` as one line naming ``host`` and the fix in its esxi: entry, of the same kind (so the same
+    exit code); never with its password."""
     text = str(exc).replace("\n", " ") or type(exc).__name__
-    message = f"{where(host)}: {text}"
+    message = _host_fix(f"{where(host)}: {text}", host)
     password = host.connection.password
     if password is not None and password.reveal() and password.reveal() in message:
         message = message.replace(password.reveal(), "********")
@@ -248,27 +272,35 @@ class Fleet:
         each host's plan with its addresses pinned."""
         seen = _raise_any(self.each(self._observe))
         previous: dict[str, dict[str, IPv4Address]] = {}  # agency -> esxi name -> address
-        for member, (_, addresses) in zip(self.members, seen, strict=True):
+        for member, (_, _, addresses) in zip(self.members, seen, strict=True):
             for agency, address in addresses.items():
                 previous.setdefault(agency, {})[member.name] = address
         fleet = {a.name: fleet_addresses(a, previous.get(a.name)) for a in self.desired.agencies}
-        moids = {m.name: moid for m, (moid, _) in zip(self.members, seen, strict=True)}
+        found = {m.name: (moid, scope) for m, (moid, scope, _) in zip(self.members, seen, strict=True)}
 
         def plan_host(member: Member) -> SolutionPlan:
             mine = {
-                agency: by_host[member.name] for agency, by_host in fleet.items() if member.name in by_host
+                agency: by_host[member.name].address
+                for agency, by_host in fleet.items()
+                if member.name in by_host
             }
-            spec = host_spec(self.desired, member.name, addresses=mine, host_moid=moids[member.name])
+            moid, scope = found[member.name]
+            spec = host_spec(self.desired, member.name, addresses=mine, host_moid=moid, scope=scope)
             member.solution = Solution(
                 spec, member.session, backend=member.engine.backend, state_dir=self.state_dir
             )
-            member.plan = member.solution.plan(check_packages=check_packages)
+            plan = member.solution.plan(check_packages=check_packages)
+            core = with_fleet_sources(plan.spec_plan, member.name, fleet)
+            by_key = {_key(c): c for c in core.changes}
+            changes = tuple(by_key.get(_key(c), c) for c in plan.changes)
+            member.plan = dataclasses.replace(plan, spec_plan=core, changes=changes)
             return member.plan
 
         _raise_any(self.each(plan_host))
 
-    def _observe(self, member: Member) -> tuple[str, dict[str, IPv4Address]]:
-        """(the host's moid on its host agent, agency name -> the address its agent VM carries)."""
+    def _observe(self, member: Member) -> tuple[str, str, dict[str, IPv4Address]]:
+        """(the host's moid on its host agent, its compute resource's path, agency name -> the address its
+        agent VM carries)."""
         spec = host_spec(self.desired, member.name)
         with Solution(spec, member.session, backend=member.engine.backend, state_dir=self.state_dir) as s:
             observation = s.observe()
@@ -279,7 +311,9 @@ class Fleet:
             )
         moid = hosts[0].moref.value
         found = {a.resolved.spec.name: a.addresses[moid] for a in observation.agencies if moid in a.addresses}
-        return moid, found
+        resources = observation.snapshot.compute_resources
+        scope = resources[0].path if len(resources) == 1 else ""
+        return moid, scope, found
 
     def solution_of(self, member: Member, *, every_agency: bool) -> Solution:
         spec = host_spec(self.desired, member.name, every_agency=every_agency)
@@ -287,6 +321,14 @@ class Fleet:
             spec, member.session, backend=member.engine.backend, state_dir=self.state_dir
         )
         return member.solution
+
+
+def _key(change: object) -> object:
+    """What identifies an address change of a host whatever its source says; other changes are their own
+    key."""
+    if isinstance(change, AssignAddress):
+        return (change.agency_name, change.scope_host, change.address)
+    return id(change)
 
 
 def _raise_any(done: list[Done[T]]) -> list[T]:

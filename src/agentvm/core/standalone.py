@@ -24,7 +24,15 @@ import string
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address
 
-from agentvm.core.ipplan import _short_name, assign_addresses, check_static_hosts
+from agentvm.core.ipplan import (
+    AddressSource,
+    Assignment,
+    HostAddress,
+    _short_name,
+    assign_addresses,
+    check_static_hosts,
+)
+from agentvm.core.plan import AssignAddress, SpecPlan
 from agentvm.model.desired import AgencySpec, DesiredState, ScopeEntry, ScopeHost
 from agentvm.model.errors import ConfigurationError
 
@@ -39,16 +47,38 @@ def fleet_host(name: str) -> ScopeHost:
 
 def fleet_addresses(
     agency: AgencySpec, previous: Mapping[str, IPv4Address] | None = None
-) -> dict[str, IPv4Address]:
-    """``esxi`` name → address, for every standalone host in ``agency``'s scope (``core.ipplan`` rules,
-    hosts in natural name order). ``previous``: the address each host's agent VM carries now, by ``esxi``
-    name. Empty without an IP plan. Raises IpPlanExhausted / UnknownIpPlanHost (ConfigurationErrors)."""
+) -> dict[str, HostAddress]:
+    """``esxi`` name → its address (and where it came from: static, kept, new), for every standalone host
+    in ``agency``'s scope (``core.ipplan`` rules, hosts in natural name order). ``previous``: the address
+    each host's agent VM carries now, by ``esxi`` name. Empty without an IP plan. Raises IpPlanExhausted /
+    UnknownIpPlanHost (ConfigurationErrors) naming the agency."""
     if agency.ip_plan is None or not agency.standalone:
         return {}
     hosts = [fleet_host(name) for name in agency.standalone]
     check_static_hosts(agency.ip_plan, hosts, agency=agency.name)
     assignment = assign_addresses(agency.ip_plan, hosts, previous, agency=agency.name)
-    return {held.host.moid: held.address for held in assignment.addresses}
+    return {held.host.moid: held for held in assignment.addresses}
+
+
+def with_fleet_sources(plan: SpecPlan, name: str, fleet: Mapping[str, Mapping[str, HostAddress]]) -> SpecPlan:
+    """``plan`` (host ``name``'s own) with each address's source as the fleet's plan decided it: the
+    host's own plan sees every address pinned (static); the fleet's says new, kept or static."""
+
+    def source(agency: str, current: AddressSource) -> AddressSource:
+        held = fleet.get(agency, {}).get(name)
+        return held.source if held is not None else current
+
+    changes = tuple(
+        dataclasses.replace(c, source=source(c.agency_name, c.source)) if isinstance(c, AssignAddress) else c
+        for c in plan.changes
+    )
+    addresses = {
+        agency: Assignment(
+            tuple(dataclasses.replace(h, source=source(agency, h.source)) for h in assignment.addresses)
+        )
+        for agency, assignment in plan.addresses.items()
+    }
+    return dataclasses.replace(plan, changes=changes, addresses=addresses)
 
 
 def host_spec(
@@ -57,6 +87,7 @@ def host_spec(
     *,
     addresses: Mapping[str, IPv4Address] | None = None,
     host_moid: str | None = None,
+    scope: str | None = None,
     every_agency: bool = False,
 ) -> DesiredState:
     """The spec of standalone host ``name`` alone: its agencies (those whose scope names it; with
@@ -66,20 +97,21 @@ def host_spec(
     ``addresses``: agency name → the host's address from ``fleet_addresses``, pinned as an
     ``ipPlan.addresses`` entry of ``host_moid`` (the host's moid on its own host agent, ``ha-host``) and
     the fleet's only one; without them the agency keeps its plan (an observation only). ``perHost``'s
-    ``{host}``, ``{host_short}`` and ``{host_moid}`` become the ``esxi`` name."""
+    ``{host}``, ``{host_short}`` and ``{host_moid}`` become the ``esxi`` name. ``scope``: the inventory
+    path of the host's compute resource (what plan lines name), else every compute resource (``*``)."""
     pinned = {"host": name, "host_short": _short_name(name), "host_moid": name}
     agencies = []
     for agency in desired.agencies:
         if not every_agency and name not in agency.standalone:
             continue
         ip_plan = agency.ip_plan
-        address = (addresses or {}).get(agency.name)
-        if ip_plan is not None and address is not None and host_moid is not None:
-            ip_plan = dataclasses.replace(ip_plan, static=((host_moid, address),))
+        held = (addresses or {}).get(agency.name)
+        if ip_plan is not None and held is not None and host_moid is not None:
+            ip_plan = dataclasses.replace(ip_plan, static=((host_moid, held),))
         agencies.append(
             dataclasses.replace(
                 agency,
-                scope=(ALL_OF_THE_HOST,),
+                scope=(ScopeEntry(text=scope),) if scope else (ALL_OF_THE_HOST,),
                 standalone=(),
                 ip_plan=ip_plan,
                 per_host=tuple((key, pin_fields(text, pinned)) for key, text in agency.per_host),
