@@ -46,7 +46,7 @@ from agentvm.controller.solution import ApplyReport, DestroyReport, Solution
 from agentvm.controller.status import StatusReport, collect_status, status_document
 from agentvm.core.plan import STANDALONE_SKIPPED, AssignAddress
 from agentvm.core.plan_text import describe
-from agentvm.core.progress import summarize
+from agentvm.core.progress import issue_sentence, summarize
 from agentvm.core.standalone import fleet_addresses, host_spec, with_fleet_sources
 from agentvm.model.connection import Secret
 from agentvm.model.desired import DesiredState, PasswordSource, StandaloneHostSpec
@@ -501,8 +501,7 @@ def run_apply(
         done = apply_each(fleet, timeout)
     failed = [d for d in done if d.error is not None]
     reports = [(d.host, d.value) for d in done if d.value is not None]
-    problems = [f"{where(h)}: {p}" for h, r in reports for p in r.problems]
-    not_green = [h for h, r in reports if not r.green]
+    why = {d.host.name: reason for d in done if (reason := _why_not(d, timeout)) is not None}
     for warning in plan["warnings"]:
         warn(warning)
     if json_:
@@ -511,22 +510,21 @@ def run_apply(
             {
                 "plan": plan,
                 "actions": [f"{h.name}: {a}" for h, r in reports for a in r.actions],
-                "green": not failed and not not_green,
-                "problems": [*problems, *(str(d.error) for d in failed)],
+                "green": not why,
+                "problems": [f"{where(d.host)}: {why[d.host.name]}" for d in done if d.host.name in why],
                 "seconds": round(max((r.seconds for _, r in reports), default=0.0), 3),
                 "polls": sum(r.polls for _, r in reports),
                 "calls": {"vim25": sum(r.vim_calls for _, r in reports), "eam": 0},
                 "standalone": {
-                    h.name: {
-                        "url": h.connection.url,
-                        "ok": d.error is None and d.value is not None and d.value.green,
-                        "error": str(d.error) if d.error is not None else None,
+                    d.host.name: {
+                        "url": d.host.connection.url,
+                        "ok": d.host.name not in why,
+                        "error": why.get(d.host.name),
                         "actions": list(d.value.actions) if d.value is not None else [],
                         "seconds": round(d.value.seconds, 3) if d.value is not None else None,
                         "calls": d.value.vim_calls if d.value is not None else None,
                     }
                     for d in done
-                    for h in (d.host,)
                 },
             },
         )
@@ -548,13 +546,32 @@ def run_apply(
                 highlight=False,
             )
         console.print(f"note: {STANDALONE_SKIPPED}", highlight=False, soft_wrap=True)
-    if failed or problems or not_green:
-        lines = [str(d.error) for d in failed] + problems
-        lines += [f"{where(h)}: not ready after {timeout:.0f} s; see agentvm status" for h in not_green]
-        ok = len(done) - len(failed) - len(not_green)
+    if why:
+        lines = [f"{where(d.host)}: {why[d.host.name]}" for d in done if d.host.name in why]
         fail(
-            f"apply failed on {len(done) - ok} of {len(done)} host(s): " + "; ".join(lines), exitcodes.FAILED
+            f"apply failed on {len(why)} of {len(done)} host(s), the others were applied: "
+            + "; ".join(lines),
+            exitcodes.FAILED,
         )
+
+
+def _why_not(done: Done[ApplyReport], timeout: float) -> str | None:
+    """Why a host's apply did not end green (its error, the issue that stopped it, or what its agents
+    still were at the timeout, with their issues); None when it did."""
+    if done.error is not None:
+        return str(done.error).removeprefix(f"{where(done.host)}: ")
+    report = done.value
+    if report is None or report.green:
+        return None
+    if report.problems:
+        return "; ".join(report.problems)
+    waiting = [row for row in report.hosts if row.phase.value != "ready"]
+    states = ", ".join(sorted({row.shown_phase for row in waiting})) or "not ready"
+    issues = "; ".join(issue_sentence(i) for row in waiting for i in row.issues)
+    return (
+        f"agent not ready after {timeout:.0f} s ({states}{': ' + issues if issues else ''}); see agentvm "
+        "status -f SPEC, fix what it says and apply again"
+    )
 
 
 def run_destroy(
