@@ -576,14 +576,7 @@ def run(
             )
     if not file:
         raise ConfigurationError("agentvm run needs a spec: pass -f SPEC (repeat -f for several)")
-    specs = [(path, load(path)) for path in file]
-    for path, desired in specs:
-        if desired.esxi:
-            names = ", ".join(h.name for h in desired.esxi)
-            raise ConfigurationError(
-                f"{path}: esxi: standalone ESXi hosts ({names}) are not supported by agentvm run yet "
-                "(issue 15); agentvm plan, apply, status and destroy carry them out"
-            )
+    specs = [(path, load(path, standalone=False)) for path in file]
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     conns = [spec_connection(desired, flags) for _, desired in specs]
     distinct(

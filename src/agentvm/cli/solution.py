@@ -83,11 +83,18 @@ def guard(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def load(path: Path) -> DesiredState:
+def load(path: Path, *, standalone: bool = True) -> DesiredState:
     """Load the spec and print its warnings on stderr. Raises SpecError (exit 2); for a spec with
     standalone hosts (``esxi:``, carried out by ``cli.esxi``) ConfigurationError (exit 2) for what they
-    cannot do yet (``cli.esxi.check_spec``)."""
+    cannot do yet (``core.standalone.check_spec``), or at all when the command does not carry them out
+    (``standalone`` False: ``agentvm run``)."""
     desired = load_spec(path)
+    if desired.esxi and not standalone:
+        names = ", ".join(h.name for h in desired.esxi)
+        raise ConfigurationError(
+            f"{path}: esxi: standalone ESXi hosts ({names}) are not supported by agentvm run yet "
+            "(issue 15); agentvm plan, apply, status and destroy carry them out"
+        )
     if desired.esxi:
         check_spec(desired)
     for warning in desired.warnings:
