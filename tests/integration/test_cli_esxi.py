@@ -24,6 +24,7 @@ import yaml
 from pyVim.task import WaitForTask
 
 from agentvm.api.schemas import schema_for
+from agentvm.cli.run import engine_state_file
 from agentvm.controller.status import status_schema
 from agentvm.lab.packages import examples_dir
 from agentvm.lab.world import Lab, LabInfo
@@ -150,6 +151,11 @@ def test_plan_apply_again_status_and_destroy(info: LabInfo, tmp_path: Path) -> N
     text = agentvm("apply", "-f", str(spec), env=env, timeout=240)
     assert text.returncode == 0 and text.stdout.startswith("no changes"), text.stdout
     assert [len(vms) for vms in agent_vms(info)] == [1, 1, 1]  # the engine's state survived: no redeploy
+    state_files = sorted(p.name for p in (tmp_path / "state").glob("engine-*.json"))
+    state = tmp_path / "state"
+    assert state_files == sorted(
+        engine_state_file(state, "org.tungsten.agentvm", h.url).name for h in info.esxi
+    )
 
     status = agentvm("status", "-f", str(spec), "--json", env=env)
     assert status.returncode == 0, status.stderr
