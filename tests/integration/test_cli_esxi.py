@@ -22,6 +22,7 @@ import jsonschema
 import pytest
 import yaml
 from pyVim.task import WaitForTask
+from pyVmomi import vim
 
 from agentvm.api.schemas import schema_for
 from agentvm.cli.run import engine_state_file
@@ -258,6 +259,30 @@ def test_hostnetwork_and_vcenter_only_options_are_refused_before_any_host(
         assert result.returncode == 2, (result.stdout, result.stderr)
         assert "only vCenter keeps" in result.stderr and "Traceback" not in result.stderr
     assert host_states(info) == before
+
+
+def test_a_spec_that_does_not_fit_one_host_changes_nothing_on_any_host(info: LabInfo, tmp_path: Path) -> None:
+    """Before the tests that restart esx-02 (which gives it back its "VM Network")."""
+    spec = example(tmp_path)
+    env = environment(info, tmp_path)
+    with connected(info.esxi[1]) as si:  # esx-02 loses the network the agency names
+        _, _, host = the_host(si)
+        host.configManager.networkSystem.RemovePortGroup("VM Network")
+    try:
+        before = host_states(info)
+        result = agentvm("apply", "-f", str(spec), env=env, timeout=240)
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        (line,) = error_lines(result.stderr)
+        assert line.startswith(f"agentvm: esx-02 ({info.esxi[1].url}): ")
+        assert "'VM Network'" in line and "fix network in the spec" in line
+        assert host_states(info) == before
+    finally:
+        with connected(info.esxi[1]) as si:
+            _, _, host = the_host(si)
+            group = vim.host.PortGroup.Specification(
+                name="VM Network", vlanId=0, vswitchName="vSwitch0", policy=vim.host.NetworkPolicy()
+            )
+            host.configManager.networkSystem.AddPortGroup(group)
 
 
 def test_a_host_that_cannot_be_reached(lab: Lab, info: LabInfo, tmp_path: Path) -> None:
