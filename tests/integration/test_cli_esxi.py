@@ -24,13 +24,13 @@ import yaml
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from agentvm.api.schemas import schema_for
 from agentvm.cli.run import engine_state_file
 from agentvm.controller.status import status_schema
 from agentvm.lab.packages import examples_dir
 from agentvm.lab.world import Lab, LabInfo
 from tests.support.esxi_lab import collect_host_state, connected, restart_host, the_host
 from tests.support.lab_cli import agentvm
+from tests.support.schemas import valid
 
 pytestmark = pytest.mark.lab
 
@@ -121,8 +121,7 @@ def test_plan_apply_again_status_and_destroy(info: LabInfo, tmp_path: Path) -> N
     assert "6 change(s) on 3 standalone host(s)" in plan.stdout
     skipped = [line for line in plan.stdout.splitlines() if "skipped" in line]
     assert len(skipped) == 1 and "extension registration" in skipped[0] and "no vCenter" in skipped[0]
-    document = json.loads(agentvm("plan", "-f", str(spec), "--json", env=env).stdout)
-    jsonschema.validate(document, schema_for("Plan"))
+    document = valid(json.loads(agentvm("plan", "-f", str(spec), "--json", env=env).stdout))
     assert {name: a["address"] for name, a in document["addresses"]["contrail"].items()} == {
         "esx-01": ADDRESSES[0],
         "esx-02": ADDRESSES[1],
@@ -146,7 +145,7 @@ def test_plan_apply_again_status_and_destroy(info: LabInfo, tmp_path: Path) -> N
 
     again = agentvm("apply", "-f", str(spec), "--json", env=env, timeout=240)
     assert again.returncode == 0, again.stderr
-    result = json.loads(again.stdout)
+    result = valid(json.loads(again.stdout))
     assert result["actions"] == [] and result["green"] and result["plan"]["noChanges"]
     assert all(h["ok"] and h["actions"] == [] for h in result["standalone"].values())
     text = agentvm("apply", "-f", str(spec), env=env, timeout=240)
@@ -160,8 +159,8 @@ def test_plan_apply_again_status_and_destroy(info: LabInfo, tmp_path: Path) -> N
 
     status = agentvm("status", "-f", str(spec), "--json", env=env)
     assert status.returncode == 0, status.stderr
-    doc = json.loads(status.stdout)
-    jsonschema.validate(doc, status_schema())
+    doc = valid(json.loads(status.stdout))
+    jsonschema.validate(doc, status_schema())  # the schema the API serves, too
     assert [h["name"] for h in doc["standalone"]] == ["esx-01", "esx-02", "esx-03"]
     for index, host in enumerate(doc["standalone"]):
         assert host["reachable"] and host["error"] is None
@@ -172,9 +171,12 @@ def test_plan_apply_again_status_and_destroy(info: LabInfo, tmp_path: Path) -> N
     table = agentvm("status", "-f", str(spec), env=env)
     assert table.returncode == 0 and table.stdout.count("standalone") >= 6, table.stdout
 
-    destroyed = agentvm("destroy", "-f", str(spec), "--yes", env=env, timeout=240)
+    destroyed = agentvm("destroy", "-f", str(spec), "--yes", "--json", env=env, timeout=240)
     assert destroyed.returncode == 0, destroyed.stderr
-    assert destroyed.stdout.count("destroyed agency contrail") == 3
+    actions = valid(json.loads(destroyed.stdout))["actions"]
+    assert sorted(a for a in actions if "destroyed agency contrail" in a) == [
+        f"esx-0{i}: destroyed agency contrail" for i in (1, 2, 3)
+    ]
     assert host_states(info) == before
     second = agentvm("destroy", "-f", str(spec), "--yes", env=env, timeout=240)
     assert second.returncode == 0 and "nothing to destroy" in second.stdout, second.stdout
