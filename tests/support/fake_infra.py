@@ -354,6 +354,9 @@ class FakeInfra:
         self.calls["ha_top_priority"] += 1
         self.vms[vm].ha_top = True
 
+    def start_with_host(self, vm: MoRef, host: MoRef) -> None:
+        self.calls["start_with_host"] += 1
+
     def power_on(self, vm: MoRef) -> None:
         with self._action(self._vm_host(vm)):
             self._power_on(vm)

@@ -463,6 +463,11 @@ class Engine:
             infra.ha_top_priority(vm)
         except InfraError as e:
             log.warning("pinning %s to %s failed: %s", vm, action.host, e)
+        try:
+            # on a standalone host (no HA): the host starts it first and stops it last
+            infra.start_with_host(vm, action.host)
+        except InfraError as e:
+            log.warning("adding %s to the autostart sequence of %s failed: %s", vm, action.host, e)
         return Deployed(vm)
 
     def _persist(self) -> None:

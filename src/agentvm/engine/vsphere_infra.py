@@ -59,7 +59,7 @@ from agentvm.engine.infra import (
 from agentvm.model.agency import MoRef, OvfProperty, PowerState
 from agentvm.model.errors import AgentvmError, ConfigurationError, NotFoundError
 from agentvm.model.inventory import InventorySnapshot, ManagedBy
-from agentvm.vsphere import clusters, ovf, vms
+from agentvm.vsphere import autostart, clusters, ovf, vms
 from agentvm.vsphere.collector import (
     ObjectProps,
     container_view,
@@ -88,6 +88,9 @@ IMPORT_KEY = "agentvm.importing"
 GUESTINFO_PREFIX = "guestinfo."
 MANAGED_BY_TYPE = "agent"  # [I] the type EAM itself uses is not documented (docs/eam.md, "Open questions")
 HA_PRIORITY = "highest"  # agent VMs restart first (docs/eam.md, "Maintenance mode, DRS and HA")
+# how a standalone host stops its agent VM, last of all its VMs (HostAutoStartManager): a clean shutdown
+# through VMware Tools (ESXi powers it off if the guest has not stopped when the stop delay is over)
+STOP_ACTION = "guestShutdown"
 
 # EAM's ovfDiskProvisioning → OvfManager's diskProvisioning ("none": leave it to the package)
 _DISK_PROVISIONING = {"none": None, "thin": "thin", "thick": "thick"}
@@ -163,6 +166,9 @@ class VSphereInfrastructure:
         vm_resync_seconds: float | None = 300.0,
     ) -> None:
         self._session = session
+        # a standalone ESXi host's own SDK: no managedBy, autostart instead of HA (module docstring)
+        self._host_agent = bool(getattr(session, "host_agent", False))
+        self._autostart: dict[MoRef, MoRef] = {}  # host → its HostAutoStartManager
         self._download_timeout = download_timeout
         self._task_timeout = task_timeout
         self._watch_max_wait = watch_max_wait
@@ -517,11 +523,8 @@ class VSphereInfrastructure:
             if watched and self._vm_resync is not None and now >= self._full_read_at:
                 watched = False
             if watched:
-                candidates = {
-                    ref: props
-                    for ref, props in self._watched_vms().items()
-                    if _key(props) == namespace and not props.get("config.template", False)
-                }
+                watched_vms = self._watched_vms().items()
+                candidates = {ref: p for ref, p in watched_vms if self._candidate(p, namespace)}
                 began = time.monotonic()
                 missing = [ref for ref in candidates if ref not in self._marks]
                 marks = {ref: self._marks[ref] for ref in candidates if ref in self._marks}
@@ -595,10 +598,7 @@ class VSphereInfrastructure:
             spec = view_filter_spec(view, [property_spec(vim.VirtualMachine, _VM_PROPERTIES)])
             with paged(session, spec) as items:
                 candidates = [
-                    o
-                    for o in items
-                    if getattr(o.get("config.managedBy"), "extensionKey", None) == namespace
-                    and not o.get("config.template", False)
+                    o for o in items if self._candidate({p: o.get(p) for p in _VM_PROPERTIES}, namespace)
                 ]
         if not candidates:
             return []
@@ -615,6 +615,13 @@ class VSphereInfrastructure:
             if vm is not None:
                 found.append(vm)
         return found
+
+    def _candidate(self, props: Mapping[str, Any], namespace: str) -> bool:
+        """Whether a VM may be one of ``namespace``'s (its marks then decide): on a vCenter one managed
+        by the namespace's key; on a host agent, which keeps no managedBy of ours, any VM."""
+        if props.get("config.template", False):
+            return False
+        return self._host_agent or _key(props) == namespace
 
     def _extra_config(self, objs: Sequence[Any]) -> dict[MoRef, dict[str, str]]:
         """The ``agentvm.*`` extraConfig keys of some VMs, in one paged read."""
@@ -669,6 +676,7 @@ class VSphereInfrastructure:
         the reconfigure) or InfraError (transient; the inventory changed). No VM is left behind on error.
         """
         values = {p.key: p.value for p in ovf_properties}
+        managed_by = None if self._host_agent else ManagedBy(marker.namespace, MANAGED_BY_TYPE)
         try:
             descriptor = ovf.fetch_descriptor(ovf_url, timeout=self._download_timeout)
             if pool is None or folder is None:
@@ -690,7 +698,7 @@ class VSphereInfrastructure:
                     placement=placement,
                     properties=values,
                     timeout=self._task_timeout,
-                    managed_by=ManagedBy(marker.namespace, MANAGED_BY_TYPE),
+                    managed_by=managed_by,
                     marks={
                         OWNER_KEY: marker.namespace,
                         AGENCY_KEY: marker.agency,
@@ -719,9 +727,9 @@ class VSphereInfrastructure:
             result.vm,
             {
                 "name": name,
-                "config.managedBy": vim.ext.ManagedByInfo(
-                    extensionKey=marker.namespace, type=MANAGED_BY_TYPE
-                ),
+                "config.managedBy": None
+                if managed_by is None
+                else vim.ext.ManagedByInfo(extensionKey=marker.namespace, type=MANAGED_BY_TYPE),
                 "config.template": False,
                 "runtime.host": host,
                 "runtime.powerState": PowerState.POWERED_OFF.value,
@@ -758,7 +766,7 @@ class VSphereInfrastructure:
                 ovf_properties=descriptor.properties,
                 values=values,
                 extra_config=extra,
-                managed_by=ManagedBy(marker.namespace, MANAGED_BY_TYPE),
+                managed_by=None if self._host_agent else ManagedBy(marker.namespace, MANAGED_BY_TYPE),
                 label=name,
                 timeout=self._task_timeout,
             )
@@ -824,6 +832,36 @@ class VSphereInfrastructure:
                 self._host_parent[host] = parent
         return parent if parent.type == "ClusterComputeResource" else None
 
+    def start_with_host(self, vm: MoRef, host: MoRef) -> None:
+        """On a host agent: autostart enabled and the VM first in the host's start sequence (so stopped
+        last), other VMs' entries kept (``vsphere.autostart``); a no-op on a vCenter, where HA restarts
+        agent VMs (``ha_top_priority``). Two calls when it is so already, three when it writes."""
+        if not self._host_agent:
+            return
+        with _infra_errors(f"adding {vm} to the autostart sequence of {host}"):
+            autostart.ensure_first(self._session, self._autostart_manager(host), vm, stop_action=STOP_ACTION)
+
+    def _autostart_manager(self, host: MoRef) -> MoRef:
+        with self._lock:
+            manager = self._autostart.get(host)
+        if manager is None:
+            manager = autostart.manager_of(self._session, host)
+            with self._lock:
+                self._autostart[host] = manager
+        return manager
+
+    def _leave_autostart(self, vm: MoRef) -> None:
+        """On a host agent, the VM's autostart entry removed before the VM is deleted (ESXi keeps the
+        entry of a deleted VM, and then refuses to remove it: the VM is no longer its)."""
+        if not self._host_agent:
+            return
+        try:
+            host = read_one(self._session, self._session.mo(vm), ["runtime.host"]).get("runtime.host")
+        except NotFoundError:
+            return  # gone already
+        if host is not None:
+            autostart.ensure_removed(self._session, self._autostart_manager(_ref(host)), vm)
+
     def power_on(self, vm: MoRef) -> None:
         with _infra_errors(f"powering on {vm}"):
             vms.ensure_powered_on(self._session, vm, timeout=self._task_timeout)
@@ -838,6 +876,7 @@ class VSphereInfrastructure:
         """Power off and delete; a VM that is already gone is fine."""
         # NotFoundError: deleted between the power-off and the delete
         with _infra_errors(f"deleting {vm}"), contextlib.suppress(NotFoundError):
+            self._leave_autostart(vm)
             vms.destroy(self._session, vm, timeout=self._task_timeout)
         with self._lock:
             self._vm_cluster.pop(vm, None)
