@@ -256,19 +256,21 @@ def test_an_engine_that_lost_its_state_finds_its_vm_by_the_marks_alone(esx: Host
 # ------------------------------------------------------------------------------------------ 2. values first
 
 
-def hook_pending(h: HostEngine, agency: str) -> Any:
-    """The agent's pending provisioned hook, once the engine raised it (else None)."""
+def hook_pending(h: HostEngine, agency: str, state: HookState = HookState.PROVISIONED) -> Any:
+    """The agent's pending hook in ``state``, once the engine raised it (else None)."""
     agents = h.engine.agency_agents(agency)
     if len(agents) != 1:
         return None
     hook = h.agent(agency).hook
-    return hook if hook is not None and hook.state is HookState.PROVISIONED else None
+    return hook if hook is not None and hook.state is state else None
 
 
-def write_values_at_the_hook(h: HostEngine, si: Any, agency: str, fabric_ip: str) -> MoRef:
-    """As the caller of the provisioned hook does: check the VM never ran, write the host's values,
-    MarkAsAvailable. Returns the hook's VM."""
-    hook = h.step_until(lambda: hook_pending(h, agency), "the provisioned hook")
+def write_values_at_the_hook(
+    h: HostEngine, si: Any, agency: str, fabric_ip: str, state: HookState = HookState.PROVISIONED
+) -> MoRef:
+    """As the caller of a hook does (provisioned; prePowerOn for an upgrade's new VM): check the VM never
+    ran, write the host's values, MarkAsAvailable. Returns the hook's VM."""
+    hook = h.step_until(lambda: hook_pending(h, agency, state), f"the {state.value} hook")
     vm = vm_object(h, si, hook.vm)
     assert vm.runtime.powerState == "poweredOff"
     before = events_of(si, vm)
@@ -400,3 +402,68 @@ def test_a_deleted_agent_vm_is_not_deployed_then_redeployed_with_its_autostart_e
     # the new VM first; the deleted VM's entry is kept by the host (ESXi does not remove it itself)
     assert entries[0] == autostart.AutostartEntry(second, 1, "powerOn", "guestShutdown")
     assert [e.vm for e in entries] == [second, first]
+
+
+# ------------------------------------------------------------------------------ 5. upgrade, uninstall
+
+
+def test_an_upgrade_replaces_the_vm_with_its_values_written_before_power_on_then_uninstall(
+    esx: HostEngine, lab: LabInfo
+) -> None:
+    config = esx.agency(f"{lab.ovf_url}/{CONTRAIL}", manually_mark_available_after_provisioning=True)
+    agency = esx.engine.create_agency(Caller("root"), config, GoalState.ENABLED)
+    with connected(esx.info) as si:
+        old = write_values_at_the_hook(esx, si, agency, "10.10.0.11")
+        esx.step_until(lambda: esx.green(agency), "the agent green")
+
+        new_url = f"{lab.ovf_url}/{HELLO}"
+        upgraded = config.with_(
+            agent_configs=(
+                AgentConfig(ovf_package_url=new_url, ovf_environment=config.agent_configs[0].ovf_environment),
+            )
+        )
+        esx.engine.update_agency(Caller("root"), agency, upgraded)
+        # the new VM beside the old one, powered off, until the caller has written its values
+        new = write_values_at_the_hook(esx, si, agency, "10.10.0.11", HookState.PRE_POWER_ON)
+        assert new != old
+        esx.step_until(lambda: esx.green(agency) and esx.agent(agency).vm == new, "the upgrade green")
+
+        (only,) = agent_vms(esx)
+        assert only.moref == new and only.extra_config["agentvm.ovfUrl"] == new_url
+        assert extra(esx, new)["guestinfo.fabricIp"] == "10.10.0.11"
+        events = events_of(si, vm_object(esx, si, new))
+        assert events.count("VmPoweredOnEvent") == 1
+        last_reconfigure = len(events) - 1 - events[::-1].index("VmReconfiguredEvent")
+        assert last_reconfigure < events.index("VmStartingEvent"), events
+        assert [e.vm for e in esx.autostart().entries] == [new]  # the old VM's entry went with it
+
+    esx.engine.set_goal_state(Caller("root"), agency, GoalState.UNINSTALLED)
+    esx.step_until(lambda: not agent_vms(esx), "the agent VM removed")
+    esx.engine.destroy_agency(Caller("root"), agency)
+    esx.step_until(lambda: gone(esx, agency), "the agency gone")
+    assert esx.autostart().entries == ()
+    assert esx.engine.query_agencies(Caller("root")) == []
+
+
+# ------------------------------------------------------------------------------------------ 6. the watcher
+
+
+def test_the_watcher_shows_a_power_off_without_a_full_read(esx: HostEngine, lab: LabInfo) -> None:
+    agency = esx.engine.create_agency(
+        Caller("root"), esx.agency(f"{lab.ovf_url}/{CONTRAIL}"), GoalState.ENABLED
+    )
+    esx.step_until(lambda: esx.green(agency), "the agent green")
+    vm = esx.agent(agency).vm
+    assert vm is not None
+    esx.engine.run_until_quiet()
+    generation = esx.infra.generation()
+    before = esx.session.stats.snapshot()
+    with connected(esx.info) as si:
+        WaitForTask(vm_object(esx, si, vm).PowerOffVM_Task())
+    esx.step_until(lambda: IssueKind.VM_POWERED_OFF in issue_kinds(esx, agency), "VmPoweredOff")
+
+    calls = esx.session.stats.snapshot() - before
+    calls.pop("WaitForUpdatesEx", None)
+    assert esx.infra.generation() > generation  # the watcher's update woke the engine
+    # neither observe nor find_owned_vms read anything again: no view, no property read at all
+    assert sum(calls.values()) == 0, calls
