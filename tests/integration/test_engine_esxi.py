@@ -467,3 +467,28 @@ def test_the_watcher_shows_a_power_off_without_a_full_read(esx: HostEngine, lab:
     assert esx.infra.generation() > generation  # the watcher's update woke the engine
     # neither observe nor find_owned_vms read anything again: no view, no property read at all
     assert sum(calls.values()) == 0, calls
+
+
+def test_maintenance_mode_powers_the_agent_off_for_the_host_to_enter_and_on_when_it_leaves(
+    esx: HostEngine, lab: LabInfo
+) -> None:
+    agency = esx.engine.create_agency(
+        Caller("root"), esx.agency(f"{lab.ovf_url}/{CONTRAIL}"), GoalState.ENABLED
+    )
+    esx.step_until(lambda: esx.green(agency), "the agent green")
+    vm = esx.agent(agency).vm
+    assert vm is not None
+    with connected(esx.info) as si:
+        _, _, host = the_host(si)
+        # as on a real ESXi, the host's task waits until its VMs are powered off: the engine's part
+        enter = host.EnterMaintenanceMode_Task(timeout=0)
+        esx.step_until(lambda: enter.info.state == "success", "the host in maintenance mode")
+        assert host.runtime.inMaintenanceMode
+        assert vms.power_state(esx.session, vm) is PowerState.POWERED_OFF
+        esx.engine.run_until_quiet()
+        assert not issue_kinds(esx, agency)  # powered off for maintenance: no issue
+        assert esx.agent(agency).vm == vm  # the same VM, not redeployed
+
+        WaitForTask(host.ExitMaintenanceMode_Task(timeout=0))
+        esx.step_until(lambda: esx.green(agency), "powered on again after the exit")
+        assert esx.agent(agency).vm == vm and not issue_kinds(esx, agency)

@@ -38,6 +38,7 @@ subclass when a deploy fails in a way that becomes an issue on the agent.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -138,6 +139,14 @@ _WATCH = (
     ),
     WatchSpec(vim.ComputeResource, ("host",)),
     WatchSpec(vim.VirtualMachine, _VM_PROPERTIES),
+)
+# on a host agent the hosts' recentTask too: a standalone ESXi is "entering maintenance mode" (its
+# EnterMaintenanceMode_Task waits for its powered-on VMs) with nothing else in its state to say so
+ENTER_MAINTENANCE = "HostSystem.enterMaintenanceMode"
+_RUNNING = ("queued", "running")
+_HOST_AGENT_WATCH = (
+    dataclasses.replace(_WATCH[0], properties=(*_WATCH[0].properties, "recentTask")),
+    *_WATCH[1:],
 )
 
 
@@ -240,7 +249,8 @@ class VSphereInfrastructure:
         pause = 0.5
         while not self._stopping.is_set():
             try:
-                with Watcher(self._session, _WATCH, max_wait_seconds=self._watch_max_wait) as watcher:
+                watch = _HOST_AGENT_WATCH if self._host_agent else _WATCH
+                with Watcher(self._session, watch, max_wait_seconds=self._watch_max_wait) as watcher:
                     with self._lock:
                         self._watcher = watcher
                     if self._stopping.is_set():
@@ -464,7 +474,7 @@ class VSphereInfrastructure:
 
     def _read_scope(self, scope: Collection[MoRef]) -> EngineObservation:
         with _infra_errors("reading the inventory"):
-            snapshot, vm_folders = self._read_observation(scope)
+            snapshot, vm_folders, entering = self._read_observation(scope)
         by_value: dict[str, Any] = {
             c.moref.value: c for c in (*snapshot.clusters, *snapshot.compute_resources)
         }
@@ -479,6 +489,9 @@ class VSphereInfrastructure:
                 default_pools[found.moref] = default_pools[cr] = found.resource_pool
         in_scope = {h for hosts in wanted.values() for h in hosts}
         hosts = {h.moref: h for h in snapshot.hosts if h.moref in in_scope}
+        for ref in entering & hosts.keys():
+            # its agent VM must be powered off for the host to get there: the engine's part, as EAM's
+            hosts[ref] = dataclasses.replace(hosts[ref], in_maintenance_mode=True)
         with self._lock:
             self._host_parent.update({h.moref: h.parent for h in snapshot.hosts if h.parent is not None})
         names = {o.moref: o.name for o in (*snapshot.datastores, *snapshot.networks)}
@@ -490,15 +503,22 @@ class VSphereInfrastructure:
             names=names,
         )
 
-    def _read_observation(self, scope: Collection[MoRef]) -> tuple[InventorySnapshot, dict[MoRef, MoRef]]:
+    def _read_observation(
+        self, scope: Collection[MoRef]
+    ) -> tuple[InventorySnapshot, dict[MoRef, MoRef], set[MoRef]]:
         """One read: everything but hosts through a view, and the hosts of the compute resources in
         ``scope`` by traversal from them (a compute resource removed meanwhile is reported missing, not a
-        fault)."""
+        fault). On a host agent also the hosts' recentTask, and the hosts whose EnterMaintenanceMode_Task
+        runs (one more read, only while a host has recent tasks)."""
         session = self._session
         others = tuple(s for s in _OBSERVE_SPECS if s[0] != "hosts")
         raw: dict[str, list[ObjectProps]] = {bucket: [] for bucket, _, _ in _OBSERVE_SPECS}
+        specs = [
+            property_spec(t, (*paths, "recentTask") if self._host_agent and b == "hosts" else paths)
+            for b, t, paths in _OBSERVE_SPECS
+        ]
         with container_view(session, [t for _, t, _ in others]) as view:
-            spec = view_filter_spec(view, [property_spec(t, paths) for _, t, paths in _OBSERVE_SPECS])
+            spec = view_filter_spec(view, specs)
             to_hosts = PC.TraversalSpec(name="hosts", type=vim.ComputeResource, path="host", skip=False)
             spec.objectSet.extend(
                 PC.ObjectSpec(obj=session.mo(cr), skip=True, selectSet=[to_hosts]) for cr in scope
@@ -512,7 +532,26 @@ class VSphereInfrastructure:
             _ref(o.obj): _ref(o.get("vmFolder")) for o in raw["datacenters"] if o.get("vmFolder") is not None
         }
         root = Session.moref(session.content.rootFolder).value
-        return build_snapshot(raw, root_folder=root), vm_folders
+        entering = self._entering_maintenance(raw["hosts"]) if self._host_agent else set()
+        return build_snapshot(raw, root_folder=root), vm_folders, entering
+
+    def _entering_maintenance(self, hosts: Sequence[ObjectProps]) -> set[MoRef]:
+        """The hosts whose EnterMaintenanceMode_Task is queued or running (read from their recentTask)."""
+        tasks = {task._moId: (task, _ref(o.obj)) for o in hosts for task in o.get("recentTask") or ()}
+        if not tasks:
+            return set()
+        spec = PC.FilterSpec(
+            objectSet=[PC.ObjectSpec(obj=task, skip=False) for task, _ in tasks.values()],
+            propSet=[property_spec(vim.Task, ("info.descriptionId", "info.state"))],
+            reportMissingObjectsInResults=True,  # a task gone meanwhile is no fault
+        )
+        entering: set[MoRef] = set()
+        with paged(self._session, spec) as items:
+            for item in items:
+                running = str(item.get("info.state")) in _RUNNING
+                if running and item.get("info.descriptionId") == ENTER_MAINTENANCE:
+                    entering.add(tasks[item.obj._moId][1])
+        return entering
 
     def find_owned_vms(self, namespace: str) -> list[AgentVm]:
         """VMs managed by ``namespace`` with its extraConfig marker: two bulk reads (plus the view), or,
