@@ -45,6 +45,7 @@ class FakeVm:
     pool: MoRef | None
     pinned_to: MoRef | None = None
     ha_top: bool = False
+    autostart_on: MoRef | None = None  # start_with_host: the host whose autostart starts it first
     complete: bool = True  # False: an import that never finished (what a crash mid-import leaves)
 
 
@@ -356,6 +357,7 @@ class FakeInfra:
 
     def start_with_host(self, vm: MoRef, host: MoRef) -> None:
         self.calls["start_with_host"] += 1
+        self.vms[vm].autostart_on = host
 
     def power_on(self, vm: MoRef) -> None:
         with self._action(self._vm_host(vm)):

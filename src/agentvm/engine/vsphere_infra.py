@@ -31,6 +31,19 @@ Built by whoever runs an ``Engine`` against a vCenter (the lab's EAM emulator, `
   after a write sees it without waiting, and a change someone else makes after it is never hidden by it.
   Not started (no watcher), every read is a full one.
 
+On a standalone ESXi host's own SDK (a host agent: ``Session(host_agent=True)``) three things differ:
+- No ``config.managedBy``: the vSphere API reference describes it as "managed by a VC Extension" (its
+  extension is looked up in vCenter's ExtensionManager, which a host agent does not have), and nothing
+  says a host keeps it. So on a host agent the engine writes none and finds its VMs by the ``agentvm.*``
+  extraConfig marks alone: every VM is a candidate and its marks decide (a host has tens of VMs, not
+  40,000; the watcher still means each VM's extraConfig is read once, not at every step).
+- No HA: ``start_with_host`` puts the agent VM first in the host's autostart sequence (``vsphere.autostart``:
+  started first, so stopped last), and ``destroy_vm`` removes its entry first (ESXi keeps a deleted VM's).
+- Maintenance mode: ESXi's EnterMaintenanceMode_Task waits for the host's powered-on VMs, and until it
+  completes nothing in the host's state says it is coming; the task is in the host's ``recentTask``. So
+  the watcher watches ``recentTask`` too, and ``observe`` reports a host whose EnterMaintenanceMode_Task
+  is queued or running as in maintenance mode: the engine powers the agent VM off, and the host enters.
+
 Every method raises only ``engine.infra`` errors: ``InfraError`` for "retry next step", a ``DeployError``
 subclass when a deploy fails in a way that becomes an issue on the agent.
 """
