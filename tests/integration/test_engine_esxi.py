@@ -6,11 +6,13 @@ vcenter=False)`` and drives one engine per host as ``backends.direct`` does (ste
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from agentvm.core.heal import Backoff
 from agentvm.engine.api import Caller, ManagedObjectNotFound
 from agentvm.engine.manager import Engine
 from agentvm.engine.vsphere_infra import VSphereInfrastructure
+from agentvm.lab.packages import PackageServer, examples_dir
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.lab.world import Lab, LabInfo
 from agentvm.model.agency import (
@@ -240,6 +243,9 @@ def test_an_engine_that_lost_its_state_finds_its_vm_by_the_marks_alone(esx: Host
     esx.step_until(lambda: esx.green(agency), "the agent green")
     vm = esx.agent(agency).vm
 
+    # what a failed import that named no VM is found by, with no managedBy to narrow the search
+    assert vms.find_marked(esx.session, None, {"agentvm.agency": agency}) == [vm]
+    assert vms.find_marked(esx.session, None, {"agentvm.agency": "agency-9"}) == []
     fresh = VSphereInfrastructure(esx.session)  # not started: every read a full one
     (found,) = fresh.find_owned_vms(NAMESPACE)
     assert found.vm == vm and found.marker.agency == agency and found.complete
@@ -492,3 +498,21 @@ def test_maintenance_mode_powers_the_agent_off_for_the_host_to_enter_and_on_when
         WaitForTask(host.ExitMaintenanceMode_Task(timeout=0))
         esx.step_until(lambda: esx.green(agency), "powered on again after the exit")
         assert esx.agent(agency).vm == vm and not issue_kinds(esx, agency)
+
+
+def test_a_disk_that_404s_is_cannot_access_agent_ovf_and_leaves_no_vm_on_the_host(
+    esx: HostEngine, tmp_path: Path
+) -> None:
+    (tmp_path / "hello-agent").mkdir()
+    shutil.copy(examples_dir() / HELLO, tmp_path / HELLO)  # the descriptor, not its disk
+    server = PackageServer(tmp_path).start()
+    try:
+        agency = esx.engine.create_agency(
+            Caller("root"), esx.agency(f"{server.url}/{HELLO}"), GoalState.ENABLED
+        )
+        issue = esx.step_until(lambda: esx.engine.query_issues(agency), "an issue")[0]
+        assert issue.kind is IssueKind.CANNOT_ACCESS_AGENT_OVF and "HTTP 404" in str(issue.detail["error"])
+        assert read_inventory(esx.session, kinds={"vms"}).vms == ()  # the half-imported VM deleted
+        assert esx.autostart().entries == ()
+    finally:
+        server.stop()
