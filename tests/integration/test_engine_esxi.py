@@ -118,6 +118,8 @@ def open_host(lab: LabInfo, index: int) -> HostEngine:
     network = next(n.moref for n in inv.networks if n.name == "VM Network")
     infra = VSphereInfrastructure(session, watch_max_wait=1)
     infra.start()
+    # the watcher's first batch (the host's whole state) is in: its setup calls are not the engine's
+    assert infra.wait_for_change(0, 15.0) > 0, f"{info.host_name}: the watcher never reported"
     engine = Engine(infra, namespace=NAMESPACE, retry=FAST_RETRY)
     return HostEngine(
         info, session, infra, engine, compute.moref, host.moref, compute.resource_pool, folder,
