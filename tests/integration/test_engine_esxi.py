@@ -253,11 +253,15 @@ def test_an_engine_that_lost_its_state_finds_its_vm_by_the_marks_alone(esx: Host
     assert found.vm == vm and found.marker.agency == agency and found.complete
     assert fresh.find_owned_vms("com.example.other") == []
     # a new engine with no state file adopts it: an agency of the same name, no second VM
-    engine = Engine(fresh, namespace=NAMESPACE, retry=FAST_RETRY)
-    again = engine.create_agency(Caller("root"), esx.agency(f"{lab.ovf_url}/{CONTRAIL}"), GoalState.ENABLED)
-    engine.run_until_quiet()
-    (agent,) = engine.agency_agents(again)
-    assert engine.agent_runtime(agent).vm == vm
+    with VSphereInfrastructure(esx.session, watch_max_wait=1) as infra:
+        engine = Engine(infra, namespace=NAMESPACE, retry=FAST_RETRY)
+        again = engine.create_agency(
+            Caller("root"), esx.agency(f"{lab.ovf_url}/{CONTRAIL}"), GoalState.ENABLED
+        )
+        engine.run_until_quiet()
+        (agent,) = engine.agency_agents(again)
+        assert engine.agent_runtime(agent).vm == vm
+        engine.drain()
     assert [v.moref for v in agent_vms(esx)] == [vm]
 
 
