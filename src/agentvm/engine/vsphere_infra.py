@@ -103,7 +103,7 @@ GUESTINFO_PREFIX = "guestinfo."
 MANAGED_BY_TYPE = "agent"  # [I] the type EAM itself uses is not documented (docs/eam.md, "Open questions")
 HA_PRIORITY = "highest"  # agent VMs restart first (docs/eam.md, "Maintenance mode, DRS and HA")
 # how a standalone host stops its agent VM, last of all its VMs (HostAutoStartManager): a clean shutdown
-# through VMware Tools in the guest (the agent OVFs ship them); "powerOff" would cut it off at once
+# through VMware Tools in the guest (an agent without them needs "powerOff", which cuts it off at once)
 STOP_ACTION = "guestShutdown"
 
 # EAM's ovfDiskProvisioning → OvfManager's diskProvisioning ("none": leave it to the package)
