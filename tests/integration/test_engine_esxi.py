@@ -287,11 +287,10 @@ def write_values_at_the_hook(
     assert vm.runtime.powerState == "poweredOff"
     before = events_of(si, vm)
     assert "VmStartingEvent" not in before and "VmPoweredOnEvent" not in before, before
-    # the engine waits for the hook: steps while it is pending power nothing on
-    passes = h.engine.passes
-    h.engine.step()
-    h.step_until(lambda: h.engine.passes > passes, "one more pass")
+    # the engine waits for the hook: stepped until it has nothing left to do, it powered nothing on
+    h.engine.run_until_quiet()
     assert vm.runtime.powerState == "poweredOff"
+    assert h.agent(agency).hook == hook
     vms.ensure_extra_config(
         h.session, hook.vm, {"guestinfo.fabricIp": fabric_ip, "guestinfo.hostname": "esx-01"}
     )
