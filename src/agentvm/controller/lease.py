@@ -80,7 +80,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from agentvm.core.lease import (
     FRESH_RANGE,
@@ -97,12 +97,8 @@ from agentvm.core.lease import (
 )
 from agentvm.model.errors import AgentvmError, ConfigurationError, NotFoundError, TransientError
 from agentvm.model.lease import LeaseHolder, LeaseRecord
-from agentvm.vsphere.extensions import (
-    read_lease_records,
-    register_lease_record,
-    remove_lease_record,
-    update_lease_record,
-)
+from agentvm.vsphere.datastore_files import DatastoreLeaseStore
+from agentvm.vsphere.extensions import ExtensionLeaseStore
 from agentvm.vsphere.session import Session
 
 log = logging.getLogger(__name__)
@@ -113,6 +109,40 @@ MIN_TTL = 1.0
 MAX_TTL = 3600.0
 
 T = TypeVar("T")
+
+
+class LeaseStore(Protocol):
+    """Where a solution's lease records live: the protocol needs only these four operations, and of them
+    one atomic primitive: ``register`` of a generation that exists is refused (returns False).
+
+    ``ExtensionLeaseStore`` (hidden extensions, on a vCenter) and ``DatastoreLeaseStore`` (directories on
+    the host's first datastore, on a standalone ESXi host); ``lease_store`` picks one for a session.
+    """
+
+    def read(self, solution_key: str) -> list[LeaseRecord]:
+        """Every record of the solution's lease, by generation, from one read."""
+        ...
+
+    def register(self, solution_key: str, record: LeaseRecord) -> bool:
+        """Create ``record``: False when its generation exists already (another contender has it)."""
+        ...
+
+    def update(self, solution_key: str, record: LeaseRecord) -> None:
+        """Replace a record agentvm holds (renewal, release). NotFoundError when it is gone."""
+        ...
+
+    def remove(self, record: LeaseRecord) -> bool:
+        """Remove a record agentvm wrote; False when it was gone already."""
+        ...
+
+
+def lease_store(session: Session) -> LeaseStore:
+    """The lease store of ``session``'s server: records on the host's datastore for a standalone ESXi host
+    (``about.apiType`` HostAgent: it has no ExtensionManager), hidden extensions on a vCenter. Reads the
+    ``about`` the login fetched: no call."""
+    if session.host_agent or str(session.content.about.apiType or "") == "HostAgent":
+        return DatastoreLeaseStore(session)
+    return ExtensionLeaseStore(session)
 
 
 class LeaseHeldError(TransientError):
@@ -171,6 +201,7 @@ class Lease:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.session = session
+        self.store = lease_store(session)
         self.solution_key = solution_key
         self.ttl = lease_ttl() if ttl is None else ttl
         self.me = LeaseHolder(
@@ -237,7 +268,7 @@ class Lease:
             if self.held:
                 assert self.last is not None
                 return self.last
-            records = read_lease_records(self.session, self.solution_key)
+            records = self.store.read(self.solution_key)
             verdict = judge(records, token=self.me.token, seen=self._seen, now=self._clock())
             self._seen = verdict.seen
             self.last = verdict
@@ -252,7 +283,7 @@ class Lease:
             if self.held:
                 assert self.last is not None
                 return self.last
-            records = read_lease_records(self.session, self.solution_key)
+            records = self.store.read(self.solution_key)
             fresh = 1 + secrets.randbelow(FRESH_RANGE)
             verdict = judge(records, token=self.me.token, seen=self._seen, now=self._clock(), fresh=fresh)
             self._seen = verdict.seen
@@ -269,10 +300,10 @@ class Lease:
                 ttl=self.ttl,
             )
             started = self._clock()
-            if not register_lease_record(self.session, self.solution_key, mine):
+            if not self.store.register(self.solution_key, mine):
                 log.debug("generation %d of %s went to another contender", mine.generation, self.where)
                 return replace(verdict, verdict=LeaseVerdict.HELD, alive=False)  # seen nothing renewing yet
-            records = read_lease_records(self.session, self.solution_key)
+            records = self.store.read(self.solution_key)
             if not confirm(records, generation=mine.generation, token=self.me.token, judged=verdict.judged):
                 log.info(
                     "generation %d of %s is not the lease any more; releasing it", mine.generation, self.where
@@ -284,7 +315,7 @@ class Lease:
             self._seen = ()
             for old in stale(records, mine.generation):
                 try:
-                    remove_lease_record(self.session, old)
+                    self.store.remove(old)
                 except AgentvmError as exc:  # harmless: released or expired; the next holder removes it
                     log.info("could not remove the old lease record %s: %s", old.key, exc)
             self.last = replace(verdict, verdict=LeaseVerdict.MINE, holder=self.me)
@@ -368,8 +399,8 @@ class Lease:
             started = self._clock()
             renewed = replace(record, renewals=record.renewals + 1)
             try:
-                update_lease_record(self.session, self.solution_key, renewed)
-                records = read_lease_records(self.session, self.solution_key)
+                self.store.update(self.solution_key, renewed)
+                records = self.store.read(self.solution_key)
             except NotFoundError:
                 self.lost = "its record was removed"
                 return False
@@ -410,15 +441,15 @@ class Lease:
             self.check()
             assert self._record is not None
             mine = self._record
-            for record in stale(read_lease_records(self.session, self.solution_key), mine.generation):
-                remove_lease_record(self.session, record)
-            remove_lease_record(self.session, mine)
+            for record in stale(self.store.read(self.solution_key), mine.generation):
+                self.store.remove(record)
+            self.store.remove(mine)
             self._record = None
             self.lost = "retired"
 
     def _write(self, record: LeaseRecord) -> None:
         with contextlib.suppress(NotFoundError):  # gone already: nothing to release
-            update_lease_record(self.session, self.solution_key, record)
+            self.store.update(self.solution_key, record)
 
 
 class Keeper:
@@ -465,7 +496,7 @@ def current_holder(session: Session, solution_key: str) -> LeaseHolder | None:
     ``agentvm status`` names as the solution's controller: with ``--coordination`` the seat's leader takes
     this lease too, so it is the leader in both modes. A holder that died shows until its record is taken
     over or released."""
-    live = [r for r in read_lease_records(session, solution_key) if r.ours and not r.released and r.holder]
+    live = [r for r in lease_store(session).read(solution_key) if r.ours and not r.released and r.holder]
     top = max(live, key=lambda r: r.generation, default=None)
     return top.holder if top is not None else None
 

@@ -373,3 +373,23 @@ def _lease_record(key: str, generation: int, ext: Any) -> LeaseRecord:
         )
     except (ValueError, KeyError, TypeError):
         return foreign
+
+
+class ExtensionLeaseStore:
+    """The lease records of a vCenter, as hidden extensions (the functions above): implements
+    ``controller.lease.LeaseStore``. A standalone ESXi host has none: ``vsphere.datastore_files``."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def read(self, solution_key: str) -> list[LeaseRecord]:
+        return read_lease_records(self.session, solution_key)
+
+    def register(self, solution_key: str, record: LeaseRecord) -> bool:
+        return register_lease_record(self.session, solution_key, record)
+
+    def update(self, solution_key: str, record: LeaseRecord) -> None:
+        update_lease_record(self.session, solution_key, record)
+
+    def remove(self, record: LeaseRecord) -> bool:
+        return remove_lease_record(self.session, record)

@@ -136,6 +136,9 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if f.esx {
 		routed, kind := routePowerOn(body)
+		if kind == "" {
+			routed, kind = routeFileTasks(routed)
+		}
 		r.Body = io.NopCloser(bytes.NewReader(routed))
 		r.ContentLength = int64(len(routed))
 		if kind == "" {
