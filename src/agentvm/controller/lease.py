@@ -10,10 +10,18 @@ In vCenter itself, so it is per vCenter by construction, as hidden extensions (`
 false) named ``<solution key>.lease.<N>`` (``vsphere.extensions``): N is the generation, the record holds
 the holder (host, pid, command, start time, a random token), a renewal counter, the TTL and a released flag.
 
+On a standalone ESXi host (a host agent, ``about.apiType`` HostAgent: no ExtensionManager) the records are
+directories ``[<datastore>] .agentvm/<solution key>.lease.<N>`` on the host's first datastore by name,
+the record a file in each (``vsphere.datastore_files``, which says why every process picks the same
+datastore and how a record is rewritten without a reader ever seeing half of it). ``lease_store(session)``
+picks the ``LeaseStore`` (read, register, update, remove); ``Lease``, ``holding`` and ``current_holder``
+take it from the session, so their callers are the same for both.
+
 ## The one atomic primitive
 vCenter has no compare-and-swap, but ``RegisterExtension`` of a key that exists is refused (extension keys
 are unique: the vSphere SDK documentation requires it, and govmomi's simulator answers InvalidArgument, as
-the lab's does). So for every N at most one contender's RegisterExtension succeeds: the generation numbers
+the lab's does). On a host, ``FileManager.MakeDirectory`` (no parent directories) of a directory that
+exists is refused with FileAlreadyExists. So for every N at most one contender's RegisterExtension succeeds: the generation numbers
 are the only thing contended, and each has exactly one owner. Everything else is ordinary reads and
 updates of one's own record.
 

@@ -2,7 +2,8 @@
 
 Used by the EAM backend and ``agentvm apply``/``destroy``: EAM agencies belong to a registered extension,
 and the controller logs in as that extension with its certificate (``SetExtensionCertificate``). The
-solution's lease (``controller.lease``) is kept here too, as hidden extensions (see "lease records").
+solution's lease (``controller.lease``) is kept here too, as hidden extensions (see "lease records";
+``ExtensionLeaseStore`` is its ``LeaseStore`` on a vCenter).
 
 vCenter keeps one login certificate per extension and never shows which: agentvm records the one it set
 (thumbprints, the machine, the file) in the extension's own ``resourceList``, as a resource module of its
