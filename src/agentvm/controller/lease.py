@@ -21,9 +21,9 @@ take it from the session, so their callers are the same for both.
 vCenter has no compare-and-swap, but ``RegisterExtension`` of a key that exists is refused (extension keys
 are unique: the vSphere SDK documentation requires it, and govmomi's simulator answers InvalidArgument, as
 the lab's does). On a host, ``FileManager.MakeDirectory`` (no parent directories) of a directory that
-exists is refused with FileAlreadyExists. So for every N at most one contender's RegisterExtension succeeds: the generation numbers
-are the only thing contended, and each has exactly one owner. Everything else is ordinary reads and
-updates of one's own record.
+exists is refused with FileAlreadyExists. So for every N at most one contender's RegisterExtension (or
+MakeDirectory) succeeds: the generation numbers are the only thing contended, and each has exactly one
+owner. Everything else is ordinary reads and updates of one's own record.
 
 ## The protocol (decisions in ``core.lease``, pure; simulated under random schedules in its tests)
 - **Acquire.** Read the records (one read of ``extensionList``). The lease is free when every live
