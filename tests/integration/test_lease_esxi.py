@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -135,6 +136,32 @@ def test_a_host_agents_lease_is_kept_in_directories_on_its_first_datastore(lab: 
         released = record_file(info, key, generation)
         assert released is not None and released["released"] is True
         assert current_holder(session, key) is None
+
+
+def test_a_renewal_is_one_put_one_rename_one_search_and_one_get(lab: LabInfo, key: str) -> None:
+    """What keeping the lease costs on a host, per renewal (every TTL/4), counted by the session: the lab's
+    file tasks have ended when their call returns, so each task wait is one read of its info."""
+    info = lab.esxi[0]
+    with sessions(info, 1) as (session,):
+        lease = Lease(session, key, "apply", ttl=TTL)
+        lease.acquire(wait=10)
+        before = session.stats.snapshot()
+        assert lease.renew()
+        assert session.stats.snapshot() - before == Counter(
+            {
+                "PUT /folder": 1,  # the record beside its directory
+                "MoveDatastoreFile_Task": 1,  # renamed onto record.json
+                "SearchDatastore_Task": 1,  # the directories of the solution's records
+                "RetrievePropertiesEx": 2,  # the two tasks' info
+                "GET /folder": 1,  # the one record
+            }
+        )
+        before = session.stats.snapshot()
+        assert current_holder(session, key) == lease.me  # the datastore was chosen once per session
+        assert "RetrievePropertiesEx" in before and session.stats.snapshot() - before == Counter(
+            {"SearchDatastore_Task": 1, "RetrievePropertiesEx": 1, "GET /folder": 1}
+        )
+        lease.release()
 
 
 def test_of_contenders_registering_one_generation_together_exactly_one_gets_it(

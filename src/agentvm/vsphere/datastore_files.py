@@ -9,7 +9,7 @@ the directory exists (the vSphere API reference; govmomi's simulator, the lab's,
 
 - **Which datastore.** The first, by name, of the datastores the session sees (on a host agent: the host's
   own), so that every agentvm process picks the same one whatever order the host lists them in. It is
-  read once per store (one ``RetrievePropertiesEx``). A host with no datastore cannot hold the lease
+  read once per session (one ``RetrievePropertiesEx``). A host with no datastore cannot hold the lease
   (ConfigurationError naming it).
 - **A record** is the directory ``[<datastore>] .agentvm/<solution key>.lease.<N>`` (N the generation) and
   the file ``record.json`` in it: holder (host, pid, command, start, token), renewal counter, TTL and the
@@ -44,11 +44,14 @@ import contextlib
 import http.client
 import json
 import logging
+import threading
+import weakref
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from pyVmomi import vim
 
+from agentvm.model.agency import MoRef
 from agentvm.model.errors import (
     AgentvmError,
     AuthenticationError,
@@ -170,6 +173,12 @@ def parse_record(solution_key: str, generation: int, content: bytes | None) -> L
         return foreign
 
 
+# the datastore chosen for a session: (name, its browser's moid); no managed object (bound to the session's
+# stub, it would keep the session alive)
+_chosen_by_session: weakref.WeakKeyDictionary[Session, tuple[str, str]] = weakref.WeakKeyDictionary()
+_chosen_lock = threading.Lock()
+
+
 class DatastoreLeaseStore:
     """The lease records of a host agent, on its first datastore (see the module docstring).
 
@@ -180,7 +189,6 @@ class DatastoreLeaseStore:
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self._datastore: tuple[str, Any] | None = None  # (name, its HostDatastoreBrowser)
         self._parent_made = False
 
     # -- where ----------------------------------------------------------------------------------------
@@ -191,20 +199,28 @@ class DatastoreLeaseStore:
         return self._chosen()[0]
 
     def _chosen(self) -> tuple[str, Any]:
-        if self._datastore is None:
+        """(name, HostDatastoreBrowser) of the datastore, read once per session (every ``Lease`` and
+        ``current_holder`` makes a store of its own)."""
+        with _chosen_lock:
+            chosen = _chosen_by_session.get(self.session)
+        if chosen is None:
             spec = property_spec(vim.Datastore, ["name", "browser"])
             found = retrieve(self.session, [vim.Datastore], [spec])
             named = sorted(
-                ((str(p.get("name", "")), p.get("browser")) for p in found if p.get("name")),
-                key=lambda item: item[0],
+                (str(p.get("name", "")), str(p.get("browser")._moId))
+                for p in found
+                if p.get("name") and p.get("browser") is not None
             )
             if not named:
                 raise ConfigurationError(
                     f"{self.session.url} has no datastore: the lease of a standalone host is kept on the "
                     "host's first datastore; add one to the host"
                 )
-            self._datastore = named[0]
-        return self._datastore
+            chosen = named[0]
+            with _chosen_lock:
+                _chosen_by_session[self.session] = chosen
+        name, browser = chosen
+        return name, self.session.mo(MoRef("HostDatastoreBrowser", browser))
 
     def _path(self, *parts: str) -> str:
         return f"[{self.datastore}] {'/'.join((LEASE_DIR, *parts))}"
