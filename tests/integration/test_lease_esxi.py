@@ -30,11 +30,12 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim
 
 from agentvm.controller.lease import Keeper, Lease, LeaseHeldError, current_holder, holding, lease_store
+from agentvm.core.lease import LeaseVerdict
 from agentvm.lab.vcsim import VcsimInfo
 from agentvm.lab.world import Lab, LabInfo
 from agentvm.model.connection import Secret, VCenterConnection
 from agentvm.model.lease import LeaseHolder, LeaseRecord
-from agentvm.vsphere.datastore_files import DatastoreLeaseStore
+from agentvm.vsphere.datastore_files import UNWRITTEN_COMMAND, DatastoreLeaseStore
 from agentvm.vsphere.session import Session
 from tests.support.esxi_lab import connected, restart_host, the_host
 
@@ -378,6 +379,60 @@ def test_a_process_that_finishes_releases_it_for_the_next_at_once(lab: LabInfo, 
         lease.acquire(wait=30.0)
         assert lease.acquired_after is not None and lease.acquired_after < 5.0
         lease.release()
+
+
+def make_lease_dir(info: VcsimInfo, key: str, generation: int, record: bytes | None = None) -> None:
+    """What a contender that died between its MakeDirectory and its first write leaves (``record`` None),
+    or a directory whose record.json someone else wrote: by bare pyVmomi and a plain HTTP PUT."""
+    with connected(info) as si:
+        datastore = first_datastore(si).name
+        manager = si.content.fileManager
+        manager.MakeDirectory(f"[{datastore}] .agentvm", createParentDirectories=True)
+        manager.MakeDirectory(f"[{datastore}] .agentvm/{key}.lease.{generation}")  # no parents
+        cookie = si._stub.cookie
+    if record is not None:
+        url = (
+            f"https://{info.host}:{info.port}/folder/.agentvm/{key}.lease.{generation}/record.json"
+            f"?dcPath=ha-datacenter&dsName={datastore}"
+        )
+        request = urllib.request.Request(url, data=record, method="PUT", headers={"Cookie": cookie})
+        context = ssl._create_unverified_context()  # noqa: S323 (connected() checked the thumbprint)
+        with urllib.request.urlopen(request, context=context, timeout=10):
+            pass
+
+
+def test_a_directory_left_without_its_record_holds_it_for_the_minimum_ttl_then_is_removed(
+    lab: LabInfo, key: str
+) -> None:
+    info = lab.esxi[0]
+    make_lease_dir(info, key, 41)
+    with sessions(info, 1) as (session,):
+        lease = Lease(session, key, "apply", ttl=TTL)
+        first = lease.step()
+        assert first.verdict is LeaseVerdict.HELD and first.holder is not None
+        assert first.holder.command == UNWRITTEN_COMMAND and f"{key}.lease.41" in first.holder.token
+        started = time.monotonic()
+        lease.acquire(wait=10)
+        assert time.monotonic() - started < TTL  # judged with the minimum TTL (1 s), not the holder's
+        assert lease.generation == 42
+        assert lease_dirs(info, key) == [f"{key}.lease.42"]  # the empty one removed as stale
+        lease.release()
+
+
+def test_a_record_agentvm_did_not_write_only_takes_its_number_and_is_left_alone(
+    lab: LabInfo, key: str
+) -> None:
+    info = lab.esxi[0]
+    make_lease_dir(info, key, 7, b"edited by hand")
+    with sessions(info, 1) as (session,):
+        lease = Lease(session, key, "apply", ttl=30.0)
+        lease.acquire(wait=10)
+        assert lease.acquired_after is not None and lease.acquired_after < 5.0  # at once
+        # above it: with no record of ours a new series starts (at a random number above the foreign one)
+        assert lease.generation is not None and lease.generation > 7
+        lease.retire()
+        assert lease_dirs(info, key) == [f"{key}.lease.7"]
+        assert lease_store(session).read(key) == [LeaseRecord(f"{key}.lease.7", 7, None)]
 
 
 def test_retire_removes_every_record_of_the_solution_and_no_other(lab: LabInfo, key: str) -> None:
