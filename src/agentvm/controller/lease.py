@@ -209,7 +209,7 @@ class Lease:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.session = session
-        self.store = lease_store(session)
+        self._store: LeaseStore | None = None
         self.solution_key = solution_key
         self.ttl = lease_ttl() if ttl is None else ttl
         self.me = LeaseHolder(
@@ -230,6 +230,14 @@ class Lease:
         self.acquired_after: float | None = None  # seconds acquire() waited
 
     # -- state ------------------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> LeaseStore:
+        """Where the records are (``lease_store``), chosen at first use: the session may log in later."""
+        with self._lock:
+            if self._store is None:
+                self._store = lease_store(self.session)
+            return self._store
 
     @property
     def where(self) -> str:
