@@ -419,6 +419,36 @@ def test_a_directory_left_without_its_record_holds_it_for_the_minimum_ttl_then_i
         lease.release()
 
 
+class SlowWriter(DatastoreLeaseStore):
+    """A contender that stalls between its MakeDirectory and its first write, for as long as another
+    contender takes the lease and removes the stalled one's empty directory as stale."""
+
+    def __init__(self, session: Session, while_stalled: Any) -> None:
+        super().__init__(session)
+        self.while_stalled = while_stalled
+
+    def update(self, solution_key: str, record: LeaseRecord) -> None:
+        if record.renewals == 0 and not record.released and self.while_stalled is not None:
+            stalled, self.while_stalled = self.while_stalled, None
+            stalled()
+        super().update(solution_key, record)
+
+
+def test_a_contender_whose_empty_directory_was_taken_over_loses_that_generation_and_waits(
+    lab: LabInfo, key: str
+) -> None:
+    info = lab.esxi[0]
+    with sessions(info, 2) as (first, second):
+        taker = Lease(second, key, "apply", ttl=TTL)
+        slow = Lease(first, key, "apply", ttl=TTL)
+        slow._store = SlowWriter(first, lambda: taker.acquire(wait=10))
+        verdict = slow.step()
+        assert verdict.verdict is LeaseVerdict.HELD and not slow.held
+        assert taker.held and lease_dirs(info, key) == [f"{key}.lease.{taker.generation}"]
+        assert slow.step().holder == taker.me  # and then it sees the taker holding it
+        taker.release()
+
+
 def test_a_record_agentvm_did_not_write_only_takes_its_number_and_is_left_alone(
     lab: LabInfo, key: str
 ) -> None:

@@ -250,7 +250,8 @@ class DatastoreLeaseStore:
 
     def register(self, solution_key: str, record: LeaseRecord) -> bool:
         """Make the record's directory (atomic; False when it exists: another contender has that
-        generation), then write the record into it."""
+        generation), then write the record into it (False too when the directory was removed before
+        that: see the module docstring on a directory without its record)."""
         name = lease_dir_name(solution_key, record.generation)
         if not self._parent_made:
             self._make_directory(self._path(), parents=True)
@@ -262,7 +263,13 @@ class DatastoreLeaseStore:
             made = self._make_directory(self._path(name), parents=False)
         if not made:
             return False
-        self.update(solution_key, record)
+        try:
+            self.update(solution_key, record)
+        except NotFoundError:
+            # removed before its record was written: a contender judged the empty directory expired, took
+            # the lease above it and removed it as stale; this generation is lost like a refused one
+            log.info("lease record %s was removed before it was written", self._path(name))
+            return False
         return True
 
     def update(self, solution_key: str, record: LeaseRecord) -> None:
