@@ -30,7 +30,10 @@ the directory exists (the vSphere API reference; govmomi's simulator, the lab's,
   extension does on a vCenter.
 - **Reading** is one ``SearchDatastore_Task`` of ``.agentvm`` (folders matching ``<key>.lease.*``) and one
   GET of each record (``/folder/...``). There are one or two records at a time: a new holder removes the
-  lower ones.
+  lower ones. Unlike vCenter's ``extensionList`` the read is not one snapshot, but each record is seen
+  as it was at some moment of the read, and the protocol's argument only ever needs "written before this
+  record's read" (``controller.lease``); a directory removed between the search and its GET reads as a
+  directory without its record, which can only make a contender wait or retry, never let it in.
 - **Removing** a record is ``DeleteDatastoreFile_Task`` of its directory. ``.agentvm`` itself stays.
 
 Files go over the host's HTTP datastore access (``https://<host>/folder/<path>?dcPath=ha-datacenter&
