@@ -26,17 +26,17 @@ MakeDirectory) succeeds: the generation numbers are the only thing contended, an
 owner. Everything else is ordinary reads and updates of one's own record.
 
 ## The protocol (decisions in ``core.lease``, pure; simulated under random schedules in its tests)
-- **Acquire.** Read the records (one read of ``extensionList``). The lease is free when every live
-  (unreleased) record of ours is expired: this observer has seen that record — same generation, same
-  holder token, same renewal counter — unchanged for a full TTL on its own monotonic clock (Kubernetes'
-  leader election: no wall-clock time written by anyone is ever compared, so skew does not matter). When
-  free, RegisterExtension N+1 (N: the highest number under the prefix; with no record of ours at all, a
-  random number below 2**40 starts a fresh series). Then read again and hold only if (a) my record is
-  there and nothing of ours is above it, and (b) every other record of ours is exactly what I judged:
-  none renewed, added or removed since. Otherwise mark mine released and try again. Once holding,
-  remove the lower records of ours. A holder never removes its own record to release: it marks it
-  released, so numbers only grow within a series (``destroy`` alone removes everything, at the very end,
-  when it unregisters the solution; the next series starts at a random number).
+- **Acquire.** Read the records (one read of ``extensionList``; on a host one search and a GET per record).
+  The lease is free when every live (unreleased) record of ours is expired: this observer has seen that record
+  — same generation, same holder token, same renewal counter — unchanged for a full TTL on its own monotonic
+  clock (Kubernetes' leader election: no wall-clock time written by anyone is ever compared, so skew does not
+  matter). When free, RegisterExtension N+1 (N: the highest number under the prefix; with no record of ours at
+  all, a random number below 2**40 starts a fresh series). Then read again and hold only if (a) my record is
+  there and nothing of ours is above it, and (b) every other record of ours is exactly what I judged: none
+  renewed, added or removed since. Otherwise mark mine released and try again. Once holding, remove the lower
+  records of ours. A holder never removes its own record to release: it marks it released, so numbers only
+  grow within a series (``destroy`` alone removes everything, at the very end, when it unregisters the
+  solution; the next series starts at a random number).
 - **Renew.** Every TTL/4: UpdateExtension of my record with the counter + 1, then read again; mine still
   there and no live record of ours above it → I may act until 3/4 TTL after this renewal *began*
   (``core.lease.valid_until``). Otherwise I have lost it. A holder that cannot renew in time stops acting
