@@ -139,9 +139,15 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if kind == "" {
 			routed, kind = routeMaintenance(body)
 		}
+		if kind == "" {
+			routed, kind = routeFileTasks(routed)
+		}
 		rw := &routedWriter{ResponseWriter: w, routed: kind, kind: "VirtualMachine"}
-		if kind == maintenanceGuardType {
+		switch kind {
+		case maintenanceGuardType:
 			rw.kind = "HostSystem"
+		case fileTasksType:
+			rw.kind = "FileManager"
 		}
 		r.Body = io.NopCloser(bytes.NewReader(routed))
 		r.ContentLength = int64(len(routed))
