@@ -45,6 +45,7 @@ class FakeVm:
     pool: MoRef | None
     pinned_to: MoRef | None = None
     ha_top: bool = False
+    autostart_on: MoRef | None = None  # start_with_host: the host whose autostart starts it first
     complete: bool = True  # False: an import that never finished (what a crash mid-import leaves)
 
 
@@ -353,6 +354,10 @@ class FakeInfra:
     def ha_top_priority(self, vm: MoRef) -> None:
         self.calls["ha_top_priority"] += 1
         self.vms[vm].ha_top = True
+
+    def start_with_host(self, vm: MoRef, host: MoRef) -> None:
+        self.calls["start_with_host"] += 1
+        self.vms[vm].autostart_on = host
 
     def power_on(self, vm: MoRef) -> None:
         with self._action(self._vm_host(vm)):

@@ -93,6 +93,7 @@ def test_two_clusters_of_three_hosts_get_six_green_pinned_agents(infra: FakeInfr
     assert len(infra.vms) == 6
     for vm in infra.vms.values():
         assert vm.pinned_to == vm.host and vm.ha_top
+        assert vm.autostart_on == vm.host  # start_with_host after every deploy (a no-op in a cluster)
         assert vm.properties == (OvfProperty("greeting", "hi"),)
         assert vm.datastore == MoRef("Datastore", f"datastore-{vm.host.value}")  # the host's setting
     assert sorted(v.name for v in infra.vms.values()) == sorted(f"hello-agent ({n})" for n in range(1, 7))

@@ -16,6 +16,10 @@ from agentvm.backends.base import AgencyBackend
 from agentvm.eam.client import EamClient
 from agentvm.vsphere.session import Session
 
+# agent runtimes read at once in one look: within the session's HTTP connections (16), beside the executor's
+# pool (8 workers); vCenter's EAM answers them concurrently
+READ_WORKERS = 8
+
 
 class EamBackend(AgencyBackend):
     """``Backend`` over EAM. ``EamBackend(session)``, or ``EamBackend(client=EamClient(...))``."""
@@ -27,7 +31,7 @@ class EamBackend(AgencyBackend):
             if session is None:
                 raise ValueError("EamBackend needs a logged-in Session or an EamClient")
             client = EamClient(session)
-        super().__init__(client)
+        super().__init__(client, read_workers=READ_WORKERS)
         self.client = client
 
     def __repr__(self) -> str:

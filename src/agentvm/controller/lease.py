@@ -10,25 +10,33 @@ In vCenter itself, so it is per vCenter by construction, as hidden extensions (`
 false) named ``<solution key>.lease.<N>`` (``vsphere.extensions``): N is the generation, the record holds
 the holder (host, pid, command, start time, a random token), a renewal counter, the TTL and a released flag.
 
+On a standalone ESXi host (a host agent, ``about.apiType`` HostAgent: no ExtensionManager) the records are
+directories ``[<datastore>] .agentvm/<solution key>.lease.<N>`` on the host's first datastore by name,
+the record a file in each (``vsphere.datastore_files``, which says why every process picks the same
+datastore and how a record is rewritten without a reader ever seeing half of it). ``lease_store(session)``
+picks the ``LeaseStore`` (read, register, update, remove); ``Lease``, ``holding`` and ``current_holder``
+take it from the session, so their callers are the same for both.
+
 ## The one atomic primitive
 vCenter has no compare-and-swap, but ``RegisterExtension`` of a key that exists is refused (extension keys
 are unique: the vSphere SDK documentation requires it, and govmomi's simulator answers InvalidArgument, as
-the lab's does). So for every N at most one contender's RegisterExtension succeeds: the generation numbers
-are the only thing contended, and each has exactly one owner. Everything else is ordinary reads and
-updates of one's own record.
+the lab's does). On a host, ``FileManager.MakeDirectory`` (no parent directories) of a directory that
+exists is refused with FileAlreadyExists. So for every N at most one contender's RegisterExtension (or
+MakeDirectory) succeeds: the generation numbers are the only thing contended, and each has exactly one
+owner. Everything else is ordinary reads and updates of one's own record.
 
 ## The protocol (decisions in ``core.lease``, pure; simulated under random schedules in its tests)
-- **Acquire.** Read the records (one read of ``extensionList``). The lease is free when every live
-  (unreleased) record of ours is expired: this observer has seen that record — same generation, same
-  holder token, same renewal counter — unchanged for a full TTL on its own monotonic clock (Kubernetes'
-  leader election: no wall-clock time written by anyone is ever compared, so skew does not matter). When
-  free, RegisterExtension N+1 (N: the highest number under the prefix; with no record of ours at all, a
-  random number below 2**40 starts a fresh series). Then read again and hold only if (a) my record is
-  there and nothing of ours is above it, and (b) every other record of ours is exactly what I judged:
-  none renewed, added or removed since. Otherwise mark mine released and try again. Once holding,
-  remove the lower records of ours. A holder never removes its own record to release: it marks it
-  released, so numbers only grow within a series (``destroy`` alone removes everything, at the very end,
-  when it unregisters the solution; the next series starts at a random number).
+- **Acquire.** Read the records (one read of ``extensionList``; on a host one search and a GET per record).
+  The lease is free when every live (unreleased) record of ours is expired: this observer has seen that record
+  — same generation, same holder token, same renewal counter — unchanged for a full TTL on its own monotonic
+  clock (Kubernetes' leader election: no wall-clock time written by anyone is ever compared, so skew does not
+  matter). When free, RegisterExtension N+1 (N: the highest number under the prefix; with no record of ours at
+  all, a random number below 2**40 starts a fresh series). Then read again and hold only if (a) my record is
+  there and nothing of ours is above it, and (b) every other record of ours is exactly what I judged: none
+  renewed, added or removed since. Otherwise mark mine released and try again. Once holding, remove the lower
+  records of ours. A holder never removes its own record to release: it marks it released, so numbers only
+  grow within a series (``destroy`` alone removes everything, at the very end, when it unregisters the
+  solution; the next series starts at a random number).
 - **Renew.** Every TTL/4: UpdateExtension of my record with the counter + 1, then read again; mine still
   there and no live record of ours above it → I may act until 3/4 TTL after this renewal *began*
   (``core.lease.valid_until``). Otherwise I have lost it. A holder that cannot renew in time stops acting
@@ -80,7 +88,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from agentvm.core.lease import (
     FRESH_RANGE,
@@ -97,12 +105,8 @@ from agentvm.core.lease import (
 )
 from agentvm.model.errors import AgentvmError, ConfigurationError, NotFoundError, TransientError
 from agentvm.model.lease import LeaseHolder, LeaseRecord
-from agentvm.vsphere.extensions import (
-    read_lease_records,
-    register_lease_record,
-    remove_lease_record,
-    update_lease_record,
-)
+from agentvm.vsphere.datastore_files import DatastoreLeaseStore
+from agentvm.vsphere.extensions import ExtensionLeaseStore
 from agentvm.vsphere.session import Session
 
 log = logging.getLogger(__name__)
@@ -113,6 +117,40 @@ MIN_TTL = 1.0
 MAX_TTL = 3600.0
 
 T = TypeVar("T")
+
+
+class LeaseStore(Protocol):
+    """Where a solution's lease records live: the protocol needs only these four operations, and of them
+    one atomic primitive: ``register`` of a generation that exists is refused (returns False).
+
+    ``ExtensionLeaseStore`` (hidden extensions, on a vCenter) and ``DatastoreLeaseStore`` (directories on
+    the host's first datastore, on a standalone ESXi host); ``lease_store`` picks one for a session.
+    """
+
+    def read(self, solution_key: str) -> list[LeaseRecord]:
+        """Every record of the solution's lease, by generation, from one read."""
+        ...
+
+    def register(self, solution_key: str, record: LeaseRecord) -> bool:
+        """Create ``record``: False when its generation exists already (another contender has it)."""
+        ...
+
+    def update(self, solution_key: str, record: LeaseRecord) -> None:
+        """Replace a record agentvm holds (renewal, release). NotFoundError when it is gone."""
+        ...
+
+    def remove(self, record: LeaseRecord) -> bool:
+        """Remove a record agentvm wrote; False when it was gone already."""
+        ...
+
+
+def lease_store(session: Session) -> LeaseStore:
+    """The lease store of ``session``'s server: records on the host's datastore for a standalone ESXi host
+    (``about.apiType`` HostAgent: it has no ExtensionManager), hidden extensions on a vCenter. Reads the
+    ``about`` the login fetched: no call."""
+    if session.host_agent or str(session.content.about.apiType or "") == "HostAgent":
+        return DatastoreLeaseStore(session)
+    return ExtensionLeaseStore(session)
 
 
 class LeaseHeldError(TransientError):
@@ -171,6 +209,7 @@ class Lease:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.session = session
+        self._store: LeaseStore | None = None
         self.solution_key = solution_key
         self.ttl = lease_ttl() if ttl is None else ttl
         self.me = LeaseHolder(
@@ -191,6 +230,14 @@ class Lease:
         self.acquired_after: float | None = None  # seconds acquire() waited
 
     # -- state ------------------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> LeaseStore:
+        """Where the records are (``lease_store``), chosen at first use: the session may log in later."""
+        with self._lock:
+            if self._store is None:
+                self._store = lease_store(self.session)
+            return self._store
 
     @property
     def where(self) -> str:
@@ -237,7 +284,7 @@ class Lease:
             if self.held:
                 assert self.last is not None
                 return self.last
-            records = read_lease_records(self.session, self.solution_key)
+            records = self.store.read(self.solution_key)
             verdict = judge(records, token=self.me.token, seen=self._seen, now=self._clock())
             self._seen = verdict.seen
             self.last = verdict
@@ -252,7 +299,7 @@ class Lease:
             if self.held:
                 assert self.last is not None
                 return self.last
-            records = read_lease_records(self.session, self.solution_key)
+            records = self.store.read(self.solution_key)
             fresh = 1 + secrets.randbelow(FRESH_RANGE)
             verdict = judge(records, token=self.me.token, seen=self._seen, now=self._clock(), fresh=fresh)
             self._seen = verdict.seen
@@ -269,10 +316,10 @@ class Lease:
                 ttl=self.ttl,
             )
             started = self._clock()
-            if not register_lease_record(self.session, self.solution_key, mine):
+            if not self.store.register(self.solution_key, mine):
                 log.debug("generation %d of %s went to another contender", mine.generation, self.where)
                 return replace(verdict, verdict=LeaseVerdict.HELD, alive=False)  # seen nothing renewing yet
-            records = read_lease_records(self.session, self.solution_key)
+            records = self.store.read(self.solution_key)
             if not confirm(records, generation=mine.generation, token=self.me.token, judged=verdict.judged):
                 log.info(
                     "generation %d of %s is not the lease any more; releasing it", mine.generation, self.where
@@ -284,7 +331,7 @@ class Lease:
             self._seen = ()
             for old in stale(records, mine.generation):
                 try:
-                    remove_lease_record(self.session, old)
+                    self.store.remove(old)
                 except AgentvmError as exc:  # harmless: released or expired; the next holder removes it
                     log.info("could not remove the old lease record %s: %s", old.key, exc)
             self.last = replace(verdict, verdict=LeaseVerdict.MINE, holder=self.me)
@@ -368,8 +415,8 @@ class Lease:
             started = self._clock()
             renewed = replace(record, renewals=record.renewals + 1)
             try:
-                update_lease_record(self.session, self.solution_key, renewed)
-                records = read_lease_records(self.session, self.solution_key)
+                self.store.update(self.solution_key, renewed)
+                records = self.store.read(self.solution_key)
             except NotFoundError:
                 self.lost = "its record was removed"
                 return False
@@ -410,15 +457,15 @@ class Lease:
             self.check()
             assert self._record is not None
             mine = self._record
-            for record in stale(read_lease_records(self.session, self.solution_key), mine.generation):
-                remove_lease_record(self.session, record)
-            remove_lease_record(self.session, mine)
+            for record in stale(self.store.read(self.solution_key), mine.generation):
+                self.store.remove(record)
+            self.store.remove(mine)
             self._record = None
             self.lost = "retired"
 
     def _write(self, record: LeaseRecord) -> None:
         with contextlib.suppress(NotFoundError):  # gone already: nothing to release
-            update_lease_record(self.session, self.solution_key, record)
+            self.store.update(self.solution_key, record)
 
 
 class Keeper:
@@ -465,7 +512,7 @@ def current_holder(session: Session, solution_key: str) -> LeaseHolder | None:
     ``agentvm status`` names as the solution's controller: with ``--coordination`` the seat's leader takes
     this lease too, so it is the leader in both modes. A holder that died shows until its record is taken
     over or released."""
-    live = [r for r in read_lease_records(session, solution_key) if r.ours and not r.released and r.holder]
+    live = [r for r in lease_store(session).read(solution_key) if r.ours and not r.released and r.holder]
     top = max(live, key=lambda r: r.generation, default=None)
     return top.holder if top is not None else None
 

@@ -48,7 +48,7 @@ from agentvm.backends.base import Backend
 from agentvm.controller.executor import DEFAULT_WORKERS, AgencyWait, Executor, Outcome
 from agentvm.controller.hostnet import owned_hosts, tear_down
 from agentvm.controller.identity import SolutionIdentity
-from agentvm.controller.lease import holding
+from agentvm.controller.lease import holding, lease_store
 from agentvm.controller.observe import AgencyObservation, Observation, read_addresses, read_snapshot
 from agentvm.controller.planner import AGENCY_KINDS, Planner, SolutionPlan
 from agentvm.controller.watch import VmWatch
@@ -83,7 +83,6 @@ from agentvm.model.desired import DesiredState, SolutionSpec
 from agentvm.model.errors import NotFoundError, TransientError
 from agentvm.model.inventory import InventorySnapshot
 from agentvm.model.lease import LeaseRecord
-from agentvm.vsphere.extensions import read_lease_records
 from agentvm.vsphere.session import Session
 
 log = logging.getLogger(__name__)
@@ -215,7 +214,7 @@ class Solution:
             with VmWatch(self.session) as watch:
                 # the lease's records before the first read: unchanged but for ours once we hold it, nobody
                 # else can have acted in between (``_nobody_acted``)
-                before = read_lease_records(self.session, self.solution.key)
+                before = lease_store(self.session).read(self.solution.key)
                 self._look(watch, relist=True)
                 # validate before the lease: a spec error must leave vCenter as it was, not even a lease
                 # record

@@ -70,7 +70,8 @@ class Infrastructure(Protocol):
         ...
 
     def find_owned_vms(self, namespace: str) -> list[AgentVm]:
-        """Every VM that carries a marker of ``namespace`` (config.managedBy + extraConfig), anywhere."""
+        """Every VM that carries a marker of ``namespace`` (config.managedBy + extraConfig on a vCenter;
+        the extraConfig marker alone on a standalone host), anywhere."""
         ...
 
     def check_url(self, url: str) -> None:
@@ -105,12 +106,18 @@ class Infrastructure(Protocol):
         """Give the VM the highest HA restart priority in its cluster; no-op standalone."""
         ...
 
+    def start_with_host(self, vm: MoRef, host: MoRef) -> None:
+        """Have a standalone host start the VM first and stop it last (its autostart sequence), since
+        no HA restarts it; idempotent; no-op on a host of a vCenter. ``destroy_vm`` removes the entry."""
+        ...
+
     def power_on(self, vm: MoRef) -> None: ...
 
     def power_off(self, vm: MoRef) -> None: ...
 
     def destroy_vm(self, vm: MoRef) -> None:
-        """Power off if needed, then delete. A VM that is already gone is not an error."""
+        """Power off if needed, then delete (and its autostart entry first, on a standalone host). A VM
+        that is already gone is not an error."""
         ...
 
     def generation(self) -> int:

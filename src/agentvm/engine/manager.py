@@ -20,6 +20,11 @@ flight from before the step observes vSphere, so a unit that finishes while the 
 the next step, by an observation made after it. ``drain`` drops the units not started and waits for the
 running ones (a stop).
 
+After a deploy the engine pins the VM to its host and gives it HA's top restart priority (in a cluster),
+and has a standalone host start it first and stop it last (``Infrastructure.start_with_host``: its
+autostart, since no HA restarts it there); each is a no-op where it does not apply, and a failure is
+logged, not fatal (the VM works without them).
+
 API calls and ``step`` may come from different threads: the state is guarded by a lock that is never held
 across a vSphere call. State is saved to a JSON file (``engine.store``) after every API change (before the
 call returns) and at the end of every step that changed it, outside that lock.
@@ -463,6 +468,11 @@ class Engine:
             infra.ha_top_priority(vm)
         except InfraError as e:
             log.warning("pinning %s to %s failed: %s", vm, action.host, e)
+        try:
+            # on a standalone host (no HA): the host starts it first and stops it last
+            infra.start_with_host(vm, action.host)
+        except InfraError as e:
+            log.warning("adding %s to the autostart sequence of %s failed: %s", vm, action.host, e)
         return Deployed(vm)
 
     def _persist(self) -> None:

@@ -31,6 +31,19 @@ Built by whoever runs an ``Engine`` against a vCenter (the lab's EAM emulator, `
   after a write sees it without waiting, and a change someone else makes after it is never hidden by it.
   Not started (no watcher), every read is a full one.
 
+On a standalone ESXi host's own SDK (a host agent: ``Session(host_agent=True)``) three things differ:
+- No ``config.managedBy``: the vSphere API reference describes it as "managed by a VC Extension" (its
+  extension is looked up in vCenter's ExtensionManager, which a host agent does not have), and nothing
+  says a host keeps it. So on a host agent the engine writes none and finds its VMs by the ``agentvm.*``
+  extraConfig marks alone: every VM is a candidate and its marks decide (a host has tens of VMs, not
+  40,000; the watcher still means each VM's extraConfig is read once, not at every step).
+- No HA: ``start_with_host`` puts the agent VM first in the host's autostart sequence (``vsphere.autostart``:
+  started first, so stopped last), and ``destroy_vm`` removes its entry first (ESXi keeps a deleted VM's).
+- Maintenance mode: ESXi's EnterMaintenanceMode_Task waits for the host's powered-on VMs, and until it
+  completes nothing in the host's state says it is coming; the task is in the host's ``recentTask``. So
+  the watcher watches ``recentTask`` too, and ``observe`` reports a host whose EnterMaintenanceMode_Task
+  is queued or running as in maintenance mode: the engine powers the agent VM off, and the host enters.
+
 Every method raises only ``engine.infra`` errors: ``InfraError`` for "retry next step", a ``DeployError``
 subclass when a deploy fails in a way that becomes an issue on the agent.
 """
@@ -38,6 +51,7 @@ subclass when a deploy fails in a way that becomes an issue on the agent.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -59,7 +73,7 @@ from agentvm.engine.infra import (
 from agentvm.model.agency import MoRef, OvfProperty, PowerState
 from agentvm.model.errors import AgentvmError, ConfigurationError, NotFoundError
 from agentvm.model.inventory import InventorySnapshot, ManagedBy
-from agentvm.vsphere import clusters, ovf, vms
+from agentvm.vsphere import autostart, clusters, ovf, vms
 from agentvm.vsphere.collector import (
     ObjectProps,
     container_view,
@@ -88,6 +102,9 @@ IMPORT_KEY = "agentvm.importing"
 GUESTINFO_PREFIX = "guestinfo."
 MANAGED_BY_TYPE = "agent"  # [I] the type EAM itself uses is not documented (docs/eam.md, "Open questions")
 HA_PRIORITY = "highest"  # agent VMs restart first (docs/eam.md, "Maintenance mode, DRS and HA")
+# how a standalone host stops its agent VM, last of all its VMs (HostAutoStartManager): a clean shutdown
+# through VMware Tools in the guest (an agent without them needs "powerOff", which cuts it off at once)
+STOP_ACTION = "guestShutdown"
 
 # EAM's ovfDiskProvisioning → OvfManager's diskProvisioning ("none": leave it to the package)
 _DISK_PROVISIONING = {"none": None, "thin": "thin", "thick": "thick"}
@@ -136,6 +153,14 @@ _WATCH = (
     WatchSpec(vim.ComputeResource, ("host",)),
     WatchSpec(vim.VirtualMachine, _VM_PROPERTIES),
 )
+# on a host agent the hosts' recentTask too: a standalone ESXi is "entering maintenance mode" (its
+# EnterMaintenanceMode_Task waits for its powered-on VMs) with nothing else in its state to say so
+ENTER_MAINTENANCE = "HostSystem.enterMaintenanceMode"
+_RUNNING = ("queued", "running")
+_HOST_AGENT_WATCH = (
+    dataclasses.replace(_WATCH[0], properties=(*_WATCH[0].properties, "recentTask")),
+    *_WATCH[1:],
+)
 
 
 class VSphereInfrastructure:
@@ -163,6 +188,9 @@ class VSphereInfrastructure:
         vm_resync_seconds: float | None = 300.0,
     ) -> None:
         self._session = session
+        # a standalone ESXi host's own SDK: no managedBy, autostart instead of HA (module docstring)
+        self._host_agent = bool(getattr(session, "host_agent", False))
+        self._autostart: dict[MoRef, MoRef] = {}  # host → its HostAutoStartManager
         self._download_timeout = download_timeout
         self._task_timeout = task_timeout
         self._watch_max_wait = watch_max_wait
@@ -234,7 +262,8 @@ class VSphereInfrastructure:
         pause = 0.5
         while not self._stopping.is_set():
             try:
-                with Watcher(self._session, _WATCH, max_wait_seconds=self._watch_max_wait) as watcher:
+                watch = _HOST_AGENT_WATCH if self._host_agent else _WATCH
+                with Watcher(self._session, watch, max_wait_seconds=self._watch_max_wait) as watcher:
                     with self._lock:
                         self._watcher = watcher
                     if self._stopping.is_set():
@@ -458,7 +487,7 @@ class VSphereInfrastructure:
 
     def _read_scope(self, scope: Collection[MoRef]) -> EngineObservation:
         with _infra_errors("reading the inventory"):
-            snapshot, vm_folders = self._read_observation(scope)
+            snapshot, vm_folders, entering = self._read_observation(scope)
         by_value: dict[str, Any] = {
             c.moref.value: c for c in (*snapshot.clusters, *snapshot.compute_resources)
         }
@@ -473,6 +502,9 @@ class VSphereInfrastructure:
                 default_pools[found.moref] = default_pools[cr] = found.resource_pool
         in_scope = {h for hosts in wanted.values() for h in hosts}
         hosts = {h.moref: h for h in snapshot.hosts if h.moref in in_scope}
+        for ref in entering & hosts.keys():
+            # its agent VM must be powered off for the host to get there: the engine's part, as EAM's
+            hosts[ref] = dataclasses.replace(hosts[ref], in_maintenance_mode=True)
         with self._lock:
             self._host_parent.update({h.moref: h.parent for h in snapshot.hosts if h.parent is not None})
         names = {o.moref: o.name for o in (*snapshot.datastores, *snapshot.networks)}
@@ -484,15 +516,22 @@ class VSphereInfrastructure:
             names=names,
         )
 
-    def _read_observation(self, scope: Collection[MoRef]) -> tuple[InventorySnapshot, dict[MoRef, MoRef]]:
+    def _read_observation(
+        self, scope: Collection[MoRef]
+    ) -> tuple[InventorySnapshot, dict[MoRef, MoRef], set[MoRef]]:
         """One read: everything but hosts through a view, and the hosts of the compute resources in
         ``scope`` by traversal from them (a compute resource removed meanwhile is reported missing, not a
-        fault)."""
+        fault). On a host agent also the hosts' recentTask, and the hosts whose EnterMaintenanceMode_Task
+        runs (one more read, only while a host has recent tasks)."""
         session = self._session
         others = tuple(s for s in _OBSERVE_SPECS if s[0] != "hosts")
         raw: dict[str, list[ObjectProps]] = {bucket: [] for bucket, _, _ in _OBSERVE_SPECS}
+        specs = [
+            property_spec(t, (*paths, "recentTask") if self._host_agent and b == "hosts" else paths)
+            for b, t, paths in _OBSERVE_SPECS
+        ]
         with container_view(session, [t for _, t, _ in others]) as view:
-            spec = view_filter_spec(view, [property_spec(t, paths) for _, t, paths in _OBSERVE_SPECS])
+            spec = view_filter_spec(view, specs)
             to_hosts = PC.TraversalSpec(name="hosts", type=vim.ComputeResource, path="host", skip=False)
             spec.objectSet.extend(
                 PC.ObjectSpec(obj=session.mo(cr), skip=True, selectSet=[to_hosts]) for cr in scope
@@ -506,7 +545,26 @@ class VSphereInfrastructure:
             _ref(o.obj): _ref(o.get("vmFolder")) for o in raw["datacenters"] if o.get("vmFolder") is not None
         }
         root = Session.moref(session.content.rootFolder).value
-        return build_snapshot(raw, root_folder=root), vm_folders
+        entering = self._entering_maintenance(raw["hosts"]) if self._host_agent else set()
+        return build_snapshot(raw, root_folder=root), vm_folders, entering
+
+    def _entering_maintenance(self, hosts: Sequence[ObjectProps]) -> set[MoRef]:
+        """The hosts whose EnterMaintenanceMode_Task is queued or running (read from their recentTask)."""
+        tasks = {task._moId: (task, _ref(o.obj)) for o in hosts for task in o.get("recentTask") or ()}
+        if not tasks:
+            return set()
+        spec = PC.FilterSpec(
+            objectSet=[PC.ObjectSpec(obj=task, skip=False) for task, _ in tasks.values()],
+            propSet=[property_spec(vim.Task, ("info.descriptionId", "info.state"))],
+            reportMissingObjectsInResults=True,  # a task gone meanwhile is no fault
+        )
+        entering: set[MoRef] = set()
+        with paged(self._session, spec) as items:
+            for item in items:
+                running = str(item.get("info.state")) in _RUNNING
+                if running and item.get("info.descriptionId") == ENTER_MAINTENANCE:
+                    entering.add(tasks[item.obj._moId][1])
+        return entering
 
     def find_owned_vms(self, namespace: str) -> list[AgentVm]:
         """VMs managed by ``namespace`` with its extraConfig marker: two bulk reads (plus the view), or,
@@ -517,11 +575,8 @@ class VSphereInfrastructure:
             if watched and self._vm_resync is not None and now >= self._full_read_at:
                 watched = False
             if watched:
-                candidates = {
-                    ref: props
-                    for ref, props in self._watched_vms().items()
-                    if _key(props) == namespace and not props.get("config.template", False)
-                }
+                watched_vms = self._watched_vms().items()
+                candidates = {ref: p for ref, p in watched_vms if self._candidate(p, namespace)}
                 began = time.monotonic()
                 missing = [ref for ref in candidates if ref not in self._marks]
                 marks = {ref: self._marks[ref] for ref in candidates if ref in self._marks}
@@ -595,10 +650,7 @@ class VSphereInfrastructure:
             spec = view_filter_spec(view, [property_spec(vim.VirtualMachine, _VM_PROPERTIES)])
             with paged(session, spec) as items:
                 candidates = [
-                    o
-                    for o in items
-                    if getattr(o.get("config.managedBy"), "extensionKey", None) == namespace
-                    and not o.get("config.template", False)
+                    o for o in items if self._candidate({p: o.get(p) for p in _VM_PROPERTIES}, namespace)
                 ]
         if not candidates:
             return []
@@ -615,6 +667,13 @@ class VSphereInfrastructure:
             if vm is not None:
                 found.append(vm)
         return found
+
+    def _candidate(self, props: Mapping[str, Any], namespace: str) -> bool:
+        """Whether a VM may be one of ``namespace``'s (its marks then decide): on a vCenter one managed
+        by the namespace's key; on a host agent, which keeps no managedBy of ours, any VM."""
+        if props.get("config.template", False):
+            return False
+        return self._host_agent or _key(props) == namespace
 
     def _extra_config(self, objs: Sequence[Any]) -> dict[MoRef, dict[str, str]]:
         """The ``agentvm.*`` extraConfig keys of some VMs, in one paged read."""
@@ -669,6 +728,7 @@ class VSphereInfrastructure:
         the reconfigure) or InfraError (transient; the inventory changed). No VM is left behind on error.
         """
         values = {p.key: p.value for p in ovf_properties}
+        managed_by = None if self._host_agent else ManagedBy(marker.namespace, MANAGED_BY_TYPE)
         try:
             descriptor = ovf.fetch_descriptor(ovf_url, timeout=self._download_timeout)
             if pool is None or folder is None:
@@ -690,7 +750,7 @@ class VSphereInfrastructure:
                     placement=placement,
                     properties=values,
                     timeout=self._task_timeout,
-                    managed_by=ManagedBy(marker.namespace, MANAGED_BY_TYPE),
+                    managed_by=managed_by,
                     marks={
                         OWNER_KEY: marker.namespace,
                         AGENCY_KEY: marker.agency,
@@ -719,9 +779,9 @@ class VSphereInfrastructure:
             result.vm,
             {
                 "name": name,
-                "config.managedBy": vim.ext.ManagedByInfo(
-                    extensionKey=marker.namespace, type=MANAGED_BY_TYPE
-                ),
+                "config.managedBy": None
+                if managed_by is None
+                else vim.ext.ManagedByInfo(extensionKey=marker.namespace, type=MANAGED_BY_TYPE),
                 "config.template": False,
                 "runtime.host": host,
                 "runtime.powerState": PowerState.POWERED_OFF.value,
@@ -758,7 +818,7 @@ class VSphereInfrastructure:
                 ovf_properties=descriptor.properties,
                 values=values,
                 extra_config=extra,
-                managed_by=ManagedBy(marker.namespace, MANAGED_BY_TYPE),
+                managed_by=None if self._host_agent else ManagedBy(marker.namespace, MANAGED_BY_TYPE),
                 label=name,
                 timeout=self._task_timeout,
             )
@@ -824,6 +884,36 @@ class VSphereInfrastructure:
                 self._host_parent[host] = parent
         return parent if parent.type == "ClusterComputeResource" else None
 
+    def start_with_host(self, vm: MoRef, host: MoRef) -> None:
+        """On a host agent: autostart enabled and the VM first in the host's start sequence (so stopped
+        last), other VMs' entries kept (``vsphere.autostart``); a no-op on a vCenter, where HA restarts
+        agent VMs (``ha_top_priority``). Two calls when it is so already, three when it writes."""
+        if not self._host_agent:
+            return
+        with _infra_errors(f"adding {vm} to the autostart sequence of {host}"):
+            autostart.ensure_first(self._session, self._autostart_manager(host), vm, stop_action=STOP_ACTION)
+
+    def _autostart_manager(self, host: MoRef) -> MoRef:
+        with self._lock:
+            manager = self._autostart.get(host)
+        if manager is None:
+            manager = autostart.manager_of(self._session, host)
+            with self._lock:
+                self._autostart[host] = manager
+        return manager
+
+    def _leave_autostart(self, vm: MoRef) -> None:
+        """On a host agent, the VM's autostart entry removed before the VM is deleted (ESXi keeps the
+        entry of a deleted VM, and then refuses to remove it: the VM is no longer its)."""
+        if not self._host_agent:
+            return
+        try:
+            host = read_one(self._session, self._session.mo(vm), ["runtime.host"]).get("runtime.host")
+        except NotFoundError:
+            return  # gone already
+        if host is not None:
+            autostart.ensure_removed(self._session, self._autostart_manager(_ref(host)), vm)
+
     def power_on(self, vm: MoRef) -> None:
         with _infra_errors(f"powering on {vm}"):
             vms.ensure_powered_on(self._session, vm, timeout=self._task_timeout)
@@ -838,6 +928,7 @@ class VSphereInfrastructure:
         """Power off and delete; a VM that is already gone is fine."""
         # NotFoundError: deleted between the power-off and the delete
         with _infra_errors(f"deleting {vm}"), contextlib.suppress(NotFoundError):
+            self._leave_autostart(vm)
             vms.destroy(self._session, vm, timeout=self._task_timeout)
         with self._lock:
             self._vm_cluster.pop(vm, None)

@@ -1,6 +1,7 @@
 """The solution's lease as vCenter holds it: who holds it, and the records it is made of.
 
-Written and read by ``vsphere.extensions`` (one hidden vCenter extension per record), judged by
+Written and read by ``vsphere.extensions`` (one hidden vCenter extension per record) or, on a standalone
+ESXi host, ``vsphere.datastore_files`` (one directory on the host's datastore per record), judged by
 ``core.lease`` (pure), kept by ``controller.lease``. See ``controller.lease`` for the protocol and why it
 gives one actor per vCenter and solution.
 """

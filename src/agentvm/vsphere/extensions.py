@@ -2,7 +2,8 @@
 
 Used by the EAM backend and ``agentvm apply``/``destroy``: EAM agencies belong to a registered extension,
 and the controller logs in as that extension with its certificate (``SetExtensionCertificate``). The
-solution's lease (``controller.lease``) is kept here too, as hidden extensions (see "lease records").
+solution's lease (``controller.lease``) is kept here too, as hidden extensions (see "lease records";
+``ExtensionLeaseStore`` is its ``LeaseStore`` on a vCenter).
 
 vCenter keeps one login certificate per extension and never shows which: agentvm records the one it set
 (thumbprints, the machine, the file) in the extension's own ``resourceList``, as a resource module of its
@@ -373,3 +374,23 @@ def _lease_record(key: str, generation: int, ext: Any) -> LeaseRecord:
         )
     except (ValueError, KeyError, TypeError):
         return foreign
+
+
+class ExtensionLeaseStore:
+    """The lease records of a vCenter, as hidden extensions (the functions above): implements
+    ``controller.lease.LeaseStore``. A standalone ESXi host has none: ``vsphere.datastore_files``."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def read(self, solution_key: str) -> list[LeaseRecord]:
+        return read_lease_records(self.session, solution_key)
+
+    def register(self, solution_key: str, record: LeaseRecord) -> bool:
+        return register_lease_record(self.session, solution_key, record)
+
+    def update(self, solution_key: str, record: LeaseRecord) -> None:
+        update_lease_record(self.session, solution_key, record)
+
+    def remove(self, record: LeaseRecord) -> bool:
+        return remove_lease_record(self.session, record)

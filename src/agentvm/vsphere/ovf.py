@@ -246,8 +246,9 @@ def import_ovf(
     ``managed_by`` and ``marks`` (extraConfig) go into the import spec itself, so the VM carries them from
     the moment ImportVApp creates it. ImportVApp creates the VM before it hands out the lease, and can fail
     after that (vcsim 0.24.2 does, for a name with a ``/``): with no lease there is no entity to delete,
-    so the VM is then found by ``marks`` (give them a value unique to this import) and deleted. Without
-    ``managed_by`` and ``marks`` such a VM cannot be found, and is left behind.
+    so the VM is then found by ``marks`` (give them a value unique to this import) and deleted: among the
+    VMs managed by ``managed_by``, or among all VMs without it (a standalone host, which keeps no
+    managedBy of ours). Without ``marks`` such a VM cannot be found, and is left behind.
     """
     spec = _import_spec(session, descriptor, name, placement, properties)
     config = spec.importSpec.configSpec
@@ -355,10 +356,10 @@ def _remove_marked(
     session: Session, managed_by: ManagedBy | None, marks: Mapping[str, str] | None, name: str
 ) -> None:
     """Delete the VMs a failed import created but did not name (found by their marks). Never raises."""
-    if managed_by is None or not marks:
+    if not marks:
         return
     try:
-        found = find_marked(session, managed_by.extension_key, marks)
+        found = find_marked(session, managed_by.extension_key if managed_by else None, marks)
     except AgentvmError as exc:
         log.error("could not look for the VM of a failed import of %s: %s; look for it by hand", name, exc)
         return

@@ -90,8 +90,9 @@ def ensure_extra_config(
     return True
 
 
-def find_marked(session: Session, extension_key: str, marks: Mapping[str, str]) -> list[MoRef]:
-    """Every VM managed by ``extension_key`` whose extraConfig holds all of ``marks`` (key = value).
+def find_marked(session: Session, extension_key: str | None, marks: Mapping[str, str]) -> list[MoRef]:
+    """Every VM managed by ``extension_key`` whose extraConfig holds all of ``marks`` (key = value);
+    ``extension_key`` None: every VM (a standalone host keeps no managedBy; it has few VMs).
 
     Two bulk reads whatever the inventory size: ``config.managedBy`` of every VM, then ``config.extraConfig``
     of those managed by the key. Used after a failed import that named no VM (``ovf.import_ovf``) to find
@@ -104,7 +105,8 @@ def find_marked(session: Session, extension_key: str, marks: Mapping[str, str]) 
             candidates = [
                 o.obj
                 for o in items
-                if getattr(o.get("config.managedBy"), "extensionKey", None) == extension_key
+                if extension_key is None
+                or getattr(o.get("config.managedBy"), "extensionKey", None) == extension_key
             ]
     if not candidates:
         return []

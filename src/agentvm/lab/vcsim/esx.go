@@ -16,7 +16,8 @@ import (
 // LoginExtensionByCertificate). What a host agent has and 0.24.2 lacks is added here: the host's own
 // name and hardware UUID (every simulator is a host of its own), physical NICs and the HostNetworkSystem
 // of host_network.go (standard vSwitches only), a HostAutoStartManager (autostart.go), and PowerOn
-// refused while the host is in maintenance mode (maintenance.go).
+// refused while the host is in (or entering) maintenance mode, and EnterMaintenanceMode_Task waiting for
+// the host's powered-on VMs as ESXi's does, with the task in the host's recentTask (maintenance.go).
 
 // esxHost is the one host of an ESX model.
 func esxHost() *simulator.HostSystem {

@@ -190,3 +190,103 @@ func TestESXReconfigSetsVAppProperties(t *testing.T) {
 		t.Errorf("adding a key twice was not refused with InvalidArgument")
 	}
 }
+
+func hostMaintenanceState(ctx context.Context, t *testing.T, c *govmomi.Client) (bool, []types.ManagedObjectReference) {
+	t.Helper()
+	var h mo.HostSystem
+	if err := property.DefaultCollector(c.Client).RetrieveOne(ctx, esxHost().Self,
+		[]string{"runtime.inMaintenanceMode", "recentTask"}, &h); err != nil {
+		t.Fatal(err)
+	}
+	return h.Runtime.InMaintenanceMode, h.RecentTask
+}
+
+func TestESXEnterMaintenanceModeWaitsForThePoweredOnVMs(t *testing.T) {
+	ctx := context.Background()
+	c, _, vm := servedESX(ctx, t)
+	if task, err := vm.PowerOn(ctx); err != nil || task.Wait(ctx) != nil {
+		t.Fatalf("power-on: %v", err)
+	}
+	host := object.NewHostSystem(c.Client, esxHost().Self)
+	enter, err := host.EnterMaintenanceMode(ctx, 0, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info mo.Task
+	if err := property.DefaultCollector(c.Client).RetrieveOne(ctx, enter.Reference(), []string{"info"}, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Info.State != types.TaskInfoStateRunning || info.Info.DescriptionId != "HostSystem.enterMaintenanceMode" {
+		t.Fatalf("the enter task is %s (%s), want running HostSystem.enterMaintenanceMode", info.Info.State, info.Info.DescriptionId)
+	}
+	in, recent := hostMaintenanceState(ctx, t, c)
+	if in || len(recent) != 1 || recent[0] != enter.Reference() {
+		t.Fatalf("while a VM runs: inMaintenanceMode %v, recentTask %v; want false and the enter task", in, recent)
+	}
+	// no other VM powers on while the host enters maintenance mode
+	other := createVM(ctx, t, c, "other")
+	task, _ := other.PowerOn(ctx)
+	if _, ok := faultOf(task.Wait(ctx)).(types.InvalidHostState); !ok {
+		t.Fatalf("power-on while entering: %#v, want InvalidHostState", faultOf(task.Wait(ctx)))
+	}
+	if in, _ = hostMaintenanceState(ctx, t, c); in {
+		t.Fatal("in maintenance mode while a VM still runs")
+	}
+	if task, err := vm.PowerOff(ctx); err != nil || task.Wait(ctx) != nil {
+		t.Fatalf("power-off: %v", err)
+	}
+	if err := enter.Wait(ctx); err != nil {
+		t.Fatalf("the enter task once no VM runs: %v", err)
+	}
+	in, recent = hostMaintenanceState(ctx, t, c)
+	if !in || len(recent) != 0 {
+		t.Fatalf("after it: inMaintenanceMode %v, recentTask %v; want true and none running", in, recent)
+	}
+	exit, _ := host.ExitMaintenanceMode(ctx, 0)
+	if err := exit.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if in, _ = hostMaintenanceState(ctx, t, c); in {
+		t.Fatal("still in maintenance mode after the exit")
+	}
+}
+
+func TestESXEnterMaintenanceModeTimesOutWhileAVMRuns(t *testing.T) {
+	ctx := context.Background()
+	c, _, vm := servedESX(ctx, t)
+	if task, err := vm.PowerOn(ctx); err != nil || task.Wait(ctx) != nil {
+		t.Fatalf("power-on: %v", err)
+	}
+	host := object.NewHostSystem(c.Client, esxHost().Self)
+	enter, _ := host.EnterMaintenanceMode(ctx, 1, false, nil)
+	if _, ok := faultOf(enter.Wait(ctx)).(types.Timedout); !ok {
+		t.Fatalf("enter with a VM running and a 1 s timeout: %#v, want Timedout", faultOf(enter.Wait(ctx)))
+	}
+	if in, recent := hostMaintenanceState(ctx, t, c); in || len(recent) != 0 {
+		t.Fatalf("after the timeout: inMaintenanceMode %v, recentTask %v; want false, none", in, recent)
+	}
+	if state, _ := vm.PowerState(ctx); state != types.VirtualMachinePowerStatePoweredOn {
+		t.Errorf("the VM is %s, want still poweredOn", state)
+	}
+}
+
+// createVM makes a powered-off VM on the ESX model's host, in its root pool and VM folder.
+func createVM(ctx context.Context, t *testing.T, c *govmomi.Client, name string) *object.VirtualMachine {
+	t.Helper()
+	dc := simulator.Map.All("Datacenter")[0].(*simulator.Datacenter)
+	folder := object.NewFolder(c.Client, dc.VmFolder)
+	pool := object.NewResourcePool(c.Client, simulator.Map.All("ResourcePool")[0].Reference())
+	host := object.NewHostSystem(c.Client, esxHost().Self)
+	ds := simulator.Map.All("Datastore")[0].(*simulator.Datastore)
+	spec := types.VirtualMachineConfigSpec{Name: name, GuestId: "otherGuest", NumCPUs: 1, MemoryMB: 64,
+		Files: &types.VirtualMachineFileInfo{VmPathName: "[" + ds.Name + "]"}}
+	task, err := folder.CreateVM(ctx, spec, pool, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := task.WaitForResult(ctx, nil)
+	if err != nil {
+		t.Fatalf("creating %s: %v", name, err)
+	}
+	return object.NewVirtualMachine(c.Client, info.Result.(types.ManagedObjectReference))
+}

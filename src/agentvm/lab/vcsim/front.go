@@ -30,7 +30,7 @@ type front struct {
 	agentMgr *agentManagers
 	hostWait time.Time
 	mu       sync.Mutex
-	esx      bool // a host agent (esx.go): no /eam, no certificate login, PowerOn guarded (maintenance.go)
+	esx      bool // a host agent (esx.go): no /eam, no certificate login, PowerOn and maintenance mode as ESXi's (maintenance.go)
 }
 
 // serve starts the server of a model built and extended (extend) as the lab runs it: 0.24.2's handlers
@@ -136,13 +136,25 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if f.esx {
 		routed, kind := routePowerOn(body)
+		if kind == "" {
+			routed, kind = routeMaintenance(body)
+		}
+		if kind == "" {
+			routed, kind = routeFileTasks(routed)
+		}
+		rw := &routedWriter{ResponseWriter: w, routed: kind, kind: "VirtualMachine"}
+		switch kind {
+		case maintenanceGuardType:
+			rw.kind = "HostSystem"
+		case fileTasksType:
+			rw.kind = "FileManager"
+		}
 		r.Body = io.NopCloser(bytes.NewReader(routed))
 		r.ContentLength = int64(len(routed))
 		if kind == "" {
 			f.sim.ServeHTTP(w, r)
 			return
 		}
-		rw := &routedWriter{ResponseWriter: w, routed: kind, kind: "VirtualMachine"}
 		f.sim.ServeHTTP(rw, r)
 		rw.flush()
 		return

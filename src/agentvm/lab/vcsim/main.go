@@ -18,7 +18,8 @@
 //   - Latency injection (--delay, --method-delay), so benchmarks can model a real vCenter.
 //   - --esx: one standalone ESXi host agent instead (esx.go: 0.24.2's ESX model, the host's own name,
 //     hardware UUID and physical NICs; autostart.go: HostAutoStartManager; maintenance.go: PowerOn refused
-//     in maintenance mode; vapp.go: vApp options set by ReconfigVM_Task), with none of the vCenter
+//     in maintenance mode; vapp.go: vApp options set by ReconfigVM_Task; file_tasks.go: FileManager
+//     tasks whose info.entity is the datacenter), with none of the vCenter
 //     additions above. --certificate keeps the TLS certificate in a file, so a restarted host keeps its
 //     thumbprint.
 //   - /eam/sdk forwarded to an EAM backend (agentvm's EAM emulator), so vim25 and EAM share one
