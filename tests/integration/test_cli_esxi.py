@@ -132,7 +132,9 @@ def test_plan_apply_again_status_and_destroy(info: LabInfo, tmp_path: Path) -> N
     assert len(document["skipped"]) == 1
     assert host_states(info) == before  # plan changed nothing
 
-    applied = agentvm("apply", "-f", str(spec), "--timeout", "120", env=env, timeout=240)
+    # a deploy takes about a second per host in the lab: well within 30 s (it once waited for the engine's
+    # 60-s resync to see the hook pending)
+    applied = agentvm("apply", "-f", str(spec), "--timeout", "30", env=env, timeout=240)
     assert applied.returncode == 0, (applied.stdout, applied.stderr)
     for index, vms in enumerate(agent_vms(info)):
         assert len(vms) == 1, vms

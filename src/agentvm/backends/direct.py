@@ -148,6 +148,7 @@ class DirectBackend(AgencyBackend):
         self.caller = Caller(solution_id, extension=True)
         self.port = EnginePort(engine, self.caller)
         super().__init__(self.port)
+        self._ticked_state: object = None  # the engine's state at the last tick (``tick``)
 
     def __repr__(self) -> str:
         return f"DirectBackend(solution_id={self.caller.user!r})"
@@ -171,13 +172,17 @@ class DirectBackend(AgencyBackend):
         """One ``Engine.step``: True when it acted (tick again soon). TransientError when vSphere fails.
 
         An engine that acted changed its agents in ways no VM watch shows (an adopted VM, a new issue): the
-        next observe reads them all again, in-process calls that cost no round trip."""
+        next observe reads them all again, in-process calls that cost no round trip. So does an engine whose
+        state changed since the last tick without this step acting: a unit its workers finished meanwhile
+        (a deploy recorded, its hook raised after the VM's last change that a watch saw)."""
         try:
             acted = self.engine.step()
         except InfraError as exc:
             raise TransientError(f"the agent engine cannot observe vSphere: {exc}; will retry") from exc
-        if acted:
+        state = self.engine.state
+        if acted or state is not self._ticked_state:
             self._agents_moved()
+        self._ticked_state = state
         return acted
 
     def wait_for_work(self, timeout: float) -> bool:
