@@ -16,7 +16,9 @@ that plan, apply and destroy are the vCenter ones, per host.
 - **apply** then applies every host concurrently; one host failing does not stop the others: the summary
   names each failed host and why, exit 1.
 - **status** shows the hosts grouped as ``standalone`` (the Status document's ``standalone`` list); a host
-  that cannot be reached is shown with the reason, the others still.
+  that cannot be reached is shown with the reason, the others still. The engine reloads its state from the
+  file and takes one step first, to observe the host; a step also does what it finds due (an agent VM
+  found powered off is powered on), as ``apply`` would.
 - **destroy** removes every agency of the spec from every host, concurrently.
 
 ``hostNetwork`` is not supported on standalone hosts yet: a spec using it stops at plan (exit 2).
@@ -400,7 +402,9 @@ def fleet_status(fleet: Fleet) -> list[Done[StatusReport]]:
     def one(member: Member) -> StatusReport:
         spec = host_spec(fleet.desired, member.name, every_agency=True)
         if not member.engine.backend.self_driving:
-            member.engine.backend.tick()  # the engine looks first: which agencies and VMs exist
+            # the engine reloaded its state from the file: one step observes the host (its agents' power,
+            # VMs, issues); a step also carries out what it then finds due, as apply's wait would
+            member.engine.backend.tick()
         return collect_status(member.session, member.engine.backend, spec)
 
     done = fleet.each(one)
