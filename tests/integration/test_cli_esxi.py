@@ -262,6 +262,11 @@ def test_hostnetwork_and_vcenter_only_options_are_refused_before_any_host(
         result = agentvm(command, "-f", str(example(tmp_path, host_settings)), env=env)
         assert result.returncode == 2, (result.stdout, result.stderr)
         assert "only vCenter keeps" in result.stderr and "Traceback" not in result.stderr
+    for flag in ("--host-settings", "--host-network"):  # destroy's vCenter-only options
+        result = agentvm("destroy", "-f", str(example(tmp_path)), "--yes", flag, env=env)
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        (line,) = error_lines(result.stderr)
+        assert "nothing to remove on standalone hosts" in line and "drop them" in line
     assert host_states(info) == before
 
 

@@ -40,6 +40,7 @@ from agentvm.cli.solution import (
     session_for,
 )
 from agentvm.controller.solution import DEFAULT_TIMEOUT, Solution
+from agentvm.model.errors import ConfigurationError
 
 
 @guard
@@ -83,6 +84,11 @@ def destroy(
     With esxi: hosts in the spec: every agency off every standalone host, with agentvm's own engine (as
     apply used it), --hosts-at-once at a time."""
     desired = load(file)
+    if desired.esxi and (host_settings or host_network):
+        raise ConfigurationError(
+            f"{file}: --host-settings and --host-network have nothing to remove on standalone hosts "
+            "(no AgentVM settings; hostNetwork is not carried out there yet): drop them"
+        )
     names = ", ".join(a.name for a in desired.agencies)
     what = f"agencies {names} (every agent VM) and extension {desired.solution.key}"
     if desired.esxi:
