@@ -9,8 +9,9 @@ that plan, apply and destroy are the vCenter ones, per host.
 - **Connect and plan everywhere first.** Every host is logged in to, then planned, concurrently and at
   most ``--hosts-at-once`` (``$AGENTVM_HOSTS_AT_ONCE``, default 8) at a time, before any change: a wrong
   password, an unknown thumbprint, an unreachable host or a spec that does not fit one host stops the
-  command with one line per failed host naming it (``esx-02 (https://…/sdk)``) and the fix, exit 4
-  (authentication, TLS), 3 (unreachable) or 2 (bad input), and nothing is changed on any host.
+  command with one line naming the failed host (``esx-02 (https://…/sdk)``; several: each, in ``esxi:``
+  order) and the fix in its ``esxi:`` entry, exit 4 (authentication, TLS), 3 (unreachable) or 2 (bad input;
+  the first failed host's code), and nothing is changed on any host.
 - **One IP plan for the fleet** (``core.standalone.fleet_addresses``): each host's current addresses are
   read first, then every host in an agency's scope gets its own address, pinned in its spec.
 - **apply** then applies every host concurrently; one host failing does not stop the others: the summary
@@ -21,7 +22,9 @@ that plan, apply and destroy are the vCenter ones, per host.
   found powered off is powered on), as ``apply`` would.
 - **destroy** removes every agency of the spec from every host, concurrently.
 
-``hostNetwork`` is not supported on standalone hosts yet: a spec using it stops at plan (exit 2).
+``hostNetwork`` is not supported on standalone hosts yet: a spec using it stops when it loads, before any
+connection (``core.standalone.check_spec``, exit 2), as does one whose agencies scope both a vCenter's
+clusters and ``esxi:`` hosts.
 """
 
 from __future__ import annotations
