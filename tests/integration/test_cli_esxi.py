@@ -128,6 +128,10 @@ def test_plan_apply_again_status_and_destroy(info: LabInfo, tmp_path: Path) -> N
         "esx-03": ADDRESSES[2],
     }
     assert sorted(document["standalone"]) == ["esx-01", "esx-02", "esx-03"]
+    assigned = [c for c in document["changes"] if c["kind"] == "assign-address"]
+    assert sorted((c["host"], c["target"]) for c in assigned) == [
+        (f"esx-0{i}", f"esx-0{i}") for i in (1, 2, 3)
+    ]
     assert all(len(h["changes"]) == 2 for h in document["standalone"].values())
     assert len(document["skipped"]) == 1
     assert host_states(info) == before  # plan changed nothing

@@ -356,8 +356,11 @@ def plan_document(fleet: Fleet) -> dict[str, Any]:
     for member in fleet.members:
         assert member.plan is not None
         doc: dict[str, Any] = member.plan.to_json()
-        mine = [{**c, "host": member.name if c["host"] is not None else None} for c in doc["changes"]]
-        changes += mine
+        for change in doc["changes"]:  # a host is its esxi name here: its moid is ha-host on every host
+            if change["host"] is not None:
+                target = member.name if change["target"] == change["host"] else change["target"]
+                change = {**change, "host": member.name, "target": target}
+            changes.append(change)
         for agency, held in doc["addresses"].items():
             for entry in held.values():
                 addresses.setdefault(agency, {})[member.name] = {**entry, "host": member.name}
