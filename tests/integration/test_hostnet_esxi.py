@@ -163,3 +163,21 @@ def test_apply_prepares_every_host_and_wires_each_agent_vm_then_changes_nothing(
         for row in cluster["hosts"]
     ]
     assert networks == [(name, {"state": "ready", "message": None}) for name in HOSTS]
+
+
+def test_a_failed_check_on_one_host_stops_plan_and_apply_with_that_line_and_nothing_changed(
+    tmp_path: Path,
+) -> None:
+    with Lab(esxi=3, vcenter=False, host_pnics={"esx-02": ["vmnic0", "vmnic2"]}) as lab:
+        spec = example(tmp_path)
+        env = environment(lab, tmp_path)
+        before = everything(lab)
+        second = lab.esxi[1]
+        for command in (["plan"], ["apply", "--timeout", "30"]):
+            result = agentvm(*command, "-f", str(spec), env=env, timeout=240)
+            assert result.returncode == 2, (command, result.stdout, result.stderr)
+            assert [line for line in result.stderr.splitlines() if line.startswith("agentvm:")] == [
+                f"agentvm: esx-02 ({second.url}): hostNetwork: {label('esx-02')}: no physical NIC vmnic1 (the "
+                "host has vmnic0, vmnic2); fix hostNetwork.fabric.pnic; nothing was changed on any host"
+            ], result.stderr
+        assert everything(lab) == before
