@@ -181,3 +181,50 @@ def test_a_failed_check_on_one_host_stops_plan_and_apply_with_that_line_and_noth
                 "host has vmnic0, vmnic2); fix hostNetwork.fabric.pnic; nothing was changed on any host"
             ], result.stderr
         assert everything(lab) == before
+
+
+def test_destroy_leaves_the_networking_unless_asked_and_then_removes_only_agentvms(
+    lab: LabInfo, tmp_path: Path
+) -> None:
+    spec = example(tmp_path)
+    env = environment(lab, tmp_path)
+    ok(agentvm("apply", "-f", str(spec), "--timeout", "60", env=env, timeout=240))
+    kept = lab.esxi[1]  # someone adds a port group of their own to agentvm's vSwitch on esx-02
+    with host_session(kept) as session:
+        _, refs = read(kept)
+        hostnet.add_port_group(session, refs.network_systems["ha-host"], "theirs", "vSwitch1", label="esx-02")
+    prepared = [read(h)[0] for h in lab.esxi]
+
+    plain = ok(agentvm("destroy", "-f", str(spec), "--yes", "--timeout", "60", env=env, timeout=240))
+    assert "is left as it is on 3 host(s); `agentvm destroy --host-network` removes" in plain, plain
+    for host in lab.esxi:
+        with connected(host) as si:
+            assert collect_host_state(si)["vms"] == []
+    assert [read(h)[0] for h in lab.esxi] == prepared
+
+    out = ok(agentvm("destroy", "-f", str(spec), "--yes", "--host-network", "--json", env=env, timeout=240))
+    document = valid(json.loads(out))
+    assert document["hostNetworkLeft"] == [
+        f"esx-02: {label('esx-02')}: vSwitch vSwitch1 (agentvm's, but it carries theirs)"
+    ]
+    assert sorted(a for a in document["actions"] if "removed" in a) == sorted(
+        [
+            f"esx-0{i}: contrail: removed port group contrail-fabric from {label(f'esx-0{i}')}"
+            for i in (1, 2, 3)
+        ]
+        + [f"esx-0{i}: contrail: removed vSwitch vSwitch1 from {label(f'esx-0{i}')}" for i in (1, 3)]
+    )
+    for host in lab.esxi:
+        state, _ = read(host)
+        names = {g.name for g in state.port_groups}
+        switches = {v.name for v in state.vswitches}
+        assert "contrail-fabric" not in names
+        assert {"VM Network", "Management Network"} <= names and "vSwitch0" in switches
+        if host is kept:
+            assert "theirs" in names and "vSwitch1" in switches
+            assert owner_file(host) == b"vswitch=vSwitch1"
+        else:
+            assert "vSwitch1" not in switches and not state.owned
+            assert owner_file(host) == b""
+    again = ok(agentvm("destroy", "-f", str(spec), "--yes", "--host-network", env=env, timeout=240))
+    assert "nothing to destroy" in again and "removed" not in again, again
