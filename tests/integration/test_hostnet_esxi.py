@@ -33,6 +33,7 @@ pytestmark = pytest.mark.lab
 
 VLAN = 12
 HOSTS = ("esx-01", "esx-02", "esx-03")
+NO_VMNIC1 = "no physical NIC vmnic1 (the host has vmnic0, vmnic2); fix hostNetwork.fabric.pnic"
 
 
 def label(name: str) -> str:
@@ -163,6 +164,8 @@ def test_apply_prepares_every_host_and_wires_each_agent_vm_then_changes_nothing(
         for row in cluster["hosts"]
     ]
     assert networks == [(name, {"state": "ready", "message": None}) for name in HOSTS]
+    table = ok(agentvm("status", "-f", str(spec), env=env))
+    assert table.count("hostNetwork: ready\n") == 3, table
 
 
 def test_a_failed_check_on_one_host_stops_plan_and_apply_with_that_line_and_nothing_changed(
@@ -177,9 +180,14 @@ def test_a_failed_check_on_one_host_stops_plan_and_apply_with_that_line_and_noth
             result = agentvm(*command, "-f", str(spec), env=env, timeout=240)
             assert result.returncode == 2, (command, result.stdout, result.stderr)
             assert [line for line in result.stderr.splitlines() if line.startswith("agentvm:")] == [
-                f"agentvm: esx-02 ({second.url}): hostNetwork: {label('esx-02')}: no physical NIC vmnic1 (the "
-                "host has vmnic0, vmnic2); fix hostNetwork.fabric.pnic; nothing was changed on any host"
+                f"agentvm: esx-02 ({second.url}): hostNetwork: {label('esx-02')}: {NO_VMNIC1}; nothing was "
+                "changed on any host"
             ], result.stderr
+        table = ok(agentvm("status", "-f", str(spec), env=env))
+        assert table.count("hostNetwork: preparing: ") == 0 and table.count("hostNetwork: held: ") == 2, table
+        assert f"hostNetwork: error: {NO_VMNIC1}\n" in table, table
+        status = valid(json.loads(ok(agentvm("status", "-f", str(spec), "--json", env=env))))
+        assert [h["name"] for h in status["standalone"]] == list(HOSTS)  # no agency yet: no rows to show
         assert everything(lab) == before
 
 

@@ -423,10 +423,27 @@ def fleet_status(fleet: Fleet) -> list[Done[StatusReport]]:
             member.engine.backend.tick()
         return collect_status(member.session, member.engine.backend, spec)
 
-    done = fleet.each(one)
+    done = _held(fleet.each(one))
     unreachable: list[Done[StatusReport]] = [Done(d.host, None, d.error) for d in fleet.unreachable]
     by_name = {d.host.name: d for d in [*done, *unreachable]}
     return [by_name[h.name] for h in fleet.desired.esxi if h.name in by_name]
+
+
+def _held(done: list[Done[StatusReport]]) -> list[Done[StatusReport]]:
+    """A failed hostNetwork check on one host stops plan and apply on every host: then the others'
+    ``preparing`` is ``held``, as on a vCenter (``controller.hostnet.HostNetworkShown``)."""
+    reports = [d.value for d in done if d.value is not None]
+    if not any(s.state == "error" for r in reports for s in r.host_network.values()):
+        return done
+
+    def hold(report: StatusReport) -> StatusReport:
+        shown = {
+            moid: dataclasses.replace(s, state="held") if s.state == "preparing" else s
+            for moid, s in report.host_network.items()
+        }
+        return dataclasses.replace(report, host_network=shown)
+
+    return [dataclasses.replace(d, value=hold(d.value)) if d.value is not None else d for d in done]
 
 
 def status_json(fleet: Fleet, done: list[Done[StatusReport]]) -> dict[str, Any]:
@@ -673,3 +690,7 @@ def run_status(desired: DesiredState, *, json_: bool, state_dir: Path | None, at
                 console.print(line, soft_wrap=True)
         for name in report.missing:
             console.print(text(f"agency {name}: not created yet (run agentvm apply)"))
+        for shown in report.host_network.values():  # hostNetwork: the one host's networking
+            style = {"ready": "green", "error": "red"}.get(shown.state, "yellow")
+            words = f"{shown.state}: {shown.message}" if shown.message else shown.state
+            console.print(text(f"hostNetwork: {words}", style=style), soft_wrap=True)
