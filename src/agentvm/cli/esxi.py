@@ -20,11 +20,20 @@ that plan, apply and destroy are the vCenter ones, per host.
   that cannot be reached is shown with the reason, the others still. The engine reloads its state from the
   file and takes one step first, to observe the host; a step also does what it finds due (an agent VM
   found powered off is powered on), as ``apply`` would.
-- **destroy** removes every agency of the spec from every host, concurrently.
+- **destroy** removes every agency of the spec from every host, concurrently (``--host-network``: and what
+  agentvm created for hostNetwork there).
 
-``hostNetwork`` is not supported on standalone hosts yet: a spec using it stops when it loads, before any
-connection (``core.standalone.check_spec``, exit 2), as does one whose agencies scope both a vCenter's
-clusters and ``esxi:`` hosts.
+- **hostNetwork** (``fabric`` only: the spec refuses ``trunk`` on standalone hosts) is each host's own
+  Solution's, as on a vCenter: its plan makes the Nova checks and lists the host's vSwitch/port group
+  changes, with ``= …`` lines for what is right already (``plan --json``: per host under ``standalone`` and
+  at the top prefixed with the esxi name). A failed check is one line for its host (``HostNetworkError``'s
+  checks joined), so the fleet's plan stops with nothing changed on any host, exit 2. The ownership record
+  is a file on each host's datastore (``vsphere.hostnet`` on a host agent). ``status`` shows each host's
+  ``hostNetwork`` state, the others ``held`` when one host fails a check; ``destroy --host-network`` tears
+  down what agentvm created on each host.
+
+A spec whose agencies scope both a vCenter's clusters and ``esxi:`` hosts stops when it loads, before any
+connection (``core.standalone.check_spec``, exit 2).
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""The solution's lease records on a standalone ESXi host: directories and files on the host's datastore.
+"""agentvm's records on a standalone ESXi host: directories and files on the host's datastore.
 
 Used by ``controller.lease`` (``lease_store``) when the session is a host agent (``about.apiType``
 HostAgent): a host has no ExtensionManager, so the hidden extensions of ``vsphere.extensions`` cannot be
-made there. The same protocol needs one atomic create-if-absent, and a datastore offers it:
+made there. ``DatastoreFiles`` (where, one file read or written whole) is also where ``vsphere.hostnet``
+keeps a host's hostNetwork ownership record (a host has no CustomFieldsManager either): the file
+``.agentvm/org.tungsten.agentvm.hostNetwork.txt``, written as a record is (below: a PUT beside it, then a
+rename), read with one GET. The same protocol needs one atomic create-if-absent, and a datastore offers it:
 ``FileManager.MakeDirectory`` with ``createParentDirectories`` false is refused with FileAlreadyExists when
 the directory exists (the vSphere API reference; govmomi's simulator, the lab's, makes it with one
 ``os.Mkdir``, which the kernel does atomically). So:

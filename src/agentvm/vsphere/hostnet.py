@@ -10,6 +10,10 @@ the root folder, no view to create and destroy): two calls whatever the number o
 arguments (names, moids, what the read gave) and never read first, so a caller that read once pays one call
 per change (plus the task wait of ``vsphere.tasks`` for the ``*_Task`` methods).
 
+On a standalone host (``Session.host_agent``: no CustomFieldsManager) the ownership record is the file
+``OWNER_FILE`` on the host's first datastore (``vsphere.datastore_files``): the read adds one GET (and,
+once per session, the datastore's choice), a record written is a PUT and a rename; there is no switch.
+
 Faults become agentvm errors naming the object and the fix. Creating something that exists already raises
 ``AlreadyThere`` (a ConfigurationError): it is not silently taken as agentvm's, so the caller can drop
 its claim.

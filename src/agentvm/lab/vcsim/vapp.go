@@ -16,7 +16,8 @@ import (
 // and when it succeeds spec.vAppConfig is merged into config.vAppConfig: properties and products by
 // key (add: a new key, else InvalidArgument; edit: the set fields of an existing key; remove: removeKey),
 // ovfEnvironmentTransport and installBootRequired replaced when given; vAppConfigRemoved drops it all.
-// The change is told to the property collector under config.vAppConfig before the answer leaves.
+// The change is told to the property collector under config.vAppConfig before the answer leaves. The same
+// route keeps an edited device in its place (keepDeviceOrder, below).
 
 // checkVApp faults for the first operation of spec that cannot apply to current.
 func checkVApp(current *types.VmConfigInfo, spec *types.VmConfigSpec) *soap.Fault {
