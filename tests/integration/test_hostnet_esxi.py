@@ -236,3 +236,32 @@ def test_destroy_leaves_the_networking_unless_asked_and_then_removes_only_agentv
             assert owner_file(host) == b""
     again = ok(agentvm("destroy", "-f", str(spec), "--yes", "--host-network", env=env, timeout=240))
     assert "nothing to destroy" in again and "removed" not in again, again
+
+
+def test_agentvms_own_port_group_changed_behind_its_back_is_repaired_on_that_host_alone(
+    lab: LabInfo, tmp_path: Path
+) -> None:
+    """What makes the port group agentvm's on a standalone host is the record in the datastore file: the same
+    change to anyone else's port group is an error (test_hostnet_cli's wrong VLAN)."""
+    spec = example(tmp_path)
+    env = environment(lab, tmp_path)
+    ok(agentvm("apply", "-f", str(spec), "--timeout", "60", env=env, timeout=240))
+    third = lab.esxi[2]
+    with host_session(third) as session:
+        _, refs = read(third)
+        system = refs.network_systems["ha-host"]
+        hostnet.update_port_group(session, system, "contrail-fabric", "vSwitch1", vlan=7, label="esx-03")
+    others = [read(h)[0] for h in lab.esxi[:2]]
+    plan = ok(agentvm("plan", "-f", str(spec), env=env))
+    assert (
+        f"  ~ contrail: on {label('esx-03')}: repair port group contrail-fabric on vSwitch vSwitch1: "
+        f"VLAN {VLAN} (was VLAN 7)\n"
+    ) in plan, plan
+    assert "esx-01 (" in plan and plan.count(": no change(s)\n") == 2, plan
+    ok(agentvm("apply", "-f", str(spec), "--timeout", "60", env=env, timeout=240))
+    state, _ = read(third)
+    assert [(g.vswitch, g.vlan) for g in state.port_groups if g.name == "contrail-fabric"] == [
+        ("vSwitch1", VLAN)
+    ]
+    assert [read(h)[0] for h in lab.esxi[:2]] == others
+    assert "no changes" in ok(agentvm("apply", "-f", str(spec), env=env, timeout=240))
