@@ -221,8 +221,9 @@ class DatastoreFiles:
             )
             if not named:
                 raise ConfigurationError(
-                    f"{self.session.url} has no datastore: the lease of a standalone host is kept on the "
-                    "host's first datastore; add one to the host"
+                    f"{self.session.url} has no datastore: agentvm keeps a standalone host's records (its "
+                    "lease, what it created for hostNetwork) on the host's first datastore; add one to the "
+                    "host"
                 )
             chosen = named[0]
             with _chosen_lock:
