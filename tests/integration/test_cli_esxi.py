@@ -2,11 +2,11 @@
 hosts of the lab (``Lab(esxi=3, vcenter=False)``), through the CLI as a user runs it (a child process),
 read back on every host with bare pyVmomi: one agent VM per host, powered on, each with its own fabric
 address; a second apply changes nothing; status --json validates; destroy removes every agent VM. Bad input
-(a wrong password or an unknown thumbprint for one host, an unreachable host, hostNetwork, a vCenter-only
-option) stops with one line naming the host and the fix, and nothing changes on any host.
+(a wrong password or an unknown thumbprint for one host, an unreachable host, a vCenter-only option)
+stops with one line naming the host and the fix, and nothing changes on any host.
 
-The example's hostNetwork section is not supported on standalone hosts yet (``cli.esxi``): the tests use
-the example without it, and check that the example as it is stops at plan with exit 2.
+The tests here use the example without its hostNetwork section (which tests/integration/
+test_hostnet_esxi.py covers), so that they read only the agent VMs.
 """
 
 from __future__ import annotations
@@ -51,11 +51,10 @@ def info(lab: Lab) -> LabInfo:
     return lab.info
 
 
-def example(tmp_path: Path, edit: Any = None, *, host_network: bool = False) -> Path:
-    """examples/contrail-esxi.yaml (without hostNetwork unless asked), edited by ``edit(doc)``."""
+def example(tmp_path: Path, edit: Any = None) -> Path:
+    """examples/contrail-esxi.yaml without hostNetwork, edited by ``edit(doc)``."""
     doc = yaml.safe_load((examples_dir() / "contrail-esxi.yaml").read_text())
-    if not host_network:
-        del doc["agencies"][0]["hostNetwork"]
+    del doc["agencies"][0]["hostNetwork"]
     if edit is not None:
         edit(doc)
     path = tmp_path / "contrail-esxi.yaml"
@@ -281,16 +280,9 @@ def test_an_unknown_thumbprint_changes_nothing_on_any_host(info: LabInfo, tmp_pa
     assert host_states(info) == before
 
 
-def test_hostnetwork_and_vcenter_only_options_are_refused_before_any_host(
-    info: LabInfo, tmp_path: Path
-) -> None:
+def test_vcenter_only_options_are_refused_before_any_host(info: LabInfo, tmp_path: Path) -> None:
     env = environment(info, tmp_path)
     before = host_states(info)
-    with_network = example(tmp_path, host_network=True)  # the example as it is
-    result = agentvm("plan", "-f", str(with_network), env=env)
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    (line,) = error_lines(result.stderr)
-    assert "hostNetwork is not supported on standalone hosts yet" in line
 
     def host_settings(doc: dict[str, Any]) -> None:
         doc["agencies"][0]["datastore"] = "host"  # each host's AgentVM settings: vCenter's
@@ -299,11 +291,10 @@ def test_hostnetwork_and_vcenter_only_options_are_refused_before_any_host(
         result = agentvm(command, "-f", str(example(tmp_path, host_settings)), env=env)
         assert result.returncode == 2, (result.stdout, result.stderr)
         assert "only vCenter keeps" in result.stderr and "Traceback" not in result.stderr
-    for flag in ("--host-settings", "--host-network"):  # destroy's vCenter-only options
-        result = agentvm("destroy", "-f", str(example(tmp_path)), "--yes", flag, env=env)
-        assert result.returncode == 2, (result.stdout, result.stderr)
-        (line,) = error_lines(result.stderr)
-        assert "nothing to remove on standalone hosts" in line and "drop them" in line
+    result = agentvm("destroy", "-f", str(example(tmp_path)), "--yes", "--host-settings", env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    (line,) = error_lines(result.stderr)  # destroy's vCenter-only option
+    assert "--host-settings has nothing to remove on standalone hosts" in line and "drop it" in line
     assert host_states(info) == before
 
 

@@ -84,10 +84,10 @@ def destroy(
     With esxi: hosts in the spec: every agency off every standalone host, with agentvm's own engine (as
     apply used it), --hosts-at-once at a time."""
     desired = load(file)
-    if desired.esxi and (host_settings or host_network):
+    if desired.esxi and host_settings:
         raise ConfigurationError(
-            f"{file}: --host-settings and --host-network have nothing to remove on standalone hosts "
-            "(no AgentVM settings; hostNetwork is not carried out there yet): drop them"
+            f"{file}: --host-settings has nothing to remove on standalone hosts (no AgentVM settings, "
+            "which only vCenter keeps): drop it"
         )
     names = ", ".join(a.name for a in desired.agencies)
     what = f"agencies {names} (every agent VM) and extension {desired.solution.key}"
@@ -102,7 +102,14 @@ def destroy(
         if not typer.confirm(f"Remove {what}?", default=False):
             fail("nothing destroyed", exitcodes.FAILED)
     if desired.esxi:
-        esxi.run_destroy(desired, json_=json_, state_dir=state_dir, at_once=hosts_at_once, timeout=timeout)
+        esxi.run_destroy(
+            desired,
+            json_=json_,
+            state_dir=state_dir,
+            at_once=hosts_at_once,
+            timeout=timeout,
+            host_network=host_network,
+        )
         return
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     with session_for(desired, flags) as session, contextlib.ExitStack() as stack:

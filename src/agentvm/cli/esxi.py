@@ -20,11 +20,20 @@ that plan, apply and destroy are the vCenter ones, per host.
   that cannot be reached is shown with the reason, the others still. The engine reloads its state from the
   file and looks once (``Engine.step(act=False)``): it observes the host and judges, and carries out
   nothing, so status changes nothing on any host.
-- **destroy** removes every agency of the spec from every host, concurrently.
+- **destroy** removes every agency of the spec from every host, concurrently (``--host-network``: and what
+  agentvm created for hostNetwork there).
 
-``hostNetwork`` is not supported on standalone hosts yet: a spec using it stops when it loads, before any
-connection (``core.standalone.check_spec``, exit 2), as does one whose agencies scope both a vCenter's
-clusters and ``esxi:`` hosts.
+- **hostNetwork** (``fabric`` only: the spec refuses ``trunk`` on standalone hosts) is each host's own
+  Solution's, as on a vCenter: its plan makes the Nova checks and lists the host's vSwitch/port group
+  changes, with ``= …`` lines for what is right already (``plan --json``: per host under ``standalone`` and
+  at the top prefixed with the esxi name). A failed check is one line for its host (``HostNetworkError``'s
+  checks joined), so the fleet's plan stops with nothing changed on any host, exit 2. The ownership record
+  is a file on each host's datastore (``vsphere.hostnet`` on a host agent). ``status`` shows each host's
+  ``hostNetwork`` state, the others ``held`` when one host fails a check; ``destroy --host-network`` tears
+  down what agentvm created on each host.
+
+A spec whose agencies scope both a vCenter's clusters and ``esxi:`` hosts stops when it loads, before any
+connection (``core.standalone.check_spec``, exit 2).
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from agentvm.cli import exitcodes
 from agentvm.cli.output import console, fail, print_document, print_json, text, warn
 from agentvm.cli.render import hosts_table, issue_lines
 from agentvm.cli.run import DirectEngine, default_state_dir, open_direct_engine
-from agentvm.controller.planner import SolutionPlan
+from agentvm.controller.planner import HostNetworkError, SolutionPlan
 from agentvm.controller.solution import ApplyReport, DestroyReport, Solution
 from agentvm.controller.status import StatusReport, collect_status, status_document
 from agentvm.core.plan import STANDALONE_SKIPPED, AssignAddress
@@ -294,7 +303,12 @@ class Fleet:
             member.solution = Solution(
                 spec, member.session, backend=member.engine.backend, state_dir=self.state_dir
             )
-            plan = member.solution.plan(check_packages=check_packages)
+            try:
+                plan = member.solution.plan(check_packages=check_packages)
+            except HostNetworkError as exc:  # one line: each failed check of this host
+                raise ConfigurationError(
+                    f"hostNetwork: {'; '.join(exc.errors)}; nothing was changed on any host"
+                ) from exc
             core = with_fleet_sources(plan.spec_plan, member.name, fleet)
             by_key = {_key(c): c for c in core.changes}
             changes = tuple(by_key.get(_key(c), c) for c in plan.changes)
@@ -353,9 +367,12 @@ def plan_document(fleet: Fleet) -> dict[str, Any]:
     addresses: dict[str, dict[str, Any]] = {}
     per_host: dict[str, Any] = {}
     warnings: list[str] = []
+    network: dict[str, list[str]] = {"right": [], "errors": []}
     for member in fleet.members:
         assert member.plan is not None
         doc: dict[str, Any] = member.plan.to_json()
+        for kind, lines in doc["hostNetwork"].items():
+            network[kind] += [f"{member.name}: {line}" for line in lines]
         for change in doc["changes"]:  # a host is its esxi name here: its moid is ha-host on every host
             if change["host"] is not None:
                 target = member.name if change["target"] == change["host"] else change["target"]
@@ -369,6 +386,7 @@ def plan_document(fleet: Fleet) -> dict[str, Any]:
             "url": member.host.connection.url,
             "changes": doc["changes"],
             "noChanges": doc["noChanges"],
+            "hostNetwork": doc["hostNetwork"],
         }
     return {
         "apiVersion": "agentvm/v1",
@@ -376,7 +394,7 @@ def plan_document(fleet: Fleet) -> dict[str, Any]:
         "changes": changes,
         "addresses": addresses,
         "warnings": warnings,
-        "hostNetwork": {"right": [], "errors": []},
+        "hostNetwork": network,
         "noChanges": not changes,
         "standalone": per_host,
         "skipped": [STANDALONE_SKIPPED],
@@ -392,6 +410,7 @@ def plan_lines(fleet: Fleet) -> list[str]:
         changes = member.plan.changes
         total += len(changes)
         lines.append(f"{where(member.host)}: {len(changes) or 'no'} change(s)")
+        lines += [f"  = {line}" for line in member.plan.host_network.right]  # hostNetwork as asked already
         for change in changes:
             mark = (
                 "+" if change.kind.value in {"register-extension", "create-agency", "assign-address"} else "~"
@@ -412,10 +431,27 @@ def fleet_status(fleet: Fleet) -> list[Done[StatusReport]]:
         member.engine.backend.look()
         return collect_status(member.session, member.engine.backend, spec)
 
-    done = fleet.each(one)
+    done = _held(fleet.each(one))
     unreachable: list[Done[StatusReport]] = [Done(d.host, None, d.error) for d in fleet.unreachable]
     by_name = {d.host.name: d for d in [*done, *unreachable]}
     return [by_name[h.name] for h in fleet.desired.esxi if h.name in by_name]
+
+
+def _held(done: list[Done[StatusReport]]) -> list[Done[StatusReport]]:
+    """A failed hostNetwork check on one host stops plan and apply on every host: then the others'
+    ``preparing`` is ``held``, as on a vCenter (``controller.hostnet.HostNetworkShown``)."""
+    reports = [d.value for d in done if d.value is not None]
+    if not any(s.state == "error" for r in reports for s in r.host_network.values()):
+        return done
+
+    def hold(report: StatusReport) -> StatusReport:
+        shown = {
+            moid: dataclasses.replace(s, state="held") if s.state == "preparing" else s
+            for moid, s in report.host_network.items()
+        }
+        return dataclasses.replace(report, host_network=shown)
+
+    return [dataclasses.replace(d, value=hold(d.value)) if d.value is not None else d for d in done]
 
 
 def status_json(fleet: Fleet, done: list[Done[StatusReport]]) -> dict[str, Any]:
@@ -454,11 +490,13 @@ def relabel(report: ApplyReport, name: str) -> ApplyReport:
     return dataclasses.replace(report, hosts=rows)
 
 
-def destroy_each(fleet: Fleet, timeout: float) -> list[Done[DestroyReport]]:
-    """Every agency of the spec destroyed on every host, concurrently; each host's report or error."""
+def destroy_each(fleet: Fleet, timeout: float, *, host_network: bool = False) -> list[Done[DestroyReport]]:
+    """Every agency of the spec destroyed on every host, concurrently; each host's report or error.
+    ``host_network``: then what agentvm created for hostNetwork on the host, and only that, is removed."""
 
     def one(member: Member) -> DestroyReport:
-        report = fleet.solution_of(member, every_agency=True).destroy(timeout=timeout)
+        solution = fleet.solution_of(member, every_agency=True)
+        report = solution.destroy(timeout=timeout, host_network=host_network)
         return dataclasses.replace(report, vim_calls=member.calls())
 
     return fleet.each(one)
@@ -584,13 +622,22 @@ def _why_not(done: Done[ApplyReport], timeout: float) -> str | None:
 
 
 def run_destroy(
-    desired: DesiredState, *, json_: bool, state_dir: Path | None, at_once: int, timeout: float
+    desired: DesiredState,
+    *,
+    json_: bool,
+    state_dir: Path | None,
+    at_once: int,
+    timeout: float,
+    host_network: bool = False,
 ) -> None:
-    """``agentvm destroy`` of a spec with esxi: hosts: every agency of the spec off every host."""
+    """``agentvm destroy`` of a spec with esxi: hosts: every agency of the spec off every host; with
+    ``host_network`` also the vSwitches and port groups agentvm created for hostNetwork (only those)."""
     with Fleet.open(desired, state_dir, at_once=at_once) as fleet:
-        done = destroy_each(fleet, timeout)
+        done = destroy_each(fleet, timeout, host_network=host_network)
     failed = [d for d in done if d.error is not None]
     reports = [(d.host, d.value) for d in done if d.value is not None]
+    left = [f"{h.name}: {line}" for h, r in reports for line in r.network_left]
+    kept = sum(r.host_network_left for _, r in reports)
     if json_:
         print_document(
             "DestroyResult",
@@ -598,7 +645,7 @@ def run_destroy(
                 "actions": [f"{h.name}: {a}" for h, r in reports for a in r.actions],
                 "seconds": round(max((r.seconds for _, r in reports), default=0.0), 3),
                 "calls": {"vim25": sum(r.vim_calls for _, r in reports), "eam": 0},
-                "hostNetworkLeft": [],
+                "hostNetworkLeft": left,
             },
         )
     else:
@@ -607,6 +654,15 @@ def run_destroy(
         for host, report in reports:
             for action in report.actions:
                 console.print(f"✓ {host.name}: {action}", markup=False, highlight=False, soft_wrap=True)
+        for line in left:
+            console.print(f"left (not agentvm's): {line}", markup=False, highlight=False, soft_wrap=True)
+        if not host_network and kept:
+            console.print(
+                f"the hosts' networking agentvm prepared (hostNetwork) is left as it is on {kept} host(s); "
+                "`agentvm destroy --host-network` removes what agentvm created",
+                highlight=False,
+                soft_wrap=True,
+            )
     if failed:
         fail(
             f"destroy failed on {len(failed)} of {len(done)} host(s): "
@@ -642,3 +698,7 @@ def run_status(desired: DesiredState, *, json_: bool, state_dir: Path | None, at
                 console.print(line, soft_wrap=True)
         for name in report.missing:
             console.print(text(f"agency {name}: not created yet (run agentvm apply)"))
+        for shown in report.host_network.values():  # hostNetwork: the one host's networking
+            style = {"ready": "green", "error": "red"}.get(shown.state, "yellow")
+            words = f"{shown.state}: {shown.message}" if shown.message else shown.state
+            console.print(text(f"hostNetwork: {words}", style=style), soft_wrap=True)

@@ -148,17 +148,12 @@ def in_scope(desired: DesiredState) -> Iterable[str]:
 
 def check_spec(desired: DesiredState) -> None:
     """Refuse what standalone hosts cannot do yet, before any connection (ConfigurationError, exit 2):
-    an agency scoping both a vCenter's clusters and standalone hosts in one spec, and ``hostNetwork``."""
+    an agency scoping both a vCenter's clusters and standalone hosts in one spec. (``hostNetwork.trunk``,
+    a distributed switch's, is refused by the spec's loader: ``spec.agencies.check_standalone_agency``.)"""
     for agency in desired.agencies:
         if agency.scope and desired.esxi:
             raise ConfigurationError(
                 f'{desired.source}: agency "{agency.name}" scopes vCenter clusters or hosts, and the spec '
                 "has esxi: hosts; a spec with both a vcenter and esxi: hosts is not supported by plan, "
                 "apply, status or destroy yet: put the standalone hosts' agencies in a spec of their own"
-            )
-        if agency.standalone and agency.host_network is not None:
-            raise ConfigurationError(
-                f'{desired.source}: agency "{agency.name}": hostNetwork is not supported on standalone '
-                "hosts yet; remove the hostNetwork section (prepare the hosts' vSwitch and port group "
-                "yourself) or scope the agency to a vCenter's clusters"
             )

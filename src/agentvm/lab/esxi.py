@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,11 +40,13 @@ def start_host(
     host_uuid: str,
     port: int = 0,
     pnics: int = 3,
+    own_pnics: Sequence[str] | None = None,
     log_dir: Path | None = None,
     detach: bool = False,
 ) -> Vcsim:
     """Start the simulator of host ``name`` (on ``port``, 0: any free one) with its kept certificate.
 
+    ``own_pnics``: exactly these physical NICs (``["vmnic0", "vmnic2"]``) instead of ``pnics`` of them.
     ``detach=True``: in a session of its own, outliving the caller (``agentvm lab esxi start``). Raises
     LabError (a taken port: exit 3, naming it)."""
     cert_dir.mkdir(parents=True, exist_ok=True)
@@ -56,6 +59,7 @@ def start_host(
         host_uuid=host_uuid,
         certificate=certificate_path(cert_dir, name),
         username=USERNAME,
+        host_pnics={name: own_pnics} if own_pnics is not None else None,
         log_file=log_dir / f"{name}.log" if log_dir else None,
         detach=detach,
         exit_with_parent=not detach,
@@ -76,14 +80,17 @@ class EsxiFleet:
         *,
         password: str | None = None,
         pnics: int = 3,
+        host_pnics: Mapping[str, Sequence[str]] | None = None,
         log_dir: Path | None = None,
     ) -> None:
+        """``host_pnics``: the hosts it names (esx-02) get exactly the physical NICs listed."""
         if count < 0:
             raise LabError(f"--esxi must be 0 or more (got {count})", 2)
         self.count = count
         self.cert_dir = cert_dir
         self.password = password or secrets.token_hex(12)
         self.pnics = pnics
+        self.host_pnics = dict(host_pnics or {})
         self.log_dir = log_dir
         self.names = [host_name(i) for i in range(1, count + 1)]
         self.uuids = {name: str(uuid.uuid4()) for name in self.names}
@@ -113,6 +120,7 @@ class EsxiFleet:
             host_uuid=self.uuids[name],
             port=port,
             pnics=self.pnics,
+            own_pnics=self.host_pnics.get(name),
             log_dir=self.log_dir,
         )
 

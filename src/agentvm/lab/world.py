@@ -117,7 +117,8 @@ class Lab:
         self._esxi_count = esxi
         self._want_vcenter = vcenter
         self.esxi: EsxiFleet | None = None
-        self._host_pnics = dict(host_pnics or {})  # hosts (by name) with NICs of their own (Vcsim)
+        # hosts (by name: DC0_C0_H0 the vCenter's, esx-02 a standalone one) with NICs of their own (Vcsim)
+        self._host_pnics = dict(host_pnics or {})
         check_bounds(deploy_per_cluster, deploy_total)
         self.shape = shape
         self.deploy_per_cluster = deploy_per_cluster
@@ -154,6 +155,7 @@ class Lab:
                     self.state_dir / "esxi",
                     password=self._password,
                     pnics=self.shape.pnics,
+                    host_pnics={n: p for n, p in self._host_pnics.items() if n.startswith("esx-")},
                     log_dir=self._log_dir / "esxi" if self._log_dir else None,
                 )
                 self.esxi.start()
@@ -173,7 +175,7 @@ class Lab:
                 eam_backend=f"http://127.0.0.1:{eam_port}",
                 log_file=self._log_dir / "vcsim.log" if self._log_dir else None,
                 instance_uuid=str(uuid.uuid4()),
-                host_pnics=self._host_pnics,
+                host_pnics={n: p for n, p in self._host_pnics.items() if not n.startswith("esx-")},
             )
             self.world_dir = world_state.claim(self.state_dir, self._vcsim.info.instance_uuid)
             self.eam = LabEam(

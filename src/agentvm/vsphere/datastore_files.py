@@ -1,8 +1,11 @@
-"""The solution's lease records on a standalone ESXi host: directories and files on the host's datastore.
+"""agentvm's records on a standalone ESXi host: directories and files on the host's datastore.
 
 Used by ``controller.lease`` (``lease_store``) when the session is a host agent (``about.apiType``
 HostAgent): a host has no ExtensionManager, so the hidden extensions of ``vsphere.extensions`` cannot be
-made there. The same protocol needs one atomic create-if-absent, and a datastore offers it:
+made there. ``DatastoreFiles`` (where, one file read or written whole) is also where ``vsphere.hostnet``
+keeps a host's hostNetwork ownership record (a host has no CustomFieldsManager either): the file
+``.agentvm/org.tungsten.agentvm.hostNetwork.txt``, written as a record is (below: a PUT beside it, then a
+rename), read with one GET. The same protocol needs one atomic create-if-absent, and a datastore offers it:
 ``FileManager.MakeDirectory`` with ``createParentDirectories`` false is refused with FileAlreadyExists when
 the directory exists (the vSphere API reference; govmomi's simulator, the lab's, makes it with one
 ``os.Mkdir``, which the kernel does atomically). So:
@@ -47,6 +50,7 @@ import contextlib
 import http.client
 import json
 import logging
+import secrets
 import threading
 import weakref
 from typing import Any
@@ -182,12 +186,13 @@ _chosen_by_session: weakref.WeakKeyDictionary[Session, tuple[str, str]] = weakre
 _chosen_lock = threading.Lock()
 
 
-class DatastoreLeaseStore:
-    """The lease records of a host agent, on its first datastore (see the module docstring).
-
-    Implements ``controller.lease.LeaseStore``: ``read``, ``register``, ``update``, ``remove``. Errors:
-    the session's agentvm errors; TransientError when the host's file access fails; ConfigurationError
-    when the host has no datastore.
+class DatastoreFiles:
+    """agentvm's files on a host agent's first datastore, under ``[<datastore>] .agentvm`` (see the module
+    docstring: which datastore, the HTTP file access). ``read_file`` and ``write_file`` are one file each
+    (a write never leaves a half-written file: a PUT beside it, then a rename); the lease's records
+    (``DatastoreLeaseStore``) and host networking's ownership record (``vsphere.hostnet``) are kept so.
+    Errors: the session's agentvm errors; TransientError when the host's file access fails;
+    ConfigurationError when the host has no datastore.
     """
 
     def __init__(self, session: Session) -> None:
@@ -198,7 +203,7 @@ class DatastoreLeaseStore:
 
     @property
     def datastore(self) -> str:
-        """The name of the datastore the records are on (read once)."""
+        """The name of the datastore the files are on (read once per session)."""
         return self._chosen()[0]
 
     def _chosen(self) -> tuple[str, Any]:
@@ -216,8 +221,9 @@ class DatastoreLeaseStore:
             )
             if not named:
                 raise ConfigurationError(
-                    f"{self.session.url} has no datastore: the lease of a standalone host is kept on the "
-                    "host's first datastore; add one to the host"
+                    f"{self.session.url} has no datastore: agentvm keeps a standalone host's records (its "
+                    "lease, what it created for hostNetwork) on the host's first datastore; add one to the "
+                    "host"
                 )
             chosen = named[0]
             with _chosen_lock:
@@ -228,90 +234,35 @@ class DatastoreLeaseStore:
     def _path(self, *parts: str) -> str:
         return f"[{self.datastore}] {'/'.join((LEASE_DIR, *parts))}"
 
-    # -- the LeaseStore protocol ----------------------------------------------------------------------
+    # -- one file ------------------------------------------------------------------------------------
 
-    def read(self, solution_key: str) -> list[LeaseRecord]:
-        """Every record under the solution's lease directories, by generation: one search, one GET each."""
-        _, browser = self._chosen()
-        spec = vim.host.DatastoreBrowser.SearchSpec(
-            query=[vim.host.DatastoreBrowser.FolderQuery()],
-            matchPattern=[f"{lease_prefix(solution_key)}*"],
-        )
-        try:
-            task = browser.SearchDatastore_Task(datastorePath=self._path(), searchSpec=spec)
-            result = wait_for_task(self.session, task, what=f"search {self._path()}", timeout=_TIMEOUT)
-        except NotFoundError:
-            return []  # no .agentvm yet: no record
-        records = []
-        for info in getattr(result, "file", None) or ():
-            name = str(info.path).rstrip("/")
-            generation = generation_of(name, solution_key)
-            if generation is None:
-                continue
-            records.append(parse_record(solution_key, generation, self._get(name, RECORD_FILE)))
-        return sorted(records, key=lambda r: r.generation)
+    def read_file(self, name: str) -> bytes | None:
+        """The content of ``.agentvm/<name>``; None when there is no such file: one GET."""
+        return self._get(name)
 
-    def register(self, solution_key: str, record: LeaseRecord) -> bool:
-        """Make the record's directory (atomic; False when it exists: another contender has that
-        generation), then write the record into it (False too when the directory was removed before
-        that: see the module docstring on a directory without its record)."""
-        name = lease_dir_name(solution_key, record.generation)
+    def write_file(self, name: str, content: bytes) -> None:
+        """``.agentvm/<name>`` holds ``content``: a PUT of a file beside it, then a rename onto it (a reader
+        sees the old content or the new, never half of it); ``.agentvm`` is made first, once per store."""
         if not self._parent_made:
             self._make_directory(self._path(), parents=True)
             self._parent_made = True
-        try:
-            made = self._make_directory(self._path(name), parents=False)
-        except NotFoundError:  # .agentvm went away (removed by hand, a wiped datastore): once more
-            self._make_directory(self._path(), parents=True)
-            made = self._make_directory(self._path(name), parents=False)
-        if not made:
-            return False
-        try:
-            self.update(solution_key, record)
-        except NotFoundError:
-            # removed before its record was written: a contender judged the empty directory expired, took
-            # the lease above it and removed it as stale; this generation is lost like a refused one
-            log.info("lease record %s was removed before it was written", self._path(name))
-            return False
-        return True
+        temporary = f".tmp-{name}-{secrets.token_hex(8)}"
+        self._put(temporary, content)
+        self._move(temporary, (name,))
 
-    def update(self, solution_key: str, record: LeaseRecord) -> None:
-        """Replace the record's ``record.json`` (a renewal or the release) by a rename, never a half-written
-        file. NotFoundError when its directory is gone."""
-        assert record.holder is not None, "agentvm writes only records it holds"
-        name = lease_dir_name(solution_key, record.generation)
-        temporary = f".tmp-{name}-{record.holder.token}.json"
-        self._put(temporary, record_json(solution_key, record))
+    def _move(self, temporary: str, destination: tuple[str, ...]) -> None:
+        """Rename ``.agentvm/<temporary>`` onto ``.agentvm/<destination>`` (force); the temporary file is
+        deleted when that fails."""
         manager = self.session.content.fileManager
         try:
             task = manager.MoveDatastoreFile_Task(
-                sourceName=self._path(temporary),
-                destinationName=self._path(name, RECORD_FILE),
-                force=True,
+                sourceName=self._path(temporary), destinationName=self._path(*destination), force=True
             )
-            wait_for_task(self.session, task, what=f"write {self._path(name, RECORD_FILE)}", timeout=_TIMEOUT)
-        except AgentvmError as exc:
+            wait_for_task(self.session, task, what=f"write {self._path(*destination)}", timeout=_TIMEOUT)
+        except AgentvmError:
             with contextlib.suppress(AgentvmError):
                 self._delete(self._path(temporary))
-            if isinstance(exc, NotFoundError) or fault_name(exc) in {"FileNotFound", "CannotAccessFile"}:
-                raise NotFoundError(
-                    f"lease record {self._path(name)} on {self.session.url} is gone: it was removed"
-                ) from exc
             raise
-
-    def remove(self, record: LeaseRecord) -> bool:
-        """Delete a record agentvm wrote (its directory); False when it was gone already."""
-        if not record.ours:
-            raise ConfigurationError(f"{self._path(record.key)} was not written by agentvm; left alone")
-        try:
-            self._delete(self._path(record.key))
-        except NotFoundError:
-            return False
-        except AgentvmError as exc:
-            if fault_name(exc) in {"FileNotFound", "CannotDeleteFile"}:
-                return False
-            raise
-        return True
 
     # -- the file manager -----------------------------------------------------------------------------
 
@@ -383,6 +334,91 @@ class DatastoreLeaseStore:
                 f"(HTTP {response.status}): log in again"
             )
         return response.status, data
+
+
+class DatastoreLeaseStore(DatastoreFiles):
+    """The lease records of a host agent, on its first datastore (see the module docstring).
+
+    Implements ``controller.lease.LeaseStore``: ``read``, ``register``, ``update``, ``remove``. Errors:
+    those of ``DatastoreFiles``.
+    """
+
+    # -- the LeaseStore protocol ----------------------------------------------------------------------
+
+    def read(self, solution_key: str) -> list[LeaseRecord]:
+        """Every record under the solution's lease directories, by generation: one search, one GET each."""
+        _, browser = self._chosen()
+        spec = vim.host.DatastoreBrowser.SearchSpec(
+            query=[vim.host.DatastoreBrowser.FolderQuery()],
+            matchPattern=[f"{lease_prefix(solution_key)}*"],
+        )
+        try:
+            task = browser.SearchDatastore_Task(datastorePath=self._path(), searchSpec=spec)
+            result = wait_for_task(self.session, task, what=f"search {self._path()}", timeout=_TIMEOUT)
+        except NotFoundError:
+            return []  # no .agentvm yet: no record
+        records = []
+        for info in getattr(result, "file", None) or ():
+            name = str(info.path).rstrip("/")
+            generation = generation_of(name, solution_key)
+            if generation is None:
+                continue
+            records.append(parse_record(solution_key, generation, self._get(name, RECORD_FILE)))
+        return sorted(records, key=lambda r: r.generation)
+
+    def register(self, solution_key: str, record: LeaseRecord) -> bool:
+        """Make the record's directory (atomic; False when it exists: another contender has that
+        generation), then write the record into it (False too when the directory was removed before
+        that: see the module docstring on a directory without its record)."""
+        name = lease_dir_name(solution_key, record.generation)
+        if not self._parent_made:
+            self._make_directory(self._path(), parents=True)
+            self._parent_made = True
+        try:
+            made = self._make_directory(self._path(name), parents=False)
+        except NotFoundError:  # .agentvm went away (removed by hand, a wiped datastore): once more
+            self._make_directory(self._path(), parents=True)
+            made = self._make_directory(self._path(name), parents=False)
+        if not made:
+            return False
+        try:
+            self.update(solution_key, record)
+        except NotFoundError:
+            # removed before its record was written: a contender judged the empty directory expired, took
+            # the lease above it and removed it as stale; this generation is lost like a refused one
+            log.info("lease record %s was removed before it was written", self._path(name))
+            return False
+        return True
+
+    def update(self, solution_key: str, record: LeaseRecord) -> None:
+        """Replace the record's ``record.json`` (a renewal or the release) by a rename, never a half-written
+        file. NotFoundError when its directory is gone."""
+        assert record.holder is not None, "agentvm writes only records it holds"
+        name = lease_dir_name(solution_key, record.generation)
+        temporary = f".tmp-{name}-{record.holder.token}.json"
+        self._put(temporary, record_json(solution_key, record))
+        try:
+            self._move(temporary, (name, RECORD_FILE))
+        except AgentvmError as exc:
+            if isinstance(exc, NotFoundError) or fault_name(exc) in {"FileNotFound", "CannotAccessFile"}:
+                raise NotFoundError(
+                    f"lease record {self._path(name)} on {self.session.url} is gone: it was removed"
+                ) from exc
+            raise
+
+    def remove(self, record: LeaseRecord) -> bool:
+        """Delete a record agentvm wrote (its directory); False when it was gone already."""
+        if not record.ours:
+            raise ConfigurationError(f"{self._path(record.key)} was not written by agentvm; left alone")
+        try:
+            self._delete(self._path(record.key))
+        except NotFoundError:
+            return False
+        except AgentvmError as exc:
+            if fault_name(exc) in {"FileNotFound", "CannotDeleteFile"}:
+                return False
+            raise
+        return True
 
 
 def _session_id(session: Session) -> str:

@@ -10,6 +10,10 @@ the root folder, no view to create and destroy): two calls whatever the number o
 arguments (names, moids, what the read gave) and never read first, so a caller that read once pays one call
 per change (plus the task wait of ``vsphere.tasks`` for the ``*_Task`` methods).
 
+On a standalone host (``Session.host_agent``: no CustomFieldsManager) the ownership record is the file
+``OWNER_FILE`` on the host's first datastore (``vsphere.datastore_files``): the read adds one GET (and,
+once per session, the datastore's choice), a record written is a PUT and a rename; there is no switch.
+
 Faults become agentvm errors naming the object and the fix. Creating something that exists already raises
 ``AlreadyThere`` (a ConfigurationError): it is not silently taken as agentvm's, so the caller can drop
 its claim.
@@ -17,6 +21,9 @@ its claim.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +48,7 @@ from agentvm.model.hostnet import (
     VSwitch,
 )
 from agentvm.vsphere.collector import DEFAULT_PAGE_SIZE, ObjectProps, paged, read_one
+from agentvm.vsphere.datastore_files import DatastoreFiles
 from agentvm.vsphere.faults import fault_name
 from agentvm.vsphere.ovf import nic_changes
 from agentvm.vsphere.session import Session
@@ -106,9 +114,10 @@ def read_host_networks_refs(
 ) -> tuple[HostNetworkSnapshot, HostNetworkRefs]:
     """``read_host_networks`` and the references its changes need. A host that no longer exists is left
     out of the snapshot (vCenter omits it); the caller sees it missing by moid."""
-    cfm = session.content.customFieldsManager
+    cfm = None if session.host_agent else session.content.customFieldsManager
     objects = [PC.ObjectSpec(obj=session.mo(MoRef("HostSystem", moid))) for moid in hosts]
-    objects.append(PC.ObjectSpec(obj=cfm))
+    if cfm is not None:
+        objects.append(PC.ObjectSpec(obj=cfm))
     spec = PC.FilterSpec(
         objectSet=objects,
         propSet=[
@@ -126,6 +135,8 @@ def read_host_networks_refs(
             else:
                 host_props.append(o)
     key = owner_field_key(fields)
+    if session.host_agent:
+        key = HOST_AGENT_KEY
     dvses, dvs_versions, dvpg_versions = _read_switches(session, page_size)
     by_uuid = {d.uuid: d.name for d in dvses}
     states = tuple(
@@ -134,6 +145,9 @@ def read_host_networks_refs(
             key=lambda h: h.moid,
         )
     )
+    if session.host_agent and states:  # the host's record is a file on its datastore: one GET
+        owned = HostNetworkOwned.decode(_read_owner_file(session))
+        states = tuple(dataclasses.replace(h, owned=owned) for h in states)
     refs = HostNetworkRefs(
         network_systems={
             str(o.obj._moId): Session.moref(o.get("configManager.networkSystem"))
@@ -453,15 +467,48 @@ def _with_fault(error: AgentvmError, name: str | None) -> AgentvmError:
     return error
 
 
-# -- the ownership record (custom attribute on the host) -----------------------------------------------------
+# -- the ownership record (custom attribute on the host; a file on a host agent) ---------------------------
+
+HOST_AGENT_KEY = 0
+"""The owner "key" on a host agent, which has no CustomFieldsManager: the record is ``OWNER_FILE``."""
+
+OWNER_FILE = f"{OWNER_FIELD}.txt"
+"""On a standalone host (a host agent): the file ``[<datastore>] .agentvm/<OWNER_FILE>`` on the host's first
+datastore (where the lease's records are: ``vsphere.datastore_files``) holds ``HostNetworkOwned.encode()``,
+as the ``OWNER_FIELD`` attribute does on a vCenter's host."""
+
+# one file store per session: it makes .agentvm once (its datastore is chosen once per session anyway)
+_files_by_session: weakref.WeakKeyDictionary[Session, DatastoreFiles] = weakref.WeakKeyDictionary()
+_files_lock = threading.Lock()
+
+
+def _owner_files(session: Session) -> DatastoreFiles:
+    with _files_lock:
+        files = _files_by_session.get(session)
+        if files is None:
+            files = _files_by_session[session] = DatastoreFiles(session)
+        return files
+
+
+def _read_owner_file(session: Session) -> str | None:
+    """The host agent's ownership record (None: never written); a record that is not UTF-8 owns nothing."""
+    content = _owner_files(session).read_file(OWNER_FILE)
+    if content is None:
+        return None
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def ensure_owner_field(session: Session, refs: HostNetworkRefs | None = None) -> int:
     """The key of the ``OWNER_FIELD`` attribute, defined on HostSystem if it is not yet: no call when
     ``refs`` knows it, else one ``AddCustomFieldDef`` (and one read of the fields if another client defined it
-    meanwhile)."""
+    meanwhile). On a host agent (no CustomFieldsManager; the record is a file) ``HOST_AGENT_KEY``, no call."""
     if refs is not None and refs.owner_field_key is not None:
         return refs.owner_field_key
+    if session.host_agent:
+        return HOST_AGENT_KEY
     cfm = session.content.customFieldsManager
     try:
         return int(cfm.AddCustomFieldDef(name=OWNER_FIELD, moType=vim.HostSystem).key)
@@ -478,7 +525,15 @@ def ensure_owner_field(session: Session, refs: HostNetworkRefs | None = None) ->
 
 
 def set_owned(session: Session, host: str, owned: HostNetworkOwned, *, key: int, label: str) -> None:
-    """Record ``owned`` on host ``host`` (moid) in the ``OWNER_FIELD`` attribute ``key``: one ``SetField``."""
+    """Record ``owned`` on host ``host`` (moid) in the ``OWNER_FIELD`` attribute ``key``: one ``SetField``.
+    On a host agent, in the file ``OWNER_FILE`` on the host's datastore instead (``key`` unused): a PUT and a
+    rename (``vsphere.datastore_files``; the first write of a session makes ``.agentvm`` too)."""
+    if session.host_agent:
+        try:
+            _owner_files(session).write_file(OWNER_FILE, owned.encode().encode())
+        except AgentvmError as exc:
+            raise _named(exc, f"record agentvm's host networking on {label}", None) from exc
+        return
     try:
         session.content.customFieldsManager.SetField(
             entity=session.mo(MoRef("HostSystem", host)), key=key, value=owned.encode()

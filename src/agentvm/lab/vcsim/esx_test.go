@@ -191,6 +191,62 @@ func TestESXReconfigSetsVAppProperties(t *testing.T) {
 	}
 }
 
+func TestESXReconfigKeepsAnEditedNICInItsPlace(t *testing.T) {
+	ctx := context.Background()
+	_, _, vm := servedESX(ctx, t)
+	nics := func() object.VirtualDeviceList {
+		devices, err := vm.Device(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return devices.SelectByType((*types.VirtualEthernetCard)(nil))
+	}
+	add := types.VirtualMachineConfigSpec{DeviceChange: []types.BaseVirtualDeviceConfigSpec{
+		&types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: &types.VirtualVmxnet3{
+			VirtualVmxnet: types.VirtualVmxnet{VirtualEthernetCard: types.VirtualEthernetCard{VirtualDevice: types.VirtualDevice{
+				Key:     -1,
+				Backing: &types.VirtualEthernetCardNetworkBackingInfo{VirtualDeviceDeviceBackingInfo: types.VirtualDeviceDeviceBackingInfo{DeviceName: "VM Network"}},
+			}}}}},
+	}}
+	task, err := vm.Reconfigure(ctx, add)
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		t.Fatalf("adding a NIC: %v", err)
+	}
+	before := nics()
+	if len(before) < 2 {
+		t.Fatalf("the VM has %d NICs, want 2 or more", len(before))
+	}
+	first := before[0].(types.BaseVirtualEthernetCard).GetVirtualEthernetCard()
+	first.Backing = &types.VirtualEthernetCardNetworkBackingInfo{VirtualDeviceDeviceBackingInfo: types.VirtualDeviceDeviceBackingInfo{DeviceName: "VM Network"}}
+	first.WakeOnLanEnabled = types.NewBool(true)
+	edit := types.VirtualMachineConfigSpec{DeviceChange: []types.BaseVirtualDeviceConfigSpec{
+		&types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationEdit, Device: before[0]},
+	}}
+	task, err = vm.Reconfigure(ctx, edit)
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		t.Fatalf("editing the first NIC: %v", err)
+	}
+	after := nics()
+	if len(after) != len(before) {
+		t.Fatalf("%d NICs after the edit, want %d", len(after), len(before))
+	}
+	for i := range before {
+		if after[i].GetVirtualDevice().Key != before[i].GetVirtualDevice().Key {
+			t.Errorf("NIC %d is key %d after the edit, want %d", i, after[i].GetVirtualDevice().Key,
+				before[i].GetVirtualDevice().Key)
+		}
+	}
+	if wol := after[0].(types.BaseVirtualEthernetCard).GetVirtualEthernetCard().WakeOnLanEnabled; wol == nil || !*wol {
+		t.Errorf("the first NIC was not edited (wakeOnLanEnabled %v)", wol)
+	}
+}
+
 func hostMaintenanceState(ctx context.Context, t *testing.T, c *govmomi.Client) (bool, []types.ManagedObjectReference) {
 	t.Helper()
 	var h mo.HostSystem

@@ -18,7 +18,8 @@
 //   - Latency injection (--delay, --method-delay), so benchmarks can model a real vCenter.
 //   - --esx: one standalone ESXi host agent instead (esx.go: 0.24.2's ESX model, the host's own name,
 //     hardware UUID and physical NICs; autostart.go: HostAutoStartManager; maintenance.go: PowerOn refused
-//     in maintenance mode; vapp.go: vApp options set by ReconfigVM_Task; file_tasks.go: FileManager
+//     in maintenance mode; vapp.go: vApp options set by ReconfigVM_Task, and an edited device kept in its
+//     place in config.hardware.device; file_tasks.go: FileManager
 //     tasks whose info.entity is the datacenter), with none of the vCenter
 //     additions above. --certificate keeps the TLS certificate in a file, so a restarted host keeps its
 //     thumbprint.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/methods"
@@ -15,7 +16,8 @@ import (
 // and when it succeeds spec.vAppConfig is merged into config.vAppConfig: properties and products by
 // key (add: a new key, else InvalidArgument; edit: the set fields of an existing key; remove: removeKey),
 // ovfEnvironmentTransport and installBootRequired replaced when given; vAppConfigRemoved drops it all.
-// The change is told to the property collector under config.vAppConfig before the answer leaves.
+// The change is told to the property collector under config.vAppConfig before the answer leaves. The same
+// route keeps an edited device in its place (keepDeviceOrder, below).
 
 // checkVApp faults for the first operation of spec that cannot apply to current.
 func checkVApp(current *types.VmConfigInfo, spec *types.VmConfigSpec) *soap.Fault {
@@ -142,6 +144,7 @@ func (g *powerGuard) ReconfigVMTask(ctx *simulator.Context, req *types.ReconfigV
 				return
 			}
 		}
+		order := deviceKeys(vm)
 		res = vm.ReconfigVMTask(ctx, req)
 		body, ok := res.(*methods.ReconfigVM_TaskBody)
 		if !ok || body.Res == nil {
@@ -150,6 +153,9 @@ func (g *powerGuard) ReconfigVMTask(ctx *simulator.Context, req *types.ReconfigV
 		task, ok := simulator.Map.Get(body.Res.Returnval).(*simulator.Task)
 		if !ok || task.Info.State != types.TaskInfoStateSuccess {
 			return
+		}
+		if edits(req.Spec) {
+			keepDeviceOrder(vm, order)
 		}
 		removed := req.Spec.VAppConfigRemoved != nil && *req.Spec.VAppConfigRemoved
 		switch {
@@ -163,4 +169,50 @@ func (g *powerGuard) ReconfigVMTask(ctx *simulator.Context, req *types.ReconfigV
 		}
 	})
 	return res
+}
+
+// A device edited by ReconfigVM_Task keeps its place in config.hardware.device, as on ESXi (a NIC's position
+// there is the OVF's order of networks); 0.24.2 removes the edited device and appends it at the end, so
+// editing the first of two NICs swapped them. After a reconfigure with an edit, the devices that were there
+// before are put back in their order, new ones after them in the order they were added.
+
+func deviceKeys(vm *simulator.VirtualMachine) []int32 {
+	if vm.Config == nil {
+		return nil
+	}
+	keys := make([]int32, 0, len(vm.Config.Hardware.Device))
+	for _, d := range vm.Config.Hardware.Device {
+		keys = append(keys, d.GetVirtualDevice().Key)
+	}
+	return keys
+}
+
+func edits(spec types.VirtualMachineConfigSpec) bool {
+	for _, change := range spec.DeviceChange {
+		if change.GetVirtualDeviceConfigSpec().Operation == types.VirtualDeviceConfigSpecOperationEdit {
+			return true
+		}
+	}
+	return false
+}
+
+func keepDeviceOrder(vm *simulator.VirtualMachine, before []int32) {
+	if vm.Config == nil {
+		return
+	}
+	rank := make(map[int32]int, len(before))
+	for i, key := range before {
+		rank[key] = i
+	}
+	devices := append([]types.BaseVirtualDevice(nil), vm.Config.Hardware.Device...)
+	sort.SliceStable(devices, func(i, j int) bool {
+		ri, iOld := rank[devices[i].GetVirtualDevice().Key]
+		rj, jOld := rank[devices[j].GetVirtualDevice().Key]
+		if iOld && jOld {
+			return ri < rj
+		}
+		return iOld && !jOld
+	})
+	vm.Config.Hardware.Device = devices
+	simulator.Map.Update(vm, []types.PropertyChange{{Name: "config.hardware.device", Val: devices}})
 }
