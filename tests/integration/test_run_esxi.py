@@ -220,13 +220,13 @@ def waited(record: dict[str, Any]) -> float:
 
 
 def heals(run: Run, kind: str) -> int:
-    """Actions of ``kind`` the run logged so far (power-on, deploy, ...)."""
+    """Actions of ``kind`` (PowerOn, DestroyVm, ...) the run's engines logged carrying out so far."""
     while True:
         try:
             run.seen.append(run.lines.get_nowait())
         except queue.Empty:
             break
-    return sum(1 for r in run.seen if kind in str(r.get("message", "")))
+    return sum(1 for r in run.seen if str(r.get("message", "")).startswith(f"carried out {kind} "))
 
 
 def test_run_deploys_and_heals_a_power_off_and_a_deleted_agent_with_its_address(
@@ -283,13 +283,13 @@ def test_one_host_stopped_the_others_still_heal_and_status_says_which_and_why(
         assert down["error"].startswith(f"esx-02 ({info.esxi[1].url}): "), down
         document = run.status()
         jsonschema.validate(document, status_schema())
-        power_ons = heals(run, "power")
+        power_ons = heals(run, "PowerOn")
         power_off(info, 0)
         power_off(info, 2)
         wait_for(lambda: powered_on_with(info, 0, ADDRESSES[0]), "esx-01's agent on again", 60)
         wait_for(lambda: powered_on_with(info, 2, ADDRESSES[2]), "esx-03's agent on again", 60)
         wait_for(lambda: all_green(run, ("esx-01", "esx-03")), "esx-01 and esx-03 green", 60)
-        assert heals(run, "power") >= power_ons + 2  # both heals were the run's, while esx-02 was down
+        assert heals(run, "PowerOn") >= power_ons + 2  # both heals were the run's, while esx-02 was down
         hosts = run.hosts()
         assert not hosts["esx-02"]["reachable"] and "esx-02" in hosts["esx-02"]["error"]
         metrics = httpx.get(f"{run.url}/metrics", timeout=10).text

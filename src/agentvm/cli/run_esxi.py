@@ -24,6 +24,7 @@ time.
 
 from __future__ import annotations
 
+import functools
 import signal
 import socket
 import threading
@@ -217,6 +218,7 @@ def run_standalone(
             retry_max=options.settings.retry_max,
             parts=opened.get(h.name),
             reason=reasons.get(h.name),
+            explain=functools.partial(_named, h),
         )
         for h in hosts
     ]

@@ -97,6 +97,7 @@ class HostRunner:
         retry_max: float = 10.0,
         parts: HostParts | None = None,
         reason: str | None = None,
+        explain: Callable[[Exception], Exception] | None = None,
     ) -> None:
         self.name = name
         self.url = url
@@ -107,6 +108,7 @@ class HostRunner:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._parts = parts
+        self._explain = explain
         self.state = "connecting" if reason is None else "unreachable"
         self.reason: str | None = reason
         self.connects = 0  # times the host was opened (the first included)
@@ -163,7 +165,7 @@ class HostRunner:
                     self._parts = None
                 parts.close()
                 if why is not None and not self._stop.is_set():
-                    self._down(why, closed=True)
+                    self._down(why)
         finally:
             parts = self._parts
             self._parts = None
@@ -180,6 +182,10 @@ class HostRunner:
                 return f"lost its lease on the host: {controller.lease_lost or 'the controller stopped'}"
             if controller.disconnected:
                 return TransientError(controller.outage or "the host cannot be reached")
+            lease = parts.lease
+            if lease.lost is None and not lease.valid():  # the passes stopped: no right to act without it
+                why = lease.renew_error or "it could not be renewed in time"
+                return TransientError(f"its lease could not be renewed: {why}")
             if controller.ready() and self.state != "connected":
                 self.state, self.reason = "connected", None
                 if was == "unreachable":
@@ -188,7 +194,10 @@ class HostRunner:
                     self.events.publish("host", text, host=self.name, host_name=self.url)
         return None
 
-    def _down(self, why: str | Exception, *, closed: bool = False) -> None:
+    def _down(self, why: str | Exception) -> None:
+        """Report the host lost (once per reason), wait its backoff."""
+        if isinstance(why, Exception) and self._explain is not None and not str(why).startswith(self.name):
+            why = self._explain(why)
         text = str(why) if isinstance(why, AgentvmError | str) else f"unexpected {type(why).__name__}: {why}"
         if not text.startswith(self.name):
             text = f"{self.name} ({self.url}): {text}"
@@ -202,7 +211,6 @@ class HostRunner:
             self.events.publish(
                 "host", f"{text}; retrying", level="error", host=self.name, host_name=self.url
             )
-        _ = closed
         self._stop.wait(delay)
 
     # -- what the API shows -----------------------------------------------------------------------------
