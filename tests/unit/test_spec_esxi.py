@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -205,8 +206,8 @@ def test_the_example_parses_with_the_labs_variables() -> None:
 
 @pytest.mark.parametrize("command", ["plan", "apply", "destroy", "status", "run"])
 def test_commands_say_what_standalone_hosts_cannot_do_yet(command: str) -> None:
-    """plan, apply, destroy and status carry out esxi: hosts (tests/integration/test_cli_esxi.py), but
-    not hostNetwork on them yet; run does not carry them out yet. Both before any connection."""
+    """plan, apply, destroy, status and run carry out esxi: hosts (tests/integration/test_cli_esxi.py,
+    test_run_esxi.py), but not hostNetwork on them yet: said before any connection."""
     from typer.testing import CliRunner
 
     from agentvm.cli.main import app
@@ -222,10 +223,42 @@ def test_commands_say_what_standalone_hosts_cannot_do_yet(command: str) -> None:
         env[f"AGENTVM_ESXI_{i}_THUMBPRINT"] = ":".join([f"{i:02X}"] * 20)
     result = CliRunner().invoke(app, [command, "-f", str(EXAMPLES / "contrail-esxi.yaml")], env=env)
     assert result.exit_code == 2, result.output
-    if command == "run":
-        assert (
-            "esx-01, esx-02, esx-03" in result.output and "not supported by agentvm run yet" in result.output
-        )
-    else:
-        assert 'agency "contrail": hostNetwork is not supported on standalone hosts yet' in result.output
+    assert 'agency "contrail": hostNetwork is not supported on standalone hosts yet' in result.output
+    assert SECRET not in result.output
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--netsync"], "--netsync needs a vCenter's networks; drop --netsync"),
+        (["--coordination", "etcd://127.0.0.1:2379"], "--coordination is not supported with standalone"),
+        (["-f", "SECOND"], "agentvm run takes one spec then"),
+    ],
+)
+def test_run_refuses_what_it_cannot_do_with_standalone_hosts(
+    tmp_path: Path, flags: list[str], said: str
+) -> None:
+    """Before any connection (the hosts' addresses are not listening), exit 2, one line."""
+    from typer.testing import CliRunner
+
+    from agentvm.cli.main import app
+
+    doc = yaml.safe_load((EXAMPLES / "contrail-esxi.yaml").read_text())
+    del doc["agencies"][0]["hostNetwork"]
+    spec = tmp_path / "esxi.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    env = {
+        "AGENTVM_ESXI_USERNAME": "root",
+        "AGENTVM_ESXI_PASSWORD": SECRET,
+        "AGENTVM_LAB_OVF_URL": "http://x",
+    }
+    for i in (1, 2, 3):
+        env[f"AGENTVM_ESXI_{i}_URL"] = f"https://127.0.0.1:{9000 + i}/sdk"
+        env[f"AGENTVM_ESXI_{i}_NAME"] = f"esx-0{i}"
+        env[f"AGENTVM_ESXI_{i}_THUMBPRINT"] = ":".join([f"{i:02X}"] * 20)
+    flags = [str(spec) if f == "SECOND" else f for f in flags]
+    args = ["run", "-f", str(spec), "--listen", "127.0.0.1:0", *flags]
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 2, result.output
+    assert said in result.output and "Traceback" not in result.output
     assert SECRET not in result.output
