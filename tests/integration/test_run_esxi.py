@@ -35,7 +35,7 @@ import agentvm
 from agentvm.controller.status import status_schema
 from agentvm.lab.packages import examples_dir
 from agentvm.lab.world import Lab, LabInfo
-from tests.support.esxi_lab import connected, restart_host, the_host
+from tests.support.esxi_lab import connected, reachable, restart_host, the_host
 
 pytestmark = pytest.mark.lab
 
@@ -335,3 +335,30 @@ def test_a_killed_runs_leases_are_taken_over_after_one_ttl(info: LabInfo, spec: 
         wait_for(lambda: all_green(second), "every host green under the second run", 120)
     finally:
         second.kill()
+
+
+def test_a_host_down_at_start_is_served_once_it_is_up(
+    lab: Lab, info: LabInfo, spec: Path, tmp_path: Path
+) -> None:
+    """run starts with the other two (status names the missing one and why) and serves esx-02 once it
+    starts: its address is the one the fleet's IP plan gave it at start."""
+    lab.stop_esxi("esx-02")
+    try:
+        run = Run(info, spec, tmp_path / "state")
+        try:
+            wait_for(lambda: all_green(run, ("esx-01", "esx-03")), "esx-01 and esx-03 green", 120)
+            hosts = run.hosts()
+            assert not hosts["esx-02"]["reachable"]
+            assert hosts["esx-02"]["error"].startswith(f"esx-02 ({info.esxi[1].url}): ")
+            assert "connection refused" in hosts["esx-02"]["error"]
+            jsonschema.validate(run.status(), status_schema())
+            assert httpx.get(f"{run.url}/readyz", timeout=10).status_code == 503
+            lab.start_esxi("esx-02")
+            wait_for(lambda: all_green(run), "every host green once esx-02 is up", 120)
+            assert powered_on_with(info, 1, ADDRESSES[1])
+            assert httpx.get(f"{run.url}/readyz", timeout=10).status_code == 200
+        finally:
+            run.kill()
+    finally:
+        if not reachable(info.esxi[1]):
+            lab.start_esxi("esx-02")
