@@ -24,6 +24,10 @@ spec it acts only while it leads the spec's etcd seat and holds the solution's l
 (``controller.replica.Leadership``), and follows (read-only status) otherwise. ``--lease-ttl`` is the TTL
 of both. ``--standby`` is refused with it (exit 2): every replica already stands by for what it does not
 lead.
+
+A spec with standalone ESXi hosts (``esxi:``) is run by ``cli.run_esxi``: one controller, lease and direct
+engine per host, each host reconnected on its own (``--hosts-at-once`` bounds how many are opened at once);
+not with ``--coordination``, ``--netsync`` or a second ``-f`` (exit 2).
 """
 
 from __future__ import annotations
