@@ -29,7 +29,10 @@ agent reads, one after the other (~38 ms each against the lab's EAM). With the e
 for its batch (an answered agent powered on while the others deploy) and the wait's reads at scale, on a
 machine about twice as slow: 500 hosts 86.9 s against 69.6 s (1.25x; the code before: 95.4 s against
 71.5 s, 1.33x), 2,500 hosts 885.3 s against 505.1 s (1.75x, 12,363 AgentQueryRuntime, 10 polls); the lab
-process is the bottleneck there (GIL-bound at ~107 % CPU while apply used ~4 %).
+process is the bottleneck there (GIL-bound at ~107 % CPU while apply used ~4 %). 2026-12-04, 2,500 hosts, a
+shared machine: 675.3 s against 263.4 s (2.56x, 11,015 AgentQueryRuntime, 11 polls: each poll read about a
+thousand agents one after the other); with one look's reads 8 at a time (``EamBackend``'s read_workers)
+433.8 s against 248.9 s (1.74x, 16,238 AgentQueryRuntime, 125 polls).
 Run: .venv/bin/python bench/bench_apply_pool.py [--settings 64,500] [--delay 10] [--hooks 128]
 [--apply 64,500]
 """

@@ -210,6 +210,39 @@ def test_a_redeployed_agent_keeps_its_address_and_the_others_keep_theirs(
         assert agentvm("destroy", "-f", str(spec), "--yes", env=env, timeout=240).returncode == 0
 
 
+def test_status_reports_an_agent_powered_off_behind_its_back_and_changes_nothing(
+    info: LabInfo, tmp_path: Path
+) -> None:
+    spec = example(tmp_path)
+    env = environment(info, tmp_path)
+    assert agentvm("apply", "-f", str(spec), env=env, timeout=240).returncode == 0
+    try:
+        with connected(info.esxi[0]) as si:  # esx-01's agent VM powered off by someone else
+            dc, _, _ = the_host(si)
+            (vm,) = dc.vmFolder.childEntity
+            WaitForTask(vm.PowerOffVM_Task())
+        before = host_states(info)
+
+        status = agentvm("status", "-f", str(spec), "--json", env=env)
+
+        assert status.returncode == 0, status.stderr
+        doc = json.loads(status.stdout)
+        jsonschema.validate(doc, status_schema())
+        rows = [
+            [h for a in host["agencies"] for c in a["clusters"] for h in c["hosts"]]
+            for host in doc["standalone"]
+        ]
+        assert [[r["powerState"] for r in host] for host in rows] == [
+            ["poweredOff"],
+            ["poweredOn"],
+            ["poweredOn"],
+        ]
+        assert host_states(info) == before  # status powered nothing on, anywhere
+        assert agent_vms(info, (0,))[0][0]["power"] == "poweredOff"
+    finally:
+        assert agentvm("destroy", "-f", str(spec), "--yes", env=env, timeout=240).returncode == 0
+
+
 @pytest.mark.parametrize("command", ["plan", "apply"])
 def test_a_wrong_password_for_one_host_changes_nothing_on_any_host(
     info: LabInfo, tmp_path: Path, command: str

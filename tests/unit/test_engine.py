@@ -1123,3 +1123,27 @@ def test_an_upgrade_stays_one_host_at_a_time_while_actions_run_at_once(infra: Fa
 def test_a_bound_below_one_is_refused_by_name(infra: FakeInfra, bound: str) -> None:
     with pytest.raises(ValueError, match=f"{bound} must be 1 or more \\(got 0\\)"):
         Engine(infra, None, namespace="ns", **{bound: 0})  # type: ignore[arg-type]
+
+
+def test_a_look_without_acting_judges_but_carries_out_nothing_and_saves_nothing(
+    infra: FakeInfra, tmp_path: Path
+) -> None:
+    cluster = infra.add_cluster(2)
+    state_file = tmp_path / "engine.json"
+    engine = engine_for(infra, state_file)
+    agency = engine.create_agency(SOLUTION, config(cluster), GoalState.ENABLED)  # two deploys due
+    saved = state_file.read_bytes()
+    observed = infra.calls["observe"]
+
+    assert engine.step(act=False) is False
+
+    assert infra.calls["observe"] == observed + 1  # it looked...
+    assert infra.calls["deploy_agent_vm"] == 0 and engine.in_flight == 0  # ...and carried out nothing
+    assert infra.vms == {}
+    assert state_file.read_bytes() == saved
+    assert len(engine.agency_agents(agency)) == 2  # judged: an agent per host, to be deployed
+    assert engine.agency_runtime(agency).status is not Status.GREEN
+
+    engine.run_until_quiet()  # a step after the look carries out what is due
+    assert infra.calls["deploy_agent_vm"] == 2
+    assert engine.agency_runtime(agency).status is Status.GREEN

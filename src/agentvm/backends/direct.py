@@ -185,6 +185,15 @@ class DirectBackend(AgencyBackend):
         self._ticked_state = state
         return acted
 
+    def look(self) -> None:
+        """One ``Engine.step(act=False)``: the engine observes vSphere and judges (``agentvm status``, which
+        must change nothing), and the next observe reads every agent. TransientError when vSphere fails."""
+        try:
+            self.engine.step(act=False)
+        except InfraError as exc:
+            raise TransientError(f"the agent engine cannot observe vSphere: {exc}; will retry") from exc
+        self._agents_moved()
+
     def wait_for_work(self, timeout: float) -> bool:
         """Block up to ``timeout`` s until the engine has work (an API call or a vSphere change)."""
         return self.engine.wait_for_work(timeout)

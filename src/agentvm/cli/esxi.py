@@ -18,8 +18,8 @@ that plan, apply and destroy are the vCenter ones, per host.
   names each failed host and why, exit 1.
 - **status** shows the hosts grouped as ``standalone`` (the Status document's ``standalone`` list); a host
   that cannot be reached is shown with the reason, the others still. The engine reloads its state from the
-  file and takes one step first, to observe the host; a step also does what it finds due (an agent VM
-  found powered off is powered on), as ``apply`` would.
+  file and looks once (``Engine.step(act=False)``): it observes the host and judges, and carries out
+  nothing, so status changes nothing on any host.
 - **destroy** removes every agency of the spec from every host, concurrently.
 
 ``hostNetwork`` is not supported on standalone hosts yet: a spec using it stops when it loads, before any
@@ -407,10 +407,9 @@ def fleet_status(fleet: Fleet) -> list[Done[StatusReport]]:
 
     def one(member: Member) -> StatusReport:
         spec = host_spec(fleet.desired, member.name, every_agency=True)
-        if not member.engine.backend.self_driving:
-            # the engine reloaded its state from the file: one step observes the host (its agents' power,
-            # VMs, issues); a step also carries out what it then finds due, as apply's wait would
-            member.engine.backend.tick()
+        # the engine reloaded its state from the file: one look observes the host (its agents' power, VMs,
+        # issues) and judges, carrying out nothing (status changes nothing)
+        member.engine.backend.look()
         return collect_status(member.session, member.engine.backend, spec)
 
     done = fleet.each(one)

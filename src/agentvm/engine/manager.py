@@ -204,8 +204,12 @@ class Engine:
         self._step_seconds = 0.0  # what the last step that looked cost (``pace``)
 
     # ============================================================================ the loop's side
-    def step(self) -> bool:
+    def step(self, *, act: bool = True) -> bool:
         """Observe, reconcile, act. Returns True when it acted (so another step should follow soon).
+
+        ``act=False`` (``agentvm status``, a read-only command): observe and judge as EAM would (issues
+        raised, runtimes current) but carry out no action and save nothing; the next ``step()`` plans
+        again from a fresh observation.
 
         Raises InfraError when vSphere cannot be observed; the next observation then waits with the same
         backoff as a failed action (``retry``; never given up): a step before then does nothing.
@@ -269,6 +273,10 @@ class Engine:
                     self._dirty = True
                 self.passes += 1
                 self._step_seconds = time.monotonic() - began
+            if not act:
+                with self._lock:
+                    self._dirty = True  # nothing was carried out: the next step plans it again
+                return False
             self._dispatch(plan.actions, obs)
             self._persist()
             return bool(plan.actions) or not settled
