@@ -219,6 +219,14 @@ def waited(record: dict[str, Any]) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def resolved(run: Run, host: str) -> float:
+    """The run's VmPoweredOff resolves that succeeded on ``host`` so far (``/metrics``)."""
+    metrics = httpx.get(f"{run.url}/metrics", timeout=10).text
+    line = f'agentvm_resolves_succeeded_total{{host="{host}",kind="VmPoweredOff"}} '
+    (value,) = [row.removeprefix(line) for row in metrics.splitlines() if row.startswith(line)]
+    return float(value)
+
+
 def heals(run: Run, kind: str) -> int:
     """Actions of ``kind`` (PowerOn, DestroyVm, ...) the run's engines logged carrying out so far."""
     while True:
@@ -284,12 +292,14 @@ def test_one_host_stopped_the_others_still_heal_and_status_says_which_and_why(
         document = run.status()
         jsonschema.validate(document, status_schema())
         power_ons = heals(run, "PowerOn")
+        healed = {name: resolved(run, name) for name in ("esx-01", "esx-03")}
         power_off(info, 0)
         power_off(info, 2)
         wait_for(lambda: powered_on_with(info, 0, ADDRESSES[0]), "esx-01's agent on again", 60)
         wait_for(lambda: powered_on_with(info, 2, ADDRESSES[2]), "esx-03's agent on again", 60)
         wait_for(lambda: all_green(run, ("esx-01", "esx-03")), "esx-01 and esx-03 green", 60)
         assert heals(run, "PowerOn") >= power_ons + 2  # both heals were the run's, while esx-02 was down
+        assert all(resolved(run, name) == healed[name] + 1 for name in healed)  # one each, per host
         hosts = run.hosts()
         assert not hosts["esx-02"]["reachable"] and "esx-02" in hosts["esx-02"]["error"]
         metrics = httpx.get(f"{run.url}/metrics", timeout=10).text
