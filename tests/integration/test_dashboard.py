@@ -428,3 +428,52 @@ def test_each_hosts_networking_is_shown_and_a_failed_check_marks_its_tile(
     )
     assert "networkready" in facts, facts
     assert page.exceptions() == []
+
+
+def test_standalone_hosts_are_grouped_as_standalone_and_an_unreachable_one_says_why(
+    world: World, server: ApiServer, page: Page
+) -> None:
+    """``agentvm run`` of a spec with esxi: hosts: the Status document's ``standalone`` list."""
+    agency = copy.deepcopy(_status("green")["agencies"][0])
+
+    def reachable(name: str) -> dict[str, Any]:
+        one = copy.deepcopy(agency)
+        host = {**_host(0, "green"), "name": name, "moid": "ha-host", "path": f"/ha-datacenter/host/{name}"}
+        one["clusters"] = [{"name": None, "path": None, "standalone": True, "hosts": [host]}]
+        one["summary"] = {"hosts": 1, "ready": 1, "issues": 0, "hooksPending": 0, "addresses": 1}
+        entry = {"name": name, "url": f"https://{name}/sdk", "reachable": True, "error": None}
+        return entry | {"agencies": [one], "missing": []}
+
+    why = "esx-02 (https://esx-02/sdk): cannot connect: connection refused; is the host up at that address?"
+    down = {"name": "esx-02", "url": "https://esx-02/sdk", "reachable": False, "error": why}
+    world.set_status(
+        valid(
+            {
+                "apiVersion": "agentvm/v1",
+                "kind": "Status",
+                "vcenter": "",
+                "generatedAt": "2026-12-04T20:00:00Z",
+                "agencies": [],
+                "missing": [],
+                "solution": "org.tungsten.agentvm",
+                "standalone": [
+                    reachable("esx-01"),
+                    down | {"agencies": [], "missing": []},
+                    reachable("esx-03"),
+                ],
+            }
+        )
+    )
+    _navigate(page, f"{server.url}/")
+    page.wait_for("document.querySelectorAll('.standalone').length === 3")
+    group = page.evaluate("document.querySelector('.standalone-group h2').textContent")
+    assert group == "standalone 3 hosts, 1 unreachable"
+    shown = page.evaluate("document.querySelector('.standalone.unreachable').textContent")
+    assert shown.startswith("esx-02") and "connection refused" in shown
+    assert page.evaluate("document.querySelectorAll('.standalone-group .host').length") == 2
+    clusters = page.evaluate(
+        "[...document.querySelectorAll('.standalone-group .cluster h3')].map(e => e.textContent)"
+    )
+    assert all(c.startswith("standalone") for c in clusters) and len(clusters) == 2
+    assert "No agency yet" not in page.evaluate("document.body.textContent")
+    assert page.exceptions() == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -203,13 +204,26 @@ def test_the_example_parses_with_the_labs_variables() -> None:
     assert isinstance(desired.esxi[0].connection, VCenterConnection)
 
 
-def test_run_says_it_does_not_carry_out_standalone_hosts_yet() -> None:
-    """plan, apply, destroy and status carry out esxi: hosts and their hostNetwork
-    (tests/integration/test_cli_esxi.py, test_hostnet_esxi.py); run does not yet, before any connection."""
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--netsync"], "--netsync needs a vCenter's networks; drop --netsync"),
+        (["--coordination", "etcd://127.0.0.1:2379"], "--coordination is not supported with standalone"),
+        (["-f", "SECOND"], "agentvm run takes one spec then"),
+    ],
+)
+def test_run_refuses_what_it_cannot_do_with_standalone_hosts(
+    tmp_path: Path, flags: list[str], said: str
+) -> None:
+    """Before any connection (the hosts' addresses are not listening), exit 2, one line."""
     from typer.testing import CliRunner
 
     from agentvm.cli.main import app
 
+    doc = yaml.safe_load((EXAMPLES / "contrail-esxi.yaml").read_text())
+    del doc["agencies"][0]["hostNetwork"]
+    spec = tmp_path / "esxi.yaml"
+    spec.write_text(yaml.safe_dump(doc))
     env = {
         "AGENTVM_ESXI_USERNAME": "root",
         "AGENTVM_ESXI_PASSWORD": SECRET,
@@ -219,7 +233,9 @@ def test_run_says_it_does_not_carry_out_standalone_hosts_yet() -> None:
         env[f"AGENTVM_ESXI_{i}_URL"] = f"https://127.0.0.1:{9000 + i}/sdk"
         env[f"AGENTVM_ESXI_{i}_NAME"] = f"esx-0{i}"
         env[f"AGENTVM_ESXI_{i}_THUMBPRINT"] = ":".join([f"{i:02X}"] * 20)
-    result = CliRunner().invoke(app, ["run", "-f", str(EXAMPLES / "contrail-esxi.yaml")], env=env)
+    flags = [str(spec) if f == "SECOND" else f for f in flags]
+    args = ["run", "-f", str(spec), "--listen", "127.0.0.1:0", *flags]
+    result = CliRunner().invoke(app, args, env=env)
     assert result.exit_code == 2, result.output
-    assert "esx-01, esx-02, esx-03" in result.output and "not supported by agentvm run yet" in result.output
+    assert said in result.output and "Traceback" not in result.output
     assert SECRET not in result.output

@@ -284,7 +284,7 @@ class Fleet:
         """Plan every host (each member's ``plan`` and ``solution``); raise, naming every host that failed,
         before anything is changed. First each host's current addresses, then the fleet's IP plan, then
         each host's plan with its addresses pinned."""
-        seen = _raise_any(self.each(self._observe))
+        seen = _raise_any(self.each(self.observe_member))
         previous: dict[str, dict[str, IPv4Address]] = {}  # agency -> esxi name -> address
         for member, (_, _, addresses) in zip(self.members, seen, strict=True):
             for agency, address in addresses.items():
@@ -317,7 +317,7 @@ class Fleet:
 
         _raise_any(self.each(plan_host))
 
-    def _observe(self, member: Member) -> tuple[str, str, dict[str, IPv4Address]]:
+    def observe_member(self, member: Member) -> tuple[str, str, dict[str, IPv4Address]]:
         """(the host's moid on its host agent, its compute resource's path, agency name -> the address its
         agent VM carries)."""
         spec = host_spec(self.desired, member.name)

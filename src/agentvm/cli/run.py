@@ -24,6 +24,10 @@ spec it acts only while it leads the spec's etcd seat and holds the solution's l
 (``controller.replica.Leadership``), and follows (read-only status) otherwise. ``--lease-ttl`` is the TTL
 of both. ``--standby`` is refused with it (exit 2): every replica already stands by for what it does not
 lead.
+
+A spec with standalone ESXi hosts (``esxi:``) is run by ``cli.run_esxi``: one controller, lease and direct
+engine per host, each host reconnected on its own (``--hosts-at-once`` bounds how many are opened at once);
+not with ``--coordination``, ``--netsync`` or a second ``-f`` (exit 2).
 """
 
 from __future__ import annotations
@@ -540,6 +544,16 @@ def run(
             "replica that leads it acts, the others follow (read-only status) and take over when it stops.",
         ),
     ] = None,
+    hosts_at_once: Annotated[
+        int,
+        typer.Option(
+            "--hosts-at-once",
+            envvar="AGENTVM_HOSTS_AT_ONCE",  # cli.esxi's (which imports this module)
+            min=1,
+            help="With esxi: in the spec, how many standalone hosts are opened (logged in to, their lease "
+            "taken) at once (default 8); every host is then served on its own.",
+        ),
+    ] = 8,
     lease_ttl_seconds: Annotated[
         float | None,
         typer.Option(
@@ -576,7 +590,29 @@ def run(
             )
     if not file:
         raise ConfigurationError("agentvm run needs a spec: pass -f SPEC (repeat -f for several)")
-    specs = [(path, load(path, standalone=False)) for path in file]
+    specs = [(path, load(path)) for path in file]
+    if any(desired.esxi for _, desired in specs):
+        _run_esxi(
+            specs,
+            coordination=endpoints is not None,
+            netsync=netsync,
+            backend=backend,
+            listen=(listen, host, port),
+            token=token,
+            settings=Settings(
+                fast_poll=poll,
+                slow_poll=idle_poll,
+                full_resync=resync,
+                workers=workers,
+                sweep_per_minute=sweep_per_minute,
+            ),
+            ttl=lease_ttl_seconds if lease_ttl_seconds is not None else lease_ttl(),
+            state_dir=state_dir or default_state_dir(),
+            call_timeout=call_timeout,
+            at_once=hosts_at_once,
+            limits=Limits(max_streams=max_streams, max_requests=max_requests),
+        )
+        return
     flags = ConnectionFlags(url, username, password_file, thumbprint, ca_file, insecure)
     conns = [spec_connection(desired, flags) for _, desired in specs]
     distinct(
@@ -689,6 +725,49 @@ def run(
                 f"agentvm run stopped: it lost {held.where} ({controller.lease_lost}); never two controllers"
             )
     action_log("agentvm run stopped", action="exit")
+
+
+def _run_esxi(
+    specs: Sequence[tuple[Path, DesiredState]],
+    *,
+    coordination: bool,
+    netsync: bool,
+    backend: BackendKind,
+    listen: tuple[str, str, int],
+    token: BearerToken | None,
+    settings: Settings,
+    ttl: float,
+    state_dir: Path,
+    call_timeout: float,
+    at_once: int,
+    limits: Limits,
+) -> None:
+    """``agentvm run`` of a spec with ``esxi:`` hosts (``cli.run_esxi``), after refusing what it cannot
+    do there (ConfigurationError, exit 2, before any connection)."""
+    from agentvm.cli.run_esxi import RunOptions, run_standalone
+
+    path, desired = specs[0]
+    if len(specs) > 1:
+        raise ConfigurationError(
+            f"-f {path} lists esxi: hosts: agentvm run takes one spec then (put every host in its esxi:)"
+        )
+    if coordination:
+        raise ConfigurationError(
+            f"-f {path} lists esxi: hosts: --coordination is not supported with standalone hosts; drop it"
+        )
+    if netsync:
+        raise ConfigurationError(
+            f"-f {path} lists esxi: hosts: --netsync needs a vCenter's networks; drop --netsync"
+        )
+    if backend is not BackendKind.EAM and backend is not BackendKind.DIRECT:  # pragma: no cover
+        raise ConfigurationError(f"unknown --backend {backend}")
+    listen_text, host, port = listen
+    listener = bind_listen(listen_text, host, port)  # a busy port ends here, before any login
+    try:
+        options = RunOptions(settings, ttl, state_dir, call_timeout, at_once)
+        run_standalone(desired, options, listener=listener, host=host, port=port, token=token, limits=limits)
+    finally:
+        listener.close()
 
 
 def vcenter_where(url: str) -> str:

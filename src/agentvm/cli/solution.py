@@ -87,13 +87,13 @@ def load(path: Path, *, standalone: bool = True) -> DesiredState:
     """Load the spec and print its warnings on stderr. Raises SpecError (exit 2); for a spec with
     standalone hosts (``esxi:``, carried out by ``cli.esxi``) ConfigurationError (exit 2) for what they
     cannot do yet (``core.standalone.check_spec``), or at all when the command does not carry them out
-    (``standalone`` False: ``agentvm run``)."""
+    (``standalone`` False; every command carries them out now: plan, apply, status, destroy and run)."""
     desired = load_spec(path)
     if desired.esxi and not standalone:
         names = ", ".join(h.name for h in desired.esxi)
         raise ConfigurationError(
-            f"{path}: esxi: standalone ESXi hosts ({names}) are not supported by agentvm run yet "
-            "(issue 15); agentvm plan, apply, status and destroy carry them out"
+            f"{path}: esxi: standalone ESXi hosts ({names}) are not supported by this command "
+            "(issue 15); agentvm plan, apply, status, destroy and run carry them out"
         )
     if desired.esxi:
         check_spec(desired)

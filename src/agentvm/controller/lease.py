@@ -228,6 +228,7 @@ class Lease:
         self.lost: str | None = None  # why the lease was lost, once it was
         self.last: Judgement | None = None
         self.acquired_after: float | None = None  # seconds acquire() waited
+        self.renew_error: str | None = None  # why the last renewal could not reach the server (None: it did)
 
     # -- state ------------------------------------------------------------------------------------------
 
@@ -422,7 +423,9 @@ class Lease:
                 return False
             except AgentvmError as exc:
                 log.warning("could not renew %s: %s", self.where, exc)
+                self.renew_error = str(exc)
                 return False
+            self.renew_error = None
             self._record = renewed
             if not still_mine(records, generation=renewed.generation, token=self.me.token):
                 other = max(

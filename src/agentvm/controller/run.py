@@ -215,6 +215,9 @@ class Controller:
         self._ready = False
         self._healthy = False
         self._outage: str | None = None
+        self._disconnected = (
+            False  # the last pass failed for want of vCenter, EAM or the host (not bad input)
+        )
         self._requests: deque[tuple[Callable[[], JsonObject], Future[JsonObject]]] = deque()
         self._last_update = 0.0
         self._last_vm_update = 0.0  # the last watch batch with VM or topology changes (not hosts' only)
@@ -420,6 +423,17 @@ class Controller:
         self.follow_reads += 1
 
     @property
+    def outage(self) -> str | None:
+        """Why the passes fail now (None while they succeed)."""
+        return self._outage
+
+    @property
+    def disconnected(self) -> bool:
+        """True while the passes fail because vCenter, EAM or the host cannot be reached or logged in to
+        (``controller.standalone`` then opens the host anew)."""
+        return self._disconnected and self._outage is not None
+
+    @property
     def following(self) -> bool:
         """True while this controller may not act and reads the status only (a replica's follower)."""
         return self._following
@@ -492,6 +506,7 @@ class Controller:
         self._healthy = False
         if isinstance(exc, TransientError | AuthenticationError):  # not a bad spec: vCenter or EAM is lost
             self.metrics.vcenter_connected.set(0)
+            self._disconnected = True
         known = isinstance(exc, AgentvmError)
         text = str(exc) if known else f"unexpected {type(exc).__name__}: {exc}"
         if not known:
@@ -504,6 +519,7 @@ class Controller:
             log.warning("still failing after %d attempts: %s", failures, text)
 
     def _recovered(self) -> None:
+        self._disconnected = False
         text = "reconnected; full resync done" if self._outage else "recovered"
         self._outage = None
         if self.netsync is not None:

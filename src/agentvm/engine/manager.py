@@ -443,6 +443,8 @@ class Engine:
                 infra.power_off(action.vm)
             elif isinstance(action, DestroyVm):
                 infra.destroy_vm(action.vm)
+            # what the engine did by itself (a heal's power-on has no other trace in agentvm run's log)
+            log.info("carried out %s of %s", type(action).__name__, action.vm)
             return Done()
         except InfraError as e:
             log.warning("%s failed, will retry with backoff: %s", type(action).__name__, e)

@@ -178,7 +178,9 @@
 
   function allHosts(status) {
     const hosts = [];
-    for (const agency of docsOf(status).flatMap((doc) => list(doc.agencies))) {
+    const docs = docsOf(status);
+    const standalone = docs.flatMap((doc) => list(doc.standalone)).filter(Boolean);
+    for (const agency of [...docs.flatMap((doc) => list(doc.agencies)), ...standalone.flatMap((h) => list(h.agencies))]) {
       for (const cluster of list(agency && agency.clusters)) {
         for (const host of list(cluster && cluster.hosts)) {
           if (host) hosts.push({ agency, cluster, host });
@@ -207,13 +209,40 @@
           ),
         );
       }
-      if (agencies.length === 0) {
+      const standalone = list(doc.standalone).filter(Boolean);
+      if (agencies.length === 0 && standalone.length === 0) {
         root.append(el("p", { class: "empty" }, "No agency yet: run `agentvm apply -f SPEC`."));
       }
       renderAgencies(root, agencies, counts);
+      if (standalone.length) renderStandalone(root, standalone, counts);
     }
     renderSummary(counts);
     renderDetail();
+  }
+
+  // a spec with esxi: hosts (status `standalone`): the hosts grouped as "standalone", each with its own
+  // agencies, an unreachable one with the reason
+  function renderStandalone(root, hosts, counts) {
+    const down = hosts.filter((h) => !h.reachable).length;
+    const group = el(
+      "section",
+      { class: "standalone-group" },
+      el("h2", {}, "standalone", " ", el("span", { class: "counts" }, `${hosts.length} host${hosts.length === 1 ? "" : "s"}${down ? `, ${down} unreachable` : ""}`)),
+    );
+    for (const host of hosts) {
+      group.append(
+        el(
+          "div",
+          { class: host.reachable ? "standalone" : "standalone unreachable", "data-host": text(host.name), "data-reachable": String(Boolean(host.reachable)) },
+          el("strong", {}, text(host.name, "(host)")),
+          " ",
+          el("span", { class: "path" }, text(host.url)),
+          host.reachable ? null : el("span", { class: "error" }, ` unreachable: ${text(host.error, "no reason given")}`),
+        ),
+      );
+      renderAgencies(group, list(host.agencies), counts);
+    }
+    root.append(group);
   }
 
   function renderAgencies(root, agencies, counts) {
@@ -251,7 +280,7 @@
             el(
               "h3",
               {},
-              text(cluster.name, "(cluster)"),
+              text(cluster.name, cluster.standalone ? "standalone" : "(cluster)"),
               " ",
               el("span", { class: "path" }, text(cluster.path)),
               " ",
