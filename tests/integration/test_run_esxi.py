@@ -6,8 +6,8 @@ is reconnected and its agent redeployed, green; with one host stopped the other 
 and the status (API) names the stopped host and why; status validates against the schema; SIGTERM
 releases the leases (the next run takes them at once), a kill -9'd run's are taken over after one TTL.
 
-The example's hostNetwork section is not carried out on standalone hosts yet: the tests drop it (as
-tests/integration/test_cli_esxi.py does).
+The heal tests drop the example's hostNetwork section (tests/integration/test_hostnet_esxi.py covers it
+with the one-shot commands); the last test runs the example as shipped, its fabric prepared on every host.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import jsonschema
 import pytest
 import yaml
 from pyVim.task import WaitForTask
+from pyVmomi import vim
 
 import agentvm
 from agentvm.controller.status import status_schema
@@ -372,3 +373,31 @@ def test_a_host_down_at_start_is_served_once_it_is_up(
     finally:
         if not reachable(info.esxi[1]):
             lab.start_esxi("esx-02")
+
+
+def test_run_of_the_example_as_shipped_prepares_each_hosts_fabric_before_its_agent(
+    info: LabInfo, tmp_path: Path
+) -> None:
+    """With its hostNetwork.fabric: every host gets vSwitch1 on vmnic1 and contrail-fabric, and its agent VM's
+    fabric NIC is on that port group (read back on each host)."""
+    run = Run(info, examples_dir() / "contrail-esxi.yaml", tmp_path / "state")
+    try:
+        wait_for(lambda: all_green(run), "every host green", 180)
+        for index, host in enumerate(info.esxi):
+            assert powered_on_with(info, index, ADDRESSES[index]), agent_vm(info, index)
+            with connected(host) as si:
+                dc, _, esx = the_host(si)
+                net = esx.configManager.networkSystem.networkInfo
+                (switch,) = [s for s in net.vswitch if s.name == "vSwitch1"]
+                assert list(switch.spec.bridge.nicDevice) == ["vmnic1"]
+                assert [p.spec.vswitchName for p in net.portgroup if p.spec.name == "contrail-fabric"] == [
+                    "vSwitch1"
+                ]
+                (vm,) = dc.vmFolder.childEntity
+                nics = [
+                    d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard)
+                ]
+                assert nics[0].backing.deviceName == "contrail-fabric", [n.backing.deviceName for n in nics]
+        assert run.stop() == 0
+    finally:
+        run.kill()
