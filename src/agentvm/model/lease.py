@@ -49,6 +49,21 @@ class LeaseRecord:
     def ours(self) -> bool:
         return self.holder is not None
 
+    def written(self) -> dict[str, object]:
+        """What a record store writes of a record agentvm holds: its holder, renewals, TTL and release."""
+        holder = self.holder
+        assert holder is not None, "agentvm writes only records it holds"
+        return {
+            "host": holder.host,
+            "pid": holder.pid,
+            "command": holder.command,
+            "started": holder.started,
+            "token": holder.token,
+            "renewals": self.renewals,
+            "ttl": self.ttl,
+            "released": self.released,
+        }
+
     def same_state(self, other: LeaseRecord | None) -> bool:
         """True when ``other`` is this generation, by the same holder, with the same renewals and release."""
         return (

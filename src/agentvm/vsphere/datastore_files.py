@@ -104,22 +104,8 @@ def generation_of(name: str, solution_key: str) -> int | None:
 
 def record_json(solution_key: str, record: LeaseRecord) -> bytes:
     """The content of a record's ``record.json`` (sorted, compact JSON)."""
-    holder = record.holder
-    assert holder is not None, "agentvm writes only records it holds"
     return json.dumps(
-        {
-            "format": _FORMAT,
-            "solution": solution_key,
-            "generation": record.generation,
-            "host": holder.host,
-            "pid": holder.pid,
-            "command": holder.command,
-            "started": holder.started,
-            "token": holder.token,
-            "renewals": record.renewals,
-            "ttl": record.ttl,
-            "released": record.released,
-        },
+        {"format": _FORMAT, "solution": solution_key, "generation": record.generation, **record.written()},
         separators=(",", ":"),
         sort_keys=True,
     ).encode()

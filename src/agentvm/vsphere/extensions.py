@@ -320,20 +320,8 @@ def remove_lease_record(session: Session, record: LeaseRecord) -> bool:
 
 
 def _lease_vim(solution_key: str, record: LeaseRecord) -> Any:
-    holder = record.holder
-    assert holder is not None, "agentvm writes only records it holds"
     summary = json.dumps(
-        {
-            "format": _LEASE_FORMAT,
-            "host": holder.host,
-            "pid": holder.pid,
-            "command": holder.command,
-            "started": holder.started,
-            "token": holder.token,
-            "renewals": record.renewals,
-            "ttl": record.ttl,
-            "released": record.released,
-        },
+        {"format": _LEASE_FORMAT, **record.written()},
         separators=(",", ":"),
         sort_keys=True,
     )
