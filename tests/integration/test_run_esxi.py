@@ -13,13 +13,9 @@ with the one-shot commands); the last test runs the example as shipped, its fabr
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,10 +28,10 @@ import yaml
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-import agentvm
 from agentvm.controller.status import status_schema
 from agentvm.lab.packages import examples_dir
 from agentvm.lab.world import Lab, LabInfo
+from tests.support.controller_lab import RunChild
 from tests.support.esxi_lab import connected, reachable, restart_host, the_host
 
 pytestmark = pytest.mark.lab
@@ -65,51 +61,15 @@ def spec(tmp_path: Path) -> Path:
     return path
 
 
-class Run:
-    """One ``agentvm run`` child on the lab's standalone hosts; its JSON log lines read by a thread."""
+class Run(RunChild):
+    """One ``agentvm run`` child on the lab's standalone hosts."""
 
     def __init__(self, info: LabInfo, spec: Path, state: Path, *extra: str) -> None:
         env = {**info.env(), "AGENTVM_API_TOKEN": "test-token-123", "PATH": "/usr/bin:/bin"}
-        env["PYTHONPATH"] = str(Path(agentvm.__file__).resolve().parents[1])
         env["AGENTVM_STATE_DIR"] = str(state)
         args = ["run", "-f", str(spec), "--listen", "127.0.0.1:0", "--log-format", "json"]
         args += ["--poll", "0.2", "--idle-poll", "0.5", "--resync", "5", "--lease-ttl", "4", *extra]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentvm.cli.main", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        self.raw: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        listening = self.wait_line(lambda r: r.get("action") == "listen", 60)
-        self.url = str(listening["message"]).rsplit(" ", 1)[-1]
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.raw.append(line)
-            try:
-                self.lines.put(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-
-    def wait_line(self, match: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                record = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            self.seen.append(record)
-            if match(record):
-                return record
-        raise AssertionError(f"no such log line within {timeout} s; stderr:\n{''.join(self.raw[-40:])}")
+        super().__init__(env, args)
 
     def count(self, match: Callable[[dict[str, Any]], bool], n: int, timeout: float) -> list[dict[str, Any]]:
         """Wait until ``n`` lines seen so far (before ``listen`` too) match; those lines."""
@@ -133,11 +93,6 @@ class Run:
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(60)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pyVmomi import vim
 
@@ -169,15 +169,13 @@ def host_doc(document: dict[str, object], moid: str) -> dict[str, object]:
     raise AssertionError(f"host {moid} is not in the status document")
 
 
-class Process:
-    """One ``agentvm run`` child; its JSON log lines collected by a reader thread."""
+class RunChild:
+    """One ``agentvm run`` child (``args`` after ``agentvm``, with ``env``), its JSON log lines collected by a
+    reader thread; built once its API listens (``url``)."""
 
-    def __init__(self, world: World, *extra: str) -> None:
-        env = {**world.info.env(), "AGENTVM_API_TOKEN": "test-token-123", "PATH": "/usr/bin:/bin"}
-        env["PYTHONPATH"] = str(Path(agentvm.__file__).resolve().parents[1])  # the agentvm under test
-        env.setdefault("AGENTVM_STATE_DIR", os.environ["AGENTVM_STATE_DIR"])  # the test's (conftest), never ~
-        args = ["run", "-f", str(world.spec), "--listen", "127.0.0.1:0", "--log-format", "json"]
-        args += ["--poll", "0.2", "--idle-poll", "0.5", "--resync", "2", *extra]
+    def __init__(self, env: dict[str, str], args: list[str]) -> None:
+        # the agentvm under test
+        env = {**env, "PYTHONPATH": str(Path(agentvm.__file__).resolve().parents[1])}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agentvm.cli.main", *args],
             env=env,
@@ -185,8 +183,8 @@ class Process:
             stderr=subprocess.PIPE,
             text=True,
         )
-        self.lines: queue.Queue[dict[str, object]] = queue.Queue()
-        self.seen: list[dict[str, object]] = []
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
         self.raw: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         listening = self.wait_line(lambda r: r.get("action") == "listen", 60)
@@ -201,7 +199,7 @@ class Process:
             except json.JSONDecodeError:
                 continue
 
-    def wait_line(self, match: object, timeout: float) -> dict[str, object]:
+    def wait_line(self, match: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -211,7 +209,7 @@ class Process:
                     break
                 continue
             self.seen.append(record)
-            if match(record):  # type: ignore[operator]
+            if match(record):
                 return record
         raise AssertionError(f"no such log line within {timeout} s; stderr:\n{''.join(self.raw[-40:])}")
 
@@ -219,6 +217,17 @@ class Process:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class Process(RunChild):
+    """One ``agentvm run`` child on ``world``'s spec."""
+
+    def __init__(self, world: World, *extra: str) -> None:
+        env = {**world.info.env(), "AGENTVM_API_TOKEN": "test-token-123", "PATH": "/usr/bin:/bin"}
+        env.setdefault("AGENTVM_STATE_DIR", os.environ["AGENTVM_STATE_DIR"])  # the test's (conftest), never ~
+        args = ["run", "-f", str(world.spec), "--listen", "127.0.0.1:0", "--log-format", "json"]
+        args += ["--poll", "0.2", "--idle-poll", "0.5", "--resync", "2", *extra]
+        super().__init__(env, args)
 
 
 def controller_world(tmp_path: Path, shape: Shape | None = None, *, netsync: bool = True) -> Iterator[World]:

@@ -108,15 +108,15 @@ class HostError(AgentvmError):
 def _host_fix(message: str, host: StandaloneHostSpec) -> str:
     """The session's fixes, written for a vCenter from flags, as the fixes of ``host``'s esxi: entry."""
     entry = f"esxi: entry {host.name} of the spec"
-    match host.password_source:
+    match host.password_source:  # where the password comes from, for the message (never the password)
         case PasswordSource.ENVIRONMENT:
-            password = f"${host.password_origin}"
+            source = f"${host.password_origin}"
         case PasswordSource.FILE:
-            password = f"passwordFile {host.password_origin}"
+            source = f"passwordFile {host.password_origin}"
         case _:
-            password = "the password"  # noqa: S105 (words of a message, not a password)
+            source = "the password prompted for"
     for vcenter, fix in (
-        ("check AGENTVM_USERNAME/AGENTVM_PASSWORD", f"check the username and {password} of {entry}"),
+        ("check AGENTVM_USERNAME/AGENTVM_PASSWORD", f"check the username and {source} of {entry}"),
         (
             "set AGENTVM_THUMBPRINT/--thumbprint to the new one",
             f"set the thumbprint of {entry} to the new one",
